@@ -1,0 +1,311 @@
+/*
+ * nnopt.h - the one public header of libnnopt.
+ *
+ * nnopt trains neural networks in C. A network is a graph of nodes read from a
+ * plain-text model file (docs/model-format.md). Parameters, gradients and each
+ * optimizer state live in one flat float buffer apiece; activation and workspace
+ * memory is planned from shape functions before the first step. Kernels dispatch
+ * through a backend (src/backend) so other devices can be added.
+ *
+ * Conventions:
+ *  - Every function that can fail returns nn_status and leaves a one-line message
+ *    in the context (nn_ctx_error) naming the file, line or field at fault.
+ *  - The library never exits the process and keeps no mutable globals: threads,
+ *    RNG and the error message live in an nn_ctx passed explicitly.
+ *  - Dimension letters: N batch, C/H/W input channels/height/width, K output
+ *    channels, R/S kernel height/width, P/Q output height/width.
+ */
+#ifndef NNOPT_H
+#define NNOPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NN_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------ status */
+
+typedef enum {
+    NN_OK = 0,
+    NN_EINVAL,      /* bad argument, flag value or impossible shape */
+    NN_EIO,         /* file missing, unreadable or unwritable */
+    NN_EFORMAT,     /* file present but malformed (magic, sizes, syntax) */
+    NN_ENOMEM,      /* allocation failed */
+    NN_ENUMERIC,    /* NaN or Inf appeared in the loss */
+    NN_EUNSUPPORTED /* valid request this build cannot serve */
+} nn_status;
+
+/* Short name of a status ("invalid argument", ...). Never NULL. */
+const char *nn_status_str(nn_status s);
+
+/* ------------------------------------------------------------------ RNG */
+
+/* PCG32 (O'Neill): 64-bit state, odd increment selects the stream. Plain value
+ * type so that its position can be saved in a checkpoint and restored. */
+typedef struct {
+    uint64_t state;
+    uint64_t inc;
+} nn_rng;
+
+void nn_rng_seed(nn_rng *rng, uint64_t seed, uint64_t stream);
+uint32_t nn_rng_u32(nn_rng *rng);
+/* Uniform float in [0, 1) with 24 random bits. */
+float nn_rng_uniform(nn_rng *rng);
+/* Uniform integer in [0, n), unbiased (rejection sampling). n > 0. */
+uint32_t nn_rng_below(nn_rng *rng, uint32_t n);
+
+/* ------------------------------------------------------------------ context */
+
+/* Holds thread count, the last error message and the backend in use. */
+typedef struct nn_ctx nn_ctx;
+
+/* threads <= 0 means all available cores. Returns NULL only if out of memory. */
+nn_ctx *nn_ctx_new(int threads);
+void nn_ctx_free(nn_ctx *ctx);
+int nn_ctx_threads(const nn_ctx *ctx);
+/* Last error message, "" if none. Owned by ctx, valid until the next error. */
+const char *nn_ctx_error(const nn_ctx *ctx);
+/* Records a printf-style message and returns s; lets callers add errors too. */
+nn_status nn_ctx_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+void nn_ctx_clear_error(nn_ctx *ctx);
+
+/* ------------------------------------------------------------------ tensors */
+
+#define NN_MAX_DIMS 4
+
+typedef enum { NN_DEVICE_CPU = 0, NN_DEVICE_CUDA = 1 } nn_device;
+
+/* A shape: ndim sizes, outermost first (PyTorch order). */
+typedef struct {
+    int ndim;
+    int64_t dim[NN_MAX_DIMS];
+} nn_shape;
+
+/* A view on float memory owned elsewhere (an arena, a flat buffer). */
+typedef struct {
+    nn_shape shape;
+    float *data;
+    nn_device device;
+} nn_tensor;
+
+int64_t nn_shape_numel(const nn_shape *s);
+/* Writes "16x1x3x3" style text into buf; returns buf. */
+char *nn_shape_str(const nn_shape *s, char *buf, size_t size);
+
+/* ------------------------------------------------------------------ data */
+
+/* An image-classification data set held as bytes; converted to normalized
+ * floats batch by batch (nn_dataset_gather). */
+typedef struct {
+    int64_t n;           /* number of samples */
+    int c, h, w;         /* image shape; c is 1 for IDX files */
+    uint8_t *pixels;     /* (n, c, h, w), 0..255, owned */
+    int32_t *labels;     /* (n), owned */
+    int num_classes;     /* 1 + max label */
+} nn_dataset;
+
+/* Reads an IDX image file (magic 0x00000803) and label file (0x00000801), each
+ * gzip-compressed or raw. Checks magic, dimensions, lengths and that the counts
+ * agree; errors name the file. */
+nn_status nn_idx_load(nn_ctx *ctx, const char *images_path, const char *labels_path,
+                      nn_dataset *out);
+/* Loads "train" or "t10k" from dir: <prefix>-images-idx3-ubyte[.gz] and
+ * <prefix>-labels-idx1-ubyte[.gz]. */
+nn_status nn_dataset_load_dir(nn_ctx *ctx, const char *dir, const char *prefix,
+                              nn_dataset *out);
+void nn_dataset_free(nn_dataset *d);
+/* Moves the last n_val samples of d into val (both stay valid and owned). */
+nn_status nn_dataset_split(nn_ctx *ctx, nn_dataset *d, int64_t n_val, nn_dataset *val);
+/* Keeps only the first n samples (n <= d->n). */
+void nn_dataset_truncate(nn_dataset *d, int64_t n);
+
+/* Per-pixel normalization: x = (p / 255 - mean) / std, as torchvision's
+ * ToTensor + Normalize compute it in float32. */
+typedef struct {
+    float mean;
+    float std;
+} nn_normalize;
+
+/* Fashion-MNIST training-set statistics. */
+#define NN_FASHION_MNIST_MEAN 0.2860f
+#define NN_FASHION_MNIST_STD 0.3530f
+/* Default location of Debian's dataset-fashion-mnist package. */
+#define NN_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+
+/* Copies samples idx[0..count) into x (count, c, h, w) normalized, and their
+ * labels into y (count). idx NULL means samples first..first+count. */
+void nn_dataset_gather(const nn_dataset *d, const int64_t *idx, int64_t first,
+                       int64_t count, const nn_normalize *norm, float *x, int32_t *y);
+
+/* Fills perm with a permutation of 0..n-1 (Fisher-Yates) drawn from rng. */
+void nn_permutation(int64_t *perm, int64_t n, nn_rng *rng);
+
+/* ------------------------------------------------------------------ network */
+
+typedef struct nn_net nn_net;
+
+/* One trainable tensor inside the flat parameter buffer. */
+typedef struct {
+    char name[128];   /* PyTorch state_dict name, e.g. "conv1.weight" */
+    nn_shape shape;   /* PyTorch layout, e.g. (K, C, R, S) */
+    size_t offset;    /* index of its first float in the flat buffers */
+    size_t numel;
+    int fan_in;       /* for initialization */
+    int is_bias;
+} nn_param_info;
+
+/* One row of `nnopt info`. */
+typedef struct {
+    char name[64];
+    char op[24];
+    nn_shape out;            /* per-sample output shape (no batch dim) */
+    int64_t params;
+    int64_t flops;           /* forward FLOPs per sample (multiply-add = 2) */
+    int64_t act_bytes;       /* output activation bytes per sample */
+} nn_layer_info;
+
+/* Parses a model file and infers every shape. Errors name path:line. */
+nn_status nn_net_load(nn_ctx *ctx, const char *path, nn_net **out);
+/* Same from text in memory; source names it in messages. */
+nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net **out);
+void nn_net_free(nn_net *net);
+
+/* Sizes and allocates activation, gradient and workspace memory for batches of
+ * up to max_batch. Must be called before forward/backward; may be called again. */
+nn_status nn_net_plan(nn_net *net, int max_batch);
+/* Bytes of planned activation + workspace memory (0 before nn_net_plan). */
+size_t nn_net_planned_bytes(const nn_net *net);
+
+/* PyTorch default init: weights kaiming_uniform(a=sqrt 5) = U(+-1/sqrt(fan_in)),
+ * biases U(+-1/sqrt(fan_in)), drawn in parameter order from rng. */
+void nn_net_init_params(nn_net *net, nn_rng *rng);
+
+size_t nn_net_num_params(const nn_net *net);
+float *nn_net_params(nn_net *net);          /* flat (num_params) */
+float *nn_net_grads(nn_net *net);           /* flat (num_params) */
+int nn_net_num_param_tensors(const nn_net *net);
+const nn_param_info *nn_net_param_info(const nn_net *net, int i);
+/* Index of the named parameter tensor, or -1. */
+int nn_net_find_param(const nn_net *net, const char *name);
+
+int nn_net_num_layers(const nn_net *net);
+void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out);
+/* Per-sample input shape (C, H, W) and number of classes (output width). */
+nn_shape nn_net_input_shape(const nn_net *net);
+int nn_net_num_classes(const nn_net *net);
+
+/* Forward pass on n <= max_batch samples x (n, C, H, W). If labels is not NULL
+ * the loss node runs too and *loss gets the mean loss. */
+nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int n,
+                         float *loss);
+/* Backward pass of the last forward (which must have had labels): accumulates
+ * parameter gradients into the flat gradient buffer. */
+nn_status nn_net_backward(nn_net *net);
+void nn_net_zero_grad(nn_net *net);
+/* Logits of the last forward: (n, num_classes). */
+const float *nn_net_logits(const nn_net *net);
+
+/* ------------------------------------------------------------------ optimizer */
+
+typedef enum { NN_OPTIM_SGD = 0 } nn_optim_kind;
+
+typedef struct {
+    nn_optim_kind kind;
+    float lr;
+    float momentum;
+    float dampening;
+    float weight_decay;
+    int nesterov;
+} nn_optim_config;
+
+/* Optimizer state lives in flat buffers the size of the parameter buffer. */
+typedef struct nn_optimizer nn_optimizer;
+
+nn_status nn_optim_new(nn_ctx *ctx, const nn_optim_config *cfg, size_t num_params,
+                       nn_optimizer **out);
+void nn_optim_free(nn_optimizer *opt);
+/* One update of params from grads, following torch.optim exactly. */
+void nn_optim_step(nn_optimizer *opt, nn_ctx *ctx, float *params, const float *grads);
+/* Number of state buffers, and each one's name ("momentum_buffer") and data.
+ * A buffer may be absent until the first step: nn_optim_steps tells. */
+int nn_optim_num_states(const nn_optimizer *opt);
+float *nn_optim_state(nn_optimizer *opt, int i, const char **name);
+int64_t nn_optim_steps(const nn_optimizer *opt);
+void nn_optim_set_steps(nn_optimizer *opt, int64_t steps);
+const nn_optim_config *nn_optim_get_config(const nn_optimizer *opt);
+
+/* ------------------------------------------------------------------ safetensors */
+
+/* A float32 tensor to write, or one found in a file (data points into the
+ * mapped file then). */
+typedef struct {
+    char name[128];
+    nn_shape shape;
+    const float *data;
+} nn_st_tensor;
+
+/* Writes tensors and string metadata (meta_keys[i] = meta_vals[i]) to path
+ * atomically: a temporary file in the same directory, fsync, rename. */
+nn_status nn_safetensors_write(nn_ctx *ctx, const char *path, const nn_st_tensor *tensors,
+                               int count, const char *const *meta_keys,
+                               const char *const *meta_vals, int meta_count);
+
+typedef struct nn_st_file nn_st_file;
+
+/* Reads and validates a whole safetensors file: header length, JSON, dtypes
+ * (F32 only), shapes, and that every offset range lies inside the file and
+ * ranges do not overlap. */
+nn_status nn_safetensors_open(nn_ctx *ctx, const char *path, nn_st_file **out);
+void nn_safetensors_close(nn_st_file *f);
+int nn_safetensors_count(const nn_st_file *f);
+const nn_st_tensor *nn_safetensors_get(const nn_st_file *f, int i);
+/* The named tensor, or NULL. */
+const nn_st_tensor *nn_safetensors_find(const nn_st_file *f, const char *name);
+/* Metadata value for key, or NULL. */
+const char *nn_safetensors_meta(const nn_st_file *f, const char *key);
+
+/* ------------------------------------------------------------------ checkpoints */
+
+/* Where training stands, saved with a checkpoint so a resumed run continues
+ * exactly. */
+typedef struct {
+    int64_t epoch;          /* epochs completed */
+    int64_t step;           /* optimizer steps completed in total */
+    int64_t batch_in_epoch; /* batches completed in the current epoch */
+    double loss_sum;        /* sum of batch losses x batch size in the epoch so far */
+    int64_t seen;           /* samples seen in the current epoch so far */
+    uint64_t seed;          /* the run's seed */
+    nn_rng rng;             /* the training RNG's position */
+} nn_train_state;
+
+/* Saves parameters under their PyTorch names; if opt is given also its state
+ * as "optimizer.<param>.<state>" tensors, and if st is given the train state as
+ * metadata. Atomic. */
+nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net,
+                             nn_optimizer *opt, const nn_train_state *st);
+/* Loads parameters (every one must be present with the right shape; extra
+ * non-optimizer tensors are errors). If opt/st are given, the file must hold
+ * them (a --resume checkpoint). */
+nn_status nn_checkpoint_load(nn_ctx *ctx, const char *path, nn_net *net,
+                             nn_optimizer *opt, nn_train_state *st);
+
+/* ------------------------------------------------------------------ training */
+
+/* Mean loss and accuracy of net over a data set, in batches of the planned
+ * size. */
+nn_status nn_evaluate(nn_net *net, const nn_dataset *d, const nn_normalize *norm,
+                      int batch, float *x_buf, int32_t *y_buf, double *loss,
+                      double *accuracy);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NNOPT_H */

@@ -1,0 +1,127 @@
+"""Minimal safetensors reader and writer for float32 tensors (json + numpy only).
+
+Debian's python3-torch 1.13 ships without the `safetensors` package, so the
+nnopt helper scripts use this instead. File layout (https://github.com/huggingface/safetensors):
+
+    u64 little-endian  N            length of the JSON header in bytes
+    N bytes            JSON header  {"name": {"dtype": "F32", "shape": [...],
+                                              "data_offsets": [begin, end]}, ...,
+                                     "__metadata__": {"key": "value", ...}}
+    rest               data         tensor bytes, little-endian, row-major;
+                                    offsets are relative to the start of the data
+
+Only F32 is supported, which is all nnopt writes. The reader checks the header
+length, dtypes, shapes against byte ranges, and that ranges stay inside the
+file and do not overlap.
+"""
+
+import json
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+_F32 = np.dtype("<f4")
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Write {name: array-like} as F32 tensors, plus optional {str: str} metadata.
+
+    Tensors are written in sorted name order, as the reference implementation
+    does. The file is written to a temporary file beside path and renamed, so a
+    crash never leaves a half-written file under the final name.
+    """
+    header = {}
+    blobs = []
+    offset = 0
+    for name in sorted(tensors):
+        # (np.ascontiguousarray would turn a 0-d scalar into shape (1,).)
+        arr = np.array(tensors[name], dtype=_F32, order="C", copy=True)
+        raw = arr.tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    # Pad the header with spaces to a multiple of 8 so the data is aligned.
+    hjson += b" " * (-len(hjson) % 8)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".st-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(hjson)))
+            f.write(hjson)
+            for raw in blobs:
+                f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates the file 0600; give it the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_safetensors(path):
+    """Read a safetensors file; returns (tensors {name: np.float32 array}, metadata dict).
+
+    Raises ValueError naming the file and the field at fault if it is malformed.
+    """
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) < 8:
+        raise ValueError(f"{path}: file too short for the 8-byte header length")
+    (hlen,) = struct.unpack("<Q", blob[:8])
+    if hlen > len(blob) - 8:
+        raise ValueError(f"{path}: header length {hlen} exceeds file size {len(blob)}")
+    try:
+        header = json.loads(blob[8:8 + hlen].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: header is not valid JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: header is not a JSON object")
+    data = memoryview(blob)[8 + hlen:]
+
+    metadata = header.pop("__metadata__", None) or {}
+    tensors = {}
+    ranges = []
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            raise ValueError(f"{path}: tensor {name!r}: entry is not an object")
+        if info.get("dtype") != "F32":
+            raise ValueError(f"{path}: tensor {name!r}: dtype {info.get('dtype')!r}, expected F32")
+        shape = info.get("shape")
+        offs = info.get("data_offsets")
+        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise ValueError(f"{path}: tensor {name!r}: bad shape {shape!r}")
+        if (not isinstance(offs, list) or len(offs) != 2
+                or not all(isinstance(o, int) for o in offs)):
+            raise ValueError(f"{path}: tensor {name!r}: bad data_offsets {offs!r}")
+        begin, end = offs
+        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if not 0 <= begin <= end <= len(data):
+            raise ValueError(f"{path}: tensor {name!r}: data_offsets {offs} outside the "
+                             f"{len(data)}-byte data section")
+        if end - begin != 4 * numel:
+            raise ValueError(f"{path}: tensor {name!r}: {end - begin} bytes for shape {shape}, "
+                             f"expected {4 * numel}")
+        ranges.append((begin, end, name))
+        tensors[name] = np.frombuffer(data[begin:end], dtype=_F32).reshape(shape).copy()
+    ranges.sort()
+    for (b0, e0, n0), (b1, _e1, n1) in zip(ranges, ranges[1:]):
+        if b1 < e0:
+            raise ValueError(f"{path}: tensors {n0!r} and {n1!r} overlap")
+    return tensors, metadata
+
+
+def model_state(tensors):
+    """Only the model parameters: drops "optimizer.*" tensors a resume checkpoint holds."""
+    return {k: v for k, v in tensors.items() if not k.startswith("optimizer.")}

@@ -1,0 +1,32 @@
+/* cpu.c - the CPU backend: host memory and the CPU kernel table of every op. */
+#include "backend/backend.h"
+
+#include <cblas.h>
+
+static const nn_backend cpu_backend = {
+    .name = "cpu",
+    .device = NN_DEVICE_CPU,
+    .alloc = nn_alloc_aligned,
+    .free = nn_free_aligned,
+    .kernels =
+        {
+            [NN_OP_INPUT] = NULL,
+            [NN_OP_CONV2D] = &nn_conv2d_cpu,
+            [NN_OP_MAXPOOL] = &nn_maxpool_cpu,
+            [NN_OP_RELU] = &nn_relu_cpu,
+            [NN_OP_LINEAR] = &nn_linear_cpu,
+            [NN_OP_FLATTEN] = &nn_flatten_cpu,
+            [NN_OP_SOFTMAX_CE] = &nn_softmax_ce_cpu,
+        },
+    .allreduce = NULL,
+};
+
+const nn_backend *nn_backend_cpu(void) { return &cpu_backend; }
+
+void nn_backend_cpu_init(nn_ctx *ctx) {
+    (void)ctx;
+    /* nnopt parallelizes around BLAS calls itself (NN_PARALLEL_FOR), so each
+     * sgemm runs single-threaded in its caller's thread; BLAS's own threads
+     * would oversubscribe the cores. */
+    openblas_set_num_threads(1);
+}

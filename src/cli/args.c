@@ -1,0 +1,112 @@
+/* args.c - table-driven option parsing with strict number checks and --help. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f, const char *cmd, const char *synopsis, const char *about,
+                  const cli_opt *opts) {
+    fprintf(f, "usage: nnopt %s %s\n\n%s\n\noptions:\n", cmd, synopsis, about);
+    for (const cli_opt *o = opts; o->name; o++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s%s%s", o->name, o->metavar ? " " : "",
+                 o->metavar ? o->metavar : "");
+        fprintf(f, "  %-24s %s\n", left, o->help);
+    }
+    fprintf(f, "  %-24s %s\n", "-h, --help", "show this help");
+}
+
+static int set_value(const char *cmd, const cli_opt *o, const char *v) {
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case CLI_FLAG: return 0;
+    case CLI_STR:
+        if (!*v) {
+            fprintf(stderr, "nnopt %s: %s: expected a value, got an empty string\n", cmd, o->name);
+            return 1;
+        }
+        *(const char **)o->dst = v;
+        return 0;
+    case CLI_INT: {
+        long x = strtol(v, &end, 10);
+        if (end == v || *end || errno || x < o->min || x > o->max) {
+            fprintf(stderr, "nnopt %s: %s: expected an integer in [%.0f, %.0f], got '%s'\n", cmd,
+                    o->name, o->min, o->max, v);
+            return 1;
+        }
+        *(int *)o->dst = (int)x;
+        return 0;
+    }
+    case CLI_U64: {
+        if (*v == '-') goto bad_u64;
+        unsigned long long x = strtoull(v, &end, 10);
+        if (end == v || *end || errno) goto bad_u64;
+        *(uint64_t *)o->dst = (uint64_t)x;
+        return 0;
+    bad_u64:
+        fprintf(stderr, "nnopt %s: %s: expected a non-negative integer, got '%s'\n", cmd, o->name, v);
+        return 1;
+    }
+    case CLI_FLOAT: {
+        double x = strtod(v, &end);
+        if (end == v || *end || errno || !isfinite(x) || x < o->min || x > o->max) {
+            fprintf(stderr, "nnopt %s: %s: expected a number in [%g, %g], got '%s'\n", cmd,
+                    o->name, o->min, o->max, v);
+            return 1;
+        }
+        *(float *)o->dst = (float)x;
+        return 0;
+    }
+    }
+    return 1;
+}
+
+int cli_parse(const char *cmd, const char *synopsis, const char *about, int argc, char **argv,
+              const cli_opt *opts, const char **pos, int max_pos, int *npos) {
+    *npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout, cmd, synopsis, about, opts);
+            return 2;
+        }
+        if (a[0] == '-' && a[1] != '\0') {
+            const char *eq = strchr(a, '=');
+            size_t len = eq ? (size_t)(eq - a) : strlen(a);
+            const cli_opt *o = NULL;
+            for (const cli_opt *k = opts; k->name; k++)
+                if (strlen(k->name) == len && strncmp(k->name, a, len) == 0) o = k;
+            if (!o) {
+                fprintf(stderr, "nnopt %s: unknown option '%.*s' (see nnopt %s --help)\n", cmd,
+                        (int)len, a, cmd);
+                return 1;
+            }
+            if (o->type == CLI_FLAG) {
+                if (eq) {
+                    fprintf(stderr, "nnopt %s: %s takes no value\n", cmd, o->name);
+                    return 1;
+                }
+                *(int *)o->dst = 1;
+                continue;
+            }
+            const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) {
+                fprintf(stderr, "nnopt %s: %s needs a value (%s)\n", cmd, o->name,
+                        o->metavar ? o->metavar : "VALUE");
+                return 1;
+            }
+            if (set_value(cmd, o, v)) return 1;
+            continue;
+        }
+        if (*npos >= max_pos) {
+            fprintf(stderr, "nnopt %s: unexpected argument '%s' (see nnopt %s --help)\n", cmd, a,
+                    cmd);
+            return 1;
+        }
+        pos[(*npos)++] = a;
+    }
+    return 0;
+}

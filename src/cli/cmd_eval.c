@@ -1,0 +1,71 @@
+/* cmd_eval.c - `nnopt eval MODEL --weights FILE`: test loss and accuracy. */
+#include "cli/cli.h"
+
+#include <stdlib.h>
+
+int cmd_eval(int argc, char **argv) {
+    const char *weights = NULL, *data = NN_DEFAULT_DATA_DIR;
+    int json = 0, batch = 256, threads = 0;
+    float mean = NN_FASHION_MNIST_MEAN, std = NN_FASHION_MNIST_STD;
+    const cli_opt opts[] = {
+        {"--weights", CLI_STR, &weights, "FILE", "safetensors checkpoint to evaluate (required)", 0, 0},
+        {"--data", CLI_STR, &data, "DIR", "directory with the IDX files (default " NN_DEFAULT_DATA_DIR ")", 0, 0},
+        {"--batch", CLI_INT, &batch, "N", "evaluation batch size (default 256)", 1, 65536},
+        {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024},
+        {"--mean", CLI_FLOAT, &mean, "M", "normalization mean (default 0.2860)", -1e6, 1e6},
+        {"--std", CLI_FLOAT, &std, "S", "normalization std (default 0.3530)", 1e-9, 1e6},
+        {"--json", CLI_FLAG, &json, NULL, "print one JSON object", 0, 0},
+        {NULL, 0, NULL, NULL, NULL, 0, 0}};
+    const char *pos[1];
+    int npos;
+    int r = cli_parse("eval", "MODEL --weights FILE [options]",
+                      "Evaluates saved weights on the test set (t10k files) and prints the\n"
+                      "mean loss and accuracy.",
+                      argc, argv, opts, pos, 1, &npos);
+    if (r) return r == 2 ? 0 : 2;
+    if (npos != 1 || !weights) {
+        fprintf(stderr, "nnopt eval: expected MODEL and --weights FILE (see nnopt eval --help)\n");
+        return 2;
+    }
+    nn_ctx *ctx = nn_ctx_new(threads);
+    nn_net *net = NULL;
+    nn_dataset test = {0};
+    float *x = NULL;
+    int32_t *y = NULL;
+    int rc = 1;
+    double loss, acc;
+    nn_normalize norm = {mean, std};
+    if (nn_net_load(ctx, pos[0], &net) || nn_net_plan(net, batch) ||
+        nn_checkpoint_load(ctx, weights, net, NULL, NULL) ||
+        nn_dataset_load_dir(ctx, data, "t10k", &test))
+        goto fail;
+    nn_shape in = nn_net_input_shape(net);
+    if (nn_shape_numel(&in) != (int64_t)test.c * test.h * test.w) {
+        nn_ctx_fail(ctx, NN_EINVAL, "%s: model input %lldx%lldx%lld does not match the %dx%dx%d images in %s",
+                    pos[0], (long long)in.dim[0], (long long)in.dim[1], (long long)in.dim[2],
+                    test.c, test.h, test.w, data);
+        goto fail;
+    }
+    x = malloc((size_t)batch * (size_t)nn_shape_numel(&in) * sizeof(float));
+    y = malloc((size_t)batch * sizeof(int32_t));
+    if (!x || !y) {
+        nn_ctx_fail(ctx, NN_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (nn_evaluate(net, &test, &norm, batch, x, y, &loss, &acc)) goto fail;
+    if (json)
+        printf("{\"test_loss\":%.6f,\"test_accuracy\":%.4f,\"samples\":%lld}\n", loss, 100.0 * acc,
+               (long long)test.n);
+    else
+        printf("test_loss %.4f  test_accuracy %.2f%%  (%lld images)\n", loss, 100.0 * acc,
+               (long long)test.n);
+    rc = 0;
+fail:
+    if (rc) fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));
+    free(x);
+    free(y);
+    nn_dataset_free(&test);
+    nn_net_free(net);
+    nn_ctx_free(ctx);
+    return rc;
+}

@@ -1,0 +1,38 @@
+/* main.c - the nnopt command: dispatches to subcommands. */
+#include "cli/cli.h"
+
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "nnopt %s - train neural networks in C and make them perform\n\n"
+            "usage: nnopt <command> [options]\n\n"
+            "commands:\n"
+            "  train MODEL   train a model file on an IDX image data set (Fashion-MNIST)\n"
+            "  eval MODEL    test accuracy and loss of saved weights\n"
+            "  info MODEL    per-layer table: output shape, parameters, FLOPs, memory\n\n"
+            "run 'nnopt <command> --help' for the options of a command.\n",
+            NN_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("nnopt %s\n", NN_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
+    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval or info; see nnopt --help)\n",
+            cmd);
+    return 2;
+}

@@ -1,0 +1,73 @@
+/* context.c - the nn_ctx (threads, last error, backend) and status strings. */
+#include "nn_internal.h"
+#include "backend/backend.h"
+
+#include <omp.h>
+#include <stdarg.h>
+#include <string.h>
+
+const char *nn_status_str(nn_status s) {
+    switch (s) {
+    case NN_OK: return "ok";
+    case NN_EINVAL: return "invalid argument";
+    case NN_EIO: return "i/o error";
+    case NN_EFORMAT: return "bad format";
+    case NN_ENOMEM: return "out of memory";
+    case NN_ENUMERIC: return "numerical error";
+    case NN_EUNSUPPORTED: return "unsupported";
+    }
+    return "unknown status";
+}
+
+nn_ctx *nn_ctx_new(int threads) {
+    nn_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return NULL;
+    ctx->threads = threads > 0 ? threads : omp_get_num_procs();
+    ctx->backend = nn_backend_cpu();
+    nn_backend_cpu_init(ctx);
+    return ctx;
+}
+
+void nn_ctx_free(nn_ctx *ctx) { free(ctx); }
+
+int nn_ctx_threads(const nn_ctx *ctx) { return ctx->threads; }
+
+const char *nn_ctx_error(const nn_ctx *ctx) { return ctx->error; }
+
+void nn_ctx_clear_error(nn_ctx *ctx) { ctx->error[0] = '\0'; }
+
+nn_status nn_ctx_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
+    va_end(ap);
+    /* keep messages to one line */
+    for (char *p = ctx->error; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    return s;
+}
+
+void *nn_alloc_aligned(size_t bytes) {
+    void *p = NULL;
+    if (bytes == 0) bytes = 64;
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    return p;
+}
+
+void nn_free_aligned(void *p) { free(p); }
+
+int64_t nn_shape_numel(const nn_shape *s) {
+    int64_t n = 1;
+    for (int i = 0; i < s->ndim; i++) n *= s->dim[i];
+    return n;
+}
+
+char *nn_shape_str(const nn_shape *s, char *buf, size_t size) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < s->ndim && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, i ? "x%lld" : "%lld",
+                                 (long long)s->dim[i]);
+    return buf;
+}

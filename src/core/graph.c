@@ -1,0 +1,328 @@
+/*
+ * graph.c - the network: builds nodes from a model file, places parameters in
+ * one flat buffer, plans activation memory, and runs forward in topological
+ * order and backward in reverse through the context's backend.
+ */
+#include "core/graph.h"
+#include "backend/backend.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+nn_status nn_model_parse_lines(nn_net *net, const char *text);
+
+/* Gives every parameter of every node its name, shape and flat offset. */
+static nn_status place_params(nn_net *net) {
+    int count = 0;
+    for (int i = 0; i < net->num_nodes; i++) count += net->nodes[i].num_params;
+    net->params = calloc((size_t)(count ? count : 1), sizeof *net->params);
+    if (!net->params) return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory", net->source);
+    size_t offset = 0;
+    for (int i = 0; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        if (node->num_params == 0) continue;
+        node->param_index = net->num_param_tensors;
+        for (int j = 0; j < node->num_params; j++) {
+            nn_param_info *p = &net->params[net->num_param_tensors++];
+            snprintf(p->name, sizeof p->name, "%s.%s", node->name, node->param_suffix[j]);
+            p->shape = node->param_shape[j];
+            p->numel = (size_t)nn_shape_numel(&p->shape);
+            p->offset = offset;
+            p->fan_in = node->param_fan_in;
+            p->is_bias = strcmp(node->param_suffix[j], "bias") == 0;
+            offset += p->numel;
+        }
+    }
+    net->num_params = offset;
+    net->param_data = nn_alloc_aligned(offset * sizeof(float));
+    net->grad_data = nn_alloc_aligned(offset * sizeof(float));
+    if (!net->param_data || !net->grad_data)
+        return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for %zu parameters",
+                           net->source, offset);
+    memset(net->param_data, 0, offset * sizeof(float));
+    memset(net->grad_data, 0, offset * sizeof(float));
+    return NN_OK;
+}
+
+nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net **out) {
+    *out = NULL;
+    nn_net *net = calloc(1, sizeof *net);
+    if (!net) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", source);
+    net->ctx = ctx;
+    net->loss_node = -1;
+    snprintf(net->source, sizeof net->source, "%s", source);
+    nn_status st = nn_model_parse_lines(net, text);
+    if (!st) st = place_params(net);
+    if (st) {
+        nn_net_free(net);
+        return st;
+    }
+    net->input_node = 0;
+    net->logits_node = net->nodes[net->loss_node].inputs[0];
+    for (int i = 1; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        /* no gradient flows into the input image */
+        node->needs_dx = node->num_inputs > 0 && node->inputs[0] != net->input_node &&
+                         !(net->nodes[node->inputs[0]].op == NN_OP_FLATTEN &&
+                           net->nodes[node->inputs[0]].inputs[0] == net->input_node);
+    }
+    *out = net;
+    return NN_OK;
+}
+
+nn_status nn_net_load(nn_ctx *ctx, const char *path, nn_net **out) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open model file: %s", path, strerror(errno));
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? 2 * cap : 8192;
+            if (cap > (16u << 20)) {
+                free(text);
+                fclose(f);
+                return nn_ctx_fail(ctx, NN_EFORMAT, "%s: model file larger than 16 MiB", path);
+            }
+            char *t = realloc(text, cap);
+            if (!t) {
+                free(text);
+                fclose(f);
+                return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", path);
+            }
+            text = t;
+        }
+        size_t got = fread(text + len, 1, 4096, f);
+        len += got;
+        if (got < 4096) break;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(text);
+        return nn_ctx_fail(ctx, NN_EIO, "%s: read error", path);
+    }
+    text[len] = '\0';
+    if (strlen(text) != len) {
+        free(text);
+        return nn_ctx_fail(ctx, NN_EFORMAT, "%s: contains a NUL byte (model files are plain text)", path);
+    }
+    nn_status st = nn_net_parse(ctx, text, path, out);
+    free(text);
+    return st;
+}
+
+static void release_plan(nn_net *net) {
+    nn_free_aligned(net->arena);
+    nn_free_aligned(net->ws);
+    net->arena = net->ws = NULL;
+    net->arena_floats = net->ws_floats = 0;
+    net->max_batch = 0;
+}
+
+void nn_net_free(nn_net *net) {
+    if (!net) return;
+    release_plan(net);
+    free(net->nodes);
+    free(net->params);
+    nn_free_aligned(net->param_data);
+    nn_free_aligned(net->grad_data);
+    free(net);
+}
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+nn_status nn_net_plan(nn_net *net, int max_batch) {
+    if (max_batch <= 0 || max_batch > (1 << 20))
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "batch size %d out of range (1..1048576)", max_batch);
+    release_plan(net);
+    const nn_backend *be = net->ctx->backend;
+    int threads = net->ctx->threads;
+    /* pass 1: sizes; pass 2: pointers into one arena */
+    size_t total = 0, ws = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t off = 0;
+        for (int i = 0; i < net->num_nodes; i++) {
+            nn_node *node = &net->nodes[i];
+            size_t n = round16((size_t)max_batch * (size_t)nn_shape_numel(&node->out));
+            int alias = node->op == NN_OP_INPUT || node->op == NN_OP_FLATTEN;
+            if (!alias) {
+                if (pass) node->y = net->arena + off;
+                off += n;
+                if (i != net->loss_node) {
+                    if (pass) node->dy = net->arena + off;
+                    off += n;
+                }
+            }
+            if (node->aux_bytes) {
+                size_t a = round16((node->aux_bytes * (size_t)max_batch + 3) / 4);
+                if (pass) node->aux = net->arena + off;
+                off += a;
+            }
+            const nn_op_kernels *k = be->kernels[node->op];
+            if (!pass && k && k->workspace) {
+                size_t w = k->workspace(node, max_batch, threads);
+                if (w > ws) ws = w;
+            }
+        }
+        if (!pass) {
+            total = off;
+            net->arena = nn_alloc_aligned(total * sizeof(float));
+            net->ws = nn_alloc_aligned((ws ? ws : 16) * sizeof(float));
+            if (!net->arena || !net->ws) {
+                release_plan(net);
+                return nn_ctx_fail(net->ctx, NN_ENOMEM,
+                                   "%s: out of memory planning %zu MiB of activations for batch %d",
+                                   net->source, total * 4 >> 20, max_batch);
+            }
+            memset(net->arena, 0, total * sizeof(float));
+        }
+    }
+    net->arena_floats = total;
+    net->ws_floats = ws;
+    net->max_batch = max_batch;
+    /* aliases: flatten shares its input's memory */
+    for (int i = 0; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        if (node->op == NN_OP_FLATTEN) {
+            node->y = net->nodes[node->inputs[0]].y;
+            node->dy = net->nodes[node->inputs[0]].dy;
+        }
+    }
+    return NN_OK;
+}
+
+size_t nn_net_planned_bytes(const nn_net *net) {
+    return (net->arena_floats + net->ws_floats) * sizeof(float);
+}
+
+void nn_net_init_params(nn_net *net, nn_rng *rng) {
+    for (int i = 0; i < net->num_param_tensors; i++) {
+        const nn_param_info *p = &net->params[i];
+        float bound = (float)(1.0 / sqrt((double)p->fan_in));
+        float *w = net->param_data + p->offset;
+        for (size_t j = 0; j < p->numel; j++) w[j] = (2.0f * nn_rng_uniform(rng) - 1.0f) * bound;
+    }
+}
+
+size_t nn_net_num_params(const nn_net *net) { return net->num_params; }
+float *nn_net_params(nn_net *net) { return net->param_data; }
+float *nn_net_grads(nn_net *net) { return net->grad_data; }
+int nn_net_num_param_tensors(const nn_net *net) { return net->num_param_tensors; }
+
+const nn_param_info *nn_net_param_info(const nn_net *net, int i) {
+    return (i >= 0 && i < net->num_param_tensors) ? &net->params[i] : NULL;
+}
+
+int nn_net_find_param(const nn_net *net, const char *name) {
+    for (int i = 0; i < net->num_param_tensors; i++)
+        if (strcmp(net->params[i].name, name) == 0) return i;
+    return -1;
+}
+
+int nn_net_num_layers(const nn_net *net) { return net->num_nodes; }
+
+void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out) {
+    const nn_node *node = &net->nodes[i];
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", node->name);
+    snprintf(out->op, sizeof out->op, "%s", nn_op_def_get(node->op)->name);
+    out->out = node->out;
+    for (int j = 0; j < node->num_params; j++)
+        out->params += nn_shape_numel(&node->param_shape[j]);
+    const nn_op_def *def = nn_op_def_get(node->op);
+    out->flops = def->flops ? def->flops(node) : 0;
+    int alias = node->op == NN_OP_INPUT || node->op == NN_OP_FLATTEN;
+    out->act_bytes = alias ? 0 : nn_shape_numel(&node->out) * (int64_t)sizeof(float);
+}
+
+nn_shape nn_net_input_shape(const nn_net *net) { return net->nodes[net->input_node].out; }
+
+int nn_net_num_classes(const nn_net *net) {
+    return (int)nn_shape_numel(&net->nodes[net->logits_node].out);
+}
+
+const float *nn_net_logits(const nn_net *net) { return net->nodes[net->logits_node].y; }
+
+/* Fills the kernel arguments of node for a batch of n. */
+static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
+    memset(a, 0, sizeof *a);
+    a->node = node;
+    a->n = n;
+    a->y = node->y;
+    a->dy = node->dy;
+    a->aux = node->aux;
+    a->ws = net->ws;
+    a->ctx = net->ctx;
+    if (node->num_inputs > 0) {
+        nn_node *in = &net->nodes[node->inputs[0]];
+        a->x = in->y;
+        a->dx = node->needs_dx ? in->dy : NULL;
+    }
+    if (node->param_index >= 0) {
+        const nn_param_info *p = &net->params[node->param_index];
+        a->w = net->param_data + p->offset;
+        a->dw = net->grad_data + p->offset;
+        if (node->num_params > 1) {
+            const nn_param_info *b = &net->params[node->param_index + 1];
+            a->b = net->param_data + b->offset;
+            a->db = net->grad_data + b->offset;
+        }
+    }
+}
+
+nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int n, float *loss) {
+    if (net->max_batch == 0)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: forward before nn_net_plan", net->source);
+    if (n <= 0 || n > net->max_batch)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "batch of %d exceeds the planned %d", n,
+                           net->max_batch);
+    const nn_backend *be = net->ctx->backend;
+    int classes = nn_net_num_classes(net);
+    if (labels)
+        for (int i = 0; i < n; i++)
+            if (labels[i] < 0 || labels[i] >= classes)
+                return nn_ctx_fail(net->ctx, NN_EINVAL,
+                                   "label %d of sample %d is outside the model's %d classes",
+                                   labels[i], i, classes);
+    net->nodes[net->input_node].y = (float *)x;
+    int last = labels ? net->loss_node : net->logits_node;
+    for (int i = 0; i <= last; i++) {
+        nn_node *node = &net->nodes[i];
+        if (node->op == NN_OP_INPUT) continue;
+        if (node->op == NN_OP_FLATTEN) {
+            node->y = net->nodes[node->inputs[0]].y;
+            continue;
+        }
+        nn_op_args a;
+        node_args(net, node, n, &a);
+        a.labels = labels;
+        a.loss = &net->last_loss;
+        be->kernels[node->op]->forward(&a);
+    }
+    net->cur_n = labels ? n : 0;
+    net->labels = labels;
+    if (labels && loss) *loss = net->last_loss;
+    return NN_OK;
+}
+
+nn_status nn_net_backward(nn_net *net) {
+    if (net->cur_n == 0)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: backward without a forward with labels",
+                           net->source);
+    const nn_backend *be = net->ctx->backend;
+    for (int i = net->loss_node; i > 0; i--) {
+        nn_node *node = &net->nodes[i];
+        if (node->op == NN_OP_FLATTEN) continue;
+        nn_op_args a;
+        node_args(net, node, net->cur_n, &a);
+        a.labels = net->labels;
+        be->kernels[node->op]->backward(&a);
+    }
+    return NN_OK;
+}
+
+void nn_net_zero_grad(nn_net *net) {
+    memset(net->grad_data, 0, net->num_params * sizeof(float));
+}

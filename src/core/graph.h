@@ -1,0 +1,169 @@
+/*
+ * graph.h - the network graph: node types, per-op descriptors, the op
+ * definition table (parse keys, infer shapes, count FLOPs) and the kernel
+ * table a backend provides. Internal to libnnopt.
+ */
+#ifndef NN_GRAPH_H
+#define NN_GRAPH_H
+
+#include "nn_internal.h"
+
+typedef enum {
+    NN_OP_INPUT = 0,
+    NN_OP_CONV2D,
+    NN_OP_MAXPOOL,
+    NN_OP_RELU,
+    NN_OP_LINEAR,
+    NN_OP_FLATTEN,
+    NN_OP_SOFTMAX_CE,
+    NN_OP_COUNT
+} nn_op_type;
+
+#define NN_MAX_INPUTS 4
+#define NN_MAX_NODE_PARAMS 2
+
+typedef struct {
+    int C, H, W;        /* input */
+    int K, R, S;        /* out channels, kernel */
+    int P, Q;           /* output */
+    int stride_h, stride_w, pad_h, pad_w;
+    int has_bias;
+} nn_conv2d_desc;
+
+typedef struct {
+    int C, H, W;        /* input */
+    int P, Q;           /* output */
+    int R, S;           /* window */
+    int stride_h, stride_w, pad_h, pad_w;
+} nn_pool_desc;
+
+typedef struct {
+    int in, out;
+    int has_bias;
+} nn_linear_desc;
+
+typedef struct {
+    int classes;
+} nn_loss_desc;
+
+typedef struct nn_node {
+    char name[64];
+    nn_op_type op;
+    int line;                       /* model-file line that defined it */
+    int inputs[NN_MAX_INPUTS];      /* node indices, all earlier (topological) */
+    int num_inputs;
+    nn_shape out;                   /* per-sample output shape */
+    union {
+        nn_conv2d_desc conv;
+        nn_pool_desc pool;
+        nn_linear_desc linear;
+        nn_loss_desc loss;
+    } d;
+    /* parameters: shapes declared by configure, placed by the graph */
+    int num_params;
+    nn_shape param_shape[NN_MAX_NODE_PARAMS];
+    const char *param_suffix[NN_MAX_NODE_PARAMS];   /* "weight", "bias" */
+    int param_fan_in;
+    int param_index;                /* first entry in net->params, -1 if none */
+    /* planned memory (batch-major, max_batch samples) */
+    float *y;                       /* (N, out) */
+    float *dy;                      /* (N, out), NULL when no gradient flows */
+    void *aux;                      /* op-private saved data, e.g. pool argmax */
+    size_t aux_bytes;               /* per sample */
+    int needs_dx;                   /* 1 if the input gradient must be computed */
+} nn_node;
+
+/* Everything a kernel call needs; pointers are NULL when not applicable. */
+typedef struct {
+    const nn_node *node;
+    int n;                          /* batch size of this call */
+    float *y;                       /* output (n, out) */
+    const float *x;                 /* first input (n, in) */
+    const float *x2;                /* second input (binary ops) */
+    const float *w, *b;             /* parameters */
+    const float *dy;                /* gradient of output */
+    float *dx;                      /* gradient of first input, overwritten; NULL = skip */
+    float *dw, *db;                 /* parameter gradients, accumulated */
+    void *aux;                      /* op-private saved data */
+    float *ws;                      /* workspace, sized by the op's workspace() */
+    const int32_t *labels;          /* loss ops */
+    float *loss;                    /* loss ops: mean loss out */
+    nn_ctx *ctx;
+} nn_op_args;
+
+/* A backend's kernels for one op type. */
+typedef struct {
+    void (*forward)(const nn_op_args *a);
+    void (*backward)(const nn_op_args *a);
+    /* workspace floats needed for batches up to max_batch on `threads` threads */
+    size_t (*workspace)(const nn_node *node, int max_batch, int threads);
+} nn_op_kernels;
+
+/* key=value pairs of one model-file line, with use tracking so that unknown
+ * keys become errors. */
+#define NN_MAX_KV 16
+typedef struct {
+    char key[32];
+    char val[128];
+    int used;
+} nn_kv;
+
+typedef struct {
+    nn_kv kv[NN_MAX_KV];
+    int count;
+    const char *source;
+    int line;
+    nn_ctx *ctx;
+} nn_kvlist;
+
+/* Integer value of key (def if absent and def_ok). Errors name source:line. */
+nn_status nn_kv_int(nn_kvlist *kv, const char *key, int def, int required, int *out);
+/* Value string of key or NULL (marks it used). */
+const char *nn_kv_str(nn_kvlist *kv, const char *key);
+/* Accepts key=A or key=AxB for pairs (kernel=3 or kernel=3x5). */
+nn_status nn_kv_pair(nn_kvlist *kv, const char *key, int def, int required, int *a, int *b);
+
+/* Backend-independent definition of an op type. */
+typedef struct {
+    const char *name;                /* model-file keyword */
+    int num_inputs;                  /* 1 for all current ops; 0 for input */
+    /* Reads the op's keys, checks the input shape, sets node->d, node->out and
+     * the parameter shapes. Errors through kv->ctx naming source:line. */
+    nn_status (*configure)(nn_node *node, nn_kvlist *kv, const nn_shape *in);
+    int64_t (*flops)(const nn_node *node);   /* forward, per sample */
+} nn_op_def;
+
+const nn_op_def *nn_op_def_find(const char *name);
+const nn_op_def *nn_op_def_get(nn_op_type op);
+
+/* Op definitions, one per op family file in src/ops. */
+extern const nn_op_def nn_input_def, nn_conv2d_def, nn_maxpool_def, nn_relu_def,
+    nn_linear_def, nn_flatten_def, nn_softmax_ce_def;
+
+/* CPU kernels, one table per op family file in src/ops. */
+extern const nn_op_kernels nn_conv2d_cpu, nn_maxpool_cpu, nn_relu_cpu, nn_linear_cpu,
+    nn_flatten_cpu, nn_softmax_ce_cpu;
+
+struct nn_net {
+    nn_ctx *ctx;
+    char source[256];
+    nn_node *nodes;
+    int num_nodes;
+    int cap_nodes;
+    nn_param_info *params;
+    int num_param_tensors;
+    size_t num_params;
+    float *param_data;              /* (num_params) */
+    float *grad_data;               /* (num_params) */
+    int input_node, logits_node, loss_node;
+    int max_batch;                  /* planned batch, 0 before nn_net_plan */
+    int cur_n;                      /* batch size of the last forward */
+    float *arena;                   /* all activations and their gradients */
+    size_t arena_floats;
+    float *ws;                      /* shared workspace */
+    size_t ws_floats;
+    float last_loss;
+    const int32_t *labels;          /* labels of the last forward */
+};
+
+#endif /* NN_GRAPH_H */

@@ -1,0 +1,258 @@
+/*
+ * model_file.c - reads the plain-text model format (docs/model-format.md) into
+ * graph nodes. One layer per line: an op keyword then key=value pairs; '#'
+ * starts a comment. Every error names source:line and what was expected.
+ */
+#include "core/graph.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+static const nn_op_def *const op_defs[NN_OP_COUNT] = {
+    [NN_OP_INPUT] = &nn_input_def,     [NN_OP_CONV2D] = &nn_conv2d_def,
+    [NN_OP_MAXPOOL] = &nn_maxpool_def, [NN_OP_RELU] = &nn_relu_def,
+    [NN_OP_LINEAR] = &nn_linear_def,   [NN_OP_FLATTEN] = &nn_flatten_def,
+    [NN_OP_SOFTMAX_CE] = &nn_softmax_ce_def,
+};
+
+const nn_op_def *nn_op_def_get(nn_op_type op) {
+    return (op >= 0 && op < NN_OP_COUNT) ? op_defs[op] : NULL;
+}
+
+const nn_op_def *nn_op_def_find(const char *name) {
+    for (int i = 0; i < NN_OP_COUNT; i++)
+        if (op_defs[i] && strcmp(op_defs[i]->name, name) == 0) return op_defs[i];
+    return NULL;
+}
+
+static nn_kv *kv_lookup(nn_kvlist *kv, const char *key) {
+    for (int i = 0; i < kv->count; i++)
+        if (strcmp(kv->kv[i].key, key) == 0) {
+            kv->kv[i].used = 1;
+            return &kv->kv[i];
+        }
+    return NULL;
+}
+
+const char *nn_kv_str(nn_kvlist *kv, const char *key) {
+    nn_kv *e = kv_lookup(kv, key);
+    return e ? e->val : NULL;
+}
+
+static int parse_int(const char *s, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end != '\0' || errno || v < INT_MIN || v > INT_MAX) return 0;
+    *out = (int)v;
+    return 1;
+}
+
+nn_status nn_kv_int(nn_kvlist *kv, const char *key, int def, int required, int *out) {
+    nn_kv *e = kv_lookup(kv, key);
+    if (!e) {
+        if (required)
+            return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: missing required key '%s'",
+                               kv->source, kv->line, key);
+        *out = def;
+        return NN_OK;
+    }
+    if (!parse_int(e->val, out))
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: key '%s' expects an integer, got '%s'",
+                           kv->source, kv->line, key, e->val);
+    return NN_OK;
+}
+
+nn_status nn_kv_pair(nn_kvlist *kv, const char *key, int def, int required, int *a, int *b) {
+    nn_kv *e = kv_lookup(kv, key);
+    if (!e) {
+        if (required)
+            return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: missing required key '%s'",
+                               kv->source, kv->line, key);
+        *a = *b = def;
+        return NN_OK;
+    }
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", e->val);
+    char *x = strchr(buf, 'x');
+    if (x) *x = '\0';
+    if (!parse_int(buf, a) || (x && !parse_int(x + 1, b)))
+        return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                           "%s:%d: key '%s' expects an integer or AxB, got '%s'", kv->source,
+                           kv->line, key, e->val);
+    if (!x) *b = *a;
+    return NN_OK;
+}
+
+static int valid_name(const char *s) {
+    if (!*s || !(isalpha((unsigned char)*s) || *s == '_')) return 0;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '_')) return 0;
+    return 1;
+}
+
+static int find_node(const nn_net *net, const char *name) {
+    for (int i = 0; i < net->num_nodes; i++)
+        if (strcmp(net->nodes[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* Splits one line into the op keyword and key=value pairs. */
+static nn_status tokenize(nn_kvlist *kv, char *line, char **op) {
+    char *save = NULL;
+    *op = strtok_r(line, " \t", &save);
+    for (char *tok = strtok_r(NULL, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq || eq == tok || eq[1] == '\0')
+            return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: expected key=value, found '%s'",
+                               kv->source, kv->line, tok);
+        *eq = '\0';
+        if (kv->count == NN_MAX_KV)
+            return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: more than %d keys on one line",
+                               kv->source, kv->line, NN_MAX_KV);
+        if (strlen(tok) >= sizeof kv->kv[0].key || strlen(eq + 1) >= sizeof kv->kv[0].val)
+            return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: key or value too long near '%s'",
+                               kv->source, kv->line, tok);
+        for (int i = 0; i < kv->count; i++)
+            if (strcmp(kv->kv[i].key, tok) == 0)
+                return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: key '%s' given twice",
+                                   kv->source, kv->line, tok);
+        nn_kv *e = &kv->kv[kv->count++];
+        strcpy(e->key, tok);
+        strcpy(e->val, eq + 1);
+        e->used = 0;
+    }
+    return NN_OK;
+}
+
+static nn_status add_line(nn_net *net, char *line, int lineno) {
+    nn_kvlist kv = {.count = 0, .source = net->source, .line = lineno, .ctx = net->ctx};
+    char *opname;
+    nn_status st = tokenize(&kv, line, &opname);
+    if (st) return st;
+    const nn_op_def *def = nn_op_def_find(opname);
+    if (!def)
+        return nn_ctx_fail(net->ctx, NN_EINVAL,
+                           "%s:%d: unknown layer type '%s' (expected input, conv2d, maxpool, "
+                           "relu, linear, flatten or softmax_ce)",
+                           net->source, lineno, opname);
+    if (net->num_nodes == 0 && def != &nn_input_def)
+        return nn_ctx_fail(net->ctx, NN_EINVAL,
+                           "%s:%d: the first layer must be 'input shape=CxHxW', found '%s'",
+                           net->source, lineno, opname);
+    if (net->num_nodes > 0 && def == &nn_input_def)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: only one input layer is allowed",
+                           net->source, lineno);
+    if (net->loss_node >= 0)
+        return nn_ctx_fail(net->ctx, NN_EINVAL,
+                           "%s:%d: layer '%s' after the loss; softmax_ce must be last",
+                           net->source, lineno, opname);
+    if (net->num_nodes == net->cap_nodes) {
+        int cap = net->cap_nodes ? 2 * net->cap_nodes : 16;
+        nn_node *nodes = realloc(net->nodes, (size_t)cap * sizeof *nodes);
+        if (!nodes) return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory", net->source);
+        net->nodes = nodes;
+        net->cap_nodes = cap;
+    }
+    nn_node *node = &net->nodes[net->num_nodes];
+    memset(node, 0, sizeof *node);
+    node->line = lineno;
+    node->param_index = -1;
+    node->op = NN_OP_INPUT;
+    for (int i = 0; i < NN_OP_COUNT; i++)
+        if (op_defs[i] == def) node->op = (nn_op_type)i;
+
+    const char *name = nn_kv_str(&kv, "name");
+    if (name) {
+        if (!valid_name(name) || strlen(name) >= sizeof node->name)
+            return nn_ctx_fail(net->ctx, NN_EINVAL,
+                               "%s:%d: bad layer name '%s' (letters, digits and _ only)",
+                               net->source, lineno, name);
+        snprintf(node->name, sizeof node->name, "%s", name);
+    } else {
+        int count = 1;
+        for (int i = 0; i < net->num_nodes; i++)
+            if (net->nodes[i].op == node->op) count++;
+        if (node->op == NN_OP_INPUT)
+            snprintf(node->name, sizeof node->name, "input");
+        else
+            snprintf(node->name, sizeof node->name, "%s%d", def->name, count);
+    }
+    if (find_node(net, node->name) >= 0)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: layer name '%s' is already used",
+                           net->source, lineno, node->name);
+
+    const nn_shape *in_shape = NULL;
+    if (def->num_inputs > 0) {
+        const char *in = nn_kv_str(&kv, "in");
+        int src = net->num_nodes - 1;
+        if (in) {
+            src = find_node(net, in);
+            if (src < 0)
+                return nn_ctx_fail(net->ctx, NN_EINVAL,
+                                   "%s:%d: in=%s names no earlier layer", net->source,
+                                   lineno, in);
+        }
+        node->inputs[0] = src;
+        node->num_inputs = 1;
+        in_shape = &net->nodes[src].out;
+    }
+    st = def->configure(node, &kv, in_shape);
+    if (st) return st;
+    for (int i = 0; i < kv.count; i++)
+        if (!kv.kv[i].used)
+            return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: unknown key '%s' for layer type '%s'",
+                               net->source, lineno, kv.kv[i].key, def->name);
+    for (int i = 0; i < node->out.ndim; i++)
+        if (node->out.dim[i] <= 0)
+            return nn_ctx_fail(net->ctx, NN_EINVAL,
+                               "%s:%d: layer '%s' would have an empty output (dimension %d is %lld)",
+                               net->source, lineno, node->name, i, (long long)node->out.dim[i]);
+    if (nn_shape_numel(&node->out) > (1LL << 28))
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: layer '%s' output is too large",
+                           net->source, lineno, node->name);
+    if (node->op == NN_OP_SOFTMAX_CE) net->loss_node = net->num_nodes;
+    net->num_nodes++;
+    return NN_OK;
+}
+
+/* Parses all lines into net->nodes. */
+nn_status nn_model_parse_lines(nn_net *net, const char *text) {
+    char line[1024];
+    int lineno = 0;
+    const char *p = text;
+    while (*p) {
+        lineno++;
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        if (len >= sizeof line)
+            return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: line longer than %zu characters",
+                               net->source, lineno, sizeof line - 1);
+        memcpy(line, p, len);
+        line[len] = '\0';
+        p += len + (eol ? 1 : 0);
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        for (char *c = line; *c; c++)
+            if (*c == '\r') *c = ' ';
+            else if (!isprint((unsigned char)*c) && *c != '\t')
+                return nn_ctx_fail(net->ctx, NN_EINVAL,
+                                   "%s:%d: unexpected byte 0x%02x (model files are plain text)",
+                                   net->source, lineno, (unsigned char)*c);
+        char *s = line;
+        while (*s == ' ' || *s == '\t') s++;
+        if (*s == '\0') continue;
+        nn_status st = add_line(net, s, lineno);
+        if (st) return st;
+    }
+    if (net->num_nodes == 0)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: no layers (expected 'input shape=CxHxW' first)",
+                           net->source);
+    if (net->loss_node < 0)
+        return nn_ctx_fail(net->ctx, NN_EINVAL,
+                           "%s:%d: model has no loss layer (expected 'softmax_ce' last)",
+                           net->source, lineno);
+    return NN_OK;
+}

@@ -1,0 +1,360 @@
+/*
+ * checkpoint.c - saves and restores a network's parameters, and for --resume
+ * the optimizer state and the train state, as one safetensors file.
+ *
+ * Tensors: every parameter under its PyTorch name ("conv1.weight"), so the file
+ * loads into torch with safetensors.torch.load_file; optimizer state buffers as
+ * "optimizer.<param>.<state>" (only once the optimizer has taken a step).
+ * Metadata: "format" = "nnopt", "format_version" = "1", "nnopt_version", and
+ * for resume checkpoints the optimizer config and step count and the train
+ * state (counters, loss sum, RNG position), all as decimal strings.
+ */
+#include "nn_internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#define CKPT_FORMAT_VERSION "1"
+#define CKPT_OPT_PREFIX "optimizer."
+#define CKPT_MAX_META 24
+#define CKPT_VAL_SIZE 32
+
+static const char *optim_kind_name(nn_optim_kind kind) {
+    switch (kind) {
+    case NN_OPTIM_SGD: return "sgd";
+    }
+    return NULL;
+}
+
+/* "optimizer.<param>.<state>" into buf; 0 if it does not fit. */
+static int state_tensor_name(char *buf, size_t size, const char *param, const char *state) {
+    int n = snprintf(buf, size, CKPT_OPT_PREFIX "%s.%s", param, state);
+    return n >= 0 && (size_t)n < size;
+}
+
+/* ------------------------------------------------------------------ save */
+
+typedef struct {
+    const char *keys[CKPT_MAX_META];
+    const char *vals[CKPT_MAX_META];
+    char buf[CKPT_MAX_META][CKPT_VAL_SIZE];
+    int count;
+} ckpt_meta;
+
+static void meta_str(ckpt_meta *m, const char *key, const char *val) {
+    NN_ASSERT(m->count < CKPT_MAX_META);
+    m->keys[m->count] = key;
+    m->vals[m->count++] = val;
+}
+
+static void meta_fmt(ckpt_meta *m, const char *key, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static void meta_fmt(ckpt_meta *m, const char *key, const char *fmt, ...) {
+    NN_ASSERT(m->count < CKPT_MAX_META);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->buf[m->count], CKPT_VAL_SIZE, fmt, ap);
+    va_end(ap);
+    meta_str(m, key, m->buf[m->count]);
+}
+
+nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_optimizer *opt,
+                             const nn_train_state *st) {
+    int np = nn_net_num_param_tensors(net);
+    int64_t steps = opt ? nn_optim_steps(opt) : 0;
+    int ns = opt && steps > 0 ? nn_optim_num_states(opt) : 0;
+    const char *kind = NULL;
+    if (opt && !(kind = optim_kind_name(nn_optim_get_config(opt)->kind)))
+        return nn_ctx_fail(ctx, NN_EUNSUPPORTED, "%s: optimizer kind %d cannot be saved", path,
+                           (int)nn_optim_get_config(opt)->kind);
+
+    nn_st_tensor *t = calloc((size_t)np * (size_t)(ns + 1) + 1, sizeof *t);
+    if (!t) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", path);
+    const float *params = nn_net_params(net); /* (num_params) */
+    int count = 0;
+    for (int p = 0; p < np; p++) {
+        const nn_param_info *info = nn_net_param_info(net, p);
+        snprintf(t[count].name, sizeof t[count].name, "%s", info->name);
+        t[count].shape = info->shape;
+        t[count++].data = params + info->offset;
+    }
+    for (int s = 0; s < ns; s++) {
+        const char *sname = NULL;
+        const float *state = nn_optim_state(opt, s, &sname); /* (num_params) */
+        if (!state || !sname) {
+            free(t);
+            return nn_ctx_fail(ctx, NN_EINVAL,
+                               "%s: optimizer state %d has no buffer after %lld steps", path, s,
+                               (long long)steps);
+        }
+        for (int p = 0; p < np; p++) {
+            const nn_param_info *info = nn_net_param_info(net, p);
+            if (!state_tensor_name(t[count].name, sizeof t[count].name, info->name, sname)) {
+                free(t);
+                return nn_ctx_fail(ctx, NN_EINVAL, "%s: tensor name for state '%s' of '%s' is "
+                                   "too long", path, sname, info->name);
+            }
+            t[count].shape = info->shape;
+            t[count++].data = state + info->offset;
+        }
+    }
+
+    ckpt_meta m;
+    m.count = 0;
+    meta_str(&m, "format", "nnopt");
+    meta_str(&m, "format_version", CKPT_FORMAT_VERSION);
+    meta_str(&m, "nnopt_version", NN_VERSION);
+    if (opt) {
+        const nn_optim_config *cfg = nn_optim_get_config(opt);
+        meta_str(&m, "optimizer", kind);
+        meta_fmt(&m, "optimizer_steps", "%lld", (long long)steps);
+        meta_fmt(&m, "lr", "%.9g", (double)cfg->lr);
+        meta_fmt(&m, "momentum", "%.9g", (double)cfg->momentum);
+        meta_fmt(&m, "dampening", "%.9g", (double)cfg->dampening);
+        meta_fmt(&m, "weight_decay", "%.9g", (double)cfg->weight_decay);
+        meta_fmt(&m, "nesterov", "%d", cfg->nesterov ? 1 : 0);
+    }
+    if (st) {
+        meta_fmt(&m, "epoch", "%lld", (long long)st->epoch);
+        meta_fmt(&m, "step", "%lld", (long long)st->step);
+        meta_fmt(&m, "batch_in_epoch", "%lld", (long long)st->batch_in_epoch);
+        meta_fmt(&m, "seen", "%lld", (long long)st->seen);
+        meta_fmt(&m, "seed", "%llu", (unsigned long long)st->seed);
+        meta_fmt(&m, "loss_sum", "%.17g", st->loss_sum);
+        meta_fmt(&m, "rng_state", "%llu", (unsigned long long)st->rng.state);
+        meta_fmt(&m, "rng_inc", "%llu", (unsigned long long)st->rng.inc);
+    }
+    nn_status s = nn_safetensors_write(ctx, path, t, count, m.keys, m.vals, m.count);
+    free(t);
+    return s;
+}
+
+/* ------------------------------------------------------------------ load */
+
+static int shape_equal(const nn_shape *a, const nn_shape *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->dim[d] != b->dim[d]) return 0;
+    return 1;
+}
+
+static const char *shape_text(const nn_shape *s, char *buf, size_t size) {
+    if (s->ndim == 0) return "scalar";
+    return nn_shape_str(s, buf, size);
+}
+
+/* The tensor named name with shape want, or NULL after an error. */
+static const nn_st_tensor *find_checked(nn_ctx *ctx, const char *path, const nn_st_file *f,
+                                        const char *name, const nn_shape *want) {
+    const nn_st_tensor *t = nn_safetensors_find(f, name);
+    if (!t) {
+        nn_ctx_fail(ctx, NN_EFORMAT, "%s: missing tensor '%s'", path, name);
+        return NULL;
+    }
+    if (!shape_equal(&t->shape, want)) {
+        char a[96], b[96];
+        nn_ctx_fail(ctx, NN_EFORMAT, "%s: tensor '%s' has shape %s, model expects %s", path,
+                    name, shape_text(&t->shape, a, sizeof a), shape_text(want, b, sizeof b));
+        return NULL;
+    }
+    return t;
+}
+
+/* Full-string decimal parsers: digits only (no sign, no spaces), no overflow. */
+static int parse_u64(const char *s, uint64_t *out) {
+    if (!s || *s < '0' || *s > '9') return 0;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end != '\0') return 0;
+    *out = (uint64_t)v;
+    return 1;
+}
+
+static int parse_i64(const char *s, int64_t *out) {
+    uint64_t v;
+    if (!parse_u64(s, &v) || v > (uint64_t)INT64_MAX) return 0;
+    *out = (int64_t)v;
+    return 1;
+}
+
+static nn_status meta_i64(nn_ctx *ctx, const char *path, const nn_st_file *f, const char *key,
+                          int64_t *out) {
+    const char *v = nn_safetensors_meta(f, key);
+    if (!v) return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata '%s' is missing", path, key);
+    if (!parse_i64(v, out))
+        return nn_ctx_fail(ctx, NN_EFORMAT,
+                           "%s: metadata '%s' is '%.40s', not a non-negative integer", path, key,
+                           v);
+    return NN_OK;
+}
+
+static nn_status meta_u64(nn_ctx *ctx, const char *path, const nn_st_file *f, const char *key,
+                          uint64_t *out) {
+    const char *v = nn_safetensors_meta(f, key);
+    if (!v) return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata '%s' is missing", path, key);
+    if (!parse_u64(v, out))
+        return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata '%s' is '%.40s', not an unsigned "
+                           "64-bit integer", path, key, v);
+    return NN_OK;
+}
+
+static nn_status parse_train_state(nn_ctx *ctx, const char *path, const nn_st_file *f,
+                                   nn_train_state *st) {
+    nn_status s;
+    if ((s = meta_i64(ctx, path, f, "epoch", &st->epoch)) != NN_OK ||
+        (s = meta_i64(ctx, path, f, "step", &st->step)) != NN_OK ||
+        (s = meta_i64(ctx, path, f, "batch_in_epoch", &st->batch_in_epoch)) != NN_OK ||
+        (s = meta_i64(ctx, path, f, "seen", &st->seen)) != NN_OK ||
+        (s = meta_u64(ctx, path, f, "seed", &st->seed)) != NN_OK ||
+        (s = meta_u64(ctx, path, f, "rng_state", &st->rng.state)) != NN_OK ||
+        (s = meta_u64(ctx, path, f, "rng_inc", &st->rng.inc)) != NN_OK)
+        return s;
+    if (!(st->rng.inc & 1))
+        return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata 'rng_inc' is even (PCG needs odd)",
+                           path);
+    const char *v = nn_safetensors_meta(f, "loss_sum");
+    if (!v) return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata 'loss_sum' is missing", path);
+    char *end;
+    errno = 0;
+    st->loss_sum = strtod(v, &end);
+    if (!*v || *v == ' ' || *end != '\0' || errno == ERANGE)
+        return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata 'loss_sum' is '%.40s', not a number",
+                           path, v);
+    return NN_OK;
+}
+
+/* 1 if name is "optimizer.<param>.<state>" for a parameter of net and a state
+ * of opt. */
+static int is_state_tensor(const char *name, nn_net *net, nn_optimizer *opt) {
+    const char *rest = name + strlen(CKPT_OPT_PREFIX);
+    size_t len = strlen(rest);
+    for (int s = 0; s < nn_optim_num_states(opt); s++) {
+        const char *sname = NULL;
+        nn_optim_state(opt, s, &sname);
+        if (!sname) continue;
+        size_t sl = strlen(sname);
+        if (len < sl + 2 || rest[len - sl - 1] != '.' || strcmp(rest + len - sl, sname) != 0)
+            continue;
+        char param[128];
+        if (len - sl - 1 >= sizeof param) continue;
+        memcpy(param, rest, len - sl - 1);
+        param[len - sl - 1] = '\0';
+        if (nn_net_find_param(net, param) >= 0) return 1;
+    }
+    return 0;
+}
+
+static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, nn_net *net,
+                           nn_optimizer *opt, nn_train_state *st) {
+    const char *fv = nn_safetensors_meta(f, "format_version");
+    if (fv && strcmp(fv, CKPT_FORMAT_VERSION) != 0)
+        return nn_ctx_fail(ctx, NN_EUNSUPPORTED,
+                           "%s: checkpoint format_version '%.20s' is not supported (expected "
+                           CKPT_FORMAT_VERSION ")", path, fv);
+
+    /* Validate everything before touching net, opt or st. */
+    int np = nn_net_num_param_tensors(net);
+    for (int p = 0; p < np; p++) {
+        const nn_param_info *info = nn_net_param_info(net, p);
+        if (!find_checked(ctx, path, f, info->name, &info->shape)) return NN_EFORMAT;
+    }
+
+    int64_t steps = 0;
+    if (opt) {
+        const char *kind = nn_safetensors_meta(f, "optimizer");
+        const char *sv = nn_safetensors_meta(f, "optimizer_steps");
+        if (!kind || !sv)
+            return nn_ctx_fail(ctx, NN_EFORMAT, "%s: not a resume checkpoint (no optimizer state)",
+                               path);
+        const char *want = optim_kind_name(nn_optim_get_config(opt)->kind);
+        if (!want || strcmp(kind, want) != 0)
+            return nn_ctx_fail(ctx, NN_EFORMAT, "%s: checkpoint optimizer is '%.20s', not '%s'",
+                               path, kind, want ? want : "?");
+        nn_status s = meta_i64(ctx, path, f, "optimizer_steps", &steps);
+        if (s != NN_OK) return s;
+    }
+
+    for (int i = 0; i < nn_safetensors_count(f); i++) {
+        const char *name = nn_safetensors_get(f, i)->name;
+        if (nn_net_find_param(net, name) >= 0) continue;
+        if (strncmp(name, CKPT_OPT_PREFIX, strlen(CKPT_OPT_PREFIX)) == 0) {
+            /* weights-only loads ignore optimizer state; resume loads check it */
+            if (!opt || (steps > 0 && is_state_tensor(name, net, opt))) continue;
+            return nn_ctx_fail(ctx, NN_EFORMAT, "%s: unexpected tensor '%s' (%s)", path, name,
+                               steps > 0 ? "not a state of this optimizer"
+                                         : "optimizer_steps is 0");
+        }
+        return nn_ctx_fail(ctx, NN_EFORMAT, "%s: unexpected tensor '%s' (not in the model)", path,
+                           name);
+    }
+
+    int ns = opt && steps > 0 ? nn_optim_num_states(opt) : 0;
+    for (int s = 0; s < ns; s++) {
+        const char *sname = NULL;
+        nn_optim_state(opt, s, &sname);
+        if (!sname)
+            return nn_ctx_fail(ctx, NN_EINVAL, "%s: optimizer state %d has no name", path, s);
+        for (int p = 0; p < np; p++) {
+            const nn_param_info *info = nn_net_param_info(net, p);
+            char name[128];
+            if (!state_tensor_name(name, sizeof name, info->name, sname))
+                return nn_ctx_fail(ctx, NN_EINVAL, "%s: tensor name for state '%s' of '%s' is "
+                                   "too long", path, sname, info->name);
+            if (!find_checked(ctx, path, f, name, &info->shape)) return NN_EFORMAT;
+        }
+    }
+
+    nn_train_state tmp;
+    if (st) {
+        nn_status s = parse_train_state(ctx, path, f, &tmp);
+        if (s != NN_OK) return s;
+    }
+
+    /* Commit. The optimizer may allocate its buffers only once it has steps,
+     * so set the count before asking for them. A buffer still missing then is
+     * an optimizer bug, caught before any parameter changes. */
+    if (opt) {
+        int64_t old_steps = nn_optim_steps(opt);
+        nn_optim_set_steps(opt, steps);
+        for (int s = 0; s < ns; s++) {
+            const char *sname = NULL;
+            float *state = nn_optim_state(opt, s, &sname); /* (num_params) */
+            if (!state) {
+                nn_optim_set_steps(opt, old_steps);
+                return nn_ctx_fail(ctx, NN_EINVAL, "%s: optimizer state '%s' has no buffer",
+                                   path, sname);
+            }
+            for (int p = 0; p < np; p++) {
+                const nn_param_info *info = nn_net_param_info(net, p);
+                char name[128];
+                state_tensor_name(name, sizeof name, info->name, sname);
+                const nn_st_tensor *t = nn_safetensors_find(f, name);
+                if (info->numel > 0)
+                    memcpy(state + info->offset, t->data, info->numel * sizeof(float));
+            }
+        }
+    }
+    float *params = nn_net_params(net); /* (num_params) */
+    for (int p = 0; p < np; p++) {
+        const nn_param_info *info = nn_net_param_info(net, p);
+        const nn_st_tensor *t = nn_safetensors_find(f, info->name);
+        if (info->numel > 0) memcpy(params + info->offset, t->data, info->numel * sizeof(float));
+    }
+    if (st) *st = tmp;
+    return NN_OK;
+}
+
+nn_status nn_checkpoint_load(nn_ctx *ctx, const char *path, nn_net *net, nn_optimizer *opt,
+                             nn_train_state *st) {
+    nn_st_file *f = NULL;
+    nn_status s = nn_safetensors_open(ctx, path, &f);
+    if (s != NN_OK) return s;
+    s = load_file(ctx, path, f, net, opt, st);
+    nn_safetensors_close(f);
+    return s;
+}

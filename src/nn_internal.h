@@ -1,0 +1,54 @@
+/*
+ * nn_internal.h - declarations shared between libnnopt's source files but not
+ * exported: the context layout, assertions, the sgemm wrapper and the parallel-for
+ * macro. Nothing here is part of the public API.
+ */
+#ifndef NN_INTERNAL_H
+#define NN_INTERNAL_H
+
+#include "nnopt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define NN_ERRMSG_SIZE 512
+
+struct nn_backend;
+
+struct nn_ctx {
+    int threads;
+    char error[NN_ERRMSG_SIZE];
+    const struct nn_backend *backend;
+};
+
+/* Invariant check: prints file:line and aborts. For programming errors only;
+ * bad input is reported through nn_status. */
+#define NN_ASSERT(cond)                                                              \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "nnopt: internal error at %s:%d: %s\n", __FILE__, __LINE__, \
+                    #cond);                                                          \
+            abort();                                                                 \
+        }                                                                            \
+    } while (0)
+
+/* The one place OpenMP parallelizes a loop: the outermost independent loop,
+ * static schedule so results are deterministic for a fixed thread count. */
+#define NN_STR_(x) #x
+#define NN_PRAGMA_(x) _Pragma(NN_STR_(x))
+#define NN_PARALLEL_FOR(nthreads) NN_PRAGMA_(omp parallel for schedule(static) num_threads(nthreads))
+
+/* Row-major C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C, single-threaded
+ * in the calling thread. All GEMM in nnopt goes through here (or through
+ * nn_sgemm_parallel, which splits the rows of C across the context's threads). */
+void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+              int lda, const float *B, int ldb, float beta, float *C, int ldc);
+void nn_sgemm_parallel(nn_ctx *ctx, int trans_a, int trans_b, int M, int N, int K,
+                       float alpha, const float *A, int lda, const float *B, int ldb,
+                       float beta, float *C, int ldc);
+
+/* Checked allocation helpers: return NULL on failure (callers report NN_ENOMEM). */
+void *nn_alloc_aligned(size_t bytes);
+void nn_free_aligned(void *p);
+
+#endif /* NN_INTERNAL_H */

@@ -1,0 +1,63 @@
+/*
+ * ops.h - kernels of every op family, callable directly (tests, benchmarks) as
+ * well as through the backend table. Signature order: outputs, const inputs,
+ * descriptor, batch size, workspace, context. Backward overwrites dx (if not
+ * NULL) and accumulates into dw and db.
+ *
+ * The reference twins in src/ops/ref compute the same in double with plain
+ * loops; tests check the fast kernels against them and the reference gradients
+ * against finite differences.
+ */
+#ifndef NN_OPS_H
+#define NN_OPS_H
+
+#include "core/graph.h"
+
+/* conv2d: x (N, C, H, W), w (K, C, R, S), b (K), y (N, K, P, Q) */
+void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads);
+
+/* max-pool: x (N, C, H, W), y (N, C, P, Q), argmax (N, C, P, Q) flat input index */
+void nn_maxpool_forward(float *y, int32_t *argmax, const float *x, const nn_pool_desc *d, int n,
+                        nn_ctx *ctx);
+void nn_maxpool_backward(float *dx, const float *dy, const int32_t *argmax,
+                         const nn_pool_desc *d, int n, nn_ctx *ctx);
+
+/* relu on count elements; backward uses the output y */
+void nn_relu_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
+void nn_relu_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);
+
+/* linear: x (N, in), w (out, in), b (out), y (N, out) */
+void nn_linear_forward(float *y, const float *x, const float *w, const float *b,
+                       const nn_linear_desc *d, int n, nn_ctx *ctx);
+void nn_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, const nn_linear_desc *d, int n, nn_ctx *ctx);
+
+/* softmax cross-entropy, mean over the batch: logits (N, classes), prob (N, classes) */
+float nn_softmax_ce_forward(float *prob, const float *logits, const int32_t *labels, int classes,
+                            int n);
+void nn_softmax_ce_backward(float *dlogits, const float *prob, const int32_t *labels,
+                            int classes, int n);
+
+/* reference twins, double precision, plain loops */
+void nn_ref_conv2d_forward(double *y, const double *x, const double *w, const double *b,
+                           const nn_conv2d_desc *d, int n);
+void nn_ref_conv2d_backward(double *dx, double *dw, double *db, const double *dy,
+                            const double *x, const double *w, const nn_conv2d_desc *d, int n);
+void nn_ref_maxpool_forward(double *y, const double *x, const nn_pool_desc *d, int n);
+void nn_ref_maxpool_backward(double *dx, const double *dy, const double *x,
+                             const nn_pool_desc *d, int n);
+void nn_ref_relu_forward(double *y, const double *x, size_t count);
+void nn_ref_relu_backward(double *dx, const double *dy, const double *x, size_t count);
+void nn_ref_linear_forward(double *y, const double *x, const double *w, const double *b,
+                           const nn_linear_desc *d, int n);
+void nn_ref_linear_backward(double *dx, double *dw, double *db, const double *dy,
+                            const double *x, const double *w, const nn_linear_desc *d, int n);
+double nn_ref_softmax_ce_forward(const double *logits, const int32_t *labels, int classes, int n);
+void nn_ref_softmax_ce_backward(double *dlogits, const double *logits, const int32_t *labels,
+                                int classes, int n);
+
+#endif /* NN_OPS_H */
