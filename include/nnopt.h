@@ -213,6 +213,11 @@ void nn_net_zero_grad(nn_net *net);
 /* Logits of the last forward: (n, num_classes). */
 const float *nn_net_logits(const nn_net *net);
 
+/* Per-layer timing: when on, forward and backward add each layer's wall time
+ * (seconds) to counters read with nn_net_layer_time; turning it on resets them. */
+void nn_net_set_timing(nn_net *net, int on);
+void nn_net_layer_time(const nn_net *net, int layer, double *forward_s, double *backward_s);
+
 /* ------------------------------------------------------------------ optimizer */
 
 typedef enum { NN_OPTIM_SGD = 0 } nn_optim_kind;

@@ -7,6 +7,7 @@
 #include "backend/backend.h"
 
 #include <errno.h>
+#include <omp.h>
 #include <math.h>
 #include <string.h>
 
@@ -45,6 +46,44 @@ static nn_status place_params(nn_net *net) {
     return NN_OK;
 }
 
+static int consumers(const nn_net *net, int j) {
+    int count = 0;
+    for (int i = 0; i < net->num_nodes; i++)
+        for (int k = 0; k < net->nodes[i].num_inputs; k++) count += net->nodes[i].inputs[k] == j;
+    return count;
+}
+
+/* Decides which nodes share memory with their input: flatten always; a ReLU
+ * whose producer is a conv2d or linear read by nothing else is fused into it
+ * (applied in the producer's kernel while the data is in cache). Then marks
+ * which nodes must compute an input gradient: none flows into the image. */
+static void fuse_and_alias(nn_net *net) {
+    for (int i = 0; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        node->alias_of = -1;
+        if (node->op == NN_OP_FLATTEN) node->alias_of = node->inputs[0];
+        if (node->op == NN_OP_RELU) {
+            int j = node->inputs[0];
+            nn_node *src = &net->nodes[j];
+            if ((src->op == NN_OP_CONV2D || src->op == NN_OP_LINEAR) && consumers(net, j) == 1 &&
+                j != net->logits_node) {
+                if (src->op == NN_OP_CONV2D) src->d.conv.relu = 1;
+                else src->d.linear.relu = 1;
+                node->alias_of = j;
+            }
+        }
+    }
+    /* has_grad[i]: whether a gradient flows into node i's output */
+    for (int i = 0; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        node->needs_dx = 0;
+        if (node->num_inputs == 0) continue;
+        int src = node->inputs[0];
+        while (src >= 0 && net->nodes[src].alias_of >= 0) src = net->nodes[src].alias_of;
+        node->needs_dx = src != net->input_node;
+    }
+}
+
 nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net **out) {
     *out = NULL;
     nn_net *net = calloc(1, sizeof *net);
@@ -60,13 +99,7 @@ nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net
     }
     net->input_node = 0;
     net->logits_node = net->nodes[net->loss_node].inputs[0];
-    for (int i = 1; i < net->num_nodes; i++) {
-        nn_node *node = &net->nodes[i];
-        /* no gradient flows into the input image */
-        node->needs_dx = node->num_inputs > 0 && node->inputs[0] != net->input_node &&
-                         !(net->nodes[node->inputs[0]].op == NN_OP_FLATTEN &&
-                           net->nodes[node->inputs[0]].inputs[0] == net->input_node);
-    }
+    fuse_and_alias(net);
     *out = net;
     return NN_OK;
 }
@@ -126,6 +159,8 @@ void nn_net_free(nn_net *net) {
     release_plan(net);
     free(net->nodes);
     free(net->params);
+    free(net->time_fwd);
+    free(net->time_bwd);
     nn_free_aligned(net->param_data);
     nn_free_aligned(net->grad_data);
     free(net);
@@ -146,7 +181,7 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
         for (int i = 0; i < net->num_nodes; i++) {
             nn_node *node = &net->nodes[i];
             size_t n = round16((size_t)max_batch * (size_t)nn_shape_numel(&node->out));
-            int alias = node->op == NN_OP_INPUT || node->op == NN_OP_FLATTEN;
+            int alias = node->op == NN_OP_INPUT || node->alias_of >= 0;
             if (!alias) {
                 if (pass) node->y = net->arena + off;
                 off += n;
@@ -182,12 +217,12 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
     net->arena_floats = total;
     net->ws_floats = ws;
     net->max_batch = max_batch;
-    /* aliases: flatten shares its input's memory */
+    /* aliases share their source's memory (sources come earlier) */
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
-        if (node->op == NN_OP_FLATTEN) {
-            node->y = net->nodes[node->inputs[0]].y;
-            node->dy = net->nodes[node->inputs[0]].dy;
+        if (node->alias_of >= 0) {
+            node->y = net->nodes[node->alias_of].y;
+            node->dy = net->nodes[node->alias_of].dy;
         }
     }
     return NN_OK;
@@ -233,7 +268,7 @@ void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out) {
         out->params += nn_shape_numel(&node->param_shape[j]);
     const nn_op_def *def = nn_op_def_get(node->op);
     out->flops = def->flops ? def->flops(node) : 0;
-    int alias = node->op == NN_OP_INPUT || node->op == NN_OP_FLATTEN;
+    int alias = node->op == NN_OP_INPUT || node->alias_of >= 0;
     out->act_bytes = alias ? 0 : nn_shape_numel(&node->out) * (int64_t)sizeof(float);
 }
 
@@ -291,15 +326,17 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
     for (int i = 0; i <= last; i++) {
         nn_node *node = &net->nodes[i];
         if (node->op == NN_OP_INPUT) continue;
-        if (node->op == NN_OP_FLATTEN) {
-            node->y = net->nodes[node->inputs[0]].y;
+        if (node->alias_of >= 0) {
+            node->y = net->nodes[node->alias_of].y;
             continue;
         }
         nn_op_args a;
         node_args(net, node, n, &a);
         a.labels = labels;
         a.loss = &net->last_loss;
+        double t0 = net->timing ? omp_get_wtime() : 0.0;
         be->kernels[node->op]->forward(&a);
+        if (net->timing) net->time_fwd[i] += omp_get_wtime() - t0;
     }
     net->cur_n = labels ? n : 0;
     net->labels = labels;
@@ -314,15 +351,34 @@ nn_status nn_net_backward(nn_net *net) {
     const nn_backend *be = net->ctx->backend;
     for (int i = net->loss_node; i > 0; i--) {
         nn_node *node = &net->nodes[i];
-        if (node->op == NN_OP_FLATTEN) continue;
+        if (node->alias_of >= 0) continue;
         nn_op_args a;
         node_args(net, node, net->cur_n, &a);
         a.labels = net->labels;
+        double t0 = net->timing ? omp_get_wtime() : 0.0;
         be->kernels[node->op]->backward(&a);
+        if (net->timing) net->time_bwd[i] += omp_get_wtime() - t0;
     }
     return NN_OK;
 }
 
 void nn_net_zero_grad(nn_net *net) {
     memset(net->grad_data, 0, net->num_params * sizeof(float));
+}
+
+void nn_net_set_timing(nn_net *net, int on) {
+    if (on && !net->time_fwd) {
+        net->time_fwd = calloc((size_t)net->num_nodes, sizeof(double));
+        net->time_bwd = calloc((size_t)net->num_nodes, sizeof(double));
+        if (!net->time_fwd || !net->time_bwd) on = 0;
+    }
+    net->timing = on;
+    if (on)
+        for (int i = 0; i < net->num_nodes; i++) net->time_fwd[i] = net->time_bwd[i] = 0.0;
+}
+
+void nn_net_layer_time(const nn_net *net, int layer, double *forward_s, double *backward_s) {
+    int ok = net->time_fwd && layer >= 0 && layer < net->num_nodes;
+    *forward_s = ok ? net->time_fwd[layer] : 0.0;
+    *backward_s = ok ? net->time_bwd[layer] : 0.0;
 }

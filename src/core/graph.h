@@ -28,6 +28,7 @@ typedef struct {
     int P, Q;           /* output */
     int stride_h, stride_w, pad_h, pad_w;
     int has_bias;
+    int relu;           /* ReLU fused onto the output */
 } nn_conv2d_desc;
 
 typedef struct {
@@ -40,6 +41,7 @@ typedef struct {
 typedef struct {
     int in, out;
     int has_bias;
+    int relu;           /* ReLU fused onto the output */
 } nn_linear_desc;
 
 typedef struct {
@@ -71,6 +73,8 @@ typedef struct nn_node {
     void *aux;                      /* op-private saved data, e.g. pool argmax */
     size_t aux_bytes;               /* per sample */
     int needs_dx;                   /* 1 if the input gradient must be computed */
+    int alias_of;                   /* node whose memory this one shares (flatten,
+                                       fused ReLU), or -1 */
 } nn_node;
 
 /* Everything a kernel call needs; pointers are NULL when not applicable. */
@@ -164,6 +168,8 @@ struct nn_net {
     size_t ws_floats;
     float last_loss;
     const int32_t *labels;          /* labels of the last forward */
+    int timing;                     /* accumulate per-node times below */
+    double *time_fwd, *time_bwd;    /* (num_nodes) seconds */
 };
 
 #endif /* NN_GRAPH_H */

@@ -11,6 +11,7 @@
  */
 #include "nn_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
@@ -29,8 +30,13 @@ static const char *optim_kind_name(nn_optim_kind kind) {
 
 /* "optimizer.<param>.<state>" into buf; 0 if it does not fit. */
 static int state_tensor_name(char *buf, size_t size, const char *param, const char *state) {
-    int n = snprintf(buf, size, CKPT_OPT_PREFIX "%s.%s", param, state);
-    return n >= 0 && (size_t)n < size;
+    size_t lo = strlen(CKPT_OPT_PREFIX), lp = strlen(param), ls = strlen(state);
+    if (lo + lp + 1 + ls >= size) return 0;
+    memcpy(buf, CKPT_OPT_PREFIX, lo);
+    memcpy(buf + lo, param, lp);
+    buf[lo + lp] = '.';
+    memcpy(buf + lo + lp + 1, state, ls + 1);
+    return 1;
 }
 
 /* ------------------------------------------------------------------ save */
@@ -222,7 +228,7 @@ static nn_status parse_train_state(nn_ctx *ctx, const char *path, const nn_st_fi
     char *end;
     errno = 0;
     st->loss_sum = strtod(v, &end);
-    if (!*v || *v == ' ' || *end != '\0' || errno == ERANGE)
+    if (!*v || isspace((unsigned char)*v) || *end != '\0' || errno == ERANGE)
         return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata 'loss_sum' is '%.40s', not a number",
                            path, v);
     return NN_OK;

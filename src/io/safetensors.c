@@ -216,6 +216,7 @@ nn_status nn_safetensors_write(nn_ctx *ctx, const char *path, const nn_st_tensor
         err = errno;
         goto fail;
     }
+    errno = 0; /* a short fwrite need not set it */
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hdr.len >> (8 * i));
     if (fwrite(len8, 1, 8, f) != 8 || fwrite(hdr.p, 1, hdr.len, f) != hdr.len) {
@@ -257,9 +258,13 @@ nn_status nn_safetensors_write(nn_ctx *ctx, const char *path, const nn_st_tensor
     tmp = NULL;
 
     /* Make the rename itself durable. Some file systems cannot fsync a
-     * directory (EINVAL); the data is already safe there. */
+     * directory (EINVAL); the data is already safe there. A failure here is
+     * reported although the new file is already in place. */
     char *dir = dir_of(path);
-    if (dir) {
+    if (!dir) {
+        what = "cannot sync directory";
+        err = ENOMEM;
+    } else {
         int fd = open(dir, O_RDONLY | O_DIRECTORY);
         if (fd < 0) {
             what = "cannot open directory to sync it";
@@ -426,9 +431,9 @@ static nn_status parse_entry(nn_ctx *ctx, const char *path, const cJSON *e, uint
         return nn_ctx_fail(ctx, NN_EFORMAT, "%s: tensor '%s' has %d dimensions (max %d)", path,
                            name, ndim, NN_MAX_DIMS);
     t->shape.ndim = ndim;
-    /* numel stays <= data_size / 4 <= 2^62 or the tensor cannot fit, so the
-     * product is checked against that bound before every multiply. */
-    int64_t numel = 1, max_numel = (int64_t)(data_size / sizeof(float));
+    /* dims are < 2^53 each; the product is checked before every multiply so
+     * that numel * 4 fits an int64 */
+    int64_t numel = 1, max_numel = INT64_MAX / (int64_t)sizeof(float);
     int too_big = 0, d = 0;
     const cJSON *dim;
     cJSON_ArrayForEach(dim, shape) {
@@ -460,7 +465,7 @@ static nn_status parse_entry(nn_ctx *ctx, const char *path, const cJSON *e, uint
                            path, name);
     if (begin > end)
         return nn_ctx_fail(ctx, NN_EFORMAT,
-                           "%s: tensor '%s' data_offsets [%lld,%lld] begin after they end", path,
+                           "%s: tensor '%s' data_offsets [%lld,%lld] begin after their end", path,
                            name, (long long)begin, (long long)end);
     if ((uint64_t)end > data_size)
         return nn_ctx_fail(ctx, NN_EFORMAT,
@@ -469,12 +474,17 @@ static nn_status parse_entry(nn_ctx *ctx, const char *path, const cJSON *e, uint
                            path, name, (long long)begin, (long long)end,
                            (unsigned long long)data_size);
     char sbuf[96];
-    if (too_big || end - begin != numel * (int64_t)sizeof(float))
+    nn_shape_str(&t->shape, sbuf, sizeof sbuf);
+    if (too_big)
         return nn_ctx_fail(ctx, NN_EFORMAT,
-                           "%s: tensor '%s' data_offsets [%lld,%lld] hold %lld bytes, shape [%s] "
-                           "needs 4 bytes per element",
+                           "%s: tensor '%s' shape [%s] has too many elements", path,
+                           name, sbuf);
+    if (end - begin != numel * (int64_t)sizeof(float))
+        return nn_ctx_fail(ctx, NN_EFORMAT,
+                           "%s: tensor '%s' data_offsets [%lld,%lld] hold %lld bytes but shape "
+                           "[%s] needs %lld",
                            path, name, (long long)begin, (long long)end,
-                           (long long)(end - begin), nn_shape_str(&t->shape, sbuf, sizeof sbuf));
+                           (long long)(end - begin), sbuf, (long long)(numel * 4));
 
     strcpy(t->name, name);
     r->begin = begin;

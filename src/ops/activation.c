@@ -28,7 +28,10 @@ void nn_relu_backward(float *dx, const float *dy, const float *y, size_t count, 
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
         size_t lo = count * t / T, hi = count * (t + 1) / T;
-        for (size_t i = lo; i < hi; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        for (size_t i = lo; i < hi; i++) {
+            float g = dy[i];
+            dx[i] = y[i] > 0.0f ? g : 0.0f;
+        }
     }
 }
 

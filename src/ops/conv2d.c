@@ -1,8 +1,9 @@
 /*
  * conv2d.c - 2-D convolution (cross-correlation, as PyTorch): model-file
- * definition and CPU kernels. im2col + GEMM per image; the batch is split
- * evenly across threads, each with its own column buffer and private weight
- * gradient that are summed in a fixed order (deterministic per thread count).
+ * definition and CPU kernels: im2col + GEMM over groups of images (one wide
+ * GEMM per group); the batch is split evenly across threads, each with its own
+ * buffers and private weight gradient, summed in a fixed order, so results are
+ * deterministic for a given thread count.
  */
 #include "ops/ops.h"
 
@@ -56,19 +57,14 @@ static int64_t conv2d_flops(const nn_node *node) {
 
 const nn_op_def nn_conv2d_def = {"conv2d", 1, conv2d_configure, conv2d_flops};
 
-/* 1x1, stride 1, no padding: the image itself is the column matrix. */
-static int is_pointwise(const nn_conv2d_desc *d) {
-    return d->R == 1 && d->S == 1 && d->stride_h == 1 && d->stride_w == 1 && d->pad_h == 0 &&
-           d->pad_w == 0;
-}
-
-/* col (C*R*S, P*Q) from one image x (C, H, W); zero where the window is in padding */
-static void im2col(float *col, const float *x, const nn_conv2d_desc *d) {
-    const int PQ = d->P * d->Q;
+/* col[:, 0..P*Q) with row stride ld, from one image x (C, H, W): row
+ * (c, r, s) holds the input under kernel tap (r, s) for every output (p, q),
+ * zero where the window lies in the padding. */
+static void im2col(float *col, size_t ld, const float *x, const nn_conv2d_desc *d) {
     for (int c = 0; c < d->C; c++)
         for (int r = 0; r < d->R; r++)
             for (int s = 0; s < d->S; s++) {
-                float *row = col + (size_t)((c * d->R + r) * d->S + s) * PQ;
+                float *row = col + (size_t)((c * d->R + r) * d->S + s) * ld;
                 const float *xc = x + (size_t)c * d->H * d->W;
                 for (int p = 0; p < d->P; p++) {
                     float *out = row + p * d->Q;
@@ -97,109 +93,175 @@ static void im2col(float *col, const float *x, const nn_conv2d_desc *d) {
             }
 }
 
-/* dx (C, H, W) += scatter of dcol (C*R*S, P*Q); dx must be zeroed first */
-static void col2im(float *dx, const float *dcol, const nn_conv2d_desc *d) {
-    const int PQ = d->P * d->Q;
+/* dx (C, H, W) += the columns dcol[:, 0..P*Q) (row stride ld) folded back
+ * onto the image; dx must be zeroed first. */
+static void col2im(float *dx, const float *dcol, size_t ld, const nn_conv2d_desc *d) {
     for (int c = 0; c < d->C; c++)
         for (int r = 0; r < d->R; r++)
             for (int s = 0; s < d->S; s++) {
-                const float *row = dcol + (size_t)((c * d->R + r) * d->S + s) * PQ;
+                const float *row = dcol + (size_t)((c * d->R + r) * d->S + s) * ld;
                 float *xc = dx + (size_t)c * d->H * d->W;
                 for (int p = 0; p < d->P; p++) {
                     int ih = p * d->stride_h - d->pad_h + r;
                     if (ih < 0 || ih >= d->H) continue;
                     float *xr = xc + (size_t)ih * d->W;
                     const float *in = row + p * d->Q;
+                    int iw0 = s - d->pad_w;
+                    if (d->stride_w == 1) {
+                        int q0 = iw0 < 0 ? -iw0 : 0;
+                        int q1 = d->W - iw0 < d->Q ? d->W - iw0 : d->Q;
+                        for (int q = q0; q < q1; q++) xr[q + iw0] += in[q];
+                        continue;
+                    }
                     for (int q = 0; q < d->Q; q++) {
-                        int iw = q * d->stride_w - d->pad_w + s;
+                        int iw = q * d->stride_w + iw0;
                         if (iw >= 0 && iw < d->W) xr[iw] += in[q];
                     }
                 }
             }
 }
 
-static size_t col_floats(const nn_conv2d_desc *d) {
-    return (size_t)d->C * d->R * d->S * d->P * d->Q;
+/* Sum with 8 independent partial sums: vectorizes without -ffast-math and
+ * still gives the same result on every run. */
+static float sum_row(const float *v, int count) {
+    float acc[8] = {0};
+    int j = 0;
+    for (; j + 8 <= count; j += 8)
+        for (int l = 0; l < 8; l++) acc[l] += v[j + l];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; j < count; j++) s += v[j];
+    return s;
+}
+
+/* Images per GEMM: as many as keep one column buffer near 512 KiB, so each
+ * GEMM is wide (G*P*Q columns) while its operands stay in the L2 cache. */
+static int group_size(const nn_conv2d_desc *d) {
+    size_t per_image = (size_t)d->C * d->R * d->S * d->P * d->Q * sizeof(float);
+    size_t g = (512u << 10) / (per_image ? per_image : 1);
+    return g < 1 ? 1 : g > 64 ? 64 : (int)g;
+}
+
+/* Per-thread workspace layout, in floats. */
+typedef struct {
+    size_t col, dcol, yg, dw, db, total;
+} conv_ws;
+
+static conv_ws ws_layout(const nn_conv2d_desc *d) {
+    const size_t G = (size_t)group_size(d), PQ = (size_t)d->P * d->Q;
+    const size_t CRS = (size_t)d->C * d->R * d->S;
+    conv_ws l;
+    l.col = 0;
+    l.dcol = l.col + ((CRS * G * PQ + 15) & ~(size_t)15);
+    l.yg = l.dcol + ((CRS * G * PQ + 15) & ~(size_t)15);
+    l.dw = l.yg + (((size_t)d->K * G * PQ + 15) & ~(size_t)15);
+    l.db = l.dw + (((size_t)d->K * CRS + 15) & ~(size_t)15);
+    l.total = l.db + (((size_t)d->K + 15) & ~(size_t)15);
+    return l;
 }
 
 size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads) {
-    size_t per_thread = 2 * col_floats(d) + (size_t)d->K * d->C * d->R * d->S + (size_t)d->K;
-    return (size_t)threads * ((per_thread + 15) & ~(size_t)15);
+    return (size_t)threads * ws_layout(d).total;
 }
 
-static size_t thread_stride(const nn_conv2d_desc *d) {
-    return nn_conv2d_workspace(d, 1);
-}
-
+/*
+ * Forward. Each thread takes a contiguous share of the batch and walks it in
+ * groups of G images: im2col of the group into col (CRS, G*PQ), one GEMM
+ * Yg (K, G*PQ) = W (K, CRS) x col, then bias and ReLU while scattering Yg
+ * back to the (N, K, P, Q) layout.
+ */
 void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int PQ = d->P * d->Q, CRS = d->C * d->R * d->S;
+    const int PQ = d->P * d->Q, CRS = d->C * d->R * d->S, G = group_size(d);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
+    const conv_ws L = ws_layout(d);
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
-        float *col = ws + (size_t)t * thread_stride(d);
-        for (int i = n * t / T; i < n * (t + 1) / T; i++) {
-            const float *xi = x + i * xs;
-            float *yi = y + i * ys;
-            const float *B = xi;
-            if (!is_pointwise(d)) {
-                im2col(col, xi, d);
-                B = col;
-            }
-            if (b)
-                for (int k = 0; k < d->K; k++)
-                    for (int j = 0; j < PQ; j++) yi[(size_t)k * PQ + j] = b[k];
-            nn_sgemm(0, 0, d->K, PQ, CRS, 1.0f, w, CRS, B, PQ, b ? 1.0f : 0.0f, yi, PQ);
+        float *col = ws + (size_t)t * L.total + L.col;
+        float *yg = ws + (size_t)t * L.total + L.yg;
+        const int end = n * (t + 1) / T;
+        for (int i0 = n * t / T; i0 < end; i0 += G) {
+            const int gc = end - i0 < G ? end - i0 : G;
+            const size_t ld = (size_t)gc * PQ;
+            for (int g = 0; g < gc; g++) im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs, d);
+            nn_sgemm(0, 0, d->K, (int)ld, CRS, 1.0f, w, CRS, col, (int)ld, 0.0f, yg, (int)ld);
+            for (int g = 0; g < gc; g++)
+                for (int k = 0; k < d->K; k++) {
+                    const float *src = yg + (size_t)k * ld + (size_t)g * PQ;
+                    float *dst = y + (i0 + g) * ys + (size_t)k * PQ;
+                    const float bk = b ? b[k] : 0.0f;
+                    if (d->relu)
+                        for (int j = 0; j < PQ; j++) {
+                            float v = src[j] + bk;
+                            dst[j] = v > 0.0f ? v : 0.0f;
+                        }
+                    else
+                        for (int j = 0; j < PQ; j++) dst[j] = src[j] + bk;
+                }
         }
     }
 }
 
-void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+/*
+ * Backward, in the same groups: gather dy (masked by the fused ReLU) into
+ * dYg (K, G*PQ); dW += dYg x col^T and db += row sums into the thread's own
+ * share; dcol = W^T x dYg folded back by col2im. The shares are added to dw
+ * and db in thread order, so results depend only on the thread count.
+ */
+void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
+                        const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                        nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int PQ = d->P * d->Q, CRS = d->C * d->R * d->S;
+    const int PQ = d->P * d->Q, CRS = d->C * d->R * d->S, G = group_size(d);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
     const size_t wn = (size_t)d->K * CRS;
+    const conv_ws L = ws_layout(d);
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
-        float *col = ws + (size_t)t * thread_stride(d);
-        float *dcol = col + col_floats(d);
-        float *dwt = dcol + col_floats(d);    /* (K, CRS) this thread's share */
-        float *dbt = dwt + wn;                /* (K) */
-        memset(dwt, 0, (wn + (size_t)d->K) * sizeof(float));
-        for (int i = n * t / T; i < n * (t + 1) / T; i++) {
-            const float *xi = x + i * xs;
-            const float *dyi = dy + i * ys;
-            const float *B = xi;
-            if (!is_pointwise(d)) {
-                im2col(col, xi, d);
-                B = col;
-            }
-            nn_sgemm(0, 1, d->K, CRS, PQ, 1.0f, dyi, PQ, B, PQ, 1.0f, dwt, CRS);
-            for (int k = 0; k < d->K; k++) {
-                float s = 0.0f;
-                for (int j = 0; j < PQ; j++) s += dyi[(size_t)k * PQ + j];
-                dbt[k] += s;
-            }
+        float *base = ws + (size_t)t * L.total;
+        float *col = base + L.col, *dcol = base + L.dcol, *dyg = base + L.yg;
+        float *dwt = base + L.dw, *dbt = base + L.db;
+        memset(dwt, 0, wn * sizeof(float));
+        memset(dbt, 0, (size_t)d->K * sizeof(float));
+        const int end = n * (t + 1) / T;
+        for (int i0 = n * t / T; i0 < end; i0 += G) {
+            const int gc = end - i0 < G ? end - i0 : G;
+            const size_t ld = (size_t)gc * PQ;
+            for (int g = 0; g < gc; g++)
+                for (int k = 0; k < d->K; k++) {
+                    const float *src = dy + (i0 + g) * ys + (size_t)k * PQ;
+                    float *dst = dyg + (size_t)k * ld + (size_t)g * PQ;
+                    if (d->relu) {
+                        const float *yk = y + (i0 + g) * ys + (size_t)k * PQ;
+                        /* both loads unconditional so the select vectorizes */
+                        for (int j = 0; j < PQ; j++) {
+                            float gj = src[j];
+                            dst[j] = yk[j] > 0.0f ? gj : 0.0f;
+                        }
+                    } else {
+                        memcpy(dst, src, (size_t)PQ * sizeof(float));
+                    }
+                }
+            for (int g = 0; g < gc; g++) im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs, d);
+            nn_sgemm(0, 1, d->K, CRS, (int)ld, 1.0f, dyg, (int)ld, col, (int)ld, 1.0f, dwt, CRS);
+            for (int k = 0; k < d->K; k++) dbt[k] += sum_row(dyg + (size_t)k * ld, (int)ld);
             if (dx) {
-                float *dxi = dx + i * xs;
-                if (is_pointwise(d)) {
-                    nn_sgemm(1, 0, CRS, PQ, d->K, 1.0f, w, CRS, dyi, PQ, 0.0f, dxi, PQ);
-                } else {
-                    nn_sgemm(1, 0, CRS, PQ, d->K, 1.0f, w, CRS, dyi, PQ, 0.0f, dcol, PQ);
+                nn_sgemm(1, 0, CRS, (int)ld, d->K, 1.0f, w, CRS, dyg, (int)ld, 0.0f, dcol, (int)ld);
+                for (int g = 0; g < gc; g++) {
+                    float *dxi = dx + (i0 + g) * xs;
                     memset(dxi, 0, xs * sizeof(float));
-                    col2im(dxi, dcol, d);
+                    col2im(dxi, dcol + (size_t)g * PQ, ld, d);
                 }
             }
         }
     }
-    /* sum the per-thread partial gradients in thread order */
+    /* add the per-thread shares in thread order */
     for (int t = 0; t < T; t++) {
-        const float *dwt = ws + (size_t)t * thread_stride(d) + 2 * col_floats(d);
+        const float *dwt = ws + (size_t)t * L.total + L.dw;
+        const float *dbt = ws + (size_t)t * L.total + L.db;
         for (size_t j = 0; j < wn; j++) dw[j] += dwt[j];
         if (db)
-            for (int k = 0; k < d->K; k++) db[k] += dwt[wn + k];
+            for (int k = 0; k < d->K; k++) db[k] += dbt[k];
     }
 }
 
@@ -208,7 +270,7 @@ static void conv2d_fwd(const nn_op_args *a) {
 }
 
 static void conv2d_bwd(const nn_op_args *a) {
-    nn_conv2d_backward(a->dx, a->dw, a->db, a->dy, a->x, a->w, &a->node->d.conv, a->n, a->ws,
+    nn_conv2d_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, &a->node->d.conv, a->n, a->ws,
                        a->ctx);
 }
 

@@ -46,10 +46,20 @@ void nn_linear_forward(float *y, const float *x, const float *w, const float *b,
             for (int o = 0; o < d->out; o++) y[(size_t)i * d->out + o] = b[o];
     nn_sgemm_parallel(ctx, 0, 1, n, d->out, d->in, 1.0f, x, d->in, w, d->in, b ? 1.0f : 0.0f, y,
                       d->out);
+    if (d->relu)
+        for (size_t j = 0; j < (size_t)n * d->out; j++) y[j] = y[j] > 0.0f ? y[j] : 0.0f;
 }
 
-void nn_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, const nn_linear_desc *d, int n, nn_ctx *ctx) {
+void nn_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
+                        const float *x, const float *w, const nn_linear_desc *d, int n, float *ws,
+                        nn_ctx *ctx) {
+    if (d->relu) {
+        for (size_t j = 0; j < (size_t)n * d->out; j++) {
+            float g = dy[j];
+            ws[j] = y[j] > 0.0f ? g : 0.0f;
+        }
+        dy = ws;
+    }
     if (dx) nn_sgemm_parallel(ctx, 0, 0, n, d->in, d->out, 1.0f, dy, d->out, w, d->in, 0.0f, dx, d->in);
     nn_sgemm_parallel(ctx, 1, 0, d->out, d->in, n, 1.0f, dy, d->out, x, d->in, 1.0f, dw, d->in);
     if (db)
@@ -62,7 +72,13 @@ static void linear_fwd(const nn_op_args *a) {
 }
 
 static void linear_bwd(const nn_op_args *a) {
-    nn_linear_backward(a->dx, a->dw, a->db, a->dy, a->x, a->w, &a->node->d.linear, a->n, a->ctx);
+    nn_linear_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, &a->node->d.linear, a->n,
+                       a->ws, a->ctx);
 }
 
-const nn_op_kernels nn_linear_cpu = {linear_fwd, linear_bwd, NULL};
+static size_t linear_ws(const nn_node *node, int max_batch, int threads) {
+    (void)threads;
+    return node->d.linear.relu ? (size_t)max_batch * node->d.linear.out : 0;
+}
+
+const nn_op_kernels nn_linear_cpu = {linear_fwd, linear_bwd, linear_ws};

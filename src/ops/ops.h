@@ -16,14 +16,16 @@
 /* conv2d: x (N, C, H, W), w (K, C, R, S), b (K), y (N, K, P, Q) */
 void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
-void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+/* y is read only when d->relu (the ReLU mask) */
+void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
+                        const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                        nn_ctx *ctx);
 size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads);
 
-/* max-pool: x (N, C, H, W), y (N, C, P, Q), argmax (N, C, P, Q) flat input index */
-void nn_maxpool_forward(float *y, int32_t *argmax, const float *x, const nn_pool_desc *d, int n,
-                        nn_ctx *ctx);
-void nn_maxpool_backward(float *dx, const float *dy, const int32_t *argmax,
+/* max-pool: x (N, C, H, W), y (N, C, P, Q); backward reads x and y to find
+ * each window's maximum */
+void nn_maxpool_forward(float *y, const float *x, const nn_pool_desc *d, int n, nn_ctx *ctx);
+void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float *y,
                          const nn_pool_desc *d, int n, nn_ctx *ctx);
 
 /* relu on count elements; backward uses the output y */
@@ -33,8 +35,10 @@ void nn_relu_backward(float *dx, const float *dy, const float *y, size_t count, 
 /* linear: x (N, in), w (out, in), b (out), y (N, out) */
 void nn_linear_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_linear_desc *d, int n, nn_ctx *ctx);
-void nn_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, const nn_linear_desc *d, int n, nn_ctx *ctx);
+/* y is read only when d->relu; ws holds (n, out) floats for the masked dy */
+void nn_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
+                        const float *x, const float *w, const nn_linear_desc *d, int n, float *ws,
+                        nn_ctx *ctx);
 
 /* softmax cross-entropy, mean over the batch: logits (N, classes), prob (N, classes) */
 float nn_softmax_ce_forward(float *prob, const float *logits, const int32_t *labels, int classes,

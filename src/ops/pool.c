@@ -1,7 +1,8 @@
 /*
- * pool.c - max-pooling: model-file definition and CPU kernels. Forward keeps
- * the argmax of each window (first maximum, NaN wins, as PyTorch) so backward
- * is a scatter.
+ * pool.c - max-pooling: model-file definition and CPU kernels. Backward finds
+ * each window's maximum again by comparing the input with the output (first
+ * maximum, NaN wins, as PyTorch) instead of storing argmax indices: the 2x2
+ * case then vectorizes and needs no extra memory.
  */
 #include "ops/ops.h"
 
@@ -37,7 +38,6 @@ static nn_status maxpool_configure(nn_node *node, nn_kvlist *kv, const nn_shape 
     d->P = (d->H + 2 * d->pad_h - d->R) / d->stride_h + 1;
     d->Q = (d->W + 2 * d->pad_w - d->S) / d->stride_w + 1;
     node->out = (nn_shape){3, {d->C, d->P, d->Q, 0}};
-    node->aux_bytes = (size_t)d->C * d->P * d->Q * sizeof(int32_t);
     return NN_OK;
 }
 
@@ -48,79 +48,116 @@ static int64_t maxpool_flops(const nn_node *node) {
 
 const nn_op_def nn_maxpool_def = {"maxpool", 1, maxpool_configure, maxpool_flops};
 
-void nn_maxpool_forward(float *y, int32_t *argmax, const float *x, const nn_pool_desc *d, int n,
-                        nn_ctx *ctx) {
+static int is_2x2(const nn_pool_desc *d) {
+    return d->R == 2 && d->S == 2 && d->stride_h == 2 && d->stride_w == 2 && d->pad_h == 0 &&
+           d->pad_w == 0;
+}
+
+/* The common 2x2/2 window as straight-line selects that vectorize; a NaN in a
+ * window makes the output NaN, as in PyTorch. */
+static void pool2x2_plane(float *y, const float *x, const nn_pool_desc *d) {
+    for (int p = 0; p < d->P; p++) {
+        const float *r0 = x + 2 * p * d->W, *r1 = r0 + d->W;
+        float *yr = y + p * d->Q;
+        for (int q = 0; q < d->Q; q++) {
+            float a = r0[2 * q], b = r0[2 * q + 1], c = r1[2 * q], e = r1[2 * q + 1];
+            float m0 = a > b ? a : b, m1 = c > e ? c : e;
+            float m = m0 > m1 ? m0 : m1;
+            int nan = (a != a) | (b != b) | (c != c) | (e != e);
+            yr[q] = nan ? a + b + c + e : m;
+        }
+    }
+}
+
+/* Whether window element v is the one that produced output m: the first equal
+ * to it (or the first NaN when m is NaN). */
+#define POOL_HIT(v, m) (((v) == (m)) | (((m) != (m)) & ((v) != (v))))
+
+static void pool2x2_plane_backward(float *dx, const float *dy, const float *x, const float *y,
+                                   const nn_pool_desc *d) {
+    if (d->H != 2 * d->P || d->W != 2 * d->Q)
+        memset(dx, 0, (size_t)d->H * d->W * sizeof(float)); /* odd edge rows/cols */
+    for (int p = 0; p < d->P; p++) {
+        const float *r0 = x + 2 * p * d->W, *r1 = r0 + d->W;
+        float *d0 = dx + 2 * p * d->W, *d1 = d0 + d->W;
+        const float *yr = y + p * d->Q, *gr = dy + p * d->Q;
+        for (int q = 0; q < d->Q; q++) {
+            float m = yr[q], g = gr[q];
+            int ta = POOL_HIT(r0[2 * q], m);
+            int tb = !ta & POOL_HIT(r0[2 * q + 1], m);
+            int tc = !ta & !tb & POOL_HIT(r1[2 * q], m);
+            int te = !ta & !tb & !tc;
+            d0[2 * q] = ta ? g : 0.0f;
+            d0[2 * q + 1] = tb ? g : 0.0f;
+            d1[2 * q] = tc ? g : 0.0f;
+            d1[2 * q + 1] = te ? g : 0.0f;
+        }
+    }
+}
+
+/* Any window: index of the window's maximum (first one; NaN wins). */
+static int window_argmax(const float *x, const nn_pool_desc *d, int p, int q) {
+    float best = 0.0f;
+    int bi = -1;
+    for (int r = 0; r < d->R; r++) {
+        int ih = p * d->stride_h - d->pad_h + r;
+        if (ih < 0 || ih >= d->H) continue;
+        for (int s = 0; s < d->S; s++) {
+            int iw = q * d->stride_w - d->pad_w + s;
+            if (iw < 0 || iw >= d->W) continue;
+            float v = x[ih * d->W + iw];
+            if (bi < 0 || v > best || (v != v && best == best)) {
+                best = v;
+                bi = ih * d->W + iw;
+            }
+        }
+    }
+    return bi;
+}
+
+void nn_maxpool_forward(float *y, const float *x, const nn_pool_desc *d, int n, nn_ctx *ctx) {
     const int planes = n * d->C;
     const int HW = d->H * d->W, PQ = d->P * d->Q;
+    const int fast = is_2x2(d);
     NN_PARALLEL_FOR(ctx->threads)
     for (int pl = 0; pl < planes; pl++) {
         const float *xp = x + (size_t)pl * HW;
         float *yp = y + (size_t)pl * PQ;
-        int32_t *ap = argmax + (size_t)pl * PQ;
-        if (d->R == 2 && d->S == 2 && d->stride_h == 2 && d->stride_w == 2 && d->pad_h == 0 &&
-            d->pad_w == 0) {
-            /* the common 2x2/2 case, unrolled */
-            for (int p = 0; p < d->P; p++) {
-                const float *r0 = xp + 2 * p * d->W, *r1 = r0 + d->W;
-                for (int q = 0; q < d->Q; q++) {
-                    int i0 = 2 * p * d->W + 2 * q;
-                    float best = r0[2 * q];
-                    int bi = i0;
-                    if (r0[2 * q + 1] > best || isnan(r0[2 * q + 1])) best = r0[2 * q + 1], bi = i0 + 1;
-                    if (r1[2 * q] > best || isnan(r1[2 * q])) best = r1[2 * q], bi = i0 + d->W;
-                    if (r1[2 * q + 1] > best || isnan(r1[2 * q + 1]))
-                        best = r1[2 * q + 1], bi = i0 + d->W + 1;
-                    yp[p * d->Q + q] = best;
-                    ap[p * d->Q + q] = bi;
-                }
-            }
+        if (fast) {
+            pool2x2_plane(yp, xp, d);
             continue;
         }
         for (int p = 0; p < d->P; p++)
-            for (int q = 0; q < d->Q; q++) {
-                float best = -INFINITY;
-                int bi = -1;
-                for (int r = 0; r < d->R; r++) {
-                    int ih = p * d->stride_h - d->pad_h + r;
-                    if (ih < 0 || ih >= d->H) continue;
-                    for (int s = 0; s < d->S; s++) {
-                        int iw = q * d->stride_w - d->pad_w + s;
-                        if (iw < 0 || iw >= d->W) continue;
-                        float v = xp[ih * d->W + iw];
-                        if (bi < 0 || v > best || isnan(v)) {
-                            best = v;
-                            bi = ih * d->W + iw;
-                        }
-                        if (isnan(v)) goto done;
-                    }
-                }
-            done:
-                yp[p * d->Q + q] = best;
-                ap[p * d->Q + q] = bi;
-            }
+            for (int q = 0; q < d->Q; q++) yp[p * d->Q + q] = xp[window_argmax(xp, d, p, q)];
     }
 }
 
-void nn_maxpool_backward(float *dx, const float *dy, const int32_t *argmax,
+void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float *y,
                          const nn_pool_desc *d, int n, nn_ctx *ctx) {
     const int planes = n * d->C;
     const int HW = d->H * d->W, PQ = d->P * d->Q;
+    const int fast = is_2x2(d);
     NN_PARALLEL_FOR(ctx->threads)
     for (int pl = 0; pl < planes; pl++) {
         float *dxp = dx + (size_t)pl * HW;
-        const float *dyp = dy + (size_t)pl * PQ;
-        const int32_t *ap = argmax + (size_t)pl * PQ;
+        const float *xp = x + (size_t)pl * HW;
+        const float *dyp = dy + (size_t)pl * PQ, *yp = y + (size_t)pl * PQ;
+        if (fast) {
+            pool2x2_plane_backward(dxp, dyp, xp, yp, d);
+            continue;
+        }
         memset(dxp, 0, (size_t)HW * sizeof(float));
-        for (int j = 0; j < PQ; j++) dxp[ap[j]] += dyp[j];
+        for (int p = 0; p < d->P; p++)
+            for (int q = 0; q < d->Q; q++) dxp[window_argmax(xp, d, p, q)] += dyp[p * d->Q + q];
     }
 }
 
 static void maxpool_fwd(const nn_op_args *a) {
-    nn_maxpool_forward(a->y, a->aux, a->x, &a->node->d.pool, a->n, a->ctx);
+    nn_maxpool_forward(a->y, a->x, &a->node->d.pool, a->n, a->ctx);
 }
 
 static void maxpool_bwd(const nn_op_args *a) {
-    if (a->dx) nn_maxpool_backward(a->dx, a->dy, a->aux, &a->node->d.pool, a->n, a->ctx);
+    if (a->dx) nn_maxpool_backward(a->dx, a->dy, a->x, a->y, &a->node->d.pool, a->n, a->ctx);
 }
 
 const nn_op_kernels nn_maxpool_cpu = {maxpool_fwd, maxpool_bwd, NULL};

@@ -65,16 +65,32 @@ void nn_optim_step(nn_optimizer *opt, nn_ctx *ctx, float *params, const float *g
     float *buf = opt->momentum;
     const size_t n = opt->n;
     const int T = n >= 65536 ? ctx->threads : 1;
+    /* one branch-free loop per case so that each vectorizes */
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
-        for (size_t i = n * t / T; i < n * (t + 1) / T; i++) {
-            float g = grads[i];
-            if (wd != 0.0f) g = g + wd * params[i];
-            if (buf) {
-                buf[i] = first ? g : mu * buf[i] + keep * g;
-                g = nesterov ? g + mu * buf[i] : buf[i];
+        const size_t lo = n * t / T, hi = n * (t + 1) / T;
+        if (!buf) {
+            for (size_t i = lo; i < hi; i++) params[i] = params[i] - lr * (grads[i] + wd * params[i]);
+        } else if (first) {
+            for (size_t i = lo; i < hi; i++) {
+                float g = grads[i] + wd * params[i];
+                buf[i] = g;
+                params[i] = params[i] - lr * (nesterov ? g + mu * g : g);
             }
-            params[i] = params[i] - lr * g;
+        } else if (nesterov) {
+            for (size_t i = lo; i < hi; i++) {
+                float g = grads[i] + wd * params[i];
+                float m = mu * buf[i] + keep * g;
+                buf[i] = m;
+                params[i] = params[i] - lr * (g + mu * m);
+            }
+        } else {
+            for (size_t i = lo; i < hi; i++) {
+                float g = grads[i] + wd * params[i];
+                float m = mu * buf[i] + keep * g;
+                buf[i] = m;
+                params[i] = params[i] - lr * m;
+            }
         }
     }
     opt->steps++;
