@@ -84,9 +84,9 @@ static void pool2x2_plane_backward(float *dx, const float *dy, const float *x, c
         for (int q = 0; q < d->Q; q++) {
             float m = yr[q], g = gr[q];
             int ta = POOL_HIT(r0[2 * q], m);
-            int tb = !ta & POOL_HIT(r0[2 * q + 1], m);
-            int tc = !ta & !tb & POOL_HIT(r1[2 * q], m);
-            int te = !ta & !tb & !tc;
+            int tb = (!ta) & POOL_HIT(r0[2 * q + 1], m);
+            int tc = (!ta) & (!tb) & POOL_HIT(r1[2 * q], m);
+            int te = (!ta) & (!tb) & (!tc);
             d0[2 * q] = ta ? g : 0.0f;
             d0[2 * q + 1] = tb ? g : 0.0f;
             d1[2 * q] = tc ? g : 0.0f;
