@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages nnopt needs to build, test and train, if any is
+# missing. Runs apt-get as root (directly or through sudo).
+set -euo pipefail
+PACKAGES=(build-essential cmake pkg-config zlib1g-dev libopenblas-dev libcjson-dev
+          dataset-fashion-mnist python3)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+$SUDO apt-get update
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}"
