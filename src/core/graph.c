@@ -311,7 +311,7 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
     if (net->max_batch == 0)
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: forward before nn_net_plan", net->source);
     if (n <= 0 || n > net->max_batch)
-        return nn_ctx_fail(net->ctx, NN_EINVAL, "batch of %d exceeds the planned %d", n,
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "batch of %d is outside 1..%d (the planned batch)", n,
                            net->max_batch);
     const nn_backend *be = net->ctx->backend;
     int classes = nn_net_num_classes(net);

@@ -131,6 +131,7 @@ nn_status nn_kv_pair(nn_kvlist *kv, const char *key, int def, int required, int 
 typedef struct {
     const char *name;                /* model-file keyword */
     int num_inputs;                  /* 1 for all current ops; 0 for input */
+    const char *keys;                /* space-separated keys besides name and in */
     /* Reads the op's keys, checks the input shape, sets node->d, node->out and
      * the parameter shapes. Errors through kv->ctx naming source:line. */
     nn_status (*configure)(nn_node *node, nn_kvlist *kv, const nn_shape *in);

@@ -93,6 +93,18 @@ static int valid_name(const char *s) {
     return 1;
 }
 
+/* Whether key is one of the space-separated words in keys. */
+static int key_allowed(const char *keys, const char *key) {
+    size_t len = strlen(key);
+    for (const char *p = keys; *p;) {
+        while (*p == ' ') p++;
+        size_t w = strcspn(p, " ");
+        if (w == len && strncmp(p, key, len) == 0) return 1;
+        p += w;
+    }
+    return 0;
+}
+
 static int find_node(const nn_net *net, const char *name) {
     for (int i = 0; i < net->num_nodes; i++)
         if (strcmp(net->nodes[i].name, name) == 0) return i;
@@ -199,12 +211,14 @@ static nn_status add_line(nn_net *net, char *line, int lineno) {
         node->num_inputs = 1;
         in_shape = &net->nodes[src].out;
     }
+    for (int i = 0; i < kv.count; i++)
+        if (!kv.kv[i].used && !key_allowed(def->keys, kv.kv[i].key))
+            return nn_ctx_fail(net->ctx, NN_EINVAL,
+                               "%s:%d: unknown key '%s' for layer type '%s' (expected: name in%s%s)",
+                               net->source, lineno, kv.kv[i].key, def->name,
+                               *def->keys ? " " : "", def->keys);
     st = def->configure(node, &kv, in_shape);
     if (st) return st;
-    for (int i = 0; i < kv.count; i++)
-        if (!kv.kv[i].used)
-            return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: unknown key '%s' for layer type '%s'",
-                               net->source, lineno, kv.kv[i].key, def->name);
     for (int i = 0; i < node->out.ndim; i++)
         if (node->out.dim[i] <= 0)
             return nn_ctx_fail(net->ctx, NN_EINVAL,
@@ -254,5 +268,23 @@ nn_status nn_model_parse_lines(nn_net *net, const char *text) {
         return nn_ctx_fail(net->ctx, NN_EINVAL,
                            "%s:%d: model has no loss layer (expected 'softmax_ce' last)",
                            net->source, lineno);
+    /* every layer must feed the loss: a dead branch would train nothing and
+     * its backward would clobber gradients shared with live layers */
+    char *live = calloc((size_t)net->num_nodes, 1);
+    if (!live) return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory", net->source);
+    live[net->loss_node] = 1;
+    for (int i = net->loss_node; i >= 0; i--)
+        if (live[i])
+            for (int k = 0; k < net->nodes[i].num_inputs; k++) live[net->nodes[i].inputs[k]] = 1;
+    for (int i = 0; i < net->num_nodes; i++)
+        if (!live[i]) {
+            int line = net->nodes[i].line;
+            const char *name = net->nodes[i].name;
+            free(live);
+            return nn_ctx_fail(net->ctx, NN_EINVAL,
+                               "%s:%d: the output of layer '%s' is never used on the way to the loss",
+                               net->source, line, name);
+        }
+    free(live);
     return NN_OK;
 }

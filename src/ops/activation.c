@@ -9,7 +9,7 @@ static nn_status relu_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in
 
 static int64_t relu_flops(const nn_node *node) { return nn_shape_numel(&node->out); }
 
-const nn_op_def nn_relu_def = {"relu", 1, relu_configure, relu_flops};
+const nn_op_def nn_relu_def = {"relu", 1, "", relu_configure, relu_flops};
 
 /* below this many elements a parallel region costs more than it saves */
 #define PARALLEL_MIN 32768

@@ -55,7 +55,7 @@ static int64_t conv2d_flops(const nn_node *node) {
     return 2LL * d->K * d->P * d->Q * d->C * d->R * d->S;
 }
 
-const nn_op_def nn_conv2d_def = {"conv2d", 1, conv2d_configure, conv2d_flops};
+const nn_op_def nn_conv2d_def = {"conv2d", 1, "out kernel stride pad bias", conv2d_configure, conv2d_flops};
 
 /* col[:, 0..P*Q) with row stride ld, from one image x (C, H, W): row
  * (c, r, s) holds the input under kernel tap (r, s) for every output (p, q),
@@ -79,6 +79,7 @@ static void im2col(float *col, size_t ld, const float *x, const nn_conv2d_desc *
                         /* q range with 0 <= q + iw0 < W */
                         int q0 = iw0 < 0 ? -iw0 : 0;
                         int q1 = d->W - iw0 < d->Q ? d->W - iw0 : d->Q;
+                        if (q0 > d->Q) q0 = d->Q;
                         if (q1 < q0) q1 = q0;
                         for (int q = 0; q < q0; q++) out[q] = 0.0f;
                         memcpy(out + q0, xr + q0 + iw0, (size_t)(q1 - q0) * sizeof(float));

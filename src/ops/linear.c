@@ -37,7 +37,7 @@ static int64_t linear_flops(const nn_node *node) {
     return 2LL * node->d.linear.in * node->d.linear.out;
 }
 
-const nn_op_def nn_linear_def = {"linear", 1, linear_configure, linear_flops};
+const nn_op_def nn_linear_def = {"linear", 1, "out bias", linear_configure, linear_flops};
 
 void nn_linear_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_linear_desc *d, int n, nn_ctx *ctx) {

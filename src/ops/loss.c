@@ -22,7 +22,7 @@ static nn_status softmax_ce_configure(nn_node *node, nn_kvlist *kv, const nn_sha
 
 static int64_t softmax_ce_flops(const nn_node *node) { return 4LL * node->d.loss.classes; }
 
-const nn_op_def nn_softmax_ce_def = {"softmax_ce", 1, softmax_ce_configure, softmax_ce_flops};
+const nn_op_def nn_softmax_ce_def = {"softmax_ce", 1, "", softmax_ce_configure, softmax_ce_flops};
 
 float nn_softmax_ce_forward(float *prob, const float *logits, const int32_t *labels, int classes,
                             int n) {
@@ -56,7 +56,7 @@ static void softmax_ce_fwd(const nn_op_args *a) {
 }
 
 static void softmax_ce_bwd(const nn_op_args *a) {
-    nn_softmax_ce_backward(a->dx, a->y, a->labels, a->node->d.loss.classes, a->n);
+    if (a->dx) nn_softmax_ce_backward(a->dx, a->y, a->labels, a->node->d.loss.classes, a->n);
 }
 
 const nn_op_kernels nn_softmax_ce_cpu = {softmax_ce_fwd, softmax_ce_bwd, NULL};

@@ -46,7 +46,7 @@ static int64_t maxpool_flops(const nn_node *node) {
     return (int64_t)d->C * d->P * d->Q * d->R * d->S; /* one compare per window element */
 }
 
-const nn_op_def nn_maxpool_def = {"maxpool", 1, maxpool_configure, maxpool_flops};
+const nn_op_def nn_maxpool_def = {"maxpool", 1, "size stride pad", maxpool_configure, maxpool_flops};
 
 static int is_2x2(const nn_pool_desc *d) {
     return d->R == 2 && d->S == 2 && d->stride_h == 2 && d->stride_w == 2 && d->pad_h == 0 &&

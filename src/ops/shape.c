@@ -36,7 +36,7 @@ static nn_status input_configure(nn_node *node, nn_kvlist *kv, const nn_shape *i
     return NN_OK;
 }
 
-const nn_op_def nn_input_def = {"input", 0, input_configure, NULL};
+const nn_op_def nn_input_def = {"input", 0, "shape", input_configure, NULL};
 
 static nn_status flatten_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
     (void)kv;
@@ -44,7 +44,7 @@ static nn_status flatten_configure(nn_node *node, nn_kvlist *kv, const nn_shape 
     return NN_OK;
 }
 
-const nn_op_def nn_flatten_def = {"flatten", 1, flatten_configure, NULL};
+const nn_op_def nn_flatten_def = {"flatten", 1, "", flatten_configure, NULL};
 
 static void nothing(const nn_op_args *a) { (void)a; }
 

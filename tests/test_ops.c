@@ -1,0 +1,1127 @@
+/*
+ * test_ops.c - every op family (conv2d, maxpool, relu, linear, softmax
+ * cross-entropy) checked three ways:
+ *   - the fast float kernels against the double reference twins on seeded
+ *     random inputs over many shapes, with 1 and 2 threads;
+ *   - the reference gradients against central differences in double;
+ *   - one small case per op whose values are worked out by hand below.
+ * Plus determinism of the threaded conv2d backward and NaN propagation through
+ * max-pooling. Every buffer is malloc'ed at its exact size (so ASan sees any
+ * overrun) and outputs are pre-filled with NaN (so an element a kernel forgets
+ * to write fails the comparison). Exits non-zero if any check fails.
+ */
+#include "ops/ops.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+static int n_pass, n_fail;
+
+static void check(int ok, const char *name, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static void check(int ok, const char *name, const char *fmt, ...) {
+    char detail[512] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(detail, sizeof detail, fmt, ap);
+        va_end(ap);
+    }
+    if (ok) n_pass++;
+    else n_fail++;
+    printf("%s %s%s%s%s\n", ok ? "PASS" : "FAIL", name, *detail ? "  [" : "", detail,
+           *detail ? "]" : "");
+}
+
+/* Fast float vs double reference: |a - b| <= FAST_TOL * (s + |b|) where s is
+ * the largest |b| of the tensor (at least 1), i.e. float rounding relative to
+ * the tensor's magnitude. A real indexing bug gives errors near 1. */
+#define FAST_TOL 1e-4
+/* Central differences: |num - ana| <= FD_TOL * max(1, |num|, |ana|). */
+#define FD_TOL 1e-6
+#define FD_EPS 1e-6
+
+/* ------------------------------------------------------------ helpers */
+
+static void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "test_ops: out of memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static float *fvec(size_t n) { return xmalloc(n * sizeof(float)); }
+static double *dvec(size_t n) { return xmalloc(n * sizeof(double)); }
+
+static float *fvec_nan(size_t n) {
+    float *v = fvec(n);
+    for (size_t i = 0; i < n; i++) v[i] = NAN;
+    return v;
+}
+
+static double *dvec_zero(size_t n) {
+    double *v = dvec(n);
+    for (size_t i = 0; i < n; i++) v[i] = 0.0;
+    return v;
+}
+
+/* Uniform in [lo, hi). */
+static void fill(float *v, size_t n, nn_rng *rng, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) v[i] = lo + (hi - lo) * nn_rng_uniform(rng);
+}
+
+static void fill_d(double *v, size_t n, nn_rng *rng, double lo, double hi) {
+    for (size_t i = 0; i < n; i++) v[i] = lo + (hi - lo) * nn_rng_uniform(rng);
+}
+
+/* A double copy of v (NULL stays NULL). */
+static double *to_d(const float *v, size_t n) {
+    if (!v) return NULL;
+    double *d = dvec(n);
+    for (size_t i = 0; i < n; i++) d[i] = v[i];
+    return d;
+}
+
+/* max_i |a_i - b_i| / (s + |b_i|), s = max(1, max_j |b_j|); INFINITY if a
+ * holds a NaN or Inf. */
+static double max_err(const float *a, const double *b, size_t n) {
+    double s = 1.0, e = 0.0;
+    for (size_t j = 0; j < n; j++) s = fmax(s, fabs(b[j]));
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        double d = fabs((double)a[i] - b[i]) / (s + fabs(b[i]));
+        if (d > e) e = d;
+    }
+    return e;
+}
+
+static double max_abs(const double *v, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
+    return m;
+}
+
+/* Worst case seen across the configurations of one check. */
+typedef struct {
+    double e[4];        /* per compared tensor */
+    int configs, bad;
+    char first_bad[160];
+} agg;
+
+static void agg_add(agg *g, const double *e, int count, double tol, const char *cfg) {
+    int ok = 1;
+    for (int i = 0; i < count; i++) {
+        if (!(e[i] <= tol)) ok = 0;
+        if (!(e[i] <= g->e[i])) g->e[i] = e[i]; /* NaN sticks */
+    }
+    g->configs++;
+    if (!ok && g->bad++ == 0) snprintf(g->first_bad, sizeof g->first_bad, "%s", cfg);
+}
+
+/* ------------------------------------------------------------ conv2d */
+
+typedef struct {
+    int n, C, H, W, K, R, S, sh, sw, ph, pw, bias, relu;
+} conv_cfg;
+
+static nn_conv2d_desc conv_desc(const conv_cfg *c) {
+    nn_conv2d_desc d;
+    memset(&d, 0, sizeof d);
+    d.C = c->C, d.H = c->H, d.W = c->W, d.K = c->K, d.R = c->R, d.S = c->S;
+    d.stride_h = c->sh, d.stride_w = c->sw, d.pad_h = c->ph, d.pad_w = c->pw;
+    d.P = (c->H + 2 * c->ph - c->R) / c->sh + 1;
+    d.Q = (c->W + 2 * c->pw - c->S) / c->sw + 1;
+    d.has_bias = c->bias;
+    d.relu = c->relu;
+    return d;
+}
+
+static void conv_cfg_str(const conv_cfg *c, int threads, char *buf, size_t size) {
+    snprintf(buf, size, "n=%d C=%d %dx%d K=%d k=%dx%d s=%dx%d p=%dx%d bias=%d relu=%d T=%d", c->n,
+             c->C, c->H, c->W, c->K, c->R, c->S, c->sh, c->sw, c->ph, c->pw, c->bias, c->relu,
+             threads);
+}
+
+/* Runs one configuration through the fast kernels and through the reference
+ * (conv, then ReLU when fused), comparing y, dx, dw, db. dw and db start from
+ * random values to check that backward accumulates; dx starts as NaN to check
+ * that it is overwritten. Where the pre-activation lies within 1e-4 of 0 the
+ * fused ReLU's mask is ambiguous between float and double, so dy is zeroed
+ * there. e_fwd[0] gets the y error, e_bwd[0..2] the dx, dw, db errors. */
+static void conv_compare(const conv_cfg *c, nn_ctx *ctx, nn_rng *rng, double *e_fwd,
+                         double *e_bwd) {
+    const nn_conv2d_desc d = conv_desc(c);
+    const size_t xn = (size_t)c->n * d.C * d.H * d.W, wn = (size_t)d.K * d.C * d.R * d.S;
+    const size_t yn = (size_t)c->n * d.K * d.P * d.Q, bn = (size_t)d.K;
+    /* x (N, C, H, W), w (K, C, R, S), b (K), y and dy (N, K, P, Q) */
+    float *x = fvec(xn), *w = fvec(wn), *b = c->bias ? fvec(bn) : NULL;
+    float *y = fvec_nan(yn), *dy = fvec(yn), *dx = fvec_nan(xn);
+    float *dw = fvec(wn), *db = fvec(bn);
+    fill(x, xn, rng, -1, 1);
+    fill(w, wn, rng, -1, 1);
+    if (b) fill(b, bn, rng, -1, 1);
+    fill(dy, yn, rng, -1, 1);
+    fill(dw, wn, rng, -1, 1);
+    fill(db, bn, rng, -1, 1);
+    double *xd = to_d(x, xn), *wd = to_d(w, wn), *bd = to_d(b, bn);
+    double *dwd = to_d(dw, wn), *dbd = to_d(db, bn);
+    double *z = dvec(yn), *yr = dvec(yn), *dxd = dvec(xn), *dz = dvec(yn);
+
+    const size_t wsn = nn_conv2d_workspace(&d, ctx->threads);
+    float *ws = fvec(wsn);
+    nn_conv2d_forward(y, x, w, b, &d, c->n, ws, ctx);
+    nn_ref_conv2d_forward(z, xd, wd, bd, &d, c->n);
+    if (c->relu) {
+        nn_ref_relu_forward(yr, z, yn);
+        for (size_t i = 0; i < yn; i++)
+            if (fabs(z[i]) < 1e-4) dy[i] = 0.0f;
+    } else {
+        memcpy(yr, z, yn * sizeof(double));
+    }
+    e_fwd[0] = max_err(y, yr, yn);
+
+    double *dyd = to_d(dy, yn);
+    nn_conv2d_backward(dx, dw, c->bias ? db : NULL, dy, y, x, w, &d, c->n, ws, ctx);
+    if (c->relu) nn_ref_relu_backward(dz, dyd, z, yn);
+    else memcpy(dz, dyd, yn * sizeof(double));
+    nn_ref_conv2d_backward(dxd, dwd, c->bias ? dbd : NULL, dz, xd, wd, &d, c->n);
+    e_bwd[0] = max_err(dx, dxd, xn);
+    e_bwd[1] = max_err(dw, dwd, wn);
+    e_bwd[2] = c->bias ? max_err(db, dbd, bn) : 0.0;
+    /* without a bias, db must be left alone */
+    if (!c->bias)
+        for (size_t k = 0; k < bn; k++)
+            if ((double)db[k] != dbd[k]) e_bwd[2] = INFINITY;
+
+    free(x), free(w), free(b), free(y), free(dy), free(dx), free(dw), free(db), free(ws);
+    free(xd), free(wd), free(bd), free(dwd), free(dbd), free(z), free(yr), free(dxd), free(dz);
+    free(dyd);
+}
+
+static void conv_report(const char *what, const agg *f, const agg *g) {
+    char name[200];
+    snprintf(name, sizeof name, "conv2d fast==ref forward %s", what);
+    check(f->bad == 0, name, "%d configs, max err y=%.2e%s%s", f->configs, f->e[0],
+          f->bad ? "; first failing: " : "", f->bad ? f->first_bad : "");
+    snprintf(name, sizeof name, "conv2d fast==ref backward %s", what);
+    check(g->bad == 0, name, "%d configs, max err dx=%.2e dw=%.2e db=%.2e%s%s", g->configs,
+          g->e[0], g->e[1], g->e[2], g->bad ? "; first failing: " : "",
+          g->bad ? g->first_bad : "");
+}
+
+static void conv_run_into(const conv_cfg *c, nn_ctx *const ctxs[2], nn_rng *rng, agg *f,
+                          agg *g) {
+    for (int t = 0; t < 2; t++) {
+        double ef[1], eb[3];
+        char cfg[160];
+        conv_compare(c, ctxs[t], rng, ef, eb);
+        conv_cfg_str(c, ctxs[t]->threads, cfg, sizeof cfg);
+        agg_add(f, ef, 1, FAST_TOL, cfg);
+        agg_add(g, eb, 3, FAST_TOL, cfg);
+    }
+}
+
+static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
+    static const int kernels[][2] = {{1, 1}, {3, 3}, {5, 3}};
+    static const int strides[] = {1, 2};
+    static const int pads[][2] = {{0, 0}, {1, 1}, {2, 1}};
+    static const int ck[][2] = {{1, 2}, {3, 5}};     /* C, K */
+    static const int hw[][2] = {{7, 9}, {8, 6}};     /* H, W */
+    static const int batches[] = {1, 3, 13};
+    for (int ki = 0; ki < 3; ki++)
+        for (int si = 0; si < 2; si++)
+            for (int pi = 0; pi < 3; pi++) {
+                agg f, g;
+                memset(&f, 0, sizeof f);
+                memset(&g, 0, sizeof g);
+                for (int ci = 0; ci < 2; ci++)
+                    for (int hi = 0; hi < 2; hi++)
+                        for (int bi = 0; bi < 3; bi++)
+                            for (int bias = 0; bias < 2; bias++)
+                                for (int relu = 0; relu < 2; relu++) {
+                                    conv_cfg c = {batches[bi], ck[ci][0], hw[hi][0], hw[hi][1],
+                                                  ck[ci][1], kernels[ki][0], kernels[ki][1],
+                                                  strides[si], strides[si], pads[pi][0],
+                                                  pads[pi][1], bias, relu};
+                                    conv_run_into(&c, ctxs, rng, &f, &g);
+                                }
+                char what[120];
+                snprintf(what, sizeof what,
+                         "k=%dx%d stride=%d pad=%dx%d "
+                         "(C=1,3; 7x9,8x6; n=1,3,13; bias; relu; T=1,2)",
+                         kernels[ki][0], kernels[ki][1], strides[si], pads[pi][0], pads[pi][1]);
+                conv_report(what, &f, &g);
+            }
+
+    /* Shapes the grid above misses, one check each (both thread counts). */
+    static const struct {
+        const char *what;
+        conv_cfg c;
+    } special[] = {
+        /* per-image columns of ~260 KiB: two images per GEMM group, so each
+         * thread walks several groups and a short last one */
+        {"several GEMM groups per thread", {7, 8, 30, 30, 6, 3, 3, 1, 1, 1, 1, 1, 1}},
+        {"one image per GEMM group", {5, 16, 28, 28, 4, 3, 3, 1, 1, 1, 1, 1, 0}},
+        {"stride 2x1", {3, 2, 9, 7, 3, 3, 3, 2, 1, 1, 1, 1, 1}},
+        {"stride 1x2", {3, 2, 9, 7, 3, 3, 3, 1, 2, 1, 1, 1, 0}},
+        {"pad_w > pad_h", {3, 2, 7, 9, 3, 3, 5, 1, 1, 0, 2, 1, 1}},
+        {"kernel 3x5 stride 3", {4, 3, 11, 13, 2, 3, 5, 3, 3, 1, 2, 0, 0}},
+        {"kernel as large as the input", {3, 2, 5, 4, 3, 5, 4, 1, 1, 0, 0, 1, 0}},
+        /* a kernel much wider than the input with 'same' padding: some taps
+         * see only padding for every output */
+        {"width-1 input, 1x5 kernel, pad_w=2", {3, 2, 6, 1, 3, 1, 5, 1, 1, 0, 2, 1, 1}},
+        {"width-2 input, 3x7 kernel, pad=1x3", {2, 2, 5, 2, 2, 3, 7, 1, 1, 1, 3, 1, 0}},
+        {"height-1 input, 5x1 kernel, pad_h=2", {3, 2, 1, 6, 3, 5, 1, 1, 1, 2, 0, 1, 0}},
+        {"1x1 input, 3x3 kernel, pad 1", {13, 4, 1, 1, 3, 3, 3, 1, 1, 1, 1, 1, 1}},
+        {"batch 2 with 2 threads (one image each)", {2, 3, 6, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1}},
+    };
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) {
+        agg f, g;
+        memset(&f, 0, sizeof f);
+        memset(&g, 0, sizeof g);
+        conv_run_into(&special[i].c, ctxs, rng, &f, &g);
+        conv_report(special[i].what, &f, &g);
+    }
+
+    /* dx == NULL skips the input gradient but still gives dw and db */
+    {
+        conv_cfg c = {5, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+        const nn_conv2d_desc d = conv_desc(&c);
+        size_t xn = (size_t)c.n * d.C * d.H * d.W, wn = (size_t)d.K * d.C * d.R * d.S;
+        size_t yn = (size_t)c.n * d.K * d.P * d.Q;
+        float *x = fvec(xn), *w = fvec(wn), *b = fvec(d.K), *y = fvec(yn), *dy = fvec(yn);
+        float *dx = fvec(xn), *dw1 = fvec(wn), *db1 = fvec(d.K), *dw2 = fvec(wn),
+              *db2 = fvec(d.K);
+        fill(x, xn, rng, -1, 1), fill(w, wn, rng, -1, 1), fill(b, d.K, rng, -1, 1);
+        fill(dy, yn, rng, -1, 1);
+        const size_t wb = wn * sizeof(float), bb = (size_t)d.K * sizeof(float);
+        memset(dw1, 0, wb), memset(dw2, 0, wb), memset(db1, 0, bb), memset(db2, 0, bb);
+        float *ws = fvec(nn_conv2d_workspace(&d, ctxs[1]->threads));
+        nn_conv2d_forward(y, x, w, b, &d, c.n, ws, ctxs[1]);
+        nn_conv2d_backward(dx, dw1, db1, dy, y, x, w, &d, c.n, ws, ctxs[1]);
+        nn_conv2d_backward(NULL, dw2, db2, dy, y, x, w, &d, c.n, ws, ctxs[1]);
+        check(memcmp(dw1, dw2, wb) == 0 && memcmp(db1, db2, bb) == 0,
+              "conv2d backward with dx=NULL gives the same dw, db", NULL);
+        free(x), free(w), free(b), free(y), free(dy), free(dx), free(dw1), free(db1), free(dw2),
+            free(db2), free(ws);
+    }
+    {
+        conv_cfg c = {3, 3, 7, 9, 4, 5, 3, 2, 2, 2, 1, 1, 0};
+        const nn_conv2d_desc d = conv_desc(&c);
+        check(nn_conv2d_workspace(&d, 2) == 2 * nn_conv2d_workspace(&d, 1) &&
+                  nn_conv2d_workspace(&d, 1) > 0,
+              "conv2d workspace is per thread", "%zu floats per thread",
+              nn_conv2d_workspace(&d, 1));
+    }
+}
+
+/* ------------------------------------------------------------ maxpool */
+
+typedef struct {
+    int n, C, H, W, R, S, sh, sw, ph, pw;
+} pool_cfg;
+
+static nn_pool_desc pool_desc(const pool_cfg *c) {
+    nn_pool_desc d;
+    memset(&d, 0, sizeof d);
+    d.C = c->C, d.H = c->H, d.W = c->W, d.R = c->R, d.S = c->S;
+    d.stride_h = c->sh, d.stride_w = c->sw, d.pad_h = c->ph, d.pad_w = c->pw;
+    d.P = (c->H + 2 * c->ph - c->R) / c->sh + 1;
+    d.Q = (c->W + 2 * c->pw - c->S) / c->sw + 1;
+    return d;
+}
+
+/* e[0]: y (must be exact: max-pooling only selects), e[1]: dx. */
+static void pool_compare(const pool_cfg *c, nn_ctx *ctx, nn_rng *rng, double *e) {
+    const nn_pool_desc d = pool_desc(c);
+    const size_t xn = (size_t)c->n * d.C * d.H * d.W, yn = (size_t)c->n * d.C * d.P * d.Q;
+    float *x = fvec(xn), *y = fvec_nan(yn), *dy = fvec(yn), *dx = fvec_nan(xn);
+    fill(x, xn, rng, -1, 1);
+    fill(dy, yn, rng, -1, 1);
+    double *xd = to_d(x, xn), *dyd = to_d(dy, yn), *yr = dvec(yn), *dxd = dvec(xn);
+    nn_maxpool_forward(y, x, &d, c->n, ctx);
+    nn_ref_maxpool_forward(yr, xd, &d, c->n);
+    e[0] = 0.0;
+    for (size_t i = 0; i < yn; i++)
+        if ((double)y[i] != yr[i]) e[0] = INFINITY;
+    nn_maxpool_backward(dx, dy, x, y, &d, c->n, ctx);
+    nn_ref_maxpool_backward(dxd, dyd, xd, &d, c->n);
+    e[1] = max_err(dx, dxd, xn);
+    free(x), free(y), free(dy), free(dx), free(xd), free(dyd), free(yr), free(dxd);
+}
+
+static void test_pool_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
+    static const struct {
+        const char *what;
+        int H, W, R, S, sh, sw, ph, pw;
+    } shapes[] = {
+        {"2x2/2 even 8x6", 8, 6, 2, 2, 2, 2, 0, 0},
+        {"2x2/2 odd 7x9", 7, 9, 2, 2, 2, 2, 0, 0},
+        {"2x2/2 odd 5x5", 5, 5, 2, 2, 2, 2, 0, 0},
+        {"2x2/2 28x28", 28, 28, 2, 2, 2, 2, 0, 0},
+        {"3x3/2 pad 1 on 7x9", 7, 9, 3, 3, 2, 2, 1, 1},
+        {"3x3/2 pad 1 on 8x6", 8, 6, 3, 3, 2, 2, 1, 1},
+        {"3x3/1 on 7x9", 7, 9, 3, 3, 1, 1, 0, 0},
+        {"3x3/1 pad 1 on 6x8", 6, 8, 3, 3, 1, 1, 1, 1},
+        {"2x2/1 on 7x9", 7, 9, 2, 2, 1, 1, 0, 0},
+        {"2x2/2 pad 1 on 7x8", 7, 8, 2, 2, 2, 2, 1, 1},
+        {"3x2 stride 2x1 pad 1x0 on 7x9", 7, 9, 3, 2, 2, 1, 1, 0},
+        {"window = whole 5x7 input", 5, 7, 5, 7, 1, 1, 0, 0},
+    };
+    static const int batches[] = {1, 3, 13}, chans[] = {1, 3};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        agg g;
+        memset(&g, 0, sizeof g);
+        for (int bi = 0; bi < 3; bi++)
+            for (int ci = 0; ci < 2; ci++)
+                for (int t = 0; t < 2; t++) {
+                    pool_cfg c = {batches[bi], chans[ci], shapes[s].H, shapes[s].W,
+                                  shapes[s].R, shapes[s].S, shapes[s].sh, shapes[s].sw,
+                                  shapes[s].ph, shapes[s].pw};
+                    double e[2];
+                    char cfg[160];
+                    pool_compare(&c, ctxs[t], rng, e);
+                    snprintf(cfg, sizeof cfg, "n=%d C=%d T=%d", c.n, c.C, ctxs[t]->threads);
+                    agg_add(&g, e, 2, FAST_TOL, cfg);
+                }
+        char name[160];
+        snprintf(name, sizeof name, "maxpool fast==ref %s (C=1,3; n=1,3,13; T=1,2)",
+                 shapes[s].what);
+        check(g.bad == 0, name, "%d configs, y exact: %s, max err dx=%.2e%s%s", g.configs,
+              g.e[0] == 0.0 ? "yes" : "no", g.e[1], g.bad ? "; first failing: " : "",
+              g.bad ? g.first_bad : "");
+    }
+}
+
+/* ------------------------------------------------------------ relu */
+
+static void test_relu_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
+    static const size_t counts[] = {1, 7, 1000, 32767, 32768, 40000};
+    for (size_t ci = 0; ci < sizeof counts / sizeof counts[0]; ci++) {
+        const size_t n = counts[ci];
+        int ok = 1;
+        for (int t = 0; t < 2; t++) {
+            float *x = fvec(n), *y = fvec_nan(n), *dy = fvec(n), *dx = fvec_nan(n);
+            fill(x, n, rng, -1, 1);
+            fill(dy, n, rng, -1, 1);
+            if (n > 3) x[0] = 0.0f, x[1] = -0.0f, x[2] = 1e-30f; /* the edges of the mask */
+            double *xd = to_d(x, n), *dyd = to_d(dy, n), *yr = dvec(n), *dxd = dvec(n);
+            nn_relu_forward(y, x, n, ctxs[t]);
+            nn_relu_backward(dx, dy, y, n, ctxs[t]);
+            nn_ref_relu_forward(yr, xd, n);
+            nn_ref_relu_backward(dxd, dyd, xd, n);
+            for (size_t i = 0; i < n; i++)
+                if ((double)y[i] != yr[i] || (double)dx[i] != dxd[i]) ok = 0;
+            free(x), free(y), free(dy), free(dx), free(xd), free(dyd), free(yr), free(dxd);
+        }
+        char name[96];
+        snprintf(name, sizeof name, "relu fast==ref count=%zu (T=1,2)", n);
+        check(ok, name, "y and dx exact");
+    }
+}
+
+/* ------------------------------------------------------------ linear */
+
+typedef struct {
+    int n, in, out, bias, relu;
+} lin_cfg;
+
+/* e[0]: y; e[1..3]: dx, dw, db. Same conventions as conv_compare. */
+static void linear_compare(const lin_cfg *c, nn_ctx *ctx, nn_rng *rng, int with_dx, double *e) {
+    nn_linear_desc d = {c->in, c->out, c->bias, c->relu};
+    const size_t xn = (size_t)c->n * c->in, wn = (size_t)c->out * c->in;
+    const size_t yn = (size_t)c->n * c->out, bn = (size_t)c->out;
+    /* x (N, in), w (out, in), b (out), y and dy (N, out) */
+    float *x = fvec(xn), *w = fvec(wn), *b = c->bias ? fvec(bn) : NULL;
+    float *y = fvec_nan(yn), *dy = fvec(yn), *dx = fvec_nan(xn);
+    float *dw = fvec(wn), *db = fvec(bn), *ws = c->relu ? fvec(yn) : NULL;
+    fill(x, xn, rng, -1, 1);
+    fill(w, wn, rng, -1, 1);
+    if (b) fill(b, bn, rng, -1, 1);
+    fill(dy, yn, rng, -1, 1);
+    fill(dw, wn, rng, -1, 1);
+    fill(db, bn, rng, -1, 1);
+    double *xd = to_d(x, xn), *wd = to_d(w, wn), *bd = to_d(b, bn);
+    double *dwd = to_d(dw, wn), *dbd = to_d(db, bn);
+    double *z = dvec(yn), *yr = dvec(yn), *dxd = dvec(xn), *dz = dvec(yn);
+    nn_linear_forward(y, x, w, b, &d, c->n, ctx);
+    nn_ref_linear_forward(z, xd, wd, bd, &d, c->n);
+    if (c->relu) {
+        nn_ref_relu_forward(yr, z, yn);
+        for (size_t i = 0; i < yn; i++)
+            if (fabs(z[i]) < 1e-4) dy[i] = 0.0f;
+    } else {
+        memcpy(yr, z, yn * sizeof(double));
+    }
+    e[0] = max_err(y, yr, yn);
+    double *dyd = to_d(dy, yn);
+    nn_linear_backward(with_dx ? dx : NULL, dw, c->bias ? db : NULL, dy, y, x, w, &d, c->n, ws,
+                       ctx);
+    if (c->relu) nn_ref_relu_backward(dz, dyd, z, yn);
+    else memcpy(dz, dyd, yn * sizeof(double));
+    nn_ref_linear_backward(dxd, dwd, c->bias ? dbd : NULL, dz, xd, wd, &d, c->n);
+    e[1] = with_dx ? max_err(dx, dxd, xn) : 0.0;
+    e[2] = max_err(dw, dwd, wn);
+    e[3] = c->bias ? max_err(db, dbd, bn) : 0.0;
+    if (!c->bias)
+        for (size_t k = 0; k < bn; k++)
+            if ((double)db[k] != dbd[k]) e[3] = INFINITY;
+    if (!with_dx)
+        for (size_t i = 0; i < xn; i++)
+            if (!isnan(dx[i])) e[1] = INFINITY; /* dx == NULL: nothing written */
+    free(x), free(w), free(b), free(y), free(dy), free(dx), free(dw), free(db), free(ws);
+    free(xd), free(wd), free(bd), free(dwd), free(dbd), free(z), free(yr), free(dxd), free(dz);
+    free(dyd);
+}
+
+static void test_linear_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
+    /* (300, 40) at n=13 is large enough for nn_sgemm_parallel to split the
+     * GEMMs across threads, by columns for y and dx and by rows for dw */
+    static const int dims[][2] = {{37, 11}, {300, 40}, {1, 5}, {1568, 128}};
+    static const int batches[] = {1, 3, 13};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        agg f, g;
+        memset(&f, 0, sizeof f);
+        memset(&g, 0, sizeof g);
+        for (int bi = 0; bi < 3; bi++)
+            for (int bias = 0; bias < 2; bias++)
+                for (int relu = 0; relu < 2; relu++)
+                    for (int t = 0; t < 2; t++) {
+                        lin_cfg c = {batches[bi], dims[di][0], dims[di][1], bias, relu};
+                        double e[4];
+                        char cfg[160];
+                        linear_compare(&c, ctxs[t], rng, 1, e);
+                        snprintf(cfg, sizeof cfg, "n=%d bias=%d relu=%d T=%d", c.n, bias, relu,
+                                 ctxs[t]->threads);
+                        agg_add(&f, e, 1, FAST_TOL, cfg);
+                        agg_add(&g, e + 1, 3, FAST_TOL, cfg);
+                    }
+        char name[160];
+        snprintf(name, sizeof name,
+                 "linear fast==ref forward in=%d out=%d (n=1,3,13; bias; relu; T=1,2)",
+                 dims[di][0], dims[di][1]);
+        check(f.bad == 0, name, "%d configs, max err y=%.2e%s%s", f.configs, f.e[0],
+              f.bad ? "; first failing: " : "", f.bad ? f.first_bad : "");
+        snprintf(name, sizeof name,
+                 "linear fast==ref backward in=%d out=%d (n=1,3,13; bias; relu; T=1,2)",
+                 dims[di][0], dims[di][1]);
+        check(g.bad == 0, name, "%d configs, max err dx=%.2e dw=%.2e db=%.2e%s%s", g.configs,
+              g.e[0], g.e[1], g.e[2], g.bad ? "; first failing: " : "",
+              g.bad ? g.first_bad : "");
+    }
+    {
+        lin_cfg c = {13, 300, 40, 1, 1};
+        double e[4];
+        linear_compare(&c, ctxs[1], rng, 0, e);
+        check(e[1] == 0.0 && e[2] <= FAST_TOL && e[3] <= FAST_TOL,
+              "linear backward with dx=NULL writes no dx, still gives dw, db",
+              "dw=%.2e db=%.2e", e[2], e[3]);
+    }
+}
+
+/* ------------------------------------------------------------ softmax CE */
+
+static void test_softmax_fast_vs_ref(nn_rng *rng) {
+    static const int classes[] = {2, 10, 37}, batches[] = {1, 3, 13};
+    /* logits scale, offset: the large ones overflow expf without the max
+     * subtraction */
+    static const float ranges[][2] = {{1.0f, 0.0f}, {30.0f, 1000.0f}, {80.0f, -500.0f}};
+    for (int ri = 0; ri < 3; ri++) {
+        agg g;
+        memset(&g, 0, sizeof g);
+        for (int ci = 0; ci < 3; ci++)
+            for (int bi = 0; bi < 3; bi++) {
+                const int k = classes[ci], n = batches[bi];
+                const size_t zn = (size_t)n * k;
+                float *z = fvec(zn), *prob = fvec_nan(zn), *dz = fvec_nan(zn);
+                int32_t *labels = xmalloc((size_t)n * sizeof *labels);
+                fill(z, zn, rng, -ranges[ri][0], ranges[ri][0]);
+                for (size_t i = 0; i < zn; i++) z[i] += ranges[ri][1];
+                for (int i = 0; i < n; i++) labels[i] = (int32_t)nn_rng_below(rng, (uint32_t)k);
+                double *zd = to_d(z, zn), *dzd = dvec(zn);
+                float loss = nn_softmax_ce_forward(prob, z, labels, k, n);
+                nn_softmax_ce_backward(dz, prob, labels, k, n);
+                double lref = nn_ref_softmax_ce_forward(zd, labels, k, n);
+                nn_ref_softmax_ce_backward(dzd, zd, labels, k, n);
+                double e[2] = {max_err(&loss, &lref, 1), max_err(dz, dzd, zn)};
+                /* the probabilities of each row sum to 1 */
+                for (int i = 0; i < n; i++) {
+                    double s = 0.0;
+                    for (int c = 0; c < k; c++) s += prob[(size_t)i * k + c];
+                    if (!(fabs(s - 1.0) <= 1e-5)) e[1] = INFINITY;
+                }
+                char cfg[96];
+                snprintf(cfg, sizeof cfg, "classes=%d n=%d", k, n);
+                agg_add(&g, e, 2, FAST_TOL, cfg);
+                free(z), free(prob), free(dz), free(labels), free(zd), free(dzd);
+            }
+        char name[160];
+        snprintf(name, sizeof name,
+                 "softmax_ce fast==ref logits %g +- %g (classes=2,10,37; n=1,3,13)",
+                 (double)ranges[ri][1], (double)ranges[ri][0]);
+        check(g.bad == 0, name, "%d configs, max err loss=%.2e dlogits=%.2e%s%s", g.configs,
+              g.e[0], g.e[1], g.bad ? "; first failing: " : "", g.bad ? g.first_bad : "");
+    }
+}
+
+/* ------------------------------------------------------------ finite differences */
+
+/* A scalar function of the reference kernels' inputs. */
+typedef struct fd_problem fd_problem;
+struct fd_problem {
+    double (*eval)(fd_problem *p);
+    int op; /* 0 conv, 1 pool, 2 relu, 3 linear, 4 softmax */
+    nn_conv2d_desc conv;
+    nn_pool_desc pool;
+    nn_linear_desc lin;
+    int n, classes;
+    size_t xn, yn;
+    double *x, *w, *b, *r, *y;
+    int32_t *labels;
+};
+
+/* L = sum(y * r) for the layer ops, the mean loss for softmax CE. */
+static double fd_eval(fd_problem *p) {
+    switch (p->op) {
+    case 0: nn_ref_conv2d_forward(p->y, p->x, p->w, p->b, &p->conv, p->n); break;
+    case 1: nn_ref_maxpool_forward(p->y, p->x, &p->pool, p->n); break;
+    case 2: nn_ref_relu_forward(p->y, p->x, p->xn); break;
+    case 3: nn_ref_linear_forward(p->y, p->x, p->w, p->b, &p->lin, p->n); break;
+    default: return nn_ref_softmax_ce_forward(p->x, p->labels, p->classes, p->n);
+    }
+    double s = 0.0;
+    for (size_t i = 0; i < p->yn; i++) s += p->y[i] * p->r[i];
+    return s;
+}
+
+/* Compares grad (analytic) with central differences of L in v, at every
+ * element. Returns the max error; *gmax gets max |grad|. */
+static double fd_compare(fd_problem *p, double *v, const double *grad, size_t n, double *gmax) {
+    double e = 0.0;
+    *gmax = max_abs(grad, n);
+    for (size_t i = 0; i < n; i++) {
+        const double v0 = v[i];
+        v[i] = v0 + FD_EPS;
+        double lp = p->eval(p);
+        v[i] = v0 - FD_EPS;
+        double lm = p->eval(p);
+        v[i] = v0;
+        double num = (lp - lm) / (2 * FD_EPS);
+        double d = fabs(num - grad[i]) / fmax(1.0, fmax(fabs(num), fabs(grad[i])));
+        if (!(d <= e)) e = d;
+    }
+    return e;
+}
+
+/* One check per gradient: within FD_TOL and not all zero. */
+static void fd_report(const char *op, const char *what, const char *tensor, double e,
+                      double gmax) {
+    char name[200];
+    snprintf(name, sizeof name, "%s finite differences %s %s", op, what, tensor);
+    check(e <= FD_TOL && gmax > 1e-3, name, "max err %.2e, max |grad| %.3g", e, gmax);
+}
+
+static void test_conv_fd(nn_rng *rng) {
+    static const struct {
+        const char *what;
+        conv_cfg c;
+    } cases[] = {
+        {"3x3 s1 p1", {2, 2, 5, 6, 3, 3, 3, 1, 1, 1, 1, 1, 0}},
+        {"5x3 s2 p2x1", {2, 3, 7, 5, 2, 5, 3, 2, 2, 2, 1, 1, 0}},
+        {"1x1 s2 p0 (skips pixels)", {2, 2, 6, 5, 2, 1, 1, 2, 2, 0, 0, 1, 0}},
+        {"3x3 s2x1 p0x2 no bias", {1, 2, 6, 4, 3, 3, 3, 2, 1, 0, 2, 0, 0}},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const conv_cfg *c = &cases[ci].c;
+        fd_problem p;
+        memset(&p, 0, sizeof p);
+        p.eval = fd_eval;
+        p.op = 0;
+        p.conv = conv_desc(c);
+        p.n = c->n;
+        p.xn = (size_t)c->n * c->C * c->H * c->W;
+        p.yn = (size_t)c->n * c->K * p.conv.P * p.conv.Q;
+        const size_t wn = (size_t)c->K * c->C * c->R * c->S;
+        p.x = dvec(p.xn), p.w = dvec(wn), p.b = c->bias ? dvec(c->K) : NULL;
+        p.r = dvec(p.yn), p.y = dvec(p.yn);
+        fill_d(p.x, p.xn, rng, -1, 1), fill_d(p.w, wn, rng, -1, 1), fill_d(p.r, p.yn, rng, -1, 1);
+        if (p.b) fill_d(p.b, c->K, rng, -1, 1);
+        double *dx = dvec(p.xn), *dw = dvec_zero(wn), *db = dvec_zero(c->K), gmax;
+        nn_ref_conv2d_backward(dx, dw, p.b ? db : NULL, p.r, p.x, p.w, &p.conv, p.n);
+        double e = fd_compare(&p, p.x, dx, p.xn, &gmax);
+        fd_report("conv2d", cases[ci].what, "dx", e, gmax);
+        e = fd_compare(&p, p.w, dw, wn, &gmax);
+        fd_report("conv2d", cases[ci].what, "dw", e, gmax);
+        if (p.b) {
+            e = fd_compare(&p, p.b, db, c->K, &gmax);
+            fd_report("conv2d", cases[ci].what, "db", e, gmax);
+        }
+        free(p.x), free(p.w), free(p.b), free(p.r), free(p.y), free(dx), free(dw), free(db);
+    }
+}
+
+/* Distinct inputs 0.01 apart (far more than FD_EPS), shuffled, so every
+ * window has one strict maximum and max-pooling is differentiable. */
+static void fill_distinct(double *x, size_t n, nn_rng *rng) {
+    for (size_t i = 0; i < n; i++) x[i] = -0.5 * (double)n * 0.01 + 0.01 * (double)i;
+    for (size_t i = n; i > 1; i--) {
+        size_t j = nn_rng_below(rng, (uint32_t)i);
+        double t = x[i - 1];
+        x[i - 1] = x[j];
+        x[j] = t;
+    }
+}
+
+static void test_pool_relu_fd(nn_rng *rng) {
+    static const struct {
+        const char *what;
+        pool_cfg c;
+    } cases[] = {
+        {"2x2/2 on 7x9", {2, 2, 7, 9, 2, 2, 2, 2, 0, 0}},
+        {"3x3/2 pad 1 on 7x8", {2, 2, 7, 8, 3, 3, 2, 2, 1, 1}},
+        {"3x3/1 on 6x7", {1, 2, 6, 7, 3, 3, 1, 1, 0, 0}},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const pool_cfg *c = &cases[ci].c;
+        fd_problem p;
+        memset(&p, 0, sizeof p);
+        p.eval = fd_eval;
+        p.op = 1;
+        p.pool = pool_desc(c);
+        p.n = c->n;
+        p.xn = (size_t)c->n * c->C * c->H * c->W;
+        p.yn = (size_t)c->n * c->C * p.pool.P * p.pool.Q;
+        p.x = dvec(p.xn), p.r = dvec(p.yn), p.y = dvec(p.yn);
+        fill_distinct(p.x, p.xn, rng);
+        fill_d(p.r, p.yn, rng, -1, 1);
+        double *dx = dvec(p.xn), gmax;
+        nn_ref_maxpool_backward(dx, p.r, p.x, &p.pool, p.n);
+        double e = fd_compare(&p, p.x, dx, p.xn, &gmax);
+        fd_report("maxpool", cases[ci].what, "dx", e, gmax);
+        free(p.x), free(p.r), free(p.y), free(dx);
+    }
+    {
+        fd_problem p;
+        memset(&p, 0, sizeof p);
+        p.eval = fd_eval;
+        p.op = 2;
+        p.xn = p.yn = 200;
+        p.x = dvec(p.xn), p.r = dvec(p.yn), p.y = dvec(p.yn);
+        fill_distinct(p.x, p.xn, rng); /* -1 .. 0.99 step 0.01: 0.0 itself is avoided below */
+        for (size_t i = 0; i < p.xn; i++)
+            if (fabs(p.x[i]) < 1e-3) p.x[i] = 0.005;
+        fill_d(p.r, p.yn, rng, -1, 1);
+        double *dx = dvec(p.xn), gmax;
+        nn_ref_relu_backward(dx, p.r, p.x, p.xn);
+        double e = fd_compare(&p, p.x, dx, p.xn, &gmax);
+        fd_report("relu", "200 values", "dx", e, gmax);
+        free(p.x), free(p.r), free(p.y), free(dx);
+    }
+}
+
+static void test_linear_softmax_fd(nn_rng *rng) {
+    for (int bias = 1; bias >= 0; bias--) {
+        fd_problem p;
+        memset(&p, 0, sizeof p);
+        p.eval = fd_eval;
+        p.op = 3;
+        p.lin = (nn_linear_desc){7, 5, bias, 0};
+        p.n = 3;
+        p.xn = 3 * 7, p.yn = 3 * 5;
+        p.x = dvec(p.xn), p.w = dvec(35), p.b = bias ? dvec(5) : NULL;
+        p.r = dvec(p.yn), p.y = dvec(p.yn);
+        fill_d(p.x, p.xn, rng, -1, 1), fill_d(p.w, 35, rng, -1, 1), fill_d(p.r, p.yn, rng, -1, 1);
+        if (p.b) fill_d(p.b, 5, rng, -1, 1);
+        double *dx = dvec(p.xn), *dw = dvec_zero(35), *db = dvec_zero(5), gmax;
+        nn_ref_linear_backward(dx, dw, p.b ? db : NULL, p.r, p.x, p.w, &p.lin, p.n);
+        const char *what = bias ? "in=7 out=5 n=3" : "in=7 out=5 n=3 no bias";
+        double e = fd_compare(&p, p.x, dx, p.xn, &gmax);
+        fd_report("linear", what, "dx", e, gmax);
+        e = fd_compare(&p, p.w, dw, 35, &gmax);
+        fd_report("linear", what, "dw", e, gmax);
+        if (p.b) {
+            e = fd_compare(&p, p.b, db, 5, &gmax);
+            fd_report("linear", what, "db", e, gmax);
+        }
+        free(p.x), free(p.w), free(p.b), free(p.r), free(p.y), free(dx), free(dw), free(db);
+    }
+    for (int big = 0; big < 2; big++) {
+        fd_problem p;
+        memset(&p, 0, sizeof p);
+        p.eval = fd_eval;
+        p.op = 4;
+        p.n = 4, p.classes = 6;
+        p.xn = 24;
+        p.x = dvec(p.xn);
+        fill_d(p.x, p.xn, rng, big ? -20 : -2, big ? 20 : 2);
+        int32_t labels[4] = {0, 5, 2, 2};
+        p.labels = labels;
+        double *dz = dvec(p.xn), gmax;
+        nn_ref_softmax_ce_backward(dz, p.x, labels, p.classes, p.n);
+        double e = fd_compare(&p, p.x, dz, p.xn, &gmax);
+        fd_report("softmax_ce", big ? "6 classes n=4 logits +-20" : "6 classes n=4 logits +-2",
+                  "dlogits", e, gmax);
+        free(p.x), free(dz);
+    }
+}
+
+/* ------------------------------------------------------------ hand-computed */
+
+static int same_f(const float *a, const double *want, int n, double tol) {
+    for (int i = 0; i < n; i++)
+        if (!(fabs((double)a[i] - want[i]) <= tol)) return 0;
+    return 1;
+}
+
+static int same_d(const double *a, const double *want, int n, double tol) {
+    for (int i = 0; i < n; i++)
+        if (!(fabs(a[i] - want[i]) <= tol)) return 0;
+    return 1;
+}
+
+static void test_conv_hand(nn_ctx *ctx) {
+    /* x (1,1,3,3) = 1 2 3 / 4 5 6 / 7 8 9, w (1,1,2,2) = 1 2 / 3 4, b = 0.5,
+     * stride 1, pad 0 -> y (1,1,2,2):
+     *   y00 = 1*1 + 2*2 + 4*3 + 5*4 + 0.5 = 37.5   y01 = 2+6+15+24 + 0.5 = 47.5
+     *   y10 = 4+10+21+32 + 0.5 = 67.5              y11 = 5+12+24+36 + 0.5 = 77.5
+     * backward with dy = 1 everywhere:
+     *   db = 4; dw[r][s] = sum of the inputs tap (r,s) sees:
+     *   dw = 1+2+4+5, 2+3+5+6 / 4+5+7+8, 5+6+8+9 = 12 16 / 24 28
+     *   dx = the sum of w over the windows covering each pixel:
+     *   dx = 1 3 2 / 4 10 6 / 3 7 4 */
+    const float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[4] = {1, 2, 3, 4}, b[1] = {0.5f};
+    const float ones[4] = {1, 1, 1, 1};
+    const double y_want[4] = {37.5, 47.5, 67.5, 77.5}, dw_want[4] = {12, 16, 24, 28};
+    const double dx_want[9] = {1, 3, 2, 4, 10, 6, 3, 7, 4}, db_want[1] = {4};
+    nn_conv2d_desc d = {1, 3, 3, 1, 2, 2, 2, 2, 1, 1, 0, 0, 1, 0};
+    float y[4], dx[9], dw[4] = {0}, db[1] = {0};
+    float *ws = fvec(nn_conv2d_workspace(&d, ctx->threads));
+    nn_conv2d_forward(y, x, w, b, &d, 1, ws, ctx);
+    nn_conv2d_backward(dx, dw, db, ones, y, x, w, &d, 1, ws, ctx);
+    check(same_f(y, y_want, 4, 1e-5), "conv2d hand case 2x2 kernel: fast forward",
+          "y = %g %g %g %g", y[0], y[1], y[2], y[3]);
+    check(same_f(dx, dx_want, 9, 1e-5) && same_f(dw, dw_want, 4, 1e-5) &&
+              same_f(db, db_want, 1, 1e-5),
+          "conv2d hand case 2x2 kernel: fast backward", "db = %g", db[0]);
+    double xd[9], wd[4], bd[1] = {0.5}, yd[4], dxd[9], dwd[4] = {0}, dbd[1] = {0}, onesd[4];
+    for (int i = 0; i < 9; i++) xd[i] = x[i];
+    for (int i = 0; i < 4; i++) wd[i] = w[i], onesd[i] = 1.0;
+    nn_ref_conv2d_forward(yd, xd, wd, bd, &d, 1);
+    nn_ref_conv2d_backward(dxd, dwd, dbd, onesd, xd, wd, &d, 1);
+    check(same_d(yd, y_want, 4, 1e-12) && same_d(dxd, dx_want, 9, 1e-12) &&
+              same_d(dwd, dw_want, 4, 1e-12) && same_d(dbd, db_want, 1, 1e-12),
+          "conv2d hand case 2x2 kernel: reference forward and backward", NULL);
+
+    /* Fused ReLU, b = -50: pre-activations 37-50 = -13, -3, 17, 27, so
+     * y = 0 0 17 27 and dy = 1 passes only at the bottom row of outputs:
+     *   db = 2; dw = 4+5, 5+6 / 7+8, 8+9 = 9 11 / 15 17
+     *   dx = 0 0 0 / 1 3 2 / 3 7 4 */
+    {
+        const float bneg[1] = {-50.0f};
+        const double yr_want[4] = {0, 0, 17, 27}, dwr_want[4] = {9, 11, 15, 17};
+        const double dxr_want[9] = {0, 0, 0, 1, 3, 2, 3, 7, 4}, dbr_want[1] = {2};
+        d.relu = 1;
+        float dwr[4] = {0}, dbr[1] = {0};
+        nn_conv2d_forward(y, x, w, bneg, &d, 1, ws, ctx);
+        nn_conv2d_backward(dx, dwr, dbr, ones, y, x, w, &d, 1, ws, ctx);
+        check(same_f(y, yr_want, 4, 1e-5) && same_f(dx, dxr_want, 9, 1e-5) &&
+                  same_f(dwr, dwr_want, 4, 1e-5) && same_f(dbr, dbr_want, 1, 1e-5),
+              "conv2d hand case fused ReLU (bias -50): forward and masked backward",
+              "y = %g %g %g %g", y[0], y[1], y[2], y[3]);
+        d.relu = 0;
+    }
+    free(ws);
+
+    /* Same x, w = 3x3 of ones, no bias, stride 2, pad 1 -> P = Q = (3+2-3)/2+1
+     * = 2; each window covers a 2x2 corner of x:
+     *   y = 1+2+4+5, 2+3+5+6 / 4+5+7+8, 5+6+8+9 = 12 16 / 24 28 */
+    {
+        nn_conv2d_desc d2 = {1, 3, 3, 1, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0};
+        const float w9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+        const double want[4] = {12, 16, 24, 28};
+        float y2[4];
+        float *ws2 = fvec(nn_conv2d_workspace(&d2, ctx->threads));
+        nn_conv2d_forward(y2, x, w9, NULL, &d2, 1, ws2, ctx);
+        check(same_f(y2, want, 4, 1e-5), "conv2d hand case 3x3 ones, stride 2, pad 1",
+              "y = %g %g %g %g", y2[0], y2[1], y2[2], y2[3]);
+        free(ws2);
+    }
+}
+
+static void test_pool_hand(nn_ctx *ctx) {
+    /* x (1,1,4,4) =  1 5 2  0
+     *                3 4 8  6
+     *                7 9 1  2
+     *                0 3 4 11
+     * 2x2/2: y = 5 8 / 9 11; dy = 1 2 / 3 4 goes to each window's maximum:
+     *   dx = 0 1 0 0 / 0 0 2 0 / 0 3 0 0 / 0 0 0 4
+     * 3x3/1: y = 9 9 / 9 11 (9 at (2,1) is in three windows); dy = 1:
+     *   dx(2,1) = 3, dx(3,3) = 1, the rest 0 */
+    const float x[16] = {1, 5, 2, 0, 3, 4, 8, 6, 7, 9, 1, 2, 0, 3, 4, 11};
+    const float dy[4] = {1, 2, 3, 4}, ones[4] = {1, 1, 1, 1};
+    nn_pool_desc d2 = {1, 4, 4, 2, 2, 2, 2, 2, 2, 0, 0}, d3 = {1, 4, 4, 2, 2, 3, 3, 1, 1, 0, 0};
+    const double y2_want[4] = {5, 8, 9, 11}, dx2_want[16] = {0, 1, 0, 0, 0, 0, 2, 0,
+                                                              0, 3, 0, 0, 0, 0, 0, 4};
+    const double y3_want[4] = {9, 9, 9, 11}, dx3_want[16] = {0, 0, 0, 0, 0, 0, 0, 0,
+                                                              0, 3, 0, 0, 0, 0, 0, 1};
+    float y[4], dx[16];
+    nn_maxpool_forward(y, x, &d2, 1, ctx);
+    nn_maxpool_backward(dx, dy, x, y, &d2, 1, ctx);
+    check(same_f(y, y2_want, 4, 0) && same_f(dx, dx2_want, 16, 0),
+          "maxpool hand case 4x4, 2x2/2: fast", "y = %g %g %g %g", y[0], y[1], y[2], y[3]);
+    nn_maxpool_forward(y, x, &d3, 1, ctx);
+    nn_maxpool_backward(dx, ones, x, y, &d3, 1, ctx);
+    check(same_f(y, y3_want, 4, 0) && same_f(dx, dx3_want, 16, 0),
+          "maxpool hand case 4x4, 3x3/1: fast (gradients of shared maxima add)",
+          "y = %g %g %g %g, dx(2,1) = %g", y[0], y[1], y[2], y[3], dx[9]);
+    double xd[16], yd[4], dxd[16], dyd[4], onesd[4] = {1, 1, 1, 1};
+    for (int i = 0; i < 16; i++) xd[i] = x[i];
+    for (int i = 0; i < 4; i++) dyd[i] = dy[i];
+    nn_ref_maxpool_forward(yd, xd, &d2, 1);
+    nn_ref_maxpool_backward(dxd, dyd, xd, &d2, 1);
+    int ok = same_d(yd, y2_want, 4, 0) && same_d(dxd, dx2_want, 16, 0);
+    nn_ref_maxpool_forward(yd, xd, &d3, 1);
+    nn_ref_maxpool_backward(dxd, onesd, xd, &d3, 1);
+    ok = ok && same_d(yd, y3_want, 4, 0) && same_d(dxd, dx3_want, 16, 0);
+    check(ok, "maxpool hand case 4x4: reference 2x2/2 and 3x3/1", NULL);
+
+    /* Ties go to the first maximum in row-major order (as PyTorch):
+     * windows 2 2 / 2 2 -> (0,0); 1 3 / 3 0 -> (0,1); 0 0 / 4 4 -> (1,0) */
+    {
+        const float xt[12] = {2, 2, 1, 3, 0, 0, 2, 2, 3, 0, 4, 4};
+        nn_pool_desc dt = {1, 2, 6, 1, 3, 2, 2, 2, 2, 0, 0};
+        const double dx_want[12] = {1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 3, 0};
+        const float g[3] = {1, 2, 3};
+        float yt[3], dxt[12];
+        nn_maxpool_forward(yt, xt, &dt, 1, ctx);
+        nn_maxpool_backward(dxt, g, xt, yt, &dt, 1, ctx);
+        double xtd[12], gd[3] = {1, 2, 3}, dxtd[12];
+        for (int i = 0; i < 12; i++) xtd[i] = xt[i];
+        nn_ref_maxpool_backward(dxtd, gd, xtd, &dt, 1);
+        /* the same ties through the generic (non-2x2) path: 2x2 stride 1 */
+        nn_pool_desc ds = {1, 2, 2, 1, 1, 2, 2, 1, 1, 0, 0};
+        const float xs[4] = {2, 2, 2, 2}, gs[1] = {1};
+        const double dxs_want[4] = {1, 0, 0, 0};
+        float ys[1], dxs[4];
+        nn_maxpool_forward(ys, xs, &ds, 1, ctx);
+        nn_maxpool_backward(dxs, gs, xs, ys, &ds, 1, ctx);
+        check(same_f(dxt, dx_want, 12, 0) && same_d(dxtd, dx_want, 12, 0) &&
+                  same_f(dxs, dxs_want, 4, 0),
+              "maxpool ties: the gradient goes to the first maximum (fast 2x2, generic, ref)",
+              NULL);
+    }
+}
+
+static void test_relu_linear_softmax_hand(nn_ctx *ctx) {
+    /* relu(-2, -0.5, 0, 0.5, 3) = 0 0 0 0.5 3; with dy = 1, dx = 0 0 0 1 1
+     * (the derivative at 0 is taken as 0, as in PyTorch) */
+    {
+        const float x[5] = {-2, -0.5f, 0, 0.5f, 3}, ones[5] = {1, 1, 1, 1, 1};
+        const double y_want[5] = {0, 0, 0, 0.5, 3}, dx_want[5] = {0, 0, 0, 1, 1};
+        float y[5], dx[5];
+        double xd[5], yd[5], dxd[5], od[5] = {1, 1, 1, 1, 1};
+        for (int i = 0; i < 5; i++) xd[i] = x[i];
+        nn_relu_forward(y, x, 5, ctx);
+        nn_relu_backward(dx, ones, y, 5, ctx);
+        nn_ref_relu_forward(yd, xd, 5);
+        nn_ref_relu_backward(dxd, od, xd, 5);
+        check(same_f(y, y_want, 5, 0) && same_f(dx, dx_want, 5, 0) && same_d(yd, y_want, 5, 0) &&
+                  same_d(dxd, dx_want, 5, 0),
+              "relu hand case (-2, -0.5, 0, 0.5, 3): fast and reference", NULL);
+    }
+    /* linear: x = (1, 2, 3), w = 1 0 -1 / 2 1 0, b = (0.5, -1):
+     *   y = (1 - 3 + 0.5, 2 + 2 - 1) = (-1.5, 3)
+     * dy = (1, 1): dx = w^T dy = (3, 1, -1), dw = dy x^T = 1 2 3 / 1 2 3,
+     *   db = (1, 1)
+     * fused ReLU: y = (0, 3), masked dy = (0, 1): dx = (2, 1, 0),
+     *   dw = 0 0 0 / 1 2 3, db = (0, 1) */
+    {
+        const float x[3] = {1, 2, 3}, w[6] = {1, 0, -1, 2, 1, 0}, b[2] = {0.5f, -1};
+        const float ones[2] = {1, 1};
+        const double y_want[2] = {-1.5, 3}, dx_want[3] = {3, 1, -1};
+        const double dw_want[6] = {1, 2, 3, 1, 2, 3}, db_want[2] = {1, 1};
+        const double yr_want[2] = {0, 3}, dxr_want[3] = {2, 1, 0};
+        const double dwr_want[6] = {0, 0, 0, 1, 2, 3}, dbr_want[2] = {0, 1};
+        nn_linear_desc d = {3, 2, 1, 0};
+        float y[2], dx[3], dw[6] = {0}, db[2] = {0}, ws[2];
+        nn_linear_forward(y, x, w, b, &d, 1, ctx);
+        nn_linear_backward(dx, dw, db, ones, y, x, w, &d, 1, NULL, ctx);
+        check(same_f(y, y_want, 2, 1e-6) && same_f(dx, dx_want, 3, 1e-6) &&
+                  same_f(dw, dw_want, 6, 1e-6) && same_f(db, db_want, 2, 1e-6),
+              "linear hand case in=3 out=2: fast", "y = %g %g", y[0], y[1]);
+        double xd[3] = {1, 2, 3}, wd[6] = {1, 0, -1, 2, 1, 0}, bd[2] = {0.5, -1}, od[2] = {1, 1};
+        double yd[2], dxd[3], dwd[6] = {0}, dbd[2] = {0};
+        nn_ref_linear_forward(yd, xd, wd, bd, &d, 1);
+        nn_ref_linear_backward(dxd, dwd, dbd, od, xd, wd, &d, 1);
+        check(same_d(yd, y_want, 2, 1e-12) && same_d(dxd, dx_want, 3, 1e-12) &&
+                  same_d(dwd, dw_want, 6, 1e-12) && same_d(dbd, db_want, 2, 1e-12),
+              "linear hand case in=3 out=2: reference", NULL);
+        d.relu = 1;
+        memset(dw, 0, sizeof dw), memset(db, 0, sizeof db);
+        nn_linear_forward(y, x, w, b, &d, 1, ctx);
+        nn_linear_backward(dx, dw, db, ones, y, x, w, &d, 1, ws, ctx);
+        check(same_f(y, yr_want, 2, 1e-6) && same_f(dx, dxr_want, 3, 1e-6) &&
+                  same_f(dw, dwr_want, 6, 1e-6) && same_f(db, dbr_want, 2, 1e-6),
+              "linear hand case in=3 out=2: fused ReLU", "y = %g %g", y[0], y[1]);
+    }
+    /* softmax CE: logits (0, ln 3) with label 1: p = (1/4, 3/4),
+     *   loss = -ln(3/4) = ln(4/3), dlogits = p - onehot = (1/4, -1/4).
+     * A batch adding logits (0, 0) with label 0 (p = 1/2, 1/2, loss ln 2):
+     *   loss = (ln(4/3) + ln 2) / 2, dlogits = (1/8, -1/8, -1/4, 1/4). */
+    {
+        const float z[4] = {0.0f, (float)log(3.0), 0.0f, 0.0f};
+        const int32_t labels[2] = {1, 0};
+        float p[4], dz[4];
+        double zd[4], dzd[4];
+        for (int i = 0; i < 4; i++) zd[i] = z[i];
+        const double g1[2] = {0.25, -0.25}, g2[4] = {0.125, -0.125, -0.25, 0.25};
+        float l1 = nn_softmax_ce_forward(p, z, labels, 2, 1);
+        nn_softmax_ce_backward(dz, p, labels, 2, 1);
+        double lr1 = nn_ref_softmax_ce_forward(zd, labels, 2, 1);
+        nn_ref_softmax_ce_backward(dzd, zd, labels, 2, 1);
+        check(fabs(l1 - log(4.0 / 3.0)) <= 1e-6 && same_f(dz, g1, 2, 1e-6) &&
+                  fabs(lr1 - log(4.0 / 3.0)) <= 1e-7 && same_d(dzd, g1, 2, 1e-7),
+              "softmax_ce hand case logits (0, ln 3), label 1: loss ln(4/3)",
+              "fast %.7f ref %.9f want %.9f", (double)l1, lr1, log(4.0 / 3.0));
+        float l2 = nn_softmax_ce_forward(p, z, labels, 2, 2);
+        nn_softmax_ce_backward(dz, p, labels, 2, 2);
+        double lr2 = nn_ref_softmax_ce_forward(zd, labels, 2, 2);
+        nn_ref_softmax_ce_backward(dzd, zd, labels, 2, 2);
+        const double want = (log(4.0 / 3.0) + log(2.0)) / 2;
+        check(fabs(l2 - want) <= 1e-6 && same_f(dz, g2, 4, 1e-6) && fabs(lr2 - want) <= 1e-7 &&
+                  same_d(dzd, g2, 4, 1e-7),
+              "softmax_ce hand case batch of 2: mean loss, gradients divided by n",
+              "fast %.7f ref %.9f want %.9f", (double)l2, lr2, want);
+    }
+}
+
+/* ------------------------------------------------------------ determinism, NaN */
+
+static void test_conv_determinism(nn_ctx *const ctxs[2], nn_rng *rng) {
+    /* two images per GEMM group, 13 images over 2 threads: several groups each */
+    conv_cfg c = {13, 8, 30, 30, 6, 3, 3, 1, 1, 1, 1, 1, 1};
+    const nn_conv2d_desc d = conv_desc(&c);
+    const size_t xn = (size_t)c.n * d.C * d.H * d.W, wn = (size_t)d.K * d.C * d.R * d.S;
+    const size_t yn = (size_t)c.n * d.K * d.P * d.Q;
+    float *x = fvec(xn), *w = fvec(wn), *b = fvec(d.K), *y = fvec(yn), *y2 = fvec(yn),
+          *dy = fvec(yn);
+    fill(x, xn, rng, -1, 1), fill(w, wn, rng, -1, 1), fill(b, d.K, rng, -1, 1);
+    fill(dy, yn, rng, -1, 1);
+    for (int t = 0; t < 2; t++) {
+        nn_ctx *ctx = ctxs[t];
+        float *ws = fvec(nn_conv2d_workspace(&d, ctx->threads));
+        float *dx[2], *dw[2], *db[2];
+        for (int run = 0; run < 2; run++) {
+            dx[run] = fvec(xn), dw[run] = fvec(wn), db[run] = fvec(d.K);
+            memset(dw[run], 0, wn * sizeof(float));
+            memset(db[run], 0, d.K * sizeof(float));
+            nn_conv2d_forward(run ? y2 : y, x, w, b, &d, c.n, ws, ctx);
+            nn_conv2d_backward(dx[run], dw[run], db[run], dy, y, x, w, &d, c.n, ws, ctx);
+        }
+        char name[120];
+        snprintf(name, sizeof name, "conv2d deterministic: two runs bit-identical, %d thread%s",
+                 ctx->threads, ctx->threads > 1 ? "s" : "");
+        const size_t f = sizeof(float);
+        check(memcmp(y, y2, yn * f) == 0 && memcmp(dx[0], dx[1], xn * f) == 0 &&
+                  memcmp(dw[0], dw[1], wn * f) == 0 && memcmp(db[0], db[1], d.K * f) == 0,
+              name, "y, dx, dw, db of n=13 C=8 30x30 K=6");
+        for (int run = 0; run < 2; run++) free(dx[run]), free(dw[run]), free(db[run]);
+        free(ws);
+    }
+    free(x), free(w), free(b), free(y), free(y2), free(dy);
+}
+
+static void test_pool_nan(nn_ctx *ctx) {
+    /* 2x2/2 on 4x4 (the vectorized path): NaN first in window (0,0), last in
+     * window (0,1), second in window (1,0); window (1,1) has none */
+    {
+        float x[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+        x[0] = NAN, x[7] = NAN, x[9] = NAN;
+        nn_pool_desc d = {1, 4, 4, 2, 2, 2, 2, 2, 2, 0, 0};
+        const float dy[4] = {1, 2, 3, 4};
+        float y[4], dx[16];
+        nn_maxpool_forward(y, x, &d, 1, ctx);
+        check(isnan(y[0]) && isnan(y[1]) && isnan(y[2]) && y[3] == 16.0f,
+              "maxpool NaN: 2x2/2 window with a NaN (first, last, middle) gives NaN",
+              "y = %g %g %g %g", y[0], y[1], y[2], y[3]);
+        nn_maxpool_backward(dx, dy, x, y, &d, 1, ctx);
+        check(dx[0] == 1 && dx[7] == 2 && dx[9] == 3 && dx[15] == 4 && dx[1] == 0 &&
+                  dx[4] == 0 && dx[5] == 0 && dx[6] == 0 && dx[8] == 0,
+              "maxpool NaN: 2x2/2 gradient goes to the NaN element", NULL);
+    }
+    /* the generic path: 3x3/2 pad 1 on 5x5 with NaN at the centre (2,2), in
+     * window (1,1) only; and NaN as the last element after larger values */
+    {
+        float x[25];
+        for (int i = 0; i < 25; i++) x[i] = (float)i;
+        x[12] = NAN;
+        nn_pool_desc d = {1, 5, 5, 3, 3, 3, 3, 2, 2, 1, 1};
+        float y[9], dx[25], dy[9];
+        for (int i = 0; i < 9; i++) dy[i] = 1.0f;
+        nn_maxpool_forward(y, x, &d, 1, ctx);
+        int ok = isnan(y[4]);
+        for (int i = 0; i < 9; i++)
+            if (i != 4 && isnan(y[i])) ok = 0;
+        check(ok, "maxpool NaN: 3x3/2 pad 1, NaN only in the windows that contain it",
+              "y(1,1) = %g, y(0,0) = %g", y[4], y[0]);
+        nn_maxpool_backward(dx, dy, x, y, &d, 1, ctx);
+        check(dx[12] == 1.0f, "maxpool NaN: 3x3/2 pad 1 gradient goes to the NaN element",
+              "dx(2,2) = %g", dx[12]);
+        float x3[9] = {9, 8, 7, 6, 5, 4, 3, 2, NAN}, y3[1];
+        nn_pool_desc d3 = {1, 3, 3, 1, 1, 3, 3, 1, 1, 0, 0};
+        nn_maxpool_forward(y3, x3, &d3, 1, ctx);
+        check(isnan(y3[0]), "maxpool NaN: 3x3 window with NaN last (after larger values)",
+              "y = %g", y3[0]);
+    }
+    /* several planes and threads: only the plane holding the NaN is affected */
+    {
+        nn_ctx *c2 = nn_ctx_new(2);
+        nn_pool_desc d = {3, 6, 6, 3, 3, 2, 2, 2, 2, 0, 0};
+        float x[2 * 3 * 36], y[2 * 3 * 9];
+        for (int i = 0; i < 216; i++) x[i] = (float)(i % 17);
+        x[4 * 36 + 7] = NAN; /* image 1, channel 1, (1,1): window (0,0) */
+        nn_maxpool_forward(y, x, &d, 2, c2);
+        int ok = 1;
+        for (int i = 0; i < 54; i++)
+            if ((i == 4 * 9) != (isnan(y[i]) != 0)) ok = 0;
+        check(ok, "maxpool NaN: batch of 2 x 3 channels on 2 threads, one NaN output", NULL);
+        nn_ctx_free(c2);
+    }
+}
+
+int main(void) {
+    nn_ctx *ctx1 = nn_ctx_new(1), *ctx2 = nn_ctx_new(2);
+    if (!ctx1 || !ctx2) return 2;
+    nn_ctx *const ctxs[2] = {ctx1, ctx2};
+    nn_rng rng;
+    nn_rng_seed(&rng, 20240607, 11);
+
+    test_conv_hand(ctx1);
+    test_pool_hand(ctx1);
+    test_relu_linear_softmax_hand(ctx1);
+
+    test_conv_fd(&rng);
+    test_pool_relu_fd(&rng);
+    test_linear_softmax_fd(&rng);
+
+    test_conv_fast_vs_ref(ctxs, &rng);
+    test_pool_fast_vs_ref(ctxs, &rng);
+    test_relu_fast_vs_ref(ctxs, &rng);
+    test_linear_fast_vs_ref(ctxs, &rng);
+    test_softmax_fast_vs_ref(&rng);
+
+    test_conv_determinism(ctxs, &rng);
+    test_pool_nan(ctx1);
+
+    nn_ctx_free(ctx1);
+    nn_ctx_free(ctx2);
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
