@@ -1,6 +1,7 @@
 /* args.c - table-driven option parsing with strict number checks and --help. */
 #include "cli/cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -21,6 +22,11 @@ static void usage(FILE *f, const char *cmd, const char *synopsis, const char *ab
 static int set_value(const char *cmd, const cli_opt *o, const char *v) {
     char *end;
     errno = 0;
+    /* strto* skip leading blanks (and strtoull accepts "-5"): refuse both */
+    if (o->type != CLI_STR && o->type != CLI_FLAG && (isspace((unsigned char)*v) || !*v)) {
+        fprintf(stderr, "nnopt %s: %s: expected a number, got '%s'\n", cmd, o->name, v);
+        return 1;
+    }
     switch (o->type) {
     case CLI_FLAG: return 0;
     case CLI_STR:

@@ -38,7 +38,32 @@ void cli_progress_start(cli_progress *p, FILE *out, int enabled, int64_t total, 
 void cli_progress_update(cli_progress *p, int64_t done, double loss);
 void cli_progress_clear(cli_progress *p);
 
+/* A model with random weights and one random batch held in memory. */
+typedef struct {
+    nn_ctx *ctx;
+    nn_net *net;
+    nn_optimizer *opt;
+    float *x;       /* (batch, C, H, W) */
+    int32_t *y;     /* (batch) */
+    int batch;
+} cli_workload;
+
+/* Returns 0, or 1 with the error in w->ctx (w->ctx NULL: out of memory). */
+int cli_workload_new(cli_workload *w, const char *model, int batch, int threads);
+/* One SGD training step (forward, backward, update) on the batch. */
+int cli_workload_step(cli_workload *w);
+void cli_workload_free(cli_workload *w);
+
+/* Writes s as a JSON string literal (quoted, escaped). */
+void cli_json_string(FILE *f, const char *s);
+/* Checks that a data set fits a model's input size and number of classes;
+ * errors name the model and the data directory. */
+nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_dataset *d,
+                         const char *dir);
+
 int cmd_train(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 

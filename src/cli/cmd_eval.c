@@ -39,13 +39,8 @@ int cmd_eval(int argc, char **argv) {
         nn_checkpoint_load(ctx, weights, net, NULL, NULL) ||
         nn_dataset_load_dir(ctx, data, "t10k", &test))
         goto fail;
+    if (cli_check_data(ctx, pos[0], net, &test, data)) goto fail;
     nn_shape in = nn_net_input_shape(net);
-    if (nn_shape_numel(&in) != (int64_t)test.c * test.h * test.w) {
-        nn_ctx_fail(ctx, NN_EINVAL, "%s: model input %lldx%lldx%lld does not match the %dx%dx%d images in %s",
-                    pos[0], (long long)in.dim[0], (long long)in.dim[1], (long long)in.dim[2],
-                    test.c, test.h, test.w, data);
-        goto fail;
-    }
     x = malloc((size_t)batch * (size_t)nn_shape_numel(&in) * sizeof(float));
     y = malloc((size_t)batch * sizeof(int32_t));
     if (!x || !y) {

@@ -36,9 +36,13 @@ int cmd_info(int argc, char **argv) {
         nn_ctx_free(ctx);
         return 1;
     }
-    int64_t tp = 0, tf = 0, ta = 0;
+    int64_t tp = 0, tf = 0, ta = 0, tb = 0;
     int layers = nn_net_num_layers(net);
-    if (json) printf("{\"model\":\"%s\",\"layers\":[", pos[0]);
+    if (json) {
+        printf("{\"model\":");
+        cli_json_string(stdout, pos[0]);
+        printf(",\"layers\":[");
+    }
     else
         printf("%-12s %-11s %-14s %12s %14s %14s\n", "layer", "type", "output", "params",
                "FLOPs", "act. bytes");
@@ -49,6 +53,7 @@ int cmd_info(int argc, char **argv) {
         nn_shape_str(&li.out, shape, sizeof shape);
         tp += li.params;
         tf += li.flops;
+        tb += li.bwd_flops;
         ta += li.act_bytes;
         if (json)
             printf("%s{\"name\":\"%s\",\"type\":\"%s\",\"output\":\"%s\",\"params\":%lld,"
@@ -64,7 +69,7 @@ int cmd_info(int argc, char **argv) {
         printf("],\"total_params\":%lld,\"total_flops\":%lld,\"training_flops\":%lld,"
                "\"activation_bytes\":%lld,\"param_bytes\":%lld,\"batch\":%d,"
                "\"planned_bytes\":%zu}\n",
-               (long long)tp, (long long)tf, 3 * (long long)tf, (long long)ta,
+               (long long)tp, (long long)tf, (long long)(tf + tb), (long long)ta,
                (long long)tp * 4, batch, planned);
     } else {
         char p[32], f[32], a[32];
@@ -73,9 +78,11 @@ int cmd_info(int argc, char **argv) {
         human(a, sizeof a, (double)ta);
         printf("%-40s %12lld %14lld %14lld\n", "total (per sample)", (long long)tp,
                (long long)tf, (long long)ta);
-        printf("\nparameters %s (%.2f MiB), forward %sFLOPs per sample (training ~3x), "
-               "activations %sB per sample\n",
-               p, (double)tp * 4.0 / 1048576.0, f, a);
+        char t[32];
+        human(t, sizeof t, (double)(tf + tb));
+        printf("\nparameters %s (%.2f MiB), forward %sFLOPs per sample, training step %sFLOPs "
+               "per sample, activations %sB per sample\n",
+               p, (double)tp * 4.0 / 1048576.0, f, t, a);
         printf("planned memory at batch %d: %.2f MiB (activations, their gradients, workspace)\n",
                batch, (double)planned / 1048576.0);
     }

@@ -9,6 +9,7 @@
  */
 #include "cli/cli.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,17 +23,18 @@ typedef struct {
     uint64_t seed;
 } train_opts;
 
-/* Checks that the data fits the model's input and classes. */
-static nn_status check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_dataset *d,
-                            const char *dir) {
-    nn_shape in = nn_net_input_shape(net);
-    if (nn_shape_numel(&in) != (int64_t)d->c * d->h * d->w)
-        return nn_ctx_fail(ctx, NN_EINVAL,
-                           "%s: model input has %lld values per sample but the images in %s are %dx%dx%d",
-                           model, (long long)nn_shape_numel(&in), dir, d->c, d->h, d->w);
-    if (d->num_classes > nn_net_num_classes(net))
-        return nn_ctx_fail(ctx, NN_EINVAL, "%s: model has %d outputs but the labels in %s have %d classes",
-                           model, nn_net_num_classes(net), dir, d->num_classes);
+/* Creates and removes the checkpoint's temporary file to prove the directory
+ * is writable. */
+static nn_status check_writable(nn_ctx *ctx, const char *path) {
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
+        return nn_ctx_fail(ctx, NN_EINVAL, "%s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f)
+        return nn_ctx_fail(ctx, NN_EIO, "%s: cannot write a checkpoint there: %s", path,
+                           strerror(errno));
+    fclose(f);
+    unlink(tmp);
     return NN_OK;
 }
 
@@ -114,7 +116,8 @@ int cmd_train(int argc, char **argv) {
     if (o.val > 0 && nn_dataset_split(ctx, &train, o.val, &val)) goto done;
     if (o.train_limit && o.train_limit < train.n) nn_dataset_truncate(&train, o.train_limit);
     if (o.test_limit && o.test_limit < test.n) nn_dataset_truncate(&test, o.test_limit);
-    if (nn_net_load(ctx, model, &net) || check_data(ctx, model, net, &train, o.data) ||
+    if (nn_net_load(ctx, model, &net) || cli_check_data(ctx, model, net, &train, o.data) ||
+        cli_check_data(ctx, model, net, &test, o.data) ||
         nn_net_plan(net, o.batch))
         goto done;
 
@@ -135,6 +138,8 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (o.log && !(log = open_log(ctx, o.log, o.resume != NULL, val.n > 0))) goto done;
+    /* a bad --save path must fail now, not after the first epoch's work */
+    if (o.save && check_writable(ctx, o.save)) goto done;
 
     const int64_t n = train.n;
     const int64_t batches = (n + o.batch - 1) / o.batch;

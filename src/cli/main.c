@@ -10,7 +10,9 @@ static void usage(FILE *f) {
             "commands:\n"
             "  train MODEL   train a model file on an IDX image data set (Fashion-MNIST)\n"
             "  eval MODEL    test accuracy and loss of saved weights\n"
-            "  info MODEL    per-layer table: output shape, parameters, FLOPs, memory\n\n"
+            "  info MODEL    per-layer table: output shape, parameters, FLOPs, memory\n"
+            "  bench MODEL   training speed on in-memory data, per layer, against the sgemm peak\n"
+            "  profile MODEL Chrome trace (Perfetto) of a few training steps, one slice per op\n\n"
             "run 'nnopt <command> --help' for the options of a command.\n",
             NN_VERSION);
 }
@@ -32,7 +34,9 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
-    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval or info; see nnopt --help)\n",
+    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "profile") == 0) return cmd_profile(argc - 1, argv + 1);
+    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench or profile; see nnopt --help)\n",
             cmd);
     return 2;
 }

@@ -268,6 +268,8 @@ void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out) {
         out->params += nn_shape_numel(&node->param_shape[j]);
     const nn_op_def *def = nn_op_def_get(node->op);
     out->flops = def->flops ? def->flops(node) : 0;
+    int has_weights = node->op == NN_OP_CONV2D || node->op == NN_OP_LINEAR;
+    out->bwd_flops = has_weights ? (node->needs_dx ? 2 : 1) * out->flops : out->flops;
     int alias = node->op == NN_OP_INPUT || node->alias_of >= 0;
     out->act_bytes = alias ? 0 : nn_shape_numel(&node->out) * (int64_t)sizeof(float);
 }
@@ -334,9 +336,14 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
         node_args(net, node, n, &a);
         a.labels = labels;
         a.loss = &net->last_loss;
-        double t0 = net->timing ? omp_get_wtime() : 0.0;
+        const int timed = net->timing || net->hook;
+        double t0 = timed ? omp_get_wtime() : 0.0;
         be->kernels[node->op]->forward(&a);
-        if (net->timing) net->time_fwd[i] += omp_get_wtime() - t0;
+        if (timed) {
+            double t1 = omp_get_wtime();
+            if (net->timing) net->time_fwd[i] += t1 - t0;
+            if (net->hook) net->hook(net->hook_user, i, 0, t0, t1);
+        }
     }
     net->cur_n = labels ? n : 0;
     net->labels = labels;
@@ -355,9 +362,14 @@ nn_status nn_net_backward(nn_net *net) {
         nn_op_args a;
         node_args(net, node, net->cur_n, &a);
         a.labels = net->labels;
-        double t0 = net->timing ? omp_get_wtime() : 0.0;
+        const int timed = net->timing || net->hook;
+        double t0 = timed ? omp_get_wtime() : 0.0;
         be->kernels[node->op]->backward(&a);
-        if (net->timing) net->time_bwd[i] += omp_get_wtime() - t0;
+        if (timed) {
+            double t1 = omp_get_wtime();
+            if (net->timing) net->time_bwd[i] += t1 - t0;
+            if (net->hook) net->hook(net->hook_user, i, 1, t0, t1);
+        }
     }
     return NN_OK;
 }
@@ -382,3 +394,10 @@ void nn_net_layer_time(const nn_net *net, int layer, double *forward_s, double *
     *forward_s = ok ? net->time_fwd[layer] : 0.0;
     *backward_s = ok ? net->time_bwd[layer] : 0.0;
 }
+
+void nn_net_set_hook(nn_net *net, nn_layer_hook hook, void *user) {
+    net->hook = hook;
+    net->hook_user = user;
+}
+
+double nn_wall_time(void) { return omp_get_wtime(); }

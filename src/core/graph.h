@@ -171,6 +171,8 @@ struct nn_net {
     const int32_t *labels;          /* labels of the last forward */
     int timing;                     /* accumulate per-node times below */
     double *time_fwd, *time_bwd;    /* (num_nodes) seconds */
+    nn_layer_hook hook;             /* optional per-layer callback */
+    void *hook_user;
 };
 
 #endif /* NN_GRAPH_H */

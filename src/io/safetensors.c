@@ -13,7 +13,9 @@
 #include "nn_internal.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
@@ -176,6 +178,8 @@ static nn_status build_header(nn_ctx *ctx, const char *path, const nn_st_tensor 
 }
 
 /* "dir/name" -> "dir", "name" -> ".", "/name" -> "/". Caller frees. */
+static void remove_stale_temps(const char *path);
+
 static char *dir_of(const char *path) {
     const char *slash = strrchr(path, '/');
     if (!slash) return strdup(".");
@@ -256,6 +260,7 @@ nn_status nn_safetensors_write(nn_ctx *ctx, const char *path, const nn_st_tensor
     }
     free(tmp);
     tmp = NULL;
+    remove_stale_temps(path);
 
     /* Make the rename itself durable. Some file systems cannot fsync a
      * directory (EINVAL); the data is already safe there. A failure here is
@@ -291,6 +296,37 @@ fail:
     }
     free(hdr.p);
     return nn_ctx_fail(ctx, NN_EIO, "%s: %s: %s", path, what, err ? strerror(err) : "short write");
+}
+
+/* Removes "<path>.tmp.<pid>" files left by writers that were killed mid-write
+ * (their pid no longer exists), so crashes do not pile up temporary files. */
+static void remove_stale_temps(const char *path) {
+    char *dir = dir_of(path);
+    if (!dir) return;
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            const char *n = e->d_name;
+            if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp.", 5) != 0) continue;
+            const char *digits = n + blen + 5;
+            char *end;
+            long pid = strtol(digits, &end, 10);
+            if (end == digits || *end || pid <= 0 || pid == (long)getpid()) continue;
+            if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* writer still alive */
+            size_t len = strlen(dir) + strlen(n) + 2;
+            char *full = malloc(len);
+            if (!full) break;
+            snprintf(full, len, "%s/%s", dir, n);
+            unlink(full);
+            free(full);
+        }
+        closedir(d);
+    }
+    free(dir);
 }
 
 /* ------------------------------------------------------------------ reader */

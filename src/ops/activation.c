@@ -19,7 +19,10 @@ void nn_relu_forward(float *y, const float *x, size_t count, nn_ctx *ctx) {
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
         size_t lo = count * t / T, hi = count * (t + 1) / T;
-        for (size_t i = lo; i < hi; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        for (size_t i = lo; i < hi; i++) {
+            float v = x[i];
+            y[i] = (v > 0.0f || v != v) ? v : 0.0f; /* NaN passes, as in PyTorch */
+        }
     }
 }
 

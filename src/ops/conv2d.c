@@ -194,7 +194,7 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                     if (d->relu)
                         for (int j = 0; j < PQ; j++) {
                             float v = src[j] + bk;
-                            dst[j] = v > 0.0f ? v : 0.0f;
+                            dst[j] = (v > 0.0f || v != v) ? v : 0.0f; /* NaN passes */
                         }
                     else
                         for (int j = 0; j < PQ; j++) dst[j] = src[j] + bk;

@@ -47,7 +47,10 @@ void nn_linear_forward(float *y, const float *x, const float *w, const float *b,
     nn_sgemm_parallel(ctx, 0, 1, n, d->out, d->in, 1.0f, x, d->in, w, d->in, b ? 1.0f : 0.0f, y,
                       d->out);
     if (d->relu)
-        for (size_t j = 0; j < (size_t)n * d->out; j++) y[j] = y[j] > 0.0f ? y[j] : 0.0f;
+        for (size_t j = 0; j < (size_t)n * d->out; j++) {
+            float v = y[j];
+            y[j] = (v > 0.0f || v != v) ? v : 0.0f; /* NaN passes, as in PyTorch */
+        }
 }
 
 void nn_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *y,

@@ -2,7 +2,7 @@
 #include "ops/ops.h"
 
 void nn_ref_relu_forward(double *y, const double *x, size_t count) {
-    for (size_t i = 0; i < count; i++) y[i] = x[i] > 0.0 ? x[i] : 0.0;
+    for (size_t i = 0; i < count; i++) y[i] = (x[i] > 0.0 || x[i] != x[i]) ? x[i] : 0.0;
 }
 
 void nn_ref_relu_backward(double *dx, const double *dy, const double *x, size_t count) {

@@ -1,0 +1,111 @@
+/*
+ * cmd_bench.c - `nnopt bench MODEL`: training-step speed on in-memory data.
+ * Warm-up, then `repeats` timed runs of `steps` steps each; reports medians:
+ * images/s, ms/step, achieved GFLOP/s (forward + backward FLOPs of every
+ * layer; backward skips the image gradient) and its share of the sgemm peak measured in the same run, and a
+ * per-layer forward/backward table.
+ */
+#include "cli/cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int cmd_bench(int argc, char **argv) {
+    int batch = 64, threads = 0, steps = 50, warmup = 10, repeats = 5, json = 0, no_peak = 0;
+    const cli_opt opts[] = {
+        {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536},
+        {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024},
+        {"--steps", CLI_INT, &steps, "N", "timed steps per repeat (default 50)", 1, 1000000},
+        {"--warmup", CLI_INT, &warmup, "N", "untimed steps first (default 10)", 0, 1000000},
+        {"--repeats", CLI_INT, &repeats, "N", "timed repeats; medians are reported (default 5)", 1, 1000},
+        {"--no-peak", CLI_FLAG, &no_peak, NULL, "skip the sgemm peak measurement", 0, 0},
+        {"--json", CLI_FLAG, &json, NULL, "print one JSON object", 0, 0},
+        {NULL, 0, NULL, NULL, NULL, 0, 0}};
+    const char *pos[1];
+    int npos;
+    int r = cli_parse("bench", "MODEL [options]",
+                      "Times SGD training steps (forward, backward, update) of a model on one\n"
+                      "random in-memory batch and reports images/s, ms/step, GFLOP/s against\n"
+                      "the sgemm peak measured in the same run, and a per-layer table.",
+                      argc, argv, opts, pos, 1, &npos);
+    if (r) return r == 2 ? 0 : 2;
+    if (npos != 1) {
+        fprintf(stderr, "nnopt bench: expected one MODEL file (see nnopt bench --help)\n");
+        return 2;
+    }
+    cli_workload w;
+    int rc = 1;
+    double *times = calloc((size_t)repeats, sizeof(double));
+    if (cli_workload_new(&w, pos[0], batch, threads) || !times) goto done;
+    int layers = nn_net_num_layers(w.net);
+    for (int i = 0; i < warmup; i++)
+        if (cli_workload_step(&w)) goto done;
+    nn_net_set_timing(w.net, 1);
+    for (int rep = 0; rep < repeats; rep++) {
+        double t0 = nn_wall_time();
+        for (int i = 0; i < steps; i++)
+            if (cli_workload_step(&w)) goto done;
+        times[rep] = (nn_wall_time() - t0) / steps;
+    }
+    qsort(times, (size_t)repeats, sizeof(double), cmp_double);
+    double step_s = times[repeats / 2];
+    int64_t train_flops = 0;
+    for (int i = 0; i < layers; i++) {
+        nn_layer_info li;
+        nn_net_layer_info(w.net, i, &li);
+        train_flops += li.flops + li.bwd_flops;
+    }
+    double ips = batch / step_s;
+    double gflops = (double)train_flops * ips * 1e-9;
+    double peak = no_peak ? 0.0 : nn_measure_sgemm_gflops(w.ctx, 1024, 5);
+    const double total_steps = (double)steps * repeats;
+    if (json) {
+        printf("{\"model\":");
+        cli_json_string(stdout, pos[0]);
+        printf(",\"batch\":%d,\"threads\":%d,\"images_per_s\":%.1f,"
+               "\"ms_per_step\":%.4f,\"gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,"
+               "\"percent_of_peak\":%.2f,\"layers\":[",
+               batch, nn_ctx_threads(w.ctx), ips, step_s * 1e3, gflops, peak,
+               peak > 0 ? 100.0 * gflops / peak : 0.0);
+    } else {
+        printf("nnopt bench %s: batch %d, %d threads, median of %d x %d steps\n", pos[0], batch,
+               nn_ctx_threads(w.ctx), repeats, steps);
+        printf("%.0f images/s  %.3f ms/step  %.1f GFLOP/s", ips, step_s * 1e3, gflops);
+        if (peak > 0) printf("  (%.0f%% of the %.1f GFLOP/s sgemm peak)", 100.0 * gflops / peak, peak);
+        printf("\n\n%-12s %-10s %10s %10s %7s %9s %9s\n", "layer", "type", "fwd ms", "bwd ms",
+               "% step", "fwd GF/s", "bwd GF/s");
+    }
+    int first = 1;
+    for (int i = 0; i < layers; i++) {
+        nn_layer_info li;
+        nn_net_layer_info(w.net, i, &li);
+        double f, b;
+        nn_net_layer_time(w.net, i, &f, &b);
+        f /= total_steps;
+        b /= total_steps;
+        if (f == 0.0 && b == 0.0 && li.flops == 0) continue;
+        double gf = f > 0 ? (double)li.flops * batch / f * 1e-9 : 0.0;
+        double gb = b > 0 ? (double)li.bwd_flops * batch / b * 1e-9 : 0.0;
+        if (json)
+            printf("%s{\"name\":\"%s\",\"type\":\"%s\",\"forward_ms\":%.4f,\"backward_ms\":%.4f,"
+                   "\"forward_gflops\":%.2f,\"backward_gflops\":%.2f}",
+                   first ? "" : ",", li.name, li.op, f * 1e3, b * 1e3, gf, gb);
+        else
+            printf("%-12s %-10s %10.3f %10.3f %6.1f%% %9.1f %9.1f\n", li.name, li.op, f * 1e3,
+                   b * 1e3, 100.0 * (f + b) / step_s, gf, gb);
+        first = 0;
+    }
+    if (json) printf("]}\n");
+    else printf("(fused ReLUs run inside the layer before them; the rest of the step is the optimizer)\n");
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "nnopt: %s\n", w.ctx ? nn_ctx_error(w.ctx) : "out of memory");
+    free(times);
+    cli_workload_free(&w);
+    return rc;
+}

@@ -1,0 +1,99 @@
+/*
+ * cmd_profile.c - `nnopt profile MODEL`: runs a few training steps and writes
+ * a Chrome trace-event JSON file (open it in https://ui.perfetto.dev or
+ * chrome://tracing) with one slice per layer forward and backward, plus the
+ * optimizer update and each whole step.
+ */
+#include "cli/cli.h"
+
+#include <stdlib.h>
+
+typedef struct {
+    FILE *f;
+    const nn_net *net;
+    double origin;
+    int events;
+} trace;
+
+static void emit(trace *t, const char *name, const char *cat, const char *op, int tid, double t0,
+                 double t1) {
+    fprintf(t->f, "%s{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":1,\"tid\":%d,"
+                  "\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"op\":\"%s\"}}",
+            t->events++ ? ",\n" : "", name, cat, tid, (t0 - t->origin) * 1e6, (t1 - t0) * 1e6, op);
+}
+
+static void on_layer(void *user, int layer, int backward, double t0, double t1) {
+    trace *t = user;
+    nn_layer_info li;
+    nn_net_layer_info(t->net, layer, &li);
+    char name[96];
+    snprintf(name, sizeof name, "%s %s", li.name, backward ? "backward" : "forward");
+    emit(t, name, backward ? "backward" : "forward", li.op, 2, t0, t1);
+}
+
+int cmd_profile(int argc, char **argv) {
+    int batch = 64, threads = 0, steps = 5, warmup = 3;
+    const char *out = "trace.json";
+    const cli_opt opts[] = {
+        {"--out", CLI_STR, &out, "FILE", "trace file to write (default trace.json)", 0, 0},
+        {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536},
+        {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024},
+        {"--steps", CLI_INT, &steps, "N", "traced training steps (default 5)", 1, 10000},
+        {"--warmup", CLI_INT, &warmup, "N", "untraced steps first (default 3)", 0, 10000},
+        {NULL, 0, NULL, NULL, NULL, 0, 0}};
+    const char *pos[1];
+    int npos;
+    int r = cli_parse("profile", "MODEL [options]",
+                      "Writes a Chrome trace-event JSON file of a few training steps on random\n"
+                      "in-memory data: one slice per layer forward and backward.",
+                      argc, argv, opts, pos, 1, &npos);
+    if (r) return r == 2 ? 0 : 2;
+    if (npos != 1) {
+        fprintf(stderr, "nnopt profile: expected one MODEL file (see nnopt profile --help)\n");
+        return 2;
+    }
+    cli_workload w;
+    int rc = 1;
+    trace t = {0};
+    if (cli_workload_new(&w, pos[0], batch, threads)) goto done;
+    for (int i = 0; i < warmup; i++)
+        if (cli_workload_step(&w)) goto done;
+    t.f = fopen(out, "w");
+    if (!t.f) {
+        nn_ctx_fail(w.ctx, NN_EIO, "%s: cannot open for writing", out);
+        goto done;
+    }
+    t.net = w.net;
+    t.origin = nn_wall_time();
+    fprintf(t.f, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n");
+    nn_net_set_hook(w.net, on_layer, &t);
+    for (int s = 0; s < steps; s++) {
+        double t0 = nn_wall_time();
+        float loss;
+        nn_net_zero_grad(w.net);
+        if (nn_net_forward(w.net, w.x, w.y, w.batch, &loss) || nn_net_backward(w.net)) goto done;
+        double t1 = nn_wall_time();
+        nn_optim_step(w.opt, w.ctx, nn_net_params(w.net), nn_net_grads(w.net));
+        double t2 = nn_wall_time();
+        emit(&t, "sgd update", "optimizer", "sgd", 2, t1, t2);
+        char name[32];
+        snprintf(name, sizeof name, "step %d", s + 1);
+        emit(&t, name, "step", "step", 1, t0, t2);
+    }
+    fprintf(t.f, "\n],\"metadata\":{\"model\":");
+    cli_json_string(t.f, pos[0]);
+    fprintf(t.f, ",\"batch\":%d,\"threads\":%d}}\n", batch, nn_ctx_threads(w.ctx));
+    if (fclose(t.f) != 0) {
+        t.f = NULL;
+        nn_ctx_fail(w.ctx, NN_EIO, "%s: write failed", out);
+        goto done;
+    }
+    t.f = NULL;
+    fprintf(stderr, "nnopt: wrote %d trace events of %d steps to %s\n", t.events, steps, out);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "nnopt: %s\n", w.ctx ? nn_ctx_error(w.ctx) : "out of memory");
+    if (t.f) fclose(t.f);
+    cli_workload_free(&w);
+    return rc;
+}

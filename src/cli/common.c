@@ -1,0 +1,27 @@
+/* common.c - helpers shared by the subcommands: JSON strings, data checks. */
+#include "cli/cli.h"
+
+void cli_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_dataset *d,
+                            const char *dir) {
+    nn_shape in = nn_net_input_shape(net);
+    if (nn_shape_numel(&in) != (int64_t)d->c * d->h * d->w)
+        return nn_ctx_fail(ctx, NN_EINVAL,
+                           "%s: model input has %lld values per sample but the images in %s are %dx%dx%d",
+                           model, (long long)nn_shape_numel(&in), dir, d->c, d->h, d->w);
+    if (d->num_classes > nn_net_num_classes(net))
+        return nn_ctx_fail(ctx, NN_EINVAL,
+                           "%s: model has %d outputs but the labels in %s go up to %d",
+                           model, nn_net_num_classes(net), dir, d->num_classes - 1);
+    return NN_OK;
+}
+

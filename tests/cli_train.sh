@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# cli_train.sh - nnopt train / eval / info on real Fashion-MNIST subsets.
+#
+# usage: bash tests/cli_train.sh <path-to-nnopt> <source-dir>
+#
+# Checks: --json output is JSON lines only, with the documented keys, a falling
+# train loss and > 60 % test accuracy after 3 epochs; --log writes a CSV with a
+# header and one row per epoch (matching the JSON); `info` counts 206922
+# parameters and its --json parses; every --help exits 0 with a usage text;
+# `eval` of a saved checkpoint reproduces the last epoch's test accuracy; runs
+# are deterministic for a seed and --threads 2, and the seed matters.
+# Prints one PASS/FAIL line per check; exits 1 if any failed.
+set -u
+
+NN=${1:?usage: cli_train.sh <path-to-nnopt> <source-dir>}
+SRC=${2:?usage: cli_train.sh <path-to-nnopt> <source-dir>}
+NN=$(realpath "$NN") && SRC=$(realpath "$SRC") || exit 1
+[ -x "$NN" ] || { echo "FAIL $NN is not an executable"; exit 1; }
+MODEL=$SRC/models/seed_cnn.nn
+DATA=${NN_TEST_DATA:-/usr/share/datasets/fashion-mnist}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+trap 'exit 1' INT TERM
+cd "$T" || exit 1
+
+fails=0
+checks=0
+pass() { checks=$((checks + 1)); echo "PASS $1"; }
+fail() {
+    checks=$((checks + 1)); fails=$((fails + 1))
+    echo "FAIL $1${2:+: $2}"
+}
+# check NAME COMMAND...: PASS if the command succeeds; its output is the reason otherwise.
+check() {
+    local name=$1; shift
+    local why
+    if why=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(echo "$why" | head -c 400)"; fi
+}
+
+# ------------------------------------------------------------------ (a) JSON lines
+FLAGS=(--data "$DATA" --train-limit 3000 --test-limit 1000 --epochs 3 --threads 2 --seed 1)
+timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --json --log log.csv >a.json 2>a.err
+rc=$?
+if [ $rc -eq 0 ]; then pass "train --json exits 0"; else fail "train --json exits 0" "exit $rc: $(head -c 300 a.err)"; fi
+
+check "train --json: stdout is JSON lines only" python3 -c '
+import json, sys
+lines = open("a.json").read().splitlines()
+assert lines, "no output"
+for i, l in enumerate(lines, 1):
+    try:
+        o = json.loads(l)
+    except ValueError as e:
+        sys.exit("line %d is not JSON (%s): %r" % (i, e, l[:120]))
+    assert isinstance(o, dict), "line %d is not an object" % i
+'
+check "train --json: 3 lines with epoch, train_loss, test_loss, test_accuracy, seconds, images_per_s" python3 -c '
+import json, math
+rows = [json.loads(l) for l in open("a.json")]
+assert len(rows) == 3, "%d lines, expected 3" % len(rows)
+for i, r in enumerate(rows, 1):
+    for k in ("epoch", "train_loss", "test_loss", "test_accuracy", "seconds", "images_per_s"):
+        assert k in r, "line %d lacks %s" % (i, k)
+        assert isinstance(r[k], (int, float)) and math.isfinite(r[k]), "line %d: %s = %r" % (i, k, r[k])
+    assert r["epoch"] == i, "line %d has epoch %r" % (i, r["epoch"])
+    assert 0 <= r["test_accuracy"] <= 100, r
+    assert r["seconds"] >= 0 and r["images_per_s"] >= 0, r
+'
+check "train --json: train_loss falls from epoch 1 to 3" python3 -c '
+import json
+rows = [json.loads(l) for l in open("a.json")]
+a, b = rows[0]["train_loss"], rows[-1]["train_loss"]
+assert b < a, "train_loss %g -> %g" % (a, b)
+'
+check "train --json: test accuracy after 3 epochs > 60%" python3 -c '
+import json
+acc = [json.loads(l) for l in open("a.json")][-1]["test_accuracy"]
+assert acc > 60, "test_accuracy %g" % acc
+'
+if [ ! -s a.err ]; then pass "train --json: nothing on stderr"; else fail "train --json: nothing on stderr" "$(head -c 200 a.err)"; fi
+
+# ------------------------------------------------------------------ (b) --log CSV
+check "train --log: CSV header and one row per epoch, same numbers as --json" python3 -c '
+import csv, json
+rows = list(csv.DictReader(open("log.csv")))
+js = [json.loads(l) for l in open("a.json")]
+assert len(rows) == 3, "%d rows, expected 3" % len(rows)
+for k in ("epoch", "train_loss", "test_loss", "test_accuracy", "seconds", "images_per_s"):
+    assert k in rows[0], "header lacks %s: %s" % (k, list(rows[0]))
+for i, (r, j) in enumerate(zip(rows, js), 1):
+    assert int(r["epoch"]) == i, r
+    for k in ("train_loss", "test_loss", "test_accuracy"):
+        assert abs(float(r[k]) - j[k]) <= 1e-6 * max(1, abs(j[k])), "epoch %d %s: csv %s, json %r" % (i, k, r[k], j[k])
+'
+
+# ------------------------------------------------------------------ (c) info
+timeout 60 "$NN" info "$MODEL" >info.txt 2>info.err
+rc=$?
+if [ $rc -eq 0 ] && grep -qw 206922 info.txt; then pass "info: 206922 parameters in total"
+else fail "info: 206922 parameters in total" "exit $rc: $(grep -i total info.txt | head -2)"; fi
+timeout 60 "$NN" info "$MODEL" --json >info.json 2>info.err
+check "info --json parses, total_params 206922, layer params add up" python3 -c '
+import json
+o = json.load(open("info.json"))
+assert o["total_params"] == 206922, o["total_params"]
+assert sum(l["params"] for l in o["layers"]) == 206922
+'
+
+# A model path with a quote and a backslash must still give valid JSON.
+cp "$MODEL" 'odd"name\.nn'
+timeout 60 "$NN" info 'odd"name\.nn' --json >odd.json 2>odd.err
+check "info --json escapes the model path" python3 -c '
+import json
+o = json.load(open("odd.json"))
+assert o["model"] == "odd\"name\\.nn", o["model"]
+'
+
+# ------------------------------------------------------------------ (d) --help
+for cmd in "" train eval info; do
+    # shellcheck disable=SC2086
+    timeout 60 "$NN" $cmd --help >help.txt 2>help.err
+    rc=$?
+    if [ $rc -eq 0 ] && grep -qi usage help.txt && [ ! -s help.err ]; then
+        pass "nnopt ${cmd:+$cmd }--help: exit 0, usage on stdout"
+    else
+        fail "nnopt ${cmd:+$cmd }--help: exit 0, usage on stdout" "exit $rc, $(wc -l <help.txt) lines"
+    fi
+done
+
+# ------------------------------------------------------------------ (e) eval = last epoch
+# eval always reads the whole t10k set of --data, so both commands get a data
+# directory whose test set is the first 1000 real test images.
+mkdir -p sub
+ln -s "$DATA/train-images-idx3-ubyte.gz" sub/train-images-idx3-ubyte.gz
+ln -s "$DATA/train-labels-idx1-ubyte.gz" sub/train-labels-idx1-ubyte.gz
+python3 - "$DATA" <<'EOF'
+import gzip, struct, sys
+d, n = sys.argv[1], 1000
+img = gzip.open(d + '/t10k-images-idx3-ubyte.gz').read()
+lab = gzip.open(d + '/t10k-labels-idx1-ubyte.gz').read()
+open('sub/t10k-images-idx3-ubyte', 'wb').write(img[:4] + struct.pack('>I', n) + img[8:16] + img[16:16 + n * 784])
+open('sub/t10k-labels-idx1-ubyte', 'wb').write(lab[:4] + struct.pack('>I', n) + lab[8:8 + n])
+EOF
+timeout 300 "$NN" train "$MODEL" --data sub --train-limit 2000 --test-limit 1000 --epochs 2 --threads 2 \
+    --json --save e.st >e.json 2>e.err
+rc=$?
+if [ $rc -eq 0 ] && [ -s e.st ]; then pass "train --save writes a checkpoint"
+else fail "train --save writes a checkpoint" "exit $rc: $(head -c 300 e.err)"; fi
+timeout 60 "$NN" eval "$MODEL" --data sub --weights e.st --threads 2 --json >eval.json 2>eval.err
+rc=$?
+if [ $rc -eq 0 ]; then pass "eval --json exits 0"; else fail "eval --json exits 0" "exit $rc: $(head -c 300 eval.err)"; fi
+check "eval: same test accuracy (and loss) as the last training epoch" python3 -c '
+import json
+t = [json.loads(l) for l in open("e.json")][-1]
+e = json.load(open("eval.json"))
+assert e.get("samples", 1000) == 1000, e
+assert e["test_accuracy"] == t["test_accuracy"], "eval %r, train %r" % (e["test_accuracy"], t["test_accuracy"])
+assert abs(e["test_loss"] - t["test_loss"]) <= 1e-5, "eval loss %r, train loss %r" % (e["test_loss"], t["test_loss"])
+'
+timeout 60 "$NN" eval "$MODEL" --data sub --weights e.st --threads 2 >eval.txt 2>eval.err
+acc=$(python3 -c 'import json; print("%.2f" % [json.loads(l) for l in open("e.json")][-1]["test_accuracy"])')
+if grep -qF "$acc" eval.txt; then pass "eval (text): prints the accuracy $acc"
+else fail "eval (text): prints the accuracy $acc" "$(head -c 200 eval.txt)"; fi
+
+# ------------------------------------------------------------------ (f) determinism
+timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --json >f1.json 2>f1.err
+timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --json --seed 2 >f2.json 2>f2.err
+STRIP='
+import json, sys
+def rows(p):
+    out = []
+    for l in open(p):
+        o = json.loads(l)
+        for k in ("seconds", "eval_seconds", "images_per_s"):
+            o.pop(k, None)
+        out.append(o)
+    return out
+'
+check "same seed, --threads 2: identical JSON except timings" python3 -c "$STRIP"'
+a, b = rows("a.json"), rows("f1.json")
+assert len(a) == 3 and a == b, "first run %r\nsecond run %r" % (a, b)
+'
+check "different --seed: different train_loss" python3 -c "$STRIP"'
+a, b = rows("a.json"), rows("f2.json")
+assert len(b) == 3, "%d lines" % len(b)
+assert a[0]["train_loss"] != b[0]["train_loss"], "seed 1 and seed 2 both give %r" % a[0]["train_loss"]
+'
+
+echo "cli_train: $((checks - fails)) of $checks checks passed"
+[ $fails -eq 0 ]
