@@ -169,6 +169,8 @@ typedef struct {
     nn_shape out;            /* per-sample output shape (no batch dim) */
     int64_t params;
     int64_t flops;           /* forward FLOPs per sample (multiply-add = 2) */
+    int64_t bwd_flops;       /* backward FLOPs per sample: weight gradient, plus the
+                                input gradient unless the layer reads the image */
     int64_t act_bytes;       /* output activation bytes per sample */
 } nn_layer_info;
 
@@ -218,6 +220,14 @@ const float *nn_net_logits(const nn_net *net);
 void nn_net_set_timing(nn_net *net, int on);
 void nn_net_layer_time(const nn_net *net, int layer, double *forward_s, double *backward_s);
 
+/* Optional callback after each layer's forward (backward = 0) or backward (1)
+ * with its start and end wall-clock times in seconds; NULL removes it. Used by
+ * `nnopt profile` to write trace events. */
+typedef void (*nn_layer_hook)(void *user, int layer, int backward, double start_s, double end_s);
+void nn_net_set_hook(nn_net *net, nn_layer_hook hook, void *user);
+/* Wall-clock seconds on the clock the hook uses. */
+double nn_wall_time(void);
+
 /* ------------------------------------------------------------------ optimizer */
 
 typedef enum { NN_OPTIM_SGD = 0 } nn_optim_kind;
@@ -249,8 +259,8 @@ const nn_optim_config *nn_optim_get_config(const nn_optimizer *opt);
 
 /* ------------------------------------------------------------------ safetensors */
 
-/* A float32 tensor to write, or one found in a file (data points into the
- * mapped file then). */
+/* A float32 tensor to write, or one found in a file (data then points into
+ * the file's in-memory copy, valid until nn_safetensors_close). */
 typedef struct {
     char name[128];
     nn_shape shape;
@@ -301,6 +311,13 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net,
  * them (a --resume checkpoint). */
 nn_status nn_checkpoint_load(nn_ctx *ctx, const char *path, nn_net *net,
                              nn_optimizer *opt, nn_train_state *st);
+
+/* ------------------------------------------------------------------ hardware */
+
+/* Measures the sgemm throughput nnopt gets on this machine with the context's
+ * threads: the best of `repeats` runs of an n x n x n product through the same
+ * GEMM path the kernels use. Returns GFLOP/s, or 0 if out of memory. */
+double nn_measure_sgemm_gflops(nn_ctx *ctx, int n, int repeats);
 
 /* ------------------------------------------------------------------ training */
 
