@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Shows weights moving between nnopt and PyTorch, both ways. Exit 0 when both hold.
+#
+#   scripts/check_torch_interop.sh [--threads N]
+#
+# (a) nnopt -> PyTorch: train the seed CNN for one epoch with nnopt and save the
+#     checkpoint; evaluate it with `nnopt eval` and with
+#     scripts/torch_eval_checkpoint.py (load_state_dict(strict=True) into
+#     SeedCNN). The two test accuracies must agree within 0.05 percentage
+#     points (5 of 10,000 images; float summation order may flip a couple).
+# (b) PyTorch -> nnopt: export PyTorch's default initialization (seed 0) with
+#     scripts/torch_export_init.py and train from it with `nnopt train --init`
+#     for one epoch on 5,000 training images; the test accuracy on the first
+#     1,000 test images must exceed 60%.
+# Needs Debian's PyTorch under /usr/bin/python3 and the Fashion-MNIST files in
+# /usr/share/datasets/fashion-mnist. Builds build/nnopt if it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+threads="$(nproc)"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --threads) threads="${2:?--threads needs a value}"; shift 2 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "check_torch_interop.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+PY=/usr/bin/python3
+[ -x "$PY" ] || { echo "check_torch_interop.sh: $PY not found (Debian's python3 with PyTorch)" >&2; exit 1; }
+[ -x build/nnopt ] || scripts/build.sh >&2
+T="$(mktemp -d)"
+trap 'rm -rf "$T"' EXIT
+
+# json_get KEY: reads one JSON object (the last line of stdin) and prints KEY.
+json_get() { "$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
+
+fail=0
+
+echo "== (a) nnopt checkpoint -> PyTorch"
+build/nnopt train models/seed_cnn.nn --epochs 1 --threads "$threads" --save "$T/n.st" --json --quiet >"$T/train_a.json"
+echo "nnopt train:  $(cat "$T/train_a.json")"
+nn_acc="$(build/nnopt eval models/seed_cnn.nn --weights "$T/n.st" --threads "$threads" --json | json_get test_accuracy)"
+pt_acc="$(OPENBLAS_NUM_THREADS=1 "$PY" scripts/torch_eval_checkpoint.py "$T/n.st" --threads "$threads" --json | json_get test_accuracy)"
+echo "nnopt eval accuracy:   $nn_acc %"
+echo "PyTorch eval accuracy: $pt_acc %"
+if "$PY" -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= 0.05 + 1e-9 else 1)' "$nn_acc" "$pt_acc"; then
+    res_a="PASS (|diff| = $("$PY" -c 'import sys; print("%.2f" % abs(float(sys.argv[1]) - float(sys.argv[2])))' "$nn_acc" "$pt_acc") points <= 0.05)"
+else
+    res_a="FAIL (accuracies differ by more than 0.05 points)"
+    fail=1
+fi
+echo "(a) $res_a"
+
+echo "== (b) PyTorch init -> nnopt training"
+"$PY" scripts/torch_export_init.py "$T/t.st" --seed 0
+build/nnopt train models/seed_cnn.nn --init "$T/t.st" --epochs 1 --train-limit 5000 --test-limit 1000 \
+    --threads "$threads" --json --quiet >"$T/train_b.json"
+echo "nnopt train --init: $(cat "$T/train_b.json")"
+b_acc="$(json_get test_accuracy <"$T/train_b.json")"
+if "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 60.0 else 1)' "$b_acc"; then
+    res_b="PASS (test accuracy $b_acc % > 60 %)"
+else
+    res_b="FAIL (test accuracy $b_acc % <= 60 %)"
+    fail=1
+fi
+echo "(b) $res_b"
+
+echo "== summary"
+echo "(a) nnopt -> PyTorch: nnopt $nn_acc %, PyTorch $pt_acc %: $res_a"
+echo "(b) PyTorch -> nnopt: $res_b"
+[ "$fail" -eq 0 ] && echo "torch interop: OK" || echo "torch interop: FAILED"
+exit "$fail"
