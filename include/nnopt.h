@@ -63,8 +63,17 @@ uint32_t nn_rng_below(nn_rng *rng, uint32_t n);
 /* Holds thread count, the last error message and the backend in use. */
 typedef struct nn_ctx nn_ctx;
 
-/* threads <= 0 means all available cores. Returns NULL only if out of memory. */
+/* Instruction-set level of the CPU kernels. */
+typedef enum { NN_ISA_GENERIC = 0, NN_ISA_AVX512 = 2 } nn_isa;
+
+/* threads <= 0 means all available cores. The kernels use the best ISA the CPU
+ * supports (environment NNOPT_ISA=generic forces the portable ones). Returns
+ * NULL only if out of memory. */
 nn_ctx *nn_ctx_new(int threads);
+/* ISA in use; setting one the CPU lacks fails with NN_EUNSUPPORTED. */
+nn_isa nn_ctx_isa(const nn_ctx *ctx);
+nn_status nn_ctx_set_isa(nn_ctx *ctx, nn_isa isa);
+const char *nn_isa_name(nn_isa isa);
 void nn_ctx_free(nn_ctx *ctx);
 int nn_ctx_threads(const nn_ctx *ctx);
 /* Last error message, "" if none. Owned by ctx, valid until the next error. */

@@ -17,6 +17,7 @@ struct nn_backend;
 
 struct nn_ctx {
     int threads;
+    nn_isa isa;             /* kernels to use, <= what the CPU supports */
     char error[NN_ERRMSG_SIZE];
     const struct nn_backend *backend;
 };

@@ -19,10 +19,36 @@ const char *nn_status_str(nn_status s) {
     return "unknown status";
 }
 
+/* The best kernel ISA this CPU runs (checked at run time: builds stay portable). */
+static nn_isa cpu_isa(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return NN_ISA_AVX512;
+#endif
+    return NN_ISA_GENERIC;
+}
+
+nn_isa nn_ctx_isa(const nn_ctx *ctx) { return ctx->isa; }
+
+nn_status nn_ctx_set_isa(nn_ctx *ctx, nn_isa isa) {
+    if (isa > cpu_isa())
+        return nn_ctx_fail(ctx, NN_EUNSUPPORTED, "this CPU does not support %s kernels",
+                           nn_isa_name(isa));
+    ctx->isa = isa;
+    return NN_OK;
+}
+
+const char *nn_isa_name(nn_isa isa) {
+    return isa == NN_ISA_AVX512 ? "avx512" : "generic";
+}
+
 nn_ctx *nn_ctx_new(int threads) {
     nn_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     ctx->threads = threads > 0 ? threads : omp_get_num_procs();
+    ctx->isa = cpu_isa();
+    const char *force = getenv("NNOPT_ISA");
+    if (force && strcmp(force, "generic") == 0) ctx->isa = NN_ISA_GENERIC;
     ctx->backend = nn_backend_cpu();
     nn_backend_cpu_init(ctx);
     return ctx;

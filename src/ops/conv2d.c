@@ -161,7 +161,9 @@ static conv_ws ws_layout(const nn_conv2d_desc *d) {
 }
 
 size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads) {
-    return (size_t)threads * ws_layout(d).total;
+    size_t gemm = (size_t)threads * ws_layout(d).total;
+    size_t direct = nn_conv2d_direct_workspace(d, threads);
+    return gemm > direct ? gemm : direct;
 }
 
 /*
@@ -172,6 +174,10 @@ size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads) {
  */
 void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    if (nn_conv2d_direct_ok(d, ctx)) {
+        nn_conv2d_forward_direct(y, x, w, b, d, n, ws, ctx);
+        return;
+    }
     const int T = ctx->threads < n ? ctx->threads : n;
     const int PQ = d->P * d->Q, CRS = d->C * d->R * d->S, G = group_size(d);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
@@ -212,6 +218,10 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
 void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
                         const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
                         nn_ctx *ctx) {
+    if (nn_conv2d_direct_ok(d, ctx)) {
+        nn_conv2d_backward_direct(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
+        return;
+    }
     const int T = ctx->threads < n ? ctx->threads : n;
     const int PQ = d->P * d->Q, CRS = d->C * d->R * d->S, G = group_size(d);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;

@@ -22,6 +22,16 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                         nn_ctx *ctx);
 size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads);
 
+/* AVX-512 direct kernels (conv2d_avx512.c): stride 1, 6..9 taps, pad < kernel.
+ * nn_conv2d_forward/backward use them when nn_conv2d_direct_ok says so. */
+int nn_conv2d_direct_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
+size_t nn_conv2d_direct_workspace(const nn_conv2d_desc *d, int threads);
+void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const float *b,
+                              const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy, const float *y,
+                               const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                               float *ws, nn_ctx *ctx);
+
 /* max-pool: x (N, C, H, W), y (N, C, P, Q); backward reads x and y to find
  * each window's maximum */
 void nn_maxpool_forward(float *y, const float *x, const nn_pool_desc *d, int n, nn_ctx *ctx);
