@@ -268,6 +268,11 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         /* per-image columns of ~260 KiB: two images per GEMM group, so each
          * thread walks several groups and a short last one */
         {"several GEMM groups per thread", {7, 8, 30, 30, 6, 3, 3, 1, 1, 1, 1, 1, 1}},
+        /* direct kernels: several and partial 16-channel blocks, K not a multiple of 3,
+         * rows wider than one 16-lane vector with a partial tail */
+        {"K=19 (partial channel blocks), 9x37 input", {3, 5, 9, 37, 19, 3, 3, 1, 1, 1, 1, 1, 1}},
+        {"K=33, C=17, 14x14 input (seed conv2-like)", {4, 17, 14, 14, 33, 3, 3, 1, 1, 1, 1, 1, 0}},
+        {"3x3 no padding, K=2, 20x18 input", {3, 4, 20, 18, 2, 3, 3, 1, 1, 0, 0, 0, 1}},
         {"one image per GEMM group", {5, 16, 28, 28, 4, 3, 3, 1, 1, 1, 1, 1, 0}},
         {"stride 2x1", {3, 2, 9, 7, 3, 3, 3, 2, 1, 1, 1, 1, 1}},
         {"stride 1x2", {3, 2, 9, 7, 3, 3, 3, 1, 2, 1, 1, 1, 0}},
@@ -1111,13 +1116,24 @@ int main(void) {
     test_pool_relu_fd(&rng);
     test_linear_softmax_fd(&rng);
 
-    test_conv_fast_vs_ref(ctxs, &rng);
+    /* every conv2d kernel variant this CPU can run: the portable im2col+GEMM
+     * path and, where the CPU has AVX-512, the direct kernels */
+    const nn_isa isas[2] = {NN_ISA_GENERIC, NN_ISA_AVX512};
+    for (int v = 0; v < 2; v++) {
+        if (nn_ctx_set_isa(ctx1, isas[v]) || nn_ctx_set_isa(ctx2, isas[v])) {
+            printf("SKIP conv2d %s kernels: %s\n", nn_isa_name(isas[v]), nn_ctx_error(ctx1));
+            continue;
+        }
+        printf("== conv2d with %s kernels\n", nn_isa_name(isas[v]));
+        test_conv_hand(ctx1);
+        test_conv_fast_vs_ref(ctxs, &rng);
+        test_conv_determinism(ctxs, &rng);
+    }
     test_pool_fast_vs_ref(ctxs, &rng);
     test_relu_fast_vs_ref(ctxs, &rng);
     test_linear_fast_vs_ref(ctxs, &rng);
     test_softmax_fast_vs_ref(&rng);
 
-    test_conv_determinism(ctxs, &rng);
     test_pool_nan(ctx1);
 
     nn_ctx_free(ctx1);
