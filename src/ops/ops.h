@@ -38,6 +38,11 @@ void nn_maxpool_forward(float *y, const float *x, const nn_pool_desc *d, int n, 
 void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float *y,
                          const nn_pool_desc *d, int n, nn_ctx *ctx);
 
+/* AVX-512 planes of the 2x2/2 case (pool_avx512.c), used when ctx->isa allows */
+void nn_maxpool2x2_plane_avx512(float *y, const float *x, int H, int W, int P, int Q);
+void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float *x,
+                                         const float *y, int H, int W, int P, int Q);
+
 /* relu on count elements; backward uses the output y */
 void nn_relu_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
 void nn_relu_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);

@@ -118,11 +118,15 @@ static int window_argmax(const float *x, const nn_pool_desc *d, int p, int q) {
 void nn_maxpool_forward(float *y, const float *x, const nn_pool_desc *d, int n, nn_ctx *ctx) {
     const int planes = n * d->C;
     const int HW = d->H * d->W, PQ = d->P * d->Q;
-    const int fast = is_2x2(d);
+    const int fast = is_2x2(d), simd = fast && ctx->isa >= NN_ISA_AVX512;
     NN_PARALLEL_FOR(ctx->threads)
     for (int pl = 0; pl < planes; pl++) {
         const float *xp = x + (size_t)pl * HW;
         float *yp = y + (size_t)pl * PQ;
+        if (simd) {
+            nn_maxpool2x2_plane_avx512(yp, xp, d->H, d->W, d->P, d->Q);
+            continue;
+        }
         if (fast) {
             pool2x2_plane(yp, xp, d);
             continue;
@@ -136,12 +140,16 @@ void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float
                          const nn_pool_desc *d, int n, nn_ctx *ctx) {
     const int planes = n * d->C;
     const int HW = d->H * d->W, PQ = d->P * d->Q;
-    const int fast = is_2x2(d);
+    const int fast = is_2x2(d), simd = fast && ctx->isa >= NN_ISA_AVX512;
     NN_PARALLEL_FOR(ctx->threads)
     for (int pl = 0; pl < planes; pl++) {
         float *dxp = dx + (size_t)pl * HW;
         const float *xp = x + (size_t)pl * HW;
         const float *dyp = dy + (size_t)pl * PQ, *yp = y + (size_t)pl * PQ;
+        if (simd) {
+            nn_maxpool2x2_plane_backward_avx512(dxp, dyp, xp, yp, d->H, d->W, d->P, d->Q);
+            continue;
+        }
         if (fast) {
             pool2x2_plane_backward(dxp, dyp, xp, yp, d);
             continue;

@@ -1,0 +1,105 @@
+/*
+ * pool_avx512.c - AVX-512 kernels for the common 2x2 stride-2 max-pool, one
+ * plane at a time: 32 input columns of two rows make 16 outputs (vertical max,
+ * then even/odd lanes split by permutes). Same results as the portable code in
+ * pool.c: a NaN in a window gives NaN; backward sends each gradient to the
+ * first window element equal to the output. Chosen at run time.
+ */
+#include "ops/ops.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+
+/* max that propagates NaN: the plain max instruction returns its second
+ * operand when either is NaN */
+AVX512 static inline __m512 max_nan(__m512 a, __m512 b) {
+    __m512 m = _mm512_max_ps(a, b);
+    __mmask16 nan = _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q);
+    return _mm512_mask_add_ps(m, nan, a, b);
+}
+
+static __mmask32 mask32(int n) { return n >= 32 ? 0xffffffffu : (((__mmask32)1 << n) - 1); }
+
+AVX512 void nn_maxpool2x2_plane_avx512(float *y, const float *x, int H, int W, int P, int Q) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    (void)H;
+    for (int p = 0; p < P; p++) {
+        const float *r0 = x + (size_t)2 * p * W, *r1 = r0 + W;
+        for (int q0 = 0; q0 < Q; q0 += 16) {
+            const int cols = 2 * (Q - q0 < 16 ? Q - q0 : 16);
+            const __mmask32 m = mask32(cols);
+            const __m512 a0 = _mm512_maskz_loadu_ps((__mmask16)m, r0 + 2 * q0);
+            const __m512 a1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), r0 + 2 * q0 + 16);
+            const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)m, r1 + 2 * q0);
+            const __m512 b1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), r1 + 2 * q0 + 16);
+            const __m512 v0 = max_nan(a0, b0), v1 = max_nan(a1, b1);
+            const __m512 out = max_nan(_mm512_permutex2var_ps(v0, even, v1),
+                                       _mm512_permutex2var_ps(v0, odd, v1));
+            _mm512_mask_storeu_ps(y + (size_t)p * Q + q0, (__mmask16)((1u << (cols / 2)) - 1u), out);
+        }
+    }
+}
+
+/* lanes where v is the window's output m (equal, or both NaN) */
+AVX512 static inline __mmask16 hit(__m512 v, __m512 m) {
+    return _mm512_cmp_ps_mask(v, m, _CMP_EQ_OQ) |
+           (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q));
+}
+
+AVX512 void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float *x,
+                                                const float *y, int H, int W, int P, int Q) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    if (H != 2 * P || W != 2 * Q) memset(dx, 0, (size_t)H * W * sizeof(float));
+    const __m512 zero = _mm512_setzero_ps();
+    for (int p = 0; p < P; p++) {
+        const float *r0 = x + (size_t)2 * p * W, *r1 = r0 + W;
+        float *d0 = dx + (size_t)2 * p * W, *d1 = d0 + W;
+        for (int q0 = 0; q0 < Q; q0 += 16) {
+            const int outs = Q - q0 < 16 ? Q - q0 : 16;
+            const __mmask32 m = mask32(2 * outs);
+            const __mmask16 mo = (__mmask16)((1u << outs) - 1u);
+            const __m512 a0 = _mm512_maskz_loadu_ps((__mmask16)m, r0 + 2 * q0);
+            const __m512 a1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), r0 + 2 * q0 + 16);
+            const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)m, r1 + 2 * q0);
+            const __m512 b1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), r1 + 2 * q0 + 16);
+            const __m512 ym = _mm512_maskz_loadu_ps(mo, y + (size_t)p * Q + q0);
+            const __m512 g = _mm512_maskz_loadu_ps(mo, dy + (size_t)p * Q + q0);
+            /* window elements in scan order: top-left, top-right, bottom-left; the
+             * bottom-right one takes whatever the first three did not */
+            const __m512 tl = _mm512_permutex2var_ps(a0, even, a1), tr = _mm512_permutex2var_ps(a0, odd, a1);
+            const __m512 bl = _mm512_permutex2var_ps(b0, even, b1);
+            const __mmask16 h0 = hit(tl, ym);
+            const __mmask16 h1 = hit(tr, ym) & ~h0;
+            const __mmask16 h2 = hit(bl, ym) & ~(h0 | h1);
+            const __mmask16 h3 = ~(h0 | h1 | h2);
+            const __m512 gtl = _mm512_mask_mov_ps(zero, h0, g), gtr = _mm512_mask_mov_ps(zero, h1, g);
+            const __m512 gbl = _mm512_mask_mov_ps(zero, h2, g), gbr = _mm512_mask_mov_ps(zero, h3, g);
+            _mm512_mask_storeu_ps(d0 + 2 * q0, (__mmask16)m, _mm512_permutex2var_ps(gtl, lo, gtr));
+            _mm512_mask_storeu_ps(d0 + 2 * q0 + 16, (__mmask16)(m >> 16), _mm512_permutex2var_ps(gtl, hi, gtr));
+            _mm512_mask_storeu_ps(d1 + 2 * q0, (__mmask16)m, _mm512_permutex2var_ps(gbl, lo, gbr));
+            _mm512_mask_storeu_ps(d1 + 2 * q0 + 16, (__mmask16)(m >> 16), _mm512_permutex2var_ps(gbl, hi, gbr));
+        }
+    }
+}
+
+#else
+
+void nn_maxpool2x2_plane_avx512(float *y, const float *x, int H, int W, int P, int Q) {
+    (void)y, (void)x, (void)H, (void)W, (void)P, (void)Q;
+    NN_ASSERT(!"AVX-512 pooling kernels are not built");
+}
+
+void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float *x,
+                                         const float *y, int H, int W, int P, int Q) {
+    (void)dx, (void)dy, (void)x, (void)y, (void)H, (void)W, (void)P, (void)Q;
+    NN_ASSERT(!"AVX-512 pooling kernels are not built");
+}
+
+#endif
