@@ -157,6 +157,40 @@ void nn_dataset_gather(const nn_dataset *d, const int64_t *idx, int64_t first,
 /* Fills perm with a permutation of 0..n-1 (Fisher-Yates) drawn from rng. */
 void nn_permutation(int64_t *perm, int64_t n, nn_rng *rng);
 
+/* Training-time augmentation, applied per sample in this order (as the
+ * torchvision pipeline RandomCrop(size, padding) -> RandomHorizontalFlip ->
+ * ToTensor -> Normalize -> RandomErasing): */
+typedef struct {
+    int crop_pad;        /* random crop of the original size from the image zero-padded
+                            by crop_pad pixels on each side (0 = off) */
+    int hflip;           /* mirror left-right with probability 0.5 */
+    float erase_prob;    /* random erasing with this probability (0 = off): a rectangle of
+                            area fraction U(0.02, 0.33) and log-uniform aspect ratio in
+                            (0.3, 3.3), set to 0 after normalization */
+} nn_augment;
+
+/* nn_dataset_gather of samples idx[0..count), each augmented with random
+ * numbers drawn from a stream determined by (seed, epoch, sample index) only,
+ * so the result does not depend on threads, batch size or order. aug NULL or
+ * all-off = plain gather. */
+void nn_dataset_gather_augmented(const nn_dataset *d, const int64_t *idx, int64_t count,
+                                 const nn_normalize *norm, const nn_augment *aug, uint64_t seed,
+                                 int64_t epoch, float *x, int32_t *y);
+
+/* Background batch loader: a thread prepares (gathers, augments) the next
+ * batch while the caller trains on the current one. */
+typedef struct nn_loader nn_loader;
+
+nn_status nn_loader_new(nn_ctx *ctx, const nn_dataset *d, int batch, const nn_normalize *norm,
+                        const nn_augment *aug, uint64_t seed, nn_loader **out);
+/* Starts an epoch over samples perm[0..n) (perm is copied), from batch
+ * first_batch (for resumed runs). */
+nn_status nn_loader_start(nn_loader *l, int64_t epoch, const int64_t *perm, int64_t first_batch);
+/* Next batch of the epoch: count (0 at the end of the epoch) and pointers
+ * valid until the next call. */
+int nn_loader_next(nn_loader *l, const float **x, const int32_t **y);
+void nn_loader_free(nn_loader *l);
+
 /* ------------------------------------------------------------------ network */
 
 typedef struct nn_net nn_net;
@@ -221,6 +255,9 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
  * parameter gradients into the flat gradient buffer. */
 nn_status nn_net_backward(nn_net *net);
 void nn_net_zero_grad(nn_net *net);
+/* Label smoothing of the softmax cross-entropy loss (PyTorch's
+ * CrossEntropyLoss(label_smoothing=eps)); 0 by default. eps in [0, 1]. */
+nn_status nn_net_set_label_smoothing(nn_net *net, float eps);
 /* Logits of the last forward: (n, num_classes). */
 const float *nn_net_logits(const nn_net *net);
 
@@ -239,16 +276,39 @@ double nn_wall_time(void);
 
 /* ------------------------------------------------------------------ optimizer */
 
-typedef enum { NN_OPTIM_SGD = 0 } nn_optim_kind;
+typedef enum {
+    NN_OPTIM_SGD = 0,
+    NN_OPTIM_ADAM,
+    NN_OPTIM_ADAMW,
+    NN_OPTIM_RMSPROP,
+    NN_OPTIM_ADAGRAD,
+    NN_OPTIM_COUNT
+} nn_optim_kind;
 
+/* Options with torch.optim's names and meanings; fields an optimizer does not
+ * use are ignored. Start from nn_optim_defaults(kind) to get PyTorch's
+ * defaults (SGD has no default lr: 0.01 here). */
 typedef struct {
     nn_optim_kind kind;
     float lr;
-    float momentum;
-    float dampening;
-    float weight_decay;
-    int nesterov;
+    float momentum;      /* SGD, RMSprop */
+    float dampening;     /* SGD */
+    float weight_decay;  /* all; AdamW: decoupled */
+    int nesterov;        /* SGD */
+    float beta1, beta2;  /* Adam, AdamW */
+    float eps;           /* Adam, AdamW, RMSprop, Adagrad */
+    int amsgrad;         /* Adam, AdamW */
+    float alpha;         /* RMSprop smoothing constant */
+    int centered;        /* RMSprop */
+    float lr_decay;      /* Adagrad */
+    float initial_accumulator_value; /* Adagrad */
 } nn_optim_config;
+
+nn_optim_config nn_optim_defaults(nn_optim_kind kind);
+/* "sgd", "adam", "adamw", "rmsprop", "adagrad"; NULL for an unknown kind. */
+const char *nn_optim_name(nn_optim_kind kind);
+/* Kind from a name; returns -1 if unknown. */
+int nn_optim_kind_from_name(const char *name);
 
 /* Optimizer state lives in flat buffers the size of the parameter buffer. */
 typedef struct nn_optimizer nn_optimizer;
@@ -265,6 +325,76 @@ float *nn_optim_state(nn_optimizer *opt, int i, const char **name);
 int64_t nn_optim_steps(const nn_optimizer *opt);
 void nn_optim_set_steps(nn_optimizer *opt, int64_t steps);
 const nn_optim_config *nn_optim_get_config(const nn_optimizer *opt);
+/* Changes the learning rate used by the following steps (schedules). */
+void nn_optim_set_lr(nn_optimizer *opt, float lr);
+
+/* Scales grads in place so that their global L2 norm is at most max_norm, as
+ * torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6));
+ * returns the norm before clipping. */
+double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx);
+
+/* ------------------------------------------------------------------ schedules */
+
+/* Learning-rate schedules with torch.optim.lr_scheduler's semantics. A
+ * schedule is stepped once per epoch (step/multistep/exponential/cosine/
+ * cosine_restarts/plateau) or once per optimizer step (onecycle, and the
+ * linear warm-up, whose length is counted in optimizer steps). */
+typedef enum {
+    NN_SCHED_CONSTANT = 0,
+    NN_SCHED_STEP,            /* lr * gamma^(epoch / step_size) */
+    NN_SCHED_MULTISTEP,       /* lr * gamma^(number of milestones <= epoch) */
+    NN_SCHED_EXPONENTIAL,     /* lr * gamma^epoch */
+    NN_SCHED_COSINE,          /* CosineAnnealingLR(T_max, eta_min) */
+    NN_SCHED_COSINE_RESTARTS, /* CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) */
+    NN_SCHED_ONECYCLE,        /* OneCycleLR(max_lr = lr, total_steps, pct_start,
+                                 div_factor, final_div_factor), cosine anneal */
+    NN_SCHED_PLATEAU,         /* ReduceLROnPlateau(mode min, factor, patience,
+                                 threshold rel, cooldown, min_lr) */
+    NN_SCHED_COUNT
+} nn_sched_kind;
+
+#define NN_MAX_MILESTONES 16
+
+typedef struct {
+    nn_sched_kind kind;
+    float base_lr;
+    float gamma;               /* step, multistep, exponential */
+    int step_size;             /* step */
+    int milestones[NN_MAX_MILESTONES];
+    int num_milestones;        /* multistep */
+    int t_max;                 /* cosine (epochs) */
+    int t_0, t_mult;           /* cosine_restarts */
+    float eta_min;             /* cosine, cosine_restarts */
+    int64_t total_steps;       /* onecycle (optimizer steps) */
+    float pct_start, div_factor, final_div_factor; /* onecycle */
+    float factor, threshold, min_lr; /* plateau */
+    int patience, cooldown;    /* plateau */
+    int64_t warmup_steps;      /* linear warm-up from warmup_start_factor * lr
+                                  over this many optimizer steps (0 = none),
+                                  multiplying whatever the schedule gives */
+    float warmup_start_factor;
+} nn_sched_config;
+
+/* Where a schedule stands; saved in checkpoints so resume stays exact. */
+typedef struct {
+    double best;               /* plateau: best metric so far */
+    int bad_epochs;            /* plateau */
+    int cooldown_left;         /* plateau */
+    float plateau_lr;          /* plateau: current lr */
+} nn_sched_state;
+
+nn_sched_config nn_sched_defaults(nn_sched_kind kind, float base_lr);
+const char *nn_sched_name(nn_sched_kind kind);
+int nn_sched_kind_from_name(const char *name);
+/* Checks a configuration; errors name the offending field. */
+nn_status nn_sched_validate(nn_ctx *ctx, const nn_sched_config *cfg);
+void nn_sched_state_init(const nn_sched_config *cfg, nn_sched_state *st);
+/* Learning rate for the optimizer step that is number `step` (0-based) of the
+ * run, inside epoch `epoch` (0-based). */
+float nn_sched_lr(const nn_sched_config *cfg, const nn_sched_state *st, int64_t epoch,
+                  int64_t step);
+/* Plateau only: reports the epoch's validation (or test) loss. */
+void nn_sched_observe(const nn_sched_config *cfg, nn_sched_state *st, double metric);
 
 /* ------------------------------------------------------------------ safetensors */
 
