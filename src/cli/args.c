@@ -19,19 +19,30 @@ static void usage(FILE *f, const char *cmd, const char *synopsis, const char *ab
     fprintf(f, "  %-24s %s\n", "-h, --help", "show this help");
 }
 
-static int set_value(const char *cmd, const cli_opt *o, const char *v) {
+int cli_opt_set(const cli_opt *o, const char *v, char *err, size_t errsz) {
     char *end;
     errno = 0;
     /* strto* skip leading blanks (and strtoull accepts "-5"): refuse both */
     if (o->type != CLI_STR && o->type != CLI_FLAG && (isspace((unsigned char)*v) || !*v)) {
-        fprintf(stderr, "nnopt %s: %s: expected a number, got '%s'\n", cmd, o->name, v);
+        snprintf(err, errsz, "expected a number, got '%s'", v);
         return 1;
     }
     switch (o->type) {
-    case CLI_FLAG: return 0;
+    case CLI_FLAG:
+        if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 ||
+            strcmp(v, "on") == 0)
+            *(int *)o->dst = 1;
+        else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0 ||
+                 strcmp(v, "off") == 0)
+            *(int *)o->dst = 0;
+        else {
+            snprintf(err, errsz, "expected true or false, got '%s'", v);
+            return 1;
+        }
+        return 0;
     case CLI_STR:
         if (!*v) {
-            fprintf(stderr, "nnopt %s: %s: expected a value, got an empty string\n", cmd, o->name);
+            snprintf(err, errsz, "expected a value, got an empty string");
             return 1;
         }
         *(const char **)o->dst = v;
@@ -39,34 +50,39 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v) {
     case CLI_INT: {
         long x = strtol(v, &end, 10);
         if (end == v || *end || errno || x < o->min || x > o->max) {
-            fprintf(stderr, "nnopt %s: %s: expected an integer in [%.0f, %.0f], got '%s'\n", cmd,
-                    o->name, o->min, o->max, v);
+            snprintf(err, errsz, "expected an integer in [%.0f, %.0f], got '%s'", o->min, o->max, v);
             return 1;
         }
         *(int *)o->dst = (int)x;
         return 0;
     }
     case CLI_U64: {
-        if (*v == '-') goto bad_u64;
-        unsigned long long x = strtoull(v, &end, 10);
-        if (end == v || *end || errno) goto bad_u64;
+        unsigned long long x = *v == '-' ? 0 : strtoull(v, &end, 10);
+        if (*v == '-' || end == v || *end || errno) {
+            snprintf(err, errsz, "expected a non-negative integer, got '%s'", v);
+            return 1;
+        }
         *(uint64_t *)o->dst = (uint64_t)x;
         return 0;
-    bad_u64:
-        fprintf(stderr, "nnopt %s: %s: expected a non-negative integer, got '%s'\n", cmd, o->name, v);
-        return 1;
     }
     case CLI_FLOAT: {
         double x = strtod(v, &end);
         if (end == v || *end || errno || !isfinite(x) || x < o->min || x > o->max) {
-            fprintf(stderr, "nnopt %s: %s: expected a number in [%g, %g], got '%s'\n", cmd,
-                    o->name, o->min, o->max, v);
+            snprintf(err, errsz, "expected a number in [%g, %g], got '%s'", o->min, o->max, v);
             return 1;
         }
         *(float *)o->dst = (float)x;
         return 0;
     }
     }
+    snprintf(err, errsz, "unknown option type");
+    return 1;
+}
+
+static int set_value(const char *cmd, const cli_opt *o, const char *v) {
+    char err[256];
+    if (cli_opt_set(o, v, err, sizeof err) == 0) return 0;
+    fprintf(stderr, "nnopt %s: %s: %s\n", cmd, o->name, err);
     return 1;
 }
 

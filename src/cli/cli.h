@@ -16,7 +16,11 @@ typedef struct {
     const char *metavar;  /* "RATE" */
     const char *help;
     double min, max;      /* accepted range for numbers */
+    const char *ini;      /* "section.key" in a recipe file (--config), or NULL */
 } cli_opt;
+
+/* Sets one option from text; 0 on success, else 1 with the reason in err. */
+int cli_opt_set(const cli_opt *o, const char *v, char *err, size_t errsz);
 
 /* Parses argv[1..] (argv[0] is the subcommand). Positional arguments go to
  * pos[0..max_pos). Returns 0 to go on, 1 after an error message, 2 after --help. */

@@ -18,14 +18,14 @@ static int cmp_double(const void *a, const void *b) {
 int cmd_bench(int argc, char **argv) {
     int batch = 64, threads = 0, steps = 50, warmup = 10, repeats = 5, json = 0, no_peak = 0;
     const cli_opt opts[] = {
-        {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536},
-        {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024},
-        {"--steps", CLI_INT, &steps, "N", "timed steps per repeat (default 50)", 1, 1000000},
-        {"--warmup", CLI_INT, &warmup, "N", "untimed steps first (default 10)", 0, 1000000},
-        {"--repeats", CLI_INT, &repeats, "N", "timed repeats; medians are reported (default 5)", 1, 1000},
-        {"--no-peak", CLI_FLAG, &no_peak, NULL, "skip the sgemm peak measurement", 0, 0},
-        {"--json", CLI_FLAG, &json, NULL, "print one JSON object", 0, 0},
-        {NULL, 0, NULL, NULL, NULL, 0, 0}};
+        {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536, NULL},
+        {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--steps", CLI_INT, &steps, "N", "timed steps per repeat (default 50)", 1, 1000000, NULL},
+        {"--warmup", CLI_INT, &warmup, "N", "untimed steps first (default 10)", 0, 1000000, NULL},
+        {"--repeats", CLI_INT, &repeats, "N", "timed repeats; medians are reported (default 5)", 1, 1000, NULL},
+        {"--no-peak", CLI_FLAG, &no_peak, NULL, "skip the sgemm peak measurement", 0, 0, NULL},
+        {"--json", CLI_FLAG, &json, NULL, "print one JSON object", 0, 0, NULL},
+        {NULL, 0, NULL, NULL, NULL, 0, 0, NULL}};
     const char *pos[1];
     int npos;
     int r = cli_parse("bench", "MODEL [options]",

@@ -8,14 +8,14 @@ int cmd_eval(int argc, char **argv) {
     int json = 0, batch = 256, threads = 0;
     float mean = NN_FASHION_MNIST_MEAN, std = NN_FASHION_MNIST_STD;
     const cli_opt opts[] = {
-        {"--weights", CLI_STR, &weights, "FILE", "safetensors checkpoint to evaluate (required)", 0, 0},
-        {"--data", CLI_STR, &data, "DIR", "directory with the IDX files (default " NN_DEFAULT_DATA_DIR ")", 0, 0},
-        {"--batch", CLI_INT, &batch, "N", "evaluation batch size (default 256)", 1, 65536},
-        {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024},
-        {"--mean", CLI_FLOAT, &mean, "M", "normalization mean (default 0.2860)", -1e6, 1e6},
-        {"--std", CLI_FLOAT, &std, "S", "normalization std (default 0.3530)", 1e-9, 1e6},
-        {"--json", CLI_FLAG, &json, NULL, "print one JSON object", 0, 0},
-        {NULL, 0, NULL, NULL, NULL, 0, 0}};
+        {"--weights", CLI_STR, &weights, "FILE", "safetensors checkpoint to evaluate (required)", 0, 0, NULL},
+        {"--data", CLI_STR, &data, "DIR", "directory with the IDX files (default " NN_DEFAULT_DATA_DIR ")", 0, 0, NULL},
+        {"--batch", CLI_INT, &batch, "N", "evaluation batch size (default 256)", 1, 65536, NULL},
+        {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--mean", CLI_FLOAT, &mean, "M", "normalization mean (default 0.2860)", -1e6, 1e6, NULL},
+        {"--std", CLI_FLOAT, &std, "S", "normalization std (default 0.3530)", 1e-9, 1e6, NULL},
+        {"--json", CLI_FLAG, &json, NULL, "print one JSON object", 0, 0, NULL},
+        {NULL, 0, NULL, NULL, NULL, 0, 0, NULL}};
     const char *pos[1];
     int npos;
     int r = cli_parse("eval", "MODEL --weights FILE [options]",

@@ -14,9 +14,9 @@ static void human(char *buf, size_t size, double v) {
 int cmd_info(int argc, char **argv) {
     int json = 0, batch = 1, threads = 1;
     const cli_opt opts[] = {
-        {"--batch", CLI_INT, &batch, "N", "batch size for the memory totals (default 1)", 1, 1 << 20},
-        {"--json", CLI_FLAG, &json, NULL, "print one JSON object instead of the table", 0, 0},
-        {NULL, 0, NULL, NULL, NULL, 0, 0}};
+        {"--batch", CLI_INT, &batch, "N", "batch size for the memory totals (default 1)", 1, 1 << 20, NULL},
+        {"--json", CLI_FLAG, &json, NULL, "print one JSON object instead of the table", 0, 0, NULL},
+        {NULL, 0, NULL, NULL, NULL, 0, 0, NULL}};
     const char *pos[1];
     int npos;
     int r = cli_parse("info", "MODEL [options]",

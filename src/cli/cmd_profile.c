@@ -35,12 +35,12 @@ int cmd_profile(int argc, char **argv) {
     int batch = 64, threads = 0, steps = 5, warmup = 3;
     const char *out = "trace.json";
     const cli_opt opts[] = {
-        {"--out", CLI_STR, &out, "FILE", "trace file to write (default trace.json)", 0, 0},
-        {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536},
-        {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024},
-        {"--steps", CLI_INT, &steps, "N", "traced training steps (default 5)", 1, 10000},
-        {"--warmup", CLI_INT, &warmup, "N", "untraced steps first (default 3)", 0, 10000},
-        {NULL, 0, NULL, NULL, NULL, 0, 0}};
+        {"--out", CLI_STR, &out, "FILE", "trace file to write (default trace.json)", 0, 0, NULL},
+        {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536, NULL},
+        {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--steps", CLI_INT, &steps, "N", "traced training steps (default 5)", 1, 10000, NULL},
+        {"--warmup", CLI_INT, &warmup, "N", "untraced steps first (default 3)", 0, 10000, NULL},
+        {NULL, 0, NULL, NULL, NULL, 0, 0, NULL}};
     const char *pos[1];
     int npos;
     int r = cli_parse("profile", "MODEL [options]",

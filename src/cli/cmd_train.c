@@ -56,30 +56,30 @@ int cmd_train(int argc, char **argv) {
                     .momentum = 0.9f, .mean = NN_FASHION_MNIST_MEAN, .std = NN_FASHION_MNIST_STD,
                     .seed = 1};
     const cli_opt opts[] = {
-        {"--data", CLI_STR, &o.data, "DIR", "directory with the four IDX files, .gz or raw (default " NN_DEFAULT_DATA_DIR ")", 0, 0},
-        {"--epochs", CLI_INT, &o.epochs, "N", "epochs to train (default 5)", 1, 1000000},
-        {"--batch", CLI_INT, &o.batch, "N", "batch size (default 64)", 1, 65536},
-        {"--lr", CLI_FLOAT, &o.lr, "RATE", "SGD learning rate (default 0.01)", 0, 1e6},
-        {"--momentum", CLI_FLOAT, &o.momentum, "M", "SGD momentum (default 0.9)", 0, 1e6},
-        {"--dampening", CLI_FLOAT, &o.dampening, "D", "SGD dampening (default 0)", 0, 1},
-        {"--weight-decay", CLI_FLOAT, &o.weight_decay, "WD", "L2 weight decay (default 0)", 0, 1e6},
-        {"--nesterov", CLI_FLAG, &o.nesterov, NULL, "Nesterov momentum", 0, 0},
-        {"--seed", CLI_U64, &o.seed, "S", "seed for initialization and shuffling (default 1)", 0, 0},
-        {"--threads", CLI_INT, &o.threads, "N", "threads (default: all cores)", 1, 1024},
-        {"--no-shuffle", CLI_FLAG, &o.no_shuffle, NULL, "keep the training order fixed", 0, 0},
-        {"--val", CLI_INT, &o.val, "N", "carve the last N training images out as a validation split", 0, 1 << 30},
-        {"--train-limit", CLI_INT, &o.train_limit, "N", "use only the first N training images", 1, 1 << 30},
-        {"--test-limit", CLI_INT, &o.test_limit, "N", "use only the first N test images", 1, 1 << 30},
-        {"--mean", CLI_FLOAT, &o.mean, "M", "normalization mean (default 0.2860)", -1e6, 1e6},
-        {"--std", CLI_FLOAT, &o.std, "S", "normalization std (default 0.3530)", 1e-9, 1e6},
-        {"--init", CLI_STR, &o.init, "FILE", "start from the weights in a safetensors file", 0, 0},
-        {"--save", CLI_STR, &o.save, "FILE", "write a checkpoint after every epoch (atomic)", 0, 0},
-        {"--save-every", CLI_INT, &o.save_every, "STEPS", "also checkpoint every STEPS steps", 1, 1 << 30},
-        {"--resume", CLI_STR, &o.resume, "FILE", "continue exactly from a checkpoint written by --save", 0, 0},
-        {"--log", CLI_STR, &o.log, "FILE", "write one CSV row per epoch", 0, 0},
-        {"--json", CLI_FLAG, &o.json, NULL, "print one JSON object per epoch and nothing else on stdout", 0, 0},
-        {"--quiet", CLI_FLAG, &o.quiet, NULL, "no progress bar", 0, 0},
-        {NULL, 0, NULL, NULL, NULL, 0, 0}};
+        {"--data", CLI_STR, &o.data, "DIR", "directory with the four IDX files, .gz or raw (default " NN_DEFAULT_DATA_DIR ")", 0, 0, NULL},
+        {"--epochs", CLI_INT, &o.epochs, "N", "epochs to train (default 5)", 1, 1000000, NULL},
+        {"--batch", CLI_INT, &o.batch, "N", "batch size (default 64)", 1, 65536, NULL},
+        {"--lr", CLI_FLOAT, &o.lr, "RATE", "SGD learning rate (default 0.01)", 0, 1e6, NULL},
+        {"--momentum", CLI_FLOAT, &o.momentum, "M", "SGD momentum (default 0.9)", 0, 1e6, NULL},
+        {"--dampening", CLI_FLOAT, &o.dampening, "D", "SGD dampening (default 0)", 0, 1, NULL},
+        {"--weight-decay", CLI_FLOAT, &o.weight_decay, "WD", "L2 weight decay (default 0)", 0, 1e6, NULL},
+        {"--nesterov", CLI_FLAG, &o.nesterov, NULL, "Nesterov momentum", 0, 0, NULL},
+        {"--seed", CLI_U64, &o.seed, "S", "seed for initialization and shuffling (default 1)", 0, 0, NULL},
+        {"--threads", CLI_INT, &o.threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--no-shuffle", CLI_FLAG, &o.no_shuffle, NULL, "keep the training order fixed", 0, 0, NULL},
+        {"--val", CLI_INT, &o.val, "N", "carve the last N training images out as a validation split", 0, 1 << 30, NULL},
+        {"--train-limit", CLI_INT, &o.train_limit, "N", "use only the first N training images", 1, 1 << 30, NULL},
+        {"--test-limit", CLI_INT, &o.test_limit, "N", "use only the first N test images", 1, 1 << 30, NULL},
+        {"--mean", CLI_FLOAT, &o.mean, "M", "normalization mean (default 0.2860)", -1e6, 1e6, NULL},
+        {"--std", CLI_FLOAT, &o.std, "S", "normalization std (default 0.3530)", 1e-9, 1e6, NULL},
+        {"--init", CLI_STR, &o.init, "FILE", "start from the weights in a safetensors file", 0, 0, NULL},
+        {"--save", CLI_STR, &o.save, "FILE", "write a checkpoint after every epoch (atomic)", 0, 0, NULL},
+        {"--save-every", CLI_INT, &o.save_every, "STEPS", "also checkpoint every STEPS steps", 1, 1 << 30, NULL},
+        {"--resume", CLI_STR, &o.resume, "FILE", "continue exactly from a checkpoint written by --save", 0, 0, NULL},
+        {"--log", CLI_STR, &o.log, "FILE", "write one CSV row per epoch", 0, 0, NULL},
+        {"--json", CLI_FLAG, &o.json, NULL, "print one JSON object per epoch and nothing else on stdout", 0, 0, NULL},
+        {"--quiet", CLI_FLAG, &o.quiet, NULL, "no progress bar", 0, 0, NULL},
+        {NULL, 0, NULL, NULL, NULL, 0, 0, NULL}};
     const char *pos[1];
     int npos;
     int r = cli_parse("train", "MODEL [options]",
@@ -125,7 +125,9 @@ int cmd_train(int argc, char **argv) {
     nn_rng_seed(&init_rng, o.seed, 1);
     nn_net_init_params(net, &init_rng);
     if (o.init && nn_checkpoint_load(ctx, o.init, net, NULL, NULL)) goto done;
-    nn_optim_config cfg = {NN_OPTIM_SGD, o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov};
+    nn_optim_config cfg = {.kind = NN_OPTIM_SGD, .lr = o.lr, .momentum = o.momentum,
+                           .dampening = o.dampening, .weight_decay = o.weight_decay,
+                           .nesterov = o.nesterov};
     if (nn_optim_new(ctx, &cfg, nn_net_num_params(net), &opt)) goto done;
     nn_train_state st = {.seed = o.seed};
     nn_rng_seed(&st.rng, o.seed, 2);

@@ -13,7 +13,7 @@ int cli_workload_new(cli_workload *w, const char *model, int batch, int threads)
     nn_rng rng;
     nn_rng_seed(&rng, 1, 1);
     nn_net_init_params(w->net, &rng);
-    nn_optim_config cfg = {NN_OPTIM_SGD, 0.01f, 0.9f, 0.0f, 0.0f, 0};
+    nn_optim_config cfg = {.kind = NN_OPTIM_SGD, .lr = 0.01f, .momentum = 0.9f};
     if (nn_optim_new(w->ctx, &cfg, nn_net_num_params(w->net), &w->opt)) return 1;
     nn_shape in = nn_net_input_shape(w->net);
     size_t per = (size_t)nn_shape_numel(&in);
