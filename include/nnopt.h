@@ -438,6 +438,9 @@ typedef struct {
     int64_t seen;           /* samples seen in the current epoch so far */
     uint64_t seed;          /* the run's seed */
     nn_rng rng;             /* the training RNG's position */
+    nn_sched_state sched;   /* learning-rate schedule (plateau) state */
+    double best_val;        /* early stopping: best validation loss so far */
+    int64_t bad_epochs;     /* early stopping: epochs since it improved */
 } nn_train_state;
 
 /* Saves parameters under their PyTorch names; if opt is given also its state

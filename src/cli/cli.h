@@ -22,6 +22,19 @@ typedef struct {
 /* Sets one option from text; 0 on success, else 1 with the reason in err. */
 int cli_opt_set(const cli_opt *o, const char *v, char *err, size_t errsz);
 
+/* Strings read from a recipe file, kept alive while the options point at them. */
+typedef struct {
+    char *items[128];
+    int count;
+} cli_strings;
+
+/* Applies a recipe file's keys to the options that have an `ini` name;
+ * returns 0, or 1 after printing "nnopt: FILE:LINE: problem". */
+int cli_recipe_load(const char *path, const cli_opt *opts, cli_strings *keep);
+/* Writes the options with an `ini` name as a recipe file, header as a comment. */
+int cli_recipe_write(const char *path, const cli_opt *opts, const char *header);
+void cli_strings_free(cli_strings *keep);
+
 /* Parses argv[1..] (argv[0] is the subcommand). Positional arguments go to
  * pos[0..max_pos). Returns 0 to go on, 1 after an error message, 2 after --help. */
 int cli_parse(const char *cmd, const char *synopsis, const char *about, int argc, char **argv,
@@ -70,5 +83,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 #endif /* NN_CLI_H */
