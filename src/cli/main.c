@@ -12,7 +12,8 @@ static void usage(FILE *f) {
             "  eval MODEL    test accuracy and loss of saved weights\n"
             "  info MODEL    per-layer table: output shape, parameters, FLOPs, memory\n"
             "  bench MODEL   training speed on in-memory data, per layer, against the sgemm peak\n"
-            "  profile MODEL Chrome trace (Perfetto) of a few training steps, one slice per op\n\n"
+            "  profile MODEL Chrome trace (Perfetto) of a few training steps, one slice per op\n"
+            "  plot LOG.csv  SVG of loss and accuracy against epoch from train --log files\n\n"
             "run 'nnopt <command> --help' for the options of a command.\n",
             NN_VERSION);
 }
@@ -36,7 +37,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "profile") == 0) return cmd_profile(argc - 1, argv + 1);
-    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench or profile; see nnopt --help)\n",
+    if (strcmp(cmd, "plot") == 0) return cmd_plot(argc - 1, argv + 1);
+    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile or plot; see nnopt --help)\n",
             cmd);
     return 2;
 }
