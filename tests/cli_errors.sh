@@ -9,26 +9,7 @@
 # that names the file or flag at fault and the problem. Also: a diverging run
 # (huge --lr) stops with a message naming the step and leaves the last
 # checkpoint intact. Prints one PASS/FAIL line per check; exits 1 if any failed.
-set -u
-
-NN=${1:?usage: cli_errors.sh <path-to-nnopt> <source-dir>}
-SRC=${2:?usage: cli_errors.sh <path-to-nnopt> <source-dir>}
-NN=$(realpath "$NN") && SRC=$(realpath "$SRC") || exit 1
-[ -x "$NN" ] || { echo "FAIL $NN is not an executable"; exit 1; }
-MODEL=$SRC/models/seed_cnn.nn
-DATA=${NN_TEST_DATA:-/usr/share/datasets/fashion-mnist}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-trap 'exit 1' INT TERM
-cd "$T" || exit 1
-
-fails=0
-checks=0
-pass() { checks=$((checks + 1)); echo "PASS $1"; }
-fail() {
-    checks=$((checks + 1)); fails=$((fails + 1))
-    echo "FAIL $1${2:+: $2}"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
 
 # expect_error NAME NEEDLE... -- ARGS...
 # Runs nnopt ARGS; checks exit code 1..123, empty stdout, one stderr line that
@@ -406,5 +387,4 @@ EOF
     else fail "diverging run (seed 3, lr 1e6) exits 0 with non-finite parameters" "$bad"; fi
 fi
 
-echo "cli_errors: $((checks - fails)) of $checks checks passed"
-[ $fails -eq 0 ]
+finish

@@ -14,31 +14,9 @@
 # next to the checkpoint. Also: an epoch-end checkpoint resumed for one more
 # epoch equals the straight run, and resuming a finished run changes nothing.
 # Prints one PASS/FAIL line per check; exits 1 if any failed.
-set -u
-
-NN=${1:?usage: cli_resume.sh <path-to-nnopt> <source-dir>}
-SRC=${2:?usage: cli_resume.sh <path-to-nnopt> <source-dir>}
-NN=$(realpath "$NN") && SRC=$(realpath "$SRC") || exit 1
-[ -x "$NN" ] || { echo "FAIL $NN is not an executable"; exit 1; }
-MODEL=$SRC/models/seed_cnn.nn
-DATA=${NN_TEST_DATA:-/usr/share/datasets/fashion-mnist}
-T=$(mktemp -d)
-BG=""
-cleanup() {
-    [ -n "$BG" ] && kill -9 "$BG" 2>/dev/null
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-cd "$T" || exit 1
-
-fails=0
-checks=0
-pass() { checks=$((checks + 1)); echo "PASS $1"; }
-fail() {
-    checks=$((checks + 1)); fails=$((fails + 1))
-    echo "FAIL $1${2:+: $2}"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
+BG="" # a background nnopt, killed at exit
+on_exit() { [ -n "$BG" ] && kill -9 "$BG" 2>/dev/null; }
 
 FLAGS=(--data "$DATA" --train-limit 4000 --test-limit 500 --threads 2 --seed 7 --json)
 
@@ -221,16 +199,9 @@ compare_ckpt "kill -9 + resume vs straight run" ref.st "$CK"
 
 check_lines() {
     local why
-    if why=$(python3 - "$@" <<'EOF'
-import json, sys
-def rows(p):
-    out = []
-    for l in open(p):
-        o = json.loads(l)
-        for k in ('seconds', 'eval_seconds', 'images_per_s'):
-            o.pop(k, None)
-        out.append(o)
-    return out
+    # (an unquoted here-document, for $PY_ROWS: no other $, ` or \ below)
+    if why=$(python3 - "$@" <<EOF
+$PY_ROWS
 ref = {r['epoch']: r for r in rows(sys.argv[1])}
 seen, bad = set(), []
 for p in sys.argv[2:]:
@@ -279,5 +250,4 @@ else
         "exit $rc, $(wc -l <done.json) lines: $(head -c 200 done.err)"
 fi
 
-echo "cli_resume: $((checks - fails)) of $checks checks passed"
-[ $fails -eq 0 ]
+finish

@@ -10,32 +10,7 @@
 # `eval` of a saved checkpoint reproduces the last epoch's test accuracy; runs
 # are deterministic for a seed and --threads 2, and the seed matters.
 # Prints one PASS/FAIL line per check; exits 1 if any failed.
-set -u
-
-NN=${1:?usage: cli_train.sh <path-to-nnopt> <source-dir>}
-SRC=${2:?usage: cli_train.sh <path-to-nnopt> <source-dir>}
-NN=$(realpath "$NN") && SRC=$(realpath "$SRC") || exit 1
-[ -x "$NN" ] || { echo "FAIL $NN is not an executable"; exit 1; }
-MODEL=$SRC/models/seed_cnn.nn
-DATA=${NN_TEST_DATA:-/usr/share/datasets/fashion-mnist}
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-trap 'exit 1' INT TERM
-cd "$T" || exit 1
-
-fails=0
-checks=0
-pass() { checks=$((checks + 1)); echo "PASS $1"; }
-fail() {
-    checks=$((checks + 1)); fails=$((fails + 1))
-    echo "FAIL $1${2:+: $2}"
-}
-# check NAME COMMAND...: PASS if the command succeeds; its output is the reason otherwise.
-check() {
-    local name=$1; shift
-    local why
-    if why=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(echo "$why" | head -c 400)"; fi
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
 
 # ------------------------------------------------------------------ (a) JSON lines
 FLAGS=(--data "$DATA" --train-limit 3000 --test-limit 1000 --epochs 3 --threads 2 --seed 1)
@@ -165,26 +140,14 @@ else fail "eval (text): prints the accuracy $acc" "$(head -c 200 eval.txt)"; fi
 # ------------------------------------------------------------------ (f) determinism
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --json >f1.json 2>f1.err
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --json --seed 2 >f2.json 2>f2.err
-STRIP='
-import json, sys
-def rows(p):
-    out = []
-    for l in open(p):
-        o = json.loads(l)
-        for k in ("seconds", "eval_seconds", "images_per_s"):
-            o.pop(k, None)
-        out.append(o)
-    return out
-'
-check "same seed, --threads 2: identical JSON except timings" python3 -c "$STRIP"'
+check "same seed, --threads 2: identical JSON except timings" python3 -c "$PY_ROWS"'
 a, b = rows("a.json"), rows("f1.json")
 assert len(a) == 3 and a == b, "first run %r\nsecond run %r" % (a, b)
 '
-check "different --seed: different train_loss" python3 -c "$STRIP"'
+check "different --seed: different train_loss" python3 -c "$PY_ROWS"'
 a, b = rows("a.json"), rows("f2.json")
 assert len(b) == 3, "%d lines" % len(b)
 assert a[0]["train_loss"] != b[0]["train_loss"], "seed 1 and seed 2 both give %r" % a[0]["train_loss"]
 '
 
-echo "cli_train: $((checks - fails)) of $checks checks passed"
-[ $fails -eq 0 ]
+finish

@@ -5,33 +5,12 @@
  * Exits non-zero if any check fails.
  */
 #include "nn_internal.h"
+#include "test_util.h"
 
-#include <dirent.h>
-#include <errno.h>
-#include <math.h>
-#include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 #include <zlib.h>
 
-static int n_pass, n_fail;
-
-static void check(const char *name, int ok, const char *detail) {
-    if (ok) n_pass++;
-    else n_fail++;
-    printf("%s %s%s%s%s\n", ok ? "PASS" : "FAIL", name, detail && *detail ? "  [" : "",
-           detail ? detail : "", detail && *detail ? "]" : "");
-}
-
-/* The context's message for a failed call, nothing for a successful one. */
-static const char *err_if(const nn_ctx *ctx, nn_status st) {
-    return st == NN_OK ? NULL : nn_ctx_error(ctx);
-}
-
 /* ------------------------------------------------------------ file helpers */
-
-static char tmp_dir[64];
 
 /* "<tmp_dir>/<name>" into buf (PATH-sized). */
 static const char *tpath(char *buf, size_t size, const char *name) {
@@ -87,25 +66,6 @@ static blob make_idx(const uint32_t *words, int nwords, const uint8_t *payload, 
     return b;
 }
 
-static void remove_tree(const char *path) {
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return;
-    if (S_ISDIR(sb.st_mode)) {
-        DIR *dir = opendir(path);
-        struct dirent *e;
-        while (dir && (e = readdir(dir)) != NULL) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char child[512];
-            snprintf(child, sizeof child, "%s/%s", path, e->d_name);
-            remove_tree(child);
-        }
-        if (dir) closedir(dir);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
 /* ------------------------------------------------------------ fixtures */
 
 #define TN 5
@@ -151,7 +111,7 @@ static void expect_error(const char *name, nn_ctx *ctx, nn_status got, nn_status
              d->n == 0 && d->pixels == NULL && d->labels == NULL;
     char detail[NN_ERRMSG_SIZE + 64];
     snprintf(detail, sizeof detail, "%s: %s", nn_status_str(got), err);
-    check(name, ok, detail);
+    check_msg(ok, name, detail);
 }
 
 /* Writes good images/labels files, then `bad` under bad_name, loads the pair
@@ -164,7 +124,7 @@ static void bad_file_case(nn_ctx *ctx, const char *name, const blob *bad, int gz
     tpath(img, sizeof img, "good-images");
     tpath(lab, sizeof lab, "good-labels");
     if (write_file(badp, bad->data, bad->len, gz) != 0) {
-        check(name, 0, "cannot write test file");
+        check_msg(0, name, "cannot write test file");
         return;
     }
     nn_dataset d;
@@ -190,20 +150,18 @@ static void test_good_loads(nn_ctx *ctx) {
 
     nn_dataset d;
     nn_status st = nn_idx_load(ctx, img, lab, &d);
-    check("idx raw load", st == NN_OK && dataset_matches(&d), err_if(ctx, st));
+    check_msg(st == NN_OK && dataset_matches(&d), "idx raw load", ctx_err(ctx, st));
     nn_dataset_free(&d);
-    check("dataset_free zeroes", d.n == 0 && d.pixels == NULL && d.labels == NULL, NULL);
+    check_msg(d.n == 0 && d.pixels == NULL && d.labels == NULL, "dataset_free zeroes", NULL);
     nn_dataset_free(&d); /* twice is harmless */
     nn_dataset_free(NULL);
 
     st = nn_idx_load(ctx, imgz, labz, &d);
-    check("idx gzip load (same content)", st == NN_OK && dataset_matches(&d),
-          err_if(ctx, st));
+    check_msg(st == NN_OK && dataset_matches(&d), "idx gzip load (same content)", ctx_err(ctx, st));
     nn_dataset_free(&d);
 
     st = nn_idx_load(ctx, imgz, lab, &d);
-    check("idx gzip images + raw labels", st == NN_OK && dataset_matches(&d),
-          err_if(ctx, st));
+    check_msg(st == NN_OK && dataset_matches(&d), "idx gzip images + raw labels", ctx_err(ctx, st));
     nn_dataset_free(&d);
     free(im.data);
     free(lb.data);
@@ -216,7 +174,7 @@ static void test_large_gz(nn_ctx *ctx) {
     uint8_t *px = malloc(np);
     uint8_t *lb = malloc(n);
     if (!px || !lb) {
-        check("idx gzip load of 23 MB (chunked, growing buffer)", 0, "out of memory");
+        check_msg(0, "idx gzip load of 23 MB (chunked, growing buffer)", "out of memory");
         free(px);
         free(lb);
         return;
@@ -233,7 +191,7 @@ static void test_large_gz(nn_ctx *ctx) {
     nn_status st = wr ? NN_EIO : nn_idx_load(ctx, img, lab, &d);
     int ok = st == NN_OK && d.n == n && d.h == 28 && d.w == 28 && d.num_classes == 7 &&
              memcmp(d.pixels, px, np) == 0 && d.labels[n - 1] == (int32_t)((n - 1) % 7);
-    check("idx gzip load of 23 MB (chunked, growing buffer)", ok, err_if(ctx, st));
+    check_msg(ok, "idx gzip load of 23 MB (chunked, growing buffer)", ctx_err(ctx, st));
     if (st == NN_OK) nn_dataset_free(&d);
     free(px);
     free(lb);
@@ -346,9 +304,8 @@ static void test_bad_lengths(nn_ctx *ctx) {
     nn_status st = nn_idx_load(ctx, img, lab, &d);
     expect_error("image/label count mismatch names images file", ctx, st, NN_EFORMAT, img,
                  "5 images", &d);
-    check("image/label count mismatch names labels file",
-          strstr(nn_ctx_error(ctx), lab) != NULL && strstr(nn_ctx_error(ctx), "4 labels"),
-          NULL);
+    check_msg(strstr(nn_ctx_error(ctx), lab) != NULL && strstr(nn_ctx_error(ctx), "4 labels"),
+              "image/label count mismatch names labels file", NULL);
     free(b.data);
     free(im.data);
     free(lb.data);
@@ -412,7 +369,7 @@ static void test_bad_gzip(nn_ctx *ctx) {
         }
         nn_dataset_free(&d);
     }
-    check("gz header then random bytes (50 trials)", all_ok, NULL);
+    check_msg(all_ok, "gz header then random bytes (50 trials)", NULL);
 
     /* every prefix of the gzip file fails cleanly */
     all_ok = 1;
@@ -426,7 +383,7 @@ static void test_bad_gzip(nn_ctx *ctx) {
         }
         nn_dataset_free(&d);
     }
-    check("gz every prefix is an error", all_ok, NULL);
+    check_msg(all_ok, "gz every prefix is an error", NULL);
     free(z);
     free(im.data);
 }
@@ -458,19 +415,17 @@ static void test_load_dir(nn_ctx *ctx) {
     snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte.gz", dir);
     write_file(p, lb.data, lb.len, 1);
     st = nn_dataset_load_dir(ctx, dir, "train", &d);
-    check("load_dir finds .gz files", st == NN_OK && dataset_matches(&d), err_if(ctx, st));
+    check_msg(st == NN_OK && dataset_matches(&d), "load_dir finds .gz files", ctx_err(ctx, st));
     nn_dataset_free(&d);
     snprintf(p, sizeof p, "%s/", dir);
     st = nn_dataset_load_dir(ctx, p, "train", &d);
-    check("load_dir with trailing slash", st == NN_OK && dataset_matches(&d),
-          err_if(ctx, st));
+    check_msg(st == NN_OK && dataset_matches(&d), "load_dir with trailing slash", ctx_err(ctx, st));
     nn_dataset_free(&d);
 
     st = nn_dataset_load_dir(ctx, dir, "t10k", &d);
     snprintf(p, sizeof p, "%s/t10k-images-idx3-ubyte[.gz]: no such file", dir);
-    check("load_dir missing prefix: EIO and exact message",
-          st == NN_EIO && strcmp(nn_ctx_error(ctx), p) == 0 && d.pixels == NULL,
-          nn_ctx_error(ctx));
+    check_msg(st == NN_EIO && strcmp(nn_ctx_error(ctx), p) == 0 && d.pixels == NULL,
+              "load_dir missing prefix: EIO and exact message", nn_ctx_error(ctx));
 
     tpath(dir, sizeof dir, "dir-raw");
     mkdir(dir, 0700);
@@ -479,7 +434,7 @@ static void test_load_dir(nn_ctx *ctx) {
     snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte", dir);
     write_file(p, lb.data, lb.len, 0);
     st = nn_dataset_load_dir(ctx, dir, "t10k", &d);
-    check("load_dir finds raw files", st == NN_OK && dataset_matches(&d), err_if(ctx, st));
+    check_msg(st == NN_OK && dataset_matches(&d), "load_dir finds raw files", ctx_err(ctx, st));
     nn_dataset_free(&d);
 
     /* both present: .gz wins (the raw ones here hold 2 samples) */
@@ -496,8 +451,8 @@ static void test_load_dir(nn_ctx *ctx) {
     snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte", dir);
     write_file(p, sl.data, sl.len, 0);
     st = nn_dataset_load_dir(ctx, dir, "train", &d);
-    check("load_dir prefers .gz over raw", st == NN_OK && dataset_matches(&d),
-          err_if(ctx, st));
+    check_msg(st == NN_OK && dataset_matches(&d), "load_dir prefers .gz over raw",
+              ctx_err(ctx, st));
     nn_dataset_free(&d);
     free(si.data);
     free(sl.data);
@@ -509,9 +464,8 @@ static void test_load_dir(nn_ctx *ctx) {
     write_file(p, im.data, im.len, 1);
     st = nn_dataset_load_dir(ctx, dir, "train", &d);
     snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte[.gz]: no such file", dir);
-    check("load_dir missing labels names labels file",
-          st == NN_EIO && strcmp(nn_ctx_error(ctx), p) == 0 && d.pixels == NULL,
-          nn_ctx_error(ctx));
+    check_msg(st == NN_EIO && strcmp(nn_ctx_error(ctx), p) == 0 && d.pixels == NULL,
+              "load_dir missing labels names labels file", nn_ctx_error(ctx));
 
     /* a malformed file found by load_dir is reported under its real name */
     tpath(dir, sizeof dir, "dir-bad");
@@ -555,12 +509,11 @@ static void test_gather(void) {
         float want = ((float)p / 255.0f - norm.mean) / norm.std;
         if (memcmp(&x[p], &want, sizeof want) != 0) exact = 0;
     }
-    check("gather normalize bit-identical to (p/255 - mean)/std, all 256 values", exact, NULL);
+    check_msg(exact, "gather normalize bit-identical to (p/255 - mean)/std, all 256 values", NULL);
     char detail[96];
     snprintf(detail, sizeof detail, "x(0) = %.9g, x(255) = %.9g", x[0], x[255]);
-    check("gather normalize x(0) = -0.286/0.353, x(255) = 0.714/0.353",
-          fabs(x[0] - -0.2860 / 0.3530) < 1e-6 && fabs(x[255] - 0.7140 / 0.3530) < 1e-6,
-          detail);
+    check_msg(fabs(x[0] - -0.2860 / 0.3530) < 1e-6 && fabs(x[255] - 0.7140 / 0.3530) < 1e-6,
+              "gather normalize x(0) = -0.286/0.353, x(255) = 0.714/0.353", detail);
 
     nn_dataset_gather(&d, NULL, 0, 1, NULL, x, y);
     exact = 1;
@@ -568,7 +521,7 @@ static void test_gather(void) {
         float want = (float)p / 255.0f;
         if (memcmp(&x[p], &want, sizeof want) != 0) exact = 0;
     }
-    check("gather without norm is p/255", exact && x[0] == 0.0f && x[255] == 1.0f, NULL);
+    check_msg(exact && x[0] == 0.0f && x[255] == 1.0f, "gather without norm is p/255", NULL);
 
     int64_t idx[3] = {2, 0, 1};
     nn_dataset_gather(&d, idx, 0, 3, NULL, x, y);
@@ -576,11 +529,11 @@ static void test_gather(void) {
     for (int i = 0; i < 3; i++)
         for (int k = 0; k < 256; k++)
             if (x[i * 256 + k] != (float)d.pixels[idx[i] * 256 + k] / 255.0f) ok = 0;
-    check("gather by index list", ok, NULL);
+    check_msg(ok, "gather by index list", NULL);
     nn_dataset_gather(&d, NULL, 1, 2, NULL, x, y);
     ok = y[0] == 1 && y[1] == 2 && x[0] == (float)d.pixels[256] / 255.0f &&
          x[511] == (float)d.pixels[3 * 256 - 1] / 255.0f;
-    check("gather by range first..first+count", ok, NULL);
+    check_msg(ok, "gather by range first..first+count", NULL);
     nn_dataset_free(&d);
 }
 
@@ -597,15 +550,15 @@ static void test_permutation(void) {
     for (int i = 0; i < N; i++) {
         if (a[i] < 0 || a[i] >= N || seen[a[i]]++) ok = 0;
     }
-    check("permutation holds each of 0..n-1 once", ok, NULL);
+    check_msg(ok, "permutation holds each of 0..n-1 once", NULL);
     nn_permutation(b, N, &rng2);
-    check("permutation deterministic for a seed",
-          memcmp(a, b, sizeof a) == 0 && rng1.state == rng2.state, NULL);
+    check_msg(memcmp(a, b, sizeof a) == 0 && rng1.state == rng2.state,
+              "permutation deterministic for a seed", NULL);
     nn_permutation(b, N, &rng3);
-    check("permutation differs for another seed", memcmp(a, b, sizeof a) != 0, NULL);
+    check_msg(memcmp(a, b, sizeof a) != 0, "permutation differs for another seed", NULL);
     int moved = 0;
     for (int i = 0; i < N; i++) moved += a[i] != i;
-    check("permutation is not the identity", moved > N / 2, NULL);
+    check_msg(moved > N / 2, "permutation is not the identity", NULL);
 
     /* the exact Fisher-Yates sequence: i = n-1..1, j = below(i+1), swap */
     nn_rng_seed(&rng1, 42, 1);
@@ -616,16 +569,16 @@ static void test_permutation(void) {
         r[i] = r[j];
         r[j] = t;
     }
-    check("permutation follows the specified Fisher-Yates draws",
-          memcmp(a, r, sizeof a) == 0, NULL);
+    check_msg(memcmp(a, r, sizeof a) == 0, "permutation follows the specified Fisher-Yates draws",
+              NULL);
 
     nn_rng_seed(&rng1, 5, 0);
     nn_rng_seed(&rng2, 5, 0);
     int64_t one = -1;
     nn_permutation(&one, 1, &rng1);
     nn_permutation(NULL, 0, &rng1);
-    check("permutation n = 1 and n = 0 draw nothing",
-          one == 0 && rng1.state == rng2.state, NULL);
+    check_msg(one == 0 && rng1.state == rng2.state, "permutation n = 1 and n = 0 draw nothing",
+              NULL);
 }
 
 static void test_split_truncate(nn_ctx *ctx) {
@@ -640,7 +593,7 @@ static void test_split_truncate(nn_ctx *ctx) {
              memcmp(d.labels, orig.labels, 6 * sizeof(int32_t)) == 0 &&
              memcmp(val.labels, orig.labels + 6, 4 * sizeof(int32_t)) == 0 &&
              val.pixels != d.pixels;
-    check("split moves the last n_val samples", ok, err_if(ctx, st));
+    check_msg(ok, "split moves the last n_val samples", ctx_err(ctx, st));
     nn_dataset_free(&val);
 
     int64_t bad[3] = {0, 6, -1};
@@ -649,19 +602,18 @@ static void test_split_truncate(nn_ctx *ctx) {
         snprintf(name, sizeof name, "split n_val = %lld rejected", (long long)bad[i]);
         val.n = 99;
         st = nn_dataset_split(ctx, &d, bad[i], &val);
-        check(name,
-              st == NN_EINVAL && d.n == 6 && val.n == 0 && val.pixels == NULL &&
-                  strstr(nn_ctx_error(ctx), "expected 1..5") != NULL,
-              nn_ctx_error(ctx));
+        check_msg(st == NN_EINVAL && d.n == 6 && val.n == 0 && val.pixels == NULL &&
+                      strstr(nn_ctx_error(ctx), "expected 1..5") != NULL,
+                  name, nn_ctx_error(ctx));
     }
 
     nn_dataset_truncate(&d, 100);
-    check("truncate above n keeps everything", d.n == 6, NULL);
+    check_msg(d.n == 6, "truncate above n keeps everything", NULL);
     nn_dataset_truncate(&d, 2);
     ok = d.n == 2 && memcmp(d.pixels, orig.pixels, 2 * 6) == 0 && d.labels[1] == 1;
-    check("truncate keeps the first n", ok, NULL);
+    check_msg(ok, "truncate keeps the first n", NULL);
     nn_dataset_truncate(&d, 0);
-    check("truncate to 0", d.n == 0, NULL);
+    check_msg(d.n == 0, "truncate to 0", NULL);
     nn_dataset_free(&d);
     nn_dataset_free(&orig);
 }
@@ -701,7 +653,7 @@ static void test_fashion_mnist(nn_ctx *ctx) {
                  prefix[s], (long long)count[s]);
         snprintf(detail, sizeof detail, "%.3f s%s%s", dt, st ? ", " : "",
                  st ? nn_ctx_error(ctx) : "");
-        check(name, ok, detail);
+        check_msg(ok, name, detail);
         nn_dataset_free(&d);
     }
 }
@@ -712,12 +664,7 @@ int main(void) {
         fprintf(stderr, "nn_ctx_new failed\n");
         return 1;
     }
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/nnopt_test_data_XXXXXX");
-    if (!mkdtemp(tmp_dir)) {
-        fprintf(stderr, "mkdtemp: %s\n", strerror(errno));
-        nn_ctx_free(ctx);
-        return 1;
-    }
+    tmp_dir_create("data");
     test_good_loads(ctx);
     test_large_gz(ctx);
     test_bad_headers(ctx);
@@ -731,6 +678,5 @@ int main(void) {
     test_fashion_mnist(ctx);
     remove_tree(tmp_dir);
     nn_ctx_free(ctx);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return test_summary();
 }

@@ -11,83 +11,9 @@
  * Exits non-zero if any check fails.
  */
 #include "ops/ops.h"
+#include "test_util.h"
 
-#include <ctype.h>
-#include <math.h>
-#include <stdarg.h>
-#include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <unistd.h>
-
-#ifndef NN_SOURCE_DIR
-#define NN_SOURCE_DIR "."
-#endif
-
-static int n_pass, n_fail;
-
-static void check(int ok, const char *name, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static void check(int ok, const char *name, const char *fmt, ...) {
-    char detail[768] = "";
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(detail, sizeof detail, fmt, ap);
-        va_end(ap);
-    }
-    if (ok) n_pass++;
-    else n_fail++;
-    printf("%s %s%s%s%s\n", ok ? "PASS" : "FAIL", name, *detail ? "  [" : "", detail,
-           *detail ? "]" : "");
-}
-
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_model: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-/* Case-insensitive substring test. */
-static int contains(const char *hay, const char *needle) {
-    size_t n = strlen(needle);
-    for (; *hay; hay++) {
-        size_t i = 0;
-        while (i < n && hay[i] &&
-               tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i]))
-            i++;
-        if (i == n) return 1;
-    }
-    return n == 0;
-}
-
-static const char *const SEED_MODEL = "input shape=1x28x28\n"
-                                      "conv2d name=conv1 out=16 kernel=3 pad=1\n"
-                                      "relu\n"
-                                      "maxpool size=2\n"
-                                      "conv2d name=conv2 out=32 kernel=3 pad=1\n"
-                                      "relu\n"
-                                      "maxpool size=2\n"
-                                      "flatten\n"
-                                      "linear name=fc1 out=128\n"
-                                      "relu\n"
-                                      "linear name=fc2 out=10\n"
-                                      "softmax_ce\n";
-
-static int shape_is(const nn_shape *s, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
-    const int64_t d[4] = {d0, d1, d2, d3};
-    if (s->ndim != ndim) return 0;
-    for (int i = 0; i < ndim; i++)
-        if (s->dim[i] != d[i]) return 0;
-    return 1;
-}
 
 /* ------------------------------------------------------------ the seed model */
 
@@ -426,16 +352,6 @@ static void test_bad_models(nn_ctx *ctx) {
 
 /* ------------------------------------------------------------ files */
 
-static char tmp_dir[64];
-
-static void write_text(const char *path, const void *data, size_t len) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0) {
-        fprintf(stderr, "test_model: cannot write %s\n", path);
-        exit(2);
-    }
-}
-
 static void test_load(nn_ctx *ctx) {
     char path[256];
     nn_net *net = NULL;
@@ -447,7 +363,7 @@ static void test_load(nn_ctx *ctx) {
           nn_ctx_error(ctx));
 
     snprintf(path, sizeof path, "%s/seed.nn", tmp_dir);
-    write_text(path, SEED_MODEL, strlen(SEED_MODEL));
+    write_bytes(path, SEED_MODEL, strlen(SEED_MODEL));
     st = nn_net_load(ctx, path, &net);
     check(st == NN_OK && net && nn_net_num_params(net) == 206922,
           "nn_net_load of the seed model file", "%s", st ? nn_ctx_error(ctx) : "");
@@ -462,7 +378,7 @@ static void test_load(nn_ctx *ctx) {
 
     snprintf(path, sizeof path, "%s/bad.nn", tmp_dir);
     const char *bad = HDR "conv2d out=4 kernel=3 pad=-1\n" TAIL;
-    write_text(path, bad, strlen(bad));
+    write_bytes(path, bad, strlen(bad));
     char where[300];
     snprintf(where, sizeof where, "%s:2:", path);
     st = nn_net_load(ctx, path, &net);
@@ -471,14 +387,14 @@ static void test_load(nn_ctx *ctx) {
 
     snprintf(path, sizeof path, "%s/nul.nn", tmp_dir);
     const char nul[] = "input shape=1x28x28\nre\0lu\n" TAIL;
-    write_text(path, nul, sizeof nul - 1);
+    write_bytes(path, nul, sizeof nul - 1);
     st = nn_net_load(ctx, path, &net);
     check(st != NN_OK && net == NULL && contains(nn_ctx_error(ctx), path),
           "nn_net_load of a file with a NUL byte fails naming the path", "status %d: %s",
           (int)st, nn_ctx_error(ctx));
 
     snprintf(path, sizeof path, "%s/empty.nn", tmp_dir);
-    write_text(path, "", 0);
+    write_bytes(path, "", 0);
     st = nn_net_load(ctx, path, &net);
     check(st != NN_OK && net == NULL && contains(nn_ctx_error(ctx), path),
           "nn_net_load of an empty file fails naming the path", "status %d: %s", (int)st,
@@ -738,18 +654,6 @@ static double ref_run(const nn_net *net, const float *x, const int32_t *labels, 
     return loss;
 }
 
-/* Same measure as test_ops: max |a - b| / (s + |b|), s = max(1, max |b|). */
-static double max_err(const float *a, const double *b, size_t n) {
-    double s = 1.0, e = 0.0;
-    for (size_t j = 0; j < n; j++) s = fmax(s, fabs(b[j]));
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        double d = fabs((double)a[i] - b[i]) / (s + fabs(b[i]));
-        if (d > e) e = d;
-    }
-    return e;
-}
-
 static void graph_vs_ref(const char *what, const char *text, nn_ctx *const ctxs[2]) {
     for (int t = 0; t < 2; t++) {
         char name[200];
@@ -898,11 +802,7 @@ int main(void) {
     nn_ctx *ctx1 = nn_ctx_new(1), *ctx2 = nn_ctx_new(2);
     if (!ctx1 || !ctx2) return 2;
     nn_ctx *const ctxs[2] = {ctx1, ctx2};
-    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/nnopt_test_model_XXXXXX");
-    if (!mkdtemp(tmp_dir)) {
-        fprintf(stderr, "test_model: mkdtemp failed\n");
-        return 2;
-    }
+    tmp_dir_create("model");
 
     test_seed_model(ctx1);
     test_auto_param_names(ctx1);
@@ -912,9 +812,8 @@ int main(void) {
     test_init(ctx1);
     test_graphs(ctxs);
 
-    rmdir(tmp_dir);
+    remove_tree(tmp_dir);
     nn_ctx_free(ctx1);
     nn_ctx_free(ctx2);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return test_summary();
 }

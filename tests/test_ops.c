@@ -11,32 +11,7 @@
  * to write fails the comparison). Exits non-zero if any check fails.
  */
 #include "ops/ops.h"
-
-#include <math.h>
-#include <stdarg.h>
-#include <string.h>
-
-static int n_pass, n_fail;
-
-static void check(int ok, const char *name, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static void check(int ok, const char *name, const char *fmt, ...) {
-    char detail[512] = "";
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(detail, sizeof detail, fmt, ap);
-        va_end(ap);
-    }
-    if (ok) n_pass++;
-    else n_fail++;
-    printf("%s %s%s%s%s\n", ok ? "PASS" : "FAIL", name, *detail ? "  [" : "", detail,
-           *detail ? "]" : "");
-}
+#include "test_util.h"
 
 /* Fast float vs double reference: |a - b| <= FAST_TOL * (s + |b|) where s is
  * the largest |b| of the tensor (at least 1), i.e. float rounding relative to
@@ -47,15 +22,6 @@ static void check(int ok, const char *name, const char *fmt, ...) {
 #define FD_EPS 1e-6
 
 /* ------------------------------------------------------------ helpers */
-
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "test_ops: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
 
 static float *fvec(size_t n) { return xmalloc(n * sizeof(float)); }
 static double *dvec(size_t n) { return xmalloc(n * sizeof(double)); }
@@ -87,19 +53,6 @@ static double *to_d(const float *v, size_t n) {
     double *d = dvec(n);
     for (size_t i = 0; i < n; i++) d[i] = v[i];
     return d;
-}
-
-/* max_i |a_i - b_i| / (s + |b_i|), s = max(1, max_j |b_j|); INFINITY if a
- * holds a NaN or Inf. */
-static double max_err(const float *a, const double *b, size_t n) {
-    double s = 1.0, e = 0.0;
-    for (size_t j = 0; j < n; j++) s = fmax(s, fabs(b[j]));
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        double d = fabs((double)a[i] - b[i]) / (s + fabs(b[i]));
-        if (d > e) e = d;
-    }
-    return e;
 }
 
 static double max_abs(const double *v, size_t n) {
@@ -1137,6 +1090,5 @@ int main(void) {
 
     nn_ctx_free(ctx1);
     nn_ctx_free(ctx2);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return test_summary();
 }

@@ -14,15 +14,7 @@
  * "data" lines, which separates a hash/layout problem from a training one.
  */
 #include "nnopt.h"
-
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#ifndef NN_SOURCE_DIR
-#define NN_SOURCE_DIR "."
-#endif
+#include "test_util.h"
 
 #define FIXTURE_PATH NN_SOURCE_DIR "/tests/fixtures/seed_sgd_parity.txt"
 
@@ -34,20 +26,6 @@ static const double SUM_TOL = 1e-3;    /* relative to abssum: a sum may be near 
 static const double ABSSUM_RTOL = 1e-4;
 static const double FIRST_RTOL = 1e-4;
 static const double FIRST_ATOL = 1e-6;
-
-static const char *const MODEL_TEXT =
-    "input shape=1x28x28\n"
-    "conv2d name=conv1 out=16 kernel=3 pad=1\n"
-    "relu\n"
-    "maxpool size=2\n"
-    "conv2d name=conv2 out=32 kernel=3 pad=1\n"
-    "relu\n"
-    "maxpool size=2\n"
-    "flatten\n"
-    "linear name=fc1 out=128\n"
-    "relu\n"
-    "linear name=fc2 out=10\n"
-    "softmax_ce\n";
 
 /* Parameter tensors in stream order: tensor i uses hash stream i + 1. */
 static const char *const PARAM_NAMES[NUM_TENSORS] = {
@@ -313,7 +291,7 @@ static int run_parity(int threads, const fixture *fx, run_result *res)
     }
     printf("-- %d thread(s) (nn_ctx_threads = %d)\n", threads, nn_ctx_threads(ctx));
 
-    nn_status st = nn_net_parse(ctx, MODEL_TEXT, "test_parity:model", &net);
+    nn_status st = nn_net_parse(ctx, SEED_MODEL, "test_parity:model", &net);
     if (st == NN_OK)
         st = nn_net_plan(net, BATCH);
     if (st != NN_OK) {
@@ -324,7 +302,8 @@ static int run_parity(int threads, const fixture *fx, run_result *res)
     if (!set_params(net, fx))
         goto out;
 
-    const nn_optim_config cfg = {NN_OPTIM_SGD, 0.01f, 0.9f, 0.0f, 5e-4f, 0};
+    const nn_optim_config cfg = {.kind = NN_OPTIM_SGD, .lr = 0.01f, .momentum = 0.9f,
+                                 .dampening = 0.0f, .weight_decay = 5e-4f, .nesterov = 0};
     st = nn_optim_new(ctx, &cfg, nn_net_num_params(net), &opt);
     if (st != NN_OK) {
         failures++;

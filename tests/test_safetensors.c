@@ -5,20 +5,13 @@
  * state). Exits non-zero on any failure.
  */
 #include "nnopt.h"
+#include "test_util.h"
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <math.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 static int g_checks, g_failures;
 
-static void check(int ok, const char *file, int line, const char *fmt, ...) {
+static void check_at(int ok, const char *file, int line, const char *fmt, ...) {
     va_list ap;
     g_checks++;
     if (!ok) g_failures++;
@@ -29,29 +22,7 @@ static void check(int ok, const char *file, int line, const char *fmt, ...) {
     if (!ok) printf("  (%s:%d)", file, line);
     printf("\n");
 }
-#define CHECK(cond, ...) check(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
-
-static char g_dir[64];
-
-/* The context's message when s is a failure, "" otherwise (it may be stale). */
-static const char *why(nn_status s, nn_ctx *ctx) { return s == NN_OK ? "" : nn_ctx_error(ctx); }
-
-/* g_dir/name in a static ring of buffers, so a few can be live at once. */
-static const char *tmp_path(const char *name) {
-    static char bufs[8][256];
-    static int next;
-    char *b = bufs[next++ % 8];
-    snprintf(b, sizeof bufs[0], "%s/%s", g_dir, name);
-    return b;
-}
-
-static void write_bytes(const char *path, const void *bytes, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(bytes, 1, n, f) != n || fclose(f) != 0) {
-        fprintf(stderr, "cannot write %s\n", path);
-        exit(2);
-    }
-}
+#define CHECK(cond, ...) check_at(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
 
 /* A safetensors file: 8-byte length of header, header text, then data_len
  * bytes 0, 1, 2, ... */
@@ -84,28 +55,6 @@ static int count_dir_entries(const char *dir) {
         if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
     closedir(d);
     return n;
-}
-
-static void remove_dir_contents(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    if (!d) return;
-    while ((e = readdir(d))) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-}
-
-static int shape_is(const nn_shape *s, int ndim, int64_t d0, int64_t d1, int64_t d2,
-                    int64_t d3) {
-    const int64_t d[4] = {d0, d1, d2, d3};
-    if (s->ndim != ndim) return 0;
-    for (int i = 0; i < ndim; i++)
-        if (s->dim[i] != d[i]) return 0;
-    return 1;
 }
 
 /* Opens path expecting failure with status want and a message naming path. */
@@ -149,7 +98,7 @@ static void test_round_trip(nn_ctx *ctx) {
     const char *path = tmp_path("round.safetensors");
 
     nn_status s = nn_safetensors_write(ctx, path, t, 5, keys, vals, 2);
-    CHECK(s == NN_OK, "write 5 tensors and 2 metadata entries: %s", why(s, ctx));
+    CHECK(s == NN_OK, "write 5 tensors and 2 metadata entries: %s", ctx_err(ctx, s));
 
     /* raw layout: header length, JSON starting '{', data 8-byte aligned */
     FILE *fp = fopen(path, "rb");
@@ -170,7 +119,7 @@ static void test_round_trip(nn_ctx *ctx) {
 
     nn_st_file *f = NULL;
     s = nn_safetensors_open(ctx, path, &f);
-    CHECK(s == NN_OK && f, "open round-trip file: %s", why(s, ctx));
+    CHECK(s == NN_OK && f, "open round-trip file: %s", ctx_err(ctx, s));
     if (!f) return;
     CHECK(nn_safetensors_count(f) == 5, "5 tensors read back");
     int order_ok = 1, shapes_ok = 1;
@@ -210,16 +159,16 @@ static void test_atomic_write(nn_ctx *ctx) {
     float v[3] = {1, 2, 3};
     nn_st_tensor t = {"v", {1, {3}}, v};
     const char *path = tmp_path("atomic.safetensors");
-    int before = count_dir_entries(g_dir);
+    int before = count_dir_entries(tmp_dir);
     nn_status s = nn_safetensors_write(ctx, path, &t, 1, NULL, NULL, 0);
-    CHECK(s == NN_OK && count_dir_entries(g_dir) == before + 1,
+    CHECK(s == NN_OK && count_dir_entries(tmp_dir) == before + 1,
           "write adds exactly one file to the directory (no temp file left)");
     v[0] = 7;
     s = nn_safetensors_write(ctx, path, &t, 1, NULL, NULL, 0);
     nn_st_file *f = NULL;
     if (s == NN_OK) s = nn_safetensors_open(ctx, path, &f);
     CHECK(s == NN_OK && f && nn_safetensors_get(f, 0)->data[0] == 7.0f &&
-              count_dir_entries(g_dir) == before + 1,
+              count_dir_entries(tmp_dir) == before + 1,
           "overwrite replaces the file and leaves no temp file");
     nn_safetensors_close(f);
     unlink(path);
@@ -233,11 +182,11 @@ static void test_atomic_write(nn_ctx *ctx) {
     /* target is a directory: the rename fails and the temp file is removed */
     const char *dirpath = tmp_path("a-directory");
     mkdir(dirpath, 0700);
-    before = count_dir_entries(g_dir);
+    before = count_dir_entries(tmp_dir);
     nn_ctx_clear_error(ctx);
     s = nn_safetensors_write(ctx, dirpath, &t, 1, NULL, NULL, 0);
     CHECK(s == NN_EIO && strstr(nn_ctx_error(ctx), dirpath) &&
-              count_dir_entries(g_dir) == before,
+              count_dir_entries(tmp_dir) == before,
           "failed rename removes the temp file: %s", nn_ctx_error(ctx));
     rmdir(dirpath);
 
@@ -387,7 +336,7 @@ static void test_hostile_files(nn_ctx *ctx) {
 
     expect_open_fail(ctx, "nonexistent file", tmp_path("does-not-exist.safetensors"), NN_EIO,
                      NULL);
-    expect_open_fail(ctx, "a directory", g_dir, NN_EIO, NULL);
+    expect_open_fail(ctx, "a directory", tmp_dir, NN_EIO, NULL);
     unlink(p);
 }
 
@@ -411,7 +360,7 @@ static void test_unusual_valid_files(nn_ctx *ctx) {
     CHECK(s == NN_OK && u && ((uintptr_t)u->data % 4) == 0 && u->data[0] == 1.5f &&
               nn_safetensors_count(f) == 2,
           "misaligned offset and an empty tensor inside the data are accepted: %s",
-          why(s, ctx));
+          ctx_err(ctx, s));
     nn_safetensors_close(f);
 
     /* header padded with trailing spaces and unknown top-level metadata */
@@ -423,7 +372,7 @@ static void test_unusual_valid_files(nn_ctx *ctx) {
     s = nn_safetensors_open(ctx, p, &f);
     CHECK(s == NN_OK && f && nn_safetensors_count(f) == 1 &&
               nn_safetensors_meta(f, "format") == NULL,
-          "space padding and empty metadata accepted: %s", why(s, ctx));
+          "space padding and empty metadata accepted: %s", ctx_err(ctx, s));
     nn_safetensors_close(f);
     unlink(p);
 }
@@ -491,20 +440,6 @@ static void test_mutations(nn_ctx *ctx) {
 }
 
 /* ------------------------------------------------------------------ checkpoints */
-
-static const char *SEED_MODEL =
-    "input shape=1x28x28\n"
-    "conv2d name=conv1 out=16 kernel=3 pad=1\n"
-    "relu\n"
-    "maxpool size=2\n"
-    "conv2d name=conv2 out=32 kernel=3 pad=1\n"
-    "relu\n"
-    "maxpool size=2\n"
-    "flatten\n"
-    "linear name=fc1 out=128\n"
-    "relu\n"
-    "linear name=fc2 out=10\n"
-    "softmax_ce\n";
 
 static nn_net *seed_net(nn_ctx *ctx, uint64_t seed) {
     nn_net *net = NULL;
@@ -613,12 +548,12 @@ static void test_checkpoint_weights(nn_ctx *ctx) {
                 {"fc2.weight", 2, {10, 128}},       {"fc2.bias", 1, {10}}};
     const char *path = tmp_path("weights.safetensors");
     nn_status s = nn_checkpoint_save(ctx, path, a, NULL, NULL);
-    CHECK(s == NN_OK, "save seed-model weights: %s", why(s, ctx));
+    CHECK(s == NN_OK, "save seed-model weights: %s", ctx_err(ctx, s));
 
     nn_st_file *f = NULL;
     s = nn_safetensors_open(ctx, path, &f);
     CHECK(s == NN_OK && f && nn_safetensors_count(f) == 8, "weights file holds 8 tensors: %s",
-          why(s, ctx));
+          ctx_err(ctx, s));
     if (f) {
         int names_ok = nn_safetensors_count(f) == 8;
         for (int i = 0; names_ok && i < 8; i++) {
@@ -641,7 +576,7 @@ static void test_checkpoint_weights(nn_ctx *ctx) {
     CHECK(!params_equal(a, b), "two seeds give different parameters");
     s = nn_checkpoint_load(ctx, path, b, NULL, NULL);
     CHECK(s == NN_OK && params_equal(a, b), "load restores parameters bit-identically: %s",
-          why(s, ctx));
+          ctx_err(ctx, s));
 
     nn_net *c = seed_net(ctx, 3);
     const char *bad = tmp_path("bad-ckpt.safetensors");
@@ -659,7 +594,8 @@ static void test_checkpoint_weights(nn_ctx *ctx) {
     expect_load_fail(ctx, "that does not exist", tmp_path("none.safetensors"), c, NULL, NULL,
                      "cannot open");
 
-    nn_optim_config cfg = {NN_OPTIM_SGD, 0.01f, 0.9f, 0.0f, 0.0f, 0};
+    nn_optim_config cfg = {.kind = NN_OPTIM_SGD, .lr = 0.01f, .momentum = 0.9f,
+                           .dampening = 0.0f, .weight_decay = 0.0f, .nesterov = 0};
     nn_optimizer *opt = NULL;
     if (nn_optim_new(ctx, &cfg, nn_net_num_params(c), &opt) == NN_OK) {
         expect_load_fail(ctx, "without optimizer state, loaded for resume", path, c, opt, NULL,
@@ -678,7 +614,8 @@ static void test_checkpoint_weights(nn_ctx *ctx) {
 
 static void test_checkpoint_resume(nn_ctx *ctx) {
     nn_net *a = seed_net(ctx, 11), *b = seed_net(ctx, 12);
-    nn_optim_config cfg = {NN_OPTIM_SGD, 0.01f, 0.9f, 0.0f, 0.0f, 0};
+    nn_optim_config cfg = {.kind = NN_OPTIM_SGD, .lr = 0.01f, .momentum = 0.9f,
+                           .dampening = 0.0f, .weight_decay = 0.0f, .nesterov = 0};
     nn_optimizer *oa = NULL, *ob = NULL;
     if (!a || !b || nn_optim_new(ctx, &cfg, nn_net_num_params(a), &oa) != NN_OK ||
         nn_optim_new(ctx, &cfg, nn_net_num_params(b), &ob) != NN_OK) {
@@ -698,12 +635,12 @@ static void test_checkpoint_resume(nn_ctx *ctx) {
               !strcmp(nn_safetensors_meta(f, "optimizer_steps"), "0") &&
               !strcmp(nn_safetensors_meta(f, "optimizer"), "sgd"),
           "optimizer with 0 steps: no state tensors, optimizer_steps \"0\": %s",
-          why(s, ctx));
+          ctx_err(ctx, s));
     nn_safetensors_close(f);
     nn_optim_set_steps(ob, 5);
     s = nn_checkpoint_load(ctx, path, b, ob, NULL);
     CHECK(s == NN_OK && nn_optim_steps(ob) == 0, "loading it sets the step count to 0: %s",
-          why(s, ctx));
+          ctx_err(ctx, s));
 
     /* steps 7 with a recognizable momentum buffer */
     nn_optim_set_steps(oa, 7);
@@ -724,7 +661,7 @@ static void test_checkpoint_resume(nn_ctx *ctx) {
     nn_rng_seed(&sa.rng, 5, 9);
     nn_rng_u32(&sa.rng);
     s = nn_checkpoint_save(ctx, path, a, oa, &sa);
-    CHECK(s == NN_OK, "save resume checkpoint: %s", why(s, ctx));
+    CHECK(s == NN_OK, "save resume checkpoint: %s", ctx_err(ctx, s));
 
     f = NULL;
     if (nn_safetensors_open(ctx, path, &f) == NN_OK) {
@@ -747,7 +684,7 @@ static void test_checkpoint_resume(nn_ctx *ctx) {
     memset(&sb, 0xab, sizeof sb);
     s = nn_checkpoint_load(ctx, path, b, ob, &sb);
     float *mb = nn_optim_state(ob, 0, NULL);
-    CHECK(s == NN_OK, "load resume checkpoint: %s", why(s, ctx));
+    CHECK(s == NN_OK, "load resume checkpoint: %s", ctx_err(ctx, s));
     CHECK(params_equal(a, b), "params bit-identical after resume");
     CHECK(mb && memcmp(ma, mb, n * sizeof(float)) == 0, "momentum buffer bit-identical");
     CHECK(nn_optim_steps(ob) == 7, "optimizer steps restored (%lld)",
@@ -768,7 +705,7 @@ static void test_checkpoint_resume(nn_ctx *ctx) {
     if (c) {
         s = nn_checkpoint_load(ctx, path, c, NULL, NULL);
         CHECK(s == NN_OK && params_equal(a, c), "resume checkpoint loads as weights only: %s",
-              why(s, ctx));
+              ctx_err(ctx, s));
         nn_net_free(c);
     }
 
@@ -806,7 +743,8 @@ static void test_checkpoint_resume(nn_ctx *ctx) {
     unlink(p2);
 
     /* an optimizer without momentum has no state, so the momentum tensors are unexpected */
-    nn_optim_config plain = {NN_OPTIM_SGD, 0.01f, 0.0f, 0.0f, 0.0f, 0};
+    nn_optim_config plain = {.kind = NN_OPTIM_SGD, .lr = 0.01f, .momentum = 0.0f,
+                             .dampening = 0.0f, .weight_decay = 0.0f, .nesterov = 0};
     nn_optimizer *op = NULL;
     if (nn_optim_new(ctx, &plain, n, &op) == NN_OK) {
         expect_load_fail(ctx, "with momentum, loaded into momentum-free SGD", path, b, op, NULL,
@@ -823,11 +761,7 @@ out:
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/nnopt_test_st_XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        return 2;
-    }
+    tmp_dir_create("st");
     nn_ctx *ctx = nn_ctx_new(1);
     if (!ctx) return 2;
 
@@ -840,8 +774,7 @@ int main(void) {
     test_checkpoint_resume(ctx);
 
     nn_ctx_free(ctx);
-    remove_dir_contents(g_dir);
-    rmdir(g_dir);
+    remove_tree(tmp_dir);
     printf("%d checks, %d failed\n", g_checks, g_failures);
     return g_failures ? 1 : 0;
 }

@@ -1,0 +1,194 @@
+/*
+ * test_util.h - helpers shared by the tests/test_*.c binaries: the PASS/FAIL
+ * reporter and its counters, allocation and string helpers, the seed CNN's
+ * model text, tensor-comparison and shape helpers, and a per-binary temporary
+ * directory.
+ *
+ * Header-only: every helper is static and marked TU_UNUSED, so a test that
+ * includes this file and uses only part of it compiles without warnings.
+ * Include it once, from the test's .c file, after the project headers.
+ */
+#ifndef NN_TEST_UTIL_H
+#define NN_TEST_UTIL_H
+
+#include "nnopt.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef NN_SOURCE_DIR
+#define NN_SOURCE_DIR "."
+#endif
+
+#if defined(__GNUC__)
+#define TU_UNUSED __attribute__((unused))
+#define TU_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define TU_UNUSED
+#define TU_PRINTF(fmt, args)
+#endif
+
+/* ------------------------------------------------------------ reporting */
+
+static int n_pass TU_UNUSED, n_fail TU_UNUSED;
+
+/* Counts one check and prints "PASS name" or "FAIL name", followed by
+ * "  [detail]" when detail is neither NULL nor empty. */
+static TU_UNUSED void check_msg(int ok, const char *name, const char *detail) {
+    if (ok) n_pass++;
+    else n_fail++;
+    printf("%s %s%s%s%s\n", ok ? "PASS" : "FAIL", name, detail && *detail ? "  [" : "",
+           detail ? detail : "", detail && *detail ? "]" : "");
+}
+
+/* check_msg with a printf-formatted detail; fmt may be NULL for none. */
+static TU_UNUSED TU_PRINTF(3, 4) void check(int ok, const char *name, const char *fmt, ...) {
+    char detail[768] = "";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(detail, sizeof detail, fmt, ap);
+        va_end(ap);
+    }
+    check_msg(ok, name, detail);
+}
+
+/* Prints the final "N passed, M failed" line; returns the exit status. */
+static TU_UNUSED int test_summary(void) {
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
+
+/* The context's message when st is a failure, "" otherwise. */
+static TU_UNUSED const char *ctx_err(const nn_ctx *ctx, nn_status st) {
+    return st == NN_OK ? "" : nn_ctx_error(ctx);
+}
+
+/* ------------------------------------------------------------ memory, strings */
+
+/* malloc that exits with status 2 when out of memory; 0 bytes gives a valid
+ * pointer. */
+static TU_UNUSED void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", bytes);
+        exit(2);
+    }
+    return p;
+}
+
+/* Case-insensitive substring test. */
+static TU_UNUSED int contains(const char *hay, const char *needle) {
+    size_t n = strlen(needle);
+    for (; *hay; hay++) {
+        size_t i = 0;
+        while (i < n && hay[i] &&
+               tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i]))
+            i++;
+        if (i == n) return 1;
+    }
+    return n == 0;
+}
+
+/* ------------------------------------------------------------ models, tensors */
+
+/* The seed CNN (models/seed_cnn.nn without its comments and alignment). */
+static const char *const SEED_MODEL TU_UNUSED = "input shape=1x28x28\n"
+                                                "conv2d name=conv1 out=16 kernel=3 pad=1\n"
+                                                "relu\n"
+                                                "maxpool size=2\n"
+                                                "conv2d name=conv2 out=32 kernel=3 pad=1\n"
+                                                "relu\n"
+                                                "maxpool size=2\n"
+                                                "flatten\n"
+                                                "linear name=fc1 out=128\n"
+                                                "relu\n"
+                                                "linear name=fc2 out=10\n"
+                                                "softmax_ce\n";
+
+/* s has ndim dimensions d0, d1, ... (the unused trailing ones are ignored). */
+static TU_UNUSED int shape_is(const nn_shape *s, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                              int64_t d3) {
+    const int64_t d[4] = {d0, d1, d2, d3};
+    if (s->ndim != ndim) return 0;
+    for (int i = 0; i < ndim; i++)
+        if (s->dim[i] != d[i]) return 0;
+    return 1;
+}
+
+/* Fast float vs double reference: max_i |a_i - b_i| / (s + |b_i|) with
+ * s = max(1, max_j |b_j|), i.e. float rounding relative to the tensor's
+ * magnitude; INFINITY if a holds a NaN or Inf. */
+static TU_UNUSED double max_err(const float *a, const double *b, size_t n) {
+    double s = 1.0, e = 0.0;
+    for (size_t j = 0; j < n; j++) s = fmax(s, fabs(b[j]));
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        double d = fabs((double)a[i] - b[i]) / (s + fabs(b[i]));
+        if (d > e) e = d;
+    }
+    return e;
+}
+
+/* ------------------------------------------------------------ files */
+
+/* The binary's temporary directory, set by tmp_dir_create. */
+static char tmp_dir[64] TU_UNUSED;
+
+/* Creates a fresh /tmp/nnopt_test_<tag>_XXXXXX as tmp_dir; exits with status
+ * 2 if it cannot. */
+static TU_UNUSED void tmp_dir_create(const char *tag) {
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/nnopt_test_%s_XXXXXX", tag);
+    if (!mkdtemp(tmp_dir)) {
+        fprintf(stderr, "mkdtemp %s: %s\n", tmp_dir, strerror(errno));
+        exit(2);
+    }
+}
+
+/* "<tmp_dir>/<name>" in a static ring of buffers, so a few can be live at once. */
+static TU_UNUSED const char *tmp_path(const char *name) {
+    static char bufs[8][256];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/%s", tmp_dir, name);
+    return b;
+}
+
+/* Removes path: a file, or a directory with everything below it. */
+static TU_UNUSED void remove_tree(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return;
+    if (S_ISDIR(sb.st_mode)) {
+        DIR *dir = opendir(path);
+        struct dirent *e;
+        while (dir && (e = readdir(dir)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char child[512];
+            snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+            remove_tree(child);
+        }
+        if (dir) closedir(dir);
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+/* Writes n bytes to path (replacing it); exits with status 2 on failure. */
+static TU_UNUSED void write_bytes(const char *path, const void *bytes, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(bytes, 1, n, f) != n || fclose(f) != 0) {
+        fprintf(stderr, "cannot write %s\n", path);
+        exit(2);
+    }
+}
+
+#endif /* NN_TEST_UTIL_H */
