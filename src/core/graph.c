@@ -401,3 +401,14 @@ void nn_net_set_hook(nn_net *net, nn_layer_hook hook, void *user) {
 }
 
 double nn_wall_time(void) { return omp_get_wtime(); }
+
+nn_status nn_net_set_label_smoothing(nn_net *net, float eps) {
+    if (!(eps >= 0.0f && eps <= 1.0f))
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: label smoothing must be in [0, 1], got %g",
+                           net->source, eps);
+    if (net->loss_node < 0)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: model has no loss layer to smooth",
+                           net->source);
+    net->nodes[net->loss_node].d.loss.smoothing = eps;
+    return NN_OK;
+}

@@ -46,6 +46,7 @@ typedef struct {
 
 typedef struct {
     int classes;
+    float smoothing;    /* label smoothing eps in [0, 1]; 0 = plain cross-entropy */
 } nn_loss_desc;
 
 typedef struct nn_node {

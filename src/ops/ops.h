@@ -55,7 +55,16 @@ void nn_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
                         const float *x, const float *w, const nn_linear_desc *d, int n, float *ws,
                         nn_ctx *ctx);
 
-/* softmax cross-entropy, mean over the batch: logits (N, classes), prob (N, classes) */
+/* softmax cross-entropy, mean over the batch: logits (N, classes), prob (N, classes),
+ * labels (N) in [0, classes). With label smoothing eps in [0, 1] (PyTorch's
+ * CrossEntropyLoss(label_smoothing=eps)):
+ *   loss = mean_i [(1 - eps) (-log prob[i, y_i]) + eps mean_c (-log prob[i, c])]
+ *   dlogits = (prob - ((1 - eps) onehot(y) + eps / classes)) / N
+ * The plain forms are the smooth ones with eps = 0, bit for bit. */
+float nn_softmax_ce_forward_smooth(float *prob, const float *logits, const int32_t *labels,
+                                   int classes, float smoothing, int n);
+void nn_softmax_ce_backward_smooth(float *dlogits, const float *prob, const int32_t *labels,
+                                   int classes, float smoothing, int n);
 float nn_softmax_ce_forward(float *prob, const float *logits, const int32_t *labels, int classes,
                             int n);
 void nn_softmax_ce_backward(float *dlogits, const float *prob, const int32_t *labels,
@@ -75,6 +84,11 @@ void nn_ref_linear_forward(double *y, const double *x, const double *w, const do
                            const nn_linear_desc *d, int n);
 void nn_ref_linear_backward(double *dx, double *dw, double *db, const double *dy,
                             const double *x, const double *w, const nn_linear_desc *d, int n);
+double nn_ref_softmax_ce_forward_smooth(const double *logits, const int32_t *labels, int classes,
+                                        double smoothing, int n);
+void nn_ref_softmax_ce_backward_smooth(double *dlogits, const double *logits,
+                                       const int32_t *labels, int classes, double smoothing,
+                                       int n);
 double nn_ref_softmax_ce_forward(const double *logits, const int32_t *labels, int classes, int n);
 void nn_ref_softmax_ce_backward(double *dlogits, const double *logits, const int32_t *labels,
                                 int classes, int n);
