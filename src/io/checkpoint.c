@@ -6,8 +6,11 @@
  * loads into torch with safetensors.torch.load_file; optimizer state buffers as
  * "optimizer.<param>.<state>" (only once the optimizer has taken a step).
  * Metadata: "format" = "nnopt", "format_version" = "1", "nnopt_version", and
- * for resume checkpoints the optimizer config and step count and the train
- * state (counters, loss sum, RNG position), all as decimal strings.
+ * for resume checkpoints "optimizer" (nn_optim_name: "sgd", "adam", ...), its
+ * step count and the config fields that optimizer uses, and the train state
+ * (counters, loss sum, RNG position), all as decimal strings. Loading checks
+ * the optimizer kind and reads each state buffer by its PyTorch name
+ * ("exp_avg", "momentum_buffer", ...).
  */
 #include "nn_internal.h"
 
@@ -20,13 +23,6 @@
 #define CKPT_OPT_PREFIX "optimizer."
 #define CKPT_MAX_META 24
 #define CKPT_VAL_SIZE 32
-
-static const char *optim_kind_name(nn_optim_kind kind) {
-    switch (kind) {
-    case NN_OPTIM_SGD: return "sgd";
-    }
-    return NULL;
-}
 
 /* "optimizer.<param>.<state>" into buf; 0 if it does not fit. */
 static int state_tensor_name(char *buf, size_t size, const char *param, const char *state) {
@@ -68,13 +64,50 @@ static void meta_fmt(ckpt_meta *m, const char *key, const char *fmt, ...) {
     meta_str(m, key, m->buf[m->count]);
 }
 
+/* The config fields the optimizer kind uses, under torch.optim's option names
+ * (betas as beta1, beta2); informational, a resumed run may change them. */
+static void meta_optim_config(ckpt_meta *m, const nn_optim_config *cfg) {
+    meta_fmt(m, "lr", "%.9g", (double)cfg->lr);
+    switch (cfg->kind) {
+    case NN_OPTIM_SGD:
+        meta_fmt(m, "momentum", "%.9g", (double)cfg->momentum);
+        meta_fmt(m, "dampening", "%.9g", (double)cfg->dampening);
+        meta_fmt(m, "weight_decay", "%.9g", (double)cfg->weight_decay);
+        meta_fmt(m, "nesterov", "%d", cfg->nesterov ? 1 : 0);
+        break;
+    case NN_OPTIM_ADAM:
+    case NN_OPTIM_ADAMW:
+        meta_fmt(m, "beta1", "%.9g", (double)cfg->beta1);
+        meta_fmt(m, "beta2", "%.9g", (double)cfg->beta2);
+        meta_fmt(m, "eps", "%.9g", (double)cfg->eps);
+        meta_fmt(m, "weight_decay", "%.9g", (double)cfg->weight_decay);
+        meta_fmt(m, "amsgrad", "%d", cfg->amsgrad ? 1 : 0);
+        break;
+    case NN_OPTIM_RMSPROP:
+        meta_fmt(m, "alpha", "%.9g", (double)cfg->alpha);
+        meta_fmt(m, "eps", "%.9g", (double)cfg->eps);
+        meta_fmt(m, "weight_decay", "%.9g", (double)cfg->weight_decay);
+        meta_fmt(m, "momentum", "%.9g", (double)cfg->momentum);
+        meta_fmt(m, "centered", "%d", cfg->centered ? 1 : 0);
+        break;
+    case NN_OPTIM_ADAGRAD:
+        meta_fmt(m, "lr_decay", "%.9g", (double)cfg->lr_decay);
+        meta_fmt(m, "weight_decay", "%.9g", (double)cfg->weight_decay);
+        meta_fmt(m, "initial_accumulator_value", "%.9g", (double)cfg->initial_accumulator_value);
+        meta_fmt(m, "eps", "%.9g", (double)cfg->eps);
+        break;
+    default:
+        break;
+    }
+}
+
 nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_optimizer *opt,
                              const nn_train_state *st) {
     int np = nn_net_num_param_tensors(net);
     int64_t steps = opt ? nn_optim_steps(opt) : 0;
     int ns = opt && steps > 0 ? nn_optim_num_states(opt) : 0;
     const char *kind = NULL;
-    if (opt && !(kind = optim_kind_name(nn_optim_get_config(opt)->kind)))
+    if (opt && !(kind = nn_optim_name(nn_optim_get_config(opt)->kind)))
         return nn_ctx_fail(ctx, NN_EUNSUPPORTED, "%s: optimizer kind %d cannot be saved", path,
                            (int)nn_optim_get_config(opt)->kind);
 
@@ -118,11 +151,7 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         const nn_optim_config *cfg = nn_optim_get_config(opt);
         meta_str(&m, "optimizer", kind);
         meta_fmt(&m, "optimizer_steps", "%lld", (long long)steps);
-        meta_fmt(&m, "lr", "%.9g", (double)cfg->lr);
-        meta_fmt(&m, "momentum", "%.9g", (double)cfg->momentum);
-        meta_fmt(&m, "dampening", "%.9g", (double)cfg->dampening);
-        meta_fmt(&m, "weight_decay", "%.9g", (double)cfg->weight_decay);
-        meta_fmt(&m, "nesterov", "%d", cfg->nesterov ? 1 : 0);
+        meta_optim_config(&m, cfg);
     }
     if (st) {
         meta_fmt(&m, "epoch", "%lld", (long long)st->epoch);
@@ -277,7 +306,7 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
         if (!kind || !sv)
             return nn_ctx_fail(ctx, NN_EFORMAT, "%s: not a resume checkpoint (no optimizer state)",
                                path);
-        const char *want = optim_kind_name(nn_optim_get_config(opt)->kind);
+        const char *want = nn_optim_name(nn_optim_get_config(opt)->kind);
         if (!want || strcmp(kind, want) != 0)
             return nn_ctx_fail(ctx, NN_EFORMAT, "%s: checkpoint optimizer is '%.20s', not '%s'",
                                path, kind, want ? want : "?");
