@@ -16,12 +16,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 
 #define CKPT_FORMAT_VERSION "1"
 #define CKPT_OPT_PREFIX "optimizer."
-#define CKPT_MAX_META 24
+#define CKPT_MAX_META 48
 #define CKPT_VAL_SIZE 32
 
 /* "optimizer.<param>.<state>" into buf; 0 if it does not fit. */
@@ -162,6 +163,13 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         meta_fmt(&m, "loss_sum", "%.17g", st->loss_sum);
         meta_fmt(&m, "rng_state", "%llu", (unsigned long long)st->rng.state);
         meta_fmt(&m, "rng_inc", "%llu", (unsigned long long)st->rng.inc);
+        /* early stopping and the plateau schedule's state */
+        meta_fmt(&m, "best_val", "%.17g", st->best_val);
+        meta_fmt(&m, "bad_epochs", "%lld", (long long)st->bad_epochs);
+        meta_fmt(&m, "sched_best", "%.17g", st->sched.best);
+        meta_fmt(&m, "sched_bad_epochs", "%d", st->sched.bad_epochs);
+        meta_fmt(&m, "sched_cooldown_left", "%d", st->sched.cooldown_left);
+        meta_fmt(&m, "sched_plateau_lr", "%.9g", (double)st->sched.plateau_lr);
     }
     nn_status s = nn_safetensors_write(ctx, path, t, count, m.keys, m.vals, m.count);
     free(t);
@@ -238,6 +246,54 @@ static nn_status meta_u64(nn_ctx *ctx, const char *path, const nn_st_file *f, co
     return NN_OK;
 }
 
+/* Optional real-valued metadata (absent: *out unchanged); "inf" allowed. */
+static nn_status meta_real_opt(nn_ctx *ctx, const char *path, const nn_st_file *f,
+                               const char *key, double *out) {
+    const char *v = nn_safetensors_meta(f, key);
+    if (!v) return NN_OK;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || isspace((unsigned char)*v) || *end != '\0' || isnan(x))
+        return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata '%s' is '%.40s', not a number", path,
+                           key, v);
+    *out = x;
+    return NN_OK;
+}
+
+/* Optional integer metadata (absent: *out unchanged). */
+static nn_status meta_int_opt(nn_ctx *ctx, const char *path, const nn_st_file *f,
+                              const char *key, int64_t *out) {
+    if (!nn_safetensors_meta(f, key)) return NN_OK;
+    return meta_i64(ctx, path, f, key, out);
+}
+
+/* State added after format version 1 began: early stopping and the plateau
+ * schedule; files without it keep the caller's initial values. */
+static nn_status parse_extra_state(nn_ctx *ctx, const char *path, const nn_st_file *f,
+                                   nn_train_state *st) {
+    double best = st->best_val, sbest = st->sched.best, plr = st->sched.plateau_lr;
+    int64_t bad = st->bad_epochs, sbad = st->sched.bad_epochs, cool = st->sched.cooldown_left;
+    nn_status s;
+    if ((s = meta_real_opt(ctx, path, f, "best_val", &best)) != NN_OK ||
+        (s = meta_int_opt(ctx, path, f, "bad_epochs", &bad)) != NN_OK ||
+        (s = meta_real_opt(ctx, path, f, "sched_best", &sbest)) != NN_OK ||
+        (s = meta_int_opt(ctx, path, f, "sched_bad_epochs", &sbad)) != NN_OK ||
+        (s = meta_int_opt(ctx, path, f, "sched_cooldown_left", &cool)) != NN_OK ||
+        (s = meta_real_opt(ctx, path, f, "sched_plateau_lr", &plr)) != NN_OK)
+        return s;
+    if (bad < 0 || sbad < 0 || cool < 0 || sbad > INT32_MAX || cool > INT32_MAX)
+        return nn_ctx_fail(ctx, NN_EFORMAT, "%s: negative or huge early-stopping/schedule counters",
+                           path);
+    st->best_val = best;
+    st->bad_epochs = bad;
+    st->sched.best = sbest;
+    st->sched.bad_epochs = (int)sbad;
+    st->sched.cooldown_left = (int)cool;
+    st->sched.plateau_lr = (float)plr;
+    return NN_OK;
+}
+
 static nn_status parse_train_state(nn_ctx *ctx, const char *path, const nn_st_file *f,
                                    nn_train_state *st) {
     nn_status s;
@@ -260,7 +316,7 @@ static nn_status parse_train_state(nn_ctx *ctx, const char *path, const nn_st_fi
     if (!*v || isspace((unsigned char)*v) || *end != '\0' || errno == ERANGE)
         return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata 'loss_sum' is '%.40s', not a number",
                            path, v);
-    return NN_OK;
+    return parse_extra_state(ctx, path, f, st);
 }
 
 /* 1 if name is "optimizer.<param>.<state>" for a parameter of net and a state
@@ -344,8 +400,9 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
         }
     }
 
-    nn_train_state tmp;
+    nn_train_state tmp = {0};
     if (st) {
+        tmp = *st; /* fields a file may lack keep the caller's values */
         nn_status s = parse_train_state(ctx, path, f, &tmp);
         if (s != NN_OK) return s;
     }
