@@ -292,7 +292,14 @@ int cmd_train(int argc, char **argv) {
     const int64_t n = train.n;
     const int64_t batches = (n + o.batch - 1) / o.batch;
     const int64_t steps_per_epoch = (batches + o.accumulate - 1) / o.accumulate;
-    if (resolve_optim(ctx, &o, &ocfg) || resolve_sched(ctx, &o, steps_per_epoch, &scfg)) goto done;
+    if (resolve_optim(ctx, &o, &ocfg) || resolve_sched(ctx, &o, steps_per_epoch, &scfg)) {
+        /* the recipe (with any flags on top) is what is inconsistent */
+        if (o.config) {
+            fprintf(stderr, "nnopt: %s: %s\n", o.config, nn_ctx_error(ctx));
+            goto done_quiet;
+        }
+        goto done;
+    }
     if (nn_net_load(ctx, model, &net) || cli_check_data(ctx, model, net, &train, o.data) ||
         cli_check_data(ctx, model, net, &test, o.data) || nn_net_plan(net, o.batch))
         goto done;

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# cli_recipe.sh - the training-algorithm options end to end: recipe files
+# (--config) reproduce a run, flags override them, invalid recipes are refused
+# with file:line, and a run using every option (Adam, plateau schedule,
+# warm-up, augmentation, label smoothing, clipping, accumulation, early
+# stopping) resumes bit for bit after kill -9.
+. "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
+
+SMALL="--train-limit 2000 --test-limit 400 --threads 2 --quiet"
+
+# 1. a run's recorded recipe reproduces it
+"$NN" train "$MODEL" $SMALL --epochs 2 --val 200 --optimizer adamw --lr 0.002 \
+    --schedule cosine --warmup-steps 10 --crop-pad 2 --hflip --label-smoothing 0.1 \
+    --log a.csv --json > a.json 2>/dev/null
+check "recipe written beside the log" test -s a.recipe.ini
+check "recipe names the optimizer" grep -q "^name = adamw" a.recipe.ini
+"$NN" train "$MODEL" --config a.recipe.ini --log b.csv --json > b.json 2>/dev/null
+if cmp -s <(cut -d, -f1-7 a.csv) <(cut -d, -f1-7 b.csv); then pass "recipe reproduces the run"
+else fail "recipe reproduces the run" "$(diff a.csv b.csv | head -5)"; fi
+
+# 2. flags override the file
+"$NN" train "$MODEL" --config a.recipe.ini --epochs 1 --lr 0.0005 --log c.csv --json > c.json 2>/dev/null
+check "flag overrides recipe (lr)" grep -q "^lr = 0.000500000024" c.recipe.ini
+check "flag overrides recipe (epochs)" test "$(wc -l < c.json)" -eq 1
+
+# 3. invalid recipes: one line naming file:line, exit 2, nothing on stdout
+bad() { # NAME TEXT WORD
+    printf '%b' "$2" > bad.ini
+    local out err rc
+    out=$("$NN" train "$MODEL" --config bad.ini $SMALL 2> err.txt); rc=$?
+    err=$(cat err.txt)
+    if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ -z "$out" ] && [ "$(wc -l < err.txt)" -eq 1 ] &&
+        grep -q "bad.ini" err.txt && grep -qi "$3" err.txt; then pass "bad recipe: $1"
+    else fail "bad recipe: $1" "rc=$rc out='$out' err='$err'"; fi
+}
+bad "unknown key" "[optimizer]\nname = sgd\nlearning_rate = 0.1\n" "bad.ini:3.*unknown key 'learning_rate'"
+bad "unknown section" "[optimiser]\nlr = 0.1\n" "unknown key"
+bad "negative rate" "[optimizer]\nlr = -0.1\n" "bad.ini:2.*lr"
+bad "not a number" "[train]\nepochs = many\n" "bad.ini:2.*epochs"
+bad "syntax" "[train]\nepochs 5\n" "bad.ini:2"
+bad "unknown optimizer" "[optimizer]\nname = adamax\n" "unknown optimizer 'adamax'"
+bad "unknown schedule" "[schedule]\nname = linear_ramp\n" "unknown schedule"
+bad "step schedule without step size" "[schedule]\nname = step\n" "step_size"
+if "$NN" train "$MODEL" --config nope.ini > /dev/null 2> err.txt; then fail "missing recipe file fails"
+else check "missing recipe file names it" grep -q "nope.ini" err.txt; fi
+if "$NN" train "$MODEL" $SMALL --early-stop 2 > /dev/null 2> err.txt; then fail "--early-stop without --val fails"
+else check "--early-stop without --val names --val" grep -q -- "--val" err.txt; fi
+
+# 4. every option at once: kill -9 mid-run, resume, same bytes as a straight run
+F="$SMALL --val 200 --optimizer adam --lr 0.003 --schedule plateau --plateau-patience 0 \
+   --warmup-steps 5 --crop-pad 2 --hflip --erase-prob 0.3 --label-smoothing 0.05 \
+   --clip-grad-norm 1 --accumulate 3 --early-stop 5 --epochs 3"
+"$NN" train "$MODEL" $F --save ref.st > /dev/null 2>&1
+"$NN" train "$MODEL" $F --save run.st --save-every 3 > /dev/null 2>&1 &
+pid=$!
+for _ in $(seq 200); do [ -f run.st ] && break; sleep 0.02; done
+sleep 0.3
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+"$NN" train "$MODEL" $F --save run.st --save-every 3 --resume run.st > /dev/null 2>&1
+check "all options: kill -9 + resume gives the same checkpoint bytes" cmp ref.st run.st
+
+finish
