@@ -165,32 +165,18 @@ AVX512 static void conv_plane(float *out, const float *in, int inc, int in_rows,
     }
 }
 
-/* Loads dy[q0 .. q0+15] of one row, zero past the row's end, and zero where the
- * fused ReLU's output y is not positive. */
-AVX512 static inline __m512 load_dy(const float *dy, const float *y, int q0, int Q) {
-    const int qn = Q - q0 < VEC ? Q - q0 : VEC;
-    const __mmask16 m = (__mmask16)((1u << qn) - 1u);
-    if (!y) return _mm512_maskz_loadu_ps(m, dy + q0);
-    const __mmask16 pos = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, y + q0),
-                                                  _mm512_setzero_ps(), _CMP_GT_OQ);
-    return _mm512_maskz_loadu_ps(pos, dy + q0);
-}
-
-/* dwt[k][c][r][s] += sum over the gc images i, rows p, columns q of
- * dy[i][k][p][q] * x[i][c][p + r][q + s] (dy masked by the fused ReLU), three
- * output channels at a time: 27 accumulators, each x vector loaded once for
- * three FMAs. dy and y are the images' own (unpadded) planes; xg holds the
- * zero-padded inputs. dbt[k] += the sums of dy. */
-AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const float *dy,
-                               const float *y, int gc, const nn_conv2d_desc *d,
-                               const direct_geom *g) {
-    const int R = d->R, S = d->S, taps = R * S, P = d->P, Q = d->Q;
-    const size_t plane = (size_t)P * Q, ys = (size_t)d->K * plane;
+/* dwt[k][c][r][s] += sum over images g, rows p, columns q of
+ * dy[g][k][p][q] * x[g][c][p + r][q + s], three output channels at a time:
+ * 27 accumulators, and each x vector loaded once for three FMAs. */
+AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const float *dyg, int gc,
+                               const nn_conv2d_desc *d, const direct_geom *g) {
+    const int R = d->R, S = d->S, taps = R * S;
     int off[MAX_TAPS];
     for (int t = 0; t < MAX_TAPS; t++) {
         int tt = t < taps ? t : 0;   /* unused taps repeat tap 0 and are dropped */
         off[t] = (tt / S) * g->wp + tt % S;
     }
+    const size_t plane = (size_t)g->dh * g->dw;
     const __m512 zero = _mm512_setzero_ps();
     for (int k = 0; k < d->K; k += 3) {
         const int kn = d->K - k < 3 ? d->K - k : 3;   /* channels present in this pass */
@@ -199,18 +185,16 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const fl
             for (int t = 0; t < MAX_TAPS; t++) a[t] = b[t] = e[t] = zero;
             for (int im = 0; im < gc; im++) {
                 const float *x = xg + (size_t)im * g->x_floats + (size_t)c * g->hp * g->wp;
-                const float *dy0 = dy + im * ys + (size_t)k * plane;
+                const float *dy0 = dyg + (size_t)im * g->dy_floats +
+                                   ((size_t)k * g->dh + g->ph) * g->dw + g->pw;
                 const float *dy1 = dy0 + (kn > 1 ? plane : 0);
                 const float *dy2 = dy0 + (kn > 2 ? 2 * plane : 0);
-                const float *y0 = y ? y + im * ys + (size_t)k * plane : NULL;
-                const float *y1 = y ? y0 + (kn > 1 ? plane : 0) : NULL;
-                const float *y2 = y ? y0 + (kn > 2 ? 2 * plane : 0) : NULL;
-                for (int p = 0; p < P; p++) {
-                    const size_t row = (size_t)p * Q;
-                    for (int q0 = 0; q0 < Q; q0 += VEC) {
-                        const __m512 u = load_dy(dy0 + row, y0 ? y0 + row : NULL, q0, Q);
-                        const __m512 v = load_dy(dy1 + row, y1 ? y1 + row : NULL, q0, Q);
-                        const __m512 w = load_dy(dy2 + row, y2 ? y2 + row : NULL, q0, Q);
+                for (int p = 0; p < d->P; p++)
+                    for (int q0 = 0; q0 < d->Q; q0 += VEC) {
+                        /* columns past Q read the zero slack of the padded dy */
+                        const __m512 u = _mm512_loadu_ps(dy0 + (size_t)p * g->dw + q0);
+                        const __m512 v = _mm512_loadu_ps(dy1 + (size_t)p * g->dw + q0);
+                        const __m512 w = _mm512_loadu_ps(dy2 + (size_t)p * g->dw + q0);
                         const float *xp = x + (size_t)p * g->wp + q0;
                         for (int t = 0; t < MAX_TAPS; t++) {
                             __m512 xv = _mm512_loadu_ps(xp + off[t]);
@@ -222,7 +206,6 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const fl
                             e[t] = _mm512_fmadd_ps(w, xv, e[t]);
                         }
                     }
-                }
             }
             for (int t = 0; t < taps; t++) {
                 dwt[((size_t)k * d->C + c) * taps + t] += _mm512_reduce_add_ps(a[t]);
@@ -233,15 +216,14 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const fl
     }
     /* bias gradient: row sums of dy, 16 lanes at a time */
     for (int k = 0; k < d->K; k++) {
-        __m512 sum = zero;
+        __m512 s = zero;
         for (int im = 0; im < gc; im++) {
-            const float *dk = dy + im * ys + (size_t)k * plane;
-            const float *yk = y ? y + im * ys + (size_t)k * plane : NULL;
-            for (int p = 0; p < P; p++)
-                for (int q0 = 0; q0 < Q; q0 += VEC)
-                    sum = _mm512_add_ps(sum, load_dy(dk + (size_t)p * Q, yk ? yk + (size_t)p * Q : NULL, q0, Q));
+            const float *dy = dyg + (size_t)im * g->dy_floats + ((size_t)k * g->dh + g->ph) * g->dw + g->pw;
+            for (int p = 0; p < d->P; p++)
+                for (int q0 = 0; q0 < d->Q; q0 += VEC)
+                    s = _mm512_add_ps(s, _mm512_loadu_ps(dy + (size_t)p * g->dw + q0));
         }
-        dbt[k] += _mm512_reduce_add_ps(sum);
+        dbt[k] += _mm512_reduce_add_ps(s);
     }
 }
 
@@ -289,12 +271,11 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
             for (int j = 0; j < gc; j++) {
                 pad_copy(xg + (size_t)j * g.x_floats, x + (i0 + j) * xs, NULL, d->C, d->H, d->W,
                          d->pad_h, d->pad_w, g.hp, g.wp);
-                if (dx) /* the input gradient runs on a padded copy of dy */
-                    pad_copy(dyg + (size_t)j * g.dy_floats, dy + (i0 + j) * ys,
-                             d->relu ? y + (i0 + j) * ys : NULL, d->K, d->P, d->Q, g.ph, g.pw,
-                             g.dh, g.dw);
+                pad_copy(dyg + (size_t)j * g.dy_floats, dy + (i0 + j) * ys,
+                         d->relu ? y + (i0 + j) * ys : NULL, d->K, d->P, d->Q, g.ph, g.pw, g.dh,
+                         g.dw);
             }
-            weight_grad(dwt, dbt, xg, dy + i0 * ys, d->relu ? y + i0 * ys : NULL, gc, d, &g);
+            weight_grad(dwt, dbt, xg, dyg, gc, d, &g);
             if (dx)
                 for (int j = 0; j < gc; j++)
                     conv_plane(dx + (i0 + j) * xs, dyg + (size_t)j * g.dy_floats, d->K, g.dh, g.dw,
