@@ -16,6 +16,7 @@
 #include "nn_internal.h"
 
 #include <errno.h>
+#include <omp.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -48,6 +49,7 @@ struct nn_loader {
     int count[2];             /* samples in that batch */
     int64_t cur;              /* next batch nn_loader_next hands out */
     int cur_buf;              /* buffer that batch is (being) prepared in */
+    int sync;                 /* no worker: batches are prepared in nn_loader_next */
 };
 
 static void *worker_main(void *arg) {
@@ -121,6 +123,13 @@ nn_status nn_loader_new(nn_ctx *ctx, const nn_dataset *d, int batch, const nn_no
     if (aug) l->aug = *aug;
     l->seed = seed;
     l->job_batch = -1;
+    /* With no core to spare, a worker thread only steals time from the
+     * compute threads (which spin at their barriers): prepare batches in the
+     * caller instead. The results are identical either way. */
+    l->sync = nn_ctx_threads(ctx) >= omp_get_num_procs();
+    const char *mode = getenv("NNOPT_LOADER"); /* "thread" or "sync" forces a mode */
+    if (mode && strcmp(mode, "thread") == 0) l->sync = 0;
+    if (mode && strcmp(mode, "sync") == 0) l->sync = 1;
     l->ready[0] = l->ready[1] = -1;
 
     size_t sb = (size_t)d->c * d->h * d->w;
@@ -185,7 +194,7 @@ nn_status nn_loader_start(nn_loader *l, int64_t epoch, const int64_t *perm, int6
     l->ready[0] = l->ready[1] = -1;
     l->cur = first_batch;
     l->cur_buf = 0;
-    if (first_batch < nbatches) {
+    if (first_batch < nbatches && !l->sync) {
         l->job_batch = first_batch;
         l->job_buf = 0;
         pthread_cond_signal(&l->work);
@@ -196,6 +205,21 @@ nn_status nn_loader_start(nn_loader *l, int64_t epoch, const int64_t *perm, int6
 
 int nn_loader_next(nn_loader *l, const float **x, const int32_t **y) {
     NN_ASSERT(l != NULL && x != NULL && y != NULL);
+    if (l->sync) {
+        if (l->cur >= l->nbatches) {
+            *x = NULL;
+            *y = NULL;
+            return 0;
+        }
+        int64_t first = l->cur * l->batch;
+        int64_t n = l->d->n - first < l->batch ? l->d->n - first : l->batch;
+        nn_dataset_gather_augmented(l->d, l->perm + first, n, l->has_norm ? &l->norm : NULL,
+                                    &l->aug, l->seed, l->epoch, l->x[0], l->y[0]);
+        l->cur++;
+        *x = l->x[0];
+        *y = l->y[0];
+        return (int)n;
+    }
     pthread_mutex_lock(&l->mu);
     if (l->cur >= l->nbatches) {
         pthread_mutex_unlock(&l->mu);
