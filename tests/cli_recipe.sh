@@ -60,4 +60,19 @@ wait $pid 2>/dev/null
 "$NN" train "$MODEL" $F --save run.st --save-every 3 --resume run.st > /dev/null 2>&1
 check "all options: kill -9 + resume gives the same checkpoint bytes" cmp ref.st run.st
 
+# 5. every optimizer, each with a different schedule: an epoch-end resume
+#    ends with the same bytes as a straight run
+# (schedules whose horizon is the run get it fixed, as --epochs changes)
+set -- "sgd cosine --t-max 3" "adam onecycle --total-steps 30" "adamw step --step-size 1 --gamma 0.5" \
+       "rmsprop exponential --gamma 0.9" "adagrad multistep --milestones 1,2"
+for combo in "$@"; do
+    read -r opt sched extra <<< "$combo"
+    G="--train-limit 600 --test-limit 100 --threads 2 --quiet --json --optimizer $opt \
+       --lr 0.01 --schedule $sched $extra --warmup-steps 3"
+    "$NN" train "$MODEL" $G --epochs 3 --save "s_$opt.st" > /dev/null 2>&1
+    "$NN" train "$MODEL" $G --epochs 1 --save "r_$opt.st" > /dev/null 2>&1
+    "$NN" train "$MODEL" $G --epochs 3 --save "r_$opt.st" --resume "r_$opt.st" > /dev/null 2>&1
+    check "resume is bit-exact: $opt with $sched" cmp "s_$opt.st" "r_$opt.st"
+done
+
 finish

@@ -36,7 +36,8 @@ typedef struct {
     /* schedule */
     float gamma, eta_min, pct_start, div_factor, final_div_factor, plateau_factor,
         plateau_threshold, min_lr, warmup_start_factor;
-    int step_size, t_max, t_0, t_mult, plateau_patience, plateau_cooldown, warmup_steps;
+    int step_size, t_max, t_0, t_mult, plateau_patience, plateau_cooldown, warmup_steps,
+        total_steps;
 } train_opts;
 
 /* Creates and removes the checkpoint's temporary file to prove the directory
@@ -132,6 +133,8 @@ static nn_status resolve_sched(nn_ctx *ctx, train_opts *o, int64_t steps_per_epo
     c->warmup_steps = o->warmup_steps = pick_i(o->warmup_steps, (int)c->warmup_steps);
     c->warmup_start_factor = o->warmup_start_factor =
         pick_f(o->warmup_start_factor, c->warmup_start_factor);
+    /* onecycle: over the whole run unless told otherwise */
+    if (o->total_steps > 0) c->total_steps = o->total_steps;
     if (c->total_steps <= 0) c->total_steps = steps_per_epoch * o->epochs;
     if (o->milestones) {
         const char *p = o->milestones;
@@ -207,6 +210,7 @@ int cmd_train(int argc, char **argv) {
         {"--t0", CLI_INT, &o.t_0, "E", "cosine_restarts: epochs of the first period", 0, 1000000, "schedule.t_0"},
         {"--t-mult", CLI_INT, &o.t_mult, "M", "cosine_restarts: period growth factor", 0, 1000, "schedule.t_mult"},
         {"--eta-min", CLI_FLOAT, &o.eta_min, "LR", "cosine: final learning rate (default 0)", 0, 1e6, "schedule.eta_min"},
+        {"--total-steps", CLI_INT, &o.total_steps, "N", "onecycle: optimizer steps of the cycle (default: the whole run)", 0, 1 << 30, "schedule.total_steps"},
         {"--pct-start", CLI_FLOAT, &o.pct_start, "F", "onecycle: share of the steps spent warming up (default 0.3)", 0, 1, "schedule.pct_start"},
         {"--div-factor", CLI_FLOAT, &o.div_factor, "F", "onecycle: lr / initial lr (default 25)", 1e-9, 1e9, "schedule.div_factor"},
         {"--final-div-factor", CLI_FLOAT, &o.final_div_factor, "F", "onecycle: initial lr / final lr (default 1e4)", 1e-9, 1e12, "schedule.final_div_factor"},
