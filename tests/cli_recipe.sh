@@ -64,7 +64,8 @@ check "all options: kill -9 + resume gives the same checkpoint bytes" cmp ref.st
 #    ends with the same bytes as a straight run
 # (schedules whose horizon is the run get it fixed, as --epochs changes)
 set -- "sgd cosine --t-max 3" "adam onecycle --total-steps 30" "adamw step --step-size 1 --gamma 0.5" \
-       "rmsprop exponential --gamma 0.9" "adagrad multistep --milestones 1,2"
+       "rmsprop exponential --gamma 0.9" "adagrad multistep --milestones 1,2" \
+       "sgd cosine_restarts --t0 1 --t-mult 2" "adamw constant" "sgd plateau --plateau-patience 0"
 for combo in "$@"; do
     read -r opt sched extra <<< "$combo"
     G="--train-limit 600 --test-limit 100 --threads 2 --quiet --json --optimizer $opt \
@@ -73,6 +74,26 @@ for combo in "$@"; do
     "$NN" train "$MODEL" $G --epochs 1 --save "r_$opt.st" > /dev/null 2>&1
     "$NN" train "$MODEL" $G --epochs 3 --save "r_$opt.st" --resume "r_$opt.st" > /dev/null 2>&1
     check "resume is bit-exact: $opt with $sched" cmp "s_$opt.st" "r_$opt.st"
+    rm -f "s_$opt.st" "r_$opt.st"
 done
+
+# 6. early stopping stops, and says so
+"$NN" train "$MODEL" --train-limit 600 --test-limit 100 --threads 2 --val 100 --epochs 10 \
+    --early-stop 1 --min-delta 100 --json > es.json 2>/dev/null
+check "early stopping ends the run after 2 epochs" test "$(wc -l < es.json)" -eq 2
+
+# 7. gradient accumulation: 2 micro-batches of 32 = one batch of 64 (same
+#    samples, same order), up to float rounding
+"$NN" train "$MODEL" --train-limit 640 --test-limit 200 --threads 2 --no-shuffle --epochs 1 \
+    --batch 64 --json > acc64.json 2>/dev/null
+"$NN" train "$MODEL" --train-limit 640 --test-limit 200 --threads 2 --no-shuffle --epochs 1 \
+    --batch 32 --accumulate 2 --json > acc32.json 2>/dev/null
+check "accumulate 2 x 32 matches batch 64" python3 -c '
+import json, sys
+a = json.load(open("acc64.json")); b = json.load(open("acc32.json"))
+assert a["step"] == b["step"] == 10, (a["step"], b["step"])
+rel = abs(a["test_loss"] - b["test_loss"]) / a["test_loss"]
+assert rel < 1e-4, rel
+'
 
 finish
