@@ -50,12 +50,19 @@ static int parse_int(const char *s, int *out) {
     return 1;
 }
 
+/* The entry for key, or NULL when absent; an error if it is required. */
+static nn_status kv_find(nn_kvlist *kv, const char *key, int required, nn_kv **e) {
+    *e = kv_lookup(kv, key);
+    if (!*e && required)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: missing required key '%s'", kv->source,
+                           kv->line, key);
+    return NN_OK;
+}
+
 nn_status nn_kv_int(nn_kvlist *kv, const char *key, int def, int required, int *out) {
-    nn_kv *e = kv_lookup(kv, key);
+    nn_kv *e;
+    if (kv_find(kv, key, required, &e)) return NN_EINVAL;
     if (!e) {
-        if (required)
-            return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: missing required key '%s'",
-                               kv->source, kv->line, key);
         *out = def;
         return NN_OK;
     }
@@ -66,11 +73,9 @@ nn_status nn_kv_int(nn_kvlist *kv, const char *key, int def, int required, int *
 }
 
 nn_status nn_kv_pair(nn_kvlist *kv, const char *key, int def, int required, int *a, int *b) {
-    nn_kv *e = kv_lookup(kv, key);
+    nn_kv *e;
+    if (kv_find(kv, key, required, &e)) return NN_EINVAL;
     if (!e) {
-        if (required)
-            return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: missing required key '%s'",
-                               kv->source, kv->line, key);
         *a = *b = def;
         return NN_OK;
     }
