@@ -17,6 +17,13 @@ static const nn_backend cpu_backend = {
             [NN_OP_LINEAR] = &nn_linear_cpu,
             [NN_OP_FLATTEN] = &nn_flatten_cpu,
             [NN_OP_SOFTMAX_CE] = &nn_softmax_ce_cpu,
+            [NN_OP_LEAKY_RELU] = &nn_leaky_relu_cpu,
+            [NN_OP_GELU] = &nn_gelu_cpu,
+            [NN_OP_SILU] = &nn_silu_cpu,
+            [NN_OP_SIGMOID] = &nn_sigmoid_cpu,
+            [NN_OP_TANH] = &nn_tanh_cpu,
+            [NN_OP_AVGPOOL] = &nn_avgpool_cpu,
+            [NN_OP_GAP] = &nn_gap_cpu,
         },
     .allreduce = NULL,
 };

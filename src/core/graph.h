@@ -16,6 +16,13 @@ typedef enum {
     NN_OP_LINEAR,
     NN_OP_FLATTEN,
     NN_OP_SOFTMAX_CE,
+    NN_OP_LEAKY_RELU,
+    NN_OP_GELU,
+    NN_OP_SILU,
+    NN_OP_SIGMOID,
+    NN_OP_TANH,
+    NN_OP_AVGPOOL,
+    NN_OP_GAP,
     NN_OP_COUNT
 } nn_op_type;
 
@@ -45,6 +52,10 @@ typedef struct {
 } nn_linear_desc;
 
 typedef struct {
+    float slope;        /* leaky_relu: y = x for x > 0, slope * x otherwise */
+} nn_act_desc;
+
+typedef struct {
     int classes;
     float smoothing;    /* label smoothing eps in [0, 1]; 0 = plain cross-entropy */
 } nn_loss_desc;
@@ -58,7 +69,8 @@ typedef struct nn_node {
     nn_shape out;                   /* per-sample output shape */
     union {
         nn_conv2d_desc conv;
-        nn_pool_desc pool;
+        nn_pool_desc pool;          /* maxpool, avgpool, gap (R = H, S = W, P = Q = 1) */
+        nn_act_desc act;
         nn_linear_desc linear;
         nn_loss_desc loss;
     } d;
@@ -144,11 +156,13 @@ const nn_op_def *nn_op_def_get(nn_op_type op);
 
 /* Op definitions, one per op family file in src/ops. */
 extern const nn_op_def nn_input_def, nn_conv2d_def, nn_maxpool_def, nn_relu_def,
-    nn_linear_def, nn_flatten_def, nn_softmax_ce_def;
+    nn_linear_def, nn_flatten_def, nn_softmax_ce_def, nn_leaky_relu_def, nn_gelu_def,
+    nn_silu_def, nn_sigmoid_def, nn_tanh_def, nn_avgpool_def, nn_gap_def;
 
 /* CPU kernels, one table per op family file in src/ops. */
 extern const nn_op_kernels nn_conv2d_cpu, nn_maxpool_cpu, nn_relu_cpu, nn_linear_cpu,
-    nn_flatten_cpu, nn_softmax_ce_cpu;
+    nn_flatten_cpu, nn_softmax_ce_cpu, nn_leaky_relu_cpu, nn_gelu_cpu, nn_silu_cpu, nn_sigmoid_cpu,
+    nn_tanh_cpu, nn_avgpool_cpu, nn_gap_cpu;
 
 struct nn_net {
     nn_ctx *ctx;

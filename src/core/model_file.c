@@ -14,7 +14,10 @@ static const nn_op_def *const op_defs[NN_OP_COUNT] = {
     [NN_OP_INPUT] = &nn_input_def,     [NN_OP_CONV2D] = &nn_conv2d_def,
     [NN_OP_MAXPOOL] = &nn_maxpool_def, [NN_OP_RELU] = &nn_relu_def,
     [NN_OP_LINEAR] = &nn_linear_def,   [NN_OP_FLATTEN] = &nn_flatten_def,
-    [NN_OP_SOFTMAX_CE] = &nn_softmax_ce_def,
+    [NN_OP_SOFTMAX_CE] = &nn_softmax_ce_def, [NN_OP_LEAKY_RELU] = &nn_leaky_relu_def,
+    [NN_OP_GELU] = &nn_gelu_def,             [NN_OP_SILU] = &nn_silu_def,
+    [NN_OP_SIGMOID] = &nn_sigmoid_def,       [NN_OP_TANH] = &nn_tanh_def,
+    [NN_OP_AVGPOOL] = &nn_avgpool_def,       [NN_OP_GAP] = &nn_gap_def,
 };
 
 const nn_op_def *nn_op_def_get(nn_op_type op) {
@@ -153,7 +156,8 @@ static nn_status add_line(nn_net *net, char *line, int lineno) {
     if (!def)
         return nn_ctx_fail(net->ctx, NN_EINVAL,
                            "%s:%d: unknown layer type '%s' (expected input, conv2d, maxpool, "
-                           "relu, linear, flatten or softmax_ce)",
+                           "avgpool, gap, relu, leaky_relu, gelu, silu, sigmoid, tanh, "
+                           "linear, flatten or softmax_ce)",
                            net->source, lineno, opname);
     if (net->num_nodes == 0 && def != &nn_input_def)
         return nn_ctx_fail(net->ctx, NN_EINVAL,

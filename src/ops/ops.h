@@ -47,6 +47,34 @@ void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float
 void nn_relu_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
 void nn_relu_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);
 
+/* element-wise activations on count elements, y = f(x) (PyTorch's formulas):
+ *   leaky_relu  x > 0 ? x : slope x        backward reads x
+ *   gelu        x/2 (1 + erf(x/sqrt 2))    backward reads x
+ *   silu        x / (1 + exp(-x))          backward reads x
+ *   sigmoid     1 / (1 + exp(-x))          backward reads the output y
+ *   tanh        tanh(x)                    backward reads the output y
+ * A NaN input gives a NaN output. */
+void nn_leaky_relu_forward(float *y, const float *x, float slope, size_t count, nn_ctx *ctx);
+void nn_leaky_relu_backward(float *dx, const float *dy, const float *x, float slope, size_t count,
+                            nn_ctx *ctx);
+void nn_gelu_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
+void nn_gelu_backward(float *dx, const float *dy, const float *x, size_t count, nn_ctx *ctx);
+void nn_silu_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
+void nn_silu_backward(float *dx, const float *dy, const float *x, size_t count, nn_ctx *ctx);
+void nn_sigmoid_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
+void nn_sigmoid_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);
+void nn_tanh_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
+void nn_tanh_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);
+
+/* average pooling: x (N, C, H, W), y (N, C, P, Q); padding counts as zeros in
+ * the divisor R*S (AvgPool2d's count_include_pad=True, ceil_mode=False) */
+void nn_avgpool_forward(float *y, const float *x, const nn_pool_desc *d, int n, nn_ctx *ctx);
+void nn_avgpool_backward(float *dx, const float *dy, const nn_pool_desc *d, int n, nn_ctx *ctx);
+
+/* global average pooling: x (N, C, H, W), y (N, C): the mean of each plane */
+void nn_gap_forward(float *y, const float *x, const nn_pool_desc *d, int n, nn_ctx *ctx);
+void nn_gap_backward(float *dx, const float *dy, const nn_pool_desc *d, int n, nn_ctx *ctx);
+
 /* linear: x (N, in), w (out, in), b (out), y (N, out) */
 void nn_linear_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_linear_desc *d, int n, nn_ctx *ctx);
@@ -80,6 +108,22 @@ void nn_ref_maxpool_backward(double *dx, const double *dy, const double *x,
                              const nn_pool_desc *d, int n);
 void nn_ref_relu_forward(double *y, const double *x, size_t count);
 void nn_ref_relu_backward(double *dx, const double *dy, const double *x, size_t count);
+/* activation references: backward reads the input x for every one */
+void nn_ref_leaky_relu_forward(double *y, const double *x, double slope, size_t count);
+void nn_ref_leaky_relu_backward(double *dx, const double *dy, const double *x, double slope,
+                                size_t count);
+void nn_ref_gelu_forward(double *y, const double *x, size_t count);
+void nn_ref_gelu_backward(double *dx, const double *dy, const double *x, size_t count);
+void nn_ref_silu_forward(double *y, const double *x, size_t count);
+void nn_ref_silu_backward(double *dx, const double *dy, const double *x, size_t count);
+void nn_ref_sigmoid_forward(double *y, const double *x, size_t count);
+void nn_ref_sigmoid_backward(double *dx, const double *dy, const double *x, size_t count);
+void nn_ref_tanh_forward(double *y, const double *x, size_t count);
+void nn_ref_tanh_backward(double *dx, const double *dy, const double *x, size_t count);
+void nn_ref_avgpool_forward(double *y, const double *x, const nn_pool_desc *d, int n);
+void nn_ref_avgpool_backward(double *dx, const double *dy, const nn_pool_desc *d, int n);
+void nn_ref_gap_forward(double *y, const double *x, const nn_pool_desc *d, int n);
+void nn_ref_gap_backward(double *dx, const double *dy, const nn_pool_desc *d, int n);
 void nn_ref_linear_forward(double *y, const double *x, const double *w, const double *b,
                            const nn_linear_desc *d, int n);
 void nn_ref_linear_backward(double *dx, double *dw, double *db, const double *dy,

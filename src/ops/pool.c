@@ -1,5 +1,6 @@
 /*
- * pool.c - max-pooling: model-file definition and CPU kernels. Backward finds
+ * pool.c - max-pooling, average pooling and global average pooling: model-file
+ * definitions and CPU kernels. Max-pooling's backward finds
  * each window's maximum again by comparing the input with the output (first
  * maximum, NaN wins, as PyTorch) instead of storing argmax indices: the 2x2
  * case then vectorizes and needs no extra memory.
@@ -169,3 +170,172 @@ static void maxpool_bwd(const nn_op_args *a) {
 }
 
 const nn_op_kernels nn_maxpool_cpu = {maxpool_fwd, maxpool_bwd, NULL};
+
+/* ------------------------------------------------------------ average pooling */
+
+/* torch.nn.AvgPool2d(size, stride, pad) with its defaults count_include_pad=True
+ * and ceil_mode=False: every window lies inside the padded input, so the
+ * divisor is always R*S. */
+static nn_status avgpool_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
+    nn_pool_desc *d = &node->d.pool;
+    nn_status st;
+    if (in->ndim != 3)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                           "%s:%d: avgpool needs a CxHxW input, got a %d-dimensional one",
+                           kv->source, kv->line, in->ndim);
+    if ((st = nn_kv_pair(kv, "size", 0, 1, &d->R, &d->S))) return st;
+    if ((st = nn_kv_pair(kv, "stride", d->R, 0, &d->stride_h, &d->stride_w))) return st;
+    if (!nn_kv_str(kv, "stride")) d->stride_w = d->S;
+    if ((st = nn_kv_pair(kv, "pad", 0, 0, &d->pad_h, &d->pad_w))) return st;
+    d->C = (int)in->dim[0];
+    d->H = (int)in->dim[1];
+    d->W = (int)in->dim[2];
+    if (d->R <= 0 || d->S <= 0 || d->stride_h <= 0 || d->stride_w <= 0 || d->pad_h < 0 ||
+        d->pad_w < 0)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: avgpool needs size>0, stride>0, pad>=0",
+                           kv->source, kv->line);
+    if (2 * d->pad_h > d->R || 2 * d->pad_w > d->S)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                           "%s:%d: avgpool pad must be at most half the window size",
+                           kv->source, kv->line);
+    if (d->R > d->H + 2 * d->pad_h || d->S > d->W + 2 * d->pad_w)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                           "%s:%d: avgpool window %dx%d is larger than the padded input %dx%d",
+                           kv->source, kv->line, d->R, d->S, d->H + 2 * d->pad_h,
+                           d->W + 2 * d->pad_w);
+    d->P = (d->H + 2 * d->pad_h - d->R) / d->stride_h + 1;
+    d->Q = (d->W + 2 * d->pad_w - d->S) / d->stride_w + 1;
+    node->out = (nn_shape){3, {d->C, d->P, d->Q, 0}};
+    return NN_OK;
+}
+
+static int64_t avgpool_flops(const nn_node *node) {
+    const nn_pool_desc *d = &node->d.pool;
+    return (int64_t)d->C * d->P * d->Q * d->R * d->S; /* R*S - 1 adds and one divide */
+}
+
+const nn_op_def nn_avgpool_def = {"avgpool", 1, "size stride pad", avgpool_configure,
+                                  avgpool_flops};
+
+/* First and one-past-last input row (or column) of output position p, clipped
+ * to the input. */
+static void window_range(int p, int stride, int pad, int size, int limit, int *lo, int *hi) {
+    int a = p * stride - pad, b = a + size;
+    *lo = a < 0 ? 0 : a;
+    *hi = b > limit ? limit : b;
+}
+
+void nn_avgpool_forward(float *y, const float *x, const nn_pool_desc *d, int n, nn_ctx *ctx) {
+    const int planes = n * d->C;
+    const int HW = d->H * d->W, PQ = d->P * d->Q;
+    const float div = (float)(d->R * d->S);
+    NN_PARALLEL_FOR(ctx->threads)
+    for (int pl = 0; pl < planes; pl++) {
+        const float *xp = x + (size_t)pl * HW;   /* (H, W) */
+        float *yp = y + (size_t)pl * PQ;         /* (P, Q) */
+        for (int p = 0; p < d->P; p++) {
+            int h0, h1;
+            window_range(p, d->stride_h, d->pad_h, d->R, d->H, &h0, &h1);
+            for (int q = 0; q < d->Q; q++) {
+                int w0, w1;
+                window_range(q, d->stride_w, d->pad_w, d->S, d->W, &w0, &w1);
+                float s = 0.0f;
+                for (int h = h0; h < h1; h++)
+                    for (int w = w0; w < w1; w++) s += xp[h * d->W + w];
+                yp[p * d->Q + q] = s / div;
+            }
+        }
+    }
+}
+
+void nn_avgpool_backward(float *dx, const float *dy, const nn_pool_desc *d, int n, nn_ctx *ctx) {
+    const int planes = n * d->C;
+    const int HW = d->H * d->W, PQ = d->P * d->Q;
+    const float div = (float)(d->R * d->S);
+    NN_PARALLEL_FOR(ctx->threads)
+    for (int pl = 0; pl < planes; pl++) {
+        float *dxp = dx + (size_t)pl * HW;          /* (H, W) */
+        const float *dyp = dy + (size_t)pl * PQ;    /* (P, Q) */
+        memset(dxp, 0, (size_t)HW * sizeof(float));
+        for (int p = 0; p < d->P; p++) {
+            int h0, h1;
+            window_range(p, d->stride_h, d->pad_h, d->R, d->H, &h0, &h1);
+            for (int q = 0; q < d->Q; q++) {
+                int w0, w1;
+                window_range(q, d->stride_w, d->pad_w, d->S, d->W, &w0, &w1);
+                const float g = dyp[p * d->Q + q] / div;
+                for (int h = h0; h < h1; h++)
+                    for (int w = w0; w < w1; w++) dxp[h * d->W + w] += g;
+            }
+        }
+    }
+}
+
+static void avgpool_fwd(const nn_op_args *a) {
+    nn_avgpool_forward(a->y, a->x, &a->node->d.pool, a->n, a->ctx);
+}
+
+static void avgpool_bwd(const nn_op_args *a) {
+    if (a->dx) nn_avgpool_backward(a->dx, a->dy, &a->node->d.pool, a->n, a->ctx);
+}
+
+const nn_op_kernels nn_avgpool_cpu = {avgpool_fwd, avgpool_bwd, NULL};
+
+/* ------------------------------------------------------------ global average pooling */
+
+/* torch.nn.AdaptiveAvgPool2d(1) followed by flatten: C x H x W -> C. */
+static nn_status gap_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
+    nn_pool_desc *d = &node->d.pool;
+    if (in->ndim != 3)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                           "%s:%d: gap needs a CxHxW input, got a %d-dimensional one",
+                           kv->source, kv->line, in->ndim);
+    memset(d, 0, sizeof *d);
+    d->C = (int)in->dim[0];
+    d->H = d->R = (int)in->dim[1];
+    d->W = d->S = (int)in->dim[2];
+    d->P = d->Q = 1;
+    d->stride_h = d->stride_w = 1;
+    node->out = (nn_shape){1, {d->C, 0, 0, 0}};
+    return NN_OK;
+}
+
+static int64_t gap_flops(const nn_node *node) {
+    const nn_pool_desc *d = &node->d.pool;
+    return (int64_t)d->C * d->H * d->W; /* H*W - 1 adds and one divide per channel */
+}
+
+const nn_op_def nn_gap_def = {"gap", 1, "", gap_configure, gap_flops};
+
+void nn_gap_forward(float *y, const float *x, const nn_pool_desc *d, int n, nn_ctx *ctx) {
+    const int planes = n * d->C, HW = d->H * d->W;
+    const float div = (float)HW;
+    NN_PARALLEL_FOR(ctx->threads)
+    for (int pl = 0; pl < planes; pl++) {
+        const float *xp = x + (size_t)pl * HW;   /* (H, W) */
+        float s = 0.0f;
+        for (int j = 0; j < HW; j++) s += xp[j];
+        y[pl] = s / div;                         /* y (N, C) */
+    }
+}
+
+void nn_gap_backward(float *dx, const float *dy, const nn_pool_desc *d, int n, nn_ctx *ctx) {
+    const int planes = n * d->C, HW = d->H * d->W;
+    const float div = (float)HW;
+    NN_PARALLEL_FOR(ctx->threads)
+    for (int pl = 0; pl < planes; pl++) {
+        float *dxp = dx + (size_t)pl * HW;       /* (H, W) */
+        const float g = dy[pl] / div;
+        for (int j = 0; j < HW; j++) dxp[j] = g;
+    }
+}
+
+static void gap_fwd(const nn_op_args *a) {
+    nn_gap_forward(a->y, a->x, &a->node->d.pool, a->n, a->ctx);
+}
+
+static void gap_bwd(const nn_op_args *a) {
+    if (a->dx) nn_gap_backward(a->dx, a->dy, &a->node->d.pool, a->n, a->ctx);
+}
+
+const nn_op_kernels nn_gap_cpu = {gap_fwd, gap_bwd, NULL};
