@@ -63,6 +63,10 @@ static int bwd_group(const nn_conv2d_desc *d) {
 
 int nn_conv2d_direct_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #ifdef NN_HAVE_AVX512_KERNELS
+    /* a row of Q outputs fills Q of each 16-lane vector: below ~70% of the
+     * lanes (e.g. 7x7 maps) the im2col + sgemm path is faster */
+    const int vecs = (d->Q + VEC - 1) / VEC;
+    if (10 * d->Q < 7 * VEC * vecs) return 0;
     return ctx->isa >= NN_ISA_AVX512 && d->stride_h == 1 && d->stride_w == 1 &&
            d->R * d->S <= MAX_TAPS && d->R * d->S >= 6 && /* fewer taps waste the 9 accumulators */
            d->pad_h <= d->R - 1 && d->pad_w <= d->S - 1;
