@@ -24,6 +24,7 @@ static const nn_backend cpu_backend = {
             [NN_OP_TANH] = &nn_tanh_cpu,
             [NN_OP_AVGPOOL] = &nn_avgpool_cpu,
             [NN_OP_GAP] = &nn_gap_cpu,
+            [NN_OP_ADD] = &nn_add_cpu,
         },
     .allreduce = NULL,
 };

@@ -46,6 +46,12 @@ static nn_status place_params(nn_net *net) {
     return NN_OK;
 }
 
+/* The node whose planned memory node j uses (itself unless it is an alias). */
+static int memory_root(const nn_net *net, int j) {
+    while (net->nodes[j].alias_of >= 0) j = net->nodes[j].alias_of;
+    return j;
+}
+
 static int consumers(const nn_net *net, int j) {
     int count = 0;
     for (int i = 0; i < net->num_nodes; i++)
@@ -73,14 +79,20 @@ static void fuse_and_alias(nn_net *net) {
             }
         }
     }
-    /* has_grad[i]: whether a gradient flows into node i's output */
+    /* which input gradients each kernel computes (none flows into the image),
+     * and how many kernels write each memory root's gradient */
+    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].grad_writers = 0;
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
-        node->needs_dx = 0;
-        if (node->num_inputs == 0) continue;
-        int src = node->inputs[0];
-        while (src >= 0 && net->nodes[src].alias_of >= 0) src = net->nodes[src].alias_of;
-        node->needs_dx = src != net->input_node;
+        node->needs_dx = node->needs_dx2 = 0;
+        if (node->alias_of >= 0) continue; /* aliases run no kernel backward */
+        for (int k = 0; k < node->num_inputs; k++) {
+            int root = memory_root(net, node->inputs[k]);
+            int flows = root != net->input_node;
+            if (k == 0) node->needs_dx = flows;
+            if (k == 1) node->needs_dx2 = flows;
+            if (flows) net->nodes[root].grad_writers++;
+        }
     }
 }
 
@@ -149,6 +161,11 @@ nn_status nn_net_load(nn_ctx *ctx, const char *path, nn_net **out) {
 static void release_plan(nn_net *net) {
     nn_free_aligned(net->arena);
     nn_free_aligned(net->ws);
+    for (int k = 0; k < NN_MAX_INPUTS; k++) {
+        nn_free_aligned(net->gscratch[k]);
+        net->gscratch[k] = NULL;
+    }
+    net->gscratch_floats = 0;
     net->arena = net->ws = NULL;
     net->arena_floats = net->ws_floats = 0;
     net->max_batch = 0;
@@ -217,6 +234,23 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
     net->arena_floats = total;
     net->ws_floats = ws;
     net->max_batch = max_batch;
+    /* gradients into memory that several kernels write go through a scratch
+     * buffer per input slot and are added up */
+    size_t scratch = 0;
+    for (int i = 0; i < net->num_nodes; i++)
+        if (net->nodes[i].grad_writers > 1) {
+            size_t n = (size_t)max_batch * (size_t)nn_shape_numel(&net->nodes[i].out);
+            if (n > scratch) scratch = n;
+        }
+    if (scratch) {
+        for (int k = 0; k < NN_MAX_INPUTS; k++)
+            if (!(net->gscratch[k] = nn_alloc_aligned(scratch * sizeof(float)))) {
+                release_plan(net);
+                return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for gradient sums",
+                                   net->source);
+            }
+        net->gscratch_floats = scratch;
+    }
     /* aliases share their source's memory (sources come earlier) */
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
@@ -296,6 +330,15 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
         nn_node *in = &net->nodes[node->inputs[0]];
         a->x = in->y;
         a->dx = node->needs_dx ? in->dy : NULL;
+        if (a->dx && net->nodes[memory_root(net, node->inputs[0])].grad_writers > 1)
+            a->dx = net->gscratch[0];
+    }
+    if (node->num_inputs > 1) {
+        nn_node *in = &net->nodes[node->inputs[1]];
+        a->x2 = in->y;
+        a->dx2 = node->needs_dx2 ? in->dy : NULL;
+        if (a->dx2 && net->nodes[memory_root(net, node->inputs[1])].grad_writers > 1)
+            a->dx2 = net->gscratch[1];
     }
     if (node->param_index >= 0) {
         const nn_param_info *p = &net->params[node->param_index];
@@ -356,15 +399,30 @@ nn_status nn_net_backward(nn_net *net) {
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: backward without a forward with labels",
                            net->source);
     const nn_backend *be = net->ctx->backend;
+    const int n = net->cur_n;
+    /* memory whose gradient several kernels add into starts at zero */
+    for (int i = 0; i < net->num_nodes; i++)
+        if (net->nodes[i].grad_writers > 1)
+            memset(net->nodes[i].dy, 0,
+                   (size_t)n * (size_t)nn_shape_numel(&net->nodes[i].out) * sizeof(float));
     for (int i = net->loss_node; i > 0; i--) {
         nn_node *node = &net->nodes[i];
         if (node->alias_of >= 0) continue;
         nn_op_args a;
-        node_args(net, node, net->cur_n, &a);
+        node_args(net, node, n, &a);
         a.labels = net->labels;
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
         be->kernels[node->op]->backward(&a);
+        float *dxs[2] = {a.dx, a.dx2};
+        for (int k = 0; k < node->num_inputs && k < 2; k++)
+            if (dxs[k] && dxs[k] == net->gscratch[k]) {
+                const nn_node *root = &net->nodes[memory_root(net, node->inputs[k])];
+                const size_t count = (size_t)n * (size_t)nn_shape_numel(&root->out);
+                float *dst = root->dy;
+                const float *src = dxs[k];
+                for (size_t j = 0; j < count; j++) dst[j] += src[j];
+            }
         if (timed) {
             double t1 = omp_get_wtime();
             if (net->timing) net->time_bwd[i] += t1 - t0;

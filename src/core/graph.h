@@ -23,6 +23,7 @@ typedef enum {
     NN_OP_TANH,
     NN_OP_AVGPOOL,
     NN_OP_GAP,
+    NN_OP_ADD,
     NN_OP_COUNT
 } nn_op_type;
 
@@ -86,6 +87,10 @@ typedef struct nn_node {
     void *aux;                      /* op-private saved data, e.g. pool argmax */
     size_t aux_bytes;               /* per sample */
     int needs_dx;                   /* 1 if the input gradient must be computed */
+    int needs_dx2;                  /* the same for the second input */
+    int grad_writers;               /* kernels writing the gradient of this node's
+                                       memory (its own consumers and those of its
+                                       aliases); more than one: they accumulate */
     int alias_of;                   /* node whose memory this one shares (flatten,
                                        fused ReLU), or -1 */
 } nn_node;
@@ -100,6 +105,7 @@ typedef struct {
     const float *w, *b;             /* parameters */
     const float *dy;                /* gradient of output */
     float *dx;                      /* gradient of first input, overwritten; NULL = skip */
+    float *dx2;                     /* gradient of the second input (binary ops) */
     float *dw, *db;                 /* parameter gradients, accumulated */
     void *aux;                      /* op-private saved data */
     float *ws;                      /* workspace, sized by the op's workspace() */
@@ -157,12 +163,12 @@ const nn_op_def *nn_op_def_get(nn_op_type op);
 /* Op definitions, one per op family file in src/ops. */
 extern const nn_op_def nn_input_def, nn_conv2d_def, nn_maxpool_def, nn_relu_def,
     nn_linear_def, nn_flatten_def, nn_softmax_ce_def, nn_leaky_relu_def, nn_gelu_def,
-    nn_silu_def, nn_sigmoid_def, nn_tanh_def, nn_avgpool_def, nn_gap_def;
+    nn_silu_def, nn_sigmoid_def, nn_tanh_def, nn_avgpool_def, nn_gap_def, nn_add_def;
 
 /* CPU kernels, one table per op family file in src/ops. */
 extern const nn_op_kernels nn_conv2d_cpu, nn_maxpool_cpu, nn_relu_cpu, nn_linear_cpu,
     nn_flatten_cpu, nn_softmax_ce_cpu, nn_leaky_relu_cpu, nn_gelu_cpu, nn_silu_cpu, nn_sigmoid_cpu,
-    nn_tanh_cpu, nn_avgpool_cpu, nn_gap_cpu;
+    nn_tanh_cpu, nn_avgpool_cpu, nn_gap_cpu, nn_add_cpu;
 
 struct nn_net {
     nn_ctx *ctx;
@@ -182,6 +188,9 @@ struct nn_net {
     size_t arena_floats;
     float *ws;                      /* shared workspace */
     size_t ws_floats;
+    float *gscratch[NN_MAX_INPUTS]; /* per input slot: a gradient written here is then
+                                       added to a node read by several layers */
+    size_t gscratch_floats;
     float last_loss;
     const int32_t *labels;          /* labels of the last forward */
     int timing;                     /* accumulate per-node times below */

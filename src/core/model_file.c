@@ -18,6 +18,7 @@ static const nn_op_def *const op_defs[NN_OP_COUNT] = {
     [NN_OP_GELU] = &nn_gelu_def,             [NN_OP_SILU] = &nn_silu_def,
     [NN_OP_SIGMOID] = &nn_sigmoid_def,       [NN_OP_TANH] = &nn_tanh_def,
     [NN_OP_AVGPOOL] = &nn_avgpool_def,       [NN_OP_GAP] = &nn_gap_def,
+    [NN_OP_ADD] = &nn_add_def,
 };
 
 const nn_op_def *nn_op_def_get(nn_op_type op) {
@@ -157,7 +158,7 @@ static nn_status add_line(nn_net *net, char *line, int lineno) {
         return nn_ctx_fail(net->ctx, NN_EINVAL,
                            "%s:%d: unknown layer type '%s' (expected input, conv2d, maxpool, "
                            "avgpool, gap, relu, leaky_relu, gelu, silu, sigmoid, tanh, "
-                           "linear, flatten or softmax_ce)",
+                           "linear, flatten, add or softmax_ce)",
                            net->source, lineno, opname);
     if (net->num_nodes == 0 && def != &nn_input_def)
         return nn_ctx_fail(net->ctx, NN_EINVAL,
@@ -205,20 +206,35 @@ static nn_status add_line(nn_net *net, char *line, int lineno) {
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: layer name '%s' is already used",
                            net->source, lineno, node->name);
 
+    nn_shape in_shapes[NN_MAX_INPUTS];
     const nn_shape *in_shape = NULL;
     if (def->num_inputs > 0) {
+        /* in=NAME or in=NAME,NAME,...; one input defaults to the previous layer */
         const char *in = nn_kv_str(&kv, "in");
-        int src = net->num_nodes - 1;
-        if (in) {
-            src = find_node(net, in);
+        if (!in && def->num_inputs > 1)
+            return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: %s needs in=A,B (%d earlier layers)",
+                               net->source, lineno, def->name, def->num_inputs);
+        char list[128];
+        snprintf(list, sizeof list, "%s", in ? in : net->nodes[net->num_nodes - 1].name);
+        char *save = NULL;
+        int count = 0;
+        for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            int src = find_node(net, tok);
             if (src < 0)
-                return nn_ctx_fail(net->ctx, NN_EINVAL,
-                                   "%s:%d: in=%s names no earlier layer", net->source,
-                                   lineno, in);
+                return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: in=%s: '%s' names no earlier layer",
+                                   net->source, lineno, in, tok);
+            if (count == def->num_inputs)
+                return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: %s takes %d input%s, in=%s names more",
+                                   net->source, lineno, def->name, def->num_inputs,
+                                   def->num_inputs > 1 ? "s" : "", in);
+            node->inputs[count] = src;
+            in_shapes[count++] = net->nodes[src].out;
         }
-        node->inputs[0] = src;
-        node->num_inputs = 1;
-        in_shape = &net->nodes[src].out;
+        if (count != def->num_inputs)
+            return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: %s takes %d inputs, in=%s names %d",
+                               net->source, lineno, def->name, def->num_inputs, in ? in : "", count);
+        node->num_inputs = count;
+        in_shape = in_shapes;
     }
     for (int i = 0; i < kv.count; i++)
         if (!kv.kv[i].used && !key_allowed(def->keys, kv.kv[i].key))

@@ -43,6 +43,10 @@ void nn_maxpool2x2_plane_avx512(float *y, const float *x, int H, int W, int P, i
 void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float *x,
                                          const float *y, int H, int W, int P, int Q);
 
+/* add: y = a + b over count elements; backward copies dy to da and db */
+void nn_add_forward(float *y, const float *a, const float *b, size_t count, nn_ctx *ctx);
+void nn_add_backward(float *da, float *db, const float *dy, size_t count);
+
 /* relu on count elements; backward uses the output y */
 void nn_relu_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
 void nn_relu_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);

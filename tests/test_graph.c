@@ -1,0 +1,163 @@
+/*
+ * test_graph.c - graphs that are not plain stacks: a layer read by several
+ * later layers (skip connections) and `add` joining two branches. The
+ * gradient of a fan-out node is the sum of its consumers' contributions; it is
+ * checked against central differences of the loss along random directions in
+ * parameter space (double-precision sums of float losses), and the graph
+ * rules (shapes at an add, in= lists) are checked for clear errors.
+ */
+#include "test_util.h"
+
+#include <math.h>
+#include <string.h>
+
+/* residual block: c1's activation feeds both c2 and the add, and the second
+ * add reads the same layer twice. Smooth activations for finite differences
+ * (ReLU kinks make them converge only linearly in eps). */
+static const char *const RESIDUAL =
+    "input shape=2x6x6\n"
+    "conv2d name=c1 out=4 kernel=3 pad=1\n"
+    "silu name=r1\n"
+    "conv2d name=c2 out=4 kernel=3 pad=1\n"
+    "add name=sum in=c2,r1\n"
+    "tanh\n"
+    "flatten name=fl\n"
+    "linear name=fc out=5\n"
+    "add name=twice in=fc,fc\n"
+    "softmax_ce\n";
+
+static double loss_at(nn_net *net, const float *x, const int32_t *y, int n) {
+    float l;
+    if (nn_net_forward(net, x, y, n, &l)) return NAN;
+    return l;
+}
+
+static void directional_check(nn_ctx *ctx, const char *what) {
+    nn_net *net = NULL;
+    nn_status st = nn_net_parse(ctx, RESIDUAL, "res.nn", &net);
+    check(st == NN_OK, "residual model parses", "%s", ctx_err(ctx, st));
+    if (st) return;
+    const int n = 5;
+    nn_net_plan(net, n);
+    nn_rng rng;
+    nn_rng_seed(&rng, 7, 3);
+    nn_net_init_params(net, &rng);
+    float x[5 * 72];
+    int32_t y[5];
+    for (int i = 0; i < 5 * 72; i++) x[i] = 2.0f * nn_rng_uniform(&rng) - 1.0f;
+    for (int i = 0; i < n; i++) y[i] = (int32_t)nn_rng_below(&rng, 5);
+    float l;
+    nn_net_zero_grad(net);
+    nn_net_forward(net, x, y, n, &l);
+    nn_net_backward(net);
+    const size_t np = nn_net_num_params(net);
+    float *p = nn_net_params(net), *g = xmalloc(np * sizeof(float)), *p0 = xmalloc(np * sizeof(float));
+    memcpy(g, nn_net_grads(net), np * sizeof(float));
+    memcpy(p0, p, np * sizeof(float));
+    double worst = 0.0;
+    for (int trial = 0; trial < 4; trial++) {
+        float *v = xmalloc(np * sizeof(float));
+        double gv = 0.0;
+        for (size_t i = 0; i < np; i++) {
+            v[i] = 2.0f * nn_rng_uniform(&rng) - 1.0f;
+            gv += (double)g[i] * v[i];
+        }
+        const double eps = 1e-3;
+        for (size_t i = 0; i < np; i++) p[i] = p0[i] + (float)eps * v[i];
+        double lp = loss_at(net, x, y, n);
+        for (size_t i = 0; i < np; i++) p[i] = p0[i] - (float)eps * v[i];
+        double lm = loss_at(net, x, y, n);
+        memcpy(p, p0, np * sizeof(float));
+        double fd = (lp - lm) / (2 * eps);
+        double rel = fabs(fd - gv) / fmax(1e-3, fabs(gv));
+        if (rel > worst) worst = rel;
+        free(v);
+    }
+    check(worst < 5e-3, what, "worst relative difference %.3g", worst);
+    /* the second add doubles the logits: its two identical inputs both count */
+    nn_layer_info li;
+    nn_net_layer_info(net, 4, &li);
+    check(strcmp(li.op, "add") == 0 && shape_is(&li.out, 3, 4, 6, 6, 0), "add keeps its inputs' shape",
+          "op %s", li.op);
+    free(g);
+    free(p0);
+    nn_net_free(net);
+}
+
+/* Gradients of one run of text on fixed data, into g (num_params floats). */
+static size_t grads_of(nn_ctx *ctx, const char *text, float **g) {
+    nn_net *net = NULL;
+    if (nn_net_parse(ctx, text, "alias.nn", &net)) return 0;
+    nn_net_plan(net, 4);
+    nn_rng rng;
+    nn_rng_seed(&rng, 11, 5);
+    nn_net_init_params(net, &rng);
+    float x[4 * 72];
+    int32_t y[4] = {0, 3, 1, 4};
+    for (int i = 0; i < 4 * 72; i++) x[i] = 2.0f * nn_rng_uniform(&rng) - 1.0f;
+    float l;
+    nn_net_zero_grad(net);
+    nn_net_forward(net, x, y, 4, &l);
+    nn_net_backward(net);
+    size_t np = nn_net_num_params(net);
+    *g = xmalloc(np * sizeof(float));
+    memcpy(*g, nn_net_grads(net), np * sizeof(float));
+    nn_net_free(net);
+    return np;
+}
+
+/* A ReLU fused into the conv before it shares that conv's memory; when the
+ * ReLU is read by two layers, both gradients must add up there. The same
+ * network with leaky_relu slope=0 (the same function, never fused) must give
+ * the same gradients. */
+static void relu_alias_check(nn_ctx *ctx) {
+    const char *fmt = "input shape=2x6x6\nconv2d name=c1 out=4 kernel=3 pad=1\n%s name=r1%s\n"
+                      "conv2d name=c2 out=4 kernel=3 pad=1\nadd name=sum in=c2,r1\nrelu\n"
+                      "flatten\nlinear name=fc out=5\nsoftmax_ce\n";
+    char fused[512], plain[512];
+    snprintf(fused, sizeof fused, fmt, "relu", "");
+    snprintf(plain, sizeof plain, fmt, "leaky_relu", " slope=0");
+    float *ga = NULL, *gb = NULL;
+    size_t na = grads_of(ctx, fused, &ga), nb = grads_of(ctx, plain, &gb);
+    double worst = na == nb && na ? 0.0 : 1.0;
+    for (size_t i = 0; na == nb && i < na; i++) {
+        double d = fabs((double)ga[i] - gb[i]) / (1e-3 + fabs((double)gb[i]));
+        if (d > worst) worst = d;
+    }
+    check(na && worst < 1e-4, "fused ReLU read by two layers: same gradients as unfused",
+          "%zu vs %zu params, worst relative difference %.3g", na, nb, worst);
+    free(ga);
+    free(gb);
+}
+
+static void expect_bad(nn_ctx *ctx, const char *what, const char *text, const char *word) {
+    nn_net *net = NULL;
+    nn_status st = nn_net_parse(ctx, text, "g.nn", &net);
+    check(st != NN_OK && contains(nn_ctx_error(ctx), "g.nn:") && contains(nn_ctx_error(ctx), word),
+          what, "status %d: %s", (int)st, nn_ctx_error(ctx));
+    nn_net_free(net);
+}
+
+int main(void) {
+    nn_ctx *c1 = nn_ctx_new(1), *c2 = nn_ctx_new(2);
+    directional_check(c1, "fan-out and add: gradient matches finite differences (1 thread)");
+    directional_check(c2, "fan-out and add: gradient matches finite differences (2 threads)");
+    relu_alias_check(c1);
+    relu_alias_check(c2);
+    const char *hdr = "input shape=1x4x4\nconv2d name=a out=2 kernel=3 pad=1\n"
+                      "conv2d name=b out=3 kernel=3 pad=1\n";
+    char buf[512];
+    snprintf(buf, sizeof buf, "%sadd in=a,b\nflatten\nlinear out=2\nsoftmax_ce\n", hdr);
+    expect_bad(c1, "add of different shapes names both", buf, "2x4x4 and 3x4x4");
+    snprintf(buf, sizeof buf, "%sadd\nflatten\nlinear out=2\nsoftmax_ce\n", hdr);
+    expect_bad(c1, "add without in= asks for two inputs", buf, "in=A,B");
+    snprintf(buf, sizeof buf, "%sadd in=a,b,a\nflatten\nlinear out=2\nsoftmax_ce\n", hdr);
+    expect_bad(c1, "add with three inputs", buf, "names more");
+    snprintf(buf, sizeof buf, "%sadd in=a,zz\nflatten\nlinear out=2\nsoftmax_ce\n", hdr);
+    expect_bad(c1, "add naming an unknown layer", buf, "'zz' names no earlier layer");
+    snprintf(buf, sizeof buf, "%srelu in=a,b\nflatten\nlinear out=2\nsoftmax_ce\n", hdr);
+    expect_bad(c1, "two inputs to a one-input layer", buf, "takes 1 input");
+    nn_ctx_free(c1);
+    nn_ctx_free(c2);
+    return test_summary();
+}
