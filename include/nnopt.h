@@ -203,7 +203,15 @@ typedef struct {
     size_t numel;
     int fan_in;       /* for initialization */
     int is_bias;
+    int init;         /* NN_INIT_DEFAULT or NN_INIT_CONSTANT */
+    float init_value; /* every element's value under NN_INIT_CONSTANT (and a buffer's start) */
 } nn_param_info;
+
+/* How nn_net_init_params fills a parameter tensor. */
+enum {
+    NN_INIT_DEFAULT = 0,  /* PyTorch default U(+-1/sqrt(fan_in)), drawn from the RNG */
+    NN_INIT_CONSTANT = 1  /* init_value everywhere; draws nothing (batchnorm's 1 and 0) */
+};
 
 /* One row of `nnopt info`. */
 typedef struct {
@@ -230,7 +238,9 @@ nn_status nn_net_plan(nn_net *net, int max_batch);
 size_t nn_net_planned_bytes(const nn_net *net);
 
 /* PyTorch default init: weights kaiming_uniform(a=sqrt 5) = U(+-1/sqrt(fan_in)),
- * biases U(+-1/sqrt(fan_in)), drawn in parameter order from rng. */
+ * biases U(+-1/sqrt(fan_in)), drawn in parameter order from rng; tensors with
+ * init NN_INIT_CONSTANT (batchnorm weight 1, bias 0) are set without drawing.
+ * Also resets every buffer to its initial value. */
 void nn_net_init_params(nn_net *net, nn_rng *rng);
 
 size_t nn_net_num_params(const nn_net *net);
@@ -240,6 +250,24 @@ int nn_net_num_param_tensors(const nn_net *net);
 const nn_param_info *nn_net_param_info(const nn_net *net, int i);
 /* Index of the named parameter tensor, or -1. */
 int nn_net_find_param(const nn_net *net, const char *name);
+
+/* Buffers: state tensors that are saved in checkpoints but not trained and not
+ * seen by the optimizer, e.g. batchnorm's "<name>.running_mean" (C),
+ * "<name>.running_var" (C) and "<name>.num_batches_tracked" (scalar, ndim 0,
+ * a float count), all in one flat float buffer owned by the net. Their info
+ * uses the same struct as parameters (offset into nn_net_buffers). */
+int nn_net_num_buffer_tensors(const nn_net *net);
+const nn_param_info *nn_net_buffer_info(const nn_net *net, int i);  /* NULL if out of range */
+float *nn_net_buffers(nn_net *net);                                 /* flat (num_buffers) */
+size_t nn_net_num_buffers(const nn_net *net);
+/* Index of the named buffer tensor, or -1. */
+int nn_net_find_buffer(const nn_net *net, const char *name);
+
+/* Training (1, the default) or eval (0) mode, as torch's module.train()/eval():
+ * batchnorm normalizes with the batch's statistics and updates its running
+ * statistics in training mode, and uses the running statistics in eval mode. */
+void nn_net_set_training(nn_net *net, int training);
+int nn_net_training(const nn_net *net);
 
 int nn_net_num_layers(const nn_net *net);
 void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out);
@@ -464,7 +492,8 @@ double nn_measure_sgemm_gflops(nn_ctx *ctx, int n, int repeats);
 /* ------------------------------------------------------------------ training */
 
 /* Mean loss and accuracy of net over a data set, in batches of the planned
- * size. */
+ * size, in eval mode (nn_net_set_training(net, 0)); the caller's mode is
+ * restored afterwards. */
 nn_status nn_evaluate(nn_net *net, const nn_dataset *d, const nn_normalize *norm,
                       int batch, float *x_buf, int32_t *y_buf, double *loss,
                       double *accuracy);

@@ -25,6 +25,7 @@ static const nn_backend cpu_backend = {
             [NN_OP_AVGPOOL] = &nn_avgpool_cpu,
             [NN_OP_GAP] = &nn_gap_cpu,
             [NN_OP_ADD] = &nn_add_cpu,
+            [NN_OP_BATCHNORM] = &nn_batchnorm_cpu,
         },
     .allreduce = NULL,
 };

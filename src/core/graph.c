@@ -32,6 +32,8 @@ static nn_status place_params(nn_net *net) {
             p->offset = offset;
             p->fan_in = node->param_fan_in;
             p->is_bias = strcmp(node->param_suffix[j], "bias") == 0;
+            p->init = node->param_init[j];
+            p->init_value = node->param_init_value[j];
             offset += p->numel;
         }
     }
@@ -43,6 +45,42 @@ static nn_status place_params(nn_net *net) {
                            net->source, offset);
     memset(net->param_data, 0, offset * sizeof(float));
     memset(net->grad_data, 0, offset * sizeof(float));
+    return NN_OK;
+}
+
+/* The same for buffers: names, shapes and offsets in the flat buffer, each
+ * node's contiguous, filled with their initial values. */
+static nn_status place_buffers(nn_net *net) {
+    int count = 0;
+    for (int i = 0; i < net->num_nodes; i++) count += net->nodes[i].num_buffers;
+    net->buffers = calloc((size_t)(count ? count : 1), sizeof *net->buffers);
+    if (!net->buffers) return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory", net->source);
+    size_t offset = 0;
+    for (int i = 0; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        node->buffer_index = -1;
+        if (node->num_buffers == 0) continue;
+        node->buffer_index = net->num_buffer_tensors;
+        for (int j = 0; j < node->num_buffers; j++) {
+            nn_param_info *p = &net->buffers[net->num_buffer_tensors++];
+            snprintf(p->name, sizeof p->name, "%s.%s", node->name, node->buffer_suffix[j]);
+            p->shape = node->buffer_shape[j];
+            p->numel = (size_t)nn_shape_numel(&p->shape);
+            p->offset = offset;
+            p->init = NN_INIT_CONSTANT;
+            p->init_value = node->buffer_init[j];
+            offset += p->numel;
+        }
+    }
+    net->num_buffers = offset;
+    net->buffer_data = nn_alloc_aligned((offset ? offset : 1) * sizeof(float));
+    if (!net->buffer_data)
+        return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for %zu buffer values",
+                           net->source, offset);
+    for (int i = 0; i < net->num_buffer_tensors; i++) {
+        const nn_param_info *p = &net->buffers[i];
+        for (size_t j = 0; j < p->numel; j++) net->buffer_data[p->offset + j] = p->init_value;
+    }
     return NN_OK;
 }
 
@@ -102,9 +140,11 @@ nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net
     if (!net) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", source);
     net->ctx = ctx;
     net->loss_node = -1;
+    net->training = 1;
     snprintf(net->source, sizeof net->source, "%s", source);
     nn_status st = nn_model_parse_lines(net, text);
     if (!st) st = place_params(net);
+    if (!st) st = place_buffers(net);
     if (st) {
         nn_net_free(net);
         return st;
@@ -176,6 +216,8 @@ void nn_net_free(nn_net *net) {
     release_plan(net);
     free(net->nodes);
     free(net->params);
+    free(net->buffers);
+    nn_free_aligned(net->buffer_data);
     free(net->time_fwd);
     free(net->time_bwd);
     nn_free_aligned(net->param_data);
@@ -207,8 +249,9 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
                     off += n;
                 }
             }
-            if (node->aux_bytes) {
-                size_t a = round16((node->aux_bytes * (size_t)max_batch + 3) / 4);
+            if (node->aux_bytes || node->aux_fixed_bytes) {
+                size_t a = round16(
+                    (node->aux_bytes * (size_t)max_batch + node->aux_fixed_bytes + 3) / 4);
                 if (pass) node->aux = net->arena + off;
                 off += a;
             }
@@ -269,9 +312,17 @@ size_t nn_net_planned_bytes(const nn_net *net) {
 void nn_net_init_params(nn_net *net, nn_rng *rng) {
     for (int i = 0; i < net->num_param_tensors; i++) {
         const nn_param_info *p = &net->params[i];
-        float bound = (float)(1.0 / sqrt((double)p->fan_in));
         float *w = net->param_data + p->offset;
+        if (p->init == NN_INIT_CONSTANT) {
+            for (size_t j = 0; j < p->numel; j++) w[j] = p->init_value;
+            continue;
+        }
+        float bound = (float)(1.0 / sqrt((double)p->fan_in));
         for (size_t j = 0; j < p->numel; j++) w[j] = (2.0f * nn_rng_uniform(rng) - 1.0f) * bound;
+    }
+    for (int i = 0; i < net->num_buffer_tensors; i++) {
+        const nn_param_info *p = &net->buffers[i];
+        for (size_t j = 0; j < p->numel; j++) net->buffer_data[p->offset + j] = p->init_value;
     }
 }
 
@@ -289,6 +340,24 @@ int nn_net_find_param(const nn_net *net, const char *name) {
         if (strcmp(net->params[i].name, name) == 0) return i;
     return -1;
 }
+
+int nn_net_num_buffer_tensors(const nn_net *net) { return net->num_buffer_tensors; }
+
+const nn_param_info *nn_net_buffer_info(const nn_net *net, int i) {
+    return (i >= 0 && i < net->num_buffer_tensors) ? &net->buffers[i] : NULL;
+}
+
+float *nn_net_buffers(nn_net *net) { return net->buffer_data; }
+size_t nn_net_num_buffers(const nn_net *net) { return net->num_buffers; }
+
+int nn_net_find_buffer(const nn_net *net, const char *name) {
+    for (int i = 0; i < net->num_buffer_tensors; i++)
+        if (strcmp(net->buffers[i].name, name) == 0) return i;
+    return -1;
+}
+
+void nn_net_set_training(nn_net *net, int training) { net->training = training != 0; }
+int nn_net_training(const nn_net *net) { return net->training; }
 
 int nn_net_num_layers(const nn_net *net) { return net->num_nodes; }
 
@@ -326,6 +395,8 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
     a->aux = node->aux;
     a->ws = net->ws;
     a->ctx = net->ctx;
+    a->training = net->training;
+    if (node->buffer_index >= 0) a->buf = net->buffer_data + net->buffers[node->buffer_index].offset;
     if (node->num_inputs > 0) {
         nn_node *in = &net->nodes[node->inputs[0]];
         a->x = in->y;
@@ -366,6 +437,15 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
                 return nn_ctx_fail(net->ctx, NN_EINVAL,
                                    "label %d of sample %d is outside the model's %d classes",
                                    labels[i], i, classes);
+    /* as PyTorch: batch statistics need more than one value per channel */
+    for (int i = 0; i < net->num_nodes && net->training; i++) {
+        const nn_node *node = &net->nodes[i];
+        if (node->op == NN_OP_BATCHNORM && (int64_t)n * node->d.bn.HW < 2)
+            return nn_ctx_fail(net->ctx, NN_EINVAL,
+                               "%s:%d: batchnorm '%s' in training mode needs more than one value "
+                               "per channel (batch %d of %d-element channels); use eval mode",
+                               net->source, node->line, node->name, n, node->d.bn.HW);
+    }
     net->nodes[net->input_node].y = (float *)x;
     int last = labels ? net->loss_node : net->logits_node;
     for (int i = 0; i <= last; i++) {

@@ -24,11 +24,13 @@ typedef enum {
     NN_OP_AVGPOOL,
     NN_OP_GAP,
     NN_OP_ADD,
+    NN_OP_BATCHNORM,
     NN_OP_COUNT
 } nn_op_type;
 
 #define NN_MAX_INPUTS 4
 #define NN_MAX_NODE_PARAMS 2
+#define NN_MAX_NODE_BUFFERS 3
 
 typedef struct {
     int C, H, W;        /* input */
@@ -57,6 +59,13 @@ typedef struct {
 } nn_act_desc;
 
 typedef struct {
+    int C;              /* channels */
+    int HW;             /* elements per channel per sample (H*W, or 1 for a flat input) */
+    float eps;          /* added to the variance */
+    float momentum;     /* running = (1 - momentum) running + momentum batch */
+} nn_bn_desc;
+
+typedef struct {
     int classes;
     float smoothing;    /* label smoothing eps in [0, 1]; 0 = plain cross-entropy */
 } nn_loss_desc;
@@ -74,18 +83,30 @@ typedef struct nn_node {
         nn_act_desc act;
         nn_linear_desc linear;
         nn_loss_desc loss;
+        nn_bn_desc bn;
     } d;
     /* parameters: shapes declared by configure, placed by the graph */
     int num_params;
     nn_shape param_shape[NN_MAX_NODE_PARAMS];
     const char *param_suffix[NN_MAX_NODE_PARAMS];   /* "weight", "bias" */
+    int param_init[NN_MAX_NODE_PARAMS];         /* NN_INIT_DEFAULT or NN_INIT_CONSTANT */
+    float param_init_value[NN_MAX_NODE_PARAMS]; /* the constant of NN_INIT_CONSTANT */
     int param_fan_in;
     int param_index;                /* first entry in net->params, -1 if none */
+    /* buffers (state that is saved but not trained, e.g. running statistics):
+     * declared by configure, placed contiguously in net->buffer_data */
+    int num_buffers;
+    nn_shape buffer_shape[NN_MAX_NODE_BUFFERS];
+    const char *buffer_suffix[NN_MAX_NODE_BUFFERS];
+    float buffer_init[NN_MAX_NODE_BUFFERS];     /* every element starts at this value */
+    int buffer_index;               /* first entry in net->buffers, -1 if none */
     /* planned memory (batch-major, max_batch samples) */
     float *y;                       /* (N, out) */
     float *dy;                      /* (N, out), NULL when no gradient flows */
     void *aux;                      /* op-private saved data, e.g. pool argmax */
     size_t aux_bytes;               /* per sample */
+    size_t aux_fixed_bytes;         /* plus this much once, independent of the batch
+                                       (batchnorm's per-channel mean and 1/std) */
     int needs_dx;                   /* 1 if the input gradient must be computed */
     int needs_dx2;                  /* the same for the second input */
     int grad_writers;               /* kernels writing the gradient of this node's
@@ -107,6 +128,8 @@ typedef struct {
     float *dx;                      /* gradient of first input, overwritten; NULL = skip */
     float *dx2;                     /* gradient of the second input (binary ops) */
     float *dw, *db;                 /* parameter gradients, accumulated */
+    float *buf;                     /* the node's buffers, contiguous (read-write) */
+    int training;                   /* the net's mode: 1 training, 0 eval */
     void *aux;                      /* op-private saved data */
     float *ws;                      /* workspace, sized by the op's workspace() */
     const int32_t *labels;          /* loss ops */
@@ -163,12 +186,13 @@ const nn_op_def *nn_op_def_get(nn_op_type op);
 /* Op definitions, one per op family file in src/ops. */
 extern const nn_op_def nn_input_def, nn_conv2d_def, nn_maxpool_def, nn_relu_def,
     nn_linear_def, nn_flatten_def, nn_softmax_ce_def, nn_leaky_relu_def, nn_gelu_def,
-    nn_silu_def, nn_sigmoid_def, nn_tanh_def, nn_avgpool_def, nn_gap_def, nn_add_def;
+    nn_silu_def, nn_sigmoid_def, nn_tanh_def, nn_avgpool_def, nn_gap_def, nn_add_def,
+    nn_batchnorm_def;
 
 /* CPU kernels, one table per op family file in src/ops. */
 extern const nn_op_kernels nn_conv2d_cpu, nn_maxpool_cpu, nn_relu_cpu, nn_linear_cpu,
     nn_flatten_cpu, nn_softmax_ce_cpu, nn_leaky_relu_cpu, nn_gelu_cpu, nn_silu_cpu, nn_sigmoid_cpu,
-    nn_tanh_cpu, nn_avgpool_cpu, nn_gap_cpu, nn_add_cpu;
+    nn_tanh_cpu, nn_avgpool_cpu, nn_gap_cpu, nn_add_cpu, nn_batchnorm_cpu;
 
 struct nn_net {
     nn_ctx *ctx;
@@ -181,6 +205,11 @@ struct nn_net {
     size_t num_params;
     float *param_data;              /* (num_params) */
     float *grad_data;               /* (num_params) */
+    nn_param_info *buffers;         /* non-trained state tensors (running stats) */
+    int num_buffer_tensors;
+    size_t num_buffers;
+    float *buffer_data;             /* (num_buffers) */
+    int training;                   /* 1 training mode (default), 0 eval mode */
     int input_node, logits_node, loss_node;
     int max_batch;                  /* planned batch, 0 before nn_net_plan */
     int cur_n;                      /* batch size of the last forward */

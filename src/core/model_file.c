@@ -18,7 +18,7 @@ static const nn_op_def *const op_defs[NN_OP_COUNT] = {
     [NN_OP_GELU] = &nn_gelu_def,             [NN_OP_SILU] = &nn_silu_def,
     [NN_OP_SIGMOID] = &nn_sigmoid_def,       [NN_OP_TANH] = &nn_tanh_def,
     [NN_OP_AVGPOOL] = &nn_avgpool_def,       [NN_OP_GAP] = &nn_gap_def,
-    [NN_OP_ADD] = &nn_add_def,
+    [NN_OP_ADD] = &nn_add_def,               [NN_OP_BATCHNORM] = &nn_batchnorm_def,
 };
 
 const nn_op_def *nn_op_def_get(nn_op_type op) {
@@ -158,7 +158,7 @@ static nn_status add_line(nn_net *net, char *line, int lineno) {
         return nn_ctx_fail(net->ctx, NN_EINVAL,
                            "%s:%d: unknown layer type '%s' (expected input, conv2d, maxpool, "
                            "avgpool, gap, relu, leaky_relu, gelu, silu, sigmoid, tanh, "
-                           "linear, flatten, add or softmax_ce)",
+                           "linear, flatten, add, batchnorm or softmax_ce)",
                            net->source, lineno, opname);
     if (net->num_nodes == 0 && def != &nn_input_def)
         return nn_ctx_fail(net->ctx, NN_EINVAL,
@@ -182,6 +182,7 @@ static nn_status add_line(nn_net *net, char *line, int lineno) {
     memset(node, 0, sizeof *node);
     node->line = lineno;
     node->param_index = -1;
+    node->buffer_index = -1;
     node->op = NN_OP_INPUT;
     for (int i = 0; i < NN_OP_COUNT; i++)
         if (op_defs[i] == def) node->op = (nn_op_type)i;

@@ -2,7 +2,8 @@
  * checkpoint.c - saves and restores a network's parameters, and for --resume
  * the optimizer state and the train state, as one safetensors file.
  *
- * Tensors: every parameter under its PyTorch name ("conv1.weight"), so the file
+ * Tensors: every parameter and buffer (batchnorm's "bn1.running_mean", ...)
+ * under its PyTorch name ("conv1.weight"), so the file
  * loads into torch with safetensors.torch.load_file; optimizer state buffers as
  * "optimizer.<param>.<state>" (only once the optimizer has taken a step).
  * Metadata: "format" = "nnopt", "format_version" = "1", "nnopt_version", and
@@ -104,7 +105,7 @@ static void meta_optim_config(ckpt_meta *m, const nn_optim_config *cfg) {
 
 nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_optimizer *opt,
                              const nn_train_state *st) {
-    int np = nn_net_num_param_tensors(net);
+    int np = nn_net_num_param_tensors(net), nb = nn_net_num_buffer_tensors(net);
     int64_t steps = opt ? nn_optim_steps(opt) : 0;
     int ns = opt && steps > 0 ? nn_optim_num_states(opt) : 0;
     const char *kind = NULL;
@@ -112,7 +113,7 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         return nn_ctx_fail(ctx, NN_EUNSUPPORTED, "%s: optimizer kind %d cannot be saved", path,
                            (int)nn_optim_get_config(opt)->kind);
 
-    nn_st_tensor *t = calloc((size_t)np * (size_t)(ns + 1) + 1, sizeof *t);
+    nn_st_tensor *t = calloc((size_t)np * (size_t)(ns + 1) + (size_t)nb + 1, sizeof *t);
     if (!t) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", path);
     const float *params = nn_net_params(net); /* (num_params) */
     int count = 0;
@@ -121,6 +122,13 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         snprintf(t[count].name, sizeof t[count].name, "%s", info->name);
         t[count].shape = info->shape;
         t[count++].data = params + info->offset;
+    }
+    const float *buffers = nn_net_buffers(net); /* (num_buffers) */
+    for (int b = 0; b < nb; b++) {
+        const nn_param_info *info = nn_net_buffer_info(net, b);
+        snprintf(t[count].name, sizeof t[count].name, "%s", info->name);
+        t[count].shape = info->shape;
+        t[count++].data = buffers + info->offset;
     }
     for (int s = 0; s < ns; s++) {
         const char *sname = NULL;
@@ -354,6 +362,11 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
         const nn_param_info *info = nn_net_param_info(net, p);
         if (!find_checked(ctx, path, f, info->name, &info->shape)) return NN_EFORMAT;
     }
+    int nb = nn_net_num_buffer_tensors(net);
+    for (int b = 0; b < nb; b++) {
+        const nn_param_info *info = nn_net_buffer_info(net, b);
+        if (!find_checked(ctx, path, f, info->name, &info->shape)) return NN_EFORMAT;
+    }
 
     int64_t steps = 0;
     if (opt) {
@@ -372,7 +385,7 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
 
     for (int i = 0; i < nn_safetensors_count(f); i++) {
         const char *name = nn_safetensors_get(f, i)->name;
-        if (nn_net_find_param(net, name) >= 0) continue;
+        if (nn_net_find_param(net, name) >= 0 || nn_net_find_buffer(net, name) >= 0) continue;
         if (strncmp(name, CKPT_OPT_PREFIX, strlen(CKPT_OPT_PREFIX)) == 0) {
             /* weights-only loads ignore optimizer state; resume loads check it */
             if (!opt || (steps > 0 && is_state_tensor(name, net, opt))) continue;
@@ -436,6 +449,12 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
         const nn_param_info *info = nn_net_param_info(net, p);
         const nn_st_tensor *t = nn_safetensors_find(f, info->name);
         if (info->numel > 0) memcpy(params + info->offset, t->data, info->numel * sizeof(float));
+    }
+    float *buffers = nn_net_buffers(net); /* (num_buffers) */
+    for (int b = 0; b < nb; b++) {
+        const nn_param_info *info = nn_net_buffer_info(net, b);
+        const nn_st_tensor *t = nn_safetensors_find(f, info->name);
+        if (info->numel > 0) memcpy(buffers + info->offset, t->data, info->numel * sizeof(float));
     }
     if (st) *st = tmp;
     return NN_OK;

@@ -102,6 +102,18 @@ float nn_softmax_ce_forward(float *prob, const float *logits, const int32_t *lab
 void nn_softmax_ce_backward(float *dlogits, const float *prob, const int32_t *labels,
                             int classes, int n);
 
+/* batch normalization: x, y (N, C, HW) with HW = H*W (1 for flat inputs), w b (C),
+ * running (2C + 1): running_mean (C), running_var (C), num_batches_tracked (1).
+ * Training mode normalizes with the batch's mean and biased variance and
+ * updates running (unbiased variance; n*HW must be > 1); eval mode uses it.
+ * save (2C) gets the mean and 1/sqrt(var + eps) used, which backward reads. */
+void nn_batchnorm_forward(float *y, float *save, float *running, const float *x, const float *w,
+                          const float *b, const nn_bn_desc *d, int n, int training, nn_ctx *ctx);
+/* training must be the mode of the forward that wrote save */
+void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *w, const float *save, const nn_bn_desc *d, int n,
+                           int training, nn_ctx *ctx);
+
 /* reference twins, double precision, plain loops */
 void nn_ref_conv2d_forward(double *y, const double *x, const double *w, const double *b,
                            const nn_conv2d_desc *d, int n);
@@ -137,6 +149,13 @@ double nn_ref_softmax_ce_forward_smooth(const double *logits, const int32_t *lab
 void nn_ref_softmax_ce_backward_smooth(double *dlogits, const double *logits,
                                        const int32_t *labels, int classes, double smoothing,
                                        int n);
+/* running as in nn_batchnorm_forward; NULL in training mode skips the update.
+ * Backward recomputes the statistics from x (training) or reads running (eval). */
+void nn_ref_batchnorm_forward(double *y, double *running, const double *x, const double *w,
+                              const double *b, const nn_bn_desc *d, int n, int training);
+void nn_ref_batchnorm_backward(double *dx, double *dw, double *db, const double *dy,
+                               const double *x, const double *w, const double *running,
+                               const nn_bn_desc *d, int n, int training);
 double nn_ref_softmax_ce_forward(const double *logits, const int32_t *labels, int classes, int n);
 void nn_ref_softmax_ce_backward(double *dlogits, const double *logits, const int32_t *labels,
                                 int classes, int n);

@@ -1,4 +1,5 @@
-/* evaluate.c - mean loss and accuracy of a network over a data set. */
+/* evaluate.c - mean loss and accuracy of a network over a data set, in eval
+ * mode (batchnorm uses its running statistics); the caller's mode is restored. */
 #include "core/graph.h"
 
 nn_status nn_evaluate(nn_net *net, const nn_dataset *d, const nn_normalize *norm, int batch,
@@ -7,12 +8,17 @@ nn_status nn_evaluate(nn_net *net, const nn_dataset *d, const nn_normalize *norm
     double loss_sum = 0.0;
     int64_t correct = 0;
     const int classes = nn_net_num_classes(net);
+    const int was_training = nn_net_training(net);
+    nn_net_set_training(net, 0);
     for (int64_t first = 0; first < d->n; first += batch) {
         int n = (int)(d->n - first < batch ? d->n - first : batch);
         nn_dataset_gather(d, NULL, first, n, norm, x_buf, y_buf);
         float l;
         nn_status st = nn_net_forward(net, x_buf, y_buf, n, &l);
-        if (st) return st;
+        if (st) {
+            nn_net_set_training(net, was_training);
+            return st;
+        }
         loss_sum += (double)l * n;
         const float *z = nn_net_logits(net);
         for (int i = 0; i < n; i++) {
@@ -22,6 +28,7 @@ nn_status nn_evaluate(nn_net *net, const nn_dataset *d, const nn_normalize *norm
             correct += best == y_buf[i];
         }
     }
+    nn_net_set_training(net, was_training);
     *loss = d->n ? loss_sum / (double)d->n : 0.0;
     *accuracy = d->n ? (double)correct / (double)d->n : 0.0;
     return NN_OK;

@@ -1,0 +1,178 @@
+/*
+ * batchnorm.c - batch normalization (torch.nn.BatchNorm2d on C x H x W inputs,
+ * BatchNorm1d on flat C inputs): model-file definition and CPU kernels.
+ *
+ * Training mode normalizes each channel with the batch's mean and biased
+ * variance over (N, H, W) and updates the running statistics with the unbiased
+ * variance, as PyTorch; eval mode uses the running statistics. Per-channel
+ * sums run in double, one channel per loop iteration, so results do not
+ * depend on the thread count. Forward keeps each channel's mean and 1/std in
+ * the node's fixed aux memory for backward, with the mode it ran in.
+ */
+#include "ops/ops.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A finite number from key (def when absent) in [lo, hi]; lo excluded when
+ * open_lo. */
+static nn_status kv_real(nn_kvlist *kv, const char *key, double def, double lo, int open_lo,
+                         double hi, float *out) {
+    const char *s = nn_kv_str(kv, key);
+    double v = def;
+    if (s) {
+        char *end;
+        errno = 0;
+        v = strtod(s, &end);
+        if (end == s || *end != '\0' || errno || !isfinite(v))
+            return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                               "%s:%d: batchnorm %s expects a finite number, got '%s'",
+                               kv->source, kv->line, key, s);
+    }
+    if (v > hi || v < lo || (open_lo && v == lo))
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: batchnorm %s must be in %c%g, %g], got %g",
+                           kv->source, kv->line, key, open_lo ? '(' : '[', lo, hi, v);
+    *out = (float)v;
+    return NN_OK;
+}
+
+static nn_status batchnorm_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
+    nn_bn_desc *d = &node->d.bn;
+    nn_status st;
+    if (in->ndim < 1 || in->ndim > 3)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                           "%s:%d: batchnorm needs a C, CxL or CxHxW input, got a "
+                           "%d-dimensional one", kv->source, kv->line, in->ndim);
+    if ((st = kv_real(kv, "eps", 1e-5, 0.0, 1, 1.0, &d->eps))) return st;
+    if ((st = kv_real(kv, "momentum", 0.1, 0.0, 0, 1.0, &d->momentum))) return st;
+    d->C = (int)in->dim[0];
+    d->HW = 1;
+    for (int i = 1; i < in->ndim; i++) d->HW *= (int)in->dim[i];
+    node->out = *in;
+    node->num_params = 2;
+    for (int j = 0; j < 2; j++) {
+        node->param_shape[j] = (nn_shape){1, {d->C, 0, 0, 0}};
+        node->param_init[j] = NN_INIT_CONSTANT;
+    }
+    node->param_suffix[0] = "weight";
+    node->param_suffix[1] = "bias";
+    node->param_init_value[0] = 1.0f;
+    node->param_init_value[1] = 0.0f;
+    node->param_fan_in = d->C;
+    node->num_buffers = 3;
+    node->buffer_shape[0] = node->buffer_shape[1] = (nn_shape){1, {d->C, 0, 0, 0}};
+    node->buffer_shape[2] = (nn_shape){0, {0, 0, 0, 0}};
+    node->buffer_suffix[0] = "running_mean";
+    node->buffer_suffix[1] = "running_var";
+    node->buffer_suffix[2] = "num_batches_tracked";
+    node->buffer_init[0] = 0.0f;
+    node->buffer_init[1] = 1.0f;
+    node->buffer_init[2] = 0.0f;
+    /* mean (C), 1/std (C), the mode of the forward that wrote them */
+    node->aux_fixed_bytes = (2 * (size_t)d->C + 1) * sizeof(float);
+    return NN_OK;
+}
+
+static int64_t batchnorm_flops(const nn_node *node) {
+    return 4 * nn_shape_numel(&node->out); /* stats (2) and the scale and shift (2) */
+}
+
+const nn_op_def nn_batchnorm_def = {"batchnorm", 1, "eps momentum", batchnorm_configure,
+                                    batchnorm_flops};
+
+void nn_batchnorm_forward(float *y, float *save, float *running, const float *x, const float *w,
+                          const float *b, const nn_bn_desc *d, int n, int training, nn_ctx *ctx) {
+    const int C = d->C, HW = d->HW;
+    const double M = (double)n * HW;
+    float *run_mean = running, *run_var = running + C; /* (C), (C) */
+    NN_PARALLEL_FOR(ctx->threads)
+    for (int c = 0; c < C; c++) {
+        double mean, invstd;
+        if (training) {
+            double s = 0.0;
+            for (int i = 0; i < n; i++) {
+                const float *xc = x + ((size_t)i * C + c) * HW; /* (HW) */
+                for (int j = 0; j < HW; j++) s += xc[j];
+            }
+            mean = s / M;
+            double ss = 0.0;
+            for (int i = 0; i < n; i++) {
+                const float *xc = x + ((size_t)i * C + c) * HW;
+                for (int j = 0; j < HW; j++) {
+                    const double t = xc[j] - mean;
+                    ss += t * t;
+                }
+            }
+            const double var = ss / M; /* biased, for normalizing */
+            invstd = 1.0 / sqrt(var + d->eps);
+            const double mom = d->momentum;
+            const double unbiased = M > 1 ? ss / (M - 1) : NAN;
+            run_mean[c] = (float)((1.0 - mom) * run_mean[c] + mom * mean);
+            run_var[c] = (float)((1.0 - mom) * run_var[c] + mom * unbiased);
+        } else {
+            mean = run_mean[c];
+            invstd = 1.0 / sqrt((double)run_var[c] + d->eps);
+        }
+        save[c] = (float)mean;
+        save[C + c] = (float)invstd;
+        /* y = x alpha + beta, as PyTorch's CPU kernel */
+        const float alpha = (float)(invstd * w[c]);
+        const float beta = (float)(b[c] - mean * invstd * w[c]);
+        for (int i = 0; i < n; i++) {
+            const float *xc = x + ((size_t)i * C + c) * HW;
+            float *yc = y + ((size_t)i * C + c) * HW; /* (HW) */
+            for (int j = 0; j < HW; j++) yc[j] = xc[j] * alpha + beta;
+        }
+    }
+    if (training) running[2 * C] += 1.0f; /* num_batches_tracked */
+}
+
+void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *w, const float *save, const nn_bn_desc *d, int n,
+                           int training, nn_ctx *ctx) {
+    const int C = d->C, HW = d->HW;
+    const double M = (double)n * HW;
+    NN_PARALLEL_FOR(ctx->threads)
+    for (int c = 0; c < C; c++) {
+        const double mean = save[c], invstd = save[C + c];
+        double sum_dy = 0.0, dot = 0.0; /* sum dy, sum dy (x - mean) */
+        for (int i = 0; i < n; i++) {
+            const float *xc = x + ((size_t)i * C + c) * HW, *gc = dy + ((size_t)i * C + c) * HW;
+            for (int j = 0; j < HW; j++) {
+                sum_dy += gc[j];
+                dot += gc[j] * (xc[j] - mean);
+            }
+        }
+        dw[c] += (float)(dot * invstd);
+        db[c] += (float)sum_dy;
+        if (!dx) continue;
+        /* training: dx = w invstd (dy - mean(dy) - xhat mean(dy xhat)); eval: w invstd dy */
+        const double scale = invstd * w[c];
+        const double g_mean = training ? sum_dy / M : 0.0;
+        const double k = training ? dot * invstd * invstd / M : 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *xc = x + ((size_t)i * C + c) * HW, *gc = dy + ((size_t)i * C + c) * HW;
+            float *dxc = dx + ((size_t)i * C + c) * HW; /* (HW) */
+            for (int j = 0; j < HW; j++)
+                dxc[j] = (float)((gc[j] - g_mean - (xc[j] - mean) * k) * scale);
+        }
+    }
+}
+
+static void batchnorm_fwd(const nn_op_args *a) {
+    const nn_bn_desc *d = &a->node->d.bn;
+    float *save = a->aux; /* (2C + 1) */
+    nn_batchnorm_forward(a->y, save, a->buf, a->x, a->w, a->b, d, a->n, a->training, a->ctx);
+    save[2 * d->C] = a->training ? 1.0f : 0.0f;
+}
+
+static void batchnorm_bwd(const nn_op_args *a) {
+    const nn_bn_desc *d = &a->node->d.bn;
+    const float *save = a->aux;
+    nn_batchnorm_backward(a->dx, a->dw, a->db, a->dy, a->x, a->w, save, d, a->n,
+                          save[2 * d->C] != 0.0f, a->ctx);
+}
+
+const nn_op_kernels nn_batchnorm_cpu = {batchnorm_fwd, batchnorm_bwd, NULL};
