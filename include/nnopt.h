@@ -491,6 +491,13 @@ double nn_measure_sgemm_gflops(nn_ctx *ctx, int n, int repeats);
 
 /* ------------------------------------------------------------------ training */
 
+/* One epoch of optimizer steps over d in the order perm (NULL: file order),
+ * batches of `batch` (the last one partial); x, y are batch buffers. Mean
+ * training loss in *mean_loss. Stops with NN_ENUMERIC on a non-finite loss. */
+nn_status nn_train_epoch(nn_net *net, nn_optimizer *opt, const nn_dataset *d,
+                         const int64_t *perm, int batch, const nn_normalize *norm, float *x,
+                         int32_t *y, double *mean_loss);
+
 /* Mean loss and accuracy of net over a data set, in batches of the planned
  * size, in eval mode (nn_net_set_training(net, 0)); the caller's mode is
  * restored afterwards. */
