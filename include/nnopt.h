@@ -123,7 +123,8 @@ typedef struct {
 
 /* Reads an IDX image file (magic 0x00000803) and label file (0x00000801), each
  * gzip-compressed or raw. Checks magic, dimensions, lengths and that the counts
- * agree; errors name the file. */
+ * agree; errors name the file. labels_path NULL reads images only (labels 0,
+ * num_classes 0). */
 nn_status nn_idx_load(nn_ctx *ctx, const char *images_path, const char *labels_path,
                       nn_dataset *out);
 /* Loads "train" or "t10k" from dir: <prefix>-images-idx3-ubyte[.gz] and
@@ -131,6 +132,9 @@ nn_status nn_idx_load(nn_ctx *ctx, const char *images_path, const char *labels_p
 nn_status nn_dataset_load_dir(nn_ctx *ctx, const char *dir, const char *prefix,
                               nn_dataset *out);
 void nn_dataset_free(nn_dataset *d);
+/* Reads a PNG image (any colour type or depth, converted to 8-bit grayscale
+ * with libpng) as a one-sample data set (c = 1, label 0). */
+nn_status nn_png_load(nn_ctx *ctx, const char *path, nn_dataset *out);
 /* Moves the last n_val samples of d into val (both stay valid and owned). */
 nn_status nn_dataset_split(nn_ctx *ctx, nn_dataset *d, int64_t n_val, nn_dataset *val);
 /* Keeps only the first n samples (n <= d->n). */

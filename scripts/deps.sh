@@ -2,7 +2,7 @@
 # Installs the Debian packages nnopt needs to build, test and train, if any is
 # missing. Runs apt-get as root (directly or through sudo).
 set -euo pipefail
-PACKAGES=(build-essential cmake pkg-config zlib1g-dev libopenblas-dev libcjson-dev
+PACKAGES=(build-essential cmake pkg-config zlib1g-dev libpng-dev libopenblas-dev libcjson-dev
           libinih-dev dataset-fashion-mnist python3 librsvg2-bin)
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -81,6 +81,7 @@ nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_d
 int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);

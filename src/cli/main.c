@@ -14,7 +14,8 @@ static void usage(FILE *f) {
             "  bench MODEL   training speed on in-memory data, per layer, against the sgemm peak\n"
             "  profile MODEL Chrome trace (Perfetto) of a few training steps, one slice per op\n"
             "  plot LOG.csv  SVG of loss and accuracy against epoch from train --log files\n"
-            "  compare MODEL...  train each model the same way; table and SVG of accuracy vs cost\n\n"
+            "  compare MODEL...  train each model the same way; table and SVG of accuracy vs cost\n"
+            "  predict MODEL --weights FILE INPUT...  top classes of PNG or IDX images\n\n"
             "run 'nnopt <command> --help' for the options of a command.\n",
             NN_VERSION);
 }
@@ -40,7 +41,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "profile") == 0) return cmd_profile(argc - 1, argv + 1);
     if (strcmp(cmd, "plot") == 0) return cmd_plot(argc - 1, argv + 1);
     if (strcmp(cmd, "compare") == 0) return cmd_compare(argc - 1, argv + 1);
-    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot or compare; see nnopt --help)\n",
+    if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 1, argv + 1);
+    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare or predict; see nnopt --help)\n",
             cmd);
     return 2;
 }

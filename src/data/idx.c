@@ -258,11 +258,17 @@ nn_status nn_idx_load(nn_ctx *ctx, const char *images_path, const char *labels_p
     nn_dataset d;
     memset(&d, 0, sizeof d);
     memset(out, 0, sizeof *out);
-    if (!images_path || !labels_path)
-        return nn_ctx_fail(ctx, NN_EINVAL, "nn_idx_load: images and labels paths are required");
+    if (!images_path)
+        return nn_ctx_fail(ctx, NN_EINVAL, "nn_idx_load: an images path is required");
     nn_status st = load_images(ctx, images_path, &d);
     int64_t n_labels = 0;
-    if (st == NN_OK) st = load_labels(ctx, labels_path, &d, &n_labels);
+    if (st == NN_OK && !labels_path) { /* images only (prediction): labels 0 */
+        d.labels = calloc((size_t)d.n, sizeof *d.labels);
+        n_labels = d.n;
+        if (!d.labels) st = nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", images_path);
+    } else if (st == NN_OK) {
+        st = load_labels(ctx, labels_path, &d, &n_labels);
+    }
     if (st == NN_OK && n_labels != d.n)
         st = nn_ctx_fail(ctx, NN_EFORMAT, "%s holds %lld images but %s holds %lld labels",
                          images_path, (long long)d.n, labels_path, (long long)n_labels);

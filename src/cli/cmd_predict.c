@@ -1,0 +1,155 @@
+/*
+ * cmd_predict.c - `nnopt predict MODEL --weights FILE INPUT...`: the top-k
+ * classes of images, in eval mode. An INPUT is a PNG image (converted to
+ * grayscale) or an IDX image file (.gz or raw; every image, or --limit).
+ */
+#include "cli/cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Fashion-MNIST's class names, used for 10-class models without --labels. */
+static const char *const FASHION[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+
+static int is_png(const char *path) {
+    FILE *f = fopen(path, "rb");
+    unsigned char sig[8] = {0};
+    int ok = f && fread(sig, 1, 8, f) == 8 && memcmp(sig, "\x89PNG\r\n\x1a\n", 8) == 0;
+    if (f) fclose(f);
+    return ok;
+}
+
+/* Reads up to max_names class names, one per line. */
+static int read_names(const char *path, char names[][64], int max_names) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int n = 0;
+    char line[256];
+    while (n < max_names && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        snprintf(names[n++], 64, "%.63s", line);
+    }
+    fclose(f);
+    return n;
+}
+
+int cmd_predict(int argc, char **argv) {
+    const char *weights = NULL, *labels = NULL;
+    int top = 3, limit = 0, json = 0, threads = 0;
+    float mean = NN_FASHION_MNIST_MEAN, std = NN_FASHION_MNIST_STD;
+    const cli_opt opts[] = {
+        {"--weights", CLI_STR, &weights, "FILE", "safetensors weights (required)", 0, 0, NULL},
+        {"--top", CLI_INT, &top, "K", "classes to show per image (default 3)", 1, 1000, NULL},
+        {"--limit", CLI_INT, &limit, "N", "IDX files: only the first N images", 0, 1 << 30, NULL},
+        {"--labels", CLI_STR, &labels, "FILE", "class names, one per line", 0, 0, NULL},
+        {"--mean", CLI_FLOAT, &mean, "M", "normalization mean (default 0.2860)", -1e6, 1e6, NULL},
+        {"--std", CLI_FLOAT, &std, "S", "normalization std (default 0.3530)", 1e-9, 1e6, NULL},
+        {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--json", CLI_FLAG, &json, NULL, "one JSON object per image", 0, 0, NULL},
+        {NULL, 0, NULL, NULL, NULL, 0, 0, NULL}};
+    const char *pos[65];
+    int npos;
+    int r = cli_parse("predict", "MODEL --weights FILE INPUT... [options]",
+                      "Prints the top-k classes and probabilities of images (PNG files or IDX\n"
+                      "image files), running the model in eval mode.",
+                      argc, argv, opts, pos, 65, &npos);
+    if (r) return r == 2 ? 0 : 2;
+    if (npos < 2 || !weights) {
+        fprintf(stderr, "nnopt predict: expected MODEL, --weights FILE and at least one INPUT\n");
+        return 2;
+    }
+    static char names[1000][64];
+    int nnames = 0;
+    if (labels && (nnames = read_names(labels, names, 1000)) < 0) {
+        fprintf(stderr, "nnopt: %s: cannot read class names\n", labels);
+        return 1;
+    }
+    nn_ctx *ctx = nn_ctx_new(threads);
+    nn_net *net = NULL;
+    nn_dataset d = {0};
+    float *x = NULL, *prob = NULL;
+    int32_t *y = NULL;
+    int rc = 1;
+    const int batch = 64;
+    nn_normalize norm = {mean, std};
+    if (nn_net_load(ctx, pos[0], &net) || nn_net_plan(net, batch) ||
+        nn_checkpoint_load(ctx, weights, net, NULL, NULL))
+        goto done;
+    nn_net_set_training(net, 0);
+    const int classes = nn_net_num_classes(net);
+    if (top > classes) top = classes;
+    nn_shape in = nn_net_input_shape(net);
+    const size_t per = (size_t)nn_shape_numel(&in);
+    x = malloc((size_t)batch * per * sizeof(float));
+    y = malloc((size_t)batch * sizeof(int32_t));
+    prob = malloc((size_t)classes * sizeof(float));
+    if (!x || !y || !prob) {
+        nn_ctx_fail(ctx, NN_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (int a = 1; a < npos; a++) {
+        const char *path = pos[a];
+        nn_dataset_free(&d);
+        if (is_png(path) ? nn_png_load(ctx, path, &d) : nn_idx_load(ctx, path, NULL, &d)) goto done;
+        if ((size_t)d.c * d.h * d.w != per) {
+            nn_ctx_fail(ctx, NN_EINVAL, "%s: %dx%dx%d image, the model expects %lldx%lldx%lld", path,
+                        d.c, d.h, d.w, (long long)in.dim[0], (long long)in.dim[1],
+                        (long long)in.dim[2]);
+            goto done;
+        }
+        if (limit && limit < d.n) nn_dataset_truncate(&d, limit);
+        for (int64_t first = 0; first < d.n; first += batch) {
+            int n = (int)(d.n - first < batch ? d.n - first : batch);
+            nn_dataset_gather(&d, NULL, first, n, &norm, x, y);
+            if (nn_net_forward(net, x, NULL, n, NULL)) goto done;
+            const float *z = nn_net_logits(net);
+            for (int i = 0; i < n; i++) {
+                const float *zi = z + (size_t)i * classes;
+                float m = zi[0], s = 0.0f;
+                for (int c = 1; c < classes; c++) m = zi[c] > m ? zi[c] : m;
+                for (int c = 0; c < classes; c++) s += (prob[c] = expf(zi[c] - m));
+                for (int c = 0; c < classes; c++) prob[c] /= s;
+                if (json) {
+                    printf("{\"input\":");
+                    cli_json_string(stdout, path);
+                    printf(",\"index\":%lld,\"top\":[", (long long)(first + i));
+                } else {
+                    printf("%s[%lld]:", path, (long long)(first + i));
+                }
+                for (int k = 0; k < top; k++) {
+                    int best = -1; /* k-th largest: selection, ties to the lower class */
+                    for (int c = 0; c < classes; c++)
+                        if (prob[c] >= 0.0f && (best < 0 || prob[c] > prob[best])) best = c;
+                    const char *name = best < nnames ? names[best]
+                                       : classes == 10 && !labels ? FASHION[best] : NULL;
+                    if (json) {
+                        printf("%s{\"class\":%d,", k ? "," : "", best);
+                        if (name) {
+                            printf("\"name\":");
+                            cli_json_string(stdout, name);
+                            printf(",");
+                        }
+                        printf("\"probability\":%.6f}", (double)prob[best]);
+                    } else {
+                        printf("  %d%s%s%s %.4f", best, name ? " (" : "", name ? name : "",
+                               name ? ")" : "", (double)prob[best]);
+                    }
+                    prob[best] = -1.0f;
+                }
+                printf(json ? "]}\n" : "\n");
+            }
+        }
+    }
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));
+    free(x);
+    free(y);
+    free(prob);
+    nn_dataset_free(&d);
+    nn_net_free(net);
+    nn_ctx_free(ctx);
+    return rc;
+}
