@@ -273,6 +273,13 @@ int nn_net_find_buffer(const nn_net *net, const char *name);
 void nn_net_set_training(nn_net *net, int training);
 int nn_net_training(const nn_net *net);
 
+/* Sets the seed that, with each dropout layer's position and each element's
+ * index in the batch, decides which elements that layer drops (a stateless
+ * hash, so the same seed gives the same masks on any thread count, and a
+ * resumed run that sets the same seeds reproduces them). Default 0. Call it
+ * before a training forward; backward reuses the masks of that forward. */
+void nn_net_set_dropout_seed(nn_net *net, uint64_t seed);
+
 int nn_net_num_layers(const nn_net *net);
 void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out);
 /* Per-sample input shape (C, H, W) and number of classes (output width). */

@@ -26,6 +26,8 @@ static const nn_backend cpu_backend = {
             [NN_OP_GAP] = &nn_gap_cpu,
             [NN_OP_ADD] = &nn_add_cpu,
             [NN_OP_BATCHNORM] = &nn_batchnorm_cpu,
+            [NN_OP_CONCAT] = &nn_concat_cpu,
+            [NN_OP_DROPOUT] = &nn_dropout_cpu,
         },
     .allreduce = NULL,
 };

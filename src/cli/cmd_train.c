@@ -382,6 +382,10 @@ int cmd_train(int argc, char **argv) {
             }
             float loss;
             if (micro == 0) nn_net_zero_grad(net);
+            /* dropout masks: a function of the run's seed and this batch's place
+             * in the run, so a resumed run draws the same ones */
+            nn_net_set_dropout_seed(net, (o.seed * 0x9E3779B97F4A7C15ULL) ^
+                                             ((uint64_t)st.step * 65536u + (uint64_t)micro));
             if (nn_net_forward(net, bx, by, cnt, &loss)) goto done;
             if (!isfinite(loss)) {
                 cli_progress_clear(&bar);

@@ -396,6 +396,8 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
     a->ws = net->ws;
     a->ctx = net->ctx;
     a->training = net->training;
+    a->dropout_seed = net->dropout_seed;
+    a->node_index = (int)(node - net->nodes);
     if (node->buffer_index >= 0) a->buf = net->buffer_data + net->buffers[node->buffer_index].offset;
     if (node->num_inputs > 0) {
         nn_node *in = &net->nodes[node->inputs[0]];
@@ -550,3 +552,5 @@ nn_status nn_net_set_label_smoothing(nn_net *net, float eps) {
     net->nodes[net->loss_node].d.loss.smoothing = eps;
     return NN_OK;
 }
+
+void nn_net_set_dropout_seed(nn_net *net, uint64_t seed) { net->dropout_seed = seed; }

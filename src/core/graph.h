@@ -25,6 +25,8 @@ typedef enum {
     NN_OP_GAP,
     NN_OP_ADD,
     NN_OP_BATCHNORM,
+    NN_OP_CONCAT,
+    NN_OP_DROPOUT,
     NN_OP_COUNT
 } nn_op_type;
 
@@ -66,6 +68,15 @@ typedef struct {
 } nn_bn_desc;
 
 typedef struct {
+    int C1, C2;         /* channels of the first and second input; output C1 + C2 */
+    int inner;          /* elements per channel per sample (H*W, or 1 for a flat input) */
+} nn_concat_desc;
+
+typedef struct {
+    float p;            /* probability of zeroing an element, in [0, 1) */
+} nn_dropout_desc;
+
+typedef struct {
     int classes;
     float smoothing;    /* label smoothing eps in [0, 1]; 0 = plain cross-entropy */
 } nn_loss_desc;
@@ -84,6 +95,8 @@ typedef struct nn_node {
         nn_linear_desc linear;
         nn_loss_desc loss;
         nn_bn_desc bn;
+        nn_concat_desc concat;
+        nn_dropout_desc dropout;
     } d;
     /* parameters: shapes declared by configure, placed by the graph */
     int num_params;
@@ -130,6 +143,8 @@ typedef struct {
     float *dw, *db;                 /* parameter gradients, accumulated */
     float *buf;                     /* the node's buffers, contiguous (read-write) */
     int training;                   /* the net's mode: 1 training, 0 eval */
+    uint64_t dropout_seed;          /* the net's dropout seed (nn_net_set_dropout_seed) */
+    int node_index;                 /* position of node in the net (keys dropout masks) */
     void *aux;                      /* op-private saved data */
     float *ws;                      /* workspace, sized by the op's workspace() */
     const int32_t *labels;          /* loss ops */
@@ -187,12 +202,13 @@ const nn_op_def *nn_op_def_get(nn_op_type op);
 extern const nn_op_def nn_input_def, nn_conv2d_def, nn_maxpool_def, nn_relu_def,
     nn_linear_def, nn_flatten_def, nn_softmax_ce_def, nn_leaky_relu_def, nn_gelu_def,
     nn_silu_def, nn_sigmoid_def, nn_tanh_def, nn_avgpool_def, nn_gap_def, nn_add_def,
-    nn_batchnorm_def;
+    nn_batchnorm_def, nn_concat_def, nn_dropout_def;
 
 /* CPU kernels, one table per op family file in src/ops. */
 extern const nn_op_kernels nn_conv2d_cpu, nn_maxpool_cpu, nn_relu_cpu, nn_linear_cpu,
     nn_flatten_cpu, nn_softmax_ce_cpu, nn_leaky_relu_cpu, nn_gelu_cpu, nn_silu_cpu, nn_sigmoid_cpu,
-    nn_tanh_cpu, nn_avgpool_cpu, nn_gap_cpu, nn_add_cpu, nn_batchnorm_cpu;
+    nn_tanh_cpu, nn_avgpool_cpu, nn_gap_cpu, nn_add_cpu, nn_batchnorm_cpu,
+    nn_concat_cpu, nn_dropout_cpu;
 
 struct nn_net {
     nn_ctx *ctx;
@@ -210,6 +226,7 @@ struct nn_net {
     size_t num_buffers;
     float *buffer_data;             /* (num_buffers) */
     int training;                   /* 1 training mode (default), 0 eval mode */
+    uint64_t dropout_seed;          /* keys every dropout mask (nn_net_set_dropout_seed) */
     int input_node, logits_node, loss_node;
     int max_batch;                  /* planned batch, 0 before nn_net_plan */
     int cur_n;                      /* batch size of the last forward */

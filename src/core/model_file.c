@@ -19,6 +19,7 @@ static const nn_op_def *const op_defs[NN_OP_COUNT] = {
     [NN_OP_SIGMOID] = &nn_sigmoid_def,       [NN_OP_TANH] = &nn_tanh_def,
     [NN_OP_AVGPOOL] = &nn_avgpool_def,       [NN_OP_GAP] = &nn_gap_def,
     [NN_OP_ADD] = &nn_add_def,               [NN_OP_BATCHNORM] = &nn_batchnorm_def,
+    [NN_OP_CONCAT] = &nn_concat_def,         [NN_OP_DROPOUT] = &nn_dropout_def,
 };
 
 const nn_op_def *nn_op_def_get(nn_op_type op) {
@@ -158,7 +159,7 @@ static nn_status add_line(nn_net *net, char *line, int lineno) {
         return nn_ctx_fail(net->ctx, NN_EINVAL,
                            "%s:%d: unknown layer type '%s' (expected input, conv2d, maxpool, "
                            "avgpool, gap, relu, leaky_relu, gelu, silu, sigmoid, tanh, "
-                           "linear, flatten, add, batchnorm or softmax_ce)",
+                           "linear, flatten, add, concat, batchnorm, dropout or softmax_ce)",
                            net->source, lineno, opname);
     if (net->num_nodes == 0 && def != &nn_input_def)
         return nn_ctx_fail(net->ctx, NN_EINVAL,

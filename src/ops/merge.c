@@ -1,6 +1,7 @@
 /*
  * merge.c - layers that join two earlier layers: add (residual connections,
- * y = a + b with equal shapes). Definition and CPU kernels.
+ * y = a + b with equal shapes) and concat (channel concatenation, as
+ * torch.cat(dim=1)). Definitions and CPU kernels.
  */
 #include "ops/ops.h"
 
@@ -46,3 +47,65 @@ static void add_bwd(const nn_op_args *a) {
 }
 
 const nn_op_kernels nn_add_cpu = {add_fwd, add_bwd, NULL};
+
+/* concat: inputs C1xHxW and C2xHxW (or flat C1 and C2), output (C1+C2)xHxW */
+static nn_status concat_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
+    const nn_shape *a = &in[0], *b = &in[1];
+    int same = a->ndim == b->ndim && a->ndim >= 1;
+    for (int i = 1; same && i < a->ndim; i++) same = a->dim[i] == b->dim[i];
+    if (!same) {
+        char sa[64], sb[64];
+        return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                           "%s:%d: concat needs inputs that differ only in channels (the first "
+                           "dimension), got %s and %s",
+                           kv->source, kv->line, nn_shape_str(a, sa, sizeof sa),
+                           nn_shape_str(b, sb, sizeof sb));
+    }
+    nn_concat_desc *d = &node->d.concat;
+    d->C1 = (int)a->dim[0];
+    d->C2 = (int)b->dim[0];
+    d->inner = 1;
+    for (int i = 1; i < a->ndim; i++) d->inner *= (int)a->dim[i];
+    node->out = *a;
+    node->out.dim[0] = a->dim[0] + b->dim[0];
+    return NN_OK;
+}
+
+static int64_t concat_flops(const nn_node *node) { (void)node; return 0; }
+
+const nn_op_def nn_concat_def = {"concat", 2, "", concat_configure, concat_flops};
+
+/* Each sample's output is a's block then b's: y[i] = (a[i] (C1*inner), b[i] (C2*inner)). */
+void nn_concat_forward(float *y, const float *a, const float *b, const nn_concat_desc *d, int n,
+                       nn_ctx *ctx) {
+    const size_t na = (size_t)d->C1 * (size_t)d->inner, nb = (size_t)d->C2 * (size_t)d->inner;
+    const int T = (size_t)n * (na + nb) >= 32768 ? ctx->threads : 1;
+    NN_PARALLEL_FOR(T)
+    for (int i = 0; i < n; i++) {
+        float *yi = y + (size_t)i * (na + nb);
+        memcpy(yi, a + (size_t)i * na, na * sizeof(float));
+        memcpy(yi + na, b + (size_t)i * nb, nb * sizeof(float));
+    }
+}
+
+void nn_concat_backward(float *da, float *db, const float *dy, const nn_concat_desc *d, int n,
+                        nn_ctx *ctx) {
+    const size_t na = (size_t)d->C1 * (size_t)d->inner, nb = (size_t)d->C2 * (size_t)d->inner;
+    const int T = (size_t)n * (na + nb) >= 32768 ? ctx->threads : 1;
+    NN_PARALLEL_FOR(T)
+    for (int i = 0; i < n; i++) {
+        const float *dyi = dy + (size_t)i * (na + nb);
+        if (da) memcpy(da + (size_t)i * na, dyi, na * sizeof(float));
+        if (db) memcpy(db + (size_t)i * nb, dyi + na, nb * sizeof(float));
+    }
+}
+
+static void concat_fwd(const nn_op_args *a) {
+    nn_concat_forward(a->y, a->x, a->x2, &a->node->d.concat, a->n, a->ctx);
+}
+
+static void concat_bwd(const nn_op_args *a) {
+    nn_concat_backward(a->dx, a->dx2, a->dy, &a->node->d.concat, a->n, a->ctx);
+}
+
+const nn_op_kernels nn_concat_cpu = {concat_fwd, concat_bwd, NULL};

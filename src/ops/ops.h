@@ -47,6 +47,25 @@ void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float
 void nn_add_forward(float *y, const float *a, const float *b, size_t count, nn_ctx *ctx);
 void nn_add_backward(float *da, float *db, const float *dy, size_t count);
 
+/* concat (torch.cat(dim=1)): a (N, C1, inner), b (N, C2, inner), y (N, C1+C2, inner)
+ * with inner = H*W (1 for flat inputs); backward splits dy into da and db
+ * (either may be NULL to skip) */
+void nn_concat_forward(float *y, const float *a, const float *b, const nn_concat_desc *d, int n,
+                       nn_ctx *ctx);
+void nn_concat_backward(float *da, float *db, const float *dy, const nn_concat_desc *d, int n,
+                        nn_ctx *ctx);
+
+/* dropout on count elements of one batch call, p in [0, 1). Training: element i
+ * is kept when nn_dropout_keep(seed, node_index, i, p), then y = x / (1-p)
+ * (times the float 1/(1-p)), else 0; mask (count bytes) gets 1 for kept, 0 for
+ * dropped. Eval: y = x and mask = 1. Backward: dx = mask ? dy / (1-p) : 0 in
+ * training, dx = dy in eval; training must be the forward's mode. */
+int nn_dropout_keep(uint64_t seed, int node_index, size_t i, float p);
+void nn_dropout_forward(float *y, uint8_t *mask, const float *x, float p, uint64_t seed,
+                        int node_index, size_t count, int training, nn_ctx *ctx);
+void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, float p, size_t count,
+                         int training, nn_ctx *ctx);
+
 /* relu on count elements; backward uses the output y */
 void nn_relu_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
 void nn_relu_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);
@@ -156,6 +175,15 @@ void nn_ref_batchnorm_forward(double *y, double *running, const double *x, const
 void nn_ref_batchnorm_backward(double *dx, double *dw, double *db, const double *dy,
                                const double *x, const double *w, const double *running,
                                const nn_bn_desc *d, int n, int training);
+void nn_ref_concat_forward(double *y, const double *a, const double *b, const nn_concat_desc *d,
+                           int n);
+void nn_ref_concat_backward(double *da, double *db, const double *dy, const nn_concat_desc *d,
+                            int n);
+/* dropout recomputing the keep decisions from nn_dropout_keep (no mask) */
+void nn_ref_dropout_forward(double *y, const double *x, double p, uint64_t seed, int node_index,
+                            size_t count, int training);
+void nn_ref_dropout_backward(double *dx, const double *dy, double p, uint64_t seed,
+                             int node_index, size_t count, int training);
 double nn_ref_softmax_ce_forward(const double *logits, const int32_t *labels, int classes, int n);
 void nn_ref_softmax_ce_backward(double *dlogits, const double *logits, const int32_t *labels,
                                 int classes, int n);
