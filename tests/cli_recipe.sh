@@ -77,6 +77,14 @@ for combo in "$@"; do
     rm -f "s_$opt.st" "r_$opt.st"
 done
 
+# dropout masks are drawn from the seed and the step: resume reproduces them
+printf 'input shape=1x28x28\nconv2d name=c1 out=8 kernel=3 pad=1\nrelu\nmaxpool size=2\nflatten\ndropout p=0.3\nlinear name=fc out=10\nsoftmax_ce\n' > drop.nn
+D="--train-limit 600 --test-limit 100 --threads 2 --quiet --json"
+"$NN" train drop.nn $D --epochs 2 --save d_ref.st > /dev/null 2>&1
+"$NN" train drop.nn $D --epochs 1 --save d_run.st > /dev/null 2>&1
+"$NN" train drop.nn $D --epochs 2 --save d_run.st --resume d_run.st > /dev/null 2>&1
+check "resume is bit-exact with dropout" cmp d_ref.st d_run.st
+
 # 6. early stopping stops, and says so
 "$NN" train "$MODEL" --train-limit 600 --test-limit 100 --threads 2 --val 100 --epochs 10 \
     --early-stop 1 --min-delta 100 --json > es.json 2>/dev/null
