@@ -41,6 +41,7 @@ typedef struct {
     int stride_h, stride_w, pad_h, pad_w;
     int has_bias;
     int relu;           /* ReLU fused onto the output */
+    int groups;         /* channel groups (0 or 1: dense; C: depthwise) */
 } nn_conv2d_desc;
 
 typedef struct {

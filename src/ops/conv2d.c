@@ -21,11 +21,17 @@ static nn_status conv2d_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
         (st = nn_kv_pair(kv, "kernel", 0, 1, &d->R, &d->S)) ||
         (st = nn_kv_pair(kv, "stride", 1, 0, &d->stride_h, &d->stride_w)) ||
         (st = nn_kv_pair(kv, "pad", 0, 0, &d->pad_h, &d->pad_w)) ||
-        (st = nn_kv_int(kv, "bias", 1, 0, &bias)))
+        (st = nn_kv_int(kv, "bias", 1, 0, &bias)) ||
+        (st = nn_kv_int(kv, "groups", 1, 0, &d->groups)))
         return st;
     d->C = (int)in->dim[0];
     d->H = (int)in->dim[1];
     d->W = (int)in->dim[2];
+    if (d->groups < 1 || d->C % d->groups || d->K % d->groups)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                           "%s:%d: conv2d groups=%d must divide both the %d input and %d output "
+                           "channels",
+                           kv->source, kv->line, d->groups, d->C, d->K);
     if (d->K <= 0 || d->K > 65536 || d->R <= 0 || d->S <= 0 || d->R > 1024 || d->S > 1024 ||
         d->stride_h <= 0 || d->stride_w <= 0 || d->pad_h < 0 || d->pad_w < 0 ||
         d->pad_h > 1024 || d->pad_w > 1024 || (bias != 0 && bias != 1))
@@ -42,20 +48,20 @@ static nn_status conv2d_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
     d->has_bias = bias;
     node->out = (nn_shape){3, {d->K, d->P, d->Q, 0}};
     node->num_params = bias ? 2 : 1;
-    node->param_shape[0] = (nn_shape){4, {d->K, d->C, d->R, d->S}};
+    node->param_shape[0] = (nn_shape){4, {d->K, d->C / d->groups, d->R, d->S}};
     node->param_suffix[0] = "weight";
     node->param_shape[1] = (nn_shape){1, {d->K, 0, 0, 0}};
     node->param_suffix[1] = "bias";
-    node->param_fan_in = d->C * d->R * d->S;
+    node->param_fan_in = d->C / d->groups * d->R * d->S;
     return NN_OK;
 }
 
 static int64_t conv2d_flops(const nn_node *node) {
     const nn_conv2d_desc *d = &node->d.conv;
-    return 2LL * d->K * d->P * d->Q * d->C * d->R * d->S;
+    return 2LL * d->K * d->P * d->Q * (d->C / (d->groups > 1 ? d->groups : 1)) * d->R * d->S;
 }
 
-const nn_op_def nn_conv2d_def = {"conv2d", 1, "out kernel stride pad bias", conv2d_configure, conv2d_flops};
+const nn_op_def nn_conv2d_def = {"conv2d", 1, "out kernel stride pad bias groups", conv2d_configure, conv2d_flops};
 
 /* col[:, 0..P*Q) with row stride ld, from one image x (C, H, W): row
  * (c, r, s) holds the input under kernel tap (r, s) for every output (p, q),
@@ -179,9 +185,16 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
         return;
     }
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int PQ = d->P * d->Q, CRS = d->C * d->R * d->S, G = group_size(d);
+    const int PQ = d->P * d->Q, G = group_size(d);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
     const conv_ws L = ws_layout(d);
+    /* channel groups: group gi maps input channels gi*Cg.. to outputs gi*Kg.. */
+    const int ng = d->groups > 1 ? d->groups : 1;
+    nn_conv2d_desc dg = *d;
+    dg.C = d->C / ng;
+    dg.K = d->K / ng;
+    const int CRSg = dg.C * d->R * d->S;
+    const size_t slice = (size_t)dg.C * d->H * d->W;
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
         float *col = ws + (size_t)t * L.total + L.col;
@@ -190,8 +203,12 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
         for (int i0 = n * t / T; i0 < end; i0 += G) {
             const int gc = end - i0 < G ? end - i0 : G;
             const size_t ld = (size_t)gc * PQ;
-            for (int g = 0; g < gc; g++) im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs, d);
-            nn_sgemm(0, 0, d->K, (int)ld, CRS, 1.0f, w, CRS, col, (int)ld, 0.0f, yg, (int)ld);
+            for (int gi = 0; gi < ng; gi++) {
+                for (int g = 0; g < gc; g++)
+                    im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs + gi * slice, &dg);
+                nn_sgemm(0, 0, dg.K, (int)ld, CRSg, 1.0f, w + (size_t)gi * dg.K * CRSg, CRSg, col,
+                         (int)ld, 0.0f, yg + (size_t)gi * dg.K * ld, (int)ld);
+            }
             for (int g = 0; g < gc; g++)
                 for (int k = 0; k < d->K; k++) {
                     const float *src = yg + (size_t)k * ld + (size_t)g * PQ;
@@ -223,9 +240,15 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
         return;
     }
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int PQ = d->P * d->Q, CRS = d->C * d->R * d->S, G = group_size(d);
+    const int PQ = d->P * d->Q, G = group_size(d);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
-    const size_t wn = (size_t)d->K * CRS;
+    const int ng = d->groups > 1 ? d->groups : 1;
+    nn_conv2d_desc dg = *d;
+    dg.C = d->C / ng;
+    dg.K = d->K / ng;
+    const int CRSg = dg.C * d->R * d->S;
+    const size_t slice = (size_t)dg.C * d->H * d->W;
+    const size_t wn = (size_t)d->K * CRSg; /* weight (K, C/groups, R, S) */
     const conv_ws L = ws_layout(d);
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
@@ -253,15 +276,21 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                         memcpy(dst, src, (size_t)PQ * sizeof(float));
                     }
                 }
-            for (int g = 0; g < gc; g++) im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs, d);
-            nn_sgemm(0, 1, d->K, CRS, (int)ld, 1.0f, dyg, (int)ld, col, (int)ld, 1.0f, dwt, CRS);
             for (int k = 0; k < d->K; k++) dbt[k] += sum_row(dyg + (size_t)k * ld, (int)ld);
-            if (dx) {
-                nn_sgemm(1, 0, CRS, (int)ld, d->K, 1.0f, w, CRS, dyg, (int)ld, 0.0f, dcol, (int)ld);
-                for (int g = 0; g < gc; g++) {
-                    float *dxi = dx + (i0 + g) * xs;
-                    memset(dxi, 0, xs * sizeof(float));
-                    col2im(dxi, dcol + (size_t)g * PQ, ld, d);
+            if (dx)
+                for (int g = 0; g < gc; g++) memset(dx + (i0 + g) * xs, 0, xs * sizeof(float));
+            for (int gi = 0; gi < ng; gi++) {
+                const float *dyk = dyg + (size_t)gi * dg.K * ld;
+                const float *wk = w + (size_t)gi * dg.K * CRSg;
+                for (int g = 0; g < gc; g++)
+                    im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs + gi * slice, &dg);
+                nn_sgemm(0, 1, dg.K, CRSg, (int)ld, 1.0f, dyk, (int)ld, col, (int)ld, 1.0f,
+                         dwt + (size_t)gi * dg.K * CRSg, CRSg);
+                if (dx) {
+                    nn_sgemm(1, 0, CRSg, (int)ld, dg.K, 1.0f, wk, CRSg, dyk, (int)ld, 0.0f, dcol,
+                             (int)ld);
+                    for (int g = 0; g < gc; g++)
+                        col2im(dx + (i0 + g) * xs + gi * slice, dcol + (size_t)g * PQ, ld, &dg);
                 }
             }
         }

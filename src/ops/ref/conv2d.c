@@ -3,6 +3,13 @@
 
 #include <string.h>
 
+/* Channel groups: output channel k reads input channels of its group only;
+ * the weight is (K, C/groups, R, S). */
+#define GROUPS(d) ((d)->groups > 1 ? (d)->groups : 1)
+#define CG(d) ((d)->C / GROUPS(d))
+#define C0(d, k) ((k) / ((d)->K / GROUPS(d)) * CG(d))
+#define WIDX(d, k, c, r, t) ((((size_t)(k) * CG(d) + ((c) - C0(d, k))) * (d)->R + (r)) * (d)->S + (t))
+
 void nn_ref_conv2d_forward(double *y, const double *x, const double *w, const double *b,
                            const nn_conv2d_desc *d, int n) {
     for (int i = 0; i < n; i++)
@@ -10,14 +17,14 @@ void nn_ref_conv2d_forward(double *y, const double *x, const double *w, const do
             for (int p = 0; p < d->P; p++)
                 for (int q = 0; q < d->Q; q++) {
                     double s = b ? b[k] : 0.0;
-                    for (int c = 0; c < d->C; c++)
+                    for (int c = C0(d, k); c < C0(d, k) + CG(d); c++)
                         for (int r = 0; r < d->R; r++)
                             for (int t = 0; t < d->S; t++) {
                                 int ih = p * d->stride_h - d->pad_h + r;
                                 int iw = q * d->stride_w - d->pad_w + t;
                                 if (ih < 0 || ih >= d->H || iw < 0 || iw >= d->W) continue;
                                 s += x[((size_t)(i * d->C + c) * d->H + ih) * d->W + iw] *
-                                     w[((size_t)(k * d->C + c) * d->R + r) * d->S + t];
+                                     w[WIDX(d, k, c, r, t)];
                             }
                     y[((size_t)(i * d->K + k) * d->P + p) * d->Q + q] = s;
                 }
@@ -32,14 +39,14 @@ void nn_ref_conv2d_backward(double *dx, double *dw, double *db, const double *dy
                 for (int q = 0; q < d->Q; q++) {
                     double g = dy[((size_t)(i * d->K + k) * d->P + p) * d->Q + q];
                     if (db) db[k] += g;
-                    for (int c = 0; c < d->C; c++)
+                    for (int c = C0(d, k); c < C0(d, k) + CG(d); c++)
                         for (int r = 0; r < d->R; r++)
                             for (int t = 0; t < d->S; t++) {
                                 int ih = p * d->stride_h - d->pad_h + r;
                                 int iw = q * d->stride_w - d->pad_w + t;
                                 if (ih < 0 || ih >= d->H || iw < 0 || iw >= d->W) continue;
                                 size_t xi = ((size_t)(i * d->C + c) * d->H + ih) * d->W + iw;
-                                size_t wi = ((size_t)(k * d->C + c) * d->R + r) * d->S + t;
+                                size_t wi = WIDX(d, k, c, r, t);
                                 dw[wi] += g * x[xi];
                                 if (dx) dx[xi] += g * w[wi];
                             }
