@@ -10,13 +10,16 @@
 #include <math.h>
 #include <string.h>
 
-static nn_status maxpool_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
+/* Window layers (maxpool, avgpool): keys size, stride (default: size), pad
+ * (at most half the window); errors name the layer type. */
+static nn_status window_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in,
+                                  const char *op) {
     nn_pool_desc *d = &node->d.pool;
     nn_status st;
     if (in->ndim != 3)
         return nn_ctx_fail(kv->ctx, NN_EINVAL,
-                           "%s:%d: maxpool needs a CxHxW input, got a %d-dimensional one",
-                           kv->source, kv->line, in->ndim);
+                           "%s:%d: %s needs a CxHxW input, got a %d-dimensional one",
+                           kv->source, kv->line, op, in->ndim);
     if ((st = nn_kv_pair(kv, "size", 0, 1, &d->R, &d->S))) return st;
     if ((st = nn_kv_pair(kv, "stride", d->R, 0, &d->stride_h, &d->stride_w))) return st;
     if (!nn_kv_str(kv, "stride")) d->stride_w = d->S;
@@ -26,20 +29,25 @@ static nn_status maxpool_configure(nn_node *node, nn_kvlist *kv, const nn_shape 
     d->W = (int)in->dim[2];
     if (d->R <= 0 || d->S <= 0 || d->stride_h <= 0 || d->stride_w <= 0 || d->pad_h < 0 ||
         d->pad_w < 0)
-        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: maxpool needs size>0, stride>0, pad>=0",
-                           kv->source, kv->line);
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: %s needs size>0, stride>0, pad>=0",
+                           kv->source, kv->line, op);
     if (2 * d->pad_h > d->R || 2 * d->pad_w > d->S)
         return nn_ctx_fail(kv->ctx, NN_EINVAL,
-                           "%s:%d: maxpool pad must be at most half the window size",
-                           kv->source, kv->line);
+                           "%s:%d: %s pad must be at most half the window size", kv->source,
+                           kv->line, op);
     if (d->R > d->H + 2 * d->pad_h || d->S > d->W + 2 * d->pad_w)
         return nn_ctx_fail(kv->ctx, NN_EINVAL,
-                           "%s:%d: maxpool window %dx%d is larger than the input %dx%d",
-                           kv->source, kv->line, d->R, d->S, d->H, d->W);
+                           "%s:%d: %s window %dx%d is larger than the padded input %dx%d",
+                           kv->source, kv->line, op, d->R, d->S, d->H + 2 * d->pad_h,
+                           d->W + 2 * d->pad_w);
     d->P = (d->H + 2 * d->pad_h - d->R) / d->stride_h + 1;
     d->Q = (d->W + 2 * d->pad_w - d->S) / d->stride_w + 1;
     node->out = (nn_shape){3, {d->C, d->P, d->Q, 0}};
     return NN_OK;
+}
+
+static nn_status maxpool_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
+    return window_configure(node, kv, in, "maxpool");
 }
 
 static int64_t maxpool_flops(const nn_node *node) {
@@ -177,36 +185,7 @@ const nn_op_kernels nn_maxpool_cpu = {maxpool_fwd, maxpool_bwd, NULL};
  * and ceil_mode=False: every window lies inside the padded input, so the
  * divisor is always R*S. */
 static nn_status avgpool_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
-    nn_pool_desc *d = &node->d.pool;
-    nn_status st;
-    if (in->ndim != 3)
-        return nn_ctx_fail(kv->ctx, NN_EINVAL,
-                           "%s:%d: avgpool needs a CxHxW input, got a %d-dimensional one",
-                           kv->source, kv->line, in->ndim);
-    if ((st = nn_kv_pair(kv, "size", 0, 1, &d->R, &d->S))) return st;
-    if ((st = nn_kv_pair(kv, "stride", d->R, 0, &d->stride_h, &d->stride_w))) return st;
-    if (!nn_kv_str(kv, "stride")) d->stride_w = d->S;
-    if ((st = nn_kv_pair(kv, "pad", 0, 0, &d->pad_h, &d->pad_w))) return st;
-    d->C = (int)in->dim[0];
-    d->H = (int)in->dim[1];
-    d->W = (int)in->dim[2];
-    if (d->R <= 0 || d->S <= 0 || d->stride_h <= 0 || d->stride_w <= 0 || d->pad_h < 0 ||
-        d->pad_w < 0)
-        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: avgpool needs size>0, stride>0, pad>=0",
-                           kv->source, kv->line);
-    if (2 * d->pad_h > d->R || 2 * d->pad_w > d->S)
-        return nn_ctx_fail(kv->ctx, NN_EINVAL,
-                           "%s:%d: avgpool pad must be at most half the window size",
-                           kv->source, kv->line);
-    if (d->R > d->H + 2 * d->pad_h || d->S > d->W + 2 * d->pad_w)
-        return nn_ctx_fail(kv->ctx, NN_EINVAL,
-                           "%s:%d: avgpool window %dx%d is larger than the padded input %dx%d",
-                           kv->source, kv->line, d->R, d->S, d->H + 2 * d->pad_h,
-                           d->W + 2 * d->pad_w);
-    d->P = (d->H + 2 * d->pad_h - d->R) / d->stride_h + 1;
-    d->Q = (d->W + 2 * d->pad_w - d->S) / d->stride_w + 1;
-    node->out = (nn_shape){3, {d->C, d->P, d->Q, 0}};
-    return NN_OK;
+    return window_configure(node, kv, in, "avgpool");
 }
 
 static int64_t avgpool_flops(const nn_node *node) {
