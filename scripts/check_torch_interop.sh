@@ -66,8 +66,25 @@ else
 fi
 echo "(b) $res_b"
 
+echo "== (c) graph models: residual + batch norm, depthwise-separable, dropout -> PyTorch"
+res_c=PASS
+for m in resnet_small mobilenet_small wide_cnn; do
+    build/nnopt train "models/$m.nn" --epochs 1 --train-limit 3000 --threads "$threads" \
+        --save "$T/$m.st" --json --quiet >/dev/null
+    a="$(build/nnopt eval "models/$m.nn" --weights "$T/$m.st" --threads "$threads" --json | json_get test_accuracy)"
+    b="$(OPENBLAS_NUM_THREADS=1 "$PY" scripts/torch_eval_checkpoint.py "$T/$m.st" --model "models/$m.nn" \
+         --threads "$threads" --json | json_get test_accuracy)"
+    echo "$m: nnopt $a %, PyTorch $b %"
+    if ! "$PY" -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= 0.05 + 1e-9 else 1)' "$a" "$b"; then
+        res_c="FAIL ($m differs)"
+        fail=1
+    fi
+done
+echo "(c) $res_c"
+
 echo "== summary"
 echo "(a) nnopt -> PyTorch: nnopt $nn_acc %, PyTorch $pt_acc %: $res_a"
 echo "(b) PyTorch -> nnopt: $res_b"
+echo "(c) graph models nnopt -> PyTorch: $res_c"
 [ "$fail" -eq 0 ] && echo "torch interop: OK" || echo "torch interop: FAILED"
 exit "$fail"

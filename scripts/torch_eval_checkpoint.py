@@ -24,6 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from seed_cnn import FASHION_MNIST_MEAN, FASHION_MNIST_STD, SeedCNN  # noqa: E402
 from st_io import model_state, read_safetensors  # noqa: E402
+from nnopt_model import NnoptModel  # noqa: E402
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"  # NN_DEFAULT_DATA_DIR
 IDX_IMAGES_MAGIC = 0x00000803  # u8 data, 3 dims
@@ -102,12 +103,14 @@ def main():
     ap.add_argument("--batch", type=int, default=1000, help="evaluation batch size")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--model", default=None,
+                    help="nnopt model file to build the torch module from (default: the seed CNN)")
     args = ap.parse_args()
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    model = SeedCNN()
     try:
+        model = NnoptModel(args.model) if args.model else SeedCNN()
         metadata = load_checkpoint(model, args.checkpoint)
         x, y = load_test_set(args.data)
     except (OSError, ValueError, RuntimeError) as e:
