@@ -13,7 +13,7 @@
 #include <math.h>
 #include <string.h>
 
-static void fill(nn_rng *rng, float *f, double *d, size_t n) {
+static void fill_both(nn_rng *rng, float *f, double *d, size_t n) {
     for (size_t i = 0; i < n; i++) {
         f[i] = 2.0f * nn_rng_uniform(rng) - 1.0f;
         if (d) d[i] = f[i];
@@ -31,9 +31,9 @@ static void concat_vs_ref(nn_ctx *ctx, int n, int C1, int C2, int inner) {
            *rdy = xmalloc(ny * 8), *rda = xmalloc(na * 8), *rdb = xmalloc(nb * 8);
     nn_rng rng;
     nn_rng_seed(&rng, 3, (uint64_t)ny);
-    fill(&rng, a, ra, na);
-    fill(&rng, b, rb, nb);
-    fill(&rng, dy, rdy, ny);
+    fill_both(&rng, a, ra, na);
+    fill_both(&rng, b, rb, nb);
+    fill_both(&rng, dy, rdy, ny);
     nn_concat_forward(y, a, b, &d, n, ctx);
     nn_ref_concat_forward(ry, ra, rb, &d, n);
     nn_concat_backward(da, db, dy, &d, n, ctx);
@@ -89,7 +89,7 @@ static void directional_check(nn_ctx *ctx, const char *text, const char *what, i
     nn_net_set_dropout_seed(net, seed);
     float *x = xmalloc((size_t)n * in_numel * 4);
     int32_t y[5];
-    fill(&rng, x, NULL, (size_t)n * in_numel);
+    fill_both(&rng, x, NULL, (size_t)n * in_numel);
     for (int i = 0; i < n; i++) y[i] = (int32_t)nn_rng_below(&rng, 4);
     float l;
     nn_net_zero_grad(net);
@@ -220,8 +220,8 @@ static void dropout_kernels(nn_ctx *c1, nn_ctx *c2) {
            *rdx = xmalloc(count * 8);
     nn_rng rng;
     nn_rng_seed(&rng, 5, 9);
-    fill(&rng, x, rx, count);
-    fill(&rng, dy, rdy, count);
+    fill_both(&rng, x, rx, count);
+    fill_both(&rng, dy, rdy, count);
     for (size_t i = 0; i < count; i++)
         if (x[i] == 0.0f) x[i] = rx[i] = 0.5; /* so that a zero output means dropped */
     const float ps[] = {0.1f, 0.5f, 0.9f};
@@ -305,7 +305,7 @@ static void dropout_in_net(nn_ctx *ctx) {
     memcpy(nn_net_params(plain), nn_net_params(net), nn_net_num_params(net) * 4);
     float x[8 * 16];
     int32_t y[8];
-    fill(&rng, x, NULL, 8 * 16);
+    fill_both(&rng, x, NULL, 8 * 16);
     for (int i = 0; i < n; i++) y[i] = (int32_t)nn_rng_below(&rng, 4);
     float l_plain, l;
     nn_net_forward(plain, x, y, n, &l_plain);

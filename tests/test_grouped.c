@@ -25,7 +25,7 @@ static nn_conv2d_desc desc(int C, int H, int W, int K, int R, int stride, int pa
     return d;
 }
 
-static void fill(nn_rng *rng, float *f, double *g, size_t n) {
+static void fill_both(nn_rng *rng, float *f, double *g, size_t n) {
     for (size_t i = 0; i < n; i++) g[i] = f[i] = 2.0f * nn_rng_uniform(rng) - 1.0f;
 }
 
@@ -43,10 +43,10 @@ static void fast_vs_ref(nn_ctx *ctx, nn_rng *rng, nn_conv2d_desc d, int n, const
     float *dy = xmalloc(yn * 4), *dx = xmalloc(xn * 4), *dw = xmalloc(wn * 4), *db = xmalloc(d.K * 4);
     double *X = xmalloc(xn * 8), *Wt = xmalloc(wn * 8), *B = xmalloc(d.K * 8), *Y = xmalloc(yn * 8);
     double *DY = xmalloc(yn * 8), *DX = xmalloc(xn * 8), *DW = xmalloc(wn * 8), *DB = xmalloc(d.K * 8);
-    fill(rng, x, X, xn);
-    fill(rng, w, Wt, wn);
-    fill(rng, b, B, (size_t)d.K);
-    fill(rng, dy, DY, yn);
+    fill_both(rng, x, X, xn);
+    fill_both(rng, w, Wt, wn);
+    fill_both(rng, b, B, (size_t)d.K);
+    fill_both(rng, dy, DY, yn);
     float *ws = xmalloc(nn_conv2d_workspace(&d, nn_ctx_threads(ctx)) * 4);
     nn_conv2d_forward(y, x, w, b, &d, n, ws, ctx);
     nn_ref_conv2d_forward(Y, X, Wt, B, &d, n);

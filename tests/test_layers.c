@@ -25,33 +25,10 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static float *fvec(size_t n) { return xmalloc(n * sizeof(float)); }
-static double *dvec(size_t n) { return xmalloc(n * sizeof(double)); }
-
 static float *fvec_nan(size_t n) {
     float *v = fvec(n);
     for (size_t i = 0; i < n; i++) v[i] = NAN;
     return v;
-}
-
-static void fill(float *v, size_t n, nn_rng *rng, float lo, float hi) {
-    for (size_t i = 0; i < n; i++) v[i] = lo + (hi - lo) * nn_rng_uniform(rng);
-}
-
-static void fill_d(double *v, size_t n, nn_rng *rng, double lo, double hi) {
-    for (size_t i = 0; i < n; i++) v[i] = lo + (hi - lo) * nn_rng_uniform(rng);
-}
-
-static double *to_d(const float *v, size_t n) {
-    double *d = dvec(n);
-    for (size_t i = 0; i < n; i++) d[i] = v[i];
-    return d;
-}
-
-static double max_abs(const double *v, size_t n) {
-    double m = 0.0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
-    return m;
 }
 
 /* ------------------------------------------------------------ activations */

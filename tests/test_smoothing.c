@@ -84,7 +84,7 @@ static void test_hand_case(void) {
           "loss %.9g grad (%.9g, %.9g)", l, g[0], g[1]);
 }
 
-static void fill(nn_rng *rng, float *zf, double *zd, int32_t *y, int classes, int n, float scale) {
+static void fill_logits(nn_rng *rng, float *zf, double *zd, int32_t *y, int classes, int n, float scale) {
     for (int i = 0; i < n * classes; i++) {
         zf[i] = (2.0f * nn_rng_uniform(rng) - 1.0f) * scale;
         zd[i] = zf[i];
@@ -109,7 +109,7 @@ static void test_fast_vs_ref(void) {
                 float *g = xmalloc(sizeof(float) * k * n);
                 double *zd = xmalloc(sizeof(double) * k * n), *gd = xmalloc(sizeof(double) * k * n);
                 int32_t *y = xmalloc(sizeof(int32_t) * n);
-                fill(&rng, zf, zd, y, k, n, 8.0f);
+                fill_logits(&rng, zf, zd, y, k, n, 8.0f);
                 float lf = nn_softmax_ce_forward_smooth(p, zf, y, k, eps, n);
                 nn_softmax_ce_backward_smooth(g, p, y, k, eps, n);
                 double ld = nn_ref_softmax_ce_forward_smooth(zd, y, k, eps, n);
@@ -156,7 +156,7 @@ static void test_gradient_fd(void) {
             float zf[K * N];
             double z[K * N], g[K * N];
             int32_t y[N];
-            fill(&rng, zf, z, y, K, N, big ? 20.0f : 2.0f);
+            fill_logits(&rng, zf, z, y, K, N, big ? 20.0f : 2.0f);
             const double eps = eps_list[e], h = 1e-6;
             nn_ref_softmax_ce_backward_smooth(g, z, y, K, eps, N);
             double err = 0.0, gmax = 0.0;

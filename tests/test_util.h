@@ -86,6 +86,32 @@ static TU_UNUSED void *xmalloc(size_t bytes) {
 }
 
 /* Case-insensitive substring test. */
+/* Vectors for kernel tests: float/double arrays (exit on out of memory),
+ * uniform random fill in [lo, hi), a double copy (NULL stays NULL), max |v|. */
+static TU_UNUSED float *fvec(size_t n) { return xmalloc(n * sizeof(float)); }
+static TU_UNUSED double *dvec(size_t n) { return xmalloc(n * sizeof(double)); }
+
+static TU_UNUSED void fill(float *v, size_t n, nn_rng *rng, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) v[i] = lo + (hi - lo) * nn_rng_uniform(rng);
+}
+
+static TU_UNUSED void fill_d(double *v, size_t n, nn_rng *rng, double lo, double hi) {
+    for (size_t i = 0; i < n; i++) v[i] = lo + (hi - lo) * nn_rng_uniform(rng);
+}
+
+static TU_UNUSED double *to_d(const float *v, size_t n) {
+    if (!v) return NULL;
+    double *d = dvec(n);
+    for (size_t i = 0; i < n; i++) d[i] = v[i];
+    return d;
+}
+
+static TU_UNUSED double max_abs(const double *v, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = m > fabs(v[i]) ? m : fabs(v[i]);
+    return m;
+}
+
 static TU_UNUSED int contains(const char *hay, const char *needle) {
     size_t n = strlen(needle);
     for (; *hay; hay++) {
