@@ -281,6 +281,9 @@ int nn_net_training(const nn_net *net);
 void nn_net_set_dropout_seed(nn_net *net, uint64_t seed);
 
 int nn_net_num_layers(const nn_net *net);
+/* The model as plain layer lines, one per layer, with blocks expanded
+ * (docs/model-format.md): a file that builds the same graph. */
+const char *nn_net_model_text(const nn_net *net);
 void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out);
 /* Per-sample input shape (C, H, W) and number of classes (output width). */
 nn_shape nn_net_input_shape(const nn_net *net);

@@ -68,7 +68,7 @@ echo "(b) $res_b"
 
 echo "== (c) graph models: residual + batch norm, depthwise-separable, dropout -> PyTorch"
 res_c=PASS
-for m in resnet_small mobilenet_small wide_cnn; do
+for m in resnet_small resnet20 mobilenet_small wide_cnn; do
     build/nnopt train "models/$m.nn" --epochs 1 --train-limit 3000 --threads "$threads" \
         --save "$T/$m.st" --json --quiet >/dev/null
     a="$(build/nnopt eval "models/$m.nn" --weights "$T/$m.st" --threads "$threads" --json | json_get test_accuracy)"

@@ -8,9 +8,18 @@ name= is called <type><n>, the input "input"), so parameters and buffers carry
 the same names as in nnopt's checkpoints. forward() walks the graph like
 nnopt does (each layer reads the previous one unless in= names others) and
 returns the logits (the input of softmax_ce).
+
+Model files with blocks (block/use/repeat) are expanded by nnopt itself
+(`nnopt info MODEL --expand`; the binary is $NNOPT, else build/nnopt).
 """
+import os
+import re
+import subprocess
+
 import torch
 from torch import nn
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _pair(v, default):
@@ -20,25 +29,35 @@ def _pair(v, default):
     return (int(parts[0]), int(parts[-1]))
 
 
+def model_lines(path):
+    """The layer lines of a model file, its blocks expanded by nnopt."""
+    with open(path) as f:
+        text = f.read()
+    if re.search(r"^\s*(block|use|repeat)\s", text, re.M):
+        nnopt = os.environ.get("NNOPT", os.path.join(_REPO, "build", "nnopt"))
+        text = subprocess.run([nnopt, "info", path, "--expand"], check=True,
+                              capture_output=True, text=True).stdout
+    return text.splitlines()
+
+
 def parse(path):
     """[(type, name, [input names], {key: value})] of a model file."""
     layers, counts = [], {}
-    with open(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            op, *toks = line.split()
-            kv = {}
-            for t in toks:
-                if "=" not in t:
-                    raise ValueError(f"{path}:{lineno}: expected key=value, found '{t}'")
-                k, v = t.split("=", 1)
-                kv[k] = v
-            counts[op] = counts.get(op, 0) + 1
-            name = kv.pop("name", "input" if op == "input" else f"{op}{counts[op]}")
-            ins = kv.pop("in").split(",") if "in" in kv else ([layers[-1][1]] if layers else [])
-            layers.append((op, name, ins, kv))
+    for lineno, raw in enumerate(model_lines(path), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        op, *toks = line.split()
+        kv = {}
+        for t in toks:
+            if "=" not in t:
+                raise ValueError(f"{path}:{lineno}: expected key=value, found '{t}'")
+            k, v = t.split("=", 1)
+            kv[k] = v
+        counts[op] = counts.get(op, 0) + 1
+        name = kv.pop("name", "input" if op == "input" else f"{op}{counts[op]}")
+        ins = kv.pop("in").split(",") if "in" in kv else ([layers[-1][1]] if layers else [])
+        layers.append((op, name, ins, kv))
     return layers
 
 

@@ -12,10 +12,12 @@ static void human(char *buf, size_t size, double v) {
 }
 
 int cmd_info(int argc, char **argv) {
-    int json = 0, batch = 1, threads = 1;
+    int json = 0, expand = 0, batch = 1, threads = 1;
     const cli_opt opts[] = {
         {"--batch", CLI_INT, &batch, "N", "batch size for the memory totals (default 1)", 1, 1 << 20, NULL},
         {"--json", CLI_FLAG, &json, NULL, "print one JSON object instead of the table", 0, 0, NULL},
+        {"--expand", CLI_FLAG, &expand, NULL,
+         "print the model as plain layer lines, blocks expanded (a model file)", 0, 0, NULL},
         {NULL, 0, NULL, NULL, NULL, 0, 0, NULL}};
     const char *pos[1];
     int npos;
@@ -35,6 +37,13 @@ int cmd_info(int argc, char **argv) {
         nn_net_free(net);
         nn_ctx_free(ctx);
         return 1;
+    }
+    if (expand) {
+        printf("# %s with its blocks expanded (nnopt info --expand)\n%s", pos[0],
+               nn_net_model_text(net));
+        nn_net_free(net);
+        nn_ctx_free(ctx);
+        return 0;
     }
     int64_t tp = 0, tf = 0, ta = 0, tb = 0;
     int layers = nn_net_num_layers(net);

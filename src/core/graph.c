@@ -11,7 +11,6 @@
 #include <math.h>
 #include <string.h>
 
-nn_status nn_model_parse_lines(nn_net *net, const char *text);
 
 /* Gives every parameter of every node its name, shape and flat offset. */
 static nn_status place_params(nn_net *net) {
@@ -211,9 +210,12 @@ static void release_plan(nn_net *net) {
     net->max_batch = 0;
 }
 
+const char *nn_net_model_text(const nn_net *net) { return net->model_text; }
+
 void nn_net_free(nn_net *net) {
     if (!net) return;
     release_plan(net);
+    free(net->model_text);
     free(net->nodes);
     free(net->params);
     free(net->buffers);

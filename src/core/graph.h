@@ -197,6 +197,11 @@ typedef struct {
 } nn_op_def;
 
 const nn_op_def *nn_op_def_find(const char *name);
+/* Model text: comments and blocks (model_expand.c) into layer lines, each
+ * added as a node (model_file.c); then every layer must lead to the loss. */
+nn_status nn_model_parse_lines(nn_net *net, const char *text);
+nn_status nn_model_add_layer(nn_net *net, char *line, int lineno);
+nn_status nn_model_check(nn_net *net, int last_line);
 const nn_op_def *nn_op_def_get(nn_op_type op);
 
 /* Op definitions, one per op family file in src/ops. */
@@ -214,6 +219,7 @@ extern const nn_op_kernels nn_conv2d_cpu, nn_maxpool_cpu, nn_relu_cpu, nn_linear
 struct nn_net {
     nn_ctx *ctx;
     char source[256];
+    char *model_text;               /* the layer lines, blocks expanded */
     nn_node *nodes;
     int num_nodes;
     int cap_nodes;

@@ -1,7 +1,8 @@
 /*
- * model_file.c - reads the plain-text model format (docs/model-format.md) into
- * graph nodes. One layer per line: an op keyword then key=value pairs; '#'
- * starts a comment. Every error names source:line and what was expected.
+ * model_file.c - turns the layer lines of a model file (docs/model-format.md)
+ * into graph nodes: an op keyword then key=value pairs per line, blocks
+ * already expanded by model_expand.c. Every error names source:line and what
+ * was expected.
  */
 #include "core/graph.h"
 
@@ -149,7 +150,7 @@ static nn_status tokenize(nn_kvlist *kv, char *line, char **op) {
     return NN_OK;
 }
 
-static nn_status add_line(nn_net *net, char *line, int lineno) {
+nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
     nn_kvlist kv = {.count = 0, .source = net->source, .line = lineno, .ctx = net->ctx};
     char *opname;
     nn_status st = tokenize(&kv, line, &opname);
@@ -190,10 +191,13 @@ static nn_status add_line(nn_net *net, char *line, int lineno) {
 
     const char *name = nn_kv_str(&kv, "name");
     if (name) {
-        if (!valid_name(name) || strlen(name) >= sizeof node->name)
+        if (!valid_name(name))
             return nn_ctx_fail(net->ctx, NN_EINVAL,
                                "%s:%d: bad layer name '%s' (letters, digits and _ only)",
                                net->source, lineno, name);
+        if (strlen(name) >= sizeof node->name)
+            return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: layer name '%s' is longer than %zu characters",
+                               net->source, lineno, name, sizeof node->name - 1);
         snprintf(node->name, sizeof node->name, "%s", name);
     } else {
         int count = 1;
@@ -259,35 +263,7 @@ static nn_status add_line(nn_net *net, char *line, int lineno) {
     return NN_OK;
 }
 
-/* Parses all lines into net->nodes. */
-nn_status nn_model_parse_lines(nn_net *net, const char *text) {
-    char line[1024];
-    int lineno = 0;
-    const char *p = text;
-    while (*p) {
-        lineno++;
-        const char *eol = strchr(p, '\n');
-        size_t len = eol ? (size_t)(eol - p) : strlen(p);
-        if (len >= sizeof line)
-            return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: line longer than %zu characters",
-                               net->source, lineno, sizeof line - 1);
-        memcpy(line, p, len);
-        line[len] = '\0';
-        p += len + (eol ? 1 : 0);
-        char *hash = strchr(line, '#');
-        if (hash) *hash = '\0';
-        for (char *c = line; *c; c++)
-            if (*c == '\r') *c = ' ';
-            else if (!isprint((unsigned char)*c) && *c != '\t')
-                return nn_ctx_fail(net->ctx, NN_EINVAL,
-                                   "%s:%d: unexpected byte 0x%02x (model files are plain text)",
-                                   net->source, lineno, (unsigned char)*c);
-        char *s = line;
-        while (*s == ' ' || *s == '\t') s++;
-        if (*s == '\0') continue;
-        nn_status st = add_line(net, s, lineno);
-        if (st) return st;
-    }
+nn_status nn_model_check(nn_net *net, int lineno) {
     if (net->num_nodes == 0)
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: no layers (expected 'input shape=CxHxW' first)",
                            net->source);
