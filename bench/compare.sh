@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# One table, same machine, same run: nnopt bench vs PyTorch (Debian's 1.13) for
-# model files x batch sizes x thread counts, alternating the two programs and
-# reporting medians of their own medians.
+# One table, same machine, same run: nnopt bench against PyTorch for model
+# files x batch sizes x thread counts. PyTorch runs as Debian's 1.13
+# (/usr/bin/python3) and, when scripts/setup_torch2.sh has installed it,
+# PyPI's 2.x eager and compiled (torch.compile), each with
+# OPENBLAS_NUM_THREADS=1 (its best setting here). The programs alternate,
+# R rounds; each figure is the median of their medians. ratio = nnopt over
+# the fastest PyTorch of the row.
 #
 #   bench/compare.sh [MODELS...]          # default: models/seed_cnn.nn
 #   BATCHES="64 256" THREADS="1 2" R=3 bench/compare.sh models/seed_cnn.nn
+#   TORCHES="1.13" bench/compare.sh       # only some PyTorch builds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=("${@:-models/seed_cnn.nn}")
@@ -13,21 +18,45 @@ THREADS=${THREADS:-"1 2"}
 R=${R:-3}
 [ -x build/nnopt ] || scripts/build.sh build >/dev/null
 PY=/usr/bin/python3
+if [ -z "${TORCHES:-}" ]; then
+  TORCHES="1.13"
+  [ -x .venv-torch2/bin/python ] && TORCHES="1.13 2.x 2.x-compile"
+fi
+torch_cmd() { # label -> python [flags]
+  case "$1" in
+    1.13) echo "$PY" ;;
+    2.x) echo ".venv-torch2/bin/python" ;;
+    2.x-compile) echo ".venv-torch2/bin/python --compile" ;;
+    *) echo "compare.sh: unknown PyTorch '$1' (1.13, 2.x, 2.x-compile)" >&2; exit 2 ;;
+  esac
+}
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-printf "%-22s %6s %7s %14s %14s %7s\n" model batch threads nnopt_img/s torch_img/s ratio
+img_s() { $PY -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["images_per_s"])'; }
+printf "%-16s %5s %7s %11s" model batch threads nnopt
+for t in $TORCHES; do printf " %13s" "torch-$t"; done
+printf " %7s\n" ratio
 for m in "${MODELS[@]}"; do
   for b in $BATCHES; do
     for t in $THREADS; do
-      nn=(); th=()
+      declare -A runs=()
       for _ in $(seq "$R"); do
-        nn+=("$(build/nnopt bench "$m" --batch "$b" --threads "$t" --no-peak --json --repeats 3 |
-                $PY -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])')")
-        th+=("$(OPENBLAS_NUM_THREADS=1 $PY bench/torch_model_bench.py "$m" --batch "$b" \
-                --threads "$t" --repeats 3 | $PY -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])')")
+        runs[nnopt]+="$(build/nnopt bench "$m" --batch "$b" --threads "$t" --no-peak --json --repeats 3 | img_s) "
+        for tv in $TORCHES; do
+          read -r py flag <<<"$(torch_cmd "$tv")"
+          runs[$tv]+="$(OPENBLAS_NUM_THREADS=1 $py bench/torch_model_bench.py "$m" --batch "$b" \
+                        --threads "$t" --repeats 3 ${flag:-} 2>/dev/null | img_s) "
+        done
       done
-      a=$(printf "%s\n" "${nn[@]}" | median); c=$(printf "%s\n" "${th[@]}" | median)
-      printf "%-22s %6s %7s %14.0f %14.0f %7.2f\n" "$(basename "$m")" "$b" "$t" "$a" "$c" \
-        "$(awk -v a="$a" -v c="$c" 'BEGIN {print a / c}')"
+      a=$(printf "%s\n" ${runs[nnopt]} | median)
+      best=0
+      printf "%-16s %5s %7s %11.0f" "$(basename "$m")" "$b" "$t" "$a"
+      for tv in $TORCHES; do
+        c=$(printf "%s\n" ${runs[$tv]} | median)
+        best=$(awk -v x="$c" -v y="$best" 'BEGIN {print (x > y) ? x : y}')
+        printf " %13.0f" "$c"
+      done
+      printf " %7.2f\n" "$(awk -v a="$a" -v c="$best" 'BEGIN {print a / c}')"
+      unset runs
     done
   done
 done

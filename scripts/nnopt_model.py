@@ -125,6 +125,8 @@ class NnoptModel(nn.Module):
             if m is not None:
                 self.add_module(name, m)
                 self.mods[name] = m
+        self.input_shape = shapes[self.layers[0][1]]              # C, H, W
+        self.num_classes = shapes[self.layers[-1][1]][0]          # softmax_ce's input
 
     def forward(self, x):
         out = {}
