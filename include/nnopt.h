@@ -63,17 +63,27 @@ uint32_t nn_rng_below(nn_rng *rng, uint32_t n);
 /* Holds thread count, the last error message and the backend in use. */
 typedef struct nn_ctx nn_ctx;
 
-/* Instruction-set level of the CPU kernels. */
-typedef enum { NN_ISA_GENERIC = 0, NN_ISA_AVX512 = 2 } nn_isa;
+/* Instruction-set level of the CPU kernels: each level includes the ones
+ * below (AVX512-BF16 adds the bf16 dot products of --precision bf16). */
+typedef enum { NN_ISA_GENERIC = 0, NN_ISA_AVX512 = 2, NN_ISA_AVX512BF16 = 3 } nn_isa;
+
+/* Arithmetic of the convolutions: fp32, or bf16 inputs with fp32 sums
+ * (parameters, gradients, optimizer state and every other op stay fp32). */
+typedef enum { NN_PRECISION_FP32 = 0, NN_PRECISION_BF16 = 1 } nn_precision;
 
 /* threads <= 0 means all available cores. The kernels use the best ISA the CPU
- * supports (environment NNOPT_ISA=generic forces the portable ones). Returns
+ * supports (environment NNOPT_ISA=generic or avx512 caps it). Returns
  * NULL only if out of memory. */
 nn_ctx *nn_ctx_new(int threads);
 /* ISA in use; setting one the CPU lacks fails with NN_EUNSUPPORTED. */
 nn_isa nn_ctx_isa(const nn_ctx *ctx);
 nn_status nn_ctx_set_isa(nn_ctx *ctx, nn_isa isa);
 const char *nn_isa_name(nn_isa isa);
+/* Precision of the convolutions (default fp32); set it before nn_net_plan.
+ * bf16 runs on any CPU: with AVX512-BF16 at twice the fp32 FLOP rate,
+ * otherwise in portable C (slow; for checking results). */
+void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p);
+nn_precision nn_ctx_precision(const nn_ctx *ctx);
 void nn_ctx_free(nn_ctx *ctx);
 int nn_ctx_threads(const nn_ctx *ctx);
 /* Last error message, "" if none. Owned by ctx, valid until the next error. */

@@ -18,6 +18,7 @@ struct nn_backend;
 struct nn_ctx {
     int threads;
     nn_isa isa;             /* kernels to use, <= what the CPU supports */
+    nn_precision precision; /* of the convolutions */
     char error[NN_ERRMSG_SIZE];
     const struct nn_backend *backend;
 };

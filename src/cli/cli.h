@@ -66,7 +66,11 @@ typedef struct {
 } cli_workload;
 
 /* Returns 0, or 1 with the error in w->ctx (w->ctx NULL: out of memory). */
-int cli_workload_new(cli_workload *w, const char *model, int batch, int threads);
+int cli_workload_new(cli_workload *w, const char *model, int batch, int threads,
+                     nn_precision precision);
+/* "fp32" or "bf16" into *out; 2 (after a one-line error) for anything else.
+ * Notes on stderr when bf16 has no AVX512-BF16 to run on. */
+int cli_parse_precision(const char *cmd, const char *name, nn_precision *out);
 /* One SGD training step (forward, backward, update) on the batch. */
 int cli_workload_step(cli_workload *w);
 void cli_workload_free(cli_workload *w);

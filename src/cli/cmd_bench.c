@@ -16,10 +16,12 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 int cmd_bench(int argc, char **argv) {
+    const char *precision = "fp32";
     int batch = 64, threads = 0, steps = 50, warmup = 10, repeats = 5, json = 0, no_peak = 0;
     const cli_opt opts[] = {
         {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536, NULL},
         {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--precision", CLI_STR, &precision, "P", "convolution arithmetic: fp32 (default) or bf16", 0, 0, NULL},
         {"--steps", CLI_INT, &steps, "N", "timed steps per repeat (default 50)", 1, 1000000, NULL},
         {"--warmup", CLI_INT, &warmup, "N", "untimed steps first (default 10)", 0, 1000000, NULL},
         {"--repeats", CLI_INT, &repeats, "N", "timed repeats; medians are reported (default 5)", 1, 1000, NULL},
@@ -41,7 +43,9 @@ int cmd_bench(int argc, char **argv) {
     cli_workload w;
     int rc = 1;
     double *times = calloc((size_t)repeats, sizeof(double));
-    if (cli_workload_new(&w, pos[0], batch, threads) || !times) goto done;
+    nn_precision prec;
+    if (cli_parse_precision("bench", precision, &prec)) return 2;
+    if (cli_workload_new(&w, pos[0], batch, threads, prec) || !times) goto done;
     int layers = nn_net_num_layers(w.net);
     for (int i = 0; i < warmup; i++)
         if (cli_workload_step(&w)) goto done;

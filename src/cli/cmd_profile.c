@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
     FILE *f;
@@ -32,12 +33,14 @@ static void on_layer(void *user, int layer, int backward, double t0, double t1) 
 }
 
 int cmd_profile(int argc, char **argv) {
+    const char *precision = "fp32";
     int batch = 64, threads = 0, steps = 5, warmup = 3;
     const char *out = "trace.json";
     const cli_opt opts[] = {
         {"--out", CLI_STR, &out, "FILE", "trace file to write (default trace.json)", 0, 0, NULL},
         {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536, NULL},
         {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--precision", CLI_STR, &precision, "P", "convolution arithmetic: fp32 (default) or bf16", 0, 0, NULL},
         {"--steps", CLI_INT, &steps, "N", "traced training steps (default 5)", 1, 10000, NULL},
         {"--warmup", CLI_INT, &warmup, "N", "untraced steps first (default 3)", 0, 10000, NULL},
         {NULL, 0, NULL, NULL, NULL, 0, 0, NULL}};
@@ -55,7 +58,9 @@ int cmd_profile(int argc, char **argv) {
     cli_workload w;
     int rc = 1;
     trace t = {0};
-    if (cli_workload_new(&w, pos[0], batch, threads)) goto done;
+    nn_precision prec;
+    if (cli_parse_precision("profile", precision, &prec)) return 2;
+    if (cli_workload_new(&w, pos[0], batch, threads, prec)) goto done;
     for (int i = 0; i < warmup; i++)
         if (cli_workload_step(&w)) goto done;
     t.f = fopen(out, "w");

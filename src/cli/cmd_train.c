@@ -186,7 +186,7 @@ int cmd_train(int argc, char **argv) {
         {"--accumulate", CLI_INT, &o.accumulate, "K", "add up K batches per optimizer step (default 1)", 1, 65536, "train.accumulate"},
         {"--seed", CLI_U64, &o.seed, "S", "seed for initialization, shuffling and augmentation (default 1)", 0, 0, "train.seed"},
         {"--threads", CLI_INT, &o.threads, "N", "threads (default: all cores)", 1, 1024, "train.threads"},
-        {"--precision", CLI_STR, &o.precision, "P", "arithmetic: fp32 (default)", 0, 0, "train.precision"},
+        {"--precision", CLI_STR, &o.precision, "P", "convolution arithmetic: fp32 (default) or bf16 (bf16 inputs, fp32 sums and weights)", 0, 0, "train.precision"},
         {"--early-stop", CLI_INT, &o.early_stop, "P", "stop when the validation loss has not improved for P epochs (needs --val)", 0, 1000000, "train.early_stop"},
         {"--min-delta", CLI_FLOAT, &o.min_delta, "D", "improvement that resets early stopping (default 0)", 0, 1e6, "train.min_delta"},
         {"--optimizer", CLI_STR, &o.optimizer, "NAME", "sgd (default), adam, adamw, rmsprop or adagrad", 0, 0, "optimizer.name"},
@@ -256,11 +256,15 @@ int cmd_train(int argc, char **argv) {
         cli_strings_free(&keep);
         return r == 2 ? 0 : 2;
     }
-    if (npos != 1 || (o.resume && o.init) || strcmp(o.precision, "fp32") != 0) {
+    nn_precision precision = NN_PRECISION_FP32;
+    if (npos != 1 || (o.resume && o.init)) {
         fprintf(stderr, "nnopt train: %s\n",
                 npos != 1 ? "expected one MODEL file (see nnopt train --help)"
-                : o.resume && o.init ? "--resume and --init exclude each other"
-                                     : "--precision: only fp32 is supported");
+                          : "--resume and --init exclude each other");
+        cli_strings_free(&keep);
+        return 2;
+    }
+    if (cli_parse_precision("train", o.precision, &precision)) {
         cli_strings_free(&keep);
         return 2;
     }
@@ -271,6 +275,7 @@ int cmd_train(int argc, char **argv) {
     }
     const char *model = pos[0];
     nn_ctx *ctx = nn_ctx_new(o.threads);
+    if (ctx) nn_ctx_set_precision(ctx, precision);
     nn_net *net = NULL;
     nn_optimizer *opt = NULL;
     nn_loader *loader = NULL;

@@ -1,6 +1,8 @@
 /* common.c - helpers shared by the subcommands: JSON strings, data checks. */
 #include "cli/cli.h"
 
+#include <string.h>
+
 void cli_json_string(FILE *f, const char *s) {
     fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -25,3 +27,18 @@ nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_d
     return NN_OK;
 }
 
+
+int cli_parse_precision(const char *cmd, const char *name, nn_precision *out) {
+    if (strcmp(name, "fp32") == 0) *out = NN_PRECISION_FP32;
+    else if (strcmp(name, "bf16") == 0) *out = NN_PRECISION_BF16;
+    else {
+        fprintf(stderr, "nnopt %s: --precision must be fp32 or bf16, got '%s'\n", cmd, name);
+        return 2;
+    }
+    nn_ctx *probe = *out == NN_PRECISION_BF16 ? nn_ctx_new(1) : NULL;
+    if (probe && nn_ctx_isa(probe) < NN_ISA_AVX512BF16)
+        fprintf(stderr, "nnopt %s: note: this CPU lacks AVX512-BF16 (or NNOPT_ISA caps it); bf16 "
+                "runs in portable C, slower than fp32\n", cmd);
+    nn_ctx_free(probe);
+    return 0;
+}

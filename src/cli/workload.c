@@ -4,11 +4,13 @@
 
 #include <stdlib.h>
 
-int cli_workload_new(cli_workload *w, const char *model, int batch, int threads) {
+int cli_workload_new(cli_workload *w, const char *model, int batch, int threads,
+                     nn_precision precision) {
     *w = (cli_workload){0};
     w->ctx = nn_ctx_new(threads);
     w->batch = batch;
     if (!w->ctx) return 1;
+    nn_ctx_set_precision(w->ctx, precision);
     if (nn_net_load(w->ctx, model, &w->net) || nn_net_plan(w->net, batch)) return 1;
     nn_rng rng;
     nn_rng_seed(&rng, 1, 1);

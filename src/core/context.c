@@ -23,6 +23,9 @@ const char *nn_status_str(nn_status s) {
 static nn_isa cpu_isa(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512bf16"))
+        return NN_ISA_AVX512BF16;
     if (__builtin_cpu_supports("avx512f")) return NN_ISA_AVX512;
 #endif
     return NN_ISA_GENERIC;
@@ -39,8 +42,12 @@ nn_status nn_ctx_set_isa(nn_ctx *ctx, nn_isa isa) {
 }
 
 const char *nn_isa_name(nn_isa isa) {
-    return isa == NN_ISA_AVX512 ? "avx512" : "generic";
+    return isa == NN_ISA_AVX512BF16 ? "avx512bf16" : isa == NN_ISA_AVX512 ? "avx512" : "generic";
 }
+
+void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p) { ctx->precision = p; }
+
+nn_precision nn_ctx_precision(const nn_ctx *ctx) { return ctx->precision; }
 
 nn_ctx *nn_ctx_new(int threads) {
     nn_ctx *ctx = calloc(1, sizeof *ctx);
@@ -49,6 +56,7 @@ nn_ctx *nn_ctx_new(int threads) {
     ctx->isa = cpu_isa();
     const char *force = getenv("NNOPT_ISA");
     if (force && strcmp(force, "generic") == 0) ctx->isa = NN_ISA_GENERIC;
+    if (force && strcmp(force, "avx512") == 0 && ctx->isa > NN_ISA_AVX512) ctx->isa = NN_ISA_AVX512;
     ctx->backend = nn_backend_cpu();
     nn_backend_cpu_init(ctx);
     return ctx;

@@ -235,6 +235,11 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
     release_plan(net);
     const nn_backend *be = net->ctx->backend;
     int threads = net->ctx->threads;
+    /* the context's precision applies to the dense convolutions */
+    for (int i = 0; i < net->num_nodes; i++)
+        if (net->nodes[i].op == NN_OP_CONV2D)
+            net->nodes[i].d.conv.bf16 = net->ctx->precision == NN_PRECISION_BF16 &&
+                                        net->nodes[i].d.conv.groups <= 1;
     /* pass 1: sizes; pass 2: pointers into one arena */
     size_t total = 0, ws = 0;
     for (int pass = 0; pass < 2; pass++) {

@@ -42,6 +42,7 @@ typedef struct {
     int has_bias;
     int relu;           /* ReLU fused onto the output */
     int groups;         /* channel groups (0 or 1: dense; C: depthwise) */
+    int bf16;           /* bf16 GEMMs (--precision bf16; dense convolutions only) */
 } nn_conv2d_desc;
 
 typedef struct {

@@ -6,6 +6,7 @@
  * deterministic for a given thread count.
  */
 #include "ops/ops.h"
+#include "backend/gemm_bf16.h"
 
 #include <string.h>
 
@@ -141,33 +142,54 @@ static float sum_row(const float *v, int count) {
 }
 
 /* Images per GEMM: as many as keep one column buffer near 512 KiB, so each
- * GEMM is wide (G*P*Q columns) while its operands stay in the L2 cache. */
+ * GEMM is wide (G*P*Q columns) while its operands stay in the L2 cache. The
+ * bf16 GEMM packs its operands into half the bytes and needs deeper sums for
+ * the weight gradient (k = G*P*Q): 2 MiB. */
 static int group_size(const nn_conv2d_desc *d) {
     size_t per_image = (size_t)d->C * d->R * d->S * d->P * d->Q * sizeof(float);
-    size_t g = (512u << 10) / (per_image ? per_image : 1);
+    size_t g = ((d->bf16 ? 2048u : 512u) << 10) / (per_image ? per_image : 1);
     return g < 1 ? 1 : g > 64 ? 64 : (int)g;
 }
 
-/* Per-thread workspace layout, in floats. */
+static size_t round16(size_t floats) { return (floats + 15) & ~(size_t)15; }
+
+static size_t bf16_floats(size_t bf16_elems) { return round16((bf16_elems + 1) / 2); }
+
+/* Workspace layout, in floats: a shared part (bf16: the packed weights),
+ * then one block per thread. */
 typedef struct {
-    size_t col, dcol, yg, dw, db, total;
+    size_t shared;                   /* floats before the first thread's block */
+    size_t col, dcol, yg, dw, db;    /* offsets in a thread's block */
+    size_t bscratch, apack, dwt;     /* bf16 only: packed B blocks, packed col, dW^T */
+    size_t total;                    /* floats per thread */
 } conv_ws;
 
 static conv_ws ws_layout(const nn_conv2d_desc *d) {
     const size_t G = (size_t)group_size(d), PQ = (size_t)d->P * d->Q;
-    const size_t CRS = (size_t)d->C * d->R * d->S;
+    const int CRS = d->C * d->R * d->S;
     conv_ws l;
+    l.shared = 0;
     l.col = 0;
-    l.dcol = l.col + ((CRS * G * PQ + 15) & ~(size_t)15);
-    l.yg = l.dcol + ((CRS * G * PQ + 15) & ~(size_t)15);
-    l.dw = l.yg + (((size_t)d->K * G * PQ + 15) & ~(size_t)15);
-    l.db = l.dw + (((size_t)d->K * CRS + 15) & ~(size_t)15);
-    l.total = l.db + (((size_t)d->K + 15) & ~(size_t)15);
+    l.dcol = l.col + round16((size_t)CRS * G * PQ);
+    l.yg = l.dcol + round16((size_t)CRS * G * PQ);
+    l.dw = l.yg + round16((size_t)d->K * G * PQ);
+    l.db = l.dw + round16((size_t)d->K * CRS);
+    l.total = l.db + round16((size_t)d->K);
+    l.bscratch = l.apack = l.total;
+    if (d->bf16) {
+        size_t fwd = nn_bf16_packed_a_size(d->K, CRS), bwd = nn_bf16_packed_a_size(CRS, d->K);
+        l.shared = bf16_floats(fwd > bwd ? fwd : bwd);
+        l.bscratch = l.total;
+        l.apack = l.bscratch + bf16_floats(nn_bf16_gemm_scratch_size());
+        l.dwt = l.apack + bf16_floats(nn_bf16_packed_a_size(CRS, (int)(G * PQ)));
+        l.total = l.dwt + round16((size_t)CRS * d->K);
+    }
     return l;
 }
 
 size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads) {
-    size_t gemm = (size_t)threads * ws_layout(d).total;
+    const conv_ws l = ws_layout(d);
+    size_t gemm = l.shared + (size_t)threads * l.total;
     size_t direct = nn_conv2d_direct_workspace(d, threads);
     return gemm > direct ? gemm : direct;
 }
@@ -195,10 +217,13 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
     dg.K = d->K / ng;
     const int CRSg = dg.C * d->R * d->S;
     const size_t slice = (size_t)dg.C * d->H * d->W;
+    uint16_t *wpack = (uint16_t *)ws; /* bf16: W (K, CRS), packed once */
+    if (d->bf16) nn_bf16_pack_a(ctx->isa, w, CRSg, 0, d->K, CRSg, wpack);
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
-        float *col = ws + (size_t)t * L.total + L.col;
-        float *yg = ws + (size_t)t * L.total + L.yg;
+        float *base = ws + L.shared + (size_t)t * L.total;
+        float *col = base + L.col, *yg = base + L.yg;
+        uint16_t *bscratch = (uint16_t *)(base + L.bscratch);
         const int end = n * (t + 1) / T;
         for (int i0 = n * t / T; i0 < end; i0 += G) {
             const int gc = end - i0 < G ? end - i0 : G;
@@ -206,8 +231,12 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
             for (int gi = 0; gi < ng; gi++) {
                 for (int g = 0; g < gc; g++)
                     im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs + gi * slice, &dg);
-                nn_sgemm(0, 0, dg.K, (int)ld, CRSg, 1.0f, w + (size_t)gi * dg.K * CRSg, CRSg, col,
-                         (int)ld, 0.0f, yg + (size_t)gi * dg.K * ld, (int)ld);
+                if (d->bf16) /* one group */
+                    nn_gemm_bf16(ctx->isa, d->K, (int)ld, CRSg, wpack, col, (int)ld, 0, yg,
+                                 (int)ld, 0, 0, bscratch);
+                else
+                    nn_sgemm(0, 0, dg.K, (int)ld, CRSg, 1.0f, w + (size_t)gi * dg.K * CRSg, CRSg,
+                             col, (int)ld, 0.0f, yg + (size_t)gi * dg.K * ld, (int)ld);
             }
             for (int g = 0; g < gc; g++)
                 for (int k = 0; k < d->K; k++) {
@@ -250,12 +279,17 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
     const size_t slice = (size_t)dg.C * d->H * d->W;
     const size_t wn = (size_t)d->K * CRSg; /* weight (K, C/groups, R, S) */
     const conv_ws L = ws_layout(d);
+    uint16_t *wtpack = (uint16_t *)ws; /* bf16: W^T (CRS, K), packed once */
+    if (d->bf16 && dx) nn_bf16_pack_a(ctx->isa, w, CRSg, 1, CRSg, d->K, wtpack);
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
-        float *base = ws + (size_t)t * L.total;
+        float *base = ws + L.shared + (size_t)t * L.total;
         float *col = base + L.col, *dcol = base + L.dcol, *dyg = base + L.yg;
         float *dwt = base + L.dw, *dbt = base + L.db;
+        uint16_t *bscratch = (uint16_t *)(base + L.bscratch), *apack = (uint16_t *)(base + L.apack);
+        float *dw_t = base + L.dwt; /* bf16: dW^T (CRS, K) of this thread */
         memset(dwt, 0, wn * sizeof(float));
+        if (d->bf16) memset(dw_t, 0, wn * sizeof(float));
         memset(dbt, 0, (size_t)d->K * sizeof(float));
         const int end = n * (t + 1) / T;
         for (int i0 = n * t / T; i0 < end; i0 += G) {
@@ -284,21 +318,36 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                 const float *wk = w + (size_t)gi * dg.K * CRSg;
                 for (int g = 0; g < gc; g++)
                     im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs + gi * slice, &dg);
-                nn_sgemm(0, 1, dg.K, CRSg, (int)ld, 1.0f, dyk, (int)ld, col, (int)ld, 1.0f,
-                         dwt + (size_t)gi * dg.K * CRSg, CRSg);
+                if (d->bf16) {
+                    /* dW^T (CRS, K) += col (CRS, ld) x dYg^T */
+                    nn_bf16_pack_a(ctx->isa, col, (int)ld, 0, CRSg, (int)ld, apack);
+                    nn_gemm_bf16(ctx->isa, CRSg, d->K, (int)ld, apack, dyk, (int)ld, 1, dw_t, d->K,
+                                 0, 1, bscratch);
+                } else {
+                    nn_sgemm(0, 1, dg.K, CRSg, (int)ld, 1.0f, dyk, (int)ld, col, (int)ld, 1.0f,
+                             dwt + (size_t)gi * dg.K * CRSg, CRSg);
+                }
                 if (dx) {
-                    nn_sgemm(1, 0, CRSg, (int)ld, dg.K, 1.0f, wk, CRSg, dyk, (int)ld, 0.0f, dcol,
-                             (int)ld);
+                    if (d->bf16)
+                        nn_gemm_bf16(ctx->isa, CRSg, (int)ld, d->K, wtpack, dyk, (int)ld, 0, dcol,
+                                     (int)ld, 0, 0, bscratch);
+                    else
+                        nn_sgemm(1, 0, CRSg, (int)ld, dg.K, 1.0f, wk, CRSg, dyk, (int)ld, 0.0f,
+                                 dcol, (int)ld);
                     for (int g = 0; g < gc; g++)
                         col2im(dx + (i0 + g) * xs + gi * slice, dcol + (size_t)g * PQ, ld, &dg);
                 }
             }
         }
+        if (d->bf16)
+            for (int k = 0; k < d->K; k++)
+                for (int j = 0; j < CRSg; j++) dwt[(size_t)k * CRSg + j] += dw_t[(size_t)j * d->K + k];
     }
+
     /* add the per-thread shares in thread order */
     for (int t = 0; t < T; t++) {
-        const float *dwt = ws + (size_t)t * L.total + L.dw;
-        const float *dbt = ws + (size_t)t * L.total + L.db;
+        const float *dwt = ws + L.shared + (size_t)t * L.total + L.dw;
+        const float *dbt = ws + L.shared + (size_t)t * L.total + L.db;
         for (size_t j = 0; j < wn; j++) dw[j] += dwt[j];
         if (db)
             for (int k = 0; k < d->K; k++) db[k] += dbt[k];

@@ -68,6 +68,7 @@ int nn_conv2d_direct_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     const int vecs = (d->Q + VEC - 1) / VEC;
     if (10 * d->Q < 7 * VEC * vecs) return 0;
     if (d->groups > 1) return 0; /* grouped convolutions use the portable path */
+    if (d->bf16) return 0;       /* bf16 runs through im2col + the bf16 GEMM */
     return ctx->isa >= NN_ISA_AVX512 && d->stride_h == 1 && d->stride_w == 1 &&
            d->R * d->S <= MAX_TAPS && d->R * d->S >= 6 && /* fewer taps waste the 9 accumulators */
            d->pad_h <= d->R - 1 && d->pad_w <= d->S - 1;
