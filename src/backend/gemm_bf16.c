@@ -23,11 +23,11 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define NN_HAVE_BF16_KERNELS 1
-#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #endif
 
 enum {
-    MR = 12,  /* rows of the C tile */
+    MR = NN_BF16_MR, /* rows of the C tile */
     NR = 32,  /* columns of the C tile: two zmm */
     KC = 256, /* k per packed block of B (even) */
     NC = 512, /* columns per packed block of B (multiple of NR) */
@@ -39,14 +39,7 @@ size_t nn_bf16_packed_a_size(int M, int K) {
 
 size_t nn_bf16_gemm_scratch_size(void) { return (size_t)KC * NC; }
 
-/* float -> bf16, round to nearest even; NaN stays NaN. */
-static uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
+#define to_bf16 nn_to_bf16
 
 static float from_bf16(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -69,17 +62,19 @@ static void pack_a_generic(const float *A, int lda, int trans, int M, int K, uin
 
 /* Panels of NR columns for B's rows k0 .. k0+kc (kc even) and columns n0 ..
  * n0+nc: Bp[panel][pair][column][2]. */
-static void pack_b_generic(const float *B, int ldb, int trans, int K, int N, int k0, int kc,
-                           int n0, int nc, uint16_t *Bp) {
+static void pack_b_generic(const float *B, const uint16_t *Bh, int ldb, int trans, int K, int N,
+                           int k0, int kc, int n0, int nc, uint16_t *Bp) {
     for (int p = 0; p < nc; p += NR)
         for (int kk = 0; kk < kc; kk++) {
             const int k = k0 + kk;
             uint16_t *dst = Bp + (size_t)p * kc + (size_t)(kk / 2) * 2 * NR + (kk & 1);
             for (int j = 0; j < NR; j++) {
                 const int n = n0 + p + j;
-                float v = 0.0f;
-                if (k < K && n < N) v = trans ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n];
-                dst[2 * j] = to_bf16(v);
+                uint16_t v = 0;
+                if (k < K && n < N)
+                    v = Bh ? Bh[(size_t)k * ldb + n]
+                           : to_bf16(trans ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+                dst[2 * j] = v;
             }
         }
 }
@@ -127,6 +122,29 @@ BF16_TARGET static void pack_b_rows_avx512(const float *B, int ldb, int K, int N
                 const __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(m, B + (size_t)(k + 1) * ldb + n)
                                             : _mm512_setzero_ps();
                 const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);
+                _mm512_storeu_si512(dst, _mm512_permutexvar_epi16(inter, v));
+            }
+        }
+}
+
+/* B already in bf16, not transposed: rows k and k+1 interleaved. */
+BF16_TARGET static void pack_b_bf16_avx512(const uint16_t *Bh, int ldb, int K, int N, int k0,
+                                           int kc, int n0, int nc, uint16_t *Bp) {
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+                                           24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+                                           16, 0);
+    for (int p = 0; p < nc; p += NR)
+        for (int h = 0; h < NR; h += 16) {
+            const int n = n0 + p + h, left = N - n;
+            const __mmask16 m = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            uint16_t *dst = Bp + (size_t)p * kc + 2 * h;
+            for (int kk = 0; kk < kc; kk += 2, dst += 2 * NR) {
+                const int k = k0 + kk;
+                const __m256i r0 = k < K ? _mm256_maskz_loadu_epi16(m, Bh + (size_t)k * ldb + n)
+                                         : _mm256_setzero_si256();
+                const __m256i r1 = k + 1 < K ? _mm256_maskz_loadu_epi16(m, Bh + (size_t)(k + 1) * ldb + n)
+                                             : _mm256_setzero_si256();
+                const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(r0), r1, 1);
                 _mm512_storeu_si512(dst, _mm512_permutexvar_epi16(inter, v));
             }
         }
@@ -211,8 +229,9 @@ BF16_TARGET static void micro_avx512(int pairs, const uint16_t *a, size_t lda, c
 
 /* ------------------------------------------------------------------- driver */
 
-void nn_gemm_bf16(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const float *B, int ldb,
-                  int trans_b, float *C, int ldc, int trans_c, int accumulate, uint16_t *scratch) {
+static void gemm(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const float *B,
+                 const uint16_t *Bh, int ldb, int trans_b, float *C, int ldc, int trans_c,
+                 int accumulate, uint16_t *scratch) {
     const int Kp = (K + 1) & ~1;
     int fast = 0;
 #ifdef NN_HAVE_BF16_KERNELS
@@ -226,11 +245,13 @@ void nn_gemm_bf16(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const flo
             const int nc = N - n0 < NC ? N - n0 : NC;
             const int ncp = (nc + NR - 1) / NR * NR;
 #ifdef NN_HAVE_BF16_KERNELS
-            if (fast && !trans_b)
+            if (fast && Bh)
+                pack_b_bf16_avx512(Bh, ldb, K, N, k0, kc, n0, ncp, scratch);
+            else if (fast && !trans_b)
                 pack_b_rows_avx512(B, ldb, K, N, k0, kc, n0, ncp, scratch);
             else
 #endif
-                pack_b_generic(B, ldb, trans_b, K, N, k0, kc, n0, ncp, scratch);
+                pack_b_generic(B, Bh, ldb, trans_b, K, N, k0, kc, n0, ncp, scratch);
             for (int m0 = 0; m0 < M; m0 += MR) {
                 const int rows = M - m0 < MR ? M - m0 : MR;
                 const uint16_t *a = Ap + (size_t)m0 * Kp + k0;
@@ -250,4 +271,14 @@ void nn_gemm_bf16(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const flo
             }
         }
     }
+}
+
+void nn_gemm_bf16(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const float *B, int ldb,
+                  int trans_b, float *C, int ldc, int trans_c, int accumulate, uint16_t *scratch) {
+    gemm(isa, M, N, K, Ap, B, NULL, ldb, trans_b, C, ldc, trans_c, accumulate, scratch);
+}
+
+void nn_gemm_bf16_bh(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const uint16_t *Bh,
+                     int ldb, float *C, int ldc, int accumulate, uint16_t *scratch) {
+    gemm(isa, M, N, K, Ap, NULL, Bh, ldb, 0, C, ldc, 0, accumulate, scratch);
 }

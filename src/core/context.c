@@ -24,7 +24,7 @@ static nn_isa cpu_isa(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512bf16"))
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16"))
         return NN_ISA_AVX512BF16;
     if (__builtin_cpu_supports("avx512f")) return NN_ISA_AVX512;
 #endif

@@ -235,11 +235,15 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
     release_plan(net);
     const nn_backend *be = net->ctx->backend;
     int threads = net->ctx->threads;
-    /* the context's precision applies to the dense convolutions */
+    /* the context's precision applies to the dense convolutions whose sums
+     * are long enough for the bf16 GEMM to pay (a first layer on one input
+     * channel, C*R*S = 9, stays fp32) */
     for (int i = 0; i < net->num_nodes; i++)
-        if (net->nodes[i].op == NN_OP_CONV2D)
-            net->nodes[i].d.conv.bf16 = net->ctx->precision == NN_PRECISION_BF16 &&
-                                        net->nodes[i].d.conv.groups <= 1;
+        if (net->nodes[i].op == NN_OP_CONV2D) {
+            nn_conv2d_desc *d = &net->nodes[i].d.conv;
+            d->bf16 = net->ctx->precision == NN_PRECISION_BF16 && d->groups <= 1 &&
+                      d->C * d->R * d->S >= 32;
+        }
     /* pass 1: sizes; pass 2: pointers into one arena */
     size_t total = 0, ws = 0;
     for (int pass = 0; pass < 2; pass++) {

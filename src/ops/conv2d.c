@@ -66,21 +66,24 @@ const nn_op_def nn_conv2d_def = {"conv2d", 1, "out kernel stride pad bias groups
 
 /* col[:, 0..P*Q) with row stride ld, from one image x (C, H, W): row
  * (c, r, s) holds the input under kernel tap (r, s) for every output (p, q),
- * zero where the window lies in the padding. */
-static void im2col(float *col, size_t ld, const float *x, const nn_conv2d_desc *d) {
+ * zero where the window lies in the padding. Elements are esz bytes: floats
+ * (4) or bf16 (2); zero is all-zero bits in both. */
+static void im2col_any(void *col, size_t ld, const void *x, const nn_conv2d_desc *d, size_t esz) {
+    char *colb = col;
+    const char *xb = x;
     for (int c = 0; c < d->C; c++)
         for (int r = 0; r < d->R; r++)
             for (int s = 0; s < d->S; s++) {
-                float *row = col + (size_t)((c * d->R + r) * d->S + s) * ld;
-                const float *xc = x + (size_t)c * d->H * d->W;
+                char *row = colb + (size_t)((c * d->R + r) * d->S + s) * ld * esz;
+                const char *xc = xb + (size_t)c * d->H * d->W * esz;
                 for (int p = 0; p < d->P; p++) {
-                    float *out = row + p * d->Q;
+                    char *out = row + (size_t)p * d->Q * esz;
                     int ih = p * d->stride_h - d->pad_h + r;
                     if (ih < 0 || ih >= d->H) {
-                        memset(out, 0, (size_t)d->Q * sizeof(float));
+                        memset(out, 0, (size_t)d->Q * esz);
                         continue;
                     }
-                    const float *xr = xc + (size_t)ih * d->W;
+                    const char *xr = xc + (size_t)ih * d->W * esz;
                     int iw0 = s - d->pad_w;
                     if (d->stride_w == 1) {
                         /* q range with 0 <= q + iw0 < W */
@@ -88,17 +91,49 @@ static void im2col(float *col, size_t ld, const float *x, const nn_conv2d_desc *
                         int q1 = d->W - iw0 < d->Q ? d->W - iw0 : d->Q;
                         if (q0 > d->Q) q0 = d->Q;
                         if (q1 < q0) q1 = q0;
-                        for (int q = 0; q < q0; q++) out[q] = 0.0f;
-                        memcpy(out + q0, xr + q0 + iw0, (size_t)(q1 - q0) * sizeof(float));
-                        for (int q = q1; q < d->Q; q++) out[q] = 0.0f;
-                    } else {
+                        memset(out, 0, (size_t)q0 * esz);
+                        memcpy(out + q0 * esz, xr + (q0 + iw0) * esz, (size_t)(q1 - q0) * esz);
+                        memset(out + q1 * esz, 0, (size_t)(d->Q - q1) * esz);
+                    } else if (esz == sizeof(float)) {
+                        float *o = (float *)out;
+                        const float *in = (const float *)xr;
                         for (int q = 0; q < d->Q; q++) {
                             int iw = q * d->stride_w + iw0;
-                            out[q] = (iw >= 0 && iw < d->W) ? xr[iw] : 0.0f;
+                            o[q] = (iw >= 0 && iw < d->W) ? in[iw] : 0.0f;
+                        }
+                    } else {
+                        uint16_t *o = (uint16_t *)out;
+                        const uint16_t *in = (const uint16_t *)xr;
+                        for (int q = 0; q < d->Q; q++) {
+                            int iw = q * d->stride_w + iw0;
+                            o[q] = (iw >= 0 && iw < d->W) ? in[iw] : 0;
                         }
                     }
                 }
             }
+}
+
+static void im2col(float *col, size_t ld, const float *x, const nn_conv2d_desc *d) {
+    im2col_any(col, ld, x, d, sizeof(float));
+}
+
+/* The bf16 column matrix of a group of images, in the packed-A layout of the
+ * bf16 GEMM (rows of ldp = ld rounded up to even, CRS rounded up to
+ * NN_BF16_MR rows): so it is the B of the forward GEMM and, as is, the A of
+ * the weight-gradient GEMM. xb holds one image converted to bf16. */
+static void im2col_bf16(uint16_t *colb, uint16_t *xb, const float *x, size_t xs, int gc,
+                        const nn_conv2d_desc *d) {
+    const size_t PQ = (size_t)d->P * d->Q, ld = (size_t)gc * PQ, ldp = (ld + 1) & ~(size_t)1;
+    const int CRS = d->C * d->R * d->S;
+    const int rows = (CRS + NN_BF16_MR - 1) / NN_BF16_MR * NN_BF16_MR;
+    for (int g = 0; g < gc; g++) {
+        const float *xi = x + (size_t)g * xs;
+        for (size_t j = 0; j < (size_t)d->C * d->H * d->W; j++) xb[j] = nn_to_bf16(xi[j]);
+        im2col_any(colb + (size_t)g * PQ, ldp, xb, d, sizeof(uint16_t));
+    }
+    if (ldp != ld)
+        for (int r = 0; r < CRS; r++) colb[(size_t)r * ldp + ld] = 0;
+    memset(colb + (size_t)CRS * ldp, 0, (size_t)(rows - CRS) * ldp * sizeof(uint16_t));
 }
 
 /* dx (C, H, W) += the columns dcol[:, 0..P*Q) (row stride ld) folded back
@@ -160,7 +195,8 @@ static size_t bf16_floats(size_t bf16_elems) { return round16((bf16_elems + 1) /
 typedef struct {
     size_t shared;                   /* floats before the first thread's block */
     size_t col, dcol, yg, dw, db;    /* offsets in a thread's block */
-    size_t bscratch, apack, dwt;     /* bf16 only: packed B blocks, packed col, dW^T */
+    size_t bscratch, colb, xb, dwt;  /* bf16 only: packed B blocks, bf16 col, bf16
+                                        image, dW^T */
     size_t total;                    /* floats per thread */
 } conv_ws;
 
@@ -170,18 +206,19 @@ static conv_ws ws_layout(const nn_conv2d_desc *d) {
     conv_ws l;
     l.shared = 0;
     l.col = 0;
-    l.dcol = l.col + round16((size_t)CRS * G * PQ);
+    l.dcol = l.col + (d->bf16 ? 0 : round16((size_t)CRS * G * PQ)); /* bf16: colb instead */
     l.yg = l.dcol + round16((size_t)CRS * G * PQ);
     l.dw = l.yg + round16((size_t)d->K * G * PQ);
     l.db = l.dw + round16((size_t)d->K * CRS);
     l.total = l.db + round16((size_t)d->K);
-    l.bscratch = l.apack = l.total;
+    l.bscratch = l.colb = l.xb = l.dwt = l.total;
     if (d->bf16) {
         size_t fwd = nn_bf16_packed_a_size(d->K, CRS), bwd = nn_bf16_packed_a_size(CRS, d->K);
         l.shared = bf16_floats(fwd > bwd ? fwd : bwd);
         l.bscratch = l.total;
-        l.apack = l.bscratch + bf16_floats(nn_bf16_gemm_scratch_size());
-        l.dwt = l.apack + bf16_floats(nn_bf16_packed_a_size(CRS, (int)(G * PQ)));
+        l.colb = l.bscratch + bf16_floats(nn_bf16_gemm_scratch_size());
+        l.xb = l.colb + bf16_floats(nn_bf16_packed_a_size(CRS, (int)(G * PQ)));
+        l.dwt = l.xb + bf16_floats((size_t)d->C * d->H * d->W);
         l.total = l.dwt + round16((size_t)CRS * d->K);
     }
     return l;
@@ -223,19 +260,21 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
     for (int t = 0; t < T; t++) {
         float *base = ws + L.shared + (size_t)t * L.total;
         float *col = base + L.col, *yg = base + L.yg;
-        uint16_t *bscratch = (uint16_t *)(base + L.bscratch);
+        uint16_t *bscratch = (uint16_t *)(base + L.bscratch), *colb = (uint16_t *)(base + L.colb);
+        uint16_t *xb = (uint16_t *)(base + L.xb);
         const int end = n * (t + 1) / T;
         for (int i0 = n * t / T; i0 < end; i0 += G) {
             const int gc = end - i0 < G ? end - i0 : G;
             const size_t ld = (size_t)gc * PQ;
-            for (int gi = 0; gi < ng; gi++) {
+            if (d->bf16) { /* dense: one channel group */
+                im2col_bf16(colb, xb, x + i0 * xs, xs, gc, d);
+                nn_gemm_bf16_bh(ctx->isa, d->K, (int)ld, CRSg, wpack, colb, (int)((ld + 1) & ~1u),
+                                yg, (int)ld, 0, bscratch);
+            }
+            for (int gi = 0; gi < ng && !d->bf16; gi++) {
                 for (int g = 0; g < gc; g++)
                     im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs + gi * slice, &dg);
-                if (d->bf16) /* one group */
-                    nn_gemm_bf16(ctx->isa, d->K, (int)ld, CRSg, wpack, col, (int)ld, 0, yg,
-                                 (int)ld, 0, 0, bscratch);
-                else
-                    nn_sgemm(0, 0, dg.K, (int)ld, CRSg, 1.0f, w + (size_t)gi * dg.K * CRSg, CRSg,
+                nn_sgemm(0, 0, dg.K, (int)ld, CRSg, 1.0f, w + (size_t)gi * dg.K * CRSg, CRSg,
                              col, (int)ld, 0.0f, yg + (size_t)gi * dg.K * ld, (int)ld);
             }
             for (int g = 0; g < gc; g++)
@@ -286,7 +325,8 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
         float *base = ws + L.shared + (size_t)t * L.total;
         float *col = base + L.col, *dcol = base + L.dcol, *dyg = base + L.yg;
         float *dwt = base + L.dw, *dbt = base + L.db;
-        uint16_t *bscratch = (uint16_t *)(base + L.bscratch), *apack = (uint16_t *)(base + L.apack);
+        uint16_t *bscratch = (uint16_t *)(base + L.bscratch), *colb = (uint16_t *)(base + L.colb);
+        uint16_t *xb = (uint16_t *)(base + L.xb);
         float *dw_t = base + L.dwt; /* bf16: dW^T (CRS, K) of this thread */
         memset(dwt, 0, wn * sizeof(float));
         if (d->bf16) memset(dw_t, 0, wn * sizeof(float));
@@ -316,14 +356,14 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
             for (int gi = 0; gi < ng; gi++) {
                 const float *dyk = dyg + (size_t)gi * dg.K * ld;
                 const float *wk = w + (size_t)gi * dg.K * CRSg;
-                for (int g = 0; g < gc; g++)
-                    im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs + gi * slice, &dg);
                 if (d->bf16) {
-                    /* dW^T (CRS, K) += col (CRS, ld) x dYg^T */
-                    nn_bf16_pack_a(ctx->isa, col, (int)ld, 0, CRSg, (int)ld, apack);
-                    nn_gemm_bf16(ctx->isa, CRSg, d->K, (int)ld, apack, dyk, (int)ld, 1, dw_t, d->K,
+                    /* dW^T (CRS, K) += col (CRS, ld) x dYg^T; colb is packed already */
+                    im2col_bf16(colb, xb, x + i0 * xs, xs, gc, d);
+                    nn_gemm_bf16(ctx->isa, CRSg, d->K, (int)ld, colb, dyk, (int)ld, 1, dw_t, d->K,
                                  0, 1, bscratch);
                 } else {
+                    for (int g = 0; g < gc; g++)
+                        im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs + gi * slice, &dg);
                     nn_sgemm(0, 1, dg.K, CRSg, (int)ld, 1.0f, dyk, (int)ld, col, (int)ld, 1.0f,
                              dwt + (size_t)gi * dg.K * CRSg, CRSg);
                 }
