@@ -8,7 +8,10 @@
 # header and one row per epoch (matching the JSON); `info` counts 206922
 # parameters and its --json parses; every --help exits 0 with a usage text;
 # `eval` of a saved checkpoint reproduces the last epoch's test accuracy; runs
-# are deterministic for a seed and --threads 2, and the seed matters.
+# are deterministic for a seed and --threads 2, and the seed matters;
+# --precision bf16 trains (deterministically, within 3 points of fp32) and
+# other precisions are one-line errors; `info --expand` of a model with
+# blocks is a model file with the same layers.
 # Prints one PASS/FAIL line per check; exits 1 if any failed.
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
 
@@ -149,5 +152,36 @@ a, b = rows("a.json"), rows("f2.json")
 assert len(b) == 3, "%d lines" % len(b)
 assert a[0]["train_loss"] != b[0]["train_loss"], "seed 1 and seed 2 both give %r" % a[0]["train_loss"]
 '
+
+# ------------------------------------------------------------------ (g) --precision bf16
+# same data and seed as (a): bf16 convolutions train as well as fp32 (within 3
+# points after 3 epochs here) and a bf16 run is deterministic too
+timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --json --precision bf16 >g1.json 2>g1.err
+timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --json --precision bf16 >g2.json 2>g2.err
+check "train --precision bf16: 3 epochs, accuracy within 3 points of fp32, deterministic" python3 -c "$PY_ROWS"'
+a, g1, g2 = rows("a.json"), rows("g1.json"), rows("g2.json")
+assert len(g1) == 3, "%d lines: %s" % (len(g1), open("g1.err").read()[:300])
+assert g1 == g2, "two bf16 runs differ: %r %r" % (g1[-1], g2[-1])
+assert g1 != a, "bf16 gave exactly the fp32 results: bf16 is not in use"
+assert abs(g1[-1]["test_accuracy"] - a[-1]["test_accuracy"]) <= 3.0, (g1[-1], a[-1])
+'
+"$NN" train "$MODEL" --precision fp16 >h.out 2>h.err
+rc=$?
+if [ $rc -eq 2 ] && grep -q "precision must be fp32 or bf16, got 'fp16'" h.err && [ "$(wc -l <h.err)" -eq 1 ]; then
+    pass "train --precision fp16: one-line error, exit 2"
+else fail "train --precision fp16: one-line error, exit 2" "exit $rc: $(head -c 200 h.err)"; fi
+"$NN" bench "$MODEL" --precision half --steps 1 >h.out 2>h.err
+rc=$?
+if [ $rc -eq 2 ] && grep -q "precision must be fp32 or bf16" h.err; then pass "bench --precision half: exit 2"
+else fail "bench --precision half: exit 2" "exit $rc: $(head -c 200 h.err)"; fi
+
+# ------------------------------------------------------------------ (h) info --expand
+# the expanded text of a model with blocks is a model file with the same layers
+"$NN" info "$SRC/models/resnet20.nn" --expand >flat.nn 2>x.err
+"$NN" info "$SRC/models/resnet20.nn" | tail -n +2 >i1.txt
+"$NN" info flat.nn 2>x.err | tail -n +2 >i2.txt
+if [ -s i1.txt ] && cmp -s i1.txt i2.txt && ! grep -qE '^(block|use|repeat)' flat.nn; then
+    pass "info --expand: a flat model file with the same layers as models/resnet20.nn"
+else fail "info --expand: a flat model file with the same layers as models/resnet20.nn" "$(diff i1.txt i2.txt | head -5; head -c 200 x.err)"; fi
 
 finish
