@@ -10,12 +10,17 @@
 #   bench/compare.sh [MODELS...]          # default: models/seed_cnn.nn
 #   BATCHES="64 256" THREADS="1 2" R=3 bench/compare.sh models/seed_cnn.nn
 #   TORCHES="1.13" bench/compare.sh       # only some PyTorch builds
+#   STEPS=10 PRECISION=bf16 bench/compare.sh models/conv_heavy.nn
+# STEPS: timed steps per repeat for both (default 50); PRECISION: nnopt's
+# --precision (PyTorch runs fp32 always).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=("${@:-models/seed_cnn.nn}")
 BATCHES=${BATCHES:-"64 256"}
 THREADS=${THREADS:-"1 2"}
 R=${R:-3}
+STEPS=${STEPS:-50}
+PRECISION=${PRECISION:-fp32}
 [ -x build/nnopt ] || scripts/build.sh build >/dev/null
 PY=/usr/bin/python3
 if [ -z "${TORCHES:-}" ]; then
@@ -32,7 +37,7 @@ torch_cmd() { # label -> python [flags]
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 img_s() { $PY -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["images_per_s"])'; }
-printf "%-16s %5s %7s %11s" model batch threads nnopt
+printf "%-16s %5s %7s %11s" model batch threads "nnopt-$PRECISION"
 for t in $TORCHES; do printf " %13s" "torch-$t"; done
 printf " %7s\n" ratio
 for m in "${MODELS[@]}"; do
@@ -40,11 +45,12 @@ for m in "${MODELS[@]}"; do
     for t in $THREADS; do
       declare -A runs=()
       for _ in $(seq "$R"); do
-        runs[nnopt]+="$(build/nnopt bench "$m" --batch "$b" --threads "$t" --no-peak --json --repeats 3 | img_s) "
+        runs[nnopt]+="$(build/nnopt bench "$m" --batch "$b" --threads "$t" --no-peak --json --repeats 3 \
+                        --steps "$STEPS" --precision "$PRECISION" | img_s) "
         for tv in $TORCHES; do
           read -r py flag <<<"$(torch_cmd "$tv")"
           runs[$tv]+="$(OPENBLAS_NUM_THREADS=1 $py bench/torch_model_bench.py "$m" --batch "$b" \
-                        --threads "$t" --repeats 3 ${flag:-} 2>/dev/null | img_s) "
+                        --threads "$t" --repeats 3 --steps "$STEPS" ${flag:-} 2>/dev/null | img_s) "
         done
       done
       a=$(printf "%s\n" ${runs[nnopt]} | median)
