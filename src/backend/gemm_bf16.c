@@ -103,10 +103,10 @@ BF16_TARGET static void pack_a_avx512(const float *A, int lda, int M, int K, uin
     }
 }
 
-/* B not transposed (B[k][n]): rows k and k+1, 16 columns at a time,
- * converted together and interleaved into pairs. */
-BF16_TARGET static void pack_b_rows_avx512(const float *B, int ldb, int K, int N, int k0, int kc,
-                                           int n0, int nc, uint16_t *Bp) {
+/* B not transposed (B[k][n], floats, or bf16 in Bh): rows k and k+1, 16
+ * columns at a time, (converted and) interleaved into pairs. */
+BF16_TARGET static void pack_b_rows_avx512(const float *B, const uint16_t *Bh, int ldb, int K,
+                                           int N, int k0, int kc, int n0, int nc, uint16_t *Bp) {
     const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
                                            24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
                                            16, 0);
@@ -117,34 +117,17 @@ BF16_TARGET static void pack_b_rows_avx512(const float *B, int ldb, int K, int N
             uint16_t *dst = Bp + (size_t)p * kc + 2 * h;
             for (int kk = 0; kk < kc; kk += 2, dst += 2 * NR) {
                 const int k = k0 + kk;
-                const __m512 r0 = k < K ? _mm512_maskz_loadu_ps(m, B + (size_t)k * ldb + n)
-                                        : _mm512_setzero_ps();
-                const __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(m, B + (size_t)(k + 1) * ldb + n)
-                                            : _mm512_setzero_ps();
-                const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);
-                _mm512_storeu_si512(dst, _mm512_permutexvar_epi16(inter, v));
-            }
-        }
-}
-
-/* B already in bf16, not transposed: rows k and k+1 interleaved. */
-BF16_TARGET static void pack_b_bf16_avx512(const uint16_t *Bh, int ldb, int K, int N, int k0,
-                                           int kc, int n0, int nc, uint16_t *Bp) {
-    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
-                                           24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
-                                           16, 0);
-    for (int p = 0; p < nc; p += NR)
-        for (int h = 0; h < NR; h += 16) {
-            const int n = n0 + p + h, left = N - n;
-            const __mmask16 m = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            uint16_t *dst = Bp + (size_t)p * kc + 2 * h;
-            for (int kk = 0; kk < kc; kk += 2, dst += 2 * NR) {
-                const int k = k0 + kk;
-                const __m256i r0 = k < K ? _mm256_maskz_loadu_epi16(m, Bh + (size_t)k * ldb + n)
-                                         : _mm256_setzero_si256();
-                const __m256i r1 = k + 1 < K ? _mm256_maskz_loadu_epi16(m, Bh + (size_t)(k + 1) * ldb + n)
-                                             : _mm256_setzero_si256();
-                const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(r0), r1, 1);
+                const __mmask16 m0 = k < K ? m : 0, m1 = k + 1 < K ? m : 0;
+                const size_t r0 = (size_t)(k < K ? k : 0) * ldb + n;
+                const size_t r1 = (size_t)(k + 1 < K ? k + 1 : 0) * ldb + n;
+                __m512i v; /* 16 values of row k, then 16 of row k+1 */
+                if (Bh)
+                    v = _mm512_inserti64x4(
+                        _mm512_castsi256_si512(_mm256_maskz_loadu_epi16(m0, Bh + r0)),
+                        _mm256_maskz_loadu_epi16(m1, Bh + r1), 1);
+                else
+                    v = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, B + r1),
+                                                     _mm512_maskz_loadu_ps(m0, B + r0));
                 _mm512_storeu_si512(dst, _mm512_permutexvar_epi16(inter, v));
             }
         }
@@ -245,10 +228,8 @@ static void gemm(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const floa
             const int nc = N - n0 < NC ? N - n0 : NC;
             const int ncp = (nc + NR - 1) / NR * NR;
 #ifdef NN_HAVE_BF16_KERNELS
-            if (fast && Bh)
-                pack_b_bf16_avx512(Bh, ldb, K, N, k0, kc, n0, ncp, scratch);
-            else if (fast && !trans_b)
-                pack_b_rows_avx512(B, ldb, K, N, k0, kc, n0, ncp, scratch);
+            if (fast && !trans_b)
+                pack_b_rows_avx512(B, Bh, ldb, K, N, k0, kc, n0, ncp, scratch);
             else
 #endif
                 pack_b_generic(B, Bh, ldb, trans_b, K, N, k0, kc, n0, ncp, scratch);
