@@ -40,11 +40,11 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "nnopt bench: expected one MODEL file (see nnopt bench --help)\n");
         return 2;
     }
+    nn_precision prec;
+    if (cli_parse_precision("bench", precision, &prec)) return 2;
     cli_workload w;
     int rc = 1;
     double *times = calloc((size_t)repeats, sizeof(double));
-    nn_precision prec;
-    if (cli_parse_precision("bench", precision, &prec)) return 2;
     if (cli_workload_new(&w, pos[0], batch, threads, prec) || !times) goto done;
     int layers = nn_net_num_layers(w.net);
     for (int i = 0; i < warmup; i++)

@@ -55,11 +55,11 @@ int cmd_profile(int argc, char **argv) {
         fprintf(stderr, "nnopt profile: expected one MODEL file (see nnopt profile --help)\n");
         return 2;
     }
+    nn_precision prec;
+    if (cli_parse_precision("profile", precision, &prec)) return 2;
     cli_workload w;
     int rc = 1;
     trace t = {0};
-    nn_precision prec;
-    if (cli_parse_precision("profile", precision, &prec)) return 2;
     if (cli_workload_new(&w, pos[0], batch, threads, prec)) goto done;
     for (int i = 0; i < warmup; i++)
         if (cli_workload_step(&w)) goto done;
