@@ -68,6 +68,10 @@ const nn_op_def nn_conv2d_def = {"conv2d", 1, "out kernel stride pad bias groups
  * (c, r, s) holds the input under kernel tap (r, s) for every output (p, q),
  * zero where the window lies in the padding. Elements are esz bytes: floats
  * (4) or bf16 (2); zero is all-zero bits in both. */
+/* GCC would turn the short zero-fill loops back into memset calls */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
 static void im2col_any(void *col, size_t ld, const void *x, const nn_conv2d_desc *d, size_t esz) {
     char *colb = col;
     const char *xb = x;
@@ -91,9 +95,15 @@ static void im2col_any(void *col, size_t ld, const void *x, const nn_conv2d_desc
                         int q1 = d->W - iw0 < d->Q ? d->W - iw0 : d->Q;
                         if (q0 > d->Q) q0 = d->Q;
                         if (q1 < q0) q1 = q0;
-                        memset(out, 0, (size_t)q0 * esz);
+                        /* the padding columns, 0 to 2 elements: stores, not memset calls */
+                        if (esz == sizeof(float)) {
+                            for (int q = 0; q < q0; q++) ((float *)out)[q] = 0.0f;
+                            for (int q = q1; q < d->Q; q++) ((float *)out)[q] = 0.0f;
+                        } else {
+                            for (int q = 0; q < q0; q++) ((uint16_t *)out)[q] = 0;
+                            for (int q = q1; q < d->Q; q++) ((uint16_t *)out)[q] = 0;
+                        }
                         memcpy(out + q0 * esz, xr + (q0 + iw0) * esz, (size_t)(q1 - q0) * esz);
-                        memset(out + q1 * esz, 0, (size_t)(d->Q - q1) * esz);
                     } else if (esz == sizeof(float)) {
                         float *o = (float *)out;
                         const float *in = (const float *)xr;
