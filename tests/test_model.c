@@ -12,6 +12,7 @@
  */
 #include "ops/ops.h"
 #include "test_util.h"
+#include "test_graph_ref.h"
 
 #include <sys/wait.h>
 
@@ -572,87 +573,6 @@ static void test_init(nn_ctx *ctx) {
 }
 
 /* ------------------------------------------------------------ graph vs reference */
-
-/* Runs net's graph with the double reference kernels, node by node (fused
- * ReLUs run as their own relu nodes; gradients reaching a node from several
- * consumers are added). Returns the mean loss; fills logits (n, classes) and
- * grads (num_params). Uses the graph's internal node list (core/graph.h). */
-static double ref_run(const nn_net *net, const float *x, const int32_t *labels, int n,
-                      double *logits, double *grads) {
-    const int nn = net->num_nodes;
-    double **y = xmalloc((size_t)nn * sizeof *y), **dy = xmalloc((size_t)nn * sizeof *dy);
-    size_t *per = xmalloc((size_t)nn * sizeof *per);
-    const size_t np = net->num_params;
-    double *p = xmalloc(np * sizeof(double));
-    for (size_t i = 0; i < np; i++) p[i] = net->param_data[i], grads[i] = 0.0;
-    for (int i = 0; i < nn; i++) {
-        per[i] = (size_t)nn_shape_numel(&net->nodes[i].out);
-        y[i] = xmalloc((size_t)n * per[i] * sizeof(double));
-        dy[i] = xmalloc((size_t)n * per[i] * sizeof(double));
-        for (size_t j = 0; j < (size_t)n * per[i]; j++) dy[i][j] = 0.0;
-    }
-    double loss = 0.0;
-    for (int i = 0; i < nn; i++) {
-        const nn_node *node = &net->nodes[i];
-        const int src = node->num_inputs ? node->inputs[0] : -1;
-        const double *xin = src >= 0 ? y[src] : NULL;
-        const double *w = NULL, *b = NULL;
-        if (node->num_params > 0) {
-            w = p + net->params[node->param_index].offset;
-            if (node->num_params > 1) b = p + net->params[node->param_index + 1].offset;
-        }
-        const size_t count = (size_t)n * per[i];
-        switch (node->op) {
-        case NN_OP_INPUT:
-            for (size_t j = 0; j < count; j++) y[i][j] = x[j];
-            break;
-        case NN_OP_CONV2D: nn_ref_conv2d_forward(y[i], xin, w, b, &node->d.conv, n); break;
-        case NN_OP_MAXPOOL: nn_ref_maxpool_forward(y[i], xin, &node->d.pool, n); break;
-        case NN_OP_RELU: nn_ref_relu_forward(y[i], xin, count); break;
-        case NN_OP_LINEAR: nn_ref_linear_forward(y[i], xin, w, b, &node->d.linear, n); break;
-        case NN_OP_FLATTEN: memcpy(y[i], xin, count * sizeof(double)); break;
-        case NN_OP_SOFTMAX_CE:
-            memcpy(y[i], xin, count * sizeof(double));
-            loss = nn_ref_softmax_ce_forward(xin, labels, node->d.loss.classes, n);
-            memcpy(logits, xin, count * sizeof(double));
-            nn_ref_softmax_ce_backward(dy[src], xin, labels, node->d.loss.classes, n);
-            break;
-        default: break;
-        }
-    }
-    for (int i = net->loss_node - 1; i > 0; i--) {
-        const nn_node *node = &net->nodes[i];
-        const int src = node->inputs[0];
-        const size_t count = (size_t)n * per[i], in_count = (size_t)n * per[src];
-        double *dx = xmalloc(in_count * sizeof(double));
-        double *dw = NULL, *db = NULL;
-        const double *w = NULL;
-        if (node->num_params > 0) {
-            w = p + net->params[node->param_index].offset;
-            dw = grads + net->params[node->param_index].offset;
-            if (node->num_params > 1) db = grads + net->params[node->param_index + 1].offset;
-        }
-        switch (node->op) {
-        case NN_OP_CONV2D:
-            nn_ref_conv2d_backward(dx, dw, db, dy[i], y[src], w, &node->d.conv, n);
-            break;
-        case NN_OP_MAXPOOL: nn_ref_maxpool_backward(dx, dy[i], y[src], &node->d.pool, n); break;
-        case NN_OP_RELU: nn_ref_relu_backward(dx, dy[i], y[src], count); break;
-        case NN_OP_LINEAR:
-            nn_ref_linear_backward(dx, dw, db, dy[i], y[src], w, &node->d.linear, n);
-            break;
-        case NN_OP_FLATTEN: memcpy(dx, dy[i], count * sizeof(double)); break;
-        default:
-            for (size_t j = 0; j < in_count; j++) dx[j] = 0.0;
-            break;
-        }
-        for (size_t j = 0; j < in_count; j++) dy[src][j] += dx[j];
-        free(dx);
-    }
-    for (int i = 0; i < nn; i++) free(y[i]), free(dy[i]);
-    free(y), free(dy), free(per), free(p);
-    return loss;
-}
 
 static void graph_vs_ref(const char *what, const char *text, nn_ctx *const ctxs[2]) {
     for (int t = 0; t < 2; t++) {
