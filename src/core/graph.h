@@ -202,6 +202,8 @@ const nn_op_def *nn_op_def_find(const char *name);
  * added as a node (model_file.c); then every layer must lead to the loss. */
 nn_status nn_model_parse_lines(nn_net *net, const char *text);
 nn_status nn_model_add_layer(nn_net *net, char *line, int lineno);
+/* Index of the layer called name, -1 if none. */
+int nn_model_find_layer(const nn_net *net, const char *name);
 nn_status nn_model_check(nn_net *net, int last_line);
 const nn_op_def *nn_op_def_get(nn_op_type op);
 

@@ -272,10 +272,8 @@ static nn_status expand_use(expander *ex, scope *sc, char **tok, int ntok, int r
     char in_name[LINE_MAX_LEN];
     if (in) {
         /* resolved by expand_line; one existing layer */
-        int found = 0;
-        for (int i = 0; i < ex->net->num_nodes && !found; i++)
-            found = strcmp(ex->net->nodes[i].name, in) == 0;
-        if (!found) return fail(ex, line, "%s: in=%s names no earlier layer", kw, in);
+        if (nn_model_find_layer(ex->net, in) < 0)
+            return fail(ex, line, "%s: in=%s names no earlier layer", kw, in);
         snprintf(in_name, sizeof in_name, "%s", in);
     } else {
         const char *d = default_input(ex, sc);

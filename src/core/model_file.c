@@ -116,7 +116,7 @@ static int key_allowed(const char *keys, const char *key) {
     return 0;
 }
 
-static int find_node(const nn_net *net, const char *name) {
+int nn_model_find_layer(const nn_net *net, const char *name) {
     for (int i = 0; i < net->num_nodes; i++)
         if (strcmp(net->nodes[i].name, name) == 0) return i;
     return -1;
@@ -208,7 +208,7 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
         else
             snprintf(node->name, sizeof node->name, "%s%d", def->name, count);
     }
-    if (find_node(net, node->name) >= 0)
+    if (nn_model_find_layer(net, node->name) >= 0)
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: layer name '%s' is already used",
                            net->source, lineno, node->name);
 
@@ -225,7 +225,7 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
         char *save = NULL;
         int count = 0;
         for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-            int src = find_node(net, tok);
+            int src = nn_model_find_layer(net, tok);
             if (src < 0)
                 return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: in=%s: '%s' names no earlier layer",
                                    net->source, lineno, in, tok);

@@ -241,6 +241,26 @@ size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads) {
     return gemm > direct ? gemm : direct;
 }
 
+/* One channel group of a (grouped) convolution: group gi maps input channels
+ * gi*C/groups.. to outputs gi*K/groups..; desc is the convolution of one
+ * group, crs its im2col rows, slice its input floats per image. */
+typedef struct {
+    nn_conv2d_desc desc;
+    int count, crs;
+    size_t slice;
+} conv_group;
+
+static conv_group channel_group(const nn_conv2d_desc *d) {
+    conv_group g;
+    g.count = d->groups > 1 ? d->groups : 1;
+    g.desc = *d;
+    g.desc.C = d->C / g.count;
+    g.desc.K = d->K / g.count;
+    g.crs = g.desc.C * d->R * d->S;
+    g.slice = (size_t)g.desc.C * d->H * d->W;
+    return g;
+}
+
 /*
  * Forward. Each thread takes a contiguous share of the batch and walks it in
  * groups of G images: im2col of the group into col (CRS, G*PQ), one GEMM
@@ -257,13 +277,10 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
     const int PQ = d->P * d->Q, G = group_size(d);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
     const conv_ws L = ws_layout(d);
-    /* channel groups: group gi maps input channels gi*Cg.. to outputs gi*Kg.. */
-    const int ng = d->groups > 1 ? d->groups : 1;
-    nn_conv2d_desc dg = *d;
-    dg.C = d->C / ng;
-    dg.K = d->K / ng;
-    const int CRSg = dg.C * d->R * d->S;
-    const size_t slice = (size_t)dg.C * d->H * d->W;
+    const conv_group cg = channel_group(d);
+    const nn_conv2d_desc dg = cg.desc;
+    const int ng = cg.count, CRSg = cg.crs;
+    const size_t slice = cg.slice;
     uint16_t *wpack = (uint16_t *)ws; /* bf16: W (K, CRS), packed once */
     if (d->bf16) nn_bf16_pack_a(ctx->isa, w, CRSg, 0, d->K, CRSg, wpack);
     NN_PARALLEL_FOR(T)
@@ -320,12 +337,10 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
     const int T = ctx->threads < n ? ctx->threads : n;
     const int PQ = d->P * d->Q, G = group_size(d);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
-    const int ng = d->groups > 1 ? d->groups : 1;
-    nn_conv2d_desc dg = *d;
-    dg.C = d->C / ng;
-    dg.K = d->K / ng;
-    const int CRSg = dg.C * d->R * d->S;
-    const size_t slice = (size_t)dg.C * d->H * d->W;
+    const conv_group cg = channel_group(d);
+    const nn_conv2d_desc dg = cg.desc;
+    const int ng = cg.count, CRSg = cg.crs;
+    const size_t slice = cg.slice;
     const size_t wn = (size_t)d->K * CRSg; /* weight (K, C/groups, R, S) */
     const conv_ws L = ws_layout(d);
     uint16_t *wtpack = (uint16_t *)ws; /* bf16: W^T (CRS, K), packed once */
