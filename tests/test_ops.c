@@ -222,6 +222,39 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         conv_report(special[i].what, &f, &g);
     }
 
+    /* Shapes for the channels-last direct kernels (AVX-512: at least 12 of 16
+     * lanes of the last block on both channel sides): several passes over the
+     * channel blocks, partial blocks, each tile width (6, 7, 8) and a row that
+     * is not a whole number of tiles, padding 0..2, a 2x3 kernel. */
+    static const struct {
+        const char *what;
+        conv_cfg c;
+    } direct[] = {
+        {"direct-sized: C=16 K=40 (3 blocks, last partial), 7x7",
+         {3, 16, 7, 7, 40, 3, 3, 1, 1, 1, 1, 1, 1}},
+        {"direct-sized: C=24 K=70 (5 blocks in 2 passes), 9x13 (tile 7, 13 = 7+6)",
+         {3, 24, 9, 13, 70, 3, 3, 1, 1, 1, 1, 1, 0}},
+        {"direct-sized: C=36 K=16, 14x14 no padding (12x12 out, tile 6)",
+         {2, 36, 14, 14, 16, 3, 3, 1, 1, 0, 0, 0, 1}},
+        {"direct-sized: C=K=24, 2x3 kernel pad 1, 11x17 (tile 8 and 6)",
+         {3, 24, 11, 17, 24, 2, 3, 1, 1, 1, 1, 1, 1}},
+        {"direct-sized: C=48 K=50, pad 2, 5x6 input", {2, 48, 5, 6, 50, 3, 3, 1, 1, 2, 2, 1, 0}},
+        {"direct-sized: C=K=64, 28x28 (conv_heavy conv2)", {2, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1}},
+        {"direct-sized: C=K=256, 7x7 (conv_heavy conv6)", {3, 256, 7, 7, 256, 3, 3, 1, 1, 1, 1, 1, 1}},
+    };
+    for (size_t i = 0; i < sizeof direct / sizeof direct[0]; i++) {
+        agg f, g;
+        memset(&f, 0, sizeof f);
+        memset(&g, 0, sizeof g);
+        conv_run_into(&direct[i].c, ctxs, rng, &f, &g);
+        conv_report(direct[i].what, &f, &g);
+        if (ctxs[0]->isa >= NN_ISA_AVX512) {
+            const nn_conv2d_desc d = conv_desc(&direct[i].c);
+            check(nn_conv2d_direct_ok(&d, ctxs[0]), "conv2d direct kernels chosen for",
+                  "%s", direct[i].what);
+        }
+    }
+
     /* dx == NULL skips the input gradient but still gives dw and db */
     {
         conv_cfg c = {5, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1};

@@ -1,13 +1,19 @@
 /*
  * conv2d_avx512.c - direct convolution kernels for CPUs with AVX-512, for
- * stride-1 convolutions with at most 9 kernel taps (1x1, 3x3, ...). No im2col:
- *  - forward: each output row is built 16 pixels at a time (one zmm per output
- *    channel, 16 output channels per pass) from a zero-padded copy of the image;
- *    bias and ReLU are applied at the store.
- *  - input gradient: the same kernel run on the zero-padded, ReLU-masked output
+ * stride-1 convolutions with 6 to 9 kernel taps (3x3, 2x3, ...). No im2col;
+ * every vector holds 16 channels, so the lanes are full whatever the image
+ * width (28, 14 and 7 alike):
+ *  - forward: a tile of QW output pixels of one row times up to 3 blocks of 16
+ *    output channels (up to 24 accumulators); each step loads the weights of
+ *    one (input channel, tap) for the blocks and broadcasts QW input pixels
+ *    from a zero-padded copy of the image. The tile is written channels-last
+ *    and transposed to (K, P, Q) with the bias and the fused ReLU.
+ *  - input gradient: the same kernel on the zero-padded, ReLU-masked output
  *    gradient with the weights transposed and flipped (a "full" correlation).
- *  - weight gradient: for each three output channels and each input channel,
- *    9 tap accumulators per channel summed over the rows of a group of images.
+ *  - weight gradient: for one input channel and up to 3 blocks of 16 output
+ *    channels, 9 taps x 3 blocks accumulators summed over every pixel of an
+ *    image: each step loads the channels-last output gradient of one pixel and
+ *    broadcasts the 9 input pixels under the kernel. No horizontal sums.
  * The batch is split across threads as in conv2d.c; per-thread weight-gradient
  * shares are summed in thread order, so results depend only on the thread count.
  * Compiled with target attributes and chosen at run time (nn_conv2d_direct_ok),
@@ -21,54 +27,78 @@
 #include <immintrin.h>
 #define NN_HAVE_AVX512_KERNELS 1
 #define AVX512 __attribute__((target("avx512f")))
+#define INLINE_AVX512 __attribute__((target("avx512f"), always_inline)) static inline
 #endif
 
-#define VEC 16      /* floats per zmm */
-#define KBLK 16     /* output channels per pass of the forward kernel */
+#define VEC 16      /* floats per zmm: channels per block */
+#define MAX_NB 3    /* channel blocks per pass */
 #define MAX_TAPS 9  /* R*S supported by the weight-gradient kernel */
+#define SLACK 8     /* zero columns past each padded row: a tile may run past Q */
 
-/* Geometry of the padded buffers; "slack" columns let a 16-wide load run past
- * the last column into zeros. */
+static int blocks(int channels) { return (channels + VEC - 1) / VEC; }
+
+/* Passes of a channel dimension: its blocks split as evenly as possible into
+ * runs of at most MAX_NB (4 blocks: 2+2, 8: 2+3+3). */
+static int pass_count(int nb) { return (nb + MAX_NB - 1) / MAX_NB; }
+static void pass_range(int nb, int j, int *b0, int *bn) {
+    const int np = pass_count(nb);
+    *b0 = nb * j / np;
+    *bn = nb * (j + 1) / np - *b0;
+}
+
+/* Output pixels per tile: the width among 6, 7, 8 that wastes the fewest
+ * columns of a row of q outputs (ties to the wider). */
+static int tile_width(int q) {
+    int best = 8, waste = (q + 7) / 8 * 8 - q;
+    for (int w = 7; w >= 6; w--) {
+        int wa = (q + w - 1) / w * w - q;
+        if (wa < waste) best = w, waste = wa;
+    }
+    return best;
+}
+
+/* Geometry of one convolution's buffers. */
 typedef struct {
-    int hp, wp;        /* padded input for forward and the weight gradient */
-    int ph, pw;        /* padding of dy for the input gradient: R-1-pad */
-    int dh, dw;        /* padded dy */
-    size_t x_floats, dy_floats;
+    int hp, wp;                 /* padded input: rows, row stride */
+    int ph, pw, dh, dw;         /* input gradient: padding of dy (R-1-pad), padded dy */
+    int qw, qt;                 /* forward tile width, Q rounded up to it */
+    int ww, wt;                 /* input-gradient tile width, W rounded up to it */
+    int kp, cp;                 /* K and C rounded up to 16 */
+    size_t x_floats, dy_floats, ycl_floats, dxcl_floats, dycl_floats, dwcl_floats;
 } direct_geom;
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static direct_geom geom(const nn_conv2d_desc *d) {
     direct_geom g;
     g.hp = d->H + 2 * d->pad_h;
-    g.wp = d->W + 2 * d->pad_w + VEC;
+    g.wp = d->W + 2 * d->pad_w + SLACK;
     g.ph = d->R - 1 - d->pad_h;
     g.pw = d->S - 1 - d->pad_w;
     g.dh = d->P + 2 * g.ph;
-    g.dw = d->Q + 2 * g.pw + VEC;
-    g.x_floats = ((size_t)d->C * g.hp * g.wp + 15) & ~(size_t)15;
-    g.dy_floats = ((size_t)d->K * g.dh * g.dw + 15) & ~(size_t)15;
+    g.dw = d->Q + 2 * g.pw + SLACK;
+    g.qw = tile_width(d->Q);
+    g.qt = (d->Q + g.qw - 1) / g.qw * g.qw;
+    g.ww = tile_width(d->W);
+    g.wt = (d->W + g.ww - 1) / g.ww * g.ww;
+    g.kp = blocks(d->K) * VEC;
+    g.cp = blocks(d->C) * VEC;
+    g.x_floats = round16((size_t)d->C * g.hp * g.wp);
+    g.dy_floats = round16((size_t)d->K * g.dh * g.dw);
+    g.ycl_floats = round16((size_t)d->P * g.qt * g.kp);
+    g.dxcl_floats = round16((size_t)d->H * g.wt * g.cp);
+    g.dycl_floats = round16((size_t)d->P * d->Q * g.kp);
+    g.dwcl_floats = round16((size_t)d->C * MAX_TAPS * g.kp + g.kp);
     return g;
-}
-
-static size_t packed_floats(int outc, int inc, const nn_conv2d_desc *d) {
-    return (size_t)((outc + KBLK - 1) / KBLK) * KBLK * inc * d->R * d->S;
-}
-
-/* Images per group in the backward pass (padded x and dy kept for the group). */
-static int bwd_group(const nn_conv2d_desc *d) {
-    direct_geom g = geom(d);
-    size_t per = (g.x_floats + g.dy_floats) * sizeof(float);
-    size_t n = (768u << 10) / (per ? per : 1);
-    return n < 1 ? 1 : n > 32 ? 32 : (int)n;
 }
 
 int nn_conv2d_direct_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #ifdef NN_HAVE_AVX512_KERNELS
-    /* a row of Q outputs fills Q of each 16-lane vector: below ~70% of the
-     * lanes (e.g. 7x7 maps) the im2col + sgemm path is faster */
-    const int vecs = (d->Q + VEC - 1) / VEC;
-    if (10 * d->Q < 7 * VEC * vecs) return 0;
     if (d->groups > 1) return 0; /* grouped convolutions use the portable path */
     if (d->bf16) return 0;       /* bf16 runs through im2col + the bf16 GEMM */
+    /* channels fill the 16 lanes: at least 3/4 of the last block of each side
+     * (the input gradient is vectorized over C) */
+    if (4 * d->K < 3 * blocks(d->K) * VEC || 4 * d->C < 3 * blocks(d->C) * VEC) return 0;
     return ctx->isa >= NN_ISA_AVX512 && d->stride_h == 1 && d->stride_w == 1 &&
            d->R * d->S <= MAX_TAPS && d->R * d->S >= 6 && /* fewer taps waste the 9 accumulators */
            d->pad_h <= d->R - 1 && d->pad_w <= d->S - 1;
@@ -79,26 +109,32 @@ int nn_conv2d_direct_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #endif
 }
 
-/* shared: forward and transposed packed weights; per thread: padded x group,
- * padded dy group, weight-gradient share (K*C*R*S) and bias share (K) */
+/* shared: forward and transposed packed weights; per thread: padded x, padded
+ * dy, channels-last forward output / input gradient / output gradient, and
+ * the channels-last weight-gradient share with the bias share after it */
+static size_t packed_floats(const direct_geom *g, const nn_conv2d_desc *d) {
+    return (size_t)d->R * d->S * ((size_t)d->C * g->kp + (size_t)d->K * g->cp);
+}
+
+static size_t thread_floats(const direct_geom *g) {
+    size_t cl = g->ycl_floats > g->dxcl_floats ? g->ycl_floats : g->dxcl_floats;
+    return g->x_floats + g->dy_floats + cl + g->dycl_floats + g->dwcl_floats;
+}
+
 size_t nn_conv2d_direct_workspace(const nn_conv2d_desc *d, int threads) {
     direct_geom g = geom(d);
-    size_t shared = packed_floats(d->K, d->C, d) + packed_floats(d->C, d->K, d);
-    size_t per = (size_t)bwd_group(d) * (g.x_floats + g.dy_floats) +
-                 (((size_t)d->K * d->C * d->R * d->S + (size_t)d->K + 15) & ~(size_t)15);
-    return shared + 16 + (size_t)threads * per;
+    return round16(packed_floats(&g, d)) + (size_t)threads * thread_floats(&g);
 }
 
 #ifdef NN_HAVE_AVX512_KERNELS
 
-/* dst (C, H + 2ph, W + 2pw + slack) = src (C, H, W) placed at (ph, pw), zeros
- * around; if mask is given, src values where mask <= 0 become 0 (ReLU). */
-static void pad_copy(float *dst, const float *src, const float *mask, int C, int H, int W,
-                     int ph, int pw, int dh, int dw) {
-    memset(dst, 0, (size_t)C * dh * dw * sizeof(float));
+/* Interior of dst (C, rows, ld), zero borders already there: src (C, H, W) at
+ * (ph, pw); with a mask, values where mask <= 0 become 0 (ReLU). */
+static void pad_interior(float *dst, const float *src, const float *mask, int C, int H, int W,
+                         int ph, int pw, int rows, int ld) {
     for (int c = 0; c < C; c++)
         for (int h = 0; h < H; h++) {
-            float *o = dst + ((size_t)c * dh + h + ph) * dw + pw;
+            float *o = dst + ((size_t)c * rows + h + ph) * ld + pw;
             const float *s = src + ((size_t)c * H + h) * W;
             if (mask) {
                 const float *m = mask + ((size_t)c * H + h) * W;
@@ -112,143 +148,229 @@ static void pad_copy(float *dst, const float *src, const float *mask, int C, int
         }
 }
 
-/* wpk[ob][i][r][s][16] = weight of output channel ob*16+lane for input i and
- * tap (r, s); forward: w[o][i][r][s]; transposed: w[i][o][R-1-r][S-1-s]. */
+/* Weights for the channels-last kernels: pass by pass over the output channel
+ * blocks, [pass][in][r][s][block of the pass][16]. Forward: out = K, in = C,
+ * w[o][i][r][s]; transposed: out = C, in = K, w[i][o][R-1-r][S-1-s]. */
 static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed) {
     const int outc = transposed ? d->C : d->K, inc = transposed ? d->K : d->C;
-    const int R = d->R, S = d->S;
-    memset(wpk, 0, packed_floats(outc, inc, d) * sizeof(float));
-    for (int o = 0; o < outc; o++)
-        for (int i = 0; i < inc; i++)
-            for (int r = 0; r < R; r++)
-                for (int s = 0; s < S; s++) {
-                    float v = transposed ? w[(((size_t)i * d->C + o) * R + (R - 1 - r)) * S + (S - 1 - s)]
-                                         : w[(((size_t)o * d->C + i) * R + r) * S + s];
-                    wpk[((((size_t)(o / KBLK) * inc + i) * R + r) * S + s) * KBLK + o % KBLK] = v;
-                }
-}
-
-/* out (outc, P, Q) = correlation of in (inc, rows, cols padded, row stride ld)
- * with packed weights, + bias, ReLU if asked. */
-AVX512 static void conv_plane(float *out, const float *in, int inc, int in_rows, int ld,
-                              int outc, int R, int S, int P, int Q, const float *wpk,
-                              const float *bias, int relu) {
-    const __m512 zero = _mm512_setzero_ps();
-    for (int ob = 0; ob < outc; ob += KBLK) {
-        const int on = outc - ob < KBLK ? outc - ob : KBLK;
-        const float *wb = wpk + (size_t)(ob / KBLK) * inc * R * S * KBLK;
-        for (int p = 0; p < P; p++)
-            for (int q0 = 0; q0 < Q; q0 += VEC) {
-                __m512 a0 = zero, a1 = zero, a2 = zero, a3 = zero, a4 = zero, a5 = zero,
-                       a6 = zero, a7 = zero, a8 = zero, a9 = zero, a10 = zero, a11 = zero,
-                       a12 = zero, a13 = zero, a14 = zero, a15 = zero;
-                for (int i = 0; i < inc; i++)
-                    for (int r = 0; r < R; r++) {
-                        const float *xr = in + ((size_t)i * in_rows + p + r) * ld + q0;
-                        const float *w = wb + (size_t)(i * R + r) * S * KBLK;
-                        for (int s = 0; s < S; s++, w += KBLK) {
-                            const __m512 xv = _mm512_loadu_ps(xr + s);
-#define NN_FMA(j) a##j = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), xv, a##j)
-                            NN_FMA(0); NN_FMA(1); NN_FMA(2); NN_FMA(3);
-                            NN_FMA(4); NN_FMA(5); NN_FMA(6); NN_FMA(7);
-                            NN_FMA(8); NN_FMA(9); NN_FMA(10); NN_FMA(11);
-                            NN_FMA(12); NN_FMA(13); NN_FMA(14); NN_FMA(15);
-#undef NN_FMA
-                        }
+    const int R = d->R, S = d->S, nb = blocks(outc);
+    memset(wpk, 0, (size_t)nb * VEC * inc * R * S * sizeof(float));
+    for (int j = 0; j < pass_count(nb); j++) {
+        int b0, bn;
+        pass_range(nb, j, &b0, &bn);
+        float *wp = wpk + (size_t)b0 * VEC * inc * R * S;
+        for (int o = b0 * VEC; o < (b0 + bn) * VEC && o < outc; o++)
+            for (int i = 0; i < inc; i++)
+                for (int r = 0; r < R; r++)
+                    for (int s = 0; s < S; s++) {
+                        float v = transposed
+                                      ? w[(((size_t)i * d->C + o) * R + (R - 1 - r)) * S + (S - 1 - s)]
+                                      : w[(((size_t)o * d->C + i) * R + r) * S + s];
+                        wp[(((size_t)i * R + r) * S + s) * bn * VEC + (o - b0 * VEC)] = v;
                     }
-                const __m512 acc[KBLK] = {a0, a1, a2, a3, a4, a5, a6, a7,
-                                          a8, a9, a10, a11, a12, a13, a14, a15};
-                const int qn = Q - q0 < VEC ? Q - q0 : VEC;
-                const __mmask16 m = (__mmask16)((1u << qn) - 1u);
-                for (int j = 0; j < on; j++) {
-                    __m512 v = acc[j];
-                    if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[ob + j]));
-                    /* max(0, v) returns v when v is NaN: NaN passes, as in PyTorch */
-                    if (relu) v = _mm512_max_ps(zero, v);
-                    _mm512_mask_storeu_ps(out + ((size_t)(ob + j) * P + p) * Q + q0, m, v);
-                }
-            }
     }
 }
 
-/* dwt[k][c][r][s] += sum over images g, rows p, columns q of
- * dy[g][k][p][q] * x[g][c][p + r][q + s], three output channels at a time:
- * 27 accumulators, and each x vector loaded once for three FMAs. */
-AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const float *dyg, int gc,
+/* One tile: out[q][b*16 + lane] (row stride out_ld) = sum over input channels
+ * c and taps (r, s) of wp[c][r][s][b][lane] * in[c][r][q + s], for q < QW and
+ * NB blocks; in has plane floats per channel and row stride ld. */
+INLINE_AVX512 void tile_kernel(float *out, size_t out_ld, const float *in, int inc, size_t plane,
+                               int ld, int R, int S, const float *wp, const int NB,
+                               const int QW) {
+    __m512 acc[MAX_NB][8];
+#pragma GCC unroll 8
+    for (int q = 0; q < QW; q++)
+#pragma GCC unroll 3
+        for (int b = 0; b < NB; b++) acc[b][q] = _mm512_setzero_ps();
+    for (int c = 0; c < inc; c++)
+        for (int r = 0; r < R; r++) {
+            const float *xr = in + c * plane + (size_t)r * ld;
+            for (int s = 0; s < S; s++, wp += NB * VEC) {
+                __m512 wv[MAX_NB];
+#pragma GCC unroll 3
+                for (int b = 0; b < NB; b++) wv[b] = _mm512_loadu_ps(wp + b * VEC);
+#pragma GCC unroll 8
+                for (int q = 0; q < QW; q++) {
+                    const __m512 xv = _mm512_set1_ps(xr[q + s]);
+#pragma GCC unroll 3
+                    for (int b = 0; b < NB; b++) acc[b][q] = _mm512_fmadd_ps(wv[b], xv, acc[b][q]);
+                }
+            }
+        }
+#pragma GCC unroll 8
+    for (int q = 0; q < QW; q++)
+#pragma GCC unroll 3
+        for (int b = 0; b < NB; b++) _mm512_storeu_ps(out + q * out_ld + b * VEC, acc[b][q]);
+}
+
+typedef void (*tile_fn)(float *, size_t, const float *, int, size_t, int, int, int, const float *);
+
+#define NN_TILE(NB, QW)                                                                      \
+    AVX512 static void tile_##NB##_##QW(float *out, size_t out_ld, const float *in, int inc,  \
+                                        size_t plane, int ld, int R, int S, const float *wp) { \
+        tile_kernel(out, out_ld, in, inc, plane, ld, R, S, wp, NB, QW);                      \
+    }
+NN_TILE(1, 6) NN_TILE(1, 7) NN_TILE(1, 8)
+NN_TILE(2, 6) NN_TILE(2, 7) NN_TILE(2, 8)
+NN_TILE(3, 6) NN_TILE(3, 7) NN_TILE(3, 8)
+#undef NN_TILE
+
+static const tile_fn tile_fns[MAX_NB][3] = {{tile_1_6, tile_1_7, tile_1_8},
+                                            {tile_2_6, tile_2_7, tile_2_8},
+                                            {tile_3_6, tile_3_7, tile_3_8}};
+
+/* cl[p][q][outc rounded to 16] (rows of qt tiles of width qw) = the correlation
+ * of in (inc, rows, ld) with the packed weights wpk, for p < P. */
+static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, int outc, int R,
+                         int S, int P, int qw, int qt, const float *wpk) {
+    const int nb = blocks(outc), ocp = nb * VEC;
+    const size_t plane = (size_t)rows * ld;
+    for (int j = 0; j < pass_count(nb); j++) {
+        int b0, bn;
+        pass_range(nb, j, &b0, &bn);
+        const tile_fn fn = tile_fns[bn - 1][qw - 6];
+        const float *wp = wpk + (size_t)b0 * VEC * inc * R * S;
+        for (int p = 0; p < P; p++)
+            for (int q0 = 0; q0 < qt; q0 += qw)
+                fn(cl + ((size_t)p * qt + q0) * ocp + b0 * VEC, (size_t)ocp,
+                   in + (size_t)p * ld + q0, inc, plane, ld, R, S, wp);
+    }
+}
+
+/* out (C, P*Q) = cl[p][q][c] (rows of qt pixels, ocp channels each) for
+ * q < Q, + bias, ReLU if asked; 16 pixels at a time so the stores are whole
+ * rows of out. */
+static void from_channels_last(float *out, const float *cl, int C, int P, int Q, int qt, int ocp,
+                               const float *bias, int relu) {
+    for (int p = 0; p < P; p++) {
+        const float *row = cl + (size_t)p * qt * ocp;
+        for (int c = 0; c < C; c++) {
+            const float bc = bias ? bias[c] : 0.0f;
+            float *o = out + ((size_t)c * P + p) * Q;
+            for (int q = 0; q < Q; q++) {
+                float v = row[(size_t)q * ocp + c] + bc;
+                /* NaN passes the ReLU, as in PyTorch */
+                o[q] = relu ? ((v > 0.0f || v != v) ? v : 0.0f) : v;
+            }
+        }
+    }
+}
+
+/* dycl[p*Q + q][k] = dy[k][p][q], zero where the ReLU mask y <= 0 and for the
+ * channels past K. */
+static void to_channels_last(float *dycl, const float *dy, const float *mask, int K, int PQ,
+                             int kp) {
+    for (int j = 0; j < PQ; j++) {
+        float *o = dycl + (size_t)j * kp;
+        for (int k = 0; k < K; k++) {
+            float v = dy[(size_t)k * PQ + j];
+            o[k] = (!mask || mask[(size_t)k * PQ + j] > 0.0f) ? v : 0.0f;
+        }
+        for (int k = K; k < kp; k++) o[k] = 0.0f;
+    }
+}
+
+/* dwc[t][b*16 + lane] (row stride kp) += sum over pixels (p, q) of
+ * dyc[p*Q + q][b*16 + lane] * x[p + off_r(t)][q + off_s(t)], NB blocks. */
+INLINE_AVX512 void wgrad_kernel(float *dwc, int kp, const float *x, int ld, const float *dyc,
+                                int P, int Q, const int *off, int taps, const int NB) {
+    __m512 acc[MAX_NB][MAX_TAPS];
+#pragma GCC unroll 9
+    for (int t = 0; t < MAX_TAPS; t++)
+#pragma GCC unroll 3
+        for (int b = 0; b < NB; b++) acc[b][t] = _mm512_setzero_ps();
+    for (int p = 0; p < P; p++) {
+        const float *xp = x + (size_t)p * ld;
+        const float *dp = dyc + (size_t)p * Q * kp;
+        for (int q = 0; q < Q; q++, dp += kp) {
+            __m512 dv[MAX_NB];
+#pragma GCC unroll 3
+            for (int b = 0; b < NB; b++) dv[b] = _mm512_loadu_ps(dp + b * VEC);
+#pragma GCC unroll 9
+            for (int t = 0; t < MAX_TAPS; t++) {
+                const __m512 xv = _mm512_set1_ps(xp[q + off[t]]);
+#pragma GCC unroll 3
+                for (int b = 0; b < NB; b++) acc[b][t] = _mm512_fmadd_ps(dv[b], xv, acc[b][t]);
+            }
+        }
+    }
+    for (int t = 0; t < taps; t++)
+#pragma GCC unroll 3
+        for (int b = 0; b < NB; b++) {
+            float *o = dwc + (size_t)t * kp + b * VEC;
+            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[b][t]));
+        }
+}
+
+typedef void (*wgrad_fn)(float *, int, const float *, int, const float *, int, int, const int *,
+                         int);
+
+#define NN_WGRAD(NB)                                                                      \
+    AVX512 static void wgrad_##NB(float *dwc, int kp, const float *x, int ld,             \
+                                  const float *dyc, int P, int Q, const int *off, int taps) { \
+        wgrad_kernel(dwc, kp, x, ld, dyc, P, Q, off, taps, NB);                           \
+    }
+NN_WGRAD(1) NN_WGRAD(2) NN_WGRAD(3)
+#undef NN_WGRAD
+
+static const wgrad_fn wgrad_fns[MAX_NB] = {wgrad_1, wgrad_2, wgrad_3};
+
+/* dwcl[c][t][k] += weight gradient of one image: xp padded (C, hp, wp), dycl
+ * channels-last (P*Q, kp); the bias share after dwcl gets the pixel sums. */
+AVX512 static void weight_grad(float *dwcl, const float *xp, const float *dycl,
                                const nn_conv2d_desc *d, const direct_geom *g) {
-    const int R = d->R, S = d->S, taps = R * S;
+    const int taps = d->R * d->S, nb = blocks(d->K), PQ = d->P * d->Q;
     int off[MAX_TAPS];
     for (int t = 0; t < MAX_TAPS; t++) {
-        int tt = t < taps ? t : 0;   /* unused taps repeat tap 0 and are dropped */
-        off[t] = (tt / S) * g->wp + tt % S;
+        int tt = t < taps ? t : 0; /* unused taps repeat tap 0 and are dropped */
+        off[t] = (tt / d->S) * g->wp + tt % d->S;
     }
-    const size_t plane = (size_t)g->dh * g->dw;
-    const __m512 zero = _mm512_setzero_ps();
-    for (int k = 0; k < d->K; k += 3) {
-        const int kn = d->K - k < 3 ? d->K - k : 3;   /* channels present in this pass */
-        for (int c = 0; c < d->C; c++) {
-            __m512 a[MAX_TAPS], b[MAX_TAPS], e[MAX_TAPS];
-            for (int t = 0; t < MAX_TAPS; t++) a[t] = b[t] = e[t] = zero;
-            for (int im = 0; im < gc; im++) {
-                const float *x = xg + (size_t)im * g->x_floats + (size_t)c * g->hp * g->wp;
-                const float *dy0 = dyg + (size_t)im * g->dy_floats +
-                                   ((size_t)k * g->dh + g->ph) * g->dw + g->pw;
-                const float *dy1 = dy0 + (kn > 1 ? plane : 0);
-                const float *dy2 = dy0 + (kn > 2 ? 2 * plane : 0);
-                for (int p = 0; p < d->P; p++)
-                    for (int q0 = 0; q0 < d->Q; q0 += VEC) {
-                        /* columns past Q read the zero slack of the padded dy */
-                        const __m512 u = _mm512_loadu_ps(dy0 + (size_t)p * g->dw + q0);
-                        const __m512 v = _mm512_loadu_ps(dy1 + (size_t)p * g->dw + q0);
-                        const __m512 w = _mm512_loadu_ps(dy2 + (size_t)p * g->dw + q0);
-                        const float *xp = x + (size_t)p * g->wp + q0;
-                        for (int t = 0; t < MAX_TAPS; t++) {
-                            __m512 xv = _mm512_loadu_ps(xp + off[t]);
-                            /* keep xv in a register: otherwise the compiler folds
-                             * the load into each of the three FMAs (3x the loads) */
-                            __asm__("" : "+v"(xv));
-                            a[t] = _mm512_fmadd_ps(u, xv, a[t]);
-                            b[t] = _mm512_fmadd_ps(v, xv, b[t]);
-                            e[t] = _mm512_fmadd_ps(w, xv, e[t]);
-                        }
-                    }
-            }
-            for (int t = 0; t < taps; t++) {
-                dwt[((size_t)k * d->C + c) * taps + t] += _mm512_reduce_add_ps(a[t]);
-                if (kn > 1) dwt[((size_t)(k + 1) * d->C + c) * taps + t] += _mm512_reduce_add_ps(b[t]);
-                if (kn > 2) dwt[((size_t)(k + 2) * d->C + c) * taps + t] += _mm512_reduce_add_ps(e[t]);
-            }
-        }
+    for (int j = 0; j < pass_count(nb); j++) {
+        int b0, bn;
+        pass_range(nb, j, &b0, &bn);
+        const wgrad_fn fn = wgrad_fns[bn - 1];
+        for (int c = 0; c < d->C; c++)
+            fn(dwcl + (size_t)c * MAX_TAPS * g->kp + b0 * VEC, g->kp,
+               xp + (size_t)c * g->hp * g->wp, g->wp, dycl + b0 * VEC, d->P, d->Q, off, taps);
     }
-    /* bias gradient: row sums of dy, 16 lanes at a time */
-    for (int k = 0; k < d->K; k++) {
-        __m512 s = zero;
-        for (int im = 0; im < gc; im++) {
-            const float *dy = dyg + (size_t)im * g->dy_floats + ((size_t)k * g->dh + g->ph) * g->dw + g->pw;
-            for (int p = 0; p < d->P; p++)
-                for (int q0 = 0; q0 < d->Q; q0 += VEC)
-                    s = _mm512_add_ps(s, _mm512_loadu_ps(dy + (size_t)p * g->dw + q0));
-        }
-        dbt[k] += _mm512_reduce_add_ps(s);
+    float *dbt = dwcl + (size_t)d->C * MAX_TAPS * g->kp;
+    for (int b = 0; b < nb; b++) {
+        __m512 s = _mm512_loadu_ps(dbt + b * VEC);
+        for (int j = 0; j < PQ; j++) s = _mm512_add_ps(s, _mm512_loadu_ps(dycl + (size_t)j * g->kp + b * VEC));
+        _mm512_storeu_ps(dbt + b * VEC, s);
     }
+}
+
+/* per-thread buffers, in thread_floats order */
+typedef struct {
+    float *x, *dy, *cl, *dycl, *dwcl;
+} thread_bufs;
+
+static thread_bufs bufs_of(float *ws, const direct_geom *g, const nn_conv2d_desc *d, int t) {
+    thread_bufs b;
+    const size_t cl = g->ycl_floats > g->dxcl_floats ? g->ycl_floats : g->dxcl_floats;
+    b.x = ws + round16(packed_floats(g, d)) + (size_t)t * thread_floats(g);
+    b.dy = b.x + g->x_floats;
+    b.cl = b.dy + g->dy_floats;
+    b.dycl = b.cl + cl;
+    b.dwcl = b.dycl + g->dycl_floats;
+    return b;
 }
 
 void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n;
-    float *wpk = ws;
-    pack_weights(wpk, w, d, 0);
-    float *thread_ws = ws + packed_floats(d->K, d->C, d) + packed_floats(d->C, d->K, d) + 16;
-    const size_t per = nn_conv2d_direct_workspace(d, 1) - (size_t)(thread_ws - ws);
+    pack_weights(ws, w, d, 0);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
-        float *xp = thread_ws + (size_t)t * per;
+        const thread_bufs tb = bufs_of(ws, &g, d, t);
+        memset(tb.x, 0, g.x_floats * sizeof(float)); /* borders stay zero */
         for (int i = n * t / T; i < n * (t + 1) / T; i++) {
-            pad_copy(xp, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp, g.wp);
-            conv_plane(y + i * ys, xp, d->C, g.hp, g.wp, d->K, d->R, d->S, d->P, d->Q, wpk, b,
-                       d->relu);
+            pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp, g.wp);
+            correlate_cl(tb.cl, tb.x, d->C, g.hp, g.wp, d->K, d->R, d->S, d->P, g.qw, g.qt, ws);
+            from_channels_last(y + i * ys, tb.cl, d->K, d->P, d->Q, g.qt, g.kp, b, d->relu);
         }
     }
 }
@@ -258,41 +380,39 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
                                float *ws, nn_ctx *ctx) {
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int G = bwd_group(d);
-    float *wpt = ws + packed_floats(d->K, d->C, d);
+    float *wpt = ws + (size_t)d->R * d->S * d->C * g.kp;
     if (dx) pack_weights(wpt, w, d, 1);
-    float *thread_ws = ws + packed_floats(d->K, d->C, d) + packed_floats(d->C, d->K, d) + 16;
-    const size_t per = nn_conv2d_direct_workspace(d, 1) - (size_t)(thread_ws - ws);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
-    const size_t wn = (size_t)d->K * d->C * d->R * d->S;
+    const int taps = d->R * d->S;
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
-        float *xg = thread_ws + (size_t)t * per;
-        float *dyg = xg + (size_t)G * g.x_floats;
-        float *dwt = dyg + (size_t)G * g.dy_floats, *dbt = dwt + wn;
-        memset(dwt, 0, (wn + (size_t)d->K) * sizeof(float));
-        const int end = n * (t + 1) / T;
-        for (int i0 = n * t / T; i0 < end; i0 += G) {
-            const int gc = end - i0 < G ? end - i0 : G;
-            for (int j = 0; j < gc; j++) {
-                pad_copy(xg + (size_t)j * g.x_floats, x + (i0 + j) * xs, NULL, d->C, d->H, d->W,
-                         d->pad_h, d->pad_w, g.hp, g.wp);
-                pad_copy(dyg + (size_t)j * g.dy_floats, dy + (i0 + j) * ys,
-                         d->relu ? y + (i0 + j) * ys : NULL, d->K, d->P, d->Q, g.ph, g.pw, g.dh,
-                         g.dw);
+        const thread_bufs tb = bufs_of(ws, &g, d, t);
+        memset(tb.x, 0, g.x_floats * sizeof(float));
+        if (dx) memset(tb.dy, 0, g.dy_floats * sizeof(float));
+        memset(tb.dwcl, 0, g.dwcl_floats * sizeof(float));
+        for (int i = n * t / T; i < n * (t + 1) / T; i++) {
+            const float *mask = d->relu ? y + i * ys : NULL;
+            pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp, g.wp);
+            to_channels_last(tb.dycl, dy + i * ys, mask, d->K, d->P * d->Q, g.kp);
+            weight_grad(tb.dwcl, tb.x, tb.dycl, d, &g);
+            if (dx) {
+                pad_interior(tb.dy, dy + i * ys, mask, d->K, d->P, d->Q, g.ph, g.pw, g.dh, g.dw);
+                correlate_cl(tb.cl, tb.dy, d->K, g.dh, g.dw, d->C, d->R, d->S, d->H, g.ww, g.wt,
+                             wpt);
+                from_channels_last(dx + i * xs, tb.cl, d->C, d->H, d->W, g.wt, g.cp, NULL, 0);
             }
-            weight_grad(dwt, dbt, xg, dyg, gc, d, &g);
-            if (dx)
-                for (int j = 0; j < gc; j++)
-                    conv_plane(dx + (i0 + j) * xs, dyg + (size_t)j * g.dy_floats, d->K, g.dh, g.dw,
-                               d->C, d->R, d->S, d->H, d->W, wpt, NULL, 0);
         }
     }
+    /* thread shares in thread order: dw[k][c][t] += dwcl[c][t][k] */
     for (int t = 0; t < T; t++) {
-        const float *dwt = thread_ws + (size_t)t * per + (size_t)G * (g.x_floats + g.dy_floats);
-        for (size_t j = 0; j < wn; j++) dw[j] += dwt[j];
+        const float *dwcl = bufs_of(ws, &g, d, t).dwcl;
+        for (int k = 0; k < d->K; k++)
+            for (int c = 0; c < d->C; c++)
+                for (int tap = 0; tap < taps; tap++)
+                    dw[((size_t)k * d->C + c) * taps + tap] +=
+                        dwcl[((size_t)c * MAX_TAPS + tap) * g.kp + k];
         if (db)
-            for (int k = 0; k < d->K; k++) db[k] += dwt[wn + k];
+            for (int k = 0; k < d->K; k++) db[k] += dwcl[(size_t)d->C * MAX_TAPS * g.kp + k];
     }
 }
 
