@@ -130,7 +130,7 @@ size_t nn_conv2d_direct_workspace(const nn_conv2d_desc *d, int threads) {
 
 /* Interior of dst (C, rows, ld), zero borders already there: src (C, H, W) at
  * (ph, pw); with a mask, values where mask <= 0 become 0 (ReLU). */
-static void pad_interior(float *dst, const float *src, const float *mask, int C, int H, int W,
+AVX512 static void pad_interior(float *dst, const float *src, const float *mask, int C, int H, int W,
                          int ph, int pw, int rows, int ld) {
     for (int c = 0; c < C; c++)
         for (int h = 0; h < H; h++) {
@@ -186,12 +186,17 @@ INLINE_AVX512 void tile_kernel(float *out, size_t out_ld, const float *in, int i
         for (int r = 0; r < R; r++) {
             const float *xr = in + c * plane + (size_t)r * ld;
             for (int s = 0; s < S; s++, wp += NB * VEC) {
+                /* hide that xr[q + s] was loaded by the last s: GCC would keep
+                 * the scalars and broadcast from registers, which takes the
+                 * shuffle unit; a broadcast from memory is a plain load */
+                const float *xs = xr + s;
+                __asm__("" : "+r"(xs));
                 __m512 wv[MAX_NB];
 #pragma GCC unroll 3
                 for (int b = 0; b < NB; b++) wv[b] = _mm512_loadu_ps(wp + b * VEC);
 #pragma GCC unroll 8
                 for (int q = 0; q < QW; q++) {
-                    const __m512 xv = _mm512_set1_ps(xr[q + s]);
+                    const __m512 xv = _mm512_set1_ps(xs[q]);
 #pragma GCC unroll 3
                     for (int b = 0; b < NB; b++) acc[b][q] = _mm512_fmadd_ps(wv[b], xv, acc[b][q]);
                 }
@@ -237,36 +242,86 @@ static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, 
     }
 }
 
-/* out (C, P*Q) = cl[p][q][c] (rows of qt pixels, ocp channels each) for
- * q < Q, + bias, ReLU if asked; 16 pixels at a time so the stores are whole
- * rows of out. */
-static void from_channels_last(float *out, const float *cl, int C, int P, int Q, int qt, int ocp,
-                               const float *bias, int relu) {
-    for (int p = 0; p < P; p++) {
-        const float *row = cl + (size_t)p * qt * ocp;
-        for (int c = 0; c < C; c++) {
-            const float bc = bias ? bias[c] : 0.0f;
-            float *o = out + ((size_t)c * P + p) * Q;
-            for (int q = 0; q < Q; q++) {
-                float v = row[(size_t)q * ocp + c] + bc;
-                /* NaN passes the ReLU, as in PyTorch */
-                o[q] = relu ? ((v > 0.0f || v != v) ? v : 0.0f) : v;
-            }
-        }
+/* r[i] = row i of a 16x16 block; afterwards r[j] = column j. */
+INLINE_AVX512 void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);     /* a0 b0 a1 b1 per lane */
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]); /* a2 b2 a3 b3 */
+    }
+    for (int i = 0; i < 4; i++) { /* u[4i + j], lane L: rows 4i..4i+3 at column 4L + j */
+        u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512 v = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);  /* lanes 0, 2 */
+        __m512 w = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);  /* lanes 1, 3 */
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        __m512 w2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+        r[j] = _mm512_shuffle_f32x4(v, v2, 0x88);
+        r[4 + j] = _mm512_shuffle_f32x4(w, w2, 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(v, v2, 0xDD);
+        r[12 + j] = _mm512_shuffle_f32x4(w, w2, 0xDD);
     }
 }
 
-/* dycl[p*Q + q][k] = dy[k][p][q], zero where the ReLU mask y <= 0 and for the
- * channels past K. */
-static void to_channels_last(float *dycl, const float *dy, const float *mask, int K, int PQ,
-                             int kp) {
-    for (int j = 0; j < PQ; j++) {
-        float *o = dycl + (size_t)j * kp;
-        for (int k = 0; k < K; k++) {
-            float v = dy[(size_t)k * PQ + j];
-            o[k] = (!mask || mask[(size_t)k * PQ + j] > 0.0f) ? v : 0.0f;
+static __mmask16 first_lanes(int n) { return n >= VEC ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
+
+/* out (C, P*Q) = cl[p][q][c] (rows of qt pixels, ocp channels each) for
+ * q < Q, + bias, ReLU if asked: 16 pixels x 16 channels at a time,
+ * transposed in registers. */
+AVX512 static void from_channels_last(float *out, const float *cl, int C, int P, int Q, int qt,
+                                      int ocp, const float *bias, int relu) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int p = 0; p < P; p++)
+        for (int q0 = 0; q0 < Q; q0 += VEC) {
+            const int qn = Q - q0 < VEC ? Q - q0 : VEC;
+            const __mmask16 qm = first_lanes(qn);
+            for (int c0 = 0; c0 < C; c0 += VEC) {
+                __m512 r[16];
+                for (int i = 0; i < VEC; i++)
+                    r[i] = i < qn ? _mm512_loadu_ps(cl + ((size_t)p * qt + q0 + i) * ocp + c0)
+                                  : zero;
+                transpose16(r);
+                const int cn = C - c0 < VEC ? C - c0 : VEC;
+                for (int j = 0; j < cn; j++) {
+                    __m512 v = r[j];
+                    if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[c0 + j]));
+                    /* max(0, v) returns v when v is NaN: NaN passes, as in PyTorch */
+                    if (relu) v = _mm512_max_ps(zero, v);
+                    _mm512_mask_storeu_ps(out + ((size_t)(c0 + j) * P + p) * Q + q0, qm, v);
+                }
+            }
         }
-        for (int k = K; k < kp; k++) o[k] = 0.0f;
+}
+
+/* dycl[p*Q + q][k] = dy[k][p][q], zero where the ReLU mask y <= 0 and for the
+ * channels past K: 16 channels x 16 pixels at a time. */
+AVX512 static void to_channels_last(float *dycl, const float *dy, const float *mask, int K,
+                                    int PQ, int kp) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int j0 = 0; j0 < PQ; j0 += VEC) {
+        const int jn = PQ - j0 < VEC ? PQ - j0 : VEC;
+        const __mmask16 jm = first_lanes(jn);
+        for (int k0 = 0; k0 < kp; k0 += VEC) {
+            __m512 r[16];
+            for (int i = 0; i < VEC; i++) {
+                const size_t at = (size_t)(k0 + i) * PQ + j0;
+                if (k0 + i >= K) {
+                    r[i] = zero;
+                } else if (mask) {
+                    __mmask16 keep = _mm512_mask_cmp_ps_mask(jm, _mm512_maskz_loadu_ps(jm, mask + at),
+                                                             zero, _CMP_GT_OQ);
+                    r[i] = _mm512_maskz_loadu_ps(keep, dy + at);
+                } else {
+                    r[i] = _mm512_maskz_loadu_ps(jm, dy + at);
+                }
+            }
+            transpose16(r);
+            for (int j = 0; j < jn; j++) _mm512_storeu_ps(dycl + (size_t)(j0 + j) * kp + k0, r[j]);
+        }
     }
 }
 
