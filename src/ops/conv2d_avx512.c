@@ -150,24 +150,29 @@ AVX512 static void pad_interior(float *dst, const float *src, const float *mask,
 
 /* Weights for the channels-last kernels: pass by pass over the output channel
  * blocks, [pass][in][r][s][block of the pass][16]. Forward: out = K, in = C,
- * w[o][i][r][s]; transposed: out = C, in = K, w[i][o][R-1-r][S-1-s]. */
-static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed) {
+ * w[o][i][r][s]; transposed: out = C, in = K, w[i][o][R-1-r][S-1-s]. One
+ * block of 16 output channels per thread step. */
+static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed,
+                         int threads) {
     const int outc = transposed ? d->C : d->K, inc = transposed ? d->K : d->C;
     const int R = d->R, S = d->S, nb = blocks(outc);
-    memset(wpk, 0, (size_t)nb * VEC * inc * R * S * sizeof(float));
-    for (int j = 0; j < pass_count(nb); j++) {
-        int b0, bn;
-        pass_range(nb, j, &b0, &bn);
-        float *wp = wpk + (size_t)b0 * VEC * inc * R * S;
-        for (int o = b0 * VEC; o < (b0 + bn) * VEC && o < outc; o++)
-            for (int i = 0; i < inc; i++)
-                for (int r = 0; r < R; r++)
-                    for (int s = 0; s < S; s++) {
-                        float v = transposed
-                                      ? w[(((size_t)i * d->C + o) * R + (R - 1 - r)) * S + (S - 1 - s)]
-                                      : w[(((size_t)o * d->C + i) * R + r) * S + s];
-                        wp[(((size_t)i * R + r) * S + s) * bn * VEC + (o - b0 * VEC)] = v;
+    NN_PARALLEL_FOR(threads)
+    for (int ob = 0; ob < nb; ob++) {
+        int j = 0, b0, bn;
+        for (pass_range(nb, j, &b0, &bn); ob >= b0 + bn; pass_range(nb, ++j, &b0, &bn)) {}
+        float *wp = wpk + (size_t)b0 * VEC * inc * R * S + (size_t)(ob - b0) * VEC;
+        for (int i = 0; i < inc; i++)
+            for (int r = 0; r < R; r++)
+                for (int s = 0; s < S; s++) {
+                    float *lanes = wp + (((size_t)i * R + r) * S + s) * bn * VEC;
+                    for (int l = 0; l < VEC; l++) {
+                        const int o = ob * VEC + l;
+                        lanes[l] = o >= outc ? 0.0f
+                                   : transposed
+                                       ? w[(((size_t)i * d->C + o) * R + (R - 1 - r)) * S + (S - 1 - s)]
+                                       : w[(((size_t)o * d->C + i) * R + r) * S + s];
                     }
+                }
     }
 }
 
@@ -416,7 +421,7 @@ void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const fl
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n;
-    pack_weights(ws, w, d, 0);
+    pack_weights(ws, w, d, 0, ctx->threads);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
@@ -436,7 +441,7 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n;
     float *wpt = ws + (size_t)d->R * d->S * d->C * g.kp;
-    if (dx) pack_weights(wpt, w, d, 1);
+    if (dx) pack_weights(wpt, w, d, 1, ctx->threads);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
     const int taps = d->R * d->S;
     NN_PARALLEL_FOR(T)
@@ -458,16 +463,21 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
             }
         }
     }
-    /* thread shares in thread order: dw[k][c][t] += dwcl[c][t][k] */
+    /* thread shares added in thread order (dw[k][c][t] += dwcl[c][t][k]),
+     * each thread taking a range of output channels */
+    NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
-        const float *dwcl = bufs_of(ws, &g, d, t).dwcl;
-        for (int k = 0; k < d->K; k++)
+        const int k0 = d->K * t / T, k1 = d->K * (t + 1) / T;
+        for (int share = 0; share < T; share++) {
+            const float *dwcl = bufs_of(ws, &g, d, share).dwcl;
             for (int c = 0; c < d->C; c++)
-                for (int tap = 0; tap < taps; tap++)
-                    dw[((size_t)k * d->C + c) * taps + tap] +=
-                        dwcl[((size_t)c * MAX_TAPS + tap) * g.kp + k];
-        if (db)
-            for (int k = 0; k < d->K; k++) db[k] += dwcl[(size_t)d->C * MAX_TAPS * g.kp + k];
+                for (int tap = 0; tap < taps; tap++) {
+                    const float *src = dwcl + ((size_t)c * MAX_TAPS + tap) * g.kp;
+                    for (int k = k0; k < k1; k++) dw[((size_t)k * d->C + c) * taps + tap] += src[k];
+                }
+            if (db)
+                for (int k = k0; k < k1; k++) db[k] += dwcl[(size_t)d->C * MAX_TAPS * g.kp + k];
+        }
     }
 }
 
