@@ -222,6 +222,14 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         conv_report(special[i].what, &f, &g);
     }
 
+    /* the row kernels take the shapes with too few channels for the channels-last ones */
+    if (ctxs[0]->isa >= NN_ISA_AVX512)
+        for (size_t i = 1; i <= 3; i++) {
+            const nn_conv2d_desc d = conv_desc(&special[i].c);
+            check(nn_conv2d_rows_ok(&d, ctxs[0]) && !nn_conv2d_direct_ok(&d, ctxs[0]),
+                  "conv2d row kernels chosen for", "%s", special[i].what);
+        }
+
     /* Shapes for the channels-last direct kernels (AVX-512: at least 12 of 16
      * lanes of the last block on both channel sides): several passes over the
      * channel blocks, partial blocks, each tile width (6, 7, 8) and a row that

@@ -238,7 +238,9 @@ size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads) {
     const conv_ws l = ws_layout(d);
     size_t gemm = l.shared + (size_t)threads * l.total;
     size_t direct = nn_conv2d_direct_workspace(d, threads);
-    return gemm > direct ? gemm : direct;
+    size_t rows = nn_conv2d_rows_workspace(d, threads);
+    size_t most = gemm > direct ? gemm : direct;
+    return most > rows ? most : rows;
 }
 
 /* One channel group of a (grouped) convolution: group gi maps input channels
@@ -271,6 +273,10 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     if (nn_conv2d_direct_ok(d, ctx)) {
         nn_conv2d_forward_direct(y, x, w, b, d, n, ws, ctx);
+        return;
+    }
+    if (nn_conv2d_rows_ok(d, ctx)) {
+        nn_conv2d_forward_rows(y, x, w, b, d, n, ws, ctx);
         return;
     }
     const int T = ctx->threads < n ? ctx->threads : n;
@@ -332,6 +338,10 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                         nn_ctx *ctx) {
     if (nn_conv2d_direct_ok(d, ctx)) {
         nn_conv2d_backward_direct(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
+        return;
+    }
+    if (nn_conv2d_rows_ok(d, ctx)) {
+        nn_conv2d_backward_rows(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
         return;
     }
     const int T = ctx->threads < n ? ctx->threads : n;

@@ -22,8 +22,13 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                         nn_ctx *ctx);
 size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads);
 
-/* AVX-512 direct kernels (conv2d_avx512.c): stride 1, 6..9 taps, pad < kernel.
- * nn_conv2d_forward/backward use them when nn_conv2d_direct_ok says so. */
+/* AVX-512 direct kernels for stride 1, 6..9 taps, pad < kernel; each
+ * nn_conv2d_*_ok says whether its kernels take a shape, and
+ * nn_conv2d_forward/backward use the first that does:
+ *  - conv2d_avx512.c: channels-last tiles, 16 channels per vector (C and K
+ *    fill at least 3/4 of their last 16-lane block);
+ *  - conv2d_avx512_rows.c: 16 pixels of an output row per vector (rows fill
+ *    at least 70% of the lanes; e.g. a first layer on a one-channel image). */
 int nn_conv2d_direct_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_direct_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const float *b,
@@ -31,6 +36,13 @@ void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const fl
 void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy, const float *y,
                                const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                float *ws, nn_ctx *ctx);
+int nn_conv2d_rows_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
+size_t nn_conv2d_rows_workspace(const nn_conv2d_desc *d, int threads);
+void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,
+                            const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, const float *y,
+                             const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                             float *ws, nn_ctx *ctx);
 
 /* max-pool: x (N, C, H, W), y (N, C, P, Q); backward reads x and y to find
  * each window's maximum */
