@@ -94,15 +94,21 @@ static void test_gemm(nn_isa isa, nn_rng *rng) {
           bad ? "; first failing " : "", first);
 }
 
-/* conv2d with bf16 GEMMs against the double reference on rounded inputs */
+/* conv2d in bf16 (im2col + the bf16 GEMM, or on CPUs with AVX512-BF16 the
+ * direct channels-last kernels where they apply) against the double reference
+ * on rounded inputs */
 static void test_conv(nn_ctx *ctx, nn_rng *rng) {
     static const int cfgs[][11] = {
         /* n C H W K R S stride pad bias relu */
         {2, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1}, {3, 16, 14, 14, 32, 3, 3, 1, 1, 1, 1},
         {2, 8, 9, 7, 12, 3, 3, 2, 1, 0, 0},   {4, 32, 7, 7, 64, 3, 3, 1, 1, 1, 0},
         {2, 24, 8, 8, 40, 1, 1, 2, 0, 0, 0},  {1, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1},
+        /* odd C and K (a zero partner in the last bf16 pair), odd widths (a
+         * zero pixel after each row's last pair), several channel passes */
+        {2, 27, 9, 11, 24, 3, 3, 1, 1, 1, 1}, {2, 40, 6, 13, 45, 3, 3, 1, 1, 1, 0},
+        {2, 36, 5, 5, 100, 3, 3, 1, 0, 1, 1},
     };
-    int bad = 0;
+    int bad = 0, direct = 0;
     double wf = 0, wdx = 0, wdw = 0, wdb = 0;
     char first[200] = "";
     for (size_t ci = 0; ci < sizeof cfgs / sizeof cfgs[0]; ci++) {
@@ -118,6 +124,7 @@ static void test_conv(nn_ctx *ctx, nn_rng *rng) {
         d.Q = (d.W + 2 * d.pad_w - d.S) / d.stride_w + 1;
         d.bf16 = 1;
         const int n = c[0];
+        direct += nn_conv2d_direct_ok(&d, ctx);
         const size_t xn = (size_t)n * d.C * d.H * d.W, wn = (size_t)d.K * d.C * d.R * d.S;
         const size_t yn = (size_t)n * d.K * d.P * d.Q;
         float *x = fvec(xn), *w = fvec(wn), *b = fvec((size_t)d.K), *y = fvec(yn), *dy = fvec(yn);
@@ -183,6 +190,11 @@ static void test_conv(nn_ctx *ctx, nn_rng *rng) {
              nn_isa_name(ctx->isa), ctx->threads);
     check(bad == 0, name, "max error y %.2e dx %.2e dw %.2e db %.2e%s%s", wf, wdx, wdw, wdb,
           bad ? "; first failing " : "", first);
+    /* the six dense 3x3 stride-1 configurations with enough channels */
+    const int want = ctx->isa >= NN_ISA_AVX512BF16 ? 6 : 0;
+    snprintf(name, sizeof name, "bf16 conv2d: configurations on the direct kernels (%s)",
+             nn_isa_name(ctx->isa));
+    check(direct == want, name, "%d, expected %d", direct, want);
 }
 
 /* 30 SGD steps of the seed CNN on a fixed batch: bf16 losses follow fp32's. */

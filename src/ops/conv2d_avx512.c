@@ -20,14 +20,18 @@
  * so the rest of the build stays portable.
  */
 #include "ops/ops.h"
+#include "backend/gemm_bf16.h"
 
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define NN_HAVE_AVX512_KERNELS 1
-#define AVX512 __attribute__((target("avx512f")))
-#define INLINE_AVX512 __attribute__((target("avx512f"), always_inline)) static inline
+#define TARGET_F32 "avx512f"
+#define TARGET_BF16 "avx512f,avx512bw,avx512vl,avx512bf16"
+#define AVX512 __attribute__((target(TARGET_F32)))
+#define BF16 __attribute__((target(TARGET_BF16)))
+#define INLINE_AVX512 __attribute__((target(TARGET_F32), always_inline)) static inline
 #endif
 
 #define VEC 16      /* floats per zmm: channels per block */
@@ -95,7 +99,7 @@ static direct_geom geom(const nn_conv2d_desc *d) {
 int nn_conv2d_direct_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #ifdef NN_HAVE_AVX512_KERNELS
     if (d->groups > 1) return 0; /* grouped convolutions use the portable path */
-    if (d->bf16) return 0;       /* bf16 runs through im2col + the bf16 GEMM */
+    if (d->bf16 && ctx->isa < NN_ISA_AVX512BF16) return 0; /* VDPBF16PS */
     /* channels fill the 16 lanes: at least 3/4 of the last block of each side
      * (the input gradient is vectorized over C) */
     if (4 * d->K < 3 * blocks(d->K) * VEC || 4 * d->C < 3 * blocks(d->C) * VEC) return 0;
@@ -150,95 +154,124 @@ AVX512 static void pad_interior(float *dst, const float *src, const float *mask,
 
 /* Weights for the channels-last kernels: pass by pass over the output channel
  * blocks, [pass][in][r][s][block of the pass][16]. Forward: out = K, in = C,
- * w[o][i][r][s]; transposed: out = C, in = K, w[i][o][R-1-r][S-1-s]. One
- * block of 16 output channels per thread step. */
+ * w[o][i][r][s]; transposed: out = C, in = K, w[i][o][R-1-r][S-1-s]. bf16:
+ * each 32-bit lane holds the pair of inputs (2i, 2i+1), [pass][in/2][r][s]...
+ * One block of 16 output channels per thread step. */
 static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed,
-                         int threads) {
+                         int bf16, int threads) {
     const int outc = transposed ? d->C : d->K, inc = transposed ? d->K : d->C;
-    const int R = d->R, S = d->S, nb = blocks(outc);
+    const int R = d->R, S = d->S, nb = blocks(outc), units = bf16 ? (inc + 1) / 2 : inc;
     NN_PARALLEL_FOR(threads)
     for (int ob = 0; ob < nb; ob++) {
         int j = 0, b0, bn;
         for (pass_range(nb, j, &b0, &bn); ob >= b0 + bn; pass_range(nb, ++j, &b0, &bn)) {}
-        float *wp = wpk + (size_t)b0 * VEC * inc * R * S + (size_t)(ob - b0) * VEC;
-        for (int i = 0; i < inc; i++)
+        float *wp = wpk + (size_t)b0 * VEC * units * R * S + (size_t)(ob - b0) * VEC;
+        for (int u = 0; u < units; u++)
             for (int r = 0; r < R; r++)
                 for (int s = 0; s < S; s++) {
-                    float *lanes = wp + (((size_t)i * R + r) * S + s) * bn * VEC;
+                    float *lanes = wp + (((size_t)u * R + r) * S + s) * bn * VEC;
                     for (int l = 0; l < VEC; l++) {
                         const int o = ob * VEC + l;
-                        lanes[l] = o >= outc ? 0.0f
-                                   : transposed
-                                       ? w[(((size_t)i * d->C + o) * R + (R - 1 - r)) * S + (S - 1 - s)]
-                                       : w[(((size_t)o * d->C + i) * R + r) * S + s];
+                        float v[2] = {0.0f, 0.0f};
+                        for (int e = 0; e < (bf16 ? 2 : 1); e++) {
+                            const int i = bf16 ? 2 * u + e : u;
+                            if (o < outc && i < inc)
+                                v[e] = transposed ? w[(((size_t)i * d->C + o) * R + (R - 1 - r)) * S +
+                                                      (S - 1 - s)]
+                                                  : w[(((size_t)o * d->C + i) * R + r) * S + s];
+                        }
+                        if (bf16) {
+                            const uint32_t word = nn_to_bf16(v[0]) | (uint32_t)nn_to_bf16(v[1]) << 16;
+                            memcpy(lanes + l, &word, sizeof word);
+                        } else {
+                            lanes[l] = v[0];
+                        }
                     }
                 }
     }
 }
 
-/* One tile: out[q][b*16 + lane] (row stride out_ld) = sum over input channels
- * c and taps (r, s) of wp[c][r][s][b][lane] * in[c][r][q + s], for q < QW and
- * NB blocks; in has plane floats per channel and row stride ld. */
-INLINE_AVX512 void tile_kernel(float *out, size_t out_ld, const float *in, int inc, size_t plane,
-                               int ld, int R, int S, const float *wp, const int NB,
-                               const int QW) {
-    __m512 acc[MAX_NB][8];
-#pragma GCC unroll 8
-    for (int q = 0; q < QW; q++)
-#pragma GCC unroll 3
-        for (int b = 0; b < NB; b++) acc[b][q] = _mm512_setzero_ps();
-    for (int c = 0; c < inc; c++)
-        for (int r = 0; r < R; r++) {
-            const float *xr = in + c * plane + (size_t)r * ld;
-            for (int s = 0; s < S; s++, wp += NB * VEC) {
-                /* hide that xr[q + s] was loaded by the last s: GCC would keep
-                 * the scalars and broadcast from registers, which takes the
-                 * shuffle unit; a broadcast from memory is a plain load */
-                const float *xs = xr + s;
-                __asm__("" : "+r"(xs));
-                __m512 wv[MAX_NB];
-#pragma GCC unroll 3
-                for (int b = 0; b < NB; b++) wv[b] = _mm512_loadu_ps(wp + b * VEC);
-#pragma GCC unroll 8
-                for (int q = 0; q < QW; q++) {
-                    const __m512 xv = _mm512_set1_ps(xs[q]);
-#pragma GCC unroll 3
-                    for (int b = 0; b < NB; b++) acc[b][q] = _mm512_fmadd_ps(wv[b], xv, acc[b][q]);
-                }
-            }
-        }
-#pragma GCC unroll 8
-    for (int q = 0; q < QW; q++)
-#pragma GCC unroll 3
-        for (int b = 0; b < NB; b++) _mm512_storeu_ps(out + q * out_ld + b * VEC, acc[b][q]);
+/* A 32-bit load as a float: the bf16 buffers hold pairs of bf16 in each
+ * 32-bit word, and a broadcast of the word is all the kernels need. */
+static inline float word_at(const void *p) {
+    float v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
+
+#define MAC_F32(acc, a, b) _mm512_fmadd_ps(a, b, acc)
+#define MAC_BF16(acc, a, b) _mm512_dpbf16_ps(acc, (__m512bh)(a), (__m512bh)(b))
+
+/* One tile: out[q][b*16 + lane] (row stride out_ld) = sum over input units u
+ * and taps (r, s) of wp[u][r][s][b][lane] * in[u][r][q + s], for q < QW and
+ * NB blocks; in has plane 32-bit units per channel and row stride ld. A unit
+ * is a float (MAC = FMA) or a pair of bf16 channels (MAC = VDPBF16PS, which
+ * multiplies the pairs lane by lane and adds both products). The broadcast
+ * reads memory each time: GCC would otherwise keep xr[q + s] of the last s
+ * in registers and broadcast from them, which takes the shuffle unit. */
+#define NN_DEFINE_TILE_KERNEL(NAME, TARGET, MAC)                                              \
+    __attribute__((target(TARGET), always_inline)) static inline void NAME(                   \
+        float *out, size_t out_ld, const float *in, int inc, size_t plane, int ld, int R,     \
+        int S, const float *wp, const int NB, const int QW) {                                 \
+        __m512 acc[MAX_NB][8];                                                                \
+        _Pragma("GCC unroll 8") for (int q = 0; q < QW; q++)                                  \
+            _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) acc[b][q] =                  \
+                _mm512_setzero_ps();                                                          \
+        for (int c = 0; c < inc; c++)                                                         \
+            for (int r = 0; r < R; r++) {                                                     \
+                const float *xr = in + c * plane + (size_t)r * ld;                            \
+                for (int s = 0; s < S; s++, wp += NB * VEC) {                                 \
+                    const float *xs = xr + s;                                                 \
+                    __asm__("" : "+r"(xs));                                                   \
+                    __m512 wv[MAX_NB];                                                        \
+                    _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) wv[b] =              \
+                        _mm512_loadu_ps(wp + b * VEC);                                        \
+                    _Pragma("GCC unroll 8") for (int q = 0; q < QW; q++) {                    \
+                        const __m512 xv = _mm512_set1_ps(word_at(xs + q));                    \
+                        _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) acc[b][q] =      \
+                            MAC(acc[b][q], wv[b], xv);                                        \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+        _Pragma("GCC unroll 8") for (int q = 0; q < QW; q++)                                  \
+            _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++)                              \
+                _mm512_storeu_ps(out + q * out_ld + b * VEC, acc[b][q]);                      \
+    }
+NN_DEFINE_TILE_KERNEL(tile_kernel_f32, TARGET_F32, MAC_F32)
+NN_DEFINE_TILE_KERNEL(tile_kernel_bf16, TARGET_BF16, MAC_BF16)
+#undef NN_DEFINE_TILE_KERNEL
 
 typedef void (*tile_fn)(float *, size_t, const float *, int, size_t, int, int, int, const float *);
 
-#define NN_TILE(NB, QW)                                                                      \
-    AVX512 static void tile_##NB##_##QW(float *out, size_t out_ld, const float *in, int inc,  \
-                                        size_t plane, int ld, int R, int S, const float *wp) { \
-        tile_kernel(out, out_ld, in, inc, plane, ld, R, S, wp, NB, QW);                      \
+#define NN_TILE(KIND, TARGET, NB, QW)                                                         \
+    __attribute__((target(TARGET))) static void tile_##KIND##_##NB##_##QW(                    \
+        float *out, size_t out_ld, const float *in, int inc, size_t plane, int ld, int R,     \
+        int S, const float *wp) {                                                             \
+        tile_kernel_##KIND(out, out_ld, in, inc, plane, ld, R, S, wp, NB, QW);                \
     }
-NN_TILE(1, 6) NN_TILE(1, 7) NN_TILE(1, 8)
-NN_TILE(2, 6) NN_TILE(2, 7) NN_TILE(2, 8)
-NN_TILE(3, 6) NN_TILE(3, 7) NN_TILE(3, 8)
+#define NN_TILES(KIND, TARGET)                                                                \
+    NN_TILE(KIND, TARGET, 1, 6) NN_TILE(KIND, TARGET, 1, 7) NN_TILE(KIND, TARGET, 1, 8)       \
+    NN_TILE(KIND, TARGET, 2, 6) NN_TILE(KIND, TARGET, 2, 7) NN_TILE(KIND, TARGET, 2, 8)       \
+    NN_TILE(KIND, TARGET, 3, 6) NN_TILE(KIND, TARGET, 3, 7) NN_TILE(KIND, TARGET, 3, 8)       \
+    static const tile_fn tile_fns_##KIND[MAX_NB][3] = {                                       \
+        {tile_##KIND##_1_6, tile_##KIND##_1_7, tile_##KIND##_1_8},                            \
+        {tile_##KIND##_2_6, tile_##KIND##_2_7, tile_##KIND##_2_8},                            \
+        {tile_##KIND##_3_6, tile_##KIND##_3_7, tile_##KIND##_3_8}};
+NN_TILES(f32, TARGET_F32)
+NN_TILES(bf16, TARGET_BF16)
+#undef NN_TILES
 #undef NN_TILE
 
-static const tile_fn tile_fns[MAX_NB][3] = {{tile_1_6, tile_1_7, tile_1_8},
-                                            {tile_2_6, tile_2_7, tile_2_8},
-                                            {tile_3_6, tile_3_7, tile_3_8}};
-
 /* cl[p][q][outc rounded to 16] (rows of qt tiles of width qw) = the correlation
- * of in (inc, rows, ld) with the packed weights wpk, for p < P. */
+ * of in (inc units, rows, ld) with the packed weights wpk, for p < P. */
 static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, int outc, int R,
-                         int S, int P, int qw, int qt, const float *wpk) {
+                         int S, int P, int qw, int qt, const float *wpk, int bf16) {
     const int nb = blocks(outc), ocp = nb * VEC;
     const size_t plane = (size_t)rows * ld;
     for (int j = 0; j < pass_count(nb); j++) {
         int b0, bn;
         pass_range(nb, j, &b0, &bn);
-        const tile_fn fn = tile_fns[bn - 1][qw - 6];
+        const tile_fn fn = (bf16 ? tile_fns_bf16 : tile_fns_f32)[bn - 1][qw - 6];
         const float *wp = wpk + (size_t)b0 * VEC * inc * R * S;
         for (int p = 0; p < P; p++)
             for (int q0 = 0; q0 < qt; q0 += qw)
@@ -330,56 +363,71 @@ AVX512 static void to_channels_last(float *dycl, const float *dy, const float *m
     }
 }
 
-/* dwc[t][b*16 + lane] (row stride kp) += sum over pixels (p, q) of
- * dyc[p*Q + q][b*16 + lane] * x[p + off_r(t)][q + off_s(t)], NB blocks. */
-INLINE_AVX512 void wgrad_kernel(float *dwc, int kp, const float *x, int ld, const float *dyc,
-                                int P, int Q, const int *off, int taps, const int NB) {
-    __m512 acc[MAX_NB][MAX_TAPS];
-#pragma GCC unroll 9
-    for (int t = 0; t < MAX_TAPS; t++)
-#pragma GCC unroll 3
-        for (int b = 0; b < NB; b++) acc[b][t] = _mm512_setzero_ps();
-    for (int p = 0; p < P; p++) {
-        const float *xp = x + (size_t)p * ld;
-        const float *dp = dyc + (size_t)p * Q * kp;
-        for (int q = 0; q < Q; q++, dp += kp) {
-            __m512 dv[MAX_NB];
-#pragma GCC unroll 3
-            for (int b = 0; b < NB; b++) dv[b] = _mm512_loadu_ps(dp + b * VEC);
-#pragma GCC unroll 9
-            for (int t = 0; t < MAX_TAPS; t++) {
-                const __m512 xv = _mm512_set1_ps(xp[q + off[t]]);
-#pragma GCC unroll 3
-                for (int b = 0; b < NB; b++) acc[b][t] = _mm512_fmadd_ps(dv[b], xv, acc[b][t]);
-            }
-        }
+/* dwc[t][b*16 + lane] (row stride kp) += sum over the vectors v of each row
+ * p of dyc[p*QV + v][b*16 + lane] times the broadcast unit of x at
+ * [p + off_r(t)][v*PIX + off_s(t)], NB blocks. fp32: a vector is one pixel's
+ * channels (PIX = 1, x in floats); bf16: the channels of a pair of adjacent
+ * pixels (q, q+1) interleaved (PIX = 2, x in bf16, so the 32-bit load at q
+ * is the pair x[q], x[q+1] under the tap). */
+#define NN_DEFINE_WGRAD_KERNEL(NAME, TARGET, MAC, XT, PIX)                                     \
+    __attribute__((target(TARGET), always_inline)) static inline void NAME(                    \
+        float *dwc, int kp, const XT *x, int ld, const float *dyc, int P, int QV,              \
+        const int *off, int taps, const int NB) {                                              \
+        __m512 acc[MAX_NB][MAX_TAPS];                                                          \
+        _Pragma("GCC unroll 9") for (int t = 0; t < MAX_TAPS; t++)                             \
+            _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) acc[b][t] =                   \
+                _mm512_setzero_ps();                                                           \
+        for (int p = 0; p < P; p++) {                                                          \
+            const XT *xp = x + (size_t)p * ld;                                                 \
+            const float *dp = dyc + (size_t)p * QV * kp;                                       \
+            for (int v = 0; v < QV; v++, dp += kp) {                                           \
+                __m512 dv[MAX_NB];                                                             \
+                _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) dv[b] =                   \
+                    _mm512_loadu_ps(dp + b * VEC);                                             \
+                _Pragma("GCC unroll 9") for (int t = 0; t < MAX_TAPS; t++) {                   \
+                    const __m512 xv = _mm512_set1_ps(word_at(xp + v * PIX + off[t]));          \
+                    _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) acc[b][t] =           \
+                        MAC(acc[b][t], dv[b], xv);                                             \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (int t = 0; t < taps; t++)                                                         \
+            _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) {                             \
+                float *o = dwc + (size_t)t * kp + b * VEC;                                     \
+                _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[b][t]));             \
+            }                                                                                  \
     }
-    for (int t = 0; t < taps; t++)
-#pragma GCC unroll 3
-        for (int b = 0; b < NB; b++) {
-            float *o = dwc + (size_t)t * kp + b * VEC;
-            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[b][t]));
-        }
-}
+NN_DEFINE_WGRAD_KERNEL(wgrad_kernel_f32, TARGET_F32, MAC_F32, float, 1)
+NN_DEFINE_WGRAD_KERNEL(wgrad_kernel_bf16, TARGET_BF16, MAC_BF16, uint16_t, 2)
+#undef NN_DEFINE_WGRAD_KERNEL
 
-typedef void (*wgrad_fn)(float *, int, const float *, int, const float *, int, int, const int *,
+typedef void (*wgrad_fn)(float *, int, const void *, int, const float *, int, int, const int *,
                          int);
 
-#define NN_WGRAD(NB)                                                                      \
-    AVX512 static void wgrad_##NB(float *dwc, int kp, const float *x, int ld,             \
-                                  const float *dyc, int P, int Q, const int *off, int taps) { \
-        wgrad_kernel(dwc, kp, x, ld, dyc, P, Q, off, taps, NB);                           \
+#define NN_WGRAD(KIND, TARGET, XT, NB)                                                        \
+    __attribute__((target(TARGET))) static void wgrad_##KIND##_##NB(                          \
+        float *dwc, int kp, const void *x, int ld, const float *dyc, int P, int QV,           \
+        const int *off, int taps) {                                                           \
+        wgrad_kernel_##KIND(dwc, kp, (const XT *)x, ld, dyc, P, QV, off, taps, NB);           \
     }
-NN_WGRAD(1) NN_WGRAD(2) NN_WGRAD(3)
+NN_WGRAD(f32, TARGET_F32, float, 1) NN_WGRAD(f32, TARGET_F32, float, 2)
+NN_WGRAD(f32, TARGET_F32, float, 3)
+NN_WGRAD(bf16, TARGET_BF16, uint16_t, 1) NN_WGRAD(bf16, TARGET_BF16, uint16_t, 2)
+NN_WGRAD(bf16, TARGET_BF16, uint16_t, 3)
 #undef NN_WGRAD
 
-static const wgrad_fn wgrad_fns[MAX_NB] = {wgrad_1, wgrad_2, wgrad_3};
+static const wgrad_fn wgrad_fns_f32[MAX_NB] = {wgrad_f32_1, wgrad_f32_2, wgrad_f32_3};
+static const wgrad_fn wgrad_fns_bf16[MAX_NB] = {wgrad_bf16_1, wgrad_bf16_2, wgrad_bf16_3};
 
-/* dwcl[c][t][k] += weight gradient of one image: xp padded (C, hp, wp), dycl
- * channels-last (P*Q, kp); the bias share after dwcl gets the pixel sums. */
-AVX512 static void weight_grad(float *dwcl, const float *xp, const float *dycl,
-                               const nn_conv2d_desc *d, const direct_geom *g) {
-    const int taps = d->R * d->S, nb = blocks(d->K), PQ = d->P * d->Q;
+/* dwcl[c][t][k] += weight gradient of one image from x padded (C, hp, wp;
+ * floats, or bf16 for bf16) and the channels-last output gradient dycl
+ * (vectors of one pixel, or for bf16 of a pixel pair, per row); for fp32 the
+ * bias share after dwcl gets the pixel sums (bf16: to_pairs_channels_last). */
+AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl, const nn_conv2d_desc *d,
+                        const direct_geom *g) {
+    const int taps = d->R * d->S, nb = blocks(d->K), bf16 = d->bf16;
+    const int qv = bf16 ? (d->Q + 1) / 2 : d->Q;
+    const size_t esz = bf16 ? sizeof(uint16_t) : sizeof(float);
     int off[MAX_TAPS];
     for (int t = 0; t < MAX_TAPS; t++) {
         int tt = t < taps ? t : 0; /* unused taps repeat tap 0 and are dropped */
@@ -388,16 +436,96 @@ AVX512 static void weight_grad(float *dwcl, const float *xp, const float *dycl,
     for (int j = 0; j < pass_count(nb); j++) {
         int b0, bn;
         pass_range(nb, j, &b0, &bn);
-        const wgrad_fn fn = wgrad_fns[bn - 1];
+        const wgrad_fn fn = (bf16 ? wgrad_fns_bf16 : wgrad_fns_f32)[bn - 1];
         for (int c = 0; c < d->C; c++)
             fn(dwcl + (size_t)c * MAX_TAPS * g->kp + b0 * VEC, g->kp,
-               xp + (size_t)c * g->hp * g->wp, g->wp, dycl + b0 * VEC, d->P, d->Q, off, taps);
+               (const char *)xp + (size_t)c * g->hp * g->wp * esz, g->wp, dycl + b0 * VEC, d->P,
+               qv, off, taps);
     }
-    float *dbt = dwcl + (size_t)d->C * MAX_TAPS * g->kp;
-    for (int b = 0; b < nb; b++) {
-        __m512 s = _mm512_loadu_ps(dbt + b * VEC);
-        for (int j = 0; j < PQ; j++) s = _mm512_add_ps(s, _mm512_loadu_ps(dycl + (size_t)j * g->kp + b * VEC));
-        _mm512_storeu_ps(dbt + b * VEC, s);
+    if (!bf16) {
+        float *dbt = dwcl + (size_t)d->C * MAX_TAPS * g->kp;
+        const int PQ = d->P * d->Q;
+        for (int b = 0; b < nb; b++) {
+            float *o = dbt + b * VEC;
+            for (int j = 0; j < PQ; j++)
+                for (int l = 0; l < VEC; l++) o[l] += dycl[(size_t)j * g->kp + b * VEC + l];
+        }
+    }
+}
+
+/* ---- bf16 conversions (RNE, as nn_to_bf16) ---- */
+
+/* word i = bf16(lo[i]) | bf16(hi[i]) << 16 */
+BF16 static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
+    const __m512i inter = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+                                           24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+                                           16, 0);
+    return _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+/* 16 floats of src from at, the first n, zero where mask <= 0 if a mask is given */
+BF16 static inline __m512 load_masked(const float *src, const float *mask, size_t at, int n) {
+    const __mmask16 m = first_lanes(n);
+    if (!mask) return _mm512_maskz_loadu_ps(m, src + at);
+    const __mmask16 keep =
+        _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, mask + at), _mm512_setzero_ps(), _CMP_GT_OQ);
+    return _mm512_maskz_loadu_ps(keep, src + at);
+}
+
+/* Interior of dst ((C+1)/2 channel pairs, rows, ld) in 32-bit words, zero
+ * borders already there: word = bf16(src[2c]) | bf16(src[2c+1]) << 16 at
+ * (h + ph, w + pw), src masked by the ReLU mask if given. */
+BF16 static void pad_interior_pairs(uint32_t *dst, const float *src, const float *mask, int C,
+                                    int H, int W, int ph, int pw, int rows, int ld) {
+    const size_t HW = (size_t)H * W;
+    for (int cp = 0; cp < (C + 1) / 2; cp++)
+        for (int h = 0; h < H; h++)
+            for (int w0 = 0; w0 < W; w0 += VEC) {
+                const int n = W - w0 < VEC ? W - w0 : VEC;
+                const size_t at = 2 * cp * HW + (size_t)h * W + w0;
+                const __m512 lo = load_masked(src, mask, at, n);
+                const __m512 hi = 2 * cp + 1 < C ? load_masked(src, mask, at + HW, n) : _mm512_setzero_ps();
+                _mm512_mask_storeu_epi32(dst + ((size_t)cp * rows + h + ph) * ld + pw + w0,
+                                         first_lanes(n), bf16_pairs(lo, hi));
+            }
+}
+
+/* Interior of dst (C, rows, ld) in bf16, zero borders already there. */
+BF16 static void pad_interior_bf16(uint16_t *dst, const float *src, int C, int H, int W, int ph,
+                                   int pw, int rows, int ld) {
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++)
+            for (int w0 = 0; w0 < W; w0 += VEC) {
+                const int n = W - w0 < VEC ? W - w0 : VEC;
+                const __m512 v = _mm512_maskz_loadu_ps(first_lanes(n), src + ((size_t)c * H + h) * W + w0);
+                _mm256_mask_storeu_epi16(dst + ((size_t)c * rows + h + ph) * ld + pw + w0,
+                                         first_lanes(n), (__m256i)_mm512_cvtneps_pbh(v));
+            }
+}
+
+/* dycl[p][q/2][k] words = bf16 pair (dy[k][p][q], dy[k][p][q+1]) for even q
+ * (the pixel past an odd Q is zero), masked by the ReLU mask; dbt[k] += the
+ * sum of the masked dy[k] (in fp32). 16 channels x 16 pixels at a time. */
+BF16 static void to_pairs_channels_last(uint32_t *dycl, float *dbt, const float *dy,
+                                        const float *mask, int K, int P, int Q, int kp) {
+    const int Q2 = (Q + 1) / 2;
+    const size_t PQ = (size_t)P * Q;
+    for (int k0 = 0; k0 < kp; k0 += VEC) {
+        __m512 sum = _mm512_setzero_ps();
+        for (int p = 0; p < P; p++)
+            for (int q0 = 0; q0 < Q; q0 += VEC) {
+                const int qn = Q - q0 < VEC ? Q - q0 : VEC;
+                __m512 r[16];
+                for (int i = 0; i < VEC; i++)
+                    r[i] = k0 + i < K ? load_masked(dy, mask, (size_t)(k0 + i) * PQ + (size_t)p * Q + q0, qn)
+                                      : _mm512_setzero_ps();
+                transpose16(r);
+                for (int j = 0; j < qn; j++) sum = _mm512_add_ps(sum, r[j]);
+                for (int i = 0; 2 * i < qn; i++)
+                    _mm512_storeu_si512(dycl + ((size_t)p * Q2 + q0 / 2 + i) * kp + k0,
+                                        bf16_pairs(r[2 * i], r[2 * i + 1]));
+            }
+        _mm512_storeu_ps(dbt + k0, _mm512_add_ps(_mm512_loadu_ps(dbt + k0), sum));
     }
 }
 
@@ -417,19 +545,28 @@ static thread_bufs bufs_of(float *ws, const direct_geom *g, const nn_conv2d_desc
     return b;
 }
 
+/* fp32: floats; bf16: channel pairs in 32-bit words (the buffers hold either) */
+static int units(int channels, int bf16) { return bf16 ? (channels + 1) / 2 : channels; }
+
 void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const direct_geom g = geom(d);
-    const int T = ctx->threads < n ? ctx->threads : n;
-    pack_weights(ws, w, d, 0, ctx->threads);
+    const int T = ctx->threads < n ? ctx->threads : n, bf16 = d->bf16;
+    pack_weights(ws, w, d, 0, bf16, ctx->threads);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
         const thread_bufs tb = bufs_of(ws, &g, d, t);
         memset(tb.x, 0, g.x_floats * sizeof(float)); /* borders stay zero */
         for (int i = n * t / T; i < n * (t + 1) / T; i++) {
-            pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp, g.wp);
-            correlate_cl(tb.cl, tb.x, d->C, g.hp, g.wp, d->K, d->R, d->S, d->P, g.qw, g.qt, ws);
+            if (bf16)
+                pad_interior_pairs((uint32_t *)tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h,
+                                   d->pad_w, g.hp, g.wp);
+            else
+                pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp,
+                             g.wp);
+            correlate_cl(tb.cl, tb.x, units(d->C, bf16), g.hp, g.wp, d->K, d->R, d->S, d->P, g.qw,
+                         g.qt, ws, bf16);
             from_channels_last(y + i * ys, tb.cl, d->K, d->P, d->Q, g.qt, g.kp, b, d->relu);
         }
     }
@@ -439,26 +576,40 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
                                const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                float *ws, nn_ctx *ctx) {
     const direct_geom g = geom(d);
-    const int T = ctx->threads < n ? ctx->threads : n;
+    const int T = ctx->threads < n ? ctx->threads : n, bf16 = d->bf16;
     float *wpt = ws + (size_t)d->R * d->S * d->C * g.kp;
-    if (dx) pack_weights(wpt, w, d, 1, ctx->threads);
+    if (dx) pack_weights(wpt, w, d, 1, bf16, ctx->threads);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
     const int taps = d->R * d->S;
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
         const thread_bufs tb = bufs_of(ws, &g, d, t);
+        float *dbt = tb.dwcl + (size_t)d->C * MAX_TAPS * g.kp;
         memset(tb.x, 0, g.x_floats * sizeof(float));
         if (dx) memset(tb.dy, 0, g.dy_floats * sizeof(float));
         memset(tb.dwcl, 0, g.dwcl_floats * sizeof(float));
         for (int i = n * t / T; i < n * (t + 1) / T; i++) {
             const float *mask = d->relu ? y + i * ys : NULL;
-            pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp, g.wp);
-            to_channels_last(tb.dycl, dy + i * ys, mask, d->K, d->P * d->Q, g.kp);
+            if (bf16) {
+                pad_interior_bf16((uint16_t *)tb.x, x + i * xs, d->C, d->H, d->W, d->pad_h,
+                                  d->pad_w, g.hp, g.wp);
+                to_pairs_channels_last((uint32_t *)tb.dycl, dbt, dy + i * ys, mask, d->K, d->P,
+                                       d->Q, g.kp);
+            } else {
+                pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp,
+                             g.wp);
+                to_channels_last(tb.dycl, dy + i * ys, mask, d->K, d->P * d->Q, g.kp);
+            }
             weight_grad(tb.dwcl, tb.x, tb.dycl, d, &g);
             if (dx) {
-                pad_interior(tb.dy, dy + i * ys, mask, d->K, d->P, d->Q, g.ph, g.pw, g.dh, g.dw);
-                correlate_cl(tb.cl, tb.dy, d->K, g.dh, g.dw, d->C, d->R, d->S, d->H, g.ww, g.wt,
-                             wpt);
+                if (bf16)
+                    pad_interior_pairs((uint32_t *)tb.dy, dy + i * ys, mask, d->K, d->P, d->Q,
+                                       g.ph, g.pw, g.dh, g.dw);
+                else
+                    pad_interior(tb.dy, dy + i * ys, mask, d->K, d->P, d->Q, g.ph, g.pw, g.dh,
+                                 g.dw);
+                correlate_cl(tb.cl, tb.dy, units(d->K, bf16), g.dh, g.dw, d->C, d->R, d->S, d->H,
+                             g.ww, g.wt, wpt, bf16);
                 from_channels_last(dx + i * xs, tb.cl, d->C, d->H, d->W, g.wt, g.cp, NULL, 0);
             }
         }
