@@ -3,8 +3,8 @@
  * stride-1 convolutions with 6 to 9 kernel taps (3x3, 2x3, ...). No im2col;
  * every vector holds 16 channels, so the lanes are full whatever the image
  * width (28, 14 and 7 alike):
- *  - forward: a tile of QW output pixels of one row times up to 3 blocks of 16
- *    output channels (up to 24 accumulators); each step loads the weights of
+ *  - forward: a tile of QW output pixels of one row times up to 4 blocks of 16
+ *    output channels (up to 28 accumulators); each step loads the weights of
  *    one (input channel, tap) for the blocks and broadcasts QW input pixels
  *    from a zero-padded copy of the image. The tile is written channels-last
  *    and transposed to (K, P, Q) with the bias and the fused ReLU.
@@ -35,20 +35,25 @@
 #endif
 
 #define VEC 16      /* floats per zmm: channels per block */
-#define MAX_NB 3    /* channel blocks per pass */
+#define TILE_NB 4   /* channel blocks per pass of the forward tiles (3 with 8-pixel tiles) */
+#define WGRAD_NB 3  /* channel blocks per pass of the weight gradient */
 #define MAX_TAPS 9  /* R*S supported by the weight-gradient kernel */
 #define SLACK 8     /* zero columns past each padded row: a tile may run past Q */
 
 static int blocks(int channels) { return (channels + VEC - 1) / VEC; }
 
 /* Passes of a channel dimension: its blocks split as evenly as possible into
- * runs of at most MAX_NB (4 blocks: 2+2, 8: 2+3+3). */
-static int pass_count(int nb) { return (nb + MAX_NB - 1) / MAX_NB; }
-static void pass_range(int nb, int j, int *b0, int *bn) {
-    const int np = pass_count(nb);
+ * runs of at most `most` (most 3: 4 blocks are 2+2, 8 are 2+3+3). */
+static int pass_count(int nb, int most) { return (nb + most - 1) / most; }
+static void pass_range(int nb, int most, int j, int *b0, int *bn) {
+    const int np = pass_count(nb, most);
     *b0 = nb * j / np;
     *bn = nb * (j + 1) / np - *b0;
 }
+
+/* Blocks per forward pass for tiles qw pixels wide: NB x qw accumulators plus
+ * NB weight vectors must fit the 32 registers. */
+static int tile_most(int qw) { return qw == 8 ? 3 : TILE_NB; }
 
 /* Output pixels per tile: the width among 6, 7, 8 that wastes the fewest
  * columns of a row of q outputs (ties to the wider). */
@@ -158,13 +163,13 @@ AVX512 static void pad_interior(float *dst, const float *src, const float *mask,
  * each 32-bit lane holds the pair of inputs (2i, 2i+1), [pass][in/2][r][s]...
  * One block of 16 output channels per thread step. */
 static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed,
-                         int bf16, int threads) {
+                         int bf16, int most, int threads) {
     const int outc = transposed ? d->C : d->K, inc = transposed ? d->K : d->C;
     const int R = d->R, S = d->S, nb = blocks(outc), units = bf16 ? (inc + 1) / 2 : inc;
     NN_PARALLEL_FOR(threads)
     for (int ob = 0; ob < nb; ob++) {
         int j = 0, b0, bn;
-        for (pass_range(nb, j, &b0, &bn); ob >= b0 + bn; pass_range(nb, ++j, &b0, &bn)) {}
+        for (pass_range(nb, most, j, &b0, &bn); ob >= b0 + bn; pass_range(nb, most, ++j, &b0, &bn)) {}
         float *wp = wpk + (size_t)b0 * VEC * units * R * S + (size_t)(ob - b0) * VEC;
         for (int u = 0; u < units; u++)
             for (int r = 0; r < R; r++)
@@ -213,9 +218,9 @@ static inline float word_at(const void *p) {
     __attribute__((target(TARGET), always_inline)) static inline void NAME(                   \
         float *out, size_t out_ld, const float *in, int inc, size_t plane, int ld, int R,     \
         int S, const float *wp, const int NB, const int QW) {                                 \
-        __m512 acc[MAX_NB][8];                                                                \
+        __m512 acc[TILE_NB][8];                                                               \
         _Pragma("GCC unroll 8") for (int q = 0; q < QW; q++)                                  \
-            _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) acc[b][q] =                  \
+            _Pragma("GCC unroll 4") for (int b = 0; b < NB; b++) acc[b][q] =                  \
                 _mm512_setzero_ps();                                                          \
         for (int c = 0; c < inc; c++)                                                         \
             for (int r = 0; r < R; r++) {                                                     \
@@ -223,18 +228,18 @@ static inline float word_at(const void *p) {
                 for (int s = 0; s < S; s++, wp += NB * VEC) {                                 \
                     const float *xs = xr + s;                                                 \
                     __asm__("" : "+r"(xs));                                                   \
-                    __m512 wv[MAX_NB];                                                        \
-                    _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) wv[b] =              \
+                    __m512 wv[TILE_NB];                                                       \
+                    _Pragma("GCC unroll 4") for (int b = 0; b < NB; b++) wv[b] =              \
                         _mm512_loadu_ps(wp + b * VEC);                                        \
                     _Pragma("GCC unroll 8") for (int q = 0; q < QW; q++) {                    \
                         const __m512 xv = _mm512_set1_ps(word_at(xs + q));                    \
-                        _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) acc[b][q] =      \
+                        _Pragma("GCC unroll 4") for (int b = 0; b < NB; b++) acc[b][q] =      \
                             MAC(acc[b][q], wv[b], xv);                                        \
                     }                                                                         \
                 }                                                                             \
             }                                                                                 \
         _Pragma("GCC unroll 8") for (int q = 0; q < QW; q++)                                  \
-            _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++)                              \
+            _Pragma("GCC unroll 4") for (int b = 0; b < NB; b++)                              \
                 _mm512_storeu_ps(out + q * out_ld + b * VEC, acc[b][q]);                      \
     }
 NN_DEFINE_TILE_KERNEL(tile_kernel_f32, TARGET_F32, MAC_F32)
@@ -253,10 +258,12 @@ typedef void (*tile_fn)(float *, size_t, const float *, int, size_t, int, int, i
     NN_TILE(KIND, TARGET, 1, 6) NN_TILE(KIND, TARGET, 1, 7) NN_TILE(KIND, TARGET, 1, 8)       \
     NN_TILE(KIND, TARGET, 2, 6) NN_TILE(KIND, TARGET, 2, 7) NN_TILE(KIND, TARGET, 2, 8)       \
     NN_TILE(KIND, TARGET, 3, 6) NN_TILE(KIND, TARGET, 3, 7) NN_TILE(KIND, TARGET, 3, 8)       \
-    static const tile_fn tile_fns_##KIND[MAX_NB][3] = {                                       \
+    NN_TILE(KIND, TARGET, 4, 6) NN_TILE(KIND, TARGET, 4, 7)                                   \
+    static const tile_fn tile_fns_##KIND[TILE_NB][3] = {                                      \
         {tile_##KIND##_1_6, tile_##KIND##_1_7, tile_##KIND##_1_8},                            \
         {tile_##KIND##_2_6, tile_##KIND##_2_7, tile_##KIND##_2_8},                            \
-        {tile_##KIND##_3_6, tile_##KIND##_3_7, tile_##KIND##_3_8}};
+        {tile_##KIND##_3_6, tile_##KIND##_3_7, tile_##KIND##_3_8},                            \
+        {tile_##KIND##_4_6, tile_##KIND##_4_7, NULL}};
 NN_TILES(f32, TARGET_F32)
 NN_TILES(bf16, TARGET_BF16)
 #undef NN_TILES
@@ -268,9 +275,10 @@ static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, 
                          int S, int P, int qw, int qt, const float *wpk, int bf16) {
     const int nb = blocks(outc), ocp = nb * VEC;
     const size_t plane = (size_t)rows * ld;
-    for (int j = 0; j < pass_count(nb); j++) {
+    const int most = tile_most(qw);
+    for (int j = 0; j < pass_count(nb, most); j++) {
         int b0, bn;
-        pass_range(nb, j, &b0, &bn);
+        pass_range(nb, most, j, &b0, &bn);
         const tile_fn fn = (bf16 ? tile_fns_bf16 : tile_fns_f32)[bn - 1][qw - 6];
         const float *wp = wpk + (size_t)b0 * VEC * inc * R * S;
         for (int p = 0; p < P; p++)
@@ -373,7 +381,7 @@ AVX512 static void to_channels_last(float *dycl, const float *dy, const float *m
     __attribute__((target(TARGET), always_inline)) static inline void NAME(                    \
         float *dwc, int kp, const XT *x, int ld, const float *dyc, int P, int QV,              \
         const int *off, int taps, const int NB) {                                              \
-        __m512 acc[MAX_NB][MAX_TAPS];                                                          \
+        __m512 acc[WGRAD_NB][MAX_TAPS];                                                          \
         _Pragma("GCC unroll 9") for (int t = 0; t < MAX_TAPS; t++)                             \
             _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) acc[b][t] =                   \
                 _mm512_setzero_ps();                                                           \
@@ -381,7 +389,7 @@ AVX512 static void to_channels_last(float *dycl, const float *dy, const float *m
             const XT *xp = x + (size_t)p * ld;                                                 \
             const float *dp = dyc + (size_t)p * QV * kp;                                       \
             for (int v = 0; v < QV; v++, dp += kp) {                                           \
-                __m512 dv[MAX_NB];                                                             \
+                __m512 dv[WGRAD_NB];                                                             \
                 _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) dv[b] =                   \
                     _mm512_loadu_ps(dp + b * VEC);                                             \
                 _Pragma("GCC unroll 9") for (int t = 0; t < MAX_TAPS; t++) {                   \
@@ -416,8 +424,8 @@ NN_WGRAD(bf16, TARGET_BF16, uint16_t, 1) NN_WGRAD(bf16, TARGET_BF16, uint16_t, 2
 NN_WGRAD(bf16, TARGET_BF16, uint16_t, 3)
 #undef NN_WGRAD
 
-static const wgrad_fn wgrad_fns_f32[MAX_NB] = {wgrad_f32_1, wgrad_f32_2, wgrad_f32_3};
-static const wgrad_fn wgrad_fns_bf16[MAX_NB] = {wgrad_bf16_1, wgrad_bf16_2, wgrad_bf16_3};
+static const wgrad_fn wgrad_fns_f32[WGRAD_NB] = {wgrad_f32_1, wgrad_f32_2, wgrad_f32_3};
+static const wgrad_fn wgrad_fns_bf16[WGRAD_NB] = {wgrad_bf16_1, wgrad_bf16_2, wgrad_bf16_3};
 
 /* dwcl[c][t][k] += weight gradient of one image from x padded (C, hp, wp;
  * floats, or bf16 for bf16) and the channels-last output gradient dycl
@@ -433,9 +441,9 @@ AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl, c
         int tt = t < taps ? t : 0; /* unused taps repeat tap 0 and are dropped */
         off[t] = (tt / d->S) * g->wp + tt % d->S;
     }
-    for (int j = 0; j < pass_count(nb); j++) {
+    for (int j = 0; j < pass_count(nb, WGRAD_NB); j++) {
         int b0, bn;
-        pass_range(nb, j, &b0, &bn);
+        pass_range(nb, WGRAD_NB, j, &b0, &bn);
         const wgrad_fn fn = (bf16 ? wgrad_fns_bf16 : wgrad_fns_f32)[bn - 1];
         for (int c = 0; c < d->C; c++)
             fn(dwcl + (size_t)c * MAX_TAPS * g->kp + b0 * VEC, g->kp,
@@ -552,7 +560,7 @@ void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const fl
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n, bf16 = d->bf16;
-    pack_weights(ws, w, d, 0, bf16, ctx->threads);
+    pack_weights(ws, w, d, 0, bf16, tile_most(g.qw), ctx->threads);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
@@ -578,7 +586,7 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n, bf16 = d->bf16;
     float *wpt = ws + (size_t)d->R * d->S * d->C * g.kp;
-    if (dx) pack_weights(wpt, w, d, 1, bf16, ctx->threads);
+    if (dx) pack_weights(wpt, w, d, 1, bf16, tile_most(g.ww), ctx->threads);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
     const int taps = d->R * d->S;
     NN_PARALLEL_FOR(T)
