@@ -171,27 +171,27 @@ static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, in
         int j = 0, b0, bn;
         for (pass_range(nb, most, j, &b0, &bn); ob >= b0 + bn; pass_range(nb, most, ++j, &b0, &bn)) {}
         float *wp = wpk + (size_t)b0 * VEC * units * R * S + (size_t)(ob - b0) * VEC;
+        /* 16 contiguous lanes per (unit, tap); the 16 weight rows read stay in L1 */
         for (int u = 0; u < units; u++)
             for (int r = 0; r < R; r++)
                 for (int s = 0; s < S; s++) {
                     float *lanes = wp + (((size_t)u * R + r) * S + s) * bn * VEC;
+                    /* weight of output o, input i at tap (r, s) */
+#define NN_W(o, i) (transposed ? w[(((size_t)(i) * d->C + (o)) * R + (R - 1 - r)) * S + (S - 1 - s)] \
+                               : w[(((size_t)(o) * d->C + (i)) * R + r) * S + s])
                     for (int l = 0; l < VEC; l++) {
                         const int o = ob * VEC + l;
-                        float v[2] = {0.0f, 0.0f};
-                        for (int e = 0; e < (bf16 ? 2 : 1); e++) {
-                            const int i = bf16 ? 2 * u + e : u;
-                            if (o < outc && i < inc)
-                                v[e] = transposed ? w[(((size_t)i * d->C + o) * R + (R - 1 - r)) * S +
-                                                      (S - 1 - s)]
-                                                  : w[(((size_t)o * d->C + i) * R + r) * S + s];
+                        if (!bf16) {
+                            lanes[l] = o < outc ? NN_W(o, u) : 0.0f;
+                            continue;
                         }
-                        if (bf16) {
-                            const uint32_t word = nn_to_bf16(v[0]) | (uint32_t)nn_to_bf16(v[1]) << 16;
-                            memcpy(lanes + l, &word, sizeof word);
-                        } else {
-                            lanes[l] = v[0];
-                        }
+                        uint32_t word = 0;
+                        if (o < outc)
+                            word = nn_to_bf16(NN_W(o, 2 * u)) |
+                                   (2 * u + 1 < inc ? (uint32_t)nn_to_bf16(NN_W(o, 2 * u + 1)) << 16 : 0u);
+                        memcpy(lanes + l, &word, sizeof word);
                     }
+#undef NN_W
                 }
     }
 }
