@@ -95,11 +95,11 @@ size_t nn_conv2d_rows_workspace(const nn_conv2d_desc *d, int threads) {
 
 #ifdef NN_HAVE_AVX512_KERNELS
 
-/* dst (C, H + 2ph, W + 2pw + slack) = src (C, H, W) placed at (ph, pw), zeros
- * around; if mask is given, src values where mask <= 0 become 0 (ReLU). */
+/* dst (C, H + 2ph, W + 2pw + slack) = src (C, H, W) placed at (ph, pw); the
+ * zeros around are written once per call (pad_copy only writes the
+ * interior); if mask is given, src values where mask <= 0 become 0 (ReLU). */
 static void pad_copy(float *dst, const float *src, const float *mask, int C, int H, int W,
                      int ph, int pw, int dh, int dw) {
-    memset(dst, 0, (size_t)C * dh * dw * sizeof(float));
     for (int c = 0; c < C; c++)
         for (int h = 0; h < H; h++) {
             float *o = dst + ((size_t)c * dh + h + ph) * dw + pw;
@@ -249,6 +249,7 @@ void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const floa
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
         float *xp = thread_ws + (size_t)t * per;
+        memset(xp, 0, g.x_floats * sizeof(float)); /* the padding, once */
         for (int i = n * t / T; i < n * (t + 1) / T; i++) {
             pad_copy(xp, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp, g.wp);
             conv_plane(y + i * ys, xp, d->C, g.hp, g.wp, d->K, d->R, d->S, d->P, d->Q, wpk, b,
@@ -275,6 +276,7 @@ void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, c
         float *dyg = xg + (size_t)G * g.x_floats;
         float *dwt = dyg + (size_t)G * g.dy_floats, *dbt = dwt + wn;
         memset(dwt, 0, (wn + (size_t)d->K) * sizeof(float));
+        memset(xg, 0, (size_t)G * (g.x_floats + g.dy_floats) * sizeof(float)); /* the padding, once */
         const int end = n * (t + 1) / T;
         for (int i0 = n * t / T; i0 < end; i0 += G) {
             const int gc = end - i0 < G ? end - i0 : G;
