@@ -14,6 +14,10 @@
  *    channels, 9 taps x 3 blocks accumulators summed over every pixel of an
  *    image: each step loads the channels-last output gradient of one pixel and
  *    broadcasts the 9 input pixels under the kernel. No horizontal sums.
+ * Under --precision bf16 (CPUs with AVX512-BF16) the same kernels run with
+ * VDPBF16PS instead of FMA: each 32-bit unit then holds a pair of bf16 - two
+ * input channels for the forward and input-gradient tiles, two adjacent
+ * pixels for the weight gradient - and the sums stay in fp32.
  * The batch is split across threads as in conv2d.c; per-thread weight-gradient
  * shares are summed in thread order, so results depend only on the thread count.
  * Compiled with target attributes and chosen at run time (nn_conv2d_direct_ok),
