@@ -283,7 +283,7 @@ static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, 
     for (int j = 0; j < pass_count(nb, most); j++) {
         int b0, bn;
         pass_range(nb, most, j, &b0, &bn);
-        const tile_fn fn = (bf16 ? tile_fns_bf16 : tile_fns_f32)[bn - 1][qw - 6];
+        const tile_fn fn = bf16 ? tile_fns_bf16[bn - 1][qw - 6] : tile_fns_f32[bn - 1][qw - 6];
         const float *wp = wpk + (size_t)b0 * VEC * inc * R * S;
         for (int p = 0; p < P; p++)
             for (int q0 = 0; q0 < qt; q0 += qw)
@@ -448,7 +448,7 @@ AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl, c
     for (int j = 0; j < pass_count(nb, WGRAD_NB); j++) {
         int b0, bn;
         pass_range(nb, WGRAD_NB, j, &b0, &bn);
-        const wgrad_fn fn = (bf16 ? wgrad_fns_bf16 : wgrad_fns_f32)[bn - 1];
+        const wgrad_fn fn = bf16 ? wgrad_fns_bf16[bn - 1] : wgrad_fns_f32[bn - 1];
         for (int c = 0; c < d->C; c++)
             fn(dwcl + (size_t)c * MAX_TAPS * g->kp + b0 * VEC, g->kp,
                (const char *)xp + (size_t)c * g->hp * g->wp * esz, g->wp, dycl + b0 * VEC, d->P,
