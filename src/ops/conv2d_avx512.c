@@ -385,7 +385,7 @@ AVX512 static void to_channels_last(float *dycl, const float *dy, const float *m
     __attribute__((target(TARGET), always_inline)) static inline void NAME(                    \
         float *dwc, int kp, const XT *x, int ld, const float *dyc, int P, int QV,              \
         const int *off, int taps, const int NB) {                                              \
-        __m512 acc[WGRAD_NB][MAX_TAPS];                                                          \
+        __m512 acc[WGRAD_NB][MAX_TAPS];                                                        \
         _Pragma("GCC unroll 9") for (int t = 0; t < MAX_TAPS; t++)                             \
             _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) acc[b][t] =                   \
                 _mm512_setzero_ps();                                                           \
@@ -393,7 +393,7 @@ AVX512 static void to_channels_last(float *dycl, const float *dy, const float *m
             const XT *xp = x + (size_t)p * ld;                                                 \
             const float *dp = dyc + (size_t)p * QV * kp;                                       \
             for (int v = 0; v < QV; v++, dp += kp) {                                           \
-                __m512 dv[WGRAD_NB];                                                             \
+                __m512 dv[WGRAD_NB];                                                           \
                 _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) dv[b] =                   \
                     _mm512_loadu_ps(dp + b * VEC);                                             \
                 _Pragma("GCC unroll 9") for (int t = 0; t < MAX_TAPS; t++) {                   \
