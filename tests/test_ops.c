@@ -155,6 +155,20 @@ static void conv_run_into(const conv_cfg *c, nn_ctx *const ctxs[2], nn_rng *rng,
     }
 }
 
+/* A shape checked on its own, under a name */
+typedef struct {
+    const char *what;
+    conv_cfg c;
+} named_conv;
+
+static void conv_run_named(const named_conv *nc, nn_ctx *const ctxs[2], nn_rng *rng) {
+    agg f, g;
+    memset(&f, 0, sizeof f);
+    memset(&g, 0, sizeof g);
+    conv_run_into(&nc->c, ctxs, rng, &f, &g);
+    conv_report(nc->what, &f, &g);
+}
+
 static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
     static const int kernels[][2] = {{1, 1}, {3, 3}, {5, 3}};
     static const int strides[] = {1, 2};
@@ -188,10 +202,7 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
             }
 
     /* Shapes the grid above misses, one check each (both thread counts). */
-    static const struct {
-        const char *what;
-        conv_cfg c;
-    } special[] = {
+    static const named_conv special[] = {
         /* per-image columns of ~260 KiB: two images per GEMM group, so each
          * thread walks several groups and a short last one */
         {"several GEMM groups per thread", {7, 8, 30, 30, 6, 3, 3, 1, 1, 1, 1, 1, 1}},
@@ -214,13 +225,8 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         {"1x1 input, 3x3 kernel, pad 1", {13, 4, 1, 1, 3, 3, 3, 1, 1, 1, 1, 1, 1}},
         {"batch 2 with 2 threads (one image each)", {2, 3, 6, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1}},
     };
-    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) {
-        agg f, g;
-        memset(&f, 0, sizeof f);
-        memset(&g, 0, sizeof g);
-        conv_run_into(&special[i].c, ctxs, rng, &f, &g);
-        conv_report(special[i].what, &f, &g);
-    }
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+        conv_run_named(&special[i], ctxs, rng);
 
     /* the row kernels take the shapes with too few channels for the channels-last ones */
     if (ctxs[0]->isa >= NN_ISA_AVX512)
@@ -234,10 +240,7 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
      * lanes of the last block on both channel sides): several passes over the
      * channel blocks, partial blocks, each tile width (6, 7, 8) and a row that
      * is not a whole number of tiles, padding 0..2, a 2x3 kernel. */
-    static const struct {
-        const char *what;
-        conv_cfg c;
-    } direct[] = {
+    static const named_conv direct[] = {
         {"direct-sized: C=16 K=40 (3 blocks, last partial), 7x7",
          {3, 16, 7, 7, 40, 3, 3, 1, 1, 1, 1, 1, 1}},
         {"direct-sized: C=24 K=70 (5 blocks in 2 passes), 9x13 (tile 7, 13 = 7+6)",
@@ -251,11 +254,7 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         {"direct-sized: C=K=256, 7x7 (conv_heavy conv6)", {3, 256, 7, 7, 256, 3, 3, 1, 1, 1, 1, 1, 1}},
     };
     for (size_t i = 0; i < sizeof direct / sizeof direct[0]; i++) {
-        agg f, g;
-        memset(&f, 0, sizeof f);
-        memset(&g, 0, sizeof g);
-        conv_run_into(&direct[i].c, ctxs, rng, &f, &g);
-        conv_report(direct[i].what, &f, &g);
+        conv_run_named(&direct[i], ctxs, rng);
         if (ctxs[0]->isa >= NN_ISA_AVX512) {
             const nn_conv2d_desc d = conv_desc(&direct[i].c);
             check(nn_conv2d_direct_ok(&d, ctxs[0]), "conv2d direct kernels chosen for",

@@ -204,6 +204,8 @@ nn_status nn_model_parse_lines(nn_net *net, const char *text);
 nn_status nn_model_add_layer(nn_net *net, char *line, int lineno);
 /* Index of the layer called name, -1 if none. */
 int nn_model_find_layer(const nn_net *net, const char *name);
+/* 1 if s is a valid layer or block name: a letter or _, then letters, digits, _ */
+int nn_model_valid_name(const char *s);
 nn_status nn_model_check(nn_net *net, int last_line);
 const nn_op_def *nn_op_def_get(nn_op_type op);
 

@@ -77,13 +77,6 @@ static nn_status fail(expander *ex, int line, const char *fmt, ...) {
     return nn_ctx_fail(ex->net->ctx, NN_EINVAL, "%s:%d: %s", ex->net->source, line, msg);
 }
 
-static int is_ident(const char *s) {
-    if (!*s || !(isalpha((unsigned char)*s) || *s == '_')) return 0;
-    for (; *s; s++)
-        if (!(isalnum((unsigned char)*s) || *s == '_')) return 0;
-    return 1;
-}
-
 static const block_def *find_block(const expander *ex, const char *name) {
     for (int i = 0; i < ex->num_blocks; i++)
         if (strcmp(ex->blocks[i].name, name) == 0) return &ex->blocks[i];
@@ -261,7 +254,7 @@ static nn_status expand_use(expander *ex, scope *sc, char **tok, int ntok, int r
             strcpy(value[k], b->def[k]);
         }
     char base[64], local[128];
-    if (name && !is_ident(name))
+    if (name && !nn_model_valid_name(name))
         return fail(ex, line, "bad instance name '%s' (letters, digits and _ only)", name);
     if (!name) {
         snprintf(local, sizeof local, "%s%d", b->name, ++b->uses);
@@ -413,7 +406,7 @@ static nn_status define_block(expander *ex, int at, int *end) {
     strtok_r(buf, " \t", &save);
     const char *name = strtok_r(NULL, " \t", &save);
     if (!name) return fail(ex, ln->line, "expected 'block NAME PARAM PARAM=default ...'");
-    if (!is_ident(name) || strlen(name) >= sizeof ex->blocks[0].name)
+    if (!nn_model_valid_name(name) || strlen(name) >= sizeof ex->blocks[0].name)
         return fail(ex, ln->line, "bad block name '%s' (letters, digits and _ only)", name);
     if (nn_op_def_find(name) || !strcmp(name, "use") || !strcmp(name, "repeat") ||
         !strcmp(name, "block") || !strcmp(name, "end"))
@@ -429,7 +422,7 @@ static nn_status define_block(expander *ex, int at, int *end) {
     for (char *t = strtok_r(NULL, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
         char *eq = strchr(t, '=');
         if (eq) *eq = '\0';
-        if (!is_ident(t) || strlen(t) >= sizeof b->param[0])
+        if (!nn_model_valid_name(t) || strlen(t) >= sizeof b->param[0])
             return fail(ex, ln->line, "bad parameter name '%s' (letters, digits and _ only)", t);
         if (!strcmp(t, "name") || !strcmp(t, "in"))
             return fail(ex, ln->line, "'%s' cannot be a block parameter (every use takes it)", t);

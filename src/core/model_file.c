@@ -97,7 +97,7 @@ nn_status nn_kv_pair(nn_kvlist *kv, const char *key, int def, int required, int 
     return NN_OK;
 }
 
-static int valid_name(const char *s) {
+int nn_model_valid_name(const char *s) {
     if (!*s || !(isalpha((unsigned char)*s) || *s == '_')) return 0;
     for (; *s; s++)
         if (!(isalnum((unsigned char)*s) || *s == '_')) return 0;
@@ -191,7 +191,7 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
 
     const char *name = nn_kv_str(&kv, "name");
     if (name) {
-        if (!valid_name(name))
+        if (!nn_model_valid_name(name))
             return nn_ctx_fail(net->ctx, NN_EINVAL,
                                "%s:%d: bad layer name '%s' (letters, digits and _ only)",
                                net->source, lineno, name);

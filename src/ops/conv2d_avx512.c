@@ -141,10 +141,8 @@ size_t nn_conv2d_direct_workspace(const nn_conv2d_desc *d, int threads) {
 
 #ifdef NN_HAVE_AVX512_KERNELS
 
-/* Interior of dst (C, rows, ld), zero borders already there: src (C, H, W) at
- * (ph, pw); with a mask, values where mask <= 0 become 0 (ReLU). */
-AVX512 static void pad_interior(float *dst, const float *src, const float *mask, int C, int H, int W,
-                         int ph, int pw, int rows, int ld) {
+AVX512 void nn_conv2d_pad_interior(float *dst, const float *src, const float *mask, int C, int H,
+                                   int W, int ph, int pw, int rows, int ld) {
     for (int c = 0; c < C; c++)
         for (int h = 0; h < H; h++) {
             float *o = dst + ((size_t)c * rows + h + ph) * ld + pw;
@@ -161,6 +159,9 @@ AVX512 static void pad_interior(float *dst, const float *src, const float *mask,
         }
 }
 
+/* fp32: floats; bf16: channel pairs in 32-bit words (the buffers hold either) */
+static int units(int channels, int bf16) { return bf16 ? (channels + 1) / 2 : channels; }
+
 /* Weights for the channels-last kernels: pass by pass over the output channel
  * blocks, [pass][in][r][s][block of the pass][16]. Forward: out = K, in = C,
  * w[o][i][r][s]; transposed: out = C, in = K, w[i][o][R-1-r][S-1-s]. bf16:
@@ -169,20 +170,22 @@ AVX512 static void pad_interior(float *dst, const float *src, const float *mask,
 static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed,
                          int bf16, int most, int threads) {
     const int outc = transposed ? d->C : d->K, inc = transposed ? d->K : d->C;
-    const int R = d->R, S = d->S, nb = blocks(outc), units = bf16 ? (inc + 1) / 2 : inc;
+    const int R = d->R, S = d->S, nb = blocks(outc), nu = units(inc, bf16);
     NN_PARALLEL_FOR(threads)
     for (int ob = 0; ob < nb; ob++) {
         int j = 0, b0, bn;
-        for (pass_range(nb, most, j, &b0, &bn); ob >= b0 + bn; pass_range(nb, most, ++j, &b0, &bn)) {}
-        float *wp = wpk + (size_t)b0 * VEC * units * R * S + (size_t)(ob - b0) * VEC;
+        pass_range(nb, most, j, &b0, &bn);
+        while (ob >= b0 + bn) pass_range(nb, most, ++j, &b0, &bn);
+        float *wp = wpk + (size_t)b0 * VEC * nu * R * S + (size_t)(ob - b0) * VEC;
         /* 16 contiguous lanes per (unit, tap); the 16 weight rows read stay in L1 */
-        for (int u = 0; u < units; u++)
+        for (int u = 0; u < nu; u++)
             for (int r = 0; r < R; r++)
                 for (int s = 0; s < S; s++) {
                     float *lanes = wp + (((size_t)u * R + r) * S + s) * bn * VEC;
                     /* weight of output o, input i at tap (r, s) */
-#define NN_W(o, i) (transposed ? w[(((size_t)(i) * d->C + (o)) * R + (R - 1 - r)) * S + (S - 1 - s)] \
-                               : w[(((size_t)(o) * d->C + (i)) * R + r) * S + s])
+#define NN_W(o, i)                                                                  \
+    (transposed ? w[(((size_t)(i) * d->C + (o)) * R + (R - 1 - r)) * S + (S - 1 - s)] \
+                : w[(((size_t)(o) * d->C + (i)) * R + r) * S + s])
                     for (int l = 0; l < VEC; l++) {
                         const int o = ob * VEC + l;
                         if (!bf16) {
@@ -190,9 +193,11 @@ static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, in
                             continue;
                         }
                         uint32_t word = 0;
-                        if (o < outc)
-                            word = nn_to_bf16(NN_W(o, 2 * u)) |
-                                   (2 * u + 1 < inc ? (uint32_t)nn_to_bf16(NN_W(o, 2 * u + 1)) << 16 : 0u);
+                        if (o < outc) {
+                            const int i2 = 2 * u + 1;
+                            const uint32_t hi = i2 < inc ? nn_to_bf16(NN_W(o, i2)) : 0;
+                            word = nn_to_bf16(NN_W(o, 2 * u)) | hi << 16;
+                        }
                         memcpy(lanes + l, &word, sizeof word);
                     }
 #undef NN_W
@@ -317,7 +322,9 @@ INLINE_AVX512 void transpose16(__m512 r[16]) {
     }
 }
 
-static __mmask16 first_lanes(int n) { return n >= VEC ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u); }
+static __mmask16 first_lanes(int n) {
+    return n >= VEC ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
 
 /* out (C, P*Q) = cl[p][q][c] (rows of qt pixels, ocp channels each) for
  * q < Q, + bias, ReLU if asked: 16 pixels x 16 channels at a time,
@@ -362,8 +369,8 @@ AVX512 static void to_channels_last(float *dycl, const float *dy, const float *m
                 if (k0 + i >= K) {
                     r[i] = zero;
                 } else if (mask) {
-                    __mmask16 keep = _mm512_mask_cmp_ps_mask(jm, _mm512_maskz_loadu_ps(jm, mask + at),
-                                                             zero, _CMP_GT_OQ);
+                    const __m512 m = _mm512_maskz_loadu_ps(jm, mask + at);
+                    const __mmask16 keep = _mm512_mask_cmp_ps_mask(jm, m, zero, _CMP_GT_OQ);
                     r[i] = _mm512_maskz_loadu_ps(keep, dy + at);
                 } else {
                     r[i] = _mm512_maskz_loadu_ps(jm, dy + at);
@@ -435,8 +442,8 @@ static const wgrad_fn wgrad_fns_bf16[WGRAD_NB] = {wgrad_bf16_1, wgrad_bf16_2, wg
  * floats, or bf16 for bf16) and the channels-last output gradient dycl
  * (vectors of one pixel, or for bf16 of a pixel pair, per row); for fp32 the
  * bias share after dwcl gets the pixel sums (bf16: to_pairs_channels_last). */
-AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl, const nn_conv2d_desc *d,
-                        const direct_geom *g) {
+AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl,
+                               const nn_conv2d_desc *d, const direct_geom *g) {
     const int taps = d->R * d->S, nb = blocks(d->K), bf16 = d->bf16;
     const int qv = bf16 ? (d->Q + 1) / 2 : d->Q;
     const size_t esz = bf16 ? sizeof(uint16_t) : sizeof(float);
@@ -479,8 +486,8 @@ BF16 static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
 BF16 static inline __m512 load_masked(const float *src, const float *mask, size_t at, int n) {
     const __mmask16 m = first_lanes(n);
     if (!mask) return _mm512_maskz_loadu_ps(m, src + at);
-    const __mmask16 keep =
-        _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, mask + at), _mm512_setzero_ps(), _CMP_GT_OQ);
+    const __m512 mv = _mm512_maskz_loadu_ps(m, mask + at);
+    const __mmask16 keep = _mm512_mask_cmp_ps_mask(m, mv, _mm512_setzero_ps(), _CMP_GT_OQ);
     return _mm512_maskz_loadu_ps(keep, src + at);
 }
 
@@ -496,7 +503,8 @@ BF16 static void pad_interior_pairs(uint32_t *dst, const float *src, const float
                 const int n = W - w0 < VEC ? W - w0 : VEC;
                 const size_t at = 2 * cp * HW + (size_t)h * W + w0;
                 const __m512 lo = load_masked(src, mask, at, n);
-                const __m512 hi = 2 * cp + 1 < C ? load_masked(src, mask, at + HW, n) : _mm512_setzero_ps();
+                const __m512 hi =
+                    2 * cp + 1 < C ? load_masked(src, mask, at + HW, n) : _mm512_setzero_ps();
                 _mm512_mask_storeu_epi32(dst + ((size_t)cp * rows + h + ph) * ld + pw + w0,
                                          first_lanes(n), bf16_pairs(lo, hi));
             }
@@ -509,7 +517,8 @@ BF16 static void pad_interior_bf16(uint16_t *dst, const float *src, int C, int H
         for (int h = 0; h < H; h++)
             for (int w0 = 0; w0 < W; w0 += VEC) {
                 const int n = W - w0 < VEC ? W - w0 : VEC;
-                const __m512 v = _mm512_maskz_loadu_ps(first_lanes(n), src + ((size_t)c * H + h) * W + w0);
+                const size_t at = ((size_t)c * H + h) * W + w0;
+                const __m512 v = _mm512_maskz_loadu_ps(first_lanes(n), src + at);
                 _mm256_mask_storeu_epi16(dst + ((size_t)c * rows + h + ph) * ld + pw + w0,
                                          first_lanes(n), (__m256i)_mm512_cvtneps_pbh(v));
             }
@@ -528,9 +537,10 @@ BF16 static void to_pairs_channels_last(uint32_t *dycl, float *dbt, const float 
             for (int q0 = 0; q0 < Q; q0 += VEC) {
                 const int qn = Q - q0 < VEC ? Q - q0 : VEC;
                 __m512 r[16];
-                for (int i = 0; i < VEC; i++)
-                    r[i] = k0 + i < K ? load_masked(dy, mask, (size_t)(k0 + i) * PQ + (size_t)p * Q + q0, qn)
-                                      : _mm512_setzero_ps();
+                for (int i = 0; i < VEC; i++) {
+                    const size_t at = (size_t)(k0 + i) * PQ + (size_t)p * Q + q0;
+                    r[i] = k0 + i < K ? load_masked(dy, mask, at, qn) : _mm512_setzero_ps();
+                }
                 transpose16(r);
                 for (int j = 0; j < qn; j++) sum = _mm512_add_ps(sum, r[j]);
                 for (int i = 0; 2 * i < qn; i++)
@@ -557,9 +567,6 @@ static thread_bufs bufs_of(float *ws, const direct_geom *g, const nn_conv2d_desc
     return b;
 }
 
-/* fp32: floats; bf16: channel pairs in 32-bit words (the buffers hold either) */
-static int units(int channels, int bf16) { return bf16 ? (channels + 1) / 2 : channels; }
-
 void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const direct_geom g = geom(d);
@@ -575,8 +582,8 @@ void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const fl
                 pad_interior_pairs((uint32_t *)tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h,
                                    d->pad_w, g.hp, g.wp);
             else
-                pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp,
-                             g.wp);
+                nn_conv2d_pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h,
+                                       d->pad_w, g.hp, g.wp);
             correlate_cl(tb.cl, tb.x, units(d->C, bf16), g.hp, g.wp, d->K, d->R, d->S, d->P, g.qw,
                          g.qt, ws, bf16);
             from_channels_last(y + i * ys, tb.cl, d->K, d->P, d->Q, g.qt, g.kp, b, d->relu);
@@ -608,8 +615,8 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
                 to_pairs_channels_last((uint32_t *)tb.dycl, dbt, dy + i * ys, mask, d->K, d->P,
                                        d->Q, g.kp);
             } else {
-                pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp,
-                             g.wp);
+                nn_conv2d_pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h,
+                                       d->pad_w, g.hp, g.wp);
                 to_channels_last(tb.dycl, dy + i * ys, mask, d->K, d->P * d->Q, g.kp);
             }
             weight_grad(tb.dwcl, tb.x, tb.dycl, d, &g);
@@ -618,8 +625,8 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
                     pad_interior_pairs((uint32_t *)tb.dy, dy + i * ys, mask, d->K, d->P, d->Q,
                                        g.ph, g.pw, g.dh, g.dw);
                 else
-                    pad_interior(tb.dy, dy + i * ys, mask, d->K, d->P, d->Q, g.ph, g.pw, g.dh,
-                                 g.dw);
+                    nn_conv2d_pad_interior(tb.dy, dy + i * ys, mask, d->K, d->P, d->Q, g.ph, g.pw,
+                                           g.dh, g.dw);
                 correlate_cl(tb.cl, tb.dy, units(d->K, bf16), g.dh, g.dw, d->C, d->R, d->S, d->H,
                              g.ww, g.wt, wpt, bf16);
                 from_channels_last(dx + i * xs, tb.cl, d->C, d->H, d->W, g.wt, g.cp, NULL, 0);

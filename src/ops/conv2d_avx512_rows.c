@@ -95,27 +95,6 @@ size_t nn_conv2d_rows_workspace(const nn_conv2d_desc *d, int threads) {
 
 #ifdef NN_HAVE_AVX512_KERNELS
 
-/* dst (C, H + 2ph, W + 2pw + slack) = src (C, H, W) placed at (ph, pw); the
- * zeros around are written once per call (pad_copy only writes the
- * interior); if mask is given, src values where mask <= 0 become 0 (ReLU). */
-static void pad_copy(float *dst, const float *src, const float *mask, int C, int H, int W,
-                     int ph, int pw, int dh, int dw) {
-    for (int c = 0; c < C; c++)
-        for (int h = 0; h < H; h++) {
-            float *o = dst + ((size_t)c * dh + h + ph) * dw + pw;
-            const float *s = src + ((size_t)c * H + h) * W;
-            if (mask) {
-                const float *m = mask + ((size_t)c * H + h) * W;
-                for (int w = 0; w < W; w++) {
-                    float v = s[w];
-                    o[w] = m[w] > 0.0f ? v : 0.0f;
-                }
-            } else {
-                memcpy(o, s, (size_t)W * sizeof(float));
-            }
-        }
-}
-
 /* wpk[ob][i][r][s][16] = weight of output channel ob*16+lane for input i and
  * tap (r, s); forward: w[o][i][r][s]; transposed: w[i][o][R-1-r][S-1-s]. */
 static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed) {
@@ -251,7 +230,8 @@ void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const floa
         float *xp = thread_ws + (size_t)t * per;
         memset(xp, 0, g.x_floats * sizeof(float)); /* the padding, once */
         for (int i = n * t / T; i < n * (t + 1) / T; i++) {
-            pad_copy(xp, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp, g.wp);
+            nn_conv2d_pad_interior(xp, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w,
+                                   g.hp, g.wp);
             conv_plane(y + i * ys, xp, d->C, g.hp, g.wp, d->K, d->R, d->S, d->P, d->Q, wpk, b,
                        d->relu);
         }
@@ -276,16 +256,17 @@ void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, c
         float *dyg = xg + (size_t)G * g.x_floats;
         float *dwt = dyg + (size_t)G * g.dy_floats, *dbt = dwt + wn;
         memset(dwt, 0, (wn + (size_t)d->K) * sizeof(float));
-        memset(xg, 0, (size_t)G * (g.x_floats + g.dy_floats) * sizeof(float)); /* the padding, once */
+        /* the padding, once */
+        memset(xg, 0, (size_t)G * (g.x_floats + g.dy_floats) * sizeof(float));
         const int end = n * (t + 1) / T;
         for (int i0 = n * t / T; i0 < end; i0 += G) {
             const int gc = end - i0 < G ? end - i0 : G;
             for (int j = 0; j < gc; j++) {
-                pad_copy(xg + (size_t)j * g.x_floats, x + (i0 + j) * xs, NULL, d->C, d->H, d->W,
-                         d->pad_h, d->pad_w, g.hp, g.wp);
-                pad_copy(dyg + (size_t)j * g.dy_floats, dy + (i0 + j) * ys,
-                         d->relu ? y + (i0 + j) * ys : NULL, d->K, d->P, d->Q, g.ph, g.pw, g.dh,
-                         g.dw);
+                nn_conv2d_pad_interior(xg + (size_t)j * g.x_floats, x + (i0 + j) * xs, NULL,
+                                       d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp, g.wp);
+                nn_conv2d_pad_interior(dyg + (size_t)j * g.dy_floats, dy + (i0 + j) * ys,
+                                       d->relu ? y + (i0 + j) * ys : NULL, d->K, d->P, d->Q, g.ph,
+                                       g.pw, g.dh, g.dw);
             }
             weight_grad(dwt, dbt, xg, dyg, gc, d, &g);
             if (dx)

@@ -36,6 +36,11 @@ void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const fl
 void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy, const float *y,
                                const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                float *ws, nn_ctx *ctx);
+/* Shared by both: the interior of dst (C, rows, ld) = src (C, H, W) placed at
+ * (ph, pw), the zero border being there already (each kernel writes it once
+ * per call); with a mask, values where mask <= 0 become 0 (a fused ReLU). */
+void nn_conv2d_pad_interior(float *dst, const float *src, const float *mask, int C, int H, int W,
+                            int ph, int pw, int rows, int ld);
 int nn_conv2d_rows_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_rows_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,
