@@ -3,7 +3,10 @@
 # files x batch sizes x thread counts. PyTorch runs as Debian's 1.13
 # (/usr/bin/python3) and, when scripts/setup_torch2.sh has installed it,
 # PyPI's 2.x eager and compiled (torch.compile), each with
-# OPENBLAS_NUM_THREADS=1 (its best setting here). The programs alternate,
+# OPENBLAS_NUM_THREADS=1 (its best setting here) and OPENBLAS_CORETYPE set to
+# the OpenBLAS kernels nnopt uses (nnopt system), so that Debian's PyTorch,
+# which links the same OpenBLAS, gets them too where OpenBLAS's own choice is
+# older than the CPU. The programs alternate,
 # R rounds; each figure is the median of their medians. ratio = nnopt over
 # the fastest PyTorch of the row.
 #
@@ -35,6 +38,8 @@ torch_cmd() { # label -> python [flags]
     *) echo "compare.sh: unknown PyTorch '$1' (1.13, 2.x, 2.x-compile)" >&2; exit 2 ;;
   esac
 }
+BLAS_CORE="$(build/nnopt system --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["openblas_core"])')"
+echo "# PyTorch runs with OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=$BLAS_CORE"
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 img_s() { $PY -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["images_per_s"])'; }
 printf "%-16s %5s %7s %11s" model batch threads "nnopt-$PRECISION"
@@ -49,7 +54,7 @@ for m in "${MODELS[@]}"; do
                         --steps "$STEPS" --precision "$PRECISION" | img_s) "
         for tv in $TORCHES; do
           read -r py flag <<<"$(torch_cmd "$tv")"
-          runs[$tv]+="$(OPENBLAS_NUM_THREADS=1 $py bench/torch_model_bench.py "$m" --batch "$b" \
+          runs[$tv]+="$(OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE="$BLAS_CORE" $py bench/torch_model_bench.py "$m" --batch "$b" \
                         --threads "$t" --repeats 3 --steps "$STEPS" ${flag:-} 2>/dev/null | img_s) "
         done
       done

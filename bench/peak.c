@@ -2,9 +2,13 @@
  * peak.c - the machine's limits, so every speed figure has one beside it:
  *  - FMA peak: independent chains of fused multiply-adds per core (AVX-512 if
  *    the CPU has it, else AVX2+FMA, else SSE), one chain set per thread;
- *  - OpenBLAS sgemm on an n x n x n product, 1 thread and all threads.
+ *  - OpenBLAS sgemm on an n x n x n product, 1 thread and all threads, with
+ *    the kernels nnopt makes OpenBLAS use (nn_blas_core: its own choice is
+ *    replaced where it is older than the CPU).
  * Prints one JSON object per line.
  */
+#include "nnopt.h"
+
 #include <cblas.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -89,12 +93,15 @@ static double sgemm_peak(int threads, int n) {
 int main(int argc, char **argv) {
     int maxt = argc > 1 ? atoi(argv[1]) : omp_get_num_procs();
     if (maxt < 1) maxt = 1;
+    nn_ctx_free(nn_ctx_new(1)); /* the first context checks OpenBLAS's kernel choice */
+    const char *replaced = nn_blas_replaced_core();
     for (int t = 1; t <= maxt; t *= 2) {
         const char *isa;
         double f = fma_peak(t, &isa);
         double s = sgemm_peak(t, 2048);
-        printf("{\"threads\":%d,\"fma_isa\":\"%s\",\"fma_peak_gflops\":%.1f,\"openblas_sgemm_gflops\":%.1f}\n",
-               t, isa, f, s);
+        printf("{\"threads\":%d,\"fma_isa\":\"%s\",\"fma_peak_gflops\":%.1f,"
+               "\"openblas_sgemm_gflops\":%.1f,\"openblas_core\":\"%s\",\"openblas_replaced\":\"%s\"}\n",
+               t, isa, f, s, nn_blas_core(), replaced ? replaced : "");
         if (t * 2 > maxt && t != maxt) t = maxt / 2;
     }
     return 0;

@@ -10,7 +10,10 @@
 # one epoch (60,000 images, batch 64, SGD lr 0.01 momentum 0.9) and evaluating
 # the 10,000 test images:
 #   nnopt: build/nnopt train models/seed_cnn.nn --epochs 1 --threads T --json --quiet
-#   torch: OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_seed_epoch.py --threads T
+#   torch: OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=CORE /usr/bin/python3 bench/torch_seed_epoch.py --threads T
+# where CORE is the OpenBLAS kernel set nnopt uses (nnopt system): Debian's
+# PyTorch links the same OpenBLAS, and gets the same kernels where OpenBLAS's
+# own choice is older than the CPU.
 # Reported per run: the process's own train seconds and images/s (batch loop
 # only), test accuracy, eval seconds, and the wall time of the whole process
 # (date +%s.%N around it: start-up, data loading, training and evaluation).
@@ -49,6 +52,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 cp build/nnopt "$tmp/nnopt"
 rows="$tmp/rows.csv"
+BLAS_CORE="$("$tmp/nnopt" system --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["openblas_core"])')"
 echo "rep,impl,version,threads,seconds,images_per_s,test_accuracy,eval_seconds,wall_seconds,load1_before,busy_pct_before,cpu_seconds,other_cores" >"$rows"
 WAIT_IDLE="${WAIT_IDLE:-0}"
 TIMEFORMAT='%U %S'
@@ -65,6 +69,7 @@ cpu_busy() {
 nnopt_version="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src include 2>/dev/null || echo +dirty)"
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -n) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "# threads $THREADS, repetitions $R, nnopt $nnopt_version (sha256 $(sha256sum "$tmp/nnopt" | cut -c1-12)), loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# OpenBLAS kernels: $BLAS_CORE for both (nnopt system)"
 
 # run_one REP IMPL: runs one process, appends one CSV row, echoes a progress line to stderr.
 run_one() {
@@ -81,7 +86,7 @@ run_one() {
         { time "$tmp/nnopt" train models/seed_cnn.nn --epochs 1 --threads "$THREADS" --json --quiet \
               >"$tmp/out" 2>"$tmp/err"; } 2>"$tmp/time" || rc=$?
     else
-        { time OPENBLAS_NUM_THREADS=1 "$PY" bench/torch_seed_epoch.py --epochs 1 --threads "$THREADS" \
+        { time OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE="$BLAS_CORE" "$PY" bench/torch_seed_epoch.py --epochs 1 --threads "$THREADS" \
               >"$tmp/out" 2>"$tmp/err"; } 2>"$tmp/time" || rc=$?
     fi
     t1="$(date +%s.%N)"

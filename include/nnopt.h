@@ -11,7 +11,8 @@
  *  - Every function that can fail returns nn_status and leaves a one-line message
  *    in the context (nn_ctx_error) naming the file, line or field at fault.
  *  - The library never exits the process and keeps no mutable globals: threads,
- *    RNG and the error message live in an nn_ctx passed explicitly.
+ *    RNG and the error message live in an nn_ctx passed explicitly. (OpenBLAS's
+ *    kernel choice is process-wide by nature; see nn_blas_core.)
  *  - Dimension letters: N batch, C/H/W input channels/height/width, K output
  *    channels, R/S kernel height/width, P/Q output height/width.
  */
@@ -512,6 +513,15 @@ nn_status nn_checkpoint_load(nn_ctx *ctx, const char *path, nn_net *net,
  * threads: the best of `repeats` runs of an n x n x n product through the same
  * GEMM path the kernels use. Returns GFLOP/s, or 0 if out of memory. */
 double nn_measure_sgemm_gflops(nn_ctx *ctx, int n, int repeats);
+
+/* The BLAS kernels in use: OpenBLAS's core type name ("Cooperlake", ...).
+ * OpenBLAS chooses them from the CPU model when it loads; a release older than
+ * the CPU falls back to SSE3 kernels ("Prescott"), several times slower. The
+ * first nn_ctx_new then chooses again from the CPU's instruction set (unless
+ * OPENBLAS_CORETYPE is set), and nn_blas_replaced_core names OpenBLAS's own
+ * choice; NULL when it was kept. */
+const char *nn_blas_core(void);
+const char *nn_blas_replaced_core(void);
 
 /* ------------------------------------------------------------------ training */
 

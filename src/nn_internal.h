@@ -49,6 +49,10 @@ void nn_sgemm_parallel(nn_ctx *ctx, int trans_a, int trans_b, int M, int N, int 
                        float alpha, const float *A, int lda, const float *B, int ldb,
                        float beta, float *C, int ldc);
 
+/* Makes OpenBLAS run kernels fit for this CPU (nn_blas_core in nnopt.h): once
+ * per process, before the first sgemm; nn_backend_cpu_init calls it. */
+void nn_blas_init(void);
+
 /* Checked allocation helpers: return NULL on failure (callers report NN_ENOMEM). */
 void *nn_alloc_aligned(size_t bytes);
 void nn_free_aligned(void *p);

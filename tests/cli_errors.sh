@@ -52,6 +52,8 @@ expect_error "unknown subcommand" "frobnicate" -- frobnicate
 expect_error "unknown flag (train)" "--frob" -- train "$MODEL" --frob
 expect_error "unknown flag (eval)" "--frob" -- eval "$MODEL" --weights x.st --frob
 expect_error "unknown flag (info)" "--frob" -- info "$MODEL" --frob
+expect_error "stray argument (system)" "system" "unexpected argument" -- system extra
+expect_error "bad thread count (system)" "--threads" -- system --threads -3
 expect_error "missing flag value --epochs" "--epochs" -- train "$MODEL" --epochs
 expect_error "missing flag value --weights" "--weights" -- eval "$MODEL" --weights
 expect_error "missing flag value --data" "--data" -- train "$MODEL" --data

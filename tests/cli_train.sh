@@ -94,7 +94,7 @@ assert o["model"] == "odd\"name\\.nn", o["model"]
 '
 
 # ------------------------------------------------------------------ (d) --help
-for cmd in "" train eval info; do
+for cmd in "" train eval info bench system; do
     # shellcheck disable=SC2086
     timeout 60 "$NN" $cmd --help >help.txt 2>help.err
     rc=$?
@@ -183,5 +183,19 @@ else fail "bench --precision half: exit 2" "exit $rc: $(head -c 200 h.err)"; fi
 if [ -s i1.txt ] && cmp -s i1.txt i2.txt && ! grep -qE '^(block|use|repeat)' flat.nn; then
     pass "info --expand: a flat model file with the same layers as models/resnet20.nn"
 else fail "info --expand: a flat model file with the same layers as models/resnet20.nn" "$(diff i1.txt i2.txt | head -5; head -c 200 x.err)"; fi
+
+# ------------------------------------------------------------------ system
+# what nnopt uses here: one JSON object whose kernels and OpenBLAS core agree
+# with the text form
+timeout 60 "$NN" system --json >sys.json 2>sys.err
+rc=$?
+if [ $rc -eq 0 ] && [ ! -s sys.err ] &&
+   python3 -c 'import json,sys; d=json.load(open("sys.json")); sys.exit(0 if d["threads"] >= 1 and d["kernel_isa"] in ("generic","avx512","avx512bf16") and d["openblas_core"] else 1)'; then
+    pass "system --json: threads, kernel ISA and OpenBLAS core"
+else fail "system --json: threads, kernel ISA and OpenBLAS core" "exit $rc: $(head -c 300 sys.json sys.err)"; fi
+core=$(python3 -c 'import json; print(json.load(open("sys.json"))["openblas_core"])' 2>/dev/null)
+if timeout 60 "$NN" system 2>/dev/null | grep -q "^openblas   core $core"; then
+    pass "system (text): names the same OpenBLAS core ($core)"
+else fail "system (text): names the same OpenBLAS core ($core)" "$("$NN" system 2>&1 | head -5)"; fi
 
 finish

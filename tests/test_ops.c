@@ -1069,6 +1069,32 @@ static void test_pool_nan(nn_ctx *ctx) {
     }
 }
 
+/* The GEMM behind linear layers and the im2col convolutions runs OpenBLAS
+ * kernels fit for the CPU: on a CPU with AVX2 and FMA, kernels of that level or
+ * wider, even where OpenBLAS's own choice was older (nn_blas_core). */
+static void test_blas_core(void) {
+    const char *core = nn_blas_core(), *replaced = nn_blas_replaced_core();
+    printf("OpenBLAS core %s%s%s\n", core ? core : "?", replaced ? ", replacing " : "",
+           replaced ? replaced : "");
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (getenv("OPENBLAS_CORETYPE") || !__builtin_cpu_supports("avx2") ||
+        !__builtin_cpu_supports("fma")) {
+        printf("SKIP OpenBLAS core check: OPENBLAS_CORETYPE set or no AVX2+FMA\n");
+        return;
+    }
+    static const char *const wide[] = {"Haswell", "SkylakeX", "Cooperlake", "SapphireRapids",
+                                       "Zen", "Excavator", "Steamroller"};
+    int ok = 0;
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
+        if (core && strncmp(core, wide[i], strlen(wide[i])) == 0) ok = 1;
+    check(ok, "OpenBLAS runs AVX2-or-wider kernels on this AVX2 CPU", "core %s", core ? core : "?");
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && replaced)
+        check(strcmp(core, "SkylakeX") == 0 || strcmp(core, "Cooperlake") == 0,
+              "a replaced core uses AVX-512 on an AVX-512 CPU", "core %s", core);
+#endif
+}
+
 int main(void) {
     nn_ctx *ctx1 = nn_ctx_new(1), *ctx2 = nn_ctx_new(2);
     if (!ctx1 || !ctx2) return 2;
@@ -1076,6 +1102,7 @@ int main(void) {
     nn_rng rng;
     nn_rng_seed(&rng, 20240607, 11);
 
+    test_blas_core();
     test_relu_linear_softmax_hand(ctx1);
 
     test_conv_fd(&rng);

@@ -1,9 +1,71 @@
-/* blas.c - the single GEMM entry point (OpenBLAS sgemm) and its row-split
- * parallel form. */
+/* blas.c - the single GEMM entry point (OpenBLAS sgemm), its row-split
+ * parallel form, and the check that OpenBLAS runs kernels fit for this CPU. */
 #include "nn_internal.h"
 
 #include <cblas.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* OpenBLAS built with DYNAMIC_ARCH (Debian's) picks its kernels from the CPU
+ * model when it loads. A release older than the CPU does not know the model
+ * and falls back to its Prescott (SSE3) kernels: Debian 12's 0.3.21 does so on
+ * Emerald Rapids (family 6 model 207), where sgemm then runs at a fifth of its
+ * AVX-512 speed. These two functions re-run that choice; they are exported by
+ * DYNAMIC_ARCH builds only, hence weak (NULL elsewhere). */
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+
+static char blas_replaced[32];
+static int blas_overridden;
+
+/* The best OpenBLAS core type whose instructions this CPU has, or NULL. */
+static const char *best_core_for_cpu(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512cd"))
+        return __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+#endif
+    return NULL;
+}
+
+/* Whether an OpenBLAS core type's sgemm kernels use AVX2/FMA or wider. */
+static int core_is_modern(const char *name) {
+    static const char *const modern[] = {"Haswell",   "SkylakeX",       "Cooperlake",
+                                         "SapphireRapids", "Zen",       "Excavator",
+                                         "Steamroller",    "Piledriver", "Neoverse"};
+    for (size_t i = 0; i < sizeof modern / sizeof modern[0]; i++)
+        if (strncmp(name, modern[i], strlen(modern[i])) == 0) return 1;
+    return 0;
+}
+
+static void blas_choose_core(void) {
+    const char *name = openblas_get_corename();
+    snprintf(blas_replaced, sizeof blas_replaced, "%s", name ? name : "?");
+    const char *best = best_core_for_cpu();
+    if (!name || !best || core_is_modern(name) || getenv("OPENBLAS_CORETYPE") ||
+        !gotoblas_dynamic_init || !gotoblas_dynamic_quit)
+        return;
+    /* before any sgemm has run: drop the chosen kernel table, choose again */
+    setenv("OPENBLAS_CORETYPE", best, 1);
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+    unsetenv("OPENBLAS_CORETYPE");
+    blas_overridden = 1;
+}
+
+void nn_blas_init(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, blas_choose_core);
+}
+
+const char *nn_blas_core(void) { return openblas_get_corename(); }
+
+const char *nn_blas_replaced_core(void) { return blas_overridden ? blas_replaced : NULL; }
 
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc) {

@@ -89,6 +89,7 @@ int cmd_predict(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_system(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 
 #endif /* NN_CLI_H */

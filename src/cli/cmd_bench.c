@@ -73,12 +73,16 @@ int cmd_bench(int argc, char **argv) {
         cli_json_string(stdout, pos[0]);
         printf(",\"batch\":%d,\"threads\":%d,\"images_per_s\":%.1f,"
                "\"ms_per_step\":%.4f,\"gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,"
-               "\"percent_of_peak\":%.2f,\"layers\":[",
+               "\"percent_of_peak\":%.2f,\"kernel_isa\":\"%s\",\"openblas_core\":\"%s\",\"layers\":[",
                batch, nn_ctx_threads(w.ctx), ips, step_s * 1e3, gflops, peak,
-               peak > 0 ? 100.0 * gflops / peak : 0.0);
+               peak > 0 ? 100.0 * gflops / peak : 0.0, nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core());
     } else {
         printf("nnopt bench %s: batch %d, %d threads, median of %d x %d steps\n", pos[0], batch,
                nn_ctx_threads(w.ctx), repeats, steps);
+        const char *replaced = nn_blas_replaced_core();
+        printf("kernels %s, OpenBLAS core %s%s%s%s\n", nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core(),
+               replaced ? " (replacing its own choice, " : "", replaced ? replaced : "",
+               replaced ? ")" : "");
         printf("%.0f images/s  %.3f ms/step  %.1f GFLOP/s", ips, step_s * 1e3, gflops);
         if (peak > 0) printf("  (%.0f%% of the %.1f GFLOP/s sgemm peak)", 100.0 * gflops / peak, peak);
         printf("\n\n%-12s %-10s %10s %10s %7s %9s %9s\n", "layer", "type", "fwd ms", "bwd ms",

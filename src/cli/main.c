@@ -15,7 +15,8 @@ static void usage(FILE *f) {
             "  profile MODEL Chrome trace (Perfetto) of a few training steps, one slice per op\n"
             "  plot LOG.csv  SVG of loss and accuracy against epoch from train --log files\n"
             "  compare MODEL...  train each model the same way; table and SVG of accuracy vs cost\n"
-            "  predict MODEL --weights FILE INPUT...  top classes of PNG or IDX images\n\n"
+            "  predict MODEL --weights FILE INPUT...  top classes of PNG or IDX images\n"
+            "  system        the CPU, kernel ISA and BLAS kernels nnopt uses here\n\n"
             "run 'nnopt <command> --help' for the options of a command.\n",
             NN_VERSION);
 }
@@ -42,7 +43,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "plot") == 0) return cmd_plot(argc - 1, argv + 1);
     if (strcmp(cmd, "compare") == 0) return cmd_compare(argc - 1, argv + 1);
     if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 1, argv + 1);
-    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare or predict; see nnopt --help)\n",
+    if (strcmp(cmd, "system") == 0) return cmd_system(argc - 1, argv + 1);
+    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare, predict or system; see nnopt --help)\n",
             cmd);
     return 2;
 }
