@@ -262,9 +262,15 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         }
     }
 
-    /* dx == NULL skips the input gradient but still gives dw and db */
-    {
-        conv_cfg c = {5, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1};
+    /* dx == NULL skips the input gradient but still gives dw and db, bit for
+     * bit: im2col-sized, row-kernel-sized (the weight gradient then reads dy
+     * and the ReLU mask unpadded), channels-last-sized */
+    static const conv_cfg no_dx[] = {{5, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1},
+                                     {5, 1, 12, 28, 5, 3, 3, 1, 1, 1, 1, 1, 1},
+                                     {3, 2, 12, 12, 4, 3, 3, 1, 1, 1, 1, 0, 0},
+                                     {3, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1}};
+    for (size_t i = 0; i < sizeof no_dx / sizeof no_dx[0]; i++) {
+        const conv_cfg c = no_dx[i];
         const nn_conv2d_desc d = conv_desc(&c);
         size_t xn = (size_t)c.n * d.C * d.H * d.W, wn = (size_t)d.K * d.C * d.R * d.S;
         size_t yn = (size_t)c.n * d.K * d.P * d.Q;
@@ -276,11 +282,12 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         const size_t wb = wn * sizeof(float), bb = (size_t)d.K * sizeof(float);
         memset(dw1, 0, wb), memset(dw2, 0, wb), memset(db1, 0, bb), memset(db2, 0, bb);
         float *ws = fvec(nn_conv2d_workspace(&d, ctxs[1]->threads));
-        nn_conv2d_forward(y, x, w, b, &d, c.n, ws, ctxs[1]);
-        nn_conv2d_backward(dx, dw1, db1, dy, y, x, w, &d, c.n, ws, ctxs[1]);
-        nn_conv2d_backward(NULL, dw2, db2, dy, y, x, w, &d, c.n, ws, ctxs[1]);
+        nn_conv2d_forward(y, x, w, c.bias ? b : NULL, &d, c.n, ws, ctxs[1]);
+        nn_conv2d_backward(dx, dw1, c.bias ? db1 : NULL, dy, y, x, w, &d, c.n, ws, ctxs[1]);
+        nn_conv2d_backward(NULL, dw2, c.bias ? db2 : NULL, dy, y, x, w, &d, c.n, ws, ctxs[1]);
         check(memcmp(dw1, dw2, wb) == 0 && memcmp(db1, db2, bb) == 0,
-              "conv2d backward with dx=NULL gives the same dw, db", NULL);
+              "conv2d backward with dx=NULL gives the same dw, db", "C=%d K=%d %dx%d relu %d",
+              d.C, d.K, d.H, d.W, c.relu);
         free(x), free(w), free(b), free(y), free(dy), free(dx), free(dw1), free(db1), free(dw2),
             free(db2), free(ws);
     }

@@ -16,6 +16,11 @@
  * DYNAMIC_ARCH builds only, hence weak (NULL elsewhere). */
 extern void gotoblas_dynamic_init(void) __attribute__((weak));
 extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+/* OpenBLAS's threads, started by its constructor, choose the kernels again
+ * when they first run, so choosing while they may be starting races with
+ * them (seen: a NULL kernel table, then a crash). This stops and joins them;
+ * OpenBLAS starts them again if a later call wants more than one thread. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
 
 static char blas_replaced[32];
 static int blas_overridden;
@@ -48,9 +53,11 @@ static void blas_choose_core(void) {
     snprintf(blas_replaced, sizeof blas_replaced, "%s", name ? name : "?");
     const char *best = best_core_for_cpu();
     if (!name || !best || core_is_modern(name) || getenv("OPENBLAS_CORETYPE") ||
-        !gotoblas_dynamic_init || !gotoblas_dynamic_quit)
+        !gotoblas_dynamic_init || !gotoblas_dynamic_quit || !blas_thread_shutdown_)
         return;
-    /* before any sgemm has run: drop the chosen kernel table, choose again */
+    /* before any sgemm has run: with OpenBLAS's threads stopped, drop the
+     * chosen kernel table and choose again */
+    blas_thread_shutdown_();
     setenv("OPENBLAS_CORETYPE", best, 1);
     gotoblas_dynamic_quit();
     gotoblas_dynamic_init();

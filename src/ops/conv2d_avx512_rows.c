@@ -154,10 +154,30 @@ AVX512 static void conv_plane(float *out, const float *in, int inc, int in_rows,
     }
 }
 
+/* Where the weight gradient reads dy: image im, channel k, row p starts at
+ * at + im*image + k*plane + p*row. Either the padded copy (ReLU mask applied,
+ * zero slack past column Q) or the layer's own dy with its output y as the
+ * ReLU mask (y NULL: none); loads are masked to Q columns either way. */
+typedef struct {
+    const float *at, *y;
+    size_t image, plane, row;
+} dy_view;
+
+static __mmask16 first_lanes(int n) {
+    return n >= VEC ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+
+/* dy[q0 .. q0+15] of one row, zero past Q and where y <= 0 */
+AVX512 static inline __m512 load_dy(const float *dy, const float *y, __mmask16 qm) {
+    if (y) qm = _mm512_mask_cmp_ps_mask(qm, _mm512_maskz_loadu_ps(qm, y), _mm512_setzero_ps(),
+                                        _CMP_GT_OQ);
+    return _mm512_maskz_loadu_ps(qm, dy);
+}
+
 /* dwt[k][c][r][s] += sum over images g, rows p, columns q of
  * dy[g][k][p][q] * x[g][c][p + r][q + s], three output channels at a time:
  * 27 accumulators, and each x vector loaded once for three FMAs. */
-AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const float *dyg, int gc,
+AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, dy_view v, int gc,
                                const nn_conv2d_desc *d, const direct_geom *g) {
     const int R = d->R, S = d->S, taps = R * S;
     int off[MAX_TAPS];
@@ -165,7 +185,6 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const fl
         int tt = t < taps ? t : 0;   /* unused taps repeat tap 0 and are dropped */
         off[t] = (tt / S) * g->wp + tt % S;
     }
-    const size_t plane = (size_t)g->dh * g->dw;
     const __m512 zero = _mm512_setzero_ps();
     for (int k = 0; k < d->K; k += 3) {
         const int kn = d->K - k < 3 ? d->K - k : 3;   /* channels present in this pass */
@@ -174,16 +193,16 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const fl
             for (int t = 0; t < MAX_TAPS; t++) a[t] = b[t] = e[t] = zero;
             for (int im = 0; im < gc; im++) {
                 const float *x = xg + (size_t)im * g->x_floats + (size_t)c * g->hp * g->wp;
-                const float *dy0 = dyg + (size_t)im * g->dy_floats +
-                                   ((size_t)k * g->dh + g->ph) * g->dw + g->pw;
-                const float *dy1 = dy0 + (kn > 1 ? plane : 0);
-                const float *dy2 = dy0 + (kn > 2 ? 2 * plane : 0);
+                /* the y mask sits at the same offsets from y as dy from at */
+                const size_t o0 = (size_t)im * v.image + (size_t)k * v.plane;
+                const size_t o1 = o0 + (kn > 1 ? v.plane : 0), o2 = o0 + (kn > 2 ? 2 * v.plane : 0);
                 for (int p = 0; p < d->P; p++)
                     for (int q0 = 0; q0 < d->Q; q0 += VEC) {
-                        /* columns past Q read the zero slack of the padded dy */
-                        const __m512 u = _mm512_loadu_ps(dy0 + (size_t)p * g->dw + q0);
-                        const __m512 v = _mm512_loadu_ps(dy1 + (size_t)p * g->dw + q0);
-                        const __m512 w = _mm512_loadu_ps(dy2 + (size_t)p * g->dw + q0);
+                        const __mmask16 qm = first_lanes(d->Q - q0);
+                        const size_t o = (size_t)p * v.row + q0;
+                        const __m512 u = load_dy(v.at + o0 + o, v.y ? v.y + o0 + o : NULL, qm);
+                        const __m512 w1 = load_dy(v.at + o1 + o, v.y ? v.y + o1 + o : NULL, qm);
+                        const __m512 w2 = load_dy(v.at + o2 + o, v.y ? v.y + o2 + o : NULL, qm);
                         const float *xp = x + (size_t)p * g->wp + q0;
                         for (int t = 0; t < MAX_TAPS; t++) {
                             __m512 xv = _mm512_loadu_ps(xp + off[t]);
@@ -191,8 +210,8 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const fl
                              * the load into each of the three FMAs (3x the loads) */
                             __asm__("" : "+v"(xv));
                             a[t] = _mm512_fmadd_ps(u, xv, a[t]);
-                            b[t] = _mm512_fmadd_ps(v, xv, b[t]);
-                            e[t] = _mm512_fmadd_ps(w, xv, e[t]);
+                            b[t] = _mm512_fmadd_ps(w1, xv, b[t]);
+                            e[t] = _mm512_fmadd_ps(w2, xv, e[t]);
                         }
                     }
             }
@@ -207,10 +226,13 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, const fl
     for (int k = 0; k < d->K; k++) {
         __m512 s = zero;
         for (int im = 0; im < gc; im++) {
-            const float *dy = dyg + (size_t)im * g->dy_floats + ((size_t)k * g->dh + g->ph) * g->dw + g->pw;
+            const size_t ok = (size_t)im * v.image + (size_t)k * v.plane;
             for (int p = 0; p < d->P; p++)
-                for (int q0 = 0; q0 < d->Q; q0 += VEC)
-                    s = _mm512_add_ps(s, _mm512_loadu_ps(dy + (size_t)p * g->dw + q0));
+                for (int q0 = 0; q0 < d->Q; q0 += VEC) {
+                    const __mmask16 qm = first_lanes(d->Q - q0);
+                    const size_t o = ok + (size_t)p * v.row + q0;
+                    s = _mm512_add_ps(s, load_dy(v.at + o, v.y ? v.y + o : NULL, qm));
+                }
         }
         dbt[k] += _mm512_reduce_add_ps(s);
     }
@@ -264,11 +286,18 @@ void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, c
             for (int j = 0; j < gc; j++) {
                 nn_conv2d_pad_interior(xg + (size_t)j * g.x_floats, x + (i0 + j) * xs, NULL,
                                        d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp, g.wp);
-                nn_conv2d_pad_interior(dyg + (size_t)j * g.dy_floats, dy + (i0 + j) * ys,
-                                       d->relu ? y + (i0 + j) * ys : NULL, d->K, d->P, d->Q, g.ph,
-                                       g.pw, g.dh, g.dw);
+                if (dx) /* the input gradient runs on a padded, masked copy of dy */
+                    nn_conv2d_pad_interior(dyg + (size_t)j * g.dy_floats, dy + (i0 + j) * ys,
+                                           d->relu ? y + (i0 + j) * ys : NULL, d->K, d->P, d->Q,
+                                           g.ph, g.pw, g.dh, g.dw);
             }
-            weight_grad(dwt, dbt, xg, dyg, gc, d, &g);
+            /* the weight gradient reads that copy, or else dy itself */
+            const dy_view v =
+                dx ? (dy_view){dyg + (size_t)g.ph * g.dw + g.pw, NULL, g.dy_floats,
+                               (size_t)g.dh * g.dw, (size_t)g.dw}
+                   : (dy_view){dy + i0 * ys, d->relu ? y + i0 * ys : NULL, ys,
+                               (size_t)d->P * d->Q, (size_t)d->Q};
+            weight_grad(dwt, dbt, xg, v, gc, d, &g);
             if (dx)
                 for (int j = 0; j < gc; j++)
                     conv_plane(dx + (i0 + j) * xs, dyg + (size_t)j * g.dy_floats, d->K, g.dh, g.dw,
