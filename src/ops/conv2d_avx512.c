@@ -222,15 +222,17 @@ static inline float word_at(const void *p) {
  * is a float (MAC = FMA) or a pair of bf16 channels (MAC = VDPBF16PS, which
  * multiplies the pairs lane by lane and adds both products). The broadcast
  * reads memory each time: GCC would otherwise keep xr[q + s] of the last s
- * in registers and broadcast from them, which takes the shuffle unit. */
+ * in registers and broadcast from them, which takes the shuffle unit.
+ * first: start from zero, else add to what out holds (a later run of input
+ * units, see correlate_cl). */
 #define NN_DEFINE_TILE_KERNEL(NAME, TARGET, MAC)                                              \
     __attribute__((target(TARGET), always_inline)) static inline void NAME(                   \
         float *out, size_t out_ld, const float *in, int inc, size_t plane, int ld, int R,     \
-        int S, const float *wp, const int NB, const int QW) {                                 \
+        int S, const float *wp, int first, const int NB, const int QW) {                      \
         __m512 acc[TILE_NB][8];                                                               \
         _Pragma("GCC unroll 8") for (int q = 0; q < QW; q++)                                  \
             _Pragma("GCC unroll 4") for (int b = 0; b < NB; b++) acc[b][q] =                  \
-                _mm512_setzero_ps();                                                          \
+                first ? _mm512_setzero_ps() : _mm512_loadu_ps(out + q * out_ld + b * VEC);    \
         for (int c = 0; c < inc; c++)                                                         \
             for (int r = 0; r < R; r++) {                                                     \
                 const float *xr = in + c * plane + (size_t)r * ld;                            \
@@ -255,13 +257,14 @@ NN_DEFINE_TILE_KERNEL(tile_kernel_f32, TARGET_F32, MAC_F32)
 NN_DEFINE_TILE_KERNEL(tile_kernel_bf16, TARGET_BF16, MAC_BF16)
 #undef NN_DEFINE_TILE_KERNEL
 
-typedef void (*tile_fn)(float *, size_t, const float *, int, size_t, int, int, int, const float *);
+typedef void (*tile_fn)(float *, size_t, const float *, int, size_t, int, int, int, const float *,
+                        int);
 
 #define NN_TILE(KIND, TARGET, NB, QW)                                                         \
     __attribute__((target(TARGET))) static void tile_##KIND##_##NB##_##QW(                    \
         float *out, size_t out_ld, const float *in, int inc, size_t plane, int ld, int R,     \
-        int S, const float *wp) {                                                             \
-        tile_kernel_##KIND(out, out_ld, in, inc, plane, ld, R, S, wp, NB, QW);                \
+        int S, const float *wp, int first) {                                                  \
+        tile_kernel_##KIND(out, out_ld, in, inc, plane, ld, R, S, wp, first, NB, QW);         \
     }
 #define NN_TILES(KIND, TARGET)                                                                \
     NN_TILE(KIND, TARGET, 1, 6) NN_TILE(KIND, TARGET, 1, 7) NN_TILE(KIND, TARGET, 1, 8)       \
@@ -290,10 +293,19 @@ static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, 
         pass_range(nb, most, j, &b0, &bn);
         const tile_fn fn = bf16 ? tile_fns_bf16[bn - 1][qw - 6] : tile_fns_f32[bn - 1][qw - 6];
         const float *wp = wpk + (size_t)b0 * VEC * inc * R * S;
-        for (int p = 0; p < P; p++)
-            for (int q0 = 0; q0 < qt; q0 += qw)
-                fn(cl + ((size_t)p * qt + q0) * ocp + b0 * VEC, (size_t)ocp,
-                   in + (size_t)p * ld + q0, inc, plane, ld, R, S, wp);
+        /* input units in runs whose weights stay in the L1 cache (~16 KB)
+         * while every tile of the image goes over them */
+        const size_t unit_floats = (size_t)R * S * bn * VEC;
+        int run = (int)((16u << 10) / (unit_floats * sizeof(float)));
+        run = run < 1 ? 1 : run > inc ? inc : run;
+        for (int u0 = 0; u0 < inc; u0 += run) {
+            const int un = inc - u0 < run ? inc - u0 : run;
+            for (int p = 0; p < P; p++)
+                for (int q0 = 0; q0 < qt; q0 += qw)
+                    fn(cl + ((size_t)p * qt + q0) * ocp + b0 * VEC, (size_t)ocp,
+                       in + u0 * plane + (size_t)p * ld + q0, un, plane, ld, R, S,
+                       wp + u0 * unit_floats, u0 == 0);
+        }
     }
 }
 
