@@ -65,15 +65,21 @@ uint32_t nn_rng_below(nn_rng *rng, uint32_t n);
 typedef struct nn_ctx nn_ctx;
 
 /* Instruction-set level of the CPU kernels: each level includes the ones
- * below (AVX512-BF16 adds the bf16 dot products of --precision bf16). */
-typedef enum { NN_ISA_GENERIC = 0, NN_ISA_AVX512 = 2, NN_ISA_AVX512BF16 = 3 } nn_isa;
+ * below (AVX512-BF16 adds the bf16 dot products of --precision bf16; AMX
+ * adds the tile matrix unit, which runs the bf16 GEMM). */
+typedef enum {
+    NN_ISA_GENERIC = 0,
+    NN_ISA_AVX512 = 2,
+    NN_ISA_AVX512BF16 = 3,
+    NN_ISA_AMX = 4
+} nn_isa;
 
 /* Arithmetic of the convolutions: fp32, or bf16 inputs with fp32 sums
  * (parameters, gradients, optimizer state and every other op stay fp32). */
 typedef enum { NN_PRECISION_FP32 = 0, NN_PRECISION_BF16 = 1 } nn_precision;
 
 /* threads <= 0 means all available cores. The kernels use the best ISA the CPU
- * supports (environment NNOPT_ISA=generic or avx512 caps it). Returns
+ * supports (environment NNOPT_ISA=generic, avx512 or avx512bf16 caps it). Returns
  * NULL only if out of memory. */
 nn_ctx *nn_ctx_new(int threads);
 /* ISA in use; setting one the CPU lacks fails with NN_EUNSUPPORTED. */

@@ -11,19 +11,27 @@
  * 64-byte load feeds 16 columns x 2 k. The micro-kernel keeps an MR x NR tile
  * of C in 24 zmm registers.
  *
- * Two implementations with the same packed layouts and the same order of
- * the additions for each C element (so the same results up to the fused
- * adds of the hardware): AVX512-BF16 intrinsics (chosen at run time with
- * NN_ISA_AVX512BF16) and portable C, which any CPU runs (slowly).
+ * Three micro-kernels on the same packed layouts: AVX512-BF16 intrinsics
+ * (NN_ISA_AVX512BF16), AMX tiles (NN_ISA_AMX: the CPU's matrix unit, one
+ * TDPBF16PS multiplies a 12 x 32 block of A by a 32 x 16 block of B) and
+ * portable C, which any CPU runs (slowly). Each C element is the float32 sum
+ * of the same bf16 products; the order of the additions differs between
+ * them, so results agree to float32 rounding, not bit for bit.
  */
+#define _GNU_SOURCE /* syscall() for the AMX permission */
 #include "backend/gemm_bf16.h"
 
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #define NN_HAVE_BF16_KERNELS 1
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define AMX_TARGET \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 #endif
 
 enum {
@@ -210,15 +218,121 @@ BF16_TARGET static void micro_avx512(int pairs, const uint16_t *a, size_t lda, c
 }
 #endif
 
+/* ------------------------------------------------------------------- AMX */
+
+#ifdef NN_HAVE_BF16_KERNELS
+/* Linux gives a process the AMX tile data only on request
+ * (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA). */
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static int amx_ok;
+static void amx_probe(void) {
+    unsigned a, b, c, d;
+    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    const int tile = (d >> 24) & 1, bf16 = (d >> 22) & 1;
+    amx_ok = tile && bf16 && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+int nn_amx_enable(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, amx_probe);
+    return amx_ok;
+}
+
+/* The tile layout of one micro-kernel call, set per GEMM call and thread:
+ * tiles 0, 1: C (MR rows x 16 floats); 2: A (MR rows x 16 pairs);
+ * 3, 4: B (16 pairs x 16 columns, a pair per 32-bit element). */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+AMX_TARGET static void amx_configure(void) {
+    amx_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 5; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = t <= 2 ? MR : 16;
+    }
+    /* GCC 12 does not see that LDTILECFG reads cfg and drops the stores */
+    __asm__ volatile("" : : "m"(cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
+
+AMX_TARGET static void amx_release(void) { _tile_release(); }
+
+/* The micro-kernel on AMX tiles: the MR x NR block of C in two C tiles, k in
+ * steps of 16 pairs (one A tile, two B tiles, two TDPBF16PS); a last partial
+ * step is copied to zero-padded blocks first. GCC 12 does not treat the tile
+ * loads, stores and LDTILECFG as memory accesses, hence the compiler
+ * barriers around them. */
+AMX_TARGET static void micro_amx(int pairs, const uint16_t *a, size_t lda, const uint16_t *bp,
+                                 float *C, int ldc, int rows, int cols, int trans_c,
+                                 int accumulate) {
+    const size_t a_stride = lda * sizeof(uint16_t), b_stride = 2 * NR * sizeof(uint16_t);
+    __asm__ volatile("" : : : "memory"); /* the packed blocks are written before the loads */
+    _tile_zero(0);
+    _tile_zero(1);
+    int kp = 0;
+    for (; kp + 16 <= pairs; kp += 16) {
+        const uint16_t *b = bp + (size_t)kp * 2 * NR;
+        _tile_loadd(2, a + 2 * kp, a_stride);
+        _tile_loadd(3, b, b_stride);
+        _tile_loadd(4, b + 32, b_stride);
+        _tile_dpbf16ps(0, 2, 3);
+        _tile_dpbf16ps(1, 2, 4);
+    }
+    if (kp < pairs) {
+        const int left = pairs - kp;
+        uint16_t at[MR * 32] __attribute__((aligned(64))), bt[16 * 2 * NR] __attribute__((aligned(64)));
+        memset(at, 0, sizeof at);
+        memset(bt, 0, sizeof bt);
+        for (int r = 0; r < MR; r++) memcpy(at + r * 32, a + r * lda + 2 * kp, (size_t)left * 4);
+        memcpy(bt, bp + (size_t)kp * 2 * NR, (size_t)left * 2 * NR * sizeof(uint16_t));
+        __asm__ volatile("" : : "m"(at), "m"(bt) : "memory"); /* see amx_configure */
+        _tile_loadd(2, at, 64);
+        _tile_loadd(3, bt, b_stride);
+        _tile_loadd(4, bt + 32, b_stride);
+        _tile_dpbf16ps(0, 2, 3);
+        _tile_dpbf16ps(1, 2, 4);
+    }
+    float t[MR * NR] __attribute__((aligned(64)));
+    _tile_stored(0, t, NR * sizeof(float));
+    _tile_stored(1, t + 16, NR * sizeof(float));
+    __asm__ volatile("" : "=m"(t) : : "memory"); /* the tile stores wrote t */
+    if (!trans_c && cols == NR) {
+        for (int r = 0; r < rows; r++) {
+            float *cr = C + (size_t)r * ldc;
+            __m512 c0 = _mm512_load_ps(t + r * NR), c1 = _mm512_load_ps(t + r * NR + 16);
+            if (accumulate) {
+                c0 = _mm512_add_ps(c0, _mm512_loadu_ps(cr));
+                c1 = _mm512_add_ps(c1, _mm512_loadu_ps(cr + 16));
+            }
+            _mm512_storeu_ps(cr, c0);
+            _mm512_storeu_ps(cr + 16, c1);
+        }
+        return;
+    }
+    store_tile(t, rows, cols, C, ldc, trans_c, accumulate);
+}
+#else
+int nn_amx_enable(void) { return 0; }
+#endif
+
 /* ------------------------------------------------------------------- driver */
 
 static void gemm(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const float *B,
                  const uint16_t *Bh, int ldb, int trans_b, float *C, int ldc, int trans_c,
                  int accumulate, uint16_t *scratch) {
     const int Kp = (K + 1) & ~1;
-    int fast = 0;
+    int fast = 0, amx = 0;
 #ifdef NN_HAVE_BF16_KERNELS
     fast = isa >= NN_ISA_AVX512BF16;
+    amx = isa >= NN_ISA_AMX && nn_amx_enable();
+    if (amx) amx_configure();
 #endif
     (void)isa;
     for (int k0 = 0; k0 < Kp; k0 += KC) {
@@ -242,6 +356,10 @@ static void gemm(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const floa
                     float *c = trans_c ? C + (size_t)n * ldc + m0 : C + (size_t)m0 * ldc + n;
                     const uint16_t *bp = scratch + (size_t)p * kc;
 #ifdef NN_HAVE_BF16_KERNELS
+                    if (amx) {
+                        micro_amx(kc / 2, a, (size_t)Kp, bp, c, ldc, rows, cols, trans_c, acc);
+                        continue;
+                    }
                     if (fast) {
                         micro_avx512(kc / 2, a, (size_t)Kp, bp, c, ldc, rows, cols, trans_c, acc);
                         continue;
@@ -252,6 +370,9 @@ static void gemm(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const floa
             }
         }
     }
+#ifdef NN_HAVE_BF16_KERNELS
+    if (amx) amx_release();
+#endif
 }
 
 void nn_gemm_bf16(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const float *B, int ldb,

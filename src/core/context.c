@@ -1,6 +1,7 @@
 /* context.c - the nn_ctx (threads, last error, backend) and status strings. */
 #include "nn_internal.h"
 #include "backend/backend.h"
+#include "backend/gemm_bf16.h"
 
 #include <omp.h>
 #include <stdarg.h>
@@ -25,7 +26,7 @@ static nn_isa cpu_isa(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16"))
-        return NN_ISA_AVX512BF16;
+        return nn_amx_enable() ? NN_ISA_AMX : NN_ISA_AVX512BF16;
     if (__builtin_cpu_supports("avx512f")) return NN_ISA_AVX512;
 #endif
     return NN_ISA_GENERIC;
@@ -42,7 +43,10 @@ nn_status nn_ctx_set_isa(nn_ctx *ctx, nn_isa isa) {
 }
 
 const char *nn_isa_name(nn_isa isa) {
-    return isa == NN_ISA_AVX512BF16 ? "avx512bf16" : isa == NN_ISA_AVX512 ? "avx512" : "generic";
+    return isa == NN_ISA_AMX          ? "amx"
+           : isa == NN_ISA_AVX512BF16 ? "avx512bf16"
+           : isa == NN_ISA_AVX512     ? "avx512"
+                                      : "generic";
 }
 
 void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p) { ctx->precision = p; }
@@ -57,6 +61,8 @@ nn_ctx *nn_ctx_new(int threads) {
     const char *force = getenv("NNOPT_ISA");
     if (force && strcmp(force, "generic") == 0) ctx->isa = NN_ISA_GENERIC;
     if (force && strcmp(force, "avx512") == 0 && ctx->isa > NN_ISA_AVX512) ctx->isa = NN_ISA_AVX512;
+    if (force && strcmp(force, "avx512bf16") == 0 && ctx->isa > NN_ISA_AVX512BF16)
+        ctx->isa = NN_ISA_AVX512BF16;
     ctx->backend = nn_backend_cpu();
     nn_backend_cpu_init(ctx);
     return ctx;
