@@ -131,19 +131,67 @@ static void im2col(float *col, size_t ld, const float *x, const nn_conv2d_desc *
  * bf16 GEMM (rows of ldp = ld rounded up to even, CRS rounded up to
  * NN_BF16_MR rows): so it is the B of the forward GEMM and, as is, the A of
  * the weight-gradient GEMM. xb holds one image converted to bf16. */
-static void im2col_bf16(uint16_t *colb, uint16_t *xb, const float *x, size_t xs, int gc,
-                        const nn_conv2d_desc *d) {
+static void im2col_bf16_strided(uint16_t *colb, uint16_t *xb, const float *x, size_t xs,
+                                size_t cs, int gc, const nn_conv2d_desc *d) {
     const size_t PQ = (size_t)d->P * d->Q, ld = (size_t)gc * PQ, ldp = (ld + 1) & ~(size_t)1;
+    const size_t HW = (size_t)d->H * d->W;
     const int CRS = d->C * d->R * d->S;
     const int rows = (CRS + NN_BF16_MR - 1) / NN_BF16_MR * NN_BF16_MR;
     for (int g = 0; g < gc; g++) {
-        const float *xi = x + (size_t)g * xs;
-        for (size_t j = 0; j < (size_t)d->C * d->H * d->W; j++) xb[j] = nn_to_bf16(xi[j]);
+        for (int c = 0; c < d->C; c++) {
+            const float *xc = x + (size_t)g * xs + (size_t)c * cs;
+            uint16_t *bc = xb + (size_t)c * HW;
+            for (size_t j = 0; j < HW; j++) bc[j] = nn_to_bf16(xc[j]);
+        }
         im2col_any(colb + (size_t)g * PQ, ldp, xb, d, sizeof(uint16_t));
     }
     if (ldp != ld)
         for (int r = 0; r < CRS; r++) colb[(size_t)r * ldp + ld] = 0;
     memset(colb + (size_t)CRS * ldp, 0, (size_t)(rows - CRS) * ldp * sizeof(uint16_t));
+}
+
+/* The same for images of xs floats whose channel planes lie H*W apart. */
+static void im2col_bf16(uint16_t *colb, uint16_t *xb, const float *x, size_t xs, int gc,
+                        const nn_conv2d_desc *d) {
+    im2col_bf16_strided(colb, xb, x, xs, (size_t)d->H * d->W, gc, d);
+}
+
+/* The input gradient of a stride-1 convolution with pad < kernel is itself a
+ * stride-1 correlation: of dy, padded by R-1-pad, with the kernel turned
+ * 180 degrees and its in/out channels swapped (K -> C). The bf16 path runs it
+ * as one (im2col + GEMM), writing dx directly, instead of a GEMM into a
+ * column matrix of CRS x P*Q floats folded back by col2im (measured with
+ * `nnopt bench models/conv_heavy.nn --precision bf16` on an AMX Xeon). */
+static int dx_as_correlation(const nn_conv2d_desc *d) {
+    /* when K > C dy's column matrix (K*R*S rows) outgrows the one col2im
+     * reads (C*R*S rows): conv_heavy's 64 -> 128 and 128 -> 256 layers ran
+     * slower this way (7.7 -> 9.6 ms), its K = C layers faster (17.1 -> 14.9) */
+    return d->bf16 && d->groups <= 1 && d->stride_h == 1 && d->stride_w == 1 &&
+           d->pad_h <= d->R - 1 && d->pad_w <= d->S - 1 && d->K <= d->C;
+}
+
+static nn_conv2d_desc dx_desc(const nn_conv2d_desc *d) {
+    nn_conv2d_desc t = *d;
+    t.C = d->K, t.H = d->P, t.W = d->Q, t.K = d->C;
+    t.pad_h = d->R - 1 - d->pad_h, t.pad_w = d->S - 1 - d->pad_w;
+    t.P = d->H, t.Q = d->W;
+    t.has_bias = 0, t.relu = 0;
+    return t;
+}
+
+/* The A of that GEMM: rows c of the flipped kernel, W'[c][k][r][s] =
+ * W[k][c][R-1-r][S-1-s], in nn_bf16_pack_a's layout (K*R*S rounded up to
+ * even, rows rounded up to NN_BF16_MR, zeros in the padding). */
+static void pack_flipped_bf16(uint16_t *Ap, const float *w, const nn_conv2d_desc *d) {
+    const int R = d->R, S = d->S, KRS = d->K * R * S, Kp = (KRS + 1) & ~1;
+    const int rows = (d->C + NN_BF16_MR - 1) / NN_BF16_MR * NN_BF16_MR;
+    memset(Ap, 0, (size_t)rows * Kp * sizeof *Ap);
+    for (int c = 0; c < d->C; c++)
+        for (int k = 0; k < d->K; k++)
+            for (int r = 0; r < R; r++)
+                for (int s = 0; s < S; s++)
+                    Ap[(size_t)c * Kp + (k * R + r) * S + s] = nn_to_bf16(
+                        w[(((size_t)k * d->C + c) * R + (R - 1 - r)) * S + (S - 1 - s)]);
 }
 
 /* dx (C, H, W) += the columns dcol[:, 0..P*Q) (row stride ld) folded back
@@ -224,11 +272,21 @@ static conv_ws ws_layout(const nn_conv2d_desc *d) {
     l.bscratch = l.colb = l.xb = l.dwt = l.total;
     if (d->bf16) {
         size_t fwd = nn_bf16_packed_a_size(d->K, CRS), bwd = nn_bf16_packed_a_size(CRS, d->K);
+        size_t cols = nn_bf16_packed_a_size(CRS, (int)(G * PQ));
+        size_t image = (size_t)d->C * d->H * d->W;
+        if (dx_as_correlation(d)) { /* dy's column matrix and flipped kernel too */
+            const size_t HW = (size_t)d->H * d->W, KRS = (size_t)d->K * d->R * d->S;
+            size_t flip = nn_bf16_packed_a_size(d->C, (int)KRS);
+            size_t dcols = nn_bf16_packed_a_size((int)KRS, (int)(G * HW));
+            bwd = bwd > flip ? bwd : flip;
+            cols = cols > dcols ? cols : dcols;
+            image = image > (size_t)d->K * PQ ? image : (size_t)d->K * PQ;
+        }
         l.shared = bf16_floats(fwd > bwd ? fwd : bwd);
         l.bscratch = l.total;
         l.colb = l.bscratch + bf16_floats(nn_bf16_gemm_scratch_size());
-        l.xb = l.colb + bf16_floats(nn_bf16_packed_a_size(CRS, (int)(G * PQ)));
-        l.dwt = l.xb + bf16_floats((size_t)d->C * d->H * d->W);
+        l.xb = l.colb + bf16_floats(cols);
+        l.dwt = l.xb + bf16_floats(image);
         l.total = l.dwt + round16((size_t)CRS * d->K);
     }
     return l;
@@ -353,8 +411,12 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
     const size_t slice = cg.slice;
     const size_t wn = (size_t)d->K * CRSg; /* weight (K, C/groups, R, S) */
     const conv_ws L = ws_layout(d);
-    uint16_t *wtpack = (uint16_t *)ws; /* bf16: W^T (CRS, K), packed once */
-    if (d->bf16 && dx) nn_bf16_pack_a(ctx->isa, w, CRSg, 1, CRSg, d->K, wtpack);
+    /* bf16: W^T (CRS, K), or the flipped kernel (C, KRS), packed once */
+    uint16_t *wtpack = (uint16_t *)ws;
+    const int dx_corr = dx && dx_as_correlation(d);
+    const nn_conv2d_desc dxd = dx_desc(d);
+    if (dx_corr) pack_flipped_bf16(wtpack, w, d);
+    else if (d->bf16 && dx) nn_bf16_pack_a(ctx->isa, w, CRSg, 1, CRSg, d->K, wtpack);
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
         float *base = ws + L.shared + (size_t)t * L.total;
@@ -386,7 +448,7 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                     }
                 }
             for (int k = 0; k < d->K; k++) dbt[k] += sum_row(dyg + (size_t)k * ld, (int)ld);
-            if (dx)
+            if (dx && !dx_corr)
                 for (int g = 0; g < gc; g++) memset(dx + (i0 + g) * xs, 0, xs * sizeof(float));
             for (int gi = 0; gi < ng; gi++) {
                 const float *dyk = dyg + (size_t)gi * dg.K * ld;
@@ -402,7 +464,15 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                     nn_sgemm(0, 1, dg.K, CRSg, (int)ld, 1.0f, dyk, (int)ld, col, (int)ld, 1.0f,
                              dwt + (size_t)gi * dg.K * CRSg, CRSg);
                 }
-                if (dx) {
+                if (dx_corr) {
+                    /* dx of each image = W' (C, KRS) x the columns of its dy */
+                    const size_t HW = (size_t)d->H * d->W, ldx = (size_t)gc * HW;
+                    im2col_bf16_strided(colb, xb, dyg, (size_t)PQ, ld, gc, &dxd);
+                    for (int g = 0; g < gc; g++)
+                        nn_gemm_bf16_bh(ctx->isa, d->C, (int)HW, d->K * d->R * d->S, wtpack,
+                                        colb + (size_t)g * HW, (int)((ldx + 1) & ~(size_t)1),
+                                        dx + (i0 + g) * xs, (int)HW, 0, bscratch);
+                } else if (dx) {
                     if (d->bf16)
                         nn_gemm_bf16(ctx->isa, CRSg, (int)ld, d->K, wtpack, dyk, (int)ld, 0, dcol,
                                      (int)ld, 0, 0, bscratch);
