@@ -127,6 +127,22 @@ static void im2col(float *col, size_t ld, const float *x, const nn_conv2d_desc *
     im2col_any(col, ld, x, d, sizeof(float));
 }
 
+/* im2col of a stride-1 convolution from a zero-padded bf16 image
+ * (C, Hp, Wp): row (c, r, s), output row p is xp[c][p + r][s .. s + Q). */
+static void im2col_s1_bf16(uint16_t *col, size_t ld, const uint16_t *xp, int Hp, int Wp,
+                           const nn_conv2d_desc *d) {
+    for (int c = 0; c < d->C; c++)
+        for (int r = 0; r < d->R; r++)
+            for (int s = 0; s < d->S; s++) {
+                uint16_t *row = col + (size_t)((c * d->R + r) * d->S + s) * ld;
+                for (int p = 0; p < d->P; p++) {
+                    const uint16_t *src = xp + ((size_t)c * Hp + p + r) * Wp + s;
+                    uint16_t *dst = row + (size_t)p * d->Q;
+                    for (int q = 0; q < d->Q; q++) dst[q] = src[q];
+                }
+            }
+}
+
 /* The bf16 column matrix of a group of images, in the packed-A layout of the
  * bf16 GEMM (rows of ldp = ld rounded up to even, CRS rounded up to
  * NN_BF16_MR rows): so it is the B of the forward GEMM and, as is, the A of
@@ -137,13 +153,29 @@ static void im2col_bf16_strided(uint16_t *colb, uint16_t *xb, const float *x, si
     const size_t HW = (size_t)d->H * d->W;
     const int CRS = d->C * d->R * d->S;
     const int rows = (CRS + NN_BF16_MR - 1) / NN_BF16_MR * NN_BF16_MR;
-    for (int g = 0; g < gc; g++) {
-        for (int c = 0; c < d->C; c++) {
-            const float *xc = x + (size_t)g * xs + (size_t)c * cs;
-            uint16_t *bc = xb + (size_t)c * HW;
-            for (size_t j = 0; j < HW; j++) bc[j] = nn_to_bf16(xc[j]);
+    if (d->stride_h == 1 && d->stride_w == 1) {
+        /* into a zero-padded image, then every row of the column matrix is a
+         * plain copy of Q elements (no bounds, no memcpy call per row) */
+        const int Hp = d->H + 2 * d->pad_h, Wp = d->W + 2 * d->pad_w;
+        memset(xb, 0, (size_t)d->C * Hp * Wp * sizeof *xb);
+        for (int g = 0; g < gc; g++) {
+            for (int c = 0; c < d->C; c++)
+                for (int h = 0; h < d->H; h++) {
+                    const float *xr = x + (size_t)g * xs + (size_t)c * cs + (size_t)h * d->W;
+                    uint16_t *br = xb + ((size_t)c * Hp + h + d->pad_h) * Wp + d->pad_w;
+                    for (int w = 0; w < d->W; w++) br[w] = nn_to_bf16(xr[w]);
+                }
+            im2col_s1_bf16(colb + (size_t)g * PQ, ldp, xb, Hp, Wp, d);
         }
-        im2col_any(colb + (size_t)g * PQ, ldp, xb, d, sizeof(uint16_t));
+    } else {
+        for (int g = 0; g < gc; g++) {
+            for (int c = 0; c < d->C; c++) {
+                const float *xc = x + (size_t)g * xs + (size_t)c * cs;
+                uint16_t *bc = xb + (size_t)c * HW;
+                for (size_t j = 0; j < HW; j++) bc[j] = nn_to_bf16(xc[j]);
+            }
+            im2col_any(colb + (size_t)g * PQ, ldp, xb, d, sizeof(uint16_t));
+        }
     }
     if (ldp != ld)
         for (int r = 0; r < CRS; r++) colb[(size_t)r * ldp + ld] = 0;
@@ -273,14 +305,17 @@ static conv_ws ws_layout(const nn_conv2d_desc *d) {
     if (d->bf16) {
         size_t fwd = nn_bf16_packed_a_size(d->K, CRS), bwd = nn_bf16_packed_a_size(CRS, d->K);
         size_t cols = nn_bf16_packed_a_size(CRS, (int)(G * PQ));
-        size_t image = (size_t)d->C * d->H * d->W;
+        /* one image in bf16, zero-padded for stride-1 convolutions */
+        size_t image = (size_t)d->C * (d->H + 2 * d->pad_h) * (d->W + 2 * d->pad_w);
         if (dx_as_correlation(d)) { /* dy's column matrix and flipped kernel too */
             const size_t HW = (size_t)d->H * d->W, KRS = (size_t)d->K * d->R * d->S;
             size_t flip = nn_bf16_packed_a_size(d->C, (int)KRS);
             size_t dcols = nn_bf16_packed_a_size((int)KRS, (int)(G * HW));
             bwd = bwd > flip ? bwd : flip;
             cols = cols > dcols ? cols : dcols;
-            image = image > (size_t)d->K * PQ ? image : (size_t)d->K * PQ;
+            const nn_conv2d_desc t = dx_desc(d);
+            const size_t dimage = (size_t)t.C * (t.H + 2 * t.pad_h) * (t.W + 2 * t.pad_w);
+            image = image > dimage ? image : dimage;
         }
         l.shared = bf16_floats(fwd > bwd ? fwd : bwd);
         l.bscratch = l.total;
