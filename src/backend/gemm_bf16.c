@@ -26,6 +26,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #include <pthread.h>
+
+#include "backend/transpose_avx512.h"
 #include <sys/syscall.h>
 #include <unistd.h>
 #define NN_HAVE_BF16_KERNELS 1
@@ -139,6 +141,35 @@ BF16_TARGET static void pack_b_rows_avx512(const float *B, const uint16_t *Bh, i
                 _mm512_storeu_si512(dst, _mm512_permutexvar_epi16(inter, v));
             }
         }
+}
+
+/* B transposed (B[n][k], floats): for 16 columns, 32 k of each row are
+ * rounded into 16 pairs (one 32-bit element per pair), then a 16x16
+ * transpose puts each pair's 16 columns side by side. */
+BF16_TARGET static void pack_b_cols_avx512(const float *B, int ldb, int K, int N, int k0, int kc,
+                                           int n0, int nc, uint16_t *Bp) {
+    for (int p = 0; p < nc; p += NR)
+        for (int h = 0; h < NR; h += 16)
+            for (int kk = 0; kk < kc; kk += 32) {
+                const int k = k0 + kk, left = K - k;
+                const __mmask16 lo = left >= 16 ? 0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+                const __mmask16 hi = left >= 32 ? 0xffff : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+                __m512 r[16];
+                for (int j = 0; j < 16; j++) {
+                    const int n = n0 + p + h + j;
+                    if (n >= N) {
+                        r[j] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    const float *row = B + (size_t)n * ldb + k;
+                    r[j] = (__m512)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, row + 16),
+                                                       _mm512_maskz_loadu_ps(lo, row));
+                }
+                transpose16(r);
+                const int pairs = (kc - kk) / 2 < 16 ? (kc - kk) / 2 : 16;
+                uint16_t *dst = Bp + (size_t)p * kc + (size_t)(kk / 2) * 2 * NR + 2 * h;
+                for (int i = 0; i < pairs; i++) _mm512_storeu_ps((float *)(dst + (size_t)i * 2 * NR), r[i]);
+            }
 }
 #endif
 
@@ -344,6 +375,8 @@ static void gemm(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const floa
 #ifdef NN_HAVE_BF16_KERNELS
             if (fast && !trans_b)
                 pack_b_rows_avx512(B, Bh, ldb, K, N, k0, kc, n0, ncp, scratch);
+            else if (fast && B)
+                pack_b_cols_avx512(B, ldb, K, N, k0, kc, n0, ncp, scratch);
             else
 #endif
                 pack_b_generic(B, Bh, ldb, trans_b, K, N, k0, kc, n0, ncp, scratch);
