@@ -1,7 +1,7 @@
 /*
  * peak.c - the machine's limits, so every speed figure has one beside it:
- *  - FMA peak: independent chains of fused multiply-adds per core (AVX-512 if
- *    the CPU has it, else AVX2+FMA, else SSE), one chain set per thread;
+ *  - FMA peak: nn_measure_fma_gflops (src/backend/peak.c) on 1 thread and
+ *    all threads;
  *  - OpenBLAS sgemm on an n x n x n product, 1 thread and all threads, with
  *    the kernels nnopt makes OpenBLAS use (nn_blas_core: its own choice is
  *    replaced where it is older than the CPU).
@@ -10,66 +10,9 @@
 #include "nnopt.h"
 
 #include <cblas.h>
-#include <immintrin.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#define FMA_ITERS 20000000L
-
-/* 12 independent accumulators hide the FMA latency (4 cycles x 2 ports). */
-__attribute__((target("avx512f"))) static double fma_avx512(void) {
-    __m512 acc[12];
-    const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps((float)i);
-    for (long it = 0; it < FMA_ITERS; it++)
-        for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-    float sink = 0;
-    for (int i = 0; i < 12; i++) sink += _mm512_reduce_add_ps(acc[i]);
-    if (sink == 12345.0f) puts("");
-    return 2.0 * 16 * 12 * (double)FMA_ITERS;
-}
-
-__attribute__((target("avx2,fma"))) static double fma_avx2(void) {
-    __m256 acc[12];
-    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
-    for (long it = 0; it < FMA_ITERS; it++)
-        for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
-    float out[8], sink = 0;
-    for (int i = 0; i < 12; i++) {
-        _mm256_storeu_ps(out, acc[i]);
-        sink += out[0];
-    }
-    if (sink == 12345.0f) puts("");
-    return 2.0 * 8 * 12 * (double)FMA_ITERS;
-}
-
-static double fma_sse(void) {
-    __m128 acc[12];
-    const __m128 a = _mm_set1_ps(0.999999f), b = _mm_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm_set1_ps((float)i);
-    for (long it = 0; it < FMA_ITERS; it++)
-        for (int i = 0; i < 12; i++) acc[i] = _mm_add_ps(_mm_mul_ps(acc[i], a), b);
-    float out[4], sink = 0;
-    for (int i = 0; i < 12; i++) {
-        _mm_storeu_ps(out, acc[i]);
-        sink += out[0];
-    }
-    if (sink == 12345.0f) puts("");
-    return 2.0 * 4 * 12 * (double)FMA_ITERS;
-}
-
-static double fma_peak(int threads, const char **isa) {
-    __builtin_cpu_init();
-    int avx512 = __builtin_cpu_supports("avx512f");
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    *isa = avx512 ? "avx512" : avx2 ? "avx2+fma" : "sse";
-    double flops = 0.0, t0 = omp_get_wtime();
-#pragma omp parallel num_threads(threads) reduction(+ : flops)
-    flops += avx512 ? fma_avx512() : avx2 ? fma_avx2() : fma_sse();
-    return flops / (omp_get_wtime() - t0) * 1e-9;
-}
 
 static double sgemm_peak(int threads, int n) {
     openblas_set_num_threads(threads);
@@ -97,7 +40,9 @@ int main(int argc, char **argv) {
     const char *replaced = nn_blas_replaced_core();
     for (int t = 1; t <= maxt; t *= 2) {
         const char *isa;
-        double f = fma_peak(t, &isa);
+        nn_ctx *ctx = nn_ctx_new(t);
+        double f = ctx ? nn_measure_fma_gflops(ctx, &isa) : 0.0;
+        nn_ctx_free(ctx);
         double s = sgemm_peak(t, 2048);
         printf("{\"threads\":%d,\"fma_isa\":\"%s\",\"fma_peak_gflops\":%.1f,"
                "\"openblas_sgemm_gflops\":%.1f,\"openblas_core\":\"%s\",\"openblas_replaced\":\"%s\"}\n",

@@ -520,6 +520,11 @@ nn_status nn_checkpoint_load(nn_ctx *ctx, const char *path, nn_net *net,
  * GEMM path the kernels use. Returns GFLOP/s, or 0 if out of memory. */
 double nn_measure_sgemm_gflops(nn_ctx *ctx, int n, int repeats);
 
+/* Measures the FMA peak with the context's threads: independent chains of
+ * fused multiply-adds in registers, the widest vectors the CPU has (*isa:
+ * "avx512", "avx2+fma" or "sse"). GFLOP/s; about 0.1 s on a 2 GHz core. */
+double nn_measure_fma_gflops(nn_ctx *ctx, const char **isa);
+
 /* The BLAS kernels in use: OpenBLAS's core type name ("Cooperlake", ...).
  * OpenBLAS chooses them from the CPU model when it loads; a release older than
  * the CPU falls back to SSE3 kernels ("Prescott"), several times slower. The

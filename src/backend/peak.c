@@ -1,0 +1,75 @@
+/* peak.c - the machine's FMA limit, measured: independent chains of fused
+ * multiply-adds (AVX-512 if the CPU has it, else AVX2+FMA, else SSE
+ * multiply + add), one set of chains per thread, in registers only. The
+ * speed figures of `nnopt bench` and bench/peak are read against it. */
+#include "nn_internal.h"
+
+#include <omp.h>
+#include <stdio.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define FMA_ITERS 20000000L
+
+/* 12 independent accumulators hide the FMA latency (4 cycles x 2 ports). */
+__attribute__((target("avx512f"))) static double fma_avx512(void) {
+    __m512 acc[12];
+    const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < FMA_ITERS; it++)
+        for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+    float sink = 0;
+    for (int i = 0; i < 12; i++) sink += _mm512_reduce_add_ps(acc[i]);
+    if (sink == 12345.0f) puts("");
+    return 2.0 * 16 * 12 * (double)FMA_ITERS;
+}
+
+__attribute__((target("avx2,fma"))) static double fma_avx2(void) {
+    __m256 acc[12];
+    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
+    for (long it = 0; it < FMA_ITERS; it++)
+        for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+    float out[8], sink = 0;
+    for (int i = 0; i < 12; i++) {
+        _mm256_storeu_ps(out, acc[i]);
+        sink += out[0];
+    }
+    if (sink == 12345.0f) puts("");
+    return 2.0 * 8 * 12 * (double)FMA_ITERS;
+}
+
+static double fma_sse(void) {
+    __m128 acc[12];
+    const __m128 a = _mm_set1_ps(0.999999f), b = _mm_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++) acc[i] = _mm_set1_ps((float)i);
+    for (long it = 0; it < FMA_ITERS; it++)
+        for (int i = 0; i < 12; i++) acc[i] = _mm_add_ps(_mm_mul_ps(acc[i], a), b);
+    float out[4], sink = 0;
+    for (int i = 0; i < 12; i++) {
+        _mm_storeu_ps(out, acc[i]);
+        sink += out[0];
+    }
+    if (sink == 12345.0f) puts("");
+    return 2.0 * 4 * 12 * (double)FMA_ITERS;
+}
+
+double nn_measure_fma_gflops(nn_ctx *ctx, const char **isa) {
+    const int threads = ctx->threads;
+    __builtin_cpu_init();
+    int avx512 = __builtin_cpu_supports("avx512f");
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    *isa = avx512 ? "avx512" : avx2 ? "avx2+fma" : "sse";
+    double flops = 0.0, t0 = omp_get_wtime();
+#pragma omp parallel num_threads(threads) reduction(+ : flops)
+    flops += avx512 ? fma_avx512() : avx2 ? fma_avx2() : fma_sse();
+    return flops / (omp_get_wtime() - t0) * 1e-9;
+}
+#else
+double nn_measure_fma_gflops(nn_ctx *ctx, const char **isa) {
+    (void)ctx;
+    *isa = "none";
+    return 0.0;
+}
+#endif
