@@ -79,6 +79,7 @@ typedef struct {
     int qw, qt;                 /* forward tile width, Q rounded up to it */
     int ww, wt;                 /* input-gradient tile width, W rounded up to it */
     int kp, cp;                 /* K and C rounded up to 16 */
+    int wg;                     /* images per weight-gradient pass (see geom) */
     size_t x_floats, dy_floats, ycl_floats, dxcl_floats, dycl_floats, dwcl_floats;
 } direct_geom;
 
@@ -104,6 +105,11 @@ static direct_geom geom(const nn_conv2d_desc *d) {
     g.dxcl_floats = round16((size_t)d->H * g.wt * g.cp);
     g.dycl_floats = round16((size_t)d->P * d->Q * g.kp);
     g.dwcl_floats = round16((size_t)d->C * MAX_TAPS * g.kp + g.kp);
+    /* the weight-gradient share is read and written once per pass over its
+     * images: where it is much larger than one image's buffers (conv_heavy's
+     * 256-channel 7x7 layers: 2.4 MB, past a 2 MB L2) a pass takes several */
+    const size_t ratio = g.dwcl_floats / (g.x_floats + g.dycl_floats);
+    g.wg = ratio < 1 ? 1 : ratio > 8 ? 8 : (int)ratio;
     return g;
 }
 
@@ -134,7 +140,7 @@ static size_t packed_floats(const direct_geom *g, const nn_conv2d_desc *d) {
 
 static size_t thread_floats(const direct_geom *g) {
     size_t cl = g->ycl_floats > g->dxcl_floats ? g->ycl_floats : g->dxcl_floats;
-    return g->x_floats + g->dy_floats + cl + g->dycl_floats + g->dwcl_floats;
+    return g->wg * (g->x_floats + g->dycl_floats) + g->dy_floats + cl + g->dwcl_floats;
 }
 
 size_t nn_conv2d_direct_workspace(const nn_conv2d_desc *d, int threads) {
@@ -432,7 +438,7 @@ static const wgrad_fn wgrad_fns_bf16[WGRAD_NB] = {wgrad_bf16_1, wgrad_bf16_2, wg
  * floats, or bf16 for bf16) and the channels-last output gradient dycl
  * (vectors of one pixel, or for bf16 of a pixel pair, per row); for fp32 the
  * bias share after dwcl gets the pixel sums (bf16: to_pairs_channels_last). */
-AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl,
+AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl, int gc,
                                const nn_conv2d_desc *d, const direct_geom *g) {
     const int taps = d->R * d->S, nb = blocks(d->K), bf16 = d->bf16;
     const int qv = bf16 ? (d->Q + 1) / 2 : d->Q;
@@ -447,18 +453,22 @@ AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl,
         pass_range(nb, WGRAD_NB, j, &b0, &bn);
         const wgrad_fn fn = bf16 ? wgrad_fns_bf16[bn - 1] : wgrad_fns_f32[bn - 1];
         for (int c = 0; c < d->C; c++)
-            fn(dwcl + (size_t)c * MAX_TAPS * g->kp + b0 * VEC, g->kp,
-               (const char *)xp + (size_t)c * g->hp * g->wp * esz, g->wp, dycl + b0 * VEC, d->P,
-               qv, off, taps);
+            for (int im = 0; im < gc; im++) /* in image order, as one image at a time */
+                fn(dwcl + (size_t)c * MAX_TAPS * g->kp + b0 * VEC, g->kp,
+                   (const char *)xp + (im * g->x_floats * sizeof(float) +
+                                      (size_t)c * g->hp * g->wp * esz),
+                   g->wp, dycl + im * g->dycl_floats + b0 * VEC, d->P, qv, off, taps);
     }
     if (!bf16) {
         float *dbt = dwcl + (size_t)d->C * MAX_TAPS * g->kp;
         const int PQ = d->P * d->Q;
-        for (int b = 0; b < nb; b++) {
-            float *o = dbt + b * VEC;
-            for (int j = 0; j < PQ; j++)
-                for (int l = 0; l < VEC; l++) o[l] += dycl[(size_t)j * g->kp + b * VEC + l];
-        }
+        for (int im = 0; im < gc; im++)
+            for (int b = 0; b < nb; b++) {
+                float *o = dbt + b * VEC;
+                const float *dyc = dycl + im * g->dycl_floats;
+                for (int j = 0; j < PQ; j++)
+                    for (int l = 0; l < VEC; l++) o[l] += dyc[(size_t)j * g->kp + b * VEC + l];
+            }
     }
 }
 
@@ -549,11 +559,11 @@ typedef struct {
 static thread_bufs bufs_of(float *ws, const direct_geom *g, const nn_conv2d_desc *d, int t) {
     thread_bufs b;
     const size_t cl = g->ycl_floats > g->dxcl_floats ? g->ycl_floats : g->dxcl_floats;
-    b.x = ws + round16(packed_floats(g, d)) + (size_t)t * thread_floats(g);
-    b.dy = b.x + g->x_floats;
+    b.x = ws + round16(packed_floats(g, d)) + (size_t)t * thread_floats(g); /* wg images */
+    b.dy = b.x + (size_t)g->wg * g->x_floats;
     b.cl = b.dy + g->dy_floats;
     b.dycl = b.cl + cl;
-    b.dwcl = b.dycl + g->dycl_floats;
+    b.dwcl = b.dycl + (size_t)g->wg * g->dycl_floats; /* after wg images */
     return b;
 }
 
@@ -594,23 +604,31 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
     for (int t = 0; t < T; t++) {
         const thread_bufs tb = bufs_of(ws, &g, d, t);
         float *dbt = tb.dwcl + (size_t)d->C * MAX_TAPS * g.kp;
-        memset(tb.x, 0, g.x_floats * sizeof(float));
+        memset(tb.x, 0, (size_t)g.wg * g.x_floats * sizeof(float));
         if (dx) memset(tb.dy, 0, g.dy_floats * sizeof(float));
         memset(tb.dwcl, 0, g.dwcl_floats * sizeof(float));
-        for (int i = n * t / T; i < n * (t + 1) / T; i++) {
-            const float *mask = d->relu ? y + i * ys : NULL;
-            if (bf16) {
-                pad_interior_bf16((uint16_t *)tb.x, x + i * xs, d->C, d->H, d->W, d->pad_h,
-                                  d->pad_w, g.hp, g.wp);
-                to_pairs_channels_last((uint32_t *)tb.dycl, dbt, dy + i * ys, mask, d->K, d->P,
-                                       d->Q, g.kp);
-            } else {
-                nn_conv2d_pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h,
-                                       d->pad_w, g.hp, g.wp);
-                to_channels_last(tb.dycl, dy + i * ys, mask, d->K, d->P * d->Q, g.kp);
+        const int end = n * (t + 1) / T;
+        for (int i0 = n * t / T; i0 < end; i0 += g.wg) {
+            const int gc = end - i0 < g.wg ? end - i0 : g.wg;
+            for (int j = 0; j < gc; j++) {
+                const int i = i0 + j;
+                const float *mask = d->relu ? y + i * ys : NULL;
+                float *xj = tb.x + j * g.x_floats, *dyclj = tb.dycl + j * g.dycl_floats;
+                if (bf16) {
+                    pad_interior_bf16((uint16_t *)xj, x + i * xs, d->C, d->H, d->W, d->pad_h,
+                                      d->pad_w, g.hp, g.wp);
+                    to_pairs_channels_last((uint32_t *)dyclj, dbt, dy + i * ys, mask, d->K, d->P,
+                                           d->Q, g.kp);
+                } else {
+                    nn_conv2d_pad_interior(xj, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h,
+                                           d->pad_w, g.hp, g.wp);
+                    to_channels_last(dyclj, dy + i * ys, mask, d->K, d->P * d->Q, g.kp);
+                }
             }
-            weight_grad(tb.dwcl, tb.x, tb.dycl, d, &g);
-            if (dx) {
+            weight_grad(tb.dwcl, tb.x, tb.dycl, gc, d, &g);
+            for (int j = 0; j < gc && dx; j++) {
+                const int i = i0 + j;
+                const float *mask = d->relu ? y + i * ys : NULL;
                 if (bf16)
                     pad_interior_pairs((uint32_t *)tb.dy, dy + i * ys, mask, d->K, d->P, d->Q,
                                        g.ph, g.pw, g.dh, g.dw);
