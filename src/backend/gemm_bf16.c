@@ -27,7 +27,7 @@
 #include <immintrin.h>
 #include <pthread.h>
 
-#include "backend/transpose_avx512.h"
+#include "backend/simd_avx512.h"
 #include <sys/syscall.h>
 #include <unistd.h>
 #define NN_HAVE_BF16_KERNELS 1
@@ -210,6 +210,17 @@ static void micro_generic(int pairs, const uint16_t *a, size_t lda, const uint16
 }
 
 #ifdef NN_HAVE_BF16_KERNELS
+/* One full row of the C tile (NR = 32 floats, two vectors) written to, or
+ * added to, C. */
+BF16_TARGET static inline void store_row(float *cr, __m512 c0, __m512 c1, int accumulate) {
+    if (accumulate) {
+        c0 = _mm512_add_ps(c0, _mm512_loadu_ps(cr));
+        c1 = _mm512_add_ps(c1, _mm512_loadu_ps(cr + 16));
+    }
+    _mm512_storeu_ps(cr, c0);
+    _mm512_storeu_ps(cr + 16, c1);
+}
+
 BF16_TARGET static void micro_avx512(int pairs, const uint16_t *a, size_t lda, const uint16_t *bp,
                                      float *C, int ldc, int rows, int cols, int trans_c,
                                      int accumulate) {
@@ -229,15 +240,7 @@ BF16_TARGET static void micro_avx512(int pairs, const uint16_t *a, size_t lda, c
         }
     }
     if (!trans_c && cols == NR) {
-        for (int r = 0; r < rows; r++) {
-            float *cr = C + (size_t)r * ldc;
-            if (accumulate) {
-                c[r][0] = _mm512_add_ps(c[r][0], _mm512_loadu_ps(cr));
-                c[r][1] = _mm512_add_ps(c[r][1], _mm512_loadu_ps(cr + 16));
-            }
-            _mm512_storeu_ps(cr, c[r][0]);
-            _mm512_storeu_ps(cr + 16, c[r][1]);
-        }
+        for (int r = 0; r < rows; r++) store_row(C + (size_t)r * ldc, c[r][0], c[r][1], accumulate);
         return;
     }
     float t[MR * NR];
@@ -335,16 +338,9 @@ AMX_TARGET static void micro_amx(int pairs, const uint16_t *a, size_t lda, const
     _tile_stored(1, t + 16, NR * sizeof(float));
     __asm__ volatile("" : "=m"(t) : : "memory"); /* the tile stores wrote t */
     if (!trans_c && cols == NR) {
-        for (int r = 0; r < rows; r++) {
-            float *cr = C + (size_t)r * ldc;
-            __m512 c0 = _mm512_load_ps(t + r * NR), c1 = _mm512_load_ps(t + r * NR + 16);
-            if (accumulate) {
-                c0 = _mm512_add_ps(c0, _mm512_loadu_ps(cr));
-                c1 = _mm512_add_ps(c1, _mm512_loadu_ps(cr + 16));
-            }
-            _mm512_storeu_ps(cr, c0);
-            _mm512_storeu_ps(cr + 16, c1);
-        }
+        for (int r = 0; r < rows; r++)
+            store_row(C + (size_t)r * ldc, _mm512_load_ps(t + r * NR),
+                      _mm512_load_ps(t + r * NR + 16), accumulate);
         return;
     }
     store_tile(t, rows, cols, C, ldc, trans_c, accumulate);

@@ -143,10 +143,12 @@ static void im2col_s1_bf16(uint16_t *col, size_t ld, const uint16_t *xp, int Hp,
             }
 }
 
-/* The bf16 column matrix of a group of images, in the packed-A layout of the
- * bf16 GEMM (rows of ldp = ld rounded up to even, CRS rounded up to
- * NN_BF16_MR rows): so it is the B of the forward GEMM and, as is, the A of
- * the weight-gradient GEMM. xb holds one image converted to bf16. */
+/* The bf16 column matrix of a group of images (image g at x + g*xs, its
+ * channel planes cs floats apart), in the packed-A layout of the bf16 GEMM
+ * (rows of ldp = ld rounded up to even, CRS rounded up to NN_BF16_MR rows):
+ * so it is the B of the forward GEMM and, as is, the A of the
+ * weight-gradient GEMM. xb holds one image converted to bf16 (zero-padded
+ * for stride 1). */
 static void im2col_bf16_strided(uint16_t *colb, uint16_t *xb, const float *x, size_t xs,
                                 size_t cs, int gc, const nn_conv2d_desc *d) {
     const size_t PQ = (size_t)d->P * d->Q, ld = (size_t)gc * PQ, ldp = (ld + 1) & ~(size_t)1;
@@ -182,7 +184,7 @@ static void im2col_bf16_strided(uint16_t *colb, uint16_t *xb, const float *x, si
     memset(colb + (size_t)CRS * ldp, 0, (size_t)(rows - CRS) * ldp * sizeof(uint16_t));
 }
 
-/* The same for images of xs floats whose channel planes lie H*W apart. */
+/* The same for images whose channel planes lie H*W apart. */
 static void im2col_bf16(uint16_t *colb, uint16_t *xb, const float *x, size_t xs, int gc,
                         const nn_conv2d_desc *d) {
     im2col_bf16_strided(colb, xb, x, xs, (size_t)d->H * d->W, gc, d);

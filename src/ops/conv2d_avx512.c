@@ -31,7 +31,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-#include "backend/transpose_avx512.h"
+#include "backend/simd_avx512.h"
 #define NN_HAVE_AVX512_KERNELS 1
 #define TARGET_F32 "avx512f"
 #define TARGET_BF16 "avx512f,avx512bw,avx512vl,avx512bf16"
@@ -318,10 +318,6 @@ static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, 
     }
 }
 
-static __mmask16 first_lanes(int n) {
-    return n >= VEC ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
-}
-
 /* out (C, P*Q) = cl[p][q][c] (rows of qt pixels, ocp channels each) for
  * q < Q, + bias, ReLU if asked: 16 pixels x 16 channels at a time,
  * transposed in registers. */
@@ -331,7 +327,7 @@ AVX512 static void from_channels_last(float *out, const float *cl, int C, int P,
     for (int p = 0; p < P; p++)
         for (int q0 = 0; q0 < Q; q0 += VEC) {
             const int qn = Q - q0 < VEC ? Q - q0 : VEC;
-            const __mmask16 qm = first_lanes(qn);
+            const __mmask16 qm = nn_first_lanes(qn);
             for (int c0 = 0; c0 < C; c0 += VEC) {
                 __m512 r[16];
                 for (int i = 0; i < VEC; i++)
@@ -357,20 +353,12 @@ AVX512 static void to_channels_last(float *dycl, const float *dy, const float *m
     const __m512 zero = _mm512_setzero_ps();
     for (int j0 = 0; j0 < PQ; j0 += VEC) {
         const int jn = PQ - j0 < VEC ? PQ - j0 : VEC;
-        const __mmask16 jm = first_lanes(jn);
         for (int k0 = 0; k0 < kp; k0 += VEC) {
             __m512 r[16];
             for (int i = 0; i < VEC; i++) {
                 const size_t at = (size_t)(k0 + i) * PQ + j0;
-                if (k0 + i >= K) {
-                    r[i] = zero;
-                } else if (mask) {
-                    const __m512 m = _mm512_maskz_loadu_ps(jm, mask + at);
-                    const __mmask16 keep = _mm512_mask_cmp_ps_mask(jm, m, zero, _CMP_GT_OQ);
-                    r[i] = _mm512_maskz_loadu_ps(keep, dy + at);
-                } else {
-                    r[i] = _mm512_maskz_loadu_ps(jm, dy + at);
-                }
+                r[i] = k0 + i >= K ? zero
+                                   : nn_load_relu_masked(dy + at, mask ? mask + at : NULL, jn);
             }
             transpose16(r);
             for (int j = 0; j < jn; j++) _mm512_storeu_ps(dycl + (size_t)(j0 + j) * kp + k0, r[j]);
@@ -484,11 +472,7 @@ BF16 static inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
 
 /* 16 floats of src from at, the first n, zero where mask <= 0 if a mask is given */
 BF16 static inline __m512 load_masked(const float *src, const float *mask, size_t at, int n) {
-    const __mmask16 m = first_lanes(n);
-    if (!mask) return _mm512_maskz_loadu_ps(m, src + at);
-    const __m512 mv = _mm512_maskz_loadu_ps(m, mask + at);
-    const __mmask16 keep = _mm512_mask_cmp_ps_mask(m, mv, _mm512_setzero_ps(), _CMP_GT_OQ);
-    return _mm512_maskz_loadu_ps(keep, src + at);
+    return nn_load_relu_masked(src + at, mask ? mask + at : NULL, n);
 }
 
 /* Interior of dst ((C+1)/2 channel pairs, rows, ld) in 32-bit words, zero
@@ -506,7 +490,7 @@ BF16 static void pad_interior_pairs(uint32_t *dst, const float *src, const float
                 const __m512 hi =
                     2 * cp + 1 < C ? load_masked(src, mask, at + HW, n) : _mm512_setzero_ps();
                 _mm512_mask_storeu_epi32(dst + ((size_t)cp * rows + h + ph) * ld + pw + w0,
-                                         first_lanes(n), bf16_pairs(lo, hi));
+                                         nn_first_lanes(n), bf16_pairs(lo, hi));
             }
 }
 
@@ -518,9 +502,9 @@ BF16 static void pad_interior_bf16(uint16_t *dst, const float *src, int C, int H
             for (int w0 = 0; w0 < W; w0 += VEC) {
                 const int n = W - w0 < VEC ? W - w0 : VEC;
                 const size_t at = ((size_t)c * H + h) * W + w0;
-                const __m512 v = _mm512_maskz_loadu_ps(first_lanes(n), src + at);
+                const __m512 v = _mm512_maskz_loadu_ps(nn_first_lanes(n), src + at);
                 _mm256_mask_storeu_epi16(dst + ((size_t)c * rows + h + ph) * ld + pw + w0,
-                                         first_lanes(n), (__m256i)_mm512_cvtneps_pbh(v));
+                                         nn_first_lanes(n), (__m256i)_mm512_cvtneps_pbh(v));
             }
 }
 

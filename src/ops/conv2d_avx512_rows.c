@@ -22,6 +22,8 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+
+#include "backend/simd_avx512.h"
 #define NN_HAVE_AVX512_KERNELS 1
 #define AVX512 __attribute__((target("avx512f")))
 #endif
@@ -163,17 +165,6 @@ typedef struct {
     size_t image, plane, row;
 } dy_view;
 
-static __mmask16 first_lanes(int n) {
-    return n >= VEC ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
-}
-
-/* dy[q0 .. q0+15] of one row, zero past Q and where y <= 0 */
-AVX512 static inline __m512 load_dy(const float *dy, const float *y, __mmask16 qm) {
-    if (y) qm = _mm512_mask_cmp_ps_mask(qm, _mm512_maskz_loadu_ps(qm, y), _mm512_setzero_ps(),
-                                        _CMP_GT_OQ);
-    return _mm512_maskz_loadu_ps(qm, dy);
-}
-
 /* dwt[k][c][r][s] += sum over images g, rows p, columns q of
  * dy[g][k][p][q] * x[g][c][p + r][q + s], three output channels at a time:
  * 27 accumulators, and each x vector loaded once for three FMAs. */
@@ -198,11 +189,15 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, dy_view 
                 const size_t o1 = o0 + (kn > 1 ? v.plane : 0), o2 = o0 + (kn > 2 ? 2 * v.plane : 0);
                 for (int p = 0; p < d->P; p++)
                     for (int q0 = 0; q0 < d->Q; q0 += VEC) {
-                        const __mmask16 qm = first_lanes(d->Q - q0);
+                        /* dy[q0 .. q0+15] of the row, zero past Q and where y <= 0 */
+                        const int qn = d->Q - q0;
                         const size_t o = (size_t)p * v.row + q0;
-                        const __m512 u = load_dy(v.at + o0 + o, v.y ? v.y + o0 + o : NULL, qm);
-                        const __m512 w1 = load_dy(v.at + o1 + o, v.y ? v.y + o1 + o : NULL, qm);
-                        const __m512 w2 = load_dy(v.at + o2 + o, v.y ? v.y + o2 + o : NULL, qm);
+                        const __m512 u =
+                            nn_load_relu_masked(v.at + o0 + o, v.y ? v.y + o0 + o : NULL, qn);
+                        const __m512 w1 =
+                            nn_load_relu_masked(v.at + o1 + o, v.y ? v.y + o1 + o : NULL, qn);
+                        const __m512 w2 =
+                            nn_load_relu_masked(v.at + o2 + o, v.y ? v.y + o2 + o : NULL, qn);
                         const float *xp = x + (size_t)p * g->wp + q0;
                         for (int t = 0; t < MAX_TAPS; t++) {
                             __m512 xv = _mm512_loadu_ps(xp + off[t]);
@@ -229,9 +224,9 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, dy_view 
             const size_t ok = (size_t)im * v.image + (size_t)k * v.plane;
             for (int p = 0; p < d->P; p++)
                 for (int q0 = 0; q0 < d->Q; q0 += VEC) {
-                    const __mmask16 qm = first_lanes(d->Q - q0);
                     const size_t o = ok + (size_t)p * v.row + q0;
-                    s = _mm512_add_ps(s, load_dy(v.at + o, v.y ? v.y + o : NULL, qm));
+                    s = _mm512_add_ps(s, nn_load_relu_masked(v.at + o, v.y ? v.y + o : NULL,
+                                                             d->Q - q0));
                 }
         }
         dbt[k] += _mm512_reduce_add_ps(s);

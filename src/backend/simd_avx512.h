@@ -1,9 +1,25 @@
-/* transpose_avx512.h - a 16x16 transpose of 32-bit elements in AVX-512
- * registers, shared by the channels-last convolution kernels (floats) and
- * the bf16 GEMM's packing (pairs of bf16 per element). Include after
- * <immintrin.h>, on x86-64 GCC/clang only. */
-#ifndef NN_TRANSPOSE_AVX512_H
-#define NN_TRANSPOSE_AVX512_H
+/* simd_avx512.h - small AVX-512 helpers shared by the convolution kernels
+ * (conv2d_avx512.c, conv2d_avx512_rows.c) and the bf16 GEMM's packing: lane
+ * masks, ReLU-masked loads, a 16x16 transpose of 32-bit elements. Include
+ * after <immintrin.h>, on x86-64 GCC/clang only. */
+#ifndef NN_SIMD_AVX512_H
+#define NN_SIMD_AVX512_H
+
+/* The first n of 16 lanes (all 16 for n >= 16). */
+static inline __mmask16 nn_first_lanes(int n) {
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+
+/* The first n floats of src (the other lanes zero), zero also where the ReLU
+ * mask (a layer's output) is <= 0; mask NULL: no mask. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512 nn_load_relu_masked(
+    const float *src, const float *mask, int n) {
+    __mmask16 m = nn_first_lanes(n);
+    if (mask)
+        m = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, mask), _mm512_setzero_ps(),
+                                    _CMP_GT_OQ);
+    return _mm512_maskz_loadu_ps(m, src);
+}
 
 /* r[i] = row i of a 16x16 block; afterwards r[j] = column j. */
 __attribute__((target("avx512f"), always_inline)) static inline void transpose16(
@@ -31,4 +47,4 @@ __attribute__((target("avx512f"), always_inline)) static inline void transpose16
     }
 }
 
-#endif /* NN_TRANSPOSE_AVX512_H */
+#endif /* NN_SIMD_AVX512_H */
