@@ -40,6 +40,17 @@ struct nn_ctx {
 #define NN_PRAGMA_(x) _Pragma(NN_STR_(x))
 #define NN_PARALLEL_FOR(nthreads) NN_PRAGMA_(omp parallel for schedule(static) num_threads(nthreads))
 
+/* A parallel region (nn_thread_id() tells each thread its index, for its own
+ * scratch buffers) and, inside it, a loop whose iterations go to whichever
+ * thread is free, one at a time, with no barrier after it. For work where
+ * each iteration writes only its own outputs (one image's activations or
+ * input gradient): the results do not depend on which thread ran what, and a
+ * thread slowed down by the machine (a busy neighbour on a VM) no longer
+ * holds up the others at the end of the layer. */
+#define NN_PARALLEL(nthreads) NN_PRAGMA_(omp parallel num_threads(nthreads))
+#define NN_FOR_DYNAMIC NN_PRAGMA_(omp for schedule(dynamic, 1) nowait)
+int nn_thread_id(void);
+
 /* Row-major C(M,N) = alpha * op(A)(M,K) * op(B)(K,N) + beta * C, single-threaded
  * in the calling thread. All GEMM in nnopt goes through here (or through
  * nn_sgemm_parallel, which splits the rows of C across the context's threads). */

@@ -983,38 +983,59 @@ static void test_relu_linear_softmax_hand(nn_ctx *ctx) {
 
 /* ------------------------------------------------------------ determinism, NaN */
 
-static void test_conv_determinism(nn_ctx *const ctxs[2], nn_rng *rng) {
-    /* two images per GEMM group, 13 images over 2 threads: several groups each */
-    conv_cfg c = {13, 8, 30, 30, 6, 3, 3, 1, 1, 1, 1, 1, 1};
-    const nn_conv2d_desc d = conv_desc(&c);
-    const size_t xn = (size_t)c.n * d.C * d.H * d.W, wn = (size_t)d.K * d.C * d.R * d.S;
-    const size_t yn = (size_t)c.n * d.K * d.P * d.Q;
-    float *x = fvec(xn), *w = fvec(wn), *b = fvec(d.K), *y = fvec(yn), *y2 = fvec(yn),
-          *dy = fvec(yn);
+/* Two runs give bit-identical results whatever thread took which image
+ * (images go to whichever thread is free); the direct kernels' y and dx do not
+ * even depend on the thread count. */
+static void conv_determinism_case(const conv_cfg *c, const char *what, int direct,
+                                  nn_ctx *const ctxs[2], nn_rng *rng) {
+    const nn_conv2d_desc d = conv_desc(c);
+    const size_t xn = (size_t)c->n * d.C * d.H * d.W, wn = (size_t)d.K * d.C * d.R * d.S;
+    const size_t yn = (size_t)c->n * d.K * d.P * d.Q, f = sizeof(float);
+    float *x = fvec(xn), *w = fvec(wn), *b = fvec(d.K), *dy = fvec(yn);
     fill(x, xn, rng, -1, 1), fill(w, wn, rng, -1, 1), fill(b, d.K, rng, -1, 1);
     fill(dy, yn, rng, -1, 1);
+    float *y[2][2], *dx[2][2];
     for (int t = 0; t < 2; t++) {
         nn_ctx *ctx = ctxs[t];
         float *ws = fvec(nn_conv2d_workspace(&d, ctx->threads));
-        float *dx[2], *dw[2], *db[2];
+        float *dw[2], *db[2];
         for (int run = 0; run < 2; run++) {
-            dx[run] = fvec(xn), dw[run] = fvec(wn), db[run] = fvec(d.K);
-            memset(dw[run], 0, wn * sizeof(float));
-            memset(db[run], 0, d.K * sizeof(float));
-            nn_conv2d_forward(run ? y2 : y, x, w, b, &d, c.n, ws, ctx);
-            nn_conv2d_backward(dx[run], dw[run], db[run], dy, y, x, w, &d, c.n, ws, ctx);
+            y[t][run] = fvec(yn), dx[t][run] = fvec(xn), dw[run] = fvec(wn), db[run] = fvec(d.K);
+            memset(dw[run], 0, wn * f);
+            memset(db[run], 0, d.K * f);
+            nn_conv2d_forward(y[t][run], x, w, b, &d, c->n, ws, ctx);
+            nn_conv2d_backward(dx[t][run], dw[run], db[run], dy, y[t][run], x, w, &d, c->n, ws,
+                               ctx);
         }
-        char name[120];
-        snprintf(name, sizeof name, "conv2d deterministic: two runs bit-identical, %d thread%s",
-                 ctx->threads, ctx->threads > 1 ? "s" : "");
-        const size_t f = sizeof(float);
-        check(memcmp(y, y2, yn * f) == 0 && memcmp(dx[0], dx[1], xn * f) == 0 &&
+        char name[160];
+        snprintf(name, sizeof name, "conv2d deterministic (%s): two runs bit-identical, %d thread%s",
+                 what, ctx->threads, ctx->threads > 1 ? "s" : "");
+        check(memcmp(y[t][0], y[t][1], yn * f) == 0 && memcmp(dx[t][0], dx[t][1], xn * f) == 0 &&
                   memcmp(dw[0], dw[1], wn * f) == 0 && memcmp(db[0], db[1], d.K * f) == 0,
-              name, "y, dx, dw, db of n=13 C=8 30x30 K=6");
-        for (int run = 0; run < 2; run++) free(dx[run]), free(dw[run]), free(db[run]);
+              name, "y, dx, dw, db of n=%d C=%d %dx%d K=%d", c->n, d.C, d.H, d.W, d.K);
+        for (int run = 0; run < 2; run++) free(dw[run]), free(db[run]);
         free(ws);
     }
-    free(x), free(w), free(b), free(y), free(y2), free(dy);
+    if (direct) {
+        char name[160];
+        snprintf(name, sizeof name, "conv2d %s kernels: y and dx the same for 1 and 2 threads",
+                 what);
+        check(memcmp(y[0][0], y[1][0], yn * f) == 0 && memcmp(dx[0][0], dx[1][0], xn * f) == 0,
+              name, "n=%d C=%d K=%d", c->n, d.C, d.K);
+    }
+    for (int t = 0; t < 2; t++)
+        for (int run = 0; run < 2; run++) free(y[t][run]), free(dx[t][run]);
+    free(x), free(w), free(b), free(dy);
+}
+
+static void test_conv_determinism(nn_ctx *const ctxs[2], nn_rng *rng) {
+    /* im2col + GEMM: two images per group, 13 images over 2 threads */
+    const conv_cfg generic = {13, 8, 30, 30, 6, 3, 3, 1, 1, 1, 1, 1, 1};
+    conv_determinism_case(&generic, "im2col", 0, ctxs, rng);
+    /* the channels-last direct kernels, where the CPU has them */
+    const conv_cfg direct = {13, 32, 9, 9, 48, 3, 3, 1, 1, 1, 1, 1, 1};
+    const nn_conv2d_desc d = conv_desc(&direct);
+    if (nn_conv2d_direct_ok(&d, ctxs[0])) conv_determinism_case(&direct, "direct", 1, ctxs, rng);
 }
 
 static void test_pool_nan(nn_ctx *ctx) {

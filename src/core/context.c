@@ -111,3 +111,5 @@ char *nn_shape_str(const nn_shape *s, char *buf, size_t size) {
                                  (long long)s->dim[i]);
     return buf;
 }
+
+int nn_thread_id(void) { return omp_get_thread_num(); }

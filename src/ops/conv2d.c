@@ -359,8 +359,8 @@ static conv_group channel_group(const nn_conv2d_desc *d) {
 }
 
 /*
- * Forward. Each thread takes a contiguous share of the batch and walks it in
- * groups of G images: im2col of the group into col (CRS, G*PQ), one GEMM
+ * Forward, in groups of up to G images handed to whichever thread is free
+ * (at least 4 groups per thread): im2col of the group into col (CRS, G*PQ), one GEMM
  * Yg (K, G*PQ) = W (K, CRS) x col, then bias and ReLU while scattering Yg
  * back to the (N, K, P, Q) layout.
  */
@@ -375,7 +375,8 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
         return;
     }
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int PQ = d->P * d->Q, G = group_size(d);
+    const int PQ = d->P * d->Q, G = group_size(d), per = n / (4 * T);
+    const int Gd = per < 1 ? 1 : per < G ? per : G;
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
     const conv_ws L = ws_layout(d);
     const conv_group cg = channel_group(d);
@@ -384,15 +385,16 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
     const size_t slice = cg.slice;
     uint16_t *wpack = (uint16_t *)ws; /* bf16: W (K, CRS), packed once */
     if (d->bf16) nn_bf16_pack_a(ctx->isa, w, CRSg, 0, d->K, CRSg, wpack);
-    NN_PARALLEL_FOR(T)
-    for (int t = 0; t < T; t++) {
-        float *base = ws + L.shared + (size_t)t * L.total;
+    NN_PARALLEL(T) {
+        float *base = ws + L.shared + (size_t)nn_thread_id() * L.total;
         float *col = base + L.col, *yg = base + L.yg;
         uint16_t *bscratch = (uint16_t *)(base + L.bscratch), *colb = (uint16_t *)(base + L.colb);
         uint16_t *xb = (uint16_t *)(base + L.xb);
-        const int end = n * (t + 1) / T;
-        for (int i0 = n * t / T; i0 < end; i0 += G) {
-            const int gc = end - i0 < G ? end - i0 : G;
+        /* groups of up to G images to whichever thread is free, at least 4
+         * groups per thread so that the work can even out */
+        NN_FOR_DYNAMIC
+        for (int i0 = 0; i0 < n; i0 += Gd) {
+            const int gc = n - i0 < Gd ? n - i0 : Gd;
             const size_t ld = (size_t)gc * PQ;
             if (d->bf16) { /* dense: one channel group */
                 im2col_bf16(colb, xb, x + i0 * xs, xs, gc, d);
@@ -422,11 +424,34 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
     }
 }
 
+/* dyg (K, gc*PQ) = the output gradients of images i0.. i0+gc-1, image by
+ * image along each row, zero where the fused ReLU's output y <= 0. */
+static void gather_dy(float *dyg, const float *dy, const float *y, int i0, int gc, int K, int PQ) {
+    const size_t ys = (size_t)K * PQ, ld = (size_t)gc * PQ;
+    for (int g = 0; g < gc; g++)
+        for (int k = 0; k < K; k++) {
+            const float *src = dy + (i0 + g) * ys + (size_t)k * PQ;
+            float *dst = dyg + (size_t)k * ld + (size_t)g * PQ;
+            if (y) {
+                const float *yk = y + (i0 + g) * ys + (size_t)k * PQ;
+                /* both loads unconditional so the select vectorizes */
+                for (int j = 0; j < PQ; j++) {
+                    float gj = src[j];
+                    dst[j] = yk[j] > 0.0f ? gj : 0.0f;
+                }
+            } else {
+                memcpy(dst, src, (size_t)PQ * sizeof(float));
+            }
+        }
+}
+
 /*
- * Backward, in the same groups: gather dy (masked by the fused ReLU) into
+ * Backward, in groups of images: gather dy (masked by the fused ReLU) into
  * dYg (K, G*PQ); dW += dYg x col^T and db += row sums into the thread's own
- * share; dcol = W^T x dYg folded back by col2im. The shares are added to dw
- * and db in thread order, so results depend only on the thread count.
+ * share, over a fixed range of images per thread; then, group by group to
+ * whichever thread is free, dcol = W^T x dYg folded back by col2im. The
+ * shares are added to dw and db in thread order, so results depend only on
+ * the thread count.
  */
 void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
                         const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
@@ -440,8 +465,9 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
         return;
     }
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int PQ = d->P * d->Q, G = group_size(d);
-    const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
+    const int PQ = d->P * d->Q, G = group_size(d), per = n / (4 * T);
+    const int Gd = per < 1 ? 1 : per < G ? per : G; /* input-gradient groups, as forward */
+    const size_t xs = (size_t)d->C * d->H * d->W;
     const conv_group cg = channel_group(d);
     const nn_conv2d_desc dg = cg.desc;
     const int ng = cg.count, CRSg = cg.crs;
@@ -454,8 +480,11 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
     const nn_conv2d_desc dxd = dx_desc(d);
     if (dx_corr) pack_flipped_bf16(wtpack, w, d);
     else if (d->bf16 && dx) nn_bf16_pack_a(ctx->isa, w, CRSg, 1, CRSg, d->K, wtpack);
-    NN_PARALLEL_FOR(T)
-    for (int t = 0; t < T; t++) {
+    /* the weight gradient over a fixed share of the images per thread (its
+     * sums in a fixed order), then the input gradient group by group to
+     * whichever thread is free */
+    NN_PARALLEL(T) {
+        const int t = nn_thread_id();
         float *base = ws + L.shared + (size_t)t * L.total;
         float *col = base + L.col, *dcol = base + L.dcol, *dyg = base + L.yg;
         float *dwt = base + L.dw, *dbt = base + L.db;
@@ -469,27 +498,10 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
         for (int i0 = n * t / T; i0 < end; i0 += G) {
             const int gc = end - i0 < G ? end - i0 : G;
             const size_t ld = (size_t)gc * PQ;
-            for (int g = 0; g < gc; g++)
-                for (int k = 0; k < d->K; k++) {
-                    const float *src = dy + (i0 + g) * ys + (size_t)k * PQ;
-                    float *dst = dyg + (size_t)k * ld + (size_t)g * PQ;
-                    if (d->relu) {
-                        const float *yk = y + (i0 + g) * ys + (size_t)k * PQ;
-                        /* both loads unconditional so the select vectorizes */
-                        for (int j = 0; j < PQ; j++) {
-                            float gj = src[j];
-                            dst[j] = yk[j] > 0.0f ? gj : 0.0f;
-                        }
-                    } else {
-                        memcpy(dst, src, (size_t)PQ * sizeof(float));
-                    }
-                }
+            gather_dy(dyg, dy, d->relu ? y : NULL, i0, gc, d->K, PQ);
             for (int k = 0; k < d->K; k++) dbt[k] += sum_row(dyg + (size_t)k * ld, (int)ld);
-            if (dx && !dx_corr)
-                for (int g = 0; g < gc; g++) memset(dx + (i0 + g) * xs, 0, xs * sizeof(float));
             for (int gi = 0; gi < ng; gi++) {
                 const float *dyk = dyg + (size_t)gi * dg.K * ld;
-                const float *wk = w + (size_t)gi * dg.K * CRSg;
                 if (d->bf16) {
                     /* dW^T (CRS, K) += col (CRS, ld) x dYg^T; colb is packed already */
                     im2col_bf16(colb, xb, x + i0 * xs, xs, gc, d);
@@ -501,6 +513,17 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                     nn_sgemm(0, 1, dg.K, CRSg, (int)ld, 1.0f, dyk, (int)ld, col, (int)ld, 1.0f,
                              dwt + (size_t)gi * dg.K * CRSg, CRSg);
                 }
+            }
+        }
+        if (d->bf16)
+            for (int k = 0; k < d->K; k++)
+                for (int j = 0; j < CRSg; j++) dwt[(size_t)k * CRSg + j] += dw_t[(size_t)j * d->K + k];
+        if (dx) {
+            NN_FOR_DYNAMIC
+            for (int i0 = 0; i0 < n; i0 += Gd) {
+                const int gc = n - i0 < Gd ? n - i0 : Gd;
+                const size_t ld = (size_t)gc * PQ;
+                gather_dy(dyg, dy, d->relu ? y : NULL, i0, gc, d->K, PQ);
                 if (dx_corr) {
                     /* dx of each image = W' (C, KRS) x the columns of its dy */
                     const size_t HW = (size_t)d->H * d->W, ldx = (size_t)gc * HW;
@@ -509,7 +532,12 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                         nn_gemm_bf16_bh(ctx->isa, d->C, (int)HW, d->K * d->R * d->S, wtpack,
                                         colb + (size_t)g * HW, (int)((ldx + 1) & ~(size_t)1),
                                         dx + (i0 + g) * xs, (int)HW, 0, bscratch);
-                } else if (dx) {
+                    continue;
+                }
+                for (int g = 0; g < gc; g++) memset(dx + (i0 + g) * xs, 0, xs * sizeof(float));
+                for (int gi = 0; gi < ng; gi++) {
+                    const float *dyk = dyg + (size_t)gi * dg.K * ld;
+                    const float *wk = w + (size_t)gi * dg.K * CRSg;
                     if (d->bf16)
                         nn_gemm_bf16(ctx->isa, CRSg, (int)ld, d->K, wtpack, dyk, (int)ld, 0, dcol,
                                      (int)ld, 0, 0, bscratch);
@@ -521,9 +549,6 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                 }
             }
         }
-        if (d->bf16)
-            for (int k = 0; k < d->K; k++)
-                for (int j = 0; j < CRSg; j++) dwt[(size_t)k * CRSg + j] += dw_t[(size_t)j * d->K + k];
     }
 
     /* add the per-thread shares in thread order */

@@ -347,13 +347,15 @@ AVX512 static void from_channels_last(float *out, const float *cl, int C, int P,
 }
 
 /* dycl[p*Q + q][k] = dy[k][p][q], zero where the ReLU mask y <= 0 and for the
- * channels past K: 16 channels x 16 pixels at a time. */
-AVX512 static void to_channels_last(float *dycl, const float *dy, const float *mask, int K,
-                                    int PQ, int kp) {
+ * channels past K; dbt[k] += the sum of the masked dy[k]: 16 channels x 16
+ * pixels at a time. */
+AVX512 static void to_channels_last(float *dycl, float *dbt, const float *dy, const float *mask,
+                                    int K, int PQ, int kp) {
     const __m512 zero = _mm512_setzero_ps();
-    for (int j0 = 0; j0 < PQ; j0 += VEC) {
-        const int jn = PQ - j0 < VEC ? PQ - j0 : VEC;
-        for (int k0 = 0; k0 < kp; k0 += VEC) {
+    for (int k0 = 0; k0 < kp; k0 += VEC) {
+        __m512 sum = zero;
+        for (int j0 = 0; j0 < PQ; j0 += VEC) {
+            const int jn = PQ - j0 < VEC ? PQ - j0 : VEC;
             __m512 r[16];
             for (int i = 0; i < VEC; i++) {
                 const size_t at = (size_t)(k0 + i) * PQ + j0;
@@ -361,8 +363,12 @@ AVX512 static void to_channels_last(float *dycl, const float *dy, const float *m
                                    : nn_load_relu_masked(dy + at, mask ? mask + at : NULL, jn);
             }
             transpose16(r);
-            for (int j = 0; j < jn; j++) _mm512_storeu_ps(dycl + (size_t)(j0 + j) * kp + k0, r[j]);
+            for (int j = 0; j < jn; j++) {
+                sum = _mm512_add_ps(sum, r[j]);
+                _mm512_storeu_ps(dycl + (size_t)(j0 + j) * kp + k0, r[j]);
+            }
         }
+        _mm512_storeu_ps(dbt + k0, _mm512_add_ps(_mm512_loadu_ps(dbt + k0), sum));
     }
 }
 
@@ -424,8 +430,7 @@ static const wgrad_fn wgrad_fns_bf16[WGRAD_NB] = {wgrad_bf16_1, wgrad_bf16_2, wg
 
 /* dwcl[c][t][k] += weight gradient of one image from x padded (C, hp, wp;
  * floats, or bf16 for bf16) and the channels-last output gradient dycl
- * (vectors of one pixel, or for bf16 of a pixel pair, per row); for fp32 the
- * bias share after dwcl gets the pixel sums (bf16: to_pairs_channels_last). */
+ * (vectors of one pixel, or for bf16 of a pixel pair, per row). */
 AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl, int gc,
                                const nn_conv2d_desc *d, const direct_geom *g) {
     const int taps = d->R * d->S, nb = blocks(d->K), bf16 = d->bf16;
@@ -446,17 +451,6 @@ AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl, i
                    (const char *)xp + (im * g->x_floats * sizeof(float) +
                                       (size_t)c * g->hp * g->wp * esz),
                    g->wp, dycl + im * g->dycl_floats + b0 * VEC, d->P, qv, off, taps);
-    }
-    if (!bf16) {
-        float *dbt = dwcl + (size_t)d->C * MAX_TAPS * g->kp;
-        const int PQ = d->P * d->Q;
-        for (int im = 0; im < gc; im++)
-            for (int b = 0; b < nb; b++) {
-                float *o = dbt + b * VEC;
-                const float *dyc = dycl + im * g->dycl_floats;
-                for (int j = 0; j < PQ; j++)
-                    for (int l = 0; l < VEC; l++) o[l] += dyc[(size_t)j * g->kp + b * VEC + l];
-            }
     }
 }
 
@@ -557,11 +551,11 @@ void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const fl
     const int T = ctx->threads < n ? ctx->threads : n, bf16 = d->bf16;
     pack_weights(ws, w, d, 0, bf16, tile_most(g.qw), ctx->threads);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
-    NN_PARALLEL_FOR(T)
-    for (int t = 0; t < T; t++) {
-        const thread_bufs tb = bufs_of(ws, &g, d, t);
+    NN_PARALLEL(T) {
+        const thread_bufs tb = bufs_of(ws, &g, d, nn_thread_id());
         memset(tb.x, 0, g.x_floats * sizeof(float)); /* borders stay zero */
-        for (int i = n * t / T; i < n * (t + 1) / T; i++) {
+        NN_FOR_DYNAMIC
+        for (int i = 0; i < n; i++) {
             if (bf16)
                 pad_interior_pairs((uint32_t *)tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h,
                                    d->pad_w, g.hp, g.wp);
@@ -584,8 +578,12 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
     if (dx) pack_weights(wpt, w, d, 1, bf16, tile_most(g.ww), ctx->threads);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
     const int taps = d->R * d->S;
-    NN_PARALLEL_FOR(T)
-    for (int t = 0; t < T; t++) {
+    /* the weight gradient over a fixed share of the images per thread (its
+     * sums in a fixed order), then the input gradient image by image to
+     * whichever thread is free: a thread that finished its share early takes
+     * more of them */
+    NN_PARALLEL(T) {
+        const int t = nn_thread_id();
         const thread_bufs tb = bufs_of(ws, &g, d, t);
         float *dbt = tb.dwcl + (size_t)d->C * MAX_TAPS * g.kp;
         memset(tb.x, 0, (size_t)g.wg * g.x_floats * sizeof(float));
@@ -606,12 +604,14 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
                 } else {
                     nn_conv2d_pad_interior(xj, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h,
                                            d->pad_w, g.hp, g.wp);
-                    to_channels_last(dyclj, dy + i * ys, mask, d->K, d->P * d->Q, g.kp);
+                    to_channels_last(dyclj, dbt, dy + i * ys, mask, d->K, d->P * d->Q, g.kp);
                 }
             }
             weight_grad(tb.dwcl, tb.x, tb.dycl, gc, d, &g);
-            for (int j = 0; j < gc && dx; j++) {
-                const int i = i0 + j;
+        }
+        if (dx) {
+            NN_FOR_DYNAMIC
+            for (int i = 0; i < n; i++) {
                 const float *mask = d->relu ? y + i * ys : NULL;
                 if (bf16)
                     pad_interior_pairs((uint32_t *)tb.dy, dy + i * ys, mask, d->K, d->P, d->Q,

@@ -242,11 +242,11 @@ void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const floa
     float *thread_ws = ws + packed_floats(d->K, d->C, d) + packed_floats(d->C, d->K, d) + 16;
     const size_t per = nn_conv2d_rows_workspace(d, 1) - (size_t)(thread_ws - ws);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
-    NN_PARALLEL_FOR(T)
-    for (int t = 0; t < T; t++) {
-        float *xp = thread_ws + (size_t)t * per;
+    NN_PARALLEL(T) {
+        float *xp = thread_ws + (size_t)nn_thread_id() * per;
         memset(xp, 0, g.x_floats * sizeof(float)); /* the padding, once */
-        for (int i = n * t / T; i < n * (t + 1) / T; i++) {
+        NN_FOR_DYNAMIC /* image by image to whichever thread is free */
+        for (int i = 0; i < n; i++) {
             nn_conv2d_pad_interior(xp, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w,
                                    g.hp, g.wp);
             conv_plane(y + i * ys, xp, d->C, g.hp, g.wp, d->K, d->R, d->S, d->P, d->Q, wpk, b,
