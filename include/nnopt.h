@@ -525,6 +525,12 @@ double nn_measure_sgemm_gflops(nn_ctx *ctx, int n, int repeats);
  * "avx512", "avx2+fma" or "sse"). GFLOP/s; about 0.1 s on a 2 GHz core. */
 double nn_measure_fma_gflops(nn_ctx *ctx, const char **isa);
 
+/* One short run of the same chains, `iters` rounds of 12 FMAs per thread:
+ * returns the GFLOP done and sets *seconds to the time taken. Registers only,
+ * so it leaves the caches as they were: `nnopt bench` runs one after every
+ * timed step to sample the machine's FMA limit over the same seconds. */
+double nn_fma_burst(nn_ctx *ctx, long iters, double *seconds, const char **isa);
+
 /* The BLAS kernels in use: OpenBLAS's core type name ("Cooperlake", ...).
  * OpenBLAS chooses them from the CPU model when it loads; a release older than
  * the CPU falls back to SSE3 kernels ("Prescott"), several times slower. The
