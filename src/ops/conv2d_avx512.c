@@ -152,18 +152,16 @@ size_t nn_conv2d_direct_workspace(const nn_conv2d_desc *d, int threads) {
 
 AVX512 void nn_conv2d_pad_interior(float *dst, const float *src, const float *mask, int C, int H,
                                    int W, int ph, int pw, int rows, int ld) {
+    /* rows of 7 to 28 floats: masked vector copies, not a memcpy call each */
     for (int c = 0; c < C; c++)
         for (int h = 0; h < H; h++) {
             float *o = dst + ((size_t)c * rows + h + ph) * ld + pw;
-            const float *s = src + ((size_t)c * H + h) * W;
-            if (mask) {
-                const float *m = mask + ((size_t)c * H + h) * W;
-                for (int w = 0; w < W; w++) {
-                    float v = s[w];
-                    o[w] = m[w] > 0.0f ? v : 0.0f;
-                }
-            } else {
-                memcpy(o, s, (size_t)W * sizeof(float));
+            const size_t at = ((size_t)c * H + h) * W;
+            for (int w0 = 0; w0 < W; w0 += VEC) {
+                const int n = W - w0 < VEC ? W - w0 : VEC;
+                _mm512_mask_storeu_ps(o + w0, nn_first_lanes(n),
+                                      nn_load_relu_masked(src + at + w0,
+                                                          mask ? mask + at + w0 : NULL, n));
             }
         }
 }
@@ -176,8 +174,15 @@ static int units(int channels, int bf16) { return bf16 ? (channels + 1) / 2 : ch
  * w[o][i][r][s]; transposed: out = C, in = K, w[i][o][R-1-r][S-1-s]. bf16:
  * each 32-bit lane holds the pair of inputs (2i, 2i+1), [pass][in/2][r][s]...
  * One block of 16 output channels per thread step. */
+AVX512 static void pack_weights_f32(float *wpk, const float *w, const nn_conv2d_desc *d,
+                                    int transposed, int most, int threads);
+
 static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed,
                          int bf16, int most, int threads) {
+    if (!bf16) {
+        pack_weights_f32(wpk, w, d, transposed, most, threads);
+        return;
+    }
     const int outc = transposed ? d->C : d->K, inc = transposed ? d->K : d->C;
     const int R = d->R, S = d->S, nb = blocks(outc), nu = units(inc, bf16);
     NN_PARALLEL_FOR(threads)
@@ -211,6 +216,48 @@ static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, in
                     }
 #undef NN_W
                 }
+    }
+}
+
+/* fp32 pack_weights by 16x16 transposes. Forward: the 16 output channels of
+ * a block are rows of w (stride C*R*S) and the packed order (input, tap) is
+ * their column order. Transposed: for each k the block's 16 input channels
+ * hold R*S taps each, contiguous; the taps come out reversed. */
+AVX512 static void pack_weights_f32(float *wpk, const float *w, const nn_conv2d_desc *d,
+                                    int transposed, int most, int threads) {
+    const int outc = transposed ? d->C : d->K, inc = transposed ? d->K : d->C;
+    const int RS = d->R * d->S, nb = blocks(outc), cols = inc * RS;
+    NN_PARALLEL_FOR(threads)
+    for (int ob = 0; ob < nb; ob++) {
+        int j = 0, b0, bn;
+        pass_range(nb, most, j, &b0, &bn);
+        while (ob >= b0 + bn) pass_range(nb, most, ++j, &b0, &bn);
+        float *wp = wpk + (size_t)b0 * VEC * cols + (size_t)(ob - b0) * VEC;
+        const size_t step = (size_t)bn * VEC; /* floats between packed (input, tap) */
+        const int lanes = outc - ob * VEC < VEC ? outc - ob * VEC : VEC;
+        __m512 r[16];
+        if (!transposed) {
+            for (int j0 = 0; j0 < cols; j0 += VEC) {
+                const int n = cols - j0 < VEC ? cols - j0 : VEC;
+                for (int l = 0; l < VEC; l++)
+                    r[l] = l < lanes ? _mm512_maskz_loadu_ps(
+                                           nn_first_lanes(n),
+                                           w + (size_t)(ob * VEC + l) * cols + j0)
+                                     : _mm512_setzero_ps();
+                transpose16(r);
+                for (int m = 0; m < n; m++) _mm512_storeu_ps(wp + (size_t)(j0 + m) * step, r[m]);
+            }
+            continue;
+        }
+        for (int k = 0; k < inc; k++) {
+            const float *src = w + ((size_t)k * d->C + (size_t)ob * VEC) * RS;
+            for (int l = 0; l < VEC; l++)
+                r[l] = l < lanes ? _mm512_maskz_loadu_ps(nn_first_lanes(RS), src + (size_t)l * RS)
+                                 : _mm512_setzero_ps();
+            transpose16(r);
+            for (int t = 0; t < RS; t++)
+                _mm512_storeu_ps(wp + ((size_t)k * RS + RS - 1 - t) * step, r[t]);
+        }
     }
 }
 
@@ -324,6 +371,8 @@ static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, 
 AVX512 static void from_channels_last(float *out, const float *cl, int C, int P, int Q, int qt,
                                       int ocp, const float *bias, int relu) {
     const __m512 zero = _mm512_setzero_ps();
+    if (qt == Q) /* rows without padding: the pixels run on, 16 at a time across rows */
+        Q = qt = P * Q, P = 1;
     for (int p = 0; p < P; p++)
         for (int q0 = 0; q0 < Q; q0 += VEC) {
             const int qn = Q - q0 < VEC ? Q - q0 : VEC;
@@ -545,6 +594,39 @@ static thread_bufs bufs_of(float *ws, const direct_geom *g, const nn_conv2d_desc
     return b;
 }
 
+/* Output channels kb*16.. of dw (K, C, taps) and db += the sum of the T
+ * channels-last weight-gradient shares (bias after each), in share order:
+ * the taps of each (c, block) gathered in registers, transposed, and added
+ * with one masked store per output channel. */
+AVX512 static void add_shares(float *dw, float *db, float *ws, int T, int kb,
+                              const nn_conv2d_desc *d, const direct_geom *g) {
+    const int taps = d->R * d->S, lanes = d->K - kb * VEC < VEC ? d->K - kb * VEC : VEC;
+    const __mmask16 tm = nn_first_lanes(taps);
+    for (int c = 0; c < d->C; c++) {
+        __m512 r[16];
+        for (int t = 0; t < VEC; t++) r[t] = _mm512_setzero_ps();
+        for (int sh = 0; sh < T; sh++) {
+            const float *src = bufs_of(ws, g, d, sh).dwcl + (size_t)c * MAX_TAPS * g->kp + kb * VEC;
+            for (int t = 0; t < taps; t++)
+                r[t] = _mm512_add_ps(r[t], _mm512_loadu_ps(src + (size_t)t * g->kp));
+        }
+        transpose16(r);
+        for (int l = 0; l < lanes; l++) {
+            float *o = dw + ((size_t)(kb * VEC + l) * d->C + c) * taps;
+            _mm512_mask_storeu_ps(o, tm, _mm512_add_ps(_mm512_maskz_loadu_ps(tm, o), r[l]));
+        }
+    }
+    if (db) {
+        __m512 sum = _mm512_setzero_ps();
+        for (int sh = 0; sh < T; sh++)
+            sum = _mm512_add_ps(sum, _mm512_loadu_ps(bufs_of(ws, g, d, sh).dwcl + (size_t)d->C * MAX_TAPS * g->kp +
+                                                     kb * VEC));
+        const __mmask16 km = nn_first_lanes(lanes);
+        _mm512_mask_storeu_ps(db + kb * VEC, km,
+                              _mm512_add_ps(_mm512_maskz_loadu_ps(km, db + kb * VEC), sum));
+    }
+}
+
 void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const direct_geom g = geom(d);
@@ -577,7 +659,6 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
     float *wpt = ws + (size_t)d->R * d->S * d->C * g.kp;
     if (dx) pack_weights(wpt, w, d, 1, bf16, tile_most(g.ww), ctx->threads);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
-    const int taps = d->R * d->S;
     /* the weight gradient over a fixed share of the images per thread (its
      * sums in a fixed order), then the input gradient image by image to
      * whichever thread is free: a thread that finished its share early takes
@@ -625,21 +706,11 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
             }
         }
     }
-    /* thread shares added in thread order (dw[k][c][t] += dwcl[c][t][k]),
-     * each thread taking a range of output channels */
-    NN_PARALLEL_FOR(T)
-    for (int t = 0; t < T; t++) {
-        const int k0 = d->K * t / T, k1 = d->K * (t + 1) / T;
-        for (int share = 0; share < T; share++) {
-            const float *dwcl = bufs_of(ws, &g, d, share).dwcl;
-            for (int c = 0; c < d->C; c++)
-                for (int tap = 0; tap < taps; tap++) {
-                    const float *src = dwcl + ((size_t)c * MAX_TAPS + tap) * g.kp;
-                    for (int k = k0; k < k1; k++) dw[((size_t)k * d->C + c) * taps + tap] += src[k];
-                }
-            if (db)
-                for (int k = k0; k < k1; k++) db[k] += dwcl[(size_t)d->C * MAX_TAPS * g.kp + k];
-        }
+    /* dw[k][c][t] += the threads' shares dwcl[c][t][k] summed in thread
+     * order, 16 output channels at a time to whichever thread is free */
+    NN_PARALLEL(T) {
+        NN_FOR_DYNAMIC
+        for (int kb = 0; kb < blocks(d->K); kb++) add_shares(dw, db, ws, T, kb, d, &g);
     }
 }
 
