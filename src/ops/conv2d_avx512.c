@@ -349,10 +349,13 @@ static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, 
         pass_range(nb, most, j, &b0, &bn);
         const tile_fn fn = bf16 ? tile_fns_bf16[bn - 1][qw - 6] : tile_fns_f32[bn - 1][qw - 6];
         const float *wp = wpk + (size_t)b0 * VEC * inc * R * S;
-        /* input units in runs whose weights stay in the L1 cache (~16 KB)
-         * while every tile of the image goes over them */
+        /* input units in runs whose weights (up to 256 KB) stay in the L2
+         * cache while every tile of the image goes over them. Runs sized for
+         * L1 (16 KB) were 2-5% slower on the Xeon (conv_heavy's shapes, 1
+         * thread, best of 6): the weights stream well from L2, and every
+         * extra run reloads and stores the tile's accumulators. */
         const size_t unit_floats = (size_t)R * S * bn * VEC;
-        int run = (int)((16u << 10) / (unit_floats * sizeof(float)));
+        int run = (int)((256u << 10) / (unit_floats * sizeof(float)));
         run = run < 1 ? 1 : run > inc ? inc : run;
         for (int u0 = 0; u0 < inc; u0 += run) {
             const int un = inc - u0 < run ? inc - u0 : run;
