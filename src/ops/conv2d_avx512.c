@@ -424,23 +424,25 @@ AVX512 static void to_channels_last(float *dycl, float *dbt, const float *dy, co
     }
 }
 
-/* dwc[t][b*16 + lane] (row stride kp) += sum over the vectors v of each row
- * p of dyc[p*QV + v][b*16 + lane] times the broadcast unit of x at
- * [p + off_r(t)][v*PIX + off_s(t)], NB blocks. fp32: a vector is one pixel's
+/* dwc[t][b*16 + lane] (row stride kp) += sum over the images (x_img and
+ * dy_img apart) and the vectors v of each row p of dyc[p*QV + v][b*16 + lane]
+ * times the broadcast unit of x at [p + off_r(t)][v*PIX + off_s(t)], NB
+ * blocks; one store per call, however many images. fp32: a vector is one pixel's
  * channels (PIX = 1, x in floats); bf16: the channels of a pair of adjacent
  * pixels (q, q+1) interleaved (PIX = 2, x in bf16, so the 32-bit load at q
  * is the pair x[q], x[q+1] under the tap). */
 #define NN_DEFINE_WGRAD_KERNEL(NAME, TARGET, MAC, XT, PIX)                                     \
     __attribute__((target(TARGET), always_inline)) static inline void NAME(                    \
         float *dwc, int kp, const XT *x, int ld, const float *dyc, int P, int QV,              \
-        const int *off, int taps, const int NB) {                                              \
+        const int *off, int taps, int imgs, size_t x_img, size_t dy_img, const int NB) {       \
         __m512 acc[WGRAD_NB][MAX_TAPS];                                                        \
         _Pragma("GCC unroll 9") for (int t = 0; t < MAX_TAPS; t++)                             \
             _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) acc[b][t] =                   \
                 _mm512_setzero_ps();                                                           \
+        for (int im = 0; im < imgs; im++)                                                      \
         for (int p = 0; p < P; p++) {                                                          \
-            const XT *xp = x + (size_t)p * ld;                                                 \
-            const float *dp = dyc + (size_t)p * QV * kp;                                       \
+            const XT *xp = x + im * x_img + (size_t)p * ld;                                    \
+            const float *dp = dyc + im * dy_img + (size_t)p * QV * kp;                         \
             for (int v = 0; v < QV; v++, dp += kp) {                                           \
                 __m512 dv[WGRAD_NB];                                                           \
                 _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) dv[b] =                   \
@@ -463,13 +465,14 @@ NN_DEFINE_WGRAD_KERNEL(wgrad_kernel_bf16, TARGET_BF16, MAC_BF16, uint16_t, 2)
 #undef NN_DEFINE_WGRAD_KERNEL
 
 typedef void (*wgrad_fn)(float *, int, const void *, int, const float *, int, int, const int *,
-                         int);
+                         int, int, size_t, size_t);
 
 #define NN_WGRAD(KIND, TARGET, XT, NB)                                                        \
     __attribute__((target(TARGET))) static void wgrad_##KIND##_##NB(                          \
         float *dwc, int kp, const void *x, int ld, const float *dyc, int P, int QV,           \
-        const int *off, int taps) {                                                           \
-        wgrad_kernel_##KIND(dwc, kp, (const XT *)x, ld, dyc, P, QV, off, taps, NB);           \
+        const int *off, int taps, int imgs, size_t x_img, size_t dy_img) {                    \
+        wgrad_kernel_##KIND(dwc, kp, (const XT *)x, ld, dyc, P, QV, off, taps, imgs, x_img,   \
+                            dy_img, NB);                                                      \
     }
 NN_WGRAD(f32, TARGET_F32, float, 1) NN_WGRAD(f32, TARGET_F32, float, 2)
 NN_WGRAD(f32, TARGET_F32, float, 3)
@@ -480,7 +483,7 @@ NN_WGRAD(bf16, TARGET_BF16, uint16_t, 3)
 static const wgrad_fn wgrad_fns_f32[WGRAD_NB] = {wgrad_f32_1, wgrad_f32_2, wgrad_f32_3};
 static const wgrad_fn wgrad_fns_bf16[WGRAD_NB] = {wgrad_bf16_1, wgrad_bf16_2, wgrad_bf16_3};
 
-/* dwcl[c][t][k] += weight gradient of one image from x padded (C, hp, wp;
+/* dwcl[c][t][k] += weight gradient of gc images from x padded (C, hp, wp;
  * floats, or bf16 for bf16) and the channels-last output gradient dycl
  * (vectors of one pixel, or for bf16 of a pixel pair, per row). */
 AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl, int gc,
@@ -497,12 +500,10 @@ AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl, i
         int b0, bn;
         pass_range(nb, WGRAD_NB, j, &b0, &bn);
         const wgrad_fn fn = bf16 ? wgrad_fns_bf16[bn - 1] : wgrad_fns_f32[bn - 1];
-        for (int c = 0; c < d->C; c++)
-            for (int im = 0; im < gc; im++) /* in image order, as one image at a time */
-                fn(dwcl + (size_t)c * MAX_TAPS * g->kp + b0 * VEC, g->kp,
-                   (const char *)xp + (im * g->x_floats * sizeof(float) +
-                                      (size_t)c * g->hp * g->wp * esz),
-                   g->wp, dycl + im * g->dycl_floats + b0 * VEC, d->P, qv, off, taps);
+        for (int c = 0; c < d->C; c++) /* the gc images summed in registers */
+            fn(dwcl + (size_t)c * MAX_TAPS * g->kp + b0 * VEC, g->kp,
+               (const char *)xp + (size_t)c * g->hp * g->wp * esz, g->wp, dycl + b0 * VEC, d->P,
+               qv, off, taps, gc, g->x_floats * sizeof(float) / esz, g->dycl_floats);
     }
 }
 
