@@ -278,6 +278,13 @@ static int group_size(const nn_conv2d_desc *d) {
     return g < 1 ? 1 : g > 64 ? 64 : (int)g;
 }
 
+/* Groups handed to whichever thread is free: at most G images, and at least
+ * 4 groups per thread so that the work can even out. */
+static int shared_group_size(int G, int n, int T) {
+    const int per = n / (4 * T);
+    return per < 1 ? 1 : per < G ? per : G;
+}
+
 static size_t round16(size_t floats) { return (floats + 15) & ~(size_t)15; }
 
 static size_t bf16_floats(size_t bf16_elems) { return round16((bf16_elems + 1) / 2); }
@@ -375,8 +382,7 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
         return;
     }
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int PQ = d->P * d->Q, G = group_size(d), per = n / (4 * T);
-    const int Gd = per < 1 ? 1 : per < G ? per : G;
+    const int PQ = d->P * d->Q, G = group_size(d), Gd = shared_group_size(G, n, T);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
     const conv_ws L = ws_layout(d);
     const conv_group cg = channel_group(d);
@@ -390,9 +396,7 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
         float *col = base + L.col, *yg = base + L.yg;
         uint16_t *bscratch = (uint16_t *)(base + L.bscratch), *colb = (uint16_t *)(base + L.colb);
         uint16_t *xb = (uint16_t *)(base + L.xb);
-        /* groups of up to G images to whichever thread is free, at least 4
-         * groups per thread so that the work can even out */
-        NN_FOR_DYNAMIC
+        NN_FOR_DYNAMIC /* groups of Gd images to whichever thread is free */
         for (int i0 = 0; i0 < n; i0 += Gd) {
             const int gc = n - i0 < Gd ? n - i0 : Gd;
             const size_t ld = (size_t)gc * PQ;
@@ -465,8 +469,7 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
         return;
     }
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int PQ = d->P * d->Q, G = group_size(d), per = n / (4 * T);
-    const int Gd = per < 1 ? 1 : per < G ? per : G; /* input-gradient groups, as forward */
+    const int PQ = d->P * d->Q, G = group_size(d), Gd = shared_group_size(G, n, T);
     const size_t xs = (size_t)d->C * d->H * d->W;
     const conv_group cg = channel_group(d);
     const nn_conv2d_desc dg = cg.desc;
