@@ -288,6 +288,20 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         check(memcmp(dw1, dw2, wb) == 0 && memcmp(db1, db2, bb) == 0,
               "conv2d backward with dx=NULL gives the same dw, db", "C=%d K=%d %dx%d relu %d",
               d.C, d.K, d.H, d.W, c.relu);
+        if (c.relu) { /* the ReLU's mask applied downstream (by a max-pool): the same */
+            nn_conv2d_desc dm = d;
+            dm.relu_masked_later = 1;
+            float *dx3 = fvec(xn);
+            for (size_t j = 0; j < yn; j++) dy[j] = y[j] > 0.0f ? dy[j] : 0.0f;
+            memset(dw2, 0, wb), memset(db2, 0, bb);
+            nn_conv2d_backward(dx3, dw2, c.bias ? db2 : NULL, dy, y, x, w, &dm, c.n, ws,
+                               ctxs[1]);
+            check(memcmp(dw1, dw2, wb) == 0 && memcmp(db1, db2, bb) == 0 &&
+                      memcmp(dx, dx3, xn * sizeof(float)) == 0,
+                  "conv2d backward of a pre-masked dy with relu_masked_later: same dx, dw, db",
+                  "C=%d K=%d %dx%d", d.C, d.K, d.H, d.W);
+            free(dx3);
+        }
         free(x), free(w), free(b), free(y), free(dy), free(dx), free(dw1), free(db1), free(dw2),
             free(db2), free(ws);
     }
@@ -317,7 +331,9 @@ static nn_pool_desc pool_desc(const pool_cfg *c) {
     return d;
 }
 
-/* e[0]: y (must be exact: max-pooling only selects), e[1]: dx. */
+/* e[0]: y (must be exact: max-pooling only selects), e[1]: dx, e[2]: dx
+ * with relu_mask on a ReLU's output (many all-zero windows) against the
+ * reference max-pool backward followed by the ReLU's backward. */
 static void pool_compare(const pool_cfg *c, nn_ctx *ctx, nn_rng *rng, double *e) {
     const nn_pool_desc d = pool_desc(c);
     const size_t xn = (size_t)c->n * d.C * d.H * d.W, yn = (size_t)c->n * d.C * d.P * d.Q;
@@ -333,6 +349,14 @@ static void pool_compare(const pool_cfg *c, nn_ctx *ctx, nn_rng *rng, double *e)
     nn_maxpool_backward(dx, dy, x, y, &d, c->n, ctx);
     nn_ref_maxpool_backward(dxd, dyd, xd, &d, c->n);
     e[1] = max_err(dx, dxd, xn);
+    nn_pool_desc dm = d;
+    dm.relu_mask = 1;
+    for (size_t i = 0; i < xn; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f, xd[i] = x[i];
+    nn_maxpool_forward(y, x, &dm, c->n, ctx);
+    nn_maxpool_backward(dx, dy, x, y, &dm, c->n, ctx);
+    nn_ref_maxpool_backward(dxd, dyd, xd, &d, c->n);
+    for (size_t i = 0; i < xn; i++) dxd[i] = xd[i] > 0.0 ? dxd[i] : 0.0;
+    e[2] = max_err(dx, dxd, xn);
     free(x), free(y), free(dy), free(dx), free(xd), free(dyd), free(yr), free(dxd);
 }
 
@@ -364,17 +388,17 @@ static void test_pool_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
                     pool_cfg c = {batches[bi], chans[ci], shapes[s].H, shapes[s].W,
                                   shapes[s].R, shapes[s].S, shapes[s].sh, shapes[s].sw,
                                   shapes[s].ph, shapes[s].pw};
-                    double e[2];
+                    double e[3];
                     char cfg[160];
                     pool_compare(&c, ctxs[t], rng, e);
                     snprintf(cfg, sizeof cfg, "n=%d C=%d T=%d", c.n, c.C, ctxs[t]->threads);
-                    agg_add(&g, e, 2, FAST_TOL, cfg);
+                    agg_add(&g, e, 3, FAST_TOL, cfg);
                 }
         char name[160];
         snprintf(name, sizeof name, "maxpool fast==ref %s (C=1,3; n=1,3,13; T=1,2)",
                  shapes[s].what);
-        check(g.bad == 0, name, "%d configs, y exact: %s, max err dx=%.2e%s%s", g.configs,
-              g.e[0] == 0.0 ? "yes" : "no", g.e[1], g.bad ? "; first failing: " : "",
+        check(g.bad == 0, name, "%d configs, y exact: %s, max err dx=%.2e, with the ReLU mask %.2e%s%s",
+              g.configs, g.e[0] == 0.0 ? "yes" : "no", g.e[1], g.e[2], g.bad ? "; first failing: " : "",
               g.bad ? g.first_bad : "");
     }
 }
@@ -779,7 +803,7 @@ static void test_conv_hand(nn_ctx *ctx) {
     const float ones[4] = {1, 1, 1, 1};
     const double y_want[4] = {37.5, 47.5, 67.5, 77.5}, dw_want[4] = {12, 16, 24, 28};
     const double dx_want[9] = {1, 3, 2, 4, 10, 6, 3, 7, 4}, db_want[1] = {4};
-    nn_conv2d_desc d = {1, 3, 3, 1, 2, 2, 2, 2, 1, 1, 0, 0, 1, 0, 1, 0};
+    nn_conv2d_desc d = {1, 3, 3, 1, 2, 2, 2, 2, 1, 1, 0, 0, 1, 0, 1, 0, 0};
     float y[4], dx[9], dw[4] = {0}, db[1] = {0};
     float *ws = fvec(nn_conv2d_workspace(&d, ctx->threads));
     nn_conv2d_forward(y, x, w, b, &d, 1, ws, ctx);
@@ -822,7 +846,7 @@ static void test_conv_hand(nn_ctx *ctx) {
      * = 2; each window covers a 2x2 corner of x:
      *   y = 1+2+4+5, 2+3+5+6 / 4+5+7+8, 5+6+8+9 = 12 16 / 24 28 */
     {
-        nn_conv2d_desc d2 = {1, 3, 3, 1, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1, 0};
+        nn_conv2d_desc d2 = {1, 3, 3, 1, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1, 0, 0};
         const float w9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
         const double want[4] = {12, 16, 24, 28};
         float y2[4];
@@ -845,7 +869,7 @@ static void test_pool_hand(nn_ctx *ctx) {
      *   dx(2,1) = 3, dx(3,3) = 1, the rest 0 */
     const float x[16] = {1, 5, 2, 0, 3, 4, 8, 6, 7, 9, 1, 2, 0, 3, 4, 11};
     const float dy[4] = {1, 2, 3, 4}, ones[4] = {1, 1, 1, 1};
-    nn_pool_desc d2 = {1, 4, 4, 2, 2, 2, 2, 2, 2, 0, 0}, d3 = {1, 4, 4, 2, 2, 3, 3, 1, 1, 0, 0};
+    nn_pool_desc d2 = {1, 4, 4, 2, 2, 2, 2, 2, 2, 0, 0, 0}, d3 = {1, 4, 4, 2, 2, 3, 3, 1, 1, 0, 0, 0};
     const double y2_want[4] = {5, 8, 9, 11}, dx2_want[16] = {0, 1, 0, 0, 0, 0, 2, 0,
                                                               0, 3, 0, 0, 0, 0, 0, 4};
     const double y3_want[4] = {9, 9, 9, 11}, dx3_want[16] = {0, 0, 0, 0, 0, 0, 0, 0,
@@ -875,7 +899,7 @@ static void test_pool_hand(nn_ctx *ctx) {
      * windows 2 2 / 2 2 -> (0,0); 1 3 / 3 0 -> (0,1); 0 0 / 4 4 -> (1,0) */
     {
         const float xt[12] = {2, 2, 1, 3, 0, 0, 2, 2, 3, 0, 4, 4};
-        nn_pool_desc dt = {1, 2, 6, 1, 3, 2, 2, 2, 2, 0, 0};
+        nn_pool_desc dt = {1, 2, 6, 1, 3, 2, 2, 2, 2, 0, 0, 0};
         const double dx_want[12] = {1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 3, 0};
         const float g[3] = {1, 2, 3};
         float yt[3], dxt[12];
@@ -885,7 +909,7 @@ static void test_pool_hand(nn_ctx *ctx) {
         for (int i = 0; i < 12; i++) xtd[i] = xt[i];
         nn_ref_maxpool_backward(dxtd, gd, xtd, &dt, 1);
         /* the same ties through the generic (non-2x2) path: 2x2 stride 1 */
-        nn_pool_desc ds = {1, 2, 2, 1, 1, 2, 2, 1, 1, 0, 0};
+        nn_pool_desc ds = {1, 2, 2, 1, 1, 2, 2, 1, 1, 0, 0, 0};
         const float xs[4] = {2, 2, 2, 2}, gs[1] = {1};
         const double dxs_want[4] = {1, 0, 0, 0};
         float ys[1], dxs[4];
@@ -1044,7 +1068,7 @@ static void test_pool_nan(nn_ctx *ctx) {
     {
         float x[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
         x[0] = NAN, x[7] = NAN, x[9] = NAN;
-        nn_pool_desc d = {1, 4, 4, 2, 2, 2, 2, 2, 2, 0, 0};
+        nn_pool_desc d = {1, 4, 4, 2, 2, 2, 2, 2, 2, 0, 0, 0};
         const float dy[4] = {1, 2, 3, 4};
         float y[4], dx[16];
         nn_maxpool_forward(y, x, &d, 1, ctx);
@@ -1062,7 +1086,7 @@ static void test_pool_nan(nn_ctx *ctx) {
         float x[25];
         for (int i = 0; i < 25; i++) x[i] = (float)i;
         x[12] = NAN;
-        nn_pool_desc d = {1, 5, 5, 3, 3, 3, 3, 2, 2, 1, 1};
+        nn_pool_desc d = {1, 5, 5, 3, 3, 3, 3, 2, 2, 1, 1, 0};
         float y[9], dx[25], dy[9];
         for (int i = 0; i < 9; i++) dy[i] = 1.0f;
         nn_maxpool_forward(y, x, &d, 1, ctx);
@@ -1075,7 +1099,7 @@ static void test_pool_nan(nn_ctx *ctx) {
         check(dx[12] == 1.0f, "maxpool NaN: 3x3/2 pad 1 gradient goes to the NaN element",
               "dx(2,2) = %g", dx[12]);
         float x3[9] = {9, 8, 7, 6, 5, 4, 3, 2, NAN}, y3[1];
-        nn_pool_desc d3 = {1, 3, 3, 1, 1, 3, 3, 1, 1, 0, 0};
+        nn_pool_desc d3 = {1, 3, 3, 1, 1, 3, 3, 1, 1, 0, 0, 0};
         nn_maxpool_forward(y3, x3, &d3, 1, ctx);
         check(isnan(y3[0]), "maxpool NaN: 3x3 window with NaN last (after larger values)",
               "y = %g", y3[0]);
@@ -1084,7 +1108,7 @@ static void test_pool_nan(nn_ctx *ctx) {
     {
         nn_ctx *c2 = nn_ctx_new(2);
         nn_ctx_set_isa(c2, nn_ctx_isa(ctx));
-        nn_pool_desc d = {3, 6, 6, 3, 3, 2, 2, 2, 2, 0, 0};
+        nn_pool_desc d = {3, 6, 6, 3, 3, 2, 2, 2, 2, 0, 0, 0};
         float x[2 * 3 * 36], y[2 * 3 * 9];
         for (int i = 0; i < 216; i++) x[i] = (float)(i % 17);
         x[4 * 36 + 7] = NAN; /* image 1, channel 1, (1,1): window (0,0) */

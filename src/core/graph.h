@@ -43,6 +43,8 @@ typedef struct {
     int relu;           /* ReLU fused onto the output */
     int groups;         /* channel groups (0 or 1: dense; C: depthwise) */
     int bf16;           /* bf16 GEMMs (--precision bf16; dense convolutions only) */
+    int relu_masked_later; /* the fused ReLU's gradient mask is applied by the consumer
+                              (a max-pool, see nn_pool_desc.relu_mask): backward reads no mask */
 } nn_conv2d_desc;
 
 typedef struct {
@@ -50,6 +52,8 @@ typedef struct {
     int P, Q;           /* output */
     int R, S;           /* window */
     int stride_h, stride_w, pad_h, pad_w;
+    int relu_mask;      /* max-pool backward also applies the gradient mask of the ReLU
+                           fused into the convolution before it (y > 0 at the argmax) */
 } nn_pool_desc;
 
 typedef struct {

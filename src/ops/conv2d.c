@@ -460,6 +460,12 @@ static void gather_dy(float *dyg, const float *dy, const float *y, int i0, int g
 void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
                         const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
                         nn_ctx *ctx) {
+    nn_conv2d_desc unmasked;
+    if (d->relu && d->relu_masked_later) { /* dy arrives masked (see graph.c) */
+        unmasked = *d;
+        unmasked.relu = 0;
+        d = &unmasked;
+    }
     if (nn_conv2d_direct_ok(d, ctx)) {
         nn_conv2d_backward_direct(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
         return;

@@ -57,8 +57,11 @@ void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float
 
 /* AVX-512 planes of the 2x2/2 case (pool_avx512.c), used when ctx->isa allows */
 void nn_maxpool2x2_plane_avx512(float *y, const float *x, int H, int W, int P, int Q);
+/* relu_mask: the gradient only where the window's maximum is > 0 (see
+ * nn_pool_desc.relu_mask) */
 void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float *x,
-                                         const float *y, int H, int W, int P, int Q);
+                                         const float *y, int H, int W, int P, int Q,
+                                         int relu_mask);
 
 /* add: y = a + b over count elements; backward copies dy to da and db */
 void nn_add_forward(float *y, const float *a, const float *b, size_t count, nn_ctx *ctx);

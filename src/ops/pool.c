@@ -92,6 +92,7 @@ static void pool2x2_plane_backward(float *dx, const float *dy, const float *x, c
         const float *yr = y + p * d->Q, *gr = dy + p * d->Q;
         for (int q = 0; q < d->Q; q++) {
             float m = yr[q], g = gr[q];
+            if (d->relu_mask && !(m > 0.0f)) g = 0.0f; /* the fused ReLU's mask */
             int ta = POOL_HIT(r0[2 * q], m);
             int tb = (!ta) & POOL_HIT(r0[2 * q + 1], m);
             int tc = (!ta) & (!tb) & POOL_HIT(r1[2 * q], m);
@@ -156,7 +157,8 @@ void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float
         const float *xp = x + (size_t)pl * HW;
         const float *dyp = dy + (size_t)pl * PQ, *yp = y + (size_t)pl * PQ;
         if (simd) {
-            nn_maxpool2x2_plane_backward_avx512(dxp, dyp, xp, yp, d->H, d->W, d->P, d->Q);
+            nn_maxpool2x2_plane_backward_avx512(dxp, dyp, xp, yp, d->H, d->W, d->P, d->Q,
+                                                d->relu_mask);
             continue;
         }
         if (fast) {
@@ -165,7 +167,10 @@ void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float
         }
         memset(dxp, 0, (size_t)HW * sizeof(float));
         for (int p = 0; p < d->P; p++)
-            for (int q = 0; q < d->Q; q++) dxp[window_argmax(xp, d, p, q)] += dyp[p * d->Q + q];
+            for (int q = 0; q < d->Q; q++) {
+                const int at = window_argmax(xp, d, p, q);
+                if (!d->relu_mask || xp[at] > 0.0f) dxp[at] += dyp[p * d->Q + q];
+            }
     }
 }
 

@@ -51,7 +51,8 @@ AVX512 static inline __mmask16 hit(__m512 v, __m512 m) {
 }
 
 AVX512 void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float *x,
-                                                const float *y, int H, int W, int P, int Q) {
+                                                const float *y, int H, int W, int P, int Q,
+                                                int relu_mask) {
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
@@ -70,7 +71,9 @@ AVX512 void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, cons
             const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)m, r1 + 2 * q0);
             const __m512 b1 = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), r1 + 2 * q0 + 16);
             const __m512 ym = _mm512_maskz_loadu_ps(mo, y + (size_t)p * Q + q0);
-            const __m512 g = _mm512_maskz_loadu_ps(mo, dy + (size_t)p * Q + q0);
+            const __mmask16 mg =
+                relu_mask ? _mm512_mask_cmp_ps_mask(mo, ym, zero, _CMP_GT_OQ) : mo;
+            const __m512 g = _mm512_maskz_loadu_ps(mg, dy + (size_t)p * Q + q0);
             /* window elements in scan order: top-left, top-right, bottom-left; the
              * bottom-right one takes whatever the first three did not */
             const __m512 tl = _mm512_permutex2var_ps(a0, even, a1), tr = _mm512_permutex2var_ps(a0, odd, a1);
@@ -97,8 +100,9 @@ void nn_maxpool2x2_plane_avx512(float *y, const float *x, int H, int W, int P, i
 }
 
 void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float *x,
-                                         const float *y, int H, int W, int P, int Q) {
-    (void)dx, (void)dy, (void)x, (void)y, (void)H, (void)W, (void)P, (void)Q;
+                                         const float *y, int H, int W, int P, int Q,
+                                         int relu_mask) {
+    (void)dx, (void)dy, (void)x, (void)y, (void)H, (void)W, (void)P, (void)Q, (void)relu_mask;
     NN_ASSERT(!"AVX-512 pooling kernels are not built");
 }
 
