@@ -4,9 +4,12 @@
  * gradient of a fan-out node is the sum of its consumers' contributions; it is
  * checked against central differences of the loss along random directions in
  * parameter space (double-precision sums of float losses), and the graph
- * rules (shapes at an add, in= lists) are checked for clear errors.
+ * rules (shapes at an add, in= lists) are checked for clear errors. The
+ * plan's shared gradient memory is checked against the lives of the
+ * gradients it holds.
  */
 #include "test_util.h"
+#include "core/graph.h"
 
 #include <math.h>
 #include <string.h>
@@ -130,6 +133,56 @@ static void relu_alias_check(nn_ctx *ctx) {
     free(gb);
 }
 
+/* Activation gradients share memory only when their lives in the backward
+ * pass do not overlap. Node r's kernel runs at step L - r (L the loss node);
+ * r's gradient is first written by its latest consumer (through aliases), or
+ * zeroed before the pass (step -1) when several kernels add into it, and
+ * last read at step L - r. And some memory is shared on every model tried. */
+static int root_of(const nn_net *net, int j) {
+    while (net->nodes[j].alias_of >= 0) j = net->nodes[j].alias_of;
+    return j;
+}
+
+static void gradient_sharing_check(nn_ctx *ctx, const char *what, const char *path,
+                                   const char *text) {
+    nn_net *net = NULL;
+    nn_status st = path ? nn_net_load(ctx, path, &net) : nn_net_parse(ctx, text, "g.nn", &net);
+    check(st == NN_OK, "model for the gradient-sharing check parses", "%s", ctx_err(ctx, st));
+    if (st) return;
+    const int batch = 8;
+    nn_net_plan(net, batch);
+    const int N = net->num_nodes, L = net->loss_node;
+    int *start = xmalloc((size_t)N * sizeof *start), *end = xmalloc((size_t)N * sizeof *end);
+    int bad = 0, shared = 0;
+    for (int r = 0; r < N; r++) {
+        start[r] = N + 1, end[r] = L - r;
+        if (net->nodes[r].grad_writers > 1) start[r] = -1;
+    }
+    for (int k = 1; k <= L; k++)
+        for (int m = 0; m < net->nodes[k].num_inputs; m++) {
+            const int r = root_of(net, net->nodes[k].inputs[m]);
+            if (net->nodes[k].alias_of < 0 && L - k < start[r]) start[r] = L - k;
+        }
+    for (int i = 0; i < N; i++) {
+        const nn_node *a = &net->nodes[i];
+        if (a->op == NN_OP_INPUT || a->alias_of >= 0 || i == L) continue;
+        const size_t na = (size_t)batch * (size_t)nn_shape_numel(&a->out);
+        for (int j = i + 1; j < N; j++) {
+            const nn_node *b = &net->nodes[j];
+            if (b->op == NN_OP_INPUT || b->alias_of >= 0 || j == L) continue;
+            const size_t nb = (size_t)batch * (size_t)nn_shape_numel(&b->out);
+            if (a->dy + na <= b->dy || b->dy + nb <= a->dy) continue; /* disjoint */
+            shared++;
+            /* the same memory: one life must end before the other starts */
+            if (!(end[i] < start[j] || end[j] < start[i])) bad++;
+        }
+    }
+    check(bad == 0 && shared > 0, what, "%d overlapping pairs, %d with overlapping lives", shared,
+          bad);
+    free(start), free(end);
+    nn_net_free(net);
+}
+
 static void expect_bad(nn_ctx *ctx, const char *what, const char *text, const char *word) {
     nn_net *net = NULL;
     nn_status st = nn_net_parse(ctx, text, "g.nn", &net);
@@ -144,6 +197,12 @@ int main(void) {
     directional_check(c2, "fan-out and add: gradient matches finite differences (2 threads)");
     relu_alias_check(c1);
     relu_alias_check(c2);
+    gradient_sharing_check(c1, "gradient memory shared only between disjoint lives: residual",
+                           NULL, RESIDUAL);
+    gradient_sharing_check(c1, "gradient memory shared only between disjoint lives: resnet20",
+                           NN_SOURCE_DIR "/models/resnet20.nn", NULL);
+    gradient_sharing_check(c1, "gradient memory shared only between disjoint lives: conv_heavy",
+                           NN_SOURCE_DIR "/models/conv_heavy.nn", NULL);
     const char *hdr = "input shape=1x4x4\nconv2d name=a out=2 kernel=3 pad=1\n"
                       "conv2d name=b out=3 kernel=3 pad=1\n";
     char buf[512];

@@ -246,6 +246,74 @@ void nn_net_free(nn_net *net) {
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
+/*
+ * Activation gradients share memory where their lives in the backward pass
+ * do not overlap. Backward runs the kernel of node k at step loss_node - k;
+ * the gradient of a memory root r is first written by the kernel of its
+ * latest consumer and last read by r's own kernel. A gradient that several
+ * kernels add into is zeroed before the pass, so it lives from step -1; one
+ * that no kernel writes (a branch the loss does not read) keeps memory of
+ * its own, which stays zero. Greedy over first writes: each gradient takes
+ * the free slot closest in size, or a new one; a slot is as large as its
+ * largest gradient. slot[r] is r's slot (-1: no gradient); returns the
+ * number of slots, sizes in slot_floats (num_nodes entries).
+ */
+static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
+                               size_t *slot_floats) {
+    const int N = net->num_nodes, L = net->loss_node;
+    int *first = malloc((size_t)N * sizeof *first), *free_after = calloc((size_t)N, sizeof(int));
+    int slots = 0;
+    if (!first || !free_after) {
+        free(first), free(free_after);
+        return -1;
+    }
+    for (int r = 0; r < N; r++) first[r] = N + 1; /* never written */
+    for (int k = 1; k <= L; k++) {
+        const nn_node *node = &net->nodes[k];
+        if (node->alias_of >= 0) continue;
+        for (int m = 0; m < node->num_inputs && m < 2; m++)
+            if (m == 0 ? node->needs_dx : node->needs_dx2) {
+                const int r = memory_root(net, node->inputs[m]);
+                if (L - k < first[r]) first[r] = L - k;
+            }
+    }
+    for (int r = 0; r < N; r++) {
+        const nn_node *node = &net->nodes[r];
+        slot[r] = -1;
+        if (node->op == NN_OP_INPUT || node->alias_of >= 0 || r == L) continue;
+        if (node->grad_writers > 1) first[r] = -1;
+    }
+    /* in order of first write (then node order: deterministic) */
+    for (int step = -1; step <= N + 1; step++)
+        for (int r = N - 1; r >= 0; r--) {
+            const nn_node *node = &net->nodes[r];
+            if (node->op == NN_OP_INPUT || node->alias_of >= 0 || r == L || first[r] != step)
+                continue;
+            const size_t need = round16((size_t)max_batch * (size_t)nn_shape_numel(&node->out));
+            const int last = r <= L ? L - r : N + 1; /* its own kernel's step */
+            int best = -1;
+            if (step <= L) /* written by a kernel: may share */
+                for (int s = 0; s < slots; s++) {
+                    if (free_after[s] >= step) continue; /* still in use */
+                    const size_t a = slot_floats[s] > need ? slot_floats[s] - need : need - slot_floats[s];
+                    const size_t b = best < 0 ? 0
+                                     : slot_floats[best] > need ? slot_floats[best] - need
+                                                                : need - slot_floats[best];
+                    if (best < 0 || a < b) best = s;
+                }
+            if (best < 0) {
+                best = slots++;
+                slot_floats[best] = 0;
+            }
+            if (need > slot_floats[best]) slot_floats[best] = need;
+            /* a gradient no kernel writes is never freed */
+            free_after[best] = step <= L ? last : 1 << 30;
+            slot[r] = best;
+        }
+    free(first), free(free_after);
+    return slots;
+}
+
 nn_status nn_net_plan(nn_net *net, int max_batch) {
     if (max_batch <= 0 || max_batch > (1 << 20))
         return nn_ctx_fail(net->ctx, NN_EINVAL, "batch size %d out of range (1..1048576)", max_batch);
@@ -261,7 +329,15 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
             d->bf16 = net->ctx->precision == NN_PRECISION_BF16 && d->groups <= 1 &&
                       d->C * d->R * d->S >= 32;
         }
-    /* pass 1: sizes; pass 2: pointers into one arena */
+    int *slot = malloc((size_t)net->num_nodes * sizeof *slot);
+    size_t *slot_floats = malloc((size_t)net->num_nodes * sizeof *slot_floats);
+    const int slots = slot && slot_floats ? plan_gradient_slots(net, max_batch, slot, slot_floats) : -1;
+    if (slots < 0) {
+        free(slot), free(slot_floats);
+        return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory", net->source);
+    }
+    /* pass 1: sizes; pass 2: pointers into one arena: activations, then the
+     * gradient slots */
     size_t total = 0, ws = 0;
     for (int pass = 0; pass < 2; pass++) {
         size_t off = 0;
@@ -272,10 +348,6 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
             if (!alias) {
                 if (pass) node->y = net->arena + off;
                 off += n;
-                if (i != net->loss_node) {
-                    if (pass) node->dy = net->arena + off;
-                    off += n;
-                }
             }
             if (node->aux_bytes || node->aux_fixed_bytes) {
                 size_t a = round16(
@@ -289,11 +361,17 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
                 if (w > ws) ws = w;
             }
         }
+        for (int s = 0; s < slots; s++) {
+            for (int i = 0; i < net->num_nodes && pass; i++)
+                if (slot[i] == s) net->nodes[i].dy = net->arena + off;
+            off += slot_floats[s];
+        }
         if (!pass) {
             total = off;
             net->arena = nn_alloc_aligned(total * sizeof(float));
             net->ws = nn_alloc_aligned((ws ? ws : 16) * sizeof(float));
             if (!net->arena || !net->ws) {
+                free(slot), free(slot_floats);
                 release_plan(net);
                 return nn_ctx_fail(net->ctx, NN_ENOMEM,
                                    "%s: out of memory planning %zu MiB of activations for batch %d",
@@ -302,6 +380,7 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
             memset(net->arena, 0, total * sizeof(float));
         }
     }
+    free(slot), free(slot_floats);
     net->arena_floats = total;
     net->ws_floats = ws;
     net->max_batch = max_batch;
