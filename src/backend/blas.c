@@ -92,7 +92,11 @@ void nn_sgemm_parallel(nn_ctx *ctx, int trans_a, int trans_b, int M, int N, int 
         nn_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    int by_rows = M >= 8 * T || M >= N;
+    /* each block's sgemm copies (packs) its share of A and all of B, or all
+     * of A and its share of B: split the side that copies less */
+    const double rows_cost = (double)M / T * K + (double)K * N;
+    const double cols_cost = (double)M * K + (double)K * N / T;
+    int by_rows = rows_cost <= cols_cost;
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
         if (by_rows) {
