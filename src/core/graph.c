@@ -258,6 +258,8 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
  * largest gradient. slot[r] is r's slot (-1: no gradient); returns the
  * number of slots, sizes in slot_floats (num_nodes entries).
  */
+static size_t size_gap(size_t a, size_t b) { return a > b ? a - b : b - a; }
+
 static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
                                size_t *slot_floats) {
     const int N = net->num_nodes, L = net->loss_node;
@@ -295,11 +297,9 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
             if (step <= L) /* written by a kernel: may share */
                 for (int s = 0; s < slots; s++) {
                     if (free_after[s] >= step) continue; /* still in use */
-                    const size_t a = slot_floats[s] > need ? slot_floats[s] - need : need - slot_floats[s];
-                    const size_t b = best < 0 ? 0
-                                     : slot_floats[best] > need ? slot_floats[best] - need
-                                                                : need - slot_floats[best];
-                    if (best < 0 || a < b) best = s;
+                    if (best < 0 || size_gap(slot_floats[s], need) <
+                                        size_gap(slot_floats[best], need))
+                        best = s;
                 }
             if (best < 0) {
                 best = slots++;
@@ -331,7 +331,8 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
         }
     int *slot = malloc((size_t)net->num_nodes * sizeof *slot);
     size_t *slot_floats = malloc((size_t)net->num_nodes * sizeof *slot_floats);
-    const int slots = slot && slot_floats ? plan_gradient_slots(net, max_batch, slot, slot_floats) : -1;
+    const int slots =
+        slot && slot_floats ? plan_gradient_slots(net, max_batch, slot, slot_floats) : -1;
     if (slots < 0) {
         free(slot), free(slot_floats);
         return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory", net->source);
