@@ -174,6 +174,14 @@ else fail "train --precision fp16: one-line error, exit 2" "exit $rc: $(head -c 
 rc=$?
 if [ $rc -eq 2 ] && grep -q "precision must be fp32 or bf16" h.err; then pass "bench --precision half: exit 2"
 else fail "bench --precision half: exit 2" "exit $rc: $(head -c 200 h.err)"; fi
+timeout 120 "$NN" bench "$MODEL" --batch 8 --steps 2 --repeats 3 --warmup 1 --json >bj.json 2>bj.err
+check "bench --json: the median share of the FMA peak lies within its repeats' range" python3 -c '
+import json
+d = json.load(open("bj.json"))
+lo, mid, hi = d["percent_of_fma_peak_min"], d["percent_of_fma_peak"], d["percent_of_fma_peak_max"]
+assert 0 < lo <= mid <= hi, (lo, mid, hi)
+assert d["images_per_s"] > 0 and d["layers"], d
+'
 
 # ------------------------------------------------------------------ (h) info --expand
 # the expanded text of a model with blocks is a model file with the same layers

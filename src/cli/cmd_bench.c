@@ -102,10 +102,11 @@ int cmd_bench(int argc, char **argv) {
         printf(",\"batch\":%d,\"threads\":%d,\"images_per_s\":%.1f,"
                "\"ms_per_step\":%.4f,\"gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,"
                "\"percent_of_peak\":%.2f,\"fma_peak_gflops\":%.2f,\"percent_of_fma_peak\":%.2f,"
+               "\"percent_of_fma_peak_min\":%.2f,\"percent_of_fma_peak_max\":%.2f,"
                "\"kernel_isa\":\"%s\",\"openblas_core\":\"%s\",\"layers\":[",
                batch, nn_ctx_threads(w.ctx), ips, step_s * 1e3, gflops, peak,
-               peak > 0 ? 100.0 * gflops / peak : 0.0, fma, fma_share,
-               nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core());
+               peak > 0 ? 100.0 * gflops / peak : 0.0, fma, fma_share, shares[0],
+               shares[repeats - 1], nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core());
     } else {
         printf("nnopt bench %s: batch %d, %d threads, median of %d x %d steps\n", pos[0], batch,
                nn_ctx_threads(w.ctx), repeats, steps);
@@ -117,6 +118,9 @@ int cmd_bench(int argc, char **argv) {
         if (peak > 0 && fma > 0)
             printf("  (%.0f%% of the %.1f GFLOP/s FMA peak, %.0f%% of the %.1f GFLOP/s sgemm)",
                    fma_share, fma, 100.0 * gflops / peak, peak);
+        if (peak > 0 && fma > 0 && repeats > 1) /* how much the repeats' shares moved */
+            printf("\nshare of the FMA peak over the %d repeats: %.0f%% to %.0f%%", repeats,
+                   shares[0], shares[repeats - 1]);
         printf("\n\n%-12s %-10s %10s %10s %7s %9s %9s\n", "layer", "type", "fwd ms", "bwd ms",
                "% step", "fwd GF/s", "bwd GF/s");
     }
