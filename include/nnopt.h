@@ -526,7 +526,8 @@ double nn_measure_sgemm_gflops(nn_ctx *ctx, int n, int repeats);
 double nn_measure_fma_gflops(nn_ctx *ctx, const char **isa);
 
 /* One short run of the same chains, `iters` rounds of 12 FMAs per thread:
- * returns the GFLOP done and sets *seconds to the time taken. Registers only,
+ * returns the GFLOP done and sets *seconds to the time taken (and *isa as
+ * above, when isa is not NULL). Registers only,
  * so it leaves the caches as they were: `nnopt bench` runs one after every
  * timed step to sample the machine's FMA limit over the same seconds. */
 double nn_fma_burst(nn_ctx *ctx, long iters, double *seconds, const char **isa);

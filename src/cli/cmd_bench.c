@@ -67,7 +67,6 @@ int cmd_bench(int argc, char **argv) {
      * its own bursts. On a VM whose speed moves by 2x within seconds, a peak
      * measured once, before or after, says more about that moment than
      * about the run. */
-    const char *fma_isa = "";
     nn_net_set_timing(w.net, 1);
     for (int rep = 0; rep < repeats; rep++) {
         double step_time = 0.0, fma_gflop = 0.0, fma_time = 0.0;
@@ -77,7 +76,7 @@ int cmd_bench(int argc, char **argv) {
             step_time += nn_wall_time() - t0;
             if (no_peak) continue;
             double sec;
-            fma_gflop += nn_fma_burst(w.ctx, FMA_BURST_ITERS, &sec, &fma_isa);
+            fma_gflop += nn_fma_burst(w.ctx, FMA_BURST_ITERS, &sec, NULL);
             fma_time += sec;
         }
         times[rep] = step_time / steps;

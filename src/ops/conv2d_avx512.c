@@ -582,9 +582,10 @@ BF16 static void to_pairs_channels_last(uint32_t *dycl, float *dbt, const float 
     }
 }
 
-/* per-thread buffers, in thread_floats order */
+/* per-thread buffers, in thread_floats order; db: the bias-gradient share,
+ * right after the weight-gradient share dwcl */
 typedef struct {
-    float *x, *dy, *cl, *dycl, *dwcl;
+    float *x, *dy, *cl, *dycl, *dwcl, *db;
 } thread_bufs;
 
 static thread_bufs bufs_of(float *ws, const direct_geom *g, const nn_conv2d_desc *d, int t) {
@@ -595,6 +596,7 @@ static thread_bufs bufs_of(float *ws, const direct_geom *g, const nn_conv2d_desc
     b.cl = b.dy + g->dy_floats;
     b.dycl = b.cl + cl;
     b.dwcl = b.dycl + (size_t)g->wg * g->dycl_floats; /* after wg images */
+    b.db = b.dwcl + (size_t)d->C * MAX_TAPS * g->kp;
     return b;
 }
 
@@ -623,8 +625,7 @@ AVX512 static void add_shares(float *dw, float *db, float *ws, int T, int kb,
     if (db) {
         __m512 sum = _mm512_setzero_ps();
         for (int sh = 0; sh < T; sh++)
-            sum = _mm512_add_ps(sum, _mm512_loadu_ps(bufs_of(ws, g, d, sh).dwcl + (size_t)d->C * MAX_TAPS * g->kp +
-                                                     kb * VEC));
+            sum = _mm512_add_ps(sum, _mm512_loadu_ps(bufs_of(ws, g, d, sh).db + kb * VEC));
         const __mmask16 km = nn_first_lanes(lanes);
         _mm512_mask_storeu_ps(db + kb * VEC, km,
                               _mm512_add_ps(_mm512_maskz_loadu_ps(km, db + kb * VEC), sum));
@@ -670,7 +671,6 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
     NN_PARALLEL(T) {
         const int t = nn_thread_id();
         const thread_bufs tb = bufs_of(ws, &g, d, t);
-        float *dbt = tb.dwcl + (size_t)d->C * MAX_TAPS * g.kp;
         memset(tb.x, 0, (size_t)g.wg * g.x_floats * sizeof(float));
         if (dx) memset(tb.dy, 0, g.dy_floats * sizeof(float));
         memset(tb.dwcl, 0, g.dwcl_floats * sizeof(float));
@@ -684,12 +684,12 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
                 if (bf16) {
                     pad_interior_bf16((uint16_t *)xj, x + i * xs, d->C, d->H, d->W, d->pad_h,
                                       d->pad_w, g.hp, g.wp);
-                    to_pairs_channels_last((uint32_t *)dyclj, dbt, dy + i * ys, mask, d->K, d->P,
+                    to_pairs_channels_last((uint32_t *)dyclj, tb.db, dy + i * ys, mask, d->K, d->P,
                                            d->Q, g.kp);
                 } else {
                     nn_conv2d_pad_interior(xj, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h,
                                            d->pad_w, g.hp, g.wp);
-                    to_channels_last(dyclj, dbt, dy + i * ys, mask, d->K, d->P * d->Q, g.kp);
+                    to_channels_last(dyclj, tb.db, dy + i * ys, mask, d->K, d->P * d->Q, g.kp);
                 }
             }
             weight_grad(tb.dwcl, tb.x, tb.dycl, gc, d, &g);
