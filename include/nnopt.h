@@ -91,6 +91,11 @@ const char *nn_isa_name(nn_isa isa);
  * otherwise in portable C (slow; for checking results). */
 void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p);
 nn_precision nn_ctx_precision(const nn_ctx *ctx);
+/* Winograd F(2x2,3x3) for the fp32 3x3 'same' convolutions that take it
+ * (default on; environment NNOPT_CONV=direct turns it off): 2.25x less
+ * arithmetic than the direct sums, rounding within the tests' tolerance. */
+void nn_ctx_set_winograd(nn_ctx *ctx, int on);
+int nn_ctx_winograd(const nn_ctx *ctx);
 void nn_ctx_free(nn_ctx *ctx);
 int nn_ctx_threads(const nn_ctx *ctx);
 /* Last error message, "" if none. Owned by ctx, valid until the next error. */

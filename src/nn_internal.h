@@ -19,6 +19,7 @@ struct nn_ctx {
     int threads;
     nn_isa isa;             /* kernels to use, <= what the CPU supports */
     nn_precision precision; /* of the convolutions */
+    int winograd;           /* Winograd F(2x2,3x3) where it applies */
     char error[NN_ERRMSG_SIZE];
     const struct nn_backend *backend;
 };

@@ -53,6 +53,10 @@ void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p) { ctx->precision = p; }
 
 nn_precision nn_ctx_precision(const nn_ctx *ctx) { return ctx->precision; }
 
+void nn_ctx_set_winograd(nn_ctx *ctx, int on) { ctx->winograd = on != 0; }
+
+int nn_ctx_winograd(const nn_ctx *ctx) { return ctx->winograd; }
+
 nn_ctx *nn_ctx_new(int threads) {
     nn_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
@@ -63,6 +67,8 @@ nn_ctx *nn_ctx_new(int threads) {
     if (force && strcmp(force, "avx512") == 0 && ctx->isa > NN_ISA_AVX512) ctx->isa = NN_ISA_AVX512;
     if (force && strcmp(force, "avx512bf16") == 0 && ctx->isa > NN_ISA_AVX512BF16)
         ctx->isa = NN_ISA_AVX512BF16;
+    const char *conv = getenv("NNOPT_CONV");
+    ctx->winograd = !(conv && strcmp(conv, "direct") == 0);
     ctx->backend = nn_backend_cpu();
     nn_backend_cpu_init(ctx);
     return ctx;

@@ -341,8 +341,10 @@ size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads) {
     size_t gemm = l.shared + (size_t)threads * l.total;
     size_t direct = nn_conv2d_direct_workspace(d, threads);
     size_t rows = nn_conv2d_rows_workspace(d, threads);
+    size_t wino = nn_conv2d_winograd_workspace(d, threads);
     size_t most = gemm > direct ? gemm : direct;
-    return most > rows ? most : rows;
+    most = most > rows ? most : rows;
+    return most > wino ? most : wino;
 }
 
 /* One channel group of a (grouped) convolution: group gi maps input channels
@@ -373,6 +375,10 @@ static conv_group channel_group(const nn_conv2d_desc *d) {
  */
 void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    if (nn_conv2d_winograd_ok(d, ctx)) {
+        nn_conv2d_forward_winograd(y, x, w, b, d, n, ws, ctx);
+        return;
+    }
     if (nn_conv2d_direct_ok(d, ctx)) {
         nn_conv2d_forward_direct(y, x, w, b, d, n, ws, ctx);
         return;
@@ -465,6 +471,11 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
         unmasked = *d;
         unmasked.relu = 0;
         d = &unmasked;
+    }
+    if (dx && nn_conv2d_winograd_ok(d, ctx)) { /* dW, db by the kernels below, then dx */
+        nn_conv2d_backward(NULL, dw, db, dy, y, x, w, d, n, ws, ctx);
+        nn_conv2d_backward_data_winograd(dx, dy, y, w, d, n, ws, ctx);
+        return;
     }
     if (nn_conv2d_direct_ok(d, ctx)) {
         nn_conv2d_backward_direct(dx, dw, db, dy, y, x, w, d, n, ws, ctx);

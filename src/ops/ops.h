@@ -41,6 +41,17 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
  * per call); with a mask, values where mask <= 0 become 0 (a fused ReLU). */
 void nn_conv2d_pad_interior(float *dst, const float *src, const float *mask, int C, int H, int W,
                             int ph, int pw, int rows, int ld);
+/* conv2d_winograd.c: Winograd F(2x2,3x3) for fp32 3x3 stride-1 pad-1
+ * convolutions with C and K multiples of 8 (at least 16), when
+ * ctx->winograd: the forward pass and the input gradient; the weight gradient
+ * is left to the kernels above. */
+int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
+size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads);
+void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
+                                const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+/* dx from dy (masked where y <= 0 when d->relu) */
+void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
+                                      const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 int nn_conv2d_rows_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_rows_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,

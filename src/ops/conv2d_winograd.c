@@ -1,0 +1,426 @@
+/*
+ * conv2d_winograd.c - Winograd F(2x2, 3x3) for 3x3 stride-1 'same'
+ * convolutions (pad 1) on CPUs with AVX-512, fp32: the forward pass and the
+ * input gradient (a forward correlation of dy with the flipped, transposed
+ * kernel). The weight gradient stays with the direct kernels.
+ *
+ * Each 2x2 block of outputs (a tile) is computed from the 4x4 inputs under it
+ * in a transformed space where the 3x3 correlation becomes 16 independent
+ * products (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+ * Networks", 2016):
+ *     Y = A^T [ (G g G^T) (.) (B^T d B) ] A
+ * so the 36 multiply-adds per output and channel pair of the direct method
+ * become 16 per four outputs: 2.25x less arithmetic, in 16 GEMMs
+ *     M[xi] (cout, tiles) = U[xi] (cout, cin) x V[xi] (cin, tiles).
+ * Every vector holds 16 tiles of one tile row, so the input and output
+ * transforms read and write the (C, H, W) planes directly, lanes being tile
+ * columns: no padded copy, no channels-last transpose. Tiles are taken in
+ * groups of tile rows (images concatenated) sized so that V and M of a group
+ * stay in the L2 cache; groups go to whichever thread is free, and each
+ * output depends only on its own group, so results do not depend on the
+ * thread count.
+ *
+ * The transform matrices hold only 0, +-1 and +-1/2, so rounding stays close
+ * to the direct sums (tests/test_ops.c bounds it against the double-precision
+ * reference).
+ */
+#include "ops/ops.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include "backend/simd_avx512.h"
+#define NN_HAVE_WINOGRAD 1
+#define AVX512 __attribute__((target("avx512f")))
+#define INLINE_AVX512 __attribute__((target("avx512f"), always_inline)) static inline
+#endif
+
+#define VEC 16   /* floats per zmm: tiles per vector */
+#define XI 16    /* points of a transformed 4x4 tile */
+#define GEMM_K 8 /* output channels per GEMM kernel call */
+#define GEMM_T 3 /* 16-tile vectors per GEMM kernel call */
+/* V and M of one group: about this many bytes, to stay in a 2 MB L2 */
+#define GROUP_BYTES (1u << 20)
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* One Winograd correlation: cin input planes of h x w to cout output planes
+ * of the same size, in groups of up to `rows` tile rows. */
+typedef struct {
+    int cin, cout, h, w;
+    int th, tw;      /* tile rows and columns per image */
+    int rows;        /* tile rows per group */
+    size_t tpad;     /* tiles per group, rounded up to 16 */
+    size_t vxi, mxi; /* floats between the transformed points of V and M: cin
+                        (cout) rows of tpad, and 16 more so that the 16 points'
+                        rows do not share L1 sets (4 KB apart) */
+} wino_geom;
+
+static wino_geom geom(int cin, int cout, int h, int w) {
+    wino_geom g;
+    g.cin = cin, g.cout = cout, g.h = h, g.w = w;
+    g.th = (h + 1) / 2;
+    g.tw = (w + 1) / 2;
+    const size_t tiles = GROUP_BYTES / ((size_t)XI * (cin + cout) * sizeof(float));
+    g.rows = (int)(tiles / (size_t)g.tw);
+    if (g.rows < 1)
+        g.rows = 1;
+    g.tpad = round16((size_t)g.rows * g.tw);
+    g.vxi = (size_t)cin * g.tpad + VEC;
+    g.mxi = (size_t)cout * g.tpad + VEC;
+    return g;
+}
+
+static size_t u_floats(const nn_conv2d_desc *d) { return round16((size_t)XI * d->C * d->K); }
+
+static size_t thread_floats(const wino_geom *g) { return (size_t)XI * (g->vxi + g->mxi); }
+
+/* the shapes the kernels take, whatever the context */
+static int shape_ok(const nn_conv2d_desc *d) {
+    return !d->bf16 && d->groups <= 1 && d->R == 3 && d->S == 3 && d->stride_h == 1 &&
+           d->stride_w == 1 && d->pad_h == 1 && d->pad_w == 1 && d->C % GEMM_K == 0 &&
+           d->K % GEMM_K == 0 && d->C >= 16 && d->K >= 16;
+}
+
+int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+#ifdef NN_HAVE_WINOGRAD
+    return ctx->winograd && ctx->isa >= NN_ISA_AVX512 && shape_ok(d);
+#else
+    (void)d;
+    (void)ctx;
+    return 0;
+#endif
+}
+
+size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
+    if (!shape_ok(d))
+        return 0;
+    const wino_geom g = geom(d->C, d->K, d->H, d->W); /* the input gradient's: cin, cout swapped */
+    return u_floats(d) + (size_t)threads * thread_floats(&g);
+}
+
+#ifdef NN_HAVE_WINOGRAD
+
+/* U[xi][o / 8][i][o % 8] = (G g G^T)[xi] for the 3x3 kernel g of output o and
+ * input i (the GEMM kernel's 8 outputs for one input in 32 consecutive bytes),
+ * 16 outputs at a time: g[t] at w + o*so + i*si + tap(t), tap(t) = t or,
+ * flipped, 8 - t. G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
+AVX512 static void transform_weights(float *u, const float *w, int cin, int cout, size_t so,
+                                     size_t si, int flip, int threads) {
+    const int nb = (cout + VEC - 1) / VEC;
+    NN_PARALLEL_FOR(threads)
+    for (int job = 0; job < cin * nb; job++) {
+        const int i = job / nb, o0 = job % nb * VEC;
+        const __mmask16 m = nn_first_lanes(cout - o0);
+        const __m512i idx = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32((int)so));
+        const float *base = w + (size_t)o0 * so + (size_t)i * si;
+        __m512 g[9];
+        for (int t = 0; t < 9; t++)
+            g[t] =
+                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + (flip ? 8 - t : t), 4);
+        const __m512 half = _mm512_set1_ps(0.5f);
+        __m512 a[4][3]; /* G g: 4 rows of 3 */
+        for (int s = 0; s < 3; s++) {
+            const __m512 g0 = g[s], g1 = g[3 + s], g2 = g[6 + s];
+            const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(g0, g2));
+            const __m512 h1 = _mm512_mul_ps(half, g1);
+            a[0][s] = g0;
+            a[1][s] = _mm512_add_ps(sum, h1);
+            a[2][s] = _mm512_sub_ps(sum, h1);
+            a[3][s] = g2;
+        }
+        for (int r = 0; r < 4; r++) { /* (G g) G^T */
+            const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(a[r][0], a[r][2]));
+            const __m512 h1 = _mm512_mul_ps(half, a[r][1]);
+            const __m512 row[4] = {a[r][0], _mm512_add_ps(sum, h1), _mm512_sub_ps(sum, h1),
+                                   a[r][2]};
+            for (int c = 0; c < 4; c++) {
+                float *dst =
+                    u + (size_t)(r * 4 + c) * cin * cout + (size_t)o0 * cin + (size_t)i * GEMM_K;
+                _mm256_storeu_ps(dst, _mm512_castps512_ps256(row[c]));
+                if (o0 + GEMM_K < cout)
+                    _mm256_storeu_ps(
+                        dst + (size_t)GEMM_K * cin,
+                        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(row[c]), 1)));
+            }
+        }
+    }
+}
+
+/* 16 floats of src from index `at` on, zero outside [0, n) and, with a mask
+ * plane, where the mask is <= 0 (a fused ReLU's output). */
+INLINE_AVX512 __m512 load_row(const float *src, const float *mask, int at, int n) {
+    int cnt = n - at;
+    if (cnt <= 0)
+        return _mm512_setzero_ps();
+    return nn_load_relu_masked(src + at, mask ? mask + at : NULL, cnt);
+}
+
+INLINE_AVX512 float load_one(const float *src, const float *mask, int at, int n) {
+    if (at < 0 || at >= n || (mask && !(mask[at] > 0.0f)))
+        return 0.0f;
+    return src[at];
+}
+
+/* d B for one input row under 16 tiles (tiles 16*chunk.. on): with
+ * x_k[j] = row[32*chunk + 2j + k - 1] (zero outside the row), the four
+ * vectors x_0 - x_2, x_1 + x_2, x_2 - x_1, x_1 - x_3. */
+typedef struct {
+    __m512 m0, m1, m2, m3;
+} row4;
+
+INLINE_AVX512 row4 row_transform(const float *row, const float *mask, int w, int chunk) {
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const int at = 32 * chunk;
+    const __m512 lo = load_row(row, mask, at, w), hi = load_row(row, mask, at + 16, w);
+    const __m512 x1 = _mm512_permutex2var_ps(lo, even, hi); /* row[at + 2j] */
+    const __m512 x2 = _mm512_permutex2var_ps(lo, odd, hi);  /* row[at + 2j + 1] */
+    const __m512 prev = _mm512_set1_ps(load_one(row, mask, at - 1, w));
+    const __m512 next = _mm512_set1_ps(load_one(row, mask, at + 32, w));
+    const __m512 x0 = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(x2), _mm512_castps_si512(prev), 15));
+    const __m512 x3 = _mm512_castsi512_ps(
+        _mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(x1), 1));
+    row4 t;
+    t.m0 = _mm512_sub_ps(x0, x2);
+    t.m1 = _mm512_add_ps(x1, x2);
+    t.m2 = _mm512_sub_ps(x2, x1);
+    t.m3 = _mm512_sub_ps(x1, x3);
+    return t;
+}
+
+INLINE_AVX512 row4 row_zero(void) {
+    row4 t;
+    t.m0 = t.m1 = t.m2 = t.m3 = _mm512_setzero_ps();
+    return t;
+}
+
+/* row_transform of input row h of a plane, zero outside it */
+INLINE_AVX512 row4 row_at(const float *plane, const float *mask, const wino_geom *g, int chunk,
+                          int h) {
+    if (h < 0 || h >= g->h)
+        return row_zero();
+    const size_t at = (size_t)h * g->w;
+    return row_transform(plane + at, mask ? mask + at : NULL, g->w, chunk);
+}
+
+/* B^T over the four rows' column m: points 4r + m of the tile, r = 0..3 */
+INLINE_AVX512 void store_column(float *dst, size_t stride, __mmask16 lanes, __m512 a, __m512 b,
+                                __m512 c, __m512 d) {
+    _mm512_mask_storeu_ps(dst, lanes, _mm512_sub_ps(a, c));
+    _mm512_mask_storeu_ps(dst + 4 * stride, lanes, _mm512_add_ps(b, c));
+    _mm512_mask_storeu_ps(dst + 8 * stride, lanes, _mm512_sub_ps(c, b));
+    _mm512_mask_storeu_ps(dst + 12 * stride, lanes, _mm512_sub_ps(b, d));
+}
+
+/* V[xi][c][t] for the tile rows u0.. u0+nu-1 of the batch (tile row u: image
+ * u / th, row u % th), t = (u - u0) * tw + tile column: B^T d B with
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. Tile rows overlap by two
+ * input rows: a tile row reuses the last two row transforms of the one above.
+ */
+AVX512 static void transform_input(float *v, const float *in, const float *mask, const wino_geom *g,
+                                   long u0, int nu) {
+    const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cin * plane;
+    for (int c = 0; c < g->cin; c++)
+        for (int chunk = 0; chunk * VEC < g->tw; chunk++) {
+            const __mmask16 lanes = nn_first_lanes(g->tw - chunk * VEC);
+            row4 r0 = row_zero(), r1 = row_zero(), r2 = row_zero(), r3 = row_zero();
+            for (int k = 0; k < nu; k++) {
+                const long u = u0 + k;
+                const int tr = (int)(u % g->th);
+                const size_t at = (size_t)(u / g->th) * image + (size_t)c * plane;
+                const float *src = in + at, *msk = mask ? mask + at : NULL;
+                const int h0 = 2 * tr - 1;
+                if (k == 0 || tr == 0) { /* a group's or an image's first tile row */
+                    r0 = row_at(src, msk, g, chunk, h0);
+                    r1 = row_at(src, msk, g, chunk, h0 + 1);
+                } else {
+                    r0 = r2;
+                    r1 = r3;
+                }
+                r2 = row_at(src, msk, g, chunk, h0 + 2);
+                r3 = row_at(src, msk, g, chunk, h0 + 3);
+                float *dst = v + (size_t)c * g->tpad + (size_t)k * g->tw + chunk * VEC;
+                store_column(dst, g->vxi, lanes, r0.m0, r1.m0, r2.m0, r3.m0);
+                store_column(dst + g->vxi, g->vxi, lanes, r0.m1, r1.m1, r2.m1, r3.m1);
+                store_column(dst + 2 * g->vxi, g->vxi, lanes, r0.m2, r1.m2, r2.m2, r3.m2);
+                store_column(dst + 3 * g->vxi, g->vxi, lanes, r0.m3, r1.m3, r2.m3, r3.m3);
+            }
+        }
+}
+
+/* m[k][t] = sum over c of u[c][k] * v[c][t] for GEMM_K outputs k and NT
+ * vectors of 16 tiles: the outputs' weights broadcast from memory, the
+ * tiles loaded. */
+INLINE_AVX512 void gemm_kernel(float *m, size_t ldm, const float *u, int ldu, const float *v,
+                               size_t ldv, int cin, const int NT) {
+    __m512 acc[GEMM_K][GEMM_T];
+    _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++)
+        _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++) acc[k][b] = _mm512_setzero_ps();
+    for (int c = 0; c < cin; c++, u += ldu, v += ldv) {
+        __m512 vb[GEMM_T];
+        _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++) vb[b] = _mm512_loadu_ps(v + b * VEC);
+        _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++) {
+            const __m512 uk = _mm512_set1_ps(u[k]);
+            _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++) acc[k][b] =
+                _mm512_fmadd_ps(uk, vb[b], acc[k][b]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++)
+        _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++)
+            _mm512_storeu_ps(m + k * ldm + b * VEC, acc[k][b]);
+}
+
+AVX512 static void gemm_1(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
+                          int cin) {
+    gemm_kernel(m, ldm, u, ldu, v, ldv, cin, 1);
+}
+AVX512 static void gemm_2(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
+                          int cin) {
+    gemm_kernel(m, ldm, u, ldu, v, ldv, cin, 2);
+}
+AVX512 static void gemm_3(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
+                          int cin) {
+    gemm_kernel(m, ldm, u, ldu, v, ldv, cin, 3);
+}
+
+/* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles */
+static void multiply(float *mm, const float *u, const float *v, const wino_geom *g, size_t tiles) {
+    typedef void (*gemm_fn)(float *, size_t, const float *, int, const float *, size_t, int);
+    static const gemm_fn fns[GEMM_T] = {gemm_1, gemm_2, gemm_3};
+    const size_t vecs = (tiles + VEC - 1) / VEC;
+    for (int xi = 0; xi < XI; xi++) {
+        const float *ux = u + (size_t)xi * g->cin * g->cout;
+        const float *vx = v + (size_t)xi * g->vxi;
+        float *mx = mm + (size_t)xi * g->mxi;
+        for (size_t b0 = 0; b0 < vecs; b0 += GEMM_T) {
+            const int nt = vecs - b0 < GEMM_T ? (int)(vecs - b0) : GEMM_T;
+            for (int k0 = 0; k0 < g->cout; k0 += GEMM_K)
+                fns[nt - 1](mx + (size_t)k0 * g->tpad + b0 * VEC, g->tpad, ux + (size_t)k0 * g->cin,
+                            GEMM_K, vx + b0 * VEC, g->tpad, g->cin);
+        }
+    }
+}
+
+/* One output row of 16 tiles from a row of A^T M: (s0 + s1 + s2, s1 - s2 - s3)
+ * + bias, ReLU if asked, the tiles' two columns interleaved into the first n
+ * (up to 32) outputs of dst. */
+INLINE_AVX512 void store_pair(float *dst, int n, __m512 s0, __m512 s1, __m512 s2, __m512 s3,
+                              __m512 bias, int relu) {
+    const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
+    __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), s2), bias);
+    __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s1, s2), s3), bias);
+    if (relu) { /* max(0, v) returns v when v is NaN: NaN passes */
+        y0 = _mm512_max_ps(_mm512_setzero_ps(), y0);
+        y1 = _mm512_max_ps(_mm512_setzero_ps(), y1);
+    }
+    _mm512_mask_storeu_ps(dst, nn_first_lanes(n), _mm512_permutex2var_ps(y0, lo_idx, y1));
+    if (n > VEC)
+        _mm512_mask_storeu_ps(dst + VEC, nn_first_lanes(n - VEC),
+                              _mm512_permutex2var_ps(y0, hi_idx, y1));
+}
+
+/* out planes (cout, h, w) of the tile rows u0.. = A^T M A (+ bias, ReLU if
+ * asked), A^T = [1 1 1 0; 0 1 -1 -1]: two output rows of 16 tiles at a time,
+ * the tiles' 2 columns interleaved into 32 consecutive outputs. */
+AVX512 static void transform_output(float *out, const float *mm, const float *bias, int relu,
+                                    const wino_geom *g, long u0, int nu) {
+    const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
+    const size_t xi_stride = g->mxi;
+    for (int k = 0; k < g->cout; k++) {
+        const __m512 bk = _mm512_set1_ps(bias ? bias[k] : 0.0f);
+        for (int j = 0; j < nu; j++) {
+            const long u = u0 + j;
+            const long img = u / g->th;
+            const int tr = (int)(u % g->th);
+            float *row0 = out + (size_t)img * image + (size_t)k * plane + (size_t)(2 * tr) * g->w;
+            for (int chunk = 0; chunk * VEC < g->tw; chunk++) {
+                const float *src = mm + (size_t)k * g->tpad + (size_t)j * g->tw + chunk * VEC;
+#define M_AT(p) _mm512_loadu_ps(src + (size_t)(p)*xi_stride)
+                /* A^T M, column by column: s0 = m0 + m1 + m2, s1 = m1 - m2 - m3 */
+#define COLUMN(c, s0, s1)                                                                          \
+    const __m512 s0 = _mm512_add_ps(_mm512_add_ps(M_AT(c), M_AT(4 + c)), M_AT(8 + c));             \
+    const __m512 s1 = _mm512_sub_ps(_mm512_sub_ps(M_AT(4 + c), M_AT(8 + c)), M_AT(12 + c))
+                COLUMN(0, a0, b0);
+                COLUMN(1, a1, b1);
+                COLUMN(2, a2, b2);
+                COLUMN(3, a3, b3);
+#undef COLUMN
+#undef M_AT
+                const int n = g->w - 32 * chunk;
+                float *dst = row0 + 32 * chunk;
+                store_pair(dst, n, a0, a1, a2, a3, bk, relu);
+                if (2 * tr + 1 < g->h) store_pair(dst + g->w, n, b0, b1, b2, b3, bk, relu);
+            }
+        }
+    }
+}
+
+/* out = the 3x3 'same' correlation of in with the transformed weights u, for
+ * n images, over the threads' V and M buffers after u in ws. */
+static void correlate(float *out, const float *in, const float *mask, const float *u,
+                      const float *bias, int relu, const wino_geom *g, int n, float *ws,
+                      nn_ctx *ctx) {
+    const long units = (long)n * g->th;
+    const long groups = (units + g->rows - 1) / g->rows;
+    const int T = ctx->threads < groups ? ctx->threads : (int)groups;
+    NN_PARALLEL(T) {
+        float *v = ws + (size_t)nn_thread_id() * thread_floats(g);
+        float *mm = v + (size_t)XI * g->vxi;
+        NN_FOR_DYNAMIC
+        for (long gi = 0; gi < groups; gi++) {
+            const long u0 = gi * g->rows;
+            const int nu = units - u0 < g->rows ? (int)(units - u0) : g->rows;
+            const size_t tiles = (size_t)nu * g->tw;
+            /* lanes past the group's tiles: computed, never stored; zero them
+             * so they hold no stale NaN or denormal */
+            for (int xi = 0; xi < XI; xi++)
+                for (int c = 0; c < g->cin; c++)
+                    memset(v + (size_t)xi * g->vxi + (size_t)c * g->tpad + tiles, 0,
+                           (g->tpad - tiles) * sizeof(float));
+            transform_input(v, in, mask, g, u0, nu);
+            multiply(mm, u, v, g, tiles);
+            transform_output(out, mm, bias, relu, g, u0, nu);
+        }
+    }
+}
+
+void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
+                                const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    const wino_geom g = geom(d->C, d->K, d->H, d->W);
+    /* w[k][c][r][s]: output k at stride C*9, input c at stride 9 */
+    transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);
+    correlate(y, x, NULL, ws, b, d->relu, &g, n, ws + u_floats(d), ctx);
+}
+
+void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
+                                      const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    const wino_geom g = geom(d->K, d->C, d->H, d->W);
+    /* the flipped kernel with inputs and outputs swapped: output c, input k */
+    transform_weights(ws, w, d->K, d->C, 9, (size_t)d->C * 9, 1, ctx->threads);
+    correlate(dx, dy, d->relu ? y : NULL, ws, NULL, 0, &g, n, ws + u_floats(d), ctx);
+}
+
+#else /* no AVX-512 kernels in this build: never selected                                          \
+         (nn_conv2d_winograd_ok) */
+
+void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
+                                const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    (void)y, (void)x, (void)w, (void)b, (void)d, (void)n, (void)ws, (void)ctx;
+    NN_ASSERT(!"Winograd conv2d kernels are not built");
+}
+
+void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
+                                      const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    (void)dx, (void)dy, (void)y, (void)w, (void)d, (void)n, (void)ws, (void)ctx;
+    NN_ASSERT(!"Winograd conv2d kernels are not built");
+}
+
+#endif
