@@ -1059,7 +1059,61 @@ static void test_conv_determinism(nn_ctx *const ctxs[2], nn_rng *rng) {
     /* the channels-last direct kernels, where the CPU has them */
     const conv_cfg direct = {13, 32, 9, 9, 48, 3, 3, 1, 1, 1, 1, 1, 1};
     const nn_conv2d_desc d = conv_desc(&direct);
-    if (nn_conv2d_direct_ok(&d, ctxs[0])) conv_determinism_case(&direct, "direct", 1, ctxs, rng);
+    if (nn_conv2d_winograd_ok(&d, ctxs[0])) {
+        conv_determinism_case(&direct, "Winograd", 1, ctxs, rng);
+        /* groups of tile rows that start mid-image and span two images */
+        const conv_cfg wide = {5, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1};
+        conv_determinism_case(&wide, "Winograd, 28x28", 1, ctxs, rng);
+    } else if (nn_conv2d_direct_ok(&d, ctxs[0])) {
+        conv_determinism_case(&direct, "direct", 1, ctxs, rng);
+    }
+}
+
+/* Winograd F(2x2,3x3) against the reference: the shapes its tiles find
+ * hardest, and which shapes take it. */
+static void test_conv_winograd(nn_ctx *const ctxs[2], nn_rng *rng) {
+    static const named_conv shapes[] = {
+        /* odd sizes: the last tile row and column half outside */
+        {"Winograd: C=24 K=40, 9x13 (odd rows and columns)",
+         {3, 24, 9, 13, 40, 3, 3, 1, 1, 1, 1, 1, 1}},
+        /* 19 tiles per row: two 16-tile vectors, a column carried across them */
+        {"Winograd: C=16 K=24, 7x37 (two tile vectors per row)",
+         {2, 16, 7, 37, 24, 3, 3, 1, 1, 1, 1, 1, 0}},
+        {"Winograd: C=16 K=16, 6x64 (two full tile vectors)",
+         {2, 16, 6, 64, 16, 3, 3, 1, 1, 1, 1, 0, 1}},
+        {"Winograd: C=16 K=32, 1x1 input",
+         {3, 16, 1, 1, 32, 3, 3, 1, 1, 1, 1, 1, 1}},
+        {"Winograd: C=32 K=16, 2x2 input",
+         {3, 32, 2, 2, 16, 3, 3, 1, 1, 1, 1, 1, 0}},
+        /* K = 8 mod 16: a half block of packed weights */
+        {"Winograd: C=40 K=24, 14x14 (seed conv2-like)",
+         {4, 40, 14, 14, 24, 3, 3, 1, 1, 1, 1, 1, 1}},
+        /* groups of 8 tile rows: two 7x7 images and a part of a third per group */
+        {"Winograd: C=K=256, 7x7, 5 images",
+         {5, 256, 7, 7, 256, 3, 3, 1, 1, 1, 1, 1, 1}},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        conv_run_named(&shapes[i], ctxs, rng);
+        const nn_conv2d_desc d = conv_desc(&shapes[i].c);
+        check(nn_conv2d_winograd_ok(&d, ctxs[0]), "conv2d Winograd chosen for", "%s",
+              shapes[i].what);
+    }
+    /* not taken: stride 2, pad 0, 5x3, channels not a multiple of 8, bf16 */
+    static const conv_cfg others[] = {{1, 16, 8, 8, 16, 3, 3, 2, 2, 1, 1, 1, 1},
+                                      {1, 16, 8, 8, 16, 3, 3, 1, 1, 0, 0, 1, 1},
+                                      {1, 16, 8, 8, 16, 5, 3, 1, 1, 1, 1, 1, 1},
+                                      {1, 12, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+                                      {1, 16, 8, 8, 20, 3, 3, 1, 1, 1, 1, 1, 1}};
+    int taken = 0;
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        const nn_conv2d_desc d = conv_desc(&others[i]);
+        taken += nn_conv2d_winograd_ok(&d, ctxs[0]);
+    }
+    nn_conv2d_desc b = conv_desc(&shapes[0].c);
+    b.bf16 = 1;
+    taken += nn_conv2d_winograd_ok(&b, ctxs[0]);
+    check(taken == 0, "conv2d Winograd not chosen for shapes it does not take",
+          "%d of 6 taken", taken);
 }
 
 static void test_pool_nan(nn_ctx *ctx) {
@@ -1162,17 +1216,29 @@ int main(void) {
     test_linear_softmax_fd(&rng);
 
     /* every conv2d kernel variant this CPU can run: the portable im2col+GEMM
-     * path and, where the CPU has AVX-512, the direct kernels */
-    const nn_isa isas[2] = {NN_ISA_GENERIC, NN_ISA_AVX512};
-    for (int v = 0; v < 2; v++) {
-        if (nn_ctx_set_isa(ctx1, isas[v]) || nn_ctx_set_isa(ctx2, isas[v])) {
-            printf("SKIP conv2d %s kernels: %s\n", nn_isa_name(isas[v]), nn_ctx_error(ctx1));
+     * path and, where the CPU has AVX-512, the direct kernels alone and with
+     * Winograd F(2x2,3x3) for the 3x3 'same' shapes it takes */
+    static const struct {
+        nn_isa isa;
+        int winograd;
+    } variants[3] = {{NN_ISA_GENERIC, 0}, {NN_ISA_AVX512, 0}, {NN_ISA_AVX512, 1}};
+    for (int v = 0; v < 3; v++) {
+        if (nn_ctx_set_isa(ctx1, variants[v].isa) || nn_ctx_set_isa(ctx2, variants[v].isa)) {
+            printf("SKIP conv2d %s kernels: %s\n", nn_isa_name(variants[v].isa),
+                   nn_ctx_error(ctx1));
             continue;
         }
-        printf("== conv2d and max-pool with %s kernels\n", nn_isa_name(isas[v]));
+        nn_ctx_set_winograd(ctx1, variants[v].winograd);
+        nn_ctx_set_winograd(ctx2, variants[v].winograd);
+        printf("== conv2d and max-pool with %s kernels%s\n", nn_isa_name(variants[v].isa),
+               variants[v].winograd ? " and Winograd" : "");
         test_conv_hand(ctx1);
         test_conv_fast_vs_ref(ctxs, &rng);
         test_conv_determinism(ctxs, &rng);
+        if (variants[v].winograd) {
+            test_conv_winograd(ctxs, &rng);
+            continue; /* the max-pool kernels are the same as above */
+        }
         test_pool_hand(ctx1);
         test_pool_fast_vs_ref(ctxs, &rng);
         test_pool_nan(ctx1);
