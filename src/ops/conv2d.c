@@ -472,9 +472,9 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
         unmasked.relu = 0;
         d = &unmasked;
     }
-    if (dx && nn_conv2d_winograd_ok(d, ctx)) { /* dW, db by the kernels below, then dx */
-        nn_conv2d_backward(NULL, dw, db, dy, y, x, w, d, n, ws, ctx);
-        nn_conv2d_backward_data_winograd(dx, dy, y, w, d, n, ws, ctx);
+    if (nn_conv2d_winograd_ok(d, ctx)) {
+        nn_conv2d_backward_weights_winograd(dw, db, dy, y, x, d, n, ws, ctx);
+        if (dx) nn_conv2d_backward_data_winograd(dx, dy, y, w, d, n, ws, ctx);
         return;
     }
     if (nn_conv2d_direct_ok(d, ctx)) {

@@ -94,11 +94,22 @@ int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #endif
 }
 
+/* the weight gradient's buffers after V and the transformed dy (in M's
+ * place): V of one point transposed (tiles, C rounded up to 16), the thread's
+ * share of the transformed gradient (16, K, C rounded up) and of db */
+static size_t vt_floats(const wino_geom *g) { return g->tpad * round16((size_t)g->cin); }
+static size_t share_floats(const wino_geom *g) {
+    return (size_t)XI * g->cout * round16((size_t)g->cin);
+}
+static size_t wgrad_thread_floats(const wino_geom *g) {
+    return thread_floats(g) + vt_floats(g) + share_floats(g) + round16((size_t)g->cout);
+}
+
 size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
-    if (!shape_ok(d))
-        return 0;
-    const wino_geom g = geom(d->C, d->K, d->H, d->W); /* the input gradient's: cin, cout swapped */
-    return u_floats(d) + (size_t)threads * thread_floats(&g);
+    if (!shape_ok(d)) return 0;
+    /* the input gradient's geometry (cin, cout swapped) needs no more than this */
+    const wino_geom g = geom(d->C, d->K, d->H, d->W);
+    return u_floats(d) + (size_t)threads * wgrad_thread_floats(&g);
 }
 
 #ifdef NN_HAVE_WINOGRAD
@@ -408,8 +419,236 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
     correlate(dx, dy, d->relu ? y : NULL, ws, NULL, 0, &g, n, ws + u_floats(d), ctx);
 }
 
-#else /* no AVX-512 kernels in this build: never selected                                          \
-         (nn_conv2d_winograd_ok) */
+
+/* ---------------------------------------------------------- weight gradient
+ * Through the forward formula: with M = U (.) V per tile and Y = A^T M A,
+ *     dU = sum over tiles of (A dY A^T) (.) V,   dW = G^T dU G,
+ * so per point xi: dU[xi] (K, C) = Yh[xi] (K, tiles) x V[xi]^T, where Yh is dy
+ * transformed by A (4x2) = [1 0; 1 1; 1 -1; 0 -1]. Each thread sums a fixed
+ * share of the groups; the shares are added in thread order. */
+
+/* Yh[xi][k][t] = A dy A^T for the tile rows u0.. of the (masked) output
+ * gradient, and dbt[k] += the sum of dy[k] over them. */
+AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const float *mask,
+                                const wino_geom *g, long u0, int nu) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512 zero = _mm512_setzero_ps();
+    const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
+    const size_t xs = g->mxi;
+    for (int k = 0; k < g->cout; k++) {
+        __m512 sum = zero;
+        for (int j = 0; j < nu; j++) {
+            const long u = u0 + j;
+            const int tr = (int)(u % g->th);
+            const size_t at = (size_t)(u / g->th) * image + (size_t)k * plane;
+            const float *row0 = dy + at + (size_t)(2 * tr) * g->w;
+            const float *mrow0 = mask ? mask + at + (size_t)(2 * tr) * g->w : NULL;
+            const int second = 2 * tr + 1 < g->h;
+            for (int chunk = 0; chunk * VEC < g->tw; chunk++) {
+                const int c0 = 32 * chunk;
+                const __m512 lo0 = load_row(row0, mrow0, c0, g->w);
+                const __m512 hi0 = load_row(row0, mrow0, c0 + 16, g->w);
+                const __m512 lo1 =
+                    second ? load_row(row0 + g->w, mrow0 ? mrow0 + g->w : NULL, c0, g->w) : zero;
+                const __m512 hi1 =
+                    second ? load_row(row0 + g->w, mrow0 ? mrow0 + g->w : NULL, c0 + 16, g->w)
+                           : zero;
+                /* dy of the tiles: rows 0, 1 x columns 0, 1 */
+                const __m512 d00 = _mm512_permutex2var_ps(lo0, even, hi0);
+                const __m512 d01 = _mm512_permutex2var_ps(lo0, odd, hi0);
+                const __m512 d10 = _mm512_permutex2var_ps(lo1, even, hi1);
+                const __m512 d11 = _mm512_permutex2var_ps(lo1, odd, hi1);
+                sum = _mm512_add_ps(sum, _mm512_add_ps(_mm512_add_ps(d00, d01),
+                                                       _mm512_add_ps(d10, d11)));
+                /* A dy: rows d0, d0 + d1, d0 - d1, -d1 (per tile column) */
+                const __m512 a00 = d00, a01 = d01;
+                const __m512 a10 = _mm512_add_ps(d00, d10), a11 = _mm512_add_ps(d01, d11);
+                const __m512 a20 = _mm512_sub_ps(d00, d10), a21 = _mm512_sub_ps(d01, d11);
+                const __m512 a30 = _mm512_sub_ps(zero, d10), a31 = _mm512_sub_ps(zero, d11);
+                const __mmask16 lanes = nn_first_lanes(g->tw - chunk * VEC);
+                float *dst = yh + (size_t)k * g->tpad + (size_t)j * g->tw + chunk * VEC;
+                /* (A dy) A^T: columns a0, a0 + a1, a0 - a1, -a1 of each row */
+#define NN_ROW(i, p0, p1)                                                                          \
+    do {                                                                                           \
+        float *o = dst + (size_t)(4 * (i)) * xs;                                                   \
+        _mm512_mask_storeu_ps(o, lanes, p0);                                                       \
+        _mm512_mask_storeu_ps(o + xs, lanes, _mm512_add_ps(p0, p1));                               \
+        _mm512_mask_storeu_ps(o + 2 * xs, lanes, _mm512_sub_ps(p0, p1));                           \
+        _mm512_mask_storeu_ps(o + 3 * xs, lanes, _mm512_sub_ps(zero, p1));                         \
+    } while (0)
+                NN_ROW(0, a00, a01);
+                NN_ROW(1, a10, a11);
+                NN_ROW(2, a20, a21);
+                NN_ROW(3, a30, a31);
+#undef NN_ROW
+            }
+        }
+        dbt[k] += _mm512_reduce_add_ps(sum);
+    }
+}
+
+/* vt[t][c] (row stride cp) = v[c][t] (row stride ld) for t < tiles, zero for
+ * the channels past cin: 16x16 blocks transposed in registers */
+AVX512 static void transpose_point(float *vt, size_t cp, const float *v, size_t ld, int cin,
+                                   size_t tiles) {
+    for (size_t c0 = 0; c0 < cp; c0 += VEC)
+        for (size_t t0 = 0; t0 < tiles; t0 += VEC) {
+            __m512 r[16];
+            for (int i = 0; i < VEC; i++)
+                r[i] = (int)c0 + i < cin ? _mm512_loadu_ps(v + (c0 + i) * ld + t0)
+                                         : _mm512_setzero_ps();
+            transpose16(r);
+            const size_t tn = tiles - t0 < VEC ? tiles - t0 : VEC;
+            for (size_t j = 0; j < tn; j++) _mm512_storeu_ps(vt + (t0 + j) * cp + c0, r[j]);
+        }
+}
+
+/* m[k][c] += sum over t < count of yh[k * ldy + t] * vt[t][c] for GEMM_K
+ * outputs k and NC vectors of 16 channels */
+INLINE_AVX512 void wgrad_kernel(float *m, size_t ldm, const float *yh, size_t ldy,
+                                const float *vt, size_t ldv, size_t count, const int NC) {
+    __m512 acc[GEMM_K][GEMM_T];
+    _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++)
+        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) acc[k][b] =
+            _mm512_loadu_ps(m + k * ldm + b * VEC);
+    for (size_t t = 0; t < count; t++, yh++, vt += ldv) {
+        __m512 vb[GEMM_T];
+        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) vb[b] = _mm512_loadu_ps(vt + b * VEC);
+        _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++) {
+            const __m512 yk = _mm512_set1_ps(yh[k * ldy]);
+            _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) acc[k][b] =
+                _mm512_fmadd_ps(yk, vb[b], acc[k][b]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++)
+        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++)
+            _mm512_storeu_ps(m + k * ldm + b * VEC, acc[k][b]);
+}
+
+#define NN_WGRAD(NC)                                                                               \
+    AVX512 static void wgrad_##NC(float *m, size_t ldm, const float *yh, size_t ldy,               \
+                                  const float *vt, size_t ldv, size_t count) {                     \
+        wgrad_kernel(m, ldm, yh, ldy, vt, ldv, count, NC);                                         \
+    }
+NN_WGRAD(1)
+NN_WGRAD(2)
+NN_WGRAD(3)
+#undef NN_WGRAD
+
+/* share[xi] (K, cp) += Yh[xi] x V[xi]^T over the group's tiles */
+static void accumulate_wgrad(float *share, float *vt, const float *yh, const float *v,
+                             const wino_geom *g, size_t tiles) {
+    typedef void (*wgrad_fn)(float *, size_t, const float *, size_t, const float *, size_t,
+                             size_t);
+    static const wgrad_fn fns[GEMM_T] = {wgrad_1, wgrad_2, wgrad_3};
+    const size_t cp = round16((size_t)g->cin), vecs = cp / VEC;
+    for (int xi = 0; xi < XI; xi++) {
+        transpose_point(vt, cp, v + (size_t)xi * g->vxi, g->tpad, g->cin, tiles);
+        float *sx = share + (size_t)xi * g->cout * cp;
+        const float *yx = yh + (size_t)xi * g->mxi;
+        for (int k0 = 0; k0 < g->cout; k0 += GEMM_K)
+            for (size_t b0 = 0; b0 < vecs; b0 += GEMM_T) {
+                const int nc = vecs - b0 < GEMM_T ? (int)(vecs - b0) : GEMM_T;
+                fns[nc - 1](sx + (size_t)k0 * cp + b0 * VEC, cp, yx + (size_t)k0 * g->tpad,
+                            g->tpad, vt + b0 * VEC, cp, tiles);
+            }
+    }
+}
+
+/* A thread's weight-gradient buffers, in wgrad_thread_floats */
+typedef struct {
+    float *v, *yh, *vt, *share, *dbt;
+} wgrad_bufs;
+
+static wgrad_bufs wgrad_bufs_of(float *base, const wino_geom *g, int t) {
+    wgrad_bufs b;
+    b.v = base + (size_t)t * wgrad_thread_floats(g);
+    b.yh = b.v + (size_t)XI * g->vxi;
+    b.vt = b.yh + (size_t)XI * g->mxi;
+    b.share = b.vt + vt_floats(g);
+    b.dbt = b.share + share_floats(g);
+    return b;
+}
+
+/* dw[k][c] += G^T S G, S = the threads' shares summed in thread order, 16
+ * input channels at a time; G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1].
+ * db[k] += the threads' sums likewise. */
+AVX512 static void add_wgrad(float *dw, float *db, float *base, int T, const wino_geom *g,
+                             int threads) {
+    const size_t cp = round16((size_t)g->cin);
+    const int C = g->cin, K = g->cout;
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32(9));
+    const __m512 half = _mm512_set1_ps(0.5f);
+    NN_PARALLEL_FOR(threads)
+    for (int k = 0; k < K; k++) {
+        for (int c0 = 0; c0 < C; c0 += VEC) {
+            __m512 s[XI];
+            for (int xi = 0; xi < XI; xi++) {
+                s[xi] = _mm512_setzero_ps();
+                for (int t = 0; t < T; t++)
+                    s[xi] = _mm512_add_ps(s[xi],
+                                          _mm512_loadu_ps(wgrad_bufs_of(base, g, t).share +
+                                                          ((size_t)xi * K + k) * cp + c0));
+            }
+            __m512 q[3][4]; /* G^T S */
+            for (int col = 0; col < 4; col++) {
+                const __m512 s1 = s[4 + col], s2 = s[8 + col];
+                const __m512 p = _mm512_mul_ps(half, _mm512_add_ps(s1, s2));
+                q[0][col] = _mm512_add_ps(s[col], p);
+                q[1][col] = _mm512_mul_ps(half, _mm512_sub_ps(s1, s2));
+                q[2][col] = _mm512_add_ps(p, s[12 + col]);
+            }
+            const __mmask16 m = nn_first_lanes(C - c0);
+            float *out = dw + ((size_t)k * C + c0) * 9;
+            for (int r = 0; r < 3; r++) { /* (G^T S) G */
+                const __m512 p = _mm512_mul_ps(half, _mm512_add_ps(q[r][1], q[r][2]));
+                const __m512 tap[3] = {_mm512_add_ps(q[r][0], p),
+                                       _mm512_mul_ps(half, _mm512_sub_ps(q[r][1], q[r][2])),
+                                       _mm512_add_ps(p, q[r][3])};
+                for (int c = 0; c < 3; c++) {
+                    float *at = out + r * 3 + c;
+                    const __m512 old = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, at, 4);
+                    _mm512_mask_i32scatter_ps(at, m, idx, _mm512_add_ps(old, tap[c]), 4);
+                }
+            }
+        }
+        if (db) {
+            float sum = 0.0f;
+            for (int t = 0; t < T; t++) sum += wgrad_bufs_of(base, g, t).dbt[k];
+            db[k] += sum;
+        }
+    }
+}
+
+void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
+                                         const float *x, const nn_conv2d_desc *d, int n,
+                                         float *ws, nn_ctx *ctx) {
+    const wino_geom g = geom(d->C, d->K, d->H, d->W);
+    const long units = (long)n * g.th;
+    const long groups = (units + g.rows - 1) / g.rows;
+    const int T = ctx->threads < groups ? ctx->threads : (int)groups;
+    float *base = ws + u_floats(d);
+    const float *mask = d->relu ? y : NULL;
+    NN_PARALLEL(T) {
+        const int t = nn_thread_id();
+        const wgrad_bufs b = wgrad_bufs_of(base, &g, t);
+        memset(b.share, 0, (share_floats(&g) + (size_t)d->K) * sizeof(float));
+        const long end = groups * (t + 1) / T;
+        for (long gi = groups * t / T; gi < end; gi++) {
+            const long u0 = gi * g.rows;
+            const int nu = units - u0 < g.rows ? (int)(units - u0) : g.rows;
+            transform_input(b.v, x, NULL, &g, u0, nu);
+            transform_dy(b.yh, b.dbt, dy, mask, &g, u0, nu);
+            accumulate_wgrad(b.share, b.vt, b.yh, b.v, &g, (size_t)nu * g.tw);
+        }
+    }
+    add_wgrad(dw, db, base, T, &g, ctx->threads);
+}
+
+#else /* no AVX-512 kernels in this build: never selected (nn_conv2d_winograd_ok) */
 
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
                                 const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
@@ -420,6 +659,13 @@ void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const 
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     (void)dx, (void)dy, (void)y, (void)w, (void)d, (void)n, (void)ws, (void)ctx;
+    NN_ASSERT(!"Winograd conv2d kernels are not built");
+}
+
+void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
+                                         const float *x, const nn_conv2d_desc *d, int n,
+                                         float *ws, nn_ctx *ctx) {
+    (void)dw, (void)db, (void)dy, (void)y, (void)x, (void)d, (void)n, (void)ws, (void)ctx;
     NN_ASSERT(!"Winograd conv2d kernels are not built");
 }
 

@@ -43,8 +43,7 @@ void nn_conv2d_pad_interior(float *dst, const float *src, const float *mask, int
                             int ph, int pw, int rows, int ld);
 /* conv2d_winograd.c: Winograd F(2x2,3x3) for fp32 3x3 stride-1 pad-1
  * convolutions with C and K multiples of 8 (at least 16), when
- * ctx->winograd: the forward pass and the input gradient; the weight gradient
- * is left to the kernels above. */
+ * ctx->winograd: the forward pass, the input gradient and the weight gradient. */
 int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
@@ -52,6 +51,10 @@ void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const 
 /* dx from dy (masked where y <= 0 when d->relu) */
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+/* dw += and db += (db may be NULL) from dy (masked where y <= 0 when d->relu) and x */
+void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
+                                         const float *x, const nn_conv2d_desc *d, int n,
+                                         float *ws, nn_ctx *ctx);
 int nn_conv2d_rows_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_rows_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,
