@@ -473,9 +473,15 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
         d = &unmasked;
     }
     if (nn_conv2d_winograd_ok(d, ctx)) {
-        nn_conv2d_backward_weights_winograd(dw, db, dy, y, x, d, n, ws, ctx);
         if (dx) nn_conv2d_backward_data_winograd(dx, dy, y, w, d, n, ws, ctx);
-        return;
+        /* the Winograd weight gradient holds C in vectors of 16; with a single
+         * vector its kernel waits on loads and the kernels below do as well
+         * (the seed's conv2, C = 16) */
+        if (d->C >= 32) {
+            nn_conv2d_backward_weights_winograd(dw, db, dy, y, x, d, n, ws, ctx);
+            return;
+        }
+        dx = NULL; /* done: only dw and db below */
     }
     if (nn_conv2d_direct_ok(d, ctx)) {
         nn_conv2d_backward_direct(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
