@@ -5,6 +5,7 @@
  */
 #include "core/graph.h"
 #include "backend/backend.h"
+#include "ops/ops.h"
 
 #include <errno.h>
 #include <omp.h>
@@ -483,6 +484,9 @@ void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out) {
     out->bwd_flops = has_weights ? (node->needs_dx ? 2 : 1) * out->flops : out->flops;
     int alias = node->op == NN_OP_INPUT || node->alias_of >= 0;
     out->act_bytes = alias ? 0 : nn_shape_numel(&node->out) * (int64_t)sizeof(float);
+    if (node->op == NN_OP_CONV2D)
+        snprintf(out->kernel, sizeof out->kernel, "%s",
+                 nn_conv2d_kernel_name(&node->d.conv, net->ctx));
 }
 
 nn_shape nn_net_input_shape(const nn_net *net) { return net->nodes[net->input_node].out; }

@@ -367,6 +367,13 @@ static conv_group channel_group(const nn_conv2d_desc *d) {
     return g;
 }
 
+const char *nn_conv2d_kernel_name(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return nn_conv2d_winograd_ok(d, ctx) ? "winograd"
+           : nn_conv2d_direct_ok(d, ctx) ? "direct"
+           : nn_conv2d_rows_ok(d, ctx)   ? "rows"
+                                         : "im2col";
+}
+
 /*
  * Forward, in groups of up to G images handed to whichever thread is free
  * (at least 4 groups per thread): im2col of the group into col (CRS, G*PQ), one GEMM

@@ -21,6 +21,9 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                         const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
                         nn_ctx *ctx);
 size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads);
+/* which kernels nn_conv2d_forward runs for d: "winograd", "direct", "rows" or
+ * "im2col" (+ GEMM) */
+const char *nn_conv2d_kernel_name(const nn_conv2d_desc *d, const nn_ctx *ctx);
 
 /* AVX-512 direct kernels for stride 1, 6..9 taps, pad < kernel; each
  * nn_conv2d_*_ok says whether its kernels take a shape, and
