@@ -1,8 +1,8 @@
 /*
  * conv2d_winograd.c - Winograd F(2x2, 3x3) for 3x3 stride-1 'same'
- * convolutions (pad 1) on CPUs with AVX-512, fp32: the forward pass and the
+ * convolutions (pad 1) on CPUs with AVX-512, fp32: the forward pass, the
  * input gradient (a forward correlation of dy with the flipped, transposed
- * kernel). The weight gradient stays with the direct kernels.
+ * kernel) and the weight gradient (the forward formula run backwards, below).
  *
  * Each 2x2 block of outputs (a tile) is computed from the 4x4 inputs under it
  * in a transformed space where the 3x3 correlation becomes 16 independent
@@ -65,8 +65,7 @@ static wino_geom geom(int cin, int cout, int h, int w) {
     g.tw = (w + 1) / 2;
     const size_t tiles = GROUP_BYTES / ((size_t)XI * (cin + cout) * sizeof(float));
     g.rows = (int)(tiles / (size_t)g.tw);
-    if (g.rows < 1)
-        g.rows = 1;
+    if (g.rows < 1) g.rows = 1;
     g.tpad = round16((size_t)g.rows * g.tw);
     g.vxi = (size_t)cin * g.tpad + VEC;
     g.mxi = (size_t)cout * g.tpad + VEC;
@@ -166,14 +165,12 @@ AVX512 static void transform_weights(float *u, const float *w, int cin, int cout
  * plane, where the mask is <= 0 (a fused ReLU's output). */
 INLINE_AVX512 __m512 load_row(const float *src, const float *mask, int at, int n) {
     int cnt = n - at;
-    if (cnt <= 0)
-        return _mm512_setzero_ps();
+    if (cnt <= 0) return _mm512_setzero_ps();
     return nn_load_relu_masked(src + at, mask ? mask + at : NULL, cnt);
 }
 
 INLINE_AVX512 float load_one(const float *src, const float *mask, int at, int n) {
-    if (at < 0 || at >= n || (mask && !(mask[at] > 0.0f)))
-        return 0.0f;
+    if (at < 0 || at >= n || (mask && !(mask[at] > 0.0f))) return 0.0f;
     return src[at];
 }
 
@@ -215,8 +212,7 @@ INLINE_AVX512 row4 row_zero(void) {
 /* row_transform of input row h of a plane, zero outside it */
 INLINE_AVX512 row4 row_at(const float *plane, const float *mask, const wino_geom *g, int chunk,
                           int h) {
-    if (h < 0 || h >= g->h)
-        return row_zero();
+    if (h < 0 || h >= g->h) return row_zero();
     const size_t at = (size_t)h * g->w;
     return row_transform(plane + at, mask ? mask + at : NULL, g->w, chunk);
 }
@@ -419,7 +415,6 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
     correlate(dx, dy, d->relu ? y : NULL, ws, NULL, 0, &g, n, ws + u_floats(d), ctx);
 }
 
-
 /* ---------------------------------------------------------- weight gradient
  * Through the forward formula: with M = U (.) V per tile and Y = A^T M A,
  *     dU = sum over tiles of (A dY A^T) (.) V,   dW = G^T dU G,
@@ -431,7 +426,8 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
  * gradient, and dbt[k] += the sum of dy[k] over them. */
 AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const float *mask,
                                 const wino_geom *g, long u0, int nu) {
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i even =
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     const __m512 zero = _mm512_setzero_ps();
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
@@ -459,8 +455,8 @@ AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const fl
                 const __m512 d01 = _mm512_permutex2var_ps(lo0, odd, hi0);
                 const __m512 d10 = _mm512_permutex2var_ps(lo1, even, hi1);
                 const __m512 d11 = _mm512_permutex2var_ps(lo1, odd, hi1);
-                sum = _mm512_add_ps(sum, _mm512_add_ps(_mm512_add_ps(d00, d01),
-                                                       _mm512_add_ps(d10, d11)));
+                sum = _mm512_add_ps(
+                    sum, _mm512_add_ps(_mm512_add_ps(d00, d01), _mm512_add_ps(d10, d11)));
                 /* A dy: rows d0, d0 + d1, d0 - d1, -d1 (per tile column) */
                 const __m512 a00 = d00, a01 = d01;
                 const __m512 a10 = _mm512_add_ps(d00, d10), a11 = _mm512_add_ps(d01, d11);
@@ -506,8 +502,8 @@ AVX512 static void transpose_point(float *vt, size_t cp, const float *v, size_t 
 
 /* m[k][c] += sum over t < count of yh[k * ldy + t] * vt[t][c] for GEMM_K
  * outputs k and NC vectors of 16 channels */
-INLINE_AVX512 void wgrad_kernel(float *m, size_t ldm, const float *yh, size_t ldy,
-                                const float *vt, size_t ldv, size_t count, const int NC) {
+INLINE_AVX512 void wgrad_kernel(float *m, size_t ldm, const float *yh, size_t ldy, const float *vt,
+                                size_t ldv, size_t count, const int NC) {
     __m512 acc[GEMM_K][GEMM_T];
     _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++)
         _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) acc[k][b] =
@@ -539,8 +535,7 @@ NN_WGRAD(3)
 /* share[xi] (K, cp) += Yh[xi] x V[xi]^T over the group's tiles */
 static void accumulate_wgrad(float *share, float *vt, const float *yh, const float *v,
                              const wino_geom *g, size_t tiles) {
-    typedef void (*wgrad_fn)(float *, size_t, const float *, size_t, const float *, size_t,
-                             size_t);
+    typedef void (*wgrad_fn)(float *, size_t, const float *, size_t, const float *, size_t, size_t);
     static const wgrad_fn fns[GEMM_T] = {wgrad_1, wgrad_2, wgrad_3};
     const size_t cp = round16((size_t)g->cin), vecs = cp / VEC;
     for (int xi = 0; xi < XI; xi++) {
@@ -550,8 +545,8 @@ static void accumulate_wgrad(float *share, float *vt, const float *yh, const flo
         for (int k0 = 0; k0 < g->cout; k0 += GEMM_K)
             for (size_t b0 = 0; b0 < vecs; b0 += GEMM_T) {
                 const int nc = vecs - b0 < GEMM_T ? (int)(vecs - b0) : GEMM_T;
-                fns[nc - 1](sx + (size_t)k0 * cp + b0 * VEC, cp, yx + (size_t)k0 * g->tpad,
-                            g->tpad, vt + b0 * VEC, cp, tiles);
+                fns[nc - 1](sx + (size_t)k0 * cp + b0 * VEC, cp, yx + (size_t)k0 * g->tpad, g->tpad,
+                            vt + b0 * VEC, cp, tiles);
             }
     }
 }
@@ -589,9 +584,8 @@ AVX512 static void add_wgrad(float *dw, float *db, float *base, int T, const win
             for (int xi = 0; xi < XI; xi++) {
                 s[xi] = _mm512_setzero_ps();
                 for (int t = 0; t < T; t++)
-                    s[xi] = _mm512_add_ps(s[xi],
-                                          _mm512_loadu_ps(wgrad_bufs_of(base, g, t).share +
-                                                          ((size_t)xi * K + k) * cp + c0));
+                    s[xi] = _mm512_add_ps(s[xi], _mm512_loadu_ps(wgrad_bufs_of(base, g, t).share +
+                                                                 ((size_t)xi * K + k) * cp + c0));
             }
             __m512 q[3][4]; /* G^T S */
             for (int col = 0; col < 4; col++) {
@@ -624,8 +618,8 @@ AVX512 static void add_wgrad(float *dw, float *db, float *base, int T, const win
 }
 
 void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
-                                         const float *x, const nn_conv2d_desc *d, int n,
-                                         float *ws, nn_ctx *ctx) {
+                                         const float *x, const nn_conv2d_desc *d, int n, float *ws,
+                                         nn_ctx *ctx) {
     const wino_geom g = geom(d->C, d->K, d->H, d->W);
     const long units = (long)n * g.th;
     const long groups = (units + g.rows - 1) / g.rows;
@@ -663,8 +657,8 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
 }
 
 void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
-                                         const float *x, const nn_conv2d_desc *d, int n,
-                                         float *ws, nn_ctx *ctx) {
+                                         const float *x, const nn_conv2d_desc *d, int n, float *ws,
+                                         nn_ctx *ctx) {
     (void)dw, (void)db, (void)dy, (void)y, (void)x, (void)d, (void)n, (void)ws, (void)ctx;
     NN_ASSERT(!"Winograd conv2d kernels are not built");
 }
