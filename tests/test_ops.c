@@ -169,6 +169,19 @@ static void conv_run_named(const named_conv *nc, nn_ctx *const ctxs[2], nn_rng *
     conv_report(nc->what, &f, &g);
 }
 
+/* Each shape against the reference, and (on AVX-512) a check that the
+ * kernels `ok` stands for take it. */
+static void conv_run_chosen(const named_conv *shapes, size_t count,
+                            int (*ok)(const nn_conv2d_desc *, const nn_ctx *), const char *chosen,
+                            nn_ctx *const ctxs[2], nn_rng *rng) {
+    for (size_t i = 0; i < count; i++) {
+        conv_run_named(&shapes[i], ctxs, rng);
+        if (ctxs[0]->isa < NN_ISA_AVX512) continue;
+        const nn_conv2d_desc d = conv_desc(&shapes[i].c);
+        check(ok(&d, ctxs[0]), chosen, "%s", shapes[i].what);
+    }
+}
+
 static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
     static const int kernels[][2] = {{1, 1}, {3, 3}, {5, 3}};
     static const int strides[] = {1, 2};
@@ -253,14 +266,8 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         {"direct-sized: C=K=64, 28x28 (conv_heavy conv2)", {2, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1}},
         {"direct-sized: C=K=256, 7x7 (conv_heavy conv6)", {3, 256, 7, 7, 256, 3, 3, 1, 1, 1, 1, 1, 1}},
     };
-    for (size_t i = 0; i < sizeof direct / sizeof direct[0]; i++) {
-        conv_run_named(&direct[i], ctxs, rng);
-        if (ctxs[0]->isa >= NN_ISA_AVX512) {
-            const nn_conv2d_desc d = conv_desc(&direct[i].c);
-            check(nn_conv2d_direct_ok(&d, ctxs[0]), "conv2d direct kernels chosen for",
-                  "%s", direct[i].what);
-        }
-    }
+    conv_run_chosen(direct, sizeof direct / sizeof direct[0], nn_conv2d_direct_ok,
+                    "conv2d direct kernels chosen for", ctxs, rng);
 
     /* dx == NULL skips the input gradient but still gives dw and db, bit for
      * bit: im2col-sized, row-kernel-sized (the weight gradient then reads dy
@@ -1092,12 +1099,8 @@ static void test_conv_winograd(nn_ctx *const ctxs[2], nn_rng *rng) {
         {"Winograd: C=K=256, 7x7, 5 images",
          {5, 256, 7, 7, 256, 3, 3, 1, 1, 1, 1, 1, 1}},
     };
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        conv_run_named(&shapes[i], ctxs, rng);
-        const nn_conv2d_desc d = conv_desc(&shapes[i].c);
-        check(nn_conv2d_winograd_ok(&d, ctxs[0]), "conv2d Winograd chosen for", "%s",
-              shapes[i].what);
-    }
+    conv_run_chosen(shapes, sizeof shapes / sizeof shapes[0], nn_conv2d_winograd_ok,
+                    "conv2d Winograd chosen for", ctxs, rng);
     /* not taken: stride 2, pad 0, 5x3, channels not a multiple of 8, bf16 */
     static const conv_cfg others[] = {{1, 16, 8, 8, 16, 3, 3, 2, 2, 1, 1, 1, 1},
                                       {1, 16, 8, 8, 16, 3, 3, 1, 1, 0, 0, 1, 1},
