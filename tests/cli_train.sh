@@ -213,5 +213,14 @@ core=$(python3 -c 'import json; print(json.load(open("sys.json"))["openblas_core
 if timeout 60 "$NN" system 2>/dev/null | grep -q "^openblas   core $core"; then
     pass "system (text): names the same OpenBLAS core ($core)"
 else fail "system (text): names the same OpenBLAS core ($core)" "$("$NN" system 2>&1 | head -5)"; fi
+# Winograd: on where the kernels are AVX-512, off under NNOPT_CONV=direct or NNOPT_ISA=generic
+NNOPT_CONV=direct timeout 60 "$NN" system --json >sysd.json 2>/dev/null
+NNOPT_ISA=generic timeout 60 "$NN" system --json >sysg.json 2>/dev/null
+check "system --json: winograd on with AVX-512 kernels, off under NNOPT_CONV=direct and NNOPT_ISA=generic" python3 -c '
+import json
+d, dd, dg = (json.load(open(f)) for f in ("sys.json", "sysd.json", "sysg.json"))
+assert d["winograd"] == (d["kernel_isa"] != "generic"), d
+assert dd["winograd"] is False and dg["winograd"] is False, (dd, dg)
+'
 
 finish

@@ -47,6 +47,8 @@ int cmd_system(int argc, char **argv) {
     const char *isa = nn_isa_name(nn_ctx_isa(ctx));
     const char *core = nn_blas_core(), *replaced = nn_blas_replaced_core();
     double gflops = measure ? nn_measure_sgemm_gflops(ctx, 1024, 5) : 0.0;
+    /* Winograd runs where the context allows it and the kernels are AVX-512 */
+    const int winograd = nn_ctx_winograd(ctx) && nn_ctx_isa(ctx) >= NN_ISA_AVX512;
     if (json) {
         printf("{\"cpu\":");
         cli_json_string(stdout, model);
@@ -54,12 +56,16 @@ int cmd_system(int argc, char **argv) {
         cli_json_string(stdout, core ? core : "");
         printf(",\"openblas_replaced\":");
         cli_json_string(stdout, replaced ? replaced : "");
+        printf(",\"winograd\":%s", winograd ? "true" : "false");
         if (measure) printf(",\"sgemm_gflops\":%.1f", gflops);
         printf("}\n");
     } else {
         printf("cpu        %s\n", model);
         printf("threads    %d%s\n", nn_ctx_threads(ctx), threads ? "" : " (the default: every core)");
         printf("kernels    %s\n", isa);
+        printf("winograd   %s\n", winograd ? "on: fp32 3x3 stride-1 pad-1 convolutions with C, K multiples of 8 "
+                                             "(NNOPT_CONV=direct turns it off)"
+                                           : "off");
         printf("openblas   core %s", core ? core : "?");
         if (replaced) printf(" (nnopt replaced OpenBLAS's own choice, %s, older than this CPU)", replaced);
         printf("\n");
