@@ -174,8 +174,8 @@ static int units(int channels, int bf16) { return bf16 ? (channels + 1) / 2 : ch
  * w[o][i][r][s]; transposed: out = C, in = K, w[i][o][R-1-r][S-1-s]. bf16:
  * each 32-bit lane holds the pair of inputs (2i, 2i+1), [pass][in/2][r][s]...
  * One block of 16 output channels per thread step. */
-AVX512 static void pack_weights_f32(float *wpk, const float *w, const nn_conv2d_desc *d,
-                                    int transposed, int most, int threads);
+static void pack_weights_f32(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed,
+                             int most, int threads);
 
 static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed,
                          int bf16, int most, int threads) {
@@ -223,42 +223,48 @@ static void pack_weights(float *wpk, const float *w, const nn_conv2d_desc *d, in
  * a block are rows of w (stride C*R*S) and the packed order (input, tap) is
  * their column order. Transposed: for each k the block's 16 input channels
  * hold R*S taps each, contiguous; the taps come out reversed. */
-AVX512 static void pack_weights_f32(float *wpk, const float *w, const nn_conv2d_desc *d,
-                                    int transposed, int most, int threads) {
+/* One block of 16 output channels of pack_weights_f32. (A function of its
+ * own: clang compiles an OpenMP loop body as a separate function without the
+ * caller's target attribute, so AVX-512 code stays out of it.) */
+AVX512 static void pack_block_f32(float *wpk, const float *w, const nn_conv2d_desc *d,
+                                  int transposed, int most, int ob) {
     const int outc = transposed ? d->C : d->K, inc = transposed ? d->K : d->C;
     const int RS = d->R * d->S, nb = blocks(outc), cols = inc * RS;
-    NN_PARALLEL_FOR(threads)
-    for (int ob = 0; ob < nb; ob++) {
-        int j = 0, b0, bn;
-        pass_range(nb, most, j, &b0, &bn);
-        while (ob >= b0 + bn) pass_range(nb, most, ++j, &b0, &bn);
-        float *wp = wpk + (size_t)b0 * VEC * cols + (size_t)(ob - b0) * VEC;
-        const size_t step = (size_t)bn * VEC; /* floats between packed (input, tap) */
-        const int lanes = outc - ob * VEC < VEC ? outc - ob * VEC : VEC;
-        __m512 r[16];
-        if (!transposed) {
-            for (int j0 = 0; j0 < cols; j0 += VEC) {
-                const int n = cols - j0 < VEC ? cols - j0 : VEC;
-                for (int l = 0; l < VEC; l++)
-                    r[l] = l < lanes ? _mm512_maskz_loadu_ps(
-                                           nn_first_lanes(n),
-                                           w + (size_t)(ob * VEC + l) * cols + j0)
-                                     : _mm512_setzero_ps();
-                transpose16(r);
-                for (int m = 0; m < n; m++) _mm512_storeu_ps(wp + (size_t)(j0 + m) * step, r[m]);
-            }
-            continue;
-        }
-        for (int k = 0; k < inc; k++) {
-            const float *src = w + ((size_t)k * d->C + (size_t)ob * VEC) * RS;
+    int j = 0, b0, bn;
+    pass_range(nb, most, j, &b0, &bn);
+    while (ob >= b0 + bn) pass_range(nb, most, ++j, &b0, &bn);
+    float *wp = wpk + (size_t)b0 * VEC * cols + (size_t)(ob - b0) * VEC;
+    const size_t step = (size_t)bn * VEC; /* floats between packed (input, tap) */
+    const int lanes = outc - ob * VEC < VEC ? outc - ob * VEC : VEC;
+    __m512 r[16];
+    if (!transposed) {
+        for (int j0 = 0; j0 < cols; j0 += VEC) {
+            const int n = cols - j0 < VEC ? cols - j0 : VEC;
             for (int l = 0; l < VEC; l++)
-                r[l] = l < lanes ? _mm512_maskz_loadu_ps(nn_first_lanes(RS), src + (size_t)l * RS)
+                r[l] = l < lanes ? _mm512_maskz_loadu_ps(nn_first_lanes(n),
+                                                         w + (size_t)(ob * VEC + l) * cols + j0)
                                  : _mm512_setzero_ps();
             transpose16(r);
-            for (int t = 0; t < RS; t++)
-                _mm512_storeu_ps(wp + ((size_t)k * RS + RS - 1 - t) * step, r[t]);
+            for (int m = 0; m < n; m++) _mm512_storeu_ps(wp + (size_t)(j0 + m) * step, r[m]);
         }
+        return;
     }
+    for (int k = 0; k < inc; k++) {
+        const float *src = w + ((size_t)k * d->C + (size_t)ob * VEC) * RS;
+        for (int l = 0; l < VEC; l++)
+            r[l] = l < lanes ? _mm512_maskz_loadu_ps(nn_first_lanes(RS), src + (size_t)l * RS)
+                             : _mm512_setzero_ps();
+        transpose16(r);
+        for (int t = 0; t < RS; t++)
+            _mm512_storeu_ps(wp + ((size_t)k * RS + RS - 1 - t) * step, r[t]);
+    }
+}
+
+static void pack_weights_f32(float *wpk, const float *w, const nn_conv2d_desc *d, int transposed,
+                             int most, int threads) {
+    const int nb = blocks(transposed ? d->C : d->K);
+    NN_PARALLEL_FOR(threads)
+    for (int ob = 0; ob < nb; ob++) pack_block_f32(wpk, w, d, transposed, most, ob);
 }
 
 /* A 32-bit load as a float: the bf16 buffers hold pairs of bf16 in each

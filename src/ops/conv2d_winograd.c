@@ -117,48 +117,52 @@ size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
  * input i (the GEMM kernel's 8 outputs for one input in 32 consecutive bytes),
  * 16 outputs at a time: g[t] at w + o*so + i*si + tap(t), tap(t) = t or,
  * flipped, 8 - t. G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
-AVX512 static void transform_weights(float *u, const float *w, int cin, int cout, size_t so,
-                                     size_t si, int flip, int threads) {
-    const int nb = (cout + VEC - 1) / VEC;
-    NN_PARALLEL_FOR(threads)
-    for (int job = 0; job < cin * nb; job++) {
-        const int i = job / nb, o0 = job % nb * VEC;
-        const __mmask16 m = nn_first_lanes(cout - o0);
-        const __m512i idx = _mm512_mullo_epi32(
-            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-            _mm512_set1_epi32((int)so));
-        const float *base = w + (size_t)o0 * so + (size_t)i * si;
-        __m512 g[9];
-        for (int t = 0; t < 9; t++)
-            g[t] =
-                _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + (flip ? 8 - t : t), 4);
-        const __m512 half = _mm512_set1_ps(0.5f);
-        __m512 a[4][3]; /* G g: 4 rows of 3 */
-        for (int s = 0; s < 3; s++) {
-            const __m512 g0 = g[s], g1 = g[3 + s], g2 = g[6 + s];
-            const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(g0, g2));
-            const __m512 h1 = _mm512_mul_ps(half, g1);
-            a[0][s] = g0;
-            a[1][s] = _mm512_add_ps(sum, h1);
-            a[2][s] = _mm512_sub_ps(sum, h1);
-            a[3][s] = g2;
-        }
-        for (int r = 0; r < 4; r++) { /* (G g) G^T */
-            const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(a[r][0], a[r][2]));
-            const __m512 h1 = _mm512_mul_ps(half, a[r][1]);
-            const __m512 row[4] = {a[r][0], _mm512_add_ps(sum, h1), _mm512_sub_ps(sum, h1),
-                                   a[r][2]};
-            for (int c = 0; c < 4; c++) {
-                float *dst =
-                    u + (size_t)(r * 4 + c) * cin * cout + (size_t)o0 * cin + (size_t)i * GEMM_K;
-                _mm256_storeu_ps(dst, _mm512_castps512_ps256(row[c]));
-                if (o0 + GEMM_K < cout)
-                    _mm256_storeu_ps(
-                        dst + (size_t)GEMM_K * cin,
-                        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(row[c]), 1)));
-            }
+AVX512 static void transform_weight_block(float *u, const float *w, int cin, int cout, size_t so,
+                                          size_t si, int flip, int i, int o0) {
+    const __mmask16 m = nn_first_lanes(cout - o0);
+    const __m512i idx =
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32((int)so));
+    const float *base = w + (size_t)o0 * so + (size_t)i * si;
+    __m512 g[9];
+    for (int t = 0; t < 9; t++)
+        g[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + (flip ? 8 - t : t), 4);
+    const __m512 half = _mm512_set1_ps(0.5f);
+    __m512 a[4][3]; /* G g: 4 rows of 3 */
+    for (int s = 0; s < 3; s++) {
+        const __m512 g0 = g[s], g1 = g[3 + s], g2 = g[6 + s];
+        const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(g0, g2));
+        const __m512 h1 = _mm512_mul_ps(half, g1);
+        a[0][s] = g0;
+        a[1][s] = _mm512_add_ps(sum, h1);
+        a[2][s] = _mm512_sub_ps(sum, h1);
+        a[3][s] = g2;
+    }
+    for (int r = 0; r < 4; r++) { /* (G g) G^T */
+        const __m512 sum = _mm512_mul_ps(half, _mm512_add_ps(a[r][0], a[r][2]));
+        const __m512 h1 = _mm512_mul_ps(half, a[r][1]);
+        const __m512 row[4] = {a[r][0], _mm512_add_ps(sum, h1), _mm512_sub_ps(sum, h1), a[r][2]};
+        for (int c = 0; c < 4; c++) {
+            float *dst =
+                u + (size_t)(r * 4 + c) * cin * cout + (size_t)o0 * cin + (size_t)i * GEMM_K;
+            _mm256_storeu_ps(dst, _mm512_castps512_ps256(row[c]));
+            if (o0 + GEMM_K < cout)
+                _mm256_storeu_ps(
+                    dst + (size_t)GEMM_K * cin,
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(row[c]), 1)));
         }
     }
+}
+
+/* (OpenMP loop bodies call the AVX-512 functions rather than hold their code:
+ * clang compiles a body as a function of its own, without the caller's
+ * target attribute.) */
+static void transform_weights(float *u, const float *w, int cin, int cout, size_t so, size_t si,
+                              int flip, int threads) {
+    const int nb = (cout + VEC - 1) / VEC;
+    NN_PARALLEL_FOR(threads)
+    for (int job = 0; job < cin * nb; job++)
+        transform_weight_block(u, w, cin, cout, so, si, flip, job / nb, job % nb * VEC);
 }
 
 /* 16 floats of src from index `at` on, zero outside [0, n) and, with a mask
@@ -566,49 +570,53 @@ static wgrad_bufs wgrad_bufs_of(float *base, const wino_geom *g, int t) {
     return b;
 }
 
-/* dw[k][c] += G^T S G, S = the threads' shares summed in thread order, 16
- * input channels at a time; G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1].
- * db[k] += the threads' sums likewise. */
-AVX512 static void add_wgrad(float *dw, float *db, float *base, int T, const wino_geom *g,
-                             int threads) {
+/* dw[k][c] += G^T S G for one output channel k, S = the threads' shares
+ * summed in thread order, 16 input channels at a time;
+ * G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]. */
+AVX512 static void add_wgrad_row(float *dw, float *base, int T, const wino_geom *g, int k) {
     const size_t cp = round16((size_t)g->cin);
     const int C = g->cin, K = g->cout;
     const __m512i idx =
         _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                            _mm512_set1_epi32(9));
     const __m512 half = _mm512_set1_ps(0.5f);
-    NN_PARALLEL_FOR(threads)
-    for (int k = 0; k < K; k++) {
-        for (int c0 = 0; c0 < C; c0 += VEC) {
-            __m512 s[XI];
-            for (int xi = 0; xi < XI; xi++) {
-                s[xi] = _mm512_setzero_ps();
-                for (int t = 0; t < T; t++)
-                    s[xi] = _mm512_add_ps(s[xi], _mm512_loadu_ps(wgrad_bufs_of(base, g, t).share +
-                                                                 ((size_t)xi * K + k) * cp + c0));
-            }
-            __m512 q[3][4]; /* G^T S */
-            for (int col = 0; col < 4; col++) {
-                const __m512 s1 = s[4 + col], s2 = s[8 + col];
-                const __m512 p = _mm512_mul_ps(half, _mm512_add_ps(s1, s2));
-                q[0][col] = _mm512_add_ps(s[col], p);
-                q[1][col] = _mm512_mul_ps(half, _mm512_sub_ps(s1, s2));
-                q[2][col] = _mm512_add_ps(p, s[12 + col]);
-            }
-            const __mmask16 m = nn_first_lanes(C - c0);
-            float *out = dw + ((size_t)k * C + c0) * 9;
-            for (int r = 0; r < 3; r++) { /* (G^T S) G */
-                const __m512 p = _mm512_mul_ps(half, _mm512_add_ps(q[r][1], q[r][2]));
-                const __m512 tap[3] = {_mm512_add_ps(q[r][0], p),
-                                       _mm512_mul_ps(half, _mm512_sub_ps(q[r][1], q[r][2])),
-                                       _mm512_add_ps(p, q[r][3])};
-                for (int c = 0; c < 3; c++) {
-                    float *at = out + r * 3 + c;
-                    const __m512 old = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, at, 4);
-                    _mm512_mask_i32scatter_ps(at, m, idx, _mm512_add_ps(old, tap[c]), 4);
-                }
+    for (int c0 = 0; c0 < C; c0 += VEC) {
+        __m512 s[XI];
+        for (int xi = 0; xi < XI; xi++) {
+            s[xi] = _mm512_setzero_ps();
+            for (int t = 0; t < T; t++)
+                s[xi] = _mm512_add_ps(s[xi], _mm512_loadu_ps(wgrad_bufs_of(base, g, t).share +
+                                                             ((size_t)xi * K + k) * cp + c0));
+        }
+        __m512 q[3][4]; /* G^T S */
+        for (int col = 0; col < 4; col++) {
+            const __m512 s1 = s[4 + col], s2 = s[8 + col];
+            const __m512 p = _mm512_mul_ps(half, _mm512_add_ps(s1, s2));
+            q[0][col] = _mm512_add_ps(s[col], p);
+            q[1][col] = _mm512_mul_ps(half, _mm512_sub_ps(s1, s2));
+            q[2][col] = _mm512_add_ps(p, s[12 + col]);
+        }
+        const __mmask16 m = nn_first_lanes(C - c0);
+        float *out = dw + ((size_t)k * C + c0) * 9;
+        for (int r = 0; r < 3; r++) { /* (G^T S) G */
+            const __m512 p = _mm512_mul_ps(half, _mm512_add_ps(q[r][1], q[r][2]));
+            const __m512 tap[3] = {_mm512_add_ps(q[r][0], p),
+                                   _mm512_mul_ps(half, _mm512_sub_ps(q[r][1], q[r][2])),
+                                   _mm512_add_ps(p, q[r][3])};
+            for (int c = 0; c < 3; c++) {
+                float *at = out + r * 3 + c;
+                const __m512 old = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, at, 4);
+                _mm512_mask_i32scatter_ps(at, m, idx, _mm512_add_ps(old, tap[c]), 4);
             }
         }
+    }
+}
+
+/* add_wgrad_row for every k, and db[k] += the threads' sums in thread order */
+static void add_wgrad(float *dw, float *db, float *base, int T, const wino_geom *g, int threads) {
+    NN_PARALLEL_FOR(threads)
+    for (int k = 0; k < g->cout; k++) {
+        add_wgrad_row(dw, base, T, g, k);
         if (db) {
             float sum = 0.0f;
             for (int t = 0; t < T; t++) sum += wgrad_bufs_of(base, g, t).dbt[k];
