@@ -1,6 +1,7 @@
 /* simd_avx512.h - small AVX-512 helpers shared by the convolution kernels
- * (conv2d_avx512.c, conv2d_avx512_rows.c) and the bf16 GEMM's packing: lane
- * masks, ReLU-masked loads, a 16x16 transpose of 32-bit elements. Include
+ * (conv2d_avx512.c, conv2d_avx512_rows.c, conv2d_winograd.c), the max-pool
+ * and the bf16 GEMM's packing: lane masks, ReLU-masked loads, permute index
+ * vectors, a 16x16 transpose of 32-bit elements. Include
  * after <immintrin.h>, on x86-64 GCC/clang only. */
 #ifndef NN_SIMD_AVX512_H
 #define NN_SIMD_AVX512_H
@@ -19,6 +20,28 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512 nn_load_r
         m = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, mask), _mm512_setzero_ps(),
                                     _CMP_GT_OQ);
     return _mm512_maskz_loadu_ps(m, src);
+}
+
+/* Index vectors for _mm512_permutex2var_ps over a pair (lo, hi) of 32
+ * floats: the even and the odd elements (a de-interleave), and the
+ * interleave of two vectors a, b into a0 b0 a1 b1 ... (lo: lanes 0-7 of
+ * each, hi: lanes 8-15). */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i nn_idx_even(void) {
+    return _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+}
+__attribute__((target("avx512f"), always_inline)) static inline __m512i nn_idx_odd(void) {
+    return _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+}
+__attribute__((target("avx512f"), always_inline)) static inline __m512i nn_idx_interleave_lo(void) {
+    return _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+}
+__attribute__((target("avx512f"), always_inline)) static inline __m512i nn_idx_interleave_hi(void) {
+    return _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+}
+/* lane * stride, for gathers and scatters */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i nn_idx_strided(int stride) {
+    return _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                              _mm512_set1_epi32(stride));
 }
 
 /* r[i] = row i of a 16x16 block; afterwards r[j] = column j. */

@@ -120,9 +120,7 @@ size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
 AVX512 static void transform_weight_block(float *u, const float *w, int cin, int cout, size_t so,
                                           size_t si, int flip, int i, int o0) {
     const __mmask16 m = nn_first_lanes(cout - o0);
-    const __m512i idx =
-        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                           _mm512_set1_epi32((int)so));
+    const __m512i idx = nn_idx_strided((int)so);
     const float *base = w + (size_t)o0 * so + (size_t)i * si;
     __m512 g[9];
     for (int t = 0; t < 9; t++)
@@ -186,9 +184,7 @@ typedef struct {
 } row4;
 
 INLINE_AVX512 row4 row_transform(const float *row, const float *mask, int w, int chunk) {
-    const __m512i even =
-        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512i even = nn_idx_even(), odd = nn_idx_odd();
     const int at = 32 * chunk;
     const __m512 lo = load_row(row, mask, at, w), hi = load_row(row, mask, at + 16, w);
     const __m512 x1 = _mm512_permutex2var_ps(lo, even, hi); /* row[at + 2j] */
@@ -324,8 +320,7 @@ static void multiply(float *mm, const float *u, const float *v, const wino_geom 
  * (up to 32) outputs of dst. */
 INLINE_AVX512 void store_pair(float *dst, int n, __m512 s0, __m512 s1, __m512 s2, __m512 s3,
                               __m512 bias, int relu) {
-    const __m512i lo_idx = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(8));
+    const __m512i lo_idx = nn_idx_interleave_lo(), hi_idx = nn_idx_interleave_hi();
     __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), s2), bias);
     __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s1, s2), s3), bias);
     if (relu) { /* max(0, v) returns v when v is NaN: NaN passes */
@@ -430,9 +425,7 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
  * gradient, and dbt[k] += the sum of dy[k] over them. */
 AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const float *mask,
                                 const wino_geom *g, long u0, int nu) {
-    const __m512i even =
-        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const __m512i even = nn_idx_even(), odd = nn_idx_odd();
     const __m512 zero = _mm512_setzero_ps();
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
     const size_t xs = g->mxi;
@@ -576,9 +569,7 @@ static wgrad_bufs wgrad_bufs_of(float *base, const wino_geom *g, int t) {
 AVX512 static void add_wgrad_row(float *dw, float *base, int T, const wino_geom *g, int k) {
     const size_t cp = round16((size_t)g->cin);
     const int C = g->cin, K = g->cout;
-    const __m512i idx =
-        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                           _mm512_set1_epi32(9));
+    const __m512i idx = nn_idx_strided(9);
     const __m512 half = _mm512_set1_ps(0.5f);
     for (int c0 = 0; c0 < C; c0 += VEC) {
         __m512 s[XI];

@@ -11,6 +11,8 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+
+#include "backend/simd_avx512.h"
 #define AVX512 __attribute__((target("avx512f")))
 
 /* max that propagates NaN: the plain max instruction returns its second
@@ -24,8 +26,7 @@ AVX512 static inline __m512 max_nan(__m512 a, __m512 b) {
 static __mmask32 mask32(int n) { return n >= 32 ? 0xffffffffu : (((__mmask32)1 << n) - 1); }
 
 AVX512 void nn_maxpool2x2_plane_avx512(float *y, const float *x, int H, int W, int P, int Q) {
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i even = nn_idx_even(), odd = nn_idx_odd();
     (void)H;
     for (int p = 0; p < P; p++) {
         const float *r0 = x + (size_t)2 * p * W, *r1 = r0 + W;
@@ -53,10 +54,8 @@ AVX512 static inline __mmask16 hit(__m512 v, __m512 m) {
 AVX512 void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float *x,
                                                 const float *y, int H, int W, int P, int Q,
                                                 int relu_mask) {
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    const __m512i even = nn_idx_even(), odd = nn_idx_odd();
+    const __m512i lo = nn_idx_interleave_lo(), hi = nn_idx_interleave_hi();
     if (H != 2 * P || W != 2 * Q) memset(dx, 0, (size_t)H * W * sizeof(float));
     const __m512 zero = _mm512_setzero_ps();
     for (int p = 0; p < P; p++) {
