@@ -93,7 +93,8 @@ void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p);
 nn_precision nn_ctx_precision(const nn_ctx *ctx);
 /* Winograd F(2x2,3x3) for the fp32 3x3 'same' convolutions that take it
  * (default on; environment NNOPT_CONV=direct turns it off): 2.25x less
- * arithmetic than the direct sums, rounding within the tests' tolerance. */
+ * arithmetic than the direct sums, rounding within the tests' tolerance.
+ * nn_ctx_winograd: whether it runs (set on, and the kernels are AVX-512). */
 void nn_ctx_set_winograd(nn_ctx *ctx, int on);
 int nn_ctx_winograd(const nn_ctx *ctx);
 void nn_ctx_free(nn_ctx *ctx);

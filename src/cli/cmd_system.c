@@ -47,8 +47,7 @@ int cmd_system(int argc, char **argv) {
     const char *isa = nn_isa_name(nn_ctx_isa(ctx));
     const char *core = nn_blas_core(), *replaced = nn_blas_replaced_core();
     double gflops = measure ? nn_measure_sgemm_gflops(ctx, 1024, 5) : 0.0;
-    /* Winograd runs where the context allows it and the kernels are AVX-512 */
-    const int winograd = nn_ctx_winograd(ctx) && nn_ctx_isa(ctx) >= NN_ISA_AVX512;
+    const int winograd = nn_ctx_winograd(ctx);
     if (json) {
         printf("{\"cpu\":");
         cli_json_string(stdout, model);

@@ -55,7 +55,7 @@ nn_precision nn_ctx_precision(const nn_ctx *ctx) { return ctx->precision; }
 
 void nn_ctx_set_winograd(nn_ctx *ctx, int on) { ctx->winograd = on != 0; }
 
-int nn_ctx_winograd(const nn_ctx *ctx) { return ctx->winograd; }
+int nn_ctx_winograd(const nn_ctx *ctx) { return ctx->winograd && ctx->isa >= NN_ISA_AVX512; }
 
 nn_ctx *nn_ctx_new(int threads) {
     nn_ctx *ctx = calloc(1, sizeof *ctx);

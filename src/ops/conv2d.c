@@ -367,11 +367,19 @@ static conv_group channel_group(const nn_conv2d_desc *d) {
     return g;
 }
 
+/* The forward pass's kernels: the first that takes the shape. */
+typedef enum { CONV_WINOGRAD, CONV_DIRECT, CONV_ROWS, CONV_IM2COL } conv_kernels;
+
+static conv_kernels forward_kernels(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return nn_conv2d_winograd_ok(d, ctx) ? CONV_WINOGRAD
+           : nn_conv2d_direct_ok(d, ctx) ? CONV_DIRECT
+           : nn_conv2d_rows_ok(d, ctx)   ? CONV_ROWS
+                                         : CONV_IM2COL;
+}
+
 const char *nn_conv2d_kernel_name(const nn_conv2d_desc *d, const nn_ctx *ctx) {
-    return nn_conv2d_winograd_ok(d, ctx) ? "winograd"
-           : nn_conv2d_direct_ok(d, ctx) ? "direct"
-           : nn_conv2d_rows_ok(d, ctx)   ? "rows"
-                                         : "im2col";
+    static const char *const names[] = {"winograd", "direct", "rows", "im2col"};
+    return names[forward_kernels(d, ctx)];
 }
 
 /*
@@ -382,17 +390,11 @@ const char *nn_conv2d_kernel_name(const nn_conv2d_desc *d, const nn_ctx *ctx) {
  */
 void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    if (nn_conv2d_winograd_ok(d, ctx)) {
-        nn_conv2d_forward_winograd(y, x, w, b, d, n, ws, ctx);
-        return;
-    }
-    if (nn_conv2d_direct_ok(d, ctx)) {
-        nn_conv2d_forward_direct(y, x, w, b, d, n, ws, ctx);
-        return;
-    }
-    if (nn_conv2d_rows_ok(d, ctx)) {
-        nn_conv2d_forward_rows(y, x, w, b, d, n, ws, ctx);
-        return;
+    switch (forward_kernels(d, ctx)) {
+    case CONV_WINOGRAD: nn_conv2d_forward_winograd(y, x, w, b, d, n, ws, ctx); return;
+    case CONV_DIRECT: nn_conv2d_forward_direct(y, x, w, b, d, n, ws, ctx); return;
+    case CONV_ROWS: nn_conv2d_forward_rows(y, x, w, b, d, n, ws, ctx); return;
+    case CONV_IM2COL: break; /* below */
     }
     const int T = ctx->threads < n ? ctx->threads : n;
     const int PQ = d->P * d->Q, G = group_size(d), Gd = shared_group_size(G, n, T);

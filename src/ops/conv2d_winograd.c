@@ -85,7 +85,7 @@ static int shape_ok(const nn_conv2d_desc *d) {
 
 int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #ifdef NN_HAVE_WINOGRAD
-    return ctx->winograd && ctx->isa >= NN_ISA_AVX512 && shape_ok(d);
+    return nn_ctx_winograd(ctx) && shape_ok(d);
 #else
     (void)d;
     (void)ctx;
