@@ -377,20 +377,23 @@ static void correlate(float *out, const float *in, const float *mask, const floa
     const long units = (long)n * g->th;
     const long groups = (units + g->rows - 1) / g->rows;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;
+    /* the last group is the shortest */
+    const size_t fewest = (size_t)(units - (groups - 1) * g->rows) * g->tw;
     NN_PARALLEL(T) {
         float *v = ws + (size_t)nn_thread_id() * thread_floats(g);
         float *mm = v + (size_t)XI * g->vxi;
+        /* lanes past a group's tiles are computed, never stored. Zeroed once
+         * here, they hold no uninitialized NaN or denormal; later they hold
+         * only this call's transformed inputs. */
+        for (int xi = 0; xi < XI; xi++)
+            for (int c = 0; c < g->cin; c++)
+                memset(v + (size_t)xi * g->vxi + (size_t)c * g->tpad + fewest, 0,
+                       (g->tpad - fewest) * sizeof(float));
         NN_FOR_DYNAMIC
         for (long gi = 0; gi < groups; gi++) {
             const long u0 = gi * g->rows;
             const int nu = units - u0 < g->rows ? (int)(units - u0) : g->rows;
             const size_t tiles = (size_t)nu * g->tw;
-            /* lanes past the group's tiles: computed, never stored; zero them
-             * so they hold no stale NaN or denormal */
-            for (int xi = 0; xi < XI; xi++)
-                for (int c = 0; c < g->cin; c++)
-                    memset(v + (size_t)xi * g->vxi + (size_t)c * g->tpad + tiles, 0,
-                           (g->tpad - tiles) * sizeof(float));
             transform_input(v, in, mask, g, u0, nu);
             multiply(mm, u, v, g, tiles);
             transform_output(out, mm, bias, relu, g, u0, nu);
