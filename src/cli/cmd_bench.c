@@ -36,7 +36,9 @@ int cmd_bench(int argc, char **argv) {
     int r = cli_parse("bench", "MODEL [options]",
                       "Times SGD training steps (forward, backward, update) of a model on one\n"
                       "random in-memory batch and reports images/s, ms/step, GFLOP/s against\n"
-                      "the FMA and sgemm peaks measured in the same run, and a per-layer table.",
+                      "the FMA and sgemm peaks measured in the same run, and a per-layer table\n"
+                      "naming each convolution's kernels. Rates count the model's FLOPs, so\n"
+                      "Winograd layers (NNOPT_CONV=direct turns them off) can pass the peak.",
                       argc, argv, opts, pos, 1, &npos);
     if (r) return r == 2 ? 0 : 2;
     if (npos != 1) {

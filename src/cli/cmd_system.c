@@ -34,7 +34,8 @@ int cmd_system(int argc, char **argv) {
                       "Prints what nnopt uses on this machine: the CPU, the instruction set of\n"
                       "its kernels (NNOPT_ISA caps it), the OpenBLAS kernels (replaced when\n"
                       "OpenBLAS's own choice is older than the CPU; OPENBLAS_CORETYPE pins\n"
-                      "them) and the default thread count.",
+                      "them), whether Winograd convolutions run (NNOPT_CONV=direct turns them\n"
+                      "off) and the default thread count.",
                       argc, argv, opts, NULL, 0, &npos);
     if (r) return r == 2 ? 0 : 2;
     nn_ctx *ctx = nn_ctx_new(threads);
