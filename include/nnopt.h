@@ -37,7 +37,8 @@ typedef enum {
     NN_EFORMAT,     /* file present but malformed (magic, sizes, syntax) */
     NN_ENOMEM,      /* allocation failed */
     NN_ENUMERIC,    /* NaN or Inf appeared in the loss */
-    NN_EUNSUPPORTED /* valid request this build cannot serve */
+    NN_EUNSUPPORTED, /* valid request this build cannot serve */
+    NN_ESTOPPED     /* stopped on request (nn_trainer_request_stop, a signal) */
 } nn_status;
 
 /* Short name of a status ("invalid argument", ...). Never NULL. */
@@ -551,12 +552,116 @@ const char *nn_blas_replaced_core(void);
 
 /* ------------------------------------------------------------------ training */
 
-/* One epoch of optimizer steps over d in the order perm (NULL: file order),
- * batches of `batch` (the last one partial); x, y are batch buffers. Mean
- * training loss in *mean_loss. Stops with NN_ENUMERIC on a non-finite loss. */
-nn_status nn_train_epoch(nn_net *net, nn_optimizer *opt, const nn_dataset *d,
-                         const int64_t *perm, int batch, const nn_normalize *norm, float *x,
-                         int32_t *y, double *mean_loss);
+/* The whole training recipe: what a recipe file and `nnopt train`'s flags
+ * describe. nn_train_config_defaults gives the seed recipe (SGD lr 0.01,
+ * momentum 0.9, batch 64, 5 epochs, seed 1, shuffled, Fashion-MNIST
+ * normalization, no augmentation). */
+typedef struct {
+    int epochs;             /* epochs to train, counted from the run's start */
+    int batch;              /* samples per forward pass (the last one partial) */
+    int accumulate;         /* batches added up per optimizer step (mean) */
+    uint64_t seed;          /* shuffling, augmentation and dropout streams; the
+                               caller initializes the weights */
+    int shuffle;            /* 1: a new permutation every epoch; 0: file order */
+    nn_normalize norm;
+    nn_augment aug;
+    nn_optim_config optim;
+    nn_sched_config sched;  /* t_max 0: the whole run; total_steps <= 0: every
+                               optimizer step of the run */
+    float label_smoothing;  /* training loss only; reported losses are plain */
+    float clip_grad_norm;   /* global L2 norm of the gradients (0 = off) */
+    int early_stop;         /* stop when the validation loss has not improved by
+                               more than min_delta for this many epochs (0 = off);
+                               the best epoch's weights are restored */
+    float min_delta;
+    const char *save;       /* checkpoint after every epoch (NULL: none); atomic,
+                               and never with non-finite values */
+    int save_every;         /* also every save_every optimizer steps (0 = off) */
+} nn_train_config;
+
+nn_train_config nn_train_config_defaults(void);
+
+/* One optimizer step's report (after each batch, for progress displays). */
+typedef struct {
+    int64_t epoch;          /* 0-based epoch in progress */
+    int64_t batch;          /* batches of this epoch done */
+    int64_t batches;        /* batches per epoch */
+    int64_t step;           /* optimizer steps done in the run */
+    double mean_loss;       /* mean training loss of the epoch so far */
+} nn_batch_report;
+
+/* One epoch's report, after its evaluation. */
+typedef struct {
+    int64_t epoch;          /* epochs completed (1-based number of this one) */
+    int64_t step;
+    float lr;               /* learning rate of the epoch's last step */
+    double train_loss;      /* mean over the epoch's batches (with smoothing) */
+    int has_test, has_val;
+    double test_loss, test_accuracy; /* accuracy as a fraction */
+    double val_loss, val_accuracy;
+    double seconds, eval_seconds, images_per_s;
+    int early_stop;         /* early stopping ends the run after this epoch */
+    double best_val_loss;   /* early stopping: the best validation loss so far */
+} nn_epoch_report;
+
+/* Hooks of a driver (the CLI, compare, a search): any may be NULL. */
+typedef struct {
+    /* an epoch starts (or resumes) at batch first_batch of batches */
+    void (*epoch_start)(void *user, int64_t epoch, int64_t first_batch, int64_t batches);
+    void (*batch_done)(void *user, const nn_batch_report *r);
+    /* returns nonzero to end the run after this epoch (a pruner's decision) */
+    int (*epoch_done)(void *user, const nn_epoch_report *r);
+    void *user;
+} nn_train_callbacks;
+
+/* The training loop as a library object: the one loop that `nnopt train`,
+ * `compare`, `bench` and `profile` drive. */
+typedef struct nn_trainer nn_trainer;
+
+/* A trainer for net (loaded, planned for cfg->batch and initialized by the
+ * caller; not owned) on train, evaluated after every epoch on val and test
+ * (each may be NULL; train may be NULL for nn_trainer_step_batch alone). The
+ * data sets must outlive the trainer. Creates the optimizer and the batch
+ * loader; validates the recipe (errors name the field). */
+nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_dataset *train,
+                         const nn_dataset *val, const nn_dataset *test, nn_trainer **out);
+void nn_trainer_free(nn_trainer *t);
+void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb);
+/* Continues from a checkpoint written by the trainer (weights, optimizer,
+ * schedule, early stopping, RNG and position in the epoch); the data set and
+ * batch must be the ones it was written with. */
+nn_status nn_trainer_resume(nn_trainer *t, const char *path);
+/* One optimizer step on the next `accumulate` batches of the current epoch
+ * (starting one if needed). *epoch_end (may be NULL) is set when the epoch's
+ * batches are all done; nn_trainer_epoch then finishes it. */
+nn_status nn_trainer_step(nn_trainer *t, int *epoch_end);
+/* One optimizer step on a batch the caller holds: x (n, C, H, W) normalized,
+ * y (n); n <= the planned batch. The step of benchmarks and of drivers with
+ * their own data. */
+nn_status nn_trainer_step_batch(nn_trainer *t, const float *x, const int32_t *y, int n,
+                                float *loss);
+/* Trains the rest of the current epoch, evaluates, steps the schedule and
+ * early stopping, reports (epoch_done) and checkpoints. Non-finite test or
+ * validation losses stop with NN_ENUMERIC naming the epoch; the last
+ * checkpoint written stays in place. */
+nn_status nn_trainer_epoch(nn_trainer *t, nn_epoch_report *report);
+/* Epochs until cfg->epochs, early stopping or a callback ends the run. */
+nn_status nn_trainer_run(nn_trainer *t);
+/* Whether the run is over (epochs done, early stop, a callback's decision). */
+int nn_trainer_finished(const nn_trainer *t);
+/* Mean plain cross-entropy and accuracy over d in eval mode. */
+nn_status nn_trainer_evaluate(nn_trainer *t, const nn_dataset *d, double *loss,
+                              double *accuracy);
+/* Writes a resumable checkpoint (atomic). */
+nn_status nn_trainer_save(nn_trainer *t, const char *path);
+/* Asks the trainer to stop after the optimizer step in progress: it then
+ * writes a checkpoint (if cfg->save) and returns NN_ESTOPPED. Only sets a
+ * flag: safe in a signal handler. */
+void nn_trainer_request_stop(nn_trainer *t);
+const nn_train_state *nn_trainer_state(const nn_trainer *t);
+nn_optimizer *nn_trainer_optimizer(nn_trainer *t);
+/* Batches and optimizer steps per epoch. */
+int64_t nn_trainer_batches_per_epoch(const nn_trainer *t);
 
 /* Mean loss and accuracy of net over a data set, in batches of the planned
  * size, in eval mode (nn_net_set_training(net, 0)); the caller's mode is

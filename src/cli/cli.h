@@ -5,6 +5,8 @@
 
 #include "nnopt.h"
 
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 
 typedef enum { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_STR, CLI_U64 } cli_type;
@@ -59,7 +61,7 @@ void cli_progress_clear(cli_progress *p);
 typedef struct {
     nn_ctx *ctx;
     nn_net *net;
-    nn_optimizer *opt;
+    nn_trainer *trainer;
     float *x;       /* (batch, C, H, W) */
     int32_t *y;     /* (batch) */
     int batch;
@@ -71,7 +73,7 @@ int cli_workload_new(cli_workload *w, const char *model, int batch, int threads,
 /* "fp32" or "bf16" into *out; 2 (after a one-line error) for anything else.
  * Notes on stderr when bf16 has no AVX512-BF16 to run on. */
 int cli_parse_precision(const char *cmd, const char *name, nn_precision *out);
-/* One SGD training step (forward, backward, update) on the batch. */
+/* One training step of the trainer (forward, backward, SGD update) on the batch. */
 int cli_workload_step(cli_workload *w);
 void cli_workload_free(cli_workload *w);
 
@@ -81,6 +83,41 @@ void cli_json_string(FILE *f, const char *s);
  * errors name the model and the data directory. */
 nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_dataset *d,
                          const char *dir);
+
+/* The training recipe as options (flags and recipe-file keys), shared by
+ * `train` and `compare`. Unset numbers are CLI_UNSET_F / CLI_UNSET_I and take
+ * the optimizer's or schedule's PyTorch default. */
+#define CLI_UNSET_F NAN
+#define CLI_UNSET_I INT_MIN
+typedef struct {
+    const char *data, *optimizer, *schedule, *milestones, *precision;
+    int epochs, batch, threads, no_shuffle, val, train_limit, test_limit, accumulate,
+        early_stop, crop_pad, hflip;
+    float mean, std, label_smoothing, clip_grad_norm, erase_prob, min_delta;
+    uint64_t seed;
+    float lr, momentum, dampening, weight_decay, beta1, beta2, eps, alpha, lr_decay;
+    int nesterov, amsgrad, centered;
+    float gamma, eta_min, pct_start, div_factor, final_div_factor, plateau_factor,
+        plateau_threshold, min_lr, warmup_start_factor;
+    int step_size, t_max, t_0, t_mult, plateau_patience, plateau_cooldown, warmup_steps,
+        total_steps;
+} cli_train_opts;
+
+#define CLI_TRAIN_OPTS_MAX 64 /* entries cli_train_opts_table may write */
+void cli_train_opts_init(cli_train_opts *o);
+/* Writes the recipe options into t[] (room for CLI_TRAIN_OPTS_MAX); returns
+ * how many. The caller appends its own and the NULL terminator. */
+int cli_train_opts_table(cli_train_opts *o, cli_opt *t);
+/* The options as a library training configuration (checked). Writes the
+ * resolved defaults back into o, for the recipe written beside a log. */
+nn_status cli_train_config(nn_ctx *ctx, cli_train_opts *o, nn_train_config *c);
+/* Loads train and test sets from o->data, carves the validation split and
+ * applies the limits. */
+nn_status cli_load_splits(nn_ctx *ctx, const cli_train_opts *o, nn_dataset *train,
+                          nn_dataset *val, nn_dataset *test);
+/* Reads the recipe files named by --config in argv into the options (before
+ * the flags are parsed, so that flags override them); 0, or 1 after a message. */
+int cli_load_configs(int argc, char **argv, const cli_opt *opts, cli_strings *keep);
 
 int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -13,6 +13,7 @@ typedef struct {
     FILE *f;
     const nn_net *net;
     double origin;
+    double last_end;   /* end of the latest layer slice */
     int events;
 } trace;
 
@@ -30,6 +31,7 @@ static void on_layer(void *user, int layer, int backward, double t0, double t1) 
     char name[96];
     snprintf(name, sizeof name, "%s %s", li.name, backward ? "backward" : "forward");
     emit(t, name, backward ? "backward" : "forward", li.op, 2, t0, t1);
+    t->last_end = t1;
 }
 
 int cmd_profile(int argc, char **argv) {
@@ -74,13 +76,10 @@ int cmd_profile(int argc, char **argv) {
     nn_net_set_hook(w.net, on_layer, &t);
     for (int s = 0; s < steps; s++) {
         double t0 = nn_wall_time();
-        float loss;
-        nn_net_zero_grad(w.net);
-        if (nn_net_forward(w.net, w.x, w.y, w.batch, &loss) || nn_net_backward(w.net)) goto done;
-        double t1 = nn_wall_time();
-        nn_optim_step(w.opt, w.ctx, nn_net_params(w.net), nn_net_grads(w.net));
+        if (cli_workload_step(&w)) goto done;
         double t2 = nn_wall_time();
-        emit(&t, "sgd update", "optimizer", "sgd", 2, t1, t2);
+        /* the trainer's step: layers, then the optimizer after the last backward */
+        emit(&t, "sgd update", "optimizer", "sgd", 2, t.last_end, t2);
         char name[32];
         snprintf(name, sizeof name, "step %d", s + 1);
         emit(&t, name, "step", "step", 1, t0, t2);

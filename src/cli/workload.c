@@ -1,5 +1,6 @@
 /* workload.c - a model with random weights and random in-memory batches, for
- * `nnopt bench` and `nnopt profile`: the training step without the data set. */
+ * `nnopt bench` and `nnopt profile`: the library trainer's step (the seed
+ * recipe's SGD) on a batch held in memory. */
 #include "cli/cli.h"
 
 #include <stdlib.h>
@@ -15,8 +16,9 @@ int cli_workload_new(cli_workload *w, const char *model, int batch, int threads,
     nn_rng rng;
     nn_rng_seed(&rng, 1, 1);
     nn_net_init_params(w->net, &rng);
-    nn_optim_config cfg = {.kind = NN_OPTIM_SGD, .lr = 0.01f, .momentum = 0.9f};
-    if (nn_optim_new(w->ctx, &cfg, nn_net_num_params(w->net), &w->opt)) return 1;
+    nn_train_config cfg = nn_train_config_defaults();
+    cfg.batch = batch;
+    if (nn_trainer_new(w->net, &cfg, NULL, NULL, NULL, &w->trainer)) return 1;
     nn_shape in = nn_net_input_shape(w->net);
     size_t per = (size_t)nn_shape_numel(&in);
     w->x = malloc((size_t)batch * per * sizeof(float));
@@ -34,17 +36,13 @@ int cli_workload_new(cli_workload *w, const char *model, int batch, int threads,
 }
 
 int cli_workload_step(cli_workload *w) {
-    float loss;
-    nn_net_zero_grad(w->net);
-    if (nn_net_forward(w->net, w->x, w->y, w->batch, &loss) || nn_net_backward(w->net)) return 1;
-    nn_optim_step(w->opt, w->ctx, nn_net_params(w->net), nn_net_grads(w->net));
-    return 0;
+    return nn_trainer_step_batch(w->trainer, w->x, w->y, w->batch, NULL) ? 1 : 0;
 }
 
 void cli_workload_free(cli_workload *w) {
     free(w->x);
     free(w->y);
-    nn_optim_free(w->opt);
+    nn_trainer_free(w->trainer);
     nn_net_free(w->net);
     nn_ctx_free(w->ctx);
     *w = (cli_workload){0};

@@ -16,6 +16,7 @@ const char *nn_status_str(nn_status s) {
     case NN_ENOMEM: return "out of memory";
     case NN_ENUMERIC: return "numerical error";
     case NN_EUNSUPPORTED: return "unsupported";
+    case NN_ESTOPPED: return "stopped on request";
     }
     return "unknown status";
 }

@@ -1,0 +1,206 @@
+/*
+ * train_options.c - the training recipe as options: one table of flags and
+ * recipe-file keys (data, train, optimizer, schedule, regularization,
+ * augment), shared by `nnopt train` and `nnopt compare`, and its translation
+ * into the library's nn_train_config. Options left unset take the chosen
+ * optimizer's and schedule's PyTorch defaults (SGD: the seed recipe's momentum
+ * 0.9).
+ */
+#include "cli/cli.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cli_train_opts_init(cli_train_opts *o) {
+    *o = (cli_train_opts){
+        .data = NN_DEFAULT_DATA_DIR, .epochs = 5, .batch = 64, .seed = 1,
+        .mean = NN_FASHION_MNIST_MEAN, .std = NN_FASHION_MNIST_STD, .optimizer = "sgd",
+        .schedule = "constant", .precision = "fp32", .accumulate = 1, .lr = CLI_UNSET_F,
+        .momentum = CLI_UNSET_F, .dampening = CLI_UNSET_F, .weight_decay = CLI_UNSET_F,
+        .beta1 = CLI_UNSET_F, .beta2 = CLI_UNSET_F, .eps = CLI_UNSET_F, .alpha = CLI_UNSET_F,
+        .lr_decay = CLI_UNSET_F, .gamma = CLI_UNSET_F, .eta_min = CLI_UNSET_F,
+        .pct_start = CLI_UNSET_F, .div_factor = CLI_UNSET_F, .final_div_factor = CLI_UNSET_F,
+        .plateau_factor = CLI_UNSET_F, .plateau_threshold = CLI_UNSET_F, .min_lr = CLI_UNSET_F,
+        .warmup_start_factor = CLI_UNSET_F, .step_size = CLI_UNSET_I, .t_max = CLI_UNSET_I,
+        .t_0 = CLI_UNSET_I, .t_mult = CLI_UNSET_I, .plateau_patience = CLI_UNSET_I,
+        .plateau_cooldown = CLI_UNSET_I, .warmup_steps = CLI_UNSET_I};
+}
+
+int cli_train_opts_table(cli_train_opts *o, cli_opt *t) {
+    const cli_opt opts[] = {
+        {"--data", CLI_STR, &o->data, "DIR", "directory with the four IDX files, .gz or raw (default " NN_DEFAULT_DATA_DIR ")", 0, 0, "data.dir"},
+        {"--val", CLI_INT, &o->val, "N", "carve the last N training images out as a validation split", 0, 1 << 30, "data.val"},
+        {"--train-limit", CLI_INT, &o->train_limit, "N", "use only the first N training images", 0, 1 << 30, "data.train_limit"},
+        {"--test-limit", CLI_INT, &o->test_limit, "N", "use only the first N test images", 0, 1 << 30, "data.test_limit"},
+        {"--mean", CLI_FLOAT, &o->mean, "M", "normalization mean (default 0.2860)", -1e6, 1e6, "data.mean"},
+        {"--std", CLI_FLOAT, &o->std, "S", "normalization std (default 0.3530)", 1e-9, 1e6, "data.std"},
+        {"--no-shuffle", CLI_FLAG, &o->no_shuffle, NULL, "keep the training order fixed", 0, 0, "data.no_shuffle"},
+        {"--epochs", CLI_INT, &o->epochs, "N", "epochs to train (default 5)", 1, 1000000, "train.epochs"},
+        {"--batch", CLI_INT, &o->batch, "N", "batch size (default 64)", 1, 65536, "train.batch"},
+        {"--accumulate", CLI_INT, &o->accumulate, "K", "add up K batches per optimizer step (default 1)", 1, 65536, "train.accumulate"},
+        {"--seed", CLI_U64, &o->seed, "S", "seed for initialization, shuffling and augmentation (default 1)", 0, 0, "train.seed"},
+        {"--threads", CLI_INT, &o->threads, "N", "threads (default: all cores)", 1, 1024, "train.threads"},
+        {"--precision", CLI_STR, &o->precision, "P", "convolution arithmetic: fp32 (default) or bf16 (bf16 inputs, fp32 sums and weights)", 0, 0, "train.precision"},
+        {"--early-stop", CLI_INT, &o->early_stop, "P", "stop when the validation loss has not improved for P epochs and keep the best epoch's weights (needs --val)", 0, 1000000, "train.early_stop"},
+        {"--min-delta", CLI_FLOAT, &o->min_delta, "D", "improvement that resets early stopping (default 0)", 0, 1e6, "train.min_delta"},
+        {"--optimizer", CLI_STR, &o->optimizer, "NAME", "sgd (default), adam, adamw, rmsprop or adagrad", 0, 0, "optimizer.name"},
+        {"--lr", CLI_FLOAT, &o->lr, "RATE", "learning rate (default 0.01 for SGD, else PyTorch's)", 0, 1e6, "optimizer.lr"},
+        {"--momentum", CLI_FLOAT, &o->momentum, "M", "momentum: SGD (default 0.9), RMSprop (default 0)", 0, 1e6, "optimizer.momentum"},
+        {"--dampening", CLI_FLOAT, &o->dampening, "D", "SGD dampening (default 0)", 0, 1, "optimizer.dampening"},
+        {"--nesterov", CLI_FLAG, &o->nesterov, NULL, "SGD Nesterov momentum", 0, 0, "optimizer.nesterov"},
+        {"--weight-decay", CLI_FLOAT, &o->weight_decay, "WD", "weight decay (AdamW: decoupled; default PyTorch's)", 0, 1e6, "optimizer.weight_decay"},
+        {"--beta1", CLI_FLOAT, &o->beta1, "B", "Adam/AdamW beta1 (default 0.9)", 0, 1, "optimizer.beta1"},
+        {"--beta2", CLI_FLOAT, &o->beta2, "B", "Adam/AdamW beta2 (default 0.999)", 0, 1, "optimizer.beta2"},
+        {"--eps", CLI_FLOAT, &o->eps, "E", "epsilon of Adam/AdamW/RMSprop/Adagrad", 0, 1, "optimizer.eps"},
+        {"--amsgrad", CLI_FLAG, &o->amsgrad, NULL, "Adam/AdamW AMSGrad", 0, 0, "optimizer.amsgrad"},
+        {"--alpha", CLI_FLOAT, &o->alpha, "A", "RMSprop smoothing constant (default 0.99)", 0, 1, "optimizer.alpha"},
+        {"--centered", CLI_FLAG, &o->centered, NULL, "centered RMSprop", 0, 0, "optimizer.centered"},
+        {"--lr-decay", CLI_FLOAT, &o->lr_decay, "D", "Adagrad learning-rate decay (default 0)", 0, 1e6, "optimizer.lr_decay"},
+        {"--schedule", CLI_STR, &o->schedule, "NAME", "constant (default), step, multistep, exponential, cosine, cosine_restarts, onecycle, plateau", 0, 0, "schedule.name"},
+        {"--step-size", CLI_INT, &o->step_size, "E", "step: epochs per decay", 0, 1000000, "schedule.step_size"},
+        {"--gamma", CLI_FLOAT, &o->gamma, "G", "step/multistep/exponential decay factor", 0, 1e6, "schedule.gamma"},
+        {"--milestones", CLI_STR, &o->milestones, "E,E,..", "multistep: epochs at which to decay", 0, 0, "schedule.milestones"},
+        {"--t-max", CLI_INT, &o->t_max, "E", "cosine: epochs of one half period (default: all epochs)", 0, 1000000, "schedule.t_max"},
+        {"--t0", CLI_INT, &o->t_0, "E", "cosine_restarts: epochs of the first period", 0, 1000000, "schedule.t_0"},
+        {"--t-mult", CLI_INT, &o->t_mult, "M", "cosine_restarts: period growth factor", 0, 1000, "schedule.t_mult"},
+        {"--eta-min", CLI_FLOAT, &o->eta_min, "LR", "cosine: final learning rate (default 0)", 0, 1e6, "schedule.eta_min"},
+        {"--total-steps", CLI_INT, &o->total_steps, "N", "onecycle: optimizer steps of the cycle (default: the whole run)", 0, 1 << 30, "schedule.total_steps"},
+        {"--pct-start", CLI_FLOAT, &o->pct_start, "F", "onecycle: share of the steps spent warming up (default 0.3)", 0, 1, "schedule.pct_start"},
+        {"--div-factor", CLI_FLOAT, &o->div_factor, "F", "onecycle: lr / initial lr (default 25)", 1e-9, 1e9, "schedule.div_factor"},
+        {"--final-div-factor", CLI_FLOAT, &o->final_div_factor, "F", "onecycle: initial lr / final lr (default 1e4)", 1e-9, 1e12, "schedule.final_div_factor"},
+        {"--plateau-factor", CLI_FLOAT, &o->plateau_factor, "F", "plateau: decay factor (default 0.1)", 0, 1, "schedule.plateau_factor"},
+        {"--plateau-patience", CLI_INT, &o->plateau_patience, "E", "plateau: epochs without improvement (default 10)", 0, 1000000, "schedule.plateau_patience"},
+        {"--plateau-threshold", CLI_FLOAT, &o->plateau_threshold, "T", "plateau: relative improvement (default 1e-4)", 0, 1, "schedule.plateau_threshold"},
+        {"--plateau-cooldown", CLI_INT, &o->plateau_cooldown, "E", "plateau: epochs to wait after a decay (default 0)", 0, 1000000, "schedule.plateau_cooldown"},
+        {"--min-lr", CLI_FLOAT, &o->min_lr, "LR", "plateau: lower bound (default 0)", 0, 1e6, "schedule.min_lr"},
+        {"--warmup-steps", CLI_INT, &o->warmup_steps, "N", "linear warm-up over N optimizer steps (multiplies the schedule)", 0, 1 << 30, "schedule.warmup_steps"},
+        {"--warmup-start-factor", CLI_FLOAT, &o->warmup_start_factor, "F", "warm-up starts at F x lr (default 1/3)", 0, 1, "schedule.warmup_start_factor"},
+        {"--label-smoothing", CLI_FLOAT, &o->label_smoothing, "E", "softmax cross-entropy label smoothing (default 0)", 0, 1, "regularization.label_smoothing"},
+        {"--clip-grad-norm", CLI_FLOAT, &o->clip_grad_norm, "N", "clip gradients to this global L2 norm (0 = off)", 0, 1e9, "regularization.clip_grad_norm"},
+        {"--crop-pad", CLI_INT, &o->crop_pad, "P", "augment: random crop after padding by P pixels (0 = off)", 0, 64, "augment.crop_pad"},
+        {"--hflip", CLI_FLAG, &o->hflip, NULL, "augment: random horizontal flips", 0, 0, "augment.hflip"},
+        {"--erase-prob", CLI_FLOAT, &o->erase_prob, "P", "augment: random erasing probability (0 = off)", 0, 1, "augment.erase_prob"}};
+    const int n = (int)(sizeof opts / sizeof opts[0]);
+    memcpy(t, opts, sizeof opts);
+    return n;
+}
+
+static float pick_f(float v, float def) { return isnan(v) ? def : v; }
+static int pick_i(int v, int def) { return v == CLI_UNSET_I ? def : v; }
+
+/* Optimizer configuration: PyTorch's defaults for the chosen optimizer, with
+ * the seed recipe's momentum 0.9 for SGD, then whatever was set. */
+static nn_status resolve_optim(nn_ctx *ctx, cli_train_opts *o, nn_optim_config *c) {
+    int kind = nn_optim_kind_from_name(o->optimizer);
+    if (kind < 0)
+        return nn_ctx_fail(ctx, NN_EINVAL,
+                           "unknown optimizer '%s' (expected sgd, adam, adamw, rmsprop or adagrad)",
+                           o->optimizer);
+    *c = nn_optim_defaults((nn_optim_kind)kind);
+    if (kind == NN_OPTIM_SGD) c->momentum = 0.9f;
+    c->lr = o->lr = pick_f(o->lr, c->lr);
+    c->momentum = o->momentum = pick_f(o->momentum, c->momentum);
+    c->dampening = o->dampening = pick_f(o->dampening, c->dampening);
+    c->weight_decay = o->weight_decay = pick_f(o->weight_decay, c->weight_decay);
+    c->beta1 = o->beta1 = pick_f(o->beta1, c->beta1);
+    c->beta2 = o->beta2 = pick_f(o->beta2, c->beta2);
+    c->eps = o->eps = pick_f(o->eps, c->eps);
+    c->alpha = o->alpha = pick_f(o->alpha, c->alpha);
+    c->lr_decay = o->lr_decay = pick_f(o->lr_decay, c->lr_decay);
+    c->nesterov = o->nesterov;
+    c->amsgrad = o->amsgrad;
+    c->centered = o->centered;
+    return NN_OK;
+}
+
+static nn_status resolve_sched(nn_ctx *ctx, cli_train_opts *o, nn_sched_config *c) {
+    int kind = nn_sched_kind_from_name(o->schedule);
+    if (kind < 0)
+        return nn_ctx_fail(ctx, NN_EINVAL,
+                           "unknown schedule '%s' (expected constant, step, multistep, "
+                           "exponential, cosine, cosine_restarts, onecycle or plateau)",
+                           o->schedule);
+    *c = nn_sched_defaults((nn_sched_kind)kind, o->lr);
+    c->gamma = o->gamma = pick_f(o->gamma, c->gamma);
+    c->step_size = o->step_size = pick_i(o->step_size, c->step_size);
+    /* cosine: anneal over the whole run unless told otherwise (0: the trainer's) */
+    c->t_max = o->t_max = pick_i(o->t_max, c->t_max > 0 ? c->t_max : o->epochs);
+    c->t_0 = o->t_0 = pick_i(o->t_0, c->t_0);
+    c->t_mult = o->t_mult = pick_i(o->t_mult, c->t_mult);
+    c->eta_min = o->eta_min = pick_f(o->eta_min, c->eta_min);
+    c->pct_start = o->pct_start = pick_f(o->pct_start, c->pct_start);
+    c->div_factor = o->div_factor = pick_f(o->div_factor, c->div_factor);
+    c->final_div_factor = o->final_div_factor = pick_f(o->final_div_factor, c->final_div_factor);
+    c->factor = o->plateau_factor = pick_f(o->plateau_factor, c->factor);
+    c->threshold = o->plateau_threshold = pick_f(o->plateau_threshold, c->threshold);
+    c->patience = o->plateau_patience = pick_i(o->plateau_patience, c->patience);
+    c->cooldown = o->plateau_cooldown = pick_i(o->plateau_cooldown, c->cooldown);
+    c->min_lr = o->min_lr = pick_f(o->min_lr, c->min_lr);
+    c->warmup_steps = o->warmup_steps = pick_i(o->warmup_steps, (int)c->warmup_steps);
+    c->warmup_start_factor = o->warmup_start_factor =
+        pick_f(o->warmup_start_factor, c->warmup_start_factor);
+    /* onecycle: over the whole run unless told otherwise (<= 0: the trainer's) */
+    c->total_steps = o->total_steps;
+    if (o->milestones) {
+        const char *p = o->milestones;
+        c->num_milestones = 0;
+        while (*p) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p || v < 0 || v > INT_MAX || c->num_milestones == NN_MAX_MILESTONES ||
+                (*end && *end != ','))
+                return nn_ctx_fail(ctx, NN_EINVAL,
+                                   "--milestones: expected up to %d comma-separated epochs, got '%s'",
+                                   NN_MAX_MILESTONES, o->milestones);
+            c->milestones[c->num_milestones++] = (int)v;
+            p = *end ? end + 1 : end;
+        }
+    }
+    return NN_OK;
+}
+
+nn_status cli_train_config(nn_ctx *ctx, cli_train_opts *o, nn_train_config *c) {
+    *c = nn_train_config_defaults();
+    c->epochs = o->epochs;
+    c->batch = o->batch;
+    c->accumulate = o->accumulate;
+    c->seed = o->seed;
+    c->shuffle = !o->no_shuffle;
+    c->norm = (nn_normalize){o->mean, o->std};
+    c->aug = (nn_augment){o->crop_pad, o->hflip, o->erase_prob};
+    c->label_smoothing = o->label_smoothing;
+    c->clip_grad_norm = o->clip_grad_norm;
+    c->early_stop = o->early_stop;
+    c->min_delta = o->min_delta;
+    nn_status s = resolve_optim(ctx, o, &c->optim);
+    if (s || (s = resolve_sched(ctx, o, &c->sched))) return s;
+    /* the whole-run defaults, to check the schedule before any data is read */
+    nn_sched_config check = c->sched;
+    if (check.t_max == 0) check.t_max = o->epochs;
+    if (check.total_steps <= 0) check.total_steps = 1;
+    return nn_sched_validate(ctx, &check);
+}
+
+nn_status cli_load_splits(nn_ctx *ctx, const cli_train_opts *o, nn_dataset *train,
+                          nn_dataset *val, nn_dataset *test) {
+    nn_status s;
+    if ((s = nn_dataset_load_dir(ctx, o->data, "train", train)) ||
+        (s = nn_dataset_load_dir(ctx, o->data, "t10k", test)))
+        return s;
+    if (o->val > 0 && (s = nn_dataset_split(ctx, train, o->val, val))) return s;
+    if (o->train_limit && o->train_limit < train->n) nn_dataset_truncate(train, o->train_limit);
+    if (o->test_limit && o->test_limit < test->n) nn_dataset_truncate(test, o->test_limit);
+    return NN_OK;
+}
+
+int cli_load_configs(int argc, char **argv, const cli_opt *opts, cli_strings *keep) {
+    for (int i = 1; i < argc; i++) {
+        const char *cfg = NULL;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) cfg = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0) cfg = argv[i] + 9;
+        if (cfg && cli_recipe_load(cfg, opts, keep)) return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,376 @@
+/*
+ * trainer.c - the training loop as a library object. One epoch draws a
+ * permutation from the run's RNG; the batch loader prepares (and augments) the
+ * next batch while the current one trains; `accumulate` batches make one
+ * optimizer step (their mean gradient), which may be clipped and takes the
+ * schedule's learning rate. After every epoch: evaluation on the validation
+ * and test sets, the schedule's and early stopping's bookkeeping, the driver's
+ * report, and an atomic checkpoint. The checkpoint carries the optimizer
+ * state, the step, the schedule and early-stopping state and the RNG position
+ * at the start of the epoch, so a resumed run continues bit for bit, even from
+ * the middle of an epoch (save_every, or a stop request).
+ */
+#include "core/graph.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct nn_trainer {
+    nn_ctx *ctx;
+    nn_net *net;                   /* not owned */
+    nn_optimizer *opt;
+    nn_loader *loader;             /* NULL without a training set */
+    nn_train_config cfg;
+    nn_train_callbacks cb;
+    const nn_dataset *train, *val, *test;
+    nn_train_state st;
+    int64_t batches;               /* per epoch */
+    int64_t *perm;                 /* (train->n) the epoch's order */
+    float *x;                      /* (batch, C, H, W) evaluation batch */
+    int32_t *y;                    /* (batch) */
+    float *best;                   /* (num_params + num_buffers) weights of the best
+                                      validation loss, when early stopping */
+    int have_best;
+    nn_rng epoch_rng;              /* st.rng advanced by the epoch's permutation */
+    int in_epoch;                  /* the loader runs st.epoch */
+    float lr;                      /* of the last optimizer step */
+    int64_t epoch_samples;         /* trained since the epoch (or resume) started */
+    double epoch_t0;
+    int finished;
+    volatile sig_atomic_t stop_requested;
+};
+
+nn_train_config nn_train_config_defaults(void) {
+    nn_train_config c = {.epochs = 5, .batch = 64, .accumulate = 1, .seed = 1, .shuffle = 1,
+                         .norm = {NN_FASHION_MNIST_MEAN, NN_FASHION_MNIST_STD}};
+    c.optim = nn_optim_defaults(NN_OPTIM_SGD);
+    c.optim.lr = 0.01f;
+    c.optim.momentum = 0.9f;
+    c.sched = nn_sched_defaults(NN_SCHED_CONSTANT, c.optim.lr);
+    return c;
+}
+
+/* The recipe's checks that no other module makes. */
+static nn_status check_config(nn_ctx *ctx, const nn_train_config *c, const nn_net *net) {
+    if (c->epochs < 1) return nn_ctx_fail(ctx, NN_EINVAL, "epochs is %d; expected >= 1", c->epochs);
+    if (c->batch < 1 || c->batch > net->max_batch)
+        return nn_ctx_fail(ctx, NN_EINVAL, "batch is %d; the network is planned for 1..%d",
+                           c->batch, net->max_batch);
+    if (c->accumulate < 1)
+        return nn_ctx_fail(ctx, NN_EINVAL, "accumulate is %d; expected >= 1", c->accumulate);
+    if (!(c->norm.std > 0.0f) || !isfinite(c->norm.mean))
+        return nn_ctx_fail(ctx, NN_EINVAL, "normalization mean %g / std %g; expected a finite "
+                           "mean and std > 0", (double)c->norm.mean, (double)c->norm.std);
+    if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
+        return nn_ctx_fail(ctx, NN_EINVAL, "label_smoothing is %g; expected 0 <= e < 1",
+                           (double)c->label_smoothing);
+    if (!(c->clip_grad_norm >= 0.0f))
+        return nn_ctx_fail(ctx, NN_EINVAL, "clip_grad_norm is %g; expected >= 0",
+                           (double)c->clip_grad_norm);
+    if (c->early_stop < 0 || c->save_every < 0 || !(c->min_delta >= 0.0f))
+        return nn_ctx_fail(ctx, NN_EINVAL, "early_stop, min_delta and save_every must be >= 0");
+    return NN_OK;
+}
+
+nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_dataset *train,
+                         const nn_dataset *val, const nn_dataset *test, nn_trainer **out) {
+    nn_ctx *ctx = net->ctx;
+    *out = NULL;
+    nn_status s = check_config(ctx, cfg, net);
+    if (s) return s;
+    if (cfg->early_stop && !(val && val->n))
+        return nn_ctx_fail(ctx, NN_EINVAL, "early stopping needs a validation set");
+    nn_trainer *t = calloc(1, sizeof *t);
+    if (!t) return nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the trainer");
+    t->ctx = ctx;
+    t->net = net;
+    t->cfg = *cfg;
+    t->train = train;
+    t->val = val && val->n ? val : NULL;
+    t->test = test && test->n ? test : NULL;
+    const int64_t n = train ? train->n : 0;
+    t->batches = (n + cfg->batch - 1) / cfg->batch;
+    const int64_t steps_per_epoch = (t->batches + cfg->accumulate - 1) / cfg->accumulate;
+    /* schedules that span the run unless told otherwise */
+    if (t->cfg.sched.t_max == 0) t->cfg.sched.t_max = cfg->epochs;
+    if (t->cfg.sched.total_steps <= 0) t->cfg.sched.total_steps = steps_per_epoch * cfg->epochs;
+    t->cfg.sched.base_lr = cfg->optim.lr;
+    if ((s = nn_sched_validate(ctx, &t->cfg.sched))) goto fail;
+    if (cfg->label_smoothing > 0 && (s = nn_net_set_label_smoothing(net, cfg->label_smoothing)))
+        goto fail;
+    if ((s = nn_optim_new(ctx, &cfg->optim, nn_net_num_params(net), &t->opt))) goto fail;
+    t->lr = cfg->optim.lr;
+    t->st = (nn_train_state){.seed = cfg->seed, .best_val = INFINITY};
+    nn_rng_seed(&t->st.rng, cfg->seed, 2);
+    nn_sched_state_init(&t->cfg.sched, &t->st.sched);
+
+    nn_shape in = nn_net_input_shape(net);
+    const size_t per = (size_t)nn_shape_numel(&in);
+    t->x = malloc((size_t)cfg->batch * per * sizeof(float));
+    t->y = malloc((size_t)cfg->batch * sizeof(int32_t));
+    t->perm = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    if (cfg->early_stop)
+        t->best = malloc((nn_net_num_params(net) + nn_net_num_buffers(net) + 1) * sizeof(float));
+    if (!t->x || !t->y || !t->perm || (cfg->early_stop && !t->best)) {
+        s = nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the trainer's buffers");
+        goto fail;
+    }
+    if (train &&
+        (s = nn_loader_new(ctx, train, cfg->batch, &cfg->norm, &cfg->aug, cfg->seed, &t->loader)))
+        goto fail;
+    *out = t;
+    return NN_OK;
+fail:
+    nn_trainer_free(t);
+    return s;
+}
+
+void nn_trainer_free(nn_trainer *t) {
+    if (!t) return;
+    nn_loader_free(t->loader);
+    nn_optim_free(t->opt);
+    free(t->x);
+    free(t->y);
+    free(t->perm);
+    free(t->best);
+    free(t);
+}
+
+void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb) {
+    t->cb = cb ? *cb : (nn_train_callbacks){0};
+}
+
+const nn_train_state *nn_trainer_state(const nn_trainer *t) { return &t->st; }
+nn_optimizer *nn_trainer_optimizer(nn_trainer *t) { return t->opt; }
+int64_t nn_trainer_batches_per_epoch(const nn_trainer *t) { return t->batches; }
+int nn_trainer_finished(const nn_trainer *t) { return t->finished; }
+void nn_trainer_request_stop(nn_trainer *t) { t->stop_requested = 1; }
+
+nn_status nn_trainer_save(nn_trainer *t, const char *path) {
+    return nn_checkpoint_save(t->ctx, path, t->net, t->opt, &t->st);
+}
+
+nn_status nn_trainer_resume(nn_trainer *t, const char *path) {
+    nn_status s = nn_checkpoint_load(t->ctx, path, t->net, t->opt, &t->st);
+    if (s) return s;
+    if (t->st.batch_in_epoch > t->batches)
+        return nn_ctx_fail(t->ctx, NN_EINVAL,
+                           "%s: checkpoint is at batch %lld of an epoch, beyond this data set "
+                           "with batch %d",
+                           path, (long long)t->st.batch_in_epoch, t->cfg.batch);
+    t->in_epoch = 0;
+    t->finished = t->st.epoch >= t->cfg.epochs;
+    return NN_OK;
+}
+
+/* Mean of the accumulated micro-batch gradients. */
+static void scale_grads(float *g, size_t n, float s) {
+    for (size_t i = 0; i < n; i++) g[i] *= s;
+}
+
+/* Forward and backward of one micro-batch (number `micro` of the optimizer
+ * step), its gradients added to the net's. */
+static nn_status train_micro(nn_trainer *t, const float *x, const int32_t *y, int n, int micro,
+                             float *loss) {
+    if (micro == 0) nn_net_zero_grad(t->net);
+    /* dropout masks: a function of the run's seed and this batch's place in the
+     * run, so a resumed run draws the same ones */
+    nn_net_set_dropout_seed(t->net, (t->cfg.seed * 0x9E3779B97F4A7C15ULL) ^
+                                        ((uint64_t)t->st.step * 65536u + (uint64_t)micro));
+    nn_status s = nn_net_forward(t->net, x, y, n, loss);
+    if (s) return s;
+    if (!isfinite(*loss))
+        return nn_ctx_fail(t->ctx, NN_ENUMERIC,
+                           "loss is %s at step %lld (epoch %lld, batch %lld); training stopped%s",
+                           isnan(*loss) ? "NaN" : "infinite", (long long)t->st.step + 1,
+                           (long long)t->st.epoch + 1, (long long)t->st.batch_in_epoch + micro + 1,
+                           t->cfg.save ? ", the last good checkpoint is kept" : "");
+    return nn_net_backward(t->net);
+}
+
+/* The optimizer step after `micro` micro-batches. */
+static void apply_step(nn_trainer *t, int micro) {
+    float *g = nn_net_grads(t->net);
+    const size_t np = nn_net_num_params(t->net);
+    if (micro > 1) scale_grads(g, np, 1.0f / (float)micro);
+    if (t->cfg.clip_grad_norm > 0) nn_clip_grad_norm(g, np, t->cfg.clip_grad_norm, t->ctx);
+    t->lr = nn_sched_lr(&t->cfg.sched, &t->st.sched, t->st.epoch, t->st.step);
+    nn_optim_set_lr(t->opt, t->lr);
+    nn_optim_step(t->opt, t->ctx, nn_net_params(t->net), g);
+    t->st.step++;
+}
+
+nn_status nn_trainer_step_batch(nn_trainer *t, const float *x, const int32_t *y, int n,
+                                float *loss) {
+    float l;
+    if (n < 1 || n > t->cfg.batch)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "batch of %d samples; the trainer takes 1..%d", n,
+                           t->cfg.batch);
+    nn_status s = train_micro(t, x, y, n, 0, &l);
+    if (s) return s;
+    apply_step(t, 1);
+    if (loss) *loss = l;
+    return NN_OK;
+}
+
+/* Starts (or resumes) the epoch st.epoch: its permutation and the loader. */
+static nn_status begin_epoch(nn_trainer *t) {
+    const int64_t n = t->train->n;
+    t->epoch_rng = t->st.rng; /* st.rng stays at the epoch start until the epoch ends */
+    if (t->cfg.shuffle)
+        nn_permutation(t->perm, n, &t->epoch_rng);
+    else
+        for (int64_t i = 0; i < n; i++) t->perm[i] = i;
+    nn_status s = nn_loader_start(t->loader, t->st.epoch, t->perm, t->st.batch_in_epoch);
+    if (s) return s;
+    t->in_epoch = 1;
+    t->epoch_samples = 0;
+    t->epoch_t0 = nn_wall_time();
+    if (t->cb.epoch_start) t->cb.epoch_start(t->cb.user, t->st.epoch, t->st.batch_in_epoch, t->batches);
+    return NN_OK;
+}
+
+nn_status nn_trainer_step(nn_trainer *t, int *epoch_end) {
+    if (!t->train || !t->train->n)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "the trainer has no training data");
+    nn_status s;
+    if (!t->in_epoch && (s = begin_epoch(t))) return s;
+    int micro = 0;
+    while (t->st.batch_in_epoch + micro < t->batches && micro < t->cfg.accumulate) {
+        const float *bx;
+        const int32_t *by;
+        int cnt = nn_loader_next(t->loader, &bx, &by);
+        if (cnt <= 0)
+            return nn_ctx_fail(t->ctx, NN_EINVAL, "data loader ended early at batch %lld",
+                               (long long)(t->st.batch_in_epoch + micro));
+        float loss;
+        if ((s = train_micro(t, bx, by, cnt, micro, &loss))) return s;
+        t->st.loss_sum += (double)loss * cnt;
+        t->st.seen += cnt;
+        t->epoch_samples += cnt;
+        micro++;
+        if (t->cb.batch_done) {
+            nn_batch_report r = {t->st.epoch, t->st.batch_in_epoch + micro, t->batches,
+                                 t->st.step, t->st.loss_sum / (double)t->st.seen};
+            t->cb.batch_done(t->cb.user, &r);
+        }
+    }
+    if (micro) {
+        apply_step(t, micro);
+        t->st.batch_in_epoch += micro;
+    }
+    const int end = t->st.batch_in_epoch >= t->batches;
+    if (epoch_end) *epoch_end = end;
+    if (micro && t->cfg.save && t->cfg.save_every && t->st.step % t->cfg.save_every == 0 && !end &&
+        (s = nn_trainer_save(t, t->cfg.save)))
+        return s;
+    if (t->stop_requested) {
+        if (t->cfg.save && (s = nn_trainer_save(t, t->cfg.save))) return s;
+        return nn_ctx_fail(t->ctx, NN_ESTOPPED,
+                           "stopped at step %lld (epoch %lld, batch %lld of %lld)%s",
+                           (long long)t->st.step, (long long)t->st.epoch + 1,
+                           (long long)t->st.batch_in_epoch, (long long)t->batches,
+                           t->cfg.save ? "; checkpoint written" : "");
+    }
+    return NN_OK;
+}
+
+nn_status nn_trainer_evaluate(nn_trainer *t, const nn_dataset *d, double *loss,
+                              double *accuracy) {
+    /* reported losses are plain cross-entropy, without label smoothing */
+    if (t->cfg.label_smoothing > 0) nn_net_set_label_smoothing(t->net, 0.0f);
+    nn_status s = nn_evaluate(t->net, d, &t->cfg.norm, t->cfg.batch, t->x, t->y, loss, accuracy);
+    if (t->cfg.label_smoothing > 0) nn_net_set_label_smoothing(t->net, t->cfg.label_smoothing);
+    return s;
+}
+
+/* Copies the weights and buffers (batch-norm statistics) to or from t->best. */
+static void copy_best(nn_trainer *t, int restore) {
+    const size_t np = nn_net_num_params(t->net), nb = nn_net_num_buffers(t->net);
+    float *p = nn_net_params(t->net), *b = nn_net_buffers(t->net);
+    if (restore) {
+        memcpy(p, t->best, np * sizeof(float));
+        if (nb) memcpy(b, t->best + np, nb * sizeof(float));
+    } else {
+        memcpy(t->best, p, np * sizeof(float));
+        if (nb) memcpy(t->best + np, b, nb * sizeof(float));
+    }
+}
+
+/* A non-finite evaluation loss means the weights broke in the epoch's last
+ * steps: stop before anything is written. */
+static nn_status check_finite_eval(nn_trainer *t, const char *what, double loss) {
+    if (isfinite(loss)) return NN_OK;
+    return nn_ctx_fail(t->ctx, NN_ENUMERIC,
+                       "epoch %lld: the %s loss is %s (weights or batch-norm statistics are no "
+                       "longer finite); "
+                       "training stopped%s",
+                       (long long)t->st.epoch, what, isnan(loss) ? "NaN" : "infinite",
+                       t->cfg.save ? ", the last good checkpoint is kept" : "");
+}
+
+nn_status nn_trainer_epoch(nn_trainer *t, nn_epoch_report *report) {
+    nn_status s;
+    if (!t->in_epoch && (s = begin_epoch(t))) return s;
+    int end = t->st.batch_in_epoch >= t->batches;
+    while (!end)
+        if ((s = nn_trainer_step(t, &end))) return s;
+    nn_epoch_report r = {0};
+    r.seconds = nn_wall_time() - t->epoch_t0;
+    r.images_per_s = r.seconds > 0 ? (double)t->epoch_samples / r.seconds : 0.0;
+    r.train_loss = t->st.seen ? t->st.loss_sum / (double)t->st.seen : 0.0;
+    t->st.rng = t->epoch_rng;
+    t->st.epoch++;
+    t->st.batch_in_epoch = 0;
+    t->st.loss_sum = 0.0;
+    t->st.seen = 0;
+    t->in_epoch = 0;
+    r.epoch = t->st.epoch;
+    r.step = t->st.step;
+    r.lr = t->lr;
+    const double t1 = nn_wall_time();
+    if (t->test) {
+        r.has_test = 1;
+        if ((s = nn_trainer_evaluate(t, t->test, &r.test_loss, &r.test_accuracy)) ||
+            (s = check_finite_eval(t, "test", r.test_loss)))
+            return s;
+    }
+    if (t->val) {
+        r.has_val = 1;
+        if ((s = nn_trainer_evaluate(t, t->val, &r.val_loss, &r.val_accuracy)) ||
+            (s = check_finite_eval(t, "validation", r.val_loss)))
+            return s;
+    }
+    r.eval_seconds = nn_wall_time() - t1;
+    /* plateau watches the validation loss, or the test loss without one */
+    if (r.has_val || r.has_test)
+        nn_sched_observe(&t->cfg.sched, &t->st.sched, r.has_val ? r.val_loss : r.test_loss);
+    if (t->cfg.early_stop) {
+        if (r.val_loss < t->st.best_val - t->cfg.min_delta) {
+            t->st.best_val = r.val_loss;
+            t->st.bad_epochs = 0;
+            copy_best(t, 0);
+            t->have_best = 1;
+        } else if (++t->st.bad_epochs >= t->cfg.early_stop) {
+            r.early_stop = 1;
+        }
+    }
+    if (t->st.epoch >= t->cfg.epochs || r.early_stop) t->finished = 1;
+    r.best_val_loss = t->st.best_val;
+    if (t->cb.epoch_done && t->cb.epoch_done(t->cb.user, &r)) t->finished = 1;
+    /* the run ends on the best validation loss's weights */
+    if (r.early_stop && t->have_best) copy_best(t, 1);
+    if (t->cfg.save && (s = nn_trainer_save(t, t->cfg.save))) return s;
+    if (report) *report = r;
+    return NN_OK;
+}
+
+nn_status nn_trainer_run(nn_trainer *t) {
+    while (!t->finished) {
+        nn_status s = nn_trainer_epoch(t, NULL);
+        if (s) return s;
+    }
+    return NN_OK;
+}

@@ -1,0 +1,374 @@
+/*
+ * test_trainer.c - the library trainer through its public API alone: for
+ * every optimizer and every schedule (with accumulation, clipping, label
+ * smoothing, augmentation, dropout and batch norm in the mix), a run stopped
+ * mid-epoch by nn_trainer_request_stop and resumed from its checkpoint by a
+ * new trainer must write the same checkpoint, byte for byte, as the run that
+ * was never interrupted. Also: early stopping restores the best epoch's
+ * weights, a non-finite evaluation stops the run without replacing the last
+ * checkpoint, callbacks see every batch and epoch, an epoch_done callback can
+ * end the run, nn_trainer_step_batch trains on caller batches, and bad
+ * recipes are refused with a message naming the field.
+ */
+#include "nnopt.h"
+#include "test_util.h"
+
+/* A small network with conv, batch norm, dropout and linear layers, on 1x8x8. */
+static const char *MODEL_TEXT =
+    "input shape=1x8x8\n"
+    "conv2d name=conv1 out=4 kernel=3 pad=1\n"
+    "batchnorm name=bn1\n"
+    "relu\n"
+    "maxpool size=2\n"
+    "flatten\n"
+    "dropout p=0.25\n"
+    "linear name=fc out=5\n"
+    "softmax_ce\n";
+
+/* n random 8x8 images whose label is a function of their pixels (learnable). */
+static void make_data(nn_dataset *d, int64_t n, uint64_t seed) {
+    nn_rng rng;
+    nn_rng_seed(&rng, seed, 3);
+    *d = (nn_dataset){.n = n, .c = 1, .h = 8, .w = 8, .num_classes = 5};
+    d->pixels = xmalloc((size_t)n * 64);
+    d->labels = xmalloc((size_t)n * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++) {
+        int sum = 0;
+        for (int p = 0; p < 64; p++) {
+            d->pixels[i * 64 + p] = (uint8_t)nn_rng_below(&rng, 256);
+            sum += p < 32 ? d->pixels[i * 64 + p] : 0;
+        }
+        d->labels[i] = (int32_t)((sum / 1640) % 5);
+    }
+}
+
+static nn_net *make_net(nn_ctx *ctx, int batch, uint64_t seed) {
+    nn_net *net = NULL;
+    const char *path = tmp_path("tiny.nn");
+    FILE *f = fopen(path, "w");
+    fputs(MODEL_TEXT, f);
+    fclose(f);
+    if (nn_net_load(ctx, path, &net) || nn_net_plan(net, batch)) {
+        printf("cannot build the test network: %s\n", nn_ctx_error(ctx));
+        exit(1);
+    }
+    nn_rng rng;
+    nn_rng_seed(&rng, seed, 1);
+    nn_net_init_params(net, &rng);
+    return net;
+}
+
+static unsigned char *read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = xmalloc((size_t)n + 1);
+    *size = fread(b, 1, (size_t)n, f);
+    fclose(f);
+    return b;
+}
+
+static int same_file(const char *a, const char *b) {
+    size_t na = 0, nb = 0;
+    unsigned char *x = read_file(a, &na), *y = read_file(b, &nb);
+    int same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+typedef struct {
+    nn_trainer *t;
+    int64_t stop_at_step; /* request a stop once this many steps are done */
+    int batches, epochs;
+} stopper;
+
+static void stop_batch(void *user, const nn_batch_report *r) {
+    stopper *s = user;
+    s->batches++;
+    if (s->t && r->step + 1 >= s->stop_at_step) nn_trainer_request_stop(s->t);
+}
+
+static int count_epoch(void *user, const nn_epoch_report *r) {
+    (void)r;
+    ((stopper *)user)->epochs++;
+    return 0;
+}
+
+/* Trains cfg from scratch; with stop_at > 0 stops there and resumes with a
+ * new net and trainer. The final checkpoint goes to cfg->save. */
+static nn_status train(nn_ctx *ctx, nn_train_config cfg, const nn_dataset *tr,
+                       const nn_dataset *val, const nn_dataset *te, int64_t stop_at) {
+    nn_net *net = make_net(ctx, cfg.batch, 11);
+    nn_trainer *t = NULL;
+    nn_status s = nn_trainer_new(net, &cfg, tr, val, te, &t);
+    if (s) goto out;
+    stopper st = {t, stop_at, 0, 0};
+    nn_train_callbacks cb = {NULL, stop_batch, count_epoch, &st};
+    if (stop_at > 0) nn_trainer_set_callbacks(t, &cb);
+    s = nn_trainer_run(t);
+    if (stop_at > 0) {
+        if (s != NN_ESTOPPED) {
+            printf("expected a stop at step %lld, got status %d: %s\n", (long long)stop_at, (int)s,
+                   nn_ctx_error(ctx));
+            s = NN_EINVAL;
+            goto out;
+        }
+        nn_trainer_free(t);
+        nn_net_free(net);
+        /* a new process would start from other initial weights: the
+         * checkpoint must carry everything */
+        net = make_net(ctx, cfg.batch, 99);
+        if ((s = nn_trainer_new(net, &cfg, tr, val, te, &t)) ||
+            (s = nn_trainer_resume(t, cfg.save)))
+            goto out;
+        s = nn_trainer_run(t);
+    }
+out:
+    nn_trainer_free(t);
+    nn_net_free(net);
+    return s;
+}
+
+static void test_resume_exact(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset *val,
+                              const nn_dataset *te) {
+    const char *optims[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
+    for (int k = 0; k < NN_SCHED_COUNT; k++) {
+        const char *oname = optims[k % 5];
+        nn_train_config c = nn_train_config_defaults();
+        c.epochs = 3;
+        c.batch = 16;
+        c.seed = 5 + (uint64_t)k;
+        c.optim = nn_optim_defaults((nn_optim_kind)nn_optim_kind_from_name(oname));
+        if (c.optim.kind == NN_OPTIM_SGD) {
+            c.optim.momentum = 0.9f;
+            c.optim.nesterov = k % 2;
+        }
+        if (c.optim.kind == NN_OPTIM_RMSPROP) c.optim.centered = 1;
+        c.sched = nn_sched_defaults((nn_sched_kind)k, c.optim.lr);
+        c.sched.step_size = 1;
+        c.sched.milestones[0] = 1;
+        c.sched.milestones[1] = 2;
+        c.sched.num_milestones = 2;
+        c.sched.t_0 = 1;
+        c.sched.t_mult = 2;
+        c.sched.patience = 0;
+        c.sched.warmup_steps = k % 3 == 0 ? 4 : 0;
+        c.accumulate = 1 + k % 2;
+        c.clip_grad_norm = k % 2 ? 1.0f : 0.0f;
+        c.label_smoothing = k % 3 == 1 ? 0.1f : 0.0f;
+        c.aug = (nn_augment){k % 2, k % 3 == 2, k % 4 == 0 ? 0.3f : 0.0f};
+        char ref[64], cut[64], name[128];
+        snprintf(ref, sizeof ref, "ref%d.st", k);
+        snprintf(cut, sizeof cut, "cut%d.st", k);
+        char refp[512], cutp[512];
+        snprintf(refp, sizeof refp, "%s", tmp_path(ref));
+        snprintf(cutp, sizeof cutp, "%s", tmp_path(cut));
+        c.save = refp;
+        nn_status s1 = train(ctx, c, tr, val, te, 0);
+        c.save = cutp;
+        /* steps per epoch: 10 batches of 16 (the last partial), / accumulate */
+        nn_status s2 = train(ctx, c, tr, val, te, 7 + k % 5);
+        snprintf(name, sizeof name, "%s + %s (accumulate %d): stopped and resumed = uninterrupted",
+                 oname, nn_sched_name((nn_sched_kind)k), c.accumulate);
+        int same = !s1 && !s2 && same_file(refp, cutp);
+        check(same, name, "%s", s1 || s2 ? nn_ctx_error(ctx) : same ? "" : "checkpoints differ");
+    }
+}
+
+static void test_early_stop(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset *val,
+                            const nn_dataset *te) {
+    /* lr so high that the validation loss gets worse after the first epoch */
+    nn_train_config c = nn_train_config_defaults();
+    c.epochs = 6;
+    c.batch = 16;
+    c.optim.lr = 3.0f;
+    c.early_stop = 1;
+    nn_net *net = make_net(ctx, c.batch, 11);
+    nn_trainer *t = NULL;
+    nn_status s = nn_trainer_new(net, &c, tr, val, te, &t);
+    double best = INFINITY, last_val = 0.0;
+    int epochs = 0, stopped = 0;
+    while (!s && !nn_trainer_finished(t)) {
+        nn_epoch_report r;
+        if ((s = nn_trainer_epoch(t, &r))) break;
+        epochs++;
+        if (r.val_loss < best) best = r.val_loss;
+        stopped = r.early_stop;
+        last_val = r.val_loss;
+    }
+    double val_loss = 0.0, acc;
+    if (!s) s = nn_trainer_evaluate(t, val, &val_loss, &acc);
+    check(!s && stopped && epochs < 6, "early stopping ends the run", "%d epochs: %s", epochs,
+          s ? nn_ctx_error(ctx) : "");
+    check(!s && val_loss == best && last_val > best,
+          "early stopping restores the best epoch's weights",
+          "validation loss now %.6f, best %.6f, last epoch %.6f", val_loss, best, last_val);
+    nn_trainer_free(t);
+    nn_net_free(net);
+}
+
+/* Breaks the weights (or the batch-norm statistics) in the last batch of
+ * epoch 2, after its backward pass: the optimizer step then carries the NaN. */
+typedef struct {
+    nn_net *net;
+    int buffers;
+} poison;
+
+static void poison_last_batch(void *user, const nn_batch_report *r) {
+    poison *p = user;
+    if (r->epoch == 1 && r->batch == r->batches) {
+        if (p->buffers) nn_net_buffers(p->net)[0] = NAN;
+        else nn_net_params(p->net)[0] = NAN;
+    }
+}
+
+static void test_nonfinite_keeps_checkpoint(nn_ctx *ctx, const nn_dataset *tr,
+                                            const nn_dataset *te, int buffers) {
+    char path[512];
+    snprintf(path, sizeof path, "%s", tmp_path("good.st"));
+    nn_train_config c = nn_train_config_defaults();
+    c.epochs = 3;
+    c.batch = 16;
+    c.save = path;
+    nn_net *net = make_net(ctx, c.batch, 11);
+    nn_trainer *t = NULL;
+    poison p = {net, buffers};
+    nn_train_callbacks cb = {NULL, poison_last_batch, NULL, &p};
+    nn_status s = nn_trainer_new(net, &c, tr, NULL, te, &t);
+    if (!s) {
+        nn_trainer_set_callbacks(t, &cb);
+        s = nn_trainer_epoch(t, NULL);
+    }
+    size_t n0 = 0;
+    unsigned char *before = read_file(path, &n0);
+    nn_status s2 = s ? s : nn_trainer_epoch(t, NULL);
+    size_t n1 = 0;
+    unsigned char *after = read_file(path, &n1);
+    char name[160];
+    snprintf(name, sizeof name, "non-finite %s after an epoch's last step: the run stops naming "
+             "epoch 2", buffers ? "batch-norm statistics" : "weights");
+    check(!s && s2 == NN_ENUMERIC && contains(nn_ctx_error(ctx), "epoch 2") &&
+              contains(nn_ctx_error(ctx), "test loss"),
+          name, "%s", nn_ctx_error(ctx));
+    snprintf(name, sizeof name, "non-finite %s: the last good checkpoint is not replaced",
+             buffers ? "batch-norm statistics" : "weights");
+    check(before && after && n0 == n1 && memcmp(before, after, n0) == 0, name, NULL);
+    free(before);
+    free(after);
+    nn_trainer_free(t);
+    nn_net_free(net);
+}
+
+static int prune_after_two(void *user, const nn_epoch_report *r) {
+    (void)user;
+    return r->epoch >= 2;
+}
+
+static void test_callbacks(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset *te) {
+    nn_train_config c = nn_train_config_defaults();
+    c.epochs = 5;
+    c.batch = 16;
+    c.accumulate = 3;
+    nn_net *net = make_net(ctx, c.batch, 11);
+    nn_trainer *t = NULL;
+    stopper st = {NULL, 0, 0, 0};
+    nn_train_callbacks cb = {NULL, stop_batch, count_epoch, &st};
+    nn_status s = nn_trainer_new(net, &c, tr, NULL, te, &t);
+    if (!s) {
+        nn_trainer_set_callbacks(t, &cb);
+        s = nn_trainer_epoch(t, NULL);
+    }
+    check(!s && st.batches == 10 && st.epochs == 1 && nn_trainer_state(t)->step == 4,
+          "callbacks see every batch and the epoch; 10 batches / 3 = 4 steps",
+          "%d batches, %d epochs, %lld steps", st.batches, st.epochs,
+          t ? (long long)nn_trainer_state(t)->step : -1LL);
+    nn_train_callbacks prune = {NULL, NULL, prune_after_two, NULL};
+    if (!s) {
+        nn_trainer_set_callbacks(t, &prune);
+        s = nn_trainer_run(t);
+    }
+    check(!s && nn_trainer_finished(t) && nn_trainer_state(t)->epoch == 2,
+          "an epoch_done callback ends the run (a pruner)", "epoch %lld",
+          t ? (long long)nn_trainer_state(t)->epoch : -1LL);
+    nn_trainer_free(t);
+    nn_net_free(net);
+}
+
+static void test_step_batch(nn_ctx *ctx, const nn_dataset *tr) {
+    nn_train_config c = nn_train_config_defaults();
+    c.batch = 32;
+    nn_net *net = make_net(ctx, c.batch, 11);
+    nn_trainer *t = NULL;
+    float *x = fvec(32 * 64);
+    int32_t y[32];
+    nn_dataset_gather(tr, NULL, 0, 32, &c.norm, x, y);
+    nn_status s = nn_trainer_new(net, &c, NULL, NULL, NULL, &t);
+    float first = 0.0f, loss = 0.0f;
+    for (int i = 0; !s && i < 30; i++) s = nn_trainer_step_batch(t, x, y, 32, i ? &loss : &first);
+    check(!s && loss < 0.5f * first && nn_trainer_state(t)->step == 30,
+          "nn_trainer_step_batch: 30 steps on one batch fit it", "loss %.4f -> %.4f: %s",
+          (double)first, (double)loss, s ? nn_ctx_error(ctx) : "");
+    s = t ? nn_trainer_step_batch(t, x, y, 33, NULL) : NN_EINVAL;
+    check(s == NN_EINVAL && contains(nn_ctx_error(ctx), "33"),
+          "nn_trainer_step_batch refuses a batch above the planned size", "%s", nn_ctx_error(ctx));
+    s = t ? nn_trainer_step(t, NULL) : NN_OK;
+    check(s == NN_EINVAL, "nn_trainer_step without training data fails cleanly", "%s",
+          nn_ctx_error(ctx));
+    free(x);
+    nn_trainer_free(t);
+    nn_net_free(net);
+}
+
+static void test_bad_config(nn_ctx *ctx, const nn_dataset *tr) {
+    nn_net *net = make_net(ctx, 16, 11);
+    nn_trainer *t = NULL;
+    nn_train_config c = nn_train_config_defaults();
+    c.batch = 17;
+    nn_status s = nn_trainer_new(net, &c, tr, NULL, NULL, &t);
+    check(s == NN_EINVAL && !t && contains(nn_ctx_error(ctx), "batch"),
+          "a batch above the planned one is refused", "%s", nn_ctx_error(ctx));
+    c = nn_train_config_defaults();
+    c.batch = 16;
+    c.early_stop = 2;
+    s = nn_trainer_new(net, &c, tr, NULL, NULL, &t);
+    check(s == NN_EINVAL && contains(nn_ctx_error(ctx), "validation"),
+          "early stopping without a validation set is refused", "%s", nn_ctx_error(ctx));
+    c = nn_train_config_defaults();
+    c.batch = 16;
+    c.sched = nn_sched_defaults(NN_SCHED_STEP, c.optim.lr);
+    s = nn_trainer_new(net, &c, tr, NULL, NULL, &t);
+    check(s == NN_EINVAL && contains(nn_ctx_error(ctx), "step_size"),
+          "a schedule without its step size is refused, naming the field", "%s",
+          nn_ctx_error(ctx));
+    c = nn_train_config_defaults();
+    c.batch = 16;
+    c.optim.lr = -1.0f;
+    s = nn_trainer_new(net, &c, tr, NULL, NULL, &t);
+    check(s == NN_EINVAL && contains(nn_ctx_error(ctx), "lr"),
+          "a negative learning rate is refused, naming the field", "%s", nn_ctx_error(ctx));
+    nn_net_free(net);
+}
+
+int main(void) {
+    tmp_dir_create("trainer");
+    nn_ctx *ctx = nn_ctx_new(2);
+    nn_dataset tr, val, te;
+    make_data(&tr, 150, 1);
+    make_data(&val, 48, 2);
+    make_data(&te, 40, 3);
+    test_resume_exact(ctx, &tr, &val, &te);
+    test_early_stop(ctx, &tr, &val, &te);
+    test_nonfinite_keeps_checkpoint(ctx, &tr, &te, 0);
+    test_nonfinite_keeps_checkpoint(ctx, &tr, &te, 1);
+    test_callbacks(ctx, &tr, &te);
+    test_step_batch(ctx, &tr);
+    test_bad_config(ctx, &tr);
+    nn_dataset_free(&tr);
+    nn_dataset_free(&val);
+    nn_dataset_free(&te);
+    nn_ctx_free(ctx);
+    return test_summary();
+}
