@@ -119,6 +119,33 @@ nn_status cli_load_splits(nn_ctx *ctx, const cli_train_opts *o, nn_dataset *trai
  * the flags are parsed, so that flags override them); 0, or 1 after a message. */
 int cli_load_configs(int argc, char **argv, const cli_opt *opts, cli_strings *keep);
 
+/* An advisory lock on an output file (held as PATH.lock) that keeps a second
+ * nnopt run from writing the same log or checkpoint. */
+typedef struct {
+    int fd;              /* -1 when not held */
+    char path[4096];
+} cli_lock;
+
+/* Takes the lock of path or fails naming the run that holds it; `what` names
+ * the file's role ("log", "checkpoint") in messages. */
+nn_status cli_lock_acquire(nn_ctx *ctx, cli_lock *l, const char *path, const char *what);
+void cli_lock_release(cli_lock *l);
+
+/* The per-epoch CSV log of a training run: opened and locked first, cut (or
+ * appended to, on resume) only when the run starts, every row flushed and
+ * checked. */
+typedef struct {
+    FILE *f;
+    const char *path;
+    cli_lock lock;
+    int failed;          /* a write failed (the error is in the context) */
+} cli_log;
+
+nn_status cli_log_open(nn_ctx *ctx, cli_log *log, const char *path);
+nn_status cli_log_begin(nn_ctx *ctx, cli_log *log, int append, int has_val);
+nn_status cli_log_row(nn_ctx *ctx, cli_log *log, const nn_epoch_report *r);
+nn_status cli_log_close(nn_ctx *ctx, cli_log *log);
+
 int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_compare(int argc, char **argv);

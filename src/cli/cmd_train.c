@@ -8,6 +8,7 @@
  */
 #include "cli/cli.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,9 @@
 
 /* What the report callbacks print to. */
 typedef struct {
-    FILE *out, *log;
+    FILE *out;
+    nn_ctx *ctx;
+    cli_log *log;       /* NULL without --log */
     int tty, json, epochs, patience;
     float min_delta;
     cli_progress bar;
@@ -58,13 +61,9 @@ static int on_epoch(void *user, const nn_epoch_report *r) {
         fprintf(out, "  lr %.3g  %.2f s  %.0f img/s\n", (double)r->lr, r->seconds, r->images_per_s);
     }
     fflush(out);
-    if (v->log) {
-        fprintf(v->log, "%lld,%lld,%.6f,%.6f,%.4f,", (long long)r->epoch, (long long)r->step,
-                r->train_loss, r->test_loss, 100.0 * r->test_accuracy);
-        if (r->has_val) fprintf(v->log, "%.6f,%.4f,", r->val_loss, 100.0 * r->val_accuracy);
-        fprintf(v->log, "%.3f,%.1f\n", r->seconds, r->images_per_s);
-        fflush(v->log);
-    }
+    /* a log that cannot be written ends the run (this epoch's checkpoint is
+     * still written) */
+    if (v->log && cli_log_row(v->ctx, v->log, r)) return 1;
     if (r->early_stop && !v->json)
         fprintf(out, "early stop: the validation loss has not improved by more than %g for %d "
                      "epochs; keeping the best epoch's weights (validation loss %.4f)\n",
@@ -79,23 +78,11 @@ static nn_status check_writable(nn_ctx *ctx, const char *path) {
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
         return nn_ctx_fail(ctx, NN_EINVAL, "%s: path too long", path);
     FILE *f = fopen(tmp, "wb");
-    if (!f) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot write a checkpoint there", path);
+    if (!f) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot write a checkpoint there: %s", path,
+                               strerror(errno));
     fclose(f);
     unlink(tmp);
     return NN_OK;
-}
-
-static FILE *open_log(nn_ctx *ctx, const char *path, int append, int has_val) {
-    FILE *f = fopen(path, append ? "a" : "w");
-    if (!f) {
-        nn_ctx_fail(ctx, NN_EIO, "%s: cannot open log file for writing", path);
-        return NULL;
-    }
-    if (!append || ftell(f) == 0)
-        fprintf(f, "epoch,step,train_loss,test_loss,test_accuracy,%sseconds,images_per_s\n",
-                has_val ? "val_loss,val_accuracy," : "");
-    fflush(f);
-    return f;
 }
 
 /* The recipe is written next to the log: run.csv -> run.recipe.ini. */
@@ -114,8 +101,12 @@ static nn_trainer *volatile signalled_trainer;
 static volatile sig_atomic_t stop_signal;
 
 static void on_signal(int sig) {
+    static const char msg[] = "\nnnopt: stopping after the current step (a second signal stops "
+                              "at once)\n";
     stop_signal = sig;
     if (signalled_trainer) nn_trainer_request_stop(signalled_trainer);
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1); /* async-signal-safe */
+    (void)w;
 }
 
 /* The first SIGINT/SIGTERM asks for a stop; the handler is reset, so a second
@@ -156,6 +147,8 @@ int cmd_train(int argc, char **argv) {
     nn_trainer *trainer = NULL;
     nn_dataset train = {0}, test = {0}, val = {0};
     train_view view = {.out = stdout};
+    cli_log log = {.lock = {.fd = -1}};
+    cli_lock save_lock = {.fd = -1};
     nn_train_config cfg;
     nn_precision precision = NN_PRECISION_FP32;
     if (cli_load_configs(argc, argv, opts, &keep)) goto out;
@@ -201,13 +194,19 @@ int cmd_train(int argc, char **argv) {
         nn_trainer_new(net, &cfg, &train, &val, &test, &trainer) ||
         (resume && nn_trainer_resume(trainer, resume)))
         goto fail;
-    if (log_path && !(view.log = open_log(ctx, log_path, resume != NULL, val.n > 0))) goto fail;
-    /* a bad --save path must fail now, not after the first epoch's work */
-    if (save && check_writable(ctx, save)) goto fail;
+    /* every output path is locked and checked before anything is cut: a bad
+     * --save path fails now, not after the first epoch's work */
+    if ((save && (cli_lock_acquire(ctx, &save_lock, save, "checkpoint") ||
+                  check_writable(ctx, save))) ||
+        (log_path && cli_log_open(ctx, &log, log_path)))
+        goto fail;
     if (log_path) {
         o.threads = nn_ctx_threads(ctx); /* record the count used: results depend on it */
         if (write_recipe(log_path, model, opts)) goto out;
+        if (cli_log_begin(ctx, &log, resume != NULL, val.n > 0)) goto fail;
+        view.log = &log;
     }
+    view.ctx = ctx;
     view.tty = isatty(fileno(stdout)) && !json && !quiet;
     view.epochs = o.epochs;
     view.json = json;
@@ -235,6 +234,7 @@ int cmd_train(int argc, char **argv) {
         goto out;
     }
     if (st) goto fail;
+    if (log.failed) goto fail;
     if (!json) {
         double loss, acc;
         if (nn_trainer_evaluate(trainer, &test, &loss, &acc)) goto fail;
@@ -247,7 +247,12 @@ fail:
     cli_progress_clear(&view.bar);
     fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));
 out:
-    if (view.log) fclose(view.log);
+    if (log.f && cli_log_close(ctx, &log) && rc == 0) {
+        fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));
+        rc = 1;
+    }
+    cli_lock_release(&log.lock);
+    cli_lock_release(&save_lock);
     nn_trainer_free(trainer);
     nn_dataset_free(&train);
     nn_dataset_free(&test);
