@@ -20,8 +20,33 @@ else fail "recipe reproduces the run" "$(diff a.csv b.csv | head -5)"; fi
 
 # 2. flags override the file
 "$NN" train "$MODEL" --config a.recipe.ini --epochs 1 --lr 0.0005 --log c.csv --json > c.json 2>/dev/null
-check "flag overrides recipe (lr)" grep -q "^lr = 0.000500000024" c.recipe.ini
+check "flag overrides recipe (lr), written as the shortest float" grep -q "^lr = 0.0005$" c.recipe.ini
 check "flag overrides recipe (epochs)" test "$(wc -l < c.json)" -eq 1
+
+# 2b. a recipe holds only what the run used: an SGD run's recipe has no Adam
+# betas, no epsilon and no derived cosine length, and reused with another
+# optimizer it trains (it once stored beta1 = beta2 = eps = 0: NaN at step 2)
+"$NN" train "$MODEL" $SMALL --epochs 1 --log s.csv > /dev/null 2>&1
+check "an SGD recipe holds no betas, eps or t_max" bash -c \
+    "grep -q '^momentum = 0.9$' s.recipe.ini && grep -q '^lr = 0.01$' s.recipe.ini && \
+     ! grep -qE '^(beta1|beta2|eps|t_max|alpha|lr_decay) =' s.recipe.ini"
+if "$NN" train "$MODEL" --config s.recipe.ini --optimizer adam --json > s2.json 2> s2.err &&
+    python3 -c 'import json,math; r=[json.loads(l) for l in open("s2.json")]; assert r and all(math.isfinite(x["train_loss"]) for x in r)'; then
+    pass "an SGD recipe reused with --optimizer adam trains"
+else
+    fail "an SGD recipe reused with --optimizer adam trains" "$(head -c 300 s2.err)"
+fi
+check "JSON learning rates are the shortest floats" grep -q '"lr":0.01,' s2.json
+if "$NN" train "$MODEL" $SMALL --optimizer adamx > /dev/null 2> e.txt; then
+    fail "an unknown --optimizer is a usage error"
+else
+    rc=$?; [ $rc -eq 2 ] && pass "an unknown --optimizer is a usage error (exit 2)" || fail "an unknown --optimizer exits 2" "exit $rc"
+fi
+if "$NN" train "$MODEL" $SMALL --schedule linear > /dev/null 2> e.txt; then
+    fail "an unknown --schedule is a usage error"
+else
+    rc=$?; [ $rc -eq 2 ] && pass "an unknown --schedule is a usage error (exit 2)" || fail "an unknown --schedule exits 2" "exit $rc"
+fi
 
 # 3. invalid recipes: one line naming file:line, exit 2, nothing on stdout
 bad() { # NAME TEXT WORD

@@ -79,6 +79,9 @@ void cli_workload_free(cli_workload *w);
 
 /* Writes s as a JSON string literal (quoted, escaped). */
 void cli_json_string(FILE *f, const char *s);
+/* The shortest decimal text that reads back as exactly v (0.01, not
+ * 0.00999999978); buf of at least 32 bytes. Returns buf. */
+const char *cli_float_str(char *buf, size_t size, float v);
 /* Checks that a data set fits a model's input size and number of classes;
  * errors name the model and the data directory. */
 nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_dataset *d,

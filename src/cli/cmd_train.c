@@ -43,9 +43,10 @@ static int on_epoch(void *user, const nn_epoch_report *r) {
     FILE *out = v->out;
     cli_progress_clear(&v->bar);
     if (v->json) {
-        fprintf(out, "{\"epoch\":%lld,\"step\":%lld,\"lr\":%.9g,\"train_loss\":%.6f,"
+        char lr[32];
+        fprintf(out, "{\"epoch\":%lld,\"step\":%lld,\"lr\":%s,\"train_loss\":%.6f,"
                      "\"test_loss\":%.6f,\"test_accuracy\":%.4f,",
-                (long long)r->epoch, (long long)r->step, (double)r->lr, r->train_loss,
+                (long long)r->epoch, (long long)r->step, cli_float_str(lr, sizeof lr, r->lr), r->train_loss,
                 r->test_loss, 100.0 * r->test_accuracy);
         if (r->has_val)
             fprintf(out, "\"val_loss\":%.6f,\"val_accuracy\":%.4f,", r->val_loss,

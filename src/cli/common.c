@@ -1,6 +1,8 @@
-/* common.c - helpers shared by the subcommands: JSON strings, data checks. */
+/* common.c - helpers shared by the subcommands: JSON strings, shortest float
+ * text, data checks. */
 #include "cli/cli.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 void cli_json_string(FILE *f, const char *s) {
@@ -11,6 +13,14 @@ void cli_json_string(FILE *f, const char *s) {
         else fputc(*p, f);
     }
     fputc('"', f);
+}
+
+const char *cli_float_str(char *buf, size_t size, float v) {
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, size, "%.*g", digits, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    return buf;
 }
 
 nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_dataset *d,

@@ -9,8 +9,10 @@
 #include "cli/cli.h"
 
 #include <ini.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     const cli_opt *opts;
@@ -70,34 +72,51 @@ void cli_strings_free(cli_strings *keep) {
     keep->count = 0;
 }
 
+/* Writes the options that hold a value (set numbers, true flags, strings) as
+ * a recipe, atomically: a temporary file beside it, then rename. */
 int cli_recipe_write(const char *path, const cli_opt *opts, const char *header) {
-    FILE *f = fopen(path, "w");
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
     if (!f) {
         fprintf(stderr, "nnopt: %s: cannot write the recipe\n", path);
         return 1;
     }
     fprintf(f, "# %s\n", header);
-    char section[64] = "";
+    char section[64] = "", num[32];
     for (const cli_opt *o = opts; o->name; o++) {
         if (!o->ini) continue;
-        const char *dot = strchr(o->ini, '.');
-        size_t sl = (size_t)(dot - o->ini);
+        const char *key = strchr(o->ini, '.') + 1;
+        char value[4096];
+        switch (o->type) {
+        case CLI_FLAG:
+            if (!*(int *)o->dst) continue;
+            snprintf(value, sizeof value, "true");
+            break;
+        case CLI_INT:
+            if (*(int *)o->dst == CLI_UNSET_I) continue;
+            snprintf(value, sizeof value, "%d", *(int *)o->dst);
+            break;
+        case CLI_U64: snprintf(value, sizeof value, "%llu", (unsigned long long)*(uint64_t *)o->dst); break;
+        case CLI_FLOAT:
+            if (isnan(*(float *)o->dst)) continue;
+            snprintf(value, sizeof value, "%s", cli_float_str(num, sizeof num, *(float *)o->dst));
+            break;
+        case CLI_STR:
+            if (!*(const char **)o->dst) continue;
+            snprintf(value, sizeof value, "%s", *(const char **)o->dst);
+            break;
+        }
+        size_t sl = (size_t)(key - 1 - o->ini);
         if (strlen(section) != sl || strncmp(section, o->ini, sl) != 0) {
             snprintf(section, sizeof section, "%.*s", (int)sl, o->ini);
             fprintf(f, "\n[%s]\n", section);
         }
-        switch (o->type) {
-        case CLI_FLAG: fprintf(f, "%s = %s\n", dot + 1, *(int *)o->dst ? "true" : "false"); break;
-        case CLI_INT: fprintf(f, "%s = %d\n", dot + 1, *(int *)o->dst); break;
-        case CLI_U64: fprintf(f, "%s = %llu\n", dot + 1, (unsigned long long)*(uint64_t *)o->dst); break;
-        case CLI_FLOAT: fprintf(f, "%s = %.9g\n", dot + 1, (double)*(float *)o->dst); break;
-        case CLI_STR:
-            if (*(const char **)o->dst) fprintf(f, "%s = %s\n", dot + 1, *(const char **)o->dst);
-            break;
-        }
+        fprintf(f, "%s = %s\n", key, value);
     }
     int bad = ferror(f);
-    if (fclose(f) != 0 || bad) {
+    if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
+        unlink(tmp);
         fprintf(stderr, "nnopt: %s: write error\n", path);
         return 1;
     }

@@ -92,6 +92,10 @@ static int pick_i(int v, int def) { return v == CLI_UNSET_I ? def : v; }
 
 /* Optimizer configuration: PyTorch's defaults for the chosen optimizer, with
  * the seed recipe's momentum 0.9 for SGD, then whatever was set. */
+/* Optimizer configuration: PyTorch's defaults for the chosen optimizer, with
+ * the seed recipe's momentum 0.9 for SGD, then whatever was set. The values
+ * the optimizer reads are written back into o (for the recipe beside a log);
+ * the others stay as given, unset unless the user set them. */
 static nn_status resolve_optim(nn_ctx *ctx, cli_train_opts *o, nn_optim_config *c) {
     int kind = nn_optim_kind_from_name(o->optimizer);
     if (kind < 0)
@@ -100,15 +104,23 @@ static nn_status resolve_optim(nn_ctx *ctx, cli_train_opts *o, nn_optim_config *
                            o->optimizer);
     *c = nn_optim_defaults((nn_optim_kind)kind);
     if (kind == NN_OPTIM_SGD) c->momentum = 0.9f;
-    c->lr = o->lr = pick_f(o->lr, c->lr);
-    c->momentum = o->momentum = pick_f(o->momentum, c->momentum);
-    c->dampening = o->dampening = pick_f(o->dampening, c->dampening);
-    c->weight_decay = o->weight_decay = pick_f(o->weight_decay, c->weight_decay);
-    c->beta1 = o->beta1 = pick_f(o->beta1, c->beta1);
-    c->beta2 = o->beta2 = pick_f(o->beta2, c->beta2);
-    c->eps = o->eps = pick_f(o->eps, c->eps);
-    c->alpha = o->alpha = pick_f(o->alpha, c->alpha);
-    c->lr_decay = o->lr_decay = pick_f(o->lr_decay, c->lr_decay);
+    const int sgd = kind == NN_OPTIM_SGD, adam = kind == NN_OPTIM_ADAM || kind == NN_OPTIM_ADAMW,
+              rms = kind == NN_OPTIM_RMSPROP, adagrad = kind == NN_OPTIM_ADAGRAD;
+#define USE(field, used)                                                                          \
+    do {                                                                                          \
+        c->field = pick_f(o->field, c->field);                                                    \
+        if (used) o->field = c->field;                                                            \
+    } while (0)
+    USE(lr, 1);
+    USE(weight_decay, 1);
+    USE(momentum, sgd || rms);
+    USE(dampening, sgd);
+    USE(beta1, adam);
+    USE(beta2, adam);
+    USE(eps, adam || rms || adagrad);
+    USE(alpha, rms);
+    USE(lr_decay, adagrad);
+#undef USE
     c->nesterov = o->nesterov;
     c->amsgrad = o->amsgrad;
     c->centered = o->centered;
@@ -123,24 +135,41 @@ static nn_status resolve_sched(nn_ctx *ctx, cli_train_opts *o, nn_sched_config *
                            "exponential, cosine, cosine_restarts, onecycle or plateau)",
                            o->schedule);
     *c = nn_sched_defaults((nn_sched_kind)kind, o->lr);
-    c->gamma = o->gamma = pick_f(o->gamma, c->gamma);
-    c->step_size = o->step_size = pick_i(o->step_size, c->step_size);
-    /* cosine: anneal over the whole run unless told otherwise (0: the trainer's) */
-    c->t_max = o->t_max = pick_i(o->t_max, c->t_max > 0 ? c->t_max : o->epochs);
-    c->t_0 = o->t_0 = pick_i(o->t_0, c->t_0);
-    c->t_mult = o->t_mult = pick_i(o->t_mult, c->t_mult);
-    c->eta_min = o->eta_min = pick_f(o->eta_min, c->eta_min);
-    c->pct_start = o->pct_start = pick_f(o->pct_start, c->pct_start);
-    c->div_factor = o->div_factor = pick_f(o->div_factor, c->div_factor);
-    c->final_div_factor = o->final_div_factor = pick_f(o->final_div_factor, c->final_div_factor);
-    c->factor = o->plateau_factor = pick_f(o->plateau_factor, c->factor);
-    c->threshold = o->plateau_threshold = pick_f(o->plateau_threshold, c->threshold);
-    c->patience = o->plateau_patience = pick_i(o->plateau_patience, c->patience);
-    c->cooldown = o->plateau_cooldown = pick_i(o->plateau_cooldown, c->cooldown);
-    c->min_lr = o->min_lr = pick_f(o->min_lr, c->min_lr);
-    c->warmup_steps = o->warmup_steps = pick_i(o->warmup_steps, (int)c->warmup_steps);
-    c->warmup_start_factor = o->warmup_start_factor =
-        pick_f(o->warmup_start_factor, c->warmup_start_factor);
+    const nn_sched_kind k = (nn_sched_kind)kind;
+    const int decay = k == NN_SCHED_STEP || k == NN_SCHED_MULTISTEP || k == NN_SCHED_EXPONENTIAL,
+              cosine = k == NN_SCHED_COSINE || k == NN_SCHED_COSINE_RESTARTS,
+              onecycle = k == NN_SCHED_ONECYCLE, plateau = k == NN_SCHED_PLATEAU;
+    /* as resolve_optim: what the schedule reads goes back into o */
+#define USE_F(field, opt, used)                                                                   \
+    do {                                                                                          \
+        c->field = pick_f(o->opt, c->field);                                                      \
+        if (used) o->opt = c->field;                                                              \
+    } while (0)
+#define USE_I(field, opt, used)                                                                   \
+    do {                                                                                          \
+        c->field = pick_i(o->opt, c->field);                                                      \
+        if (used) o->opt = c->field;                                                              \
+    } while (0)
+    USE_F(gamma, gamma, decay);
+    USE_I(step_size, step_size, k == NN_SCHED_STEP);
+    /* cosine's t_max: the whole run unless given (resolved by the trainer, so
+     * that a recipe reused with other --epochs anneals over those) */
+    USE_I(t_max, t_max, 0);
+    USE_I(t_0, t_0, k == NN_SCHED_COSINE_RESTARTS);
+    USE_I(t_mult, t_mult, k == NN_SCHED_COSINE_RESTARTS);
+    USE_F(eta_min, eta_min, cosine);
+    USE_F(pct_start, pct_start, onecycle);
+    USE_F(div_factor, div_factor, onecycle);
+    USE_F(final_div_factor, final_div_factor, onecycle);
+    USE_F(factor, plateau_factor, plateau);
+    USE_F(threshold, plateau_threshold, plateau);
+    USE_I(patience, plateau_patience, plateau);
+    USE_I(cooldown, plateau_cooldown, plateau);
+    USE_F(min_lr, min_lr, plateau);
+    c->warmup_steps = pick_i(o->warmup_steps, (int)c->warmup_steps);
+    USE_F(warmup_start_factor, warmup_start_factor, c->warmup_steps > 0);
+#undef USE_F
+#undef USE_I
     /* onecycle: over the whole run unless told otherwise (<= 0: the trainer's) */
     c->total_steps = o->total_steps;
     if (o->milestones) {
