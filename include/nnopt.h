@@ -339,6 +339,12 @@ void nn_net_layer_time(const nn_net *net, int layer, double *forward_s, double *
  * `nnopt profile` to write trace events. */
 typedef void (*nn_layer_hook)(void *user, int layer, int backward, double start_s, double end_s);
 void nn_net_set_hook(nn_net *net, nn_layer_hook hook, void *user);
+/* Called in the backward pass after each layer with parameters: the
+ * gradients at flat offsets [first_final, num_params) are final for this
+ * pass (parameters are laid out in layer order, and backward runs in reverse).
+ * The trainer's gradient all-reduce starts its buckets from it. */
+typedef void (*nn_grad_hook)(void *user, size_t first_final);
+void nn_net_set_grad_hook(nn_net *net, nn_grad_hook hook, void *user);
 /* Wall-clock seconds on the clock the hook uses. */
 double nn_wall_time(void);
 
@@ -614,6 +620,25 @@ typedef struct {
     void *user;
 } nn_train_callbacks;
 
+/* A communicator: how data-parallel workers exchange parameters and
+ * gradients. The trainer broadcasts the parameters and buffers from rank 0
+ * when a communicator is set, and in every optimizer step averages the flat
+ * gradient buffer over the ranks in buckets, in reverse layer order, each
+ * started as soon as the backward pass has made its gradients final and all
+ * waited for before the optimizer step. No communicator (the default) is the
+ * single process: nothing is exchanged. MPI and NCCL fill in the functions. */
+typedef struct nn_comm nn_comm;
+struct nn_comm {
+    int rank, size;
+    /* starts averaging buf[0..n) over the ranks in place; *req names it */
+    nn_status (*allreduce_start)(nn_comm *c, float *buf, size_t n, int *req);
+    /* waits for the all-reduce req to complete */
+    nn_status (*wait)(nn_comm *c, int req);
+    /* copies buf[0..n) of rank root to every rank */
+    nn_status (*broadcast)(nn_comm *c, float *buf, size_t n, int root);
+    void *impl;
+};
+
 /* The training loop as a library object: the one loop that `nnopt train`,
  * `compare`, `bench` and `profile` drive. */
 typedef struct nn_trainer nn_trainer;
@@ -627,6 +652,10 @@ nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_datas
                          const nn_dataset *val, const nn_dataset *test, nn_trainer **out);
 void nn_trainer_free(nn_trainer *t);
 void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb);
+/* Trains with a communicator (not owned; NULL: one process), gradients
+ * averaged in buckets of bucket_bytes (0: 25 MB, as DDP). Broadcasts the
+ * parameters and buffers from rank 0 now: call it after nn_trainer_resume. */
+nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes);
 /* Continues from a checkpoint written by the trainer (weights, optimizer,
  * schedule, early stopping, RNG and position in the epoch); the data set and
  * batch must be the ones it was written with. */

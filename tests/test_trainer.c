@@ -352,6 +352,92 @@ static void test_bad_config(nn_ctx *ctx, const nn_dataset *tr) {
     nn_net_free(net);
 }
 
+/* A communicator of 2 ranks that holds one copy of the data (averaging it
+ * with itself leaves it as it is) and records what the trainer asks. */
+typedef struct {
+    nn_comm comm;
+    const float *base;     /* the gradient buffer */
+    size_t num_params;
+    int starts, waits, broadcasts, layers_done, bad_order, overlap;
+    size_t next_hi;        /* where the next bucket must end */
+    int pending[64];
+} recorder;
+
+static nn_status rec_start(nn_comm *c, float *buf, size_t n, int *req) {
+    recorder *r = c->impl;
+    size_t lo = (size_t)(buf - r->base);
+    if (lo + n != r->next_hi) r->bad_order++;
+    r->next_hi = lo;
+    if (r->next_hi == 0) r->next_hi = r->num_params; /* the step's last bucket */
+    if (r->layers_done < 4) r->overlap++; /* started before the backward pass ended */
+    *req = r->starts++ % 64;
+    r->pending[*req]++;
+    return NN_OK;
+}
+
+static nn_status rec_wait(nn_comm *c, int req) {
+    recorder *r = c->impl;
+    r->waits++;
+    if (r->pending[req]-- != 1) r->bad_order++;
+    return NN_OK;
+}
+
+static nn_status rec_broadcast(nn_comm *c, float *buf, size_t n, int root) {
+    (void)buf;
+    (void)n;
+    ((recorder *)c->impl)->broadcasts += root == 0;
+    return NN_OK;
+}
+
+static void count_layers(void *user, int layer, int backward, double t0, double t1) {
+    (void)layer;
+    (void)t0;
+    (void)t1;
+    recorder *r = user;
+    if (!backward) r->layers_done = 0;
+    else r->layers_done++;
+}
+
+static void test_comm_seam(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset *te) {
+    char ref[512], got[512];
+    snprintf(ref, sizeof ref, "%s", tmp_path("comm_ref.st"));
+    snprintf(got, sizeof got, "%s", tmp_path("comm_got.st"));
+    nn_train_config c = nn_train_config_defaults();
+    c.epochs = 1;
+    c.batch = 16;
+    c.accumulate = 2;
+    c.save = ref;
+    nn_status s = train(ctx, c, tr, NULL, te, 0);
+    nn_net *net = make_net(ctx, c.batch, 11);
+    nn_trainer *t = NULL;
+    recorder r;
+    memset(&r, 0, sizeof r);
+    r.comm = (nn_comm){0, 2, rec_start, rec_wait, rec_broadcast, &r};
+    r.base = nn_net_grads(net);
+    r.num_params = nn_net_num_params(net);
+    r.next_hi = r.num_params;
+    nn_net_set_hook(net, count_layers, &r);
+    c.save = got;
+    /* 100-byte buckets: the 373 gradients of the small network in 15 */
+    if (!s) s = nn_trainer_new(net, &c, tr, NULL, te, &t);
+    if (!s) s = nn_trainer_set_comm(t, &r.comm, 100);
+    if (!s) s = nn_trainer_run(t);
+    const int64_t steps = t ? nn_trainer_state(t)->step : 0;
+    const int buckets = (int)((r.num_params + 24) / 25);
+    check(!s && r.broadcasts == 2, "the communicator broadcasts parameters and buffers at start",
+          "%d broadcasts: %s", r.broadcasts, s ? nn_ctx_error(ctx) : "");
+    check(!s && r.starts == steps * buckets && r.waits == r.starts && r.bad_order == 0,
+          "every step all-reduces each bucket once, in reverse layer order, waited for",
+          "%d params, %d buckets, %lld steps: %d starts, %d waits, %d out of order",
+          (int)r.num_params, buckets, (long long)steps, r.starts, r.waits, r.bad_order);
+    check(r.overlap >= steps, "buckets start while the backward pass still runs",
+          "%d of %d starts early", r.overlap, r.starts);
+    check(!s && same_file(ref, got),
+          "with an identity all-reduce the run equals the single process's", NULL);
+    nn_trainer_free(t);
+    nn_net_free(net);
+}
+
 int main(void) {
     tmp_dir_create("trainer");
     nn_ctx *ctx = nn_ctx_new(2);
@@ -366,6 +452,7 @@ int main(void) {
     test_callbacks(ctx, &tr, &te);
     test_step_batch(ctx, &tr);
     test_bad_config(ctx, &tr);
+    test_comm_seam(ctx, &tr, &te);
     nn_dataset_free(&tr);
     nn_dataset_free(&val);
     nn_dataset_free(&te);

@@ -622,6 +622,8 @@ nn_status nn_net_backward(nn_net *net) {
             if (net->timing) net->time_bwd[i] += t1 - t0;
             if (net->hook) net->hook(net->hook_user, i, 1, t0, t1);
         }
+        if (net->grad_hook && node->num_params > 0)
+            net->grad_hook(net->grad_hook_user, net->params[node->param_index].offset);
     }
     return NN_OK;
 }
@@ -645,6 +647,11 @@ void nn_net_layer_time(const nn_net *net, int layer, double *forward_s, double *
     int ok = net->time_fwd && layer >= 0 && layer < net->num_nodes;
     *forward_s = ok ? net->time_fwd[layer] : 0.0;
     *backward_s = ok ? net->time_bwd[layer] : 0.0;
+}
+
+void nn_net_set_grad_hook(nn_net *net, nn_grad_hook hook, void *user) {
+    net->grad_hook = hook;
+    net->grad_hook_user = user;
 }
 
 void nn_net_set_hook(nn_net *net, nn_layer_hook hook, void *user) {

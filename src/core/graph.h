@@ -259,6 +259,8 @@ struct nn_net {
     double *time_fwd, *time_bwd;    /* (num_nodes) seconds */
     nn_layer_hook hook;             /* optional per-layer callback */
     void *hook_user;
+    nn_grad_hook grad_hook;         /* optional: gradients final from an offset on */
+    void *grad_hook_user;
 };
 
 #endif /* NN_GRAPH_H */

@@ -40,7 +40,15 @@ struct nn_trainer {
     double epoch_t0;
     int finished;
     volatile sig_atomic_t stop_requested;
+    /* data parallel: the gradient buffer's buckets, from its end backwards */
+    nn_comm *comm;                 /* NULL: one process */
+    size_t bucket;                 /* floats per bucket */
+    int num_buckets, started;      /* buckets started in this step */
+    int *req;                      /* (num_buckets) the started all-reduces */
+    nn_status comm_status;         /* first failure of a start in this step */
 };
+
+#define NN_DEFAULT_BUCKET_BYTES (25u << 20)
 
 nn_train_config nn_train_config_defaults(void) {
     nn_train_config c = {.epochs = 5, .batch = 64, .accumulate = 1, .seed = 1, .shuffle = 1,
@@ -135,11 +143,70 @@ void nn_trainer_free(nn_trainer *t) {
     free(t->y);
     free(t->perm);
     free(t->best);
+    free(t->req);
     free(t);
 }
 
 void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb) {
     t->cb = cb ? *cb : (nn_train_callbacks){0};
+}
+
+/* Bucket b covers [lo, hi) of the gradient buffer; bucket 0 ends it. */
+static void bucket_range(const nn_trainer *t, int b, size_t *lo, size_t *hi) {
+    const size_t n = nn_net_num_params(t->net);
+    *hi = n - (size_t)b * t->bucket;
+    *lo = *hi > t->bucket ? *hi - t->bucket : 0;
+}
+
+/* Starts the all-reduce of every bucket whose gradients are all final. */
+static void start_buckets(nn_trainer *t, size_t first_final) {
+    float *g = nn_net_grads(t->net);
+    while (t->started < t->num_buckets) {
+        size_t lo, hi;
+        bucket_range(t, t->started, &lo, &hi);
+        if (lo < first_final) break;
+        nn_status s = t->comm->allreduce_start(t->comm, g + lo, hi - lo, &t->req[t->started]);
+        if (s && !t->comm_status) t->comm_status = s;
+        t->started++;
+    }
+}
+
+static void on_grads_final(void *user, size_t first_final) { start_buckets(user, first_final); }
+
+/* After the backward pass: starts what is left and waits for every bucket. */
+static nn_status finish_allreduce(nn_trainer *t) {
+    start_buckets(t, 0);
+    nn_status s = t->comm_status;
+    t->comm_status = NN_OK;
+    for (int b = 0; b < t->num_buckets; b++) {
+        nn_status w = t->comm->wait(t->comm, t->req[b]);
+        if (w && !s) s = w;
+    }
+    t->started = 0;
+    return s;
+}
+
+nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes) {
+    const size_t n = nn_net_num_params(t->net);
+    nn_net_set_grad_hook(t->net, NULL, NULL);
+    free(t->req);
+    t->req = NULL;
+    t->comm = comm && comm->size > 1 ? comm : NULL;
+    if (!t->comm || !n) {
+        t->comm = NULL;
+        return NN_OK;
+    }
+    t->bucket = (bucket_bytes ? bucket_bytes : NN_DEFAULT_BUCKET_BYTES) / sizeof(float);
+    if (!t->bucket) t->bucket = 1;
+    t->num_buckets = (int)((n + t->bucket - 1) / t->bucket);
+    t->started = 0;
+    if (!(t->req = calloc((size_t)t->num_buckets, sizeof(int))))
+        return nn_ctx_fail(t->ctx, NN_ENOMEM, "out of memory for %d gradient buckets",
+                           t->num_buckets);
+    nn_status s = comm->broadcast(comm, nn_net_params(t->net), n, 0);
+    if (!s && nn_net_num_buffers(t->net))
+        s = comm->broadcast(comm, nn_net_buffers(t->net), nn_net_num_buffers(t->net), 0);
+    return s;
 }
 
 const nn_train_state *nn_trainer_state(const nn_trainer *t) { return &t->st; }
@@ -173,7 +240,7 @@ static void scale_grads(float *g, size_t n, float s) {
 /* Forward and backward of one micro-batch (number `micro` of the optimizer
  * step), its gradients added to the net's. */
 static nn_status train_micro(nn_trainer *t, const float *x, const int32_t *y, int n, int micro,
-                             float *loss) {
+                             int last, float *loss) {
     if (micro == 0) nn_net_zero_grad(t->net);
     /* dropout masks: a function of the run's seed and this batch's place in the
      * run, so a resumed run draws the same ones */
@@ -187,7 +254,17 @@ static nn_status train_micro(nn_trainer *t, const float *x, const int32_t *y, in
                            isnan(*loss) ? "NaN" : "infinite", (long long)t->st.step + 1,
                            (long long)t->st.epoch + 1, (long long)t->st.batch_in_epoch + micro + 1,
                            t->cfg.save ? ", the last good checkpoint is kept" : "");
-    return nn_net_backward(t->net);
+    /* the last micro-batch's backward pass makes the step's gradients final:
+     * their all-reduce starts bucket by bucket while it runs */
+    const int reduce = t->comm && last;
+    nn_net_set_grad_hook(t->net, reduce ? on_grads_final : NULL, t);
+    s = nn_net_backward(t->net);
+    nn_net_set_grad_hook(t->net, NULL, NULL);
+    if (reduce) {
+        nn_status w = finish_allreduce(t);
+        if (!s) s = w;
+    }
+    return s;
 }
 
 /* The optimizer step after `micro` micro-batches. */
@@ -208,7 +285,7 @@ nn_status nn_trainer_step_batch(nn_trainer *t, const float *x, const int32_t *y,
     if (n < 1 || n > t->cfg.batch)
         return nn_ctx_fail(t->ctx, NN_EINVAL, "batch of %d samples; the trainer takes 1..%d", n,
                            t->cfg.batch);
-    nn_status s = train_micro(t, x, y, n, 0, &l);
+    nn_status s = train_micro(t, x, y, n, 0, 1, &l);
     if (s) return s;
     apply_step(t, 1);
     if (loss) *loss = l;
@@ -238,7 +315,9 @@ nn_status nn_trainer_step(nn_trainer *t, int *epoch_end) {
     nn_status s;
     if (!t->in_epoch && (s = begin_epoch(t))) return s;
     int micro = 0;
-    while (t->st.batch_in_epoch + micro < t->batches && micro < t->cfg.accumulate) {
+    const int64_t left = t->batches - t->st.batch_in_epoch;
+    const int count = left < t->cfg.accumulate ? (int)left : t->cfg.accumulate;
+    while (micro < count) {
         const float *bx;
         const int32_t *by;
         int cnt = nn_loader_next(t->loader, &bx, &by);
@@ -246,7 +325,7 @@ nn_status nn_trainer_step(nn_trainer *t, int *epoch_end) {
             return nn_ctx_fail(t->ctx, NN_EINVAL, "data loader ended early at batch %lld",
                                (long long)(t->st.batch_in_epoch + micro));
         float loss;
-        if ((s = train_micro(t, bx, by, cnt, micro, &loss))) return s;
+        if ((s = train_micro(t, bx, by, cnt, micro, micro == count - 1, &loss))) return s;
         t->st.loss_sum += (double)loss * cnt;
         t->st.seen += cnt;
         t->epoch_samples += cnt;
