@@ -149,6 +149,18 @@ nn_status cli_log_begin(nn_ctx *ctx, cli_log *log, int append, int has_val);
 nn_status cli_log_row(nn_ctx *ctx, cli_log *log, const nn_epoch_report *r);
 nn_status cli_log_close(nn_ctx *ctx, cli_log *log);
 
+/* Proves that a checkpoint can be written at path (creates and removes its
+ * temporary file). */
+nn_status cli_check_writable(nn_ctx *ctx, const char *path);
+/* Writes the run's recipe beside its log (run.csv -> run.recipe.ini). */
+int cli_write_run_recipe(const char *log, const char *model, const cli_opt *opts);
+
+/* The first SIGINT/SIGTERM asks t to stop after its current step; a second
+ * one ends the process. NULL stops forwarding signals to a trainer. */
+void cli_catch_stop_signals(nn_trainer *t);
+/* The signal that asked for the stop (0 if none). */
+int cli_stop_signal(void);
+
 int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_compare(int argc, char **argv);

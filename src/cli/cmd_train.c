@@ -8,8 +8,6 @@
  */
 #include "cli/cli.h"
 
-#include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -70,57 +68,6 @@ static int on_epoch(void *user, const nn_epoch_report *r) {
                      "epochs; keeping the best epoch's weights (validation loss %.4f)\n",
                 (double)v->min_delta, v->patience, r->best_val_loss);
     return 0;
-}
-
-/* Creates and removes the checkpoint's temporary file to prove the directory
- * is writable. */
-static nn_status check_writable(nn_ctx *ctx, const char *path) {
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
-        return nn_ctx_fail(ctx, NN_EINVAL, "%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot write a checkpoint there: %s", path,
-                               strerror(errno));
-    fclose(f);
-    unlink(tmp);
-    return NN_OK;
-}
-
-/* The recipe is written next to the log: run.csv -> run.recipe.ini. */
-static int write_recipe(const char *log, const char *model, const cli_opt *opts) {
-    char path[4096], header[9000];
-    const char *slash = strrchr(log, '/'), *dot = strrchr(log, '.');
-    size_t len = dot && (!slash || dot > slash) ? (size_t)(dot - log) : strlen(log);
-    snprintf(path, sizeof path, "%.*s.recipe.ini", (int)len, log);
-    snprintf(header, sizeof header,
-             "nnopt %s recipe of a run of %s; reproduce with: nnopt train %s --config %s",
-             NN_VERSION, model, model, path);
-    return cli_recipe_write(path, opts, header);
-}
-
-static nn_trainer *volatile signalled_trainer;
-static volatile sig_atomic_t stop_signal;
-
-static void on_signal(int sig) {
-    static const char msg[] = "\nnnopt: stopping after the current step (a second signal stops "
-                              "at once)\n";
-    stop_signal = sig;
-    if (signalled_trainer) nn_trainer_request_stop(signalled_trainer);
-    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1); /* async-signal-safe */
-    (void)w;
-}
-
-/* The first SIGINT/SIGTERM asks for a stop; the handler is reset, so a second
- * one ends the process. */
-static void catch_stop_signals(nn_trainer *t) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    signalled_trainer = t;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
 }
 
 int cmd_train(int argc, char **argv) {
@@ -198,12 +145,12 @@ int cmd_train(int argc, char **argv) {
     /* every output path is locked and checked before anything is cut: a bad
      * --save path fails now, not after the first epoch's work */
     if ((save && (cli_lock_acquire(ctx, &save_lock, save, "checkpoint") ||
-                  check_writable(ctx, save))) ||
+                  cli_check_writable(ctx, save))) ||
         (log_path && cli_log_open(ctx, &log, log_path)))
         goto fail;
     if (log_path) {
         o.threads = nn_ctx_threads(ctx); /* record the count used: results depend on it */
-        if (write_recipe(log_path, model, opts)) goto out;
+        if (cli_write_run_recipe(log_path, model, opts)) goto out;
         if (cli_log_begin(ctx, &log, resume != NULL, val.n > 0)) goto fail;
         view.log = &log;
     }
@@ -222,16 +169,16 @@ int cmd_train(int argc, char **argv) {
                val.n ? ", plus validation" : "", o.batch, o.accumulate > 1 ? " (accumulated)" : "",
                nn_optim_name(cfg.optim.kind), nn_ctx_threads(ctx),
                (unsigned long long)nn_trainer_state(trainer)->seed);
-    catch_stop_signals(trainer);
+    cli_catch_stop_signals(trainer);
     nn_status st = nn_trainer_run(trainer);
-    signalled_trainer = NULL;
+    cli_catch_stop_signals(NULL);
     cli_progress_clear(&view.bar);
     if (st == NN_ESTOPPED) {
-        fprintf(stderr, "nnopt: %s: %s\n", strsignal(stop_signal), nn_ctx_error(ctx));
+        fprintf(stderr, "nnopt: %s: %s\n", strsignal(cli_stop_signal()), nn_ctx_error(ctx));
         if (save)
             fprintf(stderr, "nnopt: resume with: nnopt train %s --resume %s (and the same options)\n",
                     model, save);
-        rc = 128 + stop_signal;
+        rc = 128 + cli_stop_signal();
         goto out;
     }
     if (st) goto fail;

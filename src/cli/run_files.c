@@ -1,12 +1,14 @@
 /*
  * run_files.c - the files a training run writes besides its checkpoint: the
- * CSV log (one row per epoch, every write checked) and the advisory locks
+ * CSV log (one row per epoch, every write checked), the recipe beside it,
+ * the check that a checkpoint can be written, and the advisory locks
  * that keep two nnopt runs from writing one log or one checkpoint. Nothing
  * is truncated until every output path has been checked and locked.
  */
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -120,4 +122,30 @@ nn_status cli_log_close(nn_ctx *ctx, cli_log *log) {
     }
     cli_lock_release(&log->lock);
     return s;
+}
+
+/* Creates and removes the checkpoint's temporary file to prove the directory
+ * is writable. */
+nn_status cli_check_writable(nn_ctx *ctx, const char *path) {
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
+        return nn_ctx_fail(ctx, NN_EINVAL, "%s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot write a checkpoint there: %s", path,
+                               strerror(errno));
+    fclose(f);
+    unlink(tmp);
+    return NN_OK;
+}
+
+/* The recipe is written next to the log: run.csv -> run.recipe.ini. */
+int cli_write_run_recipe(const char *log, const char *model, const cli_opt *opts) {
+    char path[4096], header[9000];
+    const char *slash = strrchr(log, '/'), *dot = strrchr(log, '.');
+    size_t len = dot && (!slash || dot > slash) ? (size_t)(dot - log) : strlen(log);
+    snprintf(path, sizeof path, "%.*s.recipe.ini", (int)len, log);
+    snprintf(header, sizeof header,
+             "nnopt %s recipe of a run of %s; reproduce with: nnopt train %s --config %s",
+             NN_VERSION, model, model, path);
+    return cli_recipe_write(path, opts, header);
 }
