@@ -31,6 +31,27 @@ for k in ("params", "flops", "activation_bytes", "seconds_per_epoch", "latency_m
           "latency_ms_batch256"):
     assert c[k] > 0, k
 '
+# the trainer's recipe options, several seeds, kept checkpoints and logs, and
+# n/a for batch-256 latency on a test set of 100
+mkdir keep
+if "$NN" compare "$MODEL" --train-limit 300 --test-limit 100 --threads 2 --optimizer adam --lr 0.002 \
+    --seeds 2 --save-dir keep --json --out s.svg > s.json 2> s.err; then
+    check "--seeds 2: mean and spread, batch-256 latency null on 100 test images" python3 -c '
+import json
+c = json.load(open("s.json"))
+assert c["seeds"] == 2 and c["test_accuracy_sd"] >= 0 and c["latency_ms_batch256"] is None, c
+'
+    check "--save-dir keeps each seed's checkpoint and log" bash -c \
+        "[ -s keep/seed_cnn.seed1.st ] && [ -s keep/seed_cnn.seed2.st ] && [ \$(wc -l < keep/seed_cnn.seed2.csv) -eq 2 ]"
+    # seed 2's checkpoint is what nnopt train writes with the same recipe and seed
+    "$NN" train "$MODEL" --train-limit 300 --test-limit 100 --threads 2 --optimizer adam --lr 0.002 \
+        --epochs 1 --seed 2 --save t2.st --quiet > /dev/null 2>&1
+    check "a kept checkpoint equals nnopt train's with that seed" cmp keep/seed_cnn.seed2.st t2.st
+else
+    fail "compare with recipe options, --seeds and --save-dir" "$(head -c 300 s.err)"
+fi
+"$NN" compare "$MODEL" --train-limit 300 --test-limit 100 --threads 2 --out n.svg > n.txt 2>/dev/null
+check "the table says n/a for an unmeasured latency" grep -q "n/a" n.txt
 if "$NN" compare "$SRC/models/nope.nn" $LIM --out x.svg > /dev/null 2> err.txt; then
     fail "missing model fails"
 else
