@@ -67,11 +67,15 @@ int cli_opt_set(const cli_opt *o, const char *v, char *err, size_t errsz) {
     }
     case CLI_FLOAT: {
         double x = strtod(v, &end);
-        if (end == v || *end || errno || !isfinite(x) || x < o->min || x > o->max) {
+        /* the range is checked on the float kept, against float bounds: a
+         * value accepted here is accepted again when a recipe writes it back
+         * (1e-9 is kept as 9.99999972e-10, below the double 1e-9) */
+        float f = (float)x;
+        if (end == v || *end || errno || !isfinite(x) || f < (float)o->min || f > (float)o->max) {
             snprintf(err, errsz, "expected a number in [%g, %g], got '%s'", o->min, o->max, v);
             return 1;
         }
-        *(float *)o->dst = (float)x;
+        *(float *)o->dst = f;
         return 0;
     }
     }
