@@ -60,6 +60,9 @@ int cli_recipe_load(const char *path, const cli_opt *opts, cli_strings *keep) {
     recipe_parse r = {opts, keep, ""};
     int line = ini_parse(path, on_key, &r);
     if (line == 0) return 0;
+    /* keys and values are quoted in the message: one line, as nn_ctx_fail's */
+    for (char *c = r.err; *c; c++)
+        if (*c == '\r' || *c == '\n') *c = ' ';
     if (line == -1) fprintf(stderr, "nnopt: %s: cannot open recipe file\n", path);
     else if (line == -2) fprintf(stderr, "nnopt: %s: out of memory\n", path);
     else if (r.err[0]) fprintf(stderr, "nnopt: %s:%d: %s\n", path, line, r.err);
