@@ -3,7 +3,8 @@
 # missing. Runs apt-get as root (directly or through sudo).
 set -euo pipefail
 PACKAGES=(build-essential cmake pkg-config zlib1g-dev libpng-dev libopenblas-dev libcjson-dev
-          libinih-dev dataset-fashion-mnist python3 librsvg2-bin)
+          libinih-dev dataset-fashion-mnist python3 librsvg2-bin
+          clang libclang-rt-14-dev) # clang + libFuzzer: scripts/fuzz.sh
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
