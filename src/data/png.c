@@ -61,8 +61,8 @@ static nn_status check_chunks(nn_ctx *ctx, const char *path, const uint8_t *png,
 
 nn_status nn_png_load(nn_ctx *ctx, const char *path, nn_dataset *out) {
     memset(out, 0, sizeof *out);
-    uint8_t *file;
-    size_t file_size;
+    uint8_t *file = NULL;
+    size_t file_size = 0;
     nn_status st = read_file(ctx, path, &file, &file_size);
     if (st != NN_OK) return st;
     if ((st = check_chunks(ctx, path, file, file_size)) != NN_OK) {
