@@ -484,10 +484,10 @@ const char *nn_st_dtype_name(nn_st_dtype dtype);
 /* A tensor to write, or one found in a file. data is always float32 (numel
  * values, row-major). dtype is how the file stores it: on write, NN_ST_F32 or
  * NN_ST_I64 (each value must then be an integer in [-2^63, 2^63), as
- * PyTorch's int64 counters); on read, the file's dtype, its values converted
- * to the nearest float32 (F64, I32 and I64 rounded to nearest even, F16 and
- * BF16 exact, NaN and infinities kept) and data pointing into the file's
- * in-memory copy, valid until nn_safetensors_close. */
+ * PyTorch's int64 counters); on read, the file's dtype, with data pointing
+ * into the file's in-memory copy (valid until nn_safetensors_close) converted
+ * to float32 bit for bit as PyTorch's .to(torch.float32) does: F16 and BF16
+ * exactly, F64, I32 and I64 rounded to nearest even; NaN and infinities kept. */
 typedef struct {
     char name[128];
     nn_shape shape;

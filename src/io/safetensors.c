@@ -699,20 +699,24 @@ static float f32_from_bits(uint32_t u) {
     return x;
 }
 
-/* IEEE binary16 to float32, exactly: every half value is a float value;
- * NaN keeps its sign and payload (quiet stays quiet). */
+/* IEEE binary16 to float32, exactly: every half value is a float value. A
+ * NaN keeps its sign and payload and comes out quiet, as an IEEE conversion
+ * (and PyTorch's) makes it. */
 static float f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    if (exp == 0x1f) return f32_from_bits(sign | 0x7f800000u | man << 13); /* inf, NaN */
+    if (exp == 0x1f) /* infinity, or NaN with the quiet bit set */
+        return f32_from_bits(sign | 0x7f800000u | man << 13 | (man ? 0x00400000u : 0));
     if (exp != 0) return f32_from_bits(sign | (exp + 112u) << 23 | man << 13); /* 127 - 15 */
     float mag = (float)man * 0x1p-24f; /* zero or subnormal: man * 2^-24, exact */
     return sign ? -mag : mag;
 }
 
 /* Converts n elements of dtype dt at src (little-endian, any alignment) to
- * float32: F16, BF16 exactly; F64, I32, I64 by C's conversion, which rounds
- * to nearest even (IEEE arithmetic; overflow gives infinity, NaN stays NaN). */
+ * float32, bit for bit as PyTorch's .to(torch.float32): F16 exactly; BF16 by
+ * its bits (the upper half of a float32, NaNs as they are); F64, I32, I64 by
+ * C's conversion, which rounds to nearest even (IEEE arithmetic; overflow
+ * gives infinity, NaN stays NaN). */
 static void convert_to_f32(float *dst, const unsigned char *src, int64_t n, nn_st_dtype dt) {
     for (int64_t i = 0; i < n; i++) {
         const unsigned char *p = src + i * st_dtypes[dt].size;
