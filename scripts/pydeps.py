@@ -36,12 +36,16 @@ def missing(*modules):
     return out
 
 
-def require(*modules):
-    """Import check for `modules`; on failure print how to install them and exit 1."""
+def require(*modules, prog=None):
+    """Import check for `modules`; on failure print how to install them and exit 1.
+
+    prog names the caller in the message (default: the running script)."""
     lost = missing(*modules)
     if not lost:
         return
-    prog = os.path.basename(sys.argv[0]) or "python"
+    if not prog:
+        prog = os.path.basename(sys.argv[0])
+        prog = "python" if prog in ("", "-c") else prog
     names = ", ".join(name for name, _ in lost)
     lines = [f"{prog}: needs the Python module(s) {names} ({lost[0][1]})."]
     debian = [_DEBIAN[name] for name, _ in lost if name in _DEBIAN]
