@@ -472,16 +472,39 @@ void nn_sched_observe(const nn_sched_config *cfg, nn_sched_state *st, double met
 
 /* ------------------------------------------------------------------ safetensors */
 
-/* A float32 tensor to write, or one found in a file (data then points into
- * the file's in-memory copy, valid until nn_safetensors_close). */
+/* Element types of safetensors data ("F32", ...). NN_ST_F32 is 0, so a
+ * zero-initialized nn_st_tensor is float32. */
+typedef enum {
+    NN_ST_F32 = 0,
+    NN_ST_F16,  /* IEEE binary16 */
+    NN_ST_BF16, /* bfloat16: the upper half of a float32 */
+    NN_ST_F64,
+    NN_ST_I32,
+    NN_ST_I64,
+    NN_ST_NUM_DTYPES
+} nn_st_dtype;
+
+/* The dtype's name in the format ("F32", "I64", ...), or NULL if out of range. */
+const char *nn_st_dtype_name(nn_st_dtype dtype);
+
+/* A tensor to write, or one found in a file. data is always float32 (numel
+ * values, row-major). dtype is how the file stores it: on write, NN_ST_F32 or
+ * NN_ST_I64 (each value must then be an integer in [-2^63, 2^63), as
+ * PyTorch's int64 counters); on read, the file's dtype, with data pointing
+ * into the file's in-memory copy (valid until nn_safetensors_close) converted
+ * to float32 bit for bit as PyTorch's .to(torch.float32) does: F16 and BF16
+ * exactly, F64, I32 and I64 rounded to nearest even; NaN and infinities kept. */
 typedef struct {
     char name[128];
     nn_shape shape;
     const float *data;
+    nn_st_dtype dtype;
 } nn_st_tensor;
 
 /* Writes tensors and string metadata (meta_keys[i] = meta_vals[i]) to path
- * atomically: a temporary file in the same directory, fsync, rename. */
+ * atomically: a temporary file in the same directory, fsync, rename. A dtype
+ * other than F32 or I64, or an I64 value that is not an integer in range,
+ * fails with NN_EINVAL before anything is written. */
 nn_status nn_safetensors_write(nn_ctx *ctx, const char *path, const nn_st_tensor *tensors,
                                int count, const char *const *meta_keys,
                                const char *const *meta_vals, int meta_count);
@@ -489,8 +512,9 @@ nn_status nn_safetensors_write(nn_ctx *ctx, const char *path, const nn_st_tensor
 typedef struct nn_st_file nn_st_file;
 
 /* Reads and validates a whole safetensors file: header length, JSON, dtypes
- * (F32 only), shapes, and that every offset range lies inside the file and
- * ranges do not overlap. */
+ * (F32, F16, BF16, F64, I32 and I64, all read as float32; another dtype of the
+ * format fails with NN_EUNSUPPORTED), shapes, and that every offset range lies
+ * inside the file and ranges do not overlap. */
 nn_status nn_safetensors_open(nn_ctx *ctx, const char *path, nn_st_file **out);
 void nn_safetensors_close(nn_st_file *f);
 int nn_safetensors_count(const nn_st_file *f);

@@ -28,10 +28,13 @@ each '<tag> <count> <values %.9g>'. Run with Debian's torch (/usr/bin/python3):
 import argparse
 import os
 
-import numpy as np
-import torch
+from pydeps import require  # says how to install a missing module
 
-from make_layer_fixtures import signed
+require("numpy", "torch")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from make_layer_fixtures import signed  # noqa: E402
 
 # (n, dims, xs, scale, gs, ws, layer line)
 CASES = [

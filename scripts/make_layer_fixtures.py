@@ -27,8 +27,11 @@ with values printed %.9g (float32 round-trips). Run with Debian's torch
 import argparse
 import os
 
-import numpy as np
-import torch
+from pydeps import require  # says how to install a missing module
+
+require("numpy", "torch")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 # op -> list of (n, (C, H, W), xs, scale, gs, layer line)
 CASES = {

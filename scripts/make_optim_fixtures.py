@@ -39,11 +39,14 @@ import math
 import os
 import sys
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pydeps import require  # noqa: E402  (says how to install a missing module)
+
+require("numpy", "torch")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 from make_parity_fixture import param_line, uniform, value  # noqa: E402
 
 STEPS = 30

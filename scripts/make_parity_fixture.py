@@ -30,10 +30,13 @@ import math
 import os
 import sys
 
-import numpy as np
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pydeps import require  # noqa: E402  (says how to install a missing module)
+
+require("numpy", "torch")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 from seed_cnn import SeedCNN  # noqa: E402
 
 STEPS = 20

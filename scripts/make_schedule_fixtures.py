@@ -41,8 +41,11 @@ import inspect
 import os
 import struct
 
-import torch
-from torch.optim import lr_scheduler as S
+from pydeps import require  # says how to install a missing module
+
+require("torch")
+import torch  # noqa: E402
+from torch.optim import lr_scheduler as S  # noqa: E402
 
 
 def f32(x):

@@ -16,8 +16,11 @@ import os
 import re
 import subprocess
 
-import torch
-from torch import nn
+from pydeps import require  # says how to install a missing module
+
+require("torch")
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

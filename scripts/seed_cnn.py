@@ -19,9 +19,12 @@ model file:
     softmax_ce
 """
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+from pydeps import require  # says how to install a missing module
+
+require("torch")
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 # Fashion-MNIST training-set statistics (NN_FASHION_MNIST_MEAN / _STD in nnopt.h).
 FASHION_MNIST_MEAN = 0.2860

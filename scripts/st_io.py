@@ -1,4 +1,4 @@
-"""Minimal safetensors reader and writer for float32 tensors (json + numpy only).
+"""Minimal safetensors reader and writer (json + numpy only).
 
 Debian's python3-torch 1.13 ships without the `safetensors` package, so the
 nnopt helper scripts use this instead. File layout (https://github.com/huggingface/safetensors):
@@ -10,7 +10,10 @@ nnopt helper scripts use this instead. File layout (https://github.com/huggingfa
     rest               data         tensor bytes, little-endian, row-major;
                                     offsets are relative to the start of the data
 
-Only F32 is supported, which is all nnopt writes. The reader checks the header
+nnopt writes F32, and I64 for batch norm's num_batches_tracked (as PyTorch
+keeps it). The reader takes F32, F16, F64, I32, I64 (numpy arrays of that
+dtype) and BF16 (returned as float32, exactly); the writer writes integer
+arrays as I64 and everything else as F32. The reader checks the header
 length, dtypes, shapes against byte ranges, and that ranges stay inside the
 file and do not overlap.
 """
@@ -20,13 +23,21 @@ import os
 import struct
 import tempfile
 
-import numpy as np
+from pydeps import require  # says how to install a missing module
+
+require("numpy")
+import numpy as np  # noqa: E402
 
 _F32 = np.dtype("<f4")
+_I64 = np.dtype("<i8")
+# dtype name -> numpy dtype of its little-endian bytes
+_DTYPES = {"F32": _F32, "F16": np.dtype("<f2"), "F64": np.dtype("<f8"),
+           "I32": np.dtype("<i4"), "I64": _I64, "BF16": np.dtype("<u2")}
 
 
 def write_safetensors(path, tensors, metadata=None):
-    """Write {name: array-like} as F32 tensors, plus optional {str: str} metadata.
+    """Write {name: array-like} as F32 tensors (integer arrays as I64), plus
+    optional {str: str} metadata.
 
     Tensors are written in sorted name order, as the reference implementation
     does. The file is written to a temporary file beside path and renamed, so a
@@ -37,9 +48,11 @@ def write_safetensors(path, tensors, metadata=None):
     offset = 0
     for name in sorted(tensors):
         # (np.ascontiguousarray would turn a 0-d scalar into shape (1,).)
-        arr = np.array(tensors[name], dtype=_F32, order="C", copy=True)
+        arr = np.asarray(tensors[name])
+        dtype, kind = (_I64, "I64") if arr.dtype.kind in "iu" else (_F32, "F32")
+        arr = np.array(arr, dtype=dtype, order="C", copy=True)
         raw = arr.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+        header[name] = {"dtype": kind, "shape": list(arr.shape),
                         "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
@@ -71,7 +84,7 @@ def write_safetensors(path, tensors, metadata=None):
 
 
 def read_safetensors(path):
-    """Read a safetensors file; returns (tensors {name: np.float32 array}, metadata dict).
+    """Read a safetensors file; returns (tensors {name: numpy array}, metadata dict).
 
     Raises ValueError naming the file and the field at fault if it is malformed.
     """
@@ -96,8 +109,11 @@ def read_safetensors(path):
     for name, info in header.items():
         if not isinstance(info, dict):
             raise ValueError(f"{path}: tensor {name!r}: entry is not an object")
-        if info.get("dtype") != "F32":
-            raise ValueError(f"{path}: tensor {name!r}: dtype {info.get('dtype')!r}, expected F32")
+        kind = info.get("dtype")
+        if kind not in _DTYPES:
+            raise ValueError(f"{path}: tensor {name!r}: dtype {kind!r}, expected one of "
+                             f"{', '.join(_DTYPES)}")
+        dtype = _DTYPES[kind]
         shape = info.get("shape")
         offs = info.get("data_offsets")
         if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)):
@@ -110,11 +126,14 @@ def read_safetensors(path):
         if not 0 <= begin <= end <= len(data):
             raise ValueError(f"{path}: tensor {name!r}: data_offsets {offs} outside the "
                              f"{len(data)}-byte data section")
-        if end - begin != 4 * numel:
-            raise ValueError(f"{path}: tensor {name!r}: {end - begin} bytes for shape {shape}, "
-                             f"expected {4 * numel}")
+        if end - begin != dtype.itemsize * numel:
+            raise ValueError(f"{path}: tensor {name!r}: {end - begin} bytes for shape {shape} "
+                             f"of {kind}, expected {dtype.itemsize * numel}")
         ranges.append((begin, end, name))
-        tensors[name] = np.frombuffer(data[begin:end], dtype=_F32).reshape(shape).copy()
+        arr = np.frombuffer(data[begin:end], dtype=dtype).reshape(shape).copy()
+        if kind == "BF16":  # the upper half of a float32
+            arr = (arr.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        tensors[name] = arr
     ranges.sort()
     for (b0, e0, n0), (b1, _e1, n1) in zip(ranges, ranges[1:]):
         if b1 < e0:

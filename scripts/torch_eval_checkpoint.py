@@ -17,11 +17,14 @@ import json
 import os
 import sys
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pydeps import require  # noqa: E402  (says how to install a missing module)
+
+require("numpy", "torch")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 from seed_cnn import FASHION_MNIST_MEAN, FASHION_MNIST_STD, SeedCNN  # noqa: E402
 from st_io import model_state, read_safetensors  # noqa: E402
 from nnopt_model import NnoptModel  # noqa: E402

@@ -12,9 +12,12 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pydeps import require  # noqa: E402  (says how to install a missing module)
+
+require("numpy", "torch")
+import torch  # noqa: E402
+
 from seed_cnn import SeedCNN  # noqa: E402
 from st_io import write_safetensors  # noqa: E402
 

@@ -157,7 +157,7 @@ static void test_round_trip(nn_ctx *ctx) {
 
 static void test_atomic_write(nn_ctx *ctx) {
     float v[3] = {1, 2, 3};
-    nn_st_tensor t = {"v", {1, {3}}, v};
+    nn_st_tensor t = {"v", {1, {3}}, v, NN_ST_F32};
     const char *path = tmp_path("atomic.safetensors");
     int before = count_dir_entries(tmp_dir);
     nn_status s = nn_safetensors_write(ctx, path, &t, 1, NULL, NULL, 0);
@@ -194,7 +194,7 @@ static void test_atomic_write(nn_ctx *ctx) {
     s = nn_safetensors_write(ctx, path, dup, 2, NULL, NULL, 0);
     CHECK(s == NN_EINVAL && !file_exists(path), "duplicate names refused before writing: %s",
           nn_ctx_error(ctx));
-    nn_st_tensor neg = {"neg", {1, {-1}}, v};
+    nn_st_tensor neg = {"neg", {1, {-1}}, v, NN_ST_F32};
     s = nn_safetensors_write(ctx, path, &neg, 1, NULL, NULL, 0);
     CHECK(s == NN_EINVAL && !file_exists(path), "negative dimension refused: %s",
           nn_ctx_error(ctx));
@@ -254,10 +254,15 @@ static void test_hostile_files(nn_ctx *ctx) {
 
     write_st_auto(p, "{\"t\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
     expect_open_fail(ctx, "missing dtype", p, NN_EFORMAT, "'t'");
-    write_st_auto(p, "{\"t\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4);
-    expect_open_fail(ctx, "dtype F16", p, NN_EUNSUPPORTED, "F16");
-    write_st_auto(p, "{\"t\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8);
-    expect_open_fail(ctx, "dtype I64", p, NN_EUNSUPPORTED, "I64");
+    write_st_auto(p, "{\"t\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2);
+    expect_open_fail(ctx, "dtype U8", p, NN_EUNSUPPORTED, "U8");
+    write_st_auto(p, "{\"t\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2);
+    expect_open_fail(ctx, "dtype F8_E4M3", p, NN_EUNSUPPORTED, "F8_E4M3");
+    /* byte counts follow the dtype's element size */
+    write_st_auto(p, "{\"t\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
+    expect_open_fail(ctx, "F16 with 4 bytes per element", p, NN_EFORMAT, "of F16 needs 4");
+    write_st_auto(p, "{\"t\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
+    expect_open_fail(ctx, "I64 with 4 bytes", p, NN_EFORMAT, "of I64 needs 8");
     write_st_auto(p, "{\"t\":{\"dtype\":\"F33\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
     expect_open_fail(ctx, "unknown dtype", p, NN_EFORMAT, "F33");
     write_st_auto(p, "{\"t\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
@@ -289,7 +294,7 @@ static void test_hostile_files(nn_ctx *ctx) {
     expect_open_fail(ctx, "data_offsets beyond the data", p, NN_EFORMAT,
                      "tensor 't' data_offsets [0,400] exceed the data section (200 bytes)");
     write_st_auto(p, "{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8);
-    expect_open_fail(ctx, "size not numel*4", p, NN_EFORMAT, "hold 8 bytes but shape [3] needs 12");
+    expect_open_fail(ctx, "size not numel*4", p, NN_EFORMAT, "hold 8 bytes but shape [3] of F32 needs 12");
     write_st_auto(p, "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0]}}", 4);
     expect_open_fail(ctx, "data_offsets with one entry", p, NN_EFORMAT, "data_offsets");
     write_st_auto(p, "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,-4]}}", 4);
@@ -382,7 +387,7 @@ static void test_unusual_valid_files(nn_ctx *ctx) {
 static void test_mutations(nn_ctx *ctx) {
     float v[12];
     for (int i = 0; i < 12; i++) v[i] = (float)i;
-    nn_st_tensor t[2] = {{"w", {2, {3, 2}}, v}, {"b", {1, {6}}, v + 6}};
+    nn_st_tensor t[2] = {{"w", {2, {3, 2}}, v, NN_ST_F32}, {"b", {1, {6}}, v + 6, NN_ST_F32}};
     const char *k[] = {"format"}, *val[] = {"nnopt"};
     const char *src = tmp_path("mut-src.safetensors");
     const char *p = tmp_path("mut.safetensors");

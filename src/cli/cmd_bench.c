@@ -18,6 +18,13 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* ,"key":v with two decimals, or ,"key":null when the figure was not measured
+ * (--no-peak) or the measurement failed. */
+static void json_figure(const char *key, double v, int measured) {
+    if (measured && v > 0.0) printf(",\"%s\":%.2f", key, v);
+    else printf(",\"%s\":null", key);
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *precision = "fp32";
     int batch = 64, threads = 0, steps = 50, warmup = 10, repeats = 5, json = 0, no_peak = 0;
@@ -97,20 +104,25 @@ int cmd_bench(int argc, char **argv) {
     double peak = no_peak ? 0.0 : nn_measure_sgemm_gflops(w.ctx, 1024, 5);
     const double fma = peaks[repeats / 2], fma_share = shares[repeats / 2];
     const double total_steps = (double)steps * repeats;
+    const char *prec_name = prec == NN_PRECISION_BF16 ? "bf16" : "fp32";
     if (json) {
+        /* the peaks and shares are null with --no-peak: not measured, not zero */
         printf("{\"model\":");
         cli_json_string(stdout, pos[0]);
-        printf(",\"batch\":%d,\"threads\":%d,\"images_per_s\":%.1f,"
-               "\"ms_per_step\":%.4f,\"gflops\":%.2f,\"sgemm_peak_gflops\":%.2f,"
-               "\"percent_of_peak\":%.2f,\"fma_peak_gflops\":%.2f,\"percent_of_fma_peak\":%.2f,"
-               "\"percent_of_fma_peak_min\":%.2f,\"percent_of_fma_peak_max\":%.2f,"
-               "\"kernel_isa\":\"%s\",\"openblas_core\":\"%s\",\"layers\":[",
-               batch, nn_ctx_threads(w.ctx), ips, step_s * 1e3, gflops, peak,
-               peak > 0 ? 100.0 * gflops / peak : 0.0, fma, fma_share, shares[0],
-               shares[repeats - 1], nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core());
+        printf(",\"precision\":\"%s\",\"batch\":%d,\"threads\":%d,\"images_per_s\":%.1f,"
+               "\"ms_per_step\":%.4f,\"gflops\":%.2f",
+               prec_name, batch, nn_ctx_threads(w.ctx), ips, step_s * 1e3, gflops);
+        json_figure("sgemm_peak_gflops", peak, !no_peak);
+        json_figure("percent_of_peak", peak > 0 ? 100.0 * gflops / peak : 0.0, !no_peak);
+        json_figure("fma_peak_gflops", fma, !no_peak);
+        json_figure("percent_of_fma_peak", fma_share, !no_peak && fma > 0);
+        json_figure("percent_of_fma_peak_min", shares[0], !no_peak && fma > 0);
+        json_figure("percent_of_fma_peak_max", shares[repeats - 1], !no_peak && fma > 0);
+        printf(",\"kernel_isa\":\"%s\",\"openblas_core\":\"%s\",\"layers\":[",
+               nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core());
     } else {
-        printf("nnopt bench %s: batch %d, %d threads, median of %d x %d steps\n", pos[0], batch,
-               nn_ctx_threads(w.ctx), repeats, steps);
+        printf("nnopt bench %s: %s, batch %d, %d threads, median of %d x %d steps\n", pos[0],
+               prec_name, batch, nn_ctx_threads(w.ctx), repeats, steps);
         const char *replaced = nn_blas_replaced_core();
         printf("kernels %s, OpenBLAS core %s%s%s%s\n", nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core(),
                replaced ? " (replacing its own choice, " : "", replaced ? replaced : "",

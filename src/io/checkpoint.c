@@ -3,7 +3,8 @@
  * the optimizer state and the train state, as one safetensors file.
  *
  * Tensors: every parameter and buffer (batchnorm's "bn1.running_mean", ...)
- * under its PyTorch name ("conv1.weight"), so the file
+ * under its PyTorch name ("conv1.weight") and dtype (F32; I64 for the batch
+ * counter "bn1.num_batches_tracked", as torch keeps it), so the file
  * loads into torch with safetensors.torch.load_file; optimizer state buffers as
  * "optimizer.<param>.<state>" (only once the optimizer has taken a step).
  * Metadata: "format" = "nnopt", "format_version" = "1", "nnopt_version", and
@@ -35,6 +36,16 @@ static int state_tensor_name(char *buf, size_t size, const char *param, const ch
     buf[lo + lp] = '.';
     memcpy(buf + lo + lp + 1, state, ls + 1);
     return 1;
+}
+
+/* 1 for the buffers torch keeps as int64 counters (batch norm's
+ * "<name>.num_batches_tracked"): saved as I64, and on load they must hold
+ * non-negative integers, whatever dtype the file has (nnopt wrote them as F32
+ * before, and a torch state_dict may hold F32 too). */
+static int is_counter(const char *name) {
+    static const char suffix[] = ".num_batches_tracked";
+    size_t n = strlen(name), k = sizeof suffix - 1;
+    return n > k && strcmp(name + n - k, suffix) == 0;
 }
 
 /* ------------------------------------------------------------------ save */
@@ -128,6 +139,7 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         const nn_param_info *info = nn_net_buffer_info(net, b);
         snprintf(t[count].name, sizeof t[count].name, "%s", info->name);
         t[count].shape = info->shape;
+        t[count].dtype = is_counter(info->name) ? NN_ST_I64 : NN_ST_F32;
         t[count++].data = buffers + info->offset;
     }
     for (int s = 0; s < ns; s++) {
@@ -365,7 +377,12 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
     int nb = nn_net_num_buffer_tensors(net);
     for (int b = 0; b < nb; b++) {
         const nn_param_info *info = nn_net_buffer_info(net, b);
-        if (!find_checked(ctx, path, f, info->name, &info->shape)) return NN_EFORMAT;
+        const nn_st_tensor *t = find_checked(ctx, path, f, info->name, &info->shape);
+        if (!t) return NN_EFORMAT;
+        for (size_t k = 0; is_counter(info->name) && k < info->numel; k++)
+            if (!(t->data[k] >= 0.0f && t->data[k] < 0x1p63f) || floorf(t->data[k]) != t->data[k])
+                return nn_ctx_fail(ctx, NN_EFORMAT, "%s: tensor '%s' is %.9g, not a count (a "
+                                   "non-negative integer)", path, info->name, (double)t->data[k]);
     }
 
     int64_t steps = 0;

@@ -1,11 +1,17 @@
 /*
  * safetensors.c - reader and writer for the safetensors format
- * (https://github.com/huggingface/safetensors), float32 tensors only.
+ * (https://github.com/huggingface/safetensors).
  *
  * Layout: 8-byte little-endian header length N, N bytes of UTF-8 JSON
  *   {"__metadata__": {"k": "v", ...},
  *    "<name>": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...}
  * then the data section; offsets are relative to its first byte.
+ *
+ * nnopt computes in float32 only. The reader also takes the dtypes a PyTorch
+ * state_dict saved with safetensors.torch.save_file holds (F16, BF16 and F64
+ * weights, I64 counters such as batch norm's num_batches_tracked; I32 too) and
+ * converts them to float32 on load. The writer writes F32, and I64 for the
+ * tensors its caller marks so (PyTorch's int64 buffers).
  *
  * The reader treats the file as untrusted: every size and offset is checked
  * before it is used, and every error is one line "<path>: <problem>".
@@ -39,10 +45,25 @@ struct nn_st_file {
     nn_st_tensor *tensors;   /* (count) */
     unsigned char *data;     /* the data section, 64-byte aligned */
     int64_t *offsets;        /* (count) byte offset of each tensor in data */
-    float **copies;          /* (count) private copy when the offset is not float-aligned */
+    float **copies;          /* (count) float32 copy when the dtype is not F32 or the
+                                offset not float-aligned; else NULL */
     int meta_count;
     char **meta;             /* (2 * meta_count): key, value, key, value, ... */
 };
+
+/* name and bytes per element of each nn_st_dtype, in enum order */
+static const struct {
+    const char *name;
+    int size;
+} st_dtypes[NN_ST_NUM_DTYPES] = {
+    [NN_ST_F32] = {"F32", 4}, [NN_ST_F16] = {"F16", 2}, [NN_ST_BF16] = {"BF16", 2},
+    [NN_ST_F64] = {"F64", 8}, [NN_ST_I32] = {"I32", 4}, [NN_ST_I64] = {"I64", 8},
+};
+
+const char *nn_st_dtype_name(nn_st_dtype dtype) {
+    if ((int)dtype < 0 || dtype >= NN_ST_NUM_DTYPES) return NULL;
+    return st_dtypes[dtype].name;
+}
 
 /* ------------------------------------------------------------------ writer */
 
@@ -128,6 +149,21 @@ static nn_status check_write_args(nn_ctx *ctx, const char *path, const nn_st_ten
                                    path, t[i].name);
         if (nn_shape_numel(&t[i].shape) > 0 && !t[i].data)
             return nn_ctx_fail(ctx, NN_EINVAL, "%s: tensor '%s' has no data", path, t[i].name);
+        if (t[i].dtype != NN_ST_F32 && t[i].dtype != NN_ST_I64)
+            return nn_ctx_fail(ctx, NN_EINVAL, "%s: tensor '%s': cannot write dtype %s (only F32 "
+                               "and I64)", path, t[i].name,
+                               nn_st_dtype_name(t[i].dtype) ? nn_st_dtype_name(t[i].dtype) : "?");
+        if (t[i].dtype == NN_ST_I64) {
+            int64_t n = nn_shape_numel(&t[i].shape);
+            for (int64_t k = 0; k < n; k++) {
+                float v = t[i].data[k];
+                /* -2^63 and 2^63 are exact in float32; NaN fails both compares */
+                if (!(v >= -0x1p63f && v < 0x1p63f) || floorf(v) != v)
+                    return nn_ctx_fail(ctx, NN_EINVAL, "%s: tensor '%s' element %lld is %.9g, "
+                                       "not an integer an I64 holds", path, t[i].name,
+                                       (long long)k, (double)v);
+            }
+        }
         /* the count is small (one entry per parameter), so a quadratic scan is fine */
         for (int j = 0; j < i; j++)
             if (strcmp(t[i].name, t[j].name) == 0)
@@ -163,10 +199,10 @@ static nn_status build_header(nn_ctx *ctx, const char *path, const nn_st_tensor 
         if (!first) buf_puts(b, ",");
         first = 0;
         buf_json_str(b, t[i].name);
-        buf_puts(b, ":{\"dtype\":\"F32\",\"shape\":[");
+        buf_printf(b, ":{\"dtype\":\"%s\",\"shape\":[", st_dtypes[t[i].dtype].name);
         for (int d = 0; d < t[i].shape.ndim; d++)
             buf_printf(b, d ? ",%lld" : "%lld", (long long)t[i].shape.dim[d]);
-        uint64_t bytes = (uint64_t)nn_shape_numel(&t[i].shape) * sizeof(float);
+        uint64_t bytes = (uint64_t)nn_shape_numel(&t[i].shape) * (uint64_t)st_dtypes[t[i].dtype].size;
         buf_printf(b, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offset,
                    (unsigned long long)(offset + bytes));
         offset += bytes;
@@ -177,9 +213,22 @@ static nn_status build_header(nn_ctx *ctx, const char *path, const nn_st_tensor 
     return NN_OK;
 }
 
-/* "dir/name" -> "dir", "name" -> ".", "/name" -> "/". Caller frees. */
+/* Writes n float values, integers checked by check_write_args, as
+ * little-endian int64; 1 on success. */
+static int write_i64(FILE *f, const float *x, size_t n) {
+    int64_t chunk[256];
+    for (size_t i = 0; i < n;) {
+        size_t m = n - i < 256 ? n - i : 256;
+        for (size_t k = 0; k < m; k++) chunk[k] = (int64_t)x[i + k];
+        if (fwrite(chunk, sizeof(int64_t), m, f) != m) return 0;
+        i += m;
+    }
+    return 1;
+}
+
 static void remove_stale_temps(const char *path);
 
+/* "dir/name" -> "dir", "name" -> ".", "/name" -> "/". Caller frees. */
 static char *dir_of(const char *path) {
     const char *slash = strrchr(path, '/');
     if (!slash) return strdup(".");
@@ -230,7 +279,10 @@ nn_status nn_safetensors_write(nn_ctx *ctx, const char *path, const nn_st_tensor
     }
     for (int i = 0; i < count; i++) {
         size_t n = (size_t)nn_shape_numel(&tensors[i].shape);
-        if (n > 0 && fwrite(tensors[i].data, sizeof(float), n, f) != n) {
+        int ok = tensors[i].dtype == NN_ST_I64
+                     ? write_i64(f, tensors[i].data, n)
+                     : n == 0 || fwrite(tensors[i].data, sizeof(float), n, f) == n;
+        if (!ok) {
             what = "write failed";
             err = errno;
             goto fail;
@@ -427,11 +479,17 @@ static const char *find_duplicate(const char **names, int n) {
     return NULL;
 }
 
-/* Dtype names of the safetensors spec other than F32: valid files this build
- * cannot use. */
-static int known_dtype(const char *s) {
-    static const char *const names[] = {"BOOL", "U8",  "I8",  "I16", "U16",     "F16",
-                                        "BF16", "I32", "U32", "F64", "I64",     "U64",
+/* The nn_st_dtype named s, or -1. */
+static int find_dtype(const char *s) {
+    for (int i = 0; i < NN_ST_NUM_DTYPES; i++)
+        if (strcmp(s, st_dtypes[i].name) == 0) return i;
+    return -1;
+}
+
+/* Dtype names of the safetensors spec that nnopt does not read: valid files
+ * this build cannot use. */
+static int other_spec_dtype(const char *s) {
+    static const char *const names[] = {"BOOL", "U8", "I8", "I16", "U16", "U32", "U64",
                                         "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3",
                                         "F6_E3M2", "C64"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -450,14 +508,16 @@ static nn_status parse_entry(nn_ctx *ctx, const char *path, const cJSON *e, uint
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     if (!cJSON_IsString(dtype))
         return nn_ctx_fail(ctx, NN_EFORMAT, "%s: tensor '%s' has no dtype string", path, name);
-    if (strcmp(dtype->valuestring, "F32") != 0) {
-        if (known_dtype(dtype->valuestring))
+    int dt = find_dtype(dtype->valuestring);
+    if (dt < 0) {
+        if (other_spec_dtype(dtype->valuestring))
             return nn_ctx_fail(ctx, NN_EUNSUPPORTED,
-                               "%s: tensor '%s' has dtype %s; only F32 is supported", path, name,
-                               dtype->valuestring);
+                               "%s: tensor '%s' has dtype %s; nnopt reads F32, F16, BF16, F64, "
+                               "I32 and I64", path, name, dtype->valuestring);
         return nn_ctx_fail(ctx, NN_EFORMAT, "%s: tensor '%s' has unknown dtype '%.32s'", path,
                            name, dtype->valuestring);
     }
+    const int64_t esize = st_dtypes[dt].size;
 
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
     if (!cJSON_IsArray(shape))
@@ -468,8 +528,8 @@ static nn_status parse_entry(nn_ctx *ctx, const char *path, const cJSON *e, uint
                            name, ndim, NN_MAX_DIMS);
     t->shape.ndim = ndim;
     /* dims are < 2^53 each; the product is checked before every multiply so
-     * that numel * 4 fits an int64 */
-    int64_t numel = 1, max_numel = INT64_MAX / (int64_t)sizeof(float);
+     * that numel * esize, and numel floats once converted, fit an int64 */
+    int64_t numel = 1, max_numel = INT64_MAX / 8;
     int too_big = 0, d = 0;
     const cJSON *dim;
     cJSON_ArrayForEach(dim, shape) {
@@ -515,14 +575,16 @@ static nn_status parse_entry(nn_ctx *ctx, const char *path, const cJSON *e, uint
         return nn_ctx_fail(ctx, NN_EFORMAT,
                            "%s: tensor '%s' shape [%s] has too many elements", path,
                            name, sbuf);
-    if (end - begin != numel * (int64_t)sizeof(float))
+    if (end - begin != numel * esize)
         return nn_ctx_fail(ctx, NN_EFORMAT,
                            "%s: tensor '%s' data_offsets [%lld,%lld] hold %lld bytes but shape "
-                           "[%s] needs %lld",
+                           "[%s] of %s needs %lld",
                            path, name, (long long)begin, (long long)end,
-                           (long long)(end - begin), sbuf, (long long)(numel * 4));
+                           (long long)(end - begin), sbuf, st_dtypes[dt].name,
+                           (long long)(numel * esize));
 
     strcpy(t->name, name);
+    t->dtype = (nn_st_dtype)dt;
     r->begin = begin;
     r->end = end;
     return NN_OK;
@@ -631,21 +693,86 @@ done:
     return s;
 }
 
-/* Points each tensor into the loaded data section. A float-misaligned offset
- * (legal in the format, never written by nn_safetensors_write) gets its own
- * aligned copy. */
+static float f32_from_bits(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* IEEE binary16 to float32, exactly: every half value is a float value. A
+ * NaN keeps its sign and payload and comes out quiet, as an IEEE conversion
+ * (and PyTorch's) makes it. */
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1f) /* infinity, or NaN with the quiet bit set */
+        return f32_from_bits(sign | 0x7f800000u | man << 13 | (man ? 0x00400000u : 0));
+    if (exp != 0) return f32_from_bits(sign | (exp + 112u) << 23 | man << 13); /* 127 - 15 */
+    float mag = (float)man * 0x1p-24f; /* zero or subnormal: man * 2^-24, exact */
+    return sign ? -mag : mag;
+}
+
+/* Converts n elements of dtype dt at src (little-endian, any alignment) to
+ * float32, bit for bit as PyTorch's .to(torch.float32): F16 exactly; BF16 by
+ * its bits (the upper half of a float32, NaNs as they are); F64, I32, I64 by
+ * C's conversion, which rounds to nearest even (IEEE arithmetic; overflow
+ * gives infinity, NaN stays NaN). */
+static void convert_to_f32(float *dst, const unsigned char *src, int64_t n, nn_st_dtype dt) {
+    for (int64_t i = 0; i < n; i++) {
+        const unsigned char *p = src + i * st_dtypes[dt].size;
+        uint16_t u16;
+        uint32_t u32;
+        int32_t i32;
+        int64_t i64;
+        double f64;
+        switch (dt) {
+        case NN_ST_F32:
+            memcpy(&dst[i], p, 4);
+            break;
+        case NN_ST_F16:
+            memcpy(&u16, p, 2);
+            dst[i] = f16_to_f32(u16);
+            break;
+        case NN_ST_BF16:
+            memcpy(&u16, p, 2);
+            u32 = (uint32_t)u16 << 16;
+            dst[i] = f32_from_bits(u32);
+            break;
+        case NN_ST_F64:
+            memcpy(&f64, p, 8);
+            dst[i] = (float)f64;
+            break;
+        case NN_ST_I32:
+            memcpy(&i32, p, 4);
+            dst[i] = (float)i32;
+            break;
+        case NN_ST_I64:
+            memcpy(&i64, p, 8);
+            dst[i] = (float)i64;
+            break;
+        default:
+            NN_ASSERT(0 && "dtype checked by parse_entry");
+        }
+    }
+}
+
+/* Points each F32 tensor into the loaded data section. Other dtypes, and a
+ * float-misaligned offset (legal in the format, never written by
+ * nn_safetensors_write), get their own aligned float32 copy. */
 static nn_status attach_data(nn_ctx *ctx, const char *path, nn_st_file *f) {
     for (int i = 0; i < f->count; i++) {
         nn_st_tensor *t = &f->tensors[i];
         const unsigned char *src = f->data + f->offsets[i];
-        if (f->offsets[i] % (int64_t)sizeof(float) == 0) {
+        if (t->dtype == NN_ST_F32 && f->offsets[i] % (int64_t)sizeof(float) == 0) {
             t->data = (const float *)(const void *)src;
             continue;
         }
-        size_t bytes = (size_t)nn_shape_numel(&t->shape) * sizeof(float);
-        f->copies[i] = nn_alloc_aligned(bytes);
+        int64_t n = nn_shape_numel(&t->shape);
+        if ((uint64_t)n > SIZE_MAX / sizeof(float))
+            return nn_ctx_fail(ctx, NN_ENOMEM, "%s: tensor '%s' is too large", path, t->name);
+        f->copies[i] = nn_alloc_aligned((size_t)n * sizeof(float));
         if (!f->copies[i]) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", path);
-        memcpy(f->copies[i], src, bytes);
+        convert_to_f32(f->copies[i], src, n, t->dtype);
         t->data = f->copies[i];
     }
     return NN_OK;

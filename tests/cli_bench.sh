@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# cli_bench.sh - `nnopt bench --json` says which precision it timed, and with
+# --no-peak the figures it did not measure are null, not 0.
+. "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
+
+PEAKS='("sgemm_peak_gflops", "percent_of_peak", "fma_peak_gflops", "percent_of_fma_peak",
+        "percent_of_fma_peak_min", "percent_of_fma_peak_max")'
+SHORT=(--batch 4 --steps 1 --repeats 1 --warmup 0 --threads 2)
+
+timeout 120 "$NN" bench "$MODEL" "${SHORT[@]}" --no-peak --json >np.json 2>np.err
+check "bench --json --no-peak: precision fp32, every peak figure null" python3 -c '
+import json
+d = json.load(open("np.json"))
+assert d["precision"] == "fp32", d
+for k in '"$PEAKS"':
+    assert k in d and d[k] is None, (k, d.get(k, "missing"))
+assert d["images_per_s"] > 0 and d["gflops"] > 0 and d["layers"], d
+'
+
+timeout 120 "$NN" bench "$MODEL" "${SHORT[@]}" --json >p.json 2>p.err
+check "bench --json: the peak figures are measured numbers" python3 -c '
+import json
+d = json.load(open("p.json"))
+assert d["precision"] == "fp32", d
+for k in '"$PEAKS"':
+    assert isinstance(d[k], float) and d[k] > 0, (k, d[k])
+'
+
+timeout 120 "$NN" bench "$MODEL" "${SHORT[@]}" --precision bf16 --no-peak --json >bf.json 2>bf.err
+check "bench --precision bf16 --json: precision bf16" python3 -c '
+import json
+assert json.load(open("bf.json"))["precision"] == "bf16"
+'
+
+timeout 120 "$NN" bench "$MODEL" "${SHORT[@]}" --no-peak >t.txt 2>t.err
+check "bench text output names the precision" grep -q "^nnopt bench .*: fp32, batch 4" t.txt
+
+finish
