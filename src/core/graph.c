@@ -5,7 +5,6 @@
  */
 #include "core/graph.h"
 #include "backend/backend.h"
-#include "ops/ops.h"
 
 #include <errno.h>
 #include <omp.h>
@@ -97,42 +96,46 @@ static int consumers(const nn_net *net, int j) {
     return count;
 }
 
-/* Decides which nodes share memory with their input: flatten always; a ReLU
- * whose producer is a conv2d or linear read by nothing else is fused into it
- * (applied in the producer's kernel while the data is in cache). Then marks
- * which nodes must compute an input gradient: none flows into the image. */
+static const nn_op_def *def_of(const nn_node *node) { return nn_op_def_get(node->op); }
+
+/* Decides which nodes share memory with their input, from the registry
+ * entries: ops that alias their input (flatten) always; an element-wise op
+ * that can be an epilogue (relu) when the op before it takes it onto its own
+ * output (conv2d, linear: applied in the producer's kernel while the data is
+ * in cache) and nothing else reads that output. Then marks which nodes must
+ * compute an input gradient: none flows into the image. */
 static void fuse_and_alias(nn_net *net) {
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
+        const nn_op_def *def = def_of(node);
         node->alias_of = -1;
-        if (node->op == NN_OP_FLATTEN) node->alias_of = node->inputs[0];
-        if (node->op == NN_OP_RELU) {
+        if (def->aliases_input) node->alias_of = node->inputs[0];
+        if (def->epilogue != NN_EPILOGUE_NONE) {
             int j = node->inputs[0];
             nn_node *src = &net->nodes[j];
-            if ((src->op == NN_OP_CONV2D || src->op == NN_OP_LINEAR) && consumers(net, j) == 1 &&
-                j != net->logits_node) {
-                if (src->op == NN_OP_CONV2D) src->d.conv.relu = 1;
-                else src->d.linear.relu = 1;
+            const nn_op_def *sdef = def_of(src);
+            if (sdef->fuse_epilogue && consumers(net, j) == 1 && j != net->logits_node &&
+                sdef->fuse_epilogue(src, def->epilogue))
                 node->alias_of = j;
-            }
         }
     }
-    /* a max-pool reading the only output of a conv2d's fused ReLU applies
-     * the ReLU's gradient mask itself: the gradient reaches only the window's
-     * maximum, and it is masked exactly when that maximum is not > 0. The
+    /* the only reader of a fused epilogue's output may apply its gradient
+     * mask itself: a max-pool sends each gradient only to its window's
+     * maximum, which a ReLU masks exactly when it is not > 0. The
      * convolution's backward then reads no mask (it skips a pass over its
      * output, 12.8 MB for conv_heavy's first layers at batch 64). */
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
-        if (node->op != NN_OP_MAXPOOL) continue;
-        node->d.pool.relu_mask = 0;
+        const nn_op_def *def = def_of(node);
+        if (!def->mask_epilogue) continue;
         const int j = node->inputs[0];
         const nn_node *act = &net->nodes[j];
-        if (act->op != NN_OP_RELU || act->alias_of < 0 || consumers(net, j) != 1) continue;
-        nn_node *conv = &net->nodes[act->alias_of];
-        if (conv->op != NN_OP_CONV2D || !conv->d.conv.relu) continue;
-        conv->d.conv.relu_masked_later = 1;
-        node->d.pool.relu_mask = 1;
+        const nn_epilogue e = def_of(act)->epilogue;
+        if (e == NN_EPILOGUE_NONE || act->alias_of < 0 || consumers(net, j) != 1) continue;
+        nn_node *producer = &net->nodes[act->alias_of];
+        const nn_op_def *pdef = def_of(producer);
+        if (pdef->epilogue_masked_later && def->mask_epilogue(node, e))
+            pdef->epilogue_masked_later(producer);
     }
     /* which input gradients each kernel computes (none flows into the image),
      * and how many kernels write each memory root's gradient */
@@ -283,14 +286,14 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
     for (int r = 0; r < N; r++) {
         const nn_node *node = &net->nodes[r];
         slot[r] = -1;
-        if (node->op == NN_OP_INPUT || node->alias_of >= 0 || r == L) continue;
+        if (r == net->input_node || node->alias_of >= 0 || r == L) continue;
         if (node->grad_writers > 1) first[r] = -1;
     }
     /* in order of first write (then node order: deterministic) */
     for (int step = -1; step <= N + 1; step++)
         for (int r = N - 1; r >= 0; r--) {
             const nn_node *node = &net->nodes[r];
-            if (node->op == NN_OP_INPUT || node->alias_of >= 0 || r == L || first[r] != step)
+            if (r == net->input_node || node->alias_of >= 0 || r == L || first[r] != step)
                 continue;
             const size_t need = round16((size_t)max_batch * (size_t)nn_shape_numel(&node->out));
             const int last = r <= L ? L - r : N + 1; /* its own kernel's step */
@@ -321,15 +324,11 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
     release_plan(net);
     const nn_backend *be = net->ctx->backend;
     int threads = net->ctx->threads;
-    /* the context's precision applies to the dense convolutions whose sums
-     * are long enough for the bf16 GEMM to pay (a first layer on one input
-     * channel, C*R*S = 9, stays fp32) */
-    for (int i = 0; i < net->num_nodes; i++)
-        if (net->nodes[i].op == NN_OP_CONV2D) {
-            nn_conv2d_desc *d = &net->nodes[i].d.conv;
-            d->bf16 = net->ctx->precision == NN_PRECISION_BF16 && d->groups <= 1 &&
-                      d->C * d->R * d->S >= 32;
-        }
+    /* the context's precision, for the ops that have one (conv2d) */
+    for (int i = 0; i < net->num_nodes; i++) {
+        const nn_op_def *def = def_of(&net->nodes[i]);
+        if (def->set_precision) def->set_precision(&net->nodes[i], net->ctx->precision);
+    }
     int *slot = malloc((size_t)net->num_nodes * sizeof *slot);
     size_t *slot_floats = malloc((size_t)net->num_nodes * sizeof *slot_floats);
     const int slots =
@@ -346,7 +345,7 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
         for (int i = 0; i < net->num_nodes; i++) {
             nn_node *node = &net->nodes[i];
             size_t n = round16((size_t)max_batch * (size_t)nn_shape_numel(&node->out));
-            int alias = node->op == NN_OP_INPUT || node->alias_of >= 0;
+            int alias = i == net->input_node || node->alias_of >= 0;
             if (!alias) {
                 if (pass) node->y = net->arena + off;
                 off += n;
@@ -357,7 +356,7 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
                 if (pass) node->aux = net->arena + off;
                 off += a;
             }
-            const nn_op_kernels *k = be->kernels[node->op];
+            const nn_op_kernels *k = nn_backend_kernels(be, node->op);
             if (!pass && k && k->workspace) {
                 size_t w = k->workspace(node, max_batch, threads);
                 if (w > ws) ws = w;
@@ -472,21 +471,20 @@ int nn_net_num_layers(const nn_net *net) { return net->num_nodes; }
 
 void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out) {
     const nn_node *node = &net->nodes[i];
+    const nn_op_def *def = def_of(node);
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", node->name);
-    snprintf(out->op, sizeof out->op, "%s", nn_op_def_get(node->op)->name);
+    snprintf(out->op, sizeof out->op, "%s", def->name);
     out->out = node->out;
     for (int j = 0; j < node->num_params; j++)
         out->params += nn_shape_numel(&node->param_shape[j]);
-    const nn_op_def *def = nn_op_def_get(node->op);
     out->flops = def->flops ? def->flops(node) : 0;
-    int has_weights = node->op == NN_OP_CONV2D || node->op == NN_OP_LINEAR;
-    out->bwd_flops = has_weights ? (node->needs_dx ? 2 : 1) * out->flops : out->flops;
-    int alias = node->op == NN_OP_INPUT || node->alias_of >= 0;
+    out->bwd_flops = def->backward_flops ? def->backward_flops(node) : out->flops;
+    int alias = i == net->input_node || node->alias_of >= 0;
     out->act_bytes = alias ? 0 : nn_shape_numel(&node->out) * (int64_t)sizeof(float);
-    if (node->op == NN_OP_CONV2D)
-        snprintf(out->kernel, sizeof out->kernel, "%s",
-                 nn_conv2d_kernel_name(&node->d.conv, net->ctx));
+    const nn_op_kernels *k = nn_backend_kernels(net->ctx->backend, node->op);
+    if (k && k->kernel_name)
+        snprintf(out->kernel, sizeof out->kernel, "%s", k->kernel_name(node, net->ctx));
 }
 
 nn_shape nn_net_input_shape(const nn_net *net) { return net->nodes[net->input_node].out; }
@@ -551,20 +549,20 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
                 return nn_ctx_fail(net->ctx, NN_EINVAL,
                                    "label %d of sample %d is outside the model's %d classes",
                                    labels[i], i, classes);
-    /* as PyTorch: batch statistics need more than one value per channel */
-    for (int i = 0; i < net->num_nodes && net->training; i++) {
+    /* the ops' own conditions on the batch (batchnorm's statistics) */
+    for (int i = 0; i < net->num_nodes; i++) {
         const nn_node *node = &net->nodes[i];
-        if (node->op == NN_OP_BATCHNORM && (int64_t)n * node->d.bn.HW < 2)
-            return nn_ctx_fail(net->ctx, NN_EINVAL,
-                               "%s:%d: batchnorm '%s' in training mode needs more than one value "
-                               "per channel (batch %d of %d-element channels); use eval mode",
-                               net->source, node->line, node->name, n, node->d.bn.HW);
+        const nn_op_def *def = def_of(node);
+        nn_status st;
+        if (def->check_batch &&
+            (st = def->check_batch(node, n, net->training, net->source, net->ctx)))
+            return st;
     }
     net->nodes[net->input_node].y = (float *)x;
     int last = labels ? net->loss_node : net->logits_node;
     for (int i = 0; i <= last; i++) {
         nn_node *node = &net->nodes[i];
-        if (node->op == NN_OP_INPUT) continue;
+        if (i == net->input_node) continue;
         if (node->alias_of >= 0) {
             node->y = net->nodes[node->alias_of].y;
             continue;
@@ -575,7 +573,7 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
         a.loss = &net->last_loss;
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
-        be->kernels[node->op]->forward(&a);
+        nn_backend_kernels(be, node->op)->forward(&a);
         if (timed) {
             double t1 = omp_get_wtime();
             if (net->timing) net->time_fwd[i] += t1 - t0;
@@ -607,7 +605,7 @@ nn_status nn_net_backward(nn_net *net) {
         a.labels = net->labels;
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
-        be->kernels[node->op]->backward(&a);
+        nn_backend_kernels(be, node->op)->backward(&a);
         float *dxs[2] = {a.dx, a.dx2};
         for (int k = 0; k < node->num_inputs && k < 2; k++)
             if (dxs[k] && dxs[k] == net->gscratch[k]) {

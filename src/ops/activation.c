@@ -17,8 +17,6 @@ static nn_status relu_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in
 
 static int64_t relu_flops(const nn_node *node) { return nn_shape_numel(&node->out); }
 
-const nn_op_def nn_relu_def = {"relu", 1, "", relu_configure, relu_flops};
-
 /* below this many elements a parallel region costs more than it saves */
 #define PARALLEL_MIN 32768
 
@@ -56,7 +54,17 @@ static void relu_bwd(const nn_op_args *a) {
                          a->ctx);
 }
 
-const nn_op_kernels nn_relu_cpu = {relu_fwd, relu_bwd, NULL};
+static const nn_op_kernels relu_cpu = {.forward = relu_fwd, .backward = relu_bwd};
+const nn_op_def nn_relu_def = {
+    .name = "relu",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = relu_configure,
+    .flops = relu_flops,
+    .kernels = {[NN_KERNELS_CPU] = &relu_cpu},
+    .epilogue = NN_EPILOGUE_RELU, /* fused into a conv2d or linear before it */
+};
 
 /* ------------------------------------------------------------ other activations */
 
@@ -104,12 +112,6 @@ static int64_t silu_flops(const nn_node *node) { return 4 * nn_shape_numel(&node
 static int64_t sigmoid_flops(const nn_node *node) { return 3 * nn_shape_numel(&node->out); }
 static int64_t tanh_flops(const nn_node *node) { return nn_shape_numel(&node->out); }
 
-const nn_op_def nn_leaky_relu_def = {"leaky_relu", 1, "slope", leaky_relu_configure,
-                                     leaky_relu_flops};
-const nn_op_def nn_gelu_def = {"gelu", 1, "", same_shape, gelu_flops};
-const nn_op_def nn_silu_def = {"silu", 1, "", same_shape, silu_flops};
-const nn_op_def nn_sigmoid_def = {"sigmoid", 1, "", same_shape, sigmoid_flops};
-const nn_op_def nn_tanh_def = {"tanh", 1, "", same_shape, tanh_flops};
 
 void nn_leaky_relu_forward(float *y, const float *x, float slope, size_t count, nn_ctx *ctx) {
     FOR_EACH_ELEMENT(i, count, ctx, float v = x[i]; y[i] = v > 0.0f ? v : v * slope);
@@ -192,9 +194,58 @@ static void tanh_fwd(const nn_op_args *a) { nn_tanh_forward(a->y, a->x, act_coun
 static void tanh_bwd(const nn_op_args *a) {
     if (a->dx) nn_tanh_backward(a->dx, a->dy, a->y, act_count(a), a->ctx);
 }
+static const nn_op_kernels leaky_relu_cpu = {.forward = leaky_relu_fwd, .backward = leaky_relu_bwd};
+static const nn_op_kernels gelu_cpu = {.forward = gelu_fwd, .backward = gelu_bwd};
+static const nn_op_kernels silu_cpu = {.forward = silu_fwd, .backward = silu_bwd};
+static const nn_op_kernels sigmoid_cpu = {.forward = sigmoid_fwd, .backward = sigmoid_bwd};
+static const nn_op_kernels tanh_cpu = {.forward = tanh_fwd, .backward = tanh_bwd};
 
-const nn_op_kernels nn_leaky_relu_cpu = {leaky_relu_fwd, leaky_relu_bwd, NULL};
-const nn_op_kernels nn_gelu_cpu = {gelu_fwd, gelu_bwd, NULL};
-const nn_op_kernels nn_silu_cpu = {silu_fwd, silu_bwd, NULL};
-const nn_op_kernels nn_sigmoid_cpu = {sigmoid_fwd, sigmoid_bwd, NULL};
-const nn_op_kernels nn_tanh_cpu = {tanh_fwd, tanh_bwd, NULL};
+const nn_op_def nn_leaky_relu_def = {
+    .name = "leaky_relu",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "slope",
+    .configure = leaky_relu_configure,
+    .flops = leaky_relu_flops,
+    .kernels = {[NN_KERNELS_CPU] = &leaky_relu_cpu},
+};
+
+const nn_op_def nn_gelu_def = {
+    .name = "gelu",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = same_shape,
+    .flops = gelu_flops,
+    .kernels = {[NN_KERNELS_CPU] = &gelu_cpu},
+};
+
+const nn_op_def nn_silu_def = {
+    .name = "silu",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = same_shape,
+    .flops = silu_flops,
+    .kernels = {[NN_KERNELS_CPU] = &silu_cpu},
+};
+
+const nn_op_def nn_sigmoid_def = {
+    .name = "sigmoid",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = same_shape,
+    .flops = sigmoid_flops,
+    .kernels = {[NN_KERNELS_CPU] = &sigmoid_cpu},
+};
+
+const nn_op_def nn_tanh_def = {
+    .name = "tanh",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = same_shape,
+    .flops = tanh_flops,
+    .kernels = {[NN_KERNELS_CPU] = &tanh_cpu},
+};

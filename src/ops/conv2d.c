@@ -62,7 +62,27 @@ static int64_t conv2d_flops(const nn_node *node) {
     return 2LL * d->K * d->P * d->Q * (d->C / (d->groups > 1 ? d->groups : 1)) * d->R * d->S;
 }
 
-const nn_op_def nn_conv2d_def = {"conv2d", 1, "out kernel stride pad bias groups", conv2d_configure, conv2d_flops};
+/* the weight gradient costs one forward pass, the input gradient another */
+static int64_t conv2d_backward_flops(const nn_node *node) {
+    return (node->needs_dx ? 2 : 1) * conv2d_flops(node);
+}
+
+static int conv2d_fuse_epilogue(nn_node *node, nn_epilogue e) {
+    if (e != NN_EPILOGUE_RELU) return 0;
+    node->d.conv.relu = 1;
+    return 1;
+}
+
+/* the fused ReLU's mask is applied by the layer that reads the output (a
+ * max-pool, nn_pool_desc.relu_mask) */
+static void conv2d_epilogue_masked_later(nn_node *node) { node->d.conv.relu_masked_later = 1; }
+
+/* bf16 for the dense convolutions whose sums are long enough for the bf16
+ * GEMM to pay (a first layer on one input channel, C*R*S = 9, stays fp32) */
+static void conv2d_set_precision(nn_node *node, nn_precision p) {
+    nn_conv2d_desc *d = &node->d.conv;
+    d->bf16 = p == NN_PRECISION_BF16 && d->groups <= 1 && d->C * d->R * d->S >= 32;
+}
 
 /* col[:, 0..P*Q) with row stride ld, from one image x (C, H, W): row
  * (c, r, s) holds the input under kernel tap (r, s) for every output (p, q),
@@ -610,4 +630,27 @@ static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
     return nn_conv2d_workspace(&node->d.conv, threads);
 }
 
-const nn_op_kernels nn_conv2d_cpu = {conv2d_fwd, conv2d_bwd, conv2d_ws};
+static const char *conv2d_kernel_name(const nn_node *node, const nn_ctx *ctx) {
+    return nn_conv2d_kernel_name(&node->d.conv, ctx);
+}
+
+static const nn_op_kernels conv2d_cpu = {
+    .forward = conv2d_fwd,
+    .backward = conv2d_bwd,
+    .workspace = conv2d_ws,
+    .kernel_name = conv2d_kernel_name,
+};
+
+const nn_op_def nn_conv2d_def = {
+    .name = "conv2d",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "out kernel stride pad bias groups",
+    .configure = conv2d_configure,
+    .flops = conv2d_flops,
+    .backward_flops = conv2d_backward_flops,
+    .kernels = {[NN_KERNELS_CPU] = &conv2d_cpu},
+    .fuse_epilogue = conv2d_fuse_epilogue,
+    .epilogue_masked_later = conv2d_epilogue_masked_later,
+    .set_precision = conv2d_set_precision,
+};

@@ -24,8 +24,6 @@ static nn_status add_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in)
 
 static int64_t add_flops(const nn_node *node) { return nn_shape_numel(&node->out); }
 
-const nn_op_def nn_add_def = {"add", 2, "", add_configure, add_flops};
-
 void nn_add_forward(float *y, const float *a, const float *b, size_t count, nn_ctx *ctx) {
     const int T = count >= 32768 ? ctx->threads : 1;
     NN_PARALLEL_FOR(T)
@@ -46,7 +44,17 @@ static void add_bwd(const nn_op_args *a) {
     nn_add_backward(a->dx, a->dx2, a->dy, (size_t)a->n * (size_t)nn_shape_numel(&a->node->out));
 }
 
-const nn_op_kernels nn_add_cpu = {add_fwd, add_bwd, NULL};
+static const nn_op_kernels add_cpu = {.forward = add_fwd, .backward = add_bwd};
+
+const nn_op_def nn_add_def = {
+    .name = "add",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .keys = "",
+    .configure = add_configure,
+    .flops = add_flops,
+    .kernels = {[NN_KERNELS_CPU] = &add_cpu},
+};
 
 /* concat: inputs C1xHxW and C2xHxW (or flat C1 and C2), output (C1+C2)xHxW */
 static nn_status concat_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
@@ -72,8 +80,6 @@ static nn_status concat_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
 }
 
 static int64_t concat_flops(const nn_node *node) { (void)node; return 0; }
-
-const nn_op_def nn_concat_def = {"concat", 2, "", concat_configure, concat_flops};
 
 /* Each sample's output is a's block then b's: y[i] = (a[i] (C1*inner), b[i] (C2*inner)). */
 void nn_concat_forward(float *y, const float *a, const float *b, const nn_concat_desc *d, int n,
@@ -108,4 +114,14 @@ static void concat_bwd(const nn_op_args *a) {
     nn_concat_backward(a->dx, a->dx2, a->dy, &a->node->d.concat, a->n, a->ctx);
 }
 
-const nn_op_kernels nn_concat_cpu = {concat_fwd, concat_bwd, NULL};
+static const nn_op_kernels concat_cpu = {.forward = concat_fwd, .backward = concat_bwd};
+
+const nn_op_def nn_concat_def = {
+    .name = "concat",
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .keys = "",
+    .configure = concat_configure,
+    .flops = concat_flops,
+    .kernels = {[NN_KERNELS_CPU] = &concat_cpu},
+};
