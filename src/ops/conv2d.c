@@ -387,35 +387,14 @@ static conv_group channel_group(const nn_conv2d_desc *d) {
     return g;
 }
 
-/* The forward pass's kernels: the first that takes the shape. */
-typedef enum { CONV_WINOGRAD, CONV_DIRECT, CONV_ROWS, CONV_IM2COL } conv_kernels;
-
-static conv_kernels forward_kernels(const nn_conv2d_desc *d, const nn_ctx *ctx) {
-    return nn_conv2d_winograd_ok(d, ctx) ? CONV_WINOGRAD
-           : nn_conv2d_direct_ok(d, ctx) ? CONV_DIRECT
-           : nn_conv2d_rows_ok(d, ctx)   ? CONV_ROWS
-                                         : CONV_IM2COL;
-}
-
-const char *nn_conv2d_kernel_name(const nn_conv2d_desc *d, const nn_ctx *ctx) {
-    static const char *const names[] = {"winograd", "direct", "rows", "im2col"};
-    return names[forward_kernels(d, ctx)];
-}
-
 /*
  * Forward, in groups of up to G images handed to whichever thread is free
  * (at least 4 groups per thread): im2col of the group into col (CRS, G*PQ), one GEMM
  * Yg (K, G*PQ) = W (K, CRS) x col, then bias and ReLU while scattering Yg
  * back to the (N, K, P, Q) layout.
  */
-void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
-                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    switch (forward_kernels(d, ctx)) {
-    case CONV_WINOGRAD: nn_conv2d_forward_winograd(y, x, w, b, d, n, ws, ctx); return;
-    case CONV_DIRECT: nn_conv2d_forward_direct(y, x, w, b, d, n, ws, ctx); return;
-    case CONV_ROWS: nn_conv2d_forward_rows(y, x, w, b, d, n, ws, ctx); return;
-    case CONV_IM2COL: break; /* below */
-    }
+static void forward_im2col(float *y, const float *x, const float *w, const float *b,
+                           const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
     const int PQ = d->P * d->Q, G = group_size(d), Gd = shared_group_size(G, n, T);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
@@ -492,34 +471,9 @@ static void gather_dy(float *dyg, const float *dy, const float *y, int i0, int g
  * shares are added to dw and db in thread order, so results depend only on
  * the thread count.
  */
-void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
-                        const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
-                        nn_ctx *ctx) {
-    nn_conv2d_desc unmasked;
-    if (d->relu && d->relu_masked_later) { /* dy arrives masked (see graph.c) */
-        unmasked = *d;
-        unmasked.relu = 0;
-        d = &unmasked;
-    }
-    if (nn_conv2d_winograd_ok(d, ctx)) {
-        if (dx) nn_conv2d_backward_data_winograd(dx, dy, y, w, d, n, ws, ctx);
-        /* the Winograd weight gradient holds C in vectors of 16; with a single
-         * vector its kernel waits on loads and the kernels below do as well
-         * (the seed's conv2, C = 16) */
-        if (d->C >= 32) {
-            nn_conv2d_backward_weights_winograd(dw, db, dy, y, x, d, n, ws, ctx);
-            return;
-        }
-        dx = NULL; /* done: only dw and db below */
-    }
-    if (nn_conv2d_direct_ok(d, ctx)) {
-        nn_conv2d_backward_direct(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
-        return;
-    }
-    if (nn_conv2d_rows_ok(d, ctx)) {
-        nn_conv2d_backward_rows(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
-        return;
-    }
+static void backward_im2col(float *dx, float *dw, float *db, const float *dy, const float *y,
+                            const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                            float *ws, nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
     const int PQ = d->P * d->Q, G = group_size(d), Gd = shared_group_size(G, n, T);
     const size_t xs = (size_t)d->C * d->H * d->W;
@@ -614,6 +568,94 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
         if (db)
             for (int k = 0; k < d->K; k++) db[k] += dbt[k];
     }
+}
+
+/* ------------------------------------------------------------ kernel order */
+
+static int always(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    (void)d, (void)ctx;
+    return 1;
+}
+
+/* Winograd's input gradient, then its weight gradient */
+static void backward_winograd(float *dx, float *dw, float *db, const float *dy, const float *y,
+                              const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                              float *ws, nn_ctx *ctx) {
+    if (dx) nn_conv2d_backward_data_winograd(dx, dy, y, w, d, n, ws, ctx);
+    nn_conv2d_backward_weights_winograd(dw, db, dy, y, x, d, n, ws, ctx);
+}
+
+/* The Winograd weight gradient holds C in vectors of 16; with a single vector
+ * its kernel waits on loads and the kernels after it do as well (the seed's
+ * conv2, C = 16). */
+static int winograd_weights_ok(const nn_conv2d_desc *d) { return d->C >= 32; }
+
+/*
+ * The kernels, in the order they are tried: forward, backward and
+ * nn_conv2d_kernel_name all take the first whose ok() accepts the shape.
+ * An entry whose weights_ok() declines computes only the input gradient
+ * (backward_data); the weight gradient then comes from the next entry in
+ * this order that accepts the shape. im2col + GEMM takes every shape.
+ */
+typedef struct {
+    const char *name;
+    int (*ok)(const nn_conv2d_desc *d, const nn_ctx *ctx);
+    void (*forward)(float *y, const float *x, const float *w, const float *b,
+                    const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+    /* dx (NULL: skip), dw and db; dy masked where y <= 0 when d->relu */
+    void (*backward)(float *dx, float *dw, float *db, const float *dy, const float *y,
+                     const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                     nn_ctx *ctx);
+    int (*weights_ok)(const nn_conv2d_desc *d);      /* NULL: always */
+    void (*backward_data)(float *dx, const float *dy, const float *y, const float *w,
+                          const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+} conv_kernel;
+
+static const conv_kernel kernel_order[] = {
+    {"winograd", nn_conv2d_winograd_ok, nn_conv2d_forward_winograd, backward_winograd,
+     winograd_weights_ok, nn_conv2d_backward_data_winograd},
+    {"direct", nn_conv2d_direct_ok, nn_conv2d_forward_direct, nn_conv2d_backward_direct, NULL,
+     NULL},
+    {"rows", nn_conv2d_rows_ok, nn_conv2d_forward_rows, nn_conv2d_backward_rows, NULL, NULL},
+    {"im2col", always, forward_im2col, backward_im2col, NULL, NULL},
+};
+
+/* Index of the first kernel from entry `from` on that takes d. */
+static int first_kernel(const nn_conv2d_desc *d, const nn_ctx *ctx, int from) {
+    const int last = (int)(sizeof kernel_order / sizeof kernel_order[0]) - 1;
+    int k = from;
+    while (k < last && !kernel_order[k].ok(d, ctx)) k++;
+    return k;
+}
+
+const char *nn_conv2d_kernel_name(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return kernel_order[first_kernel(d, ctx, 0)].name;
+}
+
+/* The first kernel in kernel_order that takes the shape. */
+void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    kernel_order[first_kernel(d, ctx, 0)].forward(y, x, w, b, d, n, ws, ctx);
+}
+
+/* The forward's kernel, and for the weight gradient the next one in
+ * kernel_order when the forward's declines it. */
+void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
+                        const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                        nn_ctx *ctx) {
+    nn_conv2d_desc unmasked;
+    if (d->relu && d->relu_masked_later) { /* dy arrives masked (see graph.c) */
+        unmasked = *d;
+        unmasked.relu = 0;
+        d = &unmasked;
+    }
+    int k = first_kernel(d, ctx, 0);
+    if (kernel_order[k].weights_ok && !kernel_order[k].weights_ok(d)) {
+        if (dx) kernel_order[k].backward_data(dx, dy, y, w, d, n, ws, ctx);
+        dx = NULL; /* done: only dw and db from the next kernel that takes d */
+        k = first_kernel(d, ctx, k + 1);
+    }
+    kernel_order[k].backward(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
 }
 
 static void conv2d_fwd(const nn_op_args *a) {
