@@ -54,7 +54,15 @@ typedef struct {
     int bf16;           /* bf16 GEMMs (--precision bf16; dense convolutions only) */
     int relu_masked_later; /* the fused ReLU's gradient mask is applied by the consumer
                               (a max-pool, see nn_pool_desc.relu_mask): backward reads no mask */
+    int dil_h, dil_w;   /* dilation: tap (r, s) reads input (p*stride - pad + r*dil_h, ...);
+                           0 or 1: none */
 } nn_conv2d_desc;
+
+/* The dilation of d along H and W (1 when the descriptor leaves it 0), and
+ * whether it has any: the fast kernels take only undilated convolutions. */
+static inline int nn_conv2d_dil_h(const nn_conv2d_desc *d) { return d->dil_h > 1 ? d->dil_h : 1; }
+static inline int nn_conv2d_dil_w(const nn_conv2d_desc *d) { return d->dil_w > 1 ? d->dil_w : 1; }
+static inline int nn_conv2d_dilated(const nn_conv2d_desc *d) { return d->dil_h > 1 || d->dil_w > 1; }
 
 typedef struct {
     int C, H, W;        /* input */

@@ -25,6 +25,7 @@ static nn_status conv2d_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
         (st = nn_kv_int(kv, "bias", 1, 0, &bias)) ||
         (st = nn_kv_int(kv, "groups", 1, 0, &d->groups)))
         return st;
+    if ((st = nn_kv_pair(kv, "dilation", 1, 0, &d->dil_h, &d->dil_w))) return st;
     d->C = (int)in->dim[0];
     d->H = (int)in->dim[1];
     d->W = (int)in->dim[2];
@@ -39,13 +40,23 @@ static nn_status conv2d_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
         return nn_ctx_fail(kv->ctx, NN_EINVAL,
                            "%s:%d: conv2d needs out>0, kernel>0, stride>0, pad>=0, bias=0|1",
                            kv->source, kv->line);
+    if (d->dil_h < 1 || d->dil_w < 1 || d->dil_h > 1024 || d->dil_w > 1024)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: conv2d needs dilation in 1..1024, got %dx%d",
+                           kv->source, kv->line, d->dil_h, d->dil_w);
     int hp = d->H + 2 * d->pad_h, wp = d->W + 2 * d->pad_w;
-    if (d->R > hp || d->S > wp)
+    /* the input rows and columns one output reads: (R - 1) dilation + 1 */
+    const int eh = (d->R - 1) * d->dil_h + 1, ew = (d->S - 1) * d->dil_w + 1;
+    if (!nn_conv2d_dilated(d) && (d->R > hp || d->S > wp))
         return nn_ctx_fail(kv->ctx, NN_EINVAL,
                            "%s:%d: conv2d kernel %dx%d is larger than the padded input %dx%d",
                            kv->source, kv->line, d->R, d->S, hp, wp);
-    d->P = (hp - d->R) / d->stride_h + 1;
-    d->Q = (wp - d->S) / d->stride_w + 1;
+    if (eh > hp || ew > wp)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                           "%s:%d: conv2d kernel %dx%d with dilation %dx%d spans %dx%d, more than "
+                           "the padded input %dx%d",
+                           kv->source, kv->line, d->R, d->S, d->dil_h, d->dil_w, eh, ew, hp, wp);
+    d->P = (hp - eh) / d->stride_h + 1;
+    d->Q = (wp - ew) / d->stride_w + 1;
     d->has_bias = bias;
     node->out = (nn_shape){3, {d->K, d->P, d->Q, 0}};
     node->num_params = bias ? 2 : 1;
@@ -78,10 +89,12 @@ static int conv2d_fuse_epilogue(nn_node *node, nn_epilogue e) {
 static void conv2d_epilogue_masked_later(nn_node *node) { node->d.conv.relu_masked_later = 1; }
 
 /* bf16 for the dense convolutions whose sums are long enough for the bf16
- * GEMM to pay (a first layer on one input channel, C*R*S = 9, stays fp32) */
+ * GEMM to pay (a first layer on one input channel, C*R*S = 9, stays fp32);
+ * dilated ones stay fp32 too (their bf16 kernels are not written) */
 static void conv2d_set_precision(nn_node *node, nn_precision p) {
     nn_conv2d_desc *d = &node->d.conv;
-    d->bf16 = p == NN_PRECISION_BF16 && d->groups <= 1 && d->C * d->R * d->S >= 32;
+    d->bf16 = p == NN_PRECISION_BF16 && d->groups <= 1 && d->C * d->R * d->S >= 32 &&
+              !nn_conv2d_dilated(d);
 }
 
 /* col[:, 0..P*Q) with row stride ld, from one image x (C, H, W): row
@@ -95,6 +108,7 @@ __attribute__((optimize("no-tree-loop-distribute-patterns")))
 static void im2col_any(void *col, size_t ld, const void *x, const nn_conv2d_desc *d, size_t esz) {
     char *colb = col;
     const char *xb = x;
+    const int dh = nn_conv2d_dil_h(d), dw = nn_conv2d_dil_w(d);
     for (int c = 0; c < d->C; c++)
         for (int r = 0; r < d->R; r++)
             for (int s = 0; s < d->S; s++) {
@@ -102,13 +116,13 @@ static void im2col_any(void *col, size_t ld, const void *x, const nn_conv2d_desc
                 const char *xc = xb + (size_t)c * d->H * d->W * esz;
                 for (int p = 0; p < d->P; p++) {
                     char *out = row + (size_t)p * d->Q * esz;
-                    int ih = p * d->stride_h - d->pad_h + r;
+                    int ih = p * d->stride_h - d->pad_h + r * dh;
                     if (ih < 0 || ih >= d->H) {
                         memset(out, 0, (size_t)d->Q * esz);
                         continue;
                     }
                     const char *xr = xc + (size_t)ih * d->W * esz;
-                    int iw0 = s - d->pad_w;
+                    int iw0 = s * dw - d->pad_w;
                     if (d->stride_w == 1) {
                         /* q range with 0 <= q + iw0 < W */
                         int q0 = iw0 < 0 ? -iw0 : 0;
@@ -175,7 +189,7 @@ static void im2col_bf16_strided(uint16_t *colb, uint16_t *xb, const float *x, si
     const size_t HW = (size_t)d->H * d->W;
     const int CRS = d->C * d->R * d->S;
     const int rows = (CRS + NN_BF16_MR - 1) / NN_BF16_MR * NN_BF16_MR;
-    if (d->stride_h == 1 && d->stride_w == 1) {
+    if (d->stride_h == 1 && d->stride_w == 1 && !nn_conv2d_dilated(d)) {
         /* into a zero-padded image, then every row of the column matrix is a
          * plain copy of Q elements (no bounds, no memcpy call per row) */
         const int Hp = d->H + 2 * d->pad_h, Wp = d->W + 2 * d->pad_w;
@@ -221,7 +235,8 @@ static int dx_as_correlation(const nn_conv2d_desc *d) {
      * reads (C*R*S rows): conv_heavy's 64 -> 128 and 128 -> 256 layers ran
      * slower this way (7.7 -> 9.6 ms), its K = C layers faster (17.1 -> 14.9) */
     return d->bf16 && d->groups <= 1 && d->stride_h == 1 && d->stride_w == 1 &&
-           d->pad_h <= d->R - 1 && d->pad_w <= d->S - 1 && d->K <= d->C;
+           d->pad_h <= d->R - 1 && d->pad_w <= d->S - 1 && d->K <= d->C &&
+           !nn_conv2d_dilated(d);
 }
 
 static nn_conv2d_desc dx_desc(const nn_conv2d_desc *d) {
@@ -251,17 +266,18 @@ static void pack_flipped_bf16(uint16_t *Ap, const float *w, const nn_conv2d_desc
 /* dx (C, H, W) += the columns dcol[:, 0..P*Q) (row stride ld) folded back
  * onto the image; dx must be zeroed first. */
 static void col2im(float *dx, const float *dcol, size_t ld, const nn_conv2d_desc *d) {
+    const int dh = nn_conv2d_dil_h(d), dw = nn_conv2d_dil_w(d);
     for (int c = 0; c < d->C; c++)
         for (int r = 0; r < d->R; r++)
             for (int s = 0; s < d->S; s++) {
                 const float *row = dcol + (size_t)((c * d->R + r) * d->S + s) * ld;
                 float *xc = dx + (size_t)c * d->H * d->W;
                 for (int p = 0; p < d->P; p++) {
-                    int ih = p * d->stride_h - d->pad_h + r;
+                    int ih = p * d->stride_h - d->pad_h + r * dh;
                     if (ih < 0 || ih >= d->H) continue;
                     float *xr = xc + (size_t)ih * d->W;
                     const float *in = row + p * d->Q;
-                    int iw0 = s - d->pad_w;
+                    int iw0 = s * dw - d->pad_w;
                     if (d->stride_w == 1) {
                         int q0 = iw0 < 0 ? -iw0 : 0;
                         int q1 = d->W - iw0 < d->Q ? d->W - iw0 : d->Q;
@@ -687,7 +703,7 @@ const nn_op_def nn_conv2d_def = {
     .name = "conv2d",
     .min_inputs = 1,
     .max_inputs = 1,
-    .keys = "out kernel stride pad bias groups",
+    .keys = "out kernel stride pad bias groups dilation",
     .configure = conv2d_configure,
     .flops = conv2d_flops,
     .backward_flops = conv2d_backward_flops,
