@@ -27,6 +27,8 @@
     X(SILU, silu)              \
     X(SIGMOID, sigmoid)        \
     X(TANH, tanh)              \
+    X(RELU6, relu6)            \
+    X(HARDSWISH, hardswish)    \
     X(LINEAR, linear)          \
     X(FLATTEN, flatten)        \
     X(ADD, add)                \

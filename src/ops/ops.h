@@ -125,6 +125,13 @@ void nn_sigmoid_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
 void nn_sigmoid_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);
 void nn_tanh_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
 void nn_tanh_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);
+/*   relu6       min(max(x, 0), 6)          backward reads x: dy where 0 < x < 6
+ *   hardswish   x relu6(x + 3) / 6         backward reads x: 0 below -3, dy (x/3 + 1/2)
+ *                                          up to 3, dy above */
+void nn_relu6_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
+void nn_relu6_backward(float *dx, const float *dy, const float *x, size_t count, nn_ctx *ctx);
+void nn_hardswish_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
+void nn_hardswish_backward(float *dx, const float *dy, const float *x, size_t count, nn_ctx *ctx);
 
 /* average pooling: x (N, C, H, W), y (N, C, P, Q); padding counts as zeros in
  * the divisor R*S (AvgPool2d's count_include_pad=True, ceil_mode=False) */
@@ -192,6 +199,10 @@ void nn_ref_sigmoid_forward(double *y, const double *x, size_t count);
 void nn_ref_sigmoid_backward(double *dx, const double *dy, const double *x, size_t count);
 void nn_ref_tanh_forward(double *y, const double *x, size_t count);
 void nn_ref_tanh_backward(double *dx, const double *dy, const double *x, size_t count);
+void nn_ref_relu6_forward(double *y, const double *x, size_t count);
+void nn_ref_relu6_backward(double *dx, const double *dy, const double *x, size_t count);
+void nn_ref_hardswish_forward(double *y, const double *x, size_t count);
+void nn_ref_hardswish_backward(double *dx, const double *dy, const double *x, size_t count);
 void nn_ref_avgpool_forward(double *y, const double *x, const nn_pool_desc *d, int n);
 void nn_ref_avgpool_backward(double *dx, const double *dy, const nn_pool_desc *d, int n);
 void nn_ref_gap_forward(double *y, const double *x, const nn_pool_desc *d, int n);
