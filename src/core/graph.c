@@ -142,14 +142,13 @@ static void fuse_and_alias(nn_net *net) {
     for (int i = 0; i < net->num_nodes; i++) net->nodes[i].grad_writers = 0;
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
-        node->needs_dx = node->needs_dx2 = 0;
+        node->needs_dx = 0;
         if (node->alias_of >= 0) continue; /* aliases run no kernel backward */
         for (int k = 0; k < node->num_inputs; k++) {
             int root = memory_root(net, node->inputs[k]);
-            int flows = root != net->input_node;
-            if (k == 0) node->needs_dx = flows;
-            if (k == 1) node->needs_dx2 = flows;
-            if (flows) net->nodes[root].grad_writers++;
+            if (root == net->input_node) continue;
+            node->needs_dx |= 1u << k;
+            net->nodes[root].grad_writers++;
         }
     }
 }
@@ -277,8 +276,8 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
     for (int k = 1; k <= L; k++) {
         const nn_node *node = &net->nodes[k];
         if (node->alias_of >= 0) continue;
-        for (int m = 0; m < node->num_inputs && m < 2; m++)
-            if (m == 0 ? node->needs_dx : node->needs_dx2) {
+        for (int m = 0; m < node->num_inputs; m++)
+            if (node->needs_dx >> m & 1u) {
                 const int r = memory_root(net, node->inputs[m]);
                 if (L - k < first[r]) first[r] = L - k;
             }
@@ -386,22 +385,30 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
     net->ws_floats = ws;
     net->max_batch = max_batch;
     /* gradients into memory that several kernels write go through a scratch
-     * buffer per input slot and are added up */
+     * buffer per input slot and are added up; a slot has one when some
+     * node's gradient into that input goes there */
     size_t scratch = 0;
-    for (int i = 0; i < net->num_nodes; i++)
-        if (net->nodes[i].grad_writers > 1) {
-            size_t n = (size_t)max_batch * (size_t)nn_shape_numel(&net->nodes[i].out);
+    unsigned slots_used = 0;
+    for (int i = 0; i < net->num_nodes; i++) {
+        const nn_node *node = &net->nodes[i];
+        if (node->grad_writers > 1) {
+            size_t n = (size_t)max_batch * (size_t)nn_shape_numel(&node->out);
             if (n > scratch) scratch = n;
         }
-    if (scratch) {
-        for (int k = 0; k < NN_MAX_INPUTS; k++)
-            if (!(net->gscratch[k] = nn_alloc_aligned(scratch * sizeof(float)))) {
-                release_plan(net);
-                return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for gradient sums",
-                                   net->source);
-            }
-        net->gscratch_floats = scratch;
+        for (int k = 0; k < node->num_inputs && node->alias_of < 0; k++)
+            if ((node->needs_dx >> k & 1u) &&
+                net->nodes[memory_root(net, node->inputs[k])].grad_writers > 1)
+                slots_used |= 1u << k;
     }
+    for (int k = 0; k < NN_MAX_INPUTS; k++) {
+        if (!(slots_used >> k & 1u)) continue;
+        if (!(net->gscratch[k] = nn_alloc_aligned(scratch * sizeof(float)))) {
+            release_plan(net);
+            return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for gradient sums",
+                               net->source);
+        }
+    }
+    net->gscratch_floats = scratch;
     /* aliases share their source's memory (sources come earlier) */
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
@@ -509,20 +516,15 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
     a->dropout_seed = net->dropout_seed;
     a->node_index = (int)(node - net->nodes);
     if (node->buffer_index >= 0) a->buf = net->buffer_data + net->buffers[node->buffer_index].offset;
-    if (node->num_inputs > 0) {
-        nn_node *in = &net->nodes[node->inputs[0]];
-        a->x = in->y;
-        a->dx = node->needs_dx ? in->dy : NULL;
-        if (a->dx && net->nodes[memory_root(net, node->inputs[0])].grad_writers > 1)
-            a->dx = net->gscratch[0];
+    for (int k = 0; k < node->num_inputs; k++) {
+        nn_node *in = &net->nodes[node->inputs[k]];
+        a->xs[k] = in->y;
+        a->dxs[k] = (node->needs_dx >> k & 1u) ? in->dy : NULL;
+        if (a->dxs[k] && net->nodes[memory_root(net, node->inputs[k])].grad_writers > 1)
+            a->dxs[k] = net->gscratch[k];
     }
-    if (node->num_inputs > 1) {
-        nn_node *in = &net->nodes[node->inputs[1]];
-        a->x2 = in->y;
-        a->dx2 = node->needs_dx2 ? in->dy : NULL;
-        if (a->dx2 && net->nodes[memory_root(net, node->inputs[1])].grad_writers > 1)
-            a->dx2 = net->gscratch[1];
-    }
+    a->x = a->xs[0];
+    a->dx = a->dxs[0];
     if (node->param_index >= 0) {
         const nn_param_info *p = &net->params[node->param_index];
         a->w = net->param_data + p->offset;
@@ -606,13 +608,12 @@ nn_status nn_net_backward(nn_net *net) {
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
         nn_backend_kernels(be, node->op)->backward(&a);
-        float *dxs[2] = {a.dx, a.dx2};
-        for (int k = 0; k < node->num_inputs && k < 2; k++)
-            if (dxs[k] && dxs[k] == net->gscratch[k]) {
+        for (int k = 0; k < node->num_inputs; k++)
+            if (a.dxs[k] && a.dxs[k] == net->gscratch[k]) {
                 const nn_node *root = &net->nodes[memory_root(net, node->inputs[k])];
                 const size_t count = (size_t)n * (size_t)nn_shape_numel(&root->out);
                 float *dst = root->dy;
-                const float *src = dxs[k];
+                const float *src = a.dxs[k];
                 for (size_t j = 0; j < count; j++) dst[j] += src[j];
             }
         if (timed) {

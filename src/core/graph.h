@@ -41,7 +41,7 @@
 typedef enum { NN_OP_LIST(NN_OP_ENUM_) NN_OP_COUNT } nn_op_type;
 #undef NN_OP_ENUM_
 
-#define NN_MAX_INPUTS 4
+#define NN_MAX_INPUTS 8 /* add and concat join at most this many layers */
 #define NN_MAX_NODE_PARAMS 2
 #define NN_MAX_NODE_BUFFERS 3
 
@@ -93,8 +93,10 @@ typedef struct {
 } nn_bn_desc;
 
 typedef struct {
-    int C1, C2;         /* channels of the first and second input; output C1 + C2 */
+    int C1, C2;         /* channels of the first and second input; output C1 + C2 + ... */
     int inner;          /* elements per channel per sample (H*W, or 1 for a flat input) */
+    int count;          /* inputs: 0 or 2 for two (C1, C2), else channels in C */
+    int C[NN_MAX_INPUTS]; /* channels of input k (C[0] = C1, C[1] = C2) */
 } nn_concat_desc;
 
 typedef struct {
@@ -145,8 +147,7 @@ typedef struct nn_node {
     size_t aux_bytes;               /* per sample */
     size_t aux_fixed_bytes;         /* plus this much once, independent of the batch
                                        (batchnorm's per-channel mean and 1/std) */
-    int needs_dx;                   /* 1 if the input gradient must be computed */
-    int needs_dx2;                  /* the same for the second input */
+    unsigned needs_dx;              /* bit k: the gradient of input k must be computed */
     int grad_writers;               /* kernels writing the gradient of this node's
                                        memory (its own consumers and those of its
                                        aliases); more than one: they accumulate */
@@ -160,11 +161,11 @@ typedef struct {
     int n;                          /* batch size of this call */
     float *y;                       /* output (n, out) */
     const float *x;                 /* first input (n, in) */
-    const float *x2;                /* second input (binary ops) */
+    const float *xs[NN_MAX_INPUTS]; /* every input (node->num_inputs; xs[0] = x) */
     const float *w, *b;             /* parameters */
     const float *dy;                /* gradient of output */
     float *dx;                      /* gradient of first input, overwritten; NULL = skip */
-    float *dx2;                     /* gradient of the second input (binary ops) */
+    float *dxs[NN_MAX_INPUTS];      /* gradients of every input, the same way (dxs[0] = dx) */
     float *dw, *db;                 /* parameter gradients, accumulated */
     float *buf;                     /* the node's buffers, contiguous (read-write) */
     int training;                   /* the net's mode: 1 training, 0 eval */
@@ -317,7 +318,8 @@ struct nn_net {
     float *ws;                      /* shared workspace */
     size_t ws_floats;
     float *gscratch[NN_MAX_INPUTS]; /* per input slot: a gradient written here is then
-                                       added to a node read by several layers */
+                                       added to a node read by several layers (NULL:
+                                       no such gradient comes through the slot) */
     size_t gscratch_floats;
     float last_loss;
     const int32_t *labels;          /* labels of the last forward */

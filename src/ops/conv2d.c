@@ -75,7 +75,7 @@ static int64_t conv2d_flops(const nn_node *node) {
 
 /* the weight gradient costs one forward pass, the input gradient another */
 static int64_t conv2d_backward_flops(const nn_node *node) {
-    return (node->needs_dx ? 2 : 1) * conv2d_flops(node);
+    return (node->needs_dx & 1u ? 2 : 1) * conv2d_flops(node);
 }
 
 static int conv2d_fuse_epilogue(nn_node *node, nn_epilogue e) {

@@ -39,7 +39,7 @@ static int64_t linear_flops(const nn_node *node) {
 
 /* the weight gradient costs one forward pass, the input gradient another */
 static int64_t linear_backward_flops(const nn_node *node) {
-    return (node->needs_dx ? 2 : 1) * linear_flops(node);
+    return (node->needs_dx & 1u ? 2 : 1) * linear_flops(node);
 }
 
 static int linear_fuse_epilogue(nn_node *node, nn_epilogue e) {
