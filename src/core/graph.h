@@ -1,7 +1,7 @@
 /*
- * graph.h - the network graph: node types, per-op descriptors, the op
- * definition table (parse keys, infer shapes, count FLOPs) and the kernel
- * table a backend provides. Internal to libnnopt.
+ * graph.h - the network graph: the op list (NN_OP_LIST), per-op descriptors,
+ * nodes, kernel arguments, and the op registry's entry (nn_op_def: keys,
+ * shapes, FLOPs, kernels per backend kind, hooks). Internal to libnnopt.
  */
 #ifndef NN_GRAPH_H
 #define NN_GRAPH_H
