@@ -77,11 +77,12 @@ class NnoptModel(nn.Module):
                 continue
             if op == "conv2d":
                 k, s, p = _pair(kv.get("kernel"), 1), _pair(kv.get("stride"), 1), _pair(kv.get("pad"), 0)
+                dil = _pair(kv.get("dilation"), 1)
                 out = int(kv["out"])
-                m = nn.Conv2d(src[0], out, k, s, p, groups=int(kv.get("groups", 1)),
+                m = nn.Conv2d(src[0], out, k, s, p, dilation=dil, groups=int(kv.get("groups", 1)),
                               bias=kv.get("bias", "1") == "1")
-                shapes[name] = [out, (src[1] + 2 * p[0] - k[0]) // s[0] + 1,
-                                (src[2] + 2 * p[1] - k[1]) // s[1] + 1]
+                shapes[name] = [out, (src[1] + 2 * p[0] - dil[0] * (k[0] - 1) - 1) // s[0] + 1,
+                                (src[2] + 2 * p[1] - dil[1] * (k[1] - 1) - 1) // s[1] + 1]
             elif op in ("maxpool", "avgpool"):
                 k = _pair(kv.get("size"), 1)
                 s = _pair(kv["stride"], 1) if "stride" in kv else k
@@ -109,9 +110,10 @@ class NnoptModel(nn.Module):
             elif op == "dropout":
                 m = nn.Dropout(float(kv.get("p", 0.5)))
                 shapes[name] = list(src)
-            elif op in ("relu", "gelu", "silu", "sigmoid", "tanh", "leaky_relu"):
+            elif op in ("relu", "gelu", "silu", "sigmoid", "tanh", "leaky_relu", "relu6",
+                        "hardswish"):
                 m = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
-                     "tanh": nn.Tanh}.get(op, None)
+                     "tanh": nn.Tanh, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}.get(op, None)
                 m = m() if m else nn.LeakyReLU(float(kv.get("slope", 0.01)))
                 shapes[name] = list(src)
             elif op == "add":
@@ -119,7 +121,7 @@ class NnoptModel(nn.Module):
                 shapes[name] = list(src)
             elif op == "concat":
                 m = None
-                shapes[name] = [src[0] + shapes[ins[1]][0]] + list(src[1:])
+                shapes[name] = [sum(shapes[i][0] for i in ins)] + list(src[1:])
             elif op == "softmax_ce":
                 m = None
                 shapes[name] = list(src)
@@ -137,9 +139,12 @@ class NnoptModel(nn.Module):
             if op == "input":
                 out[name] = x
             elif op == "add":
-                out[name] = out[ins[0]] + out[ins[1]]
+                y = out[ins[0]]
+                for i in ins[1:]:
+                    y = y + out[i]          # left to right, as nnopt adds
+                out[name] = y
             elif op == "concat":
-                out[name] = torch.cat([out[ins[0]], out[ins[1]]], dim=1)
+                out[name] = torch.cat([out[i] for i in ins], dim=1)
             elif op == "softmax_ce":
                 return out[ins[0]]
             else:

@@ -269,7 +269,7 @@ static int parity_case(FILE *f, const char *header, nn_ctx *ctx) {
     a.node = node, a.n = n, a.y = y, a.x = x, a.dy = dy, a.dx = dx, a.ctx = ctx;
     a.w = w, a.b = b, a.dw = dw, a.db = db, a.aux = aux, a.training = 1;
     a.buf = nn_net_buffers(net);
-    const nn_op_kernels *k = ctx->backend->kernels[node->op];
+    const nn_op_kernels *k = nn_backend_kernels(ctx->backend, node->op);
     hash_fill(x, xn, xs, scale);
     k->forward(&a);
     hash_fill(x, xn, xs + 1, scale);

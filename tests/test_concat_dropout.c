@@ -23,7 +23,7 @@ static void fill_both(nn_rng *rng, float *f, double *d, size_t n) {
 /* ------------------------------------------------------------ concat kernels */
 
 static void concat_vs_ref(nn_ctx *ctx, int n, int C1, int C2, int inner) {
-    nn_concat_desc d = {C1, C2, inner};
+    nn_concat_desc d = {.C1 = C1, .C2 = C2, .inner = inner};
     size_t na = (size_t)n * C1 * inner, nb = (size_t)n * C2 * inner, ny = na + nb;
     float *a = xmalloc(na * 4), *b = xmalloc(nb * 4), *y = xmalloc(ny * 4), *dy = xmalloc(ny * 4);
     float *da = xmalloc(na * 4), *db = xmalloc(nb * 4);
@@ -54,7 +54,7 @@ static void concat_hand(nn_ctx *ctx) {
     const float a[4] = {1, 2, 3, 4};
     const float b[8] = {10, 11, 12, 13, 20, 21, 22, 23};
     const float want[12] = {1, 2, 10, 11, 12, 13, 3, 4, 20, 21, 22, 23};
-    nn_concat_desc d = {1, 2, 2};
+    nn_concat_desc d = {.C1 = 1, .C2 = 2, .inner = 2};
     float y[12], da[4], db[8];
     nn_concat_forward(y, a, b, &d, 2, ctx);
     check(memcmp(y, want, sizeof y) == 0, "concat hand case: A's channels then B's, per sample",

@@ -210,8 +210,9 @@ int main(void) {
     expect_bad(c1, "add of different shapes names both", buf, "2x4x4 and 3x4x4");
     snprintf(buf, sizeof buf, "%sadd\nflatten\nlinear out=2\nsoftmax_ce\n", hdr);
     expect_bad(c1, "add without in= asks for two inputs", buf, "in=A,B");
-    snprintf(buf, sizeof buf, "%sadd in=a,b,a\nflatten\nlinear out=2\nsoftmax_ce\n", hdr);
-    expect_bad(c1, "add with three inputs", buf, "names more");
+    snprintf(buf, sizeof buf, "%sadd in=a,a,a,a,a,a,a,a,a\nflatten\nlinear out=2\nsoftmax_ce\n",
+             hdr);
+    expect_bad(c1, "add with more than NN_MAX_INPUTS (8) inputs", buf, "names more");
     snprintf(buf, sizeof buf, "%sadd in=a,zz\nflatten\nlinear out=2\nsoftmax_ce\n", hdr);
     expect_bad(c1, "add naming an unknown layer", buf, "'zz' names no earlier layer");
     snprintf(buf, sizeof buf, "%srelu in=a,b\nflatten\nlinear out=2\nsoftmax_ce\n", hdr);

@@ -516,7 +516,7 @@ static int parity_case(FILE *f, const char *header, nn_ctx *ctx, const char *fil
         nn_op_args a;
         memset(&a, 0, sizeof a);
         a.node = node, a.n = n, a.y = y, a.x = x, a.dy = dy, a.dx = dx, a.ctx = ctx;
-        const nn_op_kernels *k = ctx->backend->kernels[node->op];
+        const nn_op_kernels *k = nn_backend_kernels(ctx->backend, node->op);
         k->forward(&a);
         k->backward(&a);
         double *tyd = to_d(ty, yn), *tdxd = to_d(tdx, xn);

@@ -5,7 +5,6 @@
  */
 #include "core/graph.h"
 #include "backend/backend.h"
-#include "ops/ops.h"
 
 #include <errno.h>
 #include <omp.h>
@@ -97,56 +96,59 @@ static int consumers(const nn_net *net, int j) {
     return count;
 }
 
-/* Decides which nodes share memory with their input: flatten always; a ReLU
- * whose producer is a conv2d or linear read by nothing else is fused into it
- * (applied in the producer's kernel while the data is in cache). Then marks
- * which nodes must compute an input gradient: none flows into the image. */
+static const nn_op_def *def_of(const nn_node *node) { return nn_op_def_get(node->op); }
+
+/* Decides which nodes share memory with their input, from the registry
+ * entries: ops that alias their input (flatten) always; an element-wise op
+ * that can be an epilogue (relu) when the op before it takes it onto its own
+ * output (conv2d, linear: applied in the producer's kernel while the data is
+ * in cache) and nothing else reads that output. Then marks which nodes must
+ * compute an input gradient: none flows into the image. */
 static void fuse_and_alias(nn_net *net) {
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
+        const nn_op_def *def = def_of(node);
         node->alias_of = -1;
-        if (node->op == NN_OP_FLATTEN) node->alias_of = node->inputs[0];
-        if (node->op == NN_OP_RELU) {
+        if (def->aliases_input) node->alias_of = node->inputs[0];
+        if (def->epilogue != NN_EPILOGUE_NONE) {
             int j = node->inputs[0];
             nn_node *src = &net->nodes[j];
-            if ((src->op == NN_OP_CONV2D || src->op == NN_OP_LINEAR) && consumers(net, j) == 1 &&
-                j != net->logits_node) {
-                if (src->op == NN_OP_CONV2D) src->d.conv.relu = 1;
-                else src->d.linear.relu = 1;
+            const nn_op_def *sdef = def_of(src);
+            if (sdef->fuse_epilogue && consumers(net, j) == 1 && j != net->logits_node &&
+                sdef->fuse_epilogue(src, def->epilogue))
                 node->alias_of = j;
-            }
         }
     }
-    /* a max-pool reading the only output of a conv2d's fused ReLU applies
-     * the ReLU's gradient mask itself: the gradient reaches only the window's
-     * maximum, and it is masked exactly when that maximum is not > 0. The
+    /* the only reader of a fused epilogue's output may apply its gradient
+     * mask itself: a max-pool sends each gradient only to its window's
+     * maximum, which a ReLU masks exactly when it is not > 0. The
      * convolution's backward then reads no mask (it skips a pass over its
      * output, 12.8 MB for conv_heavy's first layers at batch 64). */
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
-        if (node->op != NN_OP_MAXPOOL) continue;
-        node->d.pool.relu_mask = 0;
+        const nn_op_def *def = def_of(node);
+        if (!def->mask_epilogue) continue;
         const int j = node->inputs[0];
         const nn_node *act = &net->nodes[j];
-        if (act->op != NN_OP_RELU || act->alias_of < 0 || consumers(net, j) != 1) continue;
-        nn_node *conv = &net->nodes[act->alias_of];
-        if (conv->op != NN_OP_CONV2D || !conv->d.conv.relu) continue;
-        conv->d.conv.relu_masked_later = 1;
-        node->d.pool.relu_mask = 1;
+        const nn_epilogue e = def_of(act)->epilogue;
+        if (e == NN_EPILOGUE_NONE || act->alias_of < 0 || consumers(net, j) != 1) continue;
+        nn_node *producer = &net->nodes[act->alias_of];
+        const nn_op_def *pdef = def_of(producer);
+        if (pdef->epilogue_masked_later && def->mask_epilogue(node, e))
+            pdef->epilogue_masked_later(producer);
     }
     /* which input gradients each kernel computes (none flows into the image),
      * and how many kernels write each memory root's gradient */
     for (int i = 0; i < net->num_nodes; i++) net->nodes[i].grad_writers = 0;
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
-        node->needs_dx = node->needs_dx2 = 0;
+        node->needs_dx = 0;
         if (node->alias_of >= 0) continue; /* aliases run no kernel backward */
         for (int k = 0; k < node->num_inputs; k++) {
             int root = memory_root(net, node->inputs[k]);
-            int flows = root != net->input_node;
-            if (k == 0) node->needs_dx = flows;
-            if (k == 1) node->needs_dx2 = flows;
-            if (flows) net->nodes[root].grad_writers++;
+            if (root == net->input_node) continue;
+            node->needs_dx |= 1u << k;
+            net->nodes[root].grad_writers++;
         }
     }
 }
@@ -274,8 +276,8 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
     for (int k = 1; k <= L; k++) {
         const nn_node *node = &net->nodes[k];
         if (node->alias_of >= 0) continue;
-        for (int m = 0; m < node->num_inputs && m < 2; m++)
-            if (m == 0 ? node->needs_dx : node->needs_dx2) {
+        for (int m = 0; m < node->num_inputs; m++)
+            if (node->needs_dx >> m & 1u) {
                 const int r = memory_root(net, node->inputs[m]);
                 if (L - k < first[r]) first[r] = L - k;
             }
@@ -283,14 +285,14 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
     for (int r = 0; r < N; r++) {
         const nn_node *node = &net->nodes[r];
         slot[r] = -1;
-        if (node->op == NN_OP_INPUT || node->alias_of >= 0 || r == L) continue;
+        if (r == net->input_node || node->alias_of >= 0 || r == L) continue;
         if (node->grad_writers > 1) first[r] = -1;
     }
     /* in order of first write (then node order: deterministic) */
     for (int step = -1; step <= N + 1; step++)
         for (int r = N - 1; r >= 0; r--) {
             const nn_node *node = &net->nodes[r];
-            if (node->op == NN_OP_INPUT || node->alias_of >= 0 || r == L || first[r] != step)
+            if (r == net->input_node || node->alias_of >= 0 || r == L || first[r] != step)
                 continue;
             const size_t need = round16((size_t)max_batch * (size_t)nn_shape_numel(&node->out));
             const int last = r <= L ? L - r : N + 1; /* its own kernel's step */
@@ -321,15 +323,11 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
     release_plan(net);
     const nn_backend *be = net->ctx->backend;
     int threads = net->ctx->threads;
-    /* the context's precision applies to the dense convolutions whose sums
-     * are long enough for the bf16 GEMM to pay (a first layer on one input
-     * channel, C*R*S = 9, stays fp32) */
-    for (int i = 0; i < net->num_nodes; i++)
-        if (net->nodes[i].op == NN_OP_CONV2D) {
-            nn_conv2d_desc *d = &net->nodes[i].d.conv;
-            d->bf16 = net->ctx->precision == NN_PRECISION_BF16 && d->groups <= 1 &&
-                      d->C * d->R * d->S >= 32;
-        }
+    /* the context's precision, for the ops that have one (conv2d) */
+    for (int i = 0; i < net->num_nodes; i++) {
+        const nn_op_def *def = def_of(&net->nodes[i]);
+        if (def->set_precision) def->set_precision(&net->nodes[i], net->ctx->precision);
+    }
     int *slot = malloc((size_t)net->num_nodes * sizeof *slot);
     size_t *slot_floats = malloc((size_t)net->num_nodes * sizeof *slot_floats);
     const int slots =
@@ -346,7 +344,7 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
         for (int i = 0; i < net->num_nodes; i++) {
             nn_node *node = &net->nodes[i];
             size_t n = round16((size_t)max_batch * (size_t)nn_shape_numel(&node->out));
-            int alias = node->op == NN_OP_INPUT || node->alias_of >= 0;
+            int alias = i == net->input_node || node->alias_of >= 0;
             if (!alias) {
                 if (pass) node->y = net->arena + off;
                 off += n;
@@ -357,7 +355,7 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
                 if (pass) node->aux = net->arena + off;
                 off += a;
             }
-            const nn_op_kernels *k = be->kernels[node->op];
+            const nn_op_kernels *k = nn_backend_kernels(be, node->op);
             if (!pass && k && k->workspace) {
                 size_t w = k->workspace(node, max_batch, threads);
                 if (w > ws) ws = w;
@@ -387,22 +385,30 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
     net->ws_floats = ws;
     net->max_batch = max_batch;
     /* gradients into memory that several kernels write go through a scratch
-     * buffer per input slot and are added up */
+     * buffer per input slot and are added up; a slot has one when some
+     * node's gradient into that input goes there */
     size_t scratch = 0;
-    for (int i = 0; i < net->num_nodes; i++)
-        if (net->nodes[i].grad_writers > 1) {
-            size_t n = (size_t)max_batch * (size_t)nn_shape_numel(&net->nodes[i].out);
+    unsigned slots_used = 0;
+    for (int i = 0; i < net->num_nodes; i++) {
+        const nn_node *node = &net->nodes[i];
+        if (node->grad_writers > 1) {
+            size_t n = (size_t)max_batch * (size_t)nn_shape_numel(&node->out);
             if (n > scratch) scratch = n;
         }
-    if (scratch) {
-        for (int k = 0; k < NN_MAX_INPUTS; k++)
-            if (!(net->gscratch[k] = nn_alloc_aligned(scratch * sizeof(float)))) {
-                release_plan(net);
-                return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for gradient sums",
-                                   net->source);
-            }
-        net->gscratch_floats = scratch;
+        for (int k = 0; k < node->num_inputs && node->alias_of < 0; k++)
+            if ((node->needs_dx >> k & 1u) &&
+                net->nodes[memory_root(net, node->inputs[k])].grad_writers > 1)
+                slots_used |= 1u << k;
     }
+    for (int k = 0; k < NN_MAX_INPUTS; k++) {
+        if (!(slots_used >> k & 1u)) continue;
+        if (!(net->gscratch[k] = nn_alloc_aligned(scratch * sizeof(float)))) {
+            release_plan(net);
+            return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for gradient sums",
+                               net->source);
+        }
+    }
+    net->gscratch_floats = scratch;
     /* aliases share their source's memory (sources come earlier) */
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
@@ -472,21 +478,20 @@ int nn_net_num_layers(const nn_net *net) { return net->num_nodes; }
 
 void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out) {
     const nn_node *node = &net->nodes[i];
+    const nn_op_def *def = def_of(node);
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", node->name);
-    snprintf(out->op, sizeof out->op, "%s", nn_op_def_get(node->op)->name);
+    snprintf(out->op, sizeof out->op, "%s", def->name);
     out->out = node->out;
     for (int j = 0; j < node->num_params; j++)
         out->params += nn_shape_numel(&node->param_shape[j]);
-    const nn_op_def *def = nn_op_def_get(node->op);
     out->flops = def->flops ? def->flops(node) : 0;
-    int has_weights = node->op == NN_OP_CONV2D || node->op == NN_OP_LINEAR;
-    out->bwd_flops = has_weights ? (node->needs_dx ? 2 : 1) * out->flops : out->flops;
-    int alias = node->op == NN_OP_INPUT || node->alias_of >= 0;
+    out->bwd_flops = def->backward_flops ? def->backward_flops(node) : out->flops;
+    int alias = i == net->input_node || node->alias_of >= 0;
     out->act_bytes = alias ? 0 : nn_shape_numel(&node->out) * (int64_t)sizeof(float);
-    if (node->op == NN_OP_CONV2D)
-        snprintf(out->kernel, sizeof out->kernel, "%s",
-                 nn_conv2d_kernel_name(&node->d.conv, net->ctx));
+    const nn_op_kernels *k = nn_backend_kernels(net->ctx->backend, node->op);
+    if (k && k->kernel_name)
+        snprintf(out->kernel, sizeof out->kernel, "%s", k->kernel_name(node, net->ctx));
 }
 
 nn_shape nn_net_input_shape(const nn_net *net) { return net->nodes[net->input_node].out; }
@@ -511,20 +516,15 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
     a->dropout_seed = net->dropout_seed;
     a->node_index = (int)(node - net->nodes);
     if (node->buffer_index >= 0) a->buf = net->buffer_data + net->buffers[node->buffer_index].offset;
-    if (node->num_inputs > 0) {
-        nn_node *in = &net->nodes[node->inputs[0]];
-        a->x = in->y;
-        a->dx = node->needs_dx ? in->dy : NULL;
-        if (a->dx && net->nodes[memory_root(net, node->inputs[0])].grad_writers > 1)
-            a->dx = net->gscratch[0];
+    for (int k = 0; k < node->num_inputs; k++) {
+        nn_node *in = &net->nodes[node->inputs[k]];
+        a->xs[k] = in->y;
+        a->dxs[k] = (node->needs_dx >> k & 1u) ? in->dy : NULL;
+        if (a->dxs[k] && net->nodes[memory_root(net, node->inputs[k])].grad_writers > 1)
+            a->dxs[k] = net->gscratch[k];
     }
-    if (node->num_inputs > 1) {
-        nn_node *in = &net->nodes[node->inputs[1]];
-        a->x2 = in->y;
-        a->dx2 = node->needs_dx2 ? in->dy : NULL;
-        if (a->dx2 && net->nodes[memory_root(net, node->inputs[1])].grad_writers > 1)
-            a->dx2 = net->gscratch[1];
-    }
+    a->x = a->xs[0];
+    a->dx = a->dxs[0];
     if (node->param_index >= 0) {
         const nn_param_info *p = &net->params[node->param_index];
         a->w = net->param_data + p->offset;
@@ -551,20 +551,20 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
                 return nn_ctx_fail(net->ctx, NN_EINVAL,
                                    "label %d of sample %d is outside the model's %d classes",
                                    labels[i], i, classes);
-    /* as PyTorch: batch statistics need more than one value per channel */
-    for (int i = 0; i < net->num_nodes && net->training; i++) {
+    /* the ops' own conditions on the batch (batchnorm's statistics) */
+    for (int i = 0; i < net->num_nodes; i++) {
         const nn_node *node = &net->nodes[i];
-        if (node->op == NN_OP_BATCHNORM && (int64_t)n * node->d.bn.HW < 2)
-            return nn_ctx_fail(net->ctx, NN_EINVAL,
-                               "%s:%d: batchnorm '%s' in training mode needs more than one value "
-                               "per channel (batch %d of %d-element channels); use eval mode",
-                               net->source, node->line, node->name, n, node->d.bn.HW);
+        const nn_op_def *def = def_of(node);
+        nn_status st;
+        if (def->check_batch &&
+            (st = def->check_batch(node, n, net->training, net->source, net->ctx)))
+            return st;
     }
     net->nodes[net->input_node].y = (float *)x;
     int last = labels ? net->loss_node : net->logits_node;
     for (int i = 0; i <= last; i++) {
         nn_node *node = &net->nodes[i];
-        if (node->op == NN_OP_INPUT) continue;
+        if (i == net->input_node) continue;
         if (node->alias_of >= 0) {
             node->y = net->nodes[node->alias_of].y;
             continue;
@@ -575,7 +575,7 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
         a.loss = &net->last_loss;
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
-        be->kernels[node->op]->forward(&a);
+        nn_backend_kernels(be, node->op)->forward(&a);
         if (timed) {
             double t1 = omp_get_wtime();
             if (net->timing) net->time_fwd[i] += t1 - t0;
@@ -607,14 +607,13 @@ nn_status nn_net_backward(nn_net *net) {
         a.labels = net->labels;
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
-        be->kernels[node->op]->backward(&a);
-        float *dxs[2] = {a.dx, a.dx2};
-        for (int k = 0; k < node->num_inputs && k < 2; k++)
-            if (dxs[k] && dxs[k] == net->gscratch[k]) {
+        nn_backend_kernels(be, node->op)->backward(&a);
+        for (int k = 0; k < node->num_inputs; k++)
+            if (a.dxs[k] && a.dxs[k] == net->gscratch[k]) {
                 const nn_node *root = &net->nodes[memory_root(net, node->inputs[k])];
                 const size_t count = (size_t)n * (size_t)nn_shape_numel(&root->out);
                 float *dst = root->dy;
-                const float *src = dxs[k];
+                const float *src = a.dxs[k];
                 for (size_t j = 0; j < count; j++) dst[j] += src[j];
             }
         if (timed) {

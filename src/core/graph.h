@@ -1,36 +1,47 @@
 /*
- * graph.h - the network graph: node types, per-op descriptors, the op
- * definition table (parse keys, infer shapes, count FLOPs) and the kernel
- * table a backend provides. Internal to libnnopt.
+ * graph.h - the network graph: the op list (NN_OP_LIST), per-op descriptors,
+ * nodes, kernel arguments, and the op registry's entry (nn_op_def: keys,
+ * shapes, FLOPs, kernels per backend kind, hooks). Internal to libnnopt.
  */
 #ifndef NN_GRAPH_H
 #define NN_GRAPH_H
 
 #include "nn_internal.h"
 
-typedef enum {
-    NN_OP_INPUT = 0,
-    NN_OP_CONV2D,
-    NN_OP_MAXPOOL,
-    NN_OP_RELU,
-    NN_OP_LINEAR,
-    NN_OP_FLATTEN,
-    NN_OP_SOFTMAX_CE,
-    NN_OP_LEAKY_RELU,
-    NN_OP_GELU,
-    NN_OP_SILU,
-    NN_OP_SIGMOID,
-    NN_OP_TANH,
-    NN_OP_AVGPOOL,
-    NN_OP_GAP,
-    NN_OP_ADD,
-    NN_OP_BATCHNORM,
-    NN_OP_CONCAT,
-    NN_OP_DROPOUT,
-    NN_OP_COUNT
-} nn_op_type;
+/*
+ * The op registry: every op once, as X(ENUM, keyword). The op enum, the
+ * declarations of the ops' registry entries (nn_<keyword>_def, one per op,
+ * defined next to its kernels in src/ops) and the registry table
+ * (src/ops/registry.c) are all generated from this list. Its order is the
+ * order in which the unknown-layer error lists the layer types.
+ */
+#define NN_OP_LIST(X)          \
+    X(INPUT, input)            \
+    X(CONV2D, conv2d)          \
+    X(MAXPOOL, maxpool)        \
+    X(AVGPOOL, avgpool)        \
+    X(GAP, gap)                \
+    X(RELU, relu)              \
+    X(LEAKY_RELU, leaky_relu)  \
+    X(GELU, gelu)              \
+    X(SILU, silu)              \
+    X(SIGMOID, sigmoid)        \
+    X(TANH, tanh)              \
+    X(RELU6, relu6)            \
+    X(HARDSWISH, hardswish)    \
+    X(LINEAR, linear)          \
+    X(FLATTEN, flatten)        \
+    X(ADD, add)                \
+    X(CONCAT, concat)          \
+    X(BATCHNORM, batchnorm)    \
+    X(DROPOUT, dropout)        \
+    X(SOFTMAX_CE, softmax_ce)
 
-#define NN_MAX_INPUTS 4
+#define NN_OP_ENUM_(E, k) NN_OP_##E,
+typedef enum { NN_OP_LIST(NN_OP_ENUM_) NN_OP_COUNT } nn_op_type;
+#undef NN_OP_ENUM_
+
+#define NN_MAX_INPUTS 8 /* add and concat join at most this many layers */
 #define NN_MAX_NODE_PARAMS 2
 #define NN_MAX_NODE_BUFFERS 3
 
@@ -45,7 +56,15 @@ typedef struct {
     int bf16;           /* bf16 GEMMs (--precision bf16; dense convolutions only) */
     int relu_masked_later; /* the fused ReLU's gradient mask is applied by the consumer
                               (a max-pool, see nn_pool_desc.relu_mask): backward reads no mask */
+    int dil_h, dil_w;   /* dilation: tap (r, s) reads input (p*stride - pad + r*dil_h, ...);
+                           0 or 1: none */
 } nn_conv2d_desc;
+
+/* The dilation of d along H and W (1 when the descriptor leaves it 0), and
+ * whether it has any: the fast kernels take only undilated convolutions. */
+static inline int nn_conv2d_dil_h(const nn_conv2d_desc *d) { return d->dil_h > 1 ? d->dil_h : 1; }
+static inline int nn_conv2d_dil_w(const nn_conv2d_desc *d) { return d->dil_w > 1 ? d->dil_w : 1; }
+static inline int nn_conv2d_dilated(const nn_conv2d_desc *d) { return d->dil_h > 1 || d->dil_w > 1; }
 
 typedef struct {
     int C, H, W;        /* input */
@@ -74,8 +93,10 @@ typedef struct {
 } nn_bn_desc;
 
 typedef struct {
-    int C1, C2;         /* channels of the first and second input; output C1 + C2 */
+    int C1, C2;         /* channels of the first and second input; output C1 + C2 + ... */
     int inner;          /* elements per channel per sample (H*W, or 1 for a flat input) */
+    int count;          /* inputs: 0 or 2 for two (C1, C2), else channels in C */
+    int C[NN_MAX_INPUTS]; /* channels of input k (C[0] = C1, C[1] = C2) */
 } nn_concat_desc;
 
 typedef struct {
@@ -126,8 +147,7 @@ typedef struct nn_node {
     size_t aux_bytes;               /* per sample */
     size_t aux_fixed_bytes;         /* plus this much once, independent of the batch
                                        (batchnorm's per-channel mean and 1/std) */
-    int needs_dx;                   /* 1 if the input gradient must be computed */
-    int needs_dx2;                  /* the same for the second input */
+    unsigned needs_dx;              /* bit k: the gradient of input k must be computed */
     int grad_writers;               /* kernels writing the gradient of this node's
                                        memory (its own consumers and those of its
                                        aliases); more than one: they accumulate */
@@ -141,11 +161,11 @@ typedef struct {
     int n;                          /* batch size of this call */
     float *y;                       /* output (n, out) */
     const float *x;                 /* first input (n, in) */
-    const float *x2;                /* second input (binary ops) */
+    const float *xs[NN_MAX_INPUTS]; /* every input (node->num_inputs; xs[0] = x) */
     const float *w, *b;             /* parameters */
     const float *dy;                /* gradient of output */
     float *dx;                      /* gradient of first input, overwritten; NULL = skip */
-    float *dx2;                     /* gradient of the second input (binary ops) */
+    float *dxs[NN_MAX_INPUTS];      /* gradients of every input, the same way (dxs[0] = dx) */
     float *dw, *db;                 /* parameter gradients, accumulated */
     float *buf;                     /* the node's buffers, contiguous (read-write) */
     int training;                   /* the net's mode: 1 training, 0 eval */
@@ -164,7 +184,18 @@ typedef struct {
     void (*backward)(const nn_op_args *a);
     /* workspace floats needed for batches up to max_batch on `threads` threads */
     size_t (*workspace)(const nn_node *node, int max_batch, int threads);
+    /* optional: which of the backend's kernels run for this node (nnopt bench,
+     * nnopt info), e.g. conv2d's "winograd" */
+    const char *(*kernel_name)(const nn_node *node, const nn_ctx *ctx);
 } nn_op_kernels;
+
+/* The kernel tables a registry entry holds, one per kind of backend; a
+ * backend names the kind whose kernels it runs (nn_backend.kernels). */
+typedef enum { NN_KERNELS_CPU = 0, NN_KERNELS_COUNT } nn_kernel_kind;
+
+/* An element-wise op that may run inside the kernel of the op before it (its
+ * "epilogue"), applied while the data is in cache. */
+typedef enum { NN_EPILOGUE_NONE = 0, NN_EPILOGUE_RELU } nn_epilogue;
 
 /* key=value pairs of one model-file line, with use tracking so that unknown
  * keys become errors. */
@@ -190,18 +221,67 @@ const char *nn_kv_str(nn_kvlist *kv, const char *key);
 /* Accepts key=A or key=AxB for pairs (kernel=3 or kernel=3x5). */
 nn_status nn_kv_pair(nn_kvlist *kv, const char *key, int def, int required, int *a, int *b);
 
-/* Backend-independent definition of an op type. */
-typedef struct {
+/*
+ * A registry entry: everything about one op type. The graph only walks these
+ * entries (through nn_op_def_get) and never names an op: fusion, planning,
+ * precision and batch checks are the optional hooks below, NULL (or 0) when
+ * an op has none.
+ */
+typedef struct nn_op_def {
     const char *name;                /* model-file keyword */
-    int num_inputs;                  /* 1 for all current ops; 0 for input */
+    int min_inputs, max_inputs;      /* in= names this many layers; 0 and 0: the input
+                                        layer; 1 and 1: the default previous layer */
     const char *keys;                /* space-separated keys besides name and in */
-    /* Reads the op's keys, checks the input shape, sets node->d, node->out and
-     * the parameter shapes. Errors through kv->ctx naming source:line. */
+    /* Reads the op's keys, checks the input shapes (one per input), sets
+     * node->d, node->out and the parameter shapes. Errors through kv->ctx
+     * naming source:line. */
     nn_status (*configure)(nn_node *node, nn_kvlist *kv, const nn_shape *in);
-    int64_t (*flops)(const nn_node *node);   /* forward, per sample */
+    int64_t (*flops)(const nn_node *node);            /* forward, per sample; NULL: 0 */
+    int64_t (*backward_flops)(const nn_node *node);   /* per sample; NULL: the forward's */
+    int is_loss;                     /* the loss layer: last in the model, reads labels */
+    int aliases_input;               /* output is the input's memory reshaped (flatten):
+                                        no kernel runs, forward or backward */
+    /* kernels per kind of backend; NULL: that backend cannot run the op */
+    const nn_op_kernels *kernels[NN_KERNELS_COUNT];
+
+    /* --- hooks --- */
+    /* This element-wise op can be some producers' epilogue: the graph asks the
+     * op before it (through fuse_epilogue) to apply it, and when it does, this
+     * node shares the producer's memory and runs no kernel. */
+    nn_epilogue epilogue;
+    /* Producer: takes epilogue e onto its output (sets its descriptor); 1 if
+     * it did. Called only when the producer's output has no other reader
+     * and is not the logits. */
+    int (*fuse_epilogue)(nn_node *node, nn_epilogue e);
+    /* Consumer of a fused epilogue's output (its only reader): 1 if its
+     * backward applies e's gradient mask itself (setting its descriptor);
+     * then the producer's epilogue_masked_later is called and its backward
+     * skips the mask. Only asked when the producer has that hook. */
+    int (*mask_epilogue)(nn_node *node, nn_epilogue e);
+    void (*epilogue_masked_later)(nn_node *node);
+    /* Planning: the context's precision for this node (nn_net_plan). */
+    void (*set_precision)(nn_node *node, nn_precision p);
+    /* Before every forward pass: whether a batch of n can run in this mode
+     * (training 1 or 0); errors name source, the node's line and name. */
+    nn_status (*check_batch)(const nn_node *node, int n, int training, const char *source,
+                             nn_ctx *ctx);
 } nn_op_def;
 
+/* The registry (src/ops/registry.c): the entry of op, NULL if out of range;
+ * the op called name, NULL (or -1) if none. */
+const nn_op_def *nn_op_def_get(nn_op_type op);
 const nn_op_def *nn_op_def_find(const char *name);
+int nn_op_find(const char *name);
+/* Writes "input, conv2d, ... or softmax_ce" (every layer type, in registry
+ * order, for error messages) into buf of size bytes, truncated to fit. */
+void nn_op_names(char *buf, size_t size);
+
+/* The registry entries, one per op, each defined in its op family's file in
+ * src/ops (nn_relu_def in activation.c, ...). */
+#define NN_OP_EXTERN_(E, k) extern const nn_op_def nn_##k##_def;
+NN_OP_LIST(NN_OP_EXTERN_)
+#undef NN_OP_EXTERN_
+
 /* Model text: comments and blocks (model_expand.c) into layer lines, each
  * added as a node (model_file.c); then every layer must lead to the loss. */
 nn_status nn_model_parse_lines(nn_net *net, const char *text);
@@ -211,19 +291,6 @@ int nn_model_find_layer(const nn_net *net, const char *name);
 /* 1 if s is a valid layer or block name: a letter or _, then letters, digits, _ */
 int nn_model_valid_name(const char *s);
 nn_status nn_model_check(nn_net *net, int last_line);
-const nn_op_def *nn_op_def_get(nn_op_type op);
-
-/* Op definitions, one per op family file in src/ops. */
-extern const nn_op_def nn_input_def, nn_conv2d_def, nn_maxpool_def, nn_relu_def,
-    nn_linear_def, nn_flatten_def, nn_softmax_ce_def, nn_leaky_relu_def, nn_gelu_def,
-    nn_silu_def, nn_sigmoid_def, nn_tanh_def, nn_avgpool_def, nn_gap_def, nn_add_def,
-    nn_batchnorm_def, nn_concat_def, nn_dropout_def;
-
-/* CPU kernels, one table per op family file in src/ops. */
-extern const nn_op_kernels nn_conv2d_cpu, nn_maxpool_cpu, nn_relu_cpu, nn_linear_cpu,
-    nn_flatten_cpu, nn_softmax_ce_cpu, nn_leaky_relu_cpu, nn_gelu_cpu, nn_silu_cpu, nn_sigmoid_cpu,
-    nn_tanh_cpu, nn_avgpool_cpu, nn_gap_cpu, nn_add_cpu, nn_batchnorm_cpu,
-    nn_concat_cpu, nn_dropout_cpu;
 
 struct nn_net {
     nn_ctx *ctx;
@@ -251,7 +318,8 @@ struct nn_net {
     float *ws;                      /* shared workspace */
     size_t ws_floats;
     float *gscratch[NN_MAX_INPUTS]; /* per input slot: a gradient written here is then
-                                       added to a node read by several layers */
+                                       added to a node read by several layers (NULL:
+                                       no such gradient comes through the slot) */
     size_t gscratch_floats;
     float last_loss;
     const int32_t *labels;          /* labels of the last forward */

@@ -11,28 +11,6 @@
 #include <limits.h>
 #include <string.h>
 
-static const nn_op_def *const op_defs[NN_OP_COUNT] = {
-    [NN_OP_INPUT] = &nn_input_def,     [NN_OP_CONV2D] = &nn_conv2d_def,
-    [NN_OP_MAXPOOL] = &nn_maxpool_def, [NN_OP_RELU] = &nn_relu_def,
-    [NN_OP_LINEAR] = &nn_linear_def,   [NN_OP_FLATTEN] = &nn_flatten_def,
-    [NN_OP_SOFTMAX_CE] = &nn_softmax_ce_def, [NN_OP_LEAKY_RELU] = &nn_leaky_relu_def,
-    [NN_OP_GELU] = &nn_gelu_def,             [NN_OP_SILU] = &nn_silu_def,
-    [NN_OP_SIGMOID] = &nn_sigmoid_def,       [NN_OP_TANH] = &nn_tanh_def,
-    [NN_OP_AVGPOOL] = &nn_avgpool_def,       [NN_OP_GAP] = &nn_gap_def,
-    [NN_OP_ADD] = &nn_add_def,               [NN_OP_BATCHNORM] = &nn_batchnorm_def,
-    [NN_OP_CONCAT] = &nn_concat_def,         [NN_OP_DROPOUT] = &nn_dropout_def,
-};
-
-const nn_op_def *nn_op_def_get(nn_op_type op) {
-    return (op >= 0 && op < NN_OP_COUNT) ? op_defs[op] : NULL;
-}
-
-const nn_op_def *nn_op_def_find(const char *name) {
-    for (int i = 0; i < NN_OP_COUNT; i++)
-        if (op_defs[i] && strcmp(op_defs[i]->name, name) == 0) return op_defs[i];
-    return NULL;
-}
-
 static nn_kv *kv_lookup(nn_kvlist *kv, const char *key) {
     for (int i = 0; i < kv->count; i++)
         if (strcmp(kv->kv[i].key, key) == 0) {
@@ -155,18 +133,20 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
     char *opname;
     nn_status st = tokenize(&kv, line, &opname);
     if (st) return st;
-    const nn_op_def *def = nn_op_def_find(opname);
-    if (!def)
-        return nn_ctx_fail(net->ctx, NN_EINVAL,
-                           "%s:%d: unknown layer type '%s' (expected input, conv2d, maxpool, "
-                           "avgpool, gap, relu, leaky_relu, gelu, silu, sigmoid, tanh, "
-                           "linear, flatten, add, concat, batchnorm, dropout or softmax_ce)",
-                           net->source, lineno, opname);
-    if (net->num_nodes == 0 && def != &nn_input_def)
+    const int op = nn_op_find(opname);
+    if (op < 0) {
+        char names[512];
+        nn_op_names(names, sizeof names);
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: unknown layer type '%s' (expected %s)",
+                           net->source, lineno, opname, names);
+    }
+    const nn_op_def *def = nn_op_def_get((nn_op_type)op);
+    const int is_input = def->max_inputs == 0; /* the one layer that reads no other */
+    if (net->num_nodes == 0 && !is_input)
         return nn_ctx_fail(net->ctx, NN_EINVAL,
                            "%s:%d: the first layer must be 'input shape=CxHxW', found '%s'",
                            net->source, lineno, opname);
-    if (net->num_nodes > 0 && def == &nn_input_def)
+    if (net->num_nodes > 0 && is_input)
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: only one input layer is allowed",
                            net->source, lineno);
     if (net->loss_node >= 0)
@@ -185,9 +165,7 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
     node->line = lineno;
     node->param_index = -1;
     node->buffer_index = -1;
-    node->op = NN_OP_INPUT;
-    for (int i = 0; i < NN_OP_COUNT; i++)
-        if (op_defs[i] == def) node->op = (nn_op_type)i;
+    node->op = (nn_op_type)op;
 
     const char *name = nn_kv_str(&kv, "name");
     if (name) {
@@ -203,8 +181,8 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
         int count = 1;
         for (int i = 0; i < net->num_nodes; i++)
             if (net->nodes[i].op == node->op) count++;
-        if (node->op == NN_OP_INPUT)
-            snprintf(node->name, sizeof node->name, "input");
+        if (is_input)
+            snprintf(node->name, sizeof node->name, "%s", def->name);
         else
             snprintf(node->name, sizeof node->name, "%s%d", def->name, count);
     }
@@ -214,12 +192,17 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
 
     nn_shape in_shapes[NN_MAX_INPUTS];
     const nn_shape *in_shape = NULL;
-    if (def->num_inputs > 0) {
+    if (def->max_inputs > 0) {
         /* in=NAME or in=NAME,NAME,...; one input defaults to the previous layer */
+        const int lo = def->min_inputs, hi = def->max_inputs;
         const char *in = nn_kv_str(&kv, "in");
-        if (!in && def->num_inputs > 1)
-            return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: %s needs in=A,B (%d earlier layers)",
-                               net->source, lineno, def->name, def->num_inputs);
+        if (!in && lo > 1)
+            return lo == hi ? nn_ctx_fail(net->ctx, NN_EINVAL,
+                                          "%s:%d: %s needs in=A,B (%d earlier layers)",
+                                          net->source, lineno, def->name, lo)
+                            : nn_ctx_fail(net->ctx, NN_EINVAL,
+                                          "%s:%d: %s needs in=A,B,... (%d to %d earlier layers)",
+                                          net->source, lineno, def->name, lo, hi);
         char list[128];
         snprintf(list, sizeof list, "%s", in ? in : net->nodes[net->num_nodes - 1].name);
         char *save = NULL;
@@ -229,16 +212,26 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
             if (src < 0)
                 return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: in=%s: '%s' names no earlier layer",
                                    net->source, lineno, in, tok);
-            if (count == def->num_inputs)
-                return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: %s takes %d input%s, in=%s names more",
-                                   net->source, lineno, def->name, def->num_inputs,
-                                   def->num_inputs > 1 ? "s" : "", in);
+            if (count == hi)
+                return lo == hi ? nn_ctx_fail(net->ctx, NN_EINVAL,
+                                              "%s:%d: %s takes %d input%s, in=%s names more",
+                                              net->source, lineno, def->name, hi,
+                                              hi > 1 ? "s" : "", in)
+                                : nn_ctx_fail(net->ctx, NN_EINVAL,
+                                              "%s:%d: %s takes at most %d inputs, in=%s names more",
+                                              net->source, lineno, def->name, hi, in);
             node->inputs[count] = src;
             in_shapes[count++] = net->nodes[src].out;
         }
-        if (count != def->num_inputs)
-            return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: %s takes %d inputs, in=%s names %d",
-                               net->source, lineno, def->name, def->num_inputs, in ? in : "", count);
+        if (count < lo)
+            return lo == hi ? nn_ctx_fail(net->ctx, NN_EINVAL,
+                                          "%s:%d: %s takes %d inputs, in=%s names %d",
+                                          net->source, lineno, def->name, lo, in ? in : "", count)
+                            : nn_ctx_fail(net->ctx, NN_EINVAL,
+                                          "%s:%d: %s takes %d inputs or more (at most %d), in=%s "
+                                          "names %d",
+                                          net->source, lineno, def->name, lo, hi, in ? in : "",
+                                          count);
         node->num_inputs = count;
         in_shape = in_shapes;
     }
@@ -258,7 +251,7 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
     if (nn_shape_numel(&node->out) > (1LL << 28))
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: layer '%s' output is too large",
                            net->source, lineno, node->name);
-    if (node->op == NN_OP_SOFTMAX_CE) net->loss_node = net->num_nodes;
+    if (def->is_loss) net->loss_node = net->num_nodes;
     net->num_nodes++;
     return NN_OK;
 }

@@ -1,7 +1,8 @@
 /*
  * activation.c - element-wise activations (relu, leaky_relu, gelu, silu,
- * sigmoid, tanh): model-file definitions and CPU kernels. The formulas are
- * PyTorch's CPU ones in float32, so a NaN input gives a NaN output.
+ * sigmoid, tanh, relu6, hardswish): model-file definitions and CPU kernels.
+ * The formulas are PyTorch's CPU ones in float32, so a NaN input gives a NaN
+ * output.
  */
 #include "ops/ops.h"
 
@@ -16,8 +17,6 @@ static nn_status relu_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in
 }
 
 static int64_t relu_flops(const nn_node *node) { return nn_shape_numel(&node->out); }
-
-const nn_op_def nn_relu_def = {"relu", 1, "", relu_configure, relu_flops};
 
 /* below this many elements a parallel region costs more than it saves */
 #define PARALLEL_MIN 32768
@@ -56,7 +55,17 @@ static void relu_bwd(const nn_op_args *a) {
                          a->ctx);
 }
 
-const nn_op_kernels nn_relu_cpu = {relu_fwd, relu_bwd, NULL};
+static const nn_op_kernels relu_cpu = {.forward = relu_fwd, .backward = relu_bwd};
+const nn_op_def nn_relu_def = {
+    .name = "relu",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = relu_configure,
+    .flops = relu_flops,
+    .kernels = {[NN_KERNELS_CPU] = &relu_cpu},
+    .epilogue = NN_EPILOGUE_RELU, /* fused into a conv2d or linear before it */
+};
 
 /* ------------------------------------------------------------ other activations */
 
@@ -103,13 +112,9 @@ static int64_t gelu_flops(const nn_node *node) { return 5 * nn_shape_numel(&node
 static int64_t silu_flops(const nn_node *node) { return 4 * nn_shape_numel(&node->out); }
 static int64_t sigmoid_flops(const nn_node *node) { return 3 * nn_shape_numel(&node->out); }
 static int64_t tanh_flops(const nn_node *node) { return nn_shape_numel(&node->out); }
+static int64_t relu6_flops(const nn_node *node) { return 2 * nn_shape_numel(&node->out); }
+static int64_t hardswish_flops(const nn_node *node) { return 5 * nn_shape_numel(&node->out); }
 
-const nn_op_def nn_leaky_relu_def = {"leaky_relu", 1, "slope", leaky_relu_configure,
-                                     leaky_relu_flops};
-const nn_op_def nn_gelu_def = {"gelu", 1, "", same_shape, gelu_flops};
-const nn_op_def nn_silu_def = {"silu", 1, "", same_shape, silu_flops};
-const nn_op_def nn_sigmoid_def = {"sigmoid", 1, "", same_shape, sigmoid_flops};
-const nn_op_def nn_tanh_def = {"tanh", 1, "", same_shape, tanh_flops};
 
 void nn_leaky_relu_forward(float *y, const float *x, float slope, size_t count, nn_ctx *ctx) {
     FOR_EACH_ELEMENT(i, count, ctx, float v = x[i]; y[i] = v > 0.0f ? v : v * slope);
@@ -163,6 +168,30 @@ void nn_tanh_backward(float *dx, const float *dy, const float *y, size_t count, 
     FOR_EACH_ELEMENT(i, count, ctx, dx[i] = dy[i] * (1.0f - y[i] * y[i]));
 }
 
+/* torch.nn.ReLU6 (hardtanh between 0 and 6): the comparisons let NaN through */
+void nn_relu6_forward(float *y, const float *x, size_t count, nn_ctx *ctx) {
+    FOR_EACH_ELEMENT(i, count, ctx, float v = x[i]; y[i] = v < 0.0f ? 0.0f : v > 6.0f ? 6.0f : v);
+}
+
+/* hardtanh's backward: no gradient at or beyond the two ends */
+void nn_relu6_backward(float *dx, const float *dy, const float *x, size_t count, nn_ctx *ctx) {
+    FOR_EACH_ELEMENT(i, count, ctx, float v = x[i];
+                     dx[i] = (v <= 0.0f || v >= 6.0f) ? 0.0f : dy[i]);
+}
+
+/* torch.nn.Hardswish: x min(max(x + 3, 0), 6) / 6, in that order */
+void nn_hardswish_forward(float *y, const float *x, size_t count, nn_ctx *ctx) {
+    FOR_EACH_ELEMENT(i, count, ctx, float v = x[i]; float r = v + 3.0f;
+                     r = r < 0.0f ? 0.0f : r > 6.0f ? 6.0f : r; y[i] = v * r / 6.0f);
+}
+
+/* PyTorch's hardswish_backward: 0 below -3, dy (x/3 + 1/2) up to 3, dy above */
+void nn_hardswish_backward(float *dx, const float *dy, const float *x, size_t count,
+                           nn_ctx *ctx) {
+    FOR_EACH_ELEMENT(i, count, ctx, float v = x[i];
+                     dx[i] = v < -3.0f ? 0.0f : v <= 3.0f ? dy[i] * (v / 3.0f + 0.5f) : dy[i]);
+}
+
 static size_t act_count(const nn_op_args *a) {
     return (size_t)a->n * (size_t)nn_shape_numel(&a->node->out);
 }
@@ -192,9 +221,92 @@ static void tanh_fwd(const nn_op_args *a) { nn_tanh_forward(a->y, a->x, act_coun
 static void tanh_bwd(const nn_op_args *a) {
     if (a->dx) nn_tanh_backward(a->dx, a->dy, a->y, act_count(a), a->ctx);
 }
+static void relu6_fwd(const nn_op_args *a) { nn_relu6_forward(a->y, a->x, act_count(a), a->ctx); }
+static void relu6_bwd(const nn_op_args *a) {
+    if (a->dx) nn_relu6_backward(a->dx, a->dy, a->x, act_count(a), a->ctx);
+}
+static void hardswish_fwd(const nn_op_args *a) {
+    nn_hardswish_forward(a->y, a->x, act_count(a), a->ctx);
+}
+static void hardswish_bwd(const nn_op_args *a) {
+    if (a->dx) nn_hardswish_backward(a->dx, a->dy, a->x, act_count(a), a->ctx);
+}
+static const nn_op_kernels leaky_relu_cpu = {.forward = leaky_relu_fwd, .backward = leaky_relu_bwd};
+static const nn_op_kernels gelu_cpu = {.forward = gelu_fwd, .backward = gelu_bwd};
+static const nn_op_kernels silu_cpu = {.forward = silu_fwd, .backward = silu_bwd};
+static const nn_op_kernels sigmoid_cpu = {.forward = sigmoid_fwd, .backward = sigmoid_bwd};
+static const nn_op_kernels tanh_cpu = {.forward = tanh_fwd, .backward = tanh_bwd};
 
-const nn_op_kernels nn_leaky_relu_cpu = {leaky_relu_fwd, leaky_relu_bwd, NULL};
-const nn_op_kernels nn_gelu_cpu = {gelu_fwd, gelu_bwd, NULL};
-const nn_op_kernels nn_silu_cpu = {silu_fwd, silu_bwd, NULL};
-const nn_op_kernels nn_sigmoid_cpu = {sigmoid_fwd, sigmoid_bwd, NULL};
-const nn_op_kernels nn_tanh_cpu = {tanh_fwd, tanh_bwd, NULL};
+const nn_op_def nn_leaky_relu_def = {
+    .name = "leaky_relu",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "slope",
+    .configure = leaky_relu_configure,
+    .flops = leaky_relu_flops,
+    .kernels = {[NN_KERNELS_CPU] = &leaky_relu_cpu},
+};
+
+const nn_op_def nn_gelu_def = {
+    .name = "gelu",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = same_shape,
+    .flops = gelu_flops,
+    .kernels = {[NN_KERNELS_CPU] = &gelu_cpu},
+};
+
+const nn_op_def nn_silu_def = {
+    .name = "silu",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = same_shape,
+    .flops = silu_flops,
+    .kernels = {[NN_KERNELS_CPU] = &silu_cpu},
+};
+
+const nn_op_def nn_sigmoid_def = {
+    .name = "sigmoid",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = same_shape,
+    .flops = sigmoid_flops,
+    .kernels = {[NN_KERNELS_CPU] = &sigmoid_cpu},
+};
+
+const nn_op_def nn_tanh_def = {
+    .name = "tanh",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = same_shape,
+    .flops = tanh_flops,
+    .kernels = {[NN_KERNELS_CPU] = &tanh_cpu},
+};
+
+static const nn_op_kernels relu6_cpu = {.forward = relu6_fwd, .backward = relu6_bwd};
+
+const nn_op_def nn_relu6_def = {
+    .name = "relu6",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = same_shape,
+    .flops = relu6_flops,
+    .kernels = {[NN_KERNELS_CPU] = &relu6_cpu},
+};
+
+static const nn_op_kernels hardswish_cpu = {.forward = hardswish_fwd, .backward = hardswish_bwd};
+
+const nn_op_def nn_hardswish_def = {
+    .name = "hardswish",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = same_shape,
+    .flops = hardswish_flops,
+    .kernels = {[NN_KERNELS_CPU] = &hardswish_cpu},
+};

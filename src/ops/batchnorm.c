@@ -80,8 +80,17 @@ static int64_t batchnorm_flops(const nn_node *node) {
     return 4 * nn_shape_numel(&node->out); /* stats (2) and the scale and shift (2) */
 }
 
-const nn_op_def nn_batchnorm_def = {"batchnorm", 1, "eps momentum", batchnorm_configure,
-                                    batchnorm_flops};
+/* as PyTorch: batch statistics need more than one value per channel */
+static nn_status batchnorm_check_batch(const nn_node *node, int n, int training,
+                                       const char *source, nn_ctx *ctx) {
+    if (training && (int64_t)n * node->d.bn.HW < 2)
+        return nn_ctx_fail(ctx, NN_EINVAL,
+                           "%s:%d: batchnorm '%s' in training mode needs more than one value "
+                           "per channel (batch %d of %d-element channels); use eval mode",
+                           source, node->line, node->name, n, node->d.bn.HW);
+    return NN_OK;
+}
+
 
 enum { LANES = 16 };
 
@@ -218,4 +227,15 @@ static void batchnorm_bwd(const nn_op_args *a) {
                           save[2 * d->C] != 0.0f, a->ctx);
 }
 
-const nn_op_kernels nn_batchnorm_cpu = {batchnorm_fwd, batchnorm_bwd, NULL};
+static const nn_op_kernels batchnorm_cpu = {.forward = batchnorm_fwd, .backward = batchnorm_bwd};
+
+const nn_op_def nn_batchnorm_def = {
+    .name = "batchnorm",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "eps momentum",
+    .configure = batchnorm_configure,
+    .flops = batchnorm_flops,
+    .kernels = {[NN_KERNELS_CPU] = &batchnorm_cpu},
+    .check_batch = batchnorm_check_batch,
+};

@@ -25,6 +25,7 @@ static nn_status conv2d_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
         (st = nn_kv_int(kv, "bias", 1, 0, &bias)) ||
         (st = nn_kv_int(kv, "groups", 1, 0, &d->groups)))
         return st;
+    if ((st = nn_kv_pair(kv, "dilation", 1, 0, &d->dil_h, &d->dil_w))) return st;
     d->C = (int)in->dim[0];
     d->H = (int)in->dim[1];
     d->W = (int)in->dim[2];
@@ -39,13 +40,23 @@ static nn_status conv2d_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
         return nn_ctx_fail(kv->ctx, NN_EINVAL,
                            "%s:%d: conv2d needs out>0, kernel>0, stride>0, pad>=0, bias=0|1",
                            kv->source, kv->line);
+    if (d->dil_h < 1 || d->dil_w < 1 || d->dil_h > 1024 || d->dil_w > 1024)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: conv2d needs dilation in 1..1024, got %dx%d",
+                           kv->source, kv->line, d->dil_h, d->dil_w);
     int hp = d->H + 2 * d->pad_h, wp = d->W + 2 * d->pad_w;
-    if (d->R > hp || d->S > wp)
+    /* the input rows and columns one output reads: (R - 1) dilation + 1 */
+    const int eh = (d->R - 1) * d->dil_h + 1, ew = (d->S - 1) * d->dil_w + 1;
+    if (!nn_conv2d_dilated(d) && (d->R > hp || d->S > wp))
         return nn_ctx_fail(kv->ctx, NN_EINVAL,
                            "%s:%d: conv2d kernel %dx%d is larger than the padded input %dx%d",
                            kv->source, kv->line, d->R, d->S, hp, wp);
-    d->P = (hp - d->R) / d->stride_h + 1;
-    d->Q = (wp - d->S) / d->stride_w + 1;
+    if (eh > hp || ew > wp)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                           "%s:%d: conv2d kernel %dx%d with dilation %dx%d spans %dx%d, more than "
+                           "the padded input %dx%d",
+                           kv->source, kv->line, d->R, d->S, d->dil_h, d->dil_w, eh, ew, hp, wp);
+    d->P = (hp - eh) / d->stride_h + 1;
+    d->Q = (wp - ew) / d->stride_w + 1;
     d->has_bias = bias;
     node->out = (nn_shape){3, {d->K, d->P, d->Q, 0}};
     node->num_params = bias ? 2 : 1;
@@ -62,7 +73,29 @@ static int64_t conv2d_flops(const nn_node *node) {
     return 2LL * d->K * d->P * d->Q * (d->C / (d->groups > 1 ? d->groups : 1)) * d->R * d->S;
 }
 
-const nn_op_def nn_conv2d_def = {"conv2d", 1, "out kernel stride pad bias groups", conv2d_configure, conv2d_flops};
+/* the weight gradient costs one forward pass, the input gradient another */
+static int64_t conv2d_backward_flops(const nn_node *node) {
+    return (node->needs_dx & 1u ? 2 : 1) * conv2d_flops(node);
+}
+
+static int conv2d_fuse_epilogue(nn_node *node, nn_epilogue e) {
+    if (e != NN_EPILOGUE_RELU) return 0;
+    node->d.conv.relu = 1;
+    return 1;
+}
+
+/* the fused ReLU's mask is applied by the layer that reads the output (a
+ * max-pool, nn_pool_desc.relu_mask) */
+static void conv2d_epilogue_masked_later(nn_node *node) { node->d.conv.relu_masked_later = 1; }
+
+/* bf16 for the dense convolutions whose sums are long enough for the bf16
+ * GEMM to pay (a first layer on one input channel, C*R*S = 9, stays fp32);
+ * dilated ones stay fp32 too (their bf16 kernels are not written) */
+static void conv2d_set_precision(nn_node *node, nn_precision p) {
+    nn_conv2d_desc *d = &node->d.conv;
+    d->bf16 = p == NN_PRECISION_BF16 && d->groups <= 1 && d->C * d->R * d->S >= 32 &&
+              !nn_conv2d_dilated(d);
+}
 
 /* col[:, 0..P*Q) with row stride ld, from one image x (C, H, W): row
  * (c, r, s) holds the input under kernel tap (r, s) for every output (p, q),
@@ -75,6 +108,7 @@ __attribute__((optimize("no-tree-loop-distribute-patterns")))
 static void im2col_any(void *col, size_t ld, const void *x, const nn_conv2d_desc *d, size_t esz) {
     char *colb = col;
     const char *xb = x;
+    const int dh = nn_conv2d_dil_h(d), dw = nn_conv2d_dil_w(d);
     for (int c = 0; c < d->C; c++)
         for (int r = 0; r < d->R; r++)
             for (int s = 0; s < d->S; s++) {
@@ -82,13 +116,13 @@ static void im2col_any(void *col, size_t ld, const void *x, const nn_conv2d_desc
                 const char *xc = xb + (size_t)c * d->H * d->W * esz;
                 for (int p = 0; p < d->P; p++) {
                     char *out = row + (size_t)p * d->Q * esz;
-                    int ih = p * d->stride_h - d->pad_h + r;
+                    int ih = p * d->stride_h - d->pad_h + r * dh;
                     if (ih < 0 || ih >= d->H) {
                         memset(out, 0, (size_t)d->Q * esz);
                         continue;
                     }
                     const char *xr = xc + (size_t)ih * d->W * esz;
-                    int iw0 = s - d->pad_w;
+                    int iw0 = s * dw - d->pad_w;
                     if (d->stride_w == 1) {
                         /* q range with 0 <= q + iw0 < W */
                         int q0 = iw0 < 0 ? -iw0 : 0;
@@ -155,7 +189,7 @@ static void im2col_bf16_strided(uint16_t *colb, uint16_t *xb, const float *x, si
     const size_t HW = (size_t)d->H * d->W;
     const int CRS = d->C * d->R * d->S;
     const int rows = (CRS + NN_BF16_MR - 1) / NN_BF16_MR * NN_BF16_MR;
-    if (d->stride_h == 1 && d->stride_w == 1) {
+    if (d->stride_h == 1 && d->stride_w == 1 && !nn_conv2d_dilated(d)) {
         /* into a zero-padded image, then every row of the column matrix is a
          * plain copy of Q elements (no bounds, no memcpy call per row) */
         const int Hp = d->H + 2 * d->pad_h, Wp = d->W + 2 * d->pad_w;
@@ -201,7 +235,8 @@ static int dx_as_correlation(const nn_conv2d_desc *d) {
      * reads (C*R*S rows): conv_heavy's 64 -> 128 and 128 -> 256 layers ran
      * slower this way (7.7 -> 9.6 ms), its K = C layers faster (17.1 -> 14.9) */
     return d->bf16 && d->groups <= 1 && d->stride_h == 1 && d->stride_w == 1 &&
-           d->pad_h <= d->R - 1 && d->pad_w <= d->S - 1 && d->K <= d->C;
+           d->pad_h <= d->R - 1 && d->pad_w <= d->S - 1 && d->K <= d->C &&
+           !nn_conv2d_dilated(d);
 }
 
 static nn_conv2d_desc dx_desc(const nn_conv2d_desc *d) {
@@ -231,17 +266,18 @@ static void pack_flipped_bf16(uint16_t *Ap, const float *w, const nn_conv2d_desc
 /* dx (C, H, W) += the columns dcol[:, 0..P*Q) (row stride ld) folded back
  * onto the image; dx must be zeroed first. */
 static void col2im(float *dx, const float *dcol, size_t ld, const nn_conv2d_desc *d) {
+    const int dh = nn_conv2d_dil_h(d), dw = nn_conv2d_dil_w(d);
     for (int c = 0; c < d->C; c++)
         for (int r = 0; r < d->R; r++)
             for (int s = 0; s < d->S; s++) {
                 const float *row = dcol + (size_t)((c * d->R + r) * d->S + s) * ld;
                 float *xc = dx + (size_t)c * d->H * d->W;
                 for (int p = 0; p < d->P; p++) {
-                    int ih = p * d->stride_h - d->pad_h + r;
+                    int ih = p * d->stride_h - d->pad_h + r * dh;
                     if (ih < 0 || ih >= d->H) continue;
                     float *xr = xc + (size_t)ih * d->W;
                     const float *in = row + p * d->Q;
-                    int iw0 = s - d->pad_w;
+                    int iw0 = s * dw - d->pad_w;
                     if (d->stride_w == 1) {
                         int q0 = iw0 < 0 ? -iw0 : 0;
                         int q1 = d->W - iw0 < d->Q ? d->W - iw0 : d->Q;
@@ -367,35 +403,14 @@ static conv_group channel_group(const nn_conv2d_desc *d) {
     return g;
 }
 
-/* The forward pass's kernels: the first that takes the shape. */
-typedef enum { CONV_WINOGRAD, CONV_DIRECT, CONV_ROWS, CONV_IM2COL } conv_kernels;
-
-static conv_kernels forward_kernels(const nn_conv2d_desc *d, const nn_ctx *ctx) {
-    return nn_conv2d_winograd_ok(d, ctx) ? CONV_WINOGRAD
-           : nn_conv2d_direct_ok(d, ctx) ? CONV_DIRECT
-           : nn_conv2d_rows_ok(d, ctx)   ? CONV_ROWS
-                                         : CONV_IM2COL;
-}
-
-const char *nn_conv2d_kernel_name(const nn_conv2d_desc *d, const nn_ctx *ctx) {
-    static const char *const names[] = {"winograd", "direct", "rows", "im2col"};
-    return names[forward_kernels(d, ctx)];
-}
-
 /*
  * Forward, in groups of up to G images handed to whichever thread is free
  * (at least 4 groups per thread): im2col of the group into col (CRS, G*PQ), one GEMM
  * Yg (K, G*PQ) = W (K, CRS) x col, then bias and ReLU while scattering Yg
  * back to the (N, K, P, Q) layout.
  */
-void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
-                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    switch (forward_kernels(d, ctx)) {
-    case CONV_WINOGRAD: nn_conv2d_forward_winograd(y, x, w, b, d, n, ws, ctx); return;
-    case CONV_DIRECT: nn_conv2d_forward_direct(y, x, w, b, d, n, ws, ctx); return;
-    case CONV_ROWS: nn_conv2d_forward_rows(y, x, w, b, d, n, ws, ctx); return;
-    case CONV_IM2COL: break; /* below */
-    }
+static void forward_im2col(float *y, const float *x, const float *w, const float *b,
+                           const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
     const int PQ = d->P * d->Q, G = group_size(d), Gd = shared_group_size(G, n, T);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * PQ;
@@ -472,34 +487,9 @@ static void gather_dy(float *dyg, const float *dy, const float *y, int i0, int g
  * shares are added to dw and db in thread order, so results depend only on
  * the thread count.
  */
-void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
-                        const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
-                        nn_ctx *ctx) {
-    nn_conv2d_desc unmasked;
-    if (d->relu && d->relu_masked_later) { /* dy arrives masked (see graph.c) */
-        unmasked = *d;
-        unmasked.relu = 0;
-        d = &unmasked;
-    }
-    if (nn_conv2d_winograd_ok(d, ctx)) {
-        if (dx) nn_conv2d_backward_data_winograd(dx, dy, y, w, d, n, ws, ctx);
-        /* the Winograd weight gradient holds C in vectors of 16; with a single
-         * vector its kernel waits on loads and the kernels below do as well
-         * (the seed's conv2, C = 16) */
-        if (d->C >= 32) {
-            nn_conv2d_backward_weights_winograd(dw, db, dy, y, x, d, n, ws, ctx);
-            return;
-        }
-        dx = NULL; /* done: only dw and db below */
-    }
-    if (nn_conv2d_direct_ok(d, ctx)) {
-        nn_conv2d_backward_direct(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
-        return;
-    }
-    if (nn_conv2d_rows_ok(d, ctx)) {
-        nn_conv2d_backward_rows(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
-        return;
-    }
+static void backward_im2col(float *dx, float *dw, float *db, const float *dy, const float *y,
+                            const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                            float *ws, nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
     const int PQ = d->P * d->Q, G = group_size(d), Gd = shared_group_size(G, n, T);
     const size_t xs = (size_t)d->C * d->H * d->W;
@@ -596,6 +586,94 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
     }
 }
 
+/* ------------------------------------------------------------ kernel order */
+
+static int always(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    (void)d, (void)ctx;
+    return 1;
+}
+
+/* Winograd's input gradient, then its weight gradient */
+static void backward_winograd(float *dx, float *dw, float *db, const float *dy, const float *y,
+                              const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                              float *ws, nn_ctx *ctx) {
+    if (dx) nn_conv2d_backward_data_winograd(dx, dy, y, w, d, n, ws, ctx);
+    nn_conv2d_backward_weights_winograd(dw, db, dy, y, x, d, n, ws, ctx);
+}
+
+/* The Winograd weight gradient holds C in vectors of 16; with a single vector
+ * its kernel waits on loads and the kernels after it do as well (the seed's
+ * conv2, C = 16). */
+static int winograd_weights_ok(const nn_conv2d_desc *d) { return d->C >= 32; }
+
+/*
+ * The kernels, in the order they are tried: forward, backward and
+ * nn_conv2d_kernel_name all take the first whose ok() accepts the shape.
+ * An entry whose weights_ok() declines computes only the input gradient
+ * (backward_data); the weight gradient then comes from the next entry in
+ * this order that accepts the shape. im2col + GEMM takes every shape.
+ */
+typedef struct {
+    const char *name;
+    int (*ok)(const nn_conv2d_desc *d, const nn_ctx *ctx);
+    void (*forward)(float *y, const float *x, const float *w, const float *b,
+                    const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+    /* dx (NULL: skip), dw and db; dy masked where y <= 0 when d->relu */
+    void (*backward)(float *dx, float *dw, float *db, const float *dy, const float *y,
+                     const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                     nn_ctx *ctx);
+    int (*weights_ok)(const nn_conv2d_desc *d);      /* NULL: always */
+    void (*backward_data)(float *dx, const float *dy, const float *y, const float *w,
+                          const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+} conv_kernel;
+
+static const conv_kernel kernel_order[] = {
+    {"winograd", nn_conv2d_winograd_ok, nn_conv2d_forward_winograd, backward_winograd,
+     winograd_weights_ok, nn_conv2d_backward_data_winograd},
+    {"direct", nn_conv2d_direct_ok, nn_conv2d_forward_direct, nn_conv2d_backward_direct, NULL,
+     NULL},
+    {"rows", nn_conv2d_rows_ok, nn_conv2d_forward_rows, nn_conv2d_backward_rows, NULL, NULL},
+    {"im2col", always, forward_im2col, backward_im2col, NULL, NULL},
+};
+
+/* Index of the first kernel from entry `from` on that takes d. */
+static int first_kernel(const nn_conv2d_desc *d, const nn_ctx *ctx, int from) {
+    const int last = (int)(sizeof kernel_order / sizeof kernel_order[0]) - 1;
+    int k = from;
+    while (k < last && !kernel_order[k].ok(d, ctx)) k++;
+    return k;
+}
+
+const char *nn_conv2d_kernel_name(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return kernel_order[first_kernel(d, ctx, 0)].name;
+}
+
+/* The first kernel in kernel_order that takes the shape. */
+void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    kernel_order[first_kernel(d, ctx, 0)].forward(y, x, w, b, d, n, ws, ctx);
+}
+
+/* The forward's kernel, and for the weight gradient the next one in
+ * kernel_order when the forward's declines it. */
+void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
+                        const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                        nn_ctx *ctx) {
+    nn_conv2d_desc unmasked;
+    if (d->relu && d->relu_masked_later) { /* dy arrives masked (see graph.c) */
+        unmasked = *d;
+        unmasked.relu = 0;
+        d = &unmasked;
+    }
+    int k = first_kernel(d, ctx, 0);
+    if (kernel_order[k].weights_ok && !kernel_order[k].weights_ok(d)) {
+        if (dx) kernel_order[k].backward_data(dx, dy, y, w, d, n, ws, ctx);
+        dx = NULL; /* done: only dw and db from the next kernel that takes d */
+        k = first_kernel(d, ctx, k + 1);
+    }
+    kernel_order[k].backward(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
+}
+
 static void conv2d_fwd(const nn_op_args *a) {
     nn_conv2d_forward(a->y, a->x, a->w, a->b, &a->node->d.conv, a->n, a->ws, a->ctx);
 }
@@ -610,4 +688,27 @@ static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
     return nn_conv2d_workspace(&node->d.conv, threads);
 }
 
-const nn_op_kernels nn_conv2d_cpu = {conv2d_fwd, conv2d_bwd, conv2d_ws};
+static const char *conv2d_kernel_name(const nn_node *node, const nn_ctx *ctx) {
+    return nn_conv2d_kernel_name(&node->d.conv, ctx);
+}
+
+static const nn_op_kernels conv2d_cpu = {
+    .forward = conv2d_fwd,
+    .backward = conv2d_bwd,
+    .workspace = conv2d_ws,
+    .kernel_name = conv2d_kernel_name,
+};
+
+const nn_op_def nn_conv2d_def = {
+    .name = "conv2d",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "out kernel stride pad bias groups dilation",
+    .configure = conv2d_configure,
+    .flops = conv2d_flops,
+    .backward_flops = conv2d_backward_flops,
+    .kernels = {[NN_KERNELS_CPU] = &conv2d_cpu},
+    .fuse_epilogue = conv2d_fuse_epilogue,
+    .epilogue_masked_later = conv2d_epilogue_masked_later,
+    .set_precision = conv2d_set_precision,
+};

@@ -116,6 +116,7 @@ static direct_geom geom(const nn_conv2d_desc *d) {
 int nn_conv2d_direct_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #ifdef NN_HAVE_AVX512_KERNELS
     if (d->groups > 1) return 0; /* grouped convolutions use the portable path */
+    if (nn_conv2d_dilated(d)) return 0; /* and so do dilated ones */
     if (d->bf16 && ctx->isa < NN_ISA_AVX512BF16) return 0; /* VDPBF16PS */
     if (d->bf16 && ctx->isa >= NN_ISA_AMX) return 0; /* im2col + the AMX GEMM */
     /* channels fill the 16 lanes: at least 3/4 of the last block of each side

@@ -73,6 +73,7 @@ int nn_conv2d_rows_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     const int vecs = (d->Q + VEC - 1) / VEC;
     if (10 * d->Q < 7 * VEC * vecs) return 0;
     if (d->groups > 1) return 0; /* grouped convolutions use the portable path */
+    if (nn_conv2d_dilated(d)) return 0; /* and so do dilated ones */
     if (d->bf16) return 0;       /* bf16 runs through im2col + the bf16 GEMM */
     if (nn_conv2d_direct_ok(d, ctx)) return 0; /* the channels-last kernels fit */
     return ctx->isa >= NN_ISA_AVX512 && d->stride_h == 1 && d->stride_w == 1 &&

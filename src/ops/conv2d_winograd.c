@@ -80,7 +80,7 @@ static size_t thread_floats(const wino_geom *g) { return (size_t)XI * (g->vxi + 
 static int shape_ok(const nn_conv2d_desc *d) {
     return !d->bf16 && d->groups <= 1 && d->R == 3 && d->S == 3 && d->stride_h == 1 &&
            d->stride_w == 1 && d->pad_h == 1 && d->pad_w == 1 && d->C % GEMM_K == 0 &&
-           d->K % GEMM_K == 0 && d->C >= 16 && d->K >= 16;
+           d->K % GEMM_K == 0 && d->C >= 16 && d->K >= 16 && !nn_conv2d_dilated(d);
 }
 
 int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {

@@ -39,7 +39,6 @@ static nn_status dropout_configure(nn_node *node, nn_kvlist *kv, const nn_shape 
 
 static int64_t dropout_flops(const nn_node *node) { return nn_shape_numel(&node->out); }
 
-const nn_op_def nn_dropout_def = {"dropout", 1, "p", dropout_configure, dropout_flops};
 
 /* splitmix64's finalizer: a bijection of 64-bit words that mixes every bit */
 static uint64_t mix64(uint64_t z) {
@@ -110,4 +109,14 @@ static void dropout_bwd(const nn_op_args *a) {
                         a->ctx);
 }
 
-const nn_op_kernels nn_dropout_cpu = {dropout_fwd, dropout_bwd, NULL};
+static const nn_op_kernels dropout_cpu = {.forward = dropout_fwd, .backward = dropout_bwd};
+
+const nn_op_def nn_dropout_def = {
+    .name = "dropout",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "p",
+    .configure = dropout_configure,
+    .flops = dropout_flops,
+    .kernels = {[NN_KERNELS_CPU] = &dropout_cpu},
+};

@@ -37,7 +37,17 @@ static int64_t linear_flops(const nn_node *node) {
     return 2LL * node->d.linear.in * node->d.linear.out;
 }
 
-const nn_op_def nn_linear_def = {"linear", 1, "out bias", linear_configure, linear_flops};
+/* the weight gradient costs one forward pass, the input gradient another */
+static int64_t linear_backward_flops(const nn_node *node) {
+    return (node->needs_dx & 1u ? 2 : 1) * linear_flops(node);
+}
+
+static int linear_fuse_epilogue(nn_node *node, nn_epilogue e) {
+    if (e != NN_EPILOGUE_RELU) return 0;
+    node->d.linear.relu = 1;
+    return 1;
+}
+
 
 void nn_linear_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_linear_desc *d, int n, nn_ctx *ctx) {
@@ -84,4 +94,16 @@ static size_t linear_ws(const nn_node *node, int max_batch, int threads) {
     return node->d.linear.relu ? (size_t)max_batch * node->d.linear.out : 0;
 }
 
-const nn_op_kernels nn_linear_cpu = {linear_fwd, linear_bwd, linear_ws};
+static const nn_op_kernels linear_cpu = {.forward = linear_fwd, .backward = linear_bwd, .workspace = linear_ws};
+
+const nn_op_def nn_linear_def = {
+    .name = "linear",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "out bias",
+    .configure = linear_configure,
+    .flops = linear_flops,
+    .kernels = {[NN_KERNELS_CPU] = &linear_cpu},
+    .backward_flops = linear_backward_flops,
+    .fuse_epilogue = linear_fuse_epilogue,
+};

@@ -24,7 +24,6 @@ static nn_status softmax_ce_configure(nn_node *node, nn_kvlist *kv, const nn_sha
 
 static int64_t softmax_ce_flops(const nn_node *node) { return 4LL * node->d.loss.classes; }
 
-const nn_op_def nn_softmax_ce_def = {"softmax_ce", 1, "", softmax_ce_configure, softmax_ce_flops};
 
 /* Per sample: m = max_c z, logsum = log sum_c exp(z_c - m) (float, as
  * before smoothing existed), nll = logsum - (z_y - m) and, when eps > 0, the
@@ -88,4 +87,15 @@ static void softmax_ce_bwd(const nn_op_args *a) {
         nn_softmax_ce_backward_smooth(a->dx, a->y, a->labels, d->classes, d->smoothing, a->n);
 }
 
-const nn_op_kernels nn_softmax_ce_cpu = {softmax_ce_fwd, softmax_ce_bwd, NULL};
+static const nn_op_kernels softmax_ce_cpu = {.forward = softmax_ce_fwd, .backward = softmax_ce_bwd};
+
+const nn_op_def nn_softmax_ce_def = {
+    .name = "softmax_ce",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = softmax_ce_configure,
+    .flops = softmax_ce_flops,
+    .kernels = {[NN_KERNELS_CPU] = &softmax_ce_cpu},
+    .is_loss = 1,
+};

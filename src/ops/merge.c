@@ -1,111 +1,201 @@
 /*
- * merge.c - layers that join two earlier layers: add (residual connections,
- * y = a + b with equal shapes) and concat (channel concatenation, as
- * torch.cat(dim=1)). Definitions and CPU kernels.
+ * merge.c - layers that join two or more earlier layers: add (residual
+ * connections, y = a + b + ... with equal shapes) and concat (channel
+ * concatenation, as torch.cat(dim=1)). Definitions and CPU kernels.
  */
 #include "ops/ops.h"
 
 #include <string.h>
 
+/* below this many elements a parallel region costs more than it saves */
+#define PARALLEL_MIN 32768
+
 static nn_status add_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
-    const nn_shape *a = &in[0], *b = &in[1];
-    int same = a->ndim == b->ndim;
-    for (int i = 0; same && i < a->ndim; i++) same = a->dim[i] == b->dim[i];
-    if (!same) {
-        char sa[64], sb[64];
-        return nn_ctx_fail(kv->ctx, NN_EINVAL,
-                           "%s:%d: add needs inputs of the same shape, got %s and %s",
-                           kv->source, kv->line, nn_shape_str(a, sa, sizeof sa),
-                           nn_shape_str(b, sb, sizeof sb));
+    const nn_shape *a = &in[0];
+    for (int k = 1; k < node->num_inputs; k++) {
+        const nn_shape *b = &in[k];
+        int same = a->ndim == b->ndim;
+        for (int i = 0; same && i < a->ndim; i++) same = a->dim[i] == b->dim[i];
+        if (!same) {
+            char sa[64], sb[64];
+            return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                               "%s:%d: add needs inputs of the same shape, got %s and %s",
+                               kv->source, kv->line, nn_shape_str(a, sa, sizeof sa),
+                               nn_shape_str(b, sb, sizeof sb));
+        }
     }
     node->out = *a;
     return NN_OK;
 }
 
-static int64_t add_flops(const nn_node *node) { return nn_shape_numel(&node->out); }
+/* one add per element and input after the first */
+static int64_t add_flops(const nn_node *node) {
+    return (node->num_inputs - 1) * nn_shape_numel(&node->out);
+}
 
-const nn_op_def nn_add_def = {"add", 2, "", add_configure, add_flops};
+/* y = x[0] + x[1] + ... + x[m-1], added left to right as torch's a + b + c */
+void nn_add_forward_n(float *y, const float *const *x, int m, size_t count, nn_ctx *ctx) {
+    const int T = count >= PARALLEL_MIN ? ctx->threads : 1;
+    NN_PARALLEL_FOR(T)
+    for (int t = 0; t < T; t++) {
+        const size_t lo = count * t / T, hi = count * (t + 1) / T;
+        for (size_t i = lo; i < hi; i++) y[i] = x[0][i] + x[1][i];
+        for (int k = 2; k < m; k++)
+            for (size_t i = lo; i < hi; i++) y[i] += x[k][i];
+    }
+}
+
+void nn_add_backward_n(float *const *dx, const float *dy, int m, size_t count) {
+    for (int k = 0; k < m; k++)
+        if (dx[k]) memcpy(dx[k], dy, count * sizeof(float));
+}
 
 void nn_add_forward(float *y, const float *a, const float *b, size_t count, nn_ctx *ctx) {
-    const int T = count >= 32768 ? ctx->threads : 1;
-    NN_PARALLEL_FOR(T)
-    for (int t = 0; t < T; t++)
-        for (size_t i = count * t / T; i < count * (t + 1) / T; i++) y[i] = a[i] + b[i];
+    const float *const x[2] = {a, b};
+    nn_add_forward_n(y, x, 2, count, ctx);
 }
 
 void nn_add_backward(float *da, float *db, const float *dy, size_t count) {
-    if (da) memcpy(da, dy, count * sizeof(float));
-    if (db) memcpy(db, dy, count * sizeof(float));
+    float *const dx[2] = {da, db};
+    nn_add_backward_n(dx, dy, 2, count);
 }
 
 static void add_fwd(const nn_op_args *a) {
-    nn_add_forward(a->y, a->x, a->x2, (size_t)a->n * (size_t)nn_shape_numel(&a->node->out), a->ctx);
+    nn_add_forward_n(a->y, a->xs, a->node->num_inputs,
+                     (size_t)a->n * (size_t)nn_shape_numel(&a->node->out), a->ctx);
 }
 
 static void add_bwd(const nn_op_args *a) {
-    nn_add_backward(a->dx, a->dx2, a->dy, (size_t)a->n * (size_t)nn_shape_numel(&a->node->out));
+    nn_add_backward_n(a->dxs, a->dy, a->node->num_inputs,
+                      (size_t)a->n * (size_t)nn_shape_numel(&a->node->out));
 }
 
-const nn_op_kernels nn_add_cpu = {add_fwd, add_bwd, NULL};
+static const nn_op_kernels add_cpu = {.forward = add_fwd, .backward = add_bwd};
 
-/* concat: inputs C1xHxW and C2xHxW (or flat C1 and C2), output (C1+C2)xHxW */
+const nn_op_def nn_add_def = {
+    .name = "add",
+    .min_inputs = 2,
+    .max_inputs = NN_MAX_INPUTS,
+    .keys = "",
+    .configure = add_configure,
+    .flops = add_flops,
+    .kernels = {[NN_KERNELS_CPU] = &add_cpu},
+};
+
+/* concat: inputs C1xHxW, C2xHxW, ... (or flat C1, C2, ...), output
+ * (C1+C2+...)xHxW */
 static nn_status concat_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
-    const nn_shape *a = &in[0], *b = &in[1];
-    int same = a->ndim == b->ndim && a->ndim >= 1;
-    for (int i = 1; same && i < a->ndim; i++) same = a->dim[i] == b->dim[i];
-    if (!same) {
-        char sa[64], sb[64];
-        return nn_ctx_fail(kv->ctx, NN_EINVAL,
-                           "%s:%d: concat needs inputs that differ only in channels (the first "
-                           "dimension), got %s and %s",
-                           kv->source, kv->line, nn_shape_str(a, sa, sizeof sa),
-                           nn_shape_str(b, sb, sizeof sb));
-    }
+    const nn_shape *a = &in[0];
     nn_concat_desc *d = &node->d.concat;
-    d->C1 = (int)a->dim[0];
-    d->C2 = (int)b->dim[0];
+    int64_t channels = 0;
+    for (int k = 0; k < node->num_inputs; k++) {
+        const nn_shape *b = &in[k];
+        int same = a->ndim == b->ndim && a->ndim >= 1;
+        for (int i = 1; same && i < a->ndim; i++) same = a->dim[i] == b->dim[i];
+        if (!same) {
+            char sa[64], sb[64];
+            return nn_ctx_fail(kv->ctx, NN_EINVAL,
+                               "%s:%d: concat needs inputs that differ only in channels (the "
+                               "first dimension), got %s and %s",
+                               kv->source, kv->line, nn_shape_str(a, sa, sizeof sa),
+                               nn_shape_str(b, sb, sizeof sb));
+        }
+        d->C[k] = (int)b->dim[0];
+        channels += b->dim[0];
+    }
+    d->count = node->num_inputs;
+    d->C1 = d->C[0];
+    d->C2 = d->C[1];
     d->inner = 1;
     for (int i = 1; i < a->ndim; i++) d->inner *= (int)a->dim[i];
     node->out = *a;
-    node->out.dim[0] = a->dim[0] + b->dim[0];
+    node->out.dim[0] = channels;
     return NN_OK;
 }
 
 static int64_t concat_flops(const nn_node *node) { (void)node; return 0; }
 
-const nn_op_def nn_concat_def = {"concat", 2, "", concat_configure, concat_flops};
+/* The inputs' channels (into C) and their number. */
+static int concat_inputs(const nn_concat_desc *d, int C[NN_MAX_INPUTS]) {
+    if (d->count <= 2) {
+        C[0] = d->C1, C[1] = d->C2;
+        return 2;
+    }
+    for (int k = 0; k < d->count; k++) C[k] = d->C[k];
+    return d->count;
+}
 
-/* Each sample's output is a's block then b's: y[i] = (a[i] (C1*inner), b[i] (C2*inner)). */
-void nn_concat_forward(float *y, const float *a, const float *b, const nn_concat_desc *d, int n,
-                       nn_ctx *ctx) {
-    const size_t na = (size_t)d->C1 * (size_t)d->inner, nb = (size_t)d->C2 * (size_t)d->inner;
-    const int T = (size_t)n * (na + nb) >= 32768 ? ctx->threads : 1;
+/* Each sample's output is the inputs' blocks in order: y[i] = (x0[i] (C0*inner),
+ * x1[i] (C1*inner), ...). Backward splits dy the same way; a NULL dx[k]
+ * skips input k. */
+void nn_concat_forward_n(float *y, const float *const *x, const nn_concat_desc *d, int n,
+                         nn_ctx *ctx) {
+    int C[NN_MAX_INPUTS];
+    const int m = concat_inputs(d, C);
+    size_t total = 0;
+    for (int k = 0; k < m; k++) total += (size_t)C[k] * (size_t)d->inner;
+    const int T = (size_t)n * total >= PARALLEL_MIN ? ctx->threads : 1;
     NN_PARALLEL_FOR(T)
     for (int i = 0; i < n; i++) {
-        float *yi = y + (size_t)i * (na + nb);
-        memcpy(yi, a + (size_t)i * na, na * sizeof(float));
-        memcpy(yi + na, b + (size_t)i * nb, nb * sizeof(float));
+        float *yi = y + (size_t)i * total;
+        for (int k = 0; k < m; k++) {
+            const size_t nk = (size_t)C[k] * (size_t)d->inner;
+            memcpy(yi, x[k] + (size_t)i * nk, nk * sizeof(float));
+            yi += nk;
+        }
     }
+}
+
+void nn_concat_backward_n(float *const *dx, const float *dy, const nn_concat_desc *d, int n,
+                          nn_ctx *ctx) {
+    int C[NN_MAX_INPUTS];
+    const int m = concat_inputs(d, C);
+    size_t total = 0;
+    for (int k = 0; k < m; k++) total += (size_t)C[k] * (size_t)d->inner;
+    const int T = (size_t)n * total >= PARALLEL_MIN ? ctx->threads : 1;
+    NN_PARALLEL_FOR(T)
+    for (int i = 0; i < n; i++) {
+        const float *dyi = dy + (size_t)i * total;
+        for (int k = 0; k < m; k++) {
+            const size_t nk = (size_t)C[k] * (size_t)d->inner;
+            if (dx[k]) memcpy(dx[k] + (size_t)i * nk, dyi, nk * sizeof(float));
+            dyi += nk;
+        }
+    }
+}
+
+void nn_concat_forward(float *y, const float *a, const float *b, const nn_concat_desc *d, int n,
+                       nn_ctx *ctx) {
+    const float *const x[2] = {a, b};
+    nn_concat_desc two = *d;
+    two.count = 2;
+    nn_concat_forward_n(y, x, &two, n, ctx);
 }
 
 void nn_concat_backward(float *da, float *db, const float *dy, const nn_concat_desc *d, int n,
                         nn_ctx *ctx) {
-    const size_t na = (size_t)d->C1 * (size_t)d->inner, nb = (size_t)d->C2 * (size_t)d->inner;
-    const int T = (size_t)n * (na + nb) >= 32768 ? ctx->threads : 1;
-    NN_PARALLEL_FOR(T)
-    for (int i = 0; i < n; i++) {
-        const float *dyi = dy + (size_t)i * (na + nb);
-        if (da) memcpy(da + (size_t)i * na, dyi, na * sizeof(float));
-        if (db) memcpy(db + (size_t)i * nb, dyi + na, nb * sizeof(float));
-    }
+    float *const dx[2] = {da, db};
+    nn_concat_desc two = *d;
+    two.count = 2;
+    nn_concat_backward_n(dx, dy, &two, n, ctx);
 }
 
 static void concat_fwd(const nn_op_args *a) {
-    nn_concat_forward(a->y, a->x, a->x2, &a->node->d.concat, a->n, a->ctx);
+    nn_concat_forward_n(a->y, a->xs, &a->node->d.concat, a->n, a->ctx);
 }
 
 static void concat_bwd(const nn_op_args *a) {
-    nn_concat_backward(a->dx, a->dx2, a->dy, &a->node->d.concat, a->n, a->ctx);
+    nn_concat_backward_n(a->dxs, a->dy, &a->node->d.concat, a->n, a->ctx);
 }
 
-const nn_op_kernels nn_concat_cpu = {concat_fwd, concat_bwd, NULL};
+static const nn_op_kernels concat_cpu = {.forward = concat_fwd, .backward = concat_bwd};
+
+const nn_op_def nn_concat_def = {
+    .name = "concat",
+    .min_inputs = 2,
+    .max_inputs = NN_MAX_INPUTS,
+    .keys = "",
+    .configure = concat_configure,
+    .flops = concat_flops,
+    .kernels = {[NN_KERNELS_CPU] = &concat_cpu},
+};

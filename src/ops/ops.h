@@ -83,6 +83,10 @@ void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float
 /* add: y = a + b over count elements; backward copies dy to da and db */
 void nn_add_forward(float *y, const float *a, const float *b, size_t count, nn_ctx *ctx);
 void nn_add_backward(float *da, float *db, const float *dy, size_t count);
+/* the same for m >= 2 inputs x[0..m): y = x[0] + x[1] + ... (left to right);
+ * backward copies dy to every dx[k] that is not NULL */
+void nn_add_forward_n(float *y, const float *const *x, int m, size_t count, nn_ctx *ctx);
+void nn_add_backward_n(float *const *dx, const float *dy, int m, size_t count);
 
 /* concat (torch.cat(dim=1)): a (N, C1, inner), b (N, C2, inner), y (N, C1+C2, inner)
  * with inner = H*W (1 for flat inputs); backward splits dy into da and db
@@ -91,6 +95,12 @@ void nn_concat_forward(float *y, const float *a, const float *b, const nn_concat
                        nn_ctx *ctx);
 void nn_concat_backward(float *da, float *db, const float *dy, const nn_concat_desc *d, int n,
                         nn_ctx *ctx);
+/* the same for d->count inputs x[k] (N, C[k], inner) (two, C1 and C2, when
+ * d->count is 0 or 2); a NULL dx[k] skips input k */
+void nn_concat_forward_n(float *y, const float *const *x, const nn_concat_desc *d, int n,
+                         nn_ctx *ctx);
+void nn_concat_backward_n(float *const *dx, const float *dy, const nn_concat_desc *d, int n,
+                          nn_ctx *ctx);
 
 /* dropout on count elements of one batch call, p in [0, 1). Training: element i
  * is kept when nn_dropout_keep(seed, node_index, i, p), then y = x / (1-p)
@@ -125,6 +135,13 @@ void nn_sigmoid_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
 void nn_sigmoid_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);
 void nn_tanh_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
 void nn_tanh_backward(float *dx, const float *dy, const float *y, size_t count, nn_ctx *ctx);
+/*   relu6       min(max(x, 0), 6)          backward reads x: dy where 0 < x < 6
+ *   hardswish   x relu6(x + 3) / 6         backward reads x: 0 below -3, dy (x/3 + 1/2)
+ *                                          up to 3, dy above */
+void nn_relu6_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
+void nn_relu6_backward(float *dx, const float *dy, const float *x, size_t count, nn_ctx *ctx);
+void nn_hardswish_forward(float *y, const float *x, size_t count, nn_ctx *ctx);
+void nn_hardswish_backward(float *dx, const float *dy, const float *x, size_t count, nn_ctx *ctx);
 
 /* average pooling: x (N, C, H, W), y (N, C, P, Q); padding counts as zeros in
  * the divisor R*S (AvgPool2d's count_include_pad=True, ceil_mode=False) */
@@ -192,6 +209,10 @@ void nn_ref_sigmoid_forward(double *y, const double *x, size_t count);
 void nn_ref_sigmoid_backward(double *dx, const double *dy, const double *x, size_t count);
 void nn_ref_tanh_forward(double *y, const double *x, size_t count);
 void nn_ref_tanh_backward(double *dx, const double *dy, const double *x, size_t count);
+void nn_ref_relu6_forward(double *y, const double *x, size_t count);
+void nn_ref_relu6_backward(double *dx, const double *dy, const double *x, size_t count);
+void nn_ref_hardswish_forward(double *y, const double *x, size_t count);
+void nn_ref_hardswish_backward(double *dx, const double *dy, const double *x, size_t count);
 void nn_ref_avgpool_forward(double *y, const double *x, const nn_pool_desc *d, int n);
 void nn_ref_avgpool_backward(double *dx, const double *dy, const nn_pool_desc *d, int n);
 void nn_ref_gap_forward(double *y, const double *x, const nn_pool_desc *d, int n);
@@ -216,6 +237,11 @@ void nn_ref_concat_forward(double *y, const double *a, const double *b, const nn
                            int n);
 void nn_ref_concat_backward(double *da, double *db, const double *dy, const nn_concat_desc *d,
                             int n);
+/* n-ary twins: concat of d->count inputs (as nn_concat_forward_n), add of m */
+void nn_ref_concat_forward_n(double *y, const double *const *x, const nn_concat_desc *d, int n);
+void nn_ref_concat_backward_n(double *const *dx, const double *dy, const nn_concat_desc *d, int n);
+void nn_ref_add_forward_n(double *y, const double *const *x, int m, size_t count);
+void nn_ref_add_backward_n(double *const *dx, const double *dy, int m, size_t count);
 /* dropout recomputing the keep decisions from nn_dropout_keep (no mask) */
 void nn_ref_dropout_forward(double *y, const double *x, double p, uint64_t seed, int node_index,
                             size_t count, int training);

@@ -55,8 +55,6 @@ static int64_t maxpool_flops(const nn_node *node) {
     return (int64_t)d->C * d->P * d->Q * d->R * d->S; /* one compare per window element */
 }
 
-const nn_op_def nn_maxpool_def = {"maxpool", 1, "size stride pad", maxpool_configure, maxpool_flops};
-
 static int is_2x2(const nn_pool_desc *d) {
     return d->R == 2 && d->S == 2 && d->stride_h == 2 && d->stride_w == 2 && d->pad_h == 0 &&
            d->pad_w == 0;
@@ -182,7 +180,27 @@ static void maxpool_bwd(const nn_op_args *a) {
     if (a->dx) nn_maxpool_backward(a->dx, a->dy, a->x, a->y, &a->node->d.pool, a->n, a->ctx);
 }
 
-const nn_op_kernels nn_maxpool_cpu = {maxpool_fwd, maxpool_bwd, NULL};
+static const nn_op_kernels maxpool_cpu = {.forward = maxpool_fwd, .backward = maxpool_bwd};
+
+/* The only reader of a ReLU fused into the layer before (a conv2d): backward
+ * applies the ReLU's gradient mask itself, since the gradient reaches only the
+ * window's maximum, which is masked exactly when it is not > 0. */
+static int maxpool_mask_epilogue(nn_node *node, nn_epilogue e) {
+    if (e != NN_EPILOGUE_RELU) return 0;
+    node->d.pool.relu_mask = 1;
+    return 1;
+}
+
+const nn_op_def nn_maxpool_def = {
+    .name = "maxpool",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "size stride pad",
+    .configure = maxpool_configure,
+    .flops = maxpool_flops,
+    .kernels = {[NN_KERNELS_CPU] = &maxpool_cpu},
+    .mask_epilogue = maxpool_mask_epilogue,
+};
 
 /* ------------------------------------------------------------ average pooling */
 
@@ -197,9 +215,6 @@ static int64_t avgpool_flops(const nn_node *node) {
     const nn_pool_desc *d = &node->d.pool;
     return (int64_t)d->C * d->P * d->Q * d->R * d->S; /* R*S - 1 adds and one divide */
 }
-
-const nn_op_def nn_avgpool_def = {"avgpool", 1, "size stride pad", avgpool_configure,
-                                  avgpool_flops};
 
 /* First and one-past-last input row (or column) of output position p, clipped
  * to the input. */
@@ -263,7 +278,17 @@ static void avgpool_bwd(const nn_op_args *a) {
     if (a->dx) nn_avgpool_backward(a->dx, a->dy, &a->node->d.pool, a->n, a->ctx);
 }
 
-const nn_op_kernels nn_avgpool_cpu = {avgpool_fwd, avgpool_bwd, NULL};
+static const nn_op_kernels avgpool_cpu = {.forward = avgpool_fwd, .backward = avgpool_bwd};
+
+const nn_op_def nn_avgpool_def = {
+    .name = "avgpool",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "size stride pad",
+    .configure = avgpool_configure,
+    .flops = avgpool_flops,
+    .kernels = {[NN_KERNELS_CPU] = &avgpool_cpu},
+};
 
 /* ------------------------------------------------------------ global average pooling */
 
@@ -288,8 +313,6 @@ static int64_t gap_flops(const nn_node *node) {
     const nn_pool_desc *d = &node->d.pool;
     return (int64_t)d->C * d->H * d->W; /* H*W - 1 adds and one divide per channel */
 }
-
-const nn_op_def nn_gap_def = {"gap", 1, "", gap_configure, gap_flops};
 
 void nn_gap_forward(float *y, const float *x, const nn_pool_desc *d, int n, nn_ctx *ctx) {
     const int planes = n * d->C, HW = d->H * d->W;
@@ -322,4 +345,14 @@ static void gap_bwd(const nn_op_args *a) {
     if (a->dx) nn_gap_backward(a->dx, a->dy, &a->node->d.pool, a->n, a->ctx);
 }
 
-const nn_op_kernels nn_gap_cpu = {gap_fwd, gap_bwd, NULL};
+static const nn_op_kernels gap_cpu = {.forward = gap_fwd, .backward = gap_bwd};
+
+const nn_op_def nn_gap_def = {
+    .name = "gap",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = gap_configure,
+    .flops = gap_flops,
+    .kernels = {[NN_KERNELS_CPU] = &gap_cpu},
+};

@@ -1,7 +1,7 @@
 /*
  * shape.c - layers that only describe or reshape data: input and flatten.
- * Flatten shares its input's memory (the graph aliases it), so its kernels do
- * nothing.
+ * Flatten shares its input's memory (the graph aliases it), so it has no
+ * kernels.
  */
 #include "ops/ops.h"
 
@@ -36,7 +36,6 @@ static nn_status input_configure(nn_node *node, nn_kvlist *kv, const nn_shape *i
     return NN_OK;
 }
 
-const nn_op_def nn_input_def = {"input", 0, "shape", input_configure, NULL};
 
 static nn_status flatten_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
     (void)kv;
@@ -44,8 +43,20 @@ static nn_status flatten_configure(nn_node *node, nn_kvlist *kv, const nn_shape 
     return NN_OK;
 }
 
-const nn_op_def nn_flatten_def = {"flatten", 1, "", flatten_configure, NULL};
+/* the one layer that reads no other: the graph feeds it the batch */
+const nn_op_def nn_input_def = {
+    .name = "input",
+    .min_inputs = 0,
+    .max_inputs = 0,
+    .keys = "shape",
+    .configure = input_configure,
+};
 
-static void nothing(const nn_op_args *a) { (void)a; }
-
-const nn_op_kernels nn_flatten_cpu = {nothing, nothing, NULL};
+const nn_op_def nn_flatten_def = {
+    .name = "flatten",
+    .min_inputs = 1,
+    .max_inputs = 1,
+    .keys = "",
+    .configure = flatten_configure,
+    .aliases_input = 1,
+};

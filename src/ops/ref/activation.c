@@ -68,3 +68,23 @@ void nn_ref_tanh_backward(double *dx, const double *dy, const double *x, size_t 
         dx[i] = dy[i] * (1.0 - t * t);
     }
 }
+
+void nn_ref_relu6_forward(double *y, const double *x, size_t count) {
+    for (size_t i = 0; i < count; i++) y[i] = x[i] < 0.0 ? 0.0 : x[i] > 6.0 ? 6.0 : x[i];
+}
+
+void nn_ref_relu6_backward(double *dx, const double *dy, const double *x, size_t count) {
+    for (size_t i = 0; i < count; i++) dx[i] = (x[i] <= 0.0 || x[i] >= 6.0) ? 0.0 : dy[i];
+}
+
+/* x relu6(x + 3) / 6: 0 below -3, x below 3 ... x (x + 3) / 6 between */
+void nn_ref_hardswish_forward(double *y, const double *x, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        y[i] = x[i] <= -3.0 ? 0.0 : x[i] >= 3.0 ? x[i] : x[i] * (x[i] + 3.0) / 6.0;
+}
+
+/* d/dx of x (x + 3) / 6 is (2x + 3) / 6 = x/3 + 1/2 */
+void nn_ref_hardswish_backward(double *dx, const double *dy, const double *x, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        dx[i] = x[i] < -3.0 ? 0.0 : x[i] <= 3.0 ? dy[i] * (x[i] / 3.0 + 0.5) : dy[i];
+}

@@ -8,6 +8,9 @@
 #define GROUPS(d) ((d)->groups > 1 ? (d)->groups : 1)
 #define CG(d) ((d)->C / GROUPS(d))
 #define C0(d, k) ((k) / ((d)->K / GROUPS(d)) * CG(d))
+/* Dilation: tap (r, t) reads input row p*stride - pad + r*dilation */
+#define DIL_H(d) ((d)->dil_h > 1 ? (d)->dil_h : 1)
+#define DIL_W(d) ((d)->dil_w > 1 ? (d)->dil_w : 1)
 #define WIDX(d, k, c, r, t) ((((size_t)(k) * CG(d) + ((c) - C0(d, k))) * (d)->R + (r)) * (d)->S + (t))
 
 void nn_ref_conv2d_forward(double *y, const double *x, const double *w, const double *b,
@@ -20,8 +23,8 @@ void nn_ref_conv2d_forward(double *y, const double *x, const double *w, const do
                     for (int c = C0(d, k); c < C0(d, k) + CG(d); c++)
                         for (int r = 0; r < d->R; r++)
                             for (int t = 0; t < d->S; t++) {
-                                int ih = p * d->stride_h - d->pad_h + r;
-                                int iw = q * d->stride_w - d->pad_w + t;
+                                int ih = p * d->stride_h - d->pad_h + r * DIL_H(d);
+                                int iw = q * d->stride_w - d->pad_w + t * DIL_W(d);
                                 if (ih < 0 || ih >= d->H || iw < 0 || iw >= d->W) continue;
                                 s += x[((size_t)(i * d->C + c) * d->H + ih) * d->W + iw] *
                                      w[WIDX(d, k, c, r, t)];
@@ -42,8 +45,8 @@ void nn_ref_conv2d_backward(double *dx, double *dw, double *db, const double *dy
                     for (int c = C0(d, k); c < C0(d, k) + CG(d); c++)
                         for (int r = 0; r < d->R; r++)
                             for (int t = 0; t < d->S; t++) {
-                                int ih = p * d->stride_h - d->pad_h + r;
-                                int iw = q * d->stride_w - d->pad_w + t;
+                                int ih = p * d->stride_h - d->pad_h + r * DIL_H(d);
+                                int iw = q * d->stride_w - d->pad_w + t * DIL_W(d);
                                 if (ih < 0 || ih >= d->H || iw < 0 || iw >= d->W) continue;
                                 size_t xi = ((size_t)(i * d->C + c) * d->H + ih) * d->W + iw;
                                 size_t wi = WIDX(d, k, c, r, t);
