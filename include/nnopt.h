@@ -60,6 +60,24 @@ float nn_rng_uniform(nn_rng *rng);
 /* Uniform integer in [0, n), unbiased (rejection sampling). n > 0. */
 uint32_t nn_rng_below(nn_rng *rng, uint32_t n);
 
+/* ------------------------------------------------------------------ CPU */
+
+/* What this CPU runs, probed once per process on the first call (CPUID and
+ * XGETBV on x86-64; all zero elsewhere). A flag is 1 when the CPU has the
+ * instructions and the operating system saves their registers; the AMX flags
+ * also need Linux's permission for the tile data, which the probe requests.
+ * Every CPU-dependent choice in nnopt (the kernels' ISA, OpenBLAS's core type,
+ * the FMA peak loop) reads this. The pointer is valid for the process's life. */
+typedef struct {
+    int avx2, fma;
+    int avx512f, avx512bw, avx512vl, avx512dq, avx512cd;
+    int avx512_vnni, avx512_bf16;
+    int amx_tile, amx_bf16;
+    int cpus; /* processors this process may run on (omp_get_num_procs) */
+} nn_cpu_features;
+
+const nn_cpu_features *nn_cpu_probe(void);
+
 /* ------------------------------------------------------------------ context */
 
 /* Holds thread count, the last error message and the backend in use. */

@@ -1185,9 +1185,8 @@ static void test_blas_core(void) {
     const char *core = nn_blas_core(), *replaced = nn_blas_replaced_core();
     printf("OpenBLAS core %s%s%s\n", core ? core : "?", replaced ? ", replacing " : "",
            replaced ? replaced : "");
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (getenv("OPENBLAS_CORETYPE") || !__builtin_cpu_supports("avx2") ||
-        !__builtin_cpu_supports("fma")) {
+    const nn_cpu_features *f = nn_cpu_probe();
+    if (getenv("OPENBLAS_CORETYPE") || !f->avx2 || !f->fma) {
         printf("SKIP OpenBLAS core check: OPENBLAS_CORETYPE set or no AVX2+FMA\n");
         return;
     }
@@ -1197,11 +1196,9 @@ static void test_blas_core(void) {
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
         if (core && strncmp(core, wide[i], strlen(wide[i])) == 0) ok = 1;
     check(ok, "OpenBLAS runs AVX2-or-wider kernels on this AVX2 CPU", "core %s", core ? core : "?");
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && replaced)
+    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx512cd && replaced)
         check(strcmp(core, "SkylakeX") == 0 || strcmp(core, "Cooperlake") == 0,
               "a replaced core uses AVX-512 on an AVX-512 CPU", "core %s", core);
-#endif
 }
 
 int main(void) {

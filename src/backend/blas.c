@@ -25,16 +25,14 @@ extern int blas_thread_shutdown_(void) __attribute__((weak));
 static char blas_replaced[32];
 static int blas_overridden;
 
-/* The best OpenBLAS core type whose instructions this CPU has, or NULL. */
+/* The best OpenBLAS core type whose instructions this CPU runs, or NULL:
+ * OpenBLAS's own rules for its SkylakeX kernels (AVX-512 F, BW, VL, DQ and
+ * CD), Cooperlake (those and AVX512-BF16) and Haswell (AVX2 and FMA). */
 static const char *best_core_for_cpu(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512cd"))
-        return __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
-#endif
+    const nn_cpu_features *f = nn_cpu_probe();
+    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx512cd)
+        return f->avx512_bf16 ? "Cooperlake" : "SkylakeX";
+    if (f->avx2 && f->fma) return "Haswell";
     return NULL;
 }
 

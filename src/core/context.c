@@ -1,7 +1,6 @@
 /* context.c - the nn_ctx (threads, last error, backend) and status strings. */
 #include "nn_internal.h"
 #include "backend/backend.h"
-#include "backend/gemm_bf16.h"
 
 #include <omp.h>
 #include <stdarg.h>
@@ -21,15 +20,15 @@ const char *nn_status_str(nn_status s) {
     return "unknown status";
 }
 
-/* The best kernel ISA this CPU runs (checked at run time: builds stay portable). */
+/* The best kernel ISA this CPU runs (checked at run time: builds stay
+ * portable). Each level needs what its kernels' target attributes name: the
+ * fp32 kernels only AVX-512F; the bf16 ones also BW, VL and BF16; AMX the
+ * tiles with bf16 products, usable by this process. */
 static nn_isa cpu_isa(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16"))
-        return nn_amx_enable() ? NN_ISA_AMX : NN_ISA_AVX512BF16;
-    if (__builtin_cpu_supports("avx512f")) return NN_ISA_AVX512;
-#endif
+    const nn_cpu_features *f = nn_cpu_probe();
+    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512_bf16)
+        return f->amx_tile && f->amx_bf16 ? NN_ISA_AMX : NN_ISA_AVX512BF16;
+    if (f->avx512f) return NN_ISA_AVX512;
     return NN_ISA_GENERIC;
 }
 
@@ -61,7 +60,7 @@ int nn_ctx_winograd(const nn_ctx *ctx) { return ctx->winograd && ctx->isa >= NN_
 nn_ctx *nn_ctx_new(int threads) {
     nn_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
-    ctx->threads = threads > 0 ? threads : omp_get_num_procs();
+    ctx->threads = threads > 0 ? threads : nn_cpu_probe()->cpus;
     ctx->isa = cpu_isa();
     const char *force = getenv("NNOPT_ISA");
     if (force && strcmp(force, "generic") == 0) ctx->isa = NN_ISA_GENERIC;
