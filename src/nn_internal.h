@@ -20,6 +20,7 @@ struct nn_ctx {
     nn_isa isa;             /* kernels to use, <= what the CPU supports */
     nn_precision precision; /* of the convolutions */
     int winograd;           /* Winograd F(2x2,3x3) where it applies */
+    nn_loader_mode loader_mode; /* where nn_loader prepares batches */
     char error[NN_ERRMSG_SIZE];
     const struct nn_backend *backend;
 };
@@ -60,10 +61,6 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
 void nn_sgemm_parallel(nn_ctx *ctx, int trans_a, int trans_b, int M, int N, int K,
                        float alpha, const float *A, int lda, const float *B, int ldb,
                        float beta, float *C, int ldc);
-
-/* Makes OpenBLAS run kernels fit for this CPU (nn_blas_core in nnopt.h): once
- * per process, before the first sgemm; nn_backend_cpu_init calls it. */
-void nn_blas_init(void);
 
 /* Checked allocation helpers: return NULL on failure (callers report NN_ENOMEM). */
 void *nn_alloc_aligned(size_t bytes);

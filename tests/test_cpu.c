@@ -7,8 +7,59 @@
 
 #include <omp.h>
 
+/* Switches OpenBLAS to core type `name` the way nnopt's main() does; returns
+ * the core it runs afterwards. */
+static const char *switch_core(const char *name) {
+    setenv("OPENBLAS_CORETYPE", name, 1);
+    nn_status st = nn_blas_rechoose();
+    unsetenv("OPENBLAS_CORETYPE");
+    return st == NN_OK ? nn_blas_core() : NULL;
+}
+
+/* The advice and the re-choice behind main()'s check of OpenBLAS's kernels:
+ * an SSE3-era core (what an OpenBLAS older than the CPU falls back to) is
+ * replaced by the best core the CPU runs, a modern one is kept. Runs before
+ * any GEMM, as main() does, and puts OpenBLAS's own choice back. */
+static void test_blas_advice(const nn_cpu_features *f) {
+    char own[32];
+    snprintf(own, sizeof own, "%s", nn_blas_core() ? nn_blas_core() : "?");
+    check(nn_blas_replaced_core() == NULL, "no core replaced before nn_blas_rechoose", NULL);
+    if (!f->avx2 || !f->fma || getenv("OPENBLAS_CORETYPE")) {
+        printf("SKIP OpenBLAS advice: no AVX2+FMA, or OPENBLAS_CORETYPE set\n");
+        return;
+    }
+    const char *best = f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx512cd
+                           ? (f->avx512_bf16 ? "Cooperlake" : "SkylakeX")
+                           : "Haswell";
+    const char *core = switch_core("Prescott");
+    if (!core) {
+        printf("SKIP OpenBLAS advice: this OpenBLAS cannot choose again (no DYNAMIC_ARCH)\n");
+        return;
+    }
+    check(strcmp(core, "Prescott") == 0, "OPENBLAS_CORETYPE + nn_blas_rechoose switch the kernels",
+          "core %s", core);
+    check(nn_blas_replaced_core() && strcmp(nn_blas_replaced_core(), own) == 0,
+          "nn_blas_replaced_core names the kernels before", "%s vs %s",
+          nn_blas_replaced_core() ? nn_blas_replaced_core() : "NULL", own);
+    const char *advised = nn_blas_advised_core();
+    check(advised && strcmp(advised, best) == 0, "SSE3 kernels on this CPU: the best core advised",
+          "%s vs %s", advised ? advised : "NULL", best);
+    core = switch_core("Haswell");
+    check(core && strcmp(core, "Haswell") == 0 && nn_blas_advised_core() == NULL,
+          "Haswell kernels are kept (no advice)", "core %s", core ? core : "?");
+    core = switch_core(own);
+    check(core && strcmp(core, own) == 0, "OpenBLAS's own choice back", "core %s", core ? core : "?");
+    /* the kernels run: a product through nnopt's GEMM */
+    nn_ctx *ctx = nn_ctx_new(1);
+    if (!ctx) return;
+    double g = nn_measure_sgemm_gflops(ctx, 64, 1);
+    nn_ctx_free(ctx);
+    check(g > 0.0, "sgemm runs after the switches", "%.1f GFLOP/s", g);
+}
+
 int main(void) {
     const nn_cpu_features *f = nn_cpu_probe();
+    test_blas_advice(f);
     check(f == nn_cpu_probe(), "the probe runs once: the same struct every call", NULL);
     check(f->cpus == omp_get_num_procs(), "cpus is what OpenMP may use", "%d vs %d", f->cpus,
           omp_get_num_procs());

@@ -1163,7 +1163,7 @@ static void test_pool_nan(nn_ctx *ctx) {
     }
     /* several planes and threads: only the plane holding the NaN is affected */
     {
-        nn_ctx *c2 = nn_ctx_new(2);
+        nn_ctx *c2 = test_ctx_new(2);
         nn_ctx_set_isa(c2, nn_ctx_isa(ctx));
         nn_pool_desc d = {3, 6, 6, 3, 3, 2, 2, 2, 2, 0, 0, 0};
         float x[2 * 3 * 36], y[2 * 3 * 9];
@@ -1202,7 +1202,7 @@ static void test_blas_core(void) {
 }
 
 int main(void) {
-    nn_ctx *ctx1 = nn_ctx_new(1), *ctx2 = nn_ctx_new(2);
+    nn_ctx *ctx1 = test_ctx_new(1), *ctx2 = test_ctx_new(2);
     if (!ctx1 || !ctx2) return 2;
     nn_ctx *const ctxs[2] = {ctx1, ctx2};
     nn_rng rng;

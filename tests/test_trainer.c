@@ -354,7 +354,7 @@ static void test_bad_config(nn_ctx *ctx, const nn_dataset *tr) {
 
 int main(void) {
     tmp_dir_create("trainer");
-    nn_ctx *ctx = nn_ctx_new(2);
+    nn_ctx *ctx = test_ctx_new(2);
     nn_dataset tr, val, te;
     make_data(&tr, 150, 1);
     make_data(&val, 48, 2);

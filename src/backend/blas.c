@@ -1,11 +1,10 @@
 /* blas.c - the single GEMM entry point (OpenBLAS sgemm), its row-split
- * parallel form, and the check that OpenBLAS runs kernels fit for this CPU. */
+ * parallel form, and the check that OpenBLAS runs kernels fit for this CPU
+ * (the advice; main() sets OpenBLAS's variable and has it choose again). */
 #include "nn_internal.h"
 
 #include <cblas.h>
 #include <omp.h>
-#include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* OpenBLAS built with DYNAMIC_ARCH (Debian's) picks its kernels from the CPU
@@ -23,7 +22,6 @@ extern void gotoblas_dynamic_quit(void) __attribute__((weak));
 extern int blas_thread_shutdown_(void) __attribute__((weak));
 
 static char blas_replaced[32];
-static int blas_overridden;
 
 /* The best OpenBLAS core type whose instructions this CPU runs, or NULL:
  * OpenBLAS's own rules for its SkylakeX kernels (AVX-512 F, BW, VL, DQ and
@@ -46,31 +44,30 @@ static int core_is_modern(const char *name) {
     return 0;
 }
 
-static void blas_choose_core(void) {
+const char *nn_blas_advised_core(void) {
     const char *name = openblas_get_corename();
-    snprintf(blas_replaced, sizeof blas_replaced, "%s", name ? name : "?");
-    const char *best = best_core_for_cpu();
-    if (!name || !best || core_is_modern(name) || getenv("OPENBLAS_CORETYPE") ||
-        !gotoblas_dynamic_init || !gotoblas_dynamic_quit || !blas_thread_shutdown_)
-        return;
-    /* before any sgemm has run: with OpenBLAS's threads stopped, drop the
-     * chosen kernel table and choose again */
-    blas_thread_shutdown_();
-    setenv("OPENBLAS_CORETYPE", best, 1);
-    gotoblas_dynamic_quit();
-    gotoblas_dynamic_init();
-    unsetenv("OPENBLAS_CORETYPE");
-    blas_overridden = 1;
+    return name && !core_is_modern(name) ? best_core_for_cpu() : NULL;
 }
 
-void nn_blas_init(void) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, blas_choose_core);
+nn_status nn_blas_rechoose(void) {
+    if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit || !blas_thread_shutdown_)
+        return NN_EUNSUPPORTED;
+    const char *before = openblas_get_corename();
+    char name[sizeof blas_replaced];
+    snprintf(name, sizeof name, "%s", before ? before : "?");
+    /* with OpenBLAS's threads stopped, drop the chosen kernel table and
+     * choose again */
+    blas_thread_shutdown_();
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+    const char *after = openblas_get_corename();
+    if (!after || strcmp(after, name) != 0) memcpy(blas_replaced, name, sizeof name);
+    return NN_OK;
 }
 
 const char *nn_blas_core(void) { return openblas_get_corename(); }
 
-const char *nn_blas_replaced_core(void) { return blas_overridden ? blas_replaced : NULL; }
+const char *nn_blas_replaced_core(void) { return blas_replaced[0] ? blas_replaced : NULL; }
 
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc) {

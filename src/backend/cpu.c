@@ -36,7 +36,6 @@ const nn_backend *nn_backend_cpu(void) { return &cpu_backend; }
 
 void nn_backend_cpu_init(nn_ctx *ctx) {
     (void)ctx;
-    nn_blas_init();
     /* nnopt parallelizes around BLAS calls itself (NN_PARALLEL_FOR), so each
      * sgemm runs single-threaded in its caller's thread; BLAS's own threads
      * would oversubscribe the cores. */

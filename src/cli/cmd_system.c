@@ -22,7 +22,7 @@ static void cpu_model(char *buf, size_t size) {
     fclose(f);
 }
 
-int cmd_system(int argc, char **argv) {
+int cmd_system(int argc, char **argv, const cli_env *env) {
     int json = 0, measure = 0, threads = 0;
     const cli_opt opts[] = {
         {"--threads", CLI_INT, &threads, "T", "threads for --measure (default: all cores)", 0, 1024, NULL},
@@ -38,7 +38,7 @@ int cmd_system(int argc, char **argv) {
                       "off) and the default thread count.",
                       argc, argv, opts, NULL, 0, &npos);
     if (r) return r == 2 ? 0 : 2;
-    nn_ctx *ctx = nn_ctx_new(threads);
+    nn_ctx *ctx = cli_ctx_new(env, threads);
     if (!ctx) {
         fprintf(stderr, "nnopt: out of memory\n");
         return 1;

@@ -49,6 +49,16 @@ const char *nn_isa_name(nn_isa isa) {
                                       : "generic";
 }
 
+nn_status nn_isa_parse(const char *name, nn_isa *isa) {
+    static const nn_isa all[] = {NN_ISA_GENERIC, NN_ISA_AVX512, NN_ISA_AVX512BF16, NN_ISA_AMX};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (name && strcmp(name, nn_isa_name(all[i])) == 0) {
+            *isa = all[i];
+            return NN_OK;
+        }
+    return NN_EINVAL;
+}
+
 void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p) { ctx->precision = p; }
 
 nn_precision nn_ctx_precision(const nn_ctx *ctx) { return ctx->precision; }
@@ -57,18 +67,17 @@ void nn_ctx_set_winograd(nn_ctx *ctx, int on) { ctx->winograd = on != 0; }
 
 int nn_ctx_winograd(const nn_ctx *ctx) { return ctx->winograd && ctx->isa >= NN_ISA_AVX512; }
 
+void nn_ctx_set_loader_mode(nn_ctx *ctx, nn_loader_mode mode) { ctx->loader_mode = mode; }
+
+nn_loader_mode nn_ctx_loader_mode(const nn_ctx *ctx) { return ctx->loader_mode; }
+
 nn_ctx *nn_ctx_new(int threads) {
     nn_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     ctx->threads = threads > 0 ? threads : nn_cpu_probe()->cpus;
     ctx->isa = cpu_isa();
-    const char *force = getenv("NNOPT_ISA");
-    if (force && strcmp(force, "generic") == 0) ctx->isa = NN_ISA_GENERIC;
-    if (force && strcmp(force, "avx512") == 0 && ctx->isa > NN_ISA_AVX512) ctx->isa = NN_ISA_AVX512;
-    if (force && strcmp(force, "avx512bf16") == 0 && ctx->isa > NN_ISA_AVX512BF16)
-        ctx->isa = NN_ISA_AVX512BF16;
-    const char *conv = getenv("NNOPT_CONV");
-    ctx->winograd = !(conv && strcmp(conv, "direct") == 0);
+    ctx->winograd = 1;
+    ctx->loader_mode = NN_LOADER_AUTO;
     ctx->backend = nn_backend_cpu();
     nn_backend_cpu_init(ctx);
     return ctx;
