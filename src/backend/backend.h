@@ -22,7 +22,5 @@ typedef struct nn_backend {
 } nn_backend;
 
 const nn_backend *nn_backend_cpu(void);
-/* One-time CPU setup for a context (BLAS threading). */
-void nn_backend_cpu_init(nn_ctx *ctx);
 
 #endif /* NN_BACKEND_H */

@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <pthread.h>
 #include <string.h>
 
 /* OpenBLAS built with DYNAMIC_ARCH (Debian's) picks its kernels from the CPU
@@ -69,8 +70,15 @@ const char *nn_blas_core(void) { return openblas_get_corename(); }
 
 const char *nn_blas_replaced_core(void) { return blas_replaced[0] ? blas_replaced : NULL; }
 
+/* nnopt parallelizes around BLAS calls itself (NN_PARALLEL_FOR), so each
+ * sgemm runs single-threaded in its caller's thread; BLAS's own threads would
+ * oversubscribe the cores. Set once, before the first sgemm. */
+static void blas_one_thread(void) { openblas_set_num_threads(1); }
+
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, blas_one_thread);
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
                 ldc);

@@ -1,8 +1,6 @@
 /* cpu.c - the CPU backend: host memory and the CPU kernel table of every op. */
 #include "backend/backend.h"
 
-#include <cblas.h>
-
 static const nn_backend cpu_backend = {
     .name = "cpu",
     .device = NN_DEVICE_CPU,
@@ -33,11 +31,3 @@ static const nn_backend cpu_backend = {
 };
 
 const nn_backend *nn_backend_cpu(void) { return &cpu_backend; }
-
-void nn_backend_cpu_init(nn_ctx *ctx) {
-    (void)ctx;
-    /* nnopt parallelizes around BLAS calls itself (NN_PARALLEL_FOR), so each
-     * sgemm runs single-threaded in its caller's thread; BLAS's own threads
-     * would oversubscribe the cores. */
-    openblas_set_num_threads(1);
-}

@@ -1,6 +1,5 @@
-/* context.c - the nn_ctx (threads, last error, backend) and status strings. */
+/* context.c - the nn_ctx (threads, settings, last error) and status strings. */
 #include "nn_internal.h"
-#include "backend/backend.h"
 
 #include <omp.h>
 #include <stdarg.h>
@@ -78,8 +77,6 @@ nn_ctx *nn_ctx_new(int threads) {
     ctx->isa = cpu_isa();
     ctx->winograd = 1;
     ctx->loader_mode = NN_LOADER_AUTO;
-    ctx->backend = nn_backend_cpu();
-    nn_backend_cpu_init(ctx);
     return ctx;
 }
 
@@ -101,16 +98,6 @@ nn_status nn_ctx_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...) {
         if (*p == '\n' || *p == '\r') *p = ' ';
     return s;
 }
-
-void *nn_alloc_aligned(size_t bytes) {
-    void *p = NULL;
-    if (bytes == 0) bytes = 64;
-    bytes = (bytes + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
-    return p;
-}
-
-void nn_free_aligned(void *p) { free(p); }
 
 int64_t nn_shape_numel(const nn_shape *s) {
     int64_t n = 1;
