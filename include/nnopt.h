@@ -576,9 +576,13 @@ double nn_fma_burst(nn_ctx *ctx, long iters, double *seconds, const char **isa);
  * overrides that); a release older than the CPU falls back to SSE3 kernels
  * ("Prescott"), several times slower. The choice is process-wide. */
 const char *nn_blas_core(void);
+/* The OpenBLAS core types with AVX2 or wider kernels that this CPU runs, by
+ * OpenBLAS's own rules, best first: "Cooperlake", "SkylakeX", "Haswell" (any
+ * of them may be missing). Up to max names into names; returns how many. */
+int nn_blas_cpu_cores(const char **names, int max);
 /* The core type nnopt advises in place of OpenBLAS's own choice, or NULL to
  * keep it: only where that choice is older than the CPU's instruction set,
- * the best core the CPU runs ("Cooperlake", "SkylakeX" or "Haswell"). */
+ * the first of nn_blas_cpu_cores. */
 const char *nn_blas_advised_core(void);
 /* Has OpenBLAS choose its kernels again, as when it loaded: it reads
  * OPENBLAS_CORETYPE, which the caller sets first (to nn_blas_advised_core();

@@ -8,7 +8,9 @@
 # code 2, nothing on stdout and one line on stderr naming the variable, its
 # value and the values accepted; every accepted value runs; an empty value is
 # the default; the settings reach the contexts (`system --json` reports the
-# ISA and Winograd). Prints one PASS/FAIL line per check; exits 1 if any failed.
+# ISA and Winograd); `system --measure` measures the other OpenBLAS kernels
+# unless OPENBLAS_CORETYPE pins one. Prints one PASS/FAIL line per check;
+# exits 1 if any failed.
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
 
 # expect_reject VAR=VALUE WANT ARGS...: nnopt ARGS under VAR=VALUE exits 2
@@ -59,5 +61,34 @@ assert g["kernel_isa"] == "generic" and not g["winograd"], g
 assert e == d, (e, d)
 assert t == d, "a cap at the top (amx) changes nothing: %r vs %r" % (t, d)
 assert c["kernel_isa"] == d["kernel_isa"] and not c["winograd"], c
+'
+# OPENBLAS_CORETYPE: unset, `system --measure` also measures every other
+# OpenBLAS kernel set the CPU runs (in runs of itself with the variable set)
+# and names the fastest; set, it pins the kernels and only those are measured.
+timeout 120 "$NN" system --measure --json >measure.json 2>measure.err
+# pinned to the kernels OpenBLAS chose itself, which this CPU surely runs
+own=$(python3 -c 'import json; print(json.load(open("default.json"))["openblas_core"])')
+OPENBLAS_CORETYPE=$own timeout 120 "$NN" system --measure --json >pinned.json 2>pinned.err
+check "system --measure: sgemm with each OpenBLAS kernel set, the fastest named; none when pinned" python3 -c '
+import json
+m, p = json.load(open("measure.json")), json.load(open("pinned.json"))
+flags = open("/proc/cpuinfo").read().split("\nflags")[1].split("\n")[0].split()
+avx512 = all(f in flags for f in ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"))
+want = {"Haswell"} if "avx2" in flags and "fma" in flags else set()
+if avx512:
+    want.add("SkylakeX")
+    if "avx512_bf16" in flags:
+        want.add("Cooperlake")
+by = m.get("sgemm_gflops_by_core")
+if not want - {m["openblas_core"]}:
+    assert by is None, by
+else:
+    assert by is not None, m
+    assert set(by) == want | {m["openblas_core"]}, (sorted(by), sorted(want))
+    assert by[m["openblas_core"]] == m["sgemm_gflops"], m
+    assert all(v is not None and v > 0 for v in by.values()), by
+    assert by[m["sgemm_fastest_core"]] == max(by.values()), m
+assert p["openblas_core"] == m["openblas_core"], (p, m)
+assert "sgemm_gflops_by_core" not in p and p["sgemm_gflops"] > 0, p
 '
 finish

@@ -24,15 +24,18 @@ extern int blas_thread_shutdown_(void) __attribute__((weak));
 
 static char blas_replaced[32];
 
-/* The best OpenBLAS core type whose instructions this CPU runs, or NULL:
- * OpenBLAS's own rules for its SkylakeX kernels (AVX-512 F, BW, VL, DQ and
- * CD), Cooperlake (those and AVX512-BF16) and Haswell (AVX2 and FMA). */
-static const char *best_core_for_cpu(void) {
+/* OpenBLAS's rules for its Cooperlake kernels (AVX-512 F, BW, VL, DQ, CD and
+ * BF16), SkylakeX (the same without BF16) and Haswell (AVX2 and FMA). */
+int nn_blas_cpu_cores(const char **names, int max) {
     const nn_cpu_features *f = nn_cpu_probe();
-    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx512cd)
-        return f->avx512_bf16 ? "Cooperlake" : "SkylakeX";
-    if (f->avx2 && f->fma) return "Haswell";
-    return NULL;
+    const int avx512 = f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx512cd;
+    const char *runs[3];
+    int n = 0;
+    if (avx512 && f->avx512_bf16) runs[n++] = "Cooperlake";
+    if (avx512) runs[n++] = "SkylakeX";
+    if (f->avx2 && f->fma) runs[n++] = "Haswell";
+    for (int i = 0; i < n && i < max; i++) names[i] = runs[i];
+    return n < max ? n : max;
 }
 
 /* Whether an OpenBLAS core type's sgemm kernels use AVX2/FMA or wider. */
@@ -47,7 +50,8 @@ static int core_is_modern(const char *name) {
 
 const char *nn_blas_advised_core(void) {
     const char *name = openblas_get_corename();
-    return name && !core_is_modern(name) ? best_core_for_cpu() : NULL;
+    const char *best;
+    return name && !core_is_modern(name) && nn_blas_cpu_cores(&best, 1) ? best : NULL;
 }
 
 nn_status nn_blas_rechoose(void) {
