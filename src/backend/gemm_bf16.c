@@ -333,7 +333,8 @@ static void gemm(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const floa
     int fast = 0, amx = 0;
 #ifdef NN_HAVE_BF16_KERNELS
     fast = isa >= NN_ISA_AVX512BF16;
-    amx = isa >= NN_ISA_AMX && nn_cpu_probe()->amx_tile && nn_cpu_probe()->amx_bf16;
+    const nn_cpu_features *cpu = nn_cpu_probe(); /* also asks for the tile data, once */
+    amx = isa >= NN_ISA_AMX && cpu->amx_tile && cpu->amx_bf16;
     if (amx) amx_configure();
 #endif
     (void)isa;
