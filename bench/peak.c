@@ -7,6 +7,7 @@
  *    replaced where it is older than the CPU).
  * Prints one JSON object per line.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "nnopt.h"
 
 #include <cblas.h>
@@ -36,7 +37,14 @@ static double sgemm_peak(int threads, int n) {
 int main(int argc, char **argv) {
     int maxt = argc > 1 ? atoi(argv[1]) : omp_get_num_procs();
     if (maxt < 1) maxt = 1;
-    nn_ctx_free(nn_ctx_new(1)); /* the first context checks OpenBLAS's kernel choice */
+    /* as nnopt's main() does: where OpenBLAS's own choice is older than the
+     * CPU (and OPENBLAS_CORETYPE does not pin one), the kernels nnopt advises */
+    const char *advised = getenv("OPENBLAS_CORETYPE") ? NULL : nn_blas_advised_core();
+    if (advised) {
+        setenv("OPENBLAS_CORETYPE", advised, 1);
+        nn_blas_rechoose();
+        unsetenv("OPENBLAS_CORETYPE");
+    }
     const char *replaced = nn_blas_replaced_core();
     for (int t = 1; t <= maxt; t *= 2) {
         const char *isa;

@@ -60,6 +60,24 @@ float nn_rng_uniform(nn_rng *rng);
 /* Uniform integer in [0, n), unbiased (rejection sampling). n > 0. */
 uint32_t nn_rng_below(nn_rng *rng, uint32_t n);
 
+/* ------------------------------------------------------------------ CPU */
+
+/* What this CPU runs, probed once per process on the first call (CPUID and
+ * XGETBV on x86-64; all zero elsewhere). A flag is 1 when the CPU has the
+ * instructions and the operating system saves their registers; the AMX flags
+ * also need Linux's permission for the tile data, which the probe requests.
+ * Every CPU-dependent choice in nnopt (the kernels' ISA, OpenBLAS's core type,
+ * the FMA peak loop) reads this. The pointer is valid for the process's life. */
+typedef struct {
+    int avx2, fma;
+    int avx512f, avx512bw, avx512vl, avx512dq, avx512cd;
+    int avx512_vnni, avx512_bf16;
+    int amx_tile, amx_bf16;
+    int cpus; /* processors this process may run on (omp_get_num_procs) */
+} nn_cpu_features;
+
+const nn_cpu_features *nn_cpu_probe(void);
+
 /* ------------------------------------------------------------------ context */
 
 /* Holds thread count, the last error message and the backend in use. */
@@ -80,24 +98,36 @@ typedef enum {
 typedef enum { NN_PRECISION_FP32 = 0, NN_PRECISION_BF16 = 1 } nn_precision;
 
 /* threads <= 0 means all available cores. The kernels use the best ISA the CPU
- * supports (environment NNOPT_ISA=generic, avx512 or avx512bf16 caps it). Returns
- * NULL only if out of memory. */
+ * supports (nn_ctx_set_isa lowers it). The library reads no environment
+ * variables: every setting comes through the nn_ctx_set_* calls (nnopt's
+ * main() maps NNOPT_ISA, NNOPT_CONV and NNOPT_LOADER onto them). Returns NULL
+ * only if out of memory. */
 nn_ctx *nn_ctx_new(int threads);
 /* ISA in use; setting one the CPU lacks fails with NN_EUNSUPPORTED. */
 nn_isa nn_ctx_isa(const nn_ctx *ctx);
 nn_status nn_ctx_set_isa(nn_ctx *ctx, nn_isa isa);
+/* "generic", "avx512", "avx512bf16" or "amx". */
 const char *nn_isa_name(nn_isa isa);
+/* The ISA called name (as nn_isa_name writes it) into *isa: NN_OK, or
+ * NN_EINVAL for any other string (*isa unchanged). */
+nn_status nn_isa_parse(const char *name, nn_isa *isa);
 /* Precision of the convolutions (default fp32); set it before nn_net_plan.
  * bf16 runs on any CPU: with AVX512-BF16 at twice the fp32 FLOP rate,
  * otherwise in portable C (slow; for checking results). */
 void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p);
 nn_precision nn_ctx_precision(const nn_ctx *ctx);
 /* Winograd F(2x2,3x3) for the fp32 3x3 'same' convolutions that take it
- * (default on; environment NNOPT_CONV=direct turns it off): 2.25x less
+ * (default on; off runs the direct sums everywhere): 2.25x less
  * arithmetic than the direct sums, rounding within the tests' tolerance.
  * nn_ctx_winograd: whether it runs (set on, and the kernels are AVX-512). */
 void nn_ctx_set_winograd(nn_ctx *ctx, int on);
 int nn_ctx_winograd(const nn_ctx *ctx);
+/* Where nn_loader prepares batches: AUTO (default) in a worker thread when a
+ * core is left over beyond the context's threads, else in the caller; THREAD
+ * and SYNC force one. The batches are the same in every mode. */
+typedef enum { NN_LOADER_AUTO = 0, NN_LOADER_THREAD = 1, NN_LOADER_SYNC = 2 } nn_loader_mode;
+void nn_ctx_set_loader_mode(nn_ctx *ctx, nn_loader_mode mode);
+nn_loader_mode nn_ctx_loader_mode(const nn_ctx *ctx);
 void nn_ctx_free(nn_ctx *ctx);
 int nn_ctx_threads(const nn_ctx *ctx);
 /* Last error message, "" if none. Owned by ctx, valid until the next error. */
@@ -572,12 +602,27 @@ double nn_measure_fma_gflops(nn_ctx *ctx, const char **isa);
 double nn_fma_burst(nn_ctx *ctx, long iters, double *seconds, const char **isa);
 
 /* The BLAS kernels in use: OpenBLAS's core type name ("Cooperlake", ...).
- * OpenBLAS chooses them from the CPU model when it loads; a release older than
- * the CPU falls back to SSE3 kernels ("Prescott"), several times slower. The
- * first nn_ctx_new then chooses again from the CPU's instruction set (unless
- * OPENBLAS_CORETYPE is set), and nn_blas_replaced_core names OpenBLAS's own
- * choice; NULL when it was kept. */
+ * OpenBLAS chooses them from the CPU model when it loads (OPENBLAS_CORETYPE
+ * overrides that); a release older than the CPU falls back to SSE3 kernels
+ * ("Prescott"), several times slower. The choice is process-wide. */
 const char *nn_blas_core(void);
+/* The OpenBLAS core types with AVX2 or wider kernels that this CPU runs, by
+ * OpenBLAS's own rules, best first: "Cooperlake", "SkylakeX", "Haswell" (any
+ * of them may be missing). Up to max names into names; returns how many. */
+int nn_blas_cpu_cores(const char **names, int max);
+/* The core type nnopt advises in place of OpenBLAS's own choice, or NULL to
+ * keep it: only where that choice is older than the CPU's instruction set,
+ * the first of nn_blas_cpu_cores. */
+const char *nn_blas_advised_core(void);
+/* Has OpenBLAS choose its kernels again, as when it loaded: it reads
+ * OPENBLAS_CORETYPE, which the caller sets first (to nn_blas_advised_core();
+ * the library itself reads and writes no environment variable). OpenBLAS's
+ * idle threads are stopped first, since they would choose at the same time.
+ * Process-wide: call from main() before any GEMM and before other threads use
+ * nnopt or OpenBLAS. NN_EUNSUPPORTED where this OpenBLAS cannot (not built
+ * with DYNAMIC_ARCH). Afterwards nn_blas_replaced_core names OpenBLAS's own
+ * choice; before, or when the kernels stayed the same, it returns NULL. */
+nn_status nn_blas_rechoose(void);
 const char *nn_blas_replaced_core(void);
 
 /* ------------------------------------------------------------------ training */

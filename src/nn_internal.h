@@ -20,7 +20,11 @@ struct nn_ctx {
     nn_isa isa;             /* kernels to use, <= what the CPU supports */
     nn_precision precision; /* of the convolutions */
     int winograd;           /* Winograd F(2x2,3x3) where it applies */
+    nn_loader_mode loader_mode; /* where nn_loader prepares batches */
     char error[NN_ERRMSG_SIZE];
+    /* The device's allocator and kernels. NULL until the first net is made:
+     * the graph then sets the CPU backend, which core (below the backend in
+     * the layering, docs/architecture.md) cannot name. */
     const struct nn_backend *backend;
 };
 
@@ -61,11 +65,9 @@ void nn_sgemm_parallel(nn_ctx *ctx, int trans_a, int trans_b, int M, int N, int 
                        float alpha, const float *A, int lda, const float *B, int ldb,
                        float beta, float *C, int ldc);
 
-/* Makes OpenBLAS run kernels fit for this CPU (nn_blas_core in nnopt.h): once
- * per process, before the first sgemm; nn_backend_cpu_init calls it. */
-void nn_blas_init(void);
-
-/* Checked allocation helpers: return NULL on failure (callers report NN_ENOMEM). */
+/* Host memory aligned to 64 bytes (a cache line, an AVX-512 vector), size
+ * rounded up to a multiple of 64; NULL on failure (callers report NN_ENOMEM).
+ * core/memory.c, at the bottom of the layering: everything may use it. */
 void *nn_alloc_aligned(size_t bytes);
 void nn_free_aligned(void *p);
 

@@ -8,18 +8,11 @@
  */
 #include "nn_internal.h"
 
+#include "test_util.h"
+
 #include <math.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static int n_pass, n_fail;
-
-static void check(const char *name, int ok, const char *detail) {
-    if (ok) n_pass++;
-    else n_fail++;
-    printf("%s %s%s%s%s\n", ok ? "PASS" : "FAIL", name, detail && *detail ? "  [" : "",
-           detail ? detail : "", detail && *detail ? "]" : "");
-}
 
 static const nn_normalize fashion_norm = {NN_FASHION_MNIST_MEAN, NN_FASHION_MNIST_STD};
 
@@ -104,9 +97,10 @@ static void test_off(void) {
         memset(xb, 0, 17 * sb * sizeof(float));
         nn_dataset_gather_augmented(&d, idx, 17, norms[k], &off, 42, 5, xb, yb);
         ok = ok && !memcmp(xa, xb, 17 * sb * sizeof(float)) && !memcmp(ya, yb, sizeof ya);
-        check(k == 0 ? "augment off (NULL and all-zero) = plain gather, normalized"
-                     : "augment off (NULL and all-zero) = plain gather, no normalization",
-              ok, NULL);
+        check_msg(ok,
+                  k == 0 ? "augment off (NULL and all-zero) = plain gather, normalized"
+                         : "augment off (NULL and all-zero) = plain gather, no normalization",
+                  NULL);
     }
     free(xa);
     free(xb);
@@ -138,8 +132,8 @@ static void test_determinism(void) {
             same &= y[k] == yref[s] && y[k] == d.labels[s];
         }
     }
-    check("same (seed, epoch, index) -> same output whatever the batch, order or size", same,
-          NULL);
+    check_msg(same, "same (seed, epoch, index) -> same output whatever the batch, order or size",
+              NULL);
 
     /* Another epoch or another seed changes the augmentation. */
     float *other = malloc((size_t)n * sb * sizeof(float));
@@ -153,8 +147,8 @@ static void test_determinism(void) {
     char detail[96];
     snprintf(detail, sizeof detail, "%d/%d samples differ across epochs, %d/%d across seeds",
              diff_epoch, (int)n, diff_seed, (int)n);
-    check("another epoch or seed gives other augmentations", diff_epoch > n / 2 && diff_seed > n / 2,
-          detail);
+    check_msg(diff_epoch > n / 2 && diff_seed > n / 2,
+              "another epoch or seed gives other augmentations", detail);
     free(all);
     free(ref);
     free(yref);
@@ -224,9 +218,11 @@ static void test_crop(void) {
         snprintf(detail, sizeof detail,
                  "%lld unmatched, %lld mirrored; each of 25 offsets %lld..%lld times, expected %.0f",
                  (long long)bad, (long long)mirrored, (long long)lo, (long long)hi, expect);
-        check(k == 0 ? "crop = shifted image, zeros from the border, offsets uniform in [0, 2p]^2"
-                     : "crop with normalization: border is normalized 0",
-              bad == 0 && mirrored == 0 && lo > 0.7 * expect && hi < 1.3 * expect, detail);
+        check_msg(bad == 0 && mirrored == 0 && lo > 0.7 * expect && hi < 1.3 * expect,
+                  k == 0
+                      ? "crop = shifted image, zeros from the border, offsets uniform in [0, 2p]^2"
+                      : "crop with normalization: border is normalized 0",
+                  detail);
     }
 }
 
@@ -238,8 +234,8 @@ static void test_flip(void) {
     char detail[96];
     snprintf(detail, sizeof detail, "%lld unmatched, mirrored %.4f of %lld", (long long)bad, freq,
              (long long)n);
-    check("flip = exact mirror image with frequency 0.5 +- 0.03", bad == 0 && fabs(freq - 0.5) < 0.03,
-          detail);
+    check_msg(bad == 0 && fabs(freq - 0.5) < 0.03,
+              "flip = exact mirror image with frequency 0.5 +- 0.03", detail);
 
     int64_t both[5 * 5 * 2];
     bad = crop_flip_hits(1, 6, 6, 2, 1, 4000, NULL, both);
@@ -250,8 +246,8 @@ static void test_flip(void) {
     }
     snprintf(detail, sizeof detail, "%lld unmatched, %lld/50 (offset, flip) pairs seen, %.3f mirrored",
              (long long)bad, (long long)reached, (double)mirrored / 4000);
-    check("crop + flip = mirrored crop, all 50 combinations reached",
-          bad == 0 && reached == 50 && fabs((double)mirrored / 4000 - 0.5) < 0.04, detail);
+    check_msg(bad == 0 && reached == 50 && fabs((double)mirrored / 4000 - 0.5) < 0.04,
+              "crop + flip = mirrored crop, all 50 combinations reached", detail);
 }
 
 /* Random erasing on n copies of a (c, h, w) image with every pixel nonzero (so
@@ -318,7 +314,7 @@ static void test_erase_case(int c, int h, int w, float prob, int64_t n) {
              "(allowed %.4f..%.4f with rounding), %lld outside",
              freq, (long long)n, (long long)bad_shape, fmin, fmax, amin / hw, amax / hw,
              (long long)bad_area);
-    check(name, fabs(freq - prob) < 0.03 && bad_shape == 0 && bad_area == 0, detail);
+    check_msg(fabs(freq - prob) < 0.03 && bad_shape == 0 && bad_area == 0, name, detail);
     free(idx);
     free(x);
     free(plain);
@@ -384,48 +380,52 @@ static void test_loader(nn_ctx *ctx) {
 
     nn_loader *l = NULL;
     nn_status st = nn_loader_new(ctx, &d, 8, &fashion_norm, &aug, seed, &l);
-    check("loader_new", st == NN_OK && l != NULL, st == NN_OK ? NULL : nn_ctx_error(ctx));
+    check_msg(st == NN_OK && l != NULL, "loader_new", st == NN_OK ? NULL : nn_ctx_error(ctx));
     if (st != NN_OK) {
         nn_dataset_free(&d);
         return;
     }
     const float *x;
     const int32_t *y;
-    check("loader: next before any start returns 0", nn_loader_next(l, &x, &y) == 0, NULL);
+    check_msg(nn_loader_next(l, &x, &y) == 0, "loader: next before any start returns 0", NULL);
 
     int64_t seen;
     int bad = loader_epoch_diff(l, &d, 8, &fashion_norm, &aug, seed, 0, perm, 0, &seen);
     snprintf(detail, sizeof detail, "%lld batches (4 x 8 + 5), %d mismatches", (long long)seen, bad);
-    check("loader epoch 0 = synchronous gather, partial last batch", bad == 0 && seen == 5, detail);
+    check_msg(bad == 0 && seen == 5, "loader epoch 0 = synchronous gather, partial last batch",
+              detail);
     bad = loader_epoch_diff(l, &d, 8, &fashion_norm, &aug, seed, 1, perm2, 2, &seen);
     snprintf(detail, sizeof detail, "%lld batches, %d mismatches", (long long)seen, bad);
-    check("loader epoch 1 from first_batch 2 = synchronous gather", bad == 0 && seen == 3, detail);
+    check_msg(bad == 0 && seen == 3, "loader epoch 1 from first_batch 2 = synchronous gather",
+              detail);
     bad = loader_epoch_diff(l, &d, 8, &fashion_norm, &aug, seed, 2, perm, 5, &seen);
-    check("loader first_batch = number of batches: empty epoch", bad == 0 && seen == 0, NULL);
+    check_msg(bad == 0 && seen == 0, "loader first_batch = number of batches: empty epoch", NULL);
 
     /* Restart in the middle of an epoch, while the worker prefetches. */
     nn_loader_start(l, 3, perm, 0);
     nn_loader_next(l, &x, &y);
     bad = loader_epoch_diff(l, &d, 8, &fashion_norm, &aug, seed, 4, perm2, 1, &seen);
-    check("loader restarted mid-epoch = synchronous gather", bad == 0 && seen == 4, NULL);
+    check_msg(bad == 0 && seen == 4, "loader restarted mid-epoch = synchronous gather", NULL);
 
     /* Errors. */
     st = nn_loader_start(l, 0, perm, 6);
-    check("loader_start first_batch past the end -> NN_EINVAL", st == NN_EINVAL, nn_ctx_error(ctx));
+    check_msg(st == NN_EINVAL, "loader_start first_batch past the end -> NN_EINVAL",
+              nn_ctx_error(ctx));
     int64_t badperm[37];
     memcpy(badperm, perm, sizeof badperm);
     badperm[9] = 37;
     st = nn_loader_start(l, 0, badperm, 0);
-    check("loader_start perm entry out of range -> NN_EINVAL", st == NN_EINVAL, nn_ctx_error(ctx));
+    check_msg(st == NN_EINVAL, "loader_start perm entry out of range -> NN_EINVAL",
+              nn_ctx_error(ctx));
     nn_loader_free(l);
 
     nn_loader *l2 = (nn_loader *)&d;
     st = nn_loader_new(ctx, &d, 0, NULL, NULL, 0, &l2);
-    check("loader_new batch 0 -> NN_EINVAL, out NULL", st == NN_EINVAL && l2 == NULL,
-          nn_ctx_error(ctx));
+    check_msg(st == NN_EINVAL && l2 == NULL, "loader_new batch 0 -> NN_EINVAL, out NULL",
+              nn_ctx_error(ctx));
     const nn_augment bad_aug = {0, 0, 1.5f};
     st = nn_loader_new(ctx, &d, 4, NULL, &bad_aug, 0, &l2);
-    check("loader_new erase_prob 1.5 -> NN_EINVAL", st == NN_EINVAL, nn_ctx_error(ctx));
+    check_msg(st == NN_EINVAL, "loader_new erase_prob 1.5 -> NN_EINVAL", nn_ctx_error(ctx));
 
     /* Batch sizes 1, 37 and larger than the data set; no augmentation. */
     const int sizes[3] = {1, 37, 64};
@@ -440,8 +440,8 @@ static void test_loader(nn_ctx *ctx) {
         }
         snprintf(detail, sizeof detail, "batch %d: %lld batches, %d mismatches", sizes[k],
                  (long long)seen, bad);
-        check("loader batch sizes 1, n, > n", bad == 0 && seen == (n + sizes[k] - 1) / sizes[k],
-              detail);
+        check_msg(bad == 0 && seen == (n + sizes[k] - 1) / sizes[k], "loader batch sizes 1, n, > n",
+                  detail);
     }
 
     /* Many short epochs with batch 3: hand-offs for the race detectors. */
@@ -453,7 +453,7 @@ static void test_loader(nn_ctx *ctx) {
     }
     if (st == NN_OK) nn_loader_free(l);
     snprintf(detail, sizeof detail, "%d mismatches", bad);
-    check("loader 40 epochs, batch 3, varying first_batch", bad == 0, detail);
+    check_msg(bad == 0, "loader 40 epochs, batch 3, varying first_batch", detail);
 
     /* Freeing at every stage: never started, just started, mid-epoch, after. */
     int ok = 1;
@@ -468,7 +468,7 @@ static void test_loader(nn_ctx *ctx) {
         nn_loader_free(l);
     }
     nn_loader_free(NULL);
-    check("loader_free before start, after start, mid-epoch, after the epoch, NULL", ok, NULL);
+    check_msg(ok, "loader_free before start, after start, mid-epoch, after the epoch, NULL", NULL);
     nn_dataset_free(&d);
 }
 
@@ -480,7 +480,7 @@ static void test_fashion_mnist(nn_ctx *ctx) {
     }
     nn_dataset d;
     nn_status st = nn_dataset_load_dir(ctx, NN_DEFAULT_DATA_DIR, "train", &d);
-    check("fashion-mnist train loads", st == NN_OK, st == NN_OK ? NULL : nn_ctx_error(ctx));
+    check_msg(st == NN_OK, "fashion-mnist train loads", st == NN_OK ? NULL : nn_ctx_error(ctx));
     if (st != NN_OK) return;
     const nn_augment aug = {2, 1, 0.25f};
     const int batch = 256;
@@ -501,14 +501,15 @@ static void test_fashion_mnist(nn_ctx *ctx) {
     char detail[128];
     snprintf(detail, sizeof detail, "%lld batches, %d mismatches, %.2f s with the checks",
              (long long)seen, bad, t);
-    check("fashion-mnist: loader epoch (crop 2, flip, erase 0.25) = synchronous gather",
-          bad == 0 && seen == (d.n + batch - 1) / batch, detail);
+    check_msg(bad == 0 && seen == (d.n + batch - 1) / batch,
+              "fashion-mnist: loader epoch (crop 2, flip, erase 0.25) = synchronous gather",
+              detail);
     free(perm);
     nn_dataset_free(&d);
 }
 
 int main(void) {
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1); /* NNOPT_LOADER=thread or sync runs the loader that way */
     if (!ctx) return 1;
     test_off();
     test_determinism();
@@ -518,6 +519,5 @@ int main(void) {
     test_loader(ctx);
     test_fashion_mnist(ctx);
     nn_ctx_free(ctx);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return test_summary();
 }

@@ -573,7 +573,7 @@ static void test_model(nn_ctx *ctx) {
 }
 
 int main(void) {
-    nn_ctx *ctx1 = nn_ctx_new(1), *ctx2 = nn_ctx_new(2);
+    nn_ctx *ctx1 = test_ctx_new(1), *ctx2 = test_ctx_new(2);
     if (!ctx1 || !ctx2) return 2;
     nn_ctx *const ctxs[2] = {ctx1, ctx2};
     nn_rng rng;

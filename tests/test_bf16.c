@@ -202,7 +202,7 @@ static void test_conv(nn_ctx *ctx, nn_rng *rng) {
 static void test_training(nn_isa isa) {
     float losses[2][30];
     for (int p = 0; p < 2; p++) {
-        nn_ctx *ctx = nn_ctx_new(2);
+        nn_ctx *ctx = test_ctx_new(2);
         nn_ctx_set_isa(ctx, isa);
         nn_ctx_set_precision(ctx, p ? NN_PRECISION_BF16 : NN_PRECISION_FP32);
         nn_net *net = NULL;
@@ -246,7 +246,7 @@ static void test_training(nn_isa isa) {
 int main(void) {
     nn_rng rng;
     nn_rng_seed(&rng, 11, 0);
-    nn_ctx *probe = nn_ctx_new(1);
+    nn_ctx *probe = test_ctx_new(1);
     const nn_isa isas[3] = {NN_ISA_GENERIC, NN_ISA_AVX512BF16, NN_ISA_AMX};
     for (int v = 0; v < 3; v++) {
         if (nn_ctx_set_isa(probe, isas[v])) {
@@ -255,7 +255,7 @@ int main(void) {
         }
         test_gemm(isas[v], &rng);
         for (int t = 1; t <= 2; t++) {
-            nn_ctx *ctx = nn_ctx_new(t);
+            nn_ctx *ctx = test_ctx_new(t);
             nn_ctx_set_isa(ctx, isas[v]);
             test_conv(ctx, &rng);
             nn_ctx_free(ctx);

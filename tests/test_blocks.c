@@ -269,7 +269,7 @@ static void test_resnet20(nn_ctx *ctx) {
 }
 
 int main(void) {
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     if (!ctx) return 2;
     test_expansion(ctx);
     test_nesting(ctx);

@@ -342,7 +342,7 @@ static void dropout_in_net(nn_ctx *ctx) {
 }
 
 int main(void) {
-    nn_ctx *c1 = nn_ctx_new(1), *c2 = nn_ctx_new(2);
+    nn_ctx *c1 = test_ctx_new(1), *c2 = test_ctx_new(2);
     concat_vs_ref(c1, 3, 2, 3, 5);
     concat_vs_ref(c2, 3, 2, 3, 5);
     concat_vs_ref(c2, 8, 16, 32, 100); /* above the parallel threshold */

@@ -659,7 +659,7 @@ static void test_fashion_mnist(nn_ctx *ctx) {
 }
 
 int main(void) {
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     if (!ctx) {
         fprintf(stderr, "nn_ctx_new failed\n");
         return 1;

@@ -192,7 +192,7 @@ static void expect_bad(nn_ctx *ctx, const char *what, const char *text, const ch
 }
 
 int main(void) {
-    nn_ctx *c1 = nn_ctx_new(1), *c2 = nn_ctx_new(2);
+    nn_ctx *c1 = test_ctx_new(1), *c2 = test_ctx_new(2);
     directional_check(c1, "fan-out and add: gradient matches finite differences (1 thread)");
     directional_check(c2, "fan-out and add: gradient matches finite differences (2 threads)");
     relu_alias_check(c1);

@@ -103,7 +103,7 @@ static void finite_differences(nn_rng *rng) {
 }
 
 int main(void) {
-    nn_ctx *c1 = nn_ctx_new(1), *c2 = nn_ctx_new(2);
+    nn_ctx *c1 = test_ctx_new(1), *c2 = test_ctx_new(2);
     nn_rng rng;
     nn_rng_seed(&rng, 5, 9);
     nn_ctx *ctxs[2] = {c1, c2};

@@ -692,7 +692,7 @@ static void test_paramless_model(void) {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
-        nn_ctx *ctx = nn_ctx_new(1);
+        nn_ctx *ctx = test_ctx_new(1);
         nn_net *net = NULL;
         if (nn_net_parse(ctx, text, "test.nn", &net) != NN_OK)
             _exit(contains(nn_ctx_error(ctx), "test.nn") ? 10 : 11);
@@ -719,7 +719,7 @@ int main(void) {
     /* before anything starts OpenMP or BLAS threads in this process */
     test_paramless_model();
 
-    nn_ctx *ctx1 = nn_ctx_new(1), *ctx2 = nn_ctx_new(2);
+    nn_ctx *ctx1 = test_ctx_new(1), *ctx2 = test_ctx_new(2);
     if (!ctx1 || !ctx2) return 2;
     nn_ctx *const ctxs[2] = {ctx1, ctx2};
     tmp_dir_create("model");

@@ -1163,7 +1163,7 @@ static void test_pool_nan(nn_ctx *ctx) {
     }
     /* several planes and threads: only the plane holding the NaN is affected */
     {
-        nn_ctx *c2 = nn_ctx_new(2);
+        nn_ctx *c2 = test_ctx_new(2);
         nn_ctx_set_isa(c2, nn_ctx_isa(ctx));
         nn_pool_desc d = {3, 6, 6, 3, 3, 2, 2, 2, 2, 0, 0, 0};
         float x[2 * 3 * 36], y[2 * 3 * 9];
@@ -1185,9 +1185,8 @@ static void test_blas_core(void) {
     const char *core = nn_blas_core(), *replaced = nn_blas_replaced_core();
     printf("OpenBLAS core %s%s%s\n", core ? core : "?", replaced ? ", replacing " : "",
            replaced ? replaced : "");
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (getenv("OPENBLAS_CORETYPE") || !__builtin_cpu_supports("avx2") ||
-        !__builtin_cpu_supports("fma")) {
+    const nn_cpu_features *f = nn_cpu_probe();
+    if (getenv("OPENBLAS_CORETYPE") || !f->avx2 || !f->fma) {
         printf("SKIP OpenBLAS core check: OPENBLAS_CORETYPE set or no AVX2+FMA\n");
         return;
     }
@@ -1197,15 +1196,13 @@ static void test_blas_core(void) {
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
         if (core && strncmp(core, wide[i], strlen(wide[i])) == 0) ok = 1;
     check(ok, "OpenBLAS runs AVX2-or-wider kernels on this AVX2 CPU", "core %s", core ? core : "?");
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && replaced)
+    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx512cd && replaced)
         check(strcmp(core, "SkylakeX") == 0 || strcmp(core, "Cooperlake") == 0,
               "a replaced core uses AVX-512 on an AVX-512 CPU", "core %s", core);
-#endif
 }
 
 int main(void) {
-    nn_ctx *ctx1 = nn_ctx_new(1), *ctx2 = nn_ctx_new(2);
+    nn_ctx *ctx1 = test_ctx_new(1), *ctx2 = test_ctx_new(2);
     if (!ctx1 || !ctx2) return 2;
     nn_ctx *const ctxs[2] = {ctx1, ctx2};
     nn_rng rng;

@@ -387,7 +387,7 @@ static void run_case(const char *name, const fixture *fx, int threads, run_error
     memset(res, 0, sizeof *res);
     char label[96];
     snprintf(label, sizeof label, "%s, %d thread(s)", name, threads);
-    nn_ctx *ctx = nn_ctx_new(threads);
+    nn_ctx *ctx = test_ctx_new(threads);
     nn_net *net = ctx ? tiny_net(ctx) : NULL;
     nn_optimizer *opt = NULL;
     if (!net) goto out;
@@ -640,7 +640,7 @@ static void test_invalid(void) {
          "initial_accumulator_value"},
         {NN_OPTIM_ADAGRAD, "eps", "-1e-10", NULL, NULL, "eps"},
     };
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         nn_optim_config c = nn_optim_defaults(bad[i].kind);
         set_field(&c, bad[i].field, bad[i].val);
@@ -712,7 +712,7 @@ static void test_state_names(void) {
         {"adagrad", {"sum", NULL}},
         {"adagrad initial_accumulator_value=0.25", {"sum", NULL}},
     };
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     const size_t n = 37;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         nn_optim_config c;
@@ -810,7 +810,7 @@ static void test_reference(void) {
                                   {0.3f, -0.3f, 5e-4f, 0.0f, 0.0f},
                                   {0.2f, 0.1f, -1e-3f, 2e-6f, 0.1f},
                                   {-0.2f, 0.05f, 2e-3f, 0.0f, -0.2f}};
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     for (int c = 0; c < NUM_CASES; c++) {
         char path[300];
         fixture fx;
@@ -859,7 +859,7 @@ static void test_reference(void) {
 
 static void test_set_lr(void) {
     printf("-- nn_optim_set_lr\n");
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     enum { N = 8 };
     float g[N], p[N], want[N];
     for (int i = 0; i < N; i++) {
@@ -957,7 +957,7 @@ static void test_bitexact(void) {
             g[t][i] = (2.0f * hash_uniform(BIT_GRAD_STREAM + (uint32_t)t, i) - 1.0f) *
                       ldexpf(1.0f, -(int)(i % 16));
     }
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     const nn_isa isas[2] = {nn_ctx_isa(ctx), NN_ISA_GENERIC};
     int cases = 0;
     for (int l = 0; l < nl; l++) {
@@ -1031,7 +1031,7 @@ static void test_threads(void) {
     const size_t n = 200003;
     float *g = xmalloc(n * sizeof(float)), *p1 = xmalloc(n * sizeof(float)),
           *p2 = xmalloc(n * sizeof(float));
-    nn_ctx *c1 = nn_ctx_new(1), *c2 = nn_ctx_new(2);
+    nn_ctx *c1 = test_ctx_new(1), *c2 = test_ctx_new(2);
     for (int c = 0; c < NUM_CASES; c++) {
         char path[300];
         fixture fx;
@@ -1072,7 +1072,7 @@ static void test_threads(void) {
 
 static void test_clip(void) {
     printf("-- nn_clip_grad_norm\n");
-    nn_ctx *c1 = nn_ctx_new(1), *c2 = nn_ctx_new(2);
+    nn_ctx *c1 = test_ctx_new(1), *c2 = test_ctx_new(2);
 
     float g[2] = {3.0f, 4.0f};
     double norm = nn_clip_grad_norm(g, 2, 1.0, c1);
@@ -1160,7 +1160,7 @@ static void test_checkpoint(void) {
         "rmsprop lr=0.001 momentum=0.9 centered=1 weight_decay=0.01",
         "adagrad lr=0.05 lr_decay=0.01 initial_accumulator_value=0.1",
     };
-    nn_ctx *ctx = nn_ctx_new(2);
+    nn_ctx *ctx = test_ctx_new(2);
     for (size_t ci = 0; ci < sizeof configs / sizeof configs[0]; ci++) {
         nn_optim_config c;
         nn_net *a = tiny_net(ctx), *b = tiny_net(ctx);

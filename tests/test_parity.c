@@ -280,7 +280,7 @@ static int run_parity(int threads, const fixture *fx, run_result *res)
     int done = 0;
     nn_net *net = NULL;
     nn_optimizer *opt = NULL;
-    nn_ctx *ctx = nn_ctx_new(threads);
+    nn_ctx *ctx = test_ctx_new(threads);
     float *x = malloc(sizeof(float) * BATCH * PIXELS); /* (BATCH, 1, 28, 28) */
     int32_t labels[BATCH];
     memset(res, 0, sizeof *res);

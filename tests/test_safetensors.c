@@ -768,7 +768,7 @@ out:
 
 int main(void) {
     tmp_dir_create("st");
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     if (!ctx) return 2;
 
     test_round_trip(ctx);

@@ -99,7 +99,7 @@ static void test_fixture(const char *name) {
         check(0, what, "cannot open %s", path);
         return;
     }
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     nn_sched_config cfg;
     nn_sched_state st;
     int have_cfg = 0, spe = 0, nmetrics = 0, rows = 0, bad_rows = 0, cur_epoch = 0;
@@ -267,7 +267,7 @@ static const struct {
 };
 
 static void test_validate(void) {
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     for (size_t i = 0; i < sizeof VALIDATE_CASES / sizeof VALIDATE_CASES[0]; i++) {
         nn_sched_config c;
         if (!parse_config(VALIDATE_CASES[i].config, &c)) {

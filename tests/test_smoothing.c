@@ -179,7 +179,7 @@ static void test_gradient_fd(void) {
 /* Through the graph: the loss node's descriptor carries eps. */
 static void test_net(void) {
     enum { C = 5, K = 4, N = 3 };
-    nn_ctx *ctx = nn_ctx_new(1);
+    nn_ctx *ctx = test_ctx_new(1);
     nn_net *net = NULL;
     nn_status st =
         nn_net_parse(ctx, "input shape=5\nlinear out=4\nsoftmax_ce\n", "smooth.nn", &net);

@@ -440,7 +440,7 @@ static void test_comm_seam(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset *
 
 int main(void) {
     tmp_dir_create("trainer");
-    nn_ctx *ctx = nn_ctx_new(2);
+    nn_ctx *ctx = test_ctx_new(2);
     nn_dataset tr, val, te;
     make_data(&tr, 150, 1);
     make_data(&val, 48, 2);

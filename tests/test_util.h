@@ -72,6 +72,57 @@ static TU_UNUSED const char *ctx_err(const nn_ctx *ctx, nn_status st) {
     return st == NN_OK ? "" : nn_ctx_error(ctx);
 }
 
+/* ------------------------------------------------------------ contexts */
+
+/* The value of an environment variable for the settings below, exiting with
+ * status 2 when it is set to none of the `n` accepted names; returns the
+ * index of the name, or -1 when unset or empty. */
+static TU_UNUSED int tu_env_choice(const char *var, const char *const *names, int n) {
+    const char *v = getenv(var);
+    if (!v || !*v) return -1;
+    for (int i = 0; i < n; i++)
+        if (strcmp(v, names[i]) == 0) return i;
+    fprintf(stderr, "test: %s=%s is not a value nnopt knows\n", var, v);
+    exit(2);
+}
+
+/* nn_ctx_new(threads) with the settings that tests/CMakeLists.txt gives some
+ * tests through nnopt's environment variables, applied as nnopt's main()
+ * applies them (the library reads no environment): NNOPT_ISA caps the
+ * kernels' ISA, NNOPT_CONV=direct turns Winograd off, NNOPT_LOADER forces the
+ * batch loader's mode. The first call also has OpenBLAS choose kernels fit for
+ * this CPU where its own choice is older, unless OPENBLAS_CORETYPE pins one,
+ * as main() does. NULL only if out of memory. */
+static TU_UNUSED nn_ctx *test_ctx_new(int threads) {
+    static int blas_fitted;
+    if (!blas_fitted) {
+        blas_fitted = 1;
+        const char *core = getenv("OPENBLAS_CORETYPE") ? NULL : nn_blas_advised_core();
+        if (core) {
+            setenv("OPENBLAS_CORETYPE", core, 1);
+            nn_blas_rechoose();
+            unsetenv("OPENBLAS_CORETYPE");
+        }
+    }
+    static const char *const isas[] = {"generic", "avx512", "avx512bf16", "amx"};
+    static const char *const convs[] = {"winograd", "direct"};
+    static const char *const loaders[] = {"auto", "thread", "sync"};
+    const int isa = tu_env_choice("NNOPT_ISA", isas, 4);
+    const int conv = tu_env_choice("NNOPT_CONV", convs, 2);
+    const int loader = tu_env_choice("NNOPT_LOADER", loaders, 3);
+    nn_ctx *ctx = nn_ctx_new(threads);
+    if (!ctx) return NULL;
+    nn_isa cap;
+    if (isa >= 0 && nn_isa_parse(isas[isa], &cap) == NN_OK && cap < nn_ctx_isa(ctx))
+        nn_ctx_set_isa(ctx, cap);
+    if (conv >= 0) nn_ctx_set_winograd(ctx, conv == 0);
+    if (loader >= 0)
+        nn_ctx_set_loader_mode(ctx, loader == 1   ? NN_LOADER_THREAD
+                                    : loader == 2 ? NN_LOADER_SYNC
+                                                  : NN_LOADER_AUTO);
+    return ctx;
+}
+
 /* ------------------------------------------------------------ memory, strings */
 
 /* malloc that exits with status 2 when out of memory; 0 bytes gives a valid

@@ -29,7 +29,5 @@ static inline const nn_op_kernels *nn_backend_kernels(const nn_backend *be, nn_o
 }
 
 const nn_backend *nn_backend_cpu(void);
-/* One-time CPU setup for a context (BLAS threading). */
-void nn_backend_cpu_init(nn_ctx *ctx);
 
 #endif /* NN_BACKEND_H */

@@ -1,11 +1,11 @@
 /* blas.c - the single GEMM entry point (OpenBLAS sgemm), its row-split
- * parallel form, and the check that OpenBLAS runs kernels fit for this CPU. */
+ * parallel form, and the check that OpenBLAS runs kernels fit for this CPU
+ * (the advice; main() sets OpenBLAS's variable and has it choose again). */
 #include "nn_internal.h"
 
 #include <cblas.h>
 #include <omp.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* OpenBLAS built with DYNAMIC_ARCH (Debian's) picks its kernels from the CPU
@@ -23,19 +23,19 @@ extern void gotoblas_dynamic_quit(void) __attribute__((weak));
 extern int blas_thread_shutdown_(void) __attribute__((weak));
 
 static char blas_replaced[32];
-static int blas_overridden;
 
-/* The best OpenBLAS core type whose instructions this CPU has, or NULL. */
-static const char *best_core_for_cpu(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512cd"))
-        return __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
-#endif
-    return NULL;
+/* OpenBLAS's rules for its Cooperlake kernels (AVX-512 F, BW, VL, DQ, CD and
+ * BF16), SkylakeX (the same without BF16) and Haswell (AVX2 and FMA). */
+int nn_blas_cpu_cores(const char **names, int max) {
+    const nn_cpu_features *f = nn_cpu_probe();
+    const int avx512 = f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx512cd;
+    const char *runs[3];
+    int n = 0;
+    if (avx512 && f->avx512_bf16) runs[n++] = "Cooperlake";
+    if (avx512) runs[n++] = "SkylakeX";
+    if (f->avx2 && f->fma) runs[n++] = "Haswell";
+    for (int i = 0; i < n && i < max; i++) names[i] = runs[i];
+    return n < max ? n : max;
 }
 
 /* Whether an OpenBLAS core type's sgemm kernels use AVX2/FMA or wider. */
@@ -48,34 +48,41 @@ static int core_is_modern(const char *name) {
     return 0;
 }
 
-static void blas_choose_core(void) {
+const char *nn_blas_advised_core(void) {
     const char *name = openblas_get_corename();
-    snprintf(blas_replaced, sizeof blas_replaced, "%s", name ? name : "?");
-    const char *best = best_core_for_cpu();
-    if (!name || !best || core_is_modern(name) || getenv("OPENBLAS_CORETYPE") ||
-        !gotoblas_dynamic_init || !gotoblas_dynamic_quit || !blas_thread_shutdown_)
-        return;
-    /* before any sgemm has run: with OpenBLAS's threads stopped, drop the
-     * chosen kernel table and choose again */
-    blas_thread_shutdown_();
-    setenv("OPENBLAS_CORETYPE", best, 1);
-    gotoblas_dynamic_quit();
-    gotoblas_dynamic_init();
-    unsetenv("OPENBLAS_CORETYPE");
-    blas_overridden = 1;
+    const char *best;
+    return name && !core_is_modern(name) && nn_blas_cpu_cores(&best, 1) ? best : NULL;
 }
 
-void nn_blas_init(void) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, blas_choose_core);
+nn_status nn_blas_rechoose(void) {
+    if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit || !blas_thread_shutdown_)
+        return NN_EUNSUPPORTED;
+    const char *before = openblas_get_corename();
+    char name[sizeof blas_replaced];
+    snprintf(name, sizeof name, "%s", before ? before : "?");
+    /* with OpenBLAS's threads stopped, drop the chosen kernel table and
+     * choose again */
+    blas_thread_shutdown_();
+    gotoblas_dynamic_quit();
+    gotoblas_dynamic_init();
+    const char *after = openblas_get_corename();
+    if (!after || strcmp(after, name) != 0) memcpy(blas_replaced, name, sizeof name);
+    return NN_OK;
 }
 
 const char *nn_blas_core(void) { return openblas_get_corename(); }
 
-const char *nn_blas_replaced_core(void) { return blas_overridden ? blas_replaced : NULL; }
+const char *nn_blas_replaced_core(void) { return blas_replaced[0] ? blas_replaced : NULL; }
+
+/* nnopt parallelizes around BLAS calls itself (NN_PARALLEL_FOR), so each
+ * sgemm runs single-threaded in its caller's thread; BLAS's own threads would
+ * oversubscribe the cores. Set once, before the first sgemm. */
+static void blas_one_thread(void) { openblas_set_num_threads(1); }
 
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
               int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, blas_one_thread);
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
                 ldc);

@@ -18,18 +18,14 @@
  * of the same bf16 products; the order of the additions differs between
  * them, so results agree to float32 rounding, not bit for bit.
  */
-#define _GNU_SOURCE /* syscall() for the AMX permission */
 #include "backend/gemm_bf16.h"
 
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#include <pthread.h>
 
 #include "backend/simd_avx512.h"
-#include <sys/syscall.h>
-#include <unistd.h>
 #define NN_HAVE_BF16_KERNELS 1
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define AMX_TARGET \
@@ -255,25 +251,6 @@ BF16_TARGET static void micro_avx512(int pairs, const uint16_t *a, size_t lda, c
 /* ------------------------------------------------------------------- AMX */
 
 #ifdef NN_HAVE_BF16_KERNELS
-/* Linux gives a process the AMX tile data only on request
- * (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA). */
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
-
-static int amx_ok;
-static void amx_probe(void) {
-    unsigned a, b, c, d;
-    __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-    const int tile = (d >> 24) & 1, bf16 = (d >> 22) & 1;
-    amx_ok = tile && bf16 && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-}
-
-int nn_amx_enable(void) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, amx_probe);
-    return amx_ok;
-}
-
 /* The tile layout of one micro-kernel call, set per GEMM call and thread:
  * tiles 0, 1: C (MR rows x 16 floats); 2: A (MR rows x 16 pairs);
  * 3, 4: B (16 pairs x 16 columns, a pair per 32-bit element). */
@@ -345,8 +322,6 @@ AMX_TARGET static void micro_amx(int pairs, const uint16_t *a, size_t lda, const
     }
     store_tile(t, rows, cols, C, ldc, trans_c, accumulate);
 }
-#else
-int nn_amx_enable(void) { return 0; }
 #endif
 
 /* ------------------------------------------------------------------- driver */
@@ -358,7 +333,8 @@ static void gemm(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const floa
     int fast = 0, amx = 0;
 #ifdef NN_HAVE_BF16_KERNELS
     fast = isa >= NN_ISA_AVX512BF16;
-    amx = isa >= NN_ISA_AMX && nn_amx_enable();
+    const nn_cpu_features *cpu = nn_cpu_probe(); /* also asks for the tile data, once */
+    amx = isa >= NN_ISA_AMX && cpu->amx_tile && cpu->amx_bf16;
     if (amx) amx_configure();
 #endif
     (void)isa;

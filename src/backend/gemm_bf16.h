@@ -38,8 +38,4 @@ void nn_gemm_bf16(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const flo
 void nn_gemm_bf16_bh(nn_isa isa, int M, int N, int K, const uint16_t *Ap, const uint16_t *Bh,
                      int ldb, float *C, int ldc, int accumulate, uint16_t *scratch);
 
-/* Whether this CPU has AMX (tile registers with bf16 dot products) and the
- * kernel lets this process use its tile data; asks the kernel once. */
-int nn_amx_enable(void);
-
 #endif /* NN_GEMM_BF16_H */

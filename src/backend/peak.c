@@ -57,9 +57,8 @@ static double fma_sse(long iters) {
 
 double nn_fma_burst(nn_ctx *ctx, long iters, double *seconds, const char **isa) {
     const int threads = ctx->threads;
-    __builtin_cpu_init();
-    int avx512 = __builtin_cpu_supports("avx512f");
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const nn_cpu_features *f = nn_cpu_probe();
+    const int avx512 = f->avx512f, avx2 = f->avx2 && f->fma;
     if (isa) *isa = avx512 ? "avx512" : avx2 ? "avx2+fma" : "sse";
     double flops = 0.0, t0 = omp_get_wtime();
 #pragma omp parallel num_threads(threads) reduction(+ : flops)

@@ -9,6 +9,20 @@
 #include <math.h>
 #include <stdio.h>
 
+/* What nnopt's environment variables ask for, read and checked once by
+ * main() (the library reads none): commands make every context through
+ * cli_ctx_new, which applies them. */
+typedef struct {
+    nn_isa isa_cap;         /* NNOPT_ISA: the kernels' ISA at most this (default
+                               NN_ISA_AMX, the top: no cap) */
+    int winograd;           /* NNOPT_CONV: 1 winograd where it applies (default), 0 direct */
+    nn_loader_mode loader;  /* NNOPT_LOADER: auto (default), thread or sync */
+    const char *blas_core;  /* OPENBLAS_CORETYPE when set (OpenBLAS obeyed it), else NULL */
+} cli_env;
+
+/* nn_ctx_new(threads) with env's settings; NULL only if out of memory. */
+nn_ctx *cli_ctx_new(const cli_env *env, int threads);
+
 typedef enum { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_STR, CLI_U64 } cli_type;
 
 typedef struct {
@@ -68,11 +82,11 @@ typedef struct {
 } cli_workload;
 
 /* Returns 0, or 1 with the error in w->ctx (w->ctx NULL: out of memory). */
-int cli_workload_new(cli_workload *w, const char *model, int batch, int threads,
-                     nn_precision precision);
+int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, int batch,
+                     int threads, nn_precision precision);
 /* "fp32" or "bf16" into *out; 2 (after a one-line error) for anything else.
  * Notes on stderr when bf16 has no AVX512-BF16 to run on. */
-int cli_parse_precision(const char *cmd, const char *name, nn_precision *out);
+int cli_parse_precision(const char *cmd, const cli_env *env, const char *name, nn_precision *out);
 /* One training step of the trainer (forward, backward, SGD update) on the batch. */
 int cli_workload_step(cli_workload *w);
 void cli_workload_free(cli_workload *w);
@@ -161,14 +175,15 @@ void cli_catch_stop_signals(nn_trainer *t);
 /* The signal that asked for the stop (0 if none). */
 int cli_stop_signal(void);
 
-int cmd_train(int argc, char **argv);
-int cmd_bench(int argc, char **argv);
-int cmd_compare(int argc, char **argv);
-int cmd_predict(int argc, char **argv);
-int cmd_profile(int argc, char **argv);
-int cmd_eval(int argc, char **argv);
-int cmd_info(int argc, char **argv);
-int cmd_system(int argc, char **argv);
-int cmd_plot(int argc, char **argv);
+/* The subcommands: argv[0] is the command's name; env as main() read it. */
+int cmd_train(int argc, char **argv, const cli_env *env);
+int cmd_bench(int argc, char **argv, const cli_env *env);
+int cmd_compare(int argc, char **argv, const cli_env *env);
+int cmd_predict(int argc, char **argv, const cli_env *env);
+int cmd_profile(int argc, char **argv, const cli_env *env);
+int cmd_eval(int argc, char **argv, const cli_env *env);
+int cmd_info(int argc, char **argv, const cli_env *env);
+int cmd_system(int argc, char **argv, const cli_env *env);
+int cmd_plot(int argc, char **argv, const cli_env *env);
 
 #endif /* NN_CLI_H */

@@ -25,7 +25,7 @@ static void json_figure(const char *key, double v, int measured) {
     else printf(",\"%s\":null", key);
 }
 
-int cmd_bench(int argc, char **argv) {
+int cmd_bench(int argc, char **argv, const cli_env *env) {
     const char *precision = "fp32";
     int batch = 64, threads = 0, steps = 50, warmup = 10, repeats = 5, json = 0, no_peak = 0;
     const cli_opt opts[] = {
@@ -53,13 +53,13 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     }
     nn_precision prec;
-    if (cli_parse_precision("bench", precision, &prec)) return 2;
+    if (cli_parse_precision("bench", env, precision, &prec)) return 2;
     cli_workload w;
     int rc = 1;
     double *times = calloc((size_t)repeats, sizeof(double));
     double *peaks = calloc((size_t)repeats, sizeof(double));
     double *shares = calloc((size_t)repeats, sizeof(double));
-    if (cli_workload_new(&w, pos[0], batch, threads, prec) || !times || !peaks || !shares)
+    if (cli_workload_new(&w, env, pos[0], batch, threads, prec) || !times || !peaks || !shares)
         goto done;
     int layers = nn_net_num_layers(w.net);
     for (int i = 0; i < warmup; i++)

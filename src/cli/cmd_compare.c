@@ -200,7 +200,7 @@ static void print_ms(double ms, int measured, const char *fmt) {
     else printf(" %11s", "n/a");
 }
 
-int cmd_compare(int argc, char **argv) {
+int cmd_compare(int argc, char **argv, const cli_env *env) {
     cli_train_opts o;
     cli_train_opts_init(&o);
     o.epochs = 1;
@@ -240,13 +240,13 @@ int cmd_compare(int argc, char **argv) {
         fprintf(stderr, "nnopt compare: expected one or more MODEL files (see nnopt compare --help)\n");
         goto out;
     }
-    if (cli_parse_precision("compare", o.precision, &precision)) goto out;
+    if (cli_parse_precision("compare", env, o.precision, &precision)) goto out;
     if (o.early_stop && !o.val) {
         fprintf(stderr, "nnopt compare: --early-stop needs a validation split (--val N)\n");
         goto out;
     }
     rc = 1;
-    if (!(ctx = nn_ctx_new(o.threads))) goto out;
+    if (!(ctx = cli_ctx_new(env, o.threads))) goto out;
     nn_ctx_set_precision(ctx, precision);
     if (cli_train_config(ctx, &o, &cfg)) {
         fprintf(stderr, "nnopt: %s%s%s\n", config ? config : "", config ? ": " : "", nn_ctx_error(ctx));

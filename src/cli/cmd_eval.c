@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-int cmd_eval(int argc, char **argv) {
+int cmd_eval(int argc, char **argv, const cli_env *env) {
     const char *weights = NULL, *data = NN_DEFAULT_DATA_DIR;
     int json = 0, batch = 256, threads = 0;
     float mean = NN_FASHION_MNIST_MEAN, std = NN_FASHION_MNIST_STD;
@@ -27,7 +27,7 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "nnopt eval: expected MODEL and --weights FILE (see nnopt eval --help)\n");
         return 2;
     }
-    nn_ctx *ctx = nn_ctx_new(threads);
+    nn_ctx *ctx = cli_ctx_new(env, threads);
     nn_net *net = NULL;
     nn_dataset test = {0};
     float *x = NULL;

@@ -11,7 +11,7 @@ static void human(char *buf, size_t size, double v) {
     snprintf(buf, size, u ? "%.2f%s" : "%.0f%s", v, unit[u]);
 }
 
-int cmd_info(int argc, char **argv) {
+int cmd_info(int argc, char **argv, const cli_env *env) {
     int json = 0, expand = 0, batch = 1, threads = 1;
     const cli_opt opts[] = {
         {"--batch", CLI_INT, &batch, "N", "batch size for the memory totals (default 1)", 1, 1 << 20, NULL},
@@ -30,7 +30,7 @@ int cmd_info(int argc, char **argv) {
         fprintf(stderr, "nnopt info: expected one MODEL file (see nnopt info --help)\n");
         return 2;
     }
-    nn_ctx *ctx = nn_ctx_new(threads);
+    nn_ctx *ctx = cli_ctx_new(env, threads);
     nn_net *net = NULL;
     if (nn_net_load(ctx, pos[0], &net) || nn_net_plan(net, batch)) {
         fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));

@@ -183,7 +183,7 @@ static int set_names(run_log *runs, int n) {
     return 0;
 }
 
-int cmd_plot(int argc, char **argv) {
+int cmd_plot(int argc, char **argv, const cli_env *env) {
     const char *out = NULL, *title = NULL;
     int json = 0;
     const cli_opt opts[] = {
@@ -231,7 +231,7 @@ int cmd_plot(int argc, char **argv) {
     loss = calloc((size_t)nruns * 3, sizeof *loss);
     acc = calloc((size_t)nruns * 2, sizeof *acc);
     legend = calloc((size_t)nruns + 3, sizeof *legend);
-    ctx = nn_ctx_new(1);
+    ctx = cli_ctx_new(env, 1);
     if (!loss || !acc || !legend || !ctx || set_names(runs, nruns)) {
         fprintf(stderr, "nnopt plot: out of memory\n");
         goto done;

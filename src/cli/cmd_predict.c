@@ -35,7 +35,7 @@ static int read_names(const char *path, char names[][64], int max_names) {
     return n;
 }
 
-int cmd_predict(int argc, char **argv) {
+int cmd_predict(int argc, char **argv, const cli_env *env) {
     const char *weights = NULL, *labels = NULL;
     int top = 3, limit = 0, json = 0, threads = 0;
     float mean = NN_FASHION_MNIST_MEAN, std = NN_FASHION_MNIST_STD;
@@ -66,7 +66,7 @@ int cmd_predict(int argc, char **argv) {
         fprintf(stderr, "nnopt: %s: cannot read class names\n", labels);
         return 1;
     }
-    nn_ctx *ctx = nn_ctx_new(threads);
+    nn_ctx *ctx = cli_ctx_new(env, threads);
     nn_net *net = NULL;
     nn_dataset d = {0};
     float *x = NULL, *prob = NULL;

@@ -34,7 +34,7 @@ static void on_layer(void *user, int layer, int backward, double t0, double t1) 
     t->last_end = t1;
 }
 
-int cmd_profile(int argc, char **argv) {
+int cmd_profile(int argc, char **argv, const cli_env *env) {
     const char *precision = "fp32";
     int batch = 64, threads = 0, steps = 5, warmup = 3;
     const char *out = "trace.json";
@@ -58,11 +58,11 @@ int cmd_profile(int argc, char **argv) {
         return 2;
     }
     nn_precision prec;
-    if (cli_parse_precision("profile", precision, &prec)) return 2;
+    if (cli_parse_precision("profile", env, precision, &prec)) return 2;
     cli_workload w;
     int rc = 1;
     trace t = {0};
-    if (cli_workload_new(&w, pos[0], batch, threads, prec)) goto done;
+    if (cli_workload_new(&w, env, pos[0], batch, threads, prec)) goto done;
     for (int i = 0; i < warmup; i++)
         if (cli_workload_step(&w)) goto done;
     t.f = fopen(out, "w");

@@ -70,7 +70,7 @@ static int on_epoch(void *user, const nn_epoch_report *r) {
     return 0;
 }
 
-int cmd_train(int argc, char **argv) {
+int cmd_train(int argc, char **argv, const cli_env *env) {
     cli_train_opts o;
     cli_train_opts_init(&o);
     const char *config = NULL, *log_path = NULL, *save = NULL, *init = NULL, *resume = NULL;
@@ -114,14 +114,14 @@ int cmd_train(int argc, char **argv) {
                                                        : "--resume and --init exclude each other");
         goto out;
     }
-    if (cli_parse_precision("train", o.precision, &precision)) goto out;
+    if (cli_parse_precision("train", env, o.precision, &precision)) goto out;
     if (o.early_stop && !o.val) {
         fprintf(stderr, "nnopt train: --early-stop needs a validation split (--val N)\n");
         goto out;
     }
     const char *model = pos[0];
     rc = 1;
-    if (!(ctx = nn_ctx_new(o.threads))) goto out;
+    if (!(ctx = cli_ctx_new(env, o.threads))) goto out;
     nn_ctx_set_precision(ctx, precision);
     if (cli_train_config(ctx, &o, &cfg)) {
         /* the recipe (with any flags on top) is what is inconsistent */

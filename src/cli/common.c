@@ -38,14 +38,24 @@ nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_d
 }
 
 
-int cli_parse_precision(const char *cmd, const char *name, nn_precision *out) {
+nn_ctx *cli_ctx_new(const cli_env *env, int threads) {
+    nn_ctx *ctx = nn_ctx_new(threads);
+    if (!ctx) return NULL;
+    /* a cap above what the CPU runs changes nothing */
+    if (env->isa_cap < nn_ctx_isa(ctx)) nn_ctx_set_isa(ctx, env->isa_cap);
+    nn_ctx_set_winograd(ctx, env->winograd);
+    nn_ctx_set_loader_mode(ctx, env->loader);
+    return ctx;
+}
+
+int cli_parse_precision(const char *cmd, const cli_env *env, const char *name, nn_precision *out) {
     if (strcmp(name, "fp32") == 0) *out = NN_PRECISION_FP32;
     else if (strcmp(name, "bf16") == 0) *out = NN_PRECISION_BF16;
     else {
         fprintf(stderr, "nnopt %s: --precision must be fp32 or bf16, got '%s'\n", cmd, name);
         return 2;
     }
-    nn_ctx *probe = *out == NN_PRECISION_BF16 ? nn_ctx_new(1) : NULL;
+    nn_ctx *probe = *out == NN_PRECISION_BF16 ? cli_ctx_new(env, 1) : NULL;
     if (probe && nn_ctx_isa(probe) < NN_ISA_AVX512BF16)
         fprintf(stderr, "nnopt %s: note: this CPU lacks AVX512-BF16 (or NNOPT_ISA caps it); bf16 "
                 "runs in portable C, slower than fp32\n", cmd);

@@ -1,6 +1,7 @@
 /* main.c - the nnopt command: dispatches to subcommands. */
 #include "cli/cli.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *f) {
@@ -21,6 +22,56 @@ static void usage(FILE *f) {
             NN_VERSION);
 }
 
+/* A variable's value, NULL when unset or empty (`NNOPT_ISA= nnopt ...`
+ * means the default). */
+static const char *env_value(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+/* Reads nnopt's environment variables into env: 0, or 2 after a one-line
+ * error naming a variable whose value nnopt does not know. The library reads
+ * no environment variables; this is the one place nnopt does. */
+static int read_env(cli_env *env) {
+    *env = (cli_env){.isa_cap = NN_ISA_AMX, .winograd = 1, .loader = NN_LOADER_AUTO};
+    const char *v = env_value("NNOPT_ISA");
+    if (v && nn_isa_parse(v, &env->isa_cap) != NN_OK) {
+        fprintf(stderr, "nnopt: NNOPT_ISA=%s: expected generic, avx512, avx512bf16 or amx\n", v);
+        return 2;
+    }
+    if ((v = env_value("NNOPT_CONV"))) {
+        if (strcmp(v, "winograd") == 0) env->winograd = 1;
+        else if (strcmp(v, "direct") == 0) env->winograd = 0;
+        else {
+            fprintf(stderr, "nnopt: NNOPT_CONV=%s: expected winograd or direct\n", v);
+            return 2;
+        }
+    }
+    if ((v = env_value("NNOPT_LOADER"))) {
+        if (strcmp(v, "auto") == 0) env->loader = NN_LOADER_AUTO;
+        else if (strcmp(v, "thread") == 0) env->loader = NN_LOADER_THREAD;
+        else if (strcmp(v, "sync") == 0) env->loader = NN_LOADER_SYNC;
+        else {
+            fprintf(stderr, "nnopt: NNOPT_LOADER=%s: expected auto, thread or sync\n", v);
+            return 2;
+        }
+    }
+    env->blas_core = env_value("OPENBLAS_CORETYPE");
+    return 0;
+}
+
+/* OpenBLAS chose its kernels from the CPU model when it loaded. Where that
+ * choice is older than the CPU (an OpenBLAS older than the CPU model falls
+ * back to SSE3 kernels), and the user did not pin a core, point OpenBLAS's
+ * own variable at the kernels the CPU runs best and have it choose again. */
+static void fit_blas(const cli_env *env) {
+    const char *core = env->blas_core ? NULL : nn_blas_advised_core();
+    if (!core) return;
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    nn_blas_rechoose();
+    unsetenv("OPENBLAS_CORETYPE"); /* not passed on to child processes */
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -35,15 +86,21 @@ int main(int argc, char **argv) {
         printf("nnopt %s\n", NN_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
-    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
-    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
-    if (strcmp(cmd, "bench") == 0) return cmd_bench(argc - 1, argv + 1);
-    if (strcmp(cmd, "profile") == 0) return cmd_profile(argc - 1, argv + 1);
-    if (strcmp(cmd, "plot") == 0) return cmd_plot(argc - 1, argv + 1);
-    if (strcmp(cmd, "compare") == 0) return cmd_compare(argc - 1, argv + 1);
-    if (strcmp(cmd, "predict") == 0) return cmd_predict(argc - 1, argv + 1);
-    if (strcmp(cmd, "system") == 0) return cmd_system(argc - 1, argv + 1);
+    static const struct {
+        const char *name;
+        int (*run)(int, char **, const cli_env *);
+    } commands[] = {
+        {"train", cmd_train},     {"eval", cmd_eval},       {"info", cmd_info},
+        {"bench", cmd_bench},     {"profile", cmd_profile}, {"plot", cmd_plot},
+        {"compare", cmd_compare}, {"predict", cmd_predict}, {"system", cmd_system},
+    };
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(cmd, commands[i].name) != 0) continue;
+        cli_env env;
+        if (read_env(&env)) return 2;
+        fit_blas(&env);
+        return commands[i].run(argc - 1, argv + 1, &env);
+    }
     fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare, predict or system; see nnopt --help)\n",
             cmd);
     return 2;

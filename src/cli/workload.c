@@ -5,10 +5,10 @@
 
 #include <stdlib.h>
 
-int cli_workload_new(cli_workload *w, const char *model, int batch, int threads,
-                     nn_precision precision) {
+int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, int batch,
+                     int threads, nn_precision precision) {
     *w = (cli_workload){0};
-    w->ctx = nn_ctx_new(threads);
+    w->ctx = cli_ctx_new(env, threads);
     w->batch = batch;
     if (!w->ctx) return 1;
     nn_ctx_set_precision(w->ctx, precision);

@@ -1,7 +1,5 @@
-/* context.c - the nn_ctx (threads, last error, backend) and status strings. */
+/* context.c - the nn_ctx (threads, settings, last error) and status strings. */
 #include "nn_internal.h"
-#include "backend/backend.h"
-#include "backend/gemm_bf16.h"
 
 #include <omp.h>
 #include <stdarg.h>
@@ -21,15 +19,15 @@ const char *nn_status_str(nn_status s) {
     return "unknown status";
 }
 
-/* The best kernel ISA this CPU runs (checked at run time: builds stay portable). */
+/* The best kernel ISA this CPU runs (checked at run time: builds stay
+ * portable). Each level needs what its kernels' target attributes name: the
+ * fp32 kernels only AVX-512F; the bf16 ones also BW, VL and BF16; AMX the
+ * tiles with bf16 products, usable by this process. */
 static nn_isa cpu_isa(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16"))
-        return nn_amx_enable() ? NN_ISA_AMX : NN_ISA_AVX512BF16;
-    if (__builtin_cpu_supports("avx512f")) return NN_ISA_AVX512;
-#endif
+    const nn_cpu_features *f = nn_cpu_probe();
+    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512_bf16)
+        return f->amx_tile && f->amx_bf16 ? NN_ISA_AMX : NN_ISA_AVX512BF16;
+    if (f->avx512f) return NN_ISA_AVX512;
     return NN_ISA_GENERIC;
 }
 
@@ -50,6 +48,16 @@ const char *nn_isa_name(nn_isa isa) {
                                       : "generic";
 }
 
+nn_status nn_isa_parse(const char *name, nn_isa *isa) {
+    static const nn_isa all[] = {NN_ISA_GENERIC, NN_ISA_AVX512, NN_ISA_AVX512BF16, NN_ISA_AMX};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (name && strcmp(name, nn_isa_name(all[i])) == 0) {
+            *isa = all[i];
+            return NN_OK;
+        }
+    return NN_EINVAL;
+}
+
 void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p) { ctx->precision = p; }
 
 nn_precision nn_ctx_precision(const nn_ctx *ctx) { return ctx->precision; }
@@ -58,20 +66,17 @@ void nn_ctx_set_winograd(nn_ctx *ctx, int on) { ctx->winograd = on != 0; }
 
 int nn_ctx_winograd(const nn_ctx *ctx) { return ctx->winograd && ctx->isa >= NN_ISA_AVX512; }
 
+void nn_ctx_set_loader_mode(nn_ctx *ctx, nn_loader_mode mode) { ctx->loader_mode = mode; }
+
+nn_loader_mode nn_ctx_loader_mode(const nn_ctx *ctx) { return ctx->loader_mode; }
+
 nn_ctx *nn_ctx_new(int threads) {
     nn_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
-    ctx->threads = threads > 0 ? threads : omp_get_num_procs();
+    ctx->threads = threads > 0 ? threads : nn_cpu_probe()->cpus;
     ctx->isa = cpu_isa();
-    const char *force = getenv("NNOPT_ISA");
-    if (force && strcmp(force, "generic") == 0) ctx->isa = NN_ISA_GENERIC;
-    if (force && strcmp(force, "avx512") == 0 && ctx->isa > NN_ISA_AVX512) ctx->isa = NN_ISA_AVX512;
-    if (force && strcmp(force, "avx512bf16") == 0 && ctx->isa > NN_ISA_AVX512BF16)
-        ctx->isa = NN_ISA_AVX512BF16;
-    const char *conv = getenv("NNOPT_CONV");
-    ctx->winograd = !(conv && strcmp(conv, "direct") == 0);
-    ctx->backend = nn_backend_cpu();
-    nn_backend_cpu_init(ctx);
+    ctx->winograd = 1;
+    ctx->loader_mode = NN_LOADER_AUTO;
     return ctx;
 }
 
@@ -93,16 +98,6 @@ nn_status nn_ctx_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...) {
         if (*p == '\n' || *p == '\r') *p = ' ';
     return s;
 }
-
-void *nn_alloc_aligned(size_t bytes) {
-    void *p = NULL;
-    if (bytes == 0) bytes = 64;
-    bytes = (bytes + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
-    return p;
-}
-
-void nn_free_aligned(void *p) { free(p); }
 
 int64_t nn_shape_numel(const nn_shape *s) {
     int64_t n = 1;

@@ -158,6 +158,7 @@ nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net
     nn_net *net = calloc(1, sizeof *net);
     if (!net) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", source);
     net->ctx = ctx;
+    if (!ctx->backend) ctx->backend = nn_backend_cpu(); /* the default (context.c is below it) */
     net->loss_node = -1;
     net->training = 1;
     snprintf(net->source, sizeof net->source, "%s", source);

@@ -125,11 +125,11 @@ nn_status nn_loader_new(nn_ctx *ctx, const nn_dataset *d, int batch, const nn_no
     l->job_batch = -1;
     /* With no core to spare, a worker thread only steals time from the
      * compute threads (which spin at their barriers): prepare batches in the
-     * caller instead. The results are identical either way. */
-    l->sync = nn_ctx_threads(ctx) >= omp_get_num_procs();
-    const char *mode = getenv("NNOPT_LOADER"); /* "thread" or "sync" forces a mode */
-    if (mode && strcmp(mode, "thread") == 0) l->sync = 0;
-    if (mode && strcmp(mode, "sync") == 0) l->sync = 1;
+     * caller instead, unless the context forces a mode. The results are
+     * identical either way. */
+    const nn_loader_mode mode = nn_ctx_loader_mode(ctx);
+    l->sync = mode == NN_LOADER_SYNC ||
+              (mode == NN_LOADER_AUTO && nn_ctx_threads(ctx) >= omp_get_num_procs());
     l->ready[0] = l->ready[1] = -1;
 
     size_t sb = (size_t)d->c * d->h * d->w;

@@ -1,0 +1,114 @@
+/* test_cpu.c - the CPU-feature probe (nn_cpu_probe) against the compiler's
+ * own run-time checks, which also ask CPUID and the OS's saved register state
+ * (XGETBV), and the kernels' ISA that a context picks from it. */
+#include "nnopt.h"
+
+#include "test_util.h"
+
+#include <omp.h>
+
+/* Switches OpenBLAS to core type `name` the way nnopt's main() does; returns
+ * the core it runs afterwards. */
+static const char *switch_core(const char *name) {
+    setenv("OPENBLAS_CORETYPE", name, 1);
+    nn_status st = nn_blas_rechoose();
+    unsetenv("OPENBLAS_CORETYPE");
+    return st == NN_OK ? nn_blas_core() : NULL;
+}
+
+/* The advice and the re-choice behind main()'s check of OpenBLAS's kernels:
+ * an SSE3-era core (what an OpenBLAS older than the CPU falls back to) is
+ * replaced by the best core the CPU runs, a modern one is kept. Runs before
+ * any GEMM, as main() does, and puts OpenBLAS's own choice back. */
+static void test_blas_advice(const nn_cpu_features *f) {
+    char own[32];
+    snprintf(own, sizeof own, "%s", nn_blas_core() ? nn_blas_core() : "?");
+    check(nn_blas_replaced_core() == NULL, "no core replaced before nn_blas_rechoose", NULL);
+    if (!f->avx2 || !f->fma || getenv("OPENBLAS_CORETYPE")) {
+        printf("SKIP OpenBLAS advice: no AVX2+FMA, or OPENBLAS_CORETYPE set\n");
+        return;
+    }
+    const char *best = f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx512cd
+                           ? (f->avx512_bf16 ? "Cooperlake" : "SkylakeX")
+                           : "Haswell";
+    const char *core = switch_core("Prescott");
+    if (!core) {
+        printf("SKIP OpenBLAS advice: this OpenBLAS cannot choose again (no DYNAMIC_ARCH)\n");
+        return;
+    }
+    check(strcmp(core, "Prescott") == 0, "OPENBLAS_CORETYPE + nn_blas_rechoose switch the kernels",
+          "core %s", core);
+    check(nn_blas_replaced_core() && strcmp(nn_blas_replaced_core(), own) == 0,
+          "nn_blas_replaced_core names the kernels before", "%s vs %s",
+          nn_blas_replaced_core() ? nn_blas_replaced_core() : "NULL", own);
+    const char *advised = nn_blas_advised_core();
+    check(advised && strcmp(advised, best) == 0, "SSE3 kernels on this CPU: the best core advised",
+          "%s vs %s", advised ? advised : "NULL", best);
+    core = switch_core("Haswell");
+    check(core && strcmp(core, "Haswell") == 0 && nn_blas_advised_core() == NULL,
+          "Haswell kernels are kept (no advice)", "core %s", core ? core : "?");
+    core = switch_core(own);
+    check(core && strcmp(core, own) == 0, "OpenBLAS's own choice back", "core %s", core ? core : "?");
+    /* the kernels run: a product through nnopt's GEMM */
+    nn_ctx *ctx = nn_ctx_new(1);
+    if (!ctx) return;
+    double g = nn_measure_sgemm_gflops(ctx, 64, 1);
+    nn_ctx_free(ctx);
+    check(g > 0.0, "sgemm runs after the switches", "%.1f GFLOP/s", g);
+}
+
+int main(void) {
+    const nn_cpu_features *f = nn_cpu_probe();
+    test_blas_advice(f);
+    check(f == nn_cpu_probe(), "the probe runs once: the same struct every call", NULL);
+    check(f->cpus == omp_get_num_procs(), "cpus is what OpenMP may use", "%d vs %d", f->cpus,
+          omp_get_num_procs());
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    static const struct {
+        const char *name;
+        size_t offset;
+    } flags[] = {
+        {"avx2", offsetof(nn_cpu_features, avx2)},
+        {"fma", offsetof(nn_cpu_features, fma)},
+        {"avx512f", offsetof(nn_cpu_features, avx512f)},
+        {"avx512bw", offsetof(nn_cpu_features, avx512bw)},
+        {"avx512vl", offsetof(nn_cpu_features, avx512vl)},
+        {"avx512dq", offsetof(nn_cpu_features, avx512dq)},
+        {"avx512cd", offsetof(nn_cpu_features, avx512cd)},
+    };
+    int gcc[sizeof flags / sizeof flags[0]] = {
+        __builtin_cpu_supports("avx2"),     __builtin_cpu_supports("fma"),
+        __builtin_cpu_supports("avx512f"),  __builtin_cpu_supports("avx512bw"),
+        __builtin_cpu_supports("avx512vl"), __builtin_cpu_supports("avx512dq"),
+        __builtin_cpu_supports("avx512cd"),
+    };
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        const int ours = *(const int *)((const char *)f + flags[i].offset);
+        check(ours == (gcc[i] != 0), flags[i].name, "probe %d, compiler %d", ours, gcc[i] != 0);
+    }
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 10
+    check(f->avx512_bf16 == (__builtin_cpu_supports("avx512bf16") != 0), "avx512bf16",
+          "probe %d", f->avx512_bf16);
+    check(f->avx512_vnni == (__builtin_cpu_supports("avx512vnni") != 0), "avx512vnni",
+          "probe %d", f->avx512_vnni);
+#endif
+#endif
+    /* the context's ISA follows the probe: AVX-512 needs F; bf16 also BW, VL
+     * and BF16; AMX the tiles */
+    nn_ctx *ctx = nn_ctx_new(1);
+    if (!ctx) return 2;
+    const nn_isa want = f->avx512f && f->avx512bw && f->avx512vl && f->avx512_bf16
+                            ? (f->amx_tile && f->amx_bf16 ? NN_ISA_AMX : NN_ISA_AVX512BF16)
+                        : f->avx512f ? NN_ISA_AVX512
+                                     : NN_ISA_GENERIC;
+    check(nn_ctx_isa(ctx) == want, "a new context takes the best ISA the probe allows", "%s vs %s",
+          nn_isa_name(nn_ctx_isa(ctx)), nn_isa_name(want));
+    check(nn_ctx_set_isa(ctx, NN_ISA_AMX) == (want == NN_ISA_AMX ? NN_OK : NN_EUNSUPPORTED),
+          "an ISA above the CPU's is refused", "%s", nn_ctx_error(ctx));
+    printf("cpu: avx2 %d fma %d avx512 f%d bw%d vl%d dq%d cd%d vnni %d bf16 %d amx %d/%d, %d cpus\n",
+           f->avx2, f->fma, f->avx512f, f->avx512bw, f->avx512vl, f->avx512dq, f->avx512cd,
+           f->avx512_vnni, f->avx512_bf16, f->amx_tile, f->amx_bf16, f->cpus);
+    nn_ctx_free(ctx);
+    return test_summary();
+}
