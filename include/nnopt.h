@@ -347,6 +347,10 @@ int nn_net_num_classes(const nn_net *net);
 
 /* Forward pass on n <= max_batch samples x (n, C, H, W). If labels is not NULL
  * the loss node runs too and *loss gets the mean loss. */
+/* The ops' conditions on a batch of n samples in training (1) or eval (0)
+ * mode, as nn_net_forward checks them: batch norm's statistics need more than
+ * one value per channel in training mode. */
+nn_status nn_net_check_batch(nn_net *net, int n, int training);
 nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int n,
                          float *loss);
 /* Backward pass of the last forward (which must have had labels): accumulates

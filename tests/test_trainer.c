@@ -398,6 +398,34 @@ static void count_layers(void *user, int layer, int backward, double t0, double 
     else r->layers_done++;
 }
 
+/* Batch norm over flat features cannot take a batch of 1: a training set
+ * that leaves one fails in nn_trainer_new, not after an epoch. */
+static void test_last_batch_of_one(nn_ctx *ctx, const nn_dataset *tr) {
+    const char *path = tmp_path("flatbn.nn");
+    FILE *f = fopen(path, "w");
+    fputs("input shape=1x8x8\nflatten\nlinear name=fc1 out=8\nbatchnorm name=bn\nrelu\n"
+          "linear name=fc2 out=5\nsoftmax_ce\n", f);
+    fclose(f);
+    nn_net *net = NULL;
+    nn_status s = nn_net_load(ctx, path, &net);
+    if (!s) s = nn_net_plan(net, 16);
+    nn_dataset sub = *tr;
+    sub.n = 33; /* 2 batches of 16 and 1 */
+    nn_trainer *t = NULL;
+    nn_train_config c = nn_train_config_defaults();
+    c.batch = 16;
+    if (!s) s = nn_trainer_new(net, &c, &sub, NULL, NULL, &t);
+    check(s == NN_EINVAL && !t && contains(nn_ctx_error(ctx), "last batch of 1") &&
+              contains(nn_ctx_error(ctx), "batchnorm"),
+          "a last training batch of 1 with batch norm is refused up front", "%s",
+          nn_ctx_error(ctx));
+    sub.n = 34;
+    s = net ? nn_trainer_new(net, &c, &sub, NULL, NULL, &t) : NN_EINVAL;
+    check(!s && t, "a last batch of 2 is accepted", "%s", s ? nn_ctx_error(ctx) : "");
+    nn_trainer_free(t);
+    nn_net_free(net);
+}
+
 static void test_comm_seam(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset *te) {
     char ref[512], got[512];
     snprintf(ref, sizeof ref, "%s", tmp_path("comm_ref.st"));
@@ -453,6 +481,7 @@ int main(void) {
     test_step_batch(ctx, &tr);
     test_bad_config(ctx, &tr);
     test_comm_seam(ctx, &tr, &te);
+    test_last_batch_of_one(ctx, &tr);
     nn_dataset_free(&tr);
     nn_dataset_free(&val);
     nn_dataset_free(&te);

@@ -538,6 +538,18 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
     }
 }
 
+nn_status nn_net_check_batch(nn_net *net, int n, int training) {
+    /* the ops' own conditions on the batch (batchnorm's statistics) */
+    for (int i = 0; i < net->num_nodes; i++) {
+        const nn_node *node = &net->nodes[i];
+        const nn_op_def *def = def_of(node);
+        nn_status st;
+        if (def->check_batch && (st = def->check_batch(node, n, training, net->source, net->ctx)))
+            return st;
+    }
+    return NN_OK;
+}
+
 nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int n, float *loss) {
     if (net->max_batch == 0)
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: forward before nn_net_plan", net->source);
@@ -552,15 +564,8 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
                 return nn_ctx_fail(net->ctx, NN_EINVAL,
                                    "label %d of sample %d is outside the model's %d classes",
                                    labels[i], i, classes);
-    /* the ops' own conditions on the batch (batchnorm's statistics) */
-    for (int i = 0; i < net->num_nodes; i++) {
-        const nn_node *node = &net->nodes[i];
-        const nn_op_def *def = def_of(node);
-        nn_status st;
-        if (def->check_batch &&
-            (st = def->check_batch(node, n, net->training, net->source, net->ctx)))
-            return st;
-    }
+    nn_status st = nn_net_check_batch(net, n, net->training);
+    if (st) return st;
     net->nodes[net->input_node].y = (float *)x;
     int last = labels ? net->loss_node : net->logits_node;
     for (int i = 0; i <= last; i++) {

@@ -100,6 +100,17 @@ nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_datas
     t->test = test && test->n ? test : NULL;
     const int64_t n = train ? train->n : 0;
     t->batches = (n + cfg->batch - 1) / cfg->batch;
+    /* a last batch that training mode cannot take (batch norm with 1 sample)
+     * fails now, not after a whole epoch */
+    const int last = (int)(n % cfg->batch);
+    if (last && (s = nn_net_check_batch(net, last, 1))) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", nn_ctx_error(ctx));
+        s = nn_ctx_fail(ctx, NN_EINVAL, "%lld training images in batches of %d leave a last "
+                        "batch of %d, which training cannot take: %s (change --batch or "
+                        "--train-limit)", (long long)n, cfg->batch, last, why);
+        goto fail;
+    }
     const int64_t steps_per_epoch = (t->batches + cfg->accumulate - 1) / cfg->accumulate;
     /* schedules that span the run unless told otherwise */
     if (t->cfg.sched.t_max == 0) t->cfg.sched.t_max = cfg->epochs;
