@@ -70,6 +70,7 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
     nn_net *net = NULL;
     nn_dataset d = {0};
     float *x = NULL, *prob = NULL;
+    char *taken = NULL; /* (classes) 1 once a class is printed */
     int32_t *y = NULL;
     int rc = 1;
     const int batch = 64;
@@ -85,7 +86,8 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
     x = malloc((size_t)batch * per * sizeof(float));
     y = malloc((size_t)batch * sizeof(int32_t));
     prob = malloc((size_t)classes * sizeof(float));
-    if (!x || !y || !prob) {
+    taken = malloc((size_t)classes);
+    if (!x || !y || !prob || !taken) {
         nn_ctx_fail(ctx, NN_ENOMEM, "out of memory");
         goto done;
     }
@@ -107,10 +109,20 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
             const float *z = nn_net_logits(net);
             for (int i = 0; i < n; i++) {
                 const float *zi = z + (size_t)i * classes;
+                /* finite weights can still overflow on an input (inf - inf in a
+                 * sum): say so rather than print meaningless probabilities */
+                for (int c = 0; c < classes; c++)
+                    if (!isfinite(zi[c])) {
+                        nn_ctx_fail(ctx, NN_ENUMERIC, "%s[%lld]: the model's output %d is %g "
+                                    "(the weights in %s overflow on this input)", path,
+                                    (long long)(first + i), c, (double)zi[c], weights);
+                        goto done;
+                    }
                 float m = zi[0], s = 0.0f;
                 for (int c = 1; c < classes; c++) m = zi[c] > m ? zi[c] : m;
                 for (int c = 0; c < classes; c++) s += (prob[c] = expf(zi[c] - m));
                 for (int c = 0; c < classes; c++) prob[c] /= s;
+                memset(taken, 0, (size_t)classes);
                 if (json) {
                     printf("{\"input\":");
                     cli_json_string(stdout, path);
@@ -119,9 +131,14 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
                     printf("%s[%lld]:", path, (long long)(first + i));
                 }
                 for (int k = 0; k < top; k++) {
-                    int best = -1; /* k-th largest: selection, ties to the lower class */
+                    /* k-th largest: selection among the classes not yet printed,
+                     * ties to the lower class; a NaN ranks below every number, so
+                     * best is always a class (k < top <= classes) */
+                    int best = -1;
                     for (int c = 0; c < classes; c++)
-                        if (prob[c] >= 0.0f && (best < 0 || prob[c] > prob[best])) best = c;
+                        if (!taken[c] && (best < 0 || prob[c] > prob[best] ||
+                                          (isnan(prob[best]) && !isnan(prob[c]))))
+                            best = c;
                     const char *name = best < nnames ? names[best]
                                        : classes == 10 && !labels ? FASHION[best] : NULL;
                     if (json) {
@@ -136,7 +153,7 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
                         printf("  %d%s%s%s %.4f", best, name ? " (" : "", name ? name : "",
                                name ? ")" : "", (double)prob[best]);
                     }
-                    prob[best] = -1.0f;
+                    taken[best] = 1;
                 }
                 printf(json ? "]}\n" : "\n");
             }
@@ -148,6 +165,7 @@ done:
     free(x);
     free(y);
     free(prob);
+    free(taken);
     nn_dataset_free(&d);
     nn_net_free(net);
     nn_ctx_free(ctx);

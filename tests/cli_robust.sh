@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# cli_robust.sh - hostile or unlucky inputs (issue 14) fail cleanly, with one
+# line naming the file and the problem: predict with weights that overflow or
+# are NaN.
+. "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
+
+# refused NAME NEEDLE... -- ARGS...: nnopt ARGS exits 1..123 (no crash, no
+# timeout) with nothing on stdout and one line on stderr holding every NEEDLE
+# (fixed strings, case-insensitive).
+refused() {
+    local name=$1 needles=() why="" rc n
+    shift
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do needles+=("$1"); shift; done
+    shift
+    timeout 60 "$NN" "$@" >out.txt 2>err.txt </dev/null
+    rc=$?
+    if [ $rc -eq 0 ] || [ $rc -ge 124 ]; then why="exit code $rc"
+    elif [ -s out.txt ]; then why="stdout: $(head -c 200 out.txt)"
+    elif [ "$(grep -c '' err.txt)" -ne 1 ]; then why="$(grep -c '' err.txt) lines on stderr"
+    else
+        for n in "${needles[@]}"; do grep -qiF -e "$n" err.txt || why="$why no '$n';"; done
+    fi
+    if [ -z "$why" ]; then pass "$name"; else fail "$name" "$why $(head -c 300 err.txt)"; fi
+}
+
+printf 'input shape=1x28x28\nflatten\nlinear name=fc out=10\nsoftmax_ce\n' >tiny.nn
+IMAGES=$(ls "$DATA"/t10k-images-idx3-ubyte* | head -1)
+
+# ------------------------------------------------------------------ predict
+# Weights for tiny.nn with every fc.weight element set to one value.
+python3 - <<'EOF'
+import json, struct
+def write(path, w):
+    h = {"fc.weight": {"dtype": "F32", "shape": [10, 784], "data_offsets": [0, 31360]},
+         "fc.bias": {"dtype": "F32", "shape": [10], "data_offsets": [31360, 31400]}}
+    hb = json.dumps(h).encode()
+    hb += b" " * (-len(hb) % 8)
+    data = struct.pack("<7840f", *[w] * 7840) + struct.pack("<10f", *[0.0] * 10)
+    open(path, "wb").write(struct.pack("<Q", len(hb)) + hb + data)
+write("huge.st", 3e38)          # finite, but every logit overflows: softmax of inf - inf
+write("nan.st", float("nan"))
+EOF
+refused "predict: logits that overflow are an error, not a crash" "$IMAGES" "huge.st" "overflow" -- \
+    predict tiny.nn --weights huge.st "$IMAGES" --limit 2 --threads 2
+
+finish
