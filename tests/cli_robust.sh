@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cli_robust.sh - hostile or unlucky inputs (issue 14) fail cleanly, with one
-# line naming the file and the problem: predict with weights that overflow or
-# are NaN.
+# line naming the file and the problem: predict with weights that overflow;
+# NaN weights in predict, eval and train --init.
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
 
 # refused NAME NEEDLE... -- ARGS...: nnopt ARGS exits 1..123 (no crash, no
@@ -42,5 +42,14 @@ write("nan.st", float("nan"))
 EOF
 refused "predict: logits that overflow are an error, not a crash" "$IMAGES" "huge.st" "overflow" -- \
     predict tiny.nn --weights huge.st "$IMAGES" --limit 2 --threads 2
+# ------------------------------------------------------------------ NaN weights
+# Refused by every reader of weights, naming the file and the tensor.
+refused "predict: NaN weights refused" "nan.st" "'fc.weight'" "non-finite" -- \
+    predict tiny.nn --weights nan.st "$IMAGES" --limit 2 --threads 2
+refused "eval: NaN weights refused" "nan.st" "'fc.weight'" "non-finite" -- \
+    eval tiny.nn --weights nan.st --data "$DATA" --threads 2
+refused "train --init: NaN weights refused" "nan.st" "'fc.weight'" "non-finite" -- \
+    train tiny.nn --init nan.st --data "$DATA" --train-limit 64 --test-limit 64 --epochs 1 \
+    --threads 2 --quiet
 
 finish

@@ -1,0 +1,292 @@
+/*
+ * test_guards.c - nothing non-finite or absurd passes through a checkpoint:
+ * nn_checkpoint_save refuses NaN/Inf parameters, buffers, optimizer state and
+ * train state (and leaves the previous file as it was); nn_checkpoint_load
+ * refuses the same in a file, and counters near INT64_MAX, naming the file
+ * and the tensor or field.
+ */
+#include "nnopt.h"
+
+#include "test_util.h"
+
+#include <stdint.h>
+
+/* conv + batch norm + linear: parameters, buffers (running statistics). */
+static const char *const BN_MODEL = "input shape=1x6x6\n"
+                                    "conv2d name=conv out=4 kernel=3\n"
+                                    "batchnorm name=bn\n"
+                                    "relu\n"
+                                    "flatten\n"
+                                    "linear name=fc out=3\n"
+                                    "softmax_ce\n";
+
+static nn_net *bn_net(nn_ctx *ctx) {
+    nn_net *net = NULL;
+    nn_status s = nn_net_parse(ctx, BN_MODEL, "bn", &net);
+    check(s == NN_OK, "parse the batchnorm model", "%s", ctx_err(ctx, s));
+    if (!net) return NULL;
+    nn_rng rng;
+    nn_rng_seed(&rng, 7, 0);
+    nn_net_init_params(net, &rng);
+    return net;
+}
+
+/* The whole file as bytes (n in *len); NULL if unreadable. */
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = xmalloc(1 << 20);
+    *len = fread(buf, 1, 1 << 20, f);
+    fclose(f);
+    return buf;
+}
+
+static int same_file(const char *path, const char *bytes, size_t len) {
+    size_t n = 0;
+    char *now = slurp(path, &n);
+    int same = now && n == len && memcmp(now, bytes, len) == 0;
+    free(now);
+    return same;
+}
+
+/* A state whose every field is plausible. */
+static nn_train_state good_state(void) {
+    nn_train_state st = {.epoch = 2, .step = 10, .batch_in_epoch = 3, .loss_sum = 12.5,
+                         .seen = 24, .seed = 1, .best_val = INFINITY, .bad_epochs = 0};
+    nn_rng_seed(&st.rng, 1, 2);
+    st.sched.best = INFINITY;
+    st.sched.plateau_lr = 0.01f;
+    return st;
+}
+
+/* Saving with one value spoiled fails with status want, names the path and
+ * needle, and leaves the good checkpoint at path byte for byte. */
+static void expect_save_refused(nn_ctx *ctx, const char *what, const char *path, nn_net *net,
+                                nn_optimizer *opt, const nn_train_state *st, nn_status want,
+                                const char *needle) {
+    size_t len = 0;
+    char *before = slurp(path, &len);
+    nn_ctx_clear_error(ctx);
+    nn_status s = nn_checkpoint_save(ctx, path, net, opt, st);
+    const char *msg = nn_ctx_error(ctx);
+    check(s == want && contains(msg, path) && contains(msg, needle) && !strchr(msg, '\n') &&
+              before && same_file(path, before, len),
+          what, "status %d, %s", (int)s, msg);
+    free(before);
+}
+
+static void test_save_refuses(nn_ctx *ctx) {
+    nn_net *net = bn_net(ctx);
+    nn_optim_config cfg = nn_optim_defaults(NN_OPTIM_SGD);
+    cfg.momentum = 0.9f;
+    nn_optimizer *opt = NULL;
+    if (!net || nn_optim_new(ctx, &cfg, nn_net_num_params(net), &opt) != NN_OK) {
+        check(0, "set up net and optimizer", "%s", nn_ctx_error(ctx));
+        nn_net_free(net);
+        return;
+    }
+    nn_optim_set_steps(opt, 3);
+    const char *msname = NULL;
+    float *mom = nn_optim_state(opt, 0, &msname); /* (num_params) */
+    for (size_t i = 0; mom && i < nn_net_num_params(net); i++) mom[i] = 0.5f;
+    char path[256]; /* tmp_path's buffers are reused */
+    snprintf(path, sizeof path, "%s", tmp_path("good.st"));
+    nn_train_state st = good_state();
+    nn_status s = nn_checkpoint_save(ctx, path, net, opt, &st);
+    check(s == NN_OK, "save a good resume checkpoint", "%s", ctx_err(ctx, s));
+
+    float *w = nn_net_params(net);
+    const nn_param_info *fc = nn_net_param_info(net, nn_net_find_param(net, "fc.weight"));
+    float keep = w[fc->offset + 5];
+    w[fc->offset + 5] = NAN;
+    expect_save_refused(ctx, "save: NaN weight refused, file kept", path, net, opt, &st,
+                        NN_ENUMERIC, "'fc.weight'");
+    w[fc->offset + 5] = keep;
+
+    float *buf = nn_net_buffers(net);
+    const nn_param_info *rv = nn_net_buffer_info(net, nn_net_find_buffer(net, "bn.running_var"));
+    keep = buf[rv->offset + 1];
+    buf[rv->offset + 1] = INFINITY;
+    expect_save_refused(ctx, "save: Inf running variance refused, file kept", path, net, opt,
+                        &st, NN_ENUMERIC, "'bn.running_var'");
+    buf[rv->offset + 1] = keep;
+
+    if (mom) {
+        const nn_param_info *cb = nn_net_param_info(net, nn_net_find_param(net, "conv.bias"));
+        mom[cb->offset] = -NAN;
+        expect_save_refused(ctx, "save: NaN momentum refused, file kept", path, net, opt, &st,
+                            NN_ENUMERIC, "'optimizer.conv.bias.momentum_buffer'");
+        mom[cb->offset] = 0.5f;
+    }
+
+    nn_train_state bad = st;
+    bad.loss_sum = NAN;
+    expect_save_refused(ctx, "save: loss_sum NaN refused, file kept", path, net, opt, &bad,
+                        NN_ENUMERIC, "loss_sum");
+    bad = st;
+    bad.step = INT64_MAX;
+    expect_save_refused(ctx, "save: step INT64_MAX refused, file kept", path, net, opt, &bad,
+                        NN_EINVAL, "'step'");
+    bad = st;
+    bad.sched.plateau_lr = INFINITY;
+    expect_save_refused(ctx, "save: infinite plateau lr refused, file kept", path, net, opt, &bad,
+                        NN_ENUMERIC, "sched_plateau_lr");
+
+    /* weights-only saves are checked too */
+    const char *wpath = tmp_path("weights.st");
+    s = nn_checkpoint_save(ctx, wpath, net, NULL, NULL);
+    check(s == NN_OK, "save good weights", "%s", ctx_err(ctx, s));
+    w[0] = INFINITY;
+    expect_save_refused(ctx, "save: Inf weight refused in a weights-only save", wpath, net, NULL,
+                        NULL, NN_ENUMERIC, "'conv.weight'");
+    nn_optim_free(opt);
+    nn_net_free(net);
+}
+
+/* Metadata of a resume checkpoint, for rewriting with one value changed. */
+static const char *const META_KEYS[] = {
+    "format", "format_version", "nnopt_version", "optimizer", "optimizer_steps", "lr",
+    "momentum", "dampening", "weight_decay", "nesterov", "epoch", "step", "batch_in_epoch",
+    "seen", "seed", "loss_sum", "rng_state", "rng_inc", "best_val", "bad_epochs",
+    "sched_best", "sched_bad_epochs", "sched_cooldown_left", "sched_plateau_lr"};
+#define NUM_META_KEYS ((int)(sizeof META_KEYS / sizeof META_KEYS[0]))
+
+/* Copies checkpoint src to dst with metadata key set to val (key NULL: none
+ * changed) and, if tensor is not NULL, that tensor's element 0 set to x. */
+static void rewrite(nn_ctx *ctx, const char *src, const char *dst, const char *key,
+                    const char *val, const char *tensor, float x) {
+    nn_st_file *f = NULL;
+    if (nn_safetensors_open(ctx, src, &f) != NN_OK) {
+        check(0, "reopen the good checkpoint", "%s", nn_ctx_error(ctx));
+        return;
+    }
+    const char *keys[NUM_META_KEYS], *vals[NUM_META_KEYS];
+    int m = 0;
+    for (int i = 0; i < NUM_META_KEYS; i++) {
+        const char *v = key && !strcmp(META_KEYS[i], key) ? val : nn_safetensors_meta(f, META_KEYS[i]);
+        if (v) keys[m] = META_KEYS[i], vals[m++] = v;
+    }
+    const int n = nn_safetensors_count(f);
+    nn_st_tensor *t = xmalloc((size_t)n * sizeof *t);
+    float *copy = NULL;
+    for (int i = 0; i < n; i++) {
+        t[i] = *nn_safetensors_get(f, i);
+        if (tensor && !strcmp(t[i].name, tensor)) {
+            size_t numel = (size_t)nn_shape_numel(&t[i].shape);
+            copy = fvec(numel);
+            memcpy(copy, t[i].data, numel * sizeof(float));
+            copy[0] = x;
+            t[i].data = copy;
+        }
+    }
+    nn_status s = nn_safetensors_write(ctx, dst, t, n, keys, vals, m);
+    check(s == NN_OK, "write a spoiled variant", "%s %s", dst, ctx_err(ctx, s));
+    free(copy);
+    free(t);
+    nn_safetensors_close(f);
+}
+
+/* Loading path fails naming it and needle; net, opt and st stay as they were. */
+static void expect_load_refused(nn_ctx *ctx, const char *what, const char *path, nn_net *net,
+                                nn_optimizer *opt, nn_train_state *st, const char *needle) {
+    size_t n = nn_net_num_params(net), nb = nn_net_num_buffers(net);
+    float *p0 = fvec(n), *b0 = fvec(nb);
+    memcpy(p0, nn_net_params(net), n * sizeof(float));
+    memcpy(b0, nn_net_buffers(net), nb * sizeof(float));
+    nn_train_state st0 = st ? *st : (nn_train_state){0};
+    int64_t steps0 = opt ? nn_optim_steps(opt) : 0;
+    nn_ctx_clear_error(ctx);
+    nn_status s = nn_checkpoint_load(ctx, path, net, opt, st);
+    const char *msg = nn_ctx_error(ctx);
+    int untouched = !memcmp(p0, nn_net_params(net), n * sizeof(float)) &&
+                    !memcmp(b0, nn_net_buffers(net), nb * sizeof(float)) &&
+                    (!st || !memcmp(&st0, st, sizeof st0)) &&
+                    (!opt || nn_optim_steps(opt) == steps0);
+    check(s != NN_OK && contains(msg, path) && contains(msg, needle) && untouched, what,
+          "%s%s", msg, untouched ? "" : " (state changed)");
+    free(p0);
+    free(b0);
+}
+
+static void test_load_refuses(nn_ctx *ctx) {
+    nn_net *a = bn_net(ctx), *b = bn_net(ctx);
+    nn_optim_config cfg = nn_optim_defaults(NN_OPTIM_ADAM);
+    nn_optimizer *oa = NULL, *ob = NULL;
+    if (!a || !b || nn_optim_new(ctx, &cfg, nn_net_num_params(a), &oa) != NN_OK ||
+        nn_optim_new(ctx, &cfg, nn_net_num_params(b), &ob) != NN_OK) {
+        check(0, "set up nets and optimizers", "%s", nn_ctx_error(ctx));
+        goto out;
+    }
+    nn_optim_set_steps(oa, 4);
+    for (int i = 0; i < nn_optim_num_states(oa); i++) {
+        float *x = nn_optim_state(oa, i, NULL);
+        for (size_t j = 0; x && j < nn_net_num_params(a); j++) x[j] = 0.25f;
+    }
+    char good[256]; /* tmp_path's buffers are reused */
+    snprintf(good, sizeof good, "%s", tmp_path("resume.st"));
+    nn_train_state st = good_state();
+    nn_status s = nn_checkpoint_save(ctx, good, a, oa, &st);
+    check(s == NN_OK, "save a good Adam checkpoint", "%s", ctx_err(ctx, s));
+    nn_train_state sb = good_state();
+    s = nn_checkpoint_load(ctx, good, b, ob, &sb);
+    check(s == NN_OK && sb.step == 10 && nn_optim_steps(ob) == 4,
+          "the good checkpoint loads (weights, Adam state, train state)", "%s", ctx_err(ctx, s));
+
+    static const struct {
+        const char *what, *tensor;
+        float x;
+        int resume; /* loaded with optimizer and train state */
+        const char *needle;
+    } tensors[] = {
+        {"load: NaN weight refused (weights only)", "fc.weight", NAN, 0, "'fc.weight'"},
+        {"load: Inf bias refused (resume)", "conv.bias", -INFINITY, 1, "'conv.bias'"},
+        {"load: NaN running mean refused", "bn.running_mean", NAN, 0, "'bn.running_mean'"},
+        {"load: Inf exp_avg_sq refused (resume)", "optimizer.fc.bias.exp_avg_sq", INFINITY, 1,
+         "'optimizer.fc.bias.exp_avg_sq'"},
+    };
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; i++) {
+        const char *path = tmp_path("spoiled.st");
+        rewrite(ctx, good, path, NULL, NULL, tensors[i].tensor, tensors[i].x);
+        expect_load_refused(ctx, tensors[i].what, path, b, tensors[i].resume ? ob : NULL,
+                            tensors[i].resume ? &sb : NULL, tensors[i].needle);
+    }
+    /* a weights-only load ignores optimizer tensors, however bad */
+    rewrite(ctx, good, tmp_path("badopt.st"), NULL, NULL, "optimizer.fc.bias.exp_avg", NAN);
+    s = nn_checkpoint_load(ctx, tmp_path("badopt.st"), b, NULL, NULL);
+    check(s == NN_OK, "load: weights only ignore the optimizer tensors", "%s", ctx_err(ctx, s));
+
+    static const struct {
+        const char *what, *key, *val, *needle;
+    } metas[] = {
+        {"load: loss_sum nan refused", "loss_sum", "nan", "loss_sum"},
+        {"load: loss_sum inf refused", "loss_sum", "inf", "loss_sum"},
+        {"load: step near INT64_MAX refused", "step", "9223372036854775806", "'step'"},
+        {"load: epoch near INT64_MAX refused", "epoch", "9223372036854775000", "'epoch'"},
+        {"load: negative seen refused", "seen", "-3", "'seen'"},
+        {"load: optimizer_steps near INT64_MAX refused", "optimizer_steps",
+         "9223372036854775807", "optimizer_steps"},
+        {"load: best_val nan refused", "best_val", "nan", "best_val"},
+        {"load: plateau lr inf refused", "sched_plateau_lr", "inf", "sched_plateau_lr"},
+    };
+    for (size_t i = 0; i < sizeof metas / sizeof metas[0]; i++) {
+        const char *path = tmp_path("meta.st");
+        rewrite(ctx, good, path, metas[i].key, metas[i].val, NULL, 0.0f);
+        expect_load_refused(ctx, metas[i].what, path, b, ob, &sb, metas[i].needle);
+    }
+out:
+    nn_optim_free(oa);
+    nn_optim_free(ob);
+    nn_net_free(a);
+    nn_net_free(b);
+}
+
+int main(void) {
+    tmp_dir_create("guards");
+    nn_ctx *ctx = nn_ctx_new(1);
+    if (!ctx) return 2;
+    test_save_refuses(ctx);
+    test_load_refuses(ctx);
+    nn_ctx_free(ctx);
+    remove_tree(tmp_dir);
+    return test_summary();
+}
