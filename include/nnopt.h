@@ -159,6 +159,8 @@ typedef struct {
     nn_device device;
 } nn_tensor;
 
+/* Number of elements: the product of the sizes (1 for ndim 0); 0 if a size
+ * is 0, -1 if one is negative, INT64_MAX if the product does not fit. */
 int64_t nn_shape_numel(const nn_shape *s);
 /* Writes "16x1x3x3" style text into buf; returns buf. */
 char *nn_shape_str(const nn_shape *s, char *buf, size_t size);

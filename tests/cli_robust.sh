@@ -52,4 +52,9 @@ refused "train --init: NaN weights refused" "nan.st" "'fc.weight'" "non-finite" 
     train tiny.nn --init nan.st --data "$DATA" --train-limit 64 --test-limit 64 --epochs 1 \
     --threads 2 --quiet
 
+# ------------------------------------------------------------------ model limits
+printf 'input shape=1x28x28\nconv2d out=100000 kernel=3\nflatten\nlinear out=10\nsoftmax_ce\n' >wide.nn
+refused "info: conv2d out=100000 names the real limit" "wide.nn:2" "out=100000" "1..65536" -- \
+    info wide.nn
+
 finish

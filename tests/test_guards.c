@@ -3,7 +3,8 @@
  * nn_checkpoint_save refuses NaN/Inf parameters, buffers, optimizer state and
  * train state (and leaves the previous file as it was); nn_checkpoint_load
  * refuses the same in a file, and counters near INT64_MAX, naming the file
- * and the tensor or field.
+ * and the tensor or field. Sizes: nn_shape_numel saturates, and model keys
+ * beyond their limits are refused with the limit in the message.
  */
 #include "nnopt.h"
 
@@ -280,12 +281,60 @@ out:
     nn_net_free(b);
 }
 
+/* ------------------------------------------------------------------ sizes */
+
+/* Parsing text fails with a message holding every needle (NULL ends them). */
+static void expect_parse_error(nn_ctx *ctx, const char *what, const char *text, ...) {
+    nn_net *net = NULL;
+    nn_ctx_clear_error(ctx);
+    nn_status s = nn_net_parse(ctx, text, "limits.nn", &net);
+    const char *msg = nn_ctx_error(ctx);
+    int ok = s != NN_OK && !net && contains(msg, "limits.nn:");
+    va_list ap;
+    va_start(ap, text);
+    for (const char *n = va_arg(ap, const char *); n; n = va_arg(ap, const char *))
+        ok = ok && contains(msg, n);
+    va_end(ap);
+    check(ok, what, "%s", msg);
+    nn_net_free(net);
+}
+
+static void test_sizes(nn_ctx *ctx) {
+    const int64_t big = (int64_t)1 << 40;
+    const nn_shape over = {2, {big, big}}, zero = {3, {big, big, 0}}, neg = {2, {4, -2}};
+    const nn_shape fits = {4, {65536, 65536, 1024, 1024}}, scalar = {0, {0}};
+    check(nn_shape_numel(&over) == INT64_MAX, "numel: a product beyond int64 saturates", NULL);
+    check(nn_shape_numel(&zero) == 0, "numel: a zero size gives 0 whatever the others", NULL);
+    check(nn_shape_numel(&neg) == -1, "numel: a negative size gives -1", NULL);
+    check(nn_shape_numel(&fits) == (int64_t)1 << 52 && nn_shape_numel(&scalar) == 1,
+          "numel: 2^52 and a scalar's 1", NULL);
+
+    expect_parse_error(ctx, "conv2d out=100000 names the limit 65536",
+                       "input shape=1x8x8\nconv2d out=100000 kernel=3\nflatten\n"
+                       "linear out=2\nsoftmax_ce\n", "out=100000", "65536", NULL);
+    expect_parse_error(ctx, "conv2d kernel=2000 names the limit 1024",
+                       "input shape=1x8x8\nconv2d out=4 kernel=2000 pad=1000\nflatten\n"
+                       "linear out=2\nsoftmax_ce\n", "kernel=2000x2000", "1024", NULL);
+    /* 65536 channels x 1024x1024 taps: 2^36 inputs per output, which
+     * overflowed the int fan-in (UBSan) and the weight's size */
+    expect_parse_error(ctx, "conv2d fan-in of 2^36 refused",
+                       "input shape=65536x1x1\nconv2d out=1 kernel=1024 pad=512\nflatten\n"
+                       "linear out=2\nsoftmax_ce\n", "68719476736", "inputs per output", NULL);
+    expect_parse_error(ctx, "maxpool size=2^31-1 refused (the padded size overflowed)",
+                       "input shape=1x8x8\nmaxpool size=2147483647 pad=1073741823\nflatten\n"
+                       "linear out=2\nsoftmax_ce\n", "size=2147483647", "65536", NULL);
+    expect_parse_error(ctx, "linear out=2^25 names the limit",
+                       "input shape=4\nlinear out=33554432\nsoftmax_ce\n", "out=33554432",
+                       "16777216", NULL);
+}
+
 int main(void) {
     tmp_dir_create("guards");
     nn_ctx *ctx = nn_ctx_new(1);
     if (!ctx) return 2;
     test_save_refuses(ctx);
     test_load_refuses(ctx);
+    test_sizes(ctx);
     nn_ctx_free(ctx);
     remove_tree(tmp_dir);
     return test_summary();

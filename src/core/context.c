@@ -101,8 +101,15 @@ nn_status nn_ctx_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...) {
 
 int64_t nn_shape_numel(const nn_shape *s) {
     int64_t n = 1;
-    for (int i = 0; i < s->ndim; i++) n *= s->dim[i];
-    return n;
+    int big = 0;
+    for (int i = 0; i < s->ndim; i++) {
+        const int64_t d = s->dim[i];
+        if (d < 0) return -1;
+        if (d == 0) return 0;
+        if (n > INT64_MAX / d) big = 1; /* keep looking for a 0 or a negative size */
+        else n *= d;
+    }
+    return big ? INT64_MAX : n;
 }
 
 char *nn_shape_str(const nn_shape *s, char *buf, size_t size) {
