@@ -130,6 +130,17 @@ void nn_ctx_set_loader_mode(nn_ctx *ctx, nn_loader_mode mode);
 nn_loader_mode nn_ctx_loader_mode(const nn_ctx *ctx);
 void nn_ctx_free(nn_ctx *ctx);
 int nn_ctx_threads(const nn_ctx *ctx);
+/* Caps the memory one network may take, in bytes (0, the default: no cap).
+ * nn_net_load/nn_net_parse refuse a model whose parameters and gradients
+ * exceed it, and nn_net_plan a plan whose parameters, gradients, buffers,
+ * activations, activation gradients and workspace together exceed it, before
+ * allocating anything (NN_ENOMEM, the size in MiB in the message). Whatever
+ * the cap, the same requests are also refused when they exceed the memory the
+ * system has available (MemAvailable in /proc/meminfo), and nn_optim_new
+ * refuses state buffers that do. Sizes are computed in 64 bits with overflow
+ * checks. */
+void nn_ctx_set_max_memory(nn_ctx *ctx, uint64_t bytes);
+uint64_t nn_ctx_max_memory(const nn_ctx *ctx);
 /* Last error message, "" if none. Owned by ctx, valid until the next error. */
 const char *nn_ctx_error(const nn_ctx *ctx);
 /* Records a printf-style message and returns s; lets callers add errors too. */

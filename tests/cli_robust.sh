@@ -57,4 +57,27 @@ printf 'input shape=1x28x28\nconv2d out=100000 kernel=3\nflatten\nlinear out=10\
 refused "info: conv2d out=100000 names the real limit" "wide.nn:2" "out=100000" "1..65536" -- \
     info wide.nn
 
+# ------------------------------------------------------------------ memory
+# issue 14's five-line model: 2097152125 parameters, 16000 MiB with their
+# gradients. Refused before anything is allocated, with the size.
+printf 'input shape=1x4096x4096\nflatten\nlinear out=125\nsoftmax_ce\n' >huge.nn
+printf 'input shape=1x4096x4096\nflatten\nlinear out=4096\nsoftmax_ce\n' >huger.nn
+# refused_fast NAME NEEDLE... -- ARGS: refused, and within 5 s
+refused_fast() {
+    local name=$1 t0 t1
+    t0=$(date +%s%N)
+    refused "$@"
+    t1=$(date +%s%N)
+    if [ $(((t1 - t0) / 1000000)) -lt 5000 ]; then pass "$name: within 5 s"
+    else fail "$name: within 5 s" "$(((t1 - t0) / 1000000)) ms"; fi
+}
+refused_fast "info: issue 14's model under --max-memory 1024" "huge.nn" "16000.0 MiB" \
+    "limit of 1024.0 MiB" -- info huge.nn --max-memory 1024
+refused_fast "info: a 512 GiB model, more than the memory available" "huger.nn" \
+    "524288.0 MiB" "memory available" -- info huger.nn
+refused "info: --max-memory counts activations at the batch" "batch 2048" "MiB" \
+    "limit of 16.0 MiB" -- info "$MODEL" --batch 2048 --max-memory 16
+check "info: a model under --max-memory is shown" "$NN" info "$MODEL" --max-memory 16
+refused "info: --max-memory 0 is not a limit" "--max-memory" -- info "$MODEL" --max-memory 0
+
 finish

@@ -4,7 +4,9 @@
  * train state (and leaves the previous file as it was); nn_checkpoint_load
  * refuses the same in a file, and counters near INT64_MAX, naming the file
  * and the tensor or field. Sizes: nn_shape_numel saturates, and model keys
- * beyond their limits are refused with the limit in the message.
+ * beyond their limits are refused with the limit in the message. Memory:
+ * models, plans and optimizer state beyond the cap (nn_ctx_set_max_memory)
+ * or the memory available are refused before anything is allocated.
  */
 #include "nnopt.h"
 
@@ -328,6 +330,74 @@ static void test_sizes(nn_ctx *ctx) {
                        "16777216", NULL);
 }
 
+/* ------------------------------------------------------------------ memory */
+
+/* The model of issue 14: 2^24 inputs into 125 outputs, 2097152125 parameters,
+ * 16000 MiB with their gradients. */
+static const char *const HUGE_MODEL = "input shape=1x4096x4096\n"
+                                      "flatten\n"
+                                      "linear name=fc out=125\n"
+                                      "softmax_ce\n";
+
+/* Parsing text is refused with NN_ENOMEM, quickly (nothing zero-filled), and
+ * a message holding needle. */
+static void expect_too_big(nn_ctx *ctx, const char *what, const char *text, const char *needle) {
+    nn_net *net = NULL;
+    double t0 = nn_wall_time();
+    nn_status s = nn_net_parse(ctx, text, "big.nn", &net);
+    double dt = nn_wall_time() - t0;
+    const char *msg = nn_ctx_error(ctx);
+    check(s == NN_ENOMEM && !net && dt < 0.5 && contains(msg, "big.nn: ") &&
+              contains(msg, needle) && contains(msg, "MiB"),
+          what, "%.3f s: %s", dt, msg);
+    nn_net_free(net);
+}
+
+static void test_memory(void) {
+    nn_ctx *ctx = nn_ctx_new(1);
+    if (!ctx) return;
+    check(nn_ctx_max_memory(ctx) == 0, "no memory cap by default", NULL);
+    nn_ctx_set_max_memory(ctx, (uint64_t)1024 << 20);
+    expect_too_big(ctx, "issue 14's model refused under a 1024 MiB cap, in milliseconds",
+                   HUGE_MODEL, "need 16000.0 MiB, more than the memory limit of 1024.0 MiB");
+    nn_ctx_set_max_memory(ctx, 0);
+    /* 2^24 x 4096 weights: 512 GiB with their gradients, beyond any test
+     * machine's memory */
+    expect_too_big(ctx, "a 512 GiB model refused by the memory available, in milliseconds",
+                   "input shape=1x4096x4096\nflatten\nlinear out=4096\nsoftmax_ce\n",
+                   "of memory available");
+
+    /* the plan: parameters, gradients, activations and workspace together */
+    nn_net *net = NULL;
+    nn_status s = nn_net_parse(ctx, SEED_MODEL, "seed.nn", &net);
+    check(s == NN_OK, "parse the seed model", "%s", ctx_err(ctx, s));
+    if (net) {
+        nn_ctx_set_max_memory(ctx, (uint64_t)64 << 20);
+        s = nn_net_plan(net, 512);
+        const char *msg = nn_ctx_error(ctx);
+        check(s == NN_ENOMEM && nn_net_planned_bytes(net) == 0 && contains(msg, "seed.nn: ") &&
+                  contains(msg, "batch 512 needs") && contains(msg, "limit of 64.0 MiB"),
+              "a plan over the cap is refused with its size", "%s", msg);
+        s = nn_net_plan(net, 8);
+        check(s == NN_OK && nn_net_planned_bytes(net) > 0, "a plan under the cap is made", "%s",
+              ctx_err(ctx, s));
+        nn_ctx_set_max_memory(ctx, 0);
+        s = nn_net_plan(net, 512);
+        check(s == NN_OK, "the same plan without the cap is made", "%s", ctx_err(ctx, s));
+        nn_net_free(net);
+    }
+
+    /* optimizer state beyond the memory available: refused before allocating */
+    nn_optimizer *opt = NULL;
+    nn_optim_config cfg = nn_optim_defaults(NN_OPTIM_ADAM);
+    s = nn_optim_new(ctx, &cfg, (size_t)1 << 40, &opt);
+    check(s == NN_ENOMEM && !opt && contains(nn_ctx_error(ctx), "adam") &&
+              contains(nn_ctx_error(ctx), "MiB"),
+          "8 TiB of Adam state refused with its size", "%s", nn_ctx_error(ctx));
+    nn_optim_free(opt);
+    nn_ctx_free(ctx);
+}
+
 int main(void) {
     tmp_dir_create("guards");
     nn_ctx *ctx = nn_ctx_new(1);
@@ -336,6 +406,7 @@ int main(void) {
     test_load_refuses(ctx);
     test_sizes(ctx);
     nn_ctx_free(ctx);
+    test_memory();
     remove_tree(tmp_dir);
     return test_summary();
 }

@@ -4,6 +4,7 @@
 #include <omp.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *nn_status_str(nn_status s) {
     switch (s) {
@@ -81,6 +82,52 @@ nn_ctx *nn_ctx_new(int threads) {
 }
 
 void nn_ctx_free(nn_ctx *ctx) { free(ctx); }
+
+void nn_ctx_set_max_memory(nn_ctx *ctx, uint64_t bytes) { ctx->max_memory = bytes; }
+
+uint64_t nn_ctx_max_memory(const nn_ctx *ctx) { return ctx->max_memory; }
+
+uint64_t nn_size_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+uint64_t nn_size_mul(uint64_t a, uint64_t b) {
+    return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+uint64_t nn_memory_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[128];
+        unsigned long long kib;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
+                fclose(f);
+                return nn_size_mul(kib, 1024);
+            }
+        fclose(f);
+    }
+#if defined(_SC_AVPHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) return nn_size_mul((uint64_t)pages, (uint64_t)page);
+#endif
+    return 0;
+}
+
+nn_status nn_memory_check(nn_ctx *ctx, uint64_t total, uint64_t fresh, const char *fmt, ...) {
+    uint64_t avail = 0;
+    const int capped = ctx->max_memory && total > ctx->max_memory;
+    if (!capped && (!fresh || (avail = nn_memory_available()) == 0 || fresh <= avail))
+        return NN_OK;
+    char what[NN_ERRMSG_SIZE];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    if (capped)
+        return nn_ctx_fail(ctx, NN_ENOMEM, "%s, more than the memory limit of %.1f MiB", what,
+                           NN_MIB(ctx->max_memory));
+    return nn_ctx_fail(ctx, NN_ENOMEM, "%s, more than the %.1f MiB of memory available", what,
+                       NN_MIB(avail));
+}
 
 int nn_ctx_threads(const nn_ctx *ctx) { return ctx->threads; }
 
