@@ -151,6 +151,13 @@ nn_status nn_ctx_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...)
     ;
 void nn_ctx_clear_error(nn_ctx *ctx);
 
+/* Opens path for reading only if it is a regular file, without blocking on a
+ * FIFO or a device on the way (every reader of nnopt opens its files so).
+ * Returns a file descriptor (the caller closes it), or -1 with *why set to
+ * the reason ("No such file or directory", "a FIFO, not a regular file", ...;
+ * valid until the next call). */
+int nn_open_regular(const char *path, const char **why);
+
 /* ------------------------------------------------------------------ tensors */
 
 #define NN_MAX_DIMS 4

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cli_robust.sh - hostile or unlucky inputs (issue 14) fail cleanly, with one
 # line naming the file and the problem: predict with weights that overflow;
-# NaN weights in predict, eval and train --init.
+# NaN weights in predict, eval and train --init; models beyond their limits
+# or the memory; FIFOs given as model, weights, image, data or log files.
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
 
 # refused NAME NEEDLE... -- ARGS...: nnopt ARGS exits 1..123 (no crash, no
@@ -79,5 +80,20 @@ refused "info: --max-memory counts activations at the batch" "batch 2048" "MiB" 
     "limit of 16.0 MiB" -- info "$MODEL" --batch 2048 --max-memory 16
 check "info: a model under --max-memory is shown" "$NN" info "$MODEL" --max-memory 16
 refused "info: --max-memory 0 is not a limit" "--max-memory" -- info "$MODEL" --max-memory 0
+
+# ------------------------------------------------------------------ FIFOs
+# Opening a FIFO for reading blocks until a writer comes: every reader checks
+# that a file is a regular one without blocking.
+mkfifo fifo.nn fifo.st fifo.png fifo.csv
+mkdir -p fifodata
+mkfifo fifodata/train-images-idx3-ubyte fifodata/t10k-images-idx3-ubyte
+cp "$DATA"/train-labels-idx1-ubyte* "$DATA"/t10k-labels-idx1-ubyte* fifodata/
+refused "info: a FIFO as the model" "fifo.nn" "FIFO" -- info fifo.nn
+refused "eval: a FIFO as the weights" "fifo.st" "FIFO" -- eval tiny.nn --weights fifo.st --threads 2
+refused "predict: a FIFO as the image" "fifo.png" "FIFO" -- \
+    predict tiny.nn --weights huge.st fifo.png --threads 2
+refused "train: a FIFO as the images" "fifodata/train-images-idx3-ubyte" "FIFO" -- \
+    train tiny.nn --data fifodata --threads 2 --quiet
+refused "plot: a FIFO as the log" "fifo.csv" "FIFO" -- plot fifo.csv --out out.svg
 
 finish

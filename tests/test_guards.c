@@ -6,7 +6,8 @@
  * and the tensor or field. Sizes: nn_shape_numel saturates, and model keys
  * beyond their limits are refused with the limit in the message. Memory:
  * models, plans and optimizer state beyond the cap (nn_ctx_set_max_memory)
- * or the memory available are refused before anything is allocated.
+ * or the memory available are refused before anything is allocated. Files:
+ * readers refuse FIFOs and directories without blocking.
  */
 #include "nnopt.h"
 
@@ -398,6 +399,57 @@ static void test_memory(void) {
     nn_ctx_free(ctx);
 }
 
+/* ------------------------------------------------------------------ files */
+
+/* Every reader refuses a FIFO (a plain open would block until a writer came:
+ * the alarm in main ends the test then) and a directory, naming the file. */
+static void test_regular_files(nn_ctx *ctx) {
+    char fifo[256], dir[256];
+    snprintf(fifo, sizeof fifo, "%s", tmp_path("fifo"));
+    snprintf(dir, sizeof dir, "%s", tmp_path("dir"));
+    if (mkfifo(fifo, 0600) != 0 || mkdir(dir, 0700) != 0) {
+        check(0, "make a FIFO and a directory", "%s", strerror(errno));
+        return;
+    }
+    const char *why = NULL;
+    int fd = nn_open_regular(fifo, &why);
+    check(fd < 0 && contains(why, "FIFO"), "nn_open_regular refuses a FIFO", "%s", why);
+    fd = nn_open_regular(dir, &why);
+    check(fd < 0 && contains(why, "directory"), "nn_open_regular refuses a directory", "%s", why);
+    fd = nn_open_regular(tmp_path("none"), &why);
+    check(fd < 0 && contains(why, "no such file"), "nn_open_regular: a missing file", "%s", why);
+    write_bytes(tmp_path("plain"), "abc", 3);
+    fd = nn_open_regular(tmp_path("plain"), &why);
+    char buf[4] = "";
+    check(fd >= 0 && read(fd, buf, 4) == 3 && !memcmp(buf, "abc", 3),
+          "nn_open_regular opens a regular file for blocking reads", "%s", why);
+    if (fd >= 0) close(fd);
+
+    const char *paths[2] = {fifo, dir};
+    for (int i = 0; i < 2; i++) {
+        const char *p = paths[i], *kind = i ? "directory" : "FIFO";
+        char name[128];
+        nn_net *net = NULL;
+        nn_status s = nn_net_load(ctx, p, &net);
+        snprintf(name, sizeof name, "nn_net_load refuses a %s", kind);
+        check(s == NN_EIO && contains(nn_ctx_error(ctx), p) && contains(nn_ctx_error(ctx), kind),
+              name, "%s", nn_ctx_error(ctx));
+        nn_net_free(net);
+        nn_st_file *f = NULL;
+        s = nn_safetensors_open(ctx, p, &f);
+        snprintf(name, sizeof name, "nn_safetensors_open refuses a %s", kind);
+        check(s == NN_EIO && contains(nn_ctx_error(ctx), kind), name, "%s", nn_ctx_error(ctx));
+        nn_safetensors_close(f);
+        nn_dataset d;
+        s = nn_idx_load(ctx, p, NULL, &d);
+        snprintf(name, sizeof name, "nn_idx_load refuses a %s", kind);
+        check(s == NN_EIO && contains(nn_ctx_error(ctx), kind), name, "%s", nn_ctx_error(ctx));
+        s = nn_png_load(ctx, p, &d);
+        snprintf(name, sizeof name, "nn_png_load refuses a %s", kind);
+        check(s == NN_EIO && contains(nn_ctx_error(ctx), kind), name, "%s", nn_ctx_error(ctx));
+    }
+}
+
 int main(void) {
     tmp_dir_create("guards");
     nn_ctx *ctx = nn_ctx_new(1);
@@ -405,6 +457,9 @@ int main(void) {
     test_save_refuses(ctx);
     test_load_refuses(ctx);
     test_sizes(ctx);
+    alarm(60); /* a reader that blocks on a FIFO ends the test */
+    test_regular_files(ctx);
+    alarm(0);
     nn_ctx_free(ctx);
     test_memory();
     remove_tree(tmp_dir);

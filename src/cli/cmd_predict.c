@@ -5,26 +5,36 @@
  */
 #include "cli/cli.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Fashion-MNIST's class names, used for 10-class models without --labels. */
 static const char *const FASHION[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
 
+/* Whether path starts with the PNG signature (anything unreadable is left to
+ * the IDX reader, whose message says why). */
 static int is_png(const char *path) {
-    FILE *f = fopen(path, "rb");
+    const char *why;
+    int fd = nn_open_regular(path, &why);
     unsigned char sig[8] = {0};
-    int ok = f && fread(sig, 1, 8, f) == 8 && memcmp(sig, "\x89PNG\r\n\x1a\n", 8) == 0;
-    if (f) fclose(f);
+    int ok = fd >= 0 && read(fd, sig, 8) == 8 && memcmp(sig, "\x89PNG\r\n\x1a\n", 8) == 0;
+    if (fd >= 0) close(fd);
     return ok;
 }
 
-/* Reads up to max_names class names, one per line. */
-static int read_names(const char *path, char names[][64], int max_names) {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
+/* Reads up to max_names class names, one per line; -1 (reason in *why) if
+ * the file cannot be opened. */
+static int read_names(const char *path, char names[][64], int max_names, const char **why) {
+    int fd = nn_open_regular(path, why);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (!f) {
+        if (fd >= 0) *why = strerror(errno), close(fd);
+        return -1;
+    }
     int n = 0;
     char line[256];
     while (n < max_names && fgets(line, sizeof line, f)) {
@@ -62,8 +72,9 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
     }
     static char names[1000][64];
     int nnames = 0;
-    if (labels && (nnames = read_names(labels, names, 1000)) < 0) {
-        fprintf(stderr, "nnopt: %s: cannot read class names\n", labels);
+    const char *why = "";
+    if (labels && (nnames = read_names(labels, names, 1000, &why)) < 0) {
+        fprintf(stderr, "nnopt: %s: cannot read class names: %s\n", labels, why);
         return 1;
     }
     nn_ctx *ctx = cli_ctx_new(env, threads);

@@ -10,6 +10,7 @@
 #include <omp.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 
 /* Gives every parameter of every node its name, shape and flat offset. */
@@ -188,8 +189,13 @@ nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net
 
 nn_status nn_net_load(nn_ctx *ctx, const char *path, nn_net **out) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open model file: %s", path, strerror(errno));
+    const char *why;
+    int fd = nn_open_regular(path, &why);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        if (fd >= 0) why = strerror(errno), close(fd);
+        return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open model file: %s", path, why);
+    }
     char *text = NULL;
     size_t len = 0, cap = 0;
     for (;;) {

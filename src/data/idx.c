@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define IDX_MAGIC_IMAGES 0x00000803u
@@ -154,12 +155,16 @@ static uint32_t be32(const uint8_t *p) {
 static nn_status open_idx(nn_ctx *ctx, const char *path, idx_reader *r) {
     r->ctx = ctx;
     r->path = path;
+    const char *why;
+    int fd = nn_open_regular(path, &why);
+    if (fd < 0) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open: %s", path, why);
     errno = 0;
-    r->f = gzopen(path, "rb");
+    r->f = gzdopen(fd, "rb");
     if (!r->f) {
-        if (errno == 0)
-            return nn_ctx_fail(ctx, NN_ENOMEM, "%s: cannot open: out of memory", path);
-        return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open: %s", path, strerror(errno));
+        int e = errno;
+        close(fd);
+        if (e == 0) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: cannot open: out of memory", path);
+        return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open: %s", path, strerror(e));
     }
     gzbuffer(r->f, 1u << 17);
     return NN_OK;
