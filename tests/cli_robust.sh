@@ -2,7 +2,8 @@
 # cli_robust.sh - hostile or unlucky inputs (issue 14) fail cleanly, with one
 # line naming the file and the problem: predict with weights that overflow;
 # NaN weights in predict, eval and train --init; models beyond their limits
-# or the memory; FIFOs given as model, weights, image, data or log files.
+# or the memory; FIFOs given as model, weights, image, data or log files;
+# recipes: repeated keys, many keys, comments, FIFOs.
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
 
 # refused NAME NEEDLE... -- ARGS...: nnopt ARGS exits 1..123 (no crash, no
@@ -95,5 +96,35 @@ refused "predict: a FIFO as the image" "fifo.png" "FIFO" -- \
 refused "train: a FIFO as the images" "fifodata/train-images-idx3-ubyte" "FIFO" -- \
     train tiny.nn --data fifodata --threads 2 --quiet
 refused "plot: a FIFO as the log" "fifo.csv" "FIFO" -- plot fifo.csv --out out.svg
+
+# ------------------------------------------------------------------ recipes
+LIMITS="--train-limit 64 --test-limit 64 --epochs 1 --threads 2 --quiet --json"
+RUN="--data $DATA $LIMITS"
+printf '[optimizer]\nlr = 0.1\nmomentum = 0.5\nlr = 0.2\n' >twice.ini
+refused "recipe: a key given twice names both lines" "twice.ini:4" "lr" "line 2" -- \
+    train tiny.nn --config twice.ini $RUN
+{ printf '[data]\n'; for _ in $(seq 200); do printf 'dir = %s\n' "$DATA"; done; } >many.ini
+refused "recipe: 200 string keys are no 'out of memory'" "many.ini:3" "line 2" -- \
+    train tiny.nn --config many.ini $RUN
+grep -q "out of memory" err.txt && fail "recipe: 200 string keys" "says out of memory"
+printf '[train]\nepochs = 2\nbogus line\n[optimizer]\nlr = -1\n' >first.ini
+refused "recipe: the first bad line is the one reported" "first.ini:3" "expected" -- \
+    train tiny.nn --config first.ini $RUN
+printf '[optimizer]\nlr = 0.1\n    0.2\n' >cont.ini
+refused "recipe: an indented line is no continuation of the value above" "cont.ini:3" -- \
+    train tiny.nn --config cont.ini $RUN
+mkfifo fifo.ini
+refused "recipe: a FIFO" "fifo.ini" "FIFO" -- train tiny.nn --config fifo.ini $RUN
+# comments: '#' and ';' after a blank or at the start of a line; '#' inside a
+# value (no blank before it) is part of the value
+printf '# a recipe\n[optimizer] # the optimizer\n  lr = 0.05   # inline\nmomentum = 0.5 ; inline too\n; the end\n' >comments.ini
+if "$NN" train tiny.nn --config comments.ini $RUN --log c.csv >out.txt 2>err.txt &&
+    grep -Eq '^lr = 0\.05(00000007)?$' c.recipe.ini && grep -q '^momentum = 0.5$' c.recipe.ini; then
+    pass "recipe: '#' and ';' comments after values, indented keys"
+else
+    fail "recipe: '#' and ';' comments after values, indented keys" "$(head -c 300 err.txt)"
+fi
+printf '[data]\ndir = %s/no#such\n' "$T" >hash.ini
+refused "recipe: '#' inside a value is kept" "no#such" -- train tiny.nn --config hash.ini $LIMITS
 
 finish
