@@ -7,13 +7,17 @@
  * beyond their limits are refused with the limit in the message. Memory:
  * models, plans and optimizer state beyond the cap (nn_ctx_set_max_memory)
  * or the memory available are refused before anything is allocated. Files:
- * readers refuse FIFOs and directories without blocking.
+ * readers refuse FIFOs and directories without blocking; IDX files whose
+ * header claims more data than the file can hold fail before a buffer grows.
  */
 #include "nnopt.h"
 
 #include "test_util.h"
 
 #include <stdint.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <zlib.h>
 
 /* conv + batch norm + linear: parameters, buffers (running statistics). */
 static const char *const BN_MODEL = "input shape=1x6x6\n"
@@ -450,6 +454,91 @@ static void test_regular_files(nn_ctx *ctx) {
     }
 }
 
+/* ------------------------------------------------------------------ IDX sizes */
+
+/* Writes a gzip IDX images file: a header stating n 28x28 images, then
+ * zeros bytes of zeros. */
+static void write_zero_idx(const char *path, uint32_t n, size_t zeros) {
+    gzFile f = gzopen(path, "wb9");
+    const uint8_t hdr[16] = {0, 0, 8, 3, n >> 24, n >> 16 & 255, n >> 8 & 255, n & 255,
+                             0, 0, 0, 28, 0, 0, 0, 28};
+    static const uint8_t block[1 << 16];
+    int ok = f && gzwrite(f, hdr, sizeof hdr) == (int)sizeof hdr;
+    for (size_t done = 0; ok && done < zeros; done += sizeof block) {
+        unsigned len = (unsigned)(zeros - done < sizeof block ? zeros - done : sizeof block);
+        ok = gzwrite(f, block, len) == (int)len;
+    }
+    if (!f || gzclose(f) != Z_OK || !ok) {
+        fprintf(stderr, "cannot write %s\n", path);
+        exit(2);
+    }
+}
+
+/* Loads path in a child process; returns how far its peak resident memory
+ * grew (KiB) or -1, and the message (or "" after success) in msg. */
+static long load_in_child(const char *path, char *msg, size_t size) {
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        struct rusage before, after;
+        getrusage(RUSAGE_SELF, &before);
+        nn_ctx *ctx = nn_ctx_new(1);
+        nn_dataset d;
+        nn_status s = nn_idx_load(ctx, path, NULL, &d);
+        getrusage(RUSAGE_SELF, &after);
+        char out[600];
+        int len = snprintf(out, sizeof out, "%ld %s", after.ru_maxrss - before.ru_maxrss,
+                           s == NN_OK ? "" : nn_ctx_error(ctx));
+        if (write(fds[1], out, (size_t)len) != len) _exit(3);
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[600] = "";
+    ssize_t got = pid > 0 ? read(fds[0], buf, sizeof buf - 1) : -1;
+    close(fds[0]);
+    if (pid > 0) waitpid(pid, NULL, 0);
+    if (got <= 0) return -1;
+    buf[got] = '\0';
+    char *sp = strchr(buf, ' ');
+    snprintf(msg, size, "%s", sp ? sp + 1 : "");
+    return strtol(buf, NULL, 10);
+}
+
+/* 64 MiB of zeros (a 64 KiB gzip file) under headers that claim more: the
+ * reader says "truncated" without growing a buffer to the 64 MiB first. */
+static void test_idx_sizes(void) {
+    const size_t zeros = (size_t)81920 * 784; /* 81920 images */
+    char path[256], msg[600];
+    snprintf(path, sizeof path, "%s", tmp_path("zeros.gz"));
+    write_zero_idx(path, 100000000, zeros);
+    long kib = load_in_child(path, msg, sizeof msg);
+    check(kib >= 0 && kib < 16384 && contains(msg, "truncated") &&
+              contains(msg, "more than a") && contains(msg, "gzip file can hold"),
+          "idx: 1e8 images stated in a 64 KiB gzip file: refused from the header", "%ld KiB, %s",
+          kib, msg);
+    write_zero_idx(path, 81921, zeros); /* one image more than the data */
+    kib = load_in_child(path, msg, sizeof msg);
+    check(kib >= 0 && kib < 16384 && contains(msg, "truncated") &&
+              contains(msg, "expected 64226064 bytes") && contains(msg, "got 64225280"),
+          "idx: one image missing from 64 MiB of zeros: refused without a 64 MiB buffer",
+          "%ld KiB, %s", kib, msg);
+    write_zero_idx(path, 81920, zeros);
+    kib = load_in_child(path, msg, sizeof msg);
+    check(kib >= 0 && !msg[0], "idx: the same data under the right header loads", "%s", msg);
+    /* a raw file: its size decides */
+    const uint8_t hdr[16] = {0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28};
+    uint8_t raw[16 + 2 * 784] = {0};
+    memcpy(raw, hdr, sizeof hdr);
+    snprintf(path, sizeof path, "%s", tmp_path("short.raw"));
+    write_bytes(path, raw, sizeof raw);
+    kib = load_in_child(path, msg, sizeof msg);
+    check(contains(msg, "truncated") && contains(msg, "expected 2352 bytes") &&
+              contains(msg, "got 1568"),
+          "idx: a raw file shorter than its header states", "%s", msg);
+}
+
 int main(void) {
     tmp_dir_create("guards");
     nn_ctx *ctx = nn_ctx_new(1);
@@ -462,6 +551,7 @@ int main(void) {
     alarm(0);
     nn_ctx_free(ctx);
     test_memory();
+    test_idx_sizes();
     remove_tree(tmp_dir);
     return test_summary();
 }
