@@ -130,6 +130,9 @@ void nn_ctx_set_loader_mode(nn_ctx *ctx, nn_loader_mode mode);
 nn_loader_mode nn_ctx_loader_mode(const nn_ctx *ctx);
 void nn_ctx_free(nn_ctx *ctx);
 int nn_ctx_threads(const nn_ctx *ctx);
+/* Cores this process may run on (what threads <= 0 means). More threads than
+ * this run, but every parallel loop then waits on threads sharing a core. */
+int nn_cpu_cores(void);
 /* Caps the memory one network may take, in bytes (0, the default: no cap).
  * nn_net_load/nn_net_parse refuse a model whose parameters and gradients
  * exceed it, and nn_net_plan a plan whose parameters, gradients, buffers,

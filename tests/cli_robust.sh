@@ -3,7 +3,7 @@
 # line naming the file and the problem: predict with weights that overflow;
 # NaN weights in predict, eval and train --init; models beyond their limits
 # or the memory; FIFOs given as model, weights, image, data or log files;
-# recipes: repeated keys, many keys, comments, FIFOs.
+# recipes: repeated keys, many keys, comments, FIFOs; more threads than cores.
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
 
 # refused NAME NEEDLE... -- ARGS...: nnopt ARGS exits 1..123 (no crash, no
@@ -126,5 +126,28 @@ else
 fi
 printf '[data]\ndir = %s/no#such\n' "$T" >hash.ini
 refused "recipe: '#' inside a value is kept" "no#such" -- train tiny.nn --config hash.ini $LIMITS
+
+# ------------------------------------------------------------------ threads
+# More threads than cores: kept (results depend on the thread count), with one
+# warning on stderr; recipes count too.
+CORES=$(nproc)
+MANY=$((CORES * 4))
+if "$NN" train tiny.nn $RUN --json --threads $MANY >out.txt 2>err.txt &&
+    [ "$(grep -c '' err.txt)" -eq 1 ] && grep -q -- "--threads $MANY is more than the $CORES core" err.txt &&
+    [ "$(grep -c '' out.txt)" -eq 1 ]; then
+    pass "train --threads $MANY on $CORES cores: one warning, the run goes on"
+else
+    fail "train --threads $MANY on $CORES cores: one warning" "$(head -c 300 err.txt)"
+fi
+printf '[train]\nthreads = %d\n' $MANY >threads.ini
+if "$NN" train tiny.nn --config threads.ini --data "$DATA" --train-limit 64 --test-limit 64 \
+        --epochs 1 --quiet >out.txt 2>err.txt &&
+    [ "$(grep -c warning err.txt)" -eq 1 ] && grep -q "$MANY threads" out.txt; then
+    pass "recipe threads = $MANY: one warning, the count is kept"
+else
+    fail "recipe threads = $MANY: one warning, the count is kept" "$(head -c 300 err.txt out.txt)"
+fi
+"$NN" train tiny.nn $LIMITS --data "$DATA" --threads "$CORES" >out.txt 2>err.txt
+check "--threads $CORES (the cores): no warning" test ! -s err.txt
 
 finish

@@ -87,6 +87,8 @@ void nn_ctx_set_max_memory(nn_ctx *ctx, uint64_t bytes) { ctx->max_memory = byte
 
 uint64_t nn_ctx_max_memory(const nn_ctx *ctx) { return ctx->max_memory; }
 
+int nn_cpu_cores(void) { return omp_get_num_procs(); }
+
 uint64_t nn_size_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 uint64_t nn_size_mul(uint64_t a, uint64_t b) {
