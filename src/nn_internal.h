@@ -93,6 +93,8 @@ nn_status nn_memory_check(nn_ctx *ctx, uint64_t total, uint64_t fresh, const cha
  * rounded up to a multiple of 64; NULL on failure (callers report NN_ENOMEM).
  * core/memory.c, at the bottom of the layering: everything may use it. */
 void *nn_alloc_aligned(size_t bytes);
+/* The same, zero-filled (by calloc: a large block is not touched until used). */
+void *nn_calloc_aligned(size_t bytes);
 void nn_free_aligned(void *p);
 
 #endif /* NN_INTERNAL_H */

@@ -77,6 +77,17 @@ refused_fast "info: issue 14's model under --max-memory 1024" "huge.nn" "16000.0
     "limit of 1024.0 MiB" -- info huge.nn --max-memory 1024
 refused_fast "info: a 512 GiB model, more than the memory available" "huger.nn" \
     "524288.0 MiB" "memory available" -- info huger.nn
+# Without a cap the same model is shown, or refused for want of memory, at
+# once either way: its 16000 MiB of parameters are never written (zero pages).
+t0=$(date +%s%N)
+timeout 60 "$NN" info huge.nn >out.txt 2>err.txt
+rc=$? ms=$((($(date +%s%N) - t0) / 1000000))
+if { [ $rc -eq 0 ] || { [ $rc -eq 1 ] && grep -q "memory available" err.txt; }; } &&
+    [ $ms -lt 5000 ]; then
+    pass "info: issue 14's model without a cap, in $ms ms (exit $rc)"
+else
+    fail "info: issue 14's model without a cap, within 5 s" "exit $rc, $ms ms: $(head -c 200 err.txt)"
+fi
 refused "info: --max-memory counts activations at the batch" "batch 2048" "MiB" \
     "limit of 16.0 MiB" -- info "$MODEL" --batch 2048 --max-memory 16
 check "info: a model under --max-memory is shown" "$NN" info "$MODEL" --max-memory 16

@@ -48,13 +48,11 @@ static nn_status place_params(nn_net *net) {
                                    net->source, (unsigned long long)offset, NN_MIB(bytes));
     if (st) return st;
     net->num_params = offset;
-    net->param_data = nn_alloc_aligned(offset * sizeof(float));
-    net->grad_data = nn_alloc_aligned(offset * sizeof(float));
+    net->param_data = nn_calloc_aligned(offset * sizeof(float));
+    net->grad_data = nn_calloc_aligned(offset * sizeof(float));
     if (!net->param_data || !net->grad_data)
         return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for %zu parameters "
                            "(%.1f MiB with their gradients)", net->source, offset, NN_MIB(bytes));
-    memset(net->param_data, 0, offset * sizeof(float));
-    memset(net->grad_data, 0, offset * sizeof(float));
     return NN_OK;
 }
 
@@ -421,7 +419,7 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
                 free(slot), free(slot_floats);
                 return st;
             }
-            net->arena = nn_alloc_aligned(total * sizeof(float));
+            net->arena = nn_calloc_aligned(total * sizeof(float));
             net->ws = nn_alloc_aligned((ws ? ws : 16) * sizeof(float));
             if (!net->arena || !net->ws) {
                 free(slot), free(slot_floats);
@@ -431,7 +429,6 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
                                    "%.1f MiB of workspace for batch %d", net->source,
                                    NN_MIB(act), NN_MIB(work), max_batch);
             }
-            memset(net->arena, 0, total * sizeof(float));
         }
     }
     free(slot), free(slot_floats);
