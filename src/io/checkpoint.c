@@ -461,12 +461,13 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
         const nn_param_info *info = nn_net_buffer_info(net, b);
         const nn_st_tensor *t = find_checked(ctx, path, f, info->name, &info->shape);
         if (!t) return NN_EFORMAT;
-        nn_status s = check_finite(ctx, path, "refused", info->name, t->data, info->numel);
-        if (s != NN_OK) return s;
+        /* a counter's own check first: NaN or infinity is "not a count" */
         for (size_t k = 0; is_counter(info->name) && k < info->numel; k++)
             if (!(t->data[k] >= 0.0f && t->data[k] < 0x1p63f) || floorf(t->data[k]) != t->data[k])
                 return nn_ctx_fail(ctx, NN_EFORMAT, "%s: tensor '%s' is %.9g, not a count (a "
                                    "non-negative integer)", path, info->name, (double)t->data[k]);
+        nn_status s = check_finite(ctx, path, "refused", info->name, t->data, info->numel);
+        if (s != NN_OK) return s;
     }
 
     int64_t steps = 0;
