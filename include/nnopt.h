@@ -130,6 +130,20 @@ void nn_ctx_set_loader_mode(nn_ctx *ctx, nn_loader_mode mode);
 nn_loader_mode nn_ctx_loader_mode(const nn_ctx *ctx);
 void nn_ctx_free(nn_ctx *ctx);
 int nn_ctx_threads(const nn_ctx *ctx);
+/* Cores this process may run on (what threads <= 0 means). More threads than
+ * this run, but every parallel loop then waits on threads sharing a core. */
+int nn_cpu_cores(void);
+/* Caps the memory one network may take, in bytes (0, the default: no cap).
+ * nn_net_load/nn_net_parse refuse a model whose parameters and gradients
+ * exceed it, and nn_net_plan a plan whose parameters, gradients, buffers,
+ * activations, activation gradients and workspace together exceed it, before
+ * allocating anything (NN_ENOMEM, the size in MiB in the message). Whatever
+ * the cap, the same requests are also refused when they exceed the memory the
+ * system has available (MemAvailable in /proc/meminfo), and nn_optim_new
+ * refuses state buffers that do. Sizes are computed in 64 bits with overflow
+ * checks. */
+void nn_ctx_set_max_memory(nn_ctx *ctx, uint64_t bytes);
+uint64_t nn_ctx_max_memory(const nn_ctx *ctx);
 /* Last error message, "" if none. Owned by ctx, valid until the next error. */
 const char *nn_ctx_error(const nn_ctx *ctx);
 /* Records a printf-style message and returns s; lets callers add errors too. */
@@ -139,6 +153,13 @@ nn_status nn_ctx_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...)
 #endif
     ;
 void nn_ctx_clear_error(nn_ctx *ctx);
+
+/* Opens path for reading only if it is a regular file, without blocking on a
+ * FIFO or a device on the way (every reader of nnopt opens its files so).
+ * Returns a file descriptor (the caller closes it), or -1 with *why set to
+ * the reason ("No such file or directory", "a FIFO, not a regular file", ...;
+ * valid until the next call). */
+int nn_open_regular(const char *path, const char **why);
 
 /* ------------------------------------------------------------------ tensors */
 
@@ -159,6 +180,8 @@ typedef struct {
     nn_device device;
 } nn_tensor;
 
+/* Number of elements: the product of the sizes (1 for ndim 0); 0 if a size
+ * is 0, -1 if one is negative, INT64_MAX if the product does not fit. */
 int64_t nn_shape_numel(const nn_shape *s);
 /* Writes "16x1x3x3" style text into buf; returns buf. */
 char *nn_shape_str(const nn_shape *s, char *buf, size_t size);

@@ -21,6 +21,7 @@ struct nn_ctx {
     nn_precision precision; /* of the convolutions */
     int winograd;           /* Winograd F(2x2,3x3) where it applies */
     nn_loader_mode loader_mode; /* where nn_loader prepares batches */
+    uint64_t max_memory;    /* bytes one network may take (nn_ctx_set_max_memory), 0 = no cap */
     char error[NN_ERRMSG_SIZE];
     /* The device's allocator and kernels. NULL until the first net is made:
      * the graph then sets the CPU backend, which core (below the backend in
@@ -65,10 +66,35 @@ void nn_sgemm_parallel(nn_ctx *ctx, int trans_a, int trans_b, int M, int N, int 
                        float alpha, const float *A, int lda, const float *B, int ldb,
                        float beta, float *C, int ldc);
 
+/* Saturating 64-bit size arithmetic: UINT64_MAX when the result does not
+ * fit, which then exceeds every memory limit. */
+uint64_t nn_size_add(uint64_t a, uint64_t b);
+uint64_t nn_size_mul(uint64_t a, uint64_t b);
+
+/* Bytes the system can still give this process: MemAvailable from
+ * /proc/meminfo, else the free pages sysconf reports; 0 if unknown. */
+uint64_t nn_memory_available(void);
+
+/* Checks a request before it is allocated: total bytes against the context's
+ * cap (nn_ctx_set_max_memory), and the fresh bytes among them (those not
+ * allocated yet) against the memory available. NN_OK, or NN_ENOMEM with the
+ * message "<what>, more than the N MiB ..." where what is printf-formatted
+ * and should name the file and give the figure in MiB. */
+nn_status nn_memory_check(nn_ctx *ctx, uint64_t total, uint64_t fresh, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+
+/* Bytes as MiB, for messages. */
+#define NN_MIB(bytes) ((double)(bytes) / 1048576.0)
+
 /* Host memory aligned to 64 bytes (a cache line, an AVX-512 vector), size
  * rounded up to a multiple of 64; NULL on failure (callers report NN_ENOMEM).
  * core/memory.c, at the bottom of the layering: everything may use it. */
 void *nn_alloc_aligned(size_t bytes);
+/* The same, zero-filled (by calloc: a large block is not touched until used). */
+void *nn_calloc_aligned(size_t bytes);
 void nn_free_aligned(void *p);
 
 #endif /* NN_INTERNAL_H */

@@ -23,6 +23,7 @@ static const struct {
     {"nn_internal.h", "core", 0},
     {"core/context.c", "core", 0},
     {"core/cpu.c", "core", 0},
+    {"core/file.c", "core", 0},
     {"core/memory.c", "core", 0},
     {"core/rng.c", "core", 0},
     /* kernels that ops share: the sgemm wrapper, the bf16 GEMM, SIMD helpers,

@@ -1,4 +1,5 @@
-/* args.c - table-driven option parsing with strict number checks and --help. */
+/* args.c - table-driven option parsing with strict number checks and --help,
+ * and the warning for more threads than cores. */
 #include "cli/cli.h"
 
 #include <ctype.h>
@@ -90,6 +91,22 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v) {
     return 1;
 }
 
+/* --threads above the cores this process may use is kept (results are
+ * bit-identical only for the same thread count, so a run can be reproduced
+ * on a smaller machine) but warned about once, when the options are final:
+ * every parallel loop then waits on threads that share a core, many times
+ * slower. */
+static void warn_threads(const char *cmd, const cli_opt *opts) {
+    for (const cli_opt *o = opts; o->name; o++) {
+        if (strcmp(o->name, "--threads") != 0 || o->type != CLI_INT) continue;
+        const int threads = *(const int *)o->dst, cores = nn_cpu_cores();
+        if (threads > cores)
+            fprintf(stderr, "nnopt %s: warning: --threads %d is more than the %d core%s this "
+                    "process may use; threads will wait on each other (often many times "
+                    "slower)\n", cmd, threads, cores, cores == 1 ? "" : "s");
+    }
+}
+
 int cli_parse(const char *cmd, const char *synopsis, const char *about, int argc, char **argv,
               const cli_opt *opts, const char **pos, int max_pos, int *npos) {
     *npos = 0;
@@ -134,5 +151,6 @@ int cli_parse(const char *cmd, const char *synopsis, const char *about, int argc
         }
         pos[(*npos)++] = a;
     }
+    warn_threads(cmd, opts);
     return 0;
 }

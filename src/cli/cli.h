@@ -38,10 +38,11 @@ typedef struct {
 /* Sets one option from text; 0 on success, else 1 with the reason in err. */
 int cli_opt_set(const cli_opt *o, const char *v, char *err, size_t errsz);
 
-/* Strings read from a recipe file, kept alive while the options point at them. */
+/* Strings read from a recipe file, kept alive while the options point at them
+ * (grows as needed; {0} is empty). */
 typedef struct {
-    char *items[128];
-    int count;
+    char **items;
+    int count, cap;
 } cli_strings;
 
 /* Applies a recipe file's keys to the options that have an `ini` name;

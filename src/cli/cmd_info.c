@@ -12,9 +12,12 @@ static void human(char *buf, size_t size, double v) {
 }
 
 int cmd_info(int argc, char **argv, const cli_env *env) {
-    int json = 0, expand = 0, batch = 1, threads = 1;
+    int json = 0, expand = 0, batch = 1, threads = 1, max_mib = 0;
     const cli_opt opts[] = {
         {"--batch", CLI_INT, &batch, "N", "batch size for the memory totals (default 1)", 1, 1 << 20, NULL},
+        {"--max-memory", CLI_INT, &max_mib, "MIB",
+         "refuse a model that needs more than MIB MiB (default: the memory available)", 1,
+         1 << 30, NULL},
         {"--json", CLI_FLAG, &json, NULL, "print one JSON object instead of the table", 0, 0, NULL},
         {"--expand", CLI_FLAG, &expand, NULL,
          "print the model as plain layer lines, blocks expanded (a model file)", 0, 0, NULL},
@@ -23,7 +26,9 @@ int cmd_info(int argc, char **argv, const cli_env *env) {
     int npos;
     int r = cli_parse("info", "MODEL [options]",
                       "Prints every layer of a model file: output shape, parameters, forward\n"
-                      "FLOPs and activation bytes per sample, then totals.",
+                      "FLOPs and activation bytes per sample, then totals. A model that needs\n"
+                      "more memory than is available (or than --max-memory) is refused before\n"
+                      "anything is allocated.",
                       argc, argv, opts, pos, 1, &npos);
     if (r) return r == 2 ? 0 : 2;
     if (npos != 1) {
@@ -31,6 +36,11 @@ int cmd_info(int argc, char **argv, const cli_env *env) {
         return 2;
     }
     nn_ctx *ctx = cli_ctx_new(env, threads);
+    if (!ctx) {
+        fprintf(stderr, "nnopt: out of memory\n");
+        return 1;
+    }
+    nn_ctx_set_max_memory(ctx, (uint64_t)max_mib << 20);
     nn_net *net = NULL;
     if (nn_net_load(ctx, pos[0], &net) || nn_net_plan(net, batch)) {
         fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));

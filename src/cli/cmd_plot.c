@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_RUNS 64
 
@@ -82,9 +83,12 @@ static int run_push(run_log *r) {
  * A row whose epoch is not above the previous one replaces the rows from that
  * epoch on: a run resumed from an earlier checkpoint appends epochs again. */
 static int read_log(const char *path, run_log *r) {
-    FILE *f = fopen(path, "r");
+    const char *why;
+    int fd = nn_open_regular(path, &why);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (!f) {
-        fprintf(stderr, "nnopt plot: %s: cannot open: %s\n", path, strerror(errno));
+        if (fd >= 0) why = strerror(errno), close(fd);
+        fprintf(stderr, "nnopt plot: %s: cannot open: %s\n", path, why);
         return 1;
     }
     char *buf = NULL;

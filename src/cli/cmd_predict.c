@@ -5,26 +5,36 @@
  */
 #include "cli/cli.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Fashion-MNIST's class names, used for 10-class models without --labels. */
 static const char *const FASHION[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
 
+/* Whether path starts with the PNG signature (anything unreadable is left to
+ * the IDX reader, whose message says why). */
 static int is_png(const char *path) {
-    FILE *f = fopen(path, "rb");
+    const char *why;
+    int fd = nn_open_regular(path, &why);
     unsigned char sig[8] = {0};
-    int ok = f && fread(sig, 1, 8, f) == 8 && memcmp(sig, "\x89PNG\r\n\x1a\n", 8) == 0;
-    if (f) fclose(f);
+    int ok = fd >= 0 && read(fd, sig, 8) == 8 && memcmp(sig, "\x89PNG\r\n\x1a\n", 8) == 0;
+    if (fd >= 0) close(fd);
     return ok;
 }
 
-/* Reads up to max_names class names, one per line. */
-static int read_names(const char *path, char names[][64], int max_names) {
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
+/* Reads up to max_names class names, one per line; -1 (reason in *why) if
+ * the file cannot be opened. */
+static int read_names(const char *path, char names[][64], int max_names, const char **why) {
+    int fd = nn_open_regular(path, why);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (!f) {
+        if (fd >= 0) *why = strerror(errno), close(fd);
+        return -1;
+    }
     int n = 0;
     char line[256];
     while (n < max_names && fgets(line, sizeof line, f)) {
@@ -62,14 +72,16 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
     }
     static char names[1000][64];
     int nnames = 0;
-    if (labels && (nnames = read_names(labels, names, 1000)) < 0) {
-        fprintf(stderr, "nnopt: %s: cannot read class names\n", labels);
+    const char *why = "";
+    if (labels && (nnames = read_names(labels, names, 1000, &why)) < 0) {
+        fprintf(stderr, "nnopt: %s: cannot read class names: %s\n", labels, why);
         return 1;
     }
     nn_ctx *ctx = cli_ctx_new(env, threads);
     nn_net *net = NULL;
     nn_dataset d = {0};
     float *x = NULL, *prob = NULL;
+    char *taken = NULL; /* (classes) 1 once a class is printed */
     int32_t *y = NULL;
     int rc = 1;
     const int batch = 64;
@@ -85,7 +97,8 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
     x = malloc((size_t)batch * per * sizeof(float));
     y = malloc((size_t)batch * sizeof(int32_t));
     prob = malloc((size_t)classes * sizeof(float));
-    if (!x || !y || !prob) {
+    taken = malloc((size_t)classes);
+    if (!x || !y || !prob || !taken) {
         nn_ctx_fail(ctx, NN_ENOMEM, "out of memory");
         goto done;
     }
@@ -107,10 +120,20 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
             const float *z = nn_net_logits(net);
             for (int i = 0; i < n; i++) {
                 const float *zi = z + (size_t)i * classes;
+                /* finite weights can still overflow on an input (inf - inf in a
+                 * sum): say so rather than print meaningless probabilities */
+                for (int c = 0; c < classes; c++)
+                    if (!isfinite(zi[c])) {
+                        nn_ctx_fail(ctx, NN_ENUMERIC, "%s[%lld]: the model's output %d is %g "
+                                    "(the weights in %s overflow on this input)", path,
+                                    (long long)(first + i), c, (double)zi[c], weights);
+                        goto done;
+                    }
                 float m = zi[0], s = 0.0f;
                 for (int c = 1; c < classes; c++) m = zi[c] > m ? zi[c] : m;
                 for (int c = 0; c < classes; c++) s += (prob[c] = expf(zi[c] - m));
                 for (int c = 0; c < classes; c++) prob[c] /= s;
+                memset(taken, 0, (size_t)classes);
                 if (json) {
                     printf("{\"input\":");
                     cli_json_string(stdout, path);
@@ -119,9 +142,14 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
                     printf("%s[%lld]:", path, (long long)(first + i));
                 }
                 for (int k = 0; k < top; k++) {
-                    int best = -1; /* k-th largest: selection, ties to the lower class */
+                    /* k-th largest: selection among the classes not yet printed,
+                     * ties to the lower class; a NaN ranks below every number, so
+                     * best is always a class (k < top <= classes) */
+                    int best = -1;
                     for (int c = 0; c < classes; c++)
-                        if (prob[c] >= 0.0f && (best < 0 || prob[c] > prob[best])) best = c;
+                        if (!taken[c] && (best < 0 || prob[c] > prob[best] ||
+                                          (isnan(prob[best]) && !isnan(prob[c]))))
+                            best = c;
                     const char *name = best < nnames ? names[best]
                                        : classes == 10 && !labels ? FASHION[best] : NULL;
                     if (json) {
@@ -136,7 +164,7 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
                         printf("  %d%s%s%s %.4f", best, name ? " (" : "", name ? name : "",
                                name ? ")" : "", (double)prob[best]);
                     }
-                    prob[best] = -1.0f;
+                    taken[best] = 1;
                 }
                 printf(json ? "]}\n" : "\n");
             }
@@ -148,6 +176,7 @@ done:
     free(x);
     free(y);
     free(prob);
+    free(taken);
     nn_dataset_free(&d);
     nn_net_free(net);
     nn_ctx_free(ctx);

@@ -4,19 +4,32 @@
  * flags (each option's `ini` name in its cli_opt entry), parsed by inih. Flags
  * given on the command line are applied afterwards and win. The effective
  * recipe of a run is written back in the same format beside its log, so any
- * result can be reproduced from its files.
+ * result can be reproduced from its files. Comments start with '#' or ';' at
+ * the start of a line or after a blank; each key may be given once; a value
+ * is one line (indentation is ignored).
  */
 #include "cli/cli.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <ini.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+/* Recipe files are small; anything larger is not one. */
+#define RECIPE_MAX_BYTES ((size_t)1 << 20)
+
 typedef struct {
     const cli_opt *opts;
     cli_strings *keep;
+    int *set_on;        /* per option: the line that set it, 0 if none yet */
+    const char *text;   /* the whole file, NUL-terminated */
+    size_t pos;         /* where the next line starts */
+    int line;           /* number of the line last handed to inih */
+    int err_line;       /* line of err, 0 if none */
     char err[384];
 } recipe_parse;
 
@@ -30,49 +43,153 @@ static const cli_opt *find_ini(const cli_opt *opts, const char *section, const c
 }
 
 static const char *keep_string(cli_strings *keep, const char *s) {
-    if (keep->count == (int)(sizeof keep->items / sizeof keep->items[0])) return NULL;
+    if (keep->count == keep->cap) {
+        int cap = keep->cap ? 2 * keep->cap : 16;
+        char **items = realloc(keep->items, (size_t)cap * sizeof *items);
+        if (!items) return NULL;
+        keep->items = items;
+        keep->cap = cap;
+    }
     char *copy = strdup(s);
     if (copy) keep->items[keep->count++] = copy;
     return copy;
 }
 
-/* inih calls this for every key; returning 0 stops with that line's number */
+static void recipe_error(recipe_parse *r, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void recipe_error(recipe_parse *r, const char *fmt, ...) {
+    if (r->err_line) return; /* the first error is the one reported */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err, sizeof r->err, fmt, ap);
+    va_end(ap);
+    r->err_line = r->line;
+}
+
+/* inih's line reader (fgets-like) over the file in memory. Each line goes to
+ * inih without its leading blanks, so an indented line is a line of its own,
+ * never the continuation of the value above (values are one line), and
+ * without a '#' comment that follows a blank: inih itself drops ';' comments
+ * after a blank and '#' or ';' comments that start a line. */
+static char *next_line(char *str, int num, void *stream) {
+    recipe_parse *r = stream;
+    const char *p = r->text + r->pos;
+    if (!*p || r->err_line) return NULL; /* end of file, or stop after our error */
+    r->line++;
+    size_t len = strcspn(p, "\n");
+    r->pos += len + (p[len] == '\n');
+    while (len && isspace((unsigned char)*p)) p++, len--;
+    for (size_t i = 1; i < len; i++) /* blanks as inih's own rule for ';' */
+        if (p[i] == '#' && isspace((unsigned char)p[i - 1])) {
+            len = i;
+            break;
+        }
+    if (len + 2 > (size_t)num) {
+        recipe_error(r, "line longer than %d characters", num - 2);
+        return NULL;
+    }
+    memcpy(str, p, len);
+    str[len] = '\n';
+    str[len + 1] = '\0';
+    return str;
+}
+
+/* inih calls this for every key; returning 0 marks that line as an error */
 static int on_key(void *user, const char *section, const char *key, const char *value) {
     recipe_parse *r = user;
+    if (r->err_line) return 1;
     const cli_opt *o = find_ini(r->opts, section, key);
     if (!o) {
-        snprintf(r->err, sizeof r->err, "unknown key '%s' in section [%s]", key, section);
+        recipe_error(r, "unknown key '%s' in section [%s]", key, section);
         return 0;
     }
+    int *first = &r->set_on[o - r->opts];
+    if (*first) {
+        recipe_error(r, "[%s] %s is set again (first on line %d); give each key once", section,
+                     key, *first);
+        return 0;
+    }
+    *first = r->line;
     if (o->type == CLI_STR && !(value = keep_string(r->keep, value))) {
-        snprintf(r->err, sizeof r->err, "out of memory");
+        recipe_error(r, "out of memory");
         return 0;
     }
     char why[256];
     if (cli_opt_set(o, value, why, sizeof why)) {
-        snprintf(r->err, sizeof r->err, "[%s] %s: %s", section, key, why);
+        recipe_error(r, "[%s] %s: %s", section, key, why);
         return 0;
     }
     return 1;
 }
 
+/* The file as one NUL-terminated string in *text (regular files only, up to
+ * RECIPE_MAX_BYTES, no NUL bytes); 0, or 1 after printing the problem. */
+static int read_recipe(const char *path, char **text) {
+    const char *why;
+    int fd = nn_open_regular(path, &why);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        if (fd >= 0) why = strerror(errno), close(fd);
+        fprintf(stderr, "nnopt: %s: cannot open recipe file: %s\n", path, why);
+        return 1;
+    }
+    char *buf = malloc(RECIPE_MAX_BYTES + 1);
+    size_t len = buf ? fread(buf, 1, RECIPE_MAX_BYTES + 1, f) : 0;
+    int bad = !buf || ferror(f);
+    fclose(f);
+    const char *problem = !buf                       ? "out of memory"
+                          : bad                      ? "read error"
+                          : len > RECIPE_MAX_BYTES   ? "larger than 1 MiB; not a recipe file"
+                          : memchr(buf, '\0', len) ? "contains a NUL byte; not a recipe file"
+                                                     : NULL;
+    if (problem) {
+        fprintf(stderr, "nnopt: %s: %s\n", path, problem);
+        free(buf);
+        return 1;
+    }
+    buf[len] = '\0';
+    *text = buf;
+    return 0;
+}
+
 int cli_recipe_load(const char *path, const cli_opt *opts, cli_strings *keep) {
-    recipe_parse r = {opts, keep, ""};
-    int line = ini_parse(path, on_key, &r);
-    if (line == 0) return 0;
+    char *text = NULL;
+    if (read_recipe(path, &text)) return 1;
+    int nopts = 0;
+    while (opts[nopts].name) nopts++;
+    recipe_parse r = {.opts = opts, .keep = keep, .text = text};
+    r.set_on = calloc((size_t)nopts + 1, sizeof *r.set_on);
+    if (!r.set_on) {
+        free(text);
+        fprintf(stderr, "nnopt: %s: out of memory\n", path);
+        return 1;
+    }
+    int line = ini_parse_stream(next_line, &r, on_key, &r);
+    free(r.set_on);
+    free(text);
     /* keys and values are quoted in the message: one line, as nn_ctx_fail's */
     for (char *c = r.err; *c; c++)
         if (*c == '\r' || *c == '\n') *c = ' ';
-    if (line == -1) fprintf(stderr, "nnopt: %s: cannot open recipe file\n", path);
-    else if (line == -2) fprintf(stderr, "nnopt: %s: out of memory\n", path);
-    else if (r.err[0]) fprintf(stderr, "nnopt: %s:%d: %s\n", path, line, r.err);
-    else fprintf(stderr, "nnopt: %s:%d: expected '[section]' or 'key = value'\n", path, line);
+    /* inih reports its first bad line, ours may come later or stop it early */
+    if (r.err_line && (line <= 0 || line >= r.err_line))
+        fprintf(stderr, "nnopt: %s:%d: %s\n", path, r.err_line, r.err);
+    else if (line == -2)
+        fprintf(stderr, "nnopt: %s: out of memory\n", path);
+    else if (line > 0)
+        fprintf(stderr, "nnopt: %s:%d: expected '[section]' or 'key = value'\n", path, line);
+    else
+        return 0;
     return 1;
 }
 
 void cli_strings_free(cli_strings *keep) {
     for (int i = 0; i < keep->count; i++) free(keep->items[i]);
-    keep->count = 0;
+    free(keep->items);
+    keep->items = NULL;
+    keep->count = keep->cap = 0;
 }
 
 /* Writes the options that hold a value (set numbers, true flags, strings) as

@@ -4,6 +4,7 @@
 #include <omp.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *nn_status_str(nn_status s) {
     switch (s) {
@@ -82,6 +83,54 @@ nn_ctx *nn_ctx_new(int threads) {
 
 void nn_ctx_free(nn_ctx *ctx) { free(ctx); }
 
+void nn_ctx_set_max_memory(nn_ctx *ctx, uint64_t bytes) { ctx->max_memory = bytes; }
+
+uint64_t nn_ctx_max_memory(const nn_ctx *ctx) { return ctx->max_memory; }
+
+int nn_cpu_cores(void) { return omp_get_num_procs(); }
+
+uint64_t nn_size_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+uint64_t nn_size_mul(uint64_t a, uint64_t b) {
+    return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+uint64_t nn_memory_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[128];
+        unsigned long long kib;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
+                fclose(f);
+                return nn_size_mul(kib, 1024);
+            }
+        fclose(f);
+    }
+#if defined(_SC_AVPHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) return nn_size_mul((uint64_t)pages, (uint64_t)page);
+#endif
+    return 0;
+}
+
+nn_status nn_memory_check(nn_ctx *ctx, uint64_t total, uint64_t fresh, const char *fmt, ...) {
+    uint64_t avail = 0;
+    const int capped = ctx->max_memory && total > ctx->max_memory;
+    if (!capped && (!fresh || (avail = nn_memory_available()) == 0 || fresh <= avail))
+        return NN_OK;
+    char what[NN_ERRMSG_SIZE];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    if (capped)
+        return nn_ctx_fail(ctx, NN_ENOMEM, "%s, more than the memory limit of %.1f MiB", what,
+                           NN_MIB(ctx->max_memory));
+    return nn_ctx_fail(ctx, NN_ENOMEM, "%s, more than the %.1f MiB of memory available", what,
+                       NN_MIB(avail));
+}
+
 int nn_ctx_threads(const nn_ctx *ctx) { return ctx->threads; }
 
 const char *nn_ctx_error(const nn_ctx *ctx) { return ctx->error; }
@@ -101,8 +150,15 @@ nn_status nn_ctx_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...) {
 
 int64_t nn_shape_numel(const nn_shape *s) {
     int64_t n = 1;
-    for (int i = 0; i < s->ndim; i++) n *= s->dim[i];
-    return n;
+    int big = 0;
+    for (int i = 0; i < s->ndim; i++) {
+        const int64_t d = s->dim[i];
+        if (d < 0) return -1;
+        if (d == 0) return 0;
+        if (n > INT64_MAX / d) big = 1; /* keep looking for a 0 or a negative size */
+        else n *= d;
+    }
+    return big ? INT64_MAX : n;
 }
 
 char *nn_shape_str(const nn_shape *s, char *buf, size_t size) {

@@ -10,6 +10,7 @@
 #include <omp.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 
 /* Gives every parameter of every node its name, shape and flat offset. */
@@ -29,6 +30,9 @@ static nn_status place_params(nn_net *net) {
             p->shape = node->param_shape[j];
             p->numel = (size_t)nn_shape_numel(&p->shape);
             p->offset = offset;
+            if (p->numel > SIZE_MAX / 8 - offset) /* offset * 8 bytes fits below */
+                return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s:%d: layer '%s' has too many "
+                                   "parameters", net->source, node->line, node->name);
             p->fan_in = node->param_fan_in;
             p->is_bias = strcmp(node->param_suffix[j], "bias") == 0;
             p->init = node->param_init[j];
@@ -36,14 +40,19 @@ static nn_status place_params(nn_net *net) {
             offset += p->numel;
         }
     }
+    /* parameters and gradients: checked before anything is allocated (and
+     * zero-filled), against the cap and the memory available */
+    const uint64_t bytes = nn_size_mul(nn_size_mul(offset, sizeof(float)), 2);
+    nn_status st = nn_memory_check(net->ctx, bytes, bytes,
+                                   "%s: %llu parameters and their gradients need %.1f MiB",
+                                   net->source, (unsigned long long)offset, NN_MIB(bytes));
+    if (st) return st;
     net->num_params = offset;
-    net->param_data = nn_alloc_aligned(offset * sizeof(float));
-    net->grad_data = nn_alloc_aligned(offset * sizeof(float));
+    net->param_data = nn_calloc_aligned(offset * sizeof(float));
+    net->grad_data = nn_calloc_aligned(offset * sizeof(float));
     if (!net->param_data || !net->grad_data)
-        return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for %zu parameters",
-                           net->source, offset);
-    memset(net->param_data, 0, offset * sizeof(float));
-    memset(net->grad_data, 0, offset * sizeof(float));
+        return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for %zu parameters "
+                           "(%.1f MiB with their gradients)", net->source, offset, NN_MIB(bytes));
     return NN_OK;
 }
 
@@ -178,8 +187,13 @@ nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net
 
 nn_status nn_net_load(nn_ctx *ctx, const char *path, nn_net **out) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open model file: %s", path, strerror(errno));
+    const char *why;
+    int fd = nn_open_regular(path, &why);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        if (fd >= 0) why = strerror(errno), close(fd);
+        return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open model file: %s", path, why);
+    }
     char *text = NULL;
     size_t len = 0, cap = 0;
     for (;;) {
@@ -337,54 +351,6 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
         free(slot), free(slot_floats);
         return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory", net->source);
     }
-    /* pass 1: sizes; pass 2: pointers into one arena: activations, then the
-     * gradient slots */
-    size_t total = 0, ws = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        size_t off = 0;
-        for (int i = 0; i < net->num_nodes; i++) {
-            nn_node *node = &net->nodes[i];
-            size_t n = round16((size_t)max_batch * (size_t)nn_shape_numel(&node->out));
-            int alias = i == net->input_node || node->alias_of >= 0;
-            if (!alias) {
-                if (pass) node->y = net->arena + off;
-                off += n;
-            }
-            if (node->aux_bytes || node->aux_fixed_bytes) {
-                size_t a = round16(
-                    (node->aux_bytes * (size_t)max_batch + node->aux_fixed_bytes + 3) / 4);
-                if (pass) node->aux = net->arena + off;
-                off += a;
-            }
-            const nn_op_kernels *k = nn_backend_kernels(be, node->op);
-            if (!pass && k && k->workspace) {
-                size_t w = k->workspace(node, max_batch, threads);
-                if (w > ws) ws = w;
-            }
-        }
-        for (int s = 0; s < slots; s++) {
-            for (int i = 0; i < net->num_nodes && pass; i++)
-                if (slot[i] == s) net->nodes[i].dy = net->arena + off;
-            off += slot_floats[s];
-        }
-        if (!pass) {
-            total = off;
-            net->arena = nn_alloc_aligned(total * sizeof(float));
-            net->ws = nn_alloc_aligned((ws ? ws : 16) * sizeof(float));
-            if (!net->arena || !net->ws) {
-                free(slot), free(slot_floats);
-                release_plan(net);
-                return nn_ctx_fail(net->ctx, NN_ENOMEM,
-                                   "%s: out of memory planning %zu MiB of activations for batch %d",
-                                   net->source, total * 4 >> 20, max_batch);
-            }
-            memset(net->arena, 0, total * sizeof(float));
-        }
-    }
-    free(slot), free(slot_floats);
-    net->arena_floats = total;
-    net->ws_floats = ws;
-    net->max_batch = max_batch;
     /* gradients into memory that several kernels write go through a scratch
      * buffer per input slot and are added up; a slot has one when some
      * node's gradient into that input goes there */
@@ -401,6 +367,74 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
                 net->nodes[memory_root(net, node->inputs[k])].grad_writers > 1)
                 slots_used |= 1u << k;
     }
+    int scratch_slots = 0;
+    for (int k = 0; k < NN_MAX_INPUTS; k++) scratch_slots += slots_used >> k & 1u;
+    /* pass 1: sizes (64-bit, saturating), checked against the memory limits
+     * before anything is allocated; pass 2: pointers into one arena:
+     * activations, then the gradient slots. Layer outputs are at most 2^28
+     * floats and batches 2^20, so each term fits. */
+    size_t total = 0, ws = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t off = 0;
+        for (int i = 0; i < net->num_nodes; i++) {
+            nn_node *node = &net->nodes[i];
+            size_t n = round16((size_t)max_batch * (size_t)nn_shape_numel(&node->out));
+            int alias = i == net->input_node || node->alias_of >= 0;
+            if (!alias) {
+                if (pass) node->y = net->arena + off;
+                off = nn_size_add(off, n);
+            }
+            if (node->aux_bytes || node->aux_fixed_bytes) {
+                size_t a = round16(
+                    (node->aux_bytes * (size_t)max_batch + node->aux_fixed_bytes + 3) / 4);
+                if (pass) node->aux = net->arena + off;
+                off = nn_size_add(off, a);
+            }
+            const nn_op_kernels *k = nn_backend_kernels(be, node->op);
+            if (!pass && k && k->workspace) {
+                size_t w = k->workspace(node, max_batch, threads);
+                if (w > ws) ws = w;
+            }
+        }
+        for (int s = 0; s < slots; s++) {
+            for (int i = 0; i < net->num_nodes && pass; i++)
+                if (slot[i] == s) net->nodes[i].dy = net->arena + off;
+            off = nn_size_add(off, slot_floats[s]);
+        }
+        if (!pass) {
+            total = off;
+            const uint64_t held =
+                nn_size_mul(nn_size_add(nn_size_mul(net->num_params, 2), net->num_buffers), 4);
+            const uint64_t act = nn_size_mul(total, 4);
+            const uint64_t work = nn_size_mul(
+                nn_size_add(ws ? ws : 16, nn_size_mul(scratch, (uint64_t)scratch_slots)), 4);
+            const uint64_t fresh = nn_size_add(act, work);
+            nn_status st = nn_memory_check(
+                net->ctx, nn_size_add(held, fresh), fresh,
+                "%s: batch %d needs %.1f MiB (parameters, gradients and buffers %.1f, "
+                "activations and their gradients %.1f, workspace %.1f)",
+                net->source, max_batch, NN_MIB(nn_size_add(held, fresh)), NN_MIB(held),
+                NN_MIB(act), NN_MIB(work));
+            if (st) {
+                free(slot), free(slot_floats);
+                return st;
+            }
+            net->arena = nn_calloc_aligned(total * sizeof(float));
+            net->ws = nn_alloc_aligned((ws ? ws : 16) * sizeof(float));
+            if (!net->arena || !net->ws) {
+                free(slot), free(slot_floats);
+                release_plan(net);
+                return nn_ctx_fail(net->ctx, NN_ENOMEM,
+                                   "%s: out of memory planning %.1f MiB of activations and "
+                                   "%.1f MiB of workspace for batch %d", net->source,
+                                   NN_MIB(act), NN_MIB(work), max_batch);
+            }
+        }
+    }
+    free(slot), free(slot_floats);
+    net->arena_floats = total;
+    net->ws_floats = ws;
+    net->max_batch = max_batch;
     for (int k = 0; k < NN_MAX_INPUTS; k++) {
         if (!(slots_used >> k & 1u)) continue;
         if (!(net->gscratch[k] = nn_alloc_aligned(scratch * sizeof(float)))) {

@@ -4,6 +4,10 @@
  * files alike. Nothing in a header is trusted: magic, dimensions and the exact
  * byte count (no more, no less) are checked, and every error names the file.
  *
+ * The stated size is checked against what the file can hold before a buffer
+ * is sized for it (check_size), so a small gzip file of zeros under a header
+ * that claims more fails at once.
+ *
  * Layout (all integers big-endian uint32):
  *   images: magic 0x00000803, n, rows, cols, then n*rows*cols pixel bytes
  *   labels: magic 0x00000801, n, then n label bytes
@@ -13,6 +17,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define IDX_MAGIC_IMAGES 0x00000803u
@@ -27,10 +32,17 @@
  * a huge allocation. */
 #define IDX_INITIAL_ALLOC ((size_t)1 << 24)
 
+/* Deflate turns at most 1032 bytes into one (258-byte matches in 2 bits):
+ * a gzip file of S bytes holds at most 1032 * S bytes of data. */
+#define GZIP_MAX_RATIO 1032u
+
 typedef struct {
     nn_ctx *ctx;
     const char *path;
     gzFile f;
+    uint64_t file_size;  /* bytes on disk */
+    int gzip;            /* starts with the gzip magic 1f 8b */
+    uint32_t isize;      /* gzip: the trailer's size of the data, mod 2^32 */
 } idx_reader;
 
 /* zlib's messages start with "<path>: "; ours already do, so drop that part. */
@@ -128,6 +140,42 @@ static nn_status read_payload(const idx_reader *r, size_t total, const char *wha
     return NN_OK;
 }
 
+/* Whether the file can hold the total bytes of data the header states after
+ * its hdr bytes, checked before any buffer is sized for them: a raw file by
+ * its size; a gzip file by deflate's largest ratio, then by the size its
+ * trailer states (mod 2^32), and when that disagrees (a cut file, or several
+ * gzip members) by decompressing up to total bytes into a small buffer and
+ * starting again. So a small file of zeros under a header that claims more
+ * ends in "truncated" without first growing a buffer to all it holds. */
+static nn_status check_size(const idx_reader *r, uint64_t hdr, uint64_t total,
+                            const char *what) {
+    if (!r->gzip) {
+        uint64_t have = r->file_size - hdr; /* the header was read: size >= hdr */
+        return have < total ? truncated(r, (size_t)total, (size_t)have, what) : NN_OK;
+    }
+    if (hdr + total > r->file_size * GZIP_MAX_RATIO)
+        return nn_ctx_fail(r->ctx, NN_EFORMAT, "%s: truncated: the header states %llu bytes of "
+                           "%s, more than a %llu-byte gzip file can hold", r->path,
+                           (unsigned long long)total, what, (unsigned long long)r->file_size);
+    if ((uint32_t)(hdr + total) == r->isize) return NN_OK;
+    const size_t chunk = (size_t)1 << 16;
+    uint8_t *scratch = malloc(chunk);
+    if (!scratch) return nn_ctx_fail(r->ctx, NN_ENOMEM, "%s: out of memory", r->path);
+    uint64_t got = 0;
+    nn_status st = NN_OK;
+    while (got < total) {
+        size_t want = total - got < chunk ? (size_t)(total - got) : chunk, n;
+        if ((st = read_some(r, scratch, want, &n)) != NN_OK) break;
+        got += n;
+        if (n < want) break;
+    }
+    free(scratch);
+    if (st == NN_OK && got < total) st = truncated(r, (size_t)total, (size_t)got, what);
+    if (st == NN_OK && gzseek(r->f, (z_off_t)hdr, SEEK_SET) != (z_off_t)hdr)
+        st = gz_fail(r);
+    return st;
+}
+
 /* After the stated data the file must end. Reading one more byte also makes
  * zlib reach the gzip trailer, so a bad CRC or a cut-off trailer shows here. */
 static nn_status check_end(const idx_reader *r, uint64_t items, const char *what) {
@@ -154,12 +202,30 @@ static uint32_t be32(const uint8_t *p) {
 static nn_status open_idx(nn_ctx *ctx, const char *path, idx_reader *r) {
     r->ctx = ctx;
     r->path = path;
+    const char *why;
+    int fd = nn_open_regular(path, &why);
+    if (fd < 0) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open: %s", path, why);
+    /* size, gzip magic and trailer, for check_size */
+    struct stat sb;
+    uint8_t magic[2] = {0}, tail[4] = {0};
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return nn_ctx_fail(ctx, NN_EIO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    r->file_size = (uint64_t)sb.st_size;
+    r->gzip = pread(fd, magic, 2, 0) == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    r->isize = 0;
+    if (r->gzip && r->file_size >= 18 && pread(fd, tail, 4, (off_t)r->file_size - 4) == 4)
+        r->isize = (uint32_t)tail[0] | (uint32_t)tail[1] << 8 | (uint32_t)tail[2] << 16 |
+                   (uint32_t)tail[3] << 24;
     errno = 0;
-    r->f = gzopen(path, "rb");
+    r->f = gzdopen(fd, "rb");
     if (!r->f) {
-        if (errno == 0)
-            return nn_ctx_fail(ctx, NN_ENOMEM, "%s: cannot open: out of memory", path);
-        return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open: %s", path, strerror(errno));
+        int e = errno;
+        close(fd);
+        if (e == 0) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: cannot open: out of memory", path);
+        return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open: %s", path, strerror(e));
     }
     gzbuffer(r->f, 1u << 17);
     return NN_OK;
@@ -204,7 +270,8 @@ static nn_status load_images(nn_ctx *ctx, const char *path, nn_dataset *d) {
                 st = nn_ctx_fail(ctx, NN_ENOMEM, "%s: %llu bytes of pixel data do not fit in "
                                  "memory", path, (unsigned long long)bytes);
             else
-                st = read_payload(&r, (size_t)bytes, "pixel data", &d->pixels);
+                st = check_size(&r, sizeof hdr, bytes, "pixel data");
+            if (st == NN_OK) st = read_payload(&r, (size_t)bytes, "pixel data", &d->pixels);
             if (st == NN_OK) st = check_end(&r, n, "images");
             if (st == NN_OK) {
                 d->n = n;
@@ -230,6 +297,7 @@ static nn_status load_labels(nn_ctx *ctx, const char *path, nn_dataset *d, int64
         if (n < 1 || n > IDX_MAX_ITEMS)
             st = nn_ctx_fail(ctx, NN_EFORMAT, "%s: bad label count: expected 1..%u, found %u",
                              path, IDX_MAX_ITEMS, (unsigned)n);
+        if (st == NN_OK) st = check_size(&r, sizeof hdr, n, "label data");
         if (st == NN_OK) st = read_payload(&r, n, "label data", &bytes);
         if (st == NN_OK) st = check_end(&r, n, "labels");
         if (st == NN_OK) {

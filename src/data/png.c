@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Larger than any 4096 x 4096 image, even stored uncompressed at 16 bits RGBA. */
 #define PNG_MAX_FILE ((size_t)256 << 20)
@@ -21,8 +22,13 @@ static uint32_t be32(const uint8_t *p) {
 /* Reads the whole file into *buf (*size bytes). */
 static nn_status read_file(nn_ctx *ctx, const char *path, uint8_t **buf, size_t *size) {
     *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open: %s", path, strerror(errno));
+    const char *why;
+    int fd = nn_open_regular(path, &why); /* a FIFO would block a plain open */
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        if (fd >= 0) why = strerror(errno), close(fd);
+        return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open: %s", path, why);
+    }
     struct stat sb;
     nn_status st = NN_OK;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode))

@@ -48,6 +48,64 @@ static int is_counter(const char *name) {
     return n > k && strcmp(name + n - k, suffix) == 0;
 }
 
+/* Counts limited to 2^53: far beyond any run, and step + 1, epoch * batches
+ * and the like cannot overflow an int64 on the way there. */
+#define CKPT_MAX_COUNT ((int64_t)1 << 53)
+
+/* Number of non-finite values in x (n), and the index of the first in *first. */
+static size_t count_nonfinite(const float *x, size_t n, size_t *first) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]) && bad++ == 0) *first = i;
+    return bad;
+}
+
+/* NN_ENUMERIC naming path, the tensor and its first bad value when x (n) is
+ * not all finite. what: "not saved" or "refused". */
+static nn_status check_finite(nn_ctx *ctx, const char *path, const char *what, const char *name,
+                              const float *x, size_t n) {
+    size_t first = 0, bad = count_nonfinite(x, n, &first);
+    if (!bad) return NN_OK;
+    return nn_ctx_fail(ctx, NN_ENUMERIC, "%s: %s: tensor '%s' holds %zu non-finite value%s of "
+                       "%zu (element %zu is %g)", path, what, name, bad, bad > 1 ? "s" : "", n,
+                       first, (double)x[first]);
+}
+
+/* The train state makes sense: counters in 0..2^53 (else status bad), a
+ * finite loss sum, no NaN in the early-stopping and schedule state (their
+ * "best so far" starts at +inf), a finite learning rate (else NN_ENUMERIC).
+ * Errors name path and the field. */
+static nn_status check_train_state(nn_ctx *ctx, const char *path, const char *what,
+                                   nn_status bad, const nn_train_state *st) {
+    const struct {
+        const char *key;
+        int64_t v;
+    } counts[] = {{"epoch", st->epoch},
+                  {"step", st->step},
+                  {"batch_in_epoch", st->batch_in_epoch},
+                  {"seen", st->seen},
+                  {"bad_epochs", st->bad_epochs}};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
+        if (counts[i].v < 0 || counts[i].v > CKPT_MAX_COUNT)
+            return nn_ctx_fail(ctx, bad, "%s: %s: train state '%s' is %lld, expected "
+                               "0..2^53", path, what, counts[i].key, (long long)counts[i].v);
+    if (st->sched.bad_epochs < 0 || st->sched.cooldown_left < 0)
+        return nn_ctx_fail(ctx, bad, "%s: %s: negative schedule counters", path, what);
+    const struct {
+        const char *key;
+        double v;
+        int inf_ok;
+    } reals[] = {{"loss_sum", st->loss_sum, 0},
+                 {"best_val", st->best_val, 1},
+                 {"sched_best", st->sched.best, 1},
+                 {"sched_plateau_lr", (double)st->sched.plateau_lr, 0}};
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
+        if (isnan(reals[i].v) || (!reals[i].inf_ok && isinf(reals[i].v)))
+            return nn_ctx_fail(ctx, NN_ENUMERIC, "%s: %s: train state '%s' is %g", path, what,
+                               reals[i].key, reals[i].v);
+    return NN_OK;
+}
+
 /* ------------------------------------------------------------------ save */
 
 typedef struct {
@@ -124,6 +182,16 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         return nn_ctx_fail(ctx, NN_EUNSUPPORTED, "%s: optimizer kind %d cannot be saved", path,
                            (int)nn_optim_get_config(opt)->kind);
 
+    /* nothing non-finite is written: a broken checkpoint must never replace a
+     * good one */
+    if (steps < 0 || steps > CKPT_MAX_COUNT)
+        return nn_ctx_fail(ctx, NN_EINVAL, "%s: not saved: optimizer step count %lld is out of "
+                           "range", path, (long long)steps);
+    if (st) {
+        nn_status s = check_train_state(ctx, path, "not saved", NN_EINVAL, st);
+        if (s != NN_OK) return s;
+    }
+
     nn_st_tensor *t = calloc((size_t)np * (size_t)(ns + 1) + (size_t)nb + 1, sizeof *t);
     if (!t) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", path);
     const float *params = nn_net_params(net); /* (num_params) */
@@ -160,6 +228,15 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
             }
             t[count].shape = info->shape;
             t[count++].data = state + info->offset;
+        }
+    }
+
+    for (int i = 0; i < count; i++) {
+        nn_status s = check_finite(ctx, path, "not saved", t[i].name, t[i].data,
+                                   (size_t)nn_shape_numel(&t[i].shape));
+        if (s != NN_OK) {
+            free(t);
+            return s;
         }
     }
 
@@ -368,21 +445,29 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
                            "%s: checkpoint format_version '%.20s' is not supported (expected "
                            CKPT_FORMAT_VERSION ")", path, fv);
 
-    /* Validate everything before touching net, opt or st. */
+    /* Validate everything before touching net, opt or st: shapes, and that
+     * every value is finite (a run that diverged must not pass for trained
+     * weights). */
     int np = nn_net_num_param_tensors(net);
     for (int p = 0; p < np; p++) {
         const nn_param_info *info = nn_net_param_info(net, p);
-        if (!find_checked(ctx, path, f, info->name, &info->shape)) return NN_EFORMAT;
+        const nn_st_tensor *t = find_checked(ctx, path, f, info->name, &info->shape);
+        if (!t) return NN_EFORMAT;
+        nn_status s = check_finite(ctx, path, "refused", info->name, t->data, info->numel);
+        if (s != NN_OK) return s;
     }
     int nb = nn_net_num_buffer_tensors(net);
     for (int b = 0; b < nb; b++) {
         const nn_param_info *info = nn_net_buffer_info(net, b);
         const nn_st_tensor *t = find_checked(ctx, path, f, info->name, &info->shape);
         if (!t) return NN_EFORMAT;
+        /* a counter's own check first: NaN or infinity is "not a count" */
         for (size_t k = 0; is_counter(info->name) && k < info->numel; k++)
             if (!(t->data[k] >= 0.0f && t->data[k] < 0x1p63f) || floorf(t->data[k]) != t->data[k])
                 return nn_ctx_fail(ctx, NN_EFORMAT, "%s: tensor '%s' is %.9g, not a count (a "
                                    "non-negative integer)", path, info->name, (double)t->data[k]);
+        nn_status s = check_finite(ctx, path, "refused", info->name, t->data, info->numel);
+        if (s != NN_OK) return s;
     }
 
     int64_t steps = 0;
@@ -398,6 +483,9 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
                                path, kind, want ? want : "?");
         nn_status s = meta_i64(ctx, path, f, "optimizer_steps", &steps);
         if (s != NN_OK) return s;
+        if (steps > CKPT_MAX_COUNT)
+            return nn_ctx_fail(ctx, NN_EFORMAT, "%s: refused: metadata 'optimizer_steps' is "
+                               "%lld, expected 0..2^53", path, (long long)steps);
     }
 
     for (int i = 0; i < nn_safetensors_count(f); i++) {
@@ -426,7 +514,10 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
             if (!state_tensor_name(name, sizeof name, info->name, sname))
                 return nn_ctx_fail(ctx, NN_EINVAL, "%s: tensor name for state '%s' of '%s' is "
                                    "too long", path, sname, info->name);
-            if (!find_checked(ctx, path, f, name, &info->shape)) return NN_EFORMAT;
+            const nn_st_tensor *t = find_checked(ctx, path, f, name, &info->shape);
+            if (!t) return NN_EFORMAT;
+            nn_status st_ok = check_finite(ctx, path, "refused", name, t->data, info->numel);
+            if (st_ok != NN_OK) return st_ok;
         }
     }
 
@@ -434,6 +525,7 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
     if (st) {
         tmp = *st; /* fields a file may lack keep the caller's values */
         nn_status s = parse_train_state(ctx, path, f, &tmp);
+        if (s == NN_OK) s = check_train_state(ctx, path, "refused", NN_EFORMAT, &tmp);
         if (s != NN_OK) return s;
     }
 

@@ -789,8 +789,13 @@ static nn_status read_exact(nn_ctx *ctx, const char *path, FILE *fp, void *dst, 
 
 nn_status nn_safetensors_open(nn_ctx *ctx, const char *path, nn_st_file **out) {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open: %s", path, strerror(errno));
+    const char *why;
+    int fd = nn_open_regular(path, &why);
+    FILE *fp = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!fp) {
+        if (fd >= 0) why = strerror(errno), close(fd);
+        return nn_ctx_fail(ctx, NN_EIO, "%s: cannot open: %s", path, why);
+    }
 
     nn_st_file *f = calloc(1, sizeof *f);
     char *hdr = NULL;

@@ -10,6 +10,13 @@
 
 #include <string.h>
 
+/* Limits of the model-file keys: output channels, kernel side and padding,
+ * and the products C/groups * R * S, which index the kernels' int-sized GEMMs
+ * and im2col rows. */
+#define CONV_MAX_OUT 65536
+#define CONV_MAX_SIDE 1024
+#define CONV_MAX_FAN_IN (1 << 24)
+
 static nn_status conv2d_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
     nn_conv2d_desc *d = &node->d.conv;
     nn_status st;
@@ -34,15 +41,32 @@ static nn_status conv2d_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
                            "%s:%d: conv2d groups=%d must divide both the %d input and %d output "
                            "channels",
                            kv->source, kv->line, d->groups, d->C, d->K);
-    if (d->K <= 0 || d->K > 65536 || d->R <= 0 || d->S <= 0 || d->R > 1024 || d->S > 1024 ||
-        d->stride_h <= 0 || d->stride_w <= 0 || d->pad_h < 0 || d->pad_w < 0 ||
-        d->pad_h > 1024 || d->pad_w > 1024 || (bias != 0 && bias != 1))
-        return nn_ctx_fail(kv->ctx, NN_EINVAL,
-                           "%s:%d: conv2d needs out>0, kernel>0, stride>0, pad>=0, bias=0|1",
-                           kv->source, kv->line);
+    /* each key's own range, named in its message */
+    if (d->K <= 0 || d->K > CONV_MAX_OUT)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: conv2d out=%d: expected 1..%d output "
+                           "channels", kv->source, kv->line, d->K, CONV_MAX_OUT);
+    if (d->R <= 0 || d->S <= 0 || d->R > CONV_MAX_SIDE || d->S > CONV_MAX_SIDE)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: conv2d kernel=%dx%d: expected 1..%d on "
+                           "each side", kv->source, kv->line, d->R, d->S, CONV_MAX_SIDE);
+    if (d->stride_h <= 0 || d->stride_w <= 0)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: conv2d stride=%dx%d: expected 1 or more "
+                           "on each side", kv->source, kv->line, d->stride_h, d->stride_w);
+    if (d->pad_h < 0 || d->pad_w < 0 || d->pad_h > CONV_MAX_SIDE || d->pad_w > CONV_MAX_SIDE)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: conv2d pad=%dx%d: expected 0..%d on each "
+                           "side", kv->source, kv->line, d->pad_h, d->pad_w, CONV_MAX_SIDE);
+    if (bias != 0 && bias != 1)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: conv2d bias=%d: expected 0 or 1",
+                           kv->source, kv->line, bias);
     if (d->dil_h < 1 || d->dil_w < 1 || d->dil_h > 1024 || d->dil_w > 1024)
         return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: conv2d needs dilation in 1..1024, got %dx%d",
                            kv->source, kv->line, d->dil_h, d->dil_w);
+    /* C/groups*R*S (the fan-in, the GEMM's inner size) in 64 bits: up to
+     * 65536 * 1024 * 1024 before this check */
+    const int64_t fan_in = (int64_t)(d->C / d->groups) * d->R * d->S;
+    if (fan_in > CONV_MAX_FAN_IN)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: conv2d sums %lld inputs per output "
+                           "(%d channels x %dx%d kernel), more than %d", kv->source, kv->line,
+                           (long long)fan_in, d->C / d->groups, d->R, d->S, CONV_MAX_FAN_IN);
     int hp = d->H + 2 * d->pad_h, wp = d->W + 2 * d->pad_w;
     /* the input rows and columns one output reads: (R - 1) dilation + 1 */
     const int eh = (d->R - 1) * d->dil_h + 1, ew = (d->S - 1) * d->dil_w + 1;
@@ -64,7 +88,7 @@ static nn_status conv2d_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
     node->param_suffix[0] = "weight";
     node->param_shape[1] = (nn_shape){1, {d->K, 0, 0, 0}};
     node->param_suffix[1] = "bias";
-    node->param_fan_in = d->C / d->groups * d->R * d->S;
+    node->param_fan_in = (int)fan_in;
     return NN_OK;
 }
 
@@ -337,19 +361,21 @@ typedef struct {
 
 static conv_ws ws_layout(const nn_conv2d_desc *d) {
     const size_t G = (size_t)group_size(d), PQ = (size_t)d->P * d->Q;
-    const int CRS = d->C * d->R * d->S;
+    const size_t CRS = (size_t)d->C * d->R * d->S;
     conv_ws l;
     l.shared = 0;
     l.col = 0;
-    l.dcol = l.col + (d->bf16 ? 0 : round16((size_t)CRS * G * PQ)); /* bf16: colb instead */
-    l.yg = l.dcol + round16((size_t)CRS * G * PQ);
+    l.dcol = l.col + (d->bf16 ? 0 : round16(CRS * G * PQ)); /* bf16: colb instead */
+    l.yg = l.dcol + round16(CRS * G * PQ);
     l.dw = l.yg + round16((size_t)d->K * G * PQ);
     l.db = l.dw + round16((size_t)d->K * CRS);
     l.total = l.db + round16((size_t)d->K);
     l.bscratch = l.colb = l.xb = l.dwt = l.total;
     if (d->bf16) {
-        size_t fwd = nn_bf16_packed_a_size(d->K, CRS), bwd = nn_bf16_packed_a_size(CRS, d->K);
-        size_t cols = nn_bf16_packed_a_size(CRS, (int)(G * PQ));
+        /* bf16 runs dense convolutions only: CRS is the fan-in, at most 2^24 */
+        size_t fwd = nn_bf16_packed_a_size(d->K, (int)CRS);
+        size_t bwd = nn_bf16_packed_a_size((int)CRS, d->K);
+        size_t cols = nn_bf16_packed_a_size((int)CRS, (int)(G * PQ));
         /* one image in bf16, zero-padded for stride-1 convolutions */
         size_t image = (size_t)d->C * (d->H + 2 * d->pad_h) * (d->W + 2 * d->pad_w);
         if (dx_as_correlation(d)) { /* dy's column matrix and flipped kernel too */
@@ -367,7 +393,7 @@ static conv_ws ws_layout(const nn_conv2d_desc *d) {
         l.colb = l.bscratch + bf16_floats(nn_bf16_gemm_scratch_size());
         l.xb = l.colb + bf16_floats(cols);
         l.dwt = l.xb + bf16_floats(image);
-        l.total = l.dwt + round16((size_t)CRS * d->K);
+        l.total = l.dwt + round16(CRS * (size_t)d->K);
     }
     return l;
 }

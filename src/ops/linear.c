@@ -15,9 +15,12 @@ static nn_status linear_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
                            "%s:%d: linear needs a flat input; add 'flatten' before it (input "
                            "has %d dimensions)",
                            kv->source, kv->line, in->ndim);
-    if (d->out <= 0 || d->out > (1 << 24) || (bias != 0 && bias != 1))
-        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: linear needs out>0 and bias=0|1",
-                           kv->source, kv->line);
+    if (d->out <= 0 || d->out > (1 << 24))
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: linear out=%d: expected 1..%d outputs",
+                           kv->source, kv->line, d->out, 1 << 24);
+    if (bias != 0 && bias != 1)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: linear bias=%d: expected 0 or 1",
+                           kv->source, kv->line, bias);
     if (in->dim[0] > (1 << 24))
         return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: linear input of %lld features is too large",
                            kv->source, kv->line, (long long)in->dim[0]);

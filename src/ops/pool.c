@@ -27,11 +27,14 @@ static nn_status window_configure(nn_node *node, nn_kvlist *kv, const nn_shape *
     d->C = (int)in->dim[0];
     d->H = (int)in->dim[1];
     d->W = (int)in->dim[2];
-    if (d->R <= 0 || d->S <= 0 || d->stride_h <= 0 || d->stride_w <= 0 || d->pad_h < 0 ||
-        d->pad_w < 0)
-        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: %s needs size>0, stride>0, pad>=0",
-                           kv->source, kv->line, op);
-    if (2 * d->pad_h > d->R || 2 * d->pad_w > d->S)
+    if (d->R <= 0 || d->S <= 0 || d->R > 65536 || d->S > 65536)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: %s size=%dx%d: expected 1..65536 on "
+                           "each side", kv->source, kv->line, op, d->R, d->S);
+    if (d->stride_h <= 0 || d->stride_w <= 0 || d->pad_h < 0 || d->pad_w < 0)
+        return nn_ctx_fail(kv->ctx, NN_EINVAL, "%s:%d: %s needs stride>0 and pad>=0 (stride=%dx%d, "
+                           "pad=%dx%d)", kv->source, kv->line, op, d->stride_h, d->stride_w,
+                           d->pad_h, d->pad_w);
+    if (d->pad_h > d->R / 2 || d->pad_w > d->S / 2) /* the sums below then fit an int */
         return nn_ctx_fail(kv->ctx, NN_EINVAL,
                            "%s:%d: %s pad must be at most half the window size", kv->source,
                            kv->line, op);

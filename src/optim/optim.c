@@ -177,6 +177,13 @@ nn_status nn_optim_new(nn_ctx *ctx, const nn_optim_config *cfg, size_t num_param
     if (num_params > SIZE_MAX / sizeof(float))
         return nn_ctx_fail(ctx, NN_ENOMEM, "%zu parameters are too many for optimizer state",
                            num_params);
+    /* the state buffers are filled right away: refuse what cannot fit first */
+    const char *names[NN_OPTIM_MAX_STATES];
+    const uint64_t bytes =
+        nn_size_mul(nn_size_mul((uint64_t)state_names(cfg, names), num_params), sizeof(float));
+    s = nn_memory_check(ctx, 0, bytes, "the %s optimizer's state for %zu parameters needs "
+                        "%.1f MiB", nn_optim_name(cfg->kind), num_params, NN_MIB(bytes));
+    if (s != NN_OK) return s;
     nn_optimizer *opt = calloc(1, sizeof *opt);
     if (!opt) return nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the optimizer");
     opt->cfg = *cfg;

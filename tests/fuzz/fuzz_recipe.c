@@ -56,9 +56,9 @@ static int load_captured(const char *path, const cli_opt *opts, cli_strings *kee
 /* Two limits of the format that the writer does not guard against, known and
  * not checked here (docs/fuzzing.md): inih reads lines into a buffer of this
  * many bytes (Debian's build), so a written line of a string value of about
- * 190 bytes or more is split; and a ';' after a blank starts a comment, so a
- * string value that starts with ';' (written after "key = ") or holds one
- * after a blank loses its tail. */
+ * 190 bytes or more is refused; and a ';' or '#' after a blank starts a
+ * comment, so a string value that starts with one (written after "key = ")
+ * or holds one after a blank loses its tail. */
 #define INIH_MAX_LINE 200
 
 static int comment_inside(const recipe *r) {
@@ -66,7 +66,8 @@ static int comment_inside(const recipe *r) {
         if (r->table[i].type != CLI_STR) continue;
         const char *s = *(const char **)r->table[i].dst;
         for (size_t k = 0; s && s[k]; k++)
-            if (s[k] == ';' && (k == 0 || isspace((unsigned char)s[k - 1]))) return 1;
+            if ((s[k] == ';' || s[k] == '#') && (k == 0 || isspace((unsigned char)s[k - 1])))
+                return 1;
     }
     return 0;
 }
