@@ -3,7 +3,7 @@
  * from NN_OP_LIST (core/graph.h), and lookups by type and by keyword. The
  * entries themselves live beside their kernels, one op family per file.
  */
-#include "core/graph.h"
+#include "ops/ops.h" /* and through it core/graph.h: NN_OP_LIST */
 
 #include <string.h>
 
