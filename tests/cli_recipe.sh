@@ -78,7 +78,7 @@ F="$SMALL --val 200 --optimizer adam --lr 0.003 --schedule plateau --plateau-pat
 "$NN" train "$MODEL" $F --save ref.st > /dev/null 2>&1
 "$NN" train "$MODEL" $F --save run.st --save-every 3 > /dev/null 2>&1 &
 pid=$!
-for _ in $(seq 200); do [ -f run.st ] && break; sleep 0.02; done
+for _ in $(seq 3000); do [ -f run.st ] && break; sleep 0.02; done
 sleep 0.3
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null

@@ -16,6 +16,7 @@ void cli_json_string(FILE *f, const char *s) {
 }
 
 const char *cli_float_str(char *buf, size_t size, float v) {
+    if (!buf || size == 0) return "";
     for (int digits = 1; digits <= 9; digits++) {
         snprintf(buf, size, "%.*g", digits, (double)v);
         if (strtof(buf, NULL) == v) break;
