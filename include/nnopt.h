@@ -144,6 +144,19 @@ int nn_cpu_cores(void);
  * checks. */
 void nn_ctx_set_max_memory(nn_ctx *ctx, uint64_t bytes);
 uint64_t nn_ctx_max_memory(const nn_ctx *ctx);
+/* Where the context's networks and optimizers keep their memory and run:
+ * "cpu" (the default: host memory) or "guard" (the CPU kernels on memory that
+ * is mprotect()ed except while a kernel or an explicit copy runs, so host code
+ * that touches it directly faults with a message: a check that the code keeps
+ * to the device seam, slow, for tests). Set it before the first network or
+ * optimizer: NN_EINVAL for an unknown name, or once another is in use. */
+nn_status nn_ctx_set_backend(nn_ctx *ctx, const char *name);
+const char *nn_ctx_backend(nn_ctx *ctx);
+/* nn_net_params, nn_net_grads, nn_net_buffers, nn_net_logits and
+ * nn_optim_state point into the backend's memory: host code reads and writes
+ * it through these copies (memcpy on the CPU backend). */
+void nn_ctx_download(nn_ctx *ctx, void *host, const void *dev, size_t bytes);
+void nn_ctx_upload(nn_ctx *ctx, void *dev, const void *host, size_t bytes);
 /* Last error message, "" if none. Owned by ctx, valid until the next error. */
 const char *nn_ctx_error(const nn_ctx *ctx);
 /* Records a printf-style message and returns s; lets callers add errors too. */

@@ -29,6 +29,7 @@ expect_reject() {
 ISA_MSG="nnopt: NNOPT_ISA=avx2: expected generic, avx512, avx512bf16 or amx"
 CONV_MSG="nnopt: NNOPT_CONV=fft: expected winograd or direct"
 LOADER_MSG="nnopt: NNOPT_LOADER=threads: expected auto, thread or sync"
+BACKEND_MSG="nnopt: NNOPT_BACKEND=cuda: expected cpu or guard"
 for cmd in "system" "info $MODEL" "train $MODEL --data $DATA --epochs 1" "bench $MODEL --steps 1"; do
     # shellcheck disable=SC2086 # the command and its arguments are split on purpose
     expect_reject NNOPT_ISA=avx2 "$ISA_MSG" $cmd
@@ -36,12 +37,15 @@ for cmd in "system" "info $MODEL" "train $MODEL --data $DATA --epochs 1" "bench 
     expect_reject NNOPT_CONV=fft "$CONV_MSG" $cmd
     # shellcheck disable=SC2086
     expect_reject NNOPT_LOADER=threads "$LOADER_MSG" $cmd
+    # shellcheck disable=SC2086
+    expect_reject NNOPT_BACKEND=cuda "$BACKEND_MSG" $cmd
 done
 expect_reject NNOPT_ISA=GENERIC "nnopt: NNOPT_ISA=GENERIC: expected generic, avx512, avx512bf16 or amx" system
 
 for assign in NNOPT_ISA=generic NNOPT_ISA=avx512 NNOPT_ISA=avx512bf16 NNOPT_ISA=amx NNOPT_ISA= \
               NNOPT_CONV=winograd NNOPT_CONV=direct NNOPT_CONV= \
-              NNOPT_LOADER=auto NNOPT_LOADER=thread NNOPT_LOADER=sync NNOPT_LOADER=; do
+              NNOPT_LOADER=auto NNOPT_LOADER=thread NNOPT_LOADER=sync NNOPT_LOADER= \
+              NNOPT_BACKEND=cpu NNOPT_BACKEND=guard NNOPT_BACKEND=; do
     if env "$assign" timeout 60 "$NN" system --json >"ok.json" 2>ok.err; then
         pass "$assign is accepted"
     else
@@ -54,9 +58,11 @@ NNOPT_ISA=generic timeout 60 "$NN" system --json >generic.json 2>/dev/null
 NNOPT_ISA= timeout 60 "$NN" system --json >empty.json 2>/dev/null
 NNOPT_ISA=amx NNOPT_CONV=winograd timeout 60 "$NN" system --json >top.json 2>/dev/null
 NNOPT_CONV=direct timeout 60 "$NN" system --json >direct.json 2>/dev/null
-check "the settings reach the context: NNOPT_ISA caps the kernels, NNOPT_CONV=direct turns Winograd off, empty = default" python3 -c '
+NNOPT_BACKEND=guard timeout 60 "$NN" system --json >guard.json 2>/dev/null
+check "the settings reach the context: NNOPT_ISA caps the kernels, NNOPT_CONV=direct turns Winograd off, NNOPT_BACKEND picks the backend, empty = default" python3 -c '
 import json
-d, g, e, t, c = (json.load(open(f + ".json")) for f in ("default", "generic", "empty", "top", "direct"))
+d, g, e, t, c, b = (json.load(open(f + ".json")) for f in ("default", "generic", "empty", "top", "direct", "guard"))
+assert d["backend"] == "cpu" and b["backend"] == "guard", (d, b)
 assert g["kernel_isa"] == "generic" and not g["winograd"], g
 assert e == d, (e, d)
 assert t == d, "a cap at the top (amx) changes nothing: %r vs %r" % (t, d)

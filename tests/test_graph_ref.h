@@ -45,7 +45,9 @@ static TU_UNUSED double ref_run(const nn_net *net, const float *x, const int32_t
     size_t *per = xmalloc((size_t)nn * sizeof *per);
     const size_t np = net->num_params;
     double *p = xmalloc(np * sizeof(double));
-    for (size_t i = 0; i < np; i++) p[i] = net->param_data[i], grads[i] = 0.0;
+    float *host = tu_download(net->ctx, net->param_data, np); /* the backend's memory */
+    for (size_t i = 0; i < np; i++) p[i] = host[i], grads[i] = 0.0;
+    free(host);
     for (int i = 0; i < nn; i++) {
         per[i] = (size_t)nn_shape_numel(&net->nodes[i].out);
         y[i] = xmalloc((size_t)n * per[i] * sizeof(double));

@@ -479,7 +479,7 @@ static void test_run_errors(nn_ctx *ctx) {
           "forward of 4 samples after the failed calls: loss near ln 10 at init", "loss %g",
           (double)loss);
     st = nn_net_backward(net);
-    const float *g = nn_net_grads(net);
+    float *g = tu_download(ctx, nn_net_grads(net), nn_net_num_params(net));
     size_t nonzero = 0, finite = 1;
     for (size_t i = 0; i < nn_net_num_params(net); i++) {
         nonzero += g[i] != 0.0f;
@@ -488,14 +488,16 @@ static void test_run_errors(nn_ctx *ctx) {
     check(st == NN_OK && finite && nonzero > nn_net_num_params(net) / 4,
           "backward gives finite, mostly non-zero gradients", "%zu of %zu non-zero", nonzero,
           nn_net_num_params(net));
+    free(g);
 
     /* logits without labels equal the logits of the labelled forward; then
      * backward is refused (it needs a forward with labels) */
-    float logits[B * 10];
-    memcpy(logits, nn_net_logits(net), sizeof logits);
+    float logits[B * 10], again[2 * B * 10];
+    nn_ctx_download(ctx, logits, nn_net_logits(net), sizeof logits);
     float loss2 = 123.0f;
     st = nn_net_forward(net, x, NULL, B, &loss2);
-    check(st == NN_OK && memcmp(logits, nn_net_logits(net), sizeof logits) == 0,
+    if (st == NN_OK) nn_ctx_download(ctx, again, nn_net_logits(net), sizeof logits);
+    check(st == NN_OK && memcmp(logits, again, sizeof logits) == 0,
           "forward without labels gives the same logits", NULL);
     st = nn_net_backward(net);
     check(st == NN_EINVAL, "backward after a forward without labels: NN_EINVAL", "%s",
@@ -504,11 +506,13 @@ static void test_run_errors(nn_ctx *ctx) {
     /* smaller batches, and a larger plan, give the same per-sample results */
     /* (GEMM blocking may depend on the batch size, so equal up to rounding) */
     st = nn_net_forward(net, x, NULL, 1, NULL);
-    double e1 = st == NN_OK ? max_diff(logits, nn_net_logits(net), 10) : INFINITY;
+    if (st == NN_OK) nn_ctx_download(ctx, again, nn_net_logits(net), 10 * sizeof(float));
+    double e1 = st == NN_OK ? max_diff(logits, again, 10) : INFINITY;
     check(e1 <= 1e-5, "forward of 1 sample gives that sample's logits", "max diff %.2e", e1);
     st = nn_net_plan(net, 2 * B);
     if (st == NN_OK) st = nn_net_forward(net, x, labels, 2 * B, &loss2);
-    double e8 = st == NN_OK ? max_diff(logits, nn_net_logits(net), B * 10) : INFINITY;
+    if (st == NN_OK) nn_ctx_download(ctx, again, nn_net_logits(net), sizeof logits);
+    double e8 = st == NN_OK ? max_diff(logits, again, B * 10) : INFINITY;
     check(e8 <= 1e-5, "re-planned for 8: forward of 8, the first 4 logits unchanged",
           "max diff %.2e %s", e8, st ? nn_ctx_error(ctx) : "");
 
@@ -528,7 +532,7 @@ static void test_init(nn_ctx *ctx) {
     nn_rng rng;
     nn_rng_seed(&rng, 1234, 1);
     nn_net_init_params(net, &rng);
-    const float *w = nn_net_params(net);
+    float *w = tu_download(ctx, nn_net_params(net), nn_net_num_params(net));
     for (int i = 0; i < nn_net_num_param_tensors(net); i++) {
         const nn_param_info *p = nn_net_param_info(net, i);
         const double bound = 1.0 / sqrt((double)p->fan_in);
@@ -557,15 +561,18 @@ static void test_init(nn_ctx *ctx) {
     }
     /* the same seed gives the same parameters; another seed different ones */
     const size_t np = nn_net_num_params(net);
-    float *copy = xmalloc(np * sizeof(float));
-    memcpy(copy, w, np * sizeof(float));
+    float *copy = w;
     nn_rng_seed(&rng, 1234, 1);
     nn_net_init_params(net, &rng);
-    int same = memcmp(copy, nn_net_params(net), np * sizeof(float)) == 0;
+    float *now = tu_download(ctx, nn_net_params(net), np);
+    int same = memcmp(copy, now, np * sizeof(float)) == 0;
+    free(now);
     nn_rng_seed(&rng, 1235, 1);
     nn_net_init_params(net, &rng);
+    now = tu_download(ctx, nn_net_params(net), np);
     size_t differ = 0;
-    for (size_t i = 0; i < np; i++) differ += copy[i] != nn_net_params(net)[i];
+    for (size_t i = 0; i < np; i++) differ += copy[i] != now[i];
+    free(now);
     check(same && differ > np * 9 / 10, "init is reproducible from the seed, and seed-dependent",
           "%zu of %zu differ with another seed", differ, np);
     free(copy);
@@ -607,12 +614,14 @@ static void graph_vs_ref(const char *what, const char *text, nn_ctx *const ctxs[
         st = nn_net_forward(net, x, labels, n, &loss);
         if (st == NN_OK) st = nn_net_backward(net);
         double e_loss = max_err(&loss, &lref, 1);
-        double e_logits = max_err(nn_net_logits(net), logits, (size_t)n * classes);
+        float *z = tu_download(ctxs[t], nn_net_logits(net), (size_t)n * classes);
+        float *g = tu_download(ctxs[t], nn_net_grads(net), np);
+        double e_logits = max_err(z, logits, (size_t)n * classes);
         double e_grad = 0.0, gmax = 0.0;
         char worst[128] = "";
         for (int i = 0; i < nn_net_num_param_tensors(net); i++) {
             const nn_param_info *p = nn_net_param_info(net, i);
-            double e = max_err(nn_net_grads(net) + p->offset, grads + p->offset, p->numel);
+            double e = max_err(g + p->offset, grads + p->offset, p->numel);
             for (size_t j = 0; j < p->numel; j++) gmax = fmax(gmax, fabs(grads[p->offset + j]));
             if (!(e <= e_grad)) {
                 e_grad = e;
@@ -623,7 +632,7 @@ static void graph_vs_ref(const char *what, const char *text, nn_ctx *const ctxs[
                   (np == 0 || gmax > 1e-4),
               name, "loss %.6f ref %.6f; max err logits %.2e, grads %.2e (%s)%s%s", (double)loss,
               lref, e_logits, e_grad, worst, st ? ": " : "", st ? nn_ctx_error(ctxs[t]) : "");
-        free(x), free(grads), free(logits);
+        free(x), free(grads), free(logits), free(z), free(g);
         nn_net_free(net);
     }
 }

@@ -213,13 +213,14 @@ static int check_stats(const char *what, const float *p, const nn_param_info *in
 
 /* Writes the hash-derived weights into net's flat parameter buffer and checks
  * them (and the layout the net reports) against the fixture's "init" lines. */
-static int set_params(nn_net *net, const fixture *fx)
+static int set_params(nn_ctx *ctx, nn_net *net, const fixture *fx)
 {
     if (nn_net_num_param_tensors(net) != NUM_TENSORS) {
         fail("%s", "number of parameter tensors", nn_net_num_param_tensors(net), NUM_TENSORS);
         return 0;
     }
-    float *params = nn_net_params(net);
+    /* written on the host, uploaded at the end */
+    float *params = tu_download(ctx, nn_net_params(net), nn_net_num_params(net));
     for (int s = 0; s < NUM_TENSORS; s++) {
         const char *name = PARAM_NAMES[s];
         int idx = nn_net_find_param(net, name);
@@ -261,9 +262,13 @@ static int set_params(nn_net *net, const fixture *fx)
 
         /* Regenerated bit for bit: only summation order and the fixture's 9-digit
          * printing (relative error < 1e-8) can differ. */
-        if (check_stats("init", p, info, find_stats(fx->init, name), 1e-8, 1e-8, 1e-8, 0.0))
+        if (check_stats("init", p, info, find_stats(fx->init, name), 1e-8, 1e-8, 1e-8, 0.0)) {
+            free(params);
             return 0;
+        }
     }
+    nn_ctx_upload(ctx, nn_net_params(net), params, nn_net_num_params(net) * sizeof(float));
+    free(params);
     return 1;
 }
 
@@ -299,7 +304,7 @@ static int run_parity(int threads, const fixture *fx, run_result *res)
         printf("FAIL building the net: %s: %s\n", nn_status_str(st), nn_ctx_error(ctx));
         goto out;
     }
-    if (!set_params(net, fx))
+    if (!set_params(ctx, net, fx))
         goto out;
 
     const nn_optim_config cfg = {.kind = NN_OPTIM_SGD, .lr = 0.01f, .momentum = 0.9f,
@@ -355,7 +360,7 @@ static int run_parity(int threads, const fixture *fx, run_result *res)
     if (nn_optim_steps(opt) != STEPS)
         fail("%s", "nn_optim_steps", (double)nn_optim_steps(opt), STEPS);
 
-    const float *params = nn_net_params(net);
+    float *params = tu_download(ctx, nn_net_params(net), nn_net_num_params(net));
     double max_sum_err = 0.0, max_abssum_err = 0.0;
     for (int s = 0; s < NUM_TENSORS; s++) {
         const nn_param_info *info = nn_net_param_info(net, nn_net_find_param(net, PARAM_NAMES[s]));
@@ -377,9 +382,7 @@ static int run_parity(int threads, const fixture *fx, run_result *res)
            max_sum_err, SUM_TOL, max_abssum_err, ABSSUM_RTOL);
 
     res->num_params = nn_net_num_params(net);
-    res->params = malloc(sizeof(float) * res->num_params);
-    if (res->params)
-        memcpy(res->params, params, sizeof(float) * res->num_params);
+    res->params = params; /* the host copy */
     done = 1;
 out:
     nn_optim_free(opt);

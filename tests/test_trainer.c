@@ -213,6 +213,7 @@ static void test_early_stop(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset 
 /* Breaks the weights (or the batch-norm statistics) in the last batch of
  * epoch 2, after its backward pass: the optimizer step then carries the NaN. */
 typedef struct {
+    nn_ctx *ctx;
     nn_net *net;
     int buffers;
 } poison;
@@ -220,8 +221,7 @@ typedef struct {
 static void poison_last_batch(void *user, const nn_batch_report *r) {
     poison *p = user;
     if (r->epoch == 1 && r->batch == r->batches) {
-        if (p->buffers) nn_net_buffers(p->net)[0] = NAN;
-        else nn_net_params(p->net)[0] = NAN;
+        tu_set(p->ctx, p->buffers ? nn_net_buffers(p->net) : nn_net_params(p->net), NAN);
     }
 }
 
@@ -235,7 +235,7 @@ static void test_nonfinite_keeps_checkpoint(nn_ctx *ctx, const nn_dataset *tr,
     c.save = path;
     nn_net *net = make_net(ctx, c.batch, 11);
     nn_trainer *t = NULL;
-    poison p = {net, buffers};
+    poison p = {ctx, net, buffers};
     nn_train_callbacks cb = {NULL, poison_last_batch, NULL, &p};
     nn_status s = nn_trainer_new(net, &c, tr, NULL, te, &t);
     if (!s) {

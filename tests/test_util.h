@@ -86,11 +86,31 @@ static TU_UNUSED int tu_env_choice(const char *var, const char *const *names, in
     exit(2);
 }
 
+/* Host copies of the backend's memory (nn_net_params, nn_net_grads,
+ * nn_net_buffers, nn_net_logits, nn_optim_state point there): the tests that
+ * also run on the guard backend read and write it only through these. */
+static TU_UNUSED float *tu_download(nn_ctx *ctx, const float *dev, size_t n) {
+    float *h = malloc((n ? n : 1) * sizeof *h);
+    if (!h) {
+        fprintf(stderr, "test: out of memory\n");
+        exit(1);
+    }
+    nn_ctx_download(ctx, h, dev, n * sizeof *h);
+    return h;
+}
+static TU_UNUSED float tu_get(nn_ctx *ctx, const float *dev) {
+    float v;
+    nn_ctx_download(ctx, &v, dev, sizeof v);
+    return v;
+}
+static TU_UNUSED void tu_set(nn_ctx *ctx, float *dev, float v) { nn_ctx_upload(ctx, dev, &v, sizeof v); }
+
 /* nn_ctx_new(threads) with the settings that tests/CMakeLists.txt gives some
  * tests through nnopt's environment variables, applied as nnopt's main()
  * applies them (the library reads no environment): NNOPT_ISA caps the
  * kernels' ISA, NNOPT_CONV=direct turns Winograd off, NNOPT_LOADER forces the
- * batch loader's mode. The first call also has OpenBLAS choose kernels fit for
+ * batch loader's mode, NNOPT_BACKEND=guard runs on the guard backend. The
+ * first call also has OpenBLAS choose kernels fit for
  * this CPU where its own choice is older, unless OPENBLAS_CORETYPE pins one,
  * as main() does. NULL only if out of memory. */
 static TU_UNUSED nn_ctx *test_ctx_new(int threads) {
@@ -110,8 +130,11 @@ static TU_UNUSED nn_ctx *test_ctx_new(int threads) {
     const int isa = tu_env_choice("NNOPT_ISA", isas, 4);
     const int conv = tu_env_choice("NNOPT_CONV", convs, 2);
     const int loader = tu_env_choice("NNOPT_LOADER", loaders, 3);
+    static const char *const backends[] = {"cpu", "guard"};
+    const int backend = tu_env_choice("NNOPT_BACKEND", backends, 2);
     nn_ctx *ctx = nn_ctx_new(threads);
     if (!ctx) return NULL;
+    if (backend >= 0) nn_ctx_set_backend(ctx, backends[backend]);
     nn_isa cap;
     if (isa >= 0 && nn_isa_parse(isas[isa], &cap) == NN_OK && cap < nn_ctx_isa(ctx))
         nn_ctx_set_isa(ctx, cap);

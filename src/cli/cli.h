@@ -18,6 +18,7 @@ typedef struct {
     int winograd;           /* NNOPT_CONV: 1 winograd where it applies (default), 0 direct */
     nn_loader_mode loader;  /* NNOPT_LOADER: auto (default), thread or sync */
     const char *blas_core;  /* OPENBLAS_CORETYPE when set (OpenBLAS obeyed it), else NULL */
+    const char *backend;    /* NNOPT_BACKEND: "cpu" (default) or "guard" (nn_ctx_set_backend) */
 } cli_env;
 
 /* nn_ctx_new(threads) with env's settings; NULL only if out of memory. */

@@ -80,7 +80,7 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
     nn_ctx *ctx = cli_ctx_new(env, threads);
     nn_net *net = NULL;
     nn_dataset d = {0};
-    float *x = NULL, *prob = NULL;
+    float *x = NULL, *prob = NULL, *z = NULL; /* z: (batch, classes) the logits */
     char *taken = NULL; /* (classes) 1 once a class is printed */
     int32_t *y = NULL;
     int rc = 1;
@@ -98,7 +98,8 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
     y = malloc((size_t)batch * sizeof(int32_t));
     prob = malloc((size_t)classes * sizeof(float));
     taken = malloc((size_t)classes);
-    if (!x || !y || !prob || !taken) {
+    z = malloc((size_t)batch * (size_t)classes * sizeof(float));
+    if (!x || !y || !prob || !taken || !z) {
         nn_ctx_fail(ctx, NN_ENOMEM, "out of memory");
         goto done;
     }
@@ -117,7 +118,7 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
             int n = (int)(d.n - first < batch ? d.n - first : batch);
             nn_dataset_gather(&d, NULL, first, n, &norm, x, y);
             if (nn_net_forward(net, x, NULL, n, NULL)) goto done;
-            const float *z = nn_net_logits(net);
+            nn_ctx_download(ctx, z, nn_net_logits(net), (size_t)n * (size_t)classes * sizeof(float));
             for (int i = 0; i < n; i++) {
                 const float *zi = z + (size_t)i * classes;
                 /* finite weights can still overflow on an input (inf - inf in a
@@ -177,6 +178,7 @@ done:
     free(y);
     free(prob);
     free(taken);
+    free(z);
     nn_dataset_free(&d);
     nn_net_free(net);
     nn_ctx_free(ctx);

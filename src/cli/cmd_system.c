@@ -139,7 +139,8 @@ int cmd_system(int argc, char **argv, const cli_env *env) {
         cli_json_string(stdout, core ? core : "");
         printf(",\"openblas_replaced\":");
         cli_json_string(stdout, replaced ? replaced : "");
-        printf(",\"winograd\":%s", winograd ? "true" : "false");
+        printf(",\"winograd\":%s,\"backend\":\"%s\"", winograd ? "true" : "false",
+               nn_ctx_backend(ctx));
         if (measure) printf(",\"sgemm_gflops\":%.1f", gflops);
         if (ncores > 1) {
             printf(",\"sgemm_gflops_by_core\":{");
@@ -160,6 +161,10 @@ int cmd_system(int argc, char **argv, const cli_env *env) {
         printf("winograd   %s\n", winograd ? "on: fp32 3x3 stride-1 pad-1 convolutions with C, K multiples of 8 "
                                              "(NNOPT_CONV=direct turns it off)"
                                            : "off");
+        printf("backend    %s%s\n", nn_ctx_backend(ctx),
+               strcmp(nn_ctx_backend(ctx), "guard") == 0
+                   ? " (memory that host code cannot touch outside kernels and copies; slow, for tests)"
+                   : "");
         printf("openblas   core %s", core ? core : "?");
         if (replaced) printf(" (nnopt replaced OpenBLAS's own choice, %s, older than this CPU)", replaced);
         printf("\n");

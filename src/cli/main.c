@@ -56,6 +56,13 @@ static int read_env(cli_env *env) {
             return 2;
         }
     }
+    if ((v = env_value("NNOPT_BACKEND"))) {
+        if (strcmp(v, "cpu") != 0 && strcmp(v, "guard") != 0) {
+            fprintf(stderr, "nnopt: NNOPT_BACKEND=%s: expected cpu or guard\n", v);
+            return 2;
+        }
+        env->backend = v;
+    }
     env->blas_core = env_value("OPENBLAS_CORETYPE");
     return 0;
 }

@@ -47,13 +47,30 @@ static nn_status place_params(nn_net *net) {
                                    "%s: %llu parameters and their gradients need %.1f MiB",
                                    net->source, (unsigned long long)offset, NN_MIB(bytes));
     if (st) return st;
+    const nn_backend *be = net->ctx->backend;
     net->num_params = offset;
-    net->param_data = nn_calloc_aligned(offset * sizeof(float));
-    net->grad_data = nn_calloc_aligned(offset * sizeof(float));
+    net->param_data = be->alloc(offset * sizeof(float));
+    net->grad_data = be->alloc(offset * sizeof(float));
     if (!net->param_data || !net->grad_data)
         return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for %zu parameters "
                            "(%.1f MiB with their gradients)", net->source, offset, NN_MIB(bytes));
     return NN_OK;
+}
+
+/* Writes value into n floats of device memory at dev, through a host chunk. */
+static void fill_device(const nn_backend *be, float *dev, size_t n, float value) {
+    float chunk[1024];
+    for (size_t i = 0; i < sizeof chunk / sizeof chunk[0]; i++) chunk[i] = value;
+    for (size_t i = 0; i < n; i += 1024)
+        nn_dev_upload(be, dev + i, chunk, (n - i < 1024 ? n - i : 1024) * sizeof(float));
+}
+
+/* Sets every buffer (batch-norm statistics) to its initial value. */
+static void reset_buffers(nn_net *net) {
+    for (int i = 0; i < net->num_buffer_tensors; i++) {
+        const nn_param_info *p = &net->buffers[i];
+        fill_device(net->ctx->backend, net->buffer_data + p->offset, p->numel, p->init_value);
+    }
 }
 
 /* The same for buffers: names, shapes and offsets in the flat buffer, each
@@ -81,14 +98,11 @@ static nn_status place_buffers(nn_net *net) {
         }
     }
     net->num_buffers = offset;
-    net->buffer_data = nn_alloc_aligned((offset ? offset : 1) * sizeof(float));
+    net->buffer_data = net->ctx->backend->alloc((offset ? offset : 1) * sizeof(float));
     if (!net->buffer_data)
         return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for %zu buffer values",
                            net->source, offset);
-    for (int i = 0; i < net->num_buffer_tensors; i++) {
-        const nn_param_info *p = &net->buffers[i];
-        for (size_t j = 0; j < p->numel; j++) net->buffer_data[p->offset + j] = p->init_value;
-    }
+    reset_buffers(net);
     return NN_OK;
 }
 
@@ -167,7 +181,7 @@ nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net
     nn_net *net = calloc(1, sizeof *net);
     if (!net) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", source);
     net->ctx = ctx;
-    if (!ctx->backend) ctx->backend = nn_backend_cpu(); /* the default (context.c is below it) */
+    nn_ctx_backend_of(ctx); /* the CPU unless one was chosen (context.c is below backends) */
     net->loss_node = -1;
     net->training = 1;
     snprintf(net->source, sizeof net->source, "%s", source);
@@ -233,14 +247,18 @@ nn_status nn_net_load(nn_ctx *ctx, const char *path, nn_net **out) {
 }
 
 static void release_plan(nn_net *net) {
-    nn_free_aligned(net->arena);
-    nn_free_aligned(net->ws);
+    const nn_backend *be = net->ctx->backend;
+    be->free(net->arena);
+    be->free(net->ws);
+    be->free(net->input_dev);
+    be->free(net->labels_dev);
     for (int k = 0; k < NN_MAX_INPUTS; k++) {
-        nn_free_aligned(net->gscratch[k]);
+        be->free(net->gscratch[k]);
         net->gscratch[k] = NULL;
     }
     net->gscratch_floats = 0;
-    net->arena = net->ws = NULL;
+    net->arena = net->ws = net->input_dev = NULL;
+    net->labels_dev = NULL;
     net->arena_floats = net->ws_floats = 0;
     net->max_batch = 0;
 }
@@ -254,11 +272,11 @@ void nn_net_free(nn_net *net) {
     free(net->nodes);
     free(net->params);
     free(net->buffers);
-    nn_free_aligned(net->buffer_data);
+    net->ctx->backend->free(net->buffer_data);
     free(net->time_fwd);
     free(net->time_bwd);
-    nn_free_aligned(net->param_data);
-    nn_free_aligned(net->grad_data);
+    net->ctx->backend->free(net->param_data);
+    net->ctx->backend->free(net->grad_data);
     free(net);
 }
 
@@ -419,9 +437,17 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
                 free(slot), free(slot_floats);
                 return st;
             }
-            net->arena = nn_calloc_aligned(total * sizeof(float));
-            net->ws = nn_alloc_aligned((ws ? ws : 16) * sizeof(float));
-            if (!net->arena || !net->ws) {
+            net->arena = be->alloc(total * sizeof(float));
+            net->ws = be->alloc((ws ? ws : 16) * sizeof(float));
+            /* a device keeps its own copy of the batch; the CPU reads the caller's */
+            if (!be->host_visible) {
+                const nn_shape in = net->nodes[net->input_node].out;
+                net->input_dev = be->alloc((size_t)max_batch * (size_t)nn_shape_numel(&in) *
+                                           sizeof(float));
+                net->labels_dev = be->alloc((size_t)max_batch * sizeof(int32_t));
+            }
+            if (!net->arena || !net->ws ||
+                (!be->host_visible && (!net->input_dev || !net->labels_dev))) {
                 free(slot), free(slot_floats);
                 release_plan(net);
                 return nn_ctx_fail(net->ctx, NN_ENOMEM,
@@ -437,7 +463,7 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
     net->max_batch = max_batch;
     for (int k = 0; k < NN_MAX_INPUTS; k++) {
         if (!(slots_used >> k & 1u)) continue;
-        if (!(net->gscratch[k] = nn_alloc_aligned(scratch * sizeof(float)))) {
+        if (!(net->gscratch[k] = be->alloc(scratch * sizeof(float)))) {
             release_plan(net);
             return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for gradient sums",
                                net->source);
@@ -460,20 +486,23 @@ size_t nn_net_planned_bytes(const nn_net *net) {
 }
 
 void nn_net_init_params(nn_net *net, nn_rng *rng) {
+    const nn_backend *be = net->ctx->backend;
     for (int i = 0; i < net->num_param_tensors; i++) {
         const nn_param_info *p = &net->params[i];
-        float *w = net->param_data + p->offset;
+        float *w = net->param_data + p->offset; /* device */
         if (p->init == NN_INIT_CONSTANT) {
-            for (size_t j = 0; j < p->numel; j++) w[j] = p->init_value;
+            fill_device(be, w, p->numel, p->init_value);
             continue;
         }
-        float bound = (float)(1.0 / sqrt((double)p->fan_in));
-        for (size_t j = 0; j < p->numel; j++) w[j] = (2.0f * nn_rng_uniform(rng) - 1.0f) * bound;
+        /* drawn on the host in order, uploaded a chunk at a time */
+        float bound = (float)(1.0 / sqrt((double)p->fan_in)), chunk[1024];
+        for (size_t j = 0; j < p->numel; j += 1024) {
+            const size_t m = p->numel - j < 1024 ? p->numel - j : 1024;
+            for (size_t k = 0; k < m; k++) chunk[k] = (2.0f * nn_rng_uniform(rng) - 1.0f) * bound;
+            nn_dev_upload(be, w + j, chunk, m * sizeof(float));
+        }
     }
-    for (int i = 0; i < net->num_buffer_tensors; i++) {
-        const nn_param_info *p = &net->buffers[i];
-        for (size_t j = 0; j < p->numel; j++) net->buffer_data[p->offset + j] = p->init_value;
-    }
+    reset_buffers(net);
 }
 
 size_t nn_net_num_params(const nn_net *net) { return net->num_params; }
@@ -600,6 +629,16 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
                                    labels[i], i, classes);
     nn_status st = nn_net_check_batch(net, n, net->training);
     if (st) return st;
+    /* the batch goes to the device (the CPU reads it where it is) */
+    if (!be->host_visible) {
+        const nn_shape in = net->nodes[net->input_node].out;
+        nn_dev_upload(be, net->input_dev, x, (size_t)n * (size_t)nn_shape_numel(&in) * sizeof(float));
+        x = net->input_dev;
+        if (labels) {
+            nn_dev_upload(be, net->labels_dev, labels, (size_t)n * sizeof(int32_t));
+            labels = net->labels_dev;
+        }
+    }
     net->nodes[net->input_node].y = (float *)x;
     int last = labels ? net->loss_node : net->logits_node;
     for (int i = 0; i <= last; i++) {
@@ -615,7 +654,9 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
         a.loss = &net->last_loss;
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
+        nn_dev_begin(be);
         nn_backend_kernels(be, node->op)->forward(&a);
+        nn_dev_end(be);
         if (timed) {
             double t1 = omp_get_wtime();
             if (net->timing) net->time_fwd[i] += t1 - t0;
@@ -635,10 +676,12 @@ nn_status nn_net_backward(nn_net *net) {
     const nn_backend *be = net->ctx->backend;
     const int n = net->cur_n;
     /* memory whose gradient several kernels add into starts at zero */
+    nn_dev_begin(be);
     for (int i = 0; i < net->num_nodes; i++)
         if (net->nodes[i].grad_writers > 1)
             memset(net->nodes[i].dy, 0,
                    (size_t)n * (size_t)nn_shape_numel(&net->nodes[i].out) * sizeof(float));
+    nn_dev_end(be);
     for (int i = net->loss_node; i > 0; i--) {
         nn_node *node = &net->nodes[i];
         if (node->alias_of >= 0) continue;
@@ -647,6 +690,7 @@ nn_status nn_net_backward(nn_net *net) {
         a.labels = net->labels;
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
+        nn_dev_begin(be);
         nn_backend_kernels(be, node->op)->backward(&a);
         for (int k = 0; k < node->num_inputs; k++)
             if (a.dxs[k] && a.dxs[k] == net->gscratch[k]) {
@@ -656,6 +700,7 @@ nn_status nn_net_backward(nn_net *net) {
                 const float *src = a.dxs[k];
                 for (size_t j = 0; j < count; j++) dst[j] += src[j];
             }
+        nn_dev_end(be);
         if (timed) {
             double t1 = omp_get_wtime();
             if (net->timing) net->time_bwd[i] += t1 - t0;
@@ -668,7 +713,10 @@ nn_status nn_net_backward(nn_net *net) {
 }
 
 void nn_net_zero_grad(nn_net *net) {
+    const nn_backend *be = net->ctx->backend;
+    nn_dev_begin(be);
     memset(net->grad_data, 0, net->num_params * sizeof(float));
+    nn_dev_end(be);
 }
 
 void nn_net_set_timing(nn_net *net, int on) {

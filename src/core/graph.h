@@ -316,6 +316,9 @@ struct nn_net {
     float *arena;                   /* all activations and their gradients */
     size_t arena_floats;
     float *ws;                      /* shared workspace */
+    float *input_dev;               /* (max_batch, input) the batch on a device that
+                                       is not host-visible; NULL on the CPU */
+    int32_t *labels_dev;            /* (max_batch) its labels, likewise */
     size_t ws_floats;
     float *gscratch[NN_MAX_INPUTS]; /* per input slot: a gradient written here is then
                                        added to a node read by several layers (NULL:

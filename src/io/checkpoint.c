@@ -15,6 +15,7 @@
  * ("exp_avg", "momentum_buffer", ...).
  */
 #include "nn_internal.h"
+#include "backend/backend.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -231,11 +232,31 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         }
     }
 
+    /* the tensors point into the backend's memory: a device's come to the
+     * host first, in one staging buffer */
+    const nn_backend *be = nn_ctx_backend_of(ctx);
+    float *stage = NULL;
+    if (!be->host_visible) {
+        size_t total = 0;
+        for (int i = 0; i < count; i++) total += (size_t)nn_shape_numel(&t[i].shape);
+        if (!(stage = malloc((total ? total : 1) * sizeof(float)))) {
+            free(t);
+            return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory staging %zu values", path,
+                               total);
+        }
+        for (size_t i = 0, at = 0; i < (size_t)count; i++) {
+            const size_t n = (size_t)nn_shape_numel(&t[i].shape);
+            nn_dev_download(be, stage + at, t[i].data, n * sizeof(float));
+            t[i].data = stage + at;
+            at += n;
+        }
+    }
     for (int i = 0; i < count; i++) {
         nn_status s = check_finite(ctx, path, "not saved", t[i].name, t[i].data,
                                    (size_t)nn_shape_numel(&t[i].shape));
         if (s != NN_OK) {
             free(t);
+            free(stage);
             return s;
         }
     }
@@ -270,6 +291,7 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
     }
     nn_status s = nn_safetensors_write(ctx, path, t, count, m.keys, m.vals, m.count);
     free(t);
+    free(stage);
     return s;
 }
 
@@ -439,6 +461,7 @@ static int is_state_tensor(const char *name, nn_net *net, nn_optimizer *opt) {
 
 static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, nn_net *net,
                            nn_optimizer *opt, nn_train_state *st) {
+    const nn_backend *be = nn_ctx_backend_of(ctx);
     const char *fv = nn_safetensors_meta(f, "format_version");
     if (fv && strcmp(fv, CKPT_FORMAT_VERSION) != 0)
         return nn_ctx_fail(ctx, NN_EUNSUPPORTED,
@@ -548,8 +571,7 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
                 char name[128];
                 state_tensor_name(name, sizeof name, info->name, sname);
                 const nn_st_tensor *t = nn_safetensors_find(f, name);
-                if (info->numel > 0)
-                    memcpy(state + info->offset, t->data, info->numel * sizeof(float));
+                nn_dev_upload(be, state + info->offset, t->data, info->numel * sizeof(float));
             }
         }
     }
@@ -557,13 +579,13 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
     for (int p = 0; p < np; p++) {
         const nn_param_info *info = nn_net_param_info(net, p);
         const nn_st_tensor *t = nn_safetensors_find(f, info->name);
-        if (info->numel > 0) memcpy(params + info->offset, t->data, info->numel * sizeof(float));
+        nn_dev_upload(be, params + info->offset, t->data, info->numel * sizeof(float));
     }
     float *buffers = nn_net_buffers(net); /* (num_buffers) */
     for (int b = 0; b < nb; b++) {
         const nn_param_info *info = nn_net_buffer_info(net, b);
         const nn_st_tensor *t = nn_safetensors_find(f, info->name);
-        if (info->numel > 0) memcpy(buffers + info->offset, t->data, info->numel * sizeof(float));
+        nn_dev_upload(be, buffers + info->offset, t->data, info->numel * sizeof(float));
     }
     if (st) *st = tmp;
     return NN_OK;

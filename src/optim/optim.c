@@ -9,6 +9,7 @@
  * (a checkpoint saved before the first step) restarts from fresh state.
  */
 #include "optim.h"
+#include "backend/backend.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -188,9 +189,10 @@ nn_status nn_optim_new(nn_ctx *ctx, const nn_optim_config *cfg, size_t num_param
     if (!opt) return nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the optimizer");
     opt->cfg = *cfg;
     opt->n = num_params;
+    opt->be = nn_ctx_backend_of(ctx);
     opt->num_states = state_names(cfg, opt->state_name);
     for (int i = 0; i < opt->num_states; i++) {
-        opt->state[i] = nn_alloc_aligned(num_params * sizeof(float));
+        opt->state[i] = opt->be->alloc(num_params * sizeof(float));
         if (!opt->state[i]) {
             const char *name = opt->state_name[i];
             nn_optim_free(opt);
@@ -198,14 +200,16 @@ nn_status nn_optim_new(nn_ctx *ctx, const nn_optim_config *cfg, size_t num_param
                                "(%zu floats)", nn_optim_name(cfg->kind), name, num_params);
         }
     }
+    nn_dev_begin(opt->be);
     init_states(opt, 0, num_params);
+    nn_dev_end(opt->be);
     *out = opt;
     return NN_OK;
 }
 
 void nn_optim_free(nn_optimizer *opt) {
     if (!opt) return;
-    for (int i = 0; i < opt->num_states; i++) nn_free_aligned(opt->state[i]);
+    for (int i = 0; i < opt->num_states; i++) opt->be->free(opt->state[i]);
     free(opt);
 }
 
@@ -230,12 +234,14 @@ void nn_optim_step(nn_optimizer *opt, nn_ctx *ctx, float *params, const float *g
     NN_ASSERT(update);
     /* Element-wise updates: each thread owns one contiguous chunk, so the
      * result is the same for any thread count. */
+    nn_dev_begin(opt->be);
     NN_PARALLEL_FOR(T)
     for (int t = 0; t < T; t++) {
         const size_t lo = n * (size_t)t / (size_t)T, hi = n * (size_t)(t + 1) / (size_t)T;
         if (first) init_states(opt, lo, hi);
         update(opt, params, grads, lo, hi, fast);
     }
+    nn_dev_end(opt->be);
     opt->steps++;
 }
 
@@ -265,6 +271,8 @@ void nn_optim_set_lr(nn_optimizer *opt, float lr) { opt->cfg.lr = lr; }
 double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx) {
     const int T = n >= OPTIM_PARALLEL_MIN ? ctx->threads : 1;
     double part[CLIP_CHUNKS];
+    const nn_backend *be = nn_ctx_backend_of(ctx);
+    nn_dev_begin(be);
     /* Sum of squares in double: fixed chunks, four interleaved accumulators
      * per chunk (for speed), combined in a fixed order. */
     NN_PARALLEL_FOR(T)
@@ -294,5 +302,6 @@ double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx) {
             for (size_t i = lo; i < hi; i++) grads[i] *= cf;
         }
     }
+    nn_dev_end(be);
     return norm;
 }

@@ -33,7 +33,8 @@ struct nn_optimizer {
     int64_t steps;                             /* steps taken (PyTorch's state 'step') */
     int num_states;                            /* buffers in use, PyTorch state-dict order */
     const char *state_name[NN_OPTIM_MAX_STATES];
-    float *state[NN_OPTIM_MAX_STATES];         /* each (n) */
+    float *state[NN_OPTIM_MAX_STATES];         /* each (n), the backend's memory */
+    const struct nn_backend *be;               /* whose memory the state is */
 };
 
 /* The state buffer called name, or NULL if this configuration has none. */

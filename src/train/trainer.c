@@ -11,6 +11,7 @@
  * the middle of an epoch (save_every, or a stop request).
  */
 #include "core/graph.h"
+#include "backend/backend.h"
 
 #include <math.h>
 #include <signal.h>
@@ -31,7 +32,7 @@ struct nn_trainer {
     float *x;                      /* (batch, C, H, W) evaluation batch */
     int32_t *y;                    /* (batch) */
     float *best;                   /* (num_params + num_buffers) weights of the best
-                                      validation loss, when early stopping */
+                                      validation loss, when early stopping (device) */
     int have_best;
     nn_rng epoch_rng;              /* st.rng advanced by the epoch's permutation */
     int in_epoch;                  /* the loader runs st.epoch */
@@ -131,7 +132,8 @@ nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_datas
     t->y = malloc((size_t)cfg->batch * sizeof(int32_t));
     t->perm = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
     if (cfg->early_stop)
-        t->best = malloc((nn_net_num_params(net) + nn_net_num_buffers(net) + 1) * sizeof(float));
+        t->best = ctx->backend->alloc((nn_net_num_params(net) + nn_net_num_buffers(net) + 1) *
+                                      sizeof(float));
     if (!t->x || !t->y || !t->perm || (cfg->early_stop && !t->best)) {
         s = nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the trainer's buffers");
         goto fail;
@@ -153,7 +155,7 @@ void nn_trainer_free(nn_trainer *t) {
     free(t->x);
     free(t->y);
     free(t->perm);
-    free(t->best);
+    t->ctx->backend->free(t->best);
     free(t->req);
     free(t);
 }
@@ -243,9 +245,11 @@ nn_status nn_trainer_resume(nn_trainer *t, const char *path) {
     return NN_OK;
 }
 
-/* Mean of the accumulated micro-batch gradients. */
-static void scale_grads(float *g, size_t n, float s) {
+/* Mean of the accumulated micro-batch gradients (a kernel on device memory). */
+static void scale_grads(const nn_backend *be, float *g, size_t n, float s) {
+    nn_dev_begin(be);
     for (size_t i = 0; i < n; i++) g[i] *= s;
+    nn_dev_end(be);
 }
 
 /* Forward and backward of one micro-batch (number `micro` of the optimizer
@@ -282,7 +286,7 @@ static nn_status train_micro(nn_trainer *t, const float *x, const int32_t *y, in
 static void apply_step(nn_trainer *t, int micro) {
     float *g = nn_net_grads(t->net);
     const size_t np = nn_net_num_params(t->net);
-    if (micro > 1) scale_grads(g, np, 1.0f / (float)micro);
+    if (micro > 1) scale_grads(t->ctx->backend, g, np, 1.0f / (float)micro);
     if (t->cfg.clip_grad_norm > 0) nn_clip_grad_norm(g, np, t->cfg.clip_grad_norm, t->ctx);
     t->lr = nn_sched_lr(&t->cfg.sched, &t->st.sched, t->st.epoch, t->st.step);
     nn_optim_set_lr(t->opt, t->lr);
@@ -380,12 +384,13 @@ nn_status nn_trainer_evaluate(nn_trainer *t, const nn_dataset *d, double *loss,
 static void copy_best(nn_trainer *t, int restore) {
     const size_t np = nn_net_num_params(t->net), nb = nn_net_num_buffers(t->net);
     float *p = nn_net_params(t->net), *b = nn_net_buffers(t->net);
+    const nn_backend *be = t->ctx->backend;
     if (restore) {
-        memcpy(p, t->best, np * sizeof(float));
-        if (nb) memcpy(b, t->best + np, nb * sizeof(float));
+        nn_dev_copy(be, p, t->best, np * sizeof(float));
+        nn_dev_copy(be, b, t->best + np, nb * sizeof(float));
     } else {
-        memcpy(t->best, p, np * sizeof(float));
-        if (nb) memcpy(t->best + np, b, nb * sizeof(float));
+        nn_dev_copy(be, t->best, p, np * sizeof(float));
+        nn_dev_copy(be, t->best + np, b, nb * sizeof(float));
     }
 }
 
