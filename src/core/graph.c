@@ -270,6 +270,7 @@ void nn_net_free(nn_net *net) {
     release_plan(net);
     free(net->model_text);
     free(net->nodes);
+    free(net->name_slots);
     free(net->params);
     free(net->buffers);
     net->ctx->backend->free(net->buffer_data);

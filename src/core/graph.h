@@ -299,6 +299,10 @@ struct nn_net {
     nn_node *nodes;
     int num_nodes;
     int cap_nodes;
+    int *name_slots;                /* (name_cap) open-addressing index of the layer
+                                       names: node index + 1, 0 = empty */
+    int name_cap;                   /* a power of two, at least twice num_nodes */
+    int op_layers[NN_OP_COUNT];     /* layers of each op so far (automatic names) */
     nn_param_info *params;
     int num_param_tensors;
     size_t num_params;

@@ -94,10 +94,46 @@ static int key_allowed(const char *keys, const char *key) {
     return 0;
 }
 
+/* FNV-1a: the layer-name index's hash. */
+static uint32_t name_hash(const char *s) {
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* Looks names up in the index, not by scanning the layers: a model of 10000
+ * layers then builds in linear time. */
 int nn_model_find_layer(const nn_net *net, const char *name) {
-    for (int i = 0; i < net->num_nodes; i++)
-        if (strcmp(net->nodes[i].name, name) == 0) return i;
-    return -1;
+    if (!net->name_cap) return -1;
+    const uint32_t mask = (uint32_t)net->name_cap - 1;
+    for (uint32_t i = name_hash(name) & mask;; i = (i + 1) & mask) {
+        const int v = net->name_slots[i];
+        if (!v) return -1;
+        if (strcmp(net->nodes[v - 1].name, name) == 0) return v - 1;
+    }
+}
+
+/* Adds layer idx (its name not yet indexed) to the name index, which grows to
+ * stay at most half full. */
+static nn_status index_name(nn_net *net, int idx) {
+    if (2 * (idx + 1) > net->name_cap) {
+        const int cap = net->name_cap ? 2 * net->name_cap : 64;
+        int *slots = calloc((size_t)cap, sizeof *slots);
+        if (!slots) return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory", net->source);
+        free(net->name_slots);
+        net->name_slots = slots;
+        net->name_cap = cap;
+        for (int i = 0; i < idx; i++) {
+            uint32_t j = name_hash(net->nodes[i].name) & (uint32_t)(cap - 1);
+            while (slots[j]) j = (j + 1) & (uint32_t)(cap - 1);
+            slots[j] = i + 1;
+        }
+    }
+    const uint32_t mask = (uint32_t)net->name_cap - 1;
+    uint32_t j = name_hash(net->nodes[idx].name) & mask;
+    while (net->name_slots[j]) j = (j + 1) & mask;
+    net->name_slots[j] = idx + 1;
+    return NN_OK;
 }
 
 /* Splits one line into the op keyword and key=value pairs. */
@@ -178,9 +214,7 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
                                net->source, lineno, name, sizeof node->name - 1);
         snprintf(node->name, sizeof node->name, "%s", name);
     } else {
-        int count = 1;
-        for (int i = 0; i < net->num_nodes; i++)
-            if (net->nodes[i].op == node->op) count++;
+        const int count = net->op_layers[node->op] + 1;
         if (is_input)
             snprintf(node->name, sizeof node->name, "%s", def->name);
         else
@@ -251,7 +285,10 @@ nn_status nn_model_add_layer(nn_net *net, char *line, int lineno) {
     if (nn_shape_numel(&node->out) > (1LL << 28))
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%s:%d: layer '%s' output is too large",
                            net->source, lineno, node->name);
+    st = index_name(net, net->num_nodes);
+    if (st) return st;
     if (def->is_loss) net->loss_node = net->num_nodes;
+    net->op_layers[node->op]++;
     net->num_nodes++;
     return NN_OK;
 }
