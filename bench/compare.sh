@@ -14,8 +14,11 @@
 #   BATCHES="64 256" THREADS="1 2" R=3 bench/compare.sh models/seed_cnn.nn
 #   TORCHES="1.13" bench/compare.sh       # only some PyTorch builds
 #   STEPS=10 PRECISION=bf16 bench/compare.sh models/conv_heavy.nn
+#   BASELINE=/old/build/nnopt TORCHES=none bench/compare.sh models/seed_cnn.nn
 # STEPS: timed steps per repeat for both (default 50); PRECISION: nnopt's
-# --precision (PyTorch runs fp32 always).
+# --precision (PyTorch runs fp32 always). BASELINE: another nnopt binary (an
+# older commit's build), run in the same rounds; its column and new/baseline
+# ratio show whether a change moved the speed. TORCHES=none: no PyTorch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=("${@:-models/seed_cnn.nn}")
@@ -30,6 +33,12 @@ if [ -z "${TORCHES:-}" ]; then
   TORCHES="1.13"
   [ -x .venv-torch2/bin/python ] && TORCHES="1.13 2.x 2.x-compile"
 fi
+[ "$TORCHES" = none ] && TORCHES=""
+BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
+  echo "compare.sh: BASELINE=$BASELINE is not an executable" >&2
+  exit 2
+fi
 torch_cmd() { # label -> python [flags]
   case "$1" in
     1.13) echo "$PY" ;;
@@ -43,8 +52,10 @@ echo "# PyTorch runs with OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=$BLAS_CORE"
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 img_s() { $PY -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["images_per_s"])'; }
 printf "%-16s %5s %7s %11s" model batch threads "nnopt-$PRECISION"
+[ -n "$BASELINE" ] && printf " %11s %8s" baseline "vs-base"
 for t in $TORCHES; do printf " %13s" "torch-$t"; done
-printf " %7s\n" ratio
+[ -n "$TORCHES" ] && printf " %7s" ratio
+printf "\n"
 for m in "${MODELS[@]}"; do
   for b in $BATCHES; do
     for t in $THREADS; do
@@ -52,6 +63,10 @@ for m in "${MODELS[@]}"; do
       for _ in $(seq "$R"); do
         runs[nnopt]+="$(build/nnopt bench "$m" --batch "$b" --threads "$t" --no-peak --json --repeats 3 \
                         --steps "$STEPS" --precision "$PRECISION" | img_s) "
+        if [ -n "$BASELINE" ]; then
+          runs[base]+="$("$BASELINE" bench "$m" --batch "$b" --threads "$t" --no-peak --json --repeats 3 \
+                         --steps "$STEPS" --precision "$PRECISION" | img_s) "
+        fi
         for tv in $TORCHES; do
           read -r py flag <<<"$(torch_cmd "$tv")"
           runs[$tv]+="$(OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE="$BLAS_CORE" $py bench/torch_model_bench.py "$m" --batch "$b" \
@@ -61,12 +76,17 @@ for m in "${MODELS[@]}"; do
       a=$(printf "%s\n" ${runs[nnopt]} | median)
       best=0
       printf "%-16s %5s %7s %11.0f" "$(basename "$m")" "$b" "$t" "$a"
+      if [ -n "$BASELINE" ]; then
+        o=$(printf "%s\n" ${runs[base]} | median)
+        printf " %11.0f %8.3f" "$o" "$(awk -v a="$a" -v o="$o" 'BEGIN {print a / o}')"
+      fi
       for tv in $TORCHES; do
         c=$(printf "%s\n" ${runs[$tv]} | median)
         best=$(awk -v x="$c" -v y="$best" 'BEGIN {print (x > y) ? x : y}')
         printf " %13.0f" "$c"
       done
-      printf " %7.2f\n" "$(awk -v a="$a" -v c="$best" 'BEGIN {print a / c}')"
+      [ -n "$TORCHES" ] && printf " %7.2f" "$(awk -v a="$a" -v c="$best" 'BEGIN {print a / c}')"
+      printf "\n"
       unset runs
     done
   done
