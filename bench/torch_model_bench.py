@@ -21,6 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from pydeps import require  # noqa: E402  (says how to install a missing module)
 
 
 def main():
@@ -36,6 +37,7 @@ def main():
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("torch_model_bench: set OPENBLAS_NUM_THREADS=1 for PyTorch's best speed here",
               file=sys.stderr)
+    require("torch")
     import torch
     from nnopt_model import NnoptModel
     torch.set_num_threads(a.threads)

@@ -31,12 +31,15 @@ import os
 import sys
 import time
 
-import numpy as np
-import torch
-import torch.nn as nn
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
+from pydeps import require  # noqa: E402  (says how to install a missing module)
+
+require("numpy", "torch")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
 from seed_cnn import FASHION_MNIST_MEAN, FASHION_MNIST_STD, SeedCNN  # noqa: E402
 from torch_eval_checkpoint import (DEFAULT_DATA_DIR, IDX_IMAGES_MAGIC,  # noqa: E402
                                    IDX_LABELS_MAGIC, find_file, read_idx)

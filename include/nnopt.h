@@ -609,16 +609,33 @@ typedef struct {
     nn_sched_state sched;   /* learning-rate schedule (plateau) state */
     double best_val;        /* early stopping: best validation loss so far */
     int64_t bad_epochs;     /* early stopping: epochs since it improved */
+    /* early stopping: the best epoch's parameters, then buffers
+     * (num_params + num_buffers), or NULL; in the backend's memory, not
+     * owned. Saved as "__best__.<name>" tensors when have_best; a load into a
+     * state whose best is not NULL fills it from those tensors and sets
+     * have_best (0 when the file has none). Weights-only loads ignore them. */
+    float *best;
+    int have_best;
+    /* what the run trains on, so that a resume can refuse other data or
+     * batching: samples per batch, batches per optimizer step, training
+     * samples and a 64-bit FNV-1a hash of the training labels in order (each
+     * as 4 little-endian bytes). batch 0: not recorded (none are saved; a
+     * file written before they were, loads as 0). */
+    int64_t batch, accumulate, train_samples;
+    uint64_t train_labels_hash;
 } nn_train_state;
 
 /* Saves parameters under their PyTorch names; if opt is given also its state
  * as "optimizer.<param>.<state>" tensors, and if st is given the train state as
- * metadata. Atomic. */
+ * metadata (and st->best as "__best__.<name>" tensors when st->have_best).
+ * Atomic. */
 nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net,
                              nn_optimizer *opt, const nn_train_state *st);
 /* Loads parameters (every one must be present with the right shape; extra
- * non-optimizer tensors are errors). If opt/st are given, the file must hold
- * them (a --resume checkpoint). */
+ * tensors other than "optimizer.*" and "__best__.*" are errors). If opt/st are
+ * given, the file must hold them (a --resume checkpoint); "__best__.*"
+ * tensors, when the file has any, must then name every parameter and buffer
+ * (they go to st->best, or are ignored when it is NULL). */
 nn_status nn_checkpoint_load(nn_ctx *ctx, const char *path, nn_net *net,
                              nn_optimizer *opt, nn_train_state *st);
 
@@ -766,8 +783,11 @@ void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb);
  * parameters and buffers from rank 0 now: call it after nn_trainer_resume. */
 nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes);
 /* Continues from a checkpoint written by the trainer (weights, optimizer,
- * schedule, early stopping, RNG and position in the epoch); the data set and
- * batch must be the ones it was written with. */
+ * schedule, early stopping and its best weights, RNG and position in the
+ * epoch). The batch, the accumulation and the training set (its size and
+ * labels) must be the ones it was written with: another fails with NN_EINVAL
+ * naming the file, what differs and both values (checkpoints written before
+ * these were recorded are not checked, and take this run's). */
 nn_status nn_trainer_resume(nn_trainer *t, const char *path);
 /* One optimizer step on the next `accumulate` batches of the current epoch
  * (starting one if needed). *epoch_end (may be NULL) is set when the epoch's

@@ -13,6 +13,9 @@
 # match the reference's (except timings), and no temporary file may be left
 # next to the checkpoint. Also: an epoch-end checkpoint resumed for one more
 # epoch equals the straight run, and resuming a finished run changes nothing.
+# A resume with another --batch, --accumulate or --train-limit is refused
+# (exit 1, one line), and a checkpoint without those keys (older nnopt) still
+# resumes exactly.
 # Prints one PASS/FAIL line per check; exits 1 if any failed.
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
 BG="" # a background nnopt, killed at exit
@@ -230,6 +233,7 @@ shopt -u nullglob dotglob
 # ------------------------------------------------------------------ epoch-end resume
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --epochs 2 --save a.st >a2.json 2>a2.err
 rc1=$?
+cp a.st e2.st # the epoch-2 checkpoint, for the checks further down
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --epochs 3 --resume a.st --save a.st >a3.json 2>a3.err
 rc2=$?
 if [ $rc1 -eq 0 ] && [ $rc2 -eq 0 ] && [ "$(wc -l <a3.json)" -eq 1 ]; then
@@ -238,6 +242,65 @@ else
     fail "2 epochs, then --resume for the 3rd" "exit $rc1/$rc2: $(head -c 300 a2.err a3.err)"
 fi
 compare_ckpt "epoch-end resume vs straight run" ref.st a.st
+
+# ------------------------------------------------------------------ other batch or data
+# A resume with another batch or training set would not be exact: exit 1 and
+# one line naming the checkpoint, what differs and both values; the
+# checkpoint is left as it was.
+# refused LABEL EXPECTED-LINE ARGS...: nnopt train MODEL ARGS --resume other.st.
+refused() {
+    local label=$1 want=$2
+    shift 2
+    cp e2.st other.st
+    timeout 300 "$NN" train "$MODEL" "$@" --epochs 3 --resume other.st --save other.st \
+        >other.out 2>other.err
+    local rc=$?
+    if [ $rc -eq 1 ] && [ "$(cat other.err)" = "$want" ] && [ ! -s other.out ] &&
+        cmp -s e2.st other.st; then
+        pass "$label"
+    else
+        fail "$label" "exit $rc: $(head -c 300 other.err)"
+    fi
+}
+refused "--resume with another --batch is refused" \
+    "nnopt: other.st: checkpoint was trained with batch 64; this run uses batch 32 (resume with the same --batch, or start a new run)" \
+    "${FLAGS[@]}" --batch 32
+refused "--resume with another --accumulate is refused" \
+    "nnopt: other.st: checkpoint was trained with accumulate 1; this run uses accumulate 2 (resume with the same --accumulate, or start a new run)" \
+    "${FLAGS[@]}" --accumulate 2
+refused "--resume with another --train-limit is refused" \
+    "nnopt: other.st: checkpoint was trained on 4000 training samples; this run has 3000 (resume with the same --data, --val and --train-limit, or start a new run)" \
+    "${FLAGS[@]}" --train-limit 3000
+
+# A checkpoint written before nnopt recorded the batch and the data (no
+# batch, accumulate, train_samples or train_labels_hash metadata) still
+# resumes, unchecked, and the run ends as the straight one (recording them).
+cat >oldstyle.py <<'EOF'
+import json, struct, sys
+b = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+for k in ('batch', 'accumulate', 'train_samples', 'train_labels_hash'):
+    del h['__metadata__'][k]
+hb = json.dumps(h, separators=(',', ':')).encode()
+hb += b' ' * (-len(hb) % 8)
+open(sys.argv[2], 'wb').write(struct.pack('<Q', len(hb)) + hb + b[8 + n:])
+EOF
+if python3 oldstyle.py e2.st old.st 2>old.err && ! grep -q train_samples old.st; then
+    timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --epochs 3 --resume old.st --save old.st \
+        >old.json 2>old.err
+    rc=$?
+    if [ $rc -eq 0 ] && [ "$(wc -l <old.json)" -eq 1 ]; then
+        pass "a checkpoint without the batch and data keys (older nnopt) resumes"
+    else
+        fail "a checkpoint without the batch and data keys (older nnopt) resumes" \
+            "exit $rc: $(head -c 300 old.err)"
+    fi
+    compare_ckpt "older checkpoint resumed vs straight run" ref.st old.st
+else
+    fail "a checkpoint without the batch and data keys (older nnopt) resumes" \
+        "cannot write it: $(head -c 300 old.err)"
+fi
 
 # Resuming a finished run trains nothing and leaves the checkpoint alone.
 cp ref.st done.st

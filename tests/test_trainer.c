@@ -5,7 +5,10 @@
  * mid-epoch by nn_trainer_request_stop and resumed from its checkpoint by a
  * new trainer must write the same checkpoint, byte for byte, as the run that
  * was never interrupted. Also: early stopping restores the best epoch's
- * weights, a non-finite evaluation stops the run without replacing the last
+ * weights, also in a run stopped after its best epoch and resumed (the
+ * checkpoint keeps the best copy); a resume with another batch, accumulation
+ * or training set is refused naming both values, while a checkpoint written
+ * before those were recorded still resumes; a non-finite evaluation stops the run without replacing the last
  * checkpoint, callbacks see every batch and epoch, an epoch_done callback can
  * end the run, nn_trainer_step_batch trains on caller batches, and bad
  * recipes are refused with a message naming the field.
@@ -176,6 +179,151 @@ static void test_resume_exact(nn_ctx *ctx, const nn_dataset *tr, const nn_datase
         int same = !s1 && !s2 && same_file(refp, cutp);
         check(same, name, "%s", s1 || s2 ? nn_ctx_error(ctx) : same ? "" : "checkpoints differ");
     }
+}
+
+/* 1 if the file's JSON header (in its first 4 KiB) holds s. */
+static int header_has(const char *path, const char *s) {
+    size_t n = 0;
+    unsigned char *b = read_file(path, &n);
+    if (!b) return 0;
+    b[n < 4096 ? n : 4096] = '\0';
+    int has = strstr((const char *)b + 8, s) != NULL;
+    free(b);
+    return has;
+}
+
+/* A new trainer for cfg on tr resuming path: its status (the error in ctx). */
+static nn_status try_resume(nn_ctx *ctx, nn_train_config cfg, const nn_dataset *tr,
+                            const nn_dataset *val, const char *path) {
+    nn_net *net = make_net(ctx, 16, 99);
+    nn_trainer *t = NULL;
+    nn_status s = nn_trainer_new(net, &cfg, tr, val, NULL, &t);
+    if (!s) s = nn_trainer_resume(t, path);
+    nn_trainer_free(t);
+    nn_net_free(net);
+    return s;
+}
+
+static void test_resume_other_run(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset *te) {
+    char ref[512], cut[512], old[512];
+    snprintf(ref, sizeof ref, "%s", tmp_path("same_ref.st"));
+    snprintf(cut, sizeof cut, "%s", tmp_path("same_cut.st"));
+    snprintf(old, sizeof old, "%s", tmp_path("same_old.st"));
+    nn_train_config c = nn_train_config_defaults();
+    c.epochs = 2;
+    c.batch = 16;
+    c.save = ref;
+    nn_status s = train(ctx, c, tr, NULL, te, 0);
+    c.save = cut;
+    /* stopped in epoch 1 at step 6: train() resumes it; stop it again */
+    nn_net *net = make_net(ctx, c.batch, 11);
+    nn_trainer *t = NULL;
+    stopper stop = {NULL, 6, 0, 0};
+    nn_train_callbacks cb = {NULL, stop_batch, NULL, &stop};
+    if (!s && !(s = nn_trainer_new(net, &c, tr, NULL, te, &t))) {
+        stop.t = t;
+        nn_trainer_set_callbacks(t, &cb);
+        s = nn_trainer_run(t);
+        if (s == NN_ESTOPPED) s = NN_OK;
+    }
+    check(!s && header_has(cut, "\"batch\":\"16\"") && header_has(cut, "\"train_samples\":\"150\"") &&
+              header_has(cut, "\"accumulate\":\"1\"") && header_has(cut, "train_labels_hash"),
+          "a checkpoint records batch, accumulate, training samples and the labels' hash", "%s",
+          s ? nn_ctx_error(ctx) : "");
+
+    nn_train_config o = c;
+    o.batch = 8;
+    s = try_resume(ctx, o, tr, NULL, cut);
+    check(s == NN_EINVAL && contains(nn_ctx_error(ctx), "same_cut.st: checkpoint was trained "
+                                     "with batch 16; this run uses batch 8"),
+          "a resume with another batch is refused, naming the file and both batches", "%s",
+          nn_ctx_error(ctx));
+    o = c;
+    o.accumulate = 2;
+    s = try_resume(ctx, o, tr, NULL, cut);
+    check(s == NN_EINVAL && contains(nn_ctx_error(ctx), "accumulate 1; this run uses accumulate 2"),
+          "a resume with another accumulation is refused", "%s", nn_ctx_error(ctx));
+    nn_dataset fewer = *tr;
+    fewer.n = 140;
+    s = try_resume(ctx, c, &fewer, NULL, cut);
+    check(s == NN_EINVAL && contains(nn_ctx_error(ctx), "trained on 150 training samples; this "
+                                     "run has 140"),
+          "a resume on fewer training samples is refused", "%s", nn_ctx_error(ctx));
+    nn_dataset other;
+    make_data(&other, tr->n, 77);
+    s = try_resume(ctx, c, &other, NULL, cut);
+    check(s == NN_EINVAL && contains(nn_ctx_error(ctx), "other training data"),
+          "a resume on other training data of the same size is refused", "%s", nn_ctx_error(ctx));
+    nn_dataset_free(&other);
+
+    /* the same checkpoint as written before the run's data was recorded */
+    nn_trainer_free(t);
+    nn_net_free(net);
+    net = make_net(ctx, c.batch, 99);
+    t = NULL;
+    if (!(s = nn_trainer_new(net, &c, tr, NULL, te, &t)) && !(s = nn_trainer_resume(t, cut))) {
+        nn_train_state st = *nn_trainer_state(t);
+        st.batch = 0; /* writes no batch, accumulate, train_samples or hash */
+        s = nn_checkpoint_save(ctx, old, net, nn_trainer_optimizer(t), &st);
+    }
+    nn_trainer_free(t);
+    nn_net_free(net);
+    int old_style = !s && !header_has(old, "train_samples") && !header_has(old, "\"batch\"");
+    c.save = old;
+    net = make_net(ctx, c.batch, 99);
+    t = NULL;
+    if (!s && !(s = nn_trainer_new(net, &c, tr, NULL, te, &t)) && !(s = nn_trainer_resume(t, old)))
+        s = nn_trainer_run(t);
+    check(old_style && !s && same_file(ref, old),
+          "a checkpoint without the run's batch and data (older nnopt) still resumes exactly",
+          "%s", s ? nn_ctx_error(ctx) : !old_style ? "keys present" : "");
+    nn_trainer_free(t);
+    nn_net_free(net);
+}
+
+/* Early stopping's best copy survives a stop after the best epoch: the
+ * resumed run ends on the same (restored) weights as the uninterrupted one. */
+static void test_early_stop_resume(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset *val,
+                                   const nn_dataset *te) {
+    char ref[512], cut[512];
+    snprintf(ref, sizeof ref, "%s", tmp_path("es_ref.st"));
+    snprintf(cut, sizeof cut, "%s", tmp_path("es_cut.st"));
+    nn_train_config c = nn_train_config_defaults();
+    c.epochs = 8;
+    c.batch = 16;
+    c.optim.lr = 3.0f; /* the validation loss gets worse after the first epoch */
+    c.early_stop = 2;
+    c.save = ref;
+    nn_net *net = make_net(ctx, c.batch, 11);
+    nn_trainer *t = NULL;
+    nn_status s = nn_trainer_new(net, &c, tr, val, te, &t);
+    int64_t best_epoch = 0, stopped = 0;
+    double best = INFINITY;
+    while (!s && !nn_trainer_finished(t)) {
+        nn_epoch_report r;
+        if ((s = nn_trainer_epoch(t, &r))) break;
+        if (r.val_loss < best) best = r.val_loss, best_epoch = r.epoch;
+        if (r.early_stop) stopped = r.epoch;
+    }
+    nn_trainer_free(t);
+    nn_net_free(net);
+    /* stop in the epoch after the best one (10 steps per epoch) */
+    const int64_t stop_at = best_epoch * 10 + 4;
+    check(!s && stopped > best_epoch + 1 && best_epoch >= 1,
+          "early stopping: the best epoch is not the last one (the case to resume)",
+          "best epoch %lld, stopped after %lld: %s", (long long)best_epoch, (long long)stopped,
+          s ? nn_ctx_error(ctx) : "");
+    c.save = cut;
+    if (!s) s = train(ctx, c, tr, val, te, stop_at);
+    check(!s && header_has(cut, "__best__.conv1.weight") && same_file(ref, cut),
+          "early stopping stopped after the best epoch and resumed ends on the same weights "
+          "(checkpoint byte-identical)", "%s", s ? nn_ctx_error(ctx) : "");
+    /* eval --weights, --init, predict: the best copy is not part of the model */
+    net = make_net(ctx, c.batch, 5);
+    s = nn_checkpoint_load(ctx, ref, net, NULL, NULL);
+    check(!s, "a weights-only load ignores the best copy's tensors", "%s",
+          s ? nn_ctx_error(ctx) : "");
+    nn_net_free(net);
 }
 
 static void test_early_stop(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset *val,
@@ -475,6 +623,8 @@ int main(void) {
     make_data(&te, 40, 3);
     test_resume_exact(ctx, &tr, &val, &te);
     test_early_stop(ctx, &tr, &val, &te);
+    test_early_stop_resume(ctx, &tr, &val, &te);
+    test_resume_other_run(ctx, &tr, &te);
     test_nonfinite_keeps_checkpoint(ctx, &tr, &te, 0);
     test_nonfinite_keeps_checkpoint(ctx, &tr, &te, 1);
     test_callbacks(ctx, &tr, &te);

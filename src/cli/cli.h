@@ -171,6 +171,30 @@ nn_status cli_check_writable(nn_ctx *ctx, const char *path);
 /* Writes the run's recipe beside its log (run.csv -> run.recipe.ini). */
 int cli_write_run_recipe(const char *log, const char *model, const cli_opt *opts);
 
+/* What a training run prints (train_report.c): each epoch as a line, or as a
+ * JSON object with json, on out (with a progress bar on a terminal, tty), a
+ * row of log when it is not NULL, and early stopping's note. */
+typedef struct {
+    FILE *out;
+    nn_ctx *ctx;
+    cli_log *log;       /* NULL without --log */
+    int tty, json, epochs, patience;
+    float min_delta;
+    cli_progress bar;
+    int64_t first_batch;
+} cli_train_view;
+
+/* The trainer's callbacks that print to v. */
+nn_train_callbacks cli_train_view_callbacks(cli_train_view *v);
+/* The run's first line on stdout: model, parameters, data, batch, optimizer,
+ * threads, seed. */
+void cli_train_print_start(const char *model, nn_net *net, nn_trainer *t, const nn_dataset *train,
+                           const nn_dataset *val, const nn_dataset *test,
+                           const cli_train_opts *o, const nn_train_config *cfg, nn_ctx *ctx);
+/* After a stop by signal (NN_ESTOPPED): says so, and how to resume when save
+ * is given, on stderr; returns the exit code, 128 + the signal. */
+int cli_train_report_stop(nn_ctx *ctx, const char *model, const char *save);
+
 /* The first SIGINT/SIGTERM asks t to stop after its current step; a second
  * one ends the process. NULL stops forwarding signals to a trainer. */
 void cli_catch_stop_signals(nn_trainer *t);

@@ -1,74 +1,15 @@
 /*
  * cmd_train.c - `nnopt train MODEL`: options (defaults, then recipe files from
  * --config, then flags) into the library trainer's configuration, then the
- * trainer's reports printed as lines or JSON, a progress bar and a CSV log.
+ * trainer's reports printed (train_report.c) as lines or JSON, a progress bar
+ * and a CSV log.
  * The first SIGINT or SIGTERM asks the trainer to stop after the step in
  * progress (it writes a checkpoint when --save is given); a second one ends
  * the process at once.
  */
 #include "cli/cli.h"
 
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
-
-/* What the report callbacks print to. */
-typedef struct {
-    FILE *out;
-    nn_ctx *ctx;
-    cli_log *log;       /* NULL without --log */
-    int tty, json, epochs, patience;
-    float min_delta;
-    cli_progress bar;
-    int64_t first_batch;
-} train_view;
-
-static void on_epoch_start(void *user, int64_t epoch, int64_t first_batch, int64_t batches) {
-    train_view *v = user;
-    char label[32];
-    snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, v->epochs);
-    v->first_batch = first_batch;
-    cli_progress_start(&v->bar, v->out, v->tty, batches - first_batch, label);
-}
-
-static void on_batch(void *user, const nn_batch_report *r) {
-    train_view *v = user;
-    cli_progress_update(&v->bar, r->batch - v->first_batch, r->mean_loss);
-}
-
-static int on_epoch(void *user, const nn_epoch_report *r) {
-    train_view *v = user;
-    FILE *out = v->out;
-    cli_progress_clear(&v->bar);
-    if (v->json) {
-        char lr[32];
-        fprintf(out, "{\"epoch\":%lld,\"step\":%lld,\"lr\":%s,\"train_loss\":%.6f,"
-                     "\"test_loss\":%.6f,\"test_accuracy\":%.4f,",
-                (long long)r->epoch, (long long)r->step, cli_float_str(lr, sizeof lr, r->lr), r->train_loss,
-                r->test_loss, 100.0 * r->test_accuracy);
-        if (r->has_val)
-            fprintf(out, "\"val_loss\":%.6f,\"val_accuracy\":%.4f,", r->val_loss,
-                    100.0 * r->val_accuracy);
-        fprintf(out, "\"seconds\":%.3f,\"eval_seconds\":%.3f,\"images_per_s\":%.1f}\n",
-                r->seconds, r->eval_seconds, r->images_per_s);
-    } else {
-        fprintf(out, "epoch %lld/%d  train_loss %.4f  test_loss %.4f  test_acc %.2f%%",
-                (long long)r->epoch, v->epochs, r->train_loss, r->test_loss,
-                100.0 * r->test_accuracy);
-        if (r->has_val)
-            fprintf(out, "  val_loss %.4f  val_acc %.2f%%", r->val_loss, 100.0 * r->val_accuracy);
-        fprintf(out, "  lr %.3g  %.2f s  %.0f img/s\n", (double)r->lr, r->seconds, r->images_per_s);
-    }
-    fflush(out);
-    /* a log that cannot be written ends the run (this epoch's checkpoint is
-     * still written) */
-    if (v->log && cli_log_row(v->ctx, v->log, r)) return 1;
-    if (r->early_stop && !v->json)
-        fprintf(out, "early stop: the validation loss has not improved by more than %g for %d "
-                     "epochs; keeping the best epoch's weights (validation loss %.4f)\n",
-                (double)v->min_delta, v->patience, r->best_val_loss);
-    return 0;
-}
 
 int cmd_train(int argc, char **argv, const cli_env *env) {
     cli_train_opts o;
@@ -94,7 +35,7 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     nn_net *net = NULL;
     nn_trainer *trainer = NULL;
     nn_dataset train = {0}, test = {0}, val = {0};
-    train_view view = {.out = stdout};
+    cli_train_view view = {.out = stdout};
     cli_log log = {.lock = {.fd = -1}};
     cli_lock save_lock = {.fd = -1};
     nn_train_config cfg;
@@ -160,25 +101,15 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     view.json = json;
     view.patience = o.early_stop;
     view.min_delta = o.min_delta;
-    nn_train_callbacks cb = {on_epoch_start, on_batch, on_epoch, &view};
+    nn_train_callbacks cb = cli_train_view_callbacks(&view);
     nn_trainer_set_callbacks(trainer, &cb);
-    if (!json)
-        printf("nnopt: training %s (%zu parameters) on %lld images (%lld test%s), batch %d%s, "
-               "%s, %d threads, seed %llu\n",
-               model, nn_net_num_params(net), (long long)train.n, (long long)test.n,
-               val.n ? ", plus validation" : "", o.batch, o.accumulate > 1 ? " (accumulated)" : "",
-               nn_optim_name(cfg.optim.kind), nn_ctx_threads(ctx),
-               (unsigned long long)nn_trainer_state(trainer)->seed);
+    if (!json) cli_train_print_start(model, net, trainer, &train, &val, &test, &o, &cfg, ctx);
     cli_catch_stop_signals(trainer);
     nn_status st = nn_trainer_run(trainer);
     cli_catch_stop_signals(NULL);
     cli_progress_clear(&view.bar);
     if (st == NN_ESTOPPED) {
-        fprintf(stderr, "nnopt: %s: %s\n", strsignal(cli_stop_signal()), nn_ctx_error(ctx));
-        if (save)
-            fprintf(stderr, "nnopt: resume with: nnopt train %s --resume %s (and the same options)\n",
-                    model, save);
-        rc = 128 + cli_stop_signal();
+        rc = cli_train_report_stop(ctx, model, save);
         goto out;
     }
     if (st) goto fail;

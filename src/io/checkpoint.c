@@ -6,13 +6,17 @@
  * under its PyTorch name ("conv1.weight") and dtype (F32; I64 for the batch
  * counter "bn1.num_batches_tracked", as torch keeps it), so the file
  * loads into torch with safetensors.torch.load_file; optimizer state buffers as
- * "optimizer.<param>.<state>" (only once the optimizer has taken a step).
+ * "optimizer.<param>.<state>" (only once the optimizer has taken a step);
+ * early stopping's copy of the best epoch's parameters and buffers as
+ * "__best__.<name>" (resume checkpoints of runs that have one). Readers that
+ * want a state_dict drop both prefixes; weights-only loads here ignore them.
  * Metadata: "format" = "nnopt", "format_version" = "1", "nnopt_version", and
  * for resume checkpoints "optimizer" (nn_optim_name: "sgd", "adam", ...), its
  * step count and the config fields that optimizer uses, and the train state
- * (counters, loss sum, RNG position), all as decimal strings. Loading checks
- * the optimizer kind and reads each state buffer by its PyTorch name
- * ("exp_avg", "momentum_buffer", ...).
+ * (counters, loss sum, RNG position, and what the run trains on: batch,
+ * accumulate, train_samples, train_labels_hash), all as decimal strings.
+ * Loading checks the optimizer kind and reads each state buffer by its
+ * PyTorch name ("exp_avg", "momentum_buffer", ...).
  */
 #include "nn_internal.h"
 #include "backend/backend.h"
@@ -25,6 +29,7 @@
 
 #define CKPT_FORMAT_VERSION "1"
 #define CKPT_OPT_PREFIX "optimizer."
+#define CKPT_BEST_PREFIX "__best__."
 #define CKPT_MAX_META 48
 #define CKPT_VAL_SIZE 32
 
@@ -36,6 +41,15 @@ static int state_tensor_name(char *buf, size_t size, const char *param, const ch
     memcpy(buf + lo, param, lp);
     buf[lo + lp] = '.';
     memcpy(buf + lo + lp + 1, state, ls + 1);
+    return 1;
+}
+
+/* "__best__.<name>" into buf; 0 if it does not fit. */
+static int best_tensor_name(char *buf, size_t size, const char *name) {
+    size_t lb = strlen(CKPT_BEST_PREFIX), ln = strlen(name);
+    if (lb + ln >= size) return 0;
+    memcpy(buf, CKPT_BEST_PREFIX, lb);
+    memcpy(buf + lb, name, ln + 1);
     return 1;
 }
 
@@ -85,7 +99,10 @@ static nn_status check_train_state(nn_ctx *ctx, const char *path, const char *wh
                   {"step", st->step},
                   {"batch_in_epoch", st->batch_in_epoch},
                   {"seen", st->seen},
-                  {"bad_epochs", st->bad_epochs}};
+                  {"bad_epochs", st->bad_epochs},
+                  {"batch", st->batch},
+                  {"accumulate", st->accumulate},
+                  {"train_samples", st->train_samples}};
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
         if (counts[i].v < 0 || counts[i].v > CKPT_MAX_COUNT)
             return nn_ctx_fail(ctx, bad, "%s: %s: train state '%s' is %lld, expected "
@@ -193,7 +210,9 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         if (s != NN_OK) return s;
     }
 
-    nn_st_tensor *t = calloc((size_t)np * (size_t)(ns + 1) + (size_t)nb + 1, sizeof *t);
+    const int best = st && st->have_best && st->best;
+    nn_st_tensor *t = calloc((size_t)(np + nb) * (best ? 2 : 1) + (size_t)np * (size_t)ns + 1,
+                             sizeof *t);
     if (!t) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", path);
     const float *params = nn_net_params(net); /* (num_params) */
     int count = 0;
@@ -230,6 +249,19 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
             t[count].shape = info->shape;
             t[count++].data = state + info->offset;
         }
+    }
+    /* early stopping's best copy: parameters, then buffers, as in st->best */
+    for (int i = 0; best && i < np + nb; i++) {
+        const nn_param_info *info = i < np ? nn_net_param_info(net, i)
+                                           : nn_net_buffer_info(net, i - np);
+        if (!best_tensor_name(t[count].name, sizeof t[count].name, info->name)) {
+            free(t);
+            return nn_ctx_fail(ctx, NN_EINVAL, "%s: tensor name for the best copy of '%s' is "
+                               "too long", path, info->name);
+        }
+        t[count].shape = info->shape;
+        t[count].dtype = i >= np && is_counter(info->name) ? NN_ST_I64 : NN_ST_F32;
+        t[count++].data = st->best + (i < np ? 0 : nn_net_num_params(net)) + info->offset;
     }
 
     /* the tensors point into the backend's memory: a device's come to the
@@ -288,6 +320,14 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         meta_fmt(&m, "sched_bad_epochs", "%d", st->sched.bad_epochs);
         meta_fmt(&m, "sched_cooldown_left", "%d", st->sched.cooldown_left);
         meta_fmt(&m, "sched_plateau_lr", "%.9g", (double)st->sched.plateau_lr);
+        /* what the run trains on (a resume refuses other data or batching);
+         * a state without a batch (not the trainer's) has none */
+        if (st->batch > 0) {
+            meta_fmt(&m, "batch", "%lld", (long long)st->batch);
+            meta_fmt(&m, "accumulate", "%lld", (long long)st->accumulate);
+            meta_fmt(&m, "train_samples", "%lld", (long long)st->train_samples);
+            meta_fmt(&m, "train_labels_hash", "%llu", (unsigned long long)st->train_labels_hash);
+        }
     }
     nn_status s = nn_safetensors_write(ctx, path, t, count, m.keys, m.vals, m.count);
     free(t);
@@ -388,12 +428,25 @@ static nn_status meta_int_opt(nn_ctx *ctx, const char *path, const nn_st_file *f
 }
 
 /* State added after format version 1 began: early stopping and the plateau
- * schedule; files without it keep the caller's initial values. */
+ * schedule (files without it keep the caller's initial values), and what the
+ * run trains on (files without it: batch, accumulate, train_samples and the
+ * hash 0). */
 static nn_status parse_extra_state(nn_ctx *ctx, const char *path, const nn_st_file *f,
                                    nn_train_state *st) {
     double best = st->best_val, sbest = st->sched.best, plr = st->sched.plateau_lr;
     int64_t bad = st->bad_epochs, sbad = st->sched.bad_epochs, cool = st->sched.cooldown_left;
     nn_status s;
+    /* what the run trains on: all four keys, or none (batch 0: not recorded) */
+    st->batch = st->accumulate = st->train_samples = 0;
+    st->train_labels_hash = 0;
+    if (nn_safetensors_meta(f, "batch") &&
+        ((s = meta_i64(ctx, path, f, "batch", &st->batch)) != NN_OK ||
+         (s = meta_i64(ctx, path, f, "accumulate", &st->accumulate)) != NN_OK ||
+         (s = meta_i64(ctx, path, f, "train_samples", &st->train_samples)) != NN_OK ||
+         (s = meta_u64(ctx, path, f, "train_labels_hash", &st->train_labels_hash)) != NN_OK))
+        return s;
+    if (nn_safetensors_meta(f, "batch") && st->batch < 1)
+        return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata 'batch' is 0, expected >= 1", path);
     if ((s = meta_real_opt(ctx, path, f, "best_val", &best)) != NN_OK ||
         (s = meta_int_opt(ctx, path, f, "bad_epochs", &bad)) != NN_OK ||
         (s = meta_real_opt(ctx, path, f, "sched_best", &sbest)) != NN_OK ||
@@ -459,6 +512,44 @@ static int is_state_tensor(const char *name, nn_net *net, nn_optimizer *opt) {
     return 0;
 }
 
+/* A buffer's tensor t in the file: finite, and a counter a count. */
+static nn_status check_buffer(nn_ctx *ctx, const char *path, const nn_param_info *info,
+                              const nn_st_tensor *t) {
+    /* a counter's own check first: NaN or infinity is "not a count" */
+    for (size_t k = 0; is_counter(info->name) && k < info->numel; k++)
+        if (!(t->data[k] >= 0.0f && t->data[k] < 0x1p63f) || floorf(t->data[k]) != t->data[k])
+            return nn_ctx_fail(ctx, NN_EFORMAT, "%s: tensor '%s' is %.9g, not a count (a "
+                               "non-negative integer)", path, t->name, (double)t->data[k]);
+    return check_finite(ctx, path, "refused", t->name, t->data, info->numel);
+}
+
+/* Early stopping's best copy in f: *found 1 if the file has "__best__."
+ * tensors (then every parameter and buffer must have one, with its shape,
+ * finite), 0 if none. */
+static nn_status check_best(nn_ctx *ctx, const char *path, const nn_st_file *f, nn_net *net,
+                            int *found) {
+    *found = 0;
+    for (int i = 0; i < nn_safetensors_count(f) && !*found; i++)
+        *found = strncmp(nn_safetensors_get(f, i)->name, CKPT_BEST_PREFIX,
+                         strlen(CKPT_BEST_PREFIX)) == 0;
+    if (!*found) return NN_OK;
+    int np = nn_net_num_param_tensors(net), nb = nn_net_num_buffer_tensors(net);
+    for (int i = 0; i < np + nb; i++) {
+        const nn_param_info *info = i < np ? nn_net_param_info(net, i)
+                                           : nn_net_buffer_info(net, i - np);
+        char name[128];
+        if (!best_tensor_name(name, sizeof name, info->name))
+            return nn_ctx_fail(ctx, NN_EINVAL, "%s: tensor name for the best copy of '%s' is "
+                               "too long", path, info->name);
+        const nn_st_tensor *t = find_checked(ctx, path, f, name, &info->shape);
+        if (!t) return NN_EFORMAT;
+        nn_status s = i < np ? check_finite(ctx, path, "refused", name, t->data, info->numel)
+                             : check_buffer(ctx, path, info, t);
+        if (s != NN_OK) return s;
+    }
+    return NN_OK;
+}
+
 static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, nn_net *net,
                            nn_optimizer *opt, nn_train_state *st) {
     const nn_backend *be = nn_ctx_backend_of(ctx);
@@ -484,12 +575,7 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
         const nn_param_info *info = nn_net_buffer_info(net, b);
         const nn_st_tensor *t = find_checked(ctx, path, f, info->name, &info->shape);
         if (!t) return NN_EFORMAT;
-        /* a counter's own check first: NaN or infinity is "not a count" */
-        for (size_t k = 0; is_counter(info->name) && k < info->numel; k++)
-            if (!(t->data[k] >= 0.0f && t->data[k] < 0x1p63f) || floorf(t->data[k]) != t->data[k])
-                return nn_ctx_fail(ctx, NN_EFORMAT, "%s: tensor '%s' is %.9g, not a count (a "
-                                   "non-negative integer)", path, info->name, (double)t->data[k]);
-        nn_status s = check_finite(ctx, path, "refused", info->name, t->data, info->numel);
+        nn_status s = check_buffer(ctx, path, info, t);
         if (s != NN_OK) return s;
     }
 
@@ -521,6 +607,15 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
                                steps > 0 ? "not a state of this optimizer"
                                          : "optimizer_steps is 0");
         }
+        if (strncmp(name, CKPT_BEST_PREFIX, strlen(CKPT_BEST_PREFIX)) == 0) {
+            /* early stopping's best copy: only a resume that keeps one reads it */
+            const char *of = name + strlen(CKPT_BEST_PREFIX);
+            if (!st || !st->best || nn_net_find_param(net, of) >= 0 ||
+                nn_net_find_buffer(net, of) >= 0)
+                continue;
+            return nn_ctx_fail(ctx, NN_EFORMAT, "%s: unexpected tensor '%s' (a best copy of "
+                               "something not in the model)", path, name);
+        }
         return nn_ctx_fail(ctx, NN_EFORMAT, "%s: unexpected tensor '%s' (not in the model)", path,
                            name);
     }
@@ -545,11 +640,13 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
     }
 
     nn_train_state tmp = {0};
+    int best = 0;
     if (st) {
         tmp = *st; /* fields a file may lack keep the caller's values */
         nn_status s = parse_train_state(ctx, path, f, &tmp);
         if (s == NN_OK) s = check_train_state(ctx, path, "refused", NN_EFORMAT, &tmp);
         if (s != NN_OK) return s;
+        if (st->best && (s = check_best(ctx, path, f, net, &best)) != NN_OK) return s;
     }
 
     /* Commit. The optimizer may allocate its buffers only once it has steps,
@@ -587,7 +684,21 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
         const nn_st_tensor *t = nn_safetensors_find(f, info->name);
         nn_dev_upload(be, buffers + info->offset, t->data, info->numel * sizeof(float));
     }
-    if (st) *st = tmp;
+    if (st) {
+        /* the best copy goes from the file to st->best (the backend's
+         * memory), not into the net */
+        for (int i = 0; best && i < np + nb; i++) {
+            const nn_param_info *info = i < np ? nn_net_param_info(net, i)
+                                               : nn_net_buffer_info(net, i - np);
+            char name[128];
+            best_tensor_name(name, sizeof name, info->name);
+            const nn_st_tensor *t = nn_safetensors_find(f, name);
+            nn_dev_upload(be, tmp.best + (i < np ? 0 : nn_net_num_params(net)) + info->offset,
+                          t->data, info->numel * sizeof(float));
+        }
+        tmp.have_best = best;
+        *st = tmp;
+    }
     return NN_OK;
 }
 

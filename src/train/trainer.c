@@ -6,9 +6,12 @@
  * schedule's learning rate. After every epoch: evaluation on the validation
  * and test sets, the schedule's and early stopping's bookkeeping, the driver's
  * report, and an atomic checkpoint. The checkpoint carries the optimizer
- * state, the step, the schedule and early-stopping state and the RNG position
- * at the start of the epoch, so a resumed run continues bit for bit, even from
- * the middle of an epoch (save_every, or a stop request).
+ * state, the step, the schedule and early-stopping state (with the best
+ * epoch's weights) and the RNG position at the start of the epoch, so a
+ * resumed run continues bit for bit, even from the middle of an epoch
+ * (save_every, or a stop request). It also records the batch, the
+ * accumulation and the training set's size and label hash: a resume with
+ * others would not be exact, and is refused.
  */
 #include "core/graph.h"
 #include "backend/backend.h"
@@ -32,8 +35,9 @@ struct nn_trainer {
     float *x;                      /* (batch, C, H, W) evaluation batch */
     int32_t *y;                    /* (batch) */
     float *best;                   /* (num_params + num_buffers) weights of the best
-                                      validation loss, when early stopping (device) */
-    int have_best;
+                                      validation loss, when early stopping (device);
+                                      st.best points here, st.have_best says it is set */
+    uint64_t labels_hash;          /* of the training set (train_labels_hash) */
     nn_rng epoch_rng;              /* st.rng advanced by the epoch's permutation */
     int in_epoch;                  /* the loader runs st.epoch */
     float lr;                      /* of the last optimizer step */
@@ -83,6 +87,20 @@ static nn_status check_config(nn_ctx *ctx, const nn_train_config *c, const nn_ne
     return NN_OK;
 }
 
+/* FNV-1a, 64-bit, over the labels as little-endian int32 in order: the
+ * training set's fingerprint in checkpoints. */
+static uint64_t labels_hash(const nn_dataset *d) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int64_t i = 0; d && i < d->n; i++) {
+        const uint32_t v = (uint32_t)d->labels[i];
+        for (int b = 0; b < 32; b += 8) {
+            h ^= (v >> b) & 0xffu;
+            h *= 0x100000001b3ULL;
+        }
+    }
+    return h;
+}
+
 nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_dataset *train,
                          const nn_dataset *val, const nn_dataset *test, nn_trainer **out) {
     nn_ctx *ctx = net->ctx;
@@ -122,7 +140,13 @@ nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_datas
         goto fail;
     if ((s = nn_optim_new(ctx, &cfg->optim, nn_net_num_params(net), &t->opt))) goto fail;
     t->lr = cfg->optim.lr;
-    t->st = (nn_train_state){.seed = cfg->seed, .best_val = INFINITY};
+    t->labels_hash = labels_hash(train);
+    t->st = (nn_train_state){.seed = cfg->seed,
+                             .best_val = INFINITY,
+                             .batch = cfg->batch,
+                             .accumulate = cfg->accumulate,
+                             .train_samples = n,
+                             .train_labels_hash = t->labels_hash};
     nn_rng_seed(&t->st.rng, cfg->seed, 2);
     nn_sched_state_init(&t->cfg.sched, &t->st.sched);
 
@@ -138,6 +162,7 @@ nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_datas
         s = nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the trainer's buffers");
         goto fail;
     }
+    t->st.best = t->best;
     if (train &&
         (s = nn_loader_new(ctx, train, cfg->batch, &cfg->norm, &cfg->aug, cfg->seed, &t->loader)))
         goto fail;
@@ -232,9 +257,45 @@ nn_status nn_trainer_save(nn_trainer *t, const char *path) {
     return nn_checkpoint_save(t->ctx, path, t->net, t->opt, &t->st);
 }
 
+/* The checkpoint just loaded into t->st was trained as this run trains: same
+ * batch, accumulation and training set. A file that predates these keys
+ * (batch 0) is taken to match, and records this run's from now on. */
+static nn_status check_same_run(nn_trainer *t, const char *path) {
+    nn_train_state *st = &t->st;
+    const int64_t n = t->train ? t->train->n : 0;
+    if (st->batch == 0) {
+        st->batch = t->cfg.batch;
+        st->accumulate = t->cfg.accumulate;
+        st->train_samples = n;
+        st->train_labels_hash = t->labels_hash;
+        return NN_OK;
+    }
+    static const char data_hint[] = "resume with the same --data, --val and --train-limit, or "
+                                    "start a new run";
+    if (st->batch != t->cfg.batch)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "%s: checkpoint was trained with batch %lld; this "
+                           "run uses batch %d (resume with the same --batch, or start a new run)",
+                           path, (long long)st->batch, t->cfg.batch);
+    if (st->accumulate != t->cfg.accumulate)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "%s: checkpoint was trained with accumulate %lld; "
+                           "this run uses accumulate %d (resume with the same --accumulate, or "
+                           "start a new run)", path, (long long)st->accumulate,
+                           t->cfg.accumulate);
+    if (st->train_samples != n)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "%s: checkpoint was trained on %lld training "
+                           "samples; this run has %lld (%s)", path,
+                           (long long)st->train_samples, (long long)n, data_hint);
+    if (st->train_labels_hash != t->labels_hash)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "%s: checkpoint was trained on other training "
+                           "data: its %lld labels hash to %016llx, this run's to %016llx (%s)",
+                           path, (long long)n, (unsigned long long)st->train_labels_hash,
+                           (unsigned long long)t->labels_hash, data_hint);
+    return NN_OK;
+}
+
 nn_status nn_trainer_resume(nn_trainer *t, const char *path) {
     nn_status s = nn_checkpoint_load(t->ctx, path, t->net, t->opt, &t->st);
-    if (s) return s;
+    if (s || (s = check_same_run(t, path))) return s;
     if (t->st.batch_in_epoch > t->batches)
         return nn_ctx_fail(t->ctx, NN_EINVAL,
                            "%s: checkpoint is at batch %lld of an epoch, beyond this data set "
@@ -447,7 +508,7 @@ nn_status nn_trainer_epoch(nn_trainer *t, nn_epoch_report *report) {
             t->st.best_val = r.val_loss;
             t->st.bad_epochs = 0;
             copy_best(t, 0);
-            t->have_best = 1;
+            t->st.have_best = 1;
         } else if (++t->st.bad_epochs >= t->cfg.early_stop) {
             r.early_stop = 1;
         }
@@ -456,7 +517,7 @@ nn_status nn_trainer_epoch(nn_trainer *t, nn_epoch_report *report) {
     r.best_val_loss = t->st.best_val;
     if (t->cb.epoch_done && t->cb.epoch_done(t->cb.user, &r)) t->finished = 1;
     /* the run ends on the best validation loss's weights */
-    if (r.early_stop && t->have_best) copy_best(t, 1);
+    if (r.early_stop && t->st.have_best) copy_best(t, 1);
     if (t->cfg.save && (s = nn_trainer_save(t, t->cfg.save))) return s;
     if (report) *report = r;
     return NN_OK;
