@@ -178,6 +178,8 @@ int nn_open_regular(const char *path, const char **why);
 
 #define NN_MAX_DIMS 4
 
+/* The kind of memory a backend holds (nn_backend.device): host memory for
+ * the cpu and guard backends; CUDA for a GPU backend. */
 typedef enum { NN_DEVICE_CPU = 0, NN_DEVICE_CUDA = 1 } nn_device;
 
 /* A shape: ndim sizes, outermost first (PyTorch order). */
@@ -185,13 +187,6 @@ typedef struct {
     int ndim;
     int64_t dim[NN_MAX_DIMS];
 } nn_shape;
-
-/* A view on float memory owned elsewhere (an arena, a flat buffer). */
-typedef struct {
-    nn_shape shape;
-    float *data;
-    nn_device device;
-} nn_tensor;
 
 /* Number of elements: the product of the sizes (1 for ndim 0); 0 if a size
  * is 0, -1 if one is negative, INT64_MAX if the product does not fit. */
