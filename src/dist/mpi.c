@@ -7,9 +7,14 @@
  * trainer weights each rank's gradient by its share of the samples first
  * (src/train/trainer.c), so the average is the global batch's mean.
  * Parameters travel with MPI_Bcast, the loss sums with MPI_Allreduce.
+ * The buffers are the backend's memory (device pointers, as NCCL takes them):
+ * every MPI call that may read or write them, and the division, runs inside
+ * the backend's window (nn_dev_begin/end); MPI moves data only inside its
+ * calls, so a bucket in flight is not touched while the window is closed.
  * Without MPI (NN_HAVE_MPI undefined) every call fails with NN_EUNSUPPORTED.
  */
 #include "nn_internal.h"
+#include "backend/backend.h"
 
 #include <stdlib.h>
 
@@ -73,7 +78,10 @@ static nn_status mpi_allreduce_start(nn_comm *c, float *buf, size_t n, int *req)
         m->cap = cap;
     }
     mpi_pending *p = &m->pending[m->next];
+    const nn_backend *be = m->ctx->backend;
+    nn_dev_begin(be);
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, m->world, &p->req);
+    nn_dev_end(be);
     if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Iallreduce");
     p->buf = buf;
     p->n = n;
@@ -85,10 +93,13 @@ static nn_status mpi_wait(nn_comm *c, int req) {
     mpi_impl *m = c->impl;
     NN_ASSERT(req >= 0 && req < m->next);
     mpi_pending *p = &m->pending[req];
+    const nn_backend *be = m->ctx->backend;
+    nn_dev_begin(be);
     int rc = MPI_Wait(&p->req, MPI_STATUS_IGNORE);
-    if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Wait");
     const float inv = 1.0f / (float)c->size;
-    for (size_t i = 0; i < p->n; i++) p->buf[i] *= inv;
+    for (size_t i = 0; rc == MPI_SUCCESS && i < p->n; i++) p->buf[i] *= inv;
+    nn_dev_end(be);
+    if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Wait");
     if (req == m->next - 1) m->next = 0; /* the step's last: slots free again */
     return NN_OK;
 }
@@ -97,7 +108,10 @@ static nn_status mpi_broadcast(nn_comm *c, float *buf, size_t n, int root) {
     mpi_impl *m = c->impl;
     nn_status s = check_count(m, n);
     if (s) return s;
+    const nn_backend *be = m->ctx->backend;
+    nn_dev_begin(be);
     int rc = MPI_Bcast(buf, (int)n, MPI_FLOAT, root, m->world);
+    nn_dev_end(be);
     return rc == MPI_SUCCESS ? NN_OK : mpi_fail(m, rc, "Bcast");
 }
 
