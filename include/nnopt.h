@@ -275,6 +275,10 @@ nn_status nn_loader_new(nn_ctx *ctx, const nn_dataset *d, int batch, const nn_no
 /* Starts an epoch over samples perm[0..n) (perm is copied), from batch
  * first_batch (for resumed runs). */
 nn_status nn_loader_start(nn_loader *l, int64_t epoch, const int64_t *perm, int64_t first_batch);
+/* The same over n <= d->n samples perm[0..n): a data-parallel rank's share of
+ * the epoch (its part of every global batch, in order). */
+nn_status nn_loader_start_n(nn_loader *l, int64_t epoch, const int64_t *perm, int64_t n,
+                            int64_t first_batch);
 /* Next batch of the epoch: count (0 at the end of the epoch) and pointers
  * valid until the next call. */
 int nn_loader_next(nn_loader *l, const float **x, const int32_t **y);
@@ -747,7 +751,9 @@ typedef struct {
  * gradient buffer over the ranks in buckets, in reverse layer order, each
  * started as soon as the backward pass has made its gradients final and all
  * waited for before the optimizer step. No communicator (the default) is the
- * single process: nothing is exchanged. MPI and NCCL fill in the functions. */
+ * single process: nothing is exchanged. MPI (nn_mpi_comm_new) and NCCL fill
+ * in the functions. Every rank must end with the same bytes: the average is
+ * the same on all ranks, not merely close. */
 typedef struct nn_comm nn_comm;
 struct nn_comm {
     int rank, size;
@@ -758,7 +764,28 @@ struct nn_comm {
     /* copies buf[0..n) of rank root to every rank */
     nn_status (*broadcast)(nn_comm *c, float *buf, size_t n, int root);
     void *impl;
+    /* sums buf[0..n) (host memory) over the ranks in place, blocking: the
+     * training loss and sample counts. NULL: the scalars stay per rank (a
+     * test communicator). */
+    nn_status (*sum_f64)(nn_comm *c, double *buf, size_t n);
 };
+
+/* MPI (src/dist/mpi.c). In a build without MPI (NN_HAVE_MPI undefined) these
+ * fail with NN_EUNSUPPORTED and nn_mpi_available returns 0. */
+int nn_mpi_available(void);
+/* MPI_Init_thread (funneled: only the calling thread talks to MPI). Once per
+ * process, from main(); returns NN_EUNSUPPORTED without MPI, NN_EIO if MPI
+ * fails to start. */
+nn_status nn_mpi_init(int *argc, char ***argv);
+/* MPI_Finalize after a clean run; nn_mpi_abort(code) after a failure, so the
+ * other ranks stop instead of waiting in a collective for ever. */
+void nn_mpi_finalize(void);
+void nn_mpi_abort(int code);
+/* A communicator over MPI_COMM_WORLD (a duplicate): averages with
+ * MPI_Iallreduce (in place, sum, then / size), broadcasts with MPI_Bcast.
+ * Errors go to ctx. Free with nn_mpi_comm_free. */
+nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out);
+void nn_mpi_comm_free(nn_comm *c);
 
 /* The training loop as a library object: the one loop that `nnopt train`,
  * `compare`, `bench` and `profile` drive. */
@@ -775,7 +802,17 @@ void nn_trainer_free(nn_trainer *t);
 void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb);
 /* Trains with a communicator (not owned; NULL: one process), gradients
  * averaged in buckets of bucket_bytes (0: 25 MB, as DDP). Broadcasts the
- * parameters and buffers from rank 0 now: call it after nn_trainer_resume. */
+ * parameters and buffers from rank 0 now. With size P > 1 the run is data
+ * parallel: the global batch is P x cfg->batch, every rank draws the same
+ * permutation and trains on its contiguous share of each global batch (the
+ * last one split as evenly as it goes), each rank's gradient weighted by its
+ * share of the samples, so P ranks reproduce one process with batch P x
+ * batch (up to float rounding; batch norm's statistics stay per rank).
+ * Epochs count global batches, reported losses are global, checkpoints
+ * record the global batch and only rank 0 writes them; every rank must call
+ * nn_trainer_save and nn_trainer_epoch (they are collective). Call it before
+ * nn_trainer_resume (every rank loads the same file), before the first
+ * step. */
 nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes);
 /* Continues from a checkpoint written by the trainer (weights, optimizer,
  * schedule, early stopping and its best weights, RNG and position in the

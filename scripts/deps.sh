@@ -7,7 +7,8 @@
 set -euo pipefail
 PACKAGES=(build-essential cmake pkg-config zlib1g-dev libpng-dev libopenblas-dev libcjson-dev
           libinih-dev dataset-fashion-mnist python3 librsvg2-bin
-          clang libclang-rt-14-dev) # clang + libFuzzer: scripts/fuzz.sh
+          clang libclang-rt-14-dev # clang + libFuzzer: scripts/fuzz.sh
+          libopenmpi-dev openmpi-bin) # data parallel: mpirun -np N nnopt train
 case "${1:-}" in
   --torch) PACKAGES+=(python3-torch python3-numpy) ;;
   "") ;;

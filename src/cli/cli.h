@@ -19,6 +19,12 @@ typedef struct {
     nn_loader_mode loader;  /* NNOPT_LOADER: auto (default), thread or sync */
     const char *blas_core;  /* OPENBLAS_CORETYPE when set (OpenBLAS obeyed it), else NULL */
     const char *backend;    /* NNOPT_BACKEND: "cpu" (default) or "guard" (nn_ctx_set_backend) */
+    /* launched by mpirun or srun: the world's size (OMPI_COMM_WORLD_SIZE,
+     * PMI_SIZE; 1 otherwise) and the ranks on this machine
+     * (OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS; 1 otherwise). main()
+     * starts MPI for `train` when the world has more than one rank. */
+    int mpi_size, mpi_local;
+    int mpi_started;        /* main() called nn_mpi_init */
 } cli_env;
 
 /* nn_ctx_new(threads) with env's settings; NULL only if out of memory. */

@@ -6,10 +6,35 @@
  * The first SIGINT or SIGTERM asks the trainer to stop after the step in
  * progress (it writes a checkpoint when --save is given); a second one ends
  * the process at once.
+ * Under mpirun (main() started MPI) the run is data parallel over the ranks
+ * (nn_trainer_set_comm): every rank trains, rank 0 alone prints, logs and
+ * writes checkpoints and recipes; the others keep quiet.
  */
 #include "cli/cli.h"
 
 #include <unistd.h>
+
+/* Data parallel: the MPI communicator, and the threads of each rank when
+ * --threads is not given (the machine's cores shared by its ranks). Ranks
+ * other than 0 print nothing: their stdout goes to /dev/null. 0, or 1 after a
+ * message. */
+static int mpi_setup(const cli_env *env, nn_ctx **ctx, int threads, nn_comm **comm) {
+    if (!threads && env->mpi_local > 1) {
+        threads = nn_cpu_cores() / env->mpi_local;
+        if (threads < 1) threads = 1;
+        nn_ctx_free(*ctx);
+        if (!(*ctx = cli_ctx_new(env, threads))) return 1;
+    }
+    if (nn_mpi_comm_new(*ctx, comm)) {
+        fprintf(stderr, "nnopt: %s\n", nn_ctx_error(*ctx));
+        return 1;
+    }
+    if ((*comm)->rank != 0 && !freopen("/dev/null", "w", stdout)) {
+        fprintf(stderr, "nnopt: rank %d: cannot silence stdout\n", (*comm)->rank);
+        return 1;
+    }
+    return 0;
+}
 
 int cmd_train(int argc, char **argv, const cli_env *env) {
     cli_train_opts o;
@@ -34,6 +59,7 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     nn_ctx *ctx = NULL;
     nn_net *net = NULL;
     nn_trainer *trainer = NULL;
+    nn_comm *comm = NULL;
     nn_dataset train = {0}, test = {0}, val = {0};
     cli_train_view view = {.out = stdout};
     cli_log log = {.lock = {.fd = -1}};
@@ -63,6 +89,9 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     const char *model = pos[0];
     rc = 1;
     if (!(ctx = cli_ctx_new(env, o.threads))) goto out;
+    if (env->mpi_started && mpi_setup(env, &ctx, o.threads, &comm)) goto out;
+    const int rank = comm ? comm->rank : 0;
+    if (rank != 0) log_path = NULL; /* rank 0 writes the log and the recipe */
     nn_ctx_set_precision(ctx, precision);
     if (cli_train_config(ctx, &o, &cfg)) {
         /* the recipe (with any flags on top) is what is inconsistent */
@@ -79,13 +108,16 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     nn_rng init_rng;
     nn_rng_seed(&init_rng, o.seed, 1);
     nn_net_init_params(net, &init_rng);
+    /* the communicator before the resume: a checkpoint records the global
+     * batch, which the ranks reproduce */
     if ((init && nn_checkpoint_load(ctx, init, net, NULL, NULL)) ||
         nn_trainer_new(net, &cfg, &train, &val, &test, &trainer) ||
+        (comm && nn_trainer_set_comm(trainer, comm, 0)) ||
         (resume && nn_trainer_resume(trainer, resume)))
         goto fail;
     /* every output path is locked and checked before anything is cut: a bad
      * --save path fails now, not after the first epoch's work */
-    if ((save && (cli_lock_acquire(ctx, &save_lock, save, "checkpoint") ||
+    if ((save && rank == 0 && (cli_lock_acquire(ctx, &save_lock, save, "checkpoint") ||
                   cli_check_writable(ctx, save))) ||
         (log_path && cli_log_open(ctx, &log, log_path)))
         goto fail;
@@ -104,6 +136,11 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     nn_train_callbacks cb = cli_train_view_callbacks(&view);
     nn_trainer_set_callbacks(trainer, &cb);
     if (!json) cli_train_print_start(model, net, trainer, &train, &val, &test, &o, &cfg, ctx);
+    if (comm && rank == 0)
+        fprintf(json ? stderr : stdout, "data-parallel over %d MPI ranks, global batch %d "
+                "(%d per rank, %d threads each)\n", comm->size, comm->size * o.batch, o.batch,
+                nn_ctx_threads(ctx));
+    fflush(stdout);
     cli_catch_stop_signals(trainer);
     nn_status st = nn_trainer_run(trainer);
     cli_catch_stop_signals(NULL);
@@ -120,6 +157,9 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
         printf("final test accuracy %.2f%% (test loss %.4f) after %lld epochs\n", 100.0 * acc, loss,
                (long long)nn_trainer_state(trainer)->epoch);
     }
+    if (comm && rank == 0)
+        fprintf(json ? stderr : stdout, "parameters bit-identical on all %d ranks (checked after "
+                "every epoch)\n", comm->size);
     rc = 0;
     goto out;
 fail:
@@ -133,6 +173,7 @@ out:
     cli_lock_release(&log.lock);
     cli_lock_release(&save_lock);
     nn_trainer_free(trainer);
+    nn_mpi_comm_free(comm);
     nn_dataset_free(&train);
     nn_dataset_free(&test);
     nn_dataset_free(&val);

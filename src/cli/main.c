@@ -29,6 +29,15 @@ static const char *env_value(const char *name) {
     return v && *v ? v : NULL;
 }
 
+/* A positive count from the first of two launcher variables that is set
+ * (OpenMPI's, then PMI's as Slurm's srun and MPICH set it); 1 otherwise. */
+static int env_count(const char *a, const char *b) {
+    const char *v = env_value(a);
+    if (!v) v = env_value(b);
+    const long n = v ? strtol(v, NULL, 10) : 1;
+    return n > 1 && n < 1 << 20 ? (int)n : 1;
+}
+
 /* Reads nnopt's environment variables into env: 0, or 2 after a one-line
  * error naming a variable whose value nnopt does not know. The library reads
  * no environment variables; this is the one place nnopt does. */
@@ -64,6 +73,8 @@ static int read_env(cli_env *env) {
         env->backend = v;
     }
     env->blas_core = env_value("OPENBLAS_CORETYPE");
+    env->mpi_size = env_count("OMPI_COMM_WORLD_SIZE", "PMI_SIZE");
+    env->mpi_local = env_count("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS");
     return 0;
 }
 
@@ -106,7 +117,25 @@ int main(int argc, char **argv) {
         cli_env env;
         if (read_env(&env)) return 2;
         fit_blas(&env);
-        return commands[i].run(argc - 1, argv + 1, &env);
+        /* under mpirun with more than one rank, `train` is data parallel */
+        if (env.mpi_size > 1 && commands[i].run == cmd_train) {
+            if (nn_mpi_init(&argc, &argv) != NN_OK) {
+                fprintf(stderr, "nnopt: launched as %d MPI ranks, but %s\n", env.mpi_size,
+                        nn_mpi_available() ? "MPI failed to start"
+                                           : "this nnopt was built without MPI (install "
+                                             "libopenmpi-dev: scripts/deps.sh, then rebuild)");
+                return 1;
+            }
+            env.mpi_started = 1;
+        }
+        int rc = commands[i].run(argc - 1, argv + 1, &env);
+        /* a failed rank takes the others down rather than leave them
+         * waiting in a collective */
+        if (env.mpi_started) {
+            if (rc) nn_mpi_abort(rc);
+            nn_mpi_finalize();
+        }
+        return rc;
     }
     fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare, predict or system; see nnopt --help)\n",
             cmd);

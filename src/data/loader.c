@@ -31,7 +31,8 @@ struct nn_loader {
 
     float *x[2];              /* each (batch, c, h, w) */
     int32_t *y[2];            /* each (batch) */
-    int64_t *perm;            /* (d->n) the epoch's sample order */
+    int64_t *perm;            /* (n) the epoch's sample order */
+    int64_t n;                /* samples in the epoch: d->n, or a rank's share */
     int64_t epoch;
     int64_t nbatches;         /* ceil(n / batch) */
 
@@ -66,7 +67,7 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&l->mu);
 
         int64_t first = b * l->batch;
-        int64_t n = l->d->n - first < l->batch ? l->d->n - first : l->batch;
+        int64_t n = l->n - first < l->batch ? l->n - first : l->batch;
         nn_dataset_gather_augmented(l->d, l->perm + first, n, l->has_norm ? &l->norm : NULL,
                                     &l->aug, l->seed, epoch, l->x[buf], l->y[buf]);
 
@@ -174,21 +175,29 @@ nn_status nn_loader_new(nn_ctx *ctx, const nn_dataset *d, int batch, const nn_no
 }
 
 nn_status nn_loader_start(nn_loader *l, int64_t epoch, const int64_t *perm, int64_t first_batch) {
+    return nn_loader_start_n(l, epoch, perm, l->d->n, first_batch);
+}
+
+nn_status nn_loader_start_n(nn_loader *l, int64_t epoch, const int64_t *perm, int64_t n,
+                            int64_t first_batch) {
     NN_ASSERT(l != NULL && perm != NULL);
-    const int64_t n = l->d->n;
+    if (n < 0 || n > l->d->n)
+        return nn_ctx_fail(l->ctx, NN_EINVAL, "loader: %lld samples in the epoch: expected 0..%lld",
+                           (long long)n, (long long)l->d->n);
     const int64_t nbatches = (n + l->batch - 1) / l->batch;
     if (first_batch < 0 || first_batch > nbatches)
         return nn_ctx_fail(l->ctx, NN_EINVAL, "loader: first batch %lld: expected 0..%lld",
                            (long long)first_batch, (long long)nbatches);
     for (int64_t i = 0; i < n; i++)
-        if (perm[i] < 0 || perm[i] >= n)
+        if (perm[i] < 0 || perm[i] >= l->d->n)
             return nn_ctx_fail(l->ctx, NN_EINVAL,
                                "loader: perm[%lld] = %lld: expected a sample index 0..%lld",
-                               (long long)i, (long long)perm[i], (long long)(n - 1));
+                               (long long)i, (long long)perm[i], (long long)(l->d->n - 1));
 
     pthread_mutex_lock(&l->mu);
     wait_idle(l);
     memcpy(l->perm, perm, (size_t)n * sizeof *perm);
+    l->n = n;
     l->epoch = epoch;
     l->nbatches = nbatches;
     l->ready[0] = l->ready[1] = -1;
@@ -212,7 +221,7 @@ int nn_loader_next(nn_loader *l, const float **x, const int32_t **y) {
             return 0;
         }
         int64_t first = l->cur * l->batch;
-        int64_t n = l->d->n - first < l->batch ? l->d->n - first : l->batch;
+        int64_t n = l->n - first < l->batch ? l->n - first : l->batch;
         nn_dataset_gather_augmented(l->d, l->perm + first, n, l->has_norm ? &l->norm : NULL,
                                     &l->aug, l->seed, l->epoch, l->x[0], l->y[0]);
         l->cur++;

@@ -12,6 +12,14 @@
  * (save_every, or a stop request). It also records the batch, the
  * accumulation and the training set's size and label hash: a resume with
  * others would not be exact, and is refused.
+ *
+ * Data parallel (a communicator of P > 1 ranks): the epoch's batches are
+ * global batches of P x batch samples from the one permutation every rank
+ * draws; rank r trains on its contiguous share of each. Each rank's gradient
+ * is weighted by (its samples x P / the global batch's) before the all-reduce
+ * averages it, so the average is the global batch's mean gradient even when
+ * the last batch splits unevenly. The training loss is summed over the ranks
+ * (sum_f64) at the epoch's end and before any checkpoint.
  */
 #include "core/graph.h"
 #include "backend/backend.h"
@@ -51,6 +59,13 @@ struct nn_trainer {
     int num_buckets, started;      /* buckets started in this step */
     int *req;                      /* (num_buckets) the started all-reduces */
     nn_status comm_status;         /* first failure of a start in this step */
+    float bucket_scale;            /* this rank's weight, applied before each start */
+    /* data parallel: sharding of every global batch over the ranks */
+    int ranks, rank;               /* 1, 0 without a communicator */
+    int64_t global_batch;          /* ranks x cfg.batch */
+    int auto_steps;                /* sched.total_steps follows the batches per epoch */
+    int64_t *shard;                /* (train->n) this rank's samples of the epoch, in order */
+    double pend_loss, pend_seen;   /* this rank's loss sum and samples not yet summed */
 };
 
 #define NN_DEFAULT_BUCKET_BYTES (25u << 20)
@@ -140,6 +155,10 @@ nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_datas
         goto fail;
     if ((s = nn_optim_new(ctx, &cfg->optim, nn_net_num_params(net), &t->opt))) goto fail;
     t->lr = cfg->optim.lr;
+    t->auto_steps = cfg->sched.total_steps <= 0;
+    t->ranks = 1;
+    t->global_batch = cfg->batch;
+    t->bucket_scale = 1.0f;
     t->labels_hash = labels_hash(train);
     t->st = (nn_train_state){.seed = cfg->seed,
                              .best_val = INFINITY,
@@ -155,10 +174,11 @@ nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_datas
     t->x = malloc((size_t)cfg->batch * per * sizeof(float));
     t->y = malloc((size_t)cfg->batch * sizeof(int32_t));
     t->perm = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    t->shard = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
     if (cfg->early_stop)
         t->best = ctx->backend->alloc((nn_net_num_params(net) + nn_net_num_buffers(net) + 1) *
                                       sizeof(float));
-    if (!t->x || !t->y || !t->perm || (cfg->early_stop && !t->best)) {
+    if (!t->x || !t->y || !t->perm || !t->shard || (cfg->early_stop && !t->best)) {
         s = nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the trainer's buffers");
         goto fail;
     }
@@ -180,6 +200,7 @@ void nn_trainer_free(nn_trainer *t) {
     free(t->x);
     free(t->y);
     free(t->perm);
+    free(t->shard);
     t->ctx->backend->free(t->best);
     free(t->req);
     free(t);
@@ -188,6 +209,8 @@ void nn_trainer_free(nn_trainer *t) {
 void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb) {
     t->cb = cb ? *cb : (nn_train_callbacks){0};
 }
+
+static void scale_grads(const nn_backend *be, float *g, size_t n, float s);
 
 /* Bucket b covers [lo, hi) of the gradient buffer; bucket 0 ends it. */
 static void bucket_range(const nn_trainer *t, int b, size_t *lo, size_t *hi) {
@@ -203,6 +226,9 @@ static void start_buckets(nn_trainer *t, size_t first_final) {
         size_t lo, hi;
         bucket_range(t, t->started, &lo, &hi);
         if (lo < first_final) break;
+        /* this rank's share of the global batch's samples, as a weight
+         * (1 for equal shares), on the bucket just before it leaves */
+        if (t->bucket_scale != 1.0f) scale_grads(t->ctx->backend, g + lo, hi - lo, t->bucket_scale);
         nn_status s = t->comm->allreduce_start(t->comm, g + lo, hi - lo, &t->req[t->started]);
         if (s && !t->comm_status) t->comm_status = s;
         t->started++;
@@ -224,15 +250,65 @@ static nn_status finish_allreduce(nn_trainer *t) {
     return s;
 }
 
+/* Samples of global batch k that rank r trains on: [*lo, *hi) of the epoch's
+ * permutation. A full batch gives every rank cfg.batch; the last, partial one
+ * is split as evenly as it goes (a rank may get none). */
+static void share_range(const nn_trainer *t, int64_t k, int r, int64_t *lo, int64_t *hi) {
+    const int64_t first = k * t->global_batch, left = t->train->n - first;
+    const int64_t m = left < t->global_batch ? left : t->global_batch;
+    *lo = first + (int64_t)r * m / t->ranks;
+    *hi = first + (int64_t)(r + 1) * m / t->ranks;
+}
+
+/* Samples in global batch k over all ranks. */
+static int64_t global_count(const nn_trainer *t, int64_t k) {
+    const int64_t left = t->train->n - k * t->global_batch;
+    return left < t->global_batch ? left : t->global_batch;
+}
+
+/* The batching of `ranks` ranks: batches per epoch, the schedule's length
+ * when it follows them, and the global batch that checkpoints record. A last
+ * batch that leaves some rank a share training cannot take (batch norm with
+ * 1 sample) fails now, on every rank alike. */
+static nn_status set_geometry(nn_trainer *t, int ranks, int rank) {
+    t->ranks = ranks;
+    t->rank = rank;
+    t->global_batch = (int64_t)t->cfg.batch * ranks;
+    const int64_t n = t->train ? t->train->n : 0;
+    t->batches = (n + t->global_batch - 1) / t->global_batch;
+    if (t->auto_steps)
+        t->cfg.sched.total_steps =
+            (t->batches + t->cfg.accumulate - 1) / t->cfg.accumulate * t->cfg.epochs;
+    t->st.batch = t->global_batch;
+    for (int r = 0; r < ranks && n; r++) {
+        int64_t lo, hi;
+        share_range(t, t->batches - 1, r, &lo, &hi);
+        if (hi > lo && hi - lo < t->cfg.batch && nn_net_check_batch(t->net, (int)(hi - lo), 1)) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", nn_ctx_error(t->ctx));
+            return nn_ctx_fail(t->ctx, NN_EINVAL, "%lld training images in global batches of "
+                               "%lld leave rank %d a last share of %lld, which training cannot "
+                               "take: %s (change --batch or --train-limit)", (long long)n,
+                               (long long)t->global_batch, r, (long long)(hi - lo), why);
+        }
+    }
+    return NN_OK;
+}
+
 nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes) {
     const size_t n = nn_net_num_params(t->net);
+    if (t->in_epoch)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "the communicator is set between epochs, not in "
+                           "epoch %lld", (long long)t->st.epoch + 1);
     nn_net_set_grad_hook(t->net, NULL, NULL);
     free(t->req);
     t->req = NULL;
-    t->comm = comm && comm->size > 1 ? comm : NULL;
-    if (!t->comm || !n) {
+    t->comm = comm && comm->size > 1 && n ? comm : NULL;
+    nn_status s = set_geometry(t, t->comm ? comm->size : 1, t->comm ? comm->rank : 0);
+    if (s || !t->comm) {
         t->comm = NULL;
-        return NN_OK;
+        if (s) set_geometry(t, 1, 0);
+        return s;
     }
     t->bucket = (bucket_bytes ? bucket_bytes : NN_DEFAULT_BUCKET_BYTES) / sizeof(float);
     if (!t->bucket) t->bucket = 1;
@@ -241,7 +317,7 @@ nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes)
     if (!(t->req = calloc((size_t)t->num_buckets, sizeof(int))))
         return nn_ctx_fail(t->ctx, NN_ENOMEM, "out of memory for %d gradient buckets",
                            t->num_buckets);
-    nn_status s = comm->broadcast(comm, nn_net_params(t->net), n, 0);
+    s = comm->broadcast(comm, nn_net_params(t->net), n, 0);
     if (!s && nn_net_num_buffers(t->net))
         s = comm->broadcast(comm, nn_net_buffers(t->net), nn_net_num_buffers(t->net), 0);
     return s;
@@ -253,8 +329,53 @@ int64_t nn_trainer_batches_per_epoch(const nn_trainer *t) { return t->batches; }
 int nn_trainer_finished(const nn_trainer *t) { return t->finished; }
 void nn_trainer_request_stop(nn_trainer *t) { t->stop_requested = 1; }
 
+/* Adds the ranks' training-loss sums and sample counts since the last call
+ * to the epoch's (st.loss_sum, st.seen): then they are the global ones. */
+static nn_status sync_loss(nn_trainer *t) {
+    if (!t->comm) return NN_OK;
+    double v[2] = {t->pend_loss, t->pend_seen};
+    nn_status s = t->comm->sum_f64 ? t->comm->sum_f64(t->comm, v, 2) : NN_OK;
+    if (s) return s;
+    t->st.loss_sum += v[0];
+    t->st.seen += (int64_t)v[1];
+    t->pend_loss = t->pend_seen = 0.0;
+    return NN_OK;
+}
+
 nn_status nn_trainer_save(nn_trainer *t, const char *path) {
+    nn_status s = sync_loss(t);
+    if (s || t->rank != 0) return s; /* rank 0 writes for all */
     return nn_checkpoint_save(t->ctx, path, t->net, t->opt, &t->st);
+}
+
+/* Data parallel: the ranks' parameters must be the same bytes. Each rank's
+ * 64-bit hash of them, as four 16-bit pieces x and their squares, is summed
+ * over the ranks: sum x^2 / P == (sum x / P)^2 for every piece (exact in
+ * double) holds only when all ranks hold the same piece, and every rank sees
+ * the same sums, so all ranks agree on the verdict. */
+static nn_status check_replicas(nn_trainer *t) {
+    if (!t->comm || !t->comm->sum_f64) return NN_OK;
+    const size_t np = nn_net_num_params(t->net);
+    float *host = malloc(np * sizeof(float));
+    if (!host) return nn_ctx_fail(t->ctx, NN_ENOMEM, "out of memory for the replica check");
+    nn_ctx_download(t->ctx, host, nn_net_params(t->net), np * sizeof(float));
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const unsigned char *b = (const unsigned char *)host;
+    for (size_t i = 0; i < np * sizeof(float); i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    free(host);
+    double v[8];
+    for (int i = 0; i < 4; i++) {
+        v[i] = (double)((h >> (16 * i)) & 0xffffu);
+        v[4 + i] = v[i] * v[i];
+    }
+    nn_status s = t->comm->sum_f64(t->comm, v, 8);
+    if (s) return s;
+    for (int i = 0; i < 4; i++)
+        if (v[4 + i] * t->ranks != v[i] * v[i])
+            return nn_ctx_fail(t->ctx, NN_ENUMERIC, "after epoch %lld the %d ranks' parameters "
+                               "are not the same bytes (a rank diverged); training stopped",
+                               (long long)t->st.epoch, t->ranks);
+    return NN_OK;
 }
 
 /* The checkpoint just loaded into t->st was trained as this run trains: same
@@ -264,7 +385,7 @@ static nn_status check_same_run(nn_trainer *t, const char *path) {
     nn_train_state *st = &t->st;
     const int64_t n = t->train ? t->train->n : 0;
     if (st->batch == 0) {
-        st->batch = t->cfg.batch;
+        st->batch = t->global_batch;
         st->accumulate = t->cfg.accumulate;
         st->train_samples = n;
         st->train_labels_hash = t->labels_hash;
@@ -272,10 +393,17 @@ static nn_status check_same_run(nn_trainer *t, const char *path) {
     }
     static const char data_hint[] = "resume with the same --data, --val and --train-limit, or "
                                     "start a new run";
-    if (st->batch != t->cfg.batch)
+    /* the global batch: ranks x batch may resume as one process and back */
+    if (st->batch != t->global_batch && t->ranks == 1)
         return nn_ctx_fail(t->ctx, NN_EINVAL, "%s: checkpoint was trained with batch %lld; this "
                            "run uses batch %d (resume with the same --batch, or start a new run)",
                            path, (long long)st->batch, t->cfg.batch);
+    if (st->batch != t->global_batch)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "%s: checkpoint was trained with (global) batch "
+                           "%lld; this run uses %d ranks x batch %d = %lld (resume with ranks x "
+                           "--batch = %lld, or start a new run)", path, (long long)st->batch,
+                           t->ranks, t->cfg.batch, (long long)t->global_batch,
+                           (long long)st->batch);
     if (st->accumulate != t->cfg.accumulate)
         return nn_ctx_fail(t->ctx, NN_EINVAL, "%s: checkpoint was trained with accumulate %lld; "
                            "this run uses accumulate %d (resume with the same --accumulate, or "
@@ -295,6 +423,7 @@ static nn_status check_same_run(nn_trainer *t, const char *path) {
 
 nn_status nn_trainer_resume(nn_trainer *t, const char *path) {
     nn_status s = nn_checkpoint_load(t->ctx, path, t->net, t->opt, &t->st);
+    t->pend_loss = t->pend_seen = 0.0;
     if (s || (s = check_same_run(t, path))) return s;
     if (t->st.batch_in_epoch > t->batches)
         return nn_ctx_fail(t->ctx, NN_EINVAL,
@@ -314,10 +443,22 @@ static void scale_grads(const nn_backend *be, float *g, size_t n, float s) {
 }
 
 /* Forward and backward of one micro-batch (number `micro` of the optimizer
- * step), its gradients added to the net's. */
+ * step), its gradients added to the net's. Data parallel: a rank may have no
+ * samples in the last batch (n 0: it only joins the all-reduce), and w is its
+ * gradient's weight in the last micro-batch (1 for an equal share): the
+ * earlier micro-batches' sum is divided by w first, so that weighting the
+ * buckets by w as they leave weights only this one. */
 static nn_status train_micro(nn_trainer *t, const float *x, const int32_t *y, int n, int micro,
-                             int last, float *loss) {
+                             int last, float w, float *loss) {
     if (micro == 0) nn_net_zero_grad(t->net);
+    const int reduce = t->comm && last;
+    *loss = 0.0f;
+    if (n == 0) return reduce ? finish_allreduce(t) : NN_OK;
+    if (reduce && w != 1.0f) {
+        if (micro > 0)
+            scale_grads(t->ctx->backend, nn_net_grads(t->net), nn_net_num_params(t->net), 1.0f / w);
+        t->bucket_scale = w;
+    }
     /* dropout masks: a function of the run's seed and this batch's place in the
      * run, so a resumed run draws the same ones */
     nn_net_set_dropout_seed(t->net, (t->cfg.seed * 0x9E3779B97F4A7C15ULL) ^
@@ -332,14 +473,14 @@ static nn_status train_micro(nn_trainer *t, const float *x, const int32_t *y, in
                            t->cfg.save ? ", the last good checkpoint is kept" : "");
     /* the last micro-batch's backward pass makes the step's gradients final:
      * their all-reduce starts bucket by bucket while it runs */
-    const int reduce = t->comm && last;
     nn_net_set_grad_hook(t->net, reduce ? on_grads_final : NULL, t);
     s = nn_net_backward(t->net);
     nn_net_set_grad_hook(t->net, NULL, NULL);
     if (reduce) {
-        nn_status w = finish_allreduce(t);
-        if (!s) s = w;
+        nn_status f = finish_allreduce(t);
+        if (!s) s = f;
     }
+    t->bucket_scale = 1.0f;
     return s;
 }
 
@@ -361,7 +502,7 @@ nn_status nn_trainer_step_batch(nn_trainer *t, const float *x, const int32_t *y,
     if (n < 1 || n > t->cfg.batch)
         return nn_ctx_fail(t->ctx, NN_EINVAL, "batch of %d samples; the trainer takes 1..%d", n,
                            t->cfg.batch);
-    nn_status s = train_micro(t, x, y, n, 0, 1, &l);
+    nn_status s = train_micro(t, x, y, n, 0, 1, 1.0f, &l);
     if (s) return s;
     apply_step(t, 1);
     if (loss) *loss = l;
@@ -376,7 +517,21 @@ static nn_status begin_epoch(nn_trainer *t) {
         nn_permutation(t->perm, n, &t->epoch_rng);
     else
         for (int64_t i = 0; i < n; i++) t->perm[i] = i;
-    nn_status s = nn_loader_start(t->loader, t->st.epoch, t->perm, t->st.batch_in_epoch);
+    nn_status s;
+    if (t->ranks > 1) {
+        /* this rank's share of every global batch, in order: all but a last
+         * empty share are one loader batch each, so batch k is loader batch k */
+        int64_t m = 0, lo, hi;
+        for (int64_t k = 0; k < t->batches; k++) {
+            share_range(t, k, t->rank, &lo, &hi);
+            for (int64_t i = lo; i < hi; i++) t->shard[m++] = t->perm[i];
+        }
+        const int64_t local = (m + t->cfg.batch - 1) / t->cfg.batch;
+        s = nn_loader_start_n(t->loader, t->st.epoch, t->shard, m,
+                              t->st.batch_in_epoch < local ? t->st.batch_in_epoch : local);
+    } else {
+        s = nn_loader_start(t->loader, t->st.epoch, t->perm, t->st.batch_in_epoch);
+    }
     if (s) return s;
     t->in_epoch = 1;
     t->epoch_samples = 0;
@@ -394,21 +549,40 @@ nn_status nn_trainer_step(nn_trainer *t, int *epoch_end) {
     const int64_t left = t->batches - t->st.batch_in_epoch;
     const int count = left < t->cfg.accumulate ? (int)left : t->cfg.accumulate;
     while (micro < count) {
-        const float *bx;
-        const int32_t *by;
-        int cnt = nn_loader_next(t->loader, &bx, &by);
-        if (cnt <= 0)
+        const int64_t k = t->st.batch_in_epoch + micro;
+        int64_t lo = 0, hi = 1, m = 1; /* this rank's share, the global batch's size */
+        if (t->ranks > 1) {
+            share_range(t, k, t->rank, &lo, &hi);
+            m = global_count(t, k);
+        }
+        const float *bx = NULL;
+        const int32_t *by = NULL;
+        int cnt = hi > lo ? nn_loader_next(t->loader, &bx, &by) : 0;
+        if (hi > lo && (cnt <= 0 || (t->ranks > 1 && cnt != hi - lo)))
             return nn_ctx_fail(t->ctx, NN_EINVAL, "data loader ended early at batch %lld",
-                               (long long)(t->st.batch_in_epoch + micro));
+                               (long long)k);
+        /* full global batches weigh every rank alike (w 1) */
+        const float w = t->ranks > 1 ? (float)((double)cnt * t->ranks / (double)m) : 1.0f;
+        NN_ASSERT(w == 1.0f || micro == count - 1);
         float loss;
-        if ((s = train_micro(t, bx, by, cnt, micro, micro == count - 1, &loss))) return s;
-        t->st.loss_sum += (double)loss * cnt;
-        t->st.seen += cnt;
-        t->epoch_samples += cnt;
+        if ((s = train_micro(t, bx, by, cnt, micro, micro == count - 1, w, &loss))) return s;
+        if (t->comm) {
+            t->pend_loss += (double)loss * cnt;
+            t->pend_seen += cnt;
+            t->epoch_samples += t->ranks > 1 ? m : cnt;
+        } else {
+            t->st.loss_sum += (double)loss * cnt;
+            t->st.seen += cnt;
+            t->epoch_samples += cnt;
+        }
         micro++;
         if (t->cb.batch_done) {
+            /* data parallel: this rank's mean so far (the global one is summed
+             * at the epoch's end) */
+            const double seen = (double)t->st.seen + t->pend_seen;
             nn_batch_report r = {t->st.epoch, t->st.batch_in_epoch + micro, t->batches,
-                                 t->st.step, t->st.loss_sum / (double)t->st.seen};
+                                 t->st.step,
+                                 seen > 0 ? (t->st.loss_sum + t->pend_loss) / seen : 0.0};
             t->cb.batch_done(t->cb.user, &r);
         }
     }
@@ -473,6 +647,7 @@ nn_status nn_trainer_epoch(nn_trainer *t, nn_epoch_report *report) {
     int end = t->st.batch_in_epoch >= t->batches;
     while (!end)
         if ((s = nn_trainer_step(t, &end))) return s;
+    if ((s = sync_loss(t)) || (s = check_replicas(t))) return s;
     nn_epoch_report r = {0};
     r.seconds = nn_wall_time() - t->epoch_t0;
     r.images_per_s = r.seconds > 0 ? (double)t->epoch_samples / r.seconds : 0.0;
