@@ -414,6 +414,21 @@ void nn_net_set_hook(nn_net *net, nn_layer_hook hook, void *user);
  * The trainer's gradient all-reduce starts its buckets from it. */
 typedef void (*nn_grad_hook)(void *user, size_t first_final);
 void nn_net_set_grad_hook(nn_net *net, nn_grad_hook hook, void *user);
+/* A reducer: sums buf[0..n) (doubles in the kernels' memory) over the
+ * data-parallel ranks in place, blocking; every rank gets the same values.
+ * Called from inside kernels, on the thread that runs the pass. With one set,
+ * batch norm in training mode takes its statistics over all ranks' samples
+ * (synchronized batch norm): the forward pass sums each channel's values and
+ * sample count, then its squared deviations from the global mean; the
+ * backward pass sums each channel's dy and dy (x - mean), each rank's
+ * weighted by its samples (a rank's dy is that of its own mean loss; the
+ * objective is the mean over all ranks' samples, as the trainer weights the
+ * gradients). Parameter gradients stay per rank (the gradient all-reduce
+ * averages them). Every rank must run the same passes. A failure is the
+ * reducer's to record (kernels return nothing): the trainer checks it after
+ * each pass. NULL (the default): statistics over this process's batch. */
+typedef nn_status (*nn_reducer)(void *user, double *buf, size_t n);
+void nn_net_set_reducer(nn_net *net, nn_reducer reduce, void *user);
 /* Wall-clock seconds on the clock the hook uses. */
 double nn_wall_time(void);
 
@@ -708,6 +723,8 @@ typedef struct {
     const char *save;       /* checkpoint after every epoch (NULL: none); atomic,
                                and never with non-finite values */
     int save_every;         /* also every save_every optimizer steps (0 = off) */
+    int sync_bn;            /* data parallel: batch norm's statistics over the
+                               global batch (all ranks), not each rank's share */
 } nn_train_config;
 
 nn_train_config nn_train_config_defaults(void);

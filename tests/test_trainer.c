@@ -13,7 +13,9 @@
  * end the run, nn_trainer_step_batch trains on caller batches, and bad
  * recipes are refused with a message naming the field. Data parallel: two
  * ranks as two threads (batch 8 each) reproduce one process (batch 16) with
- * bit-identical parameters on both.
+ * bit-identical parameters on both; with batch norm they do so with sync_bn
+ * (running statistics included, the same bytes on both ranks) and not
+ * without it; sync_bn refuses a last global batch that leaves a rank none.
  */
 #include "nnopt.h"
 
@@ -629,11 +631,14 @@ typedef struct {
 typedef struct {
     nn_comm comm;
     duo *shared;
+    const char *model;     /* NULL: PLAIN_MODEL */
     nn_train_config cfg;
     const nn_dataset *tr, *te;
     nn_epoch_report rep;
     float *params;         /* (num_params) after the run, host copy */
     size_t num_params;
+    float *buffers;        /* (num_buffers) likewise */
+    size_t num_buffers;
     nn_status s;
     char err[512];
 } duo_rank;
@@ -683,9 +688,16 @@ static const char *PLAIN_MODEL =
     "input shape=1x8x8\nconv2d name=conv1 out=4 kernel=3 pad=1\nrelu\nmaxpool size=2\n"
     "flatten\nlinear name=fc out=5\nsoftmax_ce\n";
 
-static nn_net *plain_net(nn_ctx *ctx, int batch, uint64_t seed) {
+/* With batch norm (and no dropout): the same with sync_bn. */
+static const char *BN_MODEL =
+    "input shape=1x8x8\nconv2d name=conv1 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=bn1\n"
+    "relu\nmaxpool size=2\nconv2d name=conv2 out=6 kernel=3 pad=1 bias=0\nbatchnorm name=bn2\n"
+    "relu\nflatten\nlinear name=fc out=5\nsoftmax_ce\n";
+
+static nn_net *plain_net(nn_ctx *ctx, const char *model, int batch, uint64_t seed) {
     nn_net *net = NULL;
-    if (nn_net_parse(ctx, PLAIN_MODEL, "plain", &net) || nn_net_plan(net, batch)) return NULL;
+    if (nn_net_parse(ctx, model ? model : PLAIN_MODEL, "plain", &net) || nn_net_plan(net, batch))
+        return NULL;
     nn_rng rng;
     nn_rng_seed(&rng, seed, 1);
     nn_net_init_params(net, &rng);
@@ -697,7 +709,7 @@ static void *run_rank(void *arg) {
     duo_rank *r = arg;
     nn_ctx *ctx = nn_ctx_new(1);
     /* rank 1 starts from other weights: the broadcast must replace them */
-    nn_net *net = plain_net(ctx, r->cfg.batch, 11 + (uint64_t)r->comm.rank);
+    nn_net *net = plain_net(ctx, r->model, r->cfg.batch, 11 + (uint64_t)r->comm.rank);
     nn_trainer *t = NULL;
     r->s = net ? nn_trainer_new(net, &r->cfg, r->tr, NULL, r->te, &t) : NN_EINVAL;
     if (!r->s && r->shared) r->s = nn_trainer_set_comm(t, &r->comm, 100);
@@ -706,6 +718,9 @@ static void *run_rank(void *arg) {
         r->num_params = nn_net_num_params(net);
         r->params = xmalloc(r->num_params * sizeof(float));
         nn_ctx_download(ctx, r->params, nn_net_params(net), r->num_params * sizeof(float));
+        r->num_buffers = nn_net_num_buffers(net);
+        r->buffers = xmalloc(r->num_buffers * sizeof(float) + 1);
+        nn_ctx_download(ctx, r->buffers, nn_net_buffers(net), r->num_buffers * sizeof(float));
     }
     snprintf(r->err, sizeof r->err, "%s", r->s ? nn_ctx_error(ctx) : "");
     nn_trainer_free(t);
@@ -762,9 +777,89 @@ static void test_two_ranks(const nn_dataset *tr, const nn_dataset *te) {
           "parameters %.2g, train loss %.2g (%.7f vs %.7f), test loss %.2g, steps %lld vs %lld",
           dp, dl, rk[0].rep.train_loss, one.rep.train_loss, dt, (long long)rk[0].rep.step,
           (long long)one.rep.step);
+    for (int i = 0; i < 2; i++) {
+        free(rk[i].params);
+        free(rk[i].buffers);
+    }
     free(one.params);
-    free(rk[0].params);
-    free(rk[1].params);
+    free(one.buffers);
+}
+
+/* Runs one process (batch 16) and two ranks as threads (batch 8 each) on the
+ * first n samples of tr with model and sync_bn, accumulating 2 batches. */
+static void run_duo(const char *model, int sync_bn, int64_t n, const nn_dataset *tr,
+                    const nn_dataset *te, duo_rank *one, duo_rank rk[2]) {
+    static nn_dataset sub;
+    sub = *tr;
+    sub.n = n;
+    nn_train_config c = nn_train_config_defaults();
+    c.epochs = 1;
+    c.accumulate = 2;
+    c.sync_bn = sync_bn;
+    duo shared;
+    pthread_barrier_init(&shared.bar, NULL, 2);
+    *one = (duo_rank){.model = model, .cfg = c, .tr = &sub, .te = te};
+    one->cfg.batch = 16;
+    run_rank(one);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        rk[i] = (duo_rank){.shared = &shared, .model = model, .cfg = c, .tr = &sub, .te = te};
+        rk[i].cfg.batch = 8;
+        rk[i].comm = (nn_comm){.rank = i, .size = 2, .allreduce_start = duo_start,
+                               .wait = duo_wait, .broadcast = duo_broadcast,
+                               .sum_f64 = duo_sum, .impl = &rk[i]};
+        pthread_create(&th[i], NULL, run_rank, &rk[i]);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&shared.bar);
+}
+
+static void free_duo(duo_rank *one, duo_rank rk[2]) {
+    free(one->params);
+    free(one->buffers);
+    for (int i = 0; i < 2; i++) {
+        free(rk[i].params);
+        free(rk[i].buffers);
+    }
+}
+
+/* Batch norm over the ranks (sync_bn): 2 ranks x 8 equal 1 process x 16,
+ * the last global batch of 3 split 1 and 2 included (so each rank's sums
+ * must be weighted by its samples), running statistics too; without sync_bn
+ * they do not. */
+static void test_sync_bn(const nn_dataset *tr, const nn_dataset *te) {
+    duo_rank one, rk[2];
+    run_duo(BN_MODEL, 1, 147, tr, te, &one, rk);
+    int ok = !one.s && !rk[0].s && !rk[1].s;
+    check(ok, "sync_bn: one process and two ranks train an epoch", "%s / %s / %s", one.err,
+          rk[0].err, rk[1].err);
+    if (ok) {
+        check(memcmp(rk[0].params, rk[1].params, one.num_params * sizeof(float)) == 0 &&
+                  memcmp(rk[0].buffers, rk[1].buffers, one.num_buffers * sizeof(float)) == 0,
+              "sync_bn: both ranks end with bit-identical parameters and running statistics",
+              NULL);
+        const double dp = max_rel_diff(rk[0].params, one.params, one.num_params);
+        const double db = max_rel_diff(rk[0].buffers, one.buffers, one.num_buffers);
+        const double dl = fabs(rk[0].rep.train_loss - one.rep.train_loss) / one.rep.train_loss;
+        const double dt = fabs(rk[0].rep.test_loss - one.rep.test_loss) / one.rep.test_loss;
+        check(dp < 1e-5 && db < 1e-5 && dl < 1e-5 && dt < 1e-5,
+              "sync_bn: 2 ranks x batch 8 equal 1 process x batch 16 with batch norm (unequal "
+              "last shares)", "parameters %.2g, running statistics %.2g, train loss %.2g, test "
+              "loss %.2g", dp, db, dl, dt);
+    }
+    free_duo(&one, rk);
+    run_duo(BN_MODEL, 0, 147, tr, te, &one, rk);
+    ok = !one.s && !rk[0].s && !rk[1].s;
+    const double dp = ok ? max_rel_diff(rk[0].params, one.params, one.num_params) : 0.0;
+    check(ok && dp > 1e-3, "without sync_bn the same run differs (per-rank statistics)",
+          "parameters %.2g; %s / %s", dp, rk[0].err, rk[1].err);
+    free_duo(&one, rk);
+    /* 145: the last global batch of 1 leaves rank 0 no share */
+    run_duo(BN_MODEL, 1, 145, tr, te, &one, rk);
+    check(rk[0].s == NN_EINVAL && rk[1].s == NN_EINVAL &&
+              contains(rk[0].err, "leave rank 0 no share") && contains(rk[0].err, "sync_bn"),
+          "sync_bn refuses a last global batch that leaves a rank no samples", "%s", rk[0].err);
+    free_duo(&one, rk);
 }
 
 int main(void) {
@@ -785,6 +880,7 @@ int main(void) {
     test_bad_config(ctx, &tr);
     test_comm_seam(ctx, &tr, &te);
     test_two_ranks(&tr, &te);
+    test_sync_bn(&tr, &te);
     test_last_batch_of_one(ctx, &tr);
     nn_dataset_free(&tr);
     nn_dataset_free(&val);

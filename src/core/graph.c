@@ -580,6 +580,8 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
     a->training = net->training;
     a->dropout_seed = net->dropout_seed;
     a->node_index = (int)(node - net->nodes);
+    a->reduce = net->reduce;
+    a->reduce_user = net->reduce_user;
     if (node->buffer_index >= 0) a->buf = net->buffer_data + net->buffers[node->buffer_index].offset;
     for (int k = 0; k < node->num_inputs; k++) {
         nn_node *in = &net->nodes[node->inputs[k]];
@@ -740,6 +742,11 @@ void nn_net_layer_time(const nn_net *net, int layer, double *forward_s, double *
 void nn_net_set_grad_hook(nn_net *net, nn_grad_hook hook, void *user) {
     net->grad_hook = hook;
     net->grad_hook_user = user;
+}
+
+void nn_net_set_reducer(nn_net *net, nn_reducer reduce, void *user) {
+    net->reduce = reduce;
+    net->reduce_user = user;
 }
 
 void nn_net_set_hook(nn_net *net, nn_layer_hook hook, void *user) {

@@ -175,6 +175,8 @@ typedef struct {
     float *ws;                      /* workspace, sized by the op's workspace() */
     const int32_t *labels;          /* loss ops */
     float *loss;                    /* loss ops: mean loss out */
+    nn_reducer reduce;              /* the net's reducer (NULL: none), for batch norm */
+    void *reduce_user;
     nn_ctx *ctx;
 } nn_op_args;
 
@@ -336,6 +338,8 @@ struct nn_net {
     void *hook_user;
     nn_grad_hook grad_hook;         /* optional: gradients final from an offset on */
     void *grad_hook_user;
+    nn_reducer reduce;              /* optional: sums over data-parallel ranks */
+    void *reduce_user;
 };
 
 #endif /* NN_GRAPH_H */

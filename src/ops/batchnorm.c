@@ -9,6 +9,14 @@
  * sums are added in double, one channel per loop iteration, so results do
  * not depend on the thread count. Forward keeps each channel's mean and 1/std in
  * the node's fixed aux memory for backward, with the mode it ran in.
+ *
+ * With the net's reducer set (synchronized batch norm over data-parallel
+ * ranks, nn_net_set_reducer) training mode takes the statistics over every
+ * rank's batch: the channels' sums, value counts and squared deviations, and
+ * in backward the sums of dy and dy (x - mean), travel through the shared
+ * workspace as doubles and are summed over the ranks between per-channel
+ * passes. Without one the per-channel arithmetic is the same as ever, in one
+ * pass per channel.
  */
 #include "ops/ops.h"
 
@@ -144,90 +152,200 @@ static void row_grad_sums(const float *g, const float *x, int len, float mean, d
     *dot += sd;
 }
 
-void nn_batchnorm_forward(float *y, float *save, float *running, const float *x, const float *w,
-                          const float *b, const nn_bn_desc *d, int n, int training, nn_ctx *ctx) {
+/* Channel c's sum over the batch: x (n, C, HW). */
+static double channel_sum(const float *x, const nn_bn_desc *d, int n, int c) {
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += row_sum(x + ((size_t)i * d->C + c) * d->HW, d->HW);
+    return s;
+}
+
+/* Channel c's sum of squared deviations from mean. */
+static double channel_sq_dev(const float *x, const nn_bn_desc *d, int n, int c, double mean) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++)
+        ss += row_sq_dev(x + ((size_t)i * d->C + c) * d->HW, d->HW, (float)mean);
+    return ss;
+}
+
+/* Channel c after its statistics are known (training: the mean and the sum
+ * of squared deviations ss of M values; eval: the running ones): the running
+ * update, save, and y. */
+static void channel_normalize(float *y, float *save, float *running, const float *x,
+                              const float *w, const float *b, const nn_bn_desc *d, int n,
+                              int training, int c, double mean, double ss, double M) {
     const int C = d->C, HW = d->HW;
-    const double M = (double)n * HW;
     float *run_mean = running, *run_var = running + C; /* (C), (C) */
-    NN_PARALLEL_FOR(ctx->threads)
-    for (int c = 0; c < C; c++) {
-        double mean, invstd;
-        if (training) {
-            double s = 0.0;
-            for (int i = 0; i < n; i++) s += row_sum(x + ((size_t)i * C + c) * HW, HW);
-            mean = s / M;
-            double ss = 0.0;
-            for (int i = 0; i < n; i++)
-                ss += row_sq_dev(x + ((size_t)i * C + c) * HW, HW, (float)mean);
-            const double var = ss / M; /* biased, for normalizing */
-            invstd = 1.0 / sqrt(var + d->eps);
-            const double mom = d->momentum;
-            const double unbiased = M > 1 ? ss / (M - 1) : NAN;
-            run_mean[c] = (float)((1.0 - mom) * run_mean[c] + mom * mean);
-            run_var[c] = (float)((1.0 - mom) * run_var[c] + mom * unbiased);
-        } else {
-            mean = run_mean[c];
-            invstd = 1.0 / sqrt((double)run_var[c] + d->eps);
+    double invstd;
+    if (training) {
+        const double var = ss / M; /* biased, for normalizing */
+        invstd = 1.0 / sqrt(var + d->eps);
+        const double mom = d->momentum;
+        const double unbiased = M > 1 ? ss / (M - 1) : NAN;
+        run_mean[c] = (float)((1.0 - mom) * run_mean[c] + mom * mean);
+        run_var[c] = (float)((1.0 - mom) * run_var[c] + mom * unbiased);
+    } else {
+        mean = run_mean[c];
+        invstd = 1.0 / sqrt((double)run_var[c] + d->eps);
+    }
+    save[c] = (float)mean;
+    save[C + c] = (float)invstd;
+    /* y = x alpha + beta, as PyTorch's CPU kernel */
+    const float alpha = (float)(invstd * w[c]);
+    const float beta = (float)(b[c] - mean * invstd * w[c]);
+    for (int i = 0; i < n; i++) {
+        const float *xc = x + ((size_t)i * C + c) * HW;
+        float *yc = y + ((size_t)i * C + c) * HW; /* (HW) */
+        for (int j = 0; j < HW; j++) yc[j] = xc[j] * alpha + beta;
+    }
+}
+
+/* The forward pass; with reduce (training mode only) the statistics are over
+ * every rank's batch: the channels' sums and the value count are summed over
+ * the ranks, then the squared deviations from the global mean. acc (2C + 1
+ * doubles) holds them while they travel; unused without reduce. */
+static void bn_forward(float *y, float *save, float *running, const float *x, const float *w,
+                       const float *b, const nn_bn_desc *d, int n, int training, double *acc,
+                       nn_reducer reduce, void *user, nn_ctx *ctx) {
+    const int C = d->C;
+    const double M = (double)n * d->HW;
+    if (!training || !reduce) {
+        /* one pass per channel while it is in cache */
+        NN_PARALLEL_FOR(ctx->threads)
+        for (int c = 0; c < C; c++) {
+            double mean = 0.0, ss = 0.0;
+            if (training) {
+                mean = channel_sum(x, d, n, c) / M;
+                ss = channel_sq_dev(x, d, n, c, mean);
+            }
+            channel_normalize(y, save, running, x, w, b, d, n, training, c, mean, ss, M);
         }
-        save[c] = (float)mean;
-        save[C + c] = (float)invstd;
-        /* y = x alpha + beta, as PyTorch's CPU kernel */
-        const float alpha = (float)(invstd * w[c]);
-        const float beta = (float)(b[c] - mean * invstd * w[c]);
-        for (int i = 0; i < n; i++) {
-            const float *xc = x + ((size_t)i * C + c) * HW;
-            float *yc = y + ((size_t)i * C + c) * HW; /* (HW) */
-            for (int j = 0; j < HW; j++) yc[j] = xc[j] * alpha + beta;
-        }
+    } else {
+        double *sum = acc, *count = acc + C, *sq = acc + C + 1; /* (C), (1), (C) */
+        NN_PARALLEL_FOR(ctx->threads)
+        for (int c = 0; c < C; c++) sum[c] = channel_sum(x, d, n, c);
+        *count = M;
+        reduce(user, acc, (size_t)C + 1);
+        const double Mg = *count;
+        NN_PARALLEL_FOR(ctx->threads)
+        for (int c = 0; c < C; c++) sq[c] = channel_sq_dev(x, d, n, c, sum[c] / Mg);
+        reduce(user, sq, (size_t)C);
+        NN_PARALLEL_FOR(ctx->threads)
+        for (int c = 0; c < C; c++)
+            channel_normalize(y, save, running, x, w, b, d, n, 1, c, sum[c] / Mg, sq[c], Mg);
     }
     if (training) running[2 * C] += 1.0f; /* num_batches_tracked */
+}
+
+void nn_batchnorm_forward(float *y, float *save, float *running, const float *x, const float *w,
+                          const float *b, const nn_bn_desc *d, int n, int training, nn_ctx *ctx) {
+    bn_forward(y, save, running, x, w, b, d, n, training, NULL, NULL, NULL, ctx);
+}
+
+/* Channel c's sums over the batch: dy, dy (x - mean). */
+static void channel_grad_sums(const float *dy, const float *x, const nn_bn_desc *d, int n, int c,
+                              float mean, double *sum_dy, double *dot) {
+    *sum_dy = *dot = 0.0;
+    for (int i = 0; i < n; i++) {
+        const size_t row = ((size_t)i * d->C + c) * d->HW;
+        row_grad_sums(dy + row, x + row, d->HW, mean, sum_dy, dot);
+    }
+}
+
+/* dx of channel c: w invstd (dy - g_mean) - (x - mean) k w invstd, where
+ * training passes g_mean = mean(dy) and k = mean(dy (x - mean)) invstd^2
+ * (eval: both 0). */
+static void channel_dx(float *dx, const float *dy, const float *x, const float *w,
+                       const nn_bn_desc *d, int n, int c, double mean, double invstd,
+                       double g_mean, double k) {
+    const int C = d->C, HW = d->HW;
+    const double scale = invstd * w[c];
+    const float g_mean_f = (float)g_mean, mean_f = (float)mean;
+    const float scale_f = (float)scale, ks = (float)(k * scale);
+    for (int i = 0; i < n; i++) {
+        const float *xc = x + ((size_t)i * C + c) * HW, *gc = dy + ((size_t)i * C + c) * HW;
+        float *dxc = dx + ((size_t)i * C + c) * HW; /* (HW) */
+        for (int j = 0; j < HW; j++) dxc[j] = (gc[j] - g_mean_f) * scale_f - (xc[j] - mean_f) * ks;
+    }
+}
+
+/* The backward pass; with reduce (training mode) mean(dy) and mean(dy (x -
+ * mean)) are over every rank's batch. A rank's dy is the gradient of its own
+ * mean loss, so each rank's sums are weighted by its samples n (the
+ * objective is the mean over all ranks' samples), summed with the value
+ * count, and divided by (the global count x n) again on each rank. dw and db
+ * stay this rank's. acc: 2C + 1 doubles. */
+static void bn_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, const float *save, const nn_bn_desc *d, int n,
+                        int training, double *acc, nn_reducer reduce, void *user, nn_ctx *ctx) {
+    const int C = d->C;
+    const double M = (double)n * d->HW;
+    if (!training || !reduce) {
+        NN_PARALLEL_FOR(ctx->threads)
+        for (int c = 0; c < C; c++) {
+            const double mean = save[c], invstd = save[C + c];
+            double sum_dy, dot; /* sum dy, sum dy (x - mean) */
+            channel_grad_sums(dy, x, d, n, c, (float)mean, &sum_dy, &dot);
+            dw[c] += (float)(dot * invstd);
+            db[c] += (float)sum_dy;
+            if (dx)
+                channel_dx(dx, dy, x, w, d, n, c, mean, invstd, training ? sum_dy / M : 0.0,
+                           training ? dot * invstd * invstd / M : 0.0);
+        }
+        return;
+    }
+    double *sum = acc, *dots = acc + C, *count = acc + 2 * C; /* (C), (C), (1) */
+    NN_PARALLEL_FOR(ctx->threads)
+    for (int c = 0; c < C; c++) {
+        const double invstd = save[C + c];
+        double sum_dy, dot;
+        channel_grad_sums(dy, x, d, n, c, save[c], &sum_dy, &dot);
+        dw[c] += (float)(dot * invstd);
+        db[c] += (float)sum_dy;
+        sum[c] = sum_dy * n;
+        dots[c] = dot * n;
+    }
+    *count = M;
+    reduce(user, acc, 2 * (size_t)C + 1);
+    if (!dx) return;
+    const double Mn = *count * n;
+    NN_PARALLEL_FOR(ctx->threads)
+    for (int c = 0; c < C; c++) {
+        const double invstd = save[C + c];
+        channel_dx(dx, dy, x, w, d, n, c, save[c], invstd, sum[c] / Mn,
+                   dots[c] * invstd * invstd / Mn);
+    }
 }
 
 void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const float *save, const nn_bn_desc *d, int n,
                            int training, nn_ctx *ctx) {
-    const int C = d->C, HW = d->HW;
-    const double M = (double)n * HW;
-    NN_PARALLEL_FOR(ctx->threads)
-    for (int c = 0; c < C; c++) {
-        const double mean = save[c], invstd = save[C + c];
-        double sum_dy = 0.0, dot = 0.0; /* sum dy, sum dy (x - mean) */
-        for (int i = 0; i < n; i++) {
-            const size_t row = ((size_t)i * C + c) * HW;
-            row_grad_sums(dy + row, x + row, HW, (float)mean, &sum_dy, &dot);
-        }
-        dw[c] += (float)(dot * invstd);
-        db[c] += (float)sum_dy;
-        if (!dx) continue;
-        /* training: dx = w invstd (dy - mean(dy) - xhat mean(dy xhat)); eval: w invstd dy */
-        const double scale = invstd * w[c];
-        const double k = training ? dot * invstd * invstd / M : 0.0;
-        const float g_mean = training ? (float)(sum_dy / M) : 0.0f, mean_f = (float)mean;
-        const float scale_f = (float)scale, ks = (float)(k * scale);
-        for (int i = 0; i < n; i++) {
-            const float *xc = x + ((size_t)i * C + c) * HW, *gc = dy + ((size_t)i * C + c) * HW;
-            float *dxc = dx + ((size_t)i * C + c) * HW; /* (HW) */
-            for (int j = 0; j < HW; j++)
-                dxc[j] = (gc[j] - g_mean) * scale_f - (xc[j] - mean_f) * ks;
-        }
-    }
+    bn_backward(dx, dw, db, dy, x, w, save, d, n, training, NULL, NULL, NULL, ctx);
+}
+
+/* the reducer's 2C + 1 doubles (synchronized batch norm), as floats */
+static size_t batchnorm_workspace(const nn_node *node, int max_batch, int threads) {
+    (void)max_batch;
+    (void)threads;
+    return 2 * (2 * (size_t)node->d.bn.C + 1);
 }
 
 static void batchnorm_fwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
     float *save = a->aux; /* (2C + 1) */
-    nn_batchnorm_forward(a->y, save, a->buf, a->x, a->w, a->b, d, a->n, a->training, a->ctx);
+    bn_forward(a->y, save, a->buf, a->x, a->w, a->b, d, a->n, a->training, (double *)a->ws,
+               a->reduce, a->reduce_user, a->ctx);
     save[2 * d->C] = a->training ? 1.0f : 0.0f;
 }
 
 static void batchnorm_bwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
     const float *save = a->aux;
-    nn_batchnorm_backward(a->dx, a->dw, a->db, a->dy, a->x, a->w, save, d, a->n,
-                          save[2 * d->C] != 0.0f, a->ctx);
+    bn_backward(a->dx, a->dw, a->db, a->dy, a->x, a->w, save, d, a->n, save[2 * d->C] != 0.0f,
+                (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
 }
 
-static const nn_op_kernels batchnorm_cpu = {.forward = batchnorm_fwd, .backward = batchnorm_bwd};
+static const nn_op_kernels batchnorm_cpu = {
+    .forward = batchnorm_fwd, .backward = batchnorm_bwd, .workspace = batchnorm_workspace};
 
 const nn_op_def nn_batchnorm_def = {
     .name = "batchnorm",

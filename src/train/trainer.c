@@ -19,7 +19,11 @@
  * is weighted by (its samples x P / the global batch's) before the all-reduce
  * averages it, so the average is the global batch's mean gradient even when
  * the last batch splits unevenly. The training loss is summed over the ranks
- * (sum_f64) at the epoch's end and before any checkpoint.
+ * (sum_f64) at the epoch's end and before any checkpoint. With sync_bn the
+ * net's reducer sums batch norm's statistics over the ranks (sum_f64) inside
+ * every training pass, so batch norm sees the global batch; the running
+ * statistics are then the same on every rank, and the replica check covers
+ * them too.
  */
 #include "core/graph.h"
 #include "backend/backend.h"
@@ -66,6 +70,8 @@ struct nn_trainer {
     int auto_steps;                /* sched.total_steps follows the batches per epoch */
     int64_t *shard;                /* (train->n) this rank's samples of the epoch, in order */
     double pend_loss, pend_seen;   /* this rank's loss sum and samples not yet summed */
+    int sync_bn;                   /* the net's reducer is ours (cfg.sync_bn, P > 1) */
+    nn_status reduce_status;       /* first failure of the reducer in this pass */
 };
 
 #define NN_DEFAULT_BUCKET_BYTES (25u << 20)
@@ -195,6 +201,7 @@ fail:
 
 void nn_trainer_free(nn_trainer *t) {
     if (!t) return;
+    if (t->sync_bn) nn_net_set_reducer(t->net, NULL, NULL);
     nn_loader_free(t->loader);
     nn_optim_free(t->opt);
     free(t->x);
@@ -283,6 +290,12 @@ static nn_status set_geometry(nn_trainer *t, int ranks, int rank) {
     for (int r = 0; r < ranks && n; r++) {
         int64_t lo, hi;
         share_range(t, t->batches - 1, r, &lo, &hi);
+        /* synchronized batch norm: every rank runs every pass, for its sums */
+        if (hi == lo && t->cfg.sync_bn)
+            return nn_ctx_fail(t->ctx, NN_EINVAL, "%lld training images in global batches of "
+                               "%lld leave rank %d no share of the last batch, and sync_bn "
+                               "needs every rank in every pass (change --batch or "
+                               "--train-limit)", (long long)n, (long long)t->global_batch, r);
         if (hi > lo && hi - lo < t->cfg.batch && nn_net_check_batch(t->net, (int)(hi - lo), 1)) {
             char why[512];
             snprintf(why, sizeof why, "%s", nn_ctx_error(t->ctx));
@@ -295,12 +308,25 @@ static nn_status set_geometry(nn_trainer *t, int ranks, int rank) {
     return NN_OK;
 }
 
+/* The net's reducer (sync_bn): sums over the ranks; the first failure is
+ * kept for train_micro, and later calls in the pass are skipped. */
+static nn_status reduce_ranks(void *user, double *buf, size_t n) {
+    nn_trainer *t = user;
+    if (t->reduce_status) return t->reduce_status;
+    return t->reduce_status = t->comm->sum_f64(t->comm, buf, n);
+}
+
 nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes) {
     const size_t n = nn_net_num_params(t->net);
     if (t->in_epoch)
         return nn_ctx_fail(t->ctx, NN_EINVAL, "the communicator is set between epochs, not in "
                            "epoch %lld", (long long)t->st.epoch + 1);
     nn_net_set_grad_hook(t->net, NULL, NULL);
+    if (t->sync_bn) nn_net_set_reducer(t->net, NULL, NULL);
+    t->sync_bn = 0;
+    if (t->cfg.sync_bn && comm && comm->size > 1 && !comm->sum_f64)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "sync_bn needs a communicator that sums "
+                           "(sum_f64); this one does not");
     free(t->req);
     t->req = NULL;
     t->comm = comm && comm->size > 1 && n ? comm : NULL;
@@ -317,6 +343,10 @@ nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes)
     if (!(t->req = calloc((size_t)t->num_buckets, sizeof(int))))
         return nn_ctx_fail(t->ctx, NN_ENOMEM, "out of memory for %d gradient buckets",
                            t->num_buckets);
+    if (t->cfg.sync_bn) {
+        nn_net_set_reducer(t->net, reduce_ranks, t);
+        t->sync_bn = 1;
+    }
     s = comm->broadcast(comm, nn_net_params(t->net), n, 0);
     if (!s && nn_net_num_buffers(t->net))
         s = comm->broadcast(comm, nn_net_buffers(t->net), nn_net_num_buffers(t->net), 0);
@@ -355,13 +385,16 @@ nn_status nn_trainer_save(nn_trainer *t, const char *path) {
  * the same sums, so all ranks agree on the verdict. */
 static nn_status check_replicas(nn_trainer *t) {
     if (!t->comm || !t->comm->sum_f64) return NN_OK;
+    /* with sync_bn the batch-norm statistics too: they came from the same sums */
     const size_t np = nn_net_num_params(t->net);
-    float *host = malloc(np * sizeof(float));
+    const size_t nb = t->sync_bn ? nn_net_num_buffers(t->net) : 0;
+    float *host = malloc((np + nb + 1) * sizeof(float));
     if (!host) return nn_ctx_fail(t->ctx, NN_ENOMEM, "out of memory for the replica check");
     nn_ctx_download(t->ctx, host, nn_net_params(t->net), np * sizeof(float));
+    if (nb) nn_ctx_download(t->ctx, host + np, nn_net_buffers(t->net), nb * sizeof(float));
     uint64_t h = 0xcbf29ce484222325ULL;
     const unsigned char *b = (const unsigned char *)host;
-    for (size_t i = 0; i < np * sizeof(float); i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    for (size_t i = 0; i < (np + nb) * sizeof(float); i++) h = (h ^ b[i]) * 0x100000001b3ULL;
     free(host);
     double v[8];
     for (int i = 0; i < 4; i++) {
@@ -372,9 +405,10 @@ static nn_status check_replicas(nn_trainer *t) {
     if (s) return s;
     for (int i = 0; i < 4; i++)
         if (v[4 + i] * t->ranks != v[i] * v[i])
-            return nn_ctx_fail(t->ctx, NN_ENUMERIC, "after epoch %lld the %d ranks' parameters "
+            return nn_ctx_fail(t->ctx, NN_ENUMERIC, "after epoch %lld the %d ranks' parameters%s "
                                "are not the same bytes (a rank diverged); training stopped",
-                               (long long)t->st.epoch, t->ranks);
+                               (long long)t->st.epoch, t->ranks,
+                               nb ? " and batch-norm statistics" : "");
     return NN_OK;
 }
 
@@ -463,7 +497,9 @@ static nn_status train_micro(nn_trainer *t, const float *x, const int32_t *y, in
      * run, so a resumed run draws the same ones */
     nn_net_set_dropout_seed(t->net, (t->cfg.seed * 0x9E3779B97F4A7C15ULL) ^
                                         ((uint64_t)t->st.step * 65536u + (uint64_t)micro));
+    t->reduce_status = NN_OK;
     nn_status s = nn_net_forward(t->net, x, y, n, loss);
+    if (!s) s = t->reduce_status;
     if (s) return s;
     if (!isfinite(*loss))
         return nn_ctx_fail(t->ctx, NN_ENUMERIC,
@@ -475,6 +511,7 @@ static nn_status train_micro(nn_trainer *t, const float *x, const int32_t *y, in
      * their all-reduce starts bucket by bucket while it runs */
     nn_net_set_grad_hook(t->net, reduce ? on_grads_final : NULL, t);
     s = nn_net_backward(t->net);
+    if (!s) s = t->reduce_status;
     nn_net_set_grad_hook(t->net, NULL, NULL);
     if (reduce) {
         nn_status f = finish_allreduce(t);
