@@ -117,7 +117,7 @@ nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_d
 typedef struct {
     const char *data, *optimizer, *schedule, *milestones, *precision;
     int epochs, batch, threads, no_shuffle, val, train_limit, test_limit, accumulate,
-        early_stop, crop_pad, hflip;
+        early_stop, crop_pad, hflip, sync_bn;
     float mean, std, label_smoothing, clip_grad_norm, erase_prob, min_delta;
     uint64_t seed;
     float lr, momentum, dampening, weight_decay, beta1, beta2, eps, alpha, lr_decay;

@@ -138,8 +138,8 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     if (!json) cli_train_print_start(model, net, trainer, &train, &val, &test, &o, &cfg, ctx);
     if (comm && rank == 0)
         fprintf(json ? stderr : stdout, "data-parallel over %d MPI ranks, global batch %d "
-                "(%d per rank, %d threads each)\n", comm->size, comm->size * o.batch, o.batch,
-                nn_ctx_threads(ctx));
+                "(%d per rank, %d threads each)%s\n", comm->size, comm->size * o.batch, o.batch,
+                nn_ctx_threads(ctx), o.sync_bn ? ", batch norm synchronized" : "");
     fflush(stdout);
     cli_catch_stop_signals(trainer);
     nn_status st = nn_trainer_run(trainer);

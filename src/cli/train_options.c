@@ -40,6 +40,7 @@ int cli_train_opts_table(cli_train_opts *o, cli_opt *t) {
         {"--epochs", CLI_INT, &o->epochs, "N", "epochs to train (default 5)", 1, 1000000, "train.epochs"},
         {"--batch", CLI_INT, &o->batch, "N", "batch size (default 64)", 1, 65536, "train.batch"},
         {"--accumulate", CLI_INT, &o->accumulate, "K", "add up K batches per optimizer step (default 1)", 1, 65536, "train.accumulate"},
+        {"--sync-bn", CLI_FLAG, &o->sync_bn, NULL, "under mpirun: batch norm's statistics over all ranks' samples (the global batch), not each rank's", 0, 0, "train.sync_bn"},
         {"--seed", CLI_U64, &o->seed, "S", "seed for initialization, shuffling and augmentation (default 1)", 0, 0, "train.seed"},
         {"--threads", CLI_INT, &o->threads, "N", "threads (default: all cores)", 1, 1024, "train.threads"},
         {"--precision", CLI_STR, &o->precision, "P", "convolution arithmetic: fp32 (default) or bf16 (bf16 inputs, fp32 sums and weights)", 0, 0, "train.precision"},
@@ -203,6 +204,7 @@ nn_status cli_train_config(nn_ctx *ctx, cli_train_opts *o, nn_train_config *c) {
     c->clip_grad_norm = o->clip_grad_norm;
     c->early_stop = o->early_stop;
     c->min_delta = o->min_delta;
+    c->sync_bn = o->sync_bn;
     nn_status s = resolve_optim(ctx, o, &c->optim);
     if (s || (s = resolve_sched(ctx, o, &c->sched))) return s;
     /* the whole-run defaults, to check the schedule before any data is read */
