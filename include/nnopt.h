@@ -824,7 +824,8 @@ void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb);
  * permutation and trains on its contiguous share of each global batch (the
  * last one split as evenly as it goes), each rank's gradient weighted by its
  * share of the samples, so P ranks reproduce one process with batch P x
- * batch (up to float rounding; batch norm's statistics stay per rank).
+ * batch (up to float rounding; batch norm's statistics stay per rank unless
+ * cfg->sync_bn, which sets the net's reducer: nn_net_set_reducer).
  * Epochs count global batches, reported losses are global, checkpoints
  * record the global batch and only rank 0 writes them; every rank must call
  * nn_trainer_save and nn_trainer_epoch (they are collective). Call it before
