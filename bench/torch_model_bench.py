@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """PyTorch reference for `nnopt bench`: builds the equivalent torch module from
 an nnopt model file (scripts/nnopt_model.py: any graph, blocks expanded by
-nnopt), then times SGD training steps (forward, backward, update) on one
-random in-memory batch, like nnopt bench: warm-up, R repeats of S steps,
-median. Prints one JSON line. Runs under any PyTorch: Debian's 1.13
+nnopt), then times SGD training steps (forward, backward, update) on
+in-memory batches, like nnopt bench: one random batch, or with --data DIR the
+first 32 batches of DIR's Fashion-MNIST training set, normalized as nnopt
+normalizes them (mean 0.2860, std 0.3530) and cycled, the same batches
+`nnopt bench --data DIR` takes; warm-up, R repeats of S steps, median. Prints one JSON line. Runs under any PyTorch: Debian's 1.13
 (/usr/bin/python3) or PyPI's 2.x (scripts/setup_torch2.sh), eager or with
 --compile (torch.compile of the model, 2.x only).
 
@@ -14,6 +16,7 @@ Set OPENBLAS_NUM_THREADS=1 before starting Python (PyTorch is fastest that way
 here); the script warns if it is not set.
 """
 import argparse
+import gzip
 import json
 import os
 import statistics
@@ -22,6 +25,36 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from pydeps import require  # noqa: E402  (says how to install a missing module)
+
+BATCHES = 32  # as CLI_WORKLOAD_BATCHES in nnopt
+
+
+def idx_read(path):
+    """The array of an IDX file, gzipped or not (.gz tried first)."""
+    import numpy as np
+    for p in (path + ".gz", path):
+        if os.path.exists(p):
+            with (gzip.open(p, "rb") if p.endswith(".gz") else open(p, "rb")) as f:
+                b = f.read()
+            ndim = b[3]
+            dims = [int.from_bytes(b[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+            return np.frombuffer(b, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    sys.exit(f"torch_model_bench: {path}[.gz]: no such file")
+
+
+def real_batches(data, batch, shape):
+    """The first BATCHES x batch training images of data (fewer batches if the
+    set is smaller) as normalized (x, y) tensors, one pair per batch."""
+    import torch
+    images = idx_read(os.path.join(data, "train-images-idx3-ubyte"))
+    labels = idx_read(os.path.join(data, "train-labels-idx1-ubyte"))
+    k = min(BATCHES, len(images) // batch)
+    if k < 1:
+        sys.exit(f"torch_model_bench: {data}: fewer than one batch of {batch} images")
+    x = torch.from_numpy(images[:k * batch].astype("float32") / 255.0)
+    x = ((x - 0.2860) / 0.3530).reshape(k, batch, *shape)
+    y = torch.from_numpy(labels[:k * batch].astype("int64")).reshape(k, batch)
+    return [(x[i].contiguous(), y[i].contiguous()) for i in range(k)]
 
 
 def main():
@@ -33,6 +66,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (2.x)")
+    ap.add_argument("--data", help="Fashion-MNIST directory: real batches, cycled")
     a = ap.parse_args()
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("torch_model_bench: set OPENBLAS_NUM_THREADS=1 for PyTorch's best speed here",
@@ -48,10 +82,15 @@ def main():
     net = torch.compile(model) if a.compile else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x = torch.randn(a.batch, *shape)
-    y = torch.randint(0, classes, (a.batch,))
+    if a.data:
+        batches = real_batches(a.data, a.batch, shape)
+    else:
+        batches = [(torch.randn(a.batch, *shape), torch.randint(0, classes, (a.batch,)))]
+    turn = [0]
 
     def step():
+        x, y = batches[turn[0]]
+        turn[0] = (turn[0] + 1) % len(batches)
         opt.zero_grad()
         loss_fn(net(x), y).backward()
         opt.step()
@@ -67,7 +106,8 @@ def main():
     s = statistics.median(times)
     print(json.dumps({"impl": "torch" + ("-compile" if a.compile else ""),
                       "version": torch.__version__, "model": a.model,
-                      "batch": a.batch, "threads": a.threads, "ms_per_step": round(s * 1e3, 4),
+                      "batch": a.batch, "threads": a.threads, "data": a.data,
+                      "batches": len(batches), "ms_per_step": round(s * 1e3, 4),
                       "images_per_s": round(a.batch / s, 1)}))
 
 

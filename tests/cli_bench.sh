@@ -35,4 +35,26 @@ assert json.load(open("bf.json"))["precision"] == "bf16"
 timeout 120 "$NN" bench "$MODEL" "${SHORT[@]}" --no-peak >t.txt 2>t.err
 check "bench text output names the precision" grep -q "^nnopt bench .*: fp32, batch 4" t.txt
 
+# --data: the training set's first batches, cycled, as PyTorch's side gets them
+timeout 120 "$NN" bench "$MODEL" "${SHORT[@]}" --no-peak --json --data "$DATA" >d.json 2>d.err
+check "bench --data: real batches, 32 of them, named in the JSON" python3 -c '
+import json, sys
+d = json.load(open("d.json"))
+assert d["data"] == sys.argv[1] and d["batches"] == 32 and d["images_per_s"] > 0, d
+' "$DATA"
+check "bench without --data: one random batch, data null" python3 -c '
+import json
+d = json.load(open("np.json"))
+assert d["data"] is None and d["batches"] == 1, d
+'
+mkdir -p nodata
+timeout 60 "$NN" bench "$MODEL" "${SHORT[@]}" --data nodata >nd.out 2>nd.err
+rc=$?
+if [ $rc -eq 1 ] && [ "$(wc -l <nd.err)" -eq 1 ] && grep -q "nodata/train-images-idx3-ubyte" nd.err; then
+    pass "bench --data on a directory without the training set: exit 1, one line naming the file"
+else
+    fail "bench --data on a directory without the training set: exit 1, one line naming the file" \
+        "exit $rc: $(head -c 300 nd.err)"
+fi
+
 finish

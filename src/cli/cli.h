@@ -79,19 +79,26 @@ void cli_progress_start(cli_progress *p, FILE *out, int enabled, int64_t total, 
 void cli_progress_update(cli_progress *p, int64_t done, double loss);
 void cli_progress_clear(cli_progress *p);
 
-/* A model with random weights and one random batch held in memory. */
+/* A model with random weights and batches held in memory: one random batch,
+ * or the first CLI_WORKLOAD_BATCHES batches of a real training set, cycled. */
 typedef struct {
     nn_ctx *ctx;
     nn_net *net;
     nn_trainer *trainer;
-    float *x;       /* (batch, C, H, W) */
-    int32_t *y;     /* (batch) */
+    float *x;       /* (num_batches, batch, C, H, W) normalized */
+    int32_t *y;     /* (num_batches, batch) */
     int batch;
+    int num_batches;
+    int next;       /* the batch the next step takes */
+    size_t per;     /* floats per sample */
 } cli_workload;
+#define CLI_WORKLOAD_BATCHES 32
 
-/* Returns 0, or 1 with the error in w->ctx (w->ctx NULL: out of memory). */
-int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, int batch,
-                     int threads, nn_precision precision);
+/* data: a directory with train-images/labels IDX files (Fashion-MNIST's
+ * layout), or NULL for one random batch. Returns 0, or 1 with the error in
+ * w->ctx (w->ctx NULL: out of memory). */
+int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, const char *data,
+                     int batch, int threads, nn_precision precision);
 /* "fp32" or "bf16" into *out; 2 (after a one-line error) for anything else.
  * Notes on stderr when bf16 has no AVX512-BF16 to run on. */
 int cli_parse_precision(const char *cmd, const cli_env *env, const char *name, nn_precision *out);

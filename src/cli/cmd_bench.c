@@ -26,9 +26,11 @@ static void json_figure(const char *key, double v, int measured) {
 }
 
 int cmd_bench(int argc, char **argv, const cli_env *env) {
-    const char *precision = "fp32";
+    const char *precision = "fp32", *data = NULL;
     int batch = 64, threads = 0, steps = 50, warmup = 10, repeats = 5, json = 0, no_peak = 0;
     const cli_opt opts[] = {
+        {"--data", CLI_STR, &data, "DIR", "train on the first 32 batches of DIR's training set, "
+         "cycled (default: one random batch)", 0, 0, NULL},
         {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536, NULL},
         {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
         {"--precision", CLI_STR, &precision, "P", "convolution arithmetic: fp32 (default) or bf16", 0, 0, NULL},
@@ -41,8 +43,8 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
     const char *pos[1];
     int npos;
     int r = cli_parse("bench", "MODEL [options]",
-                      "Times SGD training steps (forward, backward, update) of a model on one\n"
-                      "random in-memory batch and reports images/s, ms/step, GFLOP/s against\n"
+                      "Times SGD training steps (forward, backward, update) of a model on\n"
+                      "in-memory batches (one random batch, or real ones with --data) and reports images/s, ms/step, GFLOP/s against\n"
                       "the FMA and sgemm peaks measured in the same run, and a per-layer table\n"
                       "naming each convolution's kernels. Rates count the model's FLOPs, so\n"
                       "Winograd layers (NNOPT_CONV=direct turns them off) can pass the peak.",
@@ -59,7 +61,8 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
     double *times = calloc((size_t)repeats, sizeof(double));
     double *peaks = calloc((size_t)repeats, sizeof(double));
     double *shares = calloc((size_t)repeats, sizeof(double));
-    if (cli_workload_new(&w, env, pos[0], batch, threads, prec) || !times || !peaks || !shares)
+    if (cli_workload_new(&w, env, pos[0], data, batch, threads, prec) || !times || !peaks ||
+        !shares)
         goto done;
     int layers = nn_net_num_layers(w.net);
     for (int i = 0; i < warmup; i++)
@@ -109,9 +112,12 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
         /* the peaks and shares are null with --no-peak: not measured, not zero */
         printf("{\"model\":");
         cli_json_string(stdout, pos[0]);
-        printf(",\"precision\":\"%s\",\"batch\":%d,\"threads\":%d,\"images_per_s\":%.1f,"
-               "\"ms_per_step\":%.4f,\"gflops\":%.2f",
-               prec_name, batch, nn_ctx_threads(w.ctx), ips, step_s * 1e3, gflops);
+        printf(",\"precision\":\"%s\",\"batch\":%d,\"threads\":%d,\"data\":",
+               prec_name, batch, nn_ctx_threads(w.ctx));
+        if (data) cli_json_string(stdout, data);
+        else printf("null");
+        printf(",\"batches\":%d,\"images_per_s\":%.1f,\"ms_per_step\":%.4f,\"gflops\":%.2f",
+               w.num_batches, ips, step_s * 1e3, gflops);
         json_figure("sgemm_peak_gflops", peak, !no_peak);
         json_figure("percent_of_peak", peak > 0 ? 100.0 * gflops / peak : 0.0, !no_peak);
         json_figure("fma_peak_gflops", fma, !no_peak);
@@ -121,8 +127,10 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
         printf(",\"kernel_isa\":\"%s\",\"openblas_core\":\"%s\",\"layers\":[",
                nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core());
     } else {
-        printf("nnopt bench %s: %s, batch %d, %d threads, median of %d x %d steps\n", pos[0],
+        printf("nnopt bench %s: %s, batch %d, %d threads, median of %d x %d steps, ", pos[0],
                prec_name, batch, nn_ctx_threads(w.ctx), repeats, steps);
+        if (data) printf("%d batches of %s cycled\n", w.num_batches, data);
+        else printf("one random batch\n");
         const char *replaced = nn_blas_replaced_core();
         printf("kernels %s, OpenBLAS core %s%s%s%s\n", nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core(),
                replaced ? " (replacing its own choice, " : "", replaced ? replaced : "",

@@ -35,10 +35,12 @@ static void on_layer(void *user, int layer, int backward, double t0, double t1) 
 }
 
 int cmd_profile(int argc, char **argv, const cli_env *env) {
-    const char *precision = "fp32";
+    const char *precision = "fp32", *data = NULL;
     int batch = 64, threads = 0, steps = 5, warmup = 3;
     const char *out = "trace.json";
     const cli_opt opts[] = {
+        {"--data", CLI_STR, &data, "DIR", "train on the first 32 batches of DIR's training set, "
+         "cycled (default: one random batch)", 0, 0, NULL},
         {"--out", CLI_STR, &out, "FILE", "trace file to write (default trace.json)", 0, 0, NULL},
         {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536, NULL},
         {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
@@ -49,8 +51,9 @@ int cmd_profile(int argc, char **argv, const cli_env *env) {
     const char *pos[1];
     int npos;
     int r = cli_parse("profile", "MODEL [options]",
-                      "Writes a Chrome trace-event JSON file of a few training steps on random\n"
-                      "in-memory data: one slice per layer forward and backward.",
+                      "Writes a Chrome trace-event JSON file of a few training steps on in-memory\n"
+                      "batches (random, or real ones with --data): one slice per layer forward\n"
+                      "and backward.",
                       argc, argv, opts, pos, 1, &npos);
     if (r) return r == 2 ? 0 : 2;
     if (npos != 1) {
@@ -62,7 +65,7 @@ int cmd_profile(int argc, char **argv, const cli_env *env) {
     cli_workload w;
     int rc = 1;
     trace t = {0};
-    if (cli_workload_new(&w, env, pos[0], batch, threads, prec)) goto done;
+    if (cli_workload_new(&w, env, pos[0], data, batch, threads, prec)) goto done;
     for (int i = 0; i < warmup; i++)
         if (cli_workload_step(&w)) goto done;
     t.f = fopen(out, "w");

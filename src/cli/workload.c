@@ -1,12 +1,45 @@
-/* workload.c - a model with random weights and random in-memory batches, for
+/* workload.c - a model with random weights and in-memory batches, for
  * `nnopt bench` and `nnopt profile`: the library trainer's step (the seed
- * recipe's SGD) on a batch held in memory. */
+ * recipe's SGD) on batches held in memory. With a data directory they are
+ * the training set's first batches, normalized as training normalizes them
+ * and cycled (bench/torch_model_bench.py --data feeds PyTorch the same ones):
+ * a random batch makes some libraries slower than real data does. */
 #include "cli/cli.h"
 
 #include <stdlib.h>
 
-int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, int batch,
-                     int threads, nn_precision precision) {
+/* The first num_batches x batch samples of the training set in dir. */
+static int load_batches(cli_workload *w, const char *model, const char *dir) {
+    nn_dataset d = {0};
+    if (nn_dataset_load_dir(w->ctx, dir, "train", &d) ||
+        cli_check_data(w->ctx, model, w->net, &d, dir)) {
+        nn_dataset_free(&d);
+        return 1;
+    }
+    if (d.n < w->batch) {
+        nn_ctx_fail(w->ctx, NN_EINVAL, "%s: %lld training images, fewer than one batch of %d",
+                    dir, (long long)d.n, w->batch);
+        nn_dataset_free(&d);
+        return 1;
+    }
+    const int64_t fit = d.n / w->batch;
+    w->num_batches = fit < CLI_WORKLOAD_BATCHES ? (int)fit : CLI_WORKLOAD_BATCHES;
+    const int64_t count = (int64_t)w->num_batches * w->batch;
+    w->x = malloc((size_t)count * w->per * sizeof(float));
+    w->y = malloc((size_t)count * sizeof(int32_t));
+    if (!w->x || !w->y) {
+        nn_dataset_free(&d);
+        nn_ctx_fail(w->ctx, NN_ENOMEM, "out of memory for %d batches", w->num_batches);
+        return 1;
+    }
+    const nn_normalize norm = {NN_FASHION_MNIST_MEAN, NN_FASHION_MNIST_STD};
+    nn_dataset_gather(&d, NULL, 0, count, &norm, w->x, w->y);
+    nn_dataset_free(&d);
+    return 0;
+}
+
+int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, const char *data,
+                     int batch, int threads, nn_precision precision) {
     *w = (cli_workload){0};
     w->ctx = cli_ctx_new(env, threads);
     w->batch = batch;
@@ -20,7 +53,10 @@ int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, int
     cfg.batch = batch;
     if (nn_trainer_new(w->net, &cfg, NULL, NULL, NULL, &w->trainer)) return 1;
     nn_shape in = nn_net_input_shape(w->net);
-    size_t per = (size_t)nn_shape_numel(&in);
+    const size_t per = (size_t)nn_shape_numel(&in);
+    w->per = per;
+    if (data) return load_batches(w, model, data);
+    w->num_batches = 1;
     w->x = malloc((size_t)batch * per * sizeof(float));
     w->y = malloc((size_t)batch * sizeof(int32_t));
     if (!w->x || !w->y) {
@@ -36,7 +72,10 @@ int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, int
 }
 
 int cli_workload_step(cli_workload *w) {
-    return nn_trainer_step_batch(w->trainer, w->x, w->y, w->batch, NULL) ? 1 : 0;
+    const size_t at = (size_t)w->next * (size_t)w->batch;
+    w->next = (w->next + 1) % w->num_batches;
+    return nn_trainer_step_batch(w->trainer, w->x + at * w->per, w->y + at, w->batch, NULL) ? 1
+                                                                                             : 0;
 }
 
 void cli_workload_free(cli_workload *w) {
