@@ -10,7 +10,8 @@
 # R rounds; each figure is the median of their medians. ratio = nnopt over
 # the fastest PyTorch of the row.
 #
-#   bench/compare.sh [MODELS...]          # default: models/seed_cnn.nn
+#   bench/compare.sh [MODELS...]          # default: the seed CNN, resnet20,
+#                                         # mobilenet_small, wide_cnn, conv_heavy
 #   BATCHES="64 256" THREADS="1 2" R=3 bench/compare.sh models/seed_cnn.nn
 #   TORCHES="1.13" bench/compare.sh       # only some PyTorch builds
 #   STEPS=10 PRECISION=bf16 bench/compare.sh models/conv_heavy.nn
@@ -27,7 +28,10 @@
 # BASELINE_DATA=1 gives the baseline --data too (builds that have it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODELS=("${@:-models/seed_cnn.nn}")
+if [ $# -gt 0 ]; then MODELS=("$@"); else
+  MODELS=(models/seed_cnn.nn models/resnet20.nn models/mobilenet_small.nn models/wide_cnn.nn
+          models/conv_heavy.nn)
+fi
 BATCHES=${BATCHES:-"64 256"}
 THREADS=${THREADS:-"1 2"}
 R=${R:-3}
