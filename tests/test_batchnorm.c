@@ -189,20 +189,6 @@ static void test_hand(nn_ctx *ctx) {
 
 /* ------------------------------------------------------------ PyTorch parity */
 
-static uint32_t hash32(uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
-static float hash_signed(uint32_t stream, uint32_t i, float scale) {
-    float u = (float)(hash32(i ^ hash32(stream)) >> 8) / 16777216.0f;
-    return (2.0f * u - 1.0f) * scale;
-}
-
 static void hash_fill(float *v, size_t n, uint32_t stream, float scale) {
     for (size_t i = 0; i < n; i++) v[i] = hash_signed(stream, (uint32_t)i, scale);
 }

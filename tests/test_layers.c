@@ -445,22 +445,6 @@ static void test_hand(nn_ctx *ctx) {
 
 /* ------------------------------------------------------------ PyTorch parity */
 
-/* The uint32 hash of scripts/make_parity_fixture.py (wrapping arithmetic). */
-static uint32_t hash32(uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
-/* float32(float32(2 u(s, i) - 1) * scale) with u(s, i) = (value >> 8) / 2^24 */
-static float hash_signed(uint32_t stream, uint32_t i, float scale) {
-    float u = (float)(hash32(i ^ hash32(stream)) >> 8) / 16777216.0f;
-    return (2.0f * u - 1.0f) * scale;
-}
-
 /* Reads "<tag> <count> v..." into a new buffer; NULL on a mismatch. */
 static float *read_values(FILE *f, const char *tag, size_t want) {
     char t[16];

@@ -34,28 +34,6 @@ static const char *const PARAM_NAMES[NUM_TENSORS] = {
 
 /* ------------------------------------------------------------ hash data */
 
-/* The fixture's integer hash; uint32 arithmetic wraps as in the Python script. */
-static uint32_t hash32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7feb352dU;
-    x ^= x >> 15;
-    x *= 0x846ca68bU;
-    x ^= x >> 16;
-    return x;
-}
-
-static uint32_t hash_value(uint32_t stream, uint32_t index)
-{
-    return hash32(index ^ hash32(stream));
-}
-
-/* Uniform in [0, 1) with 24 bits; exact in float32. */
-static float hash_uniform(uint32_t stream, uint32_t index)
-{
-    return (float)(hash_value(stream, index) >> 8) / 16777216.0f;
-}
-
 /* Step t's batch. x: (BATCH, 1, 28, 28) normalized; labels: (BATCH). The float
  * operations and their order match numpy float32 in the script. */
 static void make_batch(int t, float *x, int32_t *labels)

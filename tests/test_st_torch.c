@@ -28,23 +28,6 @@ static uint32_t f32_bits(float x) {
     return u;
 }
 
-/* The uint32 hash of scripts/make_layer_fixtures.py, and its signed input
- * values float32(float32(2u - 1) * scale). */
-static uint32_t hash32(uint32_t x) {
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
-static float hash_signed(uint32_t stream, uint32_t i, float scale) {
-    float u = (float)(hash32(i ^ hash32(stream)) >> 8) / 16777216.0f;
-    float s = 2.0f * u - 1.0f;
-    return s * scale;
-}
-
 /* ------------------------------------------------------------ dtypes */
 
 static void test_dtypes(nn_ctx *ctx) {

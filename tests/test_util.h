@@ -86,6 +86,30 @@ static TU_UNUSED int tu_env_choice(const char *var, const char *const *names, in
     exit(2);
 }
 
+/* ------------------------------------------------------------ fixture data */
+
+/* The integer hash of the PyTorch fixture scripts (scripts/make_*.py), uint32
+ * arithmetic wrapping as in Python's masked version, and the values drawn from
+ * it: uniform in [0, 1) with 24 bits (exact in float32), and
+ * float32(float32(2u - 1) * scale). */
+static TU_UNUSED uint32_t hash32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+static TU_UNUSED uint32_t hash_value(uint32_t stream, uint32_t index) {
+    return hash32(index ^ hash32(stream));
+}
+static TU_UNUSED float hash_uniform(uint32_t stream, uint32_t index) {
+    return (float)(hash_value(stream, index) >> 8) / 16777216.0f;
+}
+static TU_UNUSED float hash_signed(uint32_t stream, uint32_t i, float scale) {
+    return (2.0f * hash_uniform(stream, i) - 1.0f) * scale;
+}
+
 /* Host copies of the backend's memory (nn_net_params, nn_net_grads,
  * nn_net_buffers, nn_net_logits, nn_optim_state point there): the tests that
  * also run on the guard backend read and write it only through these. */
