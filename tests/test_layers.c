@@ -518,31 +518,9 @@ static void test_parity(nn_ctx *ctx) {
     static const char *const ops[] = {"leaky_relu", "gelu", "silu", "sigmoid",
                                       "tanh",       "avgpool", "gap"};
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
-        char path[512], file[64];
+        char file[64];
         snprintf(file, sizeof file, "layers_%s.txt", ops[o]);
-        snprintf(path, sizeof path, "%s/tests/fixtures/%s", NN_SOURCE_DIR, file);
-        FILE *f = fopen(path, "r");
-        if (!f) {
-            check(0, file, "cannot open %s", path);
-            continue;
-        }
-        char line[512];
-        int cases = 0;
-        while (fgets(line, sizeof line, f)) {
-            if (line[0] == '#' || line[0] == '\n') continue;
-            if (strncmp(line, "case ", 5)) {
-                check(0, file, "unexpected line '%.40s'", line);
-                break;
-            }
-            if (!parity_case(f, line, ctx, file)) break;
-            cases++;
-            int c = fgetc(f); /* the newline after the dx values */
-            if (c != '\n' && c != EOF) ungetc(c, f);
-        }
-        fclose(f);
-        char name[96];
-        snprintf(name, sizeof name, "%s holds PyTorch cases", file);
-        check(cases > 0, name, "%d cases", cases);
+        tu_fixture_cases(file, parity_case, ctx);
     }
 }
 

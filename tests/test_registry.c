@@ -782,31 +782,9 @@ static int fixture_case(FILE *f, const char *header, nn_ctx *ctx, const char *fi
 static void test_layer_fixtures(nn_ctx *ctx) {
     static const char *const ops[] = {"relu6", "hardswish", "conv2d_dilation", "add", "concat"};
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
-        char path[512], file[64];
+        char file[64];
         snprintf(file, sizeof file, "layers_%s.txt", ops[o]);
-        snprintf(path, sizeof path, "%s/tests/fixtures/%s", NN_SOURCE_DIR, file);
-        FILE *f = fopen(path, "r");
-        if (!f) {
-            check(0, file, "cannot open %s", path);
-            continue;
-        }
-        char line[512];
-        int cases = 0;
-        while (fgets(line, sizeof line, f)) {
-            if (line[0] == '#' || line[0] == '\n') continue;
-            if (strncmp(line, "case ", 5)) {
-                check(0, file, "unexpected line '%.40s'", line);
-                break;
-            }
-            if (!fixture_case(f, line, ctx, file)) break;
-            cases++;
-            int c = fgetc(f); /* the newline after the last values */
-            if (c != '\n' && c != EOF) ungetc(c, f);
-        }
-        fclose(f);
-        char name[96];
-        snprintf(name, sizeof name, "%s holds PyTorch cases", file);
-        check(cases > 0, name, "%d cases", cases);
+        tu_fixture_cases(file, fixture_case, ctx);
     }
 }
 

@@ -110,6 +110,37 @@ static TU_UNUSED float hash_signed(uint32_t stream, uint32_t i, float scale) {
     return (2.0f * hash_uniform(stream, i) - 1.0f) * scale;
 }
 
+/* Runs one_case on every "case ..." header line of tests/fixtures/<file>
+ * (a PyTorch fixture written by scripts/make_layer_fixtures.py; '#' lines and
+ * blank lines skipped), each reading its values from f after its header; stops
+ * at the first case that returns 0. Checks that the file holds cases. */
+typedef int (*tu_fixture_case)(FILE *f, const char *header, nn_ctx *ctx, const char *file);
+static TU_UNUSED void tu_fixture_cases(const char *file, tu_fixture_case one_case, nn_ctx *ctx) {
+    char path[512], line[512];
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s", NN_SOURCE_DIR, file);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        check(0, file, "cannot open %s", path);
+        return;
+    }
+    int cases = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || line[0] == '\n') continue;
+        if (strncmp(line, "case ", 5)) {
+            check(0, file, "unexpected line '%.40s'", line);
+            break;
+        }
+        if (!one_case(f, line, ctx, file)) break;
+        cases++;
+        int c = fgetc(f); /* the newline after the case's last values */
+        if (c != '\n' && c != EOF) ungetc(c, f);
+    }
+    fclose(f);
+    char name[96];
+    snprintf(name, sizeof name, "%s holds PyTorch cases", file);
+    check(cases > 0, name, "%d cases", cases);
+}
+
 /* Host copies of the backend's memory (nn_net_params, nn_net_grads,
  * nn_net_buffers, nn_net_logits, nn_optim_state point there): the tests that
  * also run on the guard backend read and write it only through these. */
