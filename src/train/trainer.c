@@ -108,16 +108,22 @@ static nn_status check_config(nn_ctx *ctx, const nn_train_config *c, const nn_ne
     return NN_OK;
 }
 
-/* FNV-1a, 64-bit, over the labels as little-endian int32 in order: the
- * training set's fingerprint in checkpoints. */
+#define FNV64_OFFSET 0xcbf29ce484222325ULL
+
+/* FNV-1a, 64-bit: h continued over n bytes. */
+static uint64_t fnv1a64(uint64_t h, const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* FNV-1a over the labels as little-endian int32 in order: the training set's
+ * fingerprint in checkpoints. */
 static uint64_t labels_hash(const nn_dataset *d) {
-    uint64_t h = 0xcbf29ce484222325ULL;
+    uint64_t h = FNV64_OFFSET;
     for (int64_t i = 0; d && i < d->n; i++) {
         const uint32_t v = (uint32_t)d->labels[i];
-        for (int b = 0; b < 32; b += 8) {
-            h ^= (v >> b) & 0xffu;
-            h *= 0x100000001b3ULL;
-        }
+        const unsigned char le[4] = {v & 0xffu, v >> 8 & 0xffu, v >> 16 & 0xffu, v >> 24};
+        h = fnv1a64(h, le, sizeof le);
     }
     return h;
 }
@@ -392,9 +398,7 @@ static nn_status check_replicas(nn_trainer *t) {
     if (!host) return nn_ctx_fail(t->ctx, NN_ENOMEM, "out of memory for the replica check");
     nn_ctx_download(t->ctx, host, nn_net_params(t->net), np * sizeof(float));
     if (nb) nn_ctx_download(t->ctx, host + np, nn_net_buffers(t->net), nb * sizeof(float));
-    uint64_t h = 0xcbf29ce484222325ULL;
-    const unsigned char *b = (const unsigned char *)host;
-    for (size_t i = 0; i < (np + nb) * sizeof(float); i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    const uint64_t h = fnv1a64(FNV64_OFFSET, (const unsigned char *)host, (np + nb) * sizeof(float));
     free(host);
     double v[8];
     for (int i = 0; i < 4; i++) {
