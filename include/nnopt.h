@@ -324,6 +324,13 @@ typedef struct {
 nn_status nn_net_load(nn_ctx *ctx, const char *path, nn_net **out);
 /* Same from text in memory; source names it in messages. */
 nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net **out);
+/* The same with values for the model's parameters (its 'params' line):
+ * params[i] is "NAME=VALUE"; a name the model does not declare is an error.
+ * The structure search builds each trial's model this way. */
+nn_status nn_net_load_with(nn_ctx *ctx, const char *path, const char *const *params,
+                           int num_params, nn_net **out);
+nn_status nn_net_parse_with(nn_ctx *ctx, const char *text, const char *source,
+                            const char *const *params, int num_params, nn_net **out);
 void nn_net_free(nn_net *net);
 
 /* Sizes and allocates activation, gradient and workspace memory for batches of

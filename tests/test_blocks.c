@@ -186,7 +186,7 @@ static const bad_block BAD[] = {
     {"block defined twice", BLK "block b\nrelu\nend\n", 4, "already defined"},
     {"bad block name", "block 9b\nrelu\nend\n", 1, "block name"},
     {"bad parameter name", "block b 9C\nrelu\nend\n", 1, "parameter name"},
-    {"parameter called name", "block b name\nrelu\nend\n", 1, "cannot be a block parameter"},
+    {"parameter called name", "block b name\nrelu\nend\n", 1, "cannot be a parameter"},
     {"parameter twice", "block b C C\nrelu\nend\n", 1, "twice"},
     {"use of an unknown block", "input shape=1x4x4\nuse nosuch C=2\n" TAIL, 2, "no block named"},
     {"use before the definition", "input shape=1x4x4\nuse b C=2\n" BLK TAIL, 2, "no block named"},
@@ -196,7 +196,15 @@ static const bad_block BAD[] = {
     {"undefined $parameter in a body", "block b C\nconv2d out=$D kernel=1\nend\n"
      "input shape=1x4x4\nuse b C=2\n" TAIL, 2, "no parameter $D"},
     {"$parameter outside a block", "input shape=1x4x4\nconv2d out=$C kernel=1\n" TAIL, 2,
-     "only be used inside a block"},
+     "only be used inside a block or after a 'params"},
+    {"model parameter without a default", "params C\ninput shape=1x4x4\n" TAIL, 1,
+     "needs a default"},
+    {"two params lines", "params C=1\nparams D=2\ninput shape=1x4x4\n" TAIL, 2,
+     "second 'params' line"},
+    {"params inside a block", "block b\nparams C=1\nend\ninput shape=1x4x4\nuse b\n" TAIL, 2,
+     "top level"},
+    {"undeclared model parameter", "params C=1\ninput shape=1x4x4\nconv2d out=$D kernel=1\n"
+     TAIL, 3, "no parameter $D"},
     {"bad parameter value names the body line and the use", BLK "input shape=1x4x4\nuse b C=x\n"
      TAIL, 2, "used at line 5"},
     {"repeat count zero", BLK "input shape=1x4x4\nrepeat 0 b C=2\n" TAIL, 5, "repeat count"},
@@ -247,6 +255,55 @@ static void test_bad_blocks(nn_ctx *ctx) {
     nn_net_free(net);
 }
 
+/* A model's own parameters: 'params' defaults, overrides from the caller
+ * (nn_net_parse_with, the structure search's way in), and the overrides that
+ * are refused. A block name may itself be a parameter. */
+static void test_model_params(nn_ctx *ctx) {
+    static const char *const TEXT =
+        "params W=4 DEPTH=1 KIND=plain\n"
+        "block plain C\nconv2d name=c out=$C kernel=3 pad=1\nrelu name=r\nend\n"
+        "block res C\nconv2d name=c out=$C kernel=3 pad=1\nadd name=a in=c,$in\nrelu name=r\nend\n"
+        "input shape=1x6x6\nconv2d name=stem out=$W kernel=1\nrepeat $DEPTH $KIND name=b C=$W\n"
+        "flatten\nlinear name=fc out=3\nsoftmax_ce\n";
+    nn_net *net = parse(ctx, TEXT, "model parameters: the defaults");
+    if (net) {
+        check(nn_net_num_layers(net) == 7 && nn_net_find_param(net, "b_0_c.weight") >= 0 &&
+                  nn_net_param_info(net, nn_net_find_param(net, "stem.weight"))->shape.dim[0] == 4,
+              "model parameters: defaults expand (W=4, one plain block)", "%d layers",
+              nn_net_num_layers(net));
+        nn_net_free(net);
+    }
+    const char *set[] = {"W=8", "DEPTH=3", "KIND=res"};
+    nn_status st = nn_net_parse_with(ctx, TEXT, "test.nn", set, 3, &net);
+    check(st == NN_OK, "model parameters: overrides parse", "%s", ctx_err(ctx, st));
+    if (!st) {
+        check(nn_net_num_layers(net) == 1 + 1 + 3 * 3 + 3 &&
+                  nn_net_find_param(net, "b_2_c.weight") >= 0 &&
+                  nn_net_param_info(net, nn_net_find_param(net, "stem.weight"))->shape.dim[0] == 8,
+              "model parameters: W=8 DEPTH=3 KIND=res give three residual blocks of 8", "%d layers",
+              nn_net_num_layers(net));
+        nn_net_free(net);
+    }
+    struct { const char *set, *word; } bad[] = {
+        {"X=1", "no parameter 'X'"}, {"W", "not NAME=VALUE"}, {"W=", "not NAME=VALUE"},
+        {"W=1 2", "one plain word"}, {"W=$DEPTH", "one plain word"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        net = NULL;
+        nn_ctx_clear_error(ctx);
+        st = nn_net_parse_with(ctx, TEXT, "test.nn", &bad[i].set, 1, &net);
+        check(st != NN_OK && !net && contains(nn_ctx_error(ctx), bad[i].word) &&
+                  contains(nn_ctx_error(ctx), "test.nn"),
+              "model parameters: a bad override is refused naming the file", "'%s': %s", bad[i].set,
+              nn_ctx_error(ctx));
+        nn_net_free(net);
+    }
+    const char *any[] = {"W=2"};
+    st = nn_net_parse_with(ctx, "input shape=1x4x4\n" TAIL, "test.nn", any, 1, &net);
+    check(st != NN_OK && contains(nn_ctx_error(ctx), "declares none"),
+          "model parameters: overrides for a model without a 'params' line are refused", "%s",
+          nn_ctx_error(ctx));
+}
+
 /* models/resnet20.nn: 19 convolutions, the names of PyTorch's CIFAR ResNets
  * with _ for ., and 272,186 parameters. */
 static void test_resnet20(nn_ctx *ctx) {
@@ -275,6 +332,7 @@ int main(void) {
     test_nesting(ctx);
     test_bad_blocks(ctx);
     test_resnet20(ctx);
+    test_model_params(ctx);
     nn_ctx_free(ctx);
     return test_summary();
 }

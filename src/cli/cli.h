@@ -111,6 +111,9 @@ void cli_json_string(FILE *f, const char *s);
 /* The shortest decimal text that reads back as exactly v (0.01, not
  * 0.00999999978); buf of at least 32 bytes. Returns buf. */
 const char *cli_float_str(char *buf, size_t size, float v);
+/* nn_net_load with the model's parameters from --params "NAME=V,NAME=V"
+ * (NULL or "": the defaults of its 'params' line). */
+nn_status cli_net_load(nn_ctx *ctx, const char *path, const char *params, nn_net **out);
 /* Checks that a data set fits a model's input size and number of classes;
  * errors name the model and the data directory. */
 nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_dataset *d,
@@ -122,7 +125,7 @@ nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_d
 #define CLI_UNSET_F NAN
 #define CLI_UNSET_I INT_MIN
 typedef struct {
-    const char *data, *optimizer, *schedule, *milestones, *precision;
+    const char *data, *optimizer, *schedule, *milestones, *precision, *model_params;
     int epochs, batch, threads, no_shuffle, val, train_limit, test_limit, accumulate,
         early_stop, crop_pad, hflip, sync_bn;
     float mean, std, label_smoothing, clip_grad_norm, erase_prob, min_delta;

@@ -4,11 +4,12 @@
 #include <stdlib.h>
 
 int cmd_eval(int argc, char **argv, const cli_env *env) {
-    const char *weights = NULL, *data = NN_DEFAULT_DATA_DIR;
+    const char *weights = NULL, *data = NN_DEFAULT_DATA_DIR, *model_params = NULL;
     int json = 0, batch = 256, threads = 0;
     float mean = NN_FASHION_MNIST_MEAN, std = NN_FASHION_MNIST_STD;
     const cli_opt opts[] = {
         {"--weights", CLI_STR, &weights, "FILE", "safetensors checkpoint to evaluate (required)", 0, 0, NULL},
+        {"--params", CLI_STR, &model_params, "K=V,..", "values of the model's parameters (its 'params' line)", 0, 0, NULL},
         {"--data", CLI_STR, &data, "DIR", "directory with the IDX files (default " NN_DEFAULT_DATA_DIR ")", 0, 0, NULL},
         {"--batch", CLI_INT, &batch, "N", "evaluation batch size (default 256)", 1, 65536, NULL},
         {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
@@ -35,7 +36,7 @@ int cmd_eval(int argc, char **argv, const cli_env *env) {
     int rc = 1;
     double loss, acc;
     nn_normalize norm = {mean, std};
-    if (nn_net_load(ctx, pos[0], &net) || nn_net_plan(net, batch) ||
+    if (cli_net_load(ctx, pos[0], model_params, &net) || nn_net_plan(net, batch) ||
         nn_checkpoint_load(ctx, weights, net, NULL, NULL) ||
         nn_dataset_load_dir(ctx, data, "t10k", &test))
         goto fail;

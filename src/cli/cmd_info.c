@@ -13,7 +13,9 @@ static void human(char *buf, size_t size, double v) {
 
 int cmd_info(int argc, char **argv, const cli_env *env) {
     int json = 0, expand = 0, batch = 1, threads = 1, max_mib = 0;
+    const char *model_params = NULL;
     const cli_opt opts[] = {
+        {"--params", CLI_STR, &model_params, "K=V,..", "values of the model's parameters (its 'params' line)", 0, 0, NULL},
         {"--batch", CLI_INT, &batch, "N", "batch size for the memory totals (default 1)", 1, 1 << 20, NULL},
         {"--max-memory", CLI_INT, &max_mib, "MIB",
          "refuse a model that needs more than MIB MiB (default: the memory available)", 1,
@@ -42,7 +44,7 @@ int cmd_info(int argc, char **argv, const cli_env *env) {
     }
     nn_ctx_set_max_memory(ctx, (uint64_t)max_mib << 20);
     nn_net *net = NULL;
-    if (nn_net_load(ctx, pos[0], &net) || nn_net_plan(net, batch)) {
+    if (cli_net_load(ctx, pos[0], model_params, &net) || nn_net_plan(net, batch)) {
         fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));
         nn_net_free(net);
         nn_ctx_free(ctx);

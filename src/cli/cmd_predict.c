@@ -46,11 +46,12 @@ static int read_names(const char *path, char names[][64], int max_names, const c
 }
 
 int cmd_predict(int argc, char **argv, const cli_env *env) {
-    const char *weights = NULL, *labels = NULL;
+    const char *weights = NULL, *labels = NULL, *model_params = NULL;
     int top = 3, limit = 0, json = 0, threads = 0;
     float mean = NN_FASHION_MNIST_MEAN, std = NN_FASHION_MNIST_STD;
     const cli_opt opts[] = {
         {"--weights", CLI_STR, &weights, "FILE", "safetensors weights (required)", 0, 0, NULL},
+        {"--params", CLI_STR, &model_params, "K=V,..", "values of the model's parameters (its 'params' line)", 0, 0, NULL},
         {"--top", CLI_INT, &top, "K", "classes to show per image (default 3)", 1, 1000, NULL},
         {"--limit", CLI_INT, &limit, "N", "IDX files: only the first N images", 0, 1 << 30, NULL},
         {"--labels", CLI_STR, &labels, "FILE", "class names, one per line", 0, 0, NULL},
@@ -86,7 +87,7 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
     int rc = 1;
     const int batch = 64;
     nn_normalize norm = {mean, std};
-    if (nn_net_load(ctx, pos[0], &net) || nn_net_plan(net, batch) ||
+    if (cli_net_load(ctx, pos[0], model_params, &net) || nn_net_plan(net, batch) ||
         nn_checkpoint_load(ctx, weights, net, NULL, NULL))
         goto done;
     nn_net_set_training(net, 0);

@@ -101,7 +101,7 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     }
     cfg.save = save;
     cfg.save_every = save_every;
-    if (cli_load_splits(ctx, &o, &train, &val, &test) || nn_net_load(ctx, model, &net) ||
+    if (cli_load_splits(ctx, &o, &train, &val, &test) || cli_net_load(ctx, model, o.model_params, &net) ||
         cli_check_data(ctx, model, net, &train, o.data) ||
         cli_check_data(ctx, model, net, &test, o.data) || nn_net_plan(net, o.batch))
         goto fail;

@@ -24,6 +24,26 @@ const char *cli_float_str(char *buf, size_t size, float v) {
     return buf;
 }
 
+nn_status cli_net_load(nn_ctx *ctx, const char *path, const char *params, nn_net **out) {
+    enum { MAX_MODEL_PARAMS = 16 };
+    char buf[2048];
+    const char *list[MAX_MODEL_PARAMS];
+    int n = 0;
+    if (params && *params) {
+        if (strlen(params) >= sizeof buf)
+            return nn_ctx_fail(ctx, NN_EINVAL, "%s: model parameters '%.40s...' too long", path, params);
+        strcpy(buf, params);
+        char *save = NULL;
+        for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            if (n == MAX_MODEL_PARAMS)
+                return nn_ctx_fail(ctx, NN_EINVAL, "%s: more than %d model parameters", path,
+                                   MAX_MODEL_PARAMS);
+            list[n++] = t;
+        }
+    }
+    return nn_net_load_with(ctx, path, list, n, out);
+}
+
 nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_dataset *d,
                             const char *dir) {
     nn_shape in = nn_net_input_shape(net);

@@ -30,6 +30,7 @@ void cli_train_opts_init(cli_train_opts *o) {
 
 int cli_train_opts_table(cli_train_opts *o, cli_opt *t) {
     const cli_opt opts[] = {
+        {"--params", CLI_STR, &o->model_params, "K=V,..", "values of the model's parameters (its 'params' line)", 0, 0, "model.params"},
         {"--data", CLI_STR, &o->data, "DIR", "directory with the four IDX files, .gz or raw (default " NN_DEFAULT_DATA_DIR ")", 0, 0, "data.dir"},
         {"--val", CLI_INT, &o->val, "N", "carve the last N training images out as a validation split", 0, 1 << 30, "data.val"},
         {"--train-limit", CLI_INT, &o->train_limit, "N", "use only the first N training images", 0, 1 << 30, "data.train_limit"},

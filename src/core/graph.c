@@ -177,6 +177,11 @@ static void fuse_and_alias(nn_net *net) {
 }
 
 nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net **out) {
+    return nn_net_parse_with(ctx, text, source, NULL, 0, out);
+}
+
+nn_status nn_net_parse_with(nn_ctx *ctx, const char *text, const char *source,
+                            const char *const *params, int num_params, nn_net **out) {
     *out = NULL;
     nn_net *net = calloc(1, sizeof *net);
     if (!net) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", source);
@@ -185,7 +190,7 @@ nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net
     net->loss_node = -1;
     net->training = 1;
     snprintf(net->source, sizeof net->source, "%s", source);
-    nn_status st = nn_model_parse_lines(net, text);
+    nn_status st = nn_model_parse_lines(net, text, params, num_params);
     if (!st) st = place_params(net);
     if (!st) st = place_buffers(net);
     if (st) {
@@ -200,6 +205,11 @@ nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net
 }
 
 nn_status nn_net_load(nn_ctx *ctx, const char *path, nn_net **out) {
+    return nn_net_load_with(ctx, path, NULL, 0, out);
+}
+
+nn_status nn_net_load_with(nn_ctx *ctx, const char *path, const char *const *params,
+                           int num_params, nn_net **out) {
     *out = NULL;
     const char *why;
     int fd = nn_open_regular(path, &why);
@@ -241,7 +251,7 @@ nn_status nn_net_load(nn_ctx *ctx, const char *path, nn_net **out) {
         free(text);
         return nn_ctx_fail(ctx, NN_EFORMAT, "%s: contains a NUL byte (model files are plain text)", path);
     }
-    nn_status st = nn_net_parse(ctx, text, path, out);
+    nn_status st = nn_net_parse_with(ctx, text, path, params, num_params, out);
     free(text);
     return st;
 }

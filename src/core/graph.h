@@ -286,7 +286,8 @@ NN_OP_LIST(NN_OP_EXTERN_)
 
 /* Model text: comments and blocks (model_expand.c) into layer lines, each
  * added as a node (model_file.c); then every layer must lead to the loss. */
-nn_status nn_model_parse_lines(nn_net *net, const char *text);
+nn_status nn_model_parse_lines(nn_net *net, const char *text, const char *const *overrides,
+                               int num_overrides);
 nn_status nn_model_add_layer(nn_net *net, char *line, int lineno);
 /* Index of the layer called name, -1 if none. */
 int nn_model_find_layer(const nn_net *net, const char *name);

@@ -56,6 +56,10 @@ typedef struct {
     char *flat; /* expanded layer lines */
     size_t flat_len, flat_cap;
     int last_line; /* number of lines in the file */
+    block_def top;                 /* the model's own parameters ('params' line) */
+    int has_top;
+    const char *const *overrides;  /* "NAME=VALUE" for the model's parameters */
+    int num_overrides;
 } expander;
 
 /* One block instance (or the top level, where block is NULL). */
@@ -111,13 +115,24 @@ static nn_status substitute(expander *ex, const scope *sc, int line, const char 
             return fail(ex, line, "'$' must be followed by a parameter name");
         memcpy(var, p + 1, n - 1);
         var[n - 1] = '\0';
-        if (!sc->block)
-            return fail(ex, line, "$%s: parameters can only be used inside a block", var);
         const char *val = NULL;
-        if (strcmp(var, "in") == 0) val = sc->in_name;
-        for (int i = 0; !val && i < sc->block->num_params; i++)
-            if (strcmp(sc->block->param[i], var) == 0) val = sc->value[i];
-        if (!val) return fail(ex, line, "block '%s' has no parameter $%s", sc->block->name, var);
+        if (!sc->block) {
+            /* the top level: the model's parameters, declared by 'params' */
+            if (!ex->has_top)
+                return fail(ex, line,
+                            "$%s: parameters can only be used inside a block or after a "
+                            "'params %s=DEFAULT' line",
+                            var, var);
+            for (int i = 0; i < ex->top.num_params; i++)
+                if (strcmp(ex->top.param[i], var) == 0) val = ex->top.def[i];
+            if (!val) return fail(ex, line, "the model has no parameter $%s ('params' line %d)", var,
+                                  ex->top.line);
+        } else {
+            if (strcmp(var, "in") == 0) val = sc->in_name;
+            for (int i = 0; !val && i < sc->block->num_params; i++)
+                if (strcmp(sc->block->param[i], var) == 0) val = sc->value[i];
+            if (!val) return fail(ex, line, "block '%s' has no parameter $%s", sc->block->name, var);
+        }
         if (!append(out, cap, &len, val, strlen(val)))
             return fail(ex, line, "line too long after expansion");
         p += n;
@@ -305,6 +320,9 @@ static nn_status expand_line(expander *ex, scope *sc, const src_line *ln) {
     if (strcmp(tok[0], "block") == 0)
         return fail(ex, ln->line, "block definitions cannot be nested; close the open block with 'end' first");
     if (strcmp(tok[0], "end") == 0) return fail(ex, ln->line, "'end' without an open block");
+    if (strcmp(tok[0], "params") == 0)
+        return fail(ex, ln->line, "'params' declares the model's parameters at the top level, "
+                                  "not inside a block");
     /* substitute parameters in every token except in= lists */
     char subst[NN_MAX_KV + 4][LINE_MAX_LEN / 4];
     int has_in = 0;
@@ -396,6 +414,63 @@ static int first_word_is(const char *text, const char *word) {
     return strncmp(text, word, n) == 0 && (text[n] == '\0' || text[n] == ' ' || text[n] == '\t');
 }
 
+/* The parameter list of a 'block' or 'params' line (the tokens after save):
+ * NAME or NAME=default; every one needs a default when need_default. */
+static nn_status parse_param_list(expander *ex, block_def *b, char **save, int line,
+                                  int need_default) {
+    for (char *t = strtok_r(NULL, " \t", save); t; t = strtok_r(NULL, " \t", save)) {
+        char *eq = strchr(t, '=');
+        if (eq) *eq = '\0';
+        if (!nn_model_valid_name(t) || strlen(t) >= sizeof b->param[0])
+            return fail(ex, line, "bad parameter name '%s' (letters, digits and _ only)", t);
+        if (!strcmp(t, "name") || !strcmp(t, "in"))
+            return fail(ex, line, "'%s' cannot be a parameter (every use takes it)", t);
+        for (int k = 0; k < b->num_params; k++)
+            if (!strcmp(b->param[k], t)) return fail(ex, line, "parameter '%s' given twice", t);
+        if (b->num_params == MAX_PARAMS)
+            return fail(ex, line, "at most %d parameters on one line", MAX_PARAMS);
+        if (eq && (!eq[1] || strlen(eq + 1) >= sizeof b->def[0] || strchr(eq + 1, '$')))
+            return fail(ex, line, "parameter '%s' needs a plain default value", t);
+        if (!eq && need_default)
+            return fail(ex, line, "model parameter '%s' needs a default: %s=VALUE", t, t);
+        strcpy(b->param[b->num_params], t);
+        if (eq) strcpy(b->def[b->num_params], eq + 1);
+        b->num_params++;
+    }
+    return NN_OK;
+}
+
+/* params NAME=default ...: the model's own parameters, $NAME at the top
+ * level; the caller's overrides (nn_net_parse_with) replace the defaults. */
+static nn_status define_model_params(expander *ex, const src_line *ln) {
+    if (ex->has_top)
+        return fail(ex, ln->line, "a second 'params' line (the first is line %d)", ex->top.line);
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", ln->text);
+    char *save = NULL;
+    strtok_r(buf, " \t", &save);
+    block_def *b = &ex->top;
+    memset(b, 0, sizeof *b);
+    strcpy(b->name, "model");
+    b->line = ln->line;
+    nn_status st = parse_param_list(ex, b, &save, ln->line, 1);
+    if (st) return st;
+    if (b->num_params == 0) return fail(ex, ln->line, "expected 'params NAME=DEFAULT ...'");
+    for (int i = 0; i < ex->num_overrides; i++) {
+        const char *o = ex->overrides[i], *eq = strchr(o, '=');
+        size_t n = eq ? (size_t)(eq - o) : strlen(o);
+        int k = 0;
+        while (k < b->num_params && (strlen(b->param[k]) != n || strncmp(b->param[k], o, n)))
+            k++;
+        if (!eq || !eq[1] || k == b->num_params || strlen(eq + 1) >= sizeof b->def[0] ||
+            strpbrk(eq + 1, "$ \t#"))
+            continue; /* reported once the file is read (nn_model_parse_lines) */
+        strcpy(b->def[k], eq + 1);
+    }
+    ex->has_top = 1;
+    return NN_OK;
+}
+
 /* block NAME PARAM PARAM=default ... at lines[at]; its body runs to 'end'.
  * Returns the index of the 'end' line in *end. */
 static nn_status define_block(expander *ex, int at, int *end) {
@@ -409,7 +484,7 @@ static nn_status define_block(expander *ex, int at, int *end) {
     if (!nn_model_valid_name(name) || strlen(name) >= sizeof ex->blocks[0].name)
         return fail(ex, ln->line, "bad block name '%s' (letters, digits and _ only)", name);
     if (nn_op_def_find(name) || !strcmp(name, "use") || !strcmp(name, "repeat") ||
-        !strcmp(name, "block") || !strcmp(name, "end"))
+        !strcmp(name, "block") || !strcmp(name, "end") || !strcmp(name, "params"))
         return fail(ex, ln->line, "block name '%s' is a keyword of the model format", name);
     if (find_block(ex, name)) return fail(ex, ln->line, "block '%s' is already defined", name);
     block_def *nb = realloc(ex->blocks, (size_t)(ex->num_blocks + 1) * sizeof *nb);
@@ -419,23 +494,8 @@ static nn_status define_block(expander *ex, int at, int *end) {
     memset(b, 0, sizeof *b);
     strcpy(b->name, name);
     b->line = ln->line;
-    for (char *t = strtok_r(NULL, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
-        char *eq = strchr(t, '=');
-        if (eq) *eq = '\0';
-        if (!nn_model_valid_name(t) || strlen(t) >= sizeof b->param[0])
-            return fail(ex, ln->line, "bad parameter name '%s' (letters, digits and _ only)", t);
-        if (!strcmp(t, "name") || !strcmp(t, "in"))
-            return fail(ex, ln->line, "'%s' cannot be a block parameter (every use takes it)", t);
-        for (int k = 0; k < b->num_params; k++)
-            if (!strcmp(b->param[k], t)) return fail(ex, ln->line, "parameter '%s' given twice", t);
-        if (b->num_params == MAX_PARAMS)
-            return fail(ex, ln->line, "a block takes at most %d parameters", MAX_PARAMS);
-        if (eq && (!eq[1] || strlen(eq + 1) >= sizeof b->def[0] || strchr(eq + 1, '$')))
-            return fail(ex, ln->line, "parameter '%s' needs a plain default value", t);
-        strcpy(b->param[b->num_params], t);
-        if (eq) strcpy(b->def[b->num_params], eq + 1);
-        b->num_params++;
-    }
+    nn_status st = parse_param_list(ex, b, &save, ln->line, 0);
+    if (st) return st;
     b->first = at + 1;
     int i = at + 1;
     for (; i < ex->num_lines; i++) {
@@ -456,8 +516,38 @@ static nn_status define_block(expander *ex, int at, int *end) {
     return NN_OK;
 }
 
-nn_status nn_model_parse_lines(nn_net *net, const char *text) {
-    expander ex = {.net = net};
+/* Each override must be NAME=VALUE for a parameter the 'params' line declares,
+ * with a plain value. */
+static nn_status check_overrides(expander *ex) {
+    for (int i = 0; i < ex->num_overrides; i++) {
+        const char *o = ex->overrides[i], *eq = strchr(o, '=');
+        if (!eq || eq == o || !eq[1])
+            return nn_ctx_fail(ex->net->ctx, NN_EINVAL, "%s: model parameter '%s' is not NAME=VALUE",
+                               ex->net->source, o);
+        if (strlen(eq + 1) >= sizeof ex->top.def[0] || strpbrk(eq + 1, "$ \t#"))
+            return nn_ctx_fail(ex->net->ctx, NN_EINVAL,
+                               "%s: model parameter '%s': the value must be one plain word",
+                               ex->net->source, o);
+        int n = (int)(eq - o), k = 0;
+        if (!ex->has_top)
+            return nn_ctx_fail(ex->net->ctx, NN_EINVAL,
+                               "%s: model parameter %.*s given, but the model declares none (no "
+                               "'params' line)",
+                               ex->net->source, n, o);
+        while (k < ex->top.num_params &&
+               ((int)strlen(ex->top.param[k]) != n || strncmp(ex->top.param[k], o, (size_t)n)))
+            k++;
+        if (k == ex->top.num_params)
+            return nn_ctx_fail(ex->net->ctx, NN_EINVAL,
+                               "%s: the model has no parameter '%.*s' (its 'params' line is line %d)",
+                               ex->net->source, n, o, ex->top.line);
+    }
+    return NN_OK;
+}
+
+nn_status nn_model_parse_lines(nn_net *net, const char *text, const char *const *overrides,
+                               int num_overrides) {
+    expander ex = {.net = net, .overrides = overrides, .num_overrides = num_overrides};
     char *copy = strdup(text);
     if (!copy) return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory", net->source);
     nn_status st = split_lines(&ex, copy);
@@ -465,9 +555,12 @@ nn_status nn_model_parse_lines(nn_net *net, const char *text) {
     for (int i = 0; !st && i < ex.num_lines; i++) {
         if (first_word_is(ex.lines[i].text, "block"))
             st = define_block(&ex, i, &i);
+        else if (first_word_is(ex.lines[i].text, "params"))
+            st = define_model_params(&ex, &ex.lines[i]);
         else
             st = expand_line(&ex, &top, &ex.lines[i]);
     }
+    if (!st) st = check_overrides(&ex);
     if (!st) st = nn_model_check(net, ex.last_line);
     if (!st) {
         net->model_text = ex.flat;
