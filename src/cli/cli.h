@@ -227,5 +227,7 @@ int cmd_eval(int argc, char **argv, const cli_env *env);
 int cmd_info(int argc, char **argv, const cli_env *env);
 int cmd_system(int argc, char **argv, const cli_env *env);
 int cmd_plot(int argc, char **argv, const cli_env *env);
+int cmd_search(int argc, char **argv, const cli_env *env);
+int cmd_report(int argc, char **argv, const cli_env *env);
 
 #endif /* NN_CLI_H */

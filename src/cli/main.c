@@ -111,6 +111,7 @@ int main(int argc, char **argv) {
         {"train", cmd_train},     {"eval", cmd_eval},       {"info", cmd_info},
         {"bench", cmd_bench},     {"profile", cmd_profile}, {"plot", cmd_plot},
         {"compare", cmd_compare}, {"predict", cmd_predict}, {"system", cmd_system},
+        {"search", cmd_search},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(cmd, commands[i].name) != 0) continue;
@@ -137,7 +138,7 @@ int main(int argc, char **argv) {
         }
         return rc;
     }
-    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare, predict or system; see nnopt --help)\n",
+    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare, predict, system or search; see nnopt --help)\n",
             cmd);
     return 2;
 }
