@@ -18,6 +18,7 @@
 #include "search/search.h"
 
 #include <errno.h>
+#include <glob.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -368,6 +369,15 @@ static nn_status run_trial(search_run *run, nn_study *study, trial *t, int resum
     cfg.save = ckpt;
     if ((st = nn_trainer_new(net, &cfg, &run->train, run->val.n ? &run->val : NULL, NULL, &trainer)))
         goto failed;
+    if (resume) {
+        /* a worker killed while it wrote a checkpoint leaves its temporary file */
+        char pattern[4300];
+        glob_t g;
+        snprintf(pattern, sizeof pattern, "%s.tmp.*", ckpt);
+        if (glob(pattern, 0, NULL, &g) == 0)
+            for (size_t i = 0; i < g.gl_pathc; i++) unlink(g.gl_pathv[i]);
+        globfree(&g);
+    }
     if (resume && access(ckpt, F_OK) == 0) {
         if ((st = nn_trainer_resume(trainer, ckpt))) goto failed;
         /* the epochs reported before the interruption count */

@@ -33,20 +33,23 @@ int pruner_from_name(const char *name) {
     return -1;
 }
 
-/* Brackets: s = 0 .. s_max, the last whose first rung is still below max_epochs. */
+/* Brackets: s = 0 .. s_max, bracket s's first rung min_epochs * eta^s at
+ * most max_epochs (the last one trains every trial fully). */
 static int hyperband_brackets(const pruner_cfg *p) {
     int n = 0;
-    for (double r = p->min_epochs; r < p->max_epochs; r *= p->eta) n++;
+    for (double r = p->min_epochs; r <= p->max_epochs; r *= p->eta) n++;
     return n > 0 ? n : 1;
 }
 
 int pruner_bracket(const pruner_cfg *p, int64_t trial_id) {
     if (p->kind != PRUNER_HYPERBAND) return 0;
     int nb = hyperband_brackets(p);
-    /* bracket s starts (nb - s)/(s + 1)-weighted: more trials where they are
-     * cut early (Hyperband's n_i), a similar budget per bracket */
+    /* Hyperband's trial counts (Li et al. 2018, Algorithm 1): with S = nb - 1,
+     * the bracket whose rungs start eta^s above the first gets
+     * eta^(S-s) / (S-s+1) of them, so that each bracket spends a similar budget */
     double w[64], total = 0;
-    for (int s = 0; s < nb && s < 64; s++) total += w[s] = pow(p->eta, nb - 1 - s) / (s + 1);
+    int S = nb - 1;
+    for (int s = 0; s < nb && s < 64; s++) total += w[s] = pow(p->eta, S - s) / (S - s + 1);
     /* a fixed, well-spread point in [0, total) per trial: the golden ratio's
      * sequence, so consecutive trials cycle through the brackets */
     double u = fmod((double)trial_id * 0.6180339887498949, 1.0) * total;
