@@ -6,7 +6,7 @@
 #                             PyTorch fixture generators need
 set -euo pipefail
 PACKAGES=(build-essential cmake pkg-config zlib1g-dev libpng-dev libopenblas-dev libcjson-dev
-          libinih-dev libsqlite3-dev dataset-fashion-mnist python3 librsvg2-bin
+          libinih-dev libsqlite3-dev sqlite3 dataset-fashion-mnist python3 librsvg2-bin
           clang libclang-rt-14-dev # clang + libFuzzer: scripts/fuzz.sh
           libopenmpi-dev openmpi-bin) # data parallel: mpirun -np N nnopt train
 case "${1:-}" in

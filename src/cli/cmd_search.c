@@ -76,15 +76,24 @@ static int recipe_build(const search_run *run, const double *value, const unsign
     r->o.data = run->data;
     r->o.val = run->sp->val;
     r->o.train_limit = run->sp->train_limit;
+    for (int i = 0; i < run->sp->num_params; i++)
+        for (int j = 0; active[i] && j < i; j++)
+            if (active[j] && !strcmp(run->sp->param[i].key, run->sp->param[j].key)) {
+                snprintf(err, errsz, "%.200s:%d: %s and %s both apply to one trial (their "
+                         "conditions overlap)",
+                         run->sp->path, run->sp->param[i].line, run->sp->param[j].name,
+                         run->sp->param[i].name);
+                return 1;
+            }
     size_t len = 0;
     for (int i = 0; i < run->sp->num_params; i++) {
         if (!active[i]) continue;
         const sp_param *p = &run->sp->param[i];
         char text[SP_WORD + 32];
         sp_value_text(p, value[i], text, sizeof text);
-        if (!strncmp(p->name, "model.", 6)) {
+        if (!strncmp(p->key, "model.", 6)) {
             int w = snprintf(r->params + len, sizeof r->params - len, "%s%s=%s", len ? "," : "",
-                             p->name + 6, text);
+                             p->key + 6, text);
             if (w < 0 || (size_t)w >= sizeof r->params - len) {
                 snprintf(err, errsz, "%.200s:%d: too many model parameters", run->sp->path, p->line);
                 return 1;
@@ -92,8 +101,8 @@ static int recipe_build(const search_run *run, const double *value, const unsign
             len += (size_t)w;
             continue;
         }
-        const cli_opt *o = find_ini(r->table, p->name);
-        if (!o || reserved_key(p->name)) {
+        const cli_opt *o = find_ini(r->table, p->key);
+        if (!o || reserved_key(p->key)) {
             snprintf(err, errsz, "%.200s:%d: %s is not a recipe key a search can set (the keys of "
                      "nnopt train's recipe files, data.* excepted; docs/search.md)",
                      run->sp->path, p->line, p->name);
@@ -149,9 +158,10 @@ static nn_status forward_ms(nn_net *net, const nn_dataset *d, const nn_normalize
                               norm->mean) / norm->std;
     int was = nn_net_training(net);
     nn_net_set_training(net, 0);
-    enum { RUNS = 15 };
-    double t[RUNS];
-    for (int r = -2; r < RUNS && !st; r++) {
+    /* small batches are quick and noisy: time more of them */
+    double t[51];
+    const int runs = n == 1 ? 51 : 15;
+    for (int r = -3; r < runs && !st; r++) {
         double t0 = nn_wall_time();
         st = nn_net_forward(net, x, NULL, n, NULL);
         if (r >= 0) t[r] = (nn_wall_time() - t0) * 1e3;
@@ -159,9 +169,67 @@ static nn_status forward_ms(nn_net *net, const nn_dataset *d, const nn_normalize
     nn_net_set_training(net, was);
     free(x);
     if (st) return st;
-    qsort(t, RUNS, sizeof(double), cmp_double);
-    *ms = t[RUNS / 2];
+    qsort(t, (size_t)runs, sizeof(double), cmp_double);
+    *ms = t[runs / 2];
     return NN_OK;
+}
+
+/* What a model costs before training: parameters, FLOPs, batch-1 and
+ * batch-n latency, memory planned for batch n (the net is left planned for n). */
+static nn_status measure_model(const search_run *run, nn_net *net, const nn_normalize *norm, int n,
+                               double *metric) {
+    int64_t flops = 0;
+    for (int i = 0; i < nn_net_num_layers(net); i++) {
+        nn_layer_info li;
+        nn_net_layer_info(net, i, &li);
+        flops += li.flops;
+    }
+    metric[M_PARAMS] = (double)nn_net_num_params(net);
+    metric[M_FLOPS] = (double)flops;
+    const nn_dataset *probe = run->val.n ? &run->val : &run->train;
+    nn_status st;
+    if ((st = forward_ms(net, probe, norm, 1, &metric[M_LATENCY_MS])) ||
+        (st = forward_ms(net, probe, norm, n, &metric[M_LATENCY_BATCH_MS])) ||
+        (st = nn_net_plan(net, n)))
+        return st;
+    metric[M_MEMORY_MB] = (double)nn_net_planned_bytes(net) / (1 << 20);
+    return NN_OK;
+}
+
+/* Constraints against a reference model ("latency_ms <= seed_cnn.nn"): its
+ * metric, measured now as the trials' are, becomes the bound. */
+static int measure_references(search_run *run, nn_space *sp, nn_study *study, nn_ctx *main_ctx) {
+    for (int k = 0; k < sp->num_constraints; k++) {
+        sp_constraint *c = &sp->constraint[k];
+        if (!c->reference[0]) continue;
+        nn_ctx *ctx = cli_ctx_new(run->env, run->threads);
+        nn_net *net = NULL;
+        double metric[M_COUNT];
+        nn_normalize norm = {NN_FASHION_MNIST_MEAN, NN_FASHION_MNIST_STD};
+        nn_status st = ctx ? nn_net_load(ctx, c->reference, &net) : NN_ENOMEM;
+        if (!st) st = measure_model(run, net, &norm, 64, metric);
+        if (st) {
+            fprintf(stderr, "nnopt: %s:%d: the constraint's reference: %s\n", sp->path, c->line,
+                    ctx ? nn_ctx_error(ctx) : "out of memory");
+            nn_net_free(net);
+            nn_ctx_free(ctx);
+            return 1;
+        }
+        c->bound = metric[c->metric];
+        nn_net_free(net);
+        nn_ctx_free(ctx);
+        char key[32], value[4200];
+        snprintf(key, sizeof key, "bound_%d", k);
+        snprintf(value, sizeof value, "%.9g", c->bound);
+        if (study_set(study, key, value)) {
+            fprintf(stderr, "nnopt: %s\n", nn_ctx_error(main_ctx));
+            return 1;
+        }
+        if (!run->json)
+            printf("constraint %s %s %.4g: %s measured now\n", sp_metric_name(c->metric),
+                   c->less ? "<=" : ">=", c->bound, c->reference);
+    }
+    return 0;
 }
 
 /* --- one trial --- */
@@ -267,7 +335,7 @@ static void print_trial(const search_run *run, const trial *t, const trial_recip
         double acc = t->epochs > 0 ? t->val_accuracy[t->epochs - 1] : NAN;
         if (isfinite(acc)) printf(" val %6.2f%% (%d ep)", 100 * acc, t->epochs);
         if (isfinite(t->metric[M_LATENCY_MS])) printf("  %.3f ms", t->metric[M_LATENCY_MS]);
-        if (isfinite(t->metric[M_TRAIN_SECONDS])) printf("  %.0f s", t->metric[M_TRAIN_SECONDS]);
+        if (isfinite(t->metric[M_TRAIN_SECONDS])) printf("  %.1f s", t->metric[M_TRAIN_SECONDS]);
         if (best_id > 0) printf("  | best %.2f%% (#%lld)", 100 * best, (long long)best_id);
         printf("  %s%s", r ? r->params : "", r && r->params[0] ? " " : "");
         for (int i = 0; i < sp->num_params; i++) {
@@ -341,22 +409,7 @@ static nn_status run_trial(search_run *run, nn_study *study, trial *t, int resum
         goto failed;
     /* the measures that need no training; constraints on them are checked
      * before any training is spent */
-    int64_t flops = 0;
-    for (int i = 0; i < nn_net_num_layers(net); i++) {
-        nn_layer_info li;
-        nn_net_layer_info(net, i, &li);
-        flops += li.flops;
-    }
-    t->metric[M_PARAMS] = (double)nn_net_num_params(net);
-    t->metric[M_FLOPS] = (double)flops;
-    const nn_dataset *probe = run->val.n ? &run->val : &run->train;
-    double ms;
-    if ((st = forward_ms(net, probe, &cfg.norm, 1, &ms))) goto failed;
-    t->metric[M_LATENCY_MS] = ms;
-    if ((st = forward_ms(net, probe, &cfg.norm, r.o.batch, &ms))) goto failed;
-    t->metric[M_LATENCY_BATCH_MS] = ms;
-    if ((st = nn_net_plan(net, r.o.batch))) goto failed;
-    t->metric[M_MEMORY_MB] = (double)nn_net_planned_bytes(net) / (1 << 20);
+    if ((st = measure_model(run, net, &cfg.norm, r.o.batch, t->metric))) goto failed;
     if (!trial_feasible(sp, t)) {
         t->state = TRIAL_INFEASIBLE;
         goto record;
@@ -717,36 +770,68 @@ static double parse_duration(const char *s) {
 }
 
 /* Every parameter at its first value (a choice's first word, a range's low
- * end), conditions applied. */
+ * end), conditions applied: the trial that decides the full training's
+ * epochs when the space does not search them. */
 static void first_values(const nn_space *sp, double *value, unsigned char *active) {
     for (int i = 0; i < sp->num_params; i++)
         value[i] = sp->param[i].kind == SP_INT || sp->param[i].kind == SP_FLOAT ? sp->param[i].lo : 0;
     sp_activate(sp, value, active);
 }
 
-/* The model parameters and recipe keys of the space exist: checked once,
- * with the space's line, before any trial. */
+/* The model parameters and recipe keys of the space exist, and every value
+ * of a choice or fixed parameter is one its option takes: checked once, with
+ * the space's line, before any trial. */
 static int check_space(search_run *run, nn_ctx *ctx) {
     const nn_space *sp = run->sp;
-    double value[SP_MAX_PARAMS];
-    unsigned char active[SP_MAX_PARAMS];
-    first_values(sp, value, active);
-    for (int i = 0; i < sp->num_params; i++) active[i] = 1; /* every key is checked */
     trial_recipe r;
-    char err[512];
-    if (recipe_build(run, value, active, &r, err, sizeof err)) {
-        fprintf(stderr, "nnopt: %s\n", err);
-        recipe_free(&r);
-        return 1;
+    memset(&r, 0, sizeof r);
+    cli_train_opts_init(&r.o);
+    int n = cli_train_opts_table(&r.o, r.table);
+    r.table[n] = (cli_opt){0};
+    char params[2048] = "";
+    size_t len = 0;
+    for (int i = 0; i < sp->num_params; i++) {
+        const sp_param *p = &sp->param[i];
+        char text[SP_WORD + 32];
+        sp_value_text(p, p->kind == SP_INT || p->kind == SP_FLOAT ? p->lo : 0, text, sizeof text);
+        if (!strncmp(p->key, "model.", 6)) {
+            /* the first variant of each model parameter, for the model check */
+            int seen = 0;
+            for (int j = 0; j < i; j++) seen |= !strcmp(sp->param[j].key, p->key);
+            int w = seen ? 0 : snprintf(params + len, sizeof params - len, "%s%s=%s", len ? "," : "",
+                                        p->key + 6, text);
+            if (w < 0 || (size_t)w >= sizeof params - len) {
+                fprintf(stderr, "nnopt: %s:%d: too many model parameters\n", sp->path, p->line);
+                return 1;
+            }
+            len += (size_t)w;
+            continue;
+        }
+        const cli_opt *o = find_ini(r.table, p->key);
+        if (!o || reserved_key(p->key)) {
+            fprintf(stderr, "nnopt: %s:%d: %s is not a recipe key a search can set (the keys of "
+                    "nnopt train's recipe files, data.* excepted; docs/search.md)\n",
+                    sp->path, p->line, p->key);
+            return 1;
+        }
+        for (int k = 0; k < p->num_choices; k++) {
+            cli_train_opts scratch = r.o;
+            cli_opt probe = *o;
+            probe.dst = (char *)&scratch + ((char *)o->dst - (char *)&r.o);
+            char why[256];
+            if (cli_opt_set(&probe, p->choice[k], why, sizeof why)) {
+                fprintf(stderr, "nnopt: %s:%d: %s = %s: %s\n", sp->path, p->line, p->name,
+                        p->choice[k], why);
+                return 1;
+            }
+        }
     }
     nn_net *net = NULL;
-    if (cli_net_load(ctx, sp->model, r.params, &net)) {
+    if (cli_net_load(ctx, sp->model, params, &net)) {
         fprintf(stderr, "nnopt: %s: %s\n", sp->path, nn_ctx_error(ctx));
-        recipe_free(&r);
         return 1;
     }
     nn_net_free(net);
-    recipe_free(&r);
     return 0;
 }
 
@@ -877,6 +962,8 @@ int cmd_search(int argc, char **argv, const cli_env *env) {
                pos[0], study_path, sampler, pruner, workers, workers > 1 ? "s" : "", run.threads,
                run.threads > 1 ? "s" : "", (long long)run.train.n, (long long)run.val.n,
                budget ? ", budget " : "", budget ? budget : "");
+    fflush(stdout);
+    if (measure_references(&run, sp, study, ctx)) goto out;
     fflush(stdout);
     run.start = nn_wall_time();
     if (workers == 1) {

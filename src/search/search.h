@@ -47,7 +47,9 @@ int sp_metric_from_name(const char *name);
 typedef enum { SP_FIXED, SP_CHOICE, SP_INT, SP_FLOAT } sp_kind;
 
 typedef struct {
-    char name[96];      /* "section.key": "model.W", "optimizer.lr" */
+    char name[96];      /* "section.key": "model.W", "optimizer.lr", "optimizer.lr@adamw" */
+    char key[96];       /* the name without its @variant: the recipe key or model
+                           parameter it sets ("optimizer.lr") */
     sp_kind kind;
     int log;            /* int/float drawn uniformly in log space */
     double lo, hi;      /* int/float: the range, both ends included */
@@ -68,7 +70,9 @@ typedef struct {
 typedef struct {
     sp_metric metric;
     int less;           /* 1: metric <= bound; 0: metric >= bound */
-    double bound;
+    double bound;       /* NAN until a reference model's is measured */
+    char reference[4096]; /* "latency_ms <= MODEL": the bound is that model's
+                             metric, measured when the search starts ("" if none) */
     int line;
 } sp_constraint;
 
@@ -141,7 +145,8 @@ typedef struct {
  * to minimize (maximized ones negated): obj[0..num_objectives). Returns 0 if
  * the trial has no value for one of them. */
 int trial_objectives(const nn_space *sp, const trial *t, double *obj);
-/* Whether t satisfies every constraint whose metric it has measured. */
+/* Whether t satisfies every constraint whose metric it has measured (and
+ * whose bound is known). */
 int trial_feasible(const nn_space *sp, const trial *t);
 
 /* Non-dominated sorting of n points of m values to minimize: rank[i] = 0 for

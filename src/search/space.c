@@ -115,7 +115,22 @@ static int parse_number(const char *s, double *v) {
     return end != s && !*end && errno == 0 && isfinite(*v);
 }
 
-/* "latency_ms <= 0.2" */
+/* A path relative to the space file's directory unless absolute. */
+static int resolve_path(space_parse *r, const char *value, char *out, size_t size) {
+    const char *path = r->sp->path;
+    int n;
+    if (value[0] == '/' || !strchr(path, '/'))
+        n = snprintf(out, size, "%s", value);
+    else
+        n = snprintf(out, size, "%.*s/%s", (int)(strrchr(path, '/') - path), path, value);
+    if (n < 0 || (size_t)n >= size) {
+        space_error(r, "path '%s' too long", value);
+        return 0;
+    }
+    return 1;
+}
+
+/* "latency_ms <= 0.2" or "latency_ms <= ../models/seed_cnn.nn" */
 static int parse_constraint(space_parse *r, const char *value) {
     nn_space *sp = r->sp;
     if (sp->num_constraints == SP_MAX_CONSTRAINTS) {
@@ -126,16 +141,28 @@ static int parse_constraint(space_parse *r, const char *value) {
     snprintf(buf, sizeof buf, "%s", value);
     int n = split_words(buf, w, 3);
     int m = n == 3 ? sp_metric_from_name(w[0]) : -1;
-    double bound;
-    if (n != 3 || m < 0 || (strcmp(w[1], "<=") && strcmp(w[1], ">=")) || !parse_number(w[2], &bound)) {
-        space_error(r, "constraint: expected 'METRIC <= VALUE' or 'METRIC >= VALUE' with METRIC one "
-                       "of val_accuracy, val_loss, latency_ms, latency_batch_ms, train_seconds, "
-                       "params, flops, memory_mb; got '%s'",
+    if (n != 3 || m < 0 || (strcmp(w[1], "<=") && strcmp(w[1], ">="))) {
+        space_error(r, "constraint: expected 'METRIC <= VALUE' or 'METRIC >= VALUE' (VALUE a number "
+                       "or a model file) with METRIC one of val_accuracy, val_loss, latency_ms, "
+                       "latency_batch_ms, train_seconds, params, flops, memory_mb; got '%s'",
                     value);
         return 0;
     }
-    sp->constraint[sp->num_constraints++] =
-        (sp_constraint){(sp_metric)m, w[1][0] == '<', bound, r->line};
+    sp_constraint *c = &sp->constraint[sp->num_constraints];
+    memset(c, 0, sizeof *c);
+    *c = (sp_constraint){.metric = (sp_metric)m, .less = w[1][0] == '<', .line = r->line};
+    if (!parse_number(w[2], &c->bound)) {
+        /* a model: its metric, measured when the search starts, is the bound */
+        if (m == M_VAL_ACCURACY || m == M_VAL_LOSS || m == M_TRAIN_SECONDS) {
+            space_error(r, "constraint: %s needs a number (a model's %s is not measured without "
+                           "training it)",
+                        w[0], w[0]);
+            return 0;
+        }
+        if (!resolve_path(r, w[2], c->reference, sizeof c->reference)) return 0;
+        c->bound = NAN;
+    }
+    sp->num_constraints++;
     return 1;
 }
 
@@ -183,20 +210,8 @@ static int parse_int_setting(space_parse *r, const char *key, const char *value,
     return 1;
 }
 
-/* The model path, relative to the space file's directory unless absolute. */
 static int set_model(space_parse *r, const char *value) {
-    nn_space *sp = r->sp;
-    if (value[0] == '/' || !strchr(sp->path, '/')) {
-        snprintf(sp->model, sizeof sp->model, "%s", value);
-    } else {
-        int dir = (int)(strrchr(sp->path, '/') - sp->path);
-        if (snprintf(sp->model, sizeof sp->model, "%.*s/%s", dir, sp->path, value) >=
-            (int)sizeof sp->model) {
-            space_error(r, "model: path too long");
-            return 0;
-        }
-    }
-    return 1;
+    return resolve_path(r, value, r->sp->model, sizeof r->sp->model);
 }
 
 static int on_search_key(space_parse *r, const char *key, const char *value) {
@@ -287,6 +302,8 @@ static int parse_param(space_parse *r, const char *section, const char *key, con
         space_error(r, "[%s] %s: name too long", section, key);
         return 0;
     }
+    strcpy(p->key, p->name); /* same size */
+    if (strchr(p->key, '@')) *strchr(p->key, '@') = '\0';
     int prev = sp_find(sp, p->name);
     if (prev >= 0) {
         space_error(r, "[%s] %s is set again (first on line %d)", section, key, sp->param[prev].line);
@@ -359,15 +376,22 @@ static int parse_param(space_parse *r, const char *section, const char *key, con
         p->num_choices = 1;
         if (!copy_word(r, p->choice[0], w[0], "value")) return 0;
     }
+    if (strcmp(p->key, p->name) && p->cond < 0) {
+        space_error(r, "%s: a variant (@) needs an 'if' condition saying when it applies", p->name);
+        return 0;
+    }
     sp->num_params++;
     return 1;
 }
 
-static int valid_key(const char *s) {
-    if (!*s) return 0;
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '_') return 0;
-    return 1;
+/* Letters, digits and _; a key may carry one @variant ("lr@adamw"). */
+static int valid_key(const char *s, int variant_ok) {
+    if (!*s || *s == '@') return 0;
+    int ats = 0;
+    for (const char *c = s; *c; c++)
+        if (*c == '@') ats++;
+        else if (!isalnum((unsigned char)*c) && *c != '_') return 0;
+    return ats == 0 || (variant_ok && ats == 1 && s[strlen(s) - 1] != '@');
 }
 
 static int on_key(void *user, const char *section, const char *key, const char *value) {
@@ -377,8 +401,8 @@ static int on_key(void *user, const char *section, const char *key, const char *
         space_error(r, "key '%s' before any [section]", key);
         return 0;
     }
-    if (!valid_key(key) || !valid_key(section)) {
-        space_error(r, "bad key [%s] %s (letters, digits and _ only)", section, key);
+    if (!valid_key(key, strcmp(section, "search") != 0) || !valid_key(section, 0)) {
+        space_error(r, "bad key [%s] %s (letters, digits and _, and one @variant)", section, key);
         return 0;
     }
     if (!strcmp(section, "search")) return on_search_key(r, key, value);
@@ -522,7 +546,7 @@ int trial_feasible(const nn_space *sp, const trial *t) {
     for (int k = 0; k < sp->num_constraints; k++) {
         const sp_constraint *c = &sp->constraint[k];
         double v = t->metric[c->metric];
-        if (!isfinite(v)) continue;
+        if (!isfinite(v) || isnan(c->bound)) continue;
         if (c->less ? v > c->bound : v < c->bound) return 0;
     }
     return 1;

@@ -169,7 +169,16 @@ nn_status study_open_existing(nn_ctx *ctx, const char *path, nn_study **out, nn_
         }
     }
     free(text);
+    /* bounds measured on reference models when the search ran */
+    for (int k = 0; !st && k < (*space)->num_constraints; k++) {
+        char key[32], value[64];
+        snprintf(key, sizeof key, "bound_%d", k);
+        if (!study_get(s, key, value, sizeof value) && value[0])
+            (*space)->constraint[k].bound = strtod(value, NULL);
+    }
     if (st) {
+        sp_free(*space);
+        *space = NULL;
         study_close(s);
         return st;
     }
