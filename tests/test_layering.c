@@ -48,6 +48,9 @@ static const struct {
      * the public header; beside train, neither includes the other */
     {"dist/", "dist", 6},
     {"tools/", "tools", 7},
+    /* search: spaces, samplers, pruners, the study (SQLite); through the
+     * public header only, beside tools */
+    {"search/", "search", 7},
     {"cli/", "cli", 8},
 };
 

@@ -174,9 +174,14 @@ static nn_status forward_ms(nn_net *net, const nn_dataset *d, const nn_normalize
     return NN_OK;
 }
 
-/* What a model costs before training: parameters, FLOPs, batch-1 and
- * batch-n latency, memory planned for batch n (the net is left planned for n). */
-static nn_status measure_model(const search_run *run, nn_net *net, const nn_normalize *norm, int n,
+/* What a model costs before training: parameters, FLOPs, batch-1 latency
+ * on one thread (as one image is served; a tiny model's parallel regions
+ * cost more than they save, and on a busy machine they wait on the other
+ * threads' time slices), batch-n latency with the net's threads, memory
+ * planned for batch n (the net is left planned for n). model and params
+ * load the one-thread copy. */
+static nn_status measure_model(const search_run *run, const char *model, const char *params,
+                               nn_precision precision, nn_net *net, const nn_normalize *norm, int n,
                                double *metric) {
     int64_t flops = 0;
     for (int i = 0; i < nn_net_num_layers(net); i++) {
@@ -187,9 +192,16 @@ static nn_status measure_model(const search_run *run, nn_net *net, const nn_norm
     metric[M_PARAMS] = (double)nn_net_num_params(net);
     metric[M_FLOPS] = (double)flops;
     const nn_dataset *probe = run->val.n ? &run->val : &run->train;
-    nn_status st;
-    if ((st = forward_ms(net, probe, norm, 1, &metric[M_LATENCY_MS])) ||
-        (st = forward_ms(net, probe, norm, n, &metric[M_LATENCY_BATCH_MS])) ||
+    nn_ctx *one = cli_ctx_new(run->env, 1);
+    if (!one) return NN_ENOMEM;
+    nn_ctx_set_precision(one, precision);
+    nn_net *single = NULL;
+    nn_status st = cli_net_load(one, model, params, &single);
+    if (!st) st = forward_ms(single, probe, norm, 1, &metric[M_LATENCY_MS]);
+    nn_net_free(single);
+    nn_ctx_free(one);
+    if (st) return st;
+    if ((st = forward_ms(net, probe, norm, n, &metric[M_LATENCY_BATCH_MS])) ||
         (st = nn_net_plan(net, n)))
         return st;
     metric[M_MEMORY_MB] = (double)nn_net_planned_bytes(net) / (1 << 20);
@@ -207,7 +219,7 @@ static int measure_references(search_run *run, nn_space *sp, nn_study *study, nn
         double metric[M_COUNT];
         nn_normalize norm = {NN_FASHION_MNIST_MEAN, NN_FASHION_MNIST_STD};
         nn_status st = ctx ? nn_net_load(ctx, c->reference, &net) : NN_ENOMEM;
-        if (!st) st = measure_model(run, net, &norm, 64, metric);
+        if (!st) st = measure_model(run, c->reference, NULL, NN_PRECISION_FP32, net, &norm, 64, metric);
         if (st) {
             fprintf(stderr, "nnopt: %s:%d: the constraint's reference: %s\n", sp->path, c->line,
                     ctx ? nn_ctx_error(ctx) : "out of memory");
@@ -344,7 +356,7 @@ static void print_trial(const search_run *run, const trial *t, const trial_recip
                 continue;
             char text[SP_WORD + 32];
             sp_value_text(&sp->param[i], t->value[i], text, sizeof text);
-            printf("%s=%s ", strchr(sp->param[i].name, '.') + 1, text);
+            printf("%s=%s ", sp->param[i].name, text);
         }
         if (t->error[0]) printf(" (%s)", t->error);
         printf("\n");
@@ -409,7 +421,9 @@ static nn_status run_trial(search_run *run, nn_study *study, trial *t, int resum
         goto failed;
     /* the measures that need no training; constraints on them are checked
      * before any training is spent */
-    if ((st = measure_model(run, net, &cfg.norm, r.o.batch, t->metric))) goto failed;
+    if ((st = measure_model(run, sp->model, r.params, precision, net, &cfg.norm, r.o.batch,
+                            t->metric)))
+        goto failed;
     if (!trial_feasible(sp, t)) {
         t->state = TRIAL_INFEASIBLE;
         goto record;

@@ -17,7 +17,9 @@ static void usage(FILE *f) {
             "  plot LOG.csv  SVG of loss and accuracy against epoch from train --log files\n"
             "  compare MODEL...  train each model the same way; table and SVG of accuracy vs cost\n"
             "  predict MODEL --weights FILE INPUT...  top classes of PNG or IDX images\n"
-            "  system        the CPU, kernel ISA and BLAS kernels nnopt uses here\n\n"
+            "  system        the CPU, kernel ISA and BLAS kernels nnopt uses here\n"
+            "  search SPACE  search structure, recipe and hardware settings together under a budget\n"
+            "  report STUDY  HTML page (SVG plots) and Markdown summary of a search's study\n\n"
             "run 'nnopt <command> --help' for the options of a command.\n",
             NN_VERSION);
 }
@@ -111,7 +113,7 @@ int main(int argc, char **argv) {
         {"train", cmd_train},     {"eval", cmd_eval},       {"info", cmd_info},
         {"bench", cmd_bench},     {"profile", cmd_profile}, {"plot", cmd_plot},
         {"compare", cmd_compare}, {"predict", cmd_predict}, {"system", cmd_system},
-        {"search", cmd_search},
+        {"search", cmd_search},   {"report", cmd_report},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(cmd, commands[i].name) != 0) continue;
@@ -138,7 +140,7 @@ int main(int argc, char **argv) {
         }
         return rc;
     }
-    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare, predict, system or search; see nnopt --help)\n",
+    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare, predict, system, search or report; see nnopt --help)\n",
             cmd);
     return 2;
 }
