@@ -115,6 +115,9 @@ static void test_bad_spaces(nn_ctx *ctx) {
         {"not key = value", "[search]\nmodel = m\njunk\n", 3, "expected '[section]'"},
         {"bad key", "[search]\nmodel = m\n[o]\nl-r = 1\n", 4, "bad key"},
         {"a $ in a value", "[search]\nmodel = m\n[o]\nn = $x\n", 4, "no $"},
+        {"a variant without a condition", "[search]\nmodel = m\n[o]\nlr@b = float 1 2\n", 4, "needs an 'if'"},
+        {"a variant in [search]", "[search]\nmodel = m\nval@x = 3\n", 3, "bad key"},
+        {"a reference for a trained metric", "[search]\nmodel = m\nconstraint = val_accuracy >= s.nn\n", 3, "needs a number"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         nn_space *sp = NULL;
@@ -220,6 +223,50 @@ static void test_tpe(nn_ctx *ctx) {
         }
     check(gap[1] < 0.7 * gap[0], "tpe: closer to the optimum than random search after 40 trials",
           "mean gap tpe %.4f, random %.4f", gap[1], gap[0]);
+    sp_free(sp);
+}
+
+/* NSGA-II against random search on a two-objective problem (ZDT1-like: the
+ * front is y = 0.5 for every x): the first front after 100 trials lies
+ * closer to the true one. */
+static void test_nsga2(nn_ctx *ctx) {
+    static const char *const TEXT = "[search]\nmodel = m\nobjectives = minimize params, minimize flops\n"
+                                    "[o]\nx = float 0 1\ny = float 0 1\nz = float 0 1\n";
+    nn_space *sp = parse_space(ctx, TEXT, "nsga2: its space parses");
+    if (!sp) return;
+    double dist[2] = {0, 0};
+    int in_range = 1;
+    for (int kind = 0; kind < 2; kind++)
+        for (uint64_t seed = 1; seed <= 6; seed++) {
+            trial t[100];
+            for (int n = 0; n < 100; n++) {
+                nn_rng rng;
+                nn_rng_seed(&rng, seed, 1000 + (uint64_t)n);
+                double v[SP_MAX_PARAMS];
+                unsigned char a[SP_MAX_PARAMS];
+                sampler_propose(kind ? SAMPLER_NSGA2 : SAMPLER_RANDOM, sp, t, n, &rng, v, a);
+                for (int i = 0; i < 3; i++) in_range &= v[i] >= 0 && v[i] <= 1;
+                t[n] = make_trial(sp, n + 1, v, TRIAL_COMPLETE);
+                double g = 1 + 9 * ((v[1] - 0.5) * (v[1] - 0.5) + (v[2] - 0.5) * (v[2] - 0.5));
+                t[n].metric[M_PARAMS] = v[0];
+                t[n].metric[M_FLOPS] = g * (1 - sqrt(v[0] / g));
+            }
+            double obj[200];
+            int rank[100], k = 0;
+            double sum = 0;
+            for (int n = 0; n < 100; n++) trial_objectives(sp, &t[n], obj + 2 * n);
+            pareto_ranks(obj, 100, 2, rank);
+            for (int n = 0; n < 100; n++)
+                if (rank[n] == 0) {
+                    sum += (t[n].value[1] - 0.5) * (t[n].value[1] - 0.5) +
+                           (t[n].value[2] - 0.5) * (t[n].value[2] - 0.5);
+                    k++;
+                }
+            dist[kind] += sum / k / 6;
+        }
+    check(in_range && dist[1] < 0.7 * dist[0],
+          "nsga2: its first front closer to the true Pareto front than random search's",
+          "mean squared distance nsga2 %.4f, random %.4f", dist[1], dist[0]);
     sp_free(sp);
 }
 
@@ -397,6 +444,7 @@ int main(void) {
     test_bad_spaces(ctx);
     test_samplers(ctx);
     test_tpe(ctx);
+    test_nsga2(ctx);
     test_pruners(ctx);
     test_pareto();
     test_study(ctx);

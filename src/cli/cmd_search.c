@@ -858,7 +858,7 @@ int cmd_search(int argc, char **argv, const cli_env *env) {
         {"--study", CLI_STR, &study_path, "FILE", "the study (SQLite file; default: the space's name with .study) — an existing one is continued", 0, 0, NULL},
         {"--budget", CLI_STR, &budget, "TIME", "wall time for this run: 30m, 2h, 600 (seconds); trials still training then stop and resume next time", 0, 0, NULL},
         {"--trials", CLI_INT, &trials, "N", "stop once the study holds N trials", 0, 1 << 30, NULL},
-        {"--sampler", CLI_STR, &sampler, "NAME", "tpe (default), random or grid", 0, 0, NULL},
+        {"--sampler", CLI_STR, &sampler, "NAME", "tpe (default), nsga2 (several objectives), random or grid", 0, 0, NULL},
         {"--pruner", CLI_STR, &pruner, "NAME", "asha (default), hyperband, median or none", 0, 0, NULL},
         {"--min-epochs", CLI_INT, &min_epochs, "E", "the pruners' first rung (default: the space's min_epochs, 1)", 1, 1000000, NULL},
         {"--workers", CLI_INT, &workers, "N", "trials trained at once by N processes sharing the study (default 1)", 1, 256, NULL},
@@ -890,7 +890,7 @@ int cmd_search(int argc, char **argv, const cli_env *env) {
     if (sk < 0 || pk < 0) {
         fprintf(stderr, "nnopt search: unknown %s '%s' (expected %s)\n", sk < 0 ? "sampler" : "pruner",
                 sk < 0 ? sampler : pruner,
-                sk < 0 ? "tpe, random or grid" : "asha, hyperband, median or none");
+                sk < 0 ? "tpe, nsga2, random or grid" : "asha, hyperband, median or none");
         return 2;
     }
     run.sampler = (sampler_kind)sk;

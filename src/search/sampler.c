@@ -16,6 +16,11 @@
  *         candidate and the trial, the prior's density otherwise. Pruned
  *         trials rank below complete ones by how far they got, infeasible
  *         ones last; several objectives rank by Pareto front.
+ * nsga2:  NSGA-II (Deb et al. 2002) for several objectives, asynchronous as
+ *         in Optuna: the population is the best NSGA2_POPULATION finished
+ *         trials by Pareto front and crowding distance; a new trial is the
+ *         uniform crossover of two parents won in binary tournaments, each
+ *         parameter then redrawn with probability 1/parameters (mutation).
  */
 #include "search/search.h"
 
@@ -23,14 +28,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { TPE_STARTUP = 10, TPE_CANDIDATES = 24, GRID_POINTS = 3 };
+enum { TPE_STARTUP = 10, TPE_CANDIDATES = 24, GRID_POINTS = 3, NSGA2_POPULATION = 20 };
 
 const char *sampler_name(sampler_kind k) {
-    return k == SAMPLER_GRID ? "grid" : k == SAMPLER_TPE ? "tpe" : "random";
+    return k == SAMPLER_GRID ? "grid" : k == SAMPLER_TPE ? "tpe" : k == SAMPLER_NSGA2 ? "nsga2" : "random";
 }
 
 int sampler_from_name(const char *name) {
-    for (int k = SAMPLER_RANDOM; k <= SAMPLER_TPE; k++)
+    for (int k = SAMPLER_RANDOM; k <= SAMPLER_NSGA2; k++)
         if (!strcmp(name, sampler_name((sampler_kind)k))) return k;
     return -1;
 }
@@ -319,11 +324,101 @@ static void sample_tpe(const nn_space *sp, const trial *trials, int n, nn_rng *r
     free(r);
 }
 
+/* --- NSGA-II --- */
+
+typedef struct {
+    const trial *t;
+    int rank;
+    double crowding;
+} member;
+
+static int cmp_member(const void *a, const void *b) {
+    const member *x = a, *y = b;
+    if (x->rank != y->rank) return x->rank - y->rank;
+    return (x->crowding < y->crowding) - (x->crowding > y->crowding);
+}
+
+/* Crowding distance of the members of one front (obj rows of m values). */
+static void crowding(member *mem, const double *obj, const int *row, int k, int m) {
+    for (int i = 0; i < k; i++) mem[i].crowding = 0;
+    int *order = malloc(sizeof(int) * (size_t)k);
+    if (!order) return;
+    for (int o = 0; o < m; o++) {
+        for (int i = 0; i < k; i++) order[i] = i;
+        for (int i = 1; i < k; i++) /* insertion sort: fronts are small */
+            for (int j = i; j > 0 && obj[row[order[j]] * m + o] < obj[row[order[j - 1]] * m + o]; j--) {
+                int tmp = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = tmp;
+            }
+        double lo = obj[row[order[0]] * m + o], hi = obj[row[order[k - 1]] * m + o];
+        mem[order[0]].crowding = mem[order[k - 1]].crowding = INFINITY;
+        if (hi <= lo) continue;
+        for (int i = 1; i + 1 < k; i++)
+            mem[order[i]].crowding +=
+                (obj[row[order[i + 1]] * m + o] - obj[row[order[i - 1]] * m + o]) / (hi - lo);
+    }
+    free(order);
+}
+
+static const trial *tournament(const member *pop, int n, nn_rng *rng) {
+    const member *a = &pop[nn_rng_below(rng, (uint32_t)n)], *b = &pop[nn_rng_below(rng, (uint32_t)n)];
+    return cmp_member(a, b) <= 0 ? a->t : b->t;
+}
+
+static void sample_nsga2(const nn_space *sp, const trial *trials, int n, nn_rng *rng, double *value,
+                         unsigned char *active) {
+    int m = sp->num_objectives, c = 0;
+    double *obj = malloc(sizeof(double) * (size_t)(n ? n : 1) * (size_t)m);
+    int *row = malloc(sizeof(int) * (size_t)(n ? n : 1)), *rank = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    member *mem = malloc(sizeof(member) * (size_t)(n ? n : 1));
+    if (obj && row && rank && mem)
+        for (int i = 0; i < n; i++)
+            if (trials[i].state == TRIAL_COMPLETE && trial_feasible(sp, &trials[i]) &&
+                trial_objectives(sp, &trials[i], obj + (size_t)c * m)) {
+                row[c] = c;
+                mem[c].t = &trials[i];
+                c++;
+            }
+    if (c < NSGA2_POPULATION) {
+        free(obj), free(row), free(rank), free(mem);
+        sample_random(sp, rng, value, active);
+        return;
+    }
+    pareto_ranks(obj, c, m, rank);
+    /* crowding within each front */
+    int *idx = malloc(sizeof(int) * (size_t)c);
+    member *front = malloc(sizeof(member) * (size_t)c);
+    for (int f = 0; idx && front; f++) {
+        int k = 0;
+        for (int i = 0; i < c; i++)
+            if (rank[i] == f) idx[k++] = i;
+        if (k == 0) break;
+        crowding(front, obj, idx, k, m);
+        for (int j = 0; j < k; j++) mem[idx[j]] = (member){mem[idx[j]].t, f, front[j].crowding};
+    }
+    free(idx), free(front);
+    qsort(mem, (size_t)c, sizeof *mem, cmp_member);
+    int pop = c < NSGA2_POPULATION ? c : NSGA2_POPULATION;
+    const trial *a = tournament(mem, pop, rng), *b = tournament(mem, pop, rng);
+    double mutate = 1.0 / (sp->num_params > 0 ? sp->num_params : 1);
+    for (int i = 0; i < sp->num_params; i++) {
+        const trial *p = unif(rng) < 0.5 ? a : b, *q = p == a ? b : a;
+        if (!p->active[i]) p = q;
+        value[i] = p->active[i] && unif(rng) >= mutate ? p->value[i] : uniform_value(&sp->param[i], rng);
+    }
+    sp_activate(sp, value, active);
+    for (int i = 0; i < sp->num_params; i++)
+        if (!active[i]) value[i] = 0;
+    free(obj), free(row), free(rank), free(mem);
+}
+
 int sampler_propose(sampler_kind k, const nn_space *sp, const trial *trials, int n, nn_rng *rng,
                     double *value, unsigned char *active) {
     switch (k) {
     case SAMPLER_GRID: return sample_grid(sp, trials, n, value, active);
     case SAMPLER_TPE: sample_tpe(sp, trials, n, rng, value, active); return 0;
+    case SAMPLER_NSGA2: sample_nsga2(sp, trials, n, rng, value, active); return 0;
     default: sample_random(sp, rng, value, active); return 0;
     }
 }

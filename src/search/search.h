@@ -154,7 +154,7 @@ int trial_feasible(const nn_space *sp, const trial *t);
 void pareto_ranks(const double *obj, int n, int m, int *rank);
 
 /* --- samplers --- */
-typedef enum { SAMPLER_RANDOM, SAMPLER_GRID, SAMPLER_TPE } sampler_kind;
+typedef enum { SAMPLER_RANDOM, SAMPLER_GRID, SAMPLER_TPE, SAMPLER_NSGA2 } sampler_kind;
 const char *sampler_name(sampler_kind k);
 int sampler_from_name(const char *name);
 
