@@ -316,8 +316,17 @@ static void trial_file(const search_run *run, int64_t id, const char *ext, char 
 }
 
 /* Prints a finished trial's line (or JSON object). */
+/* Where the search stands: trials by state, the best so far, time left. */
+typedef struct {
+    int count[TRIAL_STOPPED + 1];
+    double best;
+    int64_t best_id;
+} search_status;
+
 static void print_trial(const search_run *run, const trial *t, const trial_recipe *r,
-                        double best, int64_t best_id) {
+                        const search_status *ss) {
+    double best = ss->best;
+    int64_t best_id = ss->best_id;
     const nn_space *sp = run->sp;
     if (run->json) {
         printf("{\"trial\":%lld,\"state\":\"%s\",\"epochs\":%d", (long long)t->id,
@@ -349,6 +358,16 @@ static void print_trial(const search_run *run, const trial *t, const trial_recip
         if (isfinite(t->metric[M_LATENCY_MS])) printf("  %.3f ms", t->metric[M_LATENCY_MS]);
         if (isfinite(t->metric[M_TRAIN_SECONDS])) printf("  %.1f s", t->metric[M_TRAIN_SECONDS]);
         if (best_id > 0) printf("  | best %.2f%% (#%lld)", 100 * best, (long long)best_id);
+        /* the live view: how far the search is (a line per trial, which a
+         * log file keeps as well as a terminal) */
+        printf("  [%d done, %d pruned, %d running", ss->count[TRIAL_COMPLETE] +
+               ss->count[TRIAL_PRUNED] + ss->count[TRIAL_INFEASIBLE] + ss->count[TRIAL_FAILED],
+               ss->count[TRIAL_PRUNED], ss->count[TRIAL_RUNNING]);
+        if (run->budget_s > 0) {
+            double left = run->budget_s - (nn_wall_time() - run->start);
+            printf(", %.0f min left", left > 0 ? left / 60 : 0);
+        }
+        printf("]");
         printf("  %s%s", r ? r->params : "", r && r->params[0] ? " " : "");
         for (int i = 0; i < sp->num_params; i++) {
             if (!t->active[i] || sp->param[i].kind == SP_FIXED ||
@@ -506,11 +525,13 @@ done:
     } else {
         trial *all = NULL;
         int n = 0;
-        double best = NAN;
-        int64_t best_id = 0;
-        if (!study_load(study, &all, &n)) best_so_far(sp, all, n, &best, &best_id);
+        search_status ss = {.best = NAN};
+        if (!study_load(study, &all, &n)) {
+            best_so_far(sp, all, n, &ss.best, &ss.best_id);
+            for (int i = 0; i < n; i++) ss.count[all[i].state]++;
+        }
         study_trials_free(all, n);
-        print_trial(run, t, &r, best, best_id);
+        print_trial(run, t, &r, &ss);
     }
     nn_trainer_free(trainer);
     nn_net_free(net);
