@@ -25,6 +25,10 @@ typedef struct {
      * starts MPI for `train` when the world has more than one rank. */
     int mpi_size, mpi_local;
     int mpi_started;        /* main() called nn_mpi_init */
+    int conv_set;           /* NNOPT_CONV was given: tuning does not override it */
+    char tune_cache[4096];  /* `nnopt tune`'s per-machine cache: NNOPT_TUNE_CACHE, else
+                               $XDG_CACHE_HOME/nnopt/tune.tsv, else ~/.cache/nnopt/tune.tsv;
+                               "" when NNOPT_TUNE_CACHE=off or no home is known */
 } cli_env;
 
 /* nn_ctx_new(threads) with env's settings; NULL only if out of memory. */
@@ -94,11 +98,11 @@ typedef struct {
 } cli_workload;
 #define CLI_WORKLOAD_BATCHES 32
 
-/* data: a directory with train-images/labels IDX files (Fashion-MNIST's
+/* params: the model's --params (NULL: its defaults). data: a directory with train-images/labels IDX files (Fashion-MNIST's
  * layout), or NULL for one random batch. Returns 0, or 1 with the error in
  * w->ctx (w->ctx NULL: out of memory). */
-int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, const char *data,
-                     int batch, int threads, nn_precision precision);
+int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, const char *params,
+                     const char *data, int batch, int threads, nn_precision precision);
 /* "fp32" or "bf16" into *out; 2 (after a one-line error) for anything else.
  * Notes on stderr when bf16 has no AVX512-BF16 to run on. */
 int cli_parse_precision(const char *cmd, const cli_env *env, const char *name, nn_precision *out);
@@ -111,6 +115,8 @@ void cli_json_string(FILE *f, const char *s);
 /* The shortest decimal text that reads back as exactly v (0.01, not
  * 0.00999999978); buf of at least 32 bytes. Returns buf. */
 const char *cli_float_str(char *buf, size_t size, float v);
+/* The "model name" line of /proc/cpuinfo, or "unknown". */
+void cli_cpu_model(char *buf, size_t size);
 /* nn_net_load with the model's parameters from --params "NAME=V,NAME=V"
  * (NULL or "": the defaults of its 'params' line). */
 nn_status cli_net_load(nn_ctx *ctx, const char *path, const char *params, nn_net **out);
@@ -217,6 +223,29 @@ void cli_catch_stop_signals(nn_trainer *t);
 /* The signal that asked for the stop (0 if none). */
 int cli_stop_signal(void);
 
+/* `nnopt tune`'s per-machine cache (tune_cache.c): the fastest thread count
+ * and convolution kernels for a machine, a model and a batch size. */
+typedef struct {
+    int batch, threads, winograd;
+    double images_per_s;        /* with those settings, fp32 */
+    double bf16_images_per_s;   /* the best with bf16 convolutions (0: not measured) */
+} cli_tune_entry;
+
+/* "CPU model|N cpus|ISA": entries apply only to the machine that measured them. */
+void cli_tune_machine(nn_ctx *ctx, char *buf, size_t size);
+/* FNV-1a of the model's expanded layer text. */
+uint64_t cli_tune_model_hash(const nn_net *net);
+int cli_tune_lookup(const cli_env *env, const char *machine, uint64_t hash, int batch,
+                    cli_tune_entry *out);
+/* Adds or replaces the entry (atomic rewrite under a lock); 0, or 1 after a message. */
+int cli_tune_store(const cli_env *env, const char *machine, uint64_t hash, const cli_tune_entry *e);
+/* For a run that gave no thread count: the tuned threads and kernels of
+ * (this machine, model, batch) into *threads and *tuned (a copy of env with
+ * the kernels set, unless NNOPT_CONV chose them); 1 if the cache had them,
+ * else 0 with *tuned = *env and *threads untouched. */
+int cli_tuned_settings(const cli_env *env, const char *model, const char *params, int batch,
+                       int *threads, cli_env *tuned);
+
 /* The subcommands: argv[0] is the command's name; env as main() read it. */
 int cmd_train(int argc, char **argv, const cli_env *env);
 int cmd_bench(int argc, char **argv, const cli_env *env);
@@ -229,5 +258,6 @@ int cmd_system(int argc, char **argv, const cli_env *env);
 int cmd_plot(int argc, char **argv, const cli_env *env);
 int cmd_search(int argc, char **argv, const cli_env *env);
 int cmd_report(int argc, char **argv, const cli_env *env);
+int cmd_tune(int argc, char **argv, const cli_env *env);
 
 #endif /* NN_CLI_H */

@@ -61,7 +61,7 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
     double *times = calloc((size_t)repeats, sizeof(double));
     double *peaks = calloc((size_t)repeats, sizeof(double));
     double *shares = calloc((size_t)repeats, sizeof(double));
-    if (cli_workload_new(&w, env, pos[0], data, batch, threads, prec) || !times || !peaks ||
+    if (cli_workload_new(&w, env, pos[0], NULL, data, batch, threads, prec) || !times || !peaks ||
         !shares)
         goto done;
     int layers = nn_net_num_layers(w.net);

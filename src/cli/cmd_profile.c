@@ -65,7 +65,7 @@ int cmd_profile(int argc, char **argv, const cli_env *env) {
     cli_workload w;
     int rc = 1;
     trace t = {0};
-    if (cli_workload_new(&w, env, pos[0], data, batch, threads, prec)) goto done;
+    if (cli_workload_new(&w, env, pos[0], NULL, data, batch, threads, prec)) goto done;
     for (int i = 0; i < warmup; i++)
         if (cli_workload_step(&w)) goto done;
     t.f = fopen(out, "w");

@@ -40,6 +40,8 @@ typedef struct {
     double start;
     int max_trials;     /* trials in the study at most (0: no limit) */
     int threads;        /* per worker, unless the trial sets train.threads */
+    int threads_given;  /* --threads: the tuning cache is not consulted */
+    int workers;
     uint64_t seed;
     int json, tty;
     nn_dataset train, val, test;
@@ -131,7 +133,6 @@ static int recipe_build(const search_run *run, const double *value, const unsign
             return 1;
         }
     }
-    if (!r->o.threads) r->o.threads = run->threads;
     return 0;
 }
 
@@ -424,7 +425,14 @@ static nn_status run_trial(search_run *run, nn_study *study, trial *t, int resum
         goto failed;
     }
     nn_ctx_free(ctx);
-    if (!(ctx = cli_ctx_new(run->env, r.o.threads))) {
+    /* threads: the trial's own, else --threads, else this machine's tuned
+     * settings for the trial's model and batch (one worker), else the share
+     * of the cores */
+    cli_env tuned_env = *run->env;
+    if (!r.o.threads && !run->threads_given && run->workers == 1)
+        cli_tuned_settings(run->env, sp->model, r.params, r.o.batch, &r.o.threads, &tuned_env);
+    if (!r.o.threads) r.o.threads = run->threads;
+    if (!(ctx = cli_ctx_new(&tuned_env, r.o.threads))) {
         snprintf(err, sizeof err, "out of memory");
         fatal = NN_ENOMEM;
         goto done;
@@ -923,6 +931,8 @@ int cmd_search(int argc, char **argv, const cli_env *env) {
     run.max_trials = trials;
     int cores = nn_cpu_cores();
     run.threads = threads ? threads : (cores / workers > 0 ? cores / workers : 1);
+    run.threads_given = threads > 0;
+    run.workers = workers;
     run.tty = isatty(fileno(stderr)) && !json;
     nn_ctx *ctx = cli_ctx_new(env, 1);
     nn_space *sp = NULL;

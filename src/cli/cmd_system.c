@@ -12,22 +12,6 @@
 
 extern char **environ;
 
-/* The "model name" line of /proc/cpuinfo, or "unknown". */
-static void cpu_model(char *buf, size_t size) {
-    snprintf(buf, size, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        char *colon = strchr(line, ':');
-        if (strncmp(line, "model name", 10) != 0 || !colon) continue;
-        colon += 1 + (colon[1] == ' ');
-        colon[strcspn(colon, "\n")] = '\0';
-        snprintf(buf, size, "%s", colon);
-        break;
-    }
-    fclose(f);
-}
 
 /* OpenBLAS takes its kernels from OPENBLAS_CORETYPE when it loads, and
  * swapping them in a process that has already run sgemm is not safe; so each
@@ -106,7 +90,7 @@ int cmd_system(int argc, char **argv, const cli_env *env) {
         return 1;
     }
     char model[256];
-    cpu_model(model, sizeof model);
+    cli_cpu_model(model, sizeof model);
     const char *isa = nn_isa_name(nn_ctx_isa(ctx));
     const char *core = nn_blas_core(), *replaced = nn_blas_replaced_core();
     double gflops = measure ? nn_measure_sgemm_gflops(ctx, 1024, 5) : 0.0;

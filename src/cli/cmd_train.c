@@ -88,7 +88,14 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     }
     const char *model = pos[0];
     rc = 1;
-    if (!(ctx = cli_ctx_new(env, o.threads))) goto out;
+    /* no thread count given: this machine's tuned settings (nnopt tune), if any */
+    cli_env tuned_env = *env;
+    if (!o.threads && !env->mpi_started &&
+        cli_tuned_settings(env, model, o.model_params, o.batch, &o.threads, &tuned_env) && !json)
+        fprintf(stderr, "nnopt: tuned for this machine, model and batch (nnopt tune): %d thread%s, "
+                "%s convolutions\n", o.threads, o.threads > 1 ? "s" : "",
+                tuned_env.winograd ? "Winograd" : "direct");
+    if (!(ctx = cli_ctx_new(&tuned_env, o.threads))) goto out;
     if (env->mpi_started && mpi_setup(env, &ctx, o.threads, &comm)) goto out;
     const int rank = comm ? comm->rank : 0;
     if (rank != 0) log_path = NULL; /* rank 0 writes the log and the recipe */

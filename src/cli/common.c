@@ -24,6 +24,22 @@ const char *cli_float_str(char *buf, size_t size, float v) {
     return buf;
 }
 
+void cli_cpu_model(char *buf, size_t size) {
+    snprintf(buf, size, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) != 0 || !colon) continue;
+        colon += 1 + (colon[1] == ' ');
+        colon[strcspn(colon, "\n")] = '\0';
+        snprintf(buf, size, "%s", colon);
+        break;
+    }
+    fclose(f);
+}
+
 nn_status cli_net_load(nn_ctx *ctx, const char *path, const char *params, nn_net **out) {
     enum { MAX_MODEL_PARAMS = 16 };
     char buf[2048];

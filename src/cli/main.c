@@ -19,7 +19,8 @@ static void usage(FILE *f) {
             "  predict MODEL --weights FILE INPUT...  top classes of PNG or IDX images\n"
             "  system        the CPU, kernel ISA and BLAS kernels nnopt uses here\n"
             "  search SPACE  search structure, recipe and hardware settings together under a budget\n"
-            "  report STUDY  HTML page (SVG plots) and Markdown summary of a search's study\n\n"
+            "  report STUDY  HTML page (SVG plots) and Markdown summary of a search's study\n"
+            "  tune MODEL    fastest threads and kernels here per batch size, cached for train and search\n\n"
             "run 'nnopt <command> --help' for the options of a command.\n",
             NN_VERSION);
 }
@@ -51,6 +52,7 @@ static int read_env(cli_env *env) {
         return 2;
     }
     if ((v = env_value("NNOPT_CONV"))) {
+        env->conv_set = 1;
         if (strcmp(v, "winograd") == 0) env->winograd = 1;
         else if (strcmp(v, "direct") == 0) env->winograd = 0;
         else {
@@ -75,6 +77,13 @@ static int read_env(cli_env *env) {
         env->backend = v;
     }
     env->blas_core = env_value("OPENBLAS_CORETYPE");
+    if ((v = env_value("NNOPT_TUNE_CACHE"))) {
+        if (strcmp(v, "off") != 0) snprintf(env->tune_cache, sizeof env->tune_cache, "%s", v);
+    } else if ((v = env_value("XDG_CACHE_HOME"))) {
+        snprintf(env->tune_cache, sizeof env->tune_cache, "%s/nnopt/tune.tsv", v);
+    } else if ((v = env_value("HOME"))) {
+        snprintf(env->tune_cache, sizeof env->tune_cache, "%s/.cache/nnopt/tune.tsv", v);
+    }
     env->mpi_size = env_count("OMPI_COMM_WORLD_SIZE", "PMI_SIZE");
     env->mpi_local = env_count("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS");
     return 0;
@@ -113,7 +122,7 @@ int main(int argc, char **argv) {
         {"train", cmd_train},     {"eval", cmd_eval},       {"info", cmd_info},
         {"bench", cmd_bench},     {"profile", cmd_profile}, {"plot", cmd_plot},
         {"compare", cmd_compare}, {"predict", cmd_predict}, {"system", cmd_system},
-        {"search", cmd_search},   {"report", cmd_report},
+        {"search", cmd_search},   {"report", cmd_report},   {"tune", cmd_tune},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(cmd, commands[i].name) != 0) continue;
@@ -140,7 +149,7 @@ int main(int argc, char **argv) {
         }
         return rc;
     }
-    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare, predict, system, search or report; see nnopt --help)\n",
+    fprintf(stderr, "nnopt: unknown command '%s' (expected train, eval, info, bench, profile, plot, compare, predict, system, search, report or tune; see nnopt --help)\n",
             cmd);
     return 2;
 }

@@ -38,14 +38,14 @@ static int load_batches(cli_workload *w, const char *model, const char *dir) {
     return 0;
 }
 
-int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, const char *data,
-                     int batch, int threads, nn_precision precision) {
+int cli_workload_new(cli_workload *w, const cli_env *env, const char *model, const char *params,
+                     const char *data, int batch, int threads, nn_precision precision) {
     *w = (cli_workload){0};
     w->ctx = cli_ctx_new(env, threads);
     w->batch = batch;
     if (!w->ctx) return 1;
     nn_ctx_set_precision(w->ctx, precision);
-    if (nn_net_load(w->ctx, model, &w->net) || nn_net_plan(w->net, batch)) return 1;
+    if (cli_net_load(w->ctx, model, params, &w->net) || nn_net_plan(w->net, batch)) return 1;
     nn_rng rng;
     nn_rng_seed(&rng, 1, 1);
     nn_net_init_params(w->net, &rng);
