@@ -86,6 +86,13 @@ static int read_env(cli_env *env) {
     }
     env->mpi_size = env_count("OMPI_COMM_WORLD_SIZE", "PMI_SIZE");
     env->mpi_local = env_count("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS");
+    /* Slurm's `srun --mpi=pmix` sets no size of its own for MPI: the step's
+     * tasks (SLURM_STEP_NUM_TASKS) and those on this node
+     * (SLURM_STEP_TASKS_PER_NODE, "2" or "2(x3)": its first count) */
+    if (env->mpi_size == 1 && env_value("PMIX_RANK")) {
+        env->mpi_size = env_count("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS");
+        env->mpi_local = env_count("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE");
+    }
     return 0;
 }
 
