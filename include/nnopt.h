@@ -810,6 +810,11 @@ void nn_mpi_abort(int code);
  * Errors go to ctx. Free with nn_mpi_comm_free. */
 nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out);
 void nn_mpi_comm_free(nn_comm *c);
+/* The watchdog: a collective that has made no progress for `seconds`
+ * (default 20; 0: wait for ever) pings the other ranks and fails naming the
+ * ones that do not answer within 3 s ("rank 1 stopped answering"); the
+ * caller then aborts the job. */
+void nn_mpi_comm_set_timeout(nn_comm *c, double seconds);
 
 /* The training loop as a library object: the one loop that `nnopt train`,
  * `compare`, `bench` and `profile` drive. */

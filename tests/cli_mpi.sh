@@ -239,4 +239,49 @@ else
     check "the killed run's checkpoint resumes at np 2 to the straight run's bytes" \
         python3 -c "$PY_PARAMS" kres.st kfull.st same
 fi
+# ------------------------------------------------------------------ (f) a rank that hangs
+# Rank 1 stopped (SIGSTOP) mid-run: the watchdog (NNOPT_MPI_TIMEOUT=5 here,
+# 20 s by default) pings the ranks after 5 s without progress, names the one
+# that does not answer, and the job stops: mpirun exits non-zero within 30 s
+# and no rank is left, the stopped one included.
+NNOPT_MPI_TIMEOUT=5 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 --batch 32 \
+    --epochs 1000 >hang.json 2>hang.err &
+KPID=$!
+victim=
+for _ in $(seq 600); do
+    for p in $(pgrep -P "$KPID"); do
+        tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=$p
+    done
+    [ -n "$victim" ] && grep -q '"epoch":1,' hang.json 2>/dev/null && break
+    sleep 0.05
+done
+ranks=$(pgrep -P "$KPID" | tr '\n' ' ')
+if [ -z "$victim" ]; then
+    fail "found rank 1 of the running job (hang)" "$(head -c 300 hang.err)"
+else
+    t0=$(date +%s.%N)
+    kill -STOP "$victim"
+    for _ in $(seq 600); do kill -0 "$KPID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$KPID" 2>/dev/null; then
+        fail "the watchdog stops the job within 60 s of rank 1 hanging" "still running; $(tail -c 300 hang.err)"
+        kill -9 "$KPID" $ranks 2>/dev/null
+        wait "$KPID"
+    else
+        wait "$KPID"
+        rc=$?
+        secs=$(python3 -c "import sys, time; print('%.1f' % (time.time() - float(sys.argv[1])))" "$t0")
+        echo "SIGSTOP of rank 1: mpirun exited $rc after $secs s"
+        check "rank 1 hangs: mpirun exits non-zero" test "$rc" -ne 0
+        check "... within 30 s ($secs s)" python3 -c "import sys; assert float(sys.argv[1]) <= 30" "$secs"
+        check "... the error names rank 1" grep -q "rank 1 stopped answering" hang.err
+        left=
+        for p in $ranks; do
+            st=$(awk '/^State:/ {print $2}' "/proc/$p/status" 2>/dev/null)
+            [ -n "$st" ] && [ "$st" != Z ] && left="$left $p($st)"
+        done
+        check "... and no rank is left, the stopped one included$left" test -z "$left"
+    fi
+fi
+KPID=
+
 finish

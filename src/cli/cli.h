@@ -25,6 +25,9 @@ typedef struct {
      * starts MPI for `train` when the world has more than one rank. */
     int mpi_size, mpi_local;
     int mpi_started;        /* main() called nn_mpi_init */
+    double mpi_timeout;     /* NNOPT_MPI_TIMEOUT: seconds a collective may stall before
+                               the silent ranks are named and the job stops (< 0: the
+                               library's default, 20; 0: never) */
     int conv_set;           /* NNOPT_CONV was given: tuning does not override it */
     char tune_cache[4096];  /* `nnopt tune`'s per-machine cache: NNOPT_TUNE_CACHE, else
                                $XDG_CACHE_HOME/nnopt/tune.tsv, else ~/.cache/nnopt/tune.tsv;

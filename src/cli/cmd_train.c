@@ -29,6 +29,7 @@ static int mpi_setup(const cli_env *env, nn_ctx **ctx, int threads, nn_comm **co
         fprintf(stderr, "nnopt: %s\n", nn_ctx_error(*ctx));
         return 1;
     }
+    if (env->mpi_timeout >= 0) nn_mpi_comm_set_timeout(*comm, env->mpi_timeout);
     if ((*comm)->rank != 0 && !freopen("/dev/null", "w", stdout)) {
         fprintf(stderr, "nnopt: rank %d: cannot silence stdout\n", (*comm)->rank);
         return 1;

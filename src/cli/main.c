@@ -45,7 +45,8 @@ static int env_count(const char *a, const char *b) {
  * error naming a variable whose value nnopt does not know. The library reads
  * no environment variables; this is the one place nnopt does. */
 static int read_env(cli_env *env) {
-    *env = (cli_env){.isa_cap = NN_ISA_AMX, .winograd = 1, .loader = NN_LOADER_AUTO};
+    *env = (cli_env){.isa_cap = NN_ISA_AMX, .winograd = 1, .loader = NN_LOADER_AUTO,
+                     .mpi_timeout = -1};
     const char *v = env_value("NNOPT_ISA");
     if (v && nn_isa_parse(v, &env->isa_cap) != NN_OK) {
         fprintf(stderr, "nnopt: NNOPT_ISA=%s: expected generic, avx512, avx512bf16 or amx\n", v);
@@ -77,6 +78,14 @@ static int read_env(cli_env *env) {
         env->backend = v;
     }
     env->blas_core = env_value("OPENBLAS_CORETYPE");
+    if ((v = env_value("NNOPT_MPI_TIMEOUT"))) {
+        char *end;
+        env->mpi_timeout = strtod(v, &end);
+        if (*end || !(env->mpi_timeout >= 0 && env->mpi_timeout <= 1e6)) {
+            fprintf(stderr, "nnopt: NNOPT_MPI_TIMEOUT=%s: expected seconds (0: no watchdog)\n", v);
+            return 2;
+        }
+    }
     if ((v = env_value("NNOPT_TUNE_CACHE"))) {
         if (strcmp(v, "off") != 0) snprintf(env->tune_cache, sizeof env->tune_cache, "%s", v);
     } else if ((v = env_value("XDG_CACHE_HOME"))) {

@@ -12,6 +12,15 @@
  * the backend's window (nn_dev_begin/end); MPI moves data only inside its
  * calls, so a bucket in flight is not touched while the window is closed.
  * Without MPI (NN_HAVE_MPI undefined) every call fails with NN_EUNSUPPORTED.
+ *
+ * The watchdog: no collective waits for ever. Every call is non-blocking and
+ * waited for by polling; a rank that has waited `timeout` seconds pings
+ * every other rank on a communicator of its own, and each rank answers pings
+ * whenever it polls. Ranks that do not answer within a few seconds are the
+ * ones named in the error ("rank 1 stopped answering ..."); the caller then
+ * aborts the job (nn_mpi_abort), which takes the silent rank down too. A rank
+ * killed outright is mpirun's to notice; this catches ranks that hang
+ * (stopped, deadlocked, stuck in I/O) or a network that went quiet.
  */
 #include "nn_internal.h"
 #include "backend/backend.h"
@@ -21,6 +30,11 @@
 #ifdef NN_HAVE_MPI
 #include <limits.h>
 #include <mpi.h>
+#include <stdio.h>
+#include <time.h>
+
+enum { TAG_PING = 1, TAG_PONG = 2 };
+#define PING_WAIT_S 3.0 /* how long pinged ranks have to answer */
 
 /* One all-reduce in flight: its request and the bucket to divide after it. */
 typedef struct {
@@ -32,9 +46,114 @@ typedef struct {
 typedef struct {
     nn_ctx *ctx;
     MPI_Comm world;       /* a duplicate of MPI_COMM_WORLD, ours alone */
+    MPI_Comm watch;       /* another: the watchdog's pings and answers */
+    double timeout;       /* seconds a collective may wait before pinging */
     mpi_pending *pending; /* (cap) indexed by the trainer's req */
     int cap, next;
 } mpi_impl;
+
+/* The message of an MPI error code, into ctx. */
+static nn_status mpi_fail(mpi_impl *m, int rc, const char *what) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    return nn_ctx_fail(m->ctx, NN_EIO, "MPI %s failed: %.*s", what, len, msg);
+}
+
+/* Answers every ping that has arrived (any rank may be checking on us). */
+static void answer_pings(mpi_impl *m) {
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, TAG_PING, m->watch, &flag, &st) != MPI_SUCCESS || !flag) return;
+        int token;
+        MPI_Recv(&token, 1, MPI_INT, st.MPI_SOURCE, TAG_PING, m->watch, MPI_STATUS_IGNORE);
+        MPI_Send(&token, 1, MPI_INT, st.MPI_SOURCE, TAG_PONG, m->watch);
+    }
+}
+
+static void nap(void) {
+    struct timespec ts = {0, 50000}; /* 50 us */
+    nanosleep(&ts, NULL);
+}
+
+/* After a wait of m->timeout seconds: pings every other rank and names those
+ * that do not answer within PING_WAIT_S (into the context's error). */
+static nn_status name_silent_ranks(mpi_impl *m, const char *what) {
+    int rank, size;
+    MPI_Comm_rank(m->watch, &rank);
+    MPI_Comm_size(m->watch, &size);
+    MPI_Request *req = calloc((size_t)size * 2, sizeof *req);
+    int *token = calloc((size_t)size * 2, sizeof *token);
+    if (!req || !token) {
+        free(req);
+        free(token);
+        return nn_ctx_fail(m->ctx, NN_EIO, "MPI %s: no progress for %.0f s (out of memory naming "
+                           "the silent ranks)", what, m->timeout);
+    }
+    for (int r = 0; r < size; r++) {
+        req[2 * r] = req[2 * r + 1] = MPI_REQUEST_NULL;
+        if (r == rank) continue;
+        token[2 * r] = rank;
+        MPI_Isend(&token[2 * r], 1, MPI_INT, r, TAG_PING, m->watch, &req[2 * r]);
+        MPI_Irecv(&token[2 * r + 1], 1, MPI_INT, r, TAG_PONG, m->watch, &req[2 * r + 1]);
+    }
+    double t0 = MPI_Wtime();
+    int answered = 0;
+    while (MPI_Wtime() - t0 < PING_WAIT_S && answered < size - 1) {
+        answer_pings(m);
+        answered = 0;
+        for (int r = 0; r < size; r++) {
+            int done = 0;
+            if (r != rank) MPI_Test(&req[2 * r + 1], &done, MPI_STATUS_IGNORE);
+            answered += r != rank && (done || req[2 * r + 1] == MPI_REQUEST_NULL);
+        }
+        nap();
+    }
+    char silent[256] = "";
+    size_t len = 0;
+    int count = 0;
+    for (int r = 0; r < size; r++) {
+        if (r == rank || req[2 * r + 1] == MPI_REQUEST_NULL) continue;
+        count++;
+        if (len < sizeof silent - 16)
+            len += (size_t)snprintf(silent + len, sizeof silent - len, "%s%d", count > 1 ? ", " : "", r);
+    }
+    free(req);
+    free(token);
+    if (count)
+        return nn_ctx_fail(m->ctx, NN_EIO,
+                           "MPI %s: rank%s %s stopped answering (no progress for %.0f s, no "
+                           "reply to a ping for %.0f s); stopping the job",
+                           what, count > 1 ? "s" : "", silent, m->timeout, PING_WAIT_S);
+    return nn_ctx_fail(m->ctx, NN_EIO,
+                       "MPI %s: no progress for %.0f s though every rank answers pings (a rank "
+                       "stuck before the collective?); stopping the job",
+                       what, m->timeout + PING_WAIT_S);
+}
+
+/* Waits for req, answering pings; after m->timeout seconds, names the ranks
+ * that stopped answering and fails. */
+static nn_status watch_wait(mpi_impl *m, MPI_Request *req, const char *what) {
+    double t0 = MPI_Wtime();
+    long polls = 0;
+    int napping = 0;
+    for (;;) {
+        int done = 0;
+        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(m, rc, what);
+        if (done) return NN_OK;
+        /* poll flat out for 20 ms (MPI progresses large messages inside its
+         * calls; most waits end by then), then nap between polls */
+        if ((++polls & 63) == 0) {
+            double waited = MPI_Wtime() - t0;
+            answer_pings(m);
+            if (m->timeout > 0 && waited > m->timeout) return name_silent_ranks(m, what);
+            napping = waited > 0.02;
+        }
+        if (napping) nap();
+    }
+}
 
 int nn_mpi_available(void) { return 1; }
 
@@ -48,13 +167,6 @@ void nn_mpi_finalize(void) { MPI_Finalize(); }
 
 void nn_mpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
 
-/* The message of an MPI error code, into ctx. */
-static nn_status mpi_fail(mpi_impl *m, int rc, const char *what) {
-    char msg[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(rc, msg, &len);
-    return nn_ctx_fail(m->ctx, NN_EIO, "MPI %s failed: %.*s", what, len, msg);
-}
 
 /* MPI counts are int: buckets are far smaller, but say so if one is not. */
 static nn_status check_count(mpi_impl *m, size_t n) {
@@ -95,11 +207,11 @@ static nn_status mpi_wait(nn_comm *c, int req) {
     mpi_pending *p = &m->pending[req];
     const nn_backend *be = m->ctx->backend;
     nn_dev_begin(be);
-    int rc = MPI_Wait(&p->req, MPI_STATUS_IGNORE);
+    nn_status s = watch_wait(m, &p->req, "gradient all-reduce");
     const float inv = 1.0f / (float)c->size;
-    for (size_t i = 0; rc == MPI_SUCCESS && i < p->n; i++) p->buf[i] *= inv;
+    for (size_t i = 0; !s && i < p->n; i++) p->buf[i] *= inv;
     nn_dev_end(be);
-    if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Wait");
+    if (s) return s;
     if (req == m->next - 1) m->next = 0; /* the step's last: slots free again */
     return NN_OK;
 }
@@ -110,17 +222,20 @@ static nn_status mpi_broadcast(nn_comm *c, float *buf, size_t n, int root) {
     if (s) return s;
     const nn_backend *be = m->ctx->backend;
     nn_dev_begin(be);
-    int rc = MPI_Bcast(buf, (int)n, MPI_FLOAT, root, m->world);
+    MPI_Request req;
+    int rc = MPI_Ibcast(buf, (int)n, MPI_FLOAT, root, m->world, &req);
+    s = rc == MPI_SUCCESS ? watch_wait(m, &req, "broadcast") : mpi_fail(m, rc, "Ibcast");
     nn_dev_end(be);
-    return rc == MPI_SUCCESS ? NN_OK : mpi_fail(m, rc, "Bcast");
+    return s;
 }
 
 static nn_status mpi_sum_f64(nn_comm *c, double *buf, size_t n) {
     mpi_impl *m = c->impl;
     nn_status s = check_count(m, n);
     if (s) return s;
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, m->world);
-    return rc == MPI_SUCCESS ? NN_OK : mpi_fail(m, rc, "Allreduce");
+    MPI_Request req;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, m->world, &req);
+    return rc == MPI_SUCCESS ? watch_wait(m, &req, "sum") : mpi_fail(m, rc, "Iallreduce");
 }
 
 nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out) {
@@ -133,7 +248,12 @@ nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out) {
         return nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the MPI communicator");
     }
     m->ctx = ctx;
+    m->timeout = 20;
     int rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->world);
+    if (rc == MPI_SUCCESS) {
+        rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->watch);
+        if (rc != MPI_SUCCESS) MPI_Comm_free(&m->world);
+    }
     if (rc != MPI_SUCCESS) {
         nn_status s = mpi_fail(m, rc, "Comm_dup");
         free(c);
@@ -142,6 +262,7 @@ nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out) {
     }
     /* errors come back as codes, for a message naming the call */
     MPI_Comm_set_errhandler(m->world, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(m->watch, MPI_ERRORS_RETURN);
     MPI_Comm_rank(m->world, &c->rank);
     MPI_Comm_size(m->world, &c->size);
     c->allreduce_start = mpi_allreduce_start;
@@ -153,10 +274,15 @@ nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out) {
     return NN_OK;
 }
 
+void nn_mpi_comm_set_timeout(nn_comm *c, double seconds) {
+    ((mpi_impl *)c->impl)->timeout = seconds;
+}
+
 void nn_mpi_comm_free(nn_comm *c) {
     if (!c) return;
     mpi_impl *m = c->impl;
     MPI_Comm_free(&m->world);
+    MPI_Comm_free(&m->watch);
     free(m->pending);
     free(m);
     free(c);
@@ -178,5 +304,9 @@ nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out) {
                        "(install libopenmpi-dev: scripts/deps.sh, then rebuild)");
 }
 void nn_mpi_comm_free(nn_comm *c) { (void)c; }
+void nn_mpi_comm_set_timeout(nn_comm *c, double seconds) {
+    (void)c;
+    (void)seconds;
+}
 
 #endif
