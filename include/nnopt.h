@@ -869,7 +869,10 @@ nn_status nn_trainer_epoch(nn_trainer *t, nn_epoch_report *report);
 nn_status nn_trainer_run(nn_trainer *t);
 /* Whether the run is over (epochs done, early stop, a callback's decision). */
 int nn_trainer_finished(const nn_trainer *t);
-/* Mean plain cross-entropy and accuracy over d in eval mode. */
+/* Mean plain cross-entropy and accuracy over d in eval mode. Data parallel
+ * (a communicator of P > 1 ranks with sum_f64): collective, every rank calls
+ * it; each evaluates its contiguous 1/P of d and the sums are added over the
+ * ranks, so every rank gets the whole set's figures. */
 nn_status nn_trainer_evaluate(nn_trainer *t, const nn_dataset *d, double *loss,
                               double *accuracy);
 /* Writes a resumable checkpoint (atomic). */

@@ -651,7 +651,29 @@ nn_status nn_trainer_evaluate(nn_trainer *t, const nn_dataset *d, double *loss,
                               double *accuracy) {
     /* reported losses are plain cross-entropy, without label smoothing */
     if (t->cfg.label_smoothing > 0) nn_net_set_label_smoothing(t->net, 0.0f);
-    nn_status s = nn_evaluate(t->net, d, &t->cfg.norm, t->cfg.batch, t->x, t->y, loss, accuracy);
+    nn_status s;
+    if (t->comm && t->comm->size > 1 && t->comm->sum_f64) {
+        /* data parallel: each rank evaluates its contiguous share of d and the
+         * sums are added over the ranks (the accuracy is exact; the loss is
+         * the same sum taken in another order) */
+        const int64_t P = t->comm->size, r = t->comm->rank;
+        const int64_t first = d->n * r / P, count = d->n * (r + 1) / P - first;
+        const size_t per = (size_t)d->c * d->h * d->w;
+        nn_dataset share = *d;
+        share.n = count;
+        share.pixels = d->pixels + (size_t)first * per;
+        share.labels = d->labels + first;
+        double l = 0, a = 0;
+        s = nn_evaluate(t->net, &share, &t->cfg.norm, t->cfg.batch, t->x, t->y, &l, &a);
+        double v[2] = {l * (double)count, (double)llround(a * (double)count)};
+        if (!s) s = t->comm->sum_f64(t->comm, v, 2);
+        if (!s) {
+            *loss = d->n ? v[0] / (double)d->n : 0.0;
+            *accuracy = d->n ? v[1] / (double)d->n : 0.0;
+        }
+    } else {
+        s = nn_evaluate(t->net, d, &t->cfg.norm, t->cfg.batch, t->x, t->y, loss, accuracy);
+    }
     if (t->cfg.label_smoothing > 0) nn_net_set_label_smoothing(t->net, t->cfg.label_smoothing);
     return s;
 }
