@@ -6,7 +6,7 @@
 #
 # LIMIT is seconds per target (default 60) or a number of inputs per target
 # written with a trailing "runs" (e.g. 10000000runs). TARGETs are among
-# model checkpoint idx png recipe (default: all). The seeds in
+# model checkpoint idx png recipe space (default: all). The seeds in
 # tests/fuzz/corpus/<target> are only read; inputs that find new coverage go
 # to build-fuzz/corpus/<target> (kept between runs), crashing inputs to
 # build-fuzz/artifacts/, each run's log to build-fuzz/logs/<target>.log.
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 limit="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(model checkpoint idx png recipe)
+[ ${#targets[@]} -gt 0 ] || targets=(model checkpoint idx png recipe space)
 case "$limit" in
   *runs) budget=(-runs="${limit%runs}") ;;
   *[!0-9]* | "") echo "usage: scripts/fuzz.sh [SECONDS|Nruns] [TARGET...]" >&2; exit 2 ;;
