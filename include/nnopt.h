@@ -755,6 +755,10 @@ typedef struct {
     double test_loss, test_accuracy; /* accuracy as a fraction */
     double val_loss, val_accuracy;
     double seconds, eval_seconds, images_per_s;
+    /* data parallel: seconds the epoch's steps stood waiting for gradient
+     * all-reduces, and seconds of all-reduce that ran while the backward
+     * pass computed (overlapped); 0 for one process */
+    double comm_wait_s, comm_overlap_s;
     int early_stop;         /* early stopping ends the run after this epoch */
     double best_val_loss;   /* early stopping: the best validation loss so far */
 } nn_epoch_report;

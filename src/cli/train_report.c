@@ -35,6 +35,9 @@ static int on_epoch(void *user, const nn_epoch_report *r) {
         if (r->has_val)
             fprintf(out, "\"val_loss\":%.6f,\"val_accuracy\":%.4f,", r->val_loss,
                     100.0 * r->val_accuracy);
+        if (r->comm_wait_s > 0 || r->comm_overlap_s > 0)
+            fprintf(out, "\"comm_wait_s\":%.4f,\"comm_overlap_s\":%.4f,", r->comm_wait_s,
+                    r->comm_overlap_s);
         fprintf(out, "\"seconds\":%.3f,\"eval_seconds\":%.3f,\"images_per_s\":%.1f}\n",
                 r->seconds, r->eval_seconds, r->images_per_s);
     } else {

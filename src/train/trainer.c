@@ -55,6 +55,9 @@ struct nn_trainer {
     float lr;                      /* of the last optimizer step */
     int64_t epoch_samples;         /* trained since the epoch (or resume) started */
     double epoch_t0;
+    /* data parallel, this epoch: seconds blocked waiting for all-reduces,
+     * and seconds they were in flight (first start to last wait's end) */
+    double comm_wait_s, comm_flight_s, comm_first;
     int finished;
     volatile sig_atomic_t stop_requested;
     /* data parallel: the gradient buffer's buckets, from its end backwards */
@@ -242,6 +245,7 @@ static void start_buckets(nn_trainer *t, size_t first_final) {
         /* this rank's share of the global batch's samples, as a weight
          * (1 for equal shares), on the bucket just before it leaves */
         if (t->bucket_scale != 1.0f) scale_grads(t->ctx->backend, g + lo, hi - lo, t->bucket_scale);
+        if (t->started == 0) t->comm_first = nn_wall_time();
         nn_status s = t->comm->allreduce_start(t->comm, g + lo, hi - lo, &t->req[t->started]);
         if (s && !t->comm_status) t->comm_status = s;
         t->started++;
@@ -255,10 +259,14 @@ static nn_status finish_allreduce(nn_trainer *t) {
     start_buckets(t, 0);
     nn_status s = t->comm_status;
     t->comm_status = NN_OK;
+    const double w0 = nn_wall_time();
     for (int b = 0; b < t->num_buckets; b++) {
         nn_status w = t->comm->wait(t->comm, t->req[b]);
         if (w && !s) s = w;
     }
+    const double w1 = nn_wall_time();
+    t->comm_wait_s += w1 - w0;
+    t->comm_flight_s += w1 - t->comm_first;
     t->started = 0;
     return s;
 }
@@ -577,6 +585,7 @@ static nn_status begin_epoch(nn_trainer *t) {
     t->in_epoch = 1;
     t->epoch_samples = 0;
     t->epoch_t0 = nn_wall_time();
+    t->comm_wait_s = t->comm_flight_s = 0;
     if (t->cb.epoch_start) t->cb.epoch_start(t->cb.user, t->st.epoch, t->st.batch_in_epoch, t->batches);
     return NN_OK;
 }
@@ -714,6 +723,8 @@ nn_status nn_trainer_epoch(nn_trainer *t, nn_epoch_report *report) {
     nn_epoch_report r = {0};
     r.seconds = nn_wall_time() - t->epoch_t0;
     r.images_per_s = r.seconds > 0 ? (double)t->epoch_samples / r.seconds : 0.0;
+    r.comm_wait_s = t->comm_wait_s;
+    r.comm_overlap_s = t->comm_flight_s - t->comm_wait_s;
     r.train_loss = t->st.seen ? t->st.loss_sum / (double)t->st.seen : 0.0;
     t->st.rng = t->epoch_rng;
     t->st.epoch++;
