@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -78,6 +79,10 @@ static int read_env(cli_env *env) {
         env->backend = v;
     }
     env->blas_core = env_value("OPENBLAS_CORETYPE");
+    if ((v = env_value("NNOPT_SPIN")) && strcmp(v, "short") != 0 && strcmp(v, "default") != 0) {
+        fprintf(stderr, "nnopt: NNOPT_SPIN=%s: expected short or default\n", v);
+        return 2;
+    }
     if ((v = env_value("NNOPT_MPI_TIMEOUT"))) {
         char *end;
         env->mpi_timeout = strtod(v, &end);
@@ -117,7 +122,28 @@ static void fit_blas(const cli_env *env) {
     unsetenv("OPENBLAS_CORETYPE"); /* not passed on to child processes */
 }
 
+/* OpenMP threads that finish a parallel region wait for the next one
+ * spinning: libgomp spins 300,000 times (milliseconds) before it sleeps.
+ * Alone on its cores that saves a wake-up per region; with another program
+ * on the same cores (two trainings, search workers, MPI ranks) every spin
+ * burns the time slice the other needs, and two 2-thread trainings on 2
+ * cores each ran at a small fraction of their solo speed. libgomp reads its
+ * settings once, when it loads, so nnopt starts itself again with a short
+ * spin (GOMP_SPINCOUNT, about 10 us) unless the user chose a wait policy
+ * (OMP_WAIT_POLICY or GOMP_SPINCOUNT set; NNOPT_SPIN=default keeps
+ * libgomp's). Returns only if it did not restart. */
+static void short_spin_wait(char **argv) {
+    const char *mode = env_value("NNOPT_SPIN");
+    if (env_value("OMP_WAIT_POLICY") || env_value("GOMP_SPINCOUNT") ||
+        (mode && strcmp(mode, "short") != 0))
+        return;
+    if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("GOMP_SPINCOUNT"); /* could not restart: run as loaded */
+}
+
 int main(int argc, char **argv) {
+    short_spin_wait(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
