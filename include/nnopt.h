@@ -122,6 +122,13 @@ nn_precision nn_ctx_precision(const nn_ctx *ctx);
  * nn_ctx_winograd: whether it runs (set on, and the kernels are AVX-512). */
 void nn_ctx_set_winograd(nn_ctx *ctx, int on);
 int nn_ctx_winograd(const nn_ctx *ctx);
+/* Fusion of element-wise layers into the layer before them (on by default):
+ * a ReLU after a convolution, a linear layer, a batch norm or a residual add
+ * is applied in that layer's pass over its output, and its gradient mask in
+ * that layer's backward pass. Off: every layer runs on its own (for
+ * comparison; the results are the same bytes). Read when a model is loaded. */
+void nn_ctx_set_fusion(nn_ctx *ctx, int on);
+int nn_ctx_fusion(const nn_ctx *ctx);
 /* Where nn_loader prepares batches: AUTO (default) in a worker thread when a
  * core is left over beyond the context's threads, else in the caller; THREAD
  * and SYNC force one. The batches are the same in every mode. */

@@ -20,6 +20,7 @@ struct nn_ctx {
     nn_isa isa;             /* kernels to use, <= what the CPU supports */
     nn_precision precision; /* of the convolutions */
     int winograd;           /* Winograd F(2x2,3x3) where it applies */
+    int fuse;               /* element-wise epilogues fused into their producers */
     nn_loader_mode loader_mode; /* where nn_loader prepares batches */
     uint64_t max_memory;    /* bytes one network may take (nn_ctx_set_max_memory), 0 = no cap */
     char error[NN_ERRMSG_SIZE];

@@ -163,7 +163,8 @@ static TU_UNUSED void tu_set(nn_ctx *ctx, float *dev, float v) { nn_ctx_upload(c
 /* nn_ctx_new(threads) with the settings that tests/CMakeLists.txt gives some
  * tests through nnopt's environment variables, applied as nnopt's main()
  * applies them (the library reads no environment): NNOPT_ISA caps the
- * kernels' ISA, NNOPT_CONV=direct turns Winograd off, NNOPT_LOADER forces the
+ * kernels' ISA, NNOPT_CONV=direct turns Winograd off, NNOPT_FUSE=off turns
+ * epilogue fusion off, NNOPT_LOADER forces the
  * batch loader's mode, NNOPT_BACKEND=guard runs on the guard backend. The
  * first call also has OpenBLAS choose kernels fit for
  * this CPU where its own choice is older, unless OPENBLAS_CORETYPE pins one,
@@ -185,6 +186,8 @@ static TU_UNUSED nn_ctx *test_ctx_new(int threads) {
     const int isa = tu_env_choice("NNOPT_ISA", isas, 4);
     const int conv = tu_env_choice("NNOPT_CONV", convs, 2);
     const int loader = tu_env_choice("NNOPT_LOADER", loaders, 3);
+    static const char *const fuses[] = {"on", "off"};
+    const int fuse = tu_env_choice("NNOPT_FUSE", fuses, 2);
     static const char *const backends[] = {"cpu", "guard"};
     const int backend = tu_env_choice("NNOPT_BACKEND", backends, 2);
     nn_ctx *ctx = nn_ctx_new(threads);
@@ -194,6 +197,7 @@ static TU_UNUSED nn_ctx *test_ctx_new(int threads) {
     if (isa >= 0 && nn_isa_parse(isas[isa], &cap) == NN_OK && cap < nn_ctx_isa(ctx))
         nn_ctx_set_isa(ctx, cap);
     if (conv >= 0) nn_ctx_set_winograd(ctx, conv == 0);
+    if (fuse >= 0) nn_ctx_set_fusion(ctx, fuse == 0);
     if (loader >= 0)
         nn_ctx_set_loader_mode(ctx, loader == 1   ? NN_LOADER_THREAD
                                     : loader == 2 ? NN_LOADER_SYNC

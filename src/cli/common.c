@@ -81,6 +81,7 @@ nn_ctx *cli_ctx_new(const cli_env *env, int threads) {
     /* a cap above what the CPU runs changes nothing */
     if (env->isa_cap < nn_ctx_isa(ctx)) nn_ctx_set_isa(ctx, env->isa_cap);
     nn_ctx_set_winograd(ctx, env->winograd);
+    nn_ctx_set_fusion(ctx, env->fuse);
     nn_ctx_set_loader_mode(ctx, env->loader);
     if (env->backend) nn_ctx_set_backend(ctx, env->backend); /* checked by main() */
     return ctx;

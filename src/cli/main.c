@@ -47,7 +47,7 @@ static int env_count(const char *a, const char *b) {
  * no environment variables; this is the one place nnopt does. */
 static int read_env(cli_env *env) {
     *env = (cli_env){.isa_cap = NN_ISA_AMX, .winograd = 1, .loader = NN_LOADER_AUTO,
-                     .mpi_timeout = -1};
+                     .mpi_timeout = -1, .fuse = 1};
     const char *v = env_value("NNOPT_ISA");
     if (v && nn_isa_parse(v, &env->isa_cap) != NN_OK) {
         fprintf(stderr, "nnopt: NNOPT_ISA=%s: expected generic, avx512, avx512bf16 or amx\n", v);
@@ -59,6 +59,14 @@ static int read_env(cli_env *env) {
         else if (strcmp(v, "direct") == 0) env->winograd = 0;
         else {
             fprintf(stderr, "nnopt: NNOPT_CONV=%s: expected winograd or direct\n", v);
+            return 2;
+        }
+    }
+    if ((v = env_value("NNOPT_FUSE"))) {
+        if (strcmp(v, "on") == 0) env->fuse = 1;
+        else if (strcmp(v, "off") == 0) env->fuse = 0;
+        else {
+            fprintf(stderr, "nnopt: NNOPT_FUSE=%s: expected on or off\n", v);
             return 2;
         }
     }

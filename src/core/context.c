@@ -65,6 +65,10 @@ nn_precision nn_ctx_precision(const nn_ctx *ctx) { return ctx->precision; }
 
 void nn_ctx_set_winograd(nn_ctx *ctx, int on) { ctx->winograd = on != 0; }
 
+void nn_ctx_set_fusion(nn_ctx *ctx, int on) { ctx->fuse = on != 0; }
+
+int nn_ctx_fusion(const nn_ctx *ctx) { return ctx->fuse; }
+
 int nn_ctx_winograd(const nn_ctx *ctx) { return ctx->winograd && ctx->isa >= NN_ISA_AVX512; }
 
 void nn_ctx_set_loader_mode(nn_ctx *ctx, nn_loader_mode mode) { ctx->loader_mode = mode; }
@@ -77,6 +81,7 @@ nn_ctx *nn_ctx_new(int threads) {
     ctx->threads = threads > 0 ? threads : nn_cpu_probe()->cpus;
     ctx->isa = cpu_isa();
     ctx->winograd = 1;
+    ctx->fuse = 1;
     ctx->loader_mode = NN_LOADER_AUTO;
     return ctx;
 }

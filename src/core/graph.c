@@ -133,7 +133,7 @@ static void fuse_and_alias(nn_net *net) {
         const nn_op_def *def = def_of(node);
         node->alias_of = -1;
         if (def->aliases_input) node->alias_of = node->inputs[0];
-        if (def->epilogue != NN_EPILOGUE_NONE) {
+        if (def->epilogue != NN_EPILOGUE_NONE && net->ctx->fuse) {
             int j = node->inputs[0];
             nn_node *src = &net->nodes[j];
             const nn_op_def *sdef = def_of(src);

@@ -90,7 +90,12 @@ typedef struct {
     int HW;             /* elements per channel per sample (H*W, or 1 for a flat input) */
     float eps;          /* added to the variance */
     float momentum;     /* running = (1 - momentum) running + momentum batch */
+    int relu;           /* ReLU fused onto the output (the graph's epilogue fusion) */
 } nn_bn_desc;
+
+typedef struct {
+    int relu;           /* ReLU fused onto the sum */
+} nn_add_desc;
 
 typedef struct {
     int C1, C2;         /* channels of the first and second input; output C1 + C2 + ... */
@@ -121,6 +126,7 @@ typedef struct nn_node {
         nn_act_desc act;
         nn_linear_desc linear;
         nn_loss_desc loss;
+        nn_add_desc add;
         nn_bn_desc bn;
         nn_concat_desc concat;
         nn_dropout_desc dropout;

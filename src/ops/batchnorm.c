@@ -133,20 +133,38 @@ static double row_sq_dev(const float *x, int len, float mean) {
     return s;
 }
 
-/* sum of g and of g (x - mean) over one row of dy (g) and x (len) */
-static void row_grad_sums(const float *g, const float *x, int len, float mean, double *sum_g,
-                          double *dot) {
+/* The gradient reaching the normalized value under a fused ReLU (y its
+ * output): dy where y > 0 and 0 elsewhere, as relu's backward gives it. */
+static inline float masked(const float *dy, const float *y, int j) {
+    const float g = dy[j]; /* loaded either way: the loop vectorizes to a blend */
+    return y[j] > 0.0f ? g : 0.0f;
+}
+
+/* sum of g and of g (x - mean) over one row of g and x (len): g = dy, or
+ * masked(dy, y) with y (a fused ReLU). Two loops, each a plain vector loop. */
+static void row_grad_sums(const float *dy, const float *y, const float *x, int len, float mean,
+                          double *sum_g, double *dot) {
     float acc_g[LANES] = {0}, acc_d[LANES] = {0};
     int j = 0;
-    for (; j + LANES <= len; j += LANES)
-        for (int l = 0; l < LANES; l++) {
-            acc_g[l] += g[j + l];
-            acc_d[l] += g[j + l] * (x[j + l] - mean);
-        }
+    if (y) {
+        for (; j + LANES <= len; j += LANES)
+            for (int l = 0; l < LANES; l++) {
+                const float g = masked(dy, y, j + l);
+                acc_g[l] += g;
+                acc_d[l] += g * (x[j + l] - mean);
+            }
+    } else {
+        for (; j + LANES <= len; j += LANES)
+            for (int l = 0; l < LANES; l++) {
+                acc_g[l] += dy[j + l];
+                acc_d[l] += dy[j + l] * (x[j + l] - mean);
+            }
+    }
     double sg = lanes_total(acc_g), sd = lanes_total(acc_d);
     for (; j < len; j++) {
-        sg += g[j];
-        sd += (double)g[j] * (x[j] - mean);
+        const float g = y ? masked(dy, y, j) : dy[j];
+        sg += g;
+        sd += (double)g * (x[j] - mean);
     }
     *sum_g += sg;
     *dot += sd;
@@ -195,7 +213,15 @@ static void channel_normalize(float *y, float *save, float *running, const float
     for (int i = 0; i < n; i++) {
         const float *xc = x + ((size_t)i * C + c) * HW;
         float *yc = y + ((size_t)i * C + c) * HW; /* (HW) */
-        for (int j = 0; j < HW; j++) yc[j] = xc[j] * alpha + beta;
+        if (d->relu) {
+            /* the fused ReLU, as relu's forward (NaN passes) */
+            for (int j = 0; j < HW; j++) {
+                const float v = xc[j] * alpha + beta;
+                yc[j] = (v > 0.0f || v != v) ? v : 0.0f;
+            }
+        } else {
+            for (int j = 0; j < HW; j++) yc[j] = xc[j] * alpha + beta;
+        }
     }
 }
 
@@ -241,20 +267,21 @@ void nn_batchnorm_forward(float *y, float *save, float *running, const float *x,
     bn_forward(y, save, running, x, w, b, d, n, training, NULL, NULL, NULL, ctx);
 }
 
-/* Channel c's sums over the batch: dy, dy (x - mean). */
-static void channel_grad_sums(const float *dy, const float *x, const nn_bn_desc *d, int n, int c,
-                              float mean, double *sum_dy, double *dot) {
+/* Channel c's sums over the batch: g, g (x - mean), g = masked(dy, y)
+ * (y NULL: no fused ReLU). */
+static void channel_grad_sums(const float *dy, const float *y, const float *x, const nn_bn_desc *d,
+                              int n, int c, float mean, double *sum_dy, double *dot) {
     *sum_dy = *dot = 0.0;
     for (int i = 0; i < n; i++) {
         const size_t row = ((size_t)i * d->C + c) * d->HW;
-        row_grad_sums(dy + row, x + row, d->HW, mean, sum_dy, dot);
+        row_grad_sums(dy + row, y ? y + row : NULL, x + row, d->HW, mean, sum_dy, dot);
     }
 }
 
 /* dx of channel c: w invstd (dy - g_mean) - (x - mean) k w invstd, where
  * training passes g_mean = mean(dy) and k = mean(dy (x - mean)) invstd^2
  * (eval: both 0). */
-static void channel_dx(float *dx, const float *dy, const float *x, const float *w,
+static void channel_dx(float *dx, const float *dy, const float *y, const float *x, const float *w,
                        const nn_bn_desc *d, int n, int c, double mean, double invstd,
                        double g_mean, double k) {
     const int C = d->C, HW = d->HW;
@@ -262,9 +289,14 @@ static void channel_dx(float *dx, const float *dy, const float *x, const float *
     const float g_mean_f = (float)g_mean, mean_f = (float)mean;
     const float scale_f = (float)scale, ks = (float)(k * scale);
     for (int i = 0; i < n; i++) {
-        const float *xc = x + ((size_t)i * C + c) * HW, *gc = dy + ((size_t)i * C + c) * HW;
-        float *dxc = dx + ((size_t)i * C + c) * HW; /* (HW) */
-        for (int j = 0; j < HW; j++) dxc[j] = (gc[j] - g_mean_f) * scale_f - (xc[j] - mean_f) * ks;
+        const size_t row = ((size_t)i * C + c) * HW;
+        const float *xc = x + row, *gc = dy + row, *yc = y ? y + row : NULL;
+        float *dxc = dx + row; /* (HW) */
+        if (yc)
+            for (int j = 0; j < HW; j++)
+                dxc[j] = (masked(gc, yc, j) - g_mean_f) * scale_f - (xc[j] - mean_f) * ks;
+        else
+            for (int j = 0; j < HW; j++) dxc[j] = (gc[j] - g_mean_f) * scale_f - (xc[j] - mean_f) * ks;
     }
 }
 
@@ -274,21 +306,23 @@ static void channel_dx(float *dx, const float *dy, const float *x, const float *
  * objective is the mean over all ranks' samples), summed with the value
  * count, and divided by (the global count x n) again on each rank. dw and db
  * stay this rank's. acc: 2C + 1 doubles. */
-static void bn_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, const float *save, const nn_bn_desc *d, int n,
-                        int training, double *acc, nn_reducer reduce, void *user, nn_ctx *ctx) {
+static void bn_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
+                        const float *x, const float *w, const float *save, const nn_bn_desc *d,
+                        int n, int training, double *acc, nn_reducer reduce, void *user,
+                        nn_ctx *ctx) {
     const int C = d->C;
+    if (!d->relu) y = NULL; /* y masks the gradient only under a fused ReLU */
     const double M = (double)n * d->HW;
     if (!training || !reduce) {
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
             const double mean = save[c], invstd = save[C + c];
             double sum_dy, dot; /* sum dy, sum dy (x - mean) */
-            channel_grad_sums(dy, x, d, n, c, (float)mean, &sum_dy, &dot);
+            channel_grad_sums(dy, y, x, d, n, c, (float)mean, &sum_dy, &dot);
             dw[c] += (float)(dot * invstd);
             db[c] += (float)sum_dy;
             if (dx)
-                channel_dx(dx, dy, x, w, d, n, c, mean, invstd, training ? sum_dy / M : 0.0,
+                channel_dx(dx, dy, y, x, w, d, n, c, mean, invstd, training ? sum_dy / M : 0.0,
                            training ? dot * invstd * invstd / M : 0.0);
         }
         return;
@@ -298,7 +332,7 @@ static void bn_backward(float *dx, float *dw, float *db, const float *dy, const 
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
         double sum_dy, dot;
-        channel_grad_sums(dy, x, d, n, c, save[c], &sum_dy, &dot);
+        channel_grad_sums(dy, y, x, d, n, c, save[c], &sum_dy, &dot);
         dw[c] += (float)(dot * invstd);
         db[c] += (float)sum_dy;
         sum[c] = sum_dy * n;
@@ -311,7 +345,7 @@ static void bn_backward(float *dx, float *dw, float *db, const float *dy, const 
     NN_PARALLEL_FOR(ctx->threads)
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
-        channel_dx(dx, dy, x, w, d, n, c, save[c], invstd, sum[c] / Mn,
+        channel_dx(dx, dy, y, x, w, d, n, c, save[c], invstd, sum[c] / Mn,
                    dots[c] * invstd * invstd / Mn);
     }
 }
@@ -319,7 +353,7 @@ static void bn_backward(float *dx, float *dw, float *db, const float *dy, const 
 void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const float *save, const nn_bn_desc *d, int n,
                            int training, nn_ctx *ctx) {
-    bn_backward(dx, dw, db, dy, x, w, save, d, n, training, NULL, NULL, NULL, ctx);
+    bn_backward(dx, dw, db, dy, NULL, x, w, save, d, n, training, NULL, NULL, NULL, ctx);
 }
 
 /* the reducer's 2C + 1 doubles (synchronized batch norm), as floats */
@@ -340,8 +374,16 @@ static void batchnorm_fwd(const nn_op_args *a) {
 static void batchnorm_bwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
     const float *save = a->aux;
-    bn_backward(a->dx, a->dw, a->db, a->dy, a->x, a->w, save, d, a->n, save[2 * d->C] != 0.0f,
-                (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
+    bn_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, save, d, a->n,
+                save[2 * d->C] != 0.0f, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
+}
+
+/* A ReLU after the batch norm (its only reader) is applied in the same pass
+ * over the output, and its gradient mask inside the backward pass. */
+static int batchnorm_fuse_epilogue(nn_node *node, nn_epilogue e) {
+    if (e != NN_EPILOGUE_RELU) return 0;
+    node->d.bn.relu = 1;
+    return 1;
 }
 
 static const nn_op_kernels batchnorm_cpu = {
@@ -356,4 +398,5 @@ const nn_op_def nn_batchnorm_def = {
     .flops = batchnorm_flops,
     .kernels = {[NN_KERNELS_CPU] = &batchnorm_cpu},
     .check_batch = batchnorm_check_batch,
+    .fuse_epilogue = batchnorm_fuse_epilogue,
 };

@@ -60,14 +60,66 @@ void nn_add_backward(float *da, float *db, const float *dy, size_t count) {
     nn_add_backward_n(dx, dy, 2, count);
 }
 
+/* With a fused ReLU (a residual block's add + ReLU): the sum and the ReLU
+ * in one pass, as relu's forward (NaN passes); each input's gradient is dy
+ * where the output is > 0, as relu's backward masks it. */
+static void add_relu_forward(float *y, const float *const *x, int m, size_t count, nn_ctx *ctx) {
+    const int T = count >= PARALLEL_MIN ? ctx->threads : 1;
+    NN_PARALLEL_FOR(T)
+    for (int t = 0; t < T; t++) {
+        const size_t lo = count * t / T, hi = count * (t + 1) / T;
+        const float *a = x[0], *b = x[1];
+        if (m == 2) { /* a residual block's add: one vector loop */
+            for (size_t i = lo; i < hi; i++) {
+                const float v = a[i] + b[i];
+                y[i] = (v > 0.0f || v != v) ? v : 0.0f;
+            }
+            continue;
+        }
+        for (size_t i = lo; i < hi; i++) y[i] = a[i] + b[i];
+        for (int k = 2; k < m; k++)
+            for (size_t i = lo; i < hi; i++) y[i] += x[k][i];
+        for (size_t i = lo; i < hi; i++) {
+            const float v = y[i];
+            y[i] = (v > 0.0f || v != v) ? v : 0.0f;
+        }
+    }
+}
+
+static void add_relu_backward(float *const *dx, const float *dy, const float *y, int m,
+                              size_t count, nn_ctx *ctx) {
+    const int T = count >= PARALLEL_MIN ? ctx->threads : 1;
+    NN_PARALLEL_FOR(T)
+    for (int t = 0; t < T; t++) {
+        const size_t lo = count * t / T, hi = count * (t + 1) / T;
+        for (int k = 0; k < m; k++) {
+            float *d = dx[k];
+            if (!d) continue;
+            for (size_t i = lo; i < hi; i++) {
+                const float g = dy[i]; /* loaded either way: a blend, vectorized */
+                d[i] = y[i] > 0.0f ? g : 0.0f;
+            }
+        }
+    }
+}
+
 static void add_fwd(const nn_op_args *a) {
-    nn_add_forward_n(a->y, a->xs, a->node->num_inputs,
-                     (size_t)a->n * (size_t)nn_shape_numel(&a->node->out), a->ctx);
+    const size_t count = (size_t)a->n * (size_t)nn_shape_numel(&a->node->out);
+    if (a->node->d.add.relu) add_relu_forward(a->y, a->xs, a->node->num_inputs, count, a->ctx);
+    else nn_add_forward_n(a->y, a->xs, a->node->num_inputs, count, a->ctx);
 }
 
 static void add_bwd(const nn_op_args *a) {
-    nn_add_backward_n(a->dxs, a->dy, a->node->num_inputs,
-                      (size_t)a->n * (size_t)nn_shape_numel(&a->node->out));
+    const size_t count = (size_t)a->n * (size_t)nn_shape_numel(&a->node->out);
+    if (a->node->d.add.relu)
+        add_relu_backward(a->dxs, a->dy, a->y, a->node->num_inputs, count, a->ctx);
+    else nn_add_backward_n(a->dxs, a->dy, a->node->num_inputs, count);
+}
+
+static int add_fuse_epilogue(nn_node *node, nn_epilogue e) {
+    if (e != NN_EPILOGUE_RELU) return 0;
+    node->d.add.relu = 1;
+    return 1;
 }
 
 static const nn_op_kernels add_cpu = {.forward = add_fwd, .backward = add_bwd};
@@ -80,6 +132,7 @@ const nn_op_def nn_add_def = {
     .configure = add_configure,
     .flops = add_flops,
     .kernels = {[NN_KERNELS_CPU] = &add_cpu},
+    .fuse_epilogue = add_fuse_epilogue,
 };
 
 /* concat: inputs C1xHxW, C2xHxW, ... (or flat C1, C2, ...), output

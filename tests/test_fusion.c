@@ -1,0 +1,179 @@
+/*
+ * test_fusion.c - epilogue fusion (nn_ctx_set_fusion): a ReLU after a
+ * convolution, a linear layer, a batch norm or a residual add runs inside
+ * that layer's passes. Per pattern, the same model with fusion on and off
+ * (the switch) must give the same bytes: losses over training steps, every
+ * parameter, batch norm's running statistics and the eval-mode logits; and
+ * with fusion on the ReLU must really alias its producer (no pass of its
+ * own). A central-difference check of the fused batch norm + ReLU's
+ * gradient guards the masked backward itself.
+ */
+#include "test_util.h"
+#include "core/graph.h"
+
+#include <math.h>
+#include <string.h>
+
+static const struct {
+    const char *name, *text;
+    const char *fused; /* the ReLU layer that must alias its producer */
+} PATTERNS[] = {
+    {"conv + batchnorm + relu",
+     "input shape=2x8x8\nconv2d name=c out=6 kernel=3 pad=1 bias=0\nbatchnorm name=bn\n"
+     "relu name=r\nflatten\nlinear out=4\nsoftmax_ce\n",
+     "r"},
+    {"residual add + relu",
+     "input shape=2x8x8\nconv2d name=c1 out=2 kernel=3 pad=1\nconv2d name=c2 out=2 kernel=3 pad=1\n"
+     "add name=a in=c2,input\nrelu name=r\nflatten\nlinear out=4\nsoftmax_ce\n",
+     "r"},
+    {"resnet block (bn + relu, bn + add + relu)",
+     "input shape=3x8x8\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
+     "conv2d name=c1 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
+     "conv2d name=c2 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
+     "relu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
+     "r2"},
+    {"conv + relu, linear + relu",
+     "input shape=1x8x8\nconv2d name=c out=4 kernel=3 pad=1\nrelu name=r\nmaxpool size=2\nflatten\n"
+     "linear name=fc out=8\nrelu name=r2\nlinear out=3\nsoftmax_ce\n",
+     "r2"},
+};
+
+/* Trains a copy of text for 5 SGD steps on fixed batches; the losses, the
+ * final parameters and buffers and the eval logits go into out (owned by the
+ * caller). Returns the number of floats, 0 on error. */
+static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, int *aliased,
+                  float **out) {
+    nn_ctx_set_fusion(ctx, fuse);
+    nn_net *net = NULL;
+    nn_status st = nn_net_parse(ctx, text, "fusion.nn", &net);
+    if (st) return 0;
+    const int n = 6;
+    if (nn_net_plan(net, n)) return 0;
+    *aliased = 0;
+    int r = nn_model_find_layer(net, fused);
+    if (r >= 0) *aliased = net->nodes[r].alias_of >= 0;
+    nn_rng rng;
+    nn_rng_seed(&rng, 42, 0);
+    nn_net_init_params(net, &rng);
+    nn_shape in = nn_net_input_shape(net);
+    const size_t per = (size_t)nn_shape_numel(&in);
+    float *x = fvec((size_t)n * per);
+    int32_t y[6];
+    fill(x, (size_t)n * per, &rng, -1, 1);
+    for (int i = 0; i < n; i++) y[i] = (int32_t)nn_rng_below(&rng, (uint32_t)nn_net_num_classes(net));
+    nn_optim_config oc = nn_optim_defaults(NN_OPTIM_SGD);
+    oc.lr = 0.1f;
+    oc.momentum = 0.9f;
+    nn_optimizer *opt = NULL;
+    const size_t np = nn_net_num_params(net), nb = nn_net_num_buffers(net);
+    const int classes = nn_net_num_classes(net);
+    size_t total = 5 + np + nb + (size_t)n * classes, k = 0;
+    float *o = fvec(total);
+    if (nn_optim_new(ctx, &oc, np, &opt)) total = 0;
+    for (int s = 0; total && s < 5; s++) {
+        float loss;
+        nn_net_zero_grad(net);
+        if (nn_net_forward(net, x, y, n, &loss) || nn_net_backward(net)) total = 0;
+        nn_optim_step(opt, ctx, nn_net_params(net), nn_net_grads(net));
+        o[k++] = loss;
+    }
+    if (total) {
+        float *p = tu_download(ctx, nn_net_params(net), np);
+        memcpy(o + k, p, np * sizeof(float));
+        free(p);
+        k += np;
+        if (nb) {
+            float *b = tu_download(ctx, nn_net_buffers(net), nb);
+            memcpy(o + k, b, nb * sizeof(float));
+            free(b);
+            k += nb;
+        }
+        nn_net_set_training(net, 0);
+        if (nn_net_forward(net, x, NULL, n, NULL)) total = 0;
+        float *z = total ? tu_download(ctx, nn_net_logits(net), (size_t)n * classes) : NULL;
+        if (z) memcpy(o + k, z, (size_t)n * classes * sizeof(float));
+        free(z);
+    }
+    nn_optim_free(opt);
+    nn_net_free(net);
+    free(x);
+    *out = o;
+    return total;
+}
+
+static void test_patterns(nn_ctx *ctx) {
+    for (size_t p = 0; p < sizeof PATTERNS / sizeof PATTERNS[0]; p++) {
+        float *on = NULL, *off = NULL;
+        int aliased_on = 0, aliased_off = 0;
+        size_t a = run(ctx, PATTERNS[p].text, 1, PATTERNS[p].fused, &aliased_on, &on);
+        size_t b = run(ctx, PATTERNS[p].text, 0, PATTERNS[p].fused, &aliased_off, &off);
+        char name[160];
+        snprintf(name, sizeof name, "%s: the ReLU runs inside its producer with fusion on only",
+                 PATTERNS[p].name);
+        check(a && aliased_on && !aliased_off, name, "%s", ctx_err(ctx, NN_OK));
+        snprintf(name, sizeof name,
+                 "%s: fused and unfused give the same bytes (5 steps' losses, parameters, buffers, "
+                 "eval logits)",
+                 PATTERNS[p].name);
+        size_t diff = a && a == b ? 0 : 1;
+        for (size_t i = 0; !diff && i < a; i++) diff += memcmp(&on[i], &off[i], sizeof(float)) != 0;
+        check(a && a == b && diff == 0, name, "%zu of %zu floats differ", diff, a);
+        free(on);
+        free(off);
+    }
+    nn_ctx_set_fusion(ctx, 1);
+}
+
+/* The fused batch norm + ReLU's gradient against central differences of the
+ * loss along a random direction (smooth away from ReLU's kink: inputs are
+ * kept off it by the random draw). */
+static void test_gradient(nn_ctx *ctx) {
+    nn_ctx_set_fusion(ctx, 1);
+    nn_net *net = NULL;
+    nn_status st = nn_net_parse(ctx, PATTERNS[0].text, "fusion.nn", &net);
+    if (st || nn_net_plan(net, 4)) {
+        check(0, "fused bn + relu gradient: the model builds", "%s", ctx_err(ctx, st));
+        nn_net_free(net);
+        return;
+    }
+    nn_rng rng;
+    nn_rng_seed(&rng, 7, 0);
+    nn_net_init_params(net, &rng);
+    const size_t np = nn_net_num_params(net), per = 2 * 8 * 8;
+    float *x = fvec(4 * per), *dir = fvec(np);
+    int32_t y[4] = {0, 1, 2, 3};
+    fill(x, 4 * per, &rng, -1, 1);
+    fill(dir, np, &rng, -1, 1);
+    float loss;
+    nn_net_zero_grad(net);
+    st = nn_net_forward(net, x, y, 4, &loss);
+    if (!st) st = nn_net_backward(net);
+    float *g = tu_download(ctx, nn_net_grads(net), np), *p0 = tu_download(ctx, nn_net_params(net), np);
+    double analytic = 0;
+    for (size_t i = 0; i < np; i++) analytic += (double)g[i] * dir[i];
+    const double eps = 1e-4;
+    double lp = 0, lm = 0;
+    float *p = fvec(np);
+    for (int sgn = 1; sgn >= -1; sgn -= 2) {
+        for (size_t i = 0; i < np; i++) p[i] = (float)(p0[i] + sgn * eps * dir[i]);
+        nn_ctx_upload(ctx, nn_net_params(net), p, np * sizeof(float));
+        float l = 0;
+        if (nn_net_forward(net, x, y, 4, &l)) st = NN_EINVAL;
+        *(sgn > 0 ? &lp : &lm) = l;
+    }
+    const double numeric = (lp - lm) / (2 * eps);
+    check(!st && fabs(numeric - analytic) <= 2e-2 * fmax(1e-3, fabs(analytic)),
+          "fused bn + relu: gradient along a random direction matches central differences",
+          "analytic %.6g, numeric %.6g", analytic, numeric);
+    free(x), free(dir), free(g), free(p0), free(p);
+    nn_net_free(net);
+}
+
+int main(void) {
+    nn_ctx *ctx = test_ctx_new(2);
+    if (!ctx) return 2;
+    test_patterns(ctx);
+    test_gradient(ctx);
+    nn_ctx_free(ctx);
+    return test_summary();
+}
