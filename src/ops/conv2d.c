@@ -404,7 +404,9 @@ size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads) {
     size_t direct = nn_conv2d_direct_workspace(d, threads);
     size_t rows = nn_conv2d_rows_workspace(d, threads);
     size_t wino = nn_conv2d_winograd_workspace(d, threads);
+    size_t depthwise = nn_conv2d_depthwise_workspace(d, threads);
     size_t most = gemm > direct ? gemm : direct;
+    most = most > depthwise ? most : depthwise;
     most = most > rows ? most : rows;
     return most > wino ? most : wino;
 }
@@ -654,6 +656,8 @@ typedef struct {
 } conv_kernel;
 
 static const conv_kernel kernel_order[] = {
+    {"depthwise", nn_conv2d_depthwise_ok, nn_conv2d_forward_depthwise,
+     nn_conv2d_backward_depthwise, NULL, NULL},
     {"winograd", nn_conv2d_winograd_ok, nn_conv2d_forward_winograd, backward_winograd,
      winograd_weights_ok, nn_conv2d_backward_data_winograd},
     {"direct", nn_conv2d_direct_ok, nn_conv2d_forward_direct, nn_conv2d_backward_direct, NULL,
