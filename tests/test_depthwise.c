@@ -1,6 +1,6 @@
 /*
- * test_depthwise.c - the direct depthwise kernels (conv2d_depthwise.c):
- * against the double reference on
+ * test_depthwise.c - the direct depthwise kernels (conv2d_depthwise.c) and the
+ * 1x1 GEMM kernels (conv2d.c "pointwise"): against the double reference on
  * random inputs (odd sizes, strides 1 to 4, padding up to beyond the kernel,
  * batches of 1 and 3, fused ReLU, with and without bias), with the portable
  * and the AVX-512 loops, on 1 and 2 threads: through nn_conv2d_forward and
@@ -229,6 +229,13 @@ static const conv_case depthwise_cases[] = {
     {"3x3 s1 p1 33 channels",       33,  6,  6, 33, 3, 3, 1, 1, 1, 1, 33, 1, 1, 3},
 };
 
+static const conv_case pointwise_cases[] = {
+    {"1x1 32 -> 48, 28x28, batch 3", 32, 28, 28, 48, 1, 1, 1, 1, 0, 0, 1, 0, 1, 3},
+    {"1x1 7 -> 5, 7x9 + ReLU",        7,  7,  9,  5, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1},
+    {"1x1 16 -> 16, 1x1 image",      16,  1,  1, 16, 1, 1, 1, 1, 0, 0, 1, 0, 0, 3},
+    {"1x1 groups=4 8 -> 12 + ReLU",   8,  5,  6, 12, 1, 1, 1, 1, 0, 0, 4, 1, 1, 3},
+};
+
 int main(void) {
     nn_ctx *c1 = test_ctx_new(1), *c2 = test_ctx_new(2);
     nn_rng rng;
@@ -247,6 +254,8 @@ int main(void) {
         for (int t = 0; t < 2; t++) {
             for (size_t i = 0; i < sizeof depthwise_cases / sizeof *depthwise_cases; i++)
                 fast_vs_ref(ctxs[t], &rng, &depthwise_cases[i], "depthwise", nn_isa_name(isas[v]));
+            for (size_t i = 0; i < sizeof pointwise_cases / sizeof *pointwise_cases; i++)
+                fast_vs_ref(ctxs[t], &rng, &pointwise_cases[i], "pointwise", nn_isa_name(isas[v]));
         }
         hand_case(c1);
         thread_invariance(c1, c2, &rng);
@@ -257,6 +266,10 @@ int main(void) {
     nn_conv2d_desc d = desc_of(&other);
     check(strcmp(nn_conv2d_kernel_name(&d, c1), "depthwise") != 0,
           "a channel multiplier of 2 is not depthwise", "%s", nn_conv2d_kernel_name(&d, c1));
+    other = (conv_case){"", 4, 6, 6, 8, 1, 1, 2, 2, 0, 0, 1, 0, 1, 1}; /* 1x1 stride 2 */
+    d = desc_of(&other);
+    check(strcmp(nn_conv2d_kernel_name(&d, c1), "pointwise") != 0,
+          "a 1x1 convolution with stride 2 is not pointwise", "%s", nn_conv2d_kernel_name(&d, c1));
     d = desc_of(&depthwise_cases[0]);
     d.dil_h = d.dil_w = 2, d.P = 3, d.Q = 5;
     check(strcmp(nn_conv2d_kernel_name(&d, c1), "im2col") == 0,

@@ -22,7 +22,7 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                         nn_ctx *ctx);
 size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads);
 /* which kernels nn_conv2d_forward runs for d: "depthwise", "winograd",
- * "direct", "rows" or "im2col" (+ GEMM) */
+ * "direct", "rows", "pointwise" (1x1: GEMMs on the image) or "im2col" (+ GEMM) */
 const char *nn_conv2d_kernel_name(const nn_conv2d_desc *d, const nn_ctx *ctx);
 
 /* AVX-512 direct kernels for stride 1, 6..9 taps, pad < kernel; each
