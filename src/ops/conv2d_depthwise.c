@@ -190,15 +190,30 @@ static void dot_taps_portable(float *acc, int count, const float *gv, const floa
 }
 
 #ifdef NN_HAVE_AVX512_KERNELS
-/* The same, 16 outputs per vector. Inlined into a constant-tap caller the
- * loop over taps unrolls and the broadcast weights stay in registers. */
+/* The same, 32 outputs (two vectors: two independent chains of FMAs) per
+ * step. Inlined into a constant-tap caller the loop over taps unrolls and
+ * the broadcast weights stay in registers; the weights and tap pointers are
+ * copied so that the stores to out do not make the compiler reload them. */
 __attribute__((target("avx512f"), always_inline)) static inline void correlate_body(
     float *out, int count, const float *const *src, const float *wt, int taps) {
-    for (int j = 0; j < count; j += LANES) {
-        __m512 acc = _mm512_setzero_ps();
+    const float *p[MAX_TAPS];
+    __m512 v[MAX_TAPS];
+    for (int t = 0; t < taps; t++) p[t] = src[t], v[t] = _mm512_set1_ps(wt[t]);
+    int j = 0;
+    for (; j + LANES < count; j += 2 * LANES) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        for (int t = 0; t < taps; t++) {
+            a0 = _mm512_fmadd_ps(v[t], _mm512_loadu_ps(p[t] + j), a0);
+            a1 = _mm512_fmadd_ps(v[t], _mm512_loadu_ps(p[t] + j + LANES), a1);
+        }
+        _mm512_storeu_ps(out + j, a0);
+        _mm512_storeu_ps(out + j + LANES, a1);
+    }
+    if (j < count) {
+        __m512 a0 = _mm512_setzero_ps();
         for (int t = 0; t < taps; t++)
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(wt[t]), _mm512_loadu_ps(src[t] + j), acc);
-        _mm512_storeu_ps(out + j, acc);
+            a0 = _mm512_fmadd_ps(v[t], _mm512_loadu_ps(p[t] + j), a0);
+        _mm512_storeu_ps(out + j, a0);
     }
 }
 
@@ -234,8 +249,53 @@ AVX512 static void dot_taps_avx512(float *acc, int count, const float *gv,
 
 #ifdef NN_HAVE_AVX512_KERNELS
 /* The first n lanes, none for n <= 0. */
-static inline __mmask16 lanes_upto(int n) {
+__attribute__((target("avx512f"), always_inline)) static inline __mmask16 lanes_upto(int n) {
     return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+
+/* Masks of a row of n floats taken 32 at a time: lo, hi for the two loads
+ * (or stores) of every chunk but the last, then the last's; and for stride 2
+ * the even and the odd columns' counts of the last chunk. */
+typedef struct {
+    int chunks;
+    __mmask16 lo, hi, even, odd;
+} row_masks;
+
+__attribute__((target("avx512f"), always_inline)) static inline row_masks masks_of(int n) {
+    row_masks m;
+    m.chunks = (n + 2 * LANES - 1) / (2 * LANES);
+    const int last = n - (m.chunks - 1) * 2 * LANES;
+    m.lo = lanes_upto(last), m.hi = lanes_upto(last - LANES);
+    m.even = lanes_upto((last + 1) / 2), m.odd = lanes_upto(last / 2);
+    return m;
+}
+
+/* Row h of the plane lands on phase row a = (h + pad_h) % sh, row i = (h +
+ * pad_h) / sh of it: stepped along instead of divided for every row. */
+typedef struct {
+    int a, i;
+} phase_pos;
+
+static phase_pos first_row(const nn_conv2d_desc *d, const dw_geom *g) {
+    return (phase_pos){d->pad_h % g->sh, d->pad_h / g->sh};
+}
+
+static void next_row(phase_pos *r, const dw_geom *g) {
+    if (++r->a == g->sh) r->a = 0, r->i++;
+}
+
+/* A row of n floats from src to dst, 32 at a time. */
+__attribute__((target("avx512f"), always_inline)) static inline void copy_row(
+    float *dst, const float *src, const row_masks *m) {
+    const __mmask16 full = 0xFFFF;
+    for (int c = 0; c < m->chunks; c++) {
+        const int last = c == m->chunks - 1;
+        const __mmask16 lo = last ? m->lo : full, hi = last ? m->hi : full;
+        _mm512_mask_storeu_ps(dst + 2 * LANES * c, lo,
+                              _mm512_maskz_loadu_ps(lo, src + 2 * LANES * c));
+        _mm512_mask_storeu_ps(dst + 2 * LANES * c + LANES, hi,
+                              _mm512_maskz_loadu_ps(hi, src + 2 * LANES * c + LANES));
+    }
 }
 
 /* split_phases for strides 1 and 2 (others: the portable loop), a row at a
@@ -243,20 +303,17 @@ static inline __mmask16 lanes_upto(int n) {
  * columns of 32 are two permutes of two loads. */
 AVX512 static void split_phases_avx512(float *xph, const float *x, const nn_conv2d_desc *d,
                                        const dw_geom *g) {
-    const int W = d->W, pad = d->pad_w;
-    if (g->sw == 1) {
-        for (int h = 0; h < d->H; h++) {
-            float *row = xph + phase_row(h + d->pad_h, g->x_plane, g) + pad;
-            const float *xr = x + (size_t)h * W;
-            for (int w = 0; w < W; w += LANES) {
-                const __mmask16 m = lanes_upto(W - w);
-                _mm512_mask_storeu_ps(row + w, m, _mm512_maskz_loadu_ps(m, xr + w));
-            }
-        }
+    if (g->sw > 2) {
+        split_phases(xph, x, d, g);
         return;
     }
-    if (g->sw != 2) {
-        split_phases(xph, x, d, g);
+    const int W = d->W, pad = d->pad_w;
+    const row_masks m = masks_of(W);
+    phase_pos r = first_row(d, g);
+    if (g->sw == 1) {
+        for (int h = 0; h < d->H; h++, next_row(&r, g))
+            copy_row(xph + (size_t)r.a * g->x_plane + (size_t)r.i * g->wg + pad,
+                     x + (size_t)h * W, &m);
         return;
     }
     /* column 2m goes to column phase pad % 2 at m + pad / 2, column 2m + 1 to
@@ -264,16 +321,18 @@ AVX512 static void split_phases_avx512(float *xph, const float *x, const nn_conv
     const size_t even = (size_t)(pad % 2) * g->x_plane + pad / 2;
     const size_t odd = (size_t)((pad + 1) % 2) * g->x_plane + (pad + 1) / 2;
     const __m512i ie = nn_idx_even(), io = nn_idx_odd();
-    for (int h = 0; h < d->H; h++) {
-        float *row = xph + phase_row(h + d->pad_h, g->x_plane, g);
+    const __mmask16 full = 0xFFFF;
+    for (int h = 0; h < d->H; h++, next_row(&r, g)) {
+        float *row = xph + (size_t)r.a * 2 * g->x_plane + (size_t)r.i * g->wg;
         const float *xr = x + (size_t)h * W;
-        for (int w = 0; w < W; w += 2 * LANES) {
-            const int n = W - w;
-            const __m512 lo = _mm512_maskz_loadu_ps(lanes_upto(n), xr + w);
-            const __m512 hi = _mm512_maskz_loadu_ps(lanes_upto(n - LANES), xr + w + LANES);
-            _mm512_mask_storeu_ps(row + even + w / 2, lanes_upto((n + 1) / 2),
+        for (int c = 0; c < m.chunks; c++) {
+            const int last = c == m.chunks - 1;
+            const float *in = xr + 2 * LANES * c;
+            const __m512 lo = _mm512_maskz_loadu_ps(last ? m.lo : full, in);
+            const __m512 hi = _mm512_maskz_loadu_ps(last ? m.hi : full, in + LANES);
+            _mm512_mask_storeu_ps(row + even + LANES * c, last ? m.even : full,
                                   _mm512_permutex2var_ps(lo, ie, hi));
-            _mm512_mask_storeu_ps(row + odd + w / 2, lanes_upto(n / 2),
+            _mm512_mask_storeu_ps(row + odd + LANES * c, last ? m.odd : full,
                                   _mm512_permutex2var_ps(lo, io, hi));
         }
     }
@@ -283,35 +342,34 @@ AVX512 static void split_phases_avx512(float *xph, const float *x, const nn_conv
  * interleaved, 32 columns at a time. */
 AVX512 static void merge_phases_avx512(float *dx, const float *grids, const nn_conv2d_desc *d,
                                        const dw_geom *g) {
-    const int W = d->W, pad = d->pad_w;
-    if (g->sw == 1) {
-        for (int h = 0; h < d->H; h++) {
-            const float *row = grids + phase_row(h + d->pad_h, g->grid, g) + pad;
-            float *dr = dx + (size_t)h * W;
-            for (int w = 0; w < W; w += LANES) {
-                const __mmask16 m = lanes_upto(W - w);
-                _mm512_mask_storeu_ps(dr + w, m, _mm512_maskz_loadu_ps(m, row + w));
-            }
-        }
+    if (g->sw > 2) {
+        merge_phases(dx, grids, d, g);
         return;
     }
-    if (g->sw != 2) {
-        merge_phases(dx, grids, d, g);
+    const int W = d->W, pad = d->pad_w;
+    const row_masks m = masks_of(W);
+    phase_pos r = first_row(d, g);
+    if (g->sw == 1) {
+        for (int h = 0; h < d->H; h++, next_row(&r, g))
+            copy_row(dx + (size_t)h * W, grids + (size_t)r.a * g->grid + (size_t)r.i * g->wg + pad,
+                     &m);
         return;
     }
     const size_t even = (size_t)(pad % 2) * g->grid + pad / 2;
     const size_t odd = (size_t)((pad + 1) % 2) * g->grid + (pad + 1) / 2;
-    const __m512i lo = nn_idx_interleave_lo(), hi = nn_idx_interleave_hi();
-    for (int h = 0; h < d->H; h++) {
-        const float *row = grids + phase_row(h + d->pad_h, g->grid, g);
-        float *dr = dx + (size_t)h * W;
-        for (int w = 0; w < W; w += 2 * LANES) {
-            const int n = W - w;
-            const __m512 e = _mm512_maskz_loadu_ps(lanes_upto((n + 1) / 2), row + even + w / 2);
-            const __m512 o = _mm512_maskz_loadu_ps(lanes_upto(n / 2), row + odd + w / 2);
-            _mm512_mask_storeu_ps(dr + w, lanes_upto(n), _mm512_permutex2var_ps(e, lo, o));
-            _mm512_mask_storeu_ps(dr + w + LANES, lanes_upto(n - LANES),
-                                  _mm512_permutex2var_ps(e, hi, o));
+    const __m512i ilo = nn_idx_interleave_lo(), ihi = nn_idx_interleave_hi();
+    const __mmask16 full = 0xFFFF;
+    for (int h = 0; h < d->H; h++, next_row(&r, g)) {
+        const float *row = grids + (size_t)r.a * 2 * g->grid + (size_t)r.i * g->wg;
+        float *out = dx + (size_t)h * W;
+        for (int c = 0; c < m.chunks; c++) {
+            const int last = c == m.chunks - 1;
+            const __m512 e = _mm512_maskz_loadu_ps(last ? m.even : full, row + even + LANES * c);
+            const __m512 o = _mm512_maskz_loadu_ps(last ? m.odd : full, row + odd + LANES * c);
+            _mm512_mask_storeu_ps(out + 2 * LANES * c, last ? m.lo : full,
+                                  _mm512_permutex2var_ps(e, ilo, o));
+            _mm512_mask_storeu_ps(out + 2 * LANES * c + LANES, last ? m.hi : full,
+                                  _mm512_permutex2var_ps(e, ihi, o));
         }
     }
 }
@@ -319,23 +377,34 @@ AVX512 static void merge_phases_avx512(float *dx, const float *grids, const nn_c
 AVX512 static void store_output_avx512(float *y, const float *grid, float bias,
                                        const nn_conv2d_desc *d, const dw_geom *g) {
     const __m512 b = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+    const int vecs = (d->Q + LANES - 1) / LANES;
+    const __mmask16 tail = lanes_upto(d->Q - (vecs - 1) * LANES), full = 0xFFFF;
     for (int p = 0; p < d->P; p++)
-        for (int q = 0; q < d->Q; q += LANES) {
-            __m512 v = _mm512_add_ps(_mm512_loadu_ps(grid + (size_t)p * g->wg + q), b);
+        for (int v = 0; v < vecs; v++) {
+            __m512 o = _mm512_add_ps(_mm512_loadu_ps(grid + (size_t)p * g->wg + v * LANES), b);
             /* max(0, v) returns v when v is NaN: NaN passes, as in PyTorch */
-            if (d->relu) v = _mm512_max_ps(zero, v);
-            _mm512_mask_storeu_ps(y + (size_t)p * d->Q + q, lanes_upto(d->Q - q), v);
+            if (d->relu) o = _mm512_max_ps(zero, o);
+            _mm512_mask_storeu_ps(y + (size_t)p * d->Q + v * LANES, v == vecs - 1 ? tail : full, o);
         }
 }
 
 AVX512 static void extend_dy_avx512(float *dyz, const float *dy, const float *y,
                                     const nn_conv2d_desc *d, const dw_geom *g) {
+    const int vecs = (d->Q + LANES - 1) / LANES;
+    const __mmask16 tail = lanes_upto(d->Q - (vecs - 1) * LANES), full = 0xFFFF;
+    const __m512 zero = _mm512_setzero_ps();
     for (int p = 0; p < d->P; p++) {
         float *dst = dyz + (size_t)(p + g->kz) * g->wg + g->lz;
         const size_t o = (size_t)p * d->Q;
-        for (int q = 0; q < d->Q; q += LANES)
-            _mm512_mask_storeu_ps(dst + q, lanes_upto(d->Q - q),
-                                  nn_load_relu_masked(dy + o + q, y ? y + o + q : NULL, d->Q - q));
+        for (int v = 0; v < vecs; v++) {
+            const __mmask16 m = v == vecs - 1 ? tail : full;
+            __mmask16 keep = m;
+            if (y) /* zero where the fused ReLU's output is <= 0 */
+                keep = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, y + o + v * LANES), zero,
+                                               _CMP_GT_OQ);
+            _mm512_mask_storeu_ps(dst + v * LANES, m,
+                                  _mm512_maskz_loadu_ps(keep, dy + o + v * LANES));
+        }
     }
 }
 #endif
@@ -361,18 +430,6 @@ static dw_loops pick_loops(const nn_ctx *ctx) {
     (void)ctx;
     return (dw_loops){correlate_portable, dot_taps_portable, split_phases, merge_phases,
                       store_output, extend_dy};
-}
-
-/* Ask for the next plane's floats while this one is computed: the planes are
- * small (a 14 x 14 one is 13 cache lines) and read once, so each one's first
- * loads would otherwise wait on memory (measured: a third of the backward
- * pass of a 128-channel 14 x 14 stride-2 layer was the first row's load). */
-static void prefetch_plane(const float *next, size_t floats) {
-#if defined(__GNUC__)
-    for (size_t j = 0; j < floats; j += 64 / sizeof(float)) __builtin_prefetch(next + j, 0, 3);
-#else
-    (void)next, (void)floats;
-#endif
 }
 
 /* ------------------------------------------------------------ tap tables */
@@ -424,7 +481,6 @@ void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const
             const int i1 = planes - i0 < block ? planes : i0 + block;
             for (int i = i0; i < i1; i++) { /* plane i: image i / C, channel i % C */
                 const int c = i % d->C;
-                if (i + 1 < i1) prefetch_plane(x + (size_t)(i + 1) * HW, HW);
                 k.split_phases(xph, x + (size_t)i * HW, d, &g);
                 k.correlate(grid, d->P * g.wg, src, w + (size_t)c * RS, RS);
                 k.store_output(y + (size_t)i * PQ, grid, b ? b[c] : 0.0f, d, &g);
@@ -463,10 +519,6 @@ void nn_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *
         const int end = (int)((int64_t)planes * (t + 1) / T);
         for (int i = (int)((int64_t)planes * t / T); i < end; i++) {
             const int c = i % C;
-            if (i + 1 < end) {
-                prefetch_plane(x + (size_t)(i + 1) * HW, HW);
-                prefetch_plane(dy + (size_t)(i + 1) * PQ, (size_t)PQ);
-            }
             k.split_phases(xph, x + (size_t)i * HW, d, &g);
             k.extend_dy(dyz, dy + (size_t)i * PQ, d->relu ? y + (size_t)i * PQ : NULL, d, &g);
             k.dot_taps(acc + (size_t)c * g.acc, d->P * g.wg, dy_grid, xsrc, RS);
