@@ -1,9 +1,11 @@
 /*
  * conv2d.c - 2-D convolution (cross-correlation, as PyTorch): model-file
  * definition and CPU kernels: im2col + GEMM over groups of images (one wide
- * GEMM per group); the batch is split evenly across threads, each with its own
- * buffers and private weight gradient, summed in a fixed order, so results are
- * deterministic for a given thread count.
+ * GEMM per group), and 1x1 stride-1 convolutions as GEMMs on each image in
+ * place; the batch is split evenly across threads, each with its own buffers
+ * and private weight gradient, summed in a fixed order, so results are
+ * deterministic for a given thread count. kernel_order (below) chooses
+ * between these and the direct kernels of the other conv2d_*.c files.
  */
 #include "ops/ops.h"
 #include "backend/gemm_bf16.h"

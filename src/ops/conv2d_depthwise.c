@@ -23,11 +23,14 @@
  * in L1; their zero borders are written once per thread and call.
  *
  * Threads: the forward pass takes blocks of (image, channel) planes as they
- * come free; the backward pass takes whole channels (all images of one), so
- * each channel's weight gradient is summed in one fixed order and the results
- * do not depend on the thread count at all. The AVX-512 twins of the two
- * inner loops are chosen at run time from ctx->isa; the portable ones run
- * otherwise (NNOPT_ISA=generic) and are tested as well.
+ * come free; the backward pass gives each thread a contiguous share of the
+ * planes in memory order (going channel by channel across the images read
+ * 13-line planes 100 KB apart and waited on memory) with private partial
+ * sums per channel, added in thread order: dw and db depend only on the
+ * thread count, y and dx not at all. The AVX-512 twins of the inner loops
+ * (phase split and merge, the tap sums, the output and dy copies) are chosen
+ * at run time from ctx->isa; the portable ones run otherwise
+ * (NNOPT_ISA=generic) and are tested as well.
  */
 #include "ops/ops.h"
 
@@ -75,9 +78,10 @@ static dw_geom geom(const nn_conv2d_desc *d) {
     g.hph = (hp + g.sh - 1) / g.sh;
     g.kz = (d->R - 1) / g.sh, g.lz = (d->S - 1) / g.sw;
     g.wg = (wp + g.sw - 1) / g.sw + g.lz;
-    /* vectors run to the next multiple of 16 past the last grid row and read
-     * up to kz rows and lz columns further: one spare row and 32 floats cover
-     * both (P + kz <= hph) */
+    /* vectors run up to 16 floats past the last grid row's end and read up
+     * to kz rows and lz columns further: one spare row and 32 floats cover
+     * both (P + kz <= hph, lz < wg); the grids take the 16 floats of the last
+     * store */
     g.x_plane = round16(((size_t)g.hph + 1) * g.wg + 32);
     g.dyz = round16(((size_t)g.hph + g.kz + 1) * g.wg + 32);
     g.grid = round16((size_t)g.hph * g.wg + 16);
