@@ -165,8 +165,8 @@ static void extend_dy(float *dyz, const float *dy, const float *y, const nn_conv
 
 /* ------------------------------------------------------------ inner loops */
 
-/* out[j] = sum over taps t of wt[t] * src[t][j], j in [0, count) rounded up
- * to 16 (out and every src have the slack). */
+/* out[j] = sum over taps t of wt[t] * src[t][j] for j in [0, count) and up
+ * to 15 more (out and every src have that slack; geom). */
 static void correlate_portable(float *out, int count, const float *const *src, const float *wt,
                                int taps) {
     const int n = (int)round16((size_t)count);
@@ -249,9 +249,7 @@ AVX512 static void dot_taps_avx512(float *acc, int count, const float *gv,
     else
         dot_taps_body(acc, count, gv, src, taps);
 }
-#endif
 
-#ifdef NN_HAVE_AVX512_KERNELS
 /* The first n lanes, none for n <= 0. */
 __attribute__((target("avx512f"), always_inline)) static inline __mmask16 lanes_upto(int n) {
     return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
