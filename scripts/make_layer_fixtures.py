@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Generate tests/fixtures/layers_<op>.txt: PyTorch forward outputs and input
 gradients of the layers leaky_relu, gelu, silu, sigmoid, tanh, avgpool, gap,
-relu6, hardswish, conv2d with dilation, and add and concat of several inputs;
+relu6, hardswish, conv2d with dilation, depthwise and 1x1 conv2d, and add
+and concat of several inputs;
 and tests/fixtures/model_registry.txt: one training step's loss, logits and
 parameter gradients of tests/fixtures/model_registry.nn (every one of those
 new layer kinds in one graph).
@@ -75,6 +76,15 @@ CASES = {
                          "conv2d out=6 kernel=3x2 stride=2x1 pad=2x3 dilation=2x3 groups=2"),
                         (3, (2, 6, 7), 115, 2.0, 116,
                          "conv2d out=3 kernel=2 pad=1 dilation=3 bias=0")],
+    # the two halves of a depthwise-separable block: depthwise (groups = C =
+    # K, conv2d_depthwise.c) and 1x1 stride 1 (conv2d.c's pointwise GEMMs)
+    "conv2d_separable": [(2, (6, 9, 11), 161, 2.0, 162,
+                          "conv2d out=6 kernel=3 stride=2 pad=1 groups=6"),
+                         (3, (4, 7, 7), 163, 2.0, 164, "conv2d out=4 kernel=3 pad=1 groups=4 bias=0"),
+                         (1, (3, 10, 9), 165, 2.0, 166,
+                          "conv2d out=3 kernel=5 stride=2 pad=2 groups=3"),
+                         (2, (8, 5, 7), 167, 2.0, 168, "conv2d out=12 kernel=1"),
+                         (1, (6, 4, 4), 169, 2.0, 170, "conv2d out=6 kernel=1 groups=2 bias=0")],
 }
 
 # layers of several inputs: op -> list of (n, [(C, H, W), ...], xs, scale, gs, layer line)

@@ -9,7 +9,8 @@
  *     against central differences in double (and not zero), a hand-computed
  *     case, model-file parsing and errors, and PyTorch
  *     (tests/fixtures/layers_<op>.txt from scripts/make_layer_fixtures.py)
- *     through the parser and the CPU kernels of each registry entry;
+ *     through the parser and the CPU kernels of each registry entry (and
+ *     so for depthwise and 1x1 convolutions, layers_conv2d_separable.txt);
  *   - tests/fixtures/model_registry.nn, every new kind in one graph (one
  *     input read twice by an add, a ReLU fused into a dilated convolution and
  *     masked by the max-pool after it): one training step's loss, logits and
@@ -780,7 +781,8 @@ static int fixture_case(FILE *f, const char *header, nn_ctx *ctx, const char *fi
 }
 
 static void test_layer_fixtures(nn_ctx *ctx) {
-    static const char *const ops[] = {"relu6", "hardswish", "conv2d_dilation", "add", "concat"};
+    static const char *const ops[] = {"relu6",           "hardswish", "conv2d_dilation",
+                                      "conv2d_separable", "add",       "concat"};
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
         char file[64];
         snprintf(file, sizeof file, "layers_%s.txt", ops[o]);

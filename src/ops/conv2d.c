@@ -1,9 +1,11 @@
 /*
  * conv2d.c - 2-D convolution (cross-correlation, as PyTorch): model-file
  * definition and CPU kernels: im2col + GEMM over groups of images (one wide
- * GEMM per group); the batch is split evenly across threads, each with its own
- * buffers and private weight gradient, summed in a fixed order, so results are
- * deterministic for a given thread count.
+ * GEMM per group), and 1x1 stride-1 convolutions as GEMMs on each image in
+ * place; the batch is split evenly across threads, each with its own buffers
+ * and private weight gradient, summed in a fixed order, so results are
+ * deterministic for a given thread count. kernel_order (below) chooses
+ * between these and the direct kernels of the other conv2d_*.c files.
  */
 #include "ops/ops.h"
 #include "backend/gemm_bf16.h"
@@ -404,7 +406,9 @@ size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads) {
     size_t direct = nn_conv2d_direct_workspace(d, threads);
     size_t rows = nn_conv2d_rows_workspace(d, threads);
     size_t wino = nn_conv2d_winograd_workspace(d, threads);
+    size_t depthwise = nn_conv2d_depthwise_workspace(d, threads);
     size_t most = gemm > direct ? gemm : direct;
+    most = most > depthwise ? most : depthwise;
     most = most > rows ? most : rows;
     return most > wino ? most : wino;
 }
@@ -612,6 +616,104 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
     }
 }
 
+/* ------------------------------------------------------------ 1x1 */
+
+/* A 1x1 convolution with stride 1 and no padding is a matrix product on each
+ * image as it lies in memory: x (C, H*W) is already the column matrix, so the
+ * GEMMs read the image itself instead of an im2col copy of it. */
+static int pointwise_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    (void)ctx;
+    return d->R == 1 && d->S == 1 && d->stride_h == 1 && d->stride_w == 1 && d->pad_h == 0 &&
+           d->pad_w == 0 && !nn_conv2d_dilated(d) && !d->bf16;
+}
+
+/* Per image, one GEMM per channel group: y (K/g, HW) = W (K/g, C/g) x x
+ * (C/g, HW), then bias and ReLU in place; images to whichever thread is free. */
+static void forward_pointwise(float *y, const float *x, const float *w, const float *b,
+                              const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    (void)ws;
+    const int T = ctx->threads < n ? ctx->threads : n;
+    const int HW = d->H * d->W, ng = d->groups > 1 ? d->groups : 1;
+    const int Cg = d->C / ng, Kg = d->K / ng;
+    const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * HW;
+    NN_PARALLEL(T) {
+        NN_FOR_DYNAMIC
+        for (int i = 0; i < n; i++) {
+            float *yi = y + i * ys;
+            for (int gi = 0; gi < ng; gi++)
+                nn_sgemm(0, 0, Kg, HW, Cg, 1.0f, w + (size_t)gi * Kg * Cg, Cg,
+                         x + i * xs + (size_t)gi * Cg * HW, HW, 0.0f, yi + (size_t)gi * Kg * HW,
+                         HW);
+            for (int k = 0; k < d->K; k++) {
+                float *yk = yi + (size_t)k * HW;
+                const float bk = b ? b[k] : 0.0f;
+                if (d->relu)
+                    for (int j = 0; j < HW; j++) {
+                        const float v = yk[j] + bk;
+                        yk[j] = (v > 0.0f || v != v) ? v : 0.0f; /* NaN passes */
+                    }
+                else if (b)
+                    for (int j = 0; j < HW; j++) yk[j] += bk;
+            }
+        }
+    }
+}
+
+/* Backward per image: dW (K/g, C/g) += dY (K/g, HW) x x^T over a fixed share
+ * of the images per thread (its own dW and db, added in thread order, as
+ * backward_im2col), then dx (C/g, HW) = W^T x dY image by image to whichever
+ * thread is free. dY is the layer's dy itself, or its ReLU-masked copy. */
+static void backward_pointwise(float *dx, float *dw, float *db, const float *dy, const float *y,
+                               const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                               float *ws, nn_ctx *ctx) {
+    const int T = ctx->threads < n ? ctx->threads : n;
+    const int HW = d->H * d->W, ng = d->groups > 1 ? d->groups : 1;
+    const int Cg = d->C / ng, Kg = d->K / ng;
+    const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * HW, wn = (size_t)d->K * Cg;
+    const conv_ws L = ws_layout(d); /* its yg holds one image's masked dy, dw and db the shares */
+    NN_PARALLEL(T) {
+        const int t = nn_thread_id();
+        float *base = ws + L.shared + (size_t)t * L.total;
+        float *dyg = base + L.yg, *dwt = base + L.dw, *dbt = base + L.db;
+        memset(dwt, 0, wn * sizeof(float));
+        memset(dbt, 0, (size_t)d->K * sizeof(float));
+        const int end = n * (t + 1) / T;
+        for (int i = n * t / T; i < end; i++) {
+            const float *dyi = dy + i * ys;
+            if (d->relu) {
+                gather_dy(dyg, dy, y, i, 1, d->K, HW);
+                dyi = dyg;
+            }
+            for (int k = 0; k < d->K; k++) dbt[k] += sum_row(dyi + (size_t)k * HW, HW);
+            for (int gi = 0; gi < ng; gi++)
+                nn_sgemm(0, 1, Kg, Cg, HW, 1.0f, dyi + (size_t)gi * Kg * HW, HW,
+                         x + i * xs + (size_t)gi * Cg * HW, HW, 1.0f, dwt + (size_t)gi * Kg * Cg,
+                         Cg);
+        }
+        if (dx) {
+            NN_FOR_DYNAMIC
+            for (int i = 0; i < n; i++) {
+                const float *dyi = dy + i * ys;
+                if (d->relu) {
+                    gather_dy(dyg, dy, y, i, 1, d->K, HW);
+                    dyi = dyg;
+                }
+                for (int gi = 0; gi < ng; gi++)
+                    nn_sgemm(1, 0, Cg, HW, Kg, 1.0f, w + (size_t)gi * Kg * Cg, Cg,
+                             dyi + (size_t)gi * Kg * HW, HW, 0.0f, dx + i * xs + (size_t)gi * Cg * HW,
+                             HW);
+            }
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        const float *dwt = ws + L.shared + (size_t)t * L.total + L.dw;
+        const float *dbt = ws + L.shared + (size_t)t * L.total + L.db;
+        for (size_t j = 0; j < wn; j++) dw[j] += dwt[j];
+        if (db)
+            for (int k = 0; k < d->K; k++) db[k] += dbt[k];
+    }
+}
+
 /* ------------------------------------------------------------ kernel order */
 
 static int always(const nn_conv2d_desc *d, const nn_ctx *ctx) {
@@ -654,11 +756,14 @@ typedef struct {
 } conv_kernel;
 
 static const conv_kernel kernel_order[] = {
+    {"depthwise", nn_conv2d_depthwise_ok, nn_conv2d_forward_depthwise,
+     nn_conv2d_backward_depthwise, NULL, NULL},
     {"winograd", nn_conv2d_winograd_ok, nn_conv2d_forward_winograd, backward_winograd,
      winograd_weights_ok, nn_conv2d_backward_data_winograd},
     {"direct", nn_conv2d_direct_ok, nn_conv2d_forward_direct, nn_conv2d_backward_direct, NULL,
      NULL},
     {"rows", nn_conv2d_rows_ok, nn_conv2d_forward_rows, nn_conv2d_backward_rows, NULL, NULL},
+    {"pointwise", pointwise_ok, forward_pointwise, backward_pointwise, NULL, NULL},
     {"im2col", always, forward_im2col, backward_im2col, NULL, NULL},
 };
 

@@ -21,8 +21,8 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                         const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
                         nn_ctx *ctx);
 size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads);
-/* which kernels nn_conv2d_forward runs for d: "winograd", "direct", "rows" or
- * "im2col" (+ GEMM) */
+/* which kernels nn_conv2d_forward runs for d: "depthwise", "winograd",
+ * "direct", "rows", "pointwise" (1x1: GEMMs on the image) or "im2col" (+ GEMM) */
 const char *nn_conv2d_kernel_name(const nn_conv2d_desc *d, const nn_ctx *ctx);
 
 /* AVX-512 direct kernels for stride 1, 6..9 taps, pad < kernel; each
@@ -58,6 +58,16 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
 void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
                                          const float *x, const nn_conv2d_desc *d, int n,
                                          float *ws, nn_ctx *ctx);
+/* conv2d_depthwise.c: depthwise convolutions (groups = C = K, kernels up to
+ * 7x7, strides up to 4, undilated, fp32) as direct sums over each plane,
+ * portable and AVX-512 */
+int nn_conv2d_depthwise_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
+size_t nn_conv2d_depthwise_workspace(const nn_conv2d_desc *d, int threads);
+void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const float *b,
+                                 const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+void nn_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy, const float *y,
+                                  const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                                  float *ws, nn_ctx *ctx);
 int nn_conv2d_rows_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_rows_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,

@@ -1,0 +1,548 @@
+/*
+ * conv2d_depthwise.c - direct kernels for depthwise convolutions (groups = C
+ * = K: each channel is convolved with its own R x S kernel), which im2col +
+ * GEMM runs as C GEMMs of one row each at a few GFLOP/s.
+ *
+ * Every plane is turned into 1-D sums over flat arrays, so that one loop
+ * vectorized along a flat index serves every stride, padding and kernel size:
+ *  - the padded input plane is split into stride_h x stride_w phase planes,
+ *    phase (a, b) holding xpad[a + sh*i][b + sw*j]; output (p, q) then reads
+ *    tap (r, s) at phase (r % sh, s % sw), row p + r / sh, column q + s / sw,
+ *    so on a grid of rows `wg` floats wide the tap is one fixed offset from
+ *    the output's flat index, and a vector of 16 outputs reads 16
+ *    consecutive floats per tap (stride 2 included: no gathers);
+ *  - the input gradient of padded phase (a, b) is the same kind of sum over
+ *    dy, zero-extended by (R-1)/sh rows above and (S-1)/sw columns left, with
+ *    the taps r = a + sh*k, s = b + sw*l turned 180 degrees;
+ *  - the weight gradient of tap t is the dot product of that zero-extended
+ *    dy with tap t's shifted phase plane (the grid's extra columns of dy are
+ *    zero, so they add nothing).
+ * A grid row holds a few columns past the output's (wg >= Q): small planes
+ * waste fewer lanes than with one vector per output row (a 7 x 7 output is
+ * 4 vectors, not 7). The phase planes, dy and the output grid of a plane stay
+ * in L1; their zero borders are written once per thread and call.
+ *
+ * Threads: the forward pass takes blocks of (image, channel) planes as they
+ * come free; the backward pass gives each thread a contiguous share of the
+ * planes in memory order (going channel by channel across the images read
+ * 13-line planes 100 KB apart and waited on memory) with private partial
+ * sums per channel, added in thread order: dw and db depend only on the
+ * thread count, y and dx not at all. The AVX-512 twins of the inner loops
+ * (phase split and merge, the tap sums, the output and dy copies) are chosen
+ * at run time from ctx->isa; the portable ones run otherwise
+ * (NNOPT_ISA=generic) and are tested as well.
+ */
+#include "ops/ops.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include "backend/simd_avx512.h"
+#define NN_HAVE_AVX512_KERNELS 1
+#define AVX512 __attribute__((target("avx512f")))
+#endif
+
+#define LANES 16      /* floats per zmm, and partial sums per tap of the portable dot product */
+#define MAX_SIDE 7    /* kernels up to 7 x 7 */
+#define MAX_STRIDE 4
+#define MAX_TAPS (MAX_SIDE * MAX_SIDE)
+
+static size_t round16(size_t floats) { return (floats + 15) & ~(size_t)15; }
+
+int nn_conv2d_depthwise_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    (void)ctx; /* the portable loops take every ISA */
+    return d->groups > 1 && d->groups == d->C && d->K == d->C && !nn_conv2d_dilated(d) &&
+           !d->bf16 && d->R <= MAX_SIDE && d->S <= MAX_SIDE && d->stride_h <= MAX_STRIDE &&
+           d->stride_w <= MAX_STRIDE;
+}
+
+/* The geometry of one plane's buffers, in floats. */
+typedef struct {
+    int sh, sw;           /* strides: phases along H and W */
+    int hph;              /* rows of each phase plane: ceil((H + 2 pad_h) / sh) */
+    int kz, lz;           /* dy's zero rows above, zero columns left: (R-1)/sh, (S-1)/sw */
+    int wg;               /* row width of every grid: ceil((W + 2 pad_w) / sw) + lz */
+    size_t x_plane;       /* one phase plane of x, with slack for the last vector's taps */
+    size_t dyz;           /* zero-extended dy: hph + kz rows and slack */
+    size_t grid;          /* one output grid: the forward's y or one phase of dx */
+    size_t acc;           /* a channel's weight-gradient partial sums: LANES per tap and the bias */
+    size_t per_thread;
+} dw_geom;
+
+static dw_geom geom(const nn_conv2d_desc *d) {
+    dw_geom g;
+    g.sh = d->stride_h, g.sw = d->stride_w;
+    const int hp = d->H + 2 * d->pad_h, wp = d->W + 2 * d->pad_w;
+    g.hph = (hp + g.sh - 1) / g.sh;
+    g.kz = (d->R - 1) / g.sh, g.lz = (d->S - 1) / g.sw;
+    g.wg = (wp + g.sw - 1) / g.sw + g.lz;
+    /* vectors run up to 16 floats past the last grid row's end and read up
+     * to kz rows and lz columns further: one spare row and 32 floats cover
+     * both (P + kz <= hph, lz < wg); the grids take the 16 floats of the last
+     * store */
+    g.x_plane = round16(((size_t)g.hph + 1) * g.wg + 32);
+    g.dyz = round16(((size_t)g.hph + g.kz + 1) * g.wg + 32);
+    g.grid = round16((size_t)g.hph * g.wg + 16);
+    g.acc = (size_t)(d->R * d->S + 1) * LANES;
+    g.per_thread = (size_t)g.sh * g.sw * (g.x_plane + g.grid) + g.dyz + (size_t)d->C * g.acc;
+    return g;
+}
+
+size_t nn_conv2d_depthwise_workspace(const nn_conv2d_desc *d, int threads) {
+    if (!nn_conv2d_depthwise_ok(d, NULL)) return 0;
+    return (size_t)threads * geom(d).per_thread;
+}
+
+/* ------------------------------------------------------------ plane copies */
+
+/* Where padded row hp of a plane goes: phase row hp % sh, row hp / sh of it;
+ * the sw column phases of that row follow `phase` floats apart. */
+static size_t phase_row(int hp, size_t phase, const dw_geom *g) {
+    return (size_t)(hp % g->sh) * g->sw * phase + (size_t)(hp / g->sh) * g->wg;
+}
+
+/* The phase planes of one input plane x (H, W): column w of padded row hp
+ * goes to column phase (w + pad_w) % sw at (w + pad_w) / sw. Only the
+ * interior is written: the zero border stays from the thread's first memset. */
+static void split_phases(float *xph, const float *x, const nn_conv2d_desc *d, const dw_geom *g) {
+    for (int h = 0; h < d->H; h++) {
+        float *row = xph + phase_row(h + d->pad_h, g->x_plane, g);
+        const float *xr = x + (size_t)h * d->W;
+        for (int b = 0; b < g->sw; b++) {
+            const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw; /* first column of phase b */
+            float *o = row + (size_t)b * g->x_plane + (w0 + d->pad_w) / g->sw;
+            for (int w = w0, j = 0; w < d->W; w += g->sw, j++) o[j] = xr[w];
+        }
+    }
+}
+
+/* The inverse for the input gradient: dx (H, W) from its padded phase grids. */
+static void merge_phases(float *dx, const float *grids, const nn_conv2d_desc *d, const dw_geom *g) {
+    for (int h = 0; h < d->H; h++) {
+        const float *row = grids + phase_row(h + d->pad_h, g->grid, g);
+        float *dr = dx + (size_t)h * d->W;
+        for (int b = 0; b < g->sw; b++) {
+            const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw;
+            const float *o = row + (size_t)b * g->grid + (w0 + d->pad_w) / g->sw;
+            for (int w = w0, j = 0; w < d->W; w += g->sw, j++) dr[w] = o[j];
+        }
+    }
+}
+
+/* The rows of the forward's grid into y (P, Q), + bias, ReLU if asked. */
+static void store_output(float *y, const float *grid, float bias, const nn_conv2d_desc *d,
+                         const dw_geom *g) {
+    for (int p = 0; p < d->P; p++) {
+        const float *gr = grid + (size_t)p * g->wg;
+        float *yr = y + (size_t)p * d->Q;
+        if (d->relu)
+            for (int q = 0; q < d->Q; q++) {
+                const float v = gr[q] + bias;
+                yr[q] = (v > 0.0f || v != v) ? v : 0.0f; /* NaN passes */
+            }
+        else
+            for (int q = 0; q < d->Q; q++) yr[q] = gr[q] + bias;
+    }
+}
+
+/* dy (P, Q) into the zero-extended grid, zero where the fused ReLU's output
+ * y <= 0 (y NULL: no mask). */
+static void extend_dy(float *dyz, const float *dy, const float *y, const nn_conv2d_desc *d,
+                      const dw_geom *g) {
+    for (int p = 0; p < d->P; p++) {
+        float *dst = dyz + (size_t)(p + g->kz) * g->wg + g->lz;
+        const float *src = dy + (size_t)p * d->Q;
+        if (y) {
+            const float *m = y + (size_t)p * d->Q;
+            for (int q = 0; q < d->Q; q++) dst[q] = m[q] > 0.0f ? src[q] : 0.0f;
+        } else {
+            memcpy(dst, src, (size_t)d->Q * sizeof(float));
+        }
+    }
+}
+
+/* ------------------------------------------------------------ inner loops */
+
+/* out[j] = sum over taps t of wt[t] * src[t][j] for j in [0, count) and up
+ * to 15 more (out and every src have that slack; geom). */
+static void correlate_portable(float *out, int count, const float *const *src, const float *wt,
+                               int taps) {
+    const int n = (int)round16((size_t)count);
+    for (int j = 0; j < n; j++) out[j] = 0.0f;
+    for (int t = 0; t < taps; t++) {
+        const float *s = src[t], v = wt[t];
+        for (int j = 0; j < n; j++) out[j] += v * s[j];
+    }
+}
+
+/* acc[t][l] += sum over j = l mod 16 of g[j] * src[t][j], and the bias's
+ * acc[taps][l] += g[j], j in [0, count) rounded up to 16 (g zero past count). */
+static void dot_taps_portable(float *acc, int count, const float *gv, const float *const *src,
+                              int taps) {
+    const int n = (int)round16((size_t)count);
+    for (int t = 0; t < taps; t++) {
+        float *a = acc + (size_t)t * LANES;
+        const float *s = src[t];
+        for (int j = 0; j < n; j += LANES)
+            for (int l = 0; l < LANES; l++) a[l] += gv[j + l] * s[j + l];
+    }
+    float *a = acc + (size_t)taps * LANES;
+    for (int j = 0; j < n; j += LANES)
+        for (int l = 0; l < LANES; l++) a[l] += gv[j + l];
+}
+
+#ifdef NN_HAVE_AVX512_KERNELS
+/* The same, 32 outputs (two vectors: two independent chains of FMAs) per
+ * step. Inlined into a constant-tap caller the loop over taps unrolls and
+ * the broadcast weights stay in registers; the weights and tap pointers are
+ * copied so that the stores to out do not make the compiler reload them. */
+__attribute__((target("avx512f"), always_inline)) static inline void correlate_body(
+    float *out, int count, const float *const *src, const float *wt, int taps) {
+    const float *p[MAX_TAPS];
+    __m512 v[MAX_TAPS];
+    for (int t = 0; t < taps; t++) p[t] = src[t], v[t] = _mm512_set1_ps(wt[t]);
+    int j = 0;
+    for (; j + LANES < count; j += 2 * LANES) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+        for (int t = 0; t < taps; t++) {
+            a0 = _mm512_fmadd_ps(v[t], _mm512_loadu_ps(p[t] + j), a0);
+            a1 = _mm512_fmadd_ps(v[t], _mm512_loadu_ps(p[t] + j + LANES), a1);
+        }
+        _mm512_storeu_ps(out + j, a0);
+        _mm512_storeu_ps(out + j + LANES, a1);
+    }
+    if (j < count) {
+        __m512 a0 = _mm512_setzero_ps();
+        for (int t = 0; t < taps; t++)
+            a0 = _mm512_fmadd_ps(v[t], _mm512_loadu_ps(p[t] + j), a0);
+        _mm512_storeu_ps(out + j, a0);
+    }
+}
+
+AVX512 static void correlate_avx512(float *out, int count, const float *const *src,
+                                    const float *wt, int taps) {
+    if (taps == 9) /* 3 x 3, stride 1 and the forward of stride 2: unrolled */
+        correlate_body(out, count, src, wt, 9);
+    else
+        correlate_body(out, count, src, wt, taps);
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void dot_taps_body(
+    float *acc, int count, const float *gv, const float *const *src, int taps) {
+    __m512 a[MAX_TAPS + 1];
+    for (int t = 0; t <= taps; t++) a[t] = _mm512_loadu_ps(acc + (size_t)t * LANES);
+    for (int j = 0; j < count; j += LANES) {
+        const __m512 gj = _mm512_loadu_ps(gv + j);
+        for (int t = 0; t < taps; t++)
+            a[t] = _mm512_fmadd_ps(gj, _mm512_loadu_ps(src[t] + j), a[t]);
+        a[taps] = _mm512_add_ps(a[taps], gj);
+    }
+    for (int t = 0; t <= taps; t++) _mm512_storeu_ps(acc + (size_t)t * LANES, a[t]);
+}
+
+AVX512 static void dot_taps_avx512(float *acc, int count, const float *gv,
+                                   const float *const *src, int taps) {
+    if (taps == 9) /* ten accumulators in registers */
+        dot_taps_body(acc, count, gv, src, 9);
+    else
+        dot_taps_body(acc, count, gv, src, taps);
+}
+
+/* The first n lanes, none for n <= 0. */
+__attribute__((target("avx512f"), always_inline)) static inline __mmask16 lanes_upto(int n) {
+    return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+
+/* Masks of a row of n floats taken 32 at a time: lo, hi for the two loads
+ * (or stores) of every chunk but the last, then the last's; and for stride 2
+ * the even and the odd columns' counts of the last chunk. */
+typedef struct {
+    int chunks;
+    __mmask16 lo, hi, even, odd;
+} row_masks;
+
+__attribute__((target("avx512f"), always_inline)) static inline row_masks masks_of(int n) {
+    row_masks m;
+    m.chunks = (n + 2 * LANES - 1) / (2 * LANES);
+    const int last = n - (m.chunks - 1) * 2 * LANES;
+    m.lo = lanes_upto(last), m.hi = lanes_upto(last - LANES);
+    m.even = lanes_upto((last + 1) / 2), m.odd = lanes_upto(last / 2);
+    return m;
+}
+
+/* Row h of the plane lands on phase row a = (h + pad_h) % sh, row i = (h +
+ * pad_h) / sh of it: stepped along instead of divided for every row. */
+typedef struct {
+    int a, i;
+} phase_pos;
+
+static phase_pos first_row(const nn_conv2d_desc *d, const dw_geom *g) {
+    return (phase_pos){d->pad_h % g->sh, d->pad_h / g->sh};
+}
+
+static void next_row(phase_pos *r, const dw_geom *g) {
+    if (++r->a == g->sh) r->a = 0, r->i++;
+}
+
+/* A row of n floats from src to dst, 32 at a time. */
+__attribute__((target("avx512f"), always_inline)) static inline void copy_row(
+    float *dst, const float *src, const row_masks *m) {
+    const __mmask16 full = 0xFFFF;
+    for (int c = 0; c < m->chunks; c++) {
+        const int last = c == m->chunks - 1;
+        const __mmask16 lo = last ? m->lo : full, hi = last ? m->hi : full;
+        _mm512_mask_storeu_ps(dst + 2 * LANES * c, lo,
+                              _mm512_maskz_loadu_ps(lo, src + 2 * LANES * c));
+        _mm512_mask_storeu_ps(dst + 2 * LANES * c + LANES, hi,
+                              _mm512_maskz_loadu_ps(hi, src + 2 * LANES * c + LANES));
+    }
+}
+
+/* split_phases for strides 1 and 2 (others: the portable loop), a row at a
+ * time with masked loads and stores; for stride 2 the even and the odd
+ * columns of 32 are two permutes of two loads. */
+AVX512 static void split_phases_avx512(float *xph, const float *x, const nn_conv2d_desc *d,
+                                       const dw_geom *g) {
+    if (g->sw > 2) {
+        split_phases(xph, x, d, g);
+        return;
+    }
+    const int W = d->W, pad = d->pad_w;
+    const row_masks m = masks_of(W);
+    phase_pos r = first_row(d, g);
+    if (g->sw == 1) {
+        for (int h = 0; h < d->H; h++, next_row(&r, g))
+            copy_row(xph + (size_t)r.a * g->x_plane + (size_t)r.i * g->wg + pad,
+                     x + (size_t)h * W, &m);
+        return;
+    }
+    /* column 2m goes to column phase pad % 2 at m + pad / 2, column 2m + 1 to
+     * the other one at m + (pad + 1) / 2 */
+    const size_t even = (size_t)(pad % 2) * g->x_plane + pad / 2;
+    const size_t odd = (size_t)((pad + 1) % 2) * g->x_plane + (pad + 1) / 2;
+    const __m512i ie = nn_idx_even(), io = nn_idx_odd();
+    const __mmask16 full = 0xFFFF;
+    for (int h = 0; h < d->H; h++, next_row(&r, g)) {
+        float *row = xph + (size_t)r.a * 2 * g->x_plane + (size_t)r.i * g->wg;
+        const float *xr = x + (size_t)h * W;
+        for (int c = 0; c < m.chunks; c++) {
+            const int last = c == m.chunks - 1;
+            const float *in = xr + 2 * LANES * c;
+            const __m512 lo = _mm512_maskz_loadu_ps(last ? m.lo : full, in);
+            const __m512 hi = _mm512_maskz_loadu_ps(last ? m.hi : full, in + LANES);
+            _mm512_mask_storeu_ps(row + even + LANES * c, last ? m.even : full,
+                                  _mm512_permutex2var_ps(lo, ie, hi));
+            _mm512_mask_storeu_ps(row + odd + LANES * c, last ? m.odd : full,
+                                  _mm512_permutex2var_ps(lo, io, hi));
+        }
+    }
+}
+
+/* merge_phases for strides 1 and 2: for 2, the two column phases
+ * interleaved, 32 columns at a time. */
+AVX512 static void merge_phases_avx512(float *dx, const float *grids, const nn_conv2d_desc *d,
+                                       const dw_geom *g) {
+    if (g->sw > 2) {
+        merge_phases(dx, grids, d, g);
+        return;
+    }
+    const int W = d->W, pad = d->pad_w;
+    const row_masks m = masks_of(W);
+    phase_pos r = first_row(d, g);
+    if (g->sw == 1) {
+        for (int h = 0; h < d->H; h++, next_row(&r, g))
+            copy_row(dx + (size_t)h * W, grids + (size_t)r.a * g->grid + (size_t)r.i * g->wg + pad,
+                     &m);
+        return;
+    }
+    const size_t even = (size_t)(pad % 2) * g->grid + pad / 2;
+    const size_t odd = (size_t)((pad + 1) % 2) * g->grid + (pad + 1) / 2;
+    const __m512i ilo = nn_idx_interleave_lo(), ihi = nn_idx_interleave_hi();
+    const __mmask16 full = 0xFFFF;
+    for (int h = 0; h < d->H; h++, next_row(&r, g)) {
+        const float *row = grids + (size_t)r.a * 2 * g->grid + (size_t)r.i * g->wg;
+        float *out = dx + (size_t)h * W;
+        for (int c = 0; c < m.chunks; c++) {
+            const int last = c == m.chunks - 1;
+            const __m512 e = _mm512_maskz_loadu_ps(last ? m.even : full, row + even + LANES * c);
+            const __m512 o = _mm512_maskz_loadu_ps(last ? m.odd : full, row + odd + LANES * c);
+            _mm512_mask_storeu_ps(out + 2 * LANES * c, last ? m.lo : full,
+                                  _mm512_permutex2var_ps(e, ilo, o));
+            _mm512_mask_storeu_ps(out + 2 * LANES * c + LANES, last ? m.hi : full,
+                                  _mm512_permutex2var_ps(e, ihi, o));
+        }
+    }
+}
+
+AVX512 static void store_output_avx512(float *y, const float *grid, float bias,
+                                       const nn_conv2d_desc *d, const dw_geom *g) {
+    const __m512 b = _mm512_set1_ps(bias), zero = _mm512_setzero_ps();
+    const int vecs = (d->Q + LANES - 1) / LANES;
+    const __mmask16 tail = lanes_upto(d->Q - (vecs - 1) * LANES), full = 0xFFFF;
+    for (int p = 0; p < d->P; p++)
+        for (int v = 0; v < vecs; v++) {
+            __m512 o = _mm512_add_ps(_mm512_loadu_ps(grid + (size_t)p * g->wg + v * LANES), b);
+            /* max(0, v) returns v when v is NaN: NaN passes, as in PyTorch */
+            if (d->relu) o = _mm512_max_ps(zero, o);
+            _mm512_mask_storeu_ps(y + (size_t)p * d->Q + v * LANES, v == vecs - 1 ? tail : full, o);
+        }
+}
+
+AVX512 static void extend_dy_avx512(float *dyz, const float *dy, const float *y,
+                                    const nn_conv2d_desc *d, const dw_geom *g) {
+    const int vecs = (d->Q + LANES - 1) / LANES;
+    const __mmask16 tail = lanes_upto(d->Q - (vecs - 1) * LANES), full = 0xFFFF;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int p = 0; p < d->P; p++) {
+        float *dst = dyz + (size_t)(p + g->kz) * g->wg + g->lz;
+        const size_t o = (size_t)p * d->Q;
+        for (int v = 0; v < vecs; v++) {
+            const __mmask16 m = v == vecs - 1 ? tail : full;
+            __mmask16 keep = m;
+            if (y) /* zero where the fused ReLU's output is <= 0 */
+                keep = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, y + o + v * LANES), zero,
+                                               _CMP_GT_OQ);
+            _mm512_mask_storeu_ps(dst + v * LANES, m,
+                                  _mm512_maskz_loadu_ps(keep, dy + o + v * LANES));
+        }
+    }
+}
+#endif
+
+/* The inner loops of one ISA. */
+typedef struct {
+    void (*correlate)(float *out, int count, const float *const *src, const float *wt, int taps);
+    void (*dot_taps)(float *acc, int count, const float *gv, const float *const *src, int taps);
+    void (*split_phases)(float *xph, const float *x, const nn_conv2d_desc *d, const dw_geom *g);
+    void (*merge_phases)(float *dx, const float *grids, const nn_conv2d_desc *d, const dw_geom *g);
+    void (*store_output)(float *y, const float *grid, float bias, const nn_conv2d_desc *d,
+                         const dw_geom *g);
+    void (*extend_dy)(float *dyz, const float *dy, const float *y, const nn_conv2d_desc *d,
+                      const dw_geom *g);
+} dw_loops;
+
+static dw_loops pick_loops(const nn_ctx *ctx) {
+#ifdef NN_HAVE_AVX512_KERNELS
+    if (ctx->isa >= NN_ISA_AVX512)
+        return (dw_loops){correlate_avx512, dot_taps_avx512, split_phases_avx512,
+                          merge_phases_avx512, store_output_avx512, extend_dy_avx512};
+#endif
+    (void)ctx;
+    return (dw_loops){correlate_portable, dot_taps_portable, split_phases, merge_phases,
+                      store_output, extend_dy};
+}
+
+/* ------------------------------------------------------------ tap tables */
+
+/* The forward's and the weight gradient's taps: tap (r, s) reads phase
+ * plane (r % sh, s % sw) at offset (r / sh) rows + s / sw columns. */
+static void input_taps(const float **src, const float *xph, const nn_conv2d_desc *d,
+                       const dw_geom *g) {
+    for (int r = 0; r < d->R; r++)
+        for (int s = 0; s < d->S; s++)
+            src[r * d->S + s] = xph + (size_t)((r % g->sh) * g->sw + s % g->sw) * g->x_plane +
+                                (size_t)(r / g->sh) * g->wg + s / g->sw;
+}
+
+/* The input gradient's taps for padded phase (a, b): r = a + sh*k, s = b +
+ * sw*l read the zero-extended dy at (kz - k) rows + (lz - l) columns; their
+ * weights in wt. Returns the tap count (0 when the stride skips the phase). */
+static int gradient_taps(const float **src, float *wt, const float *dyz, const float *w, int a,
+                         int b, const nn_conv2d_desc *d, const dw_geom *g) {
+    int n = 0;
+    for (int r = a, k = 0; r < d->R; r += g->sh, k++)
+        for (int s = b, l = 0; s < d->S; s += g->sw, l++) {
+            src[n] = dyz + (size_t)(g->kz - k) * g->wg + (g->lz - l);
+            wt[n++] = w[r * d->S + s];
+        }
+    return n;
+}
+
+/* ------------------------------------------------------------ kernels */
+
+void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const float *b,
+                                 const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    const dw_geom g = geom(d);
+    const int planes = n * d->C, RS = d->R * d->S, PQ = d->P * d->Q;
+    const size_t HW = (size_t)d->H * d->W;
+    const dw_loops k = pick_loops(ctx);
+    /* blocks of planes, at least 8 per thread so the work can even out */
+    const int T = ctx->threads < planes ? ctx->threads : planes;
+    int block = planes / (8 * T);
+    if (block < 1) block = 1;
+    NN_PARALLEL(T) {
+        float *xph = ws + (size_t)nn_thread_id() * g.per_thread;
+        float *grid = xph + (size_t)g.sh * g.sw * g.x_plane;
+        memset(xph, 0, (size_t)g.sh * g.sw * g.x_plane * sizeof(float)); /* the borders */
+        const float *src[MAX_TAPS];
+        input_taps(src, xph, d, &g);
+        NN_FOR_DYNAMIC
+        for (int i0 = 0; i0 < planes; i0 += block) {
+            const int i1 = planes - i0 < block ? planes : i0 + block;
+            for (int i = i0; i < i1; i++) { /* plane i: image i / C, channel i % C */
+                const int c = i % d->C;
+                k.split_phases(xph, x + (size_t)i * HW, d, &g);
+                k.correlate(grid, d->P * g.wg, src, w + (size_t)c * RS, RS);
+                k.store_output(y + (size_t)i * PQ, grid, b ? b[c] : 0.0f, d, &g);
+            }
+        }
+    }
+}
+
+/* The 16 partial sums of one accumulator, in a fixed order. */
+static float lanes_sum(const float *a) {
+    float s8[8];
+    for (int l = 0; l < 8; l++) s8[l] = a[l] + a[l + 8];
+    return ((s8[0] + s8[4]) + (s8[2] + s8[6])) + ((s8[1] + s8[5]) + (s8[3] + s8[7]));
+}
+
+void nn_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy, const float *y,
+                                  const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                                  float *ws, nn_ctx *ctx) {
+    const dw_geom g = geom(d);
+    const int C = d->C, RS = d->R * d->S, PQ = d->P * d->Q, planes = n * C;
+    const size_t HW = (size_t)d->H * d->W;
+    const dw_loops k = pick_loops(ctx);
+    const int T = ctx->threads < planes ? ctx->threads : planes;
+    NN_PARALLEL_FOR(T)
+    for (int t = 0; t < T; t++) {
+        float *xph = ws + (size_t)t * g.per_thread;
+        float *grids = xph + (size_t)g.sh * g.sw * g.x_plane;
+        float *dyz = grids + (size_t)g.sh * g.sw * g.grid, *acc = dyz + g.dyz;
+        memset(xph, 0, (size_t)g.sh * g.sw * g.x_plane * sizeof(float)); /* the borders */
+        memset(dyz, 0, g.dyz * sizeof(float));
+        memset(acc, 0, (size_t)C * g.acc * sizeof(float));
+        const float *xsrc[MAX_TAPS];
+        input_taps(xsrc, xph, d, &g);
+        const float *dy_grid = dyz + (size_t)g.kz * g.wg + g.lz; /* dy (p, q) at p*wg + q */
+        /* a contiguous share of the (image, channel) planes, in memory order */
+        const int end = (int)((int64_t)planes * (t + 1) / T);
+        for (int i = (int)((int64_t)planes * t / T); i < end; i++) {
+            const int c = i % C;
+            k.split_phases(xph, x + (size_t)i * HW, d, &g);
+            k.extend_dy(dyz, dy + (size_t)i * PQ, d->relu ? y + (size_t)i * PQ : NULL, d, &g);
+            k.dot_taps(acc + (size_t)c * g.acc, d->P * g.wg, dy_grid, xsrc, RS);
+            if (!dx) continue;
+            for (int a = 0; a < g.sh; a++)
+                for (int b = 0; b < g.sw; b++) {
+                    const float *dsrc[MAX_TAPS];
+                    float wt[MAX_TAPS];
+                    const int taps = gradient_taps(dsrc, wt, dyz, w + (size_t)c * RS, a, b, d, &g);
+                    k.correlate(grids + (size_t)(a * g.sw + b) * g.grid, g.hph * g.wg, dsrc, wt,
+                                taps);
+                }
+            k.merge_phases(dx + (size_t)i * HW, grids, d, &g);
+        }
+    }
+    /* each thread's partial sums, in thread order */
+    for (int t = 0; t < T; t++) {
+        const float *acc = ws + (size_t)t * g.per_thread + (size_t)g.sh * g.sw * (g.x_plane + g.grid) + g.dyz;
+        for (int c = 0; c < C; c++) {
+            const float *ac = acc + (size_t)c * g.acc;
+            for (int r = 0; r < RS; r++) dw[(size_t)c * RS + r] += lanes_sum(ac + (size_t)r * LANES);
+            if (db) db[c] += lanes_sum(ac + (size_t)RS * LANES);
+        }
+    }
+}
