@@ -881,10 +881,12 @@ static int check_space(search_run *run, nn_ctx *ctx) {
 int cmd_search(int argc, char **argv, const cli_env *env) {
     const char *study_path = NULL, *sampler = "tpe", *pruner = "asha", *budget = NULL,
                *export_dir = NULL, *data = NN_DEFAULT_DATA_DIR;
+    const char *trials_dir = NULL;
     int trials = 0, workers = 1, threads = 0, json = 0, finalist_count = 3, min_epochs = 0;
     uint64_t seed = 1;
     const cli_opt opts[] = {
-        {"--study", CLI_STR, &study_path, "FILE", "the study (SQLite file; default: the space's name with .study) — an existing one is continued", 0, 0, NULL},
+        {"--study", CLI_STR, &study_path, "FILE|URI", "the study: an SQLite file (default: the space's name with .study) or a postgresql:// URI — an existing one is continued", 0, 0, NULL},
+        {"--trials-dir", CLI_STR, &trials_dir, "DIR", "the trials' checkpoints (default: the study's file with .trials; PostgreSQL: DATABASE[.SCHEMA].trials here)", 0, 0, NULL},
         {"--budget", CLI_STR, &budget, "TIME", "wall time for this run: 30m, 2h, 600 (seconds); trials still training then stop and resume next time", 0, 0, NULL},
         {"--trials", CLI_INT, &trials, "N", "stop once the study holds N trials", 0, 1 << 30, NULL},
         {"--sampler", CLI_STR, &sampler, "NAME", "tpe (default), nsga2 (several objectives), random or grid", 0, 0, NULL},
@@ -957,9 +959,14 @@ int cmd_search(int argc, char **argv, const cli_env *env) {
         study_path = default_study;
     }
     run.study_path = study_path;
-    if (snprintf(run.trials_dir, sizeof run.trials_dir, "%s.trials", study_path) >=
-        (int)sizeof run.trials_dir) {
-        fprintf(stderr, "nnopt: %s: study path too long\n", study_path);
+    if (trials_dir) {
+        if (snprintf(run.trials_dir, sizeof run.trials_dir, "%s", trials_dir) >=
+            (int)sizeof run.trials_dir) {
+            fprintf(stderr, "nnopt: %s: path too long\n", trials_dir);
+            goto out;
+        }
+    } else if (study_trials_dir(ctx, study_path, run.trials_dir, sizeof run.trials_dir)) {
+        fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));
         goto out;
     }
     run.pruner = (pruner_cfg){(pruner_kind)pk, min_epochs ? min_epochs : sp->min_epochs, 0,

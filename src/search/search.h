@@ -182,19 +182,22 @@ int pruner_bracket(const pruner_cfg *p, int64_t trial_id);
  * trials: 1 to stop it now. */
 int pruner_should_stop(const pruner_cfg *p, const trial *self, const trial *trials, int n);
 
-/* --- the study: SQLite (src/search/study.c) --- */
+/* --- the study: SQLite (src/search/study.c) or PostgreSQL (study_pg.c) --- */
 typedef struct nn_study nn_study;
 
 /* Opens (creating if needed) the study at path, for the space sp: a study
  * made with another space file's text is refused. Waits up to 60 s for other
- * workers' locks. */
+ * workers' locks. A path that starts with postgresql:// or postgres:// is a
+ * PostgreSQL connection URI (libpq; NN_EUNSUPPORTED in a build without it),
+ * anything else an SQLite file (docs/search.md, "Storage"). */
 nn_status study_open(nn_ctx *ctx, const char *path, const nn_space *sp, nn_study **out);
 void study_close(nn_study *s);
 /* Every trial with its curve, in id order; free with study_trials_free. */
 nn_status study_load(nn_study *s, trial **out, int *n);
 void study_trials_free(trial *t, int n);
-/* A write transaction that holds out other workers (BEGIN IMMEDIATE): a
- * worker reads the trials, proposes, and inserts inside one. */
+/* A write transaction that holds out other workers (SQLite: BEGIN IMMEDIATE;
+ * PostgreSQL: LOCK TABLE trials): a worker reads the trials, proposes, and
+ * inserts inside one. */
 nn_status study_begin(nn_study *s);
 nn_status study_commit(nn_study *s);
 void study_rollback(nn_study *s);
@@ -219,5 +222,10 @@ nn_status study_get(nn_study *s, const char *key, char *buf, size_t size);
 /* Opens an existing study read-only (nnopt report) and parses the space it
  * was made with; both freed by the caller (study_close, sp_free). */
 nn_status study_open_existing(nn_ctx *ctx, const char *path, nn_study **out, nn_space **space);
+/* The default folder of the study's trial checkpoints, into buf: the
+ * SQLite file's path with .trials; for PostgreSQL, in the current directory,
+ * DATABASE.trials, or DATABASE.SCHEMA.trials when the URI sets search_path.
+ * Fails on a path too long, or a PostgreSQL URI in a build without libpq. */
+nn_status study_trials_dir(nn_ctx *ctx, const char *path, char *buf, size_t size);
 
 #endif /* NN_SEARCH_H */
