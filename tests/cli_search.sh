@@ -10,33 +10,11 @@
 #
 # usage: bash tests/cli_search.sh <path-to-nnopt> <source-dir>
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
+. "$SRC/tests/lib_search.sh" # (lib_cli.sh has made the working directory $T)
 BG="" # a background nnopt, killed at exit
 on_exit() { [ -n "$BG" ] && kill -9 "$BG" 2>/dev/null; }
 command -v sqlite3 >/dev/null || { echo "SKIP sqlite3 (Debian's sqlite3) is not installed"; exit 77; }
 
-# space LIMIT EPOCHS [EXTRA...]: a small space over models/search_cnn.nn
-space() {
-    local limit=$1 epochs=$2; shift 2
-    cat <<EOF
-[search]
-model = $SRC/models/search_cnn.nn
-val = 300
-train_limit = $limit
-$(printf '%s\n' "$@")
-[model]
-C1 = int 4 12 log
-STAGE = choice plain bn
-FC = choice 32 64
-[optimizer]
-name = choice sgd adamw
-lr = float 0.001 0.1 log
-momentum = float 0.8 0.95 if name == sgd
-[train]
-epochs = $epochs
-batch = choice 32 64
-threads = 1
-EOF
-}
 q() { sqlite3 "$1" "$2"; }
 
 # 1. a search: every trial in the study, in a final state, with its curve
@@ -141,26 +119,19 @@ got=$("$NN" eval best/model.nn --weights best/weights.st --data "$DATA" 2>&1 | g
     pass "--export: nnopt train takes the model and recipe" || fail "--export: train" "$(tail -c 300 t.txt)"
 
 # 8. errors: one line naming the file, non-zero exit, nothing created
-err() { # name want-substring command...
-    local name=$1 want=$2; shift 2
-    local out rc
-    out=$("$@" 2>&1 >/dev/null); rc=$?
-    if [ $rc -ne 0 ] && [ "$(echo "$out" | wc -l)" = 1 ] && echo "$out" | grep -q -- "$want"; then pass "$name"
-    else fail "$name" "exit $rc: $out"; fi
-}
-err "error: a missing space file" "nosuch.space" "$NN" search nosuch.space
+check_error "error: a missing space file" "nosuch.space" "$NN" search nosuch.space
 printf '[search]\nmodel = %s/models/search_cnn.nn\n[model]\nC1 = int 9 4\n' "$SRC" >bad1.space
-err "error: a malformed space names file:line" "bad1.space:4:" "$NN" search bad1.space --data "$DATA"
+check_error "error: a malformed space names file:line" "bad1.space:4:" "$NN" search bad1.space --data "$DATA"
 printf '[search]\nmodel = %s/models/search_cnn.nn\n[optimizer]\nlearning = float 0.1 1\n' "$SRC" >bad2.space
-err "error: an unknown recipe key names file:line" "bad2.space:4: optimizer.learning" "$NN" search bad2.space --data "$DATA"
+check_error "error: an unknown recipe key names file:line" "bad2.space:4: optimizer.learning" "$NN" search bad2.space --data "$DATA"
 printf '[search]\nmodel = %s/models/search_cnn.nn\n[model]\nWIDTH = int 4 8\n' "$SRC" >bad3.space
-err "error: a model parameter the model lacks" "no parameter 'WIDTH'" "$NN" search bad3.space --data "$DATA"
+check_error "error: a model parameter the model lacks" "no parameter 'WIDTH'" "$NN" search bad3.space --data "$DATA"
 printf '[search]\nmodel = %s/models/search_cnn.nn\n[data]\nval = 5\n' "$SRC" >bad4.space
-err "error: the space may not set the data split" "data.val" "$NN" search bad4.space --data "$DATA"
-err "error: a study made with another space" "another search space" "$NN" search w.space --data "$DATA" --study s.study --trials 1
-err "error: an unknown sampler" "unknown sampler 'bayes'" "$NN" search s.space --sampler bayes
-err "error: a bad budget" "--budget" "$NN" search s.space --budget soon
+check_error "error: the space may not set the data split" "data.val" "$NN" search bad4.space --data "$DATA"
+check_error "error: a study made with another space" "another search space" "$NN" search w.space --data "$DATA" --study s.study --trials 1
+check_error "error: an unknown sampler" "unknown sampler 'bayes'" "$NN" search s.space --sampler bayes
+check_error "error: a bad budget" "--budget" "$NN" search s.space --budget soon
 echo "not sqlite" >junk.study
-err "error: a study that is not SQLite" "junk.study" "$NN" search s.space --data "$DATA" --study junk.study
+check_error "error: a study that is not SQLite" "junk.study" "$NN" search s.space --data "$DATA" --study junk.study
 ls bad*.study >/dev/null 2>&1 && fail "errors: no study created for a bad space" || pass "errors: no study created for a bad space"
 finish

@@ -11,6 +11,7 @@
 #
 # usage: bash tests/cli_search_pg.sh <path-to-nnopt> <source-dir>
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
+. "$SRC/tests/lib_search.sh" # (lib_cli.sh has made the working directory $T)
 BG="" # a background nnopt, killed at exit
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 PGD=$T/pg # data folder, socket and log of the server
@@ -48,29 +49,6 @@ uri() { echo "postgresql:///nnopt?host=$PGD&port=$PORT&user=nnopt&options=-csear
 # q SCHEMA SQL: one query's rows, columns joined by |
 q() { PGOPTIONS="-csearch_path=$1" "$PGBIN/psql" -X -A -t -q -h "$PGD" -p "$PORT" -U nnopt -d nnopt -c "$2"; }
 
-# space LIMIT EPOCHS [EXTRA...]: a small space over models/search_cnn.nn
-space() {
-    local limit=$1 epochs=$2; shift 2
-    cat <<EOF
-[search]
-model = $SRC/models/search_cnn.nn
-val = 300
-train_limit = $limit
-$(printf '%s\n' "$@")
-[model]
-C1 = int 4 12 log
-STAGE = choice plain bn
-FC = choice 32 64
-[optimizer]
-name = choice sgd adamw
-lr = float 0.001 0.1 log
-momentum = float 0.8 0.95 if name == sgd
-[train]
-epochs = $epochs
-batch = choice 32 64
-threads = 1
-EOF
-}
 
 # 1. a search: every trial in the database, in a final state, with its curve
 space 1500 2 >s.space
@@ -161,22 +139,15 @@ rc=$?
     fail "report: from a PostgreSQL study" "exit $rc: $(head -c 300 r.err)"
 
 # 6. errors: one line, non-zero exit, no password shown
-err() { # name want-substring command...
-    local name=$1 want=$2; shift 2
-    local out rc
-    out=$("$@" 2>&1 >/dev/null); rc=$?
-    if [ $rc -ne 0 ] && [ "$(echo "$out" | wc -l)" = 1 ] && echo "$out" | grep -q -- "$want"; then pass "$name"
-    else fail "$name" "exit $rc: $out"; fi
-}
-err "error: a study made with another space" "another search space" \
+check_error "error: a study made with another space" "another search space" \
     "$NN" search k.space --data "$DATA" --study "$(uri s1)" --trials 1
-err "error: no server" "cannot connect to the study" \
+check_error "error: no server" "cannot connect to the study" \
     "$NN" search s.space --data "$DATA" --study "postgresql:///nnopt?host=$T/nowhere&port=$PORT" --trials 1
 out=$("$NN" report "postgresql://nnopt:secret@127.0.0.1:1/nnopt" --out x.html --markdown x.md 2>&1)
 rc=$?
 [ $rc -ne 0 ] && [ "$(echo "$out" | wc -l)" = 1 ] && echo "$out" | grep -q "nnopt:\*\*\*@" &&
     ! echo "$out" | grep -q secret && pass "error: the password is masked" ||
     fail "error: the password is masked" "exit $rc: $out"
-err "error: report of a database that holds no study" "is it a study" \
+check_error "error: report of a database that holds no study" "is it a study" \
     "$NN" report "$(uri nostudy)" --out x.html --markdown x.md
 finish

@@ -47,17 +47,10 @@ NNOPT_TUNE_CACHE=off "$NN" train "$MODEL" "${TR[@]}" >out.txt 2>err.txt
 "$NN" train flat.nn "${TR[@]}" >out.txt 2>err.txt
 ! grep -q tuned err.txt && pass "train: another model's entry does not apply" || fail "train: another model"
 
-err() { # name want-substring command...
-    local name=$1 want=$2; shift 2
-    local out rc
-    out=$("$@" 2>&1 >/dev/null); rc=$?
-    if [ $rc -ne 0 ] && [ "$(echo "$out" | wc -l)" = 1 ] && echo "$out" | grep -q -- "$want"; then pass "$name"
-    else fail "$name" "exit $rc: $out"; fi
-}
-err "error: bad --batches" "--batches" "$NN" tune "$MODEL" --batches 0,x
-err "error: a missing model" "nosuch.nn" "$NN" tune nosuch.nn
+check_error "error: bad --batches" "--batches" "$NN" tune "$MODEL" --batches 0,x
+check_error "error: a missing model" "nosuch.nn" "$NN" tune nosuch.nn
 mkdir ro && chmod 500 ro
 if [ "$(id -u)" != 0 ]; then
-    NNOPT_TUNE_CACHE=$T/ro/sub/tune.tsv err "error: an unwritable cache" "ro/sub" "$NN" tune "$MODEL" --batches 8 --seconds 0.05
+    NNOPT_TUNE_CACHE=$T/ro/sub/tune.tsv check_error "error: an unwritable cache" "ro/sub" "$NN" tune "$MODEL" --batches 8 --seconds 0.05
 fi
 finish

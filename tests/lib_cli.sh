@@ -46,6 +46,15 @@ check() {
     local why
     if why=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(echo "$why" | head -c 400)"; fi
 }
+# check_error NAME WANT COMMAND...: PASS if the command fails with exactly one
+# line on stderr that contains WANT.
+check_error() {
+    local name=$1 want=$2; shift 2
+    local out rc
+    out=$("$@" 2>&1 >/dev/null); rc=$?
+    if [ $rc -ne 0 ] && [ "$(echo "$out" | wc -l)" = 1 ] && echo "$out" | grep -q -- "$want"; then pass "$name"
+    else fail "$name" "exit $rc: $out"; fi
+}
 # finish: prints the summary line; its status (the script's last command) is 1
 # if any check failed.
 finish() {

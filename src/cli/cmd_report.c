@@ -1198,6 +1198,17 @@ static void write_json(const report *r, FILE *f) {
 
 /* The study's path with its extension (if any) replaced by ext. */
 static char *beside(const char *study, const char *ext) {
+    char named[4096];
+    if (!strncmp(study, "postgresql://", 13) || !strncmp(study, "postgres://", 11)) {
+        /* a PostgreSQL study: named as its trials folder is (DATABASE[.SCHEMA]) */
+        nn_ctx *ctx = nn_ctx_new(1);
+        if (ctx && study_trials_dir(ctx, study, named, sizeof named) == NN_OK) {
+            size_t n = strlen(named);
+            if (n > 7 && !strcmp(named + n - 7, ".trials")) named[n - 7] = '\0';
+            study = named;
+        }
+        nn_ctx_free(ctx);
+    }
     const char *base = strrchr(study, '/');
     base = base ? base + 1 : study;
     const char *dot = strrchr(base, '.');

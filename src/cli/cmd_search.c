@@ -677,6 +677,14 @@ static int measure_finalists(search_run *run, nn_ctx *ctx, nn_study *study, cons
     for (int f = 0; f < nf; f++) {
         const trial *tr = &t[fin[f]];
         if (isfinite(tr->test_accuracy)) continue;
+        char ckpt[4200];
+        trial_file(run, tr->id, "st", ckpt, sizeof ckpt);
+        if (access(ckpt, R_OK) != 0) {
+            /* trained on another machine whose trials folder is not shared */
+            fprintf(stderr, "nnopt: trial %lld: no checkpoint %s here (trained elsewhere?); its "
+                    "test accuracy is not measured\n", (long long)tr->id, ckpt);
+            continue;
+        }
         trial_recipe r;
         nn_net *net = NULL;
         double loss, acc;
@@ -906,7 +914,8 @@ int cmd_search(int argc, char **argv, const cli_env *env) {
                        "Searches a model's structure, its training recipe and hardware settings\n"
                        "together (docs/search.md): each trial draws values from the space file,\n"
                        "trains on a validation split carved from the training set, and is pruned\n"
-                       "early when it falls behind. Every trial is kept in the study (SQLite):\n"
+                       "early when it falls behind. Every trial is kept in the study (SQLite, or\n"
+                       "PostgreSQL for workers on several machines):\n"
                        "run the same command again to continue a search that was stopped or\n"
                        "killed; run it on several machines against one study to share it.\n"
                        "Finalists are measured on the test set at the end.",
@@ -987,14 +996,15 @@ int cmd_search(int argc, char **argv, const cli_env *env) {
         recipe_free(&r);
     }
     if (check_space(&run, ctx)) goto out;
-    if (mkdir(run.trials_dir, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "nnopt: %s: cannot create the trials folder: %s\n", run.trials_dir,
-                strerror(errno));
-        goto out;
-    }
     if (study_open(ctx, study_path, sp, &study) || study_set(study, "sampler", sampler) ||
         study_set(study, "pruner", pruner)) {
         fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));
+        goto out;
+    }
+    /* after the study opened: an unreachable server leaves no folder behind */
+    if (mkdir(run.trials_dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "nnopt: %s: cannot create the trials folder: %s\n", run.trials_dir,
+                strerror(errno));
         goto out;
     }
     {
@@ -1008,10 +1018,12 @@ int cmd_search(int argc, char **argv, const cli_env *env) {
             goto out;
         }
     }
+    char shown[4096];
+    study_display_path(study_path, shown, sizeof shown);
     if (!json)
         printf("search %s: study %s, sampler %s, pruner %s, %d worker%s x %d thread%s, "
                "%lld training / %lld validation images%s%s\n",
-               pos[0], study_path, sampler, pruner, workers, workers > 1 ? "s" : "", run.threads,
+               pos[0], shown, sampler, pruner, workers, workers > 1 ? "s" : "", run.threads,
                run.threads > 1 ? "s" : "", (long long)run.train.n, (long long)run.val.n,
                budget ? ", budget " : "", budget ? budget : "");
     fflush(stdout);

@@ -219,6 +219,9 @@ int study_owner_gone(const trial *t, double stale_s);
 nn_status study_set(nn_study *s, const char *key, const char *value);
 /* Copies the value into buf ("" if unset). */
 nn_status study_get(nn_study *s, const char *key, char *buf, size_t size);
+/* The study's path as messages show it: a PostgreSQL URI with its password
+ * masked; a file as it is. */
+void study_display_path(const char *path, char *buf, size_t size);
 /* Opens an existing study read-only (nnopt report) and parses the space it
  * was made with; both freed by the caller (study_close, sp_free). */
 nn_status study_open_existing(nn_ctx *ctx, const char *path, nn_study **out, nn_space **space);

@@ -377,7 +377,7 @@ static int is_postgres(const char *path) {
 
 /* A URI as messages show it: the password of "user:secret@" and of
  * "password=secret" masked. */
-static void mask_password(const char *uri, char *buf, size_t size) {
+void study_display_path(const char *uri, char *buf, size_t size) {
     const char *auth = strstr(uri, "://"), *at = NULL, *colon = NULL;
     if (auth) {
         auth += 3;
@@ -410,7 +410,7 @@ static nn_status study_connect(nn_ctx *ctx, const char *path, int readonly, nn_s
     s->store = &study_sqlite;
     snprintf(s->path, sizeof s->path, "%s", path);
     if (is_postgres(path)) {
-        mask_password(path, s->path, sizeof s->path);
+        study_display_path(path, s->path, sizeof s->path);
 #ifdef NN_HAVE_LIBPQ
         s->store = &study_postgres;
 #else
@@ -522,7 +522,7 @@ nn_status study_trials_dir(nn_ctx *ctx, const char *path, char *buf, size_t size
     (void)buf;
     (void)size;
     char shown[4096];
-    mask_password(path, shown, sizeof shown);
+    study_display_path(path, shown, sizeof shown);
     return nn_ctx_fail(ctx, NN_EUNSUPPORTED,
                        "%s: this nnopt was built without PostgreSQL (libpq-dev)", shown);
 #endif
