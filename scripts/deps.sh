@@ -9,7 +9,9 @@ PACKAGES=(build-essential cmake pkg-config zlib1g-dev libpng-dev libopenblas-dev
           libinih-dev libsqlite3-dev sqlite3 dataset-fashion-mnist python3 librsvg2-bin
           clang libclang-rt-14-dev # clang + libFuzzer: scripts/fuzz.sh
           libopenmpi-dev openmpi-bin # data parallel: mpirun -np N nnopt train
-          libpq-dev postgresql) # search studies in PostgreSQL: tests/cli_search_pg.sh
+          libpq-dev postgresql # search studies in PostgreSQL: tests/cli_search_pg.sh
+          slurm-wlm iproute2 # srun and network namespaces: tests/cli_slurm.sh, cli_mpi_netns.sh
+          chromium-headless-shell) # the search report rendered: tests/cli_report.sh
 case "${1:-}" in
   --torch) PACKAGES+=(python3-torch python3-numpy) ;;
   "") ;;
