@@ -117,6 +117,12 @@ got=$("$NN" eval best/model.nn --weights best/weights.st --data "$DATA" 2>&1 | g
     fail "--export: eval" "study $want, eval $got"
 "$NN" train best/model.nn --config best/recipe.ini --data "$DATA" --epochs 1 --train-limit 300 --test-limit 100 >t.txt 2>&1 &&
     pass "--export: nnopt train takes the model and recipe" || fail "--export: train" "$(tail -c 300 t.txt)"
+# a space that leaves the threads to the machine: the recipe does too
+space 600 1 | grep -v '^threads' >nt.space
+"$NN" search nt.space --data "$DATA" --trials 1 --export nt >nt.txt 2>&1 &&
+    ! grep -q '^threads' nt/recipe.ini &&
+    "$NN" train nt/model.nn --config nt/recipe.ini --data "$DATA" --epochs 1 --train-limit 300 --test-limit 100 >nt2.txt 2>&1 &&
+    pass "--export: threads left unset stay unset in the recipe" || fail "--export: unset threads" "$(tail -c 300 nt.txt nt2.txt)"
 
 # 8. errors: one line naming the file, non-zero exit, nothing created
 check_error "error: a missing space file" "nosuch.space" "$NN" search nosuch.space

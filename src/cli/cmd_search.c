@@ -748,9 +748,11 @@ static int export_best(search_run *run, nn_ctx *ctx, const trial *t, const char 
         fprintf(stderr, "nnopt: %s: write error\n", path);
         goto out;
     }
-    /* the recipe trains on the whole training set: no validation split */
+    /* the recipe trains on the whole training set: no validation split; and
+     * on the machine's own threads unless the space chose them */
     r.o.val = 0;
     r.o.train_limit = 0;
+    if (!r.o.threads) r.o.threads = CLI_UNSET_I;
     snprintf(path, sizeof path, "%s/recipe.ini", dir);
     snprintf(header, sizeof header,
              "trial %lld of the search %.150s; train it with: nnopt train %.100s/model.nn --config %.150s",
