@@ -77,37 +77,12 @@ typedef struct {
 
 /* ------------------------------------------------------------------ text */
 
-/* Length of the valid UTF-8 sequence at s that is an XML 1.0 character, or 0
- * (as svg.c decides what it writes). */
-static int utf8_len(const unsigned char *s) {
-    unsigned c = s[0];
-    if (c < 0x80) return (c >= 0x20 || c == '\t' || c == '\n' || c == '\r') ? 1 : 0;
-    int n;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0) lo = 0xA0;
-        if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0) lo = 0x90;
-        if (c == 0xF4) hi = 0x8F;
-    } else
-        return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (int i = 2; i < n; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    if (c == 0xEF && s[1] == 0xBF && (s[2] == 0xBE || s[2] == 0xBF)) return 0;
-    return n;
-}
-
 /* Text from the study into HTML (element text or a quoted attribute):
  * markup characters escaped, bad bytes as '?', line breaks as spaces. */
 static void html_put(FILE *f, const char *s) {
     const unsigned char *p = (const unsigned char *)(s ? s : "");
     while (*p) {
-        int n = utf8_len(p);
+        int n = nn_svg_char_len(p);
         if (n == 0) {
             fputc('?', f);
             p++;
@@ -132,7 +107,7 @@ static void html_put(FILE *f, const char *s) {
 static void md_put(FILE *f, const char *s) {
     const unsigned char *start = (const unsigned char *)(s ? s : ""), *p = start;
     while (*p) {
-        int n = utf8_len(p);
+        int n = nn_svg_char_len(p);
         if (n == 0) {
             fputc('?', f);
             p++;

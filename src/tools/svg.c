@@ -35,7 +35,7 @@ static const char *dasharray(nn_svg_dash d) {
 /* Length of the valid UTF-8 sequence that starts at s and is an XML 1.0 Char,
  * or 0. Rejects overlong forms, surrogates, U+FFFE/U+FFFF and C0 controls other
  * than tab, newline and carriage return. */
-static int xml_char_len(const unsigned char *s) {
+int nn_svg_char_len(const unsigned char *s) {
     unsigned c = s[0];
     if (c < 0x80) return (c >= 0x20 || c == '\t' || c == '\n' || c == '\r') ? 1 : 0;
     int n;
@@ -62,7 +62,7 @@ static int xml_char_len(const unsigned char *s) {
 static void put_text(FILE *f, const char *s) {
     const unsigned char *p = (const unsigned char *)(s ? s : "");
     while (*p) {
-        int n = xml_char_len(p);
+        int n = nn_svg_char_len(p);
         if (n == 0) {
             fputc('?', f);
             p++;

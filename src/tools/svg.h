@@ -78,4 +78,10 @@ nn_status nn_svg_write_file(nn_ctx *ctx, FILE *f, const char *name, const nn_svg
  * path and the partly written file is removed. */
 nn_status nn_svg_write(nn_ctx *ctx, const char *path, const nn_svg_chart *chart);
 
+/* Length of the valid UTF-8 sequence at s that is an XML 1.0 character, or 0
+ * (overlong forms, surrogates, U+FFFE/U+FFFF and C0 controls other than tab,
+ * newline and carriage return are not): what the writer copies, and what
+ * other writers of XML or HTML text escape the same way. */
+int nn_svg_char_len(const unsigned char *s);
+
 #endif /* NN_SVG_H */
