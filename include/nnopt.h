@@ -712,6 +712,9 @@ const char *nn_blas_replaced_core(void);
 
 /* ------------------------------------------------------------------ training */
 
+/* Pipeline schedules (nn_train_config.pipeline). */
+typedef enum { NN_PIPELINE_1F1B = 0, NN_PIPELINE_GPIPE = 1 } nn_pipeline_schedule;
+
 /* The whole training recipe: what a recipe file and `nnopt train`'s flags
  * describe. nn_train_config_defaults gives the seed recipe (SGD lr 0.01,
  * momentum 0.9, batch 64, 5 epochs, seed 1, shuffled, Fashion-MNIST
@@ -739,6 +742,11 @@ typedef struct {
     int save_every;         /* also every save_every optimizer steps (0 = off) */
     int sync_bn;            /* data parallel: batch norm's statistics over the
                                global batch (all ranks), not each rank's share */
+    int stages;             /* pipeline parallel: the graph cut into this many
+                               stages over the communicator's ranks (0 or 1: none;
+                               ranks / stages data-parallel replicas of it) */
+    int micro_batches;      /* pipeline: micro-batches per batch (0: 2 x stages) */
+    nn_pipeline_schedule pipeline; /* pipeline: 1F1B (default) or GPipe */
 } nn_train_config;
 
 nn_train_config nn_train_config_defaults(void);
@@ -803,6 +811,16 @@ struct nn_comm {
      * training loss and sample counts. NULL: the scalars stay per rank (a
      * test communicator). */
     nn_status (*sum_f64)(nn_comm *c, double *buf, size_t n);
+    /* Pipeline stages (NULL: this communicator has none). send_start starts
+     * sending buf[0..n) to rank peer (wait(req) completes it; buf stays
+     * untouched until then); recv receives n floats from peer, blocking;
+     * messages between two ranks with one tag arrive in order. */
+    nn_status (*send_start)(nn_comm *c, const float *buf, size_t n, int peer, int tag, int *req);
+    nn_status (*recv)(nn_comm *c, float *buf, size_t n, int peer, int tag);
+    /* The ranks of c with the same color, ordered by key: a new communicator
+     * (collective over c), freed with its release. */
+    nn_status (*split)(nn_comm *c, int color, int key, nn_comm **out);
+    void (*release)(nn_comm *c);
 };
 
 /* MPI (src/dist/mpi.c). In a build without MPI (NN_HAVE_MPI undefined) these
@@ -853,8 +871,15 @@ void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb);
  * record the global batch and only rank 0 writes them; every rank must call
  * nn_trainer_save and nn_trainer_epoch (they are collective). Call it before
  * nn_trainer_resume (every rank loads the same file), before the first
- * step. */
+ * step. With cfg->stages = K > 1 the P ranks form P / K data-parallel
+ * replicas of a K-stage pipeline (src/train/pipeline.c): rank r is stage
+ * K-1 - r % K of replica r / K, the global batch is P / K x cfg->batch, each
+ * replica's share split into cfg->micro_batches; the net is planned again for
+ * micro-batches. The communicator needs send_start, recv and split. */
 nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes);
+/* Pipeline parallel: the stages' layer ranges ("conv1..pool1 | conv2..loss"),
+ * or NULL. */
+const char *nn_trainer_pipeline(const nn_trainer *t);
 /* Continues from a checkpoint written by the trainer (weights, optimizer,
  * schedule, early stopping and its best weights, RNG and position in the
  * epoch). The batch, the accumulation and the training set (its size and

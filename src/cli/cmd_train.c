@@ -120,7 +120,7 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
      * batch, which the ranks reproduce */
     if ((init && nn_checkpoint_load(ctx, init, net, NULL, NULL)) ||
         nn_trainer_new(net, &cfg, &train, &val, &test, &trainer) ||
-        (comm && nn_trainer_set_comm(trainer, comm, 0)) ||
+        ((comm || cfg.stages > 1) && nn_trainer_set_comm(trainer, comm, 0)) ||
         (resume && nn_trainer_resume(trainer, resume)))
         goto fail;
     /* every output path is locked and checked before anything is cut: a bad
@@ -144,7 +144,15 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     nn_train_callbacks cb = cli_train_view_callbacks(&view);
     nn_trainer_set_callbacks(trainer, &cb);
     if (!json) cli_train_print_start(model, net, trainer, &train, &val, &test, &o, &cfg, ctx);
-    if (comm && rank == 0)
+    if (comm && rank == 0 && nn_trainer_pipeline(trainer))
+        fprintf(json ? stderr : stdout, "pipeline over %d MPI ranks: %d stages (%s), %d "
+                "micro-batches, %s schedule; %d data-parallel replica%s, global batch %d (%d "
+                "threads each)\n", comm->size, cfg.stages, nn_trainer_pipeline(trainer),
+                cfg.micro_batches ? cfg.micro_batches : 2 * cfg.stages,
+                cfg.pipeline == NN_PIPELINE_GPIPE ? "GPipe" : "1F1B", comm->size / cfg.stages,
+                comm->size / cfg.stages > 1 ? "s" : "", comm->size / cfg.stages * o.batch,
+                nn_ctx_threads(ctx));
+    else if (comm && rank == 0)
         fprintf(json ? stderr : stdout, "data-parallel over %d MPI ranks, global batch %d "
                 "(%d per rank, %d threads each)%s\n", comm->size, comm->size * o.batch, o.batch,
                 nn_ctx_threads(ctx), o.sync_bn ? ", batch norm synchronized" : "");

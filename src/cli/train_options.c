@@ -17,7 +17,8 @@ void cli_train_opts_init(cli_train_opts *o) {
     *o = (cli_train_opts){
         .data = NN_DEFAULT_DATA_DIR, .epochs = 5, .batch = 64, .seed = 1,
         .mean = NN_FASHION_MNIST_MEAN, .std = NN_FASHION_MNIST_STD, .optimizer = "sgd",
-        .schedule = "constant", .precision = "fp32", .accumulate = 1, .lr = CLI_UNSET_F,
+        .schedule = "constant", .precision = "fp32", .stages = CLI_UNSET_I,
+        .micro_batches = CLI_UNSET_I, .accumulate = 1, .lr = CLI_UNSET_F,
         .momentum = CLI_UNSET_F, .dampening = CLI_UNSET_F, .weight_decay = CLI_UNSET_F,
         .beta1 = CLI_UNSET_F, .beta2 = CLI_UNSET_F, .eps = CLI_UNSET_F, .alpha = CLI_UNSET_F,
         .lr_decay = CLI_UNSET_F, .gamma = CLI_UNSET_F, .eta_min = CLI_UNSET_F,
@@ -42,6 +43,9 @@ int cli_train_opts_table(cli_train_opts *o, cli_opt *t) {
         {"--batch", CLI_INT, &o->batch, "N", "batch size (default 64)", 1, 65536, "train.batch"},
         {"--accumulate", CLI_INT, &o->accumulate, "K", "add up K batches per optimizer step (default 1)", 1, 65536, "train.accumulate"},
         {"--sync-bn", CLI_FLAG, &o->sync_bn, NULL, "under mpirun: batch norm's statistics over all ranks' samples (the global batch), not each rank's", 0, 0, "train.sync_bn"},
+        {"--stages", CLI_INT, &o->stages, "K", "under mpirun: cut the model into K pipeline stages, one per rank (np / K data-parallel replicas of the pipeline)", 1, 1024, "train.stages"},
+        {"--micro-batches", CLI_INT, &o->micro_batches, "M", "with --stages: micro-batches per batch (default 2 x stages)", 1, 4096, "train.micro_batches"},
+        {"--pipeline", CLI_STR, &o->pipeline, "S", "with --stages: the schedule, 1f1b (default: at most K-s micro-batches in flight on stage s) or gpipe (all forwards, then all backwards)", 0, 0, "train.pipeline"},
         {"--seed", CLI_U64, &o->seed, "S", "seed for initialization, shuffling and augmentation (default 1)", 0, 0, "train.seed"},
         {"--threads", CLI_INT, &o->threads, "N", "threads (default: all cores)", 1, 1024, "train.threads"},
         {"--precision", CLI_STR, &o->precision, "P", "convolution arithmetic: fp32 (default) or bf16 (bf16 inputs, fp32 sums and weights)", 0, 0, "train.precision"},
@@ -206,6 +210,17 @@ nn_status cli_train_config(nn_ctx *ctx, cli_train_opts *o, nn_train_config *c) {
     c->early_stop = o->early_stop;
     c->min_delta = o->min_delta;
     c->sync_bn = o->sync_bn;
+    /* unset: no pipeline (and nothing in the run's recipe) */
+    c->stages = o->stages == CLI_UNSET_I ? 0 : o->stages;
+    c->micro_batches = o->micro_batches == CLI_UNSET_I ? 0 : o->micro_batches;
+    if (!o->pipeline || strcmp(o->pipeline, "1f1b") == 0)
+        c->pipeline = NN_PIPELINE_1F1B;
+    else if (strcmp(o->pipeline, "gpipe") == 0)
+        c->pipeline = NN_PIPELINE_GPIPE;
+    else
+        return nn_ctx_fail(ctx, NN_EINVAL, "--pipeline %s: expected 1f1b or gpipe", o->pipeline);
+    if ((c->micro_batches || o->pipeline) && c->stages < 2)
+        return nn_ctx_fail(ctx, NN_EINVAL, "--micro-batches and --pipeline need --stages 2 or more");
     nn_status s = resolve_optim(ctx, o, &c->optim);
     if (s || (s = resolve_sched(ctx, o, &c->sched))) return s;
     /* the whole-run defaults, to check the schedule before any data is read */

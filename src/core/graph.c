@@ -270,6 +270,8 @@ static void release_plan(nn_net *net) {
     net->arena = net->ws = net->input_dev = NULL;
     net->labels_dev = NULL;
     net->arena_floats = net->ws_floats = 0;
+    net->num_slots = 1;
+    net->slot = 0;
     net->max_batch = 0;
 }
 
@@ -361,9 +363,13 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
     return slots;
 }
 
-nn_status nn_net_plan(nn_net *net, int max_batch) {
+nn_status nn_net_plan(nn_net *net, int max_batch) { return nn_net_plan_slots(net, max_batch, 1); }
+
+nn_status nn_net_plan_slots(nn_net *net, int max_batch, int num_slots) {
     if (max_batch <= 0 || max_batch > (1 << 20))
         return nn_ctx_fail(net->ctx, NN_EINVAL, "batch size %d out of range (1..1048576)", max_batch);
+    if (num_slots < 1 || num_slots > 1024)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%d activation slots; expected 1..1024", num_slots);
     release_plan(net);
     const nn_backend *be = net->ctx->backend;
     int threads = net->ctx->threads;
@@ -434,7 +440,7 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
             total = off;
             const uint64_t held =
                 nn_size_mul(nn_size_add(nn_size_mul(net->num_params, 2), net->num_buffers), 4);
-            const uint64_t act = nn_size_mul(total, 4);
+            const uint64_t act = nn_size_mul(nn_size_mul(total, 4), (uint64_t)num_slots);
             const uint64_t work = nn_size_mul(
                 nn_size_add(ws ? ws : 16, nn_size_mul(scratch, (uint64_t)scratch_slots)), 4);
             const uint64_t fresh = nn_size_add(act, work);
@@ -448,7 +454,7 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
                 free(slot), free(slot_floats);
                 return st;
             }
-            net->arena = be->alloc(total * sizeof(float));
+            net->arena = be->alloc(total * (size_t)num_slots * sizeof(float));
             net->ws = be->alloc((ws ? ws : 16) * sizeof(float));
             /* a device keeps its own copy of the batch; the CPU reads the caller's */
             if (!be->host_visible) {
@@ -470,6 +476,8 @@ nn_status nn_net_plan(nn_net *net, int max_batch) {
     }
     free(slot), free(slot_floats);
     net->arena_floats = total;
+    net->num_slots = num_slots;
+    net->slot = 0;
     net->ws_floats = ws;
     net->max_batch = max_batch;
     for (int k = 0; k < NN_MAX_INPUTS; k++) {
@@ -626,35 +634,10 @@ nn_status nn_net_check_batch(nn_net *net, int n, int training) {
     return NN_OK;
 }
 
-nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int n, float *loss) {
-    if (net->max_batch == 0)
-        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: forward before nn_net_plan", net->source);
-    if (n <= 0 || n > net->max_batch)
-        return nn_ctx_fail(net->ctx, NN_EINVAL, "batch of %d is outside 1..%d (the planned batch)", n,
-                           net->max_batch);
+/* Runs the forward kernels of nodes first..last (the input node excepted). */
+static void forward_nodes(nn_net *net, int first, int last, int n, const int32_t *labels) {
     const nn_backend *be = net->ctx->backend;
-    int classes = nn_net_num_classes(net);
-    if (labels)
-        for (int i = 0; i < n; i++)
-            if (labels[i] < 0 || labels[i] >= classes)
-                return nn_ctx_fail(net->ctx, NN_EINVAL,
-                                   "label %d of sample %d is outside the model's %d classes",
-                                   labels[i], i, classes);
-    nn_status st = nn_net_check_batch(net, n, net->training);
-    if (st) return st;
-    /* the batch goes to the device (the CPU reads it where it is) */
-    if (!be->host_visible) {
-        const nn_shape in = net->nodes[net->input_node].out;
-        nn_dev_upload(be, net->input_dev, x, (size_t)n * (size_t)nn_shape_numel(&in) * sizeof(float));
-        x = net->input_dev;
-        if (labels) {
-            nn_dev_upload(be, net->labels_dev, labels, (size_t)n * sizeof(int32_t));
-            labels = net->labels_dev;
-        }
-    }
-    net->nodes[net->input_node].y = (float *)x;
-    int last = labels ? net->loss_node : net->logits_node;
-    for (int i = 0; i <= last; i++) {
+    for (int i = first; i <= last; i++) {
         nn_node *node = &net->nodes[i];
         if (i == net->input_node) continue;
         if (node->alias_of >= 0) {
@@ -676,35 +659,74 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
             if (net->hook) net->hook(net->hook_user, i, 0, t0, t1);
         }
     }
+}
+
+/* The checks every forward pass makes on a batch of n: planned, in range,
+ * labels inside the classes, the ops' own conditions. */
+static nn_status check_forward(nn_net *net, const int32_t *labels, int n) {
+    if (net->max_batch == 0)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: forward before nn_net_plan", net->source);
+    if (n <= 0 || n > net->max_batch)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "batch of %d is outside 1..%d (the planned batch)", n,
+                           net->max_batch);
+    int classes = nn_net_num_classes(net);
+    if (labels)
+        for (int i = 0; i < n; i++)
+            if (labels[i] < 0 || labels[i] >= classes)
+                return nn_ctx_fail(net->ctx, NN_EINVAL,
+                                   "label %d of sample %d is outside the model's %d classes",
+                                   labels[i], i, classes);
+    return nn_net_check_batch(net, n, net->training);
+}
+
+nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int n, float *loss) {
+    nn_status st = check_forward(net, labels, n);
+    if (st) return st;
+    const nn_backend *be = net->ctx->backend;
+    /* the batch goes to the device (the CPU reads it where it is) */
+    if (!be->host_visible) {
+        const nn_shape in = net->nodes[net->input_node].out;
+        nn_dev_upload(be, net->input_dev, x, (size_t)n * (size_t)nn_shape_numel(&in) * sizeof(float));
+        x = net->input_dev;
+        if (labels) {
+            nn_dev_upload(be, net->labels_dev, labels, (size_t)n * sizeof(int32_t));
+            labels = net->labels_dev;
+        }
+    }
+    net->nodes[net->input_node].y = (float *)x;
+    forward_nodes(net, 0, labels ? net->loss_node : net->logits_node, n, labels);
     net->cur_n = labels ? n : 0;
     net->labels = labels;
     if (labels && loss) *loss = net->last_loss;
     return NN_OK;
 }
 
-nn_status nn_net_backward(nn_net *net) {
-    if (net->cur_n == 0)
-        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: backward without a forward with labels",
-                           net->source);
+/* Zeroes the gradients of nodes lo..hi that several kernels add into, then
+ * runs the backward kernels of nodes last down to first (node 0 excepted).
+ * loss_scale multiplies the gradient the loss node hands back. */
+static void backward_nodes(nn_net *net, int first, int last, int n, const int32_t *labels,
+                           float loss_scale) {
     const nn_backend *be = net->ctx->backend;
-    const int n = net->cur_n;
-    /* memory whose gradient several kernels add into starts at zero */
     nn_dev_begin(be);
-    for (int i = 0; i < net->num_nodes; i++)
+    for (int i = first > 0 ? first - 1 : 0; i < last; i++)
         if (net->nodes[i].grad_writers > 1)
             memset(net->nodes[i].dy, 0,
                    (size_t)n * (size_t)nn_shape_numel(&net->nodes[i].out) * sizeof(float));
     nn_dev_end(be);
-    for (int i = net->loss_node; i > 0; i--) {
+    for (int i = last; i >= first && i > 0; i--) {
         nn_node *node = &net->nodes[i];
         if (node->alias_of >= 0) continue;
         nn_op_args a;
         node_args(net, node, n, &a);
-        a.labels = net->labels;
+        a.labels = labels;
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
         nn_dev_begin(be);
         nn_backend_kernels(be, node->op)->backward(&a);
+        if (i == net->loss_node && loss_scale != 1.0f && a.dx) {
+            const size_t count = (size_t)n * (size_t)nn_shape_numel(&net->nodes[node->inputs[0]].out);
+            for (size_t j = 0; j < count; j++) a.dx[j] *= loss_scale;
+        }
         for (int k = 0; k < node->num_inputs; k++)
             if (a.dxs[k] && a.dxs[k] == net->gscratch[k]) {
                 const nn_node *root = &net->nodes[memory_root(net, node->inputs[k])];
@@ -722,7 +744,117 @@ nn_status nn_net_backward(nn_net *net) {
         if (net->grad_hook && node->num_params > 0)
             net->grad_hook(net->grad_hook_user, net->params[node->param_index].offset);
     }
+}
+
+nn_status nn_net_backward(nn_net *net) {
+    if (net->cur_n == 0)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: backward without a forward with labels",
+                           net->source);
+    /* every node whose gradient several kernels add into starts at zero */
+    backward_nodes(net, 0, net->loss_node, net->cur_n, net->labels, 1.0f);
     return NN_OK;
+}
+
+/* ------------------------------------------------------------------ stages */
+
+void nn_net_use_slot(nn_net *net, int slot) {
+    NN_ASSERT(slot >= 0 && slot < net->num_slots);
+    if (slot == net->slot) return;
+    const ptrdiff_t delta = (ptrdiff_t)(slot - net->slot) * (ptrdiff_t)net->arena_floats;
+    const float *lo = net->arena, *hi = net->arena + net->arena_floats * (size_t)net->num_slots;
+    for (int i = 0; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        if (node->y >= lo && node->y < hi) node->y += delta;
+        if (node->dy >= lo && node->dy < hi) node->dy += delta;
+        if ((float *)node->aux >= lo && (float *)node->aux < hi) node->aux = (float *)node->aux + delta;
+    }
+    net->slot = slot;
+}
+
+nn_status nn_net_forward_range(nn_net *net, const float *x, const int32_t *labels, int n,
+                               int first, int last, float *loss) {
+    NN_ASSERT(net->ctx->backend->host_visible); /* stages run on the CPU backend */
+    nn_status st = check_forward(net, labels, n);
+    if (st) return st;
+    if (first <= net->input_node) net->nodes[net->input_node].y = (float *)x;
+    forward_nodes(net, first, last, n, labels);
+    if (loss) *loss = last >= net->loss_node ? net->last_loss : 0.0f;
+    return NN_OK;
+}
+
+void nn_net_backward_range(nn_net *net, const float *x, int first, int last, int n,
+                           const int32_t *labels, float loss_scale) {
+    /* the input's memory is the caller's batch, not a slot: point the input
+     * and the nodes that share its memory at this micro-batch's again */
+    if (first <= net->input_node) {
+        net->nodes[net->input_node].y = (float *)x;
+        for (int i = 0; i <= last; i++)
+            if (net->nodes[i].alias_of >= 0 && memory_root(net, i) == net->input_node)
+                net->nodes[i].y = (float *)x;
+    }
+    backward_nodes(net, first, last, n, labels, loss_scale);
+}
+
+/* Stage boundaries: a cut after node c leaves one tensor crossing it, c's
+ * memory, when every later node reads only c or later nodes and shares no
+ * earlier node's memory but c's. */
+static int valid_cut(const nn_net *net, int c) {
+    if (c < 1 || c >= net->loss_node) return 0;
+    const int root = memory_root(net, c);
+    for (int j = c + 1; j <= net->loss_node; j++) {
+        const nn_node *node = &net->nodes[j];
+        for (int k = 0; k < node->num_inputs; k++)
+            if (node->inputs[k] < c) return 0;
+        if (node->alias_of >= 0 && node->alias_of <= c && node->alias_of != root) return 0;
+    }
+    return 1;
+}
+
+int nn_net_stage_cuts(const nn_net *net, int stages, const double *cost, int *last) {
+    const int L = net->loss_node;
+    int *cand = malloc((size_t)(L + 1) * sizeof *cand);
+    double *prefix = malloc((size_t)(L + 2) * sizeof *prefix);
+    double *best = malloc((size_t)stages * (size_t)(L + 1) * sizeof *best);
+    int *from = malloc((size_t)stages * (size_t)(L + 1) * sizeof *from);
+    int ok = 0;
+    if (!cand || !prefix || !best || !from) goto out;
+    /* candidates: the valid cuts, then the loss node (the last stage's end) */
+    int m = 0;
+    for (int c = 1; c < L; c++)
+        if (valid_cut(net, c)) cand[m++] = c;
+    cand[m++] = L;
+    if (m < stages) goto out;
+    prefix[0] = 0;
+    for (int i = 0; i <= L; i++) prefix[i + 1] = prefix[i] + (cost ? cost[i] : 1.0);
+    /* best[s][e]: the smallest largest cost of stages 0..s when stage s ends at
+     * candidate e (nodes 0..cand[e]); from[s][e] the candidate stage s-1 ends at */
+#define AT(a, s, e) a[(size_t)(s) * (size_t)(L + 1) + (size_t)(e)]
+    for (int e = 0; e < m; e++) {
+        AT(best, 0, e) = prefix[cand[e] + 1];
+        AT(from, 0, e) = -1;
+    }
+    for (int s = 1; s < stages; s++)
+        for (int e = 0; e < m; e++) {
+            AT(best, s, e) = INFINITY;
+            AT(from, s, e) = -1;
+            for (int b = s - 1; b < e; b++) {
+                const double stage = prefix[cand[e] + 1] - prefix[cand[b] + 1];
+                const double v = AT(best, s - 1, b) > stage ? AT(best, s - 1, b) : stage;
+                if (v < AT(best, s, e)) {
+                    AT(best, s, e) = v;
+                    AT(from, s, e) = b;
+                }
+            }
+        }
+    for (int s = stages - 1, e = m - 1; s >= 0; s--) {
+        last[s] = cand[e];
+        e = AT(from, s, e);
+    }
+#undef AT
+    ok = 1;
+out:
+    free(cand), free(prefix), free(best), free(from);
+    return ok;
 }
 
 void nn_net_zero_grad(nn_net *net) {

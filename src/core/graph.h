@@ -327,7 +327,9 @@ struct nn_net {
     int max_batch;                  /* planned batch, 0 before nn_net_plan */
     int cur_n;                      /* batch size of the last forward */
     float *arena;                   /* all activations and their gradients */
-    size_t arena_floats;
+    size_t arena_floats;            /* per slot */
+    int num_slots;                  /* copies of the activations (nn_net_plan_slots) */
+    int slot;                       /* the copy the nodes' pointers address */
     float *ws;                      /* shared workspace */
     float *input_dev;               /* (max_batch, input) the batch on a device that
                                        is not host-visible; NULL on the CPU */
@@ -348,5 +350,31 @@ struct nn_net {
     nn_reducer reduce;              /* optional: sums over data-parallel ranks */
     void *reduce_user;
 };
+
+/*
+ * Pipeline stages (src/train/pipeline.c). A stage runs a contiguous range of
+ * nodes on micro-batches, several of them in flight: nn_net_plan_slots plans
+ * num_slots copies of the activations (and their gradients and saved data)
+ * for max_batch samples each, and nn_net_use_slot points every node at copy
+ * `slot`. The parameters, gradients and workspace are shared.
+ */
+nn_status nn_net_plan_slots(nn_net *net, int max_batch, int num_slots);
+void nn_net_use_slot(nn_net *net, int slot);
+/* Forward of nodes first..last on n samples: x is the input batch when the
+ * range starts at the input node; otherwise node first-1's output must hold
+ * the stage's input. labels when the range ends at the loss (*loss: its mean). */
+nn_status nn_net_forward_range(nn_net *net, const float *x, const int32_t *labels, int n,
+                               int first, int last, float *loss);
+/* Backward of nodes last down to first; node last's gradient must hold the
+ * next stage's unless last is the loss. Adds into the parameter gradients and
+ * leaves node first-1's gradient. loss_scale scales the loss's gradient. x:
+ * the micro-batch's input when the range starts at the input node. */
+void nn_net_backward_range(nn_net *net, const float *x, int first, int last, int n,
+                           const int32_t *labels, float loss_scale);
+/* Splits nodes 1..loss into `stages` contiguous ranges, each ending at a
+ * node after which only that node's output crosses, with the smallest
+ * largest sum of cost (per node; NULL: 1 each). last[s] is stage s's last
+ * node. Returns 0 when the graph has too few such cuts. */
+int nn_net_stage_cuts(const nn_net *net, int stages, const double *cost, int *last);
 
 #endif /* NN_GRAPH_H */

@@ -31,16 +31,20 @@
 #include <limits.h>
 #include <mpi.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 enum { TAG_PING = 1, TAG_PONG = 2 };
 #define PING_WAIT_S 3.0 /* how long pinged ranks have to answer */
 
-/* One all-reduce in flight: its request and the bucket to divide after it. */
+/* One request in flight: an all-reduce (its bucket divided by the ranks
+ * after it) or a point-to-point send (nothing after it). */
 typedef struct {
     MPI_Request req;
     float *buf;
     size_t n;
+    int divide;           /* an all-reduce: buf / size once complete */
+    int in_use;
 } mpi_pending;
 
 typedef struct {
@@ -48,8 +52,8 @@ typedef struct {
     MPI_Comm world;       /* a duplicate of MPI_COMM_WORLD, ours alone */
     MPI_Comm watch;       /* another: the watchdog's pings and answers */
     double timeout;       /* seconds a collective may wait before pinging */
-    mpi_pending *pending; /* (cap) indexed by the trainer's req */
-    int cap, next;
+    mpi_pending *pending; /* (cap) indexed by the caller's req */
+    int cap;
 } mpi_impl;
 
 /* The message of an MPI error code, into ctx. */
@@ -176,44 +180,82 @@ static nn_status check_count(mpi_impl *m, size_t n) {
     return NN_OK;
 }
 
+/* A free request slot (the caller's req names it until waited for). */
+static nn_status take_slot(mpi_impl *m, int *slot) {
+    for (int i = 0; i < m->cap; i++)
+        if (!m->pending[i].in_use) {
+            *slot = i;
+            return NN_OK;
+        }
+    int cap = m->cap ? 2 * m->cap : 16;
+    mpi_pending *p = realloc(m->pending, (size_t)cap * sizeof *p);
+    if (!p) return nn_ctx_fail(m->ctx, NN_ENOMEM, "MPI: out of memory for %d requests", cap);
+    memset(p + m->cap, 0, (size_t)(cap - m->cap) * sizeof *p);
+    *slot = m->cap;
+    m->pending = p;
+    m->cap = cap;
+    return NN_OK;
+}
+
 static nn_status mpi_allreduce_start(nn_comm *c, float *buf, size_t n, int *req) {
     mpi_impl *m = c->impl;
+    int slot;
     nn_status s = check_count(m, n);
-    if (s) return s;
-    /* request slots are reused once waited for; the trainer waits for all
-     * of a step's before the next step starts, so next wraps to 0 then */
-    if (m->next == m->cap) {
-        int cap = m->cap ? 2 * m->cap : 16;
-        mpi_pending *p = realloc(m->pending, (size_t)cap * sizeof *p);
-        if (!p) return nn_ctx_fail(m->ctx, NN_ENOMEM, "MPI: out of memory for %d requests", cap);
-        m->pending = p;
-        m->cap = cap;
-    }
-    mpi_pending *p = &m->pending[m->next];
+    if (s || (s = take_slot(m, &slot))) return s;
+    mpi_pending *p = &m->pending[slot];
     const nn_backend *be = m->ctx->backend;
     nn_dev_begin(be);
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, m->world, &p->req);
     nn_dev_end(be);
     if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Iallreduce");
-    p->buf = buf;
-    p->n = n;
-    *req = m->next++;
+    *p = (mpi_pending){.req = p->req, .buf = buf, .n = n, .divide = 1, .in_use = 1};
+    *req = slot;
     return NN_OK;
 }
 
 static nn_status mpi_wait(nn_comm *c, int req) {
     mpi_impl *m = c->impl;
-    NN_ASSERT(req >= 0 && req < m->next);
+    NN_ASSERT(req >= 0 && req < m->cap && m->pending[req].in_use);
     mpi_pending *p = &m->pending[req];
     const nn_backend *be = m->ctx->backend;
     nn_dev_begin(be);
-    nn_status s = watch_wait(m, &p->req, "gradient all-reduce");
+    nn_status s = watch_wait(m, &p->req, p->divide ? "gradient all-reduce" : "send to the next stage");
     const float inv = 1.0f / (float)c->size;
-    for (size_t i = 0; !s && i < p->n; i++) p->buf[i] *= inv;
+    for (size_t i = 0; !s && p->divide && i < p->n; i++) p->buf[i] *= inv;
     nn_dev_end(be);
-    if (s) return s;
-    if (req == m->next - 1) m->next = 0; /* the step's last: slots free again */
+    p->in_use = 0;
+    return s;
+}
+
+static nn_status mpi_send_start(nn_comm *c, const float *buf, size_t n, int peer, int tag,
+                                int *req) {
+    mpi_impl *m = c->impl;
+    int slot;
+    nn_status s = check_count(m, n);
+    if (s || (s = take_slot(m, &slot))) return s;
+    mpi_pending *p = &m->pending[slot];
+    const nn_backend *be = m->ctx->backend;
+    nn_dev_begin(be);
+    int rc = MPI_Isend(buf, (int)n, MPI_FLOAT, peer, tag, m->world, &p->req);
+    nn_dev_end(be);
+    if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Isend");
+    *p = (mpi_pending){.req = p->req, .n = n, .in_use = 1};
+    *req = slot;
     return NN_OK;
+}
+
+static nn_status mpi_recv(nn_comm *c, float *buf, size_t n, int peer, int tag) {
+    mpi_impl *m = c->impl;
+    nn_status s = check_count(m, n);
+    if (s) return s;
+    const nn_backend *be = m->ctx->backend;
+    nn_dev_begin(be);
+    MPI_Request req;
+    int rc = MPI_Irecv(buf, (int)n, MPI_FLOAT, peer, tag, m->world, &req);
+    s = rc == MPI_SUCCESS ? watch_wait(m, &req, "receive from the neighbouring stage")
+                          : mpi_fail(m, rc, "Irecv");
+    nn_dev_end(be);
+    return s;
 }
 
 static nn_status mpi_broadcast(nn_comm *c, float *buf, size_t n, int root) {
@@ -238,28 +280,26 @@ static nn_status mpi_sum_f64(nn_comm *c, double *buf, size_t n) {
     return rc == MPI_SUCCESS ? watch_wait(m, &req, "sum") : mpi_fail(m, rc, "Iallreduce");
 }
 
-nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out) {
+static nn_status mpi_split(nn_comm *c, int color, int key, nn_comm **out);
+
+/* A communicator over `world` (ours from now on), with `watch` for the
+ * watchdog; frees both when it cannot be made. */
+static nn_status comm_wrap(nn_ctx *ctx, MPI_Comm world, MPI_Comm watch, double timeout,
+                           nn_comm **out) {
     *out = NULL;
     nn_comm *c = calloc(1, sizeof *c);
     mpi_impl *m = calloc(1, sizeof *m);
     if (!c || !m) {
         free(c);
         free(m);
+        MPI_Comm_free(&world);
+        MPI_Comm_free(&watch);
         return nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the MPI communicator");
     }
     m->ctx = ctx;
-    m->timeout = 20;
-    int rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->world);
-    if (rc == MPI_SUCCESS) {
-        rc = MPI_Comm_dup(MPI_COMM_WORLD, &m->watch);
-        if (rc != MPI_SUCCESS) MPI_Comm_free(&m->world);
-    }
-    if (rc != MPI_SUCCESS) {
-        nn_status s = mpi_fail(m, rc, "Comm_dup");
-        free(c);
-        free(m);
-        return s;
-    }
+    m->timeout = timeout;
+    m->world = world;
+    m->watch = watch;
     /* errors come back as codes, for a message naming the call */
     MPI_Comm_set_errhandler(m->world, MPI_ERRORS_RETURN);
     MPI_Comm_set_errhandler(m->watch, MPI_ERRORS_RETURN);
@@ -269,9 +309,43 @@ nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out) {
     c->wait = mpi_wait;
     c->broadcast = mpi_broadcast;
     c->sum_f64 = mpi_sum_f64;
+    c->send_start = mpi_send_start;
+    c->recv = mpi_recv;
+    c->split = mpi_split;
+    c->release = nn_mpi_comm_free;
     c->impl = m;
     *out = c;
     return NN_OK;
+}
+
+nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out) {
+    *out = NULL;
+    MPI_Comm world, watch;
+    int rc = MPI_Comm_dup(MPI_COMM_WORLD, &world);
+    if (rc == MPI_SUCCESS) {
+        rc = MPI_Comm_dup(MPI_COMM_WORLD, &watch);
+        if (rc != MPI_SUCCESS) MPI_Comm_free(&world);
+    }
+    if (rc != MPI_SUCCESS) {
+        mpi_impl m = {.ctx = ctx};
+        return mpi_fail(&m, rc, "Comm_dup");
+    }
+    return comm_wrap(ctx, world, watch, 20, out);
+}
+
+/* The ranks of c with the same color, ordered by key (MPI_Comm_split):
+ * collective over c. The watchdog's timeout carries over. */
+static nn_status mpi_split(nn_comm *c, int color, int key, nn_comm **out) {
+    mpi_impl *m = c->impl;
+    *out = NULL;
+    MPI_Comm world, watch;
+    int rc = MPI_Comm_split(m->world, color, key, &world);
+    if (rc == MPI_SUCCESS) {
+        rc = MPI_Comm_split(m->watch, color, key, &watch);
+        if (rc != MPI_SUCCESS) MPI_Comm_free(&world);
+    }
+    if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Comm_split");
+    return comm_wrap(m->ctx, world, watch, m->timeout, out);
 }
 
 void nn_mpi_comm_set_timeout(nn_comm *c, double seconds) {

@@ -27,6 +27,7 @@
  */
 #include "core/graph.h"
 #include "backend/backend.h"
+#include "train/pipeline.h"
 
 #include <math.h>
 #include <signal.h>
@@ -75,6 +76,13 @@ struct nn_trainer {
     double pend_loss, pend_seen;   /* this rank's loss sum and samples not yet summed */
     int sync_bn;                   /* the net's reducer is ours (cfg.sync_bn, P > 1) */
     nn_status reduce_status;       /* first failure of the reducer in this pass */
+    /* every rank (P > 1): losses, evaluation, the replica check, checkpoints;
+     * without a pipeline the same as comm */
+    nn_comm *world;
+    /* pipeline parallel (cfg.stages > 1): the stages of this replica, and the
+     * communicators split from world for it (comm: this stage's replicas) */
+    nn_pipeline *pipeline;
+    nn_comm *pipe, *stage_comm;
 };
 
 #define NN_DEFAULT_BUCKET_BYTES (25u << 20)
@@ -208,8 +216,17 @@ fail:
     return s;
 }
 
+static void release_pipeline(nn_trainer *t) {
+    nn_pipeline_free(t->pipeline);
+    if (t->pipe) t->pipe->release(t->pipe);
+    if (t->stage_comm) t->stage_comm->release(t->stage_comm);
+    t->pipeline = NULL;
+    t->pipe = t->stage_comm = NULL;
+}
+
 void nn_trainer_free(nn_trainer *t) {
     if (!t) return;
+    release_pipeline(t);
     if (t->sync_bn) nn_net_set_reducer(t->net, NULL, NULL);
     nn_loader_free(t->loader);
     nn_optim_free(t->opt);
@@ -330,6 +347,52 @@ static nn_status reduce_ranks(void *user, double *buf, size_t n) {
     return t->reduce_status = t->comm->sum_f64(t->comm, buf, n);
 }
 
+/* Pipeline parallel: the world's ranks as replicas x stages, the net cut
+ * and planned for micro-batches, the parameters and buffers from rank 0. */
+static nn_status set_pipeline(nn_trainer *t, nn_comm *world) {
+    const int K = t->cfg.stages;
+    t->comm = NULL;
+    if (!world || world->size % K)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "--stages %d needs a multiple of %d ranks "
+                           "(mpirun -np %d, or -np %d for %d data-parallel replicas); this run "
+                           "has %d", K, K, K, 2 * K, 2, world ? world->size : 1);
+    if (!world->split || !world->send_start || !world->recv || !world->release)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "--stages needs a communicator with "
+                           "point-to-point messages and split; this one has none");
+    if (t->cfg.accumulate > 1 || t->cfg.clip_grad_norm > 0 || t->cfg.sync_bn)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "--stages does not combine with %s yet",
+                           t->cfg.accumulate > 1 ? "--accumulate" :
+                           t->cfg.clip_grad_norm > 0 ? "--clip-grad-norm" : "--sync-bn");
+    const int replica = world->rank / K, pos = world->rank % K;
+    nn_status s = world->split(world, replica, pos, &t->pipe);
+    if (!s) s = world->split(world, pos, replica, &t->stage_comm);
+    if (s) return s;
+    if (t->stage_comm->size > 1) t->comm = t->stage_comm;
+    if ((s = set_geometry(t, world->size / K, replica))) return s;
+    const int micro = t->cfg.micro_batches > 0 ? t->cfg.micro_batches : 2 * K;
+    if ((s = nn_pipeline_new(t->net, t->pipe, micro, t->cfg.pipeline, t->cfg.batch, &t->pipeline)))
+        return s;
+    s = world->broadcast(world, nn_net_params(t->net), nn_net_num_params(t->net), 0);
+    if (!s && nn_net_num_buffers(t->net))
+        s = world->broadcast(world, nn_net_buffers(t->net), nn_net_num_buffers(t->net), 0);
+    return s;
+}
+
+/* Pipeline: every stage's parameters and buffers (and optimizer state, for a
+ * checkpoint) to every rank, so all hold the whole model. */
+static nn_status gather_stages(nn_trainer *t, int optimizer) {
+    if (!t->pipeline) return NN_OK;
+    nn_status s = nn_pipeline_gather(t->pipeline, nn_net_params(t->net), 0);
+    if (!s) s = nn_pipeline_gather(t->pipeline, nn_net_buffers(t->net), 1);
+    for (int i = 0; optimizer && !s && i < nn_optim_num_states(t->opt); i++)
+        s = nn_pipeline_gather(t->pipeline, nn_optim_state(t->opt, i, NULL), 0);
+    return s;
+}
+
+const char *nn_trainer_pipeline(const nn_trainer *t) {
+    return t->pipeline ? nn_pipeline_describe(t->pipeline) : NULL;
+}
+
 nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes) {
     const size_t n = nn_net_num_params(t->net);
     if (t->in_epoch)
@@ -343,10 +406,21 @@ nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes)
                            "(sum_f64); this one does not");
     free(t->req);
     t->req = NULL;
-    t->comm = comm && comm->size > 1 && n ? comm : NULL;
+    release_pipeline(t);
+    t->world = comm && comm->size > 1 && n ? comm : NULL;
+    if (t->cfg.stages > 1) {
+        nn_status s = set_pipeline(t, comm);
+        if (s) {
+            release_pipeline(t);
+            t->world = t->comm = NULL;
+            set_geometry(t, 1, 0);
+        }
+        return s;
+    }
+    t->comm = t->world;
     nn_status s = set_geometry(t, t->comm ? comm->size : 1, t->comm ? comm->rank : 0);
     if (s || !t->comm) {
-        t->comm = NULL;
+        t->comm = t->world = NULL;
         if (s) set_geometry(t, 1, 0);
         return s;
     }
@@ -376,9 +450,9 @@ void nn_trainer_request_stop(nn_trainer *t) { t->stop_requested = 1; }
 /* Adds the ranks' training-loss sums and sample counts since the last call
  * to the epoch's (st.loss_sum, st.seen): then they are the global ones. */
 static nn_status sync_loss(nn_trainer *t) {
-    if (!t->comm) return NN_OK;
+    if (!t->world) return NN_OK;
     double v[2] = {t->pend_loss, t->pend_seen};
-    nn_status s = t->comm->sum_f64 ? t->comm->sum_f64(t->comm, v, 2) : NN_OK;
+    nn_status s = t->world->sum_f64 ? t->world->sum_f64(t->world, v, 2) : NN_OK;
     if (s) return s;
     t->st.loss_sum += v[0];
     t->st.seen += (int64_t)v[1];
@@ -388,7 +462,8 @@ static nn_status sync_loss(nn_trainer *t) {
 
 nn_status nn_trainer_save(nn_trainer *t, const char *path) {
     nn_status s = sync_loss(t);
-    if (s || t->rank != 0) return s; /* rank 0 writes for all */
+    if (!s) s = gather_stages(t, 1);
+    if (s || (t->world && t->world->rank != 0)) return s; /* rank 0 writes for all */
     return nn_checkpoint_save(t->ctx, path, t->net, t->opt, &t->st);
 }
 
@@ -398,10 +473,10 @@ nn_status nn_trainer_save(nn_trainer *t, const char *path) {
  * double) holds only when all ranks hold the same piece, and every rank sees
  * the same sums, so all ranks agree on the verdict. */
 static nn_status check_replicas(nn_trainer *t) {
-    if (!t->comm || !t->comm->sum_f64) return NN_OK;
+    if (!t->world || !t->world->sum_f64) return NN_OK;
     /* with sync_bn the batch-norm statistics too: they came from the same sums */
     const size_t np = nn_net_num_params(t->net);
-    const size_t nb = t->sync_bn ? nn_net_num_buffers(t->net) : 0;
+    const size_t nb = t->sync_bn || t->pipeline ? nn_net_num_buffers(t->net) : 0;
     float *host = malloc((np + nb + 1) * sizeof(float));
     if (!host) return nn_ctx_fail(t->ctx, NN_ENOMEM, "out of memory for the replica check");
     nn_ctx_download(t->ctx, host, nn_net_params(t->net), np * sizeof(float));
@@ -413,13 +488,13 @@ static nn_status check_replicas(nn_trainer *t) {
         v[i] = (double)((h >> (16 * i)) & 0xffffu);
         v[4 + i] = v[i] * v[i];
     }
-    nn_status s = t->comm->sum_f64(t->comm, v, 8);
+    nn_status s = t->world->sum_f64(t->world, v, 8);
     if (s) return s;
     for (int i = 0; i < 4; i++)
-        if (v[4 + i] * t->ranks != v[i] * v[i])
+        if (v[4 + i] * t->world->size != v[i] * v[i])
             return nn_ctx_fail(t->ctx, NN_ENUMERIC, "after epoch %lld the %d ranks' parameters%s "
                                "are not the same bytes (a rank diverged); training stopped",
-                               (long long)t->st.epoch, t->ranks,
+                               (long long)t->st.epoch, t->world->size,
                                nb ? " and batch-norm statistics" : "");
     return NN_OK;
 }
@@ -533,6 +608,33 @@ static nn_status train_micro(nn_trainer *t, const float *x, const int32_t *y, in
     return s;
 }
 
+/* Pipeline: one batch through the stages (this replica's share of the
+ * global batch, cnt samples, 0 when it has none), then this stage's gradients
+ * averaged over the replicas with weight w, as train_micro does. *loss: the
+ * mean loss on the last stage, 0 on the others. */
+static nn_status train_pipeline(nn_trainer *t, const float *x, const int32_t *y, int cnt, float w,
+                                float *loss) {
+    nn_net_zero_grad(t->net);
+    double sum = 0.0;
+    *loss = 0.0f;
+    nn_status s = cnt ? nn_pipeline_step(t->pipeline, x, y, cnt, &sum) : NN_OK;
+    if (s) return s;
+    if (cnt) *loss = (float)(sum / cnt);
+    if (!t->comm) return NN_OK;
+    size_t lo, hi;
+    nn_pipeline_param_range(t->pipeline, &lo, &hi);
+    if (hi <= lo) return NN_OK;
+    float *g = nn_net_grads(t->net) + lo;
+    if (w != 1.0f) scale_grads(t->ctx->backend, g, hi - lo, w);
+    int req;
+    const double w0 = nn_wall_time();
+    if ((s = t->comm->allreduce_start(t->comm, g, hi - lo, &req))) return s;
+    s = t->comm->wait(t->comm, req);
+    t->comm_wait_s += nn_wall_time() - w0;
+    t->comm_flight_s += nn_wall_time() - w0;
+    return s;
+}
+
 /* The optimizer step after `micro` micro-batches. */
 static void apply_step(nn_trainer *t, int micro) {
     float *g = nn_net_grads(t->net);
@@ -615,10 +717,14 @@ nn_status nn_trainer_step(nn_trainer *t, int *epoch_end) {
         const float w = t->ranks > 1 ? (float)((double)cnt * t->ranks / (double)m) : 1.0f;
         NN_ASSERT(w == 1.0f || micro == count - 1);
         float loss;
-        if ((s = train_micro(t, bx, by, cnt, micro, micro == count - 1, w, &loss))) return s;
-        if (t->comm) {
+        if ((s = t->pipeline ? train_pipeline(t, bx, by, cnt, w, &loss)
+                             : train_micro(t, bx, by, cnt, micro, micro == count - 1, w, &loss)))
+            return s;
+        if (t->world) {
+            /* a pipeline's losses are its last stage's (pipeline rank 0) */
+            const int counts = !t->pipeline || nn_pipeline_stage(t->pipeline) == t->cfg.stages - 1;
             t->pend_loss += (double)loss * cnt;
-            t->pend_seen += cnt;
+            t->pend_seen += counts ? cnt : 0;
             t->epoch_samples += t->ranks > 1 ? m : cnt;
         } else {
             t->st.loss_sum += (double)loss * cnt;
@@ -661,11 +767,12 @@ nn_status nn_trainer_evaluate(nn_trainer *t, const nn_dataset *d, double *loss,
     /* reported losses are plain cross-entropy, without label smoothing */
     if (t->cfg.label_smoothing > 0) nn_net_set_label_smoothing(t->net, 0.0f);
     nn_status s;
-    if (t->comm && t->comm->size > 1 && t->comm->sum_f64) {
+    if (t->world && t->world->sum_f64) {
         /* data parallel: each rank evaluates its contiguous share of d and the
          * sums are added over the ranks (the accuracy is exact; the loss is
-         * the same sum taken in another order) */
-        const int64_t P = t->comm->size, r = t->comm->rank;
+         * the same sum taken in another order); a pipeline's ranks hold the
+         * whole model between epochs and do the same */
+        const int64_t P = t->world->size, r = t->world->rank;
         const int64_t first = d->n * r / P, count = d->n * (r + 1) / P - first;
         const size_t per = (size_t)d->c * d->h * d->w;
         nn_dataset share = *d;
@@ -675,7 +782,7 @@ nn_status nn_trainer_evaluate(nn_trainer *t, const nn_dataset *d, double *loss,
         double l = 0, a = 0;
         s = nn_evaluate(t->net, &share, &t->cfg.norm, t->cfg.batch, t->x, t->y, &l, &a);
         double v[2] = {l * (double)count, (double)llround(a * (double)count)};
-        if (!s) s = t->comm->sum_f64(t->comm, v, 2);
+        if (!s) s = t->world->sum_f64(t->world, v, 2);
         if (!s) {
             *loss = d->n ? v[0] / (double)d->n : 0.0;
             *accuracy = d->n ? v[1] / (double)d->n : 0.0;
@@ -719,7 +826,7 @@ nn_status nn_trainer_epoch(nn_trainer *t, nn_epoch_report *report) {
     int end = t->st.batch_in_epoch >= t->batches;
     while (!end)
         if ((s = nn_trainer_step(t, &end))) return s;
-    if ((s = sync_loss(t)) || (s = check_replicas(t))) return s;
+    if ((s = sync_loss(t)) || (s = gather_stages(t, 0)) || (s = check_replicas(t))) return s;
     nn_epoch_report r = {0};
     r.seconds = nn_wall_time() - t->epoch_t0;
     r.images_per_s = r.seconds > 0 ? (double)t->epoch_samples / r.seconds : 0.0;
