@@ -40,46 +40,7 @@ if grep -q "built without MPI" probe.err; then
     exit 77
 fi
 
-# rel_close A.json B.json: every epoch's train and test loss within 1e-5 relative
-PY_CLOSE='
-import json, sys
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-assert len(a) == len(b) and a, "%d vs %d epochs" % (len(a), len(b))
-for x, y in zip(a, b):
-    assert x["step"] == y["step"], "steps %s vs %s" % (x["step"], y["step"])
-    for k in ("train_loss", "test_loss"):
-        d = abs(x[k] - y[k]) / abs(y[k])
-        assert d <= 1e-5, "epoch %s %s: %r vs %r (%.2g relative)" % (x["epoch"], k, x[k], y[k], d)
-'
-# the parameters of two safetensors checkpoints (optimizer state and all)
-PY_PARAMS='
-import json, struct, sys
-mode = sys.argv[3] if len(sys.argv) > 3 else ""
-def tensors(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    head = json.loads(raw[8:8 + n])
-    out = {}
-    for name, t in head.items():
-        if name == "__metadata__": continue
-        lo, hi = t["data_offsets"]
-        out[name] = struct.unpack("<%df" % ((hi - lo) // 4), raw[8 + n + lo:8 + n + hi])
-    return out
-a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
-assert a.keys() == b.keys(), "tensor names differ"
-# parameters element by element; optimizer state (momentum, small values
-# that are differences of gradients) against the largest of its tensor;
-# a third argument "same": no difference at all
-worst = 0.0
-for k in a:
-    big = max(abs(y) for y in b[k]) or 1.0
-    for x, y in zip(a[k], b[k]):
-        scale = big if k.startswith("optimizer.") else max(abs(y), 1e-3)
-        worst = max(worst, abs(x - y) / scale)
-assert worst <= (0.0 if mode == "same" else 1e-5), "largest relative difference %.3g" % worst
-print("largest relative difference %.3g" % worst)
-'
+. "$SRC/tests/lib_mpi.sh"  # PY_CLOSE, PY_PARAMS
 
 # ------------------------------------------------------------------ (a) 2 x 32 = 1 x 64
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 --batch 64 --epochs 1 \
