@@ -714,6 +714,9 @@ const char *nn_blas_replaced_core(void);
 
 /* Pipeline schedules (nn_train_config.pipeline). */
 typedef enum { NN_PIPELINE_1F1B = 0, NN_PIPELINE_GPIPE = 1 } nn_pipeline_schedule;
+/* How the stages are balanced: each layer's measured time on a micro-batch
+ * (default), or its FLOPs. */
+typedef enum { NN_BALANCE_TIME = 0, NN_BALANCE_FLOPS = 1 } nn_stage_balance;
 
 /* The whole training recipe: what a recipe file and `nnopt train`'s flags
  * describe. nn_train_config_defaults gives the seed recipe (SGD lr 0.01,
@@ -747,6 +750,7 @@ typedef struct {
                                ranks / stages data-parallel replicas of it) */
     int micro_batches;      /* pipeline: micro-batches per batch (0: 2 x stages) */
     nn_pipeline_schedule pipeline; /* pipeline: 1F1B (default) or GPipe */
+    nn_stage_balance stage_balance; /* pipeline: cut by measured time (default) or FLOPs */
 } nn_train_config;
 
 nn_train_config nn_train_config_defaults(void);

@@ -135,7 +135,8 @@ nn_status cli_check_data(nn_ctx *ctx, const char *model, nn_net *net, const nn_d
 #define CLI_UNSET_F NAN
 #define CLI_UNSET_I INT_MIN
 typedef struct {
-    const char *data, *optimizer, *schedule, *milestones, *precision, *model_params, *pipeline;
+    const char *data, *optimizer, *schedule, *milestones, *precision, *model_params, *pipeline,
+        *stage_balance;
     int epochs, batch, threads, no_shuffle, val, train_limit, test_limit, accumulate,
         early_stop, crop_pad, hflip, sync_bn, stages, micro_batches;
     float mean, std, label_smoothing, clip_grad_norm, erase_prob, min_delta;

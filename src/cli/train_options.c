@@ -46,6 +46,7 @@ int cli_train_opts_table(cli_train_opts *o, cli_opt *t) {
         {"--stages", CLI_INT, &o->stages, "K", "under mpirun: cut the model into K pipeline stages, one per rank (np / K data-parallel replicas of the pipeline)", 1, 1024, "train.stages"},
         {"--micro-batches", CLI_INT, &o->micro_batches, "M", "with --stages: micro-batches per batch (default 2 x stages)", 1, 4096, "train.micro_batches"},
         {"--pipeline", CLI_STR, &o->pipeline, "S", "with --stages: the schedule, 1f1b (default: at most K-s micro-batches in flight on stage s) or gpipe (all forwards, then all backwards)", 0, 0, "train.pipeline"},
+        {"--stage-balance", CLI_STR, &o->stage_balance, "B", "with --stages: cut where each stage's layers take about equal time, as measured at the start (time, default) or equal FLOPs (flops)", 0, 0, "train.stage_balance"},
         {"--seed", CLI_U64, &o->seed, "S", "seed for initialization, shuffling and augmentation (default 1)", 0, 0, "train.seed"},
         {"--threads", CLI_INT, &o->threads, "N", "threads (default: all cores)", 1, 1024, "train.threads"},
         {"--precision", CLI_STR, &o->precision, "P", "convolution arithmetic: fp32 (default) or bf16 (bf16 inputs, fp32 sums and weights)", 0, 0, "train.precision"},
@@ -219,8 +220,15 @@ nn_status cli_train_config(nn_ctx *ctx, cli_train_opts *o, nn_train_config *c) {
         c->pipeline = NN_PIPELINE_GPIPE;
     else
         return nn_ctx_fail(ctx, NN_EINVAL, "--pipeline %s: expected 1f1b or gpipe", o->pipeline);
-    if ((c->micro_batches || o->pipeline) && c->stages < 2)
-        return nn_ctx_fail(ctx, NN_EINVAL, "--micro-batches and --pipeline need --stages 2 or more");
+    if (!o->stage_balance || strcmp(o->stage_balance, "time") == 0)
+        c->stage_balance = NN_BALANCE_TIME;
+    else if (strcmp(o->stage_balance, "flops") == 0)
+        c->stage_balance = NN_BALANCE_FLOPS;
+    else
+        return nn_ctx_fail(ctx, NN_EINVAL, "--stage-balance %s: expected time or flops",
+                           o->stage_balance);
+    if ((c->micro_batches || o->pipeline || o->stage_balance) && c->stages < 2)
+        return nn_ctx_fail(ctx, NN_EINVAL, "--micro-batches, --pipeline and --stage-balance need --stages 2 or more");
     nn_status s = resolve_optim(ctx, o, &c->optim);
     if (s || (s = resolve_sched(ctx, o, &c->sched))) return s;
     /* the whole-run defaults, to check the schedule before any data is read */

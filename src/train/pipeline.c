@@ -2,8 +2,9 @@
  * pipeline.c - pipeline (model) parallel training over a communicator.
  *
  * The graph is cut after nodes whose output is the only tensor crossing
- * (nn_net_stage_cuts), into K stages of about equal FLOPs (forward and
- * backward per sample). Every rank holds the whole net but runs only its
+ * (nn_net_stage_cuts), into K stages of about equal time: each layer's
+ * forward + backward on a micro-batch as pipeline rank 0 measures it (or
+ * their FLOPs per sample, NN_BALANCE_FLOPS). Every rank holds the whole net but runs only its
  * stage's nodes. A batch of n is split into M micro-batches of n/M (sizes
  * differ by at most one; empty ones are skipped). Micro-batch j's forward
  * on stage s receives node first-1's output from stage s-1, runs the stage's
@@ -72,8 +73,49 @@ static void node_ranges(const nn_net *net, int lo, int hi, size_t *plo, size_t *
     *bhi = bend;
 }
 
+/* Per-layer seconds of forward + backward on a micro-batch of rows zero
+ * images, as pipeline rank 0 measures them (a warm-up pass, then the least of
+ * three), sent to every rank so that all cut the graph alike. The weights'
+ * gradients and the buffers (batch norm's running statistics) are left as
+ * they were. */
+static nn_status measure_costs(nn_net *net, nn_comm *pipe, int rows, double *cost) {
+    nn_ctx *ctx = net->ctx;
+    const int N = net->num_nodes;
+    const size_t per = (size_t)nn_shape_numel(&net->nodes[net->input_node].out);
+    const size_t nb = nn_net_num_buffers(net);
+    float *x = calloc((size_t)rows * per, sizeof *x), *keep = malloc((nb + 1) * sizeof *keep);
+    float *best = malloc((size_t)N * sizeof *best);
+    int32_t *y = calloc((size_t)rows, sizeof *y);
+    nn_status s = NN_OK;
+    if (!x || !keep || !best || !y) {
+        s = nn_ctx_fail(ctx, NN_ENOMEM, "out of memory timing the layers");
+        goto out;
+    }
+    if ((s = nn_net_plan(net, rows))) goto out;
+    nn_dev_download(ctx->backend, keep, nn_net_buffers(net), nb * sizeof(float));
+    for (int i = 0; i < N; i++) best[i] = 1e30f;
+    for (int pass = 0; pass < 4 && !s; pass++) {
+        nn_net_set_timing(net, 1);
+        float loss;
+        if (!(s = nn_net_forward(net, x, y, rows, &loss))) s = nn_net_backward(net);
+        for (int i = 0; pass > 0 && i < N; i++) {
+            double f, b;
+            nn_net_layer_time(net, i, &f, &b);
+            if ((float)(f + b) < best[i]) best[i] = (float)(f + b);
+        }
+    }
+    nn_net_set_timing(net, 0);
+    nn_net_zero_grad(net);
+    nn_dev_upload(ctx->backend, nn_net_buffers(net), keep, nb * sizeof(float));
+    if (!s) s = pipe->broadcast(pipe, best, (size_t)N, 0);
+    for (int i = 0; !s && i < N; i++) cost[i] = best[i];
+out:
+    free(x), free(keep), free(best), free(y);
+    return s;
+}
+
 nn_status nn_pipeline_new(nn_net *net, nn_comm *pipe, int micro, nn_pipeline_schedule schedule,
-                          int batch, nn_pipeline **out) {
+                          nn_stage_balance balance, int batch, nn_pipeline **out) {
     nn_ctx *ctx = net->ctx;
     *out = NULL;
     const int K = pipe->size;
@@ -101,11 +143,15 @@ nn_status nn_pipeline_new(nn_net *net, nn_comm *pipe, int micro, nn_pipeline_sch
     p->stage = K - 1 - pipe->rank;
     p->micro = micro;
     p->schedule = schedule;
-    for (int i = 0; i < net->num_nodes; i++) {
-        nn_layer_info info;
-        nn_net_layer_info(net, i, &info);
-        cost[i] = (double)(info.flops + info.bwd_flops);
-    }
+    if (balance == NN_BALANCE_TIME)
+        s = measure_costs(net, pipe, (batch + micro - 1) / micro, cost);
+    else
+        for (int i = 0; i < net->num_nodes; i++) {
+            nn_layer_info info;
+            nn_net_layer_info(net, i, &info);
+            cost[i] = (double)(info.flops + info.bwd_flops);
+        }
+    if (s) goto fail;
     if (!nn_net_stage_cuts(net, K, cost, p->last)) {
         s = nn_ctx_fail(ctx, NN_EINVAL, "%s: cannot be cut into %d pipeline stages: too few "
                         "places where a single layer's output is all that crosses (fewer "

@@ -370,7 +370,8 @@ static nn_status set_pipeline(nn_trainer *t, nn_comm *world) {
     if (t->stage_comm->size > 1) t->comm = t->stage_comm;
     if ((s = set_geometry(t, world->size / K, replica))) return s;
     const int micro = t->cfg.micro_batches > 0 ? t->cfg.micro_batches : 2 * K;
-    if ((s = nn_pipeline_new(t->net, t->pipe, micro, t->cfg.pipeline, t->cfg.batch, &t->pipeline)))
+    if ((s = nn_pipeline_new(t->net, t->pipe, micro, t->cfg.pipeline, t->cfg.stage_balance,
+                              t->cfg.batch, &t->pipeline)))
         return s;
     s = world->broadcast(world, nn_net_params(t->net), nn_net_num_params(t->net), 0);
     if (!s && nn_net_num_buffers(t->net))
