@@ -136,7 +136,20 @@ typedef enum { NN_LOADER_AUTO = 0, NN_LOADER_THREAD = 1, NN_LOADER_SYNC = 2 } nn
 void nn_ctx_set_loader_mode(nn_ctx *ctx, nn_loader_mode mode);
 nn_loader_mode nn_ctx_loader_mode(const nn_ctx *ctx);
 void nn_ctx_free(nn_ctx *ctx);
+/* Threads the kernels use now. */
 int nn_ctx_threads(const nn_ctx *ctx);
+/* The thread count the context was made with (threads <= 0: the cores):
+ * nn_net_plan sizes per-thread workspace for this many, so it is the most
+ * nn_ctx_set_threads allows. */
+int nn_ctx_max_threads(const nn_ctx *ctx);
+/* Changes the threads the kernels use, between steps, to n in
+ * 1..nn_ctx_max_threads (NN_EINVAL otherwise, threads unchanged): fewer
+ * threads than planned is always safe, since every kernel splits its work
+ * and workspace over the threads it runs with. Not while a kernel runs (call
+ * it from the thread that drives the net, e.g. in a trainer callback).
+ * Results are bit-identical for a fixed thread count; a run whose count
+ * changes is no longer reproducible bit for bit. */
+nn_status nn_ctx_set_threads(nn_ctx *ctx, int n);
 /* Cores this process may run on (what threads <= 0 means). More threads than
  * this run, but every parallel loop then waits on threads sharing a core. */
 int nn_cpu_cores(void);

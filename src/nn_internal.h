@@ -16,7 +16,10 @@
 struct nn_backend;
 
 struct nn_ctx {
-    int threads;
+    int threads;            /* threads the kernels use now, 1..max_threads */
+    int max_threads;        /* the count the context was made with: what nn_net_plan
+                               sizes per-thread workspace for (nn_ctx_set_threads
+                               never goes above it) */
     nn_isa isa;             /* kernels to use, <= what the CPU supports */
     nn_precision precision; /* of the convolutions */
     int winograd;           /* Winograd F(2x2,3x3) where it applies */

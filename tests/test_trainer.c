@@ -862,6 +862,103 @@ static void test_sync_bn(const nn_dataset *tr, const nn_dataset *te) {
     free_duo(&one, rk);
 }
 
+/* A net with per-thread workspace in every convolution kernel kind the
+ * shapes reach (16 -> 16 channels: Winograd on AVX-512). */
+static const char *THREADS_MODEL =
+    "input shape=1x8x8\n"
+    "conv2d name=c1 out=16 kernel=3 pad=1\n"
+    "relu\n"
+    "conv2d name=c2 out=16 kernel=3 pad=1\n"
+    "relu\n"
+    "maxpool size=2\n"
+    "flatten\n"
+    "linear name=fc out=5\n"
+    "softmax_ce\n";
+
+typedef struct {
+    nn_ctx *ctx;
+    int calls, refused;
+} thread_cycler;
+
+/* Between steps: 1, 3, 2, 4, 1, ... threads (what a driver sharing its cores
+ * does), never above the count the net was planned for. */
+static void cycle_threads(void *user, const nn_batch_report *r) {
+    (void)r;
+    thread_cycler *c = user;
+    static const int counts[] = {1, 3, 2, 4};
+    const int n = counts[c->calls++ % 4];
+    if (nn_ctx_set_threads(c->ctx, n > nn_ctx_max_threads(c->ctx) ? 1 : n)) c->refused++;
+}
+
+/* Trains THREADS_MODEL planned on ctx's threads, with threads (> 0) set
+ * before the run or changed every step (0); checkpoint to save. */
+static nn_status train_threads(nn_ctx *ctx, int threads, const char *save, const nn_dataset *tr,
+                               const nn_dataset *te, thread_cycler *cyc) {
+    nn_net *net = NULL;
+    nn_trainer *t = NULL;
+    const char *path = tmp_path("threads.nn");
+    FILE *f = fopen(path, "w");
+    fputs(THREADS_MODEL, f);
+    fclose(f);
+    nn_train_config c = nn_train_config_defaults();
+    c.epochs = 2;
+    c.batch = 16;
+    c.seed = 3;
+    c.save = save;
+    nn_status s;
+    if ((s = nn_net_load(ctx, path, &net)) || (s = nn_net_plan(net, c.batch))) goto out;
+    nn_rng rng;
+    nn_rng_seed(&rng, 7, 1);
+    nn_net_init_params(net, &rng);
+    if ((s = nn_trainer_new(net, &c, tr, NULL, te, &t))) goto out;
+    if (threads > 0 && (s = nn_ctx_set_threads(ctx, threads))) goto out;
+    nn_train_callbacks cb = {NULL, cycle_threads, NULL, cyc};
+    if (threads == 0) nn_trainer_set_callbacks(t, &cb);
+    s = nn_trainer_run(t);
+out:
+    nn_trainer_free(t);
+    nn_net_free(net);
+    return s;
+}
+
+/* nn_ctx_set_threads: 1..the count the context was made with; a net
+ * planned for 4 threads run on 1 gives the bytes of a 1-thread context; a
+ * run whose count changes every step (guard backend and ASan: within the
+ * planned workspace) ends finite. */
+static void test_set_threads(const nn_dataset *tr, const nn_dataset *te) {
+    nn_ctx *four = test_ctx_new(4), *one = test_ctx_new(1);
+    const int refused = nn_ctx_set_threads(four, 5) == NN_EINVAL &&
+                        nn_ctx_set_threads(four, 0) == NN_EINVAL && nn_ctx_threads(four) == 4;
+    check(refused && nn_ctx_max_threads(four) == 4 && strstr(nn_ctx_error(four), "1..4"),
+          "set_threads: 0 and 5 refused on a 4-thread context (count unchanged)", "%s",
+          nn_ctx_error(four));
+    char a[512], b[512], c[512];
+    snprintf(a, sizeof a, "%s", tmp_path("thr_one.st"));
+    snprintf(b, sizeof b, "%s", tmp_path("thr_down.st"));
+    snprintf(c, sizeof c, "%s", tmp_path("thr_cycle.st"));
+    thread_cycler cyc = {four, 0, 0};
+    nn_status s1 = train_threads(one, 1, a, tr, te, &cyc);
+    nn_status s2 = train_threads(four, 1, b, tr, te, &cyc);
+    check(!s1 && !s2 && same_file(a, b),
+          "planned for 4 threads, run on 1 (set_threads) = a 1-thread context, bit for bit", "%s",
+          s1 ? nn_ctx_error(one) : s2 ? nn_ctx_error(four) : "");
+    nn_ctx_set_threads(four, 4);
+    nn_status s3 = train_threads(four, 0, c, tr, te, &cyc);
+    /* a checkpoint is written only with finite values */
+    nn_st_file *st = NULL;
+    int finite = 0;
+    if (!s3 && nn_safetensors_open(four, c, &st) == NN_OK) {
+        finite = 1;
+        nn_safetensors_close(st);
+    }
+    check(!s3 && finite && cyc.calls > 10 && cyc.refused == 0,
+          "threads changed every step (1, 3, 2, 4): the run completes and its checkpoint loads",
+          "%d changes, %d refused%s%s", cyc.calls, cyc.refused, s3 ? ": " : "",
+          s3 ? nn_ctx_error(four) : "");
+    nn_ctx_free(four);
+    nn_ctx_free(one);
+}
+
 int main(void) {
     tmp_dir_create("trainer");
     nn_ctx *ctx = test_ctx_new(2);
@@ -882,6 +979,7 @@ int main(void) {
     test_two_ranks(&tr, &te);
     test_sync_bn(&tr, &te);
     test_last_batch_of_one(ctx, &tr);
+    test_set_threads(&tr, &te);
     nn_dataset_free(&tr);
     nn_dataset_free(&val);
     nn_dataset_free(&te);

@@ -33,10 +33,43 @@ typedef struct {
     char tune_cache[4096];  /* `nnopt tune`'s per-machine cache: NNOPT_TUNE_CACHE, else
                                $XDG_CACHE_HOME/nnopt/tune.tsv, else ~/.cache/nnopt/tune.tsv;
                                "" when NNOPT_TUNE_CACHE=off or no home is known */
+    int share;              /* NNOPT_SHARE: 1 (default) processes share the cores (share.c),
+                               0 off: every run takes all cores unless told */
+    char share_dir[4096];   /* the registry of running nnopt processes: NNOPT_SHARE_DIR,
+                               else /dev/shm/nnopt-<uid>, else $XDG_RUNTIME_DIR/nnopt */
 } cli_env;
 
 /* nn_ctx_new(threads) with env's settings; NULL only if out of memory. */
 nn_ctx *cli_ctx_new(const cli_env *env, int threads);
+
+/* Sharing the cores between nnopt processes (share.c): a registry of the
+ * running ones, one locked file each, and each run's fair share of its cores. */
+typedef struct {
+    int fd;              /* this process's entry, write-locked; -1: not registered */
+    char dir[4096], path[4200];
+    nn_ctx *ctx;         /* whose threads follow the share (NULL: none) */
+    double next;         /* cli_now() of the next look at the registry */
+    int peers, rank;     /* processes on our cores at the last look (us included), and
+                            how many of them are older (lower pid) */
+} cli_share;
+
+/* Registers this process for its lifetime (until cli_share_leave or its
+ * end), unless NNOPT_SHARE=off or the registry cannot be used (then s is
+ * inert: one process, the whole affinity mask). */
+void cli_share_join(cli_share *s, const cli_env *env);
+void cli_share_leave(cli_share *s);
+/* This process's fair share of its cores now: the cores of its affinity
+ * mask / the live registered processes that may run on them (the remainder
+ * to the lowest pids), at least 1. */
+int cli_share_threads(cli_share *s);
+/* ctx (made with all the cores: what its net is planned for) follows the
+ * share from now on: its threads are set to the share at once, and again
+ * by each cli_share_poll. */
+void cli_share_follow(cli_share *s, nn_ctx *ctx);
+/* Between steps: at most every 0.5 s, reads the registry again and sets
+ * the followed context's threads to the share (never above the context's
+ * max). Cheap otherwise (a clock read). s may be NULL. */
+void cli_share_poll(cli_share *s);
 
 typedef enum { CLI_FLAG, CLI_INT, CLI_FLOAT, CLI_STR, CLI_U64 } cli_type;
 
@@ -205,6 +238,7 @@ typedef struct {
     FILE *out;
     nn_ctx *ctx;
     cli_log *log;       /* NULL without --log */
+    cli_share *share;   /* polled between steps when the run follows it (NULL: no) */
     int tty, json, epochs, patience;
     float min_delta;
     cli_progress bar;

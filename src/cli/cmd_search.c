@@ -41,6 +41,7 @@ typedef struct {
     int max_trials;     /* trials in the study at most (0: no limit) */
     int threads;        /* per worker, unless the trial sets train.threads */
     int threads_given;  /* --threads: the tuning cache is not consulted */
+    cli_share *share;   /* this worker's entry in the registry of nnopt processes */
     int workers;
     uint64_t seed;
     int json, tty;
@@ -258,10 +259,12 @@ typedef struct {
     cli_progress bar;
     int64_t first_batch;
     nn_status err;
+    cli_share *share;       /* followed between steps (NULL: the threads are fixed) */
 } trial_view;
 
 static void on_epoch_start(void *user, int64_t epoch, int64_t first_batch, int64_t batches) {
     trial_view *v = user;
+    cli_share_poll(v->share);
     char label[48];
     snprintf(label, sizeof label, "trial %lld e%lld", (long long)v->self.id, (long long)epoch + 1);
     v->first_batch = first_batch;
@@ -270,6 +273,7 @@ static void on_epoch_start(void *user, int64_t epoch, int64_t first_batch, int64
 
 static void on_batch(void *user, const nn_batch_report *r) {
     trial_view *v = user;
+    cli_share_poll(v->share);
     cli_progress_update(&v->bar, r->batch - v->first_batch, r->mean_loss);
     if (v->run->budget_s > 0 && nn_wall_time() - v->run->start > v->run->budget_s &&
         !v->over_budget) {
@@ -426,12 +430,14 @@ static nn_status run_trial(search_run *run, nn_study *study, trial *t, int resum
     }
     nn_ctx_free(ctx);
     /* threads: the trial's own, else --threads, else this machine's tuned
-     * settings for the trial's model and batch (one worker), else the share
-     * of the cores */
+     * settings for the trial's model and batch (one worker), else the
+     * worker's share of the cores: followed through the registry of nnopt
+     * processes (share.c) while it trains, or the cores / workers without it */
     cli_env tuned_env = *run->env;
     if (!r.o.threads && !run->threads_given && run->workers == 1)
         cli_tuned_settings(run->env, sp->model, r.params, r.o.batch, &r.o.threads, &tuned_env);
-    if (!r.o.threads) r.o.threads = run->threads;
+    const int shared = !r.o.threads && run->share && run->share->fd >= 0;
+    if (!r.o.threads && !shared) r.o.threads = run->threads;
     if (!(ctx = cli_ctx_new(&tuned_env, r.o.threads))) {
         snprintf(err, sizeof err, "out of memory");
         fatal = NN_ENOMEM;
@@ -484,6 +490,10 @@ static nn_status run_trial(search_run *run, nn_study *study, trial *t, int resum
     }
     v.self = *t;
     v.trainer = trainer;
+    if (shared) {
+        cli_share_follow(run->share, ctx);
+        v.share = run->share;
+    }
     v.t0 = nn_wall_time();
     nn_train_callbacks cb = {on_epoch_start, on_batch, on_epoch, &v};
     nn_trainer_set_callbacks(trainer, &cb);
@@ -543,6 +553,7 @@ done:
     }
     nn_trainer_free(trainer);
     nn_net_free(net);
+    if (v.share) v.share->ctx = NULL; /* the context goes now */
     nn_ctx_free(ctx);
     recipe_free(&r);
     return fatal;
@@ -558,6 +569,11 @@ static int worker(search_run *run, nn_ctx *ctx, int worker_id) {
         fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));
         return 1;
     }
+    /* the worker counts among the nnopt processes on this machine while it
+     * trains (a forked worker: its own entry) */
+    cli_share share;
+    cli_share_join(&share, run->env);
+    run->share = &share;
     int rc = 0;
     for (;;) {
         if (run->budget_s > 0 && nn_wall_time() - run->start >= run->budget_s) break;
@@ -620,6 +636,8 @@ static int worker(search_run *run, nn_ctx *ctx, int worker_id) {
     }
     if (rc == 1 && nn_ctx_error(ctx)[0]) fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));
     (void)worker_id;
+    run->share = NULL;
+    cli_share_leave(&share);
     study_close(study);
     return rc;
 }

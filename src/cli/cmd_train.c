@@ -15,11 +15,13 @@
 #include <unistd.h>
 
 /* Data parallel: the MPI communicator, and the threads of each rank when
- * --threads is not given (the machine's cores shared by its ranks). Ranks
+ * --threads is not given and the cores are not shared through the registry
+ * (the machine's cores divided by its ranks). Ranks
  * other than 0 print nothing: their stdout goes to /dev/null. 0, or 1 after a
  * message. */
-static int mpi_setup(const cli_env *env, nn_ctx **ctx, int threads, nn_comm **comm) {
-    if (!threads && env->mpi_local > 1) {
+static int mpi_setup(const cli_env *env, nn_ctx **ctx, int threads, int shared, nn_comm **comm) {
+    /* sharing the cores (share.c) divides them between the ranks already */
+    if (!threads && !shared && env->mpi_local > 1) {
         threads = nn_cpu_cores() / env->mpi_local;
         if (threads < 1) threads = 1;
         nn_ctx_free(*ctx);
@@ -65,6 +67,7 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     cli_train_view view = {.out = stdout};
     cli_log log = {.lock = {.fd = -1}};
     cli_lock save_lock = {.fd = -1};
+    cli_share share = {.fd = -1};
     nn_train_config cfg;
     nn_precision precision = NN_PRECISION_FP32;
     if (cli_load_configs(argc, argv, opts, &keep)) goto out;
@@ -89,6 +92,9 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     }
     const char *model = pos[0];
     rc = 1;
+    /* every training counts in the registry of running nnopt processes, so
+     * that the others leave it its share of the cores */
+    cli_share_join(&share, env);
     /* no thread count given: this machine's tuned settings (nnopt tune), if any */
     cli_env tuned_env = *env;
     if (!o.threads && !env->mpi_started &&
@@ -96,8 +102,11 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
         fprintf(stderr, "nnopt: tuned for this machine, model and batch (nnopt tune): %d thread%s, "
                 "%s convolutions\n", o.threads, o.threads > 1 ? "s" : "",
                 tuned_env.winograd ? "Winograd" : "direct");
+    /* still none: all the cores are planned for, and the run uses its share
+     * of them (set when the run starts, followed between steps) */
+    const int shared = !o.threads && share.fd >= 0;
     if (!(ctx = cli_ctx_new(&tuned_env, o.threads))) goto out;
-    if (env->mpi_started && mpi_setup(env, &ctx, o.threads, &comm)) goto out;
+    if (env->mpi_started && mpi_setup(env, &ctx, o.threads, shared, &comm)) goto out;
     const int rank = comm ? comm->rank : 0;
     if (rank != 0) log_path = NULL; /* rank 0 writes the log and the recipe */
     nn_ctx_set_precision(ctx, precision);
@@ -130,7 +139,9 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
         (log_path && cli_log_open(ctx, &log, log_path)))
         goto fail;
     if (log_path) {
-        o.threads = nn_ctx_threads(ctx); /* record the count used: results depend on it */
+        /* record the count used: results depend on it; a run that shared the
+         * cores used no one count, and its recipe shares them again */
+        o.threads = shared ? CLI_UNSET_I : nn_ctx_threads(ctx);
         if (cli_write_run_recipe(log_path, model, opts)) goto out;
         if (cli_log_begin(ctx, &log, resume != NULL, val.n > 0)) goto fail;
         view.log = &log;
@@ -141,6 +152,13 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     view.json = json;
     view.patience = o.early_stop;
     view.min_delta = o.min_delta;
+    /* after the trainer's loader chose where to run (with all the cores:
+     * between steps) and, under MPI, after every rank registered (the
+     * parameters' broadcast waited for them all) */
+    if (shared) {
+        cli_share_follow(&share, ctx);
+        view.share = &share;
+    }
     nn_train_callbacks cb = cli_train_view_callbacks(&view);
     nn_trainer_set_callbacks(trainer, &cb);
     if (!json) cli_train_print_start(model, net, trainer, &train, &val, &test, &o, &cfg, ctx);
@@ -188,6 +206,7 @@ out:
     }
     cli_lock_release(&log.lock);
     cli_lock_release(&save_lock);
+    cli_share_leave(&share);
     nn_trainer_free(trainer);
     nn_mpi_comm_free(comm);
     nn_dataset_free(&train);

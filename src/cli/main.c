@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f) {
@@ -106,6 +107,24 @@ static int read_env(cli_env *env) {
     } else if ((v = env_value("HOME"))) {
         snprintf(env->tune_cache, sizeof env->tune_cache, "%s/.cache/nnopt/tune.tsv", v);
     }
+    env->share = 1;
+    if ((v = env_value("NNOPT_SHARE"))) {
+        if (strcmp(v, "on") == 0) env->share = 1;
+        else if (strcmp(v, "off") == 0) env->share = 0;
+        else {
+            fprintf(stderr, "nnopt: NNOPT_SHARE=%s: expected on or off\n", v);
+            return 2;
+        }
+    }
+    /* the registry of running nnopt processes (share.c): per user, in
+     * memory, gone at reboot */
+    struct stat st;
+    if ((v = env_value("NNOPT_SHARE_DIR")))
+        snprintf(env->share_dir, sizeof env->share_dir, "%s", v);
+    else if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK) == 0)
+        snprintf(env->share_dir, sizeof env->share_dir, "/dev/shm/nnopt-%u", (unsigned)geteuid());
+    else if ((v = env_value("XDG_RUNTIME_DIR")))
+        snprintf(env->share_dir, sizeof env->share_dir, "%s/nnopt", v);
     env->mpi_size = env_count("OMPI_COMM_WORLD_SIZE", "PMI_SIZE");
     env->mpi_local = env_count("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS");
     /* Slurm's `srun --mpi=pmix` sets no size of its own for MPI: the step's

@@ -48,7 +48,7 @@ int cli_train_opts_table(cli_train_opts *o, cli_opt *t) {
         {"--pipeline", CLI_STR, &o->pipeline, "S", "with --stages: the schedule, 1f1b (default: at most K-s micro-batches in flight on stage s) or gpipe (all forwards, then all backwards)", 0, 0, "train.pipeline"},
         {"--stage-balance", CLI_STR, &o->stage_balance, "B", "with --stages: cut where each stage's layers take about equal time, as measured at the start (time, default) or equal FLOPs (flops)", 0, 0, "train.stage_balance"},
         {"--seed", CLI_U64, &o->seed, "S", "seed for initialization, shuffling and augmentation (default 1)", 0, 0, "train.seed"},
-        {"--threads", CLI_INT, &o->threads, "N", "threads (default: all cores)", 1, 1024, "train.threads"},
+        {"--threads", CLI_INT, &o->threads, "N", "threads (default: all cores; train: its share of them among the nnopt runs on this machine, NNOPT_SHARE)", 1, 1024, "train.threads"},
         {"--precision", CLI_STR, &o->precision, "P", "convolution arithmetic: fp32 (default) or bf16 (bf16 inputs, fp32 sums and weights)", 0, 0, "train.precision"},
         {"--early-stop", CLI_INT, &o->early_stop, "P", "stop when the validation loss has not improved for P epochs and keep the best epoch's weights (needs --val)", 0, 1000000, "train.early_stop"},
         {"--min-delta", CLI_FLOAT, &o->min_delta, "D", "improvement that resets early stopping (default 0)", 0, 1e6, "train.min_delta"},

@@ -11,6 +11,7 @@
 
 static void on_epoch_start(void *user, int64_t epoch, int64_t first_batch, int64_t batches) {
     cli_train_view *v = user;
+    cli_share_poll(v->share);
     char label[32];
     snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, v->epochs);
     v->first_batch = first_batch;
@@ -19,6 +20,7 @@ static void on_epoch_start(void *user, int64_t epoch, int64_t first_batch, int64
 
 static void on_batch(void *user, const nn_batch_report *r) {
     cli_train_view *v = user;
+    cli_share_poll(v->share);
     cli_progress_update(&v->bar, r->batch - v->first_batch, r->mean_loss);
 }
 
@@ -38,15 +40,17 @@ static int on_epoch(void *user, const nn_epoch_report *r) {
         if (r->comm_wait_s > 0 || r->comm_overlap_s > 0)
             fprintf(out, "\"comm_wait_s\":%.4f,\"comm_overlap_s\":%.4f,", r->comm_wait_s,
                     r->comm_overlap_s);
-        fprintf(out, "\"seconds\":%.3f,\"eval_seconds\":%.3f,\"images_per_s\":%.1f}\n",
-                r->seconds, r->eval_seconds, r->images_per_s);
+        fprintf(out, "\"seconds\":%.3f,\"eval_seconds\":%.3f,\"images_per_s\":%.1f,"
+                     "\"threads\":%d}\n",
+                r->seconds, r->eval_seconds, r->images_per_s, nn_ctx_threads(v->ctx));
     } else {
         fprintf(out, "epoch %lld/%d  train_loss %.4f  test_loss %.4f  test_acc %.2f%%",
                 (long long)r->epoch, v->epochs, r->train_loss, r->test_loss,
                 100.0 * r->test_accuracy);
         if (r->has_val)
             fprintf(out, "  val_loss %.4f  val_acc %.2f%%", r->val_loss, 100.0 * r->val_accuracy);
-        fprintf(out, "  lr %.3g  %.2f s  %.0f img/s\n", (double)r->lr, r->seconds, r->images_per_s);
+        fprintf(out, "  lr %.3g  %.2f s  %.0f img/s  %d thread%s\n", (double)r->lr, r->seconds,
+                r->images_per_s, nn_ctx_threads(v->ctx), nn_ctx_threads(v->ctx) > 1 ? "s" : "");
     }
     fflush(out);
     /* a log that cannot be written ends the run (this epoch's checkpoint is

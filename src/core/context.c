@@ -79,6 +79,7 @@ nn_ctx *nn_ctx_new(int threads) {
     nn_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     ctx->threads = threads > 0 ? threads : nn_cpu_probe()->cpus;
+    ctx->max_threads = ctx->threads;
     ctx->isa = cpu_isa();
     ctx->winograd = 1;
     ctx->fuse = 1;
@@ -137,6 +138,16 @@ nn_status nn_memory_check(nn_ctx *ctx, uint64_t total, uint64_t fresh, const cha
 }
 
 int nn_ctx_threads(const nn_ctx *ctx) { return ctx->threads; }
+
+int nn_ctx_max_threads(const nn_ctx *ctx) { return ctx->max_threads; }
+
+nn_status nn_ctx_set_threads(nn_ctx *ctx, int n) {
+    if (n < 1 || n > ctx->max_threads)
+        return nn_ctx_fail(ctx, NN_EINVAL, "threads %d out of range (1..%d, the count the context "
+                           "was made with)", n, ctx->max_threads);
+    ctx->threads = n;
+    return NN_OK;
+}
 
 const char *nn_ctx_error(const nn_ctx *ctx) { return ctx->error; }
 

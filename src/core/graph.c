@@ -372,7 +372,9 @@ nn_status nn_net_plan_slots(nn_net *net, int max_batch, int num_slots) {
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%d activation slots; expected 1..1024", num_slots);
     release_plan(net);
     const nn_backend *be = net->ctx->backend;
-    int threads = net->ctx->threads;
+    /* workspace for the most threads the context may run with: fewer is
+     * always safe (nn_ctx_set_threads) */
+    int threads = net->ctx->max_threads;
     /* the context's precision, for the ops that have one (conv2d) */
     for (int i = 0; i < net->num_nodes; i++) {
         const nn_op_def *def = def_of(&net->nodes[i]);
