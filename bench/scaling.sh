@@ -12,11 +12,15 @@
 # scripts/setup_torch2.sh installed it, PyPI's 2.x. The programs alternate, R
 # rounds; each figure is the median.
 #
+# A layout RANKSxTHREADSsK (e.g. 2x1s2) trains a K-stage pipeline
+# (`--stages K`, 1F1B, 2K micro-batches; RANKS / K data-parallel replicas, B
+# per replica): PyTorch has no such layout here, so its columns stay empty.
+#
 # Then the sharing check: two independent `nnopt train` runs started at once
 # (default threads each, as a user would start them) against one alone:
 # each one's images/s as a share of the solo run's.
 #
-#   bench/scaling.sh                          # seed_cnn and conv_heavy, 1x1 1x2 2x1
+#   bench/scaling.sh                          # seed_cnn and conv_heavy, 1x1 1x2 2x1 2x1s2
 #   MODELS="models/seed_cnn.nn" LAYOUTS="1x1 2x1" ROUNDS=5 bench/scaling.sh
 #   TORCHES=none bench/scaling.sh             # nnopt only
 # Variables: MODELS, LAYOUTS, BATCH (per rank, default 32), N (images, default
@@ -25,7 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=${MODELS:-"models/seed_cnn.nn models/conv_heavy.nn"}
-LAYOUTS=${LAYOUTS:-"1x1 1x2 2x1"}
+LAYOUTS=${LAYOUTS:-"1x1 1x2 2x1 2x1s2"}
 BATCH=${BATCH:-32}
 N=${N:-12800}
 ROUNDS=${ROUNDS:-3}
@@ -48,12 +52,13 @@ for t in $TORCHES; do
   esac
 done
 
-# nnopt RANKS THREADS MODEL: "images/s wait_share overlap_share" of epoch 2
+# nnopt RANKS THREADS MODEL [STAGES]: "images/s wait_share overlap_share" of epoch 2
 nnopt_run() {
-  local r=$1 t=$2 m=$3 launch=()
+  local r=$1 t=$2 m=$3 k=${4:-1} launch=() pipe=()
   [ "$r" -gt 1 ] && launch=("${MPI[@]}" -np "$r")
+  [ "$k" -gt 1 ] && pipe=(--stages "$k")
   "${launch[@]}" "$NN" train "$m" --data "$DATA" --train-limit "$N" --test-limit 256 --epochs 2 \
-    --batch "$BATCH" --threads "$t" --json 2>/dev/null | tail -1 | python3 -c '
+    --batch "$BATCH" --threads "$t" "${pipe[@]}" --json 2>/dev/null | tail -1 | python3 -c '
 import json, sys
 e = json.loads(sys.stdin.read())
 w, o, s = e.get("comm_wait_s", 0), e.get("comm_overlap_s", 0), e["seconds"]
@@ -76,17 +81,20 @@ for m in $MODELS; do
   echo "$header"; echo "$rule"
   base=""
   for l in $LAYOUTS; do
-    r=${l%x*}; t=${l#*x}
+    r=${l%x*}; t=${l#*x}; k=1
+    case $t in *s*) k=${t#*s}; t=${t%s*} ;; esac
     ips=(); waits=(); overl=(); declare -A tor=()
     for _ in $(seq "$ROUNDS"); do
-      read -r a b c < <(nnopt_run "$r" "$t" "$m")
+      read -r a b c < <(nnopt_run "$r" "$t" "$m" "$k")
       ips+=("$a"); waits+=("$b"); overl+=("$c")
+      [ "$k" -gt 1 ] && continue
       for p in "${pythons[@]}"; do tor[${p%%:*}]+=" $(torch_run "${p#*:}" "$r" "$t" "$m")"; done
     done
     ip=$(median "${ips[@]}"); [ -z "$base" ] && base=$ip
     row=$(python3 -c 'import sys; ip, b, w, o = map(float, sys.argv[1:5]); print("| %s | %.0f | %.2f | %.1f%% | %.0f%% |" % (sys.argv[5], ip, ip / b, 100 * w, 100 * o))' \
           "$ip" "$base" "$(median "${waits[@]}")" "$(median "${overl[@]}")" "$l")
     for p in "${pythons[@]}"; do
+      if [ "$k" -gt 1 ]; then row="$row | |"; continue; fi
       # shellcheck disable=SC2086
       tp=$(median ${tor[${p%%:*}]})
       row="$row $(python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print("%.0f | %.2f |" % (b, a / b))' "$ip" "$tp")"
