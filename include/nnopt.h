@@ -165,11 +165,14 @@ int nn_cpu_cores(void);
 void nn_ctx_set_max_memory(nn_ctx *ctx, uint64_t bytes);
 uint64_t nn_ctx_max_memory(const nn_ctx *ctx);
 /* Where the context's networks and optimizers keep their memory and run:
- * "cpu" (the default: host memory) or "guard" (the CPU kernels on memory that
+ * "cpu" (the default: host memory), "guard" (the CPU kernels on memory that
  * is mprotect()ed except while a kernel or an explicit copy runs, so host code
  * that touches it directly faults with a message: a check that the code keeps
- * to the device seam, slow, for tests). Set it before the first network or
- * optimizer: NN_EINVAL for an unknown name, or once another is in use. */
+ * to the device seam, slow, for tests) or "cuda" / "cuda:N" (NVIDIA GPU N,
+ * default 0; one device per process). Set it before the first network or
+ * optimizer: NN_EINVAL for an unknown name, or once another is in use;
+ * NN_EUNSUPPORTED for cuda in a build without CUDA or where there is no such
+ * device (the message says which: "no CUDA device (cudaGetDeviceCount: ...)"). */
 nn_status nn_ctx_set_backend(nn_ctx *ctx, const char *name);
 const char *nn_ctx_backend(nn_ctx *ctx);
 /* nn_net_params, nn_net_grads, nn_net_buffers, nn_net_logits and

@@ -1,6 +1,6 @@
 /*
  * test_layering.c - the layering of src/ (docs/architecture.md, "Layers"):
- * reads every #include "..." line of every .c and .h file under src/ and
+ * reads every #include "..." line of every .c, .h and .cu file under src/ and
  * fails when a file includes one from a higher layer, one from another part
  * of its own layer, or a .c file, and when a file under src/ belongs to no
  * layer. Since every include then points strictly downward (or stays within
@@ -32,6 +32,8 @@ static const struct {
     {"backend/gemm_bf16.", "kernels", 1},
     {"backend/simd_avx512.h", "kernels", 1},
     {"backend/peak.c", "kernels", 1},
+    /* the CUDA kernels' shared pieces: the cuBLAS handle and GEMM, checks */
+    {"backend/cuda_blas.", "kernels", 1},
     /* ops: definitions, CPU kernels, reference twins */
     {"ops/", "ops", 2},
     /* backends: the device interface and each device's kernel table */
@@ -158,7 +160,7 @@ static void check_file(const char *root, const char *rel) {
     fclose(f);
 }
 
-/* Every .c and .h file under src/<rel>, recursively. */
+/* Every .c, .h and .cu file under src/<rel>, recursively. */
 static void walk(const char *root, const char *rel) {
     char path[1024];
     snprintf(path, sizeof path, "%s/src/%s", root, rel);
@@ -177,7 +179,8 @@ static void walk(const char *root, const char *rel) {
         if (stat(full, &st) != 0) continue;
         const size_t n = strlen(sub);
         if (S_ISDIR(st.st_mode)) walk(root, sub);
-        else if (n > 2 && (strcmp(sub + n - 2, ".c") == 0 || strcmp(sub + n - 2, ".h") == 0))
+        else if ((n > 2 && (strcmp(sub + n - 2, ".c") == 0 || strcmp(sub + n - 2, ".h") == 0)) ||
+                 (n > 3 && strcmp(sub + n - 3, ".cu") == 0))
             check_file(root, sub);
     }
     closedir(d);

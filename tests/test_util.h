@@ -165,7 +165,8 @@ static TU_UNUSED void tu_set(nn_ctx *ctx, float *dev, float v) { nn_ctx_upload(c
  * applies them (the library reads no environment): NNOPT_ISA caps the
  * kernels' ISA, NNOPT_CONV=direct turns Winograd off, NNOPT_FUSE=off turns
  * epilogue fusion off, NNOPT_LOADER forces the
- * batch loader's mode, NNOPT_BACKEND=guard runs on the guard backend. The
+ * batch loader's mode, NNOPT_BACKEND=guard runs on the guard backend (and
+ * NNOPT_BACKEND=cuda on the GPU, skipping with exit 77 where there is none). The
  * first call also has OpenBLAS choose kernels fit for
  * this CPU where its own choice is older, unless OPENBLAS_CORETYPE pins one,
  * as main() does. NULL only if out of memory. */
@@ -188,11 +189,16 @@ static TU_UNUSED nn_ctx *test_ctx_new(int threads) {
     const int loader = tu_env_choice("NNOPT_LOADER", loaders, 3);
     static const char *const fuses[] = {"on", "off"};
     const int fuse = tu_env_choice("NNOPT_FUSE", fuses, 2);
-    static const char *const backends[] = {"cpu", "guard"};
-    const int backend = tu_env_choice("NNOPT_BACKEND", backends, 2);
+    static const char *const backends[] = {"cpu", "guard", "cuda"};
+    const int backend = tu_env_choice("NNOPT_BACKEND", backends, 3);
     nn_ctx *ctx = nn_ctx_new(threads);
     if (!ctx) return NULL;
-    if (backend >= 0) nn_ctx_set_backend(ctx, backends[backend]);
+    /* a backend asked for and not there (cuda without a device) skips the
+     * test (exit 77) rather than quietly testing the CPU */
+    if (backend >= 0 && nn_ctx_set_backend(ctx, backends[backend]) != NN_OK) {
+        printf("SKIP: NNOPT_BACKEND=%s: %s\n", backends[backend], nn_ctx_error(ctx));
+        exit(77);
+    }
     nn_isa cap;
     if (isa >= 0 && nn_isa_parse(isas[isa], &cap) == NN_OK && cap < nn_ctx_isa(ctx))
         nn_ctx_set_isa(ctx, cap);

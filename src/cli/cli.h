@@ -19,7 +19,8 @@ typedef struct {
     int fuse;               /* NNOPT_FUSE: 1 epilogue fusion (default), 0 every layer alone */
     nn_loader_mode loader;  /* NNOPT_LOADER: auto (default), thread or sync */
     const char *blas_core;  /* OPENBLAS_CORETYPE when set (OpenBLAS obeyed it), else NULL */
-    const char *backend;    /* NNOPT_BACKEND: "cpu" (default) or "guard" (nn_ctx_set_backend) */
+    const char *backend;    /* NNOPT_BACKEND: "cpu" (default) or "guard", or --device's
+                               "cuda" / "cuda:N" (nn_ctx_set_backend) */
     /* launched by mpirun or srun: the world's size (OMPI_COMM_WORLD_SIZE,
      * PMI_SIZE; 1 otherwise) and the ranks on this machine
      * (OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS; 1 otherwise). main()
@@ -41,6 +42,12 @@ typedef struct {
 
 /* nn_ctx_new(threads) with env's settings; NULL only if out of memory. */
 nn_ctx *cli_ctx_new(const cli_env *env, int threads);
+/* *out = *env with the backend --device names ("cpu", "cuda", "cuda:N";
+ * NULL: env's), checked once here: 0, or 2 after "nnopt: --device cuda: no
+ * CUDA device (...)" (or "built without CUDA", ...) on stderr. */
+int cli_device_env(const cli_env *env, const char *device, cli_env *out);
+/* The --device option's help line */
+#define CLI_DEVICE_HELP "where to run: cpu (default), cuda or cuda:N (NVIDIA GPU N)"
 
 /* Sharing the cores between nnopt processes (share.c): a registry of the
  * running ones, one locked file each, and each run's fair share of its cores. */

@@ -26,6 +26,7 @@ static void json_figure(const char *key, double v, int measured) {
 }
 
 int cmd_bench(int argc, char **argv, const cli_env *env) {
+    const char *device = NULL;
     const char *precision = "fp32", *data = NULL;
     int batch = 64, threads = 0, steps = 50, warmup = 10, repeats = 5, json = 0, no_peak = 0;
     const cli_opt opts[] = {
@@ -33,6 +34,7 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
          "cycled (default: one random batch)", 0, 0, NULL},
         {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536, NULL},
         {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--device", CLI_STR, &device, "DEV", CLI_DEVICE_HELP, 0, 0, NULL},
         {"--precision", CLI_STR, &precision, "P", "convolution arithmetic: fp32 (default) or bf16", 0, 0, NULL},
         {"--steps", CLI_INT, &steps, "N", "timed steps per repeat (default 50)", 1, 1000000, NULL},
         {"--warmup", CLI_INT, &warmup, "N", "untimed steps first (default 10)", 0, 1000000, NULL},
@@ -50,6 +52,9 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
                       "Winograd layers (NNOPT_CONV=direct turns them off) can pass the peak.",
                       argc, argv, opts, pos, 1, &npos);
     if (r) return r == 2 ? 0 : 2;
+    cli_env denv; /* env with --device */
+    if (cli_device_env(env, device, &denv)) return 2;
+    env = &denv;
     if (npos != 1) {
         fprintf(stderr, "nnopt bench: expected one MODEL file (see nnopt bench --help)\n");
         return 2;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 int cmd_eval(int argc, char **argv, const cli_env *env) {
+    const char *device = NULL;
     const char *weights = NULL, *data = NN_DEFAULT_DATA_DIR, *model_params = NULL;
     int json = 0, batch = 256, threads = 0;
     float mean = NN_FASHION_MNIST_MEAN, std = NN_FASHION_MNIST_STD;
@@ -13,6 +14,7 @@ int cmd_eval(int argc, char **argv, const cli_env *env) {
         {"--data", CLI_STR, &data, "DIR", "directory with the IDX files (default " NN_DEFAULT_DATA_DIR ")", 0, 0, NULL},
         {"--batch", CLI_INT, &batch, "N", "evaluation batch size (default 256)", 1, 65536, NULL},
         {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--device", CLI_STR, &device, "DEV", CLI_DEVICE_HELP, 0, 0, NULL},
         {"--mean", CLI_FLOAT, &mean, "M", "normalization mean (default 0.2860)", -1e6, 1e6, NULL},
         {"--std", CLI_FLOAT, &std, "S", "normalization std (default 0.3530)", 1e-9, 1e6, NULL},
         {"--json", CLI_FLAG, &json, NULL, "print one JSON object", 0, 0, NULL},
@@ -24,6 +26,9 @@ int cmd_eval(int argc, char **argv, const cli_env *env) {
                       "mean loss and accuracy.",
                       argc, argv, opts, pos, 1, &npos);
     if (r) return r == 2 ? 0 : 2;
+    cli_env denv; /* env with --device */
+    if (cli_device_env(env, device, &denv)) return 2;
+    env = &denv;
     if (npos != 1 || !weights) {
         fprintf(stderr, "nnopt eval: expected MODEL and --weights FILE (see nnopt eval --help)\n");
         return 2;

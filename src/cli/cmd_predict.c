@@ -46,6 +46,7 @@ static int read_names(const char *path, char names[][64], int max_names, const c
 }
 
 int cmd_predict(int argc, char **argv, const cli_env *env) {
+    const char *device = NULL;
     const char *weights = NULL, *labels = NULL, *model_params = NULL;
     int top = 3, limit = 0, json = 0, threads = 0;
     float mean = NN_FASHION_MNIST_MEAN, std = NN_FASHION_MNIST_STD;
@@ -58,6 +59,7 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
         {"--mean", CLI_FLOAT, &mean, "M", "normalization mean (default 0.2860)", -1e6, 1e6, NULL},
         {"--std", CLI_FLOAT, &std, "S", "normalization std (default 0.3530)", 1e-9, 1e6, NULL},
         {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--device", CLI_STR, &device, "DEV", CLI_DEVICE_HELP, 0, 0, NULL},
         {"--json", CLI_FLAG, &json, NULL, "one JSON object per image", 0, 0, NULL},
         {NULL, 0, NULL, NULL, NULL, 0, 0, NULL}};
     const char *pos[65];
@@ -67,6 +69,9 @@ int cmd_predict(int argc, char **argv, const cli_env *env) {
                       "image files), running the model in eval mode.",
                       argc, argv, opts, pos, 65, &npos);
     if (r) return r == 2 ? 0 : 2;
+    cli_env denv; /* env with --device */
+    if (cli_device_env(env, device, &denv)) return 2;
+    env = &denv;
     if (npos < 2 || !weights) {
         fprintf(stderr, "nnopt predict: expected MODEL, --weights FILE and at least one INPUT\n");
         return 2;

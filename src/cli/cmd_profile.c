@@ -35,6 +35,7 @@ static void on_layer(void *user, int layer, int backward, double t0, double t1) 
 }
 
 int cmd_profile(int argc, char **argv, const cli_env *env) {
+    const char *device = NULL;
     const char *precision = "fp32", *data = NULL;
     int batch = 64, threads = 0, steps = 5, warmup = 3;
     const char *out = "trace.json";
@@ -44,6 +45,7 @@ int cmd_profile(int argc, char **argv, const cli_env *env) {
         {"--out", CLI_STR, &out, "FILE", "trace file to write (default trace.json)", 0, 0, NULL},
         {"--batch", CLI_INT, &batch, "N", "batch size (default 64)", 1, 65536, NULL},
         {"--threads", CLI_INT, &threads, "N", "threads (default: all cores)", 1, 1024, NULL},
+        {"--device", CLI_STR, &device, "DEV", CLI_DEVICE_HELP, 0, 0, NULL},
         {"--precision", CLI_STR, &precision, "P", "convolution arithmetic: fp32 (default) or bf16", 0, 0, NULL},
         {"--steps", CLI_INT, &steps, "N", "traced training steps (default 5)", 1, 10000, NULL},
         {"--warmup", CLI_INT, &warmup, "N", "untraced steps first (default 3)", 0, 10000, NULL},
@@ -56,6 +58,9 @@ int cmd_profile(int argc, char **argv, const cli_env *env) {
                       "and backward.",
                       argc, argv, opts, pos, 1, &npos);
     if (r) return r == 2 ? 0 : 2;
+    cli_env denv; /* env with --device */
+    if (cli_device_env(env, device, &denv)) return 2;
+    env = &denv;
     if (npos != 1) {
         fprintf(stderr, "nnopt profile: expected one MODEL file (see nnopt profile --help)\n");
         return 2;

@@ -43,8 +43,9 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     cli_train_opts o;
     cli_train_opts_init(&o);
     const char *config = NULL, *log_path = NULL, *save = NULL, *init = NULL, *resume = NULL;
+    const char *device = NULL;
     int save_every = 0, json = 0, quiet = 0;
-    cli_opt opts[CLI_TRAIN_OPTS_MAX + 10];
+    cli_opt opts[CLI_TRAIN_OPTS_MAX + 12];
     int k = 0;
     opts[k++] = (cli_opt){"--config", CLI_STR, &config, "FILE", "read a recipe file first; flags override it", 0, 0, NULL};
     k += cli_train_opts_table(&o, opts + k);
@@ -55,6 +56,7 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     opts[k++] = (cli_opt){"--log", CLI_STR, &log_path, "FILE", "write one CSV row per epoch (and the recipe next to it)", 0, 0, NULL};
     opts[k++] = (cli_opt){"--json", CLI_FLAG, &json, NULL, "print one JSON object per epoch and nothing else on stdout", 0, 0, NULL};
     opts[k++] = (cli_opt){"--quiet", CLI_FLAG, &quiet, NULL, "no progress bar", 0, 0, NULL};
+    opts[k++] = (cli_opt){"--device", CLI_STR, &device, "DEV", CLI_DEVICE_HELP, 0, 0, NULL};
     opts[k] = (cli_opt){NULL, 0, NULL, NULL, NULL, 0, 0, NULL};
     cli_strings keep = {0};
     const char *pos[1];
@@ -95,6 +97,12 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     /* every training counts in the registry of running nnopt processes, so
      * that the others leave it its share of the cores */
     cli_share_join(&share, env);
+    cli_env denv; /* env with --device */
+    if (cli_device_env(env, device, &denv)) {
+        rc = 2;
+        goto out;
+    }
+    env = &denv;
     /* no thread count given: this machine's tuned settings (nnopt tune), if any */
     cli_env tuned_env = *env;
     if (!o.threads && !env->mpi_started &&

@@ -87,6 +87,22 @@ nn_ctx *cli_ctx_new(const cli_env *env, int threads) {
     return ctx;
 }
 
+int cli_device_env(const cli_env *env, const char *device, cli_env *out) {
+    *out = *env;
+    if (!device) return 0;
+    nn_ctx *probe = nn_ctx_new(1);
+    if (!probe) {
+        fprintf(stderr, "nnopt: out of memory\n");
+        return 2;
+    }
+    const nn_status s = nn_ctx_set_backend(probe, device);
+    if (s) fprintf(stderr, "nnopt: --device %s: %s\n", device, nn_ctx_error(probe));
+    nn_ctx_free(probe);
+    if (s) return 2;
+    out->backend = device;
+    return 0;
+}
+
 int cli_parse_precision(const char *cmd, const cli_env *env, const char *name, nn_precision *out) {
     if (strcmp(name, "fp32") == 0) *out = NN_PRECISION_FP32;
     else if (strcmp(name, "bf16") == 0) *out = NN_PRECISION_BF16;

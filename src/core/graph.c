@@ -712,8 +712,8 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
     nn_dev_begin(be);
     for (int i = first > 0 ? first - 1 : 0; i < last; i++)
         if (net->nodes[i].grad_writers > 1)
-            memset(net->nodes[i].dy, 0,
-                   (size_t)n * (size_t)nn_shape_numel(&net->nodes[i].out) * sizeof(float));
+            nn_dev_zero(be, net->nodes[i].dy,
+                        (size_t)n * (size_t)nn_shape_numel(&net->nodes[i].out) * sizeof(float));
     nn_dev_end(be);
     for (int i = last; i >= first && i > 0; i--) {
         nn_node *node = &net->nodes[i];
@@ -725,17 +725,13 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
         double t0 = timed ? omp_get_wtime() : 0.0;
         nn_dev_begin(be);
         nn_backend_kernels(be, node->op)->backward(&a);
-        if (i == net->loss_node && loss_scale != 1.0f && a.dx) {
-            const size_t count = (size_t)n * (size_t)nn_shape_numel(&net->nodes[node->inputs[0]].out);
-            for (size_t j = 0; j < count; j++) a.dx[j] *= loss_scale;
-        }
+        if (i == net->loss_node && loss_scale != 1.0f && a.dx)
+            nn_dev_scale(be, a.dx, (size_t)n * (size_t)nn_shape_numel(&net->nodes[node->inputs[0]].out),
+                         loss_scale);
         for (int k = 0; k < node->num_inputs; k++)
             if (a.dxs[k] && a.dxs[k] == net->gscratch[k]) {
                 const nn_node *root = &net->nodes[memory_root(net, node->inputs[k])];
-                const size_t count = (size_t)n * (size_t)nn_shape_numel(&root->out);
-                float *dst = root->dy;
-                const float *src = a.dxs[k];
-                for (size_t j = 0; j < count; j++) dst[j] += src[j];
+                nn_dev_add(be, root->dy, a.dxs[k], (size_t)n * (size_t)nn_shape_numel(&root->out));
             }
         nn_dev_end(be);
         if (timed) {
@@ -862,7 +858,7 @@ out:
 void nn_net_zero_grad(nn_net *net) {
     const nn_backend *be = net->ctx->backend;
     nn_dev_begin(be);
-    memset(net->grad_data, 0, net->num_params * sizeof(float));
+    nn_dev_zero(be, net->grad_data, net->num_params * sizeof(float));
     nn_dev_end(be);
 }
 

@@ -198,8 +198,9 @@ typedef struct {
 } nn_op_kernels;
 
 /* The kernel tables a registry entry holds, one per kind of backend; a
- * backend names the kind whose kernels it runs (nn_backend.kernels). */
-typedef enum { NN_KERNELS_CPU = 0, NN_KERNELS_COUNT } nn_kernel_kind;
+ * backend names the kind whose kernels it runs (nn_backend.kernels). The CUDA
+ * entries (src/ops/cuda/) are filled only in builds with NN_HAVE_CUDA. */
+typedef enum { NN_KERNELS_CPU = 0, NN_KERNELS_CUDA, NN_KERNELS_COUNT } nn_kernel_kind;
 
 /* An element-wise op that may run inside the kernel of the op before it (its
  * "epilogue"), applied while the data is in cache. */

@@ -63,7 +63,7 @@ const nn_op_def nn_relu_def = {
     .keys = "",
     .configure = relu_configure,
     .flops = relu_flops,
-    .kernels = {[NN_KERNELS_CPU] = &relu_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &relu_cpu, NN_CUDA_KERNELS(relu)},
     .epilogue = NN_EPILOGUE_RELU, /* fused into a conv2d or linear before it */
 };
 
@@ -244,7 +244,7 @@ const nn_op_def nn_leaky_relu_def = {
     .keys = "slope",
     .configure = leaky_relu_configure,
     .flops = leaky_relu_flops,
-    .kernels = {[NN_KERNELS_CPU] = &leaky_relu_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &leaky_relu_cpu, NN_CUDA_KERNELS(leaky_relu)},
 };
 
 const nn_op_def nn_gelu_def = {
@@ -254,7 +254,7 @@ const nn_op_def nn_gelu_def = {
     .keys = "",
     .configure = same_shape,
     .flops = gelu_flops,
-    .kernels = {[NN_KERNELS_CPU] = &gelu_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &gelu_cpu, NN_CUDA_KERNELS(gelu)},
 };
 
 const nn_op_def nn_silu_def = {
@@ -264,7 +264,7 @@ const nn_op_def nn_silu_def = {
     .keys = "",
     .configure = same_shape,
     .flops = silu_flops,
-    .kernels = {[NN_KERNELS_CPU] = &silu_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &silu_cpu, NN_CUDA_KERNELS(silu)},
 };
 
 const nn_op_def nn_sigmoid_def = {
@@ -274,7 +274,7 @@ const nn_op_def nn_sigmoid_def = {
     .keys = "",
     .configure = same_shape,
     .flops = sigmoid_flops,
-    .kernels = {[NN_KERNELS_CPU] = &sigmoid_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &sigmoid_cpu, NN_CUDA_KERNELS(sigmoid)},
 };
 
 const nn_op_def nn_tanh_def = {
@@ -284,7 +284,7 @@ const nn_op_def nn_tanh_def = {
     .keys = "",
     .configure = same_shape,
     .flops = tanh_flops,
-    .kernels = {[NN_KERNELS_CPU] = &tanh_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &tanh_cpu, NN_CUDA_KERNELS(tanh)},
 };
 
 static const nn_op_kernels relu6_cpu = {.forward = relu6_fwd, .backward = relu6_bwd};
@@ -296,7 +296,7 @@ const nn_op_def nn_relu6_def = {
     .keys = "",
     .configure = same_shape,
     .flops = relu6_flops,
-    .kernels = {[NN_KERNELS_CPU] = &relu6_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &relu6_cpu, NN_CUDA_KERNELS(relu6)},
 };
 
 static const nn_op_kernels hardswish_cpu = {.forward = hardswish_fwd, .backward = hardswish_bwd};
@@ -308,5 +308,5 @@ const nn_op_def nn_hardswish_def = {
     .keys = "",
     .configure = same_shape,
     .flops = hardswish_flops,
-    .kernels = {[NN_KERNELS_CPU] = &hardswish_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &hardswish_cpu, NN_CUDA_KERNELS(hardswish)},
 };

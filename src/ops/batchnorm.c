@@ -396,7 +396,7 @@ const nn_op_def nn_batchnorm_def = {
     .keys = "eps momentum",
     .configure = batchnorm_configure,
     .flops = batchnorm_flops,
-    .kernels = {[NN_KERNELS_CPU] = &batchnorm_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &batchnorm_cpu, NN_CUDA_KERNELS(batchnorm)},
     .check_batch = batchnorm_check_batch,
     .fuse_epilogue = batchnorm_fuse_epilogue,
 };

@@ -838,7 +838,7 @@ const nn_op_def nn_conv2d_def = {
     .configure = conv2d_configure,
     .flops = conv2d_flops,
     .backward_flops = conv2d_backward_flops,
-    .kernels = {[NN_KERNELS_CPU] = &conv2d_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &conv2d_cpu, NN_CUDA_KERNELS(conv2d)},
     .fuse_epilogue = conv2d_fuse_epilogue,
     .epilogue_masked_later = conv2d_epilogue_masked_later,
     .set_precision = conv2d_set_precision,

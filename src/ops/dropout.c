@@ -118,5 +118,5 @@ const nn_op_def nn_dropout_def = {
     .keys = "p",
     .configure = dropout_configure,
     .flops = dropout_flops,
-    .kernels = {[NN_KERNELS_CPU] = &dropout_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &dropout_cpu, NN_CUDA_KERNELS(dropout)},
 };

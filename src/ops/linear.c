@@ -106,7 +106,7 @@ const nn_op_def nn_linear_def = {
     .keys = "out bias",
     .configure = linear_configure,
     .flops = linear_flops,
-    .kernels = {[NN_KERNELS_CPU] = &linear_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &linear_cpu, NN_CUDA_KERNELS(linear)},
     .backward_flops = linear_backward_flops,
     .fuse_epilogue = linear_fuse_epilogue,
 };

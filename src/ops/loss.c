@@ -96,6 +96,6 @@ const nn_op_def nn_softmax_ce_def = {
     .keys = "",
     .configure = softmax_ce_configure,
     .flops = softmax_ce_flops,
-    .kernels = {[NN_KERNELS_CPU] = &softmax_ce_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &softmax_ce_cpu, NN_CUDA_KERNELS(softmax_ce)},
     .is_loss = 1,
 };

@@ -131,7 +131,7 @@ const nn_op_def nn_add_def = {
     .keys = "",
     .configure = add_configure,
     .flops = add_flops,
-    .kernels = {[NN_KERNELS_CPU] = &add_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &add_cpu, NN_CUDA_KERNELS(add)},
     .fuse_epilogue = add_fuse_epilogue,
 };
 
@@ -250,5 +250,5 @@ const nn_op_def nn_concat_def = {
     .keys = "",
     .configure = concat_configure,
     .flops = concat_flops,
-    .kernels = {[NN_KERNELS_CPU] = &concat_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &concat_cpu, NN_CUDA_KERNELS(concat)},
 };

@@ -13,6 +13,19 @@
 
 #include "core/graph.h"
 
+/* The CUDA kernels of every op (src/ops/cuda/<family>.cu, nn_<op>_cuda), in
+ * builds with NN_HAVE_CUDA; NN_CUDA_KERNELS(op) puts them in the op's
+ * registry entry beside the CPU's: .kernels = {[NN_KERNELS_CPU] = &relu_cpu,
+ * NN_CUDA_KERNELS(relu)}. Without CUDA it adds nothing. */
+#if NN_HAVE_CUDA
+#define NN_OP_CUDA_EXTERN_(E, k) extern const nn_op_kernels nn_##k##_cuda;
+NN_OP_LIST(NN_OP_CUDA_EXTERN_)
+#undef NN_OP_CUDA_EXTERN_
+#define NN_CUDA_KERNELS(k) [NN_KERNELS_CUDA] = &nn_##k##_cuda,
+#else
+#define NN_CUDA_KERNELS(k)
+#endif
+
 /* conv2d: x (N, C, H, W), w (K, C, R, S), b (K), y (N, K, P, Q) */
 void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);

@@ -201,7 +201,7 @@ const nn_op_def nn_maxpool_def = {
     .keys = "size stride pad",
     .configure = maxpool_configure,
     .flops = maxpool_flops,
-    .kernels = {[NN_KERNELS_CPU] = &maxpool_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &maxpool_cpu, NN_CUDA_KERNELS(maxpool)},
     .mask_epilogue = maxpool_mask_epilogue,
 };
 
@@ -290,7 +290,7 @@ const nn_op_def nn_avgpool_def = {
     .keys = "size stride pad",
     .configure = avgpool_configure,
     .flops = avgpool_flops,
-    .kernels = {[NN_KERNELS_CPU] = &avgpool_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &avgpool_cpu, NN_CUDA_KERNELS(avgpool)},
 };
 
 /* ------------------------------------------------------------ global average pooling */
@@ -357,5 +357,5 @@ const nn_op_def nn_gap_def = {
     .keys = "",
     .configure = gap_configure,
     .flops = gap_flops,
-    .kernels = {[NN_KERNELS_CPU] = &gap_cpu},
+    .kernels = {[NN_KERNELS_CPU] = &gap_cpu, NN_CUDA_KERNELS(gap)},
 };

@@ -13,16 +13,15 @@
 #include <math.h>
 
 typedef struct {
-    float neg_clr, wd, eps;
-    int l2;     /* weight_decay != 0 */
+    nn_adagrad_scalars s;
     float *sum; /* (n) */
 } adagrad_coefs;
 
 NN_OPTIM_INLINE void adagrad_range(const adagrad_coefs *k, float *params, const float *grads,
                                    size_t lo, size_t hi) {
     float *sum = k->sum;
-    const float neg_clr = k->neg_clr, wd = k->wd, eps = k->eps;
-    const int l2 = k->l2;
+    const float neg_clr = k->s.neg_clr, wd = k->s.wd, eps = k->s.eps;
+    const int l2 = k->s.l2;
     for (size_t i = lo; i < hi; i++) {
         float g = l2 ? fmaf(params[i], wd, grads[i]) : grads[i];
         float s = fmaf(g, g, sum[i]);
@@ -43,15 +42,19 @@ NN_OPTIM_FMA_TARGET static void adagrad_fma(const adagrad_coefs *k, float *param
 }
 #endif
 
-void nn_adagrad_update(const nn_optimizer *opt, float *params, const float *grads, size_t lo,
-                       size_t hi, int fast) {
+void nn_adagrad_scalars_of(const nn_optimizer *opt, nn_adagrad_scalars *k) {
     const nn_optim_config *c = &opt->cfg;
     const double clr = (double)c->lr / (1.0 + (double)opt->steps * (double)c->lr_decay);
+    k->neg_clr = (float)-clr;
+    k->wd = c->weight_decay;
+    k->l2 = c->weight_decay != 0.0f;
+    k->eps = c->eps;
+}
+
+void nn_adagrad_update(const nn_optimizer *opt, float *params, const float *grads, size_t lo,
+                       size_t hi, int fast) {
     adagrad_coefs k;
-    k.neg_clr = (float)-clr;
-    k.wd = c->weight_decay;
-    k.l2 = c->weight_decay != 0.0f;
-    k.eps = c->eps;
+    nn_adagrad_scalars_of(opt, &k.s);
     k.sum = nn_optim_buffer(opt, "sum");
     NN_ASSERT(k.sum);
 #if NN_OPTIM_HAVE_FMA_COPY

@@ -16,18 +16,17 @@
 #include <math.h>
 
 typedef struct {
-    float neg_step, bc2_sqrt, b1, b2, one_b1, one_b2, eps, wd, decay;
-    int l2;             /* Adam with weight_decay != 0 */
+    nn_adam_scalars s;
     float *m, *v, *vmax; /* (n); vmax NULL without amsgrad */
 } adam_coefs;
 
 NN_OPTIM_INLINE void adam_range(const adam_coefs *k, float *params, const float *grads,
                                 size_t lo, size_t hi) {
     float *m = k->m, *v = k->v, *vmax = k->vmax;
-    const float neg_step = k->neg_step, bc2_sqrt = k->bc2_sqrt, eps = k->eps;
-    const float b1 = k->b1, b2 = k->b2, one_b1 = k->one_b1, one_b2 = k->one_b2;
-    const float wd = k->wd, decay = k->decay;
-    const int l2 = k->l2;
+    const float neg_step = k->s.neg_step, bc2_sqrt = k->s.bc2_sqrt, eps = k->s.eps;
+    const float b1 = k->s.b1, b2 = k->s.b2, one_b1 = k->s.one_b1, one_b2 = k->s.one_b2;
+    const float wd = k->s.wd, decay = k->s.decay;
+    const int l2 = k->s.l2;
     /* decay is 1 for Adam: multiplying by it is exact */
     if (!vmax) {
         for (size_t i = lo; i < hi; i++) {
@@ -69,25 +68,29 @@ NN_OPTIM_FMA_TARGET static void adam_fma(const adam_coefs *k, float *params,
 }
 #endif
 
-void nn_adam_update(const nn_optimizer *opt, float *params, const float *grads, size_t lo,
-                    size_t hi, int fast) {
+void nn_adam_scalars_of(const nn_optimizer *opt, nn_adam_scalars *k) {
     const nn_optim_config *c = &opt->cfg;
     const int adamw = c->kind == NN_OPTIM_ADAMW;
     /* Python-side scalars of torch's step, in double, then rounded to float. */
     const double t = (double)(opt->steps + 1);
     const double bc1 = 1.0 - pow((double)c->beta1, t);
     const double bc2 = 1.0 - pow((double)c->beta2, t);
+    k->neg_step = (float)-((double)c->lr / bc1);
+    k->bc2_sqrt = (float)sqrt(bc2);
+    k->b1 = c->beta1;
+    k->b2 = c->beta2;
+    k->one_b1 = (float)(1.0 - (double)c->beta1);
+    k->one_b2 = (float)(1.0 - (double)c->beta2);
+    k->eps = c->eps;
+    k->wd = c->weight_decay;
+    k->l2 = !adamw && c->weight_decay != 0.0f;
+    k->decay = adamw ? (float)(1.0 - (double)c->lr * (double)c->weight_decay) : 1.0f;
+}
+
+void nn_adam_update(const nn_optimizer *opt, float *params, const float *grads, size_t lo,
+                    size_t hi, int fast) {
     adam_coefs k;
-    k.neg_step = (float)-((double)c->lr / bc1);
-    k.bc2_sqrt = (float)sqrt(bc2);
-    k.b1 = c->beta1;
-    k.b2 = c->beta2;
-    k.one_b1 = (float)(1.0 - (double)c->beta1);
-    k.one_b2 = (float)(1.0 - (double)c->beta2);
-    k.eps = c->eps;
-    k.wd = c->weight_decay;
-    k.l2 = !adamw && c->weight_decay != 0.0f;
-    k.decay = adamw ? (float)(1.0 - (double)c->lr * (double)c->weight_decay) : 1.0f;
+    nn_adam_scalars_of(opt, &k.s);
     k.m = nn_optim_buffer(opt, "exp_avg");
     k.v = nn_optim_buffer(opt, "exp_avg_sq");
     k.vmax = nn_optim_buffer(opt, "max_exp_avg_sq");

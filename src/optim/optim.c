@@ -201,7 +201,8 @@ nn_status nn_optim_new(nn_ctx *ctx, const nn_optim_config *cfg, size_t num_param
         }
     }
     nn_dev_begin(opt->be);
-    init_states(opt, 0, num_params);
+    for (int i = 0; i < opt->num_states; i++)
+        nn_dev_fill(opt->be, opt->state[i], num_params, state_init(opt, i));
     nn_dev_end(opt->be);
     *out = opt;
     return NN_OK;
@@ -232,6 +233,17 @@ void nn_optim_step(nn_optimizer *opt, nn_ctx *ctx, float *params, const float *g
     default: break;
     }
     NN_ASSERT(update);
+#if NN_HAVE_CUDA
+    if (opt->be->kernels == NN_KERNELS_CUDA) {
+        nn_dev_begin(opt->be);
+        for (int i = 0; first && i < opt->num_states; i++)
+            nn_dev_fill(opt->be, opt->state[i], n, state_init(opt, i));
+        nn_optim_step_cuda(opt, params, grads);
+        nn_dev_end(opt->be);
+        opt->steps++;
+        return;
+    }
+#endif
     /* Element-wise updates: each thread owns one contiguous chunk, so the
      * result is the same for any thread count. */
     nn_dev_begin(opt->be);
@@ -273,6 +285,13 @@ double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx) {
     double part[CLIP_CHUNKS];
     const nn_backend *be = nn_ctx_backend_of(ctx);
     nn_dev_begin(be);
+    if (be->sum_squares) { /* a device's memory: its own reduction and scaling */
+        const double norm = sqrt(be->sum_squares(grads, n));
+        const double coef = max_norm / (norm + 1e-6);
+        if (coef < 1.0) be->scale(grads, n, (float)coef);
+        nn_dev_end(be);
+        return norm;
+    }
     /* Sum of squares in double: fixed chunks, four interleaved accumulators
      * per chunk (for speed), combined in a fixed order. */
     NN_PARALLEL_FOR(T)

@@ -40,6 +40,32 @@ struct nn_optimizer {
 /* The state buffer called name, or NULL if this configuration has none. */
 float *nn_optim_buffer(const nn_optimizer *opt, const char *name);
 
+/* The float scalars of one step, computed on the host in double and rounded
+ * as torch.optim's Python code passes them to its kernels; the CPU loops and
+ * the CUDA kernels (optim/cuda/optim.cu) both take them from here. */
+typedef struct {
+    float neg_step, bc2_sqrt, b1, b2, one_b1, one_b2, eps, wd, decay;
+    int l2;             /* Adam with weight_decay != 0 */
+} nn_adam_scalars;
+typedef struct {
+    float neg_lr, wd, eps, mu, alpha, one_alpha;
+    int l2;             /* weight_decay != 0 */
+} nn_rmsprop_scalars;
+typedef struct {
+    float neg_clr, wd, eps;
+    int l2;             /* weight_decay != 0 */
+} nn_adagrad_scalars;
+void nn_adam_scalars_of(const nn_optimizer *opt, nn_adam_scalars *k);
+void nn_rmsprop_scalars_of(const nn_optimizer *opt, nn_rmsprop_scalars *k);
+void nn_adagrad_scalars_of(const nn_optimizer *opt, nn_adagrad_scalars *k);
+
+#if NN_HAVE_CUDA
+/* The step on the CUDA backend's memory (optim/cuda/optim.cu): the state
+ * initialized on the first step, then one kernel over all n elements, with
+ * the same float operations as the CPU loops. */
+void nn_optim_step_cuda(const nn_optimizer *opt, float *params, const float *grads);
+#endif
+
 /* One step on elements [lo, hi) of params (n), grads (n) and the state
  * buffers, with opt->steps still the count before this step. Each does the
  * float32 operations of torch.optim 1.13's single-tensor code in its order;

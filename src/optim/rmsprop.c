@@ -16,17 +16,16 @@
 #include <math.h>
 
 typedef struct {
-    float neg_lr, wd, eps, mu, alpha, one_alpha;
-    int l2;                /* weight_decay != 0 */
+    nn_rmsprop_scalars s;
     float *sq, *buf, *ga;  /* (n); buf, ga NULL when not used */
 } rmsprop_coefs;
 
 NN_OPTIM_INLINE void rmsprop_range(const rmsprop_coefs *k, float *params, const float *grads,
                                    size_t lo, size_t hi) {
     float *sq = k->sq, *buf = k->buf, *ga = k->ga;
-    const float neg_lr = k->neg_lr, wd = k->wd, eps = k->eps, mu = k->mu;
-    const float alpha = k->alpha, one_alpha = k->one_alpha;
-    const int l2 = k->l2;
+    const float neg_lr = k->s.neg_lr, wd = k->s.wd, eps = k->s.eps, mu = k->s.mu;
+    const float alpha = k->s.alpha, one_alpha = k->s.one_alpha;
+    const int l2 = k->s.l2;
     for (size_t i = lo; i < hi; i++) {
         float g = l2 ? fmaf(params[i], wd, grads[i]) : grads[i];
         float s = fmaf(one_alpha * g, g, sq[i] * alpha);
@@ -61,17 +60,21 @@ NN_OPTIM_FMA_TARGET static void rmsprop_fma(const rmsprop_coefs *k, float *param
 }
 #endif
 
+void nn_rmsprop_scalars_of(const nn_optimizer *opt, nn_rmsprop_scalars *k) {
+    const nn_optim_config *c = &opt->cfg;
+    k->neg_lr = -c->lr;
+    k->wd = c->weight_decay;
+    k->l2 = c->weight_decay != 0.0f;
+    k->eps = c->eps;
+    k->mu = c->momentum;
+    k->alpha = c->alpha;
+    k->one_alpha = (float)(1.0 - (double)c->alpha);
+}
+
 void nn_rmsprop_update(const nn_optimizer *opt, float *params, const float *grads, size_t lo,
                        size_t hi, int fast) {
-    const nn_optim_config *c = &opt->cfg;
     rmsprop_coefs k;
-    k.neg_lr = -c->lr;
-    k.wd = c->weight_decay;
-    k.l2 = c->weight_decay != 0.0f;
-    k.eps = c->eps;
-    k.mu = c->momentum;
-    k.alpha = c->alpha;
-    k.one_alpha = (float)(1.0 - (double)c->alpha);
+    nn_rmsprop_scalars_of(opt, &k.s);
     k.sq = nn_optim_buffer(opt, "square_avg");
     k.buf = nn_optim_buffer(opt, "momentum_buffer");
     k.ga = nn_optim_buffer(opt, "grad_avg");

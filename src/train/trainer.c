@@ -560,7 +560,7 @@ nn_status nn_trainer_resume(nn_trainer *t, const char *path) {
 /* Mean of the accumulated micro-batch gradients (a kernel on device memory). */
 static void scale_grads(const nn_backend *be, float *g, size_t n, float s) {
     nn_dev_begin(be);
-    for (size_t i = 0; i < n; i++) g[i] *= s;
+    nn_dev_scale(be, g, n, s);
     nn_dev_end(be);
 }
 

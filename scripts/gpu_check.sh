@@ -1,0 +1,145 @@
+#!/bin/bash
+# gpu_check.sh - every check of the CUDA backend in one go, on a machine with
+# an NVIDIA GPU (issue 19): configures and builds a release build with
+# NN_CUDA=ON, runs every GPU test (ctest -R cuda: each op and optimizer
+# against the CPU, the seed CNN's SGD losses, the parity, model and trainer
+# tests on the GPU), resumes a checkpoint across devices both ways, times
+# `nnopt bench` of the seed CNN (batch 64) and ResNet-20 (batch 128) on the
+# GPU, trains the seed CNN for 5 epochs on the GPU (process start to final
+# test accuracy) and on the CPU for the accuracy to compare, and prints a
+# summary table. Under 10 minutes on one H200 with 16 cores.
+#
+#   scripts/gpu_check.sh [--quick]     # --quick: no CPU training run
+#
+# Environment: BUILD (default build-gpu), DATA (Fashion-MNIST's directory,
+# default /usr/share/datasets/fashion-mnist), JOBS (default: all cores),
+# CUDA_ARCH (default 90: H100/H200). Exits 1 at once, saying so, where there
+# is no GPU; else 0 only if every check passed.
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BUILD=${BUILD:-build-gpu}
+DATA=${DATA:-/usr/share/datasets/fashion-mnist}
+JOBS=${JOBS:-$(nproc)}
+CUDA_ARCH=${CUDA_ARCH:-90}
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+START=$(date +%s)
+
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "gpu_check: no NVIDIA GPU here (nvidia-smi -L fails): nothing to check" >&2
+    exit 1
+fi
+GPU=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)
+echo "gpu_check: $GPU"
+
+ROWS=()   # "check|result|figure"
+FAILED=0
+row() { ROWS+=("$1|$2|$3"); case $2 in PASS|INFO|SKIP) ;; *) FAILED=1 ;; esac; }
+elapsed() { echo $(( $(date +%s) - START )); }
+LOGDIR=$BUILD/gpu_check
+summary() {
+    echo
+    echo "gpu_check summary ($GPU; $(elapsed) s; logs in $LOGDIR)"
+    printf '%-44s %-6s %s\n' check result figure
+    printf '%-44s %-6s %s\n' ----- ------ ------
+    for r in "${ROWS[@]}"; do
+        IFS='|' read -r a b c <<<"$r"
+        printf '%-44s %-6s %s\n' "$a" "$b" "$c"
+    done
+}
+
+# 1. build
+mkdir -p "$BUILD"
+t0=$(date +%s)
+if cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DNN_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" >"$BUILD/configure.log" 2>&1 &&
+    cmake --build "$BUILD" -j"$JOBS" >"$BUILD/build.log" 2>&1; then
+    row "build (release, NN_CUDA=ON, sm_$CUDA_ARCH)" PASS "$(( $(date +%s) - t0 )) s"
+else
+    tail -30 "$BUILD/configure.log" "$BUILD/build.log" >&2
+    row "build (release, NN_CUDA=ON, sm_$CUDA_ARCH)" FAIL "see $BUILD/build.log"
+    summary
+    exit 1
+fi
+mkdir -p "$LOGDIR"
+NNOPT=$ROOT/$BUILD/nnopt
+
+# 2. every GPU test; a skip here means the GPU was not usable: a failure
+(cd "$BUILD" && ctest -R cuda --output-on-failure --timeout 300) >"$LOGDIR/ctest.log" 2>&1
+while read -r name status secs; do
+    case $status in
+    Passed) row "ctest $name" PASS "$secs s" ;;
+    *) row "ctest $name" FAIL "$status (see $LOGDIR/ctest.log)" ;;
+    esac
+done < <(sed -nE 's/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: ([^ ]+) \.+ *\**([A-Za-z]+).* ([0-9.]+) sec$/\1 \2 \3/p' \
+             "$LOGDIR/ctest.log")
+grep -E "seed CNN step|FAIL" "$LOGDIR/ctest.log" | head -20
+
+have_data=0
+[ -f "$DATA/train-images-idx3-ubyte.gz" ] || [ -f "$DATA/train-images-idx3-ubyte" ] && have_data=1
+
+# 3. checkpoints across devices: 1 epoch on one device, resumed for a 2nd on the other
+if [ $have_data = 1 ]; then
+    small=(--data "$DATA" --train-limit 4096 --test-limit 1000 --quiet)
+    for pair in "cuda cpu" "cpu cuda"; do
+        set -- $pair
+        st=$LOGDIR/resume_$1_$2.st
+        if "$NNOPT" train models/seed_cnn.nn "${small[@]}" --device "$1" --epochs 1 --save "$st" \
+                >"$LOGDIR/resume_$1.log" 2>&1 &&
+            "$NNOPT" train models/seed_cnn.nn "${small[@]}" --device "$2" --epochs 2 \
+                --resume "$st" >"$LOGDIR/resume_$1_$2.log" 2>&1; then
+            row "checkpoint from $1 resumed on $2" PASS "$(tail -1 "$LOGDIR/resume_$1_$2.log" | cut -c1-60)"
+        else
+            row "checkpoint from $1 resumed on $2" FAIL "see $LOGDIR/resume_$1_$2.log"
+        fi
+    done
+else
+    row "checkpoints across devices" SKIP "no data in $DATA"
+fi
+
+# 4. benchmarks on the GPU (the bench command trains through the backend)
+bench() { # name model batch
+    local out=$LOGDIR/bench_$1.json
+    if "$NNOPT" bench "$2" --device cuda --batch "$3" --no-peak --json >"$out" 2>"$LOGDIR/bench_$1.err"; then
+        local ips=$(grep -o '"images_per_s":[0-9.]*' "$out" | head -1 | cut -d: -f2)
+        local ms=$(grep -o '"ms_per_step":[0-9.]*' "$out" | head -1 | cut -d: -f2)
+        row "bench $1 (batch $3, fp32)" INFO "${ips:-?} images/s, ${ms:-?} ms/step"
+    else
+        row "bench $1 (batch $3, fp32)" FAIL "see $LOGDIR/bench_$1.err"
+    fi
+}
+bench seed_cnn models/seed_cnn.nn 64
+bench resnet20 models/resnet20.nn 128
+
+# 5. the seed CNN: 5 epochs on the GPU, process start to final accuracy
+train_acc() { # device log -> "accuracy seconds"
+    local t0=$(date +%s.%N)
+    "$NNOPT" train models/seed_cnn.nn --data "$DATA" --device "$1" --epochs 5 --json >"$2" 2>&1 || return 1
+    local t1=$(date +%s.%N)
+    local acc=$(grep -o '"test_accuracy":[0-9.]*' "$2" | tail -1 | cut -d: -f2)
+    echo "$acc $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
+}
+if [ $have_data = 1 ]; then
+    if r=$(train_acc cuda "$LOGDIR/train_cuda.log"); then
+        read -r gacc gsec <<<"$r"
+        row "train seed CNN 5 epochs on cuda" PASS "test accuracy $gacc, ${gsec} s process start to end"
+        if [ $QUICK = 0 ]; then
+            if r=$(train_acc cpu "$LOGDIR/train_cpu.log"); then
+                read -r cacc csec <<<"$r"
+                ok=$(awk -v g="$gacc" -v c="$cacc" 'BEGIN { d = g - c; if (d < 0) d = -d; print (d <= 0.3) }')
+                row "seed CNN accuracy: cuda vs cpu (+-0.3 pt)" "$([ "$ok" = 1 ] && echo PASS || echo FAIL)" \
+                    "cuda $gacc, cpu $cacc (${csec} s on the CPU)"
+            else
+                row "train seed CNN 5 epochs on cpu" FAIL "see $LOGDIR/train_cpu.log"
+            fi
+        fi
+    else
+        row "train seed CNN 5 epochs on cuda" FAIL "see $LOGDIR/train_cuda.log"
+    fi
+else
+    row "train seed CNN 5 epochs" SKIP "no data in $DATA"
+fi
+
+summary
+exit $FAILED

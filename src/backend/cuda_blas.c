@@ -1,0 +1,69 @@
+/*
+ * cuda_blas.c - the cuBLAS handle of the process (made on first use, for the
+ * device the CUDA backend selected), row-major GEMMs through it, and the
+ * check after CUDA calls. One device per process: the handle, like the CUDA
+ * runtime's current device, is process state.
+ */
+#include "backend/cuda_blas.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void nn_cuda_check(int err, const char *what) {
+    if (err == (int)cudaSuccess) return;
+    fprintf(stderr, "nnopt: CUDA error in %s: %s\n", what, cudaGetErrorString((cudaError_t)err));
+    abort();
+}
+
+void nn_cuda_check_launch(const char *what) { nn_cuda_check((int)cudaGetLastError(), what); }
+
+static pthread_once_t handle_once = PTHREAD_ONCE_INIT;
+static cublasHandle_t handle;
+static cublasStatus_t handle_status;
+
+static void make_handle(void) {
+    handle_status = cublasCreate(&handle);
+    /* fp32 stays fp32: no TF32 tensor-core rounding (issue 19: TF32 is an
+     * option, off by default) */
+    if (handle_status == CUBLAS_STATUS_SUCCESS)
+        handle_status = cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH);
+}
+
+static cublasHandle_t blas(void) {
+    pthread_once(&handle_once, make_handle);
+    if (handle_status != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "nnopt: cuBLAS: cublasCreate failed (status %d)\n", (int)handle_status);
+        abort();
+    }
+    return handle;
+}
+
+/* cuBLAS is column-major: the row-major C = op(A) op(B) is the column-major
+ * C^T = op(B)^T op(A)^T, that is the same call with A and B swapped. */
+void nn_cuda_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                   int lda, long long sa, const float *B, int ldb, long long sb, float beta,
+                   float *C, int ldc, long long sc, int batch) {
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    const cublasOperation_t ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t oa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasStatus_t st;
+    if (batch == 1)
+        st = cublasSgemm(blas(), ob, oa, N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc);
+    else
+        st = cublasSgemmStridedBatched(blas(), ob, oa, N, M, K, &alpha, B, ldb, sb, A, lda, sa,
+                                       &beta, C, ldc, sc, batch);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "nnopt: cuBLAS: sgemm %dx%dx%d (batch %d) failed (status %d)\n", M, N, K,
+                batch, (int)st);
+        abort();
+    }
+}
+
+unsigned nn_cuda_blocks(size_t n, unsigned threads) {
+    size_t b = (n + threads - 1) / threads;
+    if (b > (1u << 20)) b = 1u << 20; /* grid-stride loops do the rest */
+    return b ? (unsigned)b : 1u;
+}

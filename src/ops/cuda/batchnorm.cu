@@ -1,0 +1,224 @@
+/*
+ * batchnorm.cu - the CUDA twin of batchnorm.c. Per-channel sums run one
+ * block per channel, in double (the CPU sums rows in float lanes, then
+ * double: results agree to rounding); the per-channel scalars (mean, 1/std,
+ * the running statistics' update, the normalizing alpha and beta) are
+ * computed in double exactly as on the CPU, and the element-wise passes use
+ * the CPU's float expressions. The node's aux holds mean (C), 1/std (C) and
+ * the mode of the forward that wrote them; its buffers the running mean (C),
+ * running variance (C) and num_batches_tracked (1).
+ *
+ * Workspace: the reducer's doubles in the CPU's layout (forward: sums (C),
+ * count (1), squared deviations (C); backward: sums of g (C), of g (x -
+ * mean) (C), count (1)), then the per-channel float coefficients. With the
+ * net's reducer (synchronized batch norm) those doubles are handed to it as
+ * device pointers between the passes: a communicator must then reduce device
+ * memory (NCCL does; an MPI one would need CUDA-aware MPI).
+ */
+#include "ops/cuda/ops_cuda.h"
+
+#include <math.h>
+
+#define BN_THREADS 256
+
+/* The block's total of v (double) in a fixed tree order; valid in thread 0. */
+__device__ double block_sum(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned h = BN_THREADS / 2; h > 0; h /= 2) {
+        if (threadIdx.x < h) sh[threadIdx.x] += sh[threadIdx.x + h];
+        __syncthreads();
+    }
+    return sh[0];
+}
+
+/* element e of channel c's values in x (n, C, HW) */
+__device__ __forceinline__ size_t at(int c, size_t e, int C, int HW) {
+    return ((e / HW) * C + c) * HW + e % HW;
+}
+
+/* acc[c] = sum of channel c (one block per channel); acc[C] = the count */
+__global__ void bn_sum_kernel(double *acc, const float *x, int C, int HW, int n) {
+    __shared__ double sh[BN_THREADS];
+    const int c = blockIdx.x;
+    const size_t M = (size_t)n * HW;
+    double s = 0.0;
+    for (size_t e = threadIdx.x; e < M; e += BN_THREADS) s += x[at(c, e, C, HW)];
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) {
+        acc[c] = s;
+        if (c == 0) acc[C] = (double)M;
+    }
+}
+
+/* sq[c] = sum of (x - mean)^2 with mean = acc[c] / acc[C] as a float, as the CPU */
+__global__ void bn_sqdev_kernel(double *acc, const float *x, int C, int HW, int n) {
+    __shared__ double sh[BN_THREADS];
+    const int c = blockIdx.x;
+    const size_t M = (size_t)n * HW;
+    const float mean = (float)(acc[c] / acc[C]);
+    double s = 0.0;
+    for (size_t e = threadIdx.x; e < M; e += BN_THREADS) {
+        const float t = x[at(c, e, C, HW)] - mean;
+        s += t * t;
+    }
+    s = block_sum(s, sh);
+    if (threadIdx.x == 0) acc[C + 1 + c] = s;
+}
+
+/* Per channel: the statistics (training: from acc; eval: the running ones),
+ * the running update, save, and y's alpha and beta. */
+__global__ void bn_coef_kernel(float *alpha, float *beta, float *save, float *running,
+                               const float *w, const float *b, const double *acc, int C,
+                               float eps, float momentum, int training) {
+    float *run_mean = running, *run_var = running + C; /* (C), (C) */
+    NN_CUDA_FOR(c, C) {
+        double mean, invstd;
+        if (training) {
+            const double M = acc[C], ss = acc[C + 1 + c];
+            mean = acc[c] / M;
+            const double var = ss / M; /* biased, for normalizing */
+            invstd = 1.0 / sqrt(var + eps);
+            const double mom = momentum;
+            const double unbiased = M > 1 ? ss / (M - 1) : NAN;
+            run_mean[c] = (float)((1.0 - mom) * run_mean[c] + mom * mean);
+            run_var[c] = (float)((1.0 - mom) * run_var[c] + mom * unbiased);
+        } else {
+            mean = run_mean[c];
+            invstd = 1.0 / sqrt((double)run_var[c] + eps);
+        }
+        save[c] = (float)mean;
+        save[C + c] = (float)invstd;
+        alpha[c] = (float)(invstd * w[c]);
+        beta[c] = (float)(b[c] - mean * invstd * w[c]);
+        if (c == 0) {
+            if (training) running[2 * C] += 1.0f; /* num_batches_tracked */
+            save[2 * C] = training ? 1.0f : 0.0f;
+        }
+    }
+}
+
+__global__ void bn_normalize_kernel(float *y, const float *x, const float *alpha,
+                                    const float *beta, int C, int HW, int relu, size_t n) {
+    NN_CUDA_FOR(j, n) {
+        const int c = (int)(j / HW % C);
+        const float v = x[j] * alpha[c] + beta[c];
+        y[j] = relu ? nn_relu_f(v) : v;
+    }
+}
+
+/* One block per channel: the sums of g and g (x - mean), g = dy masked by
+ * the fused ReLU's output y (NULL: none); dw, db accumulate; the sums times
+ * weight (the reducer's weighting: the samples n, else 1) and the count go
+ * to acc. */
+__global__ void bn_grad_sums_kernel(double *acc, float *dw, float *db, const float *dy,
+                                    const float *y, const float *x, const float *save, int C,
+                                    int HW, int n, double weight) {
+    __shared__ double sh[BN_THREADS];
+    const int c = blockIdx.x;
+    const size_t M = (size_t)n * HW;
+    const float mean = save[c];
+    double sg = 0.0, sd = 0.0;
+    for (size_t e = threadIdx.x; e < M; e += BN_THREADS) {
+        const size_t j = at(c, e, C, HW);
+        const float g = y ? nn_relu_mask_f(dy[j], y[j]) : dy[j];
+        sg += g;
+        sd += (double)g * (x[j] - mean);
+    }
+    sg = block_sum(sg, sh);
+    __syncthreads();
+    sd = block_sum(sd, sh);
+    if (threadIdx.x == 0) {
+        const double invstd = save[C + c];
+        dw[c] += (float)(sd * invstd);
+        db[c] += (float)sg;
+        acc[c] = sg * weight;
+        acc[C + c] = sd * weight;
+        if (c == 0) acc[2 * C] = (double)M;
+    }
+}
+
+/* Per channel: dx's float coefficients, as channel_dx in batchnorm.c
+ * (training: g_mean = mean(g), k = mean(g (x - mean)) invstd^2; eval: 0). */
+__global__ void bn_dx_coef_kernel(float *coef, const double *acc, const float *save,
+                                  const float *w, int C, double weight) {
+    const int training = save[2 * C] != 0.0f;
+    NN_CUDA_FOR(c, C) {
+        const double mean = save[c], invstd = save[C + c];
+        const double Mn = acc[2 * C] * weight;
+        const double g_mean = training ? acc[c] / Mn : 0.0;
+        const double k = training ? acc[C + c] * invstd * invstd / Mn : 0.0;
+        const double scale = invstd * w[c];
+        coef[c] = (float)g_mean;
+        coef[C + c] = (float)mean;
+        coef[2 * C + c] = (float)scale;
+        coef[3 * C + c] = (float)(k * scale);
+    }
+}
+
+__global__ void bn_dx_kernel(float *dx, const float *dy, const float *y, const float *x,
+                             const float *coef, int C, int HW, size_t n) {
+    NN_CUDA_FOR(j, n) {
+        const int c = (int)(j / HW % C);
+        const float g = y ? nn_relu_mask_f(dy[j], y[j]) : dy[j];
+        dx[j] = (g - coef[c]) * coef[2 * C + c] - (x[j] - coef[C + c]) * coef[3 * C + c];
+    }
+}
+
+/* the workspace's float coefficients, after the 2C + 1 doubles */
+static float *coefs(const nn_op_args *a) { return a->ws + 2 * (2 * (size_t)a->node->d.bn.C + 1); }
+
+static void batchnorm_fwd(const nn_op_args *a) {
+    const nn_bn_desc *d = &a->node->d.bn;
+    const int C = d->C;
+    double *acc = (double *)a->ws; /* sums (C), count (1), squared deviations (C) */
+    float *alpha = coefs(a), *beta = alpha + C;
+    if (a->training) {
+        bn_sum_kernel<<<C, BN_THREADS>>>(acc, a->x, C, d->HW, a->n);
+        nn_cuda_check_launch("batchnorm forward");
+        if (a->reduce) a->reduce(a->reduce_user, acc, (size_t)C + 1);
+        bn_sqdev_kernel<<<C, BN_THREADS>>>(acc, a->x, C, d->HW, a->n);
+        nn_cuda_check_launch("batchnorm forward");
+        if (a->reduce) a->reduce(a->reduce_user, acc + C + 1, (size_t)C);
+    }
+    bn_coef_kernel<<<NN_CUDA_GRID(C)>>>(alpha, beta, (float *)a->aux, a->buf, a->w, a->b, acc, C,
+                                        d->eps, d->momentum, a->training);
+    const size_t n = nn_cuda_count(a);
+    bn_normalize_kernel<<<NN_CUDA_GRID(n)>>>(a->y, a->x, alpha, beta, C, d->HW, d->relu, n);
+    nn_cuda_check_launch("batchnorm forward");
+}
+
+static void batchnorm_bwd(const nn_op_args *a) {
+    const nn_bn_desc *d = &a->node->d.bn;
+    const int C = d->C;
+    const float *save = (const float *)a->aux; /* mean (C), 1/std (C), mode (1) */
+    const float *y = d->relu ? a->y : NULL;    /* y masks the gradient only under a fused ReLU */
+    double *acc = (double *)a->ws;             /* sums (C), dots (C), count (1) */
+    /* the mode lives on the device; only the reducer's path needs it here */
+    float mode = 0.0f;
+    if (a->reduce)
+        nn_cuda_check((int)cudaMemcpy(&mode, save + 2 * C, sizeof mode, cudaMemcpyDeviceToHost),
+                      "cudaMemcpy (batchnorm mode)");
+    const int reduce = a->reduce && mode != 0.0f;
+    const double weight = reduce ? (double)a->n : 1.0;
+    bn_grad_sums_kernel<<<C, BN_THREADS>>>(acc, a->dw, a->db, a->dy, y, a->x, save, C, d->HW,
+                                           a->n, weight);
+    nn_cuda_check_launch("batchnorm backward");
+    if (reduce) a->reduce(a->reduce_user, acc, 2 * (size_t)C + 1);
+    if (!a->dx) return;
+    float *coef = coefs(a); /* g_mean, mean, scale, k scale: (4, C) */
+    bn_dx_coef_kernel<<<NN_CUDA_GRID(C)>>>(coef, acc, save, a->w, C, weight);
+    const size_t n = nn_cuda_count(a);
+    bn_dx_kernel<<<NN_CUDA_GRID(n)>>>(a->dx, a->dy, y, a->x, coef, C, d->HW, n);
+    nn_cuda_check_launch("batchnorm backward");
+}
+
+/* 2C + 1 doubles, then 4C floats */
+static size_t batchnorm_ws(const nn_node *node, int max_batch, int threads) {
+    (void)max_batch;
+    (void)threads;
+    return 2 * (2 * (size_t)node->d.bn.C + 1) + 4 * (size_t)node->d.bn.C;
+}
+
+extern "C" const nn_op_kernels nn_batchnorm_cuda = {batchnorm_fwd, batchnorm_bwd, batchnorm_ws,
+                                                    NULL};
