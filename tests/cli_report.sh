@@ -244,6 +244,10 @@ ids = [re.findall(r"<td[^>]*>(.*?)</td>", r)[0] for r in re.findall(r"<tr>(.*?)<
 assert ids == ["5", "2", "1", "9", "12"], ids
 assert len(re.findall(r"<svg\b", html)) == 5
 assert ">Pareto front</text>" in html and "validation accuracy (%) against latency per image (ms)" in html
+# the latency constraint (2.5 ms) as a dashed line in the trade-off plot, with its legend key
+fig = re.search(r'<figure id="tradeoff">(.*?)</figure>', html, re.S).group(1)
+assert ">constraint bound</text>" in fig, "no constraint legend"
+assert re.search(r'<polyline[^>]*stroke-dasharray="8,5"', fig), "no dashed constraint line"
 PY
 then pass "one objective: the best table lists every feasible complete trial, best first"
 else fail "one objective: the best table lists every feasible complete trial, best first" "$(head -c 300 err.txt)"; fi

@@ -691,26 +691,49 @@ static int plot_tradeoff(report *r, FILE *f) {
         front.label[j] = names[j];
     }
     front.n = nk;
-    nn_svg_series series[3] = {
+    nn_svg_series series[3 + SP_MAX_CONSTRAINTS] = {
         {good.x, good.y, good.n, 0, NN_SVG_SOLID, 0, 1, NULL},
         {bad.x, bad.y, bad.n, NN_SVG_GREY, NN_SVG_SOLID, 0, 1, NULL},
         {front.x, front.y, front.n, PARETO_COLOR, NN_SVG_SOLID, r->m <= 2, 1, front.label},
     };
-    nn_svg_legend legend[3] = {
+    nn_svg_legend legend[4] = {
         {"feasible complete trial", 0, NN_SVG_SOLID, 0, 1},
         {"Pareto front", PARETO_COLOR, NN_SVG_SOLID, r->m <= 2, 1},
         {"infeasible", NN_SVG_GREY, NN_SVG_SOLID, 0, 1},
+        {"constraint bound", NN_SVG_GREY, NN_SVG_DASHED, 1, 0},
     };
+    /* each measured constraint on one of the two axes: a dashed line at its
+     * bound across the other axis's range of the trials */
+    double lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
+    for (int k = 0; k < good.n + bad.n; k++) {
+        const double x = k < good.n ? good.x[k] : bad.x[k - good.n];
+        const double y = k < good.n ? good.y[k] : bad.y[k - good.n];
+        lo[0] = fmin(lo[0], x), hi[0] = fmax(hi[0], x);
+        lo[1] = fmin(lo[1], y), hi[1] = fmax(hi[1], y);
+    }
+    double bound_xy[SP_MAX_CONSTRAINTS][4];
+    int nseries = 3;
+    for (int k = 0; k < r->sp->num_constraints && good.n + bad.n > 0; k++) {
+        const sp_constraint *c = &r->sp->constraint[k];
+        if (!isfinite(c->bound) || (c->metric != mx && c->metric != my)) continue;
+        const double b = c->bound * METRIC_FMT[c->metric].scale;
+        double *xy = bound_xy[k];
+        if (c->metric == mx) /* x: the vertical line x = b */
+            xy[0] = xy[1] = b, xy[2] = lo[1], xy[3] = hi[1];
+        else
+            xy[0] = lo[0], xy[1] = hi[0], xy[2] = xy[3] = b;
+        series[nseries++] = (nn_svg_series){xy, xy + 2, 2, NN_SVG_GREY, NN_SVG_DASHED, 1, 0, NULL};
+    }
     char title[256];
     snprintf(title, sizeof title, "%s against %s", METRIC_FMT[my].label, METRIC_FMT[mx].label);
-    nn_svg_panel panel = {NULL, METRIC_FMT[mx].label, METRIC_FMT[my].label, series, 3, 0, 0, 0, 0, 0};
-    nn_svg_chart chart = {title, &panel, 1, legend, 3, 760, 440};
+    nn_svg_panel panel = {NULL, METRIC_FMT[mx].label, METRIC_FMT[my].label, series, nseries, 0, 0, 0, 0, 0};
+    nn_svg_chart chart = {title, &panel, 1, legend, nseries > 3 ? 4 : 3, 760, 440};
     figure_open(f, "tradeoff");
     if (put_chart(r, f, &chart, 1)) goto out;
     char caption[512];
     snprintf(caption, sizeof caption,
              "%s. Red: the Pareto front%s, labelled with trial ids; grey: trials that broke a "
-             "constraint.",
+             "constraint; dashed: the constraints' bounds on these axes.",
              title, two ? (r->m == 2 ? " of the two objectives" : " of all the objectives")
                         : " of accuracy and latency");
     figure_close(f, caption);
