@@ -10,6 +10,7 @@
  */
 #include "test_util.h"
 #include "core/graph.h"
+#include "backend/backend.h"
 
 #include <math.h>
 #include <string.h>
@@ -191,12 +192,78 @@ static void expect_bad(nn_ctx *ctx, const char *what, const char *text, const ch
     nn_net_free(net);
 }
 
+/* Pipeline stages in one process (src/train/pipeline.c's building blocks):
+ * the net cut in two by nn_net_stage_cuts, two micro-batches of 4 run stage
+ * by stage on their own activation slots (both forwards, then the backwards
+ * in reverse), the loss gradient scaled by 1/2: the parameter gradients and
+ * the mean loss are those of one pass over the 8 samples. */
+static void stage_check(nn_ctx *ctx, const char *what, const char *text) {
+    nn_net *net = NULL;
+    nn_status st = nn_net_parse(ctx, text, "stages.nn", &net);
+    check(st == NN_OK, what, "parse: %s", ctx_err(ctx, st));
+    if (st) return;
+    if (!net->ctx->backend || !net->ctx->backend->host_visible) {
+        nn_net_free(net);
+        return;
+    }
+    nn_rng rng;
+    nn_rng_seed(&rng, 7, 1);
+    nn_net_plan(net, 8);
+    nn_net_init_params(net, &rng);
+    const nn_shape in = nn_net_input_shape(net);
+    const size_t per = (size_t)nn_shape_numel(&in), np = nn_net_num_params(net);
+    float *x = fvec(8 * per), *ref = fvec(np);
+    int32_t y[8];
+    fill(x, 8 * per, &rng, -1.0f, 1.0f);
+    for (int i = 0; i < 8; i++) y[i] = (int32_t)nn_rng_below(&rng, (uint32_t)nn_net_num_classes(net));
+    float full;
+    nn_net_zero_grad(net);
+    st = nn_net_forward(net, x, y, 8, &full);
+    if (!st) st = nn_net_backward(net);
+    memcpy(ref, nn_net_grads(net), np * sizeof(float));
+
+    int last[2];
+    const int cut_ok = nn_net_stage_cuts(net, 2, NULL, last);
+    const int c = last[0], L = net->loss_node;
+    int crossing = 0; /* a later node reading a node before the cut */
+    for (int j = c + 1; cut_ok && j <= L; j++)
+        for (int k = 0; k < net->nodes[j].num_inputs; k++) crossing |= net->nodes[j].inputs[k] < c;
+    check(cut_ok && last[1] == L && c >= 1 && c < L && !crossing, what,
+          "cut after node %d of %d (valid %d, crossing %d)", c, L, cut_ok, crossing);
+    float loss[2] = {0, 0};
+    if (!st) st = nn_net_plan_slots(net, 4, 2);
+    nn_net_zero_grad(net);
+    for (int m = 0; m < 2 && !st; m++) {
+        nn_net_use_slot(net, m);
+        st = nn_net_forward_range(net, x + (size_t)m * 4 * per, NULL, 4, 0, c, NULL);
+        if (!st) st = nn_net_forward_range(net, NULL, y + 4 * m, 4, c + 1, L, &loss[m]);
+    }
+    for (int m = 1; m >= 0 && !st; m--) {
+        nn_net_use_slot(net, m);
+        nn_net_backward_range(net, NULL, c + 1, L, 4, y + 4 * m, 0.5f);
+        nn_net_backward_range(net, x + (size_t)m * 4 * per, 0, c, 4, NULL, 1.0f);
+    }
+    nn_net_use_slot(net, 0);
+    double worst = 0.0, big = 0.0;
+    const float *g = nn_net_grads(net);
+    for (size_t i = 0; i < np; i++) big = fmax(big, fabs(ref[i]));
+    for (size_t i = 0; i < np; i++) worst = fmax(worst, fabs(g[i] - ref[i]) / (big > 0 ? big : 1));
+    const double dl = fabs(0.5 * (loss[0] + loss[1]) - full) / fabs(full);
+    check(st == NN_OK && worst < 1e-5 && dl < 1e-6, what,
+          "%s; gradients differ by %.2g of the largest, mean loss by %.2g", ctx_err(ctx, st),
+          worst, dl);
+    free(x), free(ref);
+    nn_net_free(net);
+}
+
 int main(void) {
     nn_ctx *c1 = test_ctx_new(1), *c2 = test_ctx_new(2);
     directional_check(c1, "fan-out and add: gradient matches finite differences (1 thread)");
     directional_check(c2, "fan-out and add: gradient matches finite differences (2 threads)");
     relu_alias_check(c1);
     relu_alias_check(c2);
+    stage_check(c1, "2 stages x 2 micro-batches on slots = one pass: residual", RESIDUAL);
+    stage_check(c2, "2 stages x 2 micro-batches on slots = one pass: seed CNN", SEED_MODEL);
     gradient_sharing_check(c1, "gradient memory shared only between disjoint lives: residual",
                            NULL, RESIDUAL);
     gradient_sharing_check(c1, "gradient memory shared only between disjoint lives: resnet20",
