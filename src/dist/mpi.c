@@ -197,20 +197,32 @@ static nn_status take_slot(mpi_impl *m, int *slot) {
     return NN_OK;
 }
 
+/* A request about to start: n checked, a free slot taken (not yet in use). */
+static nn_status new_request(mpi_impl *m, size_t n, int *slot) {
+    nn_status s = check_count(m, n);
+    return s ? s : take_slot(m, slot);
+}
+
+/* The request in slot started with rc: in use from now on, named by *req. */
+static nn_status started(mpi_impl *m, int rc, const char *call, int slot, float *buf, size_t n,
+                         int divide, int *req) {
+    if (rc != MPI_SUCCESS) return mpi_fail(m, rc, call);
+    mpi_pending *p = &m->pending[slot];
+    *p = (mpi_pending){.req = p->req, .buf = buf, .n = n, .divide = divide, .in_use = 1};
+    *req = slot;
+    return NN_OK;
+}
+
 static nn_status mpi_allreduce_start(nn_comm *c, float *buf, size_t n, int *req) {
     mpi_impl *m = c->impl;
     int slot;
-    nn_status s = check_count(m, n);
-    if (s || (s = take_slot(m, &slot))) return s;
-    mpi_pending *p = &m->pending[slot];
-    const nn_backend *be = m->ctx->backend;
-    nn_dev_begin(be);
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, m->world, &p->req);
-    nn_dev_end(be);
-    if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Iallreduce");
-    *p = (mpi_pending){.req = p->req, .buf = buf, .n = n, .divide = 1, .in_use = 1};
-    *req = slot;
-    return NN_OK;
+    nn_status s = new_request(m, n, &slot);
+    if (s) return s;
+    nn_dev_begin(m->ctx->backend);
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, m->world,
+                            &m->pending[slot].req);
+    nn_dev_end(m->ctx->backend);
+    return started(m, rc, "Iallreduce", slot, buf, n, 1, req);
 }
 
 static nn_status mpi_wait(nn_comm *c, int req) {
@@ -231,17 +243,12 @@ static nn_status mpi_send_start(nn_comm *c, const float *buf, size_t n, int peer
                                 int *req) {
     mpi_impl *m = c->impl;
     int slot;
-    nn_status s = check_count(m, n);
-    if (s || (s = take_slot(m, &slot))) return s;
-    mpi_pending *p = &m->pending[slot];
-    const nn_backend *be = m->ctx->backend;
-    nn_dev_begin(be);
-    int rc = MPI_Isend(buf, (int)n, MPI_FLOAT, peer, tag, m->world, &p->req);
-    nn_dev_end(be);
-    if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Isend");
-    *p = (mpi_pending){.req = p->req, .n = n, .in_use = 1};
-    *req = slot;
-    return NN_OK;
+    nn_status s = new_request(m, n, &slot);
+    if (s) return s;
+    nn_dev_begin(m->ctx->backend);
+    int rc = MPI_Isend(buf, (int)n, MPI_FLOAT, peer, tag, m->world, &m->pending[slot].req);
+    nn_dev_end(m->ctx->backend);
+    return started(m, rc, "Isend", slot, NULL, n, 0, req);
 }
 
 static nn_status mpi_recv(nn_comm *c, float *buf, size_t n, int peer, int tag) {
