@@ -17,6 +17,8 @@
 #   resumes as a pipeline, both ending like the straight run;
 # - a residual model with batch norm (resnet_small) trains on 2 stages and
 #   its ranks hold the same bytes after every epoch;
+# - SIGTERM to one rank stops both at the same step with one checkpoint,
+#   which resumes to the bytes of a straight run;
 # - errors: --stages without mpirun, a world size not divisible by the
 #   stages, --micro-batches without --stages, an unknown schedule,
 #   --accumulate with --stages.
@@ -102,7 +104,49 @@ MODEL=$SRC/models/resnet_small.nn run res 2 --train-limit 256 --batch 32 --epoch
 check "resnet_small (skip connections, batch norm) trains on 2 stages, ranks the same bytes" \
     grep -q "parameters bit-identical on all 2 ranks" res.err
 
-# ------------------------------------------------------------------ (f) errors
+# ------------------------------------------------------------------ (f) a stop asked of one rank
+# SIGTERM to rank 1 alone of a long 2-stage run: both ranks stop at the same
+# step (they agree every 16 steps), write one checkpoint and exit; the
+# checkpoint resumes to the bytes of a straight run.
+on_exit() { [ -n "${KPID:-}" ] && kill -9 "$KPID" 2>/dev/null; }
+"${MPI[@]}" -np 2 "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 --batch 64 --epochs 1000 \
+    --stages 2 --save stop.st >stop.json 2>stop.err &
+KPID=$!
+for _ in $(seq 1200); do [ -f stop.st ] && break; sleep 0.05; done
+victim=
+for p in $(pgrep -P "$KPID"); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=$p
+done
+if [ -z "$victim" ]; then
+    fail "found rank 1 of the running job" "$(head -c 300 stop.err)"
+else
+    kill -TERM "$victim"
+    for _ in $(seq 300); do kill -0 "$KPID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$KPID" 2>/dev/null; then
+        fail "SIGTERM to rank 1: the job ends within 30 s" "still running; $(tail -c 300 stop.err)"
+        kill -9 "$KPID" 2>/dev/null
+    fi
+    wait "$KPID"
+    check "SIGTERM to rank 1 alone: rank 0 stops too, saying why" \
+        grep -q "stopped at step [0-9]* (epoch [0-9]*, batch [0-9]* of 20) because another rank was asked to stop; checkpoint written" stop.err
+    check "... and rank 1 names the signal" grep -q "Terminated: stopped at step" stop.err
+fi
+KPID=
+E=$(python3 -c '
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+m = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])["__metadata__"]
+print(int(m["epoch"]) + 1)' stop.st 2>/dev/null)
+if [ -z "$E" ]; then
+    fail "the stopped run left a readable checkpoint" "$(ls -l stop.st 2>&1)"
+else
+    run sres 2 --train-limit 1280 --batch 64 --epochs "$E" --stages 2 --resume stop.st --save sres.st
+    run sfull 2 --train-limit 1280 --batch 64 --epochs "$E" --stages 2 --save sfull.st
+    check "the stopped run's checkpoint resumes to the straight run's bytes" \
+        python3 -c "$PY_PARAMS" sres.st sfull.st same
+fi
+
+# ------------------------------------------------------------------ (g) errors
 check_error "--stages without mpirun: one line naming the ranks needed" \
     "--stages 2 needs a multiple of 2 ranks" "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 64 --stages 2
 run bad3 2 --train-limit 64 --stages 3

@@ -79,9 +79,12 @@ void cli_train_print_start(const char *model, nn_net *net, nn_trainer *t, const 
 }
 
 int cli_train_report_stop(nn_ctx *ctx, const char *model, const char *save) {
-    fprintf(stderr, "nnopt: %s: %s\n", strsignal(cli_stop_signal()), nn_ctx_error(ctx));
+    if (cli_stop_signal())
+        fprintf(stderr, "nnopt: %s: %s\n", strsignal(cli_stop_signal()), nn_ctx_error(ctx));
+    else /* another rank's signal */
+        fprintf(stderr, "nnopt: %s\n", nn_ctx_error(ctx));
     if (save)
         fprintf(stderr, "nnopt: resume with: nnopt train %s --resume %s (and the same options)\n",
                 model, save);
-    return 128 + cli_stop_signal();
+    return cli_stop_signal() ? 128 + cli_stop_signal() : 1;
 }

@@ -61,6 +61,7 @@ struct nn_trainer {
     double comm_wait_s, comm_flight_s, comm_first;
     int finished;
     volatile sig_atomic_t stop_requested;
+    int stop_by_peer;              /* several ranks: the stop was asked of another rank */
     /* data parallel: the gradient buffer's buckets, from its end backwards */
     nn_comm *comm;                 /* NULL: one process */
     size_t bucket;                 /* floats per bucket */
@@ -86,6 +87,7 @@ struct nn_trainer {
 };
 
 #define NN_DEFAULT_BUCKET_BYTES (25u << 20)
+#define STOP_CHECK_STEPS 16 /* ranks agree on stop requests this often */
 
 nn_train_config nn_train_config_defaults(void) {
     nn_train_config c = {.epochs = 5, .batch = 64, .accumulate = 1, .seed = 1, .shuffle = 1,
@@ -752,12 +754,24 @@ nn_status nn_trainer_step(nn_trainer *t, int *epoch_end) {
     if (micro && t->cfg.save && t->cfg.save_every && t->st.step % t->cfg.save_every == 0 && !end &&
         (s = nn_trainer_save(t, t->cfg.save)))
         return s;
-    if (t->stop_requested) {
+    /* several ranks: a stop asked of any one stops them all at the same
+     * step, so that they save one checkpoint together; they agree every
+     * STOP_CHECK_STEPS steps and at an epoch's end */
+    const int agree = t->world && t->world->sum_f64;
+    const int at_check = micro && (end || t->st.step % STOP_CHECK_STEPS == 0);
+    if (agree && at_check) {
+        double asked = t->stop_requested ? 1.0 : 0.0;
+        if ((s = t->world->sum_f64(t->world, &asked, 1))) return s;
+        if (asked > 0 && !t->stop_requested) t->stop_by_peer = 1;
+        t->stop_requested = asked > 0;
+    }
+    if (t->stop_requested && (!agree || at_check)) {
         if (t->cfg.save && (s = nn_trainer_save(t, t->cfg.save))) return s;
         return nn_ctx_fail(t->ctx, NN_ESTOPPED,
-                           "stopped at step %lld (epoch %lld, batch %lld of %lld)%s",
+                           "stopped at step %lld (epoch %lld, batch %lld of %lld)%s%s",
                            (long long)t->st.step, (long long)t->st.epoch + 1,
                            (long long)t->st.batch_in_epoch, (long long)t->batches,
+                           t->stop_by_peer ? " because another rank was asked to stop" : "",
                            t->cfg.save ? "; checkpoint written" : "");
     }
     return NN_OK;
