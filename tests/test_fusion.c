@@ -3,9 +3,11 @@
  * convolution, a linear layer, a batch norm or a residual add runs inside
  * that layer's passes. Per pattern, the same model with fusion on and off
  * (the switch) must give the same bytes: losses over training steps, every
- * parameter, batch norm's running statistics and the eval-mode logits; and
- * with fusion on the ReLU must really alias its producer (no pass of its
- * own). A central-difference check of the fused batch norm + ReLU's
+ * parameter and batch norm's running statistics; the eval-mode logits too,
+ * except where eval mode folds a batch norm into the convolution before it
+ * (scaled weights: the same within 1e-5 of the largest logit, and the fold
+ * must happen with fusion on only). With fusion on the ReLU must really alias
+ * its producer (no pass of its own). A central-difference check of the fused batch norm + ReLU's
  * gradient guards the masked backward itself.
  */
 #include "test_util.h"
@@ -42,7 +44,7 @@ static const struct {
  * final parameters and buffers and the eval logits go into out (owned by the
  * caller). Returns the number of floats, 0 on error. */
 static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, int *aliased,
-                  float **out) {
+                  int *folded, size_t *logits_at, float **out) {
     nn_ctx_set_fusion(ctx, fuse);
     nn_net *net = NULL;
     nn_status st = nn_net_parse(ctx, text, "fusion.nn", &net);
@@ -90,6 +92,8 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, in
         }
         nn_net_set_training(net, 0);
         if (nn_net_forward(net, x, NULL, n, NULL)) total = 0;
+        *folded = net->folded_pass;
+        *logits_at = k;
         float *z = total ? tu_download(ctx, nn_net_logits(net), (size_t)n * classes) : NULL;
         if (z) memcpy(o + k, z, (size_t)n * classes * sizeof(float));
         free(z);
@@ -104,20 +108,38 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, in
 static void test_patterns(nn_ctx *ctx) {
     for (size_t p = 0; p < sizeof PATTERNS / sizeof PATTERNS[0]; p++) {
         float *on = NULL, *off = NULL;
-        int aliased_on = 0, aliased_off = 0;
-        size_t a = run(ctx, PATTERNS[p].text, 1, PATTERNS[p].fused, &aliased_on, &on);
-        size_t b = run(ctx, PATTERNS[p].text, 0, PATTERNS[p].fused, &aliased_off, &off);
-        char name[160];
+        int aliased_on = 0, aliased_off = 0, folded_on = 0, folded_off = 0;
+        size_t at_on = 0, at_off = 0;
+        size_t a = run(ctx, PATTERNS[p].text, 1, PATTERNS[p].fused, &aliased_on, &folded_on, &at_on,
+                       &on);
+        size_t b = run(ctx, PATTERNS[p].text, 0, PATTERNS[p].fused, &aliased_off, &folded_off,
+                       &at_off, &off);
+        char name[200];
         snprintf(name, sizeof name, "%s: the ReLU runs inside its producer with fusion on only",
                  PATTERNS[p].name);
         check(a && aliased_on && !aliased_off, name, "%s", ctx_err(ctx, NN_OK));
+        const int has_bn = contains(PATTERNS[p].text, "batchnorm");
+        snprintf(name, sizeof name, "%s: eval mode folds batch norm into the convolution%s",
+                 PATTERNS[p].name, has_bn ? " with fusion on only" : ": nothing to fold");
+        check(folded_on == has_bn && !folded_off, name, "folded with fusion on %d, off %d",
+              folded_on, folded_off);
         snprintf(name, sizeof name,
-                 "%s: fused and unfused give the same bytes (5 steps' losses, parameters, buffers, "
-                 "eval logits)",
-                 PATTERNS[p].name);
-        size_t diff = a && a == b ? 0 : 1;
-        for (size_t i = 0; !diff && i < a; i++) diff += memcmp(&on[i], &off[i], sizeof(float)) != 0;
-        check(a && a == b && diff == 0, name, "%zu of %zu floats differ", diff, a);
+                 "%s: fused and unfused give the same bytes (5 steps' losses, parameters, "
+                 "buffers%s)", PATTERNS[p].name, folded_on ? "" : ", eval logits");
+        const size_t bytes_end = folded_on ? at_on : a;
+        size_t diff = a && a == b && at_on == at_off ? 0 : 1;
+        for (size_t i = 0; !diff && i < bytes_end; i++)
+            diff += memcmp(&on[i], &off[i], sizeof(float)) != 0;
+        check(a && a == b && diff == 0, name, "%zu of %zu floats differ", diff, bytes_end);
+        if (folded_on && a == b) {
+            double worst = 0, big = 0;
+            for (size_t i = at_on; i < a; i++) big = fmax(big, fabs(off[i]));
+            for (size_t i = at_on; i < a; i++) worst = fmax(worst, fabs(on[i] - off[i]));
+            snprintf(name, sizeof name, "%s: eval logits with batch norm folded = unfolded (1e-5 of "
+                     "the largest)", PATTERNS[p].name);
+            check(worst <= 1e-5 * fmax(big, 1e-6), name, "largest difference %.3g, largest logit %.3g",
+                  worst, big);
+        }
         free(on);
         free(off);
     }

@@ -262,6 +262,8 @@ static void release_plan(nn_net *net) {
     be->free(net->ws);
     be->free(net->input_dev);
     be->free(net->labels_dev);
+    be->free(net->fold_ws);
+    net->fold_ws = NULL;
     for (int k = 0; k < NN_MAX_INPUTS; k++) {
         be->free(net->gscratch[k]);
         net->gscratch[k] = NULL;
@@ -361,6 +363,45 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
         }
     free(first), free(free_after);
     return slots;
+}
+
+/*
+ * Eval mode folds a per-channel affine op (batch norm with its running
+ * statistics) into the producer before it when that op is the producer's
+ * only reader: the producer's kernel runs once with its weights and bias
+ * scaled and shifted (and the affine op's fused ReLU), writing the affine
+ * op's output, and the affine op runs no kernel. The folded parameters are
+ * made again before every such kernel from the current weights and
+ * statistics (K x (row + 3) floats: far less than the kernel's work), in
+ * fold_ws. Marks the pairs; 1 if out of memory.
+ */
+static int plan_folds(nn_net *net) {
+    size_t need = 0;
+    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].fold_into = -1, net->nodes[i].folded = 0;
+    for (int i = 0; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        const nn_op_def *def = def_of(node);
+        if (!def->absorb_affine || node->alias_of >= 0 || node->param_index < 0 ||
+            consumers(net, i) != 1 || i == net->logits_node)
+            continue;
+        for (int j = i + 1; j < net->num_nodes; j++) {
+            nn_node *next = &net->nodes[j];
+            if (next->num_inputs != 1 || next->inputs[0] != i) continue;
+            nn_node copy = *node;
+            const int K = def->absorb_affine(&copy, 0);
+            if (def_of(next)->eval_affine && next->alias_of < 0 && K > 0 &&
+                nn_shape_numel(&next->out) == nn_shape_numel(&node->out)) {
+                node->fold_into = j;
+                next->folded = 1;
+                const size_t n = net->params[node->param_index].numel + 3 * (size_t)K;
+                if (n > need) need = n;
+            }
+            break;
+        }
+    }
+    if (!need) return 0;
+    net->fold_ws = net->ctx->backend->alloc(need * sizeof(float));
+    return net->fold_ws == NULL;
 }
 
 nn_status nn_net_plan(nn_net *net, int max_batch) { return nn_net_plan_slots(net, max_batch, 1); }
@@ -491,6 +532,11 @@ nn_status nn_net_plan_slots(nn_net *net, int max_batch, int num_slots) {
         }
     }
     net->gscratch_floats = scratch;
+    if (plan_folds(net)) {
+        release_plan(net);
+        return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for folded weights",
+                           net->source);
+    }
     /* aliases share their source's memory (sources come earlier) */
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
@@ -637,8 +683,39 @@ nn_status nn_net_check_batch(nn_net *net, int n, int training) {
 }
 
 /* Runs the forward kernels of nodes first..last (the input node excepted). */
-static void forward_nodes(nn_net *net, int first, int last, int n, const int32_t *labels) {
+/* Eval mode, node's fold_into set: its parameters with that reader's affine
+ * map folded in (into net->fold_ws), and a's node, weights, bias and output
+ * pointed at them, so its kernel computes the reader's output. */
+static void fold_args(nn_net *net, nn_node *node, nn_node *copy, nn_op_args *a) {
+    nn_node *reader = &net->nodes[node->fold_into];
+    nn_op_args r;
+    node_args(net, reader, a->n, &r);
+    const size_t numel = net->params[node->param_index].numel;
+    int relu = 0;
+    *copy = *node;
+    const int K = def_of(node)->absorb_affine(copy, 0);
+    float *fw = net->fold_ws, *fb = fw + numel, *scale = fb + K, *shift = scale + K;
+    def_of(reader)->eval_affine(reader, r.w, r.b, r.buf, scale, shift, &relu);
+    def_of(node)->absorb_affine(copy, relu);
+    const size_t row = numel / (size_t)K;
+    for (int k = 0; k < K; k++) {
+        const float *w = a->w + (size_t)k * row;
+        float *out = fw + (size_t)k * row;
+        for (size_t j = 0; j < row; j++) out[j] = w[j] * scale[k];
+        fb[k] = (a->b ? a->b[k] : 0.0f) * scale[k] + shift[k];
+    }
+    a->node = copy;
+    a->w = fw;
+    a->b = fb;
+    a->y = reader->y;
+}
+
+/* Returns 1 if some affine op ran folded into its producer. */
+static int forward_nodes(nn_net *net, int first, int last, int n, const int32_t *labels) {
     const nn_backend *be = net->ctx->backend;
+    /* eval mode on host memory: affine readers folded into their producers */
+    const int fold = !net->training && net->fold_ws && net->ctx->fuse && be->host_visible;
+    int folded = 0;
     for (int i = first; i <= last; i++) {
         nn_node *node = &net->nodes[i];
         if (i == net->input_node) continue;
@@ -646,8 +723,14 @@ static void forward_nodes(nn_net *net, int first, int last, int n, const int32_t
             node->y = net->nodes[node->alias_of].y;
             continue;
         }
+        if (fold && node->folded) continue; /* ran in its producer's kernel */
         nn_op_args a;
+        nn_node copy;
         node_args(net, node, n, &a);
+        if (fold && node->fold_into >= 0) {
+            fold_args(net, node, &copy, &a);
+            folded = 1;
+        }
         a.labels = labels;
         a.loss = &net->last_loss;
         const int timed = net->timing || net->hook;
@@ -661,6 +744,7 @@ static void forward_nodes(nn_net *net, int first, int last, int n, const int32_t
             if (net->hook) net->hook(net->hook_user, i, 0, t0, t1);
         }
     }
+    return folded;
 }
 
 /* The checks every forward pass makes on a batch of n: planned, in range,
@@ -696,7 +780,7 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
         }
     }
     net->nodes[net->input_node].y = (float *)x;
-    forward_nodes(net, 0, labels ? net->loss_node : net->logits_node, n, labels);
+    net->folded_pass = forward_nodes(net, 0, labels ? net->loss_node : net->logits_node, n, labels);
     net->cur_n = labels ? n : 0;
     net->labels = labels;
     if (labels && loss) *loss = net->last_loss;
@@ -748,6 +832,10 @@ nn_status nn_net_backward(nn_net *net) {
     if (net->cur_n == 0)
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: backward without a forward with labels",
                            net->source);
+    if (net->folded_pass)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%s: backward after an eval-mode forward whose "
+                           "batch norms ran folded into their convolutions (backward needs "
+                           "training mode, or fusion off: nn_ctx_set_fusion)", net->source);
     /* every node whose gradient several kernels add into starts at zero */
     backward_nodes(net, 0, net->loss_node, net->cur_n, net->labels, 1.0f);
     return NN_OK;

@@ -159,6 +159,11 @@ typedef struct nn_node {
                                        aliases); more than one: they accumulate */
     int alias_of;                   /* node whose memory this one shares (flatten,
                                        fused ReLU), or -1 */
+    int fold_into;                  /* eval mode: the only reader whose affine map
+                                       (batch norm) this node's kernel applies, writing
+                                       that reader's output, or -1 (nn_net_plan) */
+    int folded;                     /* eval mode: this node runs inside its producer's
+                                       kernel (the producer's fold_into) */
 } nn_node;
 
 /* Everything a kernel call needs; pointers are NULL when not applicable. */
@@ -268,6 +273,15 @@ typedef struct nn_op_def {
      * skips the mask. Only asked when the producer has that hook. */
     int (*mask_epilogue)(nn_node *node, nn_epilogue e);
     void (*epilogue_masked_later)(nn_node *node);
+    /* Eval mode: this op is a per-channel affine map of its only input, y =
+     * x scale[c] + shift[c] (then a ReLU when *relu): fills scale and shift
+     * (C each) from the node's parameters w, b and buffers buf; returns C. */
+    int (*eval_affine)(const nn_node *node, const float *w, const float *b, const float *buf,
+                       float *scale, float *shift, int *relu);
+    /* Producer: can absorb such a map into its weights (K rows of equal
+     * length, one per output channel) and bias, and the ReLU: sets copy's
+     * descriptor for it (bias on, relu) and returns K; 0: cannot. */
+    int (*absorb_affine)(nn_node *copy, int relu);
     /* Planning: the context's precision for this node (nn_net_plan). */
     void (*set_precision)(nn_node *node, nn_precision p);
     /* Before every forward pass: whether a batch of n can run in this mode
@@ -336,6 +350,9 @@ struct nn_net {
                                        is not host-visible; NULL on the CPU */
     int32_t *labels_dev;            /* (max_batch) its labels, likewise */
     size_t ws_floats;
+    int folded_pass;                /* the last forward ran folded ops (no backward) */
+    float *fold_ws;                 /* eval mode: the folded weights, bias, scale and
+                                       shift of one producer at a time (NULL: none) */
     float *gscratch[NN_MAX_INPUTS]; /* per input slot: a gradient written here is then
                                        added to a node read by several layers (NULL:
                                        no such gradient comes through the slot) */

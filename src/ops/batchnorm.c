@@ -389,6 +389,22 @@ static int batchnorm_fuse_epilogue(nn_node *node, nn_epilogue e) {
 static const nn_op_kernels batchnorm_cpu = {
     .forward = batchnorm_fwd, .backward = batchnorm_bwd, .workspace = batchnorm_workspace};
 
+/* eval mode as an affine map, with the same float rounding of alpha and beta
+ * as the normalizing pass (channel_normalize), for folding into the
+ * convolution before it (graph.c) */
+static int batchnorm_eval_affine(const nn_node *node, const float *w, const float *b,
+                                 const float *buf, float *scale, float *shift, int *relu) {
+    const nn_bn_desc *d = &node->d.bn;
+    const float *run_mean = buf, *run_var = buf + d->C; /* (C), (C) */
+    for (int c = 0; c < d->C; c++) {
+        const double mean = run_mean[c], invstd = 1.0 / sqrt((double)run_var[c] + d->eps);
+        scale[c] = (float)(invstd * w[c]);
+        shift[c] = (float)(b[c] - mean * invstd * w[c]);
+    }
+    *relu = d->relu;
+    return d->C;
+}
+
 const nn_op_def nn_batchnorm_def = {
     .name = "batchnorm",
     .min_inputs = 1,
@@ -399,4 +415,5 @@ const nn_op_def nn_batchnorm_def = {
     .kernels = {[NN_KERNELS_CPU] = &batchnorm_cpu, NN_CUDA_KERNELS(batchnorm)},
     .check_batch = batchnorm_check_batch,
     .fuse_epilogue = batchnorm_fuse_epilogue,
+    .eval_affine = batchnorm_eval_affine,
 };

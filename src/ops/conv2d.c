@@ -110,6 +110,16 @@ static int conv2d_fuse_epilogue(nn_node *node, nn_epilogue e) {
     return 1;
 }
 
+/* eval mode: a batch norm after it folded into its weights and bias (graph.c) */
+static int conv2d_absorb_affine(nn_node *copy, int relu) {
+    nn_conv2d_desc *d = &copy->d.conv;
+    if (d->relu) return 0; /* a ReLU already sits between it and the map */
+    d->has_bias = 1;
+    d->relu = relu;
+    d->relu_masked_later = 0;
+    return d->K;
+}
+
 /* the fused ReLU's mask is applied by the layer that reads the output (a
  * max-pool, nn_pool_desc.relu_mask) */
 static void conv2d_epilogue_masked_later(nn_node *node) { node->d.conv.relu_masked_later = 1; }
@@ -841,5 +851,6 @@ const nn_op_def nn_conv2d_def = {
     .kernels = {[NN_KERNELS_CPU] = &conv2d_cpu, NN_CUDA_KERNELS(conv2d)},
     .fuse_epilogue = conv2d_fuse_epilogue,
     .epilogue_masked_later = conv2d_epilogue_masked_later,
+    .absorb_affine = conv2d_absorb_affine,
     .set_precision = conv2d_set_precision,
 };
