@@ -251,31 +251,30 @@ static nn_status mpi_send_start(nn_comm *c, const float *buf, size_t n, int peer
     return started(m, rc, "Isend", slot, NULL, n, 0, req);
 }
 
+/* Runs one blocking call on buf as a non-blocking one started by start (its
+ * MPI return code into *rc) and waited for under the watchdog, inside the
+ * backend's window. */
+#define WATCHED(m, n, what, call, start)                                                     \
+    do {                                                                                     \
+        nn_status s_ = check_count(m, n);                                                  \
+        if (s_) return s_;                                                                   \
+        nn_dev_begin((m)->ctx->backend);                                                     \
+        MPI_Request req;                                                                     \
+        int rc = (start);                                                                    \
+        s_ = rc == MPI_SUCCESS ? watch_wait(m, &req, what) : mpi_fail(m, rc, call);          \
+        nn_dev_end((m)->ctx->backend);                                                       \
+        return s_;                                                                           \
+    } while (0)
+
 static nn_status mpi_recv(nn_comm *c, float *buf, size_t n, int peer, int tag) {
     mpi_impl *m = c->impl;
-    nn_status s = check_count(m, n);
-    if (s) return s;
-    const nn_backend *be = m->ctx->backend;
-    nn_dev_begin(be);
-    MPI_Request req;
-    int rc = MPI_Irecv(buf, (int)n, MPI_FLOAT, peer, tag, m->world, &req);
-    s = rc == MPI_SUCCESS ? watch_wait(m, &req, "receive from the neighbouring stage")
-                          : mpi_fail(m, rc, "Irecv");
-    nn_dev_end(be);
-    return s;
+    WATCHED(m, n, "receive from the neighbouring stage", "Irecv",
+            MPI_Irecv(buf, (int)n, MPI_FLOAT, peer, tag, m->world, &req));
 }
 
 static nn_status mpi_broadcast(nn_comm *c, float *buf, size_t n, int root) {
     mpi_impl *m = c->impl;
-    nn_status s = check_count(m, n);
-    if (s) return s;
-    const nn_backend *be = m->ctx->backend;
-    nn_dev_begin(be);
-    MPI_Request req;
-    int rc = MPI_Ibcast(buf, (int)n, MPI_FLOAT, root, m->world, &req);
-    s = rc == MPI_SUCCESS ? watch_wait(m, &req, "broadcast") : mpi_fail(m, rc, "Ibcast");
-    nn_dev_end(be);
-    return s;
+    WATCHED(m, n, "broadcast", "Ibcast", MPI_Ibcast(buf, (int)n, MPI_FLOAT, root, m->world, &req));
 }
 
 static nn_status mpi_sum_f64(nn_comm *c, double *buf, size_t n) {

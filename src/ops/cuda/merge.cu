@@ -36,30 +36,32 @@ __global__ void add_backward_kernel(grads g, const float *dy, const float *y, in
     }
 }
 
-/* y (n, sum C, inner) from the inputs' blocks; one thread per output */
-__global__ void concat_forward_kernel(float *y, inputs in, chans c, int inner, size_t n) {
+/* Output element j of the concatenation, y (n, sum C, inner): its input *k
+ * and the offset there. */
+__device__ static size_t concat_source(const chans &c, int inner, size_t j, int *k) {
     int total = 0;
-    for (int k = 0; k < c.m; k++) total += c.C[k];
-    const size_t per = (size_t)total * inner;
+    for (int m = 0; m < c.m; m++) total += c.C[m];
+    const size_t per = (size_t)total * inner, i = j / per;
+    int ch = (int)(j % per / inner), m = 0;
+    while (ch >= c.C[m]) ch -= c.C[m++];
+    *k = m;
+    return (i * c.C[m] + ch) * inner + j % inner;
+}
+
+/* y from the inputs' blocks; one thread per output */
+__global__ void concat_forward_kernel(float *y, inputs in, chans c, int inner, size_t n) {
     NN_CUDA_FOR(j, n) {
-        const size_t i = j / per;
-        int ch = (int)(j % per / inner), k = 0;
-        const int e = (int)(j % inner);
-        while (ch >= c.C[k]) ch -= c.C[k++];
-        y[j] = in.x[k][(i * c.C[k] + ch) * inner + e];
+        int k;
+        const size_t at = concat_source(c, inner, j, &k);
+        y[j] = in.x[k][at];
     }
 }
 
 __global__ void concat_backward_kernel(grads g, const float *dy, chans c, int inner, size_t n) {
-    int total = 0;
-    for (int k = 0; k < c.m; k++) total += c.C[k];
-    const size_t per = (size_t)total * inner;
     NN_CUDA_FOR(j, n) {
-        const size_t i = j / per;
-        int ch = (int)(j % per / inner), k = 0;
-        const int e = (int)(j % inner);
-        while (ch >= c.C[k]) ch -= c.C[k++];
-        if (g.dx[k]) g.dx[k][(i * c.C[k] + ch) * inner + e] = dy[j];
+        int k;
+        const size_t at = concat_source(c, inner, j, &k);
+        if (g.dx[k]) g.dx[k][at] = dy[j];
     }
 }
 
