@@ -520,6 +520,11 @@ void nn_optim_set_lr(nn_optimizer *opt, float lr);
  * torch.nn.utils.clip_grad_norm_ (coefficient max_norm / (norm + 1e-6));
  * returns the norm before clipping. */
 double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx);
+/* Its two halves, for gradients split over processes (pipeline stages): the
+ * sum of squares of grads (double, in a fixed order), and the scaling of
+ * grads given the global norm (returns it). */
+double nn_grad_sum_squares(const float *grads, size_t n, nn_ctx *ctx);
+double nn_clip_grad_scale(float *grads, size_t n, double norm, double max_norm, nn_ctx *ctx);
 
 /* ------------------------------------------------------------------ schedules */
 

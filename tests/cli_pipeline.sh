@@ -8,7 +8,8 @@
 # steps of batch 64:
 # - 2 stages x 4 micro-batches, 1F1B and GPipe, give the losses and the
 #   checkpoint of 1 process within 1e-5; both schedules give the same bytes;
-# - 3 stages x 6 micro-batches (np 3) do too, and 2 micro-batches;
+# - 3 stages x 6 micro-batches (np 3) do too, and 2 micro-batches, and
+#   gradient clipping (the global norm summed over the stages);
 # - an uneven last batch (1283 images: 3 samples in 4 micro-batches, one
 #   empty) still matches;
 # - hybrid: np 4 --stages 2 (2 replicas of a 2-stage pipeline, batch 32 each)
@@ -67,6 +68,13 @@ check "3 stages x 6 micro-batches (np 3): the losses and tensors of 1 process (1
 run p2m 2 "${S[@]}" --stages 2 --micro-batches 2 --pipeline gpipe
 check "2 stages x 2 micro-batches, GPipe: the losses of 1 process (1e-5)" \
     python3 -c "$PY_CLOSE" p2m.json one.json
+
+run clip1 1 "${S[@]}" --clip-grad-norm 0.5
+run clip2 2 "${S[@]}" --stages 2 --clip-grad-norm 0.5
+check "--clip-grad-norm 0.5 on 2 stages (the norm summed over the stages): 1 process's losses" \
+    python3 -c "$PY_CLOSE" clip2.json clip1.json
+check "... and clipping changed the run (its losses differ from the unclipped one's)" \
+    bash -c '! python3 -c "$1" clip1.json one.json 2>/dev/null' _ "$PY_CLOSE"
 
 # ------------------------------------------------------------------ (b) an uneven last batch
 run odd1 1 --train-limit 1283 --batch 64 --epochs 1

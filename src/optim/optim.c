@@ -280,20 +280,12 @@ void nn_optim_set_lr(nn_optimizer *opt, float lr) { opt->cfg.lr = lr; }
 
 /* ------------------------------------------------------------------ clipping */
 
-double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx) {
+/* Sum of squares in double: fixed chunks, four interleaved accumulators per
+ * chunk (for speed), combined in a fixed order. Inside the backend's window. */
+static double sum_squares(const nn_backend *be, const float *grads, size_t n, nn_ctx *ctx) {
+    if (be->sum_squares) return be->sum_squares(grads, n); /* a device's own reduction */
     const int T = n >= OPTIM_PARALLEL_MIN ? ctx->threads : 1;
     double part[CLIP_CHUNKS];
-    const nn_backend *be = nn_ctx_backend_of(ctx);
-    nn_dev_begin(be);
-    if (be->sum_squares) { /* a device's memory: its own reduction and scaling */
-        const double norm = sqrt(be->sum_squares(grads, n));
-        const double coef = max_norm / (norm + 1e-6);
-        if (coef < 1.0) be->scale(grads, n, (float)coef);
-        nn_dev_end(be);
-        return norm;
-    }
-    /* Sum of squares in double: fixed chunks, four interleaved accumulators
-     * per chunk (for speed), combined in a fixed order. */
     NN_PARALLEL_FOR(T)
     for (int c = 0; c < CLIP_CHUNKS; c++) {
         const size_t lo = n * (size_t)c / CLIP_CHUNKS, hi = n * (size_t)(c + 1) / CLIP_CHUNKS;
@@ -311,10 +303,27 @@ double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx) {
     }
     double sq = 0.0;
     for (int c = 0; c < CLIP_CHUNKS; c++) sq += part[c];
-    const double norm = sqrt(sq);
+    return sq;
+}
+
+double nn_grad_sum_squares(const float *grads, size_t n, nn_ctx *ctx) {
+    const nn_backend *be = nn_ctx_backend_of(ctx);
+    nn_dev_begin(be);
+    const double sq = sum_squares(be, grads, n, ctx);
+    nn_dev_end(be);
+    return sq;
+}
+
+double nn_clip_grad_scale(float *grads, size_t n, double norm, double max_norm, nn_ctx *ctx) {
     const double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0) {
-        const float cf = (float)coef;
+    if (coef >= 1.0) return norm;
+    const nn_backend *be = nn_ctx_backend_of(ctx);
+    const int T = n >= OPTIM_PARALLEL_MIN ? ctx->threads : 1;
+    const float cf = (float)coef;
+    nn_dev_begin(be);
+    if (be->scale) {
+        be->scale(grads, n, cf);
+    } else {
         NN_PARALLEL_FOR(T)
         for (int t = 0; t < T; t++) {
             const size_t lo = n * (size_t)t / (size_t)T, hi = n * (size_t)(t + 1) / (size_t)T;
@@ -323,4 +332,8 @@ double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx) {
     }
     nn_dev_end(be);
     return norm;
+}
+
+double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx) {
+    return nn_clip_grad_scale(grads, n, sqrt(nn_grad_sum_squares(grads, n, ctx)), max_norm, ctx);
 }

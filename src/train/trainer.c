@@ -361,10 +361,9 @@ static nn_status set_pipeline(nn_trainer *t, nn_comm *world) {
     if (!world->split || !world->send_start || !world->recv || !world->release)
         return nn_ctx_fail(t->ctx, NN_EINVAL, "--stages needs a communicator with "
                            "point-to-point messages and split; this one has none");
-    if (t->cfg.accumulate > 1 || t->cfg.clip_grad_norm > 0 || t->cfg.sync_bn)
+    if (t->cfg.accumulate > 1 || t->cfg.sync_bn)
         return nn_ctx_fail(t->ctx, NN_EINVAL, "--stages does not combine with %s yet",
-                           t->cfg.accumulate > 1 ? "--accumulate" :
-                           t->cfg.clip_grad_norm > 0 ? "--clip-grad-norm" : "--sync-bn");
+                           t->cfg.accumulate > 1 ? "--accumulate" : "--sync-bn");
     const int replica = world->rank / K, pos = world->rank % K;
     nn_status s = world->split(world, replica, pos, &t->pipe);
     if (!s) s = world->split(world, pos, replica, &t->stage_comm);
@@ -639,15 +638,25 @@ static nn_status train_pipeline(nn_trainer *t, const float *x, const int32_t *y,
 }
 
 /* The optimizer step after `micro` micro-batches. */
-static void apply_step(nn_trainer *t, int micro) {
+static nn_status apply_step(nn_trainer *t, int micro) {
     float *g = nn_net_grads(t->net);
     const size_t np = nn_net_num_params(t->net);
     if (micro > 1) scale_grads(t->ctx->backend, g, np, 1.0f / (float)micro);
-    if (t->cfg.clip_grad_norm > 0) nn_clip_grad_norm(g, np, t->cfg.clip_grad_norm, t->ctx);
+    if (t->cfg.clip_grad_norm > 0 && t->pipeline) {
+        /* each stage holds its own parameters' gradients (zero elsewhere):
+         * the global norm sums the stages' squares */
+        double sq = nn_grad_sum_squares(g, np, t->ctx);
+        nn_status s = t->pipe->sum_f64(t->pipe, &sq, 1);
+        if (s) return s;
+        nn_clip_grad_scale(g, np, sqrt(sq), t->cfg.clip_grad_norm, t->ctx);
+    } else if (t->cfg.clip_grad_norm > 0) {
+        nn_clip_grad_norm(g, np, t->cfg.clip_grad_norm, t->ctx);
+    }
     t->lr = nn_sched_lr(&t->cfg.sched, &t->st.sched, t->st.epoch, t->st.step);
     nn_optim_set_lr(t->opt, t->lr);
     nn_optim_step(t->opt, t->ctx, nn_net_params(t->net), g);
     t->st.step++;
+    return NN_OK;
 }
 
 nn_status nn_trainer_step_batch(nn_trainer *t, const float *x, const int32_t *y, int n,
@@ -657,8 +666,7 @@ nn_status nn_trainer_step_batch(nn_trainer *t, const float *x, const int32_t *y,
         return nn_ctx_fail(t->ctx, NN_EINVAL, "batch of %d samples; the trainer takes 1..%d", n,
                            t->cfg.batch);
     nn_status s = train_micro(t, x, y, n, 0, 1, 1.0f, &l);
-    if (s) return s;
-    apply_step(t, 1);
+    if (s || (s = apply_step(t, 1))) return s;
     if (loss) *loss = l;
     return NN_OK;
 }
@@ -746,7 +754,7 @@ nn_status nn_trainer_step(nn_trainer *t, int *epoch_end) {
         }
     }
     if (micro) {
-        apply_step(t, micro);
+        if ((s = apply_step(t, micro))) return s;
         t->st.batch_in_epoch += micro;
     }
     const int end = t->st.batch_in_epoch >= t->batches;
