@@ -40,7 +40,7 @@ if grep -q "built without MPI" probe.err; then
     exit 77
 fi
 
-. "$SRC/tests/lib_mpi.sh"  # PY_CLOSE, PY_PARAMS
+. "$SRC/tests/lib_mpi.sh"  # PY_CLOSE, PY_PARAMS, rank_pid
 
 # ------------------------------------------------------------------ (a) 2 x 32 = 1 x 64
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 --batch 64 --epochs 1 \
@@ -146,10 +146,7 @@ on_exit() { [ -n "${KPID:-}" ] && kill -9 "$KPID" 2>/dev/null; }
     --save kill.st --save-every 13 >kill.json 2>kill.err &
 KPID=$!
 for _ in $(seq 1200); do [ -f kill.st ] && break; sleep 0.05; done
-victim=
-for p in $(pgrep -P "$KPID"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=$p
-done
+victim=$(rank_pid "$KPID" 1)
 ranks=$(pgrep -P "$KPID" | tr '\n' ' ')
 if [ -z "$victim" ]; then
     fail "found rank 1 of the running job" "checkpoint: $(ls kill.st 2>&1); $(head -c 300 kill.err)"
@@ -210,9 +207,7 @@ NNOPT_MPI_TIMEOUT=5 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit
 KPID=$!
 victim=
 for _ in $(seq 600); do
-    for p in $(pgrep -P "$KPID"); do
-        tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=$p
-    done
+    victim=$(rank_pid "$KPID" 1)
     [ -n "$victim" ] && grep -q '"epoch":1,' hang.json 2>/dev/null && break
     sleep 0.05
 done

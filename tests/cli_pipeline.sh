@@ -36,7 +36,7 @@ if grep -q "built without MPI" probe.err; then
     echo "SKIP this nnopt was built without MPI"
     exit 77
 fi
-. "$SRC/tests/lib_mpi.sh" # PY_CLOSE, PY_PARAMS
+. "$SRC/tests/lib_mpi.sh" # PY_CLOSE, PY_PARAMS, rank_pid
 
 # run NAME NP ARGS...: `nnopt train` on NP ranks (1: no mpirun), --json to NAME.json
 run() {
@@ -121,10 +121,7 @@ on_exit() { [ -n "${KPID:-}" ] && kill -9 "$KPID" 2>/dev/null; }
     --stages 2 --save stop.st >stop.json 2>stop.err &
 KPID=$!
 for _ in $(seq 1200); do [ -f stop.st ] && break; sleep 0.05; done
-victim=
-for p in $(pgrep -P "$KPID"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=$p
-done
+victim=$(rank_pid "$KPID" 1)
 if [ -z "$victim" ]; then
     fail "found rank 1 of the running job" "$(head -c 300 stop.err)"
 else

@@ -5,7 +5,9 @@
 #              test loss of two `--json` runs within 1e-5 relative, same steps;
 #   PY_PARAMS  python3 -c "$PY_PARAMS" A.st B.st [same]: every tensor of two
 #              checkpoints within 1e-5 (optimizer state against its tensor's
-#              largest value); "same": no difference at all.
+#              largest value); "same": no difference at all;
+#   rank_pid   rank_pid MPIRUN_PID RANK: the pid of that rank of the job mpirun
+#              started (empty if it has not started yet).
 # shellcheck disable=SC2034 # for the sourcing script
 # rel_close A.json B.json: every epoch's train and test loss within 1e-5 relative
 PY_CLOSE='
@@ -47,3 +49,13 @@ for k in a:
 assert worst <= (0.0 if mode == "same" else 1e-5), "largest relative difference %.3g" % worst
 print("largest relative difference %.3g" % worst)
 '
+
+rank_pid() {
+    local p
+    for p in $(pgrep -P "$1"); do
+        if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+            echo "$p"
+            return
+        fi
+    done
+}

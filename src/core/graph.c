@@ -682,7 +682,6 @@ nn_status nn_net_check_batch(nn_net *net, int n, int training) {
     return NN_OK;
 }
 
-/* Runs the forward kernels of nodes first..last (the input node excepted). */
 /* Eval mode, node's fold_into set: its parameters with that reader's affine
  * map folded in (into net->fold_ws), and a's node, weights, bias and output
  * pointed at them, so its kernel computes the reader's output. */
@@ -710,7 +709,8 @@ static void fold_args(nn_net *net, nn_node *node, nn_node *copy, nn_op_args *a) 
     a->y = reader->y;
 }
 
-/* Returns 1 if some affine op ran folded into its producer. */
+/* Runs the forward kernels of nodes first..last (the input node excepted);
+ * returns 1 if some affine op ran folded into its producer. */
 static int forward_nodes(nn_net *net, int first, int last, int n, const int32_t *labels) {
     const nn_backend *be = net->ctx->backend;
     /* eval mode on host memory: affine readers folded into their producers */
@@ -787,8 +787,9 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
     return NN_OK;
 }
 
-/* Zeroes the gradients of nodes lo..hi that several kernels add into, then
- * runs the backward kernels of nodes last down to first (node 0 excepted).
+/* Zeroes the gradients that several kernels add into among those the range
+ * writes (nodes first-1..last-1), then runs the backward kernels of nodes
+ * last down to first (node 0 excepted).
  * loss_scale multiplies the gradient the loss node hands back. */
 static void backward_nodes(nn_net *net, int first, int last, int n, const int32_t *labels,
                            float loss_scale) {

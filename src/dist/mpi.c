@@ -251,30 +251,34 @@ static nn_status mpi_send_start(nn_comm *c, const float *buf, size_t n, int peer
     return started(m, rc, "Isend", slot, NULL, n, 0, req);
 }
 
-/* Runs one blocking call on buf as a non-blocking one started by start (its
- * MPI return code into *rc) and waited for under the watchdog, inside the
- * backend's window. */
-#define WATCHED(m, n, what, call, start)                                                     \
-    do {                                                                                     \
-        nn_status s_ = check_count(m, n);                                                  \
-        if (s_) return s_;                                                                   \
-        nn_dev_begin((m)->ctx->backend);                                                     \
-        MPI_Request req;                                                                     \
-        int rc = (start);                                                                    \
-        s_ = rc == MPI_SUCCESS ? watch_wait(m, &req, what) : mpi_fail(m, rc, call);          \
-        nn_dev_end((m)->ctx->backend);                                                       \
-        return s_;                                                                           \
-    } while (0)
+/* The end of a blocking call run as a non-blocking one (started with rc,
+ * inside the backend's window): waited for under the watchdog, the window
+ * closed. */
+static nn_status finish_watched(mpi_impl *m, int rc, MPI_Request *req, const char *what,
+                                const char *call) {
+    nn_status s = rc == MPI_SUCCESS ? watch_wait(m, req, what) : mpi_fail(m, rc, call);
+    nn_dev_end(m->ctx->backend);
+    return s;
+}
 
 static nn_status mpi_recv(nn_comm *c, float *buf, size_t n, int peer, int tag) {
     mpi_impl *m = c->impl;
-    WATCHED(m, n, "receive from the neighbouring stage", "Irecv",
-            MPI_Irecv(buf, (int)n, MPI_FLOAT, peer, tag, m->world, &req));
+    nn_status s = check_count(m, n);
+    if (s) return s;
+    MPI_Request req;
+    nn_dev_begin(m->ctx->backend);
+    int rc = MPI_Irecv(buf, (int)n, MPI_FLOAT, peer, tag, m->world, &req);
+    return finish_watched(m, rc, &req, "receive from the neighbouring stage", "Irecv");
 }
 
 static nn_status mpi_broadcast(nn_comm *c, float *buf, size_t n, int root) {
     mpi_impl *m = c->impl;
-    WATCHED(m, n, "broadcast", "Ibcast", MPI_Ibcast(buf, (int)n, MPI_FLOAT, root, m->world, &req));
+    nn_status s = check_count(m, n);
+    if (s) return s;
+    MPI_Request req;
+    nn_dev_begin(m->ctx->backend);
+    int rc = MPI_Ibcast(buf, (int)n, MPI_FLOAT, root, m->world, &req);
+    return finish_watched(m, rc, &req, "broadcast", "Ibcast");
 }
 
 static nn_status mpi_sum_f64(nn_comm *c, double *buf, size_t n) {

@@ -42,6 +42,7 @@ struct nn_pipeline {
     int *send_req;            /* (slots x 2) sends from each slot in flight, -1: none */
     size_t *plo, *phi;        /* (K) each stage's parameter range */
     size_t *blo, *bhi;        /* (K) and buffer range */
+    size_t x_floats;          /* per sample: the net's input */
     size_t in_floats;         /* per sample: node first-1's output (0 on stage 0) */
     size_t out_floats;        /* per sample: node last's output (0 on the last stage) */
     char describe[256];
@@ -170,6 +171,7 @@ nn_status nn_pipeline_new(nn_net *net, nn_comm *pipe, int micro, nn_pipeline_sch
     }
     p->first_node = p->stage ? p->last[p->stage - 1] + 1 : 0;
     p->last_node = p->last[p->stage];
+    p->x_floats = (size_t)nn_shape_numel(&net->nodes[net->input_node].out);
     p->in_floats = p->stage ? (size_t)nn_shape_numel(&net->nodes[p->first_node - 1].out) : 0;
     p->out_floats =
         p->stage < K - 1 ? (size_t)nn_shape_numel(&net->nodes[p->last_node].out) : 0;
@@ -231,9 +233,8 @@ static nn_status forward_micro(nn_pipeline *p, const float *x, const int32_t *y,
         (s = p->pipe->recv(p->pipe, net->nodes[p->first_node - 1].y, (size_t)m * p->in_floats,
                            peer_rank(p, p->stage - 1), 2 * j)))
         return s;
-    const nn_shape in = nn_net_input_shape(net);
     float loss = 0.0f;
-    s = nn_net_forward_range(net, p->stage == 0 ? x + (size_t)lo * (size_t)nn_shape_numel(&in) : NULL,
+    s = nn_net_forward_range(net, p->stage == 0 ? x + (size_t)lo * p->x_floats : NULL,
                              last_stage ? y + lo : NULL, m, p->first_node, p->last_node, &loss);
     if (s) return s;
     if (last_stage) {
@@ -257,8 +258,7 @@ static nn_status backward_micro(nn_pipeline *p, const float *x, const int32_t *y
         (s = p->pipe->recv(p->pipe, net->nodes[p->last_node].dy, (size_t)m * p->out_floats,
                            peer_rank(p, p->stage + 1), 2 * j + 1)))
         return s;
-    const size_t per = (size_t)nn_shape_numel(&net->nodes[net->input_node].out);
-    nn_net_backward_range(net, p->stage == 0 ? x + (size_t)lo * per : NULL, p->first_node,
+    nn_net_backward_range(net, p->stage == 0 ? x + (size_t)lo * p->x_floats : NULL, p->first_node,
                           p->last_node, m, last_stage ? y + lo : NULL,
                           last_stage ? (float)m / (float)n : 1.0f);
     if (p->stage == 0) return NN_OK;

@@ -349,6 +349,14 @@ static nn_status reduce_ranks(void *user, double *buf, size_t n) {
     return t->reduce_status = t->comm->sum_f64(t->comm, buf, n);
 }
 
+/* Every rank starts from rank 0's parameters and buffers. */
+static nn_status broadcast_model(nn_trainer *t, nn_comm *comm) {
+    nn_status s = comm->broadcast(comm, nn_net_params(t->net), nn_net_num_params(t->net), 0);
+    if (!s && nn_net_num_buffers(t->net))
+        s = comm->broadcast(comm, nn_net_buffers(t->net), nn_net_num_buffers(t->net), 0);
+    return s;
+}
+
 /* Pipeline parallel: the world's ranks as replicas x stages, the net cut
  * and planned for micro-batches, the parameters and buffers from rank 0. */
 static nn_status set_pipeline(nn_trainer *t, nn_comm *world) {
@@ -374,10 +382,7 @@ static nn_status set_pipeline(nn_trainer *t, nn_comm *world) {
     if ((s = nn_pipeline_new(t->net, t->pipe, micro, t->cfg.pipeline, t->cfg.stage_balance,
                               t->cfg.batch, &t->pipeline)))
         return s;
-    s = world->broadcast(world, nn_net_params(t->net), nn_net_num_params(t->net), 0);
-    if (!s && nn_net_num_buffers(t->net))
-        s = world->broadcast(world, nn_net_buffers(t->net), nn_net_num_buffers(t->net), 0);
-    return s;
+    return broadcast_model(t, world);
 }
 
 /* Pipeline: every stage's parameters and buffers (and optimizer state, for a
@@ -437,10 +442,7 @@ nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes)
         nn_net_set_reducer(t->net, reduce_ranks, t);
         t->sync_bn = 1;
     }
-    s = comm->broadcast(comm, nn_net_params(t->net), n, 0);
-    if (!s && nn_net_num_buffers(t->net))
-        s = comm->broadcast(comm, nn_net_buffers(t->net), nn_net_num_buffers(t->net), 0);
-    return s;
+    return broadcast_model(t, comm);
 }
 
 const nn_train_state *nn_trainer_state(const nn_trainer *t) { return &t->st; }
@@ -632,8 +634,9 @@ static nn_status train_pipeline(nn_trainer *t, const float *x, const int32_t *y,
     const double w0 = nn_wall_time();
     if ((s = t->comm->allreduce_start(t->comm, g, hi - lo, &req))) return s;
     s = t->comm->wait(t->comm, req);
-    t->comm_wait_s += nn_wall_time() - w0;
-    t->comm_flight_s += nn_wall_time() - w0;
+    const double waited = nn_wall_time() - w0; /* blocking: all of it in flight, none hidden */
+    t->comm_wait_s += waited;
+    t->comm_flight_s += waited;
     return s;
 }
 
@@ -642,15 +645,13 @@ static nn_status apply_step(nn_trainer *t, int micro) {
     float *g = nn_net_grads(t->net);
     const size_t np = nn_net_num_params(t->net);
     if (micro > 1) scale_grads(t->ctx->backend, g, np, 1.0f / (float)micro);
-    if (t->cfg.clip_grad_norm > 0 && t->pipeline) {
-        /* each stage holds its own parameters' gradients (zero elsewhere):
-         * the global norm sums the stages' squares */
+    if (t->cfg.clip_grad_norm > 0) {
+        /* a pipeline stage holds its own parameters' gradients (zero
+         * elsewhere): the global norm sums the stages' squares */
         double sq = nn_grad_sum_squares(g, np, t->ctx);
-        nn_status s = t->pipe->sum_f64(t->pipe, &sq, 1);
+        nn_status s = t->pipeline ? t->pipe->sum_f64(t->pipe, &sq, 1) : NN_OK;
         if (s) return s;
         nn_clip_grad_scale(g, np, sqrt(sq), t->cfg.clip_grad_norm, t->ctx);
-    } else if (t->cfg.clip_grad_norm > 0) {
-        nn_clip_grad_norm(g, np, t->cfg.clip_grad_norm, t->ctx);
     }
     t->lr = nn_sched_lr(&t->cfg.sched, &t->st.sched, t->st.epoch, t->st.step);
     nn_optim_set_lr(t->opt, t->lr);
