@@ -137,8 +137,10 @@ static void relu_alias_check(nn_ctx *ctx) {
 /* Activation gradients share memory only when their lives in the backward
  * pass do not overlap. Node r's kernel runs at step L - r (L the loss node);
  * r's gradient is first written by its latest consumer (through aliases), or
- * zeroed before the pass (step -1) when several kernels add into it, and
- * last read at step L - r. And some memory is shared on every model tried. */
+ * zeroed before the pass (step -1) when several kernels add into it, unless
+ * that latest consumer writes it in place (dx_direct, then no other kernel
+ * may), and last read at step L - r. And some memory is shared on every
+ * model tried. */
 static int root_of(const nn_net *net, int j) {
     while (net->nodes[j].alias_of >= 0) j = net->nodes[j].alias_of;
     return j;
@@ -155,15 +157,24 @@ static void gradient_sharing_check(nn_ctx *ctx, const char *what, const char *pa
     const int N = net->num_nodes, L = net->loss_node;
     int *start = xmalloc((size_t)N * sizeof *start), *end = xmalloc((size_t)N * sizeof *end);
     int bad = 0, shared = 0;
-    for (int r = 0; r < N; r++) {
-        start[r] = N + 1, end[r] = L - r;
-        if (net->nodes[r].grad_writers > 1) start[r] = -1;
-    }
+    int *latest = xmalloc((size_t)N * sizeof *latest), *in_place = xmalloc((size_t)N * sizeof *in_place);
+    for (int r = 0; r < N; r++) start[r] = N + 1, end[r] = L - r, latest[r] = -1, in_place[r] = 0;
     for (int k = 1; k <= L; k++)
         for (int m = 0; m < net->nodes[k].num_inputs; m++) {
             const int r = root_of(net, net->nodes[k].inputs[m]);
-            if (net->nodes[k].alias_of < 0 && L - k < start[r]) start[r] = L - k;
+            if (net->nodes[k].alias_of < 0 && L - k < start[r]) start[r] = L - k, latest[r] = k;
+            if (net->nodes[k].dx_direct >> m & 1u) in_place[r]++;
         }
+    for (int r = 0; r < N; r++) {
+        if (net->nodes[r].grad_writers < 2) continue;
+        int by_latest = 0; /* the one in-place writer must be the latest consumer */
+        for (int m = 0; latest[r] >= 0 && m < net->nodes[latest[r]].num_inputs; m++)
+            by_latest |= (net->nodes[latest[r]].dx_direct >> m & 1u) &&
+                         root_of(net, net->nodes[latest[r]].inputs[m]) == r;
+        const int ok = in_place[r] == 0 || (in_place[r] == 1 && by_latest);
+        if (!ok) bad++;
+        if (in_place[r] == 0) start[r] = -1;
+    }
     for (int i = 0; i < N; i++) {
         const nn_node *a = &net->nodes[i];
         if (a->op == NN_OP_INPUT || a->alias_of >= 0 || i == L) continue;
@@ -180,7 +191,7 @@ static void gradient_sharing_check(nn_ctx *ctx, const char *what, const char *pa
     }
     check(bad == 0 && shared > 0, what, "%d overlapping pairs, %d with overlapping lives", shared,
           bad);
-    free(start), free(end);
+    free(start), free(end), free(latest), free(in_place);
     nn_net_free(net);
 }
 

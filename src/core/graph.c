@@ -174,6 +174,34 @@ static void fuse_and_alias(nn_net *net) {
             net->nodes[root].grad_writers++;
         }
     }
+    /* the first kernel of the backward pass (the latest node) to write a
+     * gradient that several kernels add into writes it in place, unless it
+     * reads that memory through more than one input: the others add theirs
+     * through the scratch buffer. Nothing then zeroes it first. */
+    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].dx_direct = 0;
+    for (int r = 0; r < net->num_nodes; r++) {
+        if (net->nodes[r].grad_writers < 2) continue;
+        for (int i = net->num_nodes - 1; i > r; i--) {
+            nn_node *node = &net->nodes[i];
+            int slots = 0, slot = -1;
+            for (int k = 0; k < node->num_inputs; k++)
+                if ((node->needs_dx >> k & 1u) && memory_root(net, node->inputs[k]) == r)
+                    slots++, slot = k;
+            if (slots == 0) continue;
+            if (slots == 1) node->dx_direct |= 1u << slot;
+            break;
+        }
+    }
+}
+
+/* 1 if the kernel of some node writes the gradient of memory root r in place
+ * (then nothing zeroes it before the backward pass) */
+static int written_in_place(const nn_net *net, int r) {
+    for (int i = r + 1; i < net->num_nodes; i++)
+        for (int k = 0; k < net->nodes[i].num_inputs; k++)
+            if ((net->nodes[i].dx_direct >> k & 1u) && memory_root(net, net->nodes[i].inputs[k]) == r)
+                return 1;
+    return 0;
 }
 
 nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net **out) {
@@ -302,7 +330,8 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
  * do not overlap. Backward runs the kernel of node k at step loss_node - k;
  * the gradient of a memory root r is first written by the kernel of its
  * latest consumer and last read by r's own kernel. A gradient that several
- * kernels add into is zeroed before the pass, so it lives from step -1; one
+ * kernels add into is zeroed before the pass, so it lives from step -1,
+ * unless that latest consumer writes it in place (dx_direct); one
  * that no kernel writes (a branch the loss does not read) keeps memory of
  * its own, which stays zero. Greedy over first writes: each gradient takes
  * the free slot closest in size, or a new one; a slot is as large as its
@@ -334,7 +363,7 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
         const nn_node *node = &net->nodes[r];
         slot[r] = -1;
         if (r == net->input_node || node->alias_of >= 0 || r == L) continue;
-        if (node->grad_writers > 1) first[r] = -1;
+        if (node->grad_writers > 1 && !written_in_place(net, r)) first[r] = -1;
     }
     /* in order of first write (then node order: deterministic) */
     for (int step = -1; step <= N + 1; step++)
@@ -441,7 +470,7 @@ nn_status nn_net_plan_slots(nn_net *net, int max_batch, int num_slots) {
             if (n > scratch) scratch = n;
         }
         for (int k = 0; k < node->num_inputs && node->alias_of < 0; k++)
-            if ((node->needs_dx >> k & 1u) &&
+            if ((node->needs_dx >> k & 1u) && !(node->dx_direct >> k & 1u) &&
                 net->nodes[memory_root(net, node->inputs[k])].grad_writers > 1)
                 slots_used |= 1u << k;
     }
@@ -653,7 +682,8 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
         nn_node *in = &net->nodes[node->inputs[k]];
         a->xs[k] = in->y;
         a->dxs[k] = (node->needs_dx >> k & 1u) ? in->dy : NULL;
-        if (a->dxs[k] && net->nodes[memory_root(net, node->inputs[k])].grad_writers > 1)
+        if (a->dxs[k] && net->nodes[memory_root(net, node->inputs[k])].grad_writers > 1 &&
+            !(node->dx_direct >> k & 1u))
             a->dxs[k] = net->gscratch[k];
     }
     a->x = a->xs[0];
@@ -796,7 +826,7 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
     const nn_backend *be = net->ctx->backend;
     nn_dev_begin(be);
     for (int i = first > 0 ? first - 1 : 0; i < last; i++)
-        if (net->nodes[i].grad_writers > 1)
+        if (net->nodes[i].grad_writers > 1 && !written_in_place(net, i))
             nn_dev_zero(be, net->nodes[i].dy,
                         (size_t)n * (size_t)nn_shape_numel(&net->nodes[i].out) * sizeof(float));
     nn_dev_end(be);

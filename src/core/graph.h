@@ -157,6 +157,10 @@ typedef struct nn_node {
     int grad_writers;               /* kernels writing the gradient of this node's
                                        memory (its own consumers and those of its
                                        aliases); more than one: they accumulate */
+    unsigned dx_direct;             /* bit k: input k's gradient has several writers
+                                       but this kernel runs first of them in the
+                                       backward pass, so it writes (not adds) it in
+                                       place: no zeroing pass, no scratch copy */
     int alias_of;                   /* node whose memory this one shares (flatten,
                                        fused ReLU), or -1 */
     int fold_into;                  /* eval mode: the only reader whose affine map
