@@ -121,6 +121,27 @@ static int consumers(const nn_net *net, int j) {
 
 static const nn_op_def *def_of(const nn_node *node) { return nn_op_def_get(node->op); }
 
+/* A two-input add (node i) whose later input j has it as only reader, runs
+ * a kernel of its own and takes NN_EPILOGUE_ADD (batch norm): j reads the
+ * add's other input as one more input of its own and writes the sum, and
+ * the add shares j's memory and runs no kernel. The other input is computed
+ * before j (it is an earlier node) and its memory lives on (the add still
+ * lists it). */
+static void fuse_residual(nn_net *net, int i) {
+    nn_node *node = &net->nodes[i];
+    if (node->num_inputs != 2 || node->inputs[0] == node->inputs[1]) return;
+    const int j = node->inputs[0] > node->inputs[1] ? node->inputs[0] : node->inputs[1];
+    const int other = node->inputs[0] + node->inputs[1] - j;
+    nn_node *src = &net->nodes[j];
+    const nn_op_def *sdef = def_of(src);
+    if (src->alias_of >= 0 || !sdef->fuse_epilogue || consumers(net, j) != 1 ||
+        j == net->logits_node || src->num_inputs >= NN_MAX_INPUTS)
+        return;
+    if (!sdef->fuse_epilogue(src, NN_EPILOGUE_ADD)) return;
+    src->inputs[src->num_inputs++] = other;
+    node->alias_of = j;
+}
+
 /* Decides which nodes share memory with their input, from the registry
  * entries: ops that alias their input (flatten) always; an element-wise op
  * that can be an epilogue (relu) when the op before it takes it onto its own
@@ -133,12 +154,18 @@ static void fuse_and_alias(nn_net *net) {
         const nn_op_def *def = def_of(node);
         node->alias_of = -1;
         if (def->aliases_input) node->alias_of = node->inputs[0];
-        if (def->epilogue != NN_EPILOGUE_NONE && net->ctx->fuse) {
+        if (def->epilogue == NN_EPILOGUE_ADD && net->ctx->fuse) {
+            fuse_residual(net, i);
+        } else if (def->epilogue != NN_EPILOGUE_NONE && net->ctx->fuse) {
             int j = node->inputs[0];
             nn_node *src = &net->nodes[j];
+            /* an epilogue already running inside its producer (a residual
+             * add) hands this one on to that producer */
+            if (src->alias_of >= 0 && def_of(src)->epilogue != NN_EPILOGUE_NONE)
+                src = &net->nodes[memory_root(net, j)];
             const nn_op_def *sdef = def_of(src);
             if (sdef->fuse_epilogue && consumers(net, j) == 1 && j != net->logits_node &&
-                sdef->fuse_epilogue(src, def->epilogue))
+                src->alias_of < 0 && sdef->fuse_epilogue(src, def->epilogue))
                 node->alias_of = j;
         }
     }

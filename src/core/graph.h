@@ -91,6 +91,9 @@ typedef struct {
     float eps;          /* added to the variance */
     float momentum;     /* running = (1 - momentum) running + momentum batch */
     int relu;           /* ReLU fused onto the output (the graph's epilogue fusion) */
+    int residual;       /* a residual add fused in: the node's second input is
+                           added to the normalized value (before the ReLU), and
+                           the sum's gradient passed to it */
 } nn_bn_desc;
 
 typedef struct {
@@ -212,8 +215,10 @@ typedef struct {
 typedef enum { NN_KERNELS_CPU = 0, NN_KERNELS_CUDA, NN_KERNELS_COUNT } nn_kernel_kind;
 
 /* An element-wise op that may run inside the kernel of the op before it (its
- * "epilogue"), applied while the data is in cache. */
-typedef enum { NN_EPILOGUE_NONE = 0, NN_EPILOGUE_RELU } nn_epilogue;
+ * "epilogue"), applied while the data is in cache. NN_EPILOGUE_ADD: a
+ * two-input add (a residual connection) taken in by the producer of one
+ * input, which then reads the other as an input of its own. */
+typedef enum { NN_EPILOGUE_NONE = 0, NN_EPILOGUE_RELU, NN_EPILOGUE_ADD } nn_epilogue;
 
 /* key=value pairs of one model-file line, with use tracking so that unknown
  * keys become errors. */
@@ -269,7 +274,9 @@ typedef struct nn_op_def {
     nn_epilogue epilogue;
     /* Producer: takes epilogue e onto its output (sets its descriptor); 1 if
      * it did. Called only when the producer's output has no other reader
-     * and is not the logits. */
+     * and is not the logits. For NN_EPILOGUE_ADD the graph then appends the
+     * add's other input to the producer's inputs: its kernels (every
+     * backend's) add it to the output and write the sum's gradient to it. */
     int (*fuse_epilogue)(nn_node *node, nn_epilogue e);
     /* Consumer of a fused epilogue's output (its only reader): 1 if its
      * backward applies e's gradient mask itself (setting its descriptor);

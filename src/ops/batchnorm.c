@@ -141,12 +141,21 @@ static inline float masked(const float *dy, const float *y, int j) {
 }
 
 /* sum of g and of g (x - mean) over one row of g and x (len): g = dy, or
- * masked(dy, y) with y (a fused ReLU). Two loops, each a plain vector loop. */
+ * masked(dy, y) with y (a fused ReLU). With gout (a fused residual add's
+ * input gradient) g is also stored there. Plain vector loops. */
 static void row_grad_sums(const float *dy, const float *y, const float *x, int len, float mean,
-                          double *sum_g, double *dot) {
+                          double *sum_g, double *dot, float *gout) {
     float acc_g[LANES] = {0}, acc_d[LANES] = {0};
     int j = 0;
-    if (y) {
+    if (y && gout) {
+        for (; j + LANES <= len; j += LANES)
+            for (int l = 0; l < LANES; l++) {
+                const float g = masked(dy, y, j + l);
+                gout[j + l] = g;
+                acc_g[l] += g;
+                acc_d[l] += g * (x[j + l] - mean);
+            }
+    } else if (y) {
         for (; j + LANES <= len; j += LANES)
             for (int l = 0; l < LANES; l++) {
                 const float g = masked(dy, y, j + l);
@@ -154,6 +163,7 @@ static void row_grad_sums(const float *dy, const float *y, const float *x, int l
                 acc_d[l] += g * (x[j + l] - mean);
             }
     } else {
+        if (gout) memcpy(gout, dy, (size_t)len * sizeof(float));
         for (; j + LANES <= len; j += LANES)
             for (int l = 0; l < LANES; l++) {
                 acc_g[l] += dy[j + l];
@@ -163,6 +173,7 @@ static void row_grad_sums(const float *dy, const float *y, const float *x, int l
     double sg = lanes_total(acc_g), sd = lanes_total(acc_d);
     for (; j < len; j++) {
         const float g = y ? masked(dy, y, j) : dy[j];
+        if (gout) gout[j] = g;
         sg += g;
         sd += (double)g * (x[j] - mean);
     }
@@ -187,10 +198,10 @@ static double channel_sq_dev(const float *x, const nn_bn_desc *d, int n, int c, 
 
 /* Channel c after its statistics are known (training: the mean and the sum
  * of squared deviations ss of M values; eval: the running ones): the running
- * update, save, and y. */
+ * update, save, and y (plus r, a fused residual add's input, when not NULL). */
 static void channel_normalize(float *y, float *save, float *running, const float *x,
-                              const float *w, const float *b, const nn_bn_desc *d, int n,
-                              int training, int c, double mean, double ss, double M) {
+                              const float *r, const float *w, const float *b, const nn_bn_desc *d,
+                              int n, int training, int c, double mean, double ss, double M) {
     const int C = d->C, HW = d->HW;
     float *run_mean = running, *run_var = running + C; /* (C), (C) */
     double invstd;
@@ -213,7 +224,18 @@ static void channel_normalize(float *y, float *save, float *running, const float
     for (int i = 0; i < n; i++) {
         const float *xc = x + ((size_t)i * C + c) * HW;
         float *yc = y + ((size_t)i * C + c) * HW; /* (HW) */
-        if (d->relu) {
+        if (r) {
+            /* the residual add (then its ReLU) as add's forward: the
+             * normalized value plus the other input, in one pass */
+            const float *rc = r + ((size_t)i * C + c) * HW;
+            if (d->relu)
+                for (int j = 0; j < HW; j++) {
+                    const float v = (xc[j] * alpha + beta) + rc[j];
+                    yc[j] = (v > 0.0f || v != v) ? v : 0.0f;
+                }
+            else
+                for (int j = 0; j < HW; j++) yc[j] = (xc[j] * alpha + beta) + rc[j];
+        } else if (d->relu) {
             /* the fused ReLU, as relu's forward (NaN passes) */
             for (int j = 0; j < HW; j++) {
                 const float v = xc[j] * alpha + beta;
@@ -229,8 +251,9 @@ static void channel_normalize(float *y, float *save, float *running, const float
  * every rank's batch: the channels' sums and the value count are summed over
  * the ranks, then the squared deviations from the global mean. acc (2C + 1
  * doubles) holds them while they travel; unused without reduce. */
-static void bn_forward(float *y, float *save, float *running, const float *x, const float *w,
-                       const float *b, const nn_bn_desc *d, int n, int training, double *acc,
+static void bn_forward(float *y, float *save, float *running, const float *x, const float *r,
+                       const float *w, const float *b, const nn_bn_desc *d, int n, int training,
+                       double *acc,
                        nn_reducer reduce, void *user, nn_ctx *ctx) {
     const int C = d->C;
     const double M = (double)n * d->HW;
@@ -243,7 +266,7 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
                 mean = channel_sum(x, d, n, c) / M;
                 ss = channel_sq_dev(x, d, n, c, mean);
             }
-            channel_normalize(y, save, running, x, w, b, d, n, training, c, mean, ss, M);
+            channel_normalize(y, save, running, x, r, w, b, d, n, training, c, mean, ss, M);
         }
     } else {
         double *sum = acc, *count = acc + C, *sq = acc + C + 1; /* (C), (1), (C) */
@@ -257,24 +280,27 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
         reduce(user, sq, (size_t)C);
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++)
-            channel_normalize(y, save, running, x, w, b, d, n, 1, c, sum[c] / Mg, sq[c], Mg);
+            channel_normalize(y, save, running, x, r, w, b, d, n, 1, c, sum[c] / Mg, sq[c], Mg);
     }
     if (training) running[2 * C] += 1.0f; /* num_batches_tracked */
 }
 
 void nn_batchnorm_forward(float *y, float *save, float *running, const float *x, const float *w,
                           const float *b, const nn_bn_desc *d, int n, int training, nn_ctx *ctx) {
-    bn_forward(y, save, running, x, w, b, d, n, training, NULL, NULL, NULL, ctx);
+    bn_forward(y, save, running, x, NULL, w, b, d, n, training, NULL, NULL, NULL, ctx);
 }
 
 /* Channel c's sums over the batch: g, g (x - mean), g = masked(dy, y)
- * (y NULL: no fused ReLU). */
-static void channel_grad_sums(const float *dy, const float *y, const float *x, const nn_bn_desc *d,
-                              int n, int c, float mean, double *sum_dy, double *dot) {
+ * (y NULL: no fused ReLU); g also into dr (a fused residual add's input
+ * gradient) when not NULL. */
+static void channel_grad_sums(const float *dy, const float *y, const float *x, float *dr,
+                              const nn_bn_desc *d, int n, int c, float mean, double *sum_dy,
+                              double *dot) {
     *sum_dy = *dot = 0.0;
     for (int i = 0; i < n; i++) {
         const size_t row = ((size_t)i * d->C + c) * d->HW;
-        row_grad_sums(dy + row, y ? y + row : NULL, x + row, d->HW, mean, sum_dy, dot);
+        row_grad_sums(dy + row, y ? y + row : NULL, x + row, d->HW, mean, sum_dy, dot,
+                      dr ? dr + row : NULL);
     }
 }
 
@@ -306,10 +332,10 @@ static void channel_dx(float *dx, const float *dy, const float *y, const float *
  * objective is the mean over all ranks' samples), summed with the value
  * count, and divided by (the global count x n) again on each rank. dw and db
  * stay this rank's. acc: 2C + 1 doubles. */
-static void bn_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
-                        const float *x, const float *w, const float *save, const nn_bn_desc *d,
-                        int n, int training, double *acc, nn_reducer reduce, void *user,
-                        nn_ctx *ctx) {
+static void bn_backward(float *dx, float *dr, float *dw, float *db, const float *dy,
+                        const float *y, const float *x, const float *w, const float *save,
+                        const nn_bn_desc *d, int n, int training, double *acc, nn_reducer reduce,
+                        void *user, nn_ctx *ctx) {
     const int C = d->C;
     if (!d->relu) y = NULL; /* y masks the gradient only under a fused ReLU */
     const double M = (double)n * d->HW;
@@ -318,7 +344,7 @@ static void bn_backward(float *dx, float *dw, float *db, const float *dy, const 
         for (int c = 0; c < C; c++) {
             const double mean = save[c], invstd = save[C + c];
             double sum_dy, dot; /* sum dy, sum dy (x - mean) */
-            channel_grad_sums(dy, y, x, d, n, c, (float)mean, &sum_dy, &dot);
+            channel_grad_sums(dy, y, x, dr, d, n, c, (float)mean, &sum_dy, &dot);
             dw[c] += (float)(dot * invstd);
             db[c] += (float)sum_dy;
             if (dx)
@@ -332,7 +358,7 @@ static void bn_backward(float *dx, float *dw, float *db, const float *dy, const 
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
         double sum_dy, dot;
-        channel_grad_sums(dy, y, x, d, n, c, save[c], &sum_dy, &dot);
+        channel_grad_sums(dy, y, x, dr, d, n, c, save[c], &sum_dy, &dot);
         dw[c] += (float)(dot * invstd);
         db[c] += (float)sum_dy;
         sum[c] = sum_dy * n;
@@ -353,7 +379,7 @@ static void bn_backward(float *dx, float *dw, float *db, const float *dy, const 
 void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const float *save, const nn_bn_desc *d, int n,
                            int training, nn_ctx *ctx) {
-    bn_backward(dx, dw, db, dy, NULL, x, w, save, d, n, training, NULL, NULL, NULL, ctx);
+    bn_backward(dx, NULL, dw, db, dy, NULL, x, w, save, d, n, training, NULL, NULL, NULL, ctx);
 }
 
 /* the reducer's 2C + 1 doubles (synchronized batch norm), as floats */
@@ -366,24 +392,33 @@ static size_t batchnorm_workspace(const nn_node *node, int max_batch, int thread
 static void batchnorm_fwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
     float *save = a->aux; /* (2C + 1) */
-    bn_forward(a->y, save, a->buf, a->x, a->w, a->b, d, a->n, a->training, (double *)a->ws,
-               a->reduce, a->reduce_user, a->ctx);
+    bn_forward(a->y, save, a->buf, a->x, d->residual ? a->xs[1] : NULL, a->w, a->b, d, a->n,
+               a->training, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
     save[2 * d->C] = a->training ? 1.0f : 0.0f;
 }
 
 static void batchnorm_bwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
     const float *save = a->aux;
-    bn_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, save, d, a->n,
+    bn_backward(a->dx, d->residual ? a->dxs[1] : NULL, a->dw, a->db, a->dy, a->y, a->x, a->w,
+                save, d, a->n,
                 save[2 * d->C] != 0.0f, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
 }
 
 /* A ReLU after the batch norm (its only reader) is applied in the same pass
- * over the output, and its gradient mask inside the backward pass. */
+ * over the output, and its gradient mask inside the backward pass. So is a
+ * residual add (a ResNet block's last batch norm + add + ReLU: one pass
+ * forward, and the add's gradient written by the batch norm's sums pass). */
 static int batchnorm_fuse_epilogue(nn_node *node, nn_epilogue e) {
-    if (e != NN_EPILOGUE_RELU) return 0;
-    node->d.bn.relu = 1;
-    return 1;
+    if (e == NN_EPILOGUE_RELU) {
+        node->d.bn.relu = 1;
+        return 1;
+    }
+    if (e == NN_EPILOGUE_ADD && !node->d.bn.residual && !node->d.bn.relu) {
+        node->d.bn.residual = 1;
+        return 1;
+    }
+    return 0;
 }
 
 static const nn_op_kernels batchnorm_cpu = {

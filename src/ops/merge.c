@@ -132,6 +132,7 @@ const nn_op_def nn_add_def = {
     .configure = add_configure,
     .flops = add_flops,
     .kernels = {[NN_KERNELS_CPU] = &add_cpu, NN_CUDA_KERNELS(add)},
+    .epilogue = NN_EPILOGUE_ADD,
     .fuse_epilogue = add_fuse_epilogue,
 };
 

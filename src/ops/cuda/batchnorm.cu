@@ -98,20 +98,24 @@ __global__ void bn_coef_kernel(float *alpha, float *beta, float *save, float *ru
     }
 }
 
-__global__ void bn_normalize_kernel(float *y, const float *x, const float *alpha,
+/* y = x alpha + beta (plus r, a fused residual add's other input, when not
+ * NULL), then the fused ReLU */
+__global__ void bn_normalize_kernel(float *y, const float *x, const float *r, const float *alpha,
                                     const float *beta, int C, int HW, int relu, size_t n) {
     NN_CUDA_FOR(j, n) {
         const int c = (int)(j / HW % C);
-        const float v = x[j] * alpha[c] + beta[c];
+        float v = x[j] * alpha[c] + beta[c];
+        if (r) v = v + r[j];
         y[j] = relu ? nn_relu_f(v) : v;
     }
 }
 
 /* One block per channel: the sums of g and g (x - mean), g = dy masked by
- * the fused ReLU's output y (NULL: none); dw, db accumulate; the sums times
- * weight (the reducer's weighting: the samples n, else 1) and the count go
- * to acc. */
-__global__ void bn_grad_sums_kernel(double *acc, float *dw, float *db, const float *dy,
+ * the fused ReLU's output y (NULL: none), g also stored in dr (a fused
+ * residual add's input gradient) when not NULL; dw, db accumulate; the sums
+ * times weight (the reducer's weighting: the samples n, else 1) and the
+ * count go to acc. */
+__global__ void bn_grad_sums_kernel(double *acc, float *dw, float *db, float *dr, const float *dy,
                                     const float *y, const float *x, const float *save, int C,
                                     int HW, int n, double weight) {
     __shared__ double sh[BN_THREADS];
@@ -122,6 +126,7 @@ __global__ void bn_grad_sums_kernel(double *acc, float *dw, float *db, const flo
     for (size_t e = threadIdx.x; e < M; e += BN_THREADS) {
         const size_t j = at(c, e, C, HW);
         const float g = y ? nn_relu_mask_f(dy[j], y[j]) : dy[j];
+        if (dr) dr[j] = g;
         sg += g;
         sd += (double)g * (x[j] - mean);
     }
@@ -184,7 +189,8 @@ static void batchnorm_fwd(const nn_op_args *a) {
     bn_coef_kernel<<<NN_CUDA_GRID(C)>>>(alpha, beta, (float *)a->aux, a->buf, a->w, a->b, acc, C,
                                         d->eps, d->momentum, a->training);
     const size_t n = nn_cuda_count(a);
-    bn_normalize_kernel<<<NN_CUDA_GRID(n)>>>(a->y, a->x, alpha, beta, C, d->HW, d->relu, n);
+    bn_normalize_kernel<<<NN_CUDA_GRID(n)>>>(a->y, a->x, d->residual ? a->xs[1] : NULL, alpha,
+                                             beta, C, d->HW, d->relu, n);
     nn_cuda_check_launch("batchnorm forward");
 }
 
@@ -201,8 +207,8 @@ static void batchnorm_bwd(const nn_op_args *a) {
                       "cudaMemcpy (batchnorm mode)");
     const int reduce = a->reduce && mode != 0.0f;
     const double weight = reduce ? (double)a->n : 1.0;
-    bn_grad_sums_kernel<<<C, BN_THREADS>>>(acc, a->dw, a->db, a->dy, y, a->x, save, C, d->HW,
-                                           a->n, weight);
+    bn_grad_sums_kernel<<<C, BN_THREADS>>>(acc, a->dw, a->db, d->residual ? a->dxs[1] : NULL,
+                                           a->dy, y, a->x, save, C, d->HW, a->n, weight);
     nn_cuda_check_launch("batchnorm backward");
     if (reduce) a->reduce(a->reduce_user, acc, 2 * (size_t)C + 1);
     if (!a->dx) return;
