@@ -8,7 +8,9 @@
  * (scaled weights: the same within 1e-5 of the largest logit, and the fold
  * must happen with fusion on only). With fusion on the ReLU must really alias
  * its producer (no pass of its own), and a residual add after a batch norm
- * must run inside it. Central-difference checks of the fused batch norm +
+ * must run inside it, and a batch norm + ReLU before a depthwise convolution
+ * must run in that convolution's loads (its own output not written in
+ * training passes). Central-difference checks of the fused batch norm +
  * ReLU's and batch norm + add + ReLU's gradients guard the backward itself.
  */
 #include "test_util.h"
@@ -21,39 +23,48 @@ static const struct {
     const char *name, *text;
     const char *fused;    /* the ReLU layer that must alias its producer */
     const char *absorbed; /* an add that must run inside the batch norm before it */
+    const char *prologue; /* a convolution that must normalize the batch norm's input */
 } PATTERNS[] = {
     {"conv + batchnorm + relu",
      "input shape=2x8x8\nconv2d name=c out=6 kernel=3 pad=1 bias=0\nbatchnorm name=bn\n"
      "relu name=r\nflatten\nlinear out=4\nsoftmax_ce\n",
-     "r", NULL},
+     "r", NULL, NULL},
     {"residual add + relu",
      "input shape=2x8x8\nconv2d name=c1 out=2 kernel=3 pad=1\nconv2d name=c2 out=2 kernel=3 pad=1\n"
      "add name=a in=c2,input\nrelu name=r\nflatten\nlinear out=4\nsoftmax_ce\n",
-     "r", NULL},
+     "r", NULL, NULL},
     {"resnet block (bn + relu, bn + add + relu)",
      "input shape=3x8x8\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=c1 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=c2 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
      "relu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a"},
+     "r2", "a", NULL},
     {"downsampling block (bn + add(skip first) + relu, projection bn)",
      "input shape=3x8x8\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=c1 out=6 kernel=3 stride=2 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=c2 out=6 kernel=3 pad=1 bias=0\nbatchnorm name=b2\n"
      "conv2d name=p in=r0 out=6 kernel=1 stride=2 bias=0\nbatchnorm name=pb\n"
      "add name=a in=pb,b2\nrelu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a"},
+     "r2", "a", NULL},
+    {"mobilenet blocks (bn + relu into depthwise, stride 1 and 2)",
+     "input shape=2x8x8\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
+     "conv2d name=d1 out=4 kernel=3 pad=1 groups=4 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
+     "conv2d name=p1 out=6 kernel=1 bias=0\nbatchnorm name=b2\nrelu name=r2\n"
+     "conv2d name=d2 out=6 kernel=3 pad=1 stride=2 groups=6 bias=0\nbatchnorm name=b3\n"
+     "relu name=r3\ngap\nlinear out=5\nsoftmax_ce\n",
+     "r3", NULL, "d2"},
     {"conv + relu, linear + relu",
      "input shape=1x8x8\nconv2d name=c out=4 kernel=3 pad=1\nrelu name=r\nmaxpool size=2\nflatten\n"
      "linear name=fc out=8\nrelu name=r2\nlinear out=3\nsoftmax_ce\n",
-     "r2", NULL},
+     "r2", NULL, NULL},
 };
 
 /* Trains a copy of text for 5 SGD steps on fixed batches; the losses, the
  * final parameters and buffers and the eval logits go into out (owned by the
  * caller). Returns the number of floats, 0 on error. */
 static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, const char *absorbed,
-                  int *aliased, int *folded, size_t *logits_at, float **out) {
+                  const char *prologue, int *aliased, int *folded, size_t *logits_at,
+                  float **out) {
     nn_ctx_set_fusion(ctx, fuse);
     nn_net *net = NULL;
     nn_status st = nn_net_parse(ctx, text, "fusion.nn", &net);
@@ -68,6 +79,11 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
         const int j = a >= 0 ? net->nodes[a].alias_of : -1;
         *aliased = *aliased && j >= 0 && net->nodes[j].op == NN_OP_BATCHNORM &&
                    net->nodes[j].d.bn.residual && net->nodes[j].d.bn.relu;
+    }
+    if (prologue) { /* both depthwise convolutions normalize their batch norm's input */
+        const int a = nn_model_find_layer(net, prologue), p = a >= 0 ? net->nodes[a].prologue_from : -1;
+        *aliased = *aliased && p >= 0 && net->nodes[p].d.bn.out_virtual &&
+                   net->nodes[nn_model_find_layer(net, "d1")].prologue_from >= 0;
     }
     nn_rng rng;
     nn_rng_seed(&rng, 42, 0);
@@ -126,12 +142,13 @@ static void test_patterns(nn_ctx *ctx) {
         int aliased_on = 0, aliased_off = 0, folded_on = 0, folded_off = 0;
         size_t at_on = 0, at_off = 0;
         size_t a = run(ctx, PATTERNS[p].text, 1, PATTERNS[p].fused, PATTERNS[p].absorbed,
-                       &aliased_on, &folded_on, &at_on, &on);
+                       PATTERNS[p].prologue, &aliased_on, &folded_on, &at_on, &on);
         size_t b = run(ctx, PATTERNS[p].text, 0, PATTERNS[p].fused, PATTERNS[p].absorbed,
-                       &aliased_off, &folded_off, &at_off, &off);
+                       PATTERNS[p].prologue, &aliased_off, &folded_off, &at_off, &off);
         char name[200];
-        snprintf(name, sizeof name, "%s: the ReLU%s runs inside its producer with fusion on only",
-                 PATTERNS[p].name, PATTERNS[p].absorbed ? " and the add" : "");
+        snprintf(name, sizeof name, "%s: the ReLU%s runs inside its producer%s with fusion on only",
+                 PATTERNS[p].name, PATTERNS[p].absorbed ? " and the add" : "",
+                 PATTERNS[p].prologue ? " and the batch norms in the depthwise convolutions" : "");
         check(a && aliased_on && !aliased_off, name, "%s", ctx_err(ctx, NN_OK));
         const int has_bn = contains(PATTERNS[p].text, "batchnorm");
         snprintf(name, sizeof name, "%s: eval mode folds batch norm into the convolution%s",
@@ -210,12 +227,37 @@ static void test_gradient(nn_ctx *ctx, int pattern) {
     nn_net_free(net);
 }
 
+/* The depthwise prologue's portable loop (NNOPT_ISA=generic) against the
+ * unfused portable run: the same bytes. */
+static void test_prologue_generic(nn_ctx *ctx) {
+    const nn_isa isa = nn_ctx_isa(ctx);
+    if (isa == NN_ISA_GENERIC || nn_ctx_set_isa(ctx, NN_ISA_GENERIC)) return; /* tested above */
+    const int p = 4;
+    float *on = NULL, *off = NULL;
+    int al_on = 0, al_off = 0, f_on = 0, f_off = 0;
+    size_t at_on = 0, at_off = 0;
+    size_t a = run(ctx, PATTERNS[p].text, 1, PATTERNS[p].fused, NULL, PATTERNS[p].prologue, &al_on,
+                   &f_on, &at_on, &on);
+    size_t b = run(ctx, PATTERNS[p].text, 0, PATTERNS[p].fused, NULL, PATTERNS[p].prologue, &al_off,
+                   &f_off, &at_off, &off);
+    size_t diff = a && a == b && at_on == at_off ? 0 : 1;
+    for (size_t i = 0; !diff && i < at_on; i++) diff += memcmp(&on[i], &off[i], sizeof(float)) != 0;
+    check(a && al_on && !al_off && diff == 0,
+          "mobilenet blocks, portable loops: the prologue gives the unfused bytes (5 steps' "
+          "losses, parameters, buffers)", "%zu differ", diff);
+    free(on), free(off);
+    nn_ctx_set_isa(ctx, isa);
+    nn_ctx_set_fusion(ctx, 1);
+}
+
 int main(void) {
     nn_ctx *ctx = test_ctx_new(2);
     if (!ctx) return 2;
     test_patterns(ctx);
+    test_prologue_generic(ctx);
     test_gradient(ctx, 0); /* batch norm + ReLU */
     test_gradient(ctx, 2); /* batch norm + residual add + ReLU */
+    test_gradient(ctx, 4); /* batch norm + ReLU normalized by the depthwise convolutions */
     /* (the downsampling block's fused gradient is checked against the
      * unfused one above, bytes; its central differences miss by 3% fused
      * and unfused alike: ReLU kinks within the step) */

@@ -121,6 +121,34 @@ static int consumers(const nn_net *net, int j) {
 
 static const nn_op_def *def_of(const nn_node *node) { return nn_op_def_get(node->op); }
 
+/* A node whose kernels take a prologue (a depthwise convolution) and whose
+ * input is a batch norm's output (through its fused ReLU), read by nothing
+ * else: in training passes the convolution normalizes the batch norm's input
+ * itself while loading it, so the batch norm writes no output (one pass over
+ * memory less forward, and its backward reads its input, not its output).
+ * Eval passes run as before (the batch norm may then fold into the
+ * convolution before it). */
+static void plan_prologues(nn_net *net) {
+    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].prologue_from = -1;
+    if (!net->ctx->fuse) return;
+    for (int i = 0; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        const nn_op_kernels *k = nn_backend_kernels(net->ctx->backend, node->op);
+        if (node->alias_of >= 0 || node->num_inputs < 1 || !k || !k->takes_prologue ||
+            !k->takes_prologue(node, net->ctx))
+            continue;
+        const int j = node->inputs[0], p = memory_root(net, j);
+        nn_node *src = &net->nodes[p];
+        const nn_op_def *sdef = def_of(src);
+        if (p == net->input_node || !sdef->give_prologue || !sdef->prologue_coefs ||
+            consumers(net, j) != 1 || consumers(net, p) != 1 || j == net->logits_node ||
+            p == net->logits_node || (j != p && net->nodes[j].alias_of != p) ||
+            src->num_inputs != 1 || memory_root(net, src->inputs[0]) == net->input_node)
+            continue;
+        if (sdef->give_prologue(src)) node->prologue_from = p;
+    }
+}
+
 /* A two-input add (node i) whose later input j has it as only reader, runs
  * a kernel of its own and takes NN_EPILOGUE_ADD (batch norm): j reads the
  * add's other input as one more input of its own and writes the sum, and
@@ -187,6 +215,7 @@ static void fuse_and_alias(nn_net *net) {
         if (pdef->epilogue_masked_later && def->mask_epilogue(node, e))
             pdef->epilogue_masked_later(producer);
     }
+    plan_prologues(net);
     /* which input gradients each kernel computes (none flows into the image),
      * and how many kernels write each memory root's gradient */
     for (int i = 0; i < net->num_nodes; i++) net->nodes[i].grad_writers = 0;
@@ -713,6 +742,11 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
             !(node->dx_direct >> k & 1u))
             a->dxs[k] = net->gscratch[k];
     }
+    if (node->prologue_from >= 0 && net->prologue_pass) {
+        const nn_node *p = &net->nodes[node->prologue_from];
+        a->xs[0] = net->nodes[p->inputs[0]].y;
+        a->in_scale = def_of(p)->prologue_coefs(p, &a->in_shift, &a->in_relu);
+    }
     a->x = a->xs[0];
     a->dx = a->dxs[0];
     if (node->param_index >= 0) {
@@ -773,6 +807,7 @@ static int forward_nodes(nn_net *net, int first, int last, int n, const int32_t 
     /* eval mode on host memory: affine readers folded into their producers */
     const int fold = !net->training && net->fold_ws && net->ctx->fuse && be->host_visible;
     int folded = 0;
+    net->prologue_pass = net->training;
     for (int i = first; i <= last; i++) {
         nn_node *node = &net->nodes[i];
         if (i == net->input_node) continue;
@@ -949,6 +984,7 @@ static int valid_cut(const nn_net *net, int c) {
         const nn_node *node = &net->nodes[j];
         for (int k = 0; k < node->num_inputs; k++)
             if (node->inputs[k] < c) return 0;
+        if (node->prologue_from >= 0 && net->nodes[node->prologue_from].inputs[0] < c) return 0;
         if (node->alias_of >= 0 && node->alias_of <= c && node->alias_of != root) return 0;
     }
     return 1;

@@ -94,6 +94,9 @@ typedef struct {
     int residual;       /* a residual add fused in: the node's second input is
                            added to the normalized value (before the ReLU), and
                            the sum's gradient passed to it */
+    int out_virtual;    /* its only reader applies the normalization (and the
+                           ReLU) while loading: training passes write no output,
+                           only the map's floats, and backward masks by x */
 } nn_bn_desc;
 
 typedef struct {
@@ -171,6 +174,10 @@ typedef struct nn_node {
                                        that reader's output, or -1 (nn_net_plan) */
     int folded;                     /* eval mode: this node runs inside its producer's
                                        kernel (the producer's fold_into) */
+    int prologue_from;              /* training passes: the producer (a batch norm)
+                                       whose per-channel map this node's kernel
+                                       applies to that producer's input while
+                                       loading it, or -1 (see give_prologue) */
 } nn_node;
 
 /* Everything a kernel call needs; pointers are NULL when not applicable. */
@@ -180,6 +187,10 @@ typedef struct {
     float *y;                       /* output (n, out) */
     const float *x;                 /* first input (n, in) */
     const float *xs[NN_MAX_INPUTS]; /* every input (node->num_inputs; xs[0] = x) */
+    const float *in_scale, *in_shift; /* not NULL: x is the input of the batch norm
+                                       before (prologue_from), whose output is
+                                       max(0 if in_relu, x in_scale[c] + in_shift[c]) */
+    int in_relu;
     const float *w, *b;             /* parameters */
     const float *dy;                /* gradient of output */
     float *dx;                      /* gradient of first input, overwritten; NULL = skip */
@@ -207,6 +218,9 @@ typedef struct {
     /* optional: which of the backend's kernels run for this node (nnopt bench,
      * nnopt info), e.g. conv2d's "winograd" */
     const char *(*kernel_name)(const nn_node *node, const nn_ctx *ctx);
+    /* optional: 1 if the kernels for this node apply a producer's per-channel
+     * map to input 0 while loading it (nn_op_args.in_scale) */
+    int (*takes_prologue)(const nn_node *node, const nn_ctx *ctx);
 } nn_op_kernels;
 
 /* The kernel tables a registry entry holds, one per kind of backend; a
@@ -293,6 +307,14 @@ typedef struct nn_op_def {
      * length, one per output channel) and bias, and the ReLU: sets copy's
      * descriptor for it (bias on, relu) and returns K; 0: cannot. */
     int (*absorb_affine)(nn_node *copy, int relu);
+    /* Producer of a per-channel map (batch norm, then its fused ReLU) whose
+     * only reader's kernels take it as a prologue (takes_prologue): sets its
+     * descriptor so that training passes write no output but the map, and
+     * its backward masks by its input; 1 if it can. prologue_coefs: the
+     * map's C scales (returned) and shifts (valid after a training
+     * forward), and whether a ReLU follows. */
+    int (*give_prologue)(nn_node *node);
+    const float *(*prologue_coefs)(const nn_node *node, const float **shift, int *relu);
     /* Planning: the context's precision for this node (nn_net_plan). */
     void (*set_precision)(nn_node *node, nn_precision p);
     /* Before every forward pass: whether a batch of n can run in this mode
@@ -362,6 +384,7 @@ struct nn_net {
     int32_t *labels_dev;            /* (max_batch) its labels, likewise */
     size_t ws_floats;
     int folded_pass;                /* the last forward ran folded ops (no backward) */
+    int prologue_pass;              /* the last forward ran prologues (training) */
     float *fold_ws;                 /* eval mode: the folded weights, bias, scale and
                                        shift of one producer at a time (NULL: none) */
     float *gscratch[NN_MAX_INPUTS]; /* per input slot: a gradient written here is then

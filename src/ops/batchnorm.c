@@ -79,8 +79,9 @@ static nn_status batchnorm_configure(nn_node *node, nn_kvlist *kv, const nn_shap
     node->buffer_init[0] = 0.0f;
     node->buffer_init[1] = 1.0f;
     node->buffer_init[2] = 0.0f;
-    /* mean (C), 1/std (C), the mode of the forward that wrote them */
-    node->aux_fixed_bytes = (2 * (size_t)d->C + 1) * sizeof(float);
+    /* mean (C), 1/std (C), the mode of the forward that wrote them, then the
+     * normalizing map's float scales and shifts (C, C; see give_prologue) */
+    node->aux_fixed_bytes = (4 * (size_t)d->C + 1) * sizeof(float);
     return NN_OK;
 }
 
@@ -138,6 +139,37 @@ static double row_sq_dev(const float *x, int len, float mean) {
 static inline float masked(const float *dy, const float *y, int j) {
     const float g = dy[j]; /* loaded either way: the loop vectorizes to a blend */
     return y[j] > 0.0f ? g : 0.0f;
+}
+
+/* The mask of a fused ReLU whose output was not written (out_virtual):
+ * dy where x alpha + beta > 0, the forward's value and test. */
+static inline float masked_x(const float *dy, const float *x, float alpha, float beta, int j) {
+    const float g = dy[j], v = x[j] * alpha + beta;
+    return v > 0.0f ? g : 0.0f;
+}
+
+/* The row sums under masked_x (no residual add: out_virtual excludes it).
+ * Not inlined: GCC 12 vectorizes it alone, but inlined into the channel loop
+ * it became scalar code with a branch per element (4x slower). */
+__attribute__((noinline)) static void row_grad_sums_xmask(const float *dy, const float *x, int len, float mean, float alpha,
+                                float beta, double *sum_g, double *dot) {
+    float acc_g[LANES] = {0}, acc_d[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= len; j += LANES)
+        for (int l = 0; l < LANES; l++) { /* masked_x, spelled out: a vector loop */
+            const float g0 = dy[j + l], v = x[j + l] * alpha + beta;
+            const float g = v > 0.0f ? g0 : 0.0f;
+            acc_g[l] += g;
+            acc_d[l] += g * (x[j + l] - mean);
+        }
+    double sg = lanes_total(acc_g), sd = lanes_total(acc_d);
+    for (; j < len; j++) {
+        const float g = masked_x(dy, x, alpha, beta, j);
+        sg += g;
+        sd += (double)g * (x[j] - mean);
+    }
+    *sum_g += sg;
+    *dot += sd;
 }
 
 /* sum of g and of g (x - mean) over one row of g and x (len): g = dy, or
@@ -198,7 +230,8 @@ static double channel_sq_dev(const float *x, const nn_bn_desc *d, int n, int c, 
 
 /* Channel c after its statistics are known (training: the mean and the sum
  * of squared deviations ss of M values; eval: the running ones): the running
- * update, save, and y (plus r, a fused residual add's input, when not NULL). */
+ * update, save (the map's float scale and shift too), and y (plus r, a fused
+ * residual add's input, when not NULL); y NULL: the map only. */
 static void channel_normalize(float *y, float *save, float *running, const float *x,
                               const float *r, const float *w, const float *b, const nn_bn_desc *d,
                               int n, int training, int c, double mean, double ss, double M) {
@@ -221,7 +254,11 @@ static void channel_normalize(float *y, float *save, float *running, const float
     /* y = x alpha + beta, as PyTorch's CPU kernel */
     const float alpha = (float)(invstd * w[c]);
     const float beta = (float)(b[c] - mean * invstd * w[c]);
-    for (int i = 0; i < n; i++) {
+    if (d->out_virtual) { /* the map its reader applies (give_prologue) */
+        save[2 * C + 1 + c] = alpha;
+        save[3 * C + 1 + c] = beta;
+    }
+    for (int i = 0; y && i < n; i++) {
         const float *xc = x + ((size_t)i * C + c) * HW;
         float *yc = y + ((size_t)i * C + c) * HW; /* (HW) */
         if (r) {
@@ -257,6 +294,7 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
                        nn_reducer reduce, void *user, nn_ctx *ctx) {
     const int C = d->C;
     const double M = (double)n * d->HW;
+    if (training && d->out_virtual) y = NULL; /* the reader normalizes (give_prologue) */
     if (!training || !reduce) {
         /* one pass per channel while it is in cache */
         NN_PARALLEL_FOR(ctx->threads)
@@ -294,13 +332,16 @@ void nn_batchnorm_forward(float *y, float *save, float *running, const float *x,
  * (y NULL: no fused ReLU); g also into dr (a fused residual add's input
  * gradient) when not NULL. */
 static void channel_grad_sums(const float *dy, const float *y, const float *x, float *dr,
-                              const nn_bn_desc *d, int n, int c, float mean, double *sum_dy,
-                              double *dot) {
+                              const float *map, const nn_bn_desc *d, int n, int c, float mean,
+                              double *sum_dy, double *dot) {
     *sum_dy = *dot = 0.0;
     for (int i = 0; i < n; i++) {
         const size_t row = ((size_t)i * d->C + c) * d->HW;
-        row_grad_sums(dy + row, y ? y + row : NULL, x + row, d->HW, mean, sum_dy, dot,
-                      dr ? dr + row : NULL);
+        if (map) /* a ReLU masked by x (out_virtual) */
+            row_grad_sums_xmask(dy + row, x + row, d->HW, mean, map[c], map[d->C + c], sum_dy, dot);
+        else
+            row_grad_sums(dy + row, y ? y + row : NULL, x + row, d->HW, mean, sum_dy, dot,
+                          dr ? dr + row : NULL);
     }
 }
 
@@ -308,8 +349,8 @@ static void channel_grad_sums(const float *dy, const float *y, const float *x, f
  * training passes g_mean = mean(dy) and k = mean(dy (x - mean)) invstd^2
  * (eval: both 0). */
 static void channel_dx(float *dx, const float *dy, const float *y, const float *x, const float *w,
-                       const nn_bn_desc *d, int n, int c, double mean, double invstd,
-                       double g_mean, double k) {
+                       const float *map, const nn_bn_desc *d, int n, int c, double mean,
+                       double invstd, double g_mean, double k) {
     const int C = d->C, HW = d->HW;
     const double scale = invstd * w[c];
     const float g_mean_f = (float)g_mean, mean_f = (float)mean;
@@ -318,7 +359,14 @@ static void channel_dx(float *dx, const float *dy, const float *y, const float *
         const size_t row = ((size_t)i * C + c) * HW;
         const float *xc = x + row, *gc = dy + row, *yc = y ? y + row : NULL;
         float *dxc = dx + row; /* (HW) */
-        if (yc)
+        if (map) {
+            const float alpha = map[c], beta = map[C + c];
+            for (int j = 0; j < HW; j++) { /* masked_x, spelled out: a vector loop */
+                const float g0 = gc[j], v = xc[j] * alpha + beta;
+                const float g = v > 0.0f ? g0 : 0.0f;
+                dxc[j] = (g - g_mean_f) * scale_f - (xc[j] - mean_f) * ks;
+            }
+        } else if (yc)
             for (int j = 0; j < HW; j++)
                 dxc[j] = (masked(gc, yc, j) - g_mean_f) * scale_f - (xc[j] - mean_f) * ks;
         else
@@ -338,17 +386,19 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
                         void *user, nn_ctx *ctx) {
     const int C = d->C;
     if (!d->relu) y = NULL; /* y masks the gradient only under a fused ReLU */
+    /* ... or x through the map, when the output was not written */
+    const float *map = d->relu && d->out_virtual && training ? save + 2 * C + 1 : NULL;
     const double M = (double)n * d->HW;
     if (!training || !reduce) {
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
             const double mean = save[c], invstd = save[C + c];
             double sum_dy, dot; /* sum dy, sum dy (x - mean) */
-            channel_grad_sums(dy, y, x, dr, d, n, c, (float)mean, &sum_dy, &dot);
+            channel_grad_sums(dy, y, x, dr, map, d, n, c, (float)mean, &sum_dy, &dot);
             dw[c] += (float)(dot * invstd);
             db[c] += (float)sum_dy;
             if (dx)
-                channel_dx(dx, dy, y, x, w, d, n, c, mean, invstd, training ? sum_dy / M : 0.0,
+                channel_dx(dx, dy, y, x, w, map, d, n, c, mean, invstd, training ? sum_dy / M : 0.0,
                            training ? dot * invstd * invstd / M : 0.0);
         }
         return;
@@ -358,7 +408,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
         double sum_dy, dot;
-        channel_grad_sums(dy, y, x, dr, d, n, c, save[c], &sum_dy, &dot);
+        channel_grad_sums(dy, y, x, dr, map, d, n, c, save[c], &sum_dy, &dot);
         dw[c] += (float)(dot * invstd);
         db[c] += (float)sum_dy;
         sum[c] = sum_dy * n;
@@ -371,7 +421,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
     NN_PARALLEL_FOR(ctx->threads)
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
-        channel_dx(dx, dy, y, x, w, d, n, c, save[c], invstd, sum[c] / Mn,
+        channel_dx(dx, dy, y, x, w, map, d, n, c, save[c], invstd, sum[c] / Mn,
                    dots[c] * invstd * invstd / Mn);
     }
 }
@@ -421,6 +471,23 @@ static int batchnorm_fuse_epilogue(nn_node *node, nn_epilogue e) {
     return 0;
 }
 
+/* Its only reader may normalize while loading (a depthwise convolution's
+ * prologue): training passes then write no output. Not with a residual add
+ * fused in (the sum is the output). Synchronized statistics work alike: the
+ * map is made after the reduction. */
+static int batchnorm_give_prologue(nn_node *node) {
+    if (node->d.bn.residual) return 0;
+    node->d.bn.out_virtual = 1;
+    return 1;
+}
+
+static const float *batchnorm_prologue_coefs(const nn_node *node, const float **shift, int *relu) {
+    const float *map = (const float *)node->aux + 2 * (size_t)node->d.bn.C + 1;
+    *shift = map + node->d.bn.C;
+    *relu = node->d.bn.relu;
+    return map;
+}
+
 static const nn_op_kernels batchnorm_cpu = {
     .forward = batchnorm_fwd, .backward = batchnorm_bwd, .workspace = batchnorm_workspace};
 
@@ -450,5 +517,7 @@ const nn_op_def nn_batchnorm_def = {
     .kernels = {[NN_KERNELS_CPU] = &batchnorm_cpu, NN_CUDA_KERNELS(batchnorm)},
     .check_batch = batchnorm_check_batch,
     .fuse_epilogue = batchnorm_fuse_epilogue,
+    .give_prologue = batchnorm_give_prologue,
+    .prologue_coefs = batchnorm_prologue_coefs,
     .eval_affine = batchnorm_eval_affine,
 };

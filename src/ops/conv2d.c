@@ -797,15 +797,19 @@ void nn_conv2d_forward(float *y, const float *x, const float *w, const float *b,
 
 /* The forward's kernel, and for the weight gradient the next one in
  * kernel_order when the forward's declines it. */
+/* d, or in *tmp d without its ReLU mask when dy arrives masked (graph.c) */
+static const nn_conv2d_desc *backward_desc(const nn_conv2d_desc *d, nn_conv2d_desc *tmp) {
+    if (!(d->relu && d->relu_masked_later)) return d;
+    *tmp = *d;
+    tmp->relu = 0;
+    return tmp;
+}
+
 void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
                         const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
                         nn_ctx *ctx) {
     nn_conv2d_desc unmasked;
-    if (d->relu && d->relu_masked_later) { /* dy arrives masked (see graph.c) */
-        unmasked = *d;
-        unmasked.relu = 0;
-        d = &unmasked;
-    }
+    d = backward_desc(d, &unmasked);
     int k = first_kernel(d, ctx, 0);
     if (kernel_order[k].weights_ok && !kernel_order[k].weights_ok(d)) {
         if (dx) kernel_order[k].backward_data(dx, dy, y, w, d, n, ws, ctx);
@@ -815,13 +819,34 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
     kernel_order[k].backward(dx, dw, db, dy, y, x, w, d, n, ws, ctx);
 }
 
+/* A prologue (a->in_scale: x is a batch norm's input) runs only where
+ * takes_prologue said so: in the depthwise kernels. */
 static void conv2d_fwd(const nn_op_args *a) {
+    if (a->in_scale) {
+        const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu};
+        nn_conv2d_forward_depthwise_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
+                                           a->ws, a->ctx);
+        return;
+    }
     nn_conv2d_forward(a->y, a->x, a->w, a->b, &a->node->d.conv, a->n, a->ws, a->ctx);
 }
 
 static void conv2d_bwd(const nn_op_args *a) {
+    if (a->in_scale) {
+        const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu};
+        nn_conv2d_desc unmasked;
+        nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, a->dy, a->y, a->x, &m, a->w,
+                                            backward_desc(&a->node->d.conv, &unmasked), a->n,
+                                            a->ws, a->ctx);
+        return;
+    }
     nn_conv2d_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, &a->node->d.conv, a->n, a->ws,
                        a->ctx);
+}
+
+/* the depthwise kernels normalize a batch norm's input while loading it */
+static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
+    return strcmp(nn_conv2d_kernel_name(&node->d.conv, ctx), "depthwise") == 0;
 }
 
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
@@ -838,6 +863,7 @@ static const nn_op_kernels conv2d_cpu = {
     .backward = conv2d_bwd,
     .workspace = conv2d_ws,
     .kernel_name = conv2d_kernel_name,
+    .takes_prologue = conv2d_takes_prologue,
 };
 
 const nn_op_def nn_conv2d_def = {

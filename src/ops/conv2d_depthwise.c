@@ -103,17 +103,39 @@ static size_t phase_row(int hp, size_t phase, const dw_geom *g) {
     return (size_t)(hp % g->sh) * g->sw * phase + (size_t)(hp / g->sh) * g->wg;
 }
 
-/* The phase planes of one input plane x (H, W): column w of padded row hp
- * goes to column phase (w + pad_w) % sw at (w + pad_w) / sw. Only the
- * interior is written: the zero border stays from the thread's first memset. */
-static void split_phases(float *xph, const float *x, const nn_conv2d_desc *d, const dw_geom *g) {
+/* A prologue's map of one channel (see nn_conv2d_map): v = x a + b, then
+ * the ReLU when relu; on = 0: none. */
+typedef struct {
+    int on, relu;
+    float a, b;
+} plane_map;
+
+static plane_map map_of(const nn_conv2d_map *m, int c) {
+    plane_map p = {0, 0, 0.0f, 0.0f};
+    if (m) p.on = 1, p.relu = m->relu, p.a = m->scale[c], p.b = m->shift[c];
+    return p;
+}
+
+/* the batch norm's value, as its normalizing pass computes it */
+static inline float map_one(float x, const plane_map *m) {
+    if (!m->on) return x;
+    const float v = x * m->a + m->b;
+    return m->relu ? ((v > 0.0f || v != v) ? v : 0.0f) : v;
+}
+
+/* The phase planes of one input plane x (H, W), through the map m: column
+ * w of padded row hp goes to column phase (w + pad_w) % sw at (w + pad_w) /
+ * sw. Only the interior is written: the zero border (the padding of the
+ * mapped plane) stays from the thread's first memset. */
+static void split_phases(float *xph, const float *x, const plane_map *m, const nn_conv2d_desc *d,
+                         const dw_geom *g) {
     for (int h = 0; h < d->H; h++) {
         float *row = xph + phase_row(h + d->pad_h, g->x_plane, g);
         const float *xr = x + (size_t)h * d->W;
         for (int b = 0; b < g->sw; b++) {
             const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw; /* first column of phase b */
             float *o = row + (size_t)b * g->x_plane + (w0 + d->pad_w) / g->sw;
-            for (int w = w0, j = 0; w < d->W; w += g->sw, j++) o[j] = xr[w];
+            for (int w = w0, j = 0; w < d->W; w += g->sw, j++) o[j] = map_one(xr[w], m);
         }
     }
 }
@@ -300,22 +322,46 @@ __attribute__((target("avx512f"), always_inline)) static inline void copy_row(
     }
 }
 
+/* map_one on 16 floats: max(0, v) passes a NaN v, as the ternary does (a
+ * -0 stays -0 where the ternary gives +0: the same value) */
+__attribute__((target("avx512f"), always_inline)) static inline __m512 map_vec(
+    __m512 x, const plane_map *m) {
+    if (!m->on) return x;
+    const __m512 v = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(m->a)), _mm512_set1_ps(m->b));
+    return m->relu ? _mm512_max_ps(_mm512_setzero_ps(), v) : v;
+}
+
 /* split_phases for strides 1 and 2 (others: the portable loop), a row at a
  * time with masked loads and stores; for stride 2 the even and the odd
  * columns of 32 are two permutes of two loads. */
-AVX512 static void split_phases_avx512(float *xph, const float *x, const nn_conv2d_desc *d,
-                                       const dw_geom *g) {
+AVX512 static void split_phases_avx512(float *xph, const float *x, const plane_map *pm,
+                                       const nn_conv2d_desc *d, const dw_geom *g) {
     if (g->sw > 2) {
-        split_phases(xph, x, d, g);
+        split_phases(xph, x, pm, d, g);
         return;
     }
     const int W = d->W, pad = d->pad_w;
     const row_masks m = masks_of(W);
     phase_pos r = first_row(d, g);
+    const __mmask16 full = 0xFFFF;
     if (g->sw == 1) {
-        for (int h = 0; h < d->H; h++, next_row(&r, g))
-            copy_row(xph + (size_t)r.a * g->x_plane + (size_t)r.i * g->wg + pad,
-                     x + (size_t)h * W, &m);
+        for (int h = 0; h < d->H; h++, next_row(&r, g)) {
+            float *dst = xph + (size_t)r.a * g->x_plane + (size_t)r.i * g->wg + pad;
+            const float *src = x + (size_t)h * W;
+            if (!pm->on) {
+                copy_row(dst, src, &m);
+                continue;
+            }
+            for (int c = 0; c < m.chunks; c++) {
+                const int last = c == m.chunks - 1;
+                const __mmask16 lo = last ? m.lo : full, hi = last ? m.hi : full;
+                _mm512_mask_storeu_ps(dst + 2 * LANES * c, lo,
+                                      map_vec(_mm512_maskz_loadu_ps(lo, src + 2 * LANES * c), pm));
+                _mm512_mask_storeu_ps(
+                    dst + 2 * LANES * c + LANES, hi,
+                    map_vec(_mm512_maskz_loadu_ps(hi, src + 2 * LANES * c + LANES), pm));
+            }
+        }
         return;
     }
     /* column 2m goes to column phase pad % 2 at m + pad / 2, column 2m + 1 to
@@ -323,15 +369,15 @@ AVX512 static void split_phases_avx512(float *xph, const float *x, const nn_conv
     const size_t even = (size_t)(pad % 2) * g->x_plane + pad / 2;
     const size_t odd = (size_t)((pad + 1) % 2) * g->x_plane + (pad + 1) / 2;
     const __m512i ie = nn_idx_even(), io = nn_idx_odd();
-    const __mmask16 full = 0xFFFF;
     for (int h = 0; h < d->H; h++, next_row(&r, g)) {
         float *row = xph + (size_t)r.a * 2 * g->x_plane + (size_t)r.i * g->wg;
         const float *xr = x + (size_t)h * W;
         for (int c = 0; c < m.chunks; c++) {
             const int last = c == m.chunks - 1;
             const float *in = xr + 2 * LANES * c;
-            const __m512 lo = _mm512_maskz_loadu_ps(last ? m.lo : full, in);
-            const __m512 hi = _mm512_maskz_loadu_ps(last ? m.hi : full, in + LANES);
+            /* lanes past the row are mapped too but never stored */
+            const __m512 lo = map_vec(_mm512_maskz_loadu_ps(last ? m.lo : full, in), pm);
+            const __m512 hi = map_vec(_mm512_maskz_loadu_ps(last ? m.hi : full, in + LANES), pm);
             _mm512_mask_storeu_ps(row + even + LANES * c, last ? m.even : full,
                                   _mm512_permutex2var_ps(lo, ie, hi));
             _mm512_mask_storeu_ps(row + odd + LANES * c, last ? m.odd : full,
@@ -415,7 +461,8 @@ AVX512 static void extend_dy_avx512(float *dyz, const float *dy, const float *y,
 typedef struct {
     void (*correlate)(float *out, int count, const float *const *src, const float *wt, int taps);
     void (*dot_taps)(float *acc, int count, const float *gv, const float *const *src, int taps);
-    void (*split_phases)(float *xph, const float *x, const nn_conv2d_desc *d, const dw_geom *g);
+    void (*split_phases)(float *xph, const float *x, const plane_map *m, const nn_conv2d_desc *d,
+                         const dw_geom *g);
     void (*merge_phases)(float *dx, const float *grids, const nn_conv2d_desc *d, const dw_geom *g);
     void (*store_output)(float *y, const float *grid, float bias, const nn_conv2d_desc *d,
                          const dw_geom *g);
@@ -464,6 +511,12 @@ static int gradient_taps(const float **src, float *wt, const float *dyz, const f
 
 void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const float *b,
                                  const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    nn_conv2d_forward_depthwise_mapped(y, x, NULL, w, b, d, n, ws, ctx);
+}
+
+void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
+                                        const float *w, const float *b, const nn_conv2d_desc *d,
+                                        int n, float *ws, nn_ctx *ctx) {
     const dw_geom g = geom(d);
     const int planes = n * d->C, RS = d->R * d->S, PQ = d->P * d->Q;
     const size_t HW = (size_t)d->H * d->W;
@@ -483,7 +536,8 @@ void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const
             const int i1 = planes - i0 < block ? planes : i0 + block;
             for (int i = i0; i < i1; i++) { /* plane i: image i / C, channel i % C */
                 const int c = i % d->C;
-                k.split_phases(xph, x + (size_t)i * HW, d, &g);
+                const plane_map m = map_of(map, c);
+                k.split_phases(xph, x + (size_t)i * HW, &m, d, &g);
                 k.correlate(grid, d->P * g.wg, src, w + (size_t)c * RS, RS);
                 k.store_output(y + (size_t)i * PQ, grid, b ? b[c] : 0.0f, d, &g);
             }
@@ -501,6 +555,13 @@ static float lanes_sum(const float *a) {
 void nn_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy, const float *y,
                                   const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                   float *ws, nn_ctx *ctx) {
+    nn_conv2d_backward_depthwise_mapped(dx, dw, db, dy, y, x, NULL, w, d, n, ws, ctx);
+}
+
+void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const float *dy,
+                                         const float *y, const float *x, const nn_conv2d_map *map,
+                                         const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                                         nn_ctx *ctx) {
     const dw_geom g = geom(d);
     const int C = d->C, RS = d->R * d->S, PQ = d->P * d->Q, planes = n * C;
     const size_t HW = (size_t)d->H * d->W;
@@ -521,7 +582,8 @@ void nn_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *
         const int end = (int)((int64_t)planes * (t + 1) / T);
         for (int i = (int)((int64_t)planes * t / T); i < end; i++) {
             const int c = i % C;
-            k.split_phases(xph, x + (size_t)i * HW, d, &g);
+            const plane_map m = map_of(map, c);
+            k.split_phases(xph, x + (size_t)i * HW, &m, d, &g);
             k.extend_dy(dyz, dy + (size_t)i * PQ, d->relu ? y + (size_t)i * PQ : NULL, d, &g);
             k.dot_taps(acc + (size_t)c * g.acc, d->P * g.wg, dy_grid, xsrc, RS);
             if (!dx) continue;

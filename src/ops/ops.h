@@ -81,6 +81,20 @@ void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const
 void nn_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy, const float *y,
                                   const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                   float *ws, nn_ctx *ctx);
+/* The same with a prologue: x is the input of the batch norm before, whose
+ * output (what the convolution reads) is max(0 if relu, x scale[c] +
+ * shift[c]), made plane by plane while loading (map NULL: x as it is). */
+typedef struct {
+    const float *scale, *shift;
+    int relu;
+} nn_conv2d_map;
+void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
+                                        const float *w, const float *b, const nn_conv2d_desc *d,
+                                        int n, float *ws, nn_ctx *ctx);
+void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const float *dy,
+                                         const float *y, const float *x, const nn_conv2d_map *map,
+                                         const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                                         nn_ctx *ctx);
 int nn_conv2d_rows_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_rows_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,
