@@ -33,10 +33,10 @@ static const struct {
      "input shape=2x8x8\nconv2d name=c1 out=2 kernel=3 pad=1\nconv2d name=c2 out=2 kernel=3 pad=1\n"
      "add name=a in=c2,input\nrelu name=r\nflatten\nlinear out=4\nsoftmax_ce\n",
      "r", NULL, NULL},
-    {"resnet block (bn + relu, bn + add + relu)",
-     "input shape=3x8x8\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
-     "conv2d name=c1 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
-     "conv2d name=c2 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
+    {"resnet block (bn + relu, bn + add + relu; Winograd adds its input gradient)",
+     "input shape=3x8x8\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
+     "conv2d name=c1 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
+     "conv2d name=c2 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
      "relu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
      "r2", "a", NULL},
     {"downsampling block (bn + add(skip first) + relu, projection bn)",

@@ -810,7 +810,7 @@ static void test_conv_hand(nn_ctx *ctx) {
     const float ones[4] = {1, 1, 1, 1};
     const double y_want[4] = {37.5, 47.5, 67.5, 77.5}, dw_want[4] = {12, 16, 24, 28};
     const double dx_want[9] = {1, 3, 2, 4, 10, 6, 3, 7, 4}, db_want[1] = {4};
-    nn_conv2d_desc d = {1, 3, 3, 1, 2, 2, 2, 2, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 1};
+    nn_conv2d_desc d = {1, 3, 3, 1, 2, 2, 2, 2, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 1, 0};
     float y[4], dx[9], dw[4] = {0}, db[1] = {0};
     float *ws = fvec(nn_conv2d_workspace(&d, ctx->threads));
     nn_conv2d_forward(y, x, w, b, &d, 1, ws, ctx);
@@ -853,7 +853,7 @@ static void test_conv_hand(nn_ctx *ctx) {
      * = 2; each window covers a 2x2 corner of x:
      *   y = 1+2+4+5, 2+3+5+6 / 4+5+7+8, 5+6+8+9 = 12 16 / 24 28 */
     {
-        nn_conv2d_desc d2 = {1, 3, 3, 1, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1, 0, 0, 1, 1};
+        nn_conv2d_desc d2 = {1, 3, 3, 1, 3, 3, 2, 2, 2, 2, 1, 1, 0, 0, 1, 0, 0, 1, 1, 0};
         const float w9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
         const double want[4] = {12, 16, 24, 28};
         float y2[4];

@@ -739,8 +739,17 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
         a->xs[k] = in->y;
         a->dxs[k] = (node->needs_dx >> k & 1u) ? in->dy : NULL;
         if (a->dxs[k] && net->nodes[memory_root(net, node->inputs[k])].grad_writers > 1 &&
-            !(node->dx_direct >> k & 1u))
-            a->dxs[k] = net->gscratch[k];
+            !(node->dx_direct >> k & 1u)) {
+            /* a later writer: added in by the kernel itself where it can
+             * (the first writer has run: in place, or after the zeroing),
+             * else written to scratch and added by backward_nodes */
+            const nn_op_kernels *kk = nn_backend_kernels(net->ctx->backend, node->op);
+            if (k == 0 && net->ctx->fuse && kk && kk->accumulates_dx &&
+                kk->accumulates_dx(node, net->ctx))
+                a->dx_add |= 1u;
+            else
+                a->dxs[k] = net->gscratch[k];
+        }
     }
     if (node->prologue_from >= 0 && net->prologue_pass) {
         const nn_node *p = &net->nodes[node->prologue_from];

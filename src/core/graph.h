@@ -58,6 +58,8 @@ typedef struct {
                               (a max-pool, see nn_pool_desc.relu_mask): backward reads no mask */
     int dil_h, dil_w;   /* dilation: tap (r, s) reads input (p*stride - pad + r*dil_h, ...);
                            0 or 1: none */
+    int dx_add;         /* backward adds the input gradient into dx instead of writing it
+                           (set per call from nn_op_args.dx_add, where accumulates_dx) */
 } nn_conv2d_desc;
 
 /* The dilation of d along H and W (1 when the descriptor leaves it 0), and
@@ -191,6 +193,8 @@ typedef struct {
                                        before (prologue_from), whose output is
                                        max(0 if in_relu, x in_scale[c] + in_shift[c]) */
     int in_relu;
+    unsigned dx_add;                /* bit k: add input k's gradient into dxs[k] (other
+                                       kernels wrote it first; see accumulates_dx) */
     const float *w, *b;             /* parameters */
     const float *dy;                /* gradient of output */
     float *dx;                      /* gradient of first input, overwritten; NULL = skip */
@@ -221,6 +225,9 @@ typedef struct {
     /* optional: 1 if the kernels for this node apply a producer's per-channel
      * map to input 0 while loading it (nn_op_args.in_scale) */
     int (*takes_prologue)(const nn_node *node, const nn_ctx *ctx);
+    /* optional: 1 if the kernels for this node add input 0's gradient into
+     * dx when nn_op_args.dx_add asks (else the graph adds it from scratch) */
+    int (*accumulates_dx)(const nn_node *node, const nn_ctx *ctx);
 } nn_op_kernels;
 
 /* The kernel tables a registry entry holds, one per kind of backend; a

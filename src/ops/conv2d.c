@@ -599,7 +599,8 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
                                         dx + (i0 + g) * xs, (int)HW, 0, bscratch);
                     continue;
                 }
-                for (int g = 0; g < gc; g++) memset(dx + (i0 + g) * xs, 0, xs * sizeof(float));
+                if (!d->dx_add) /* else col2im adds to the gradient already there */
+                    for (int g = 0; g < gc; g++) memset(dx + (i0 + g) * xs, 0, xs * sizeof(float));
                 for (int gi = 0; gi < ng; gi++) {
                     const float *dyk = dyg + (size_t)gi * dg.K * ld;
                     const float *wk = w + (size_t)gi * dg.K * CRSg;
@@ -832,6 +833,12 @@ static void conv2d_fwd(const nn_op_args *a) {
 }
 
 static void conv2d_bwd(const nn_op_args *a) {
+    if (a->dx_add & 1u) { /* accumulates_dx said this kernel adds into dx */
+        nn_conv2d_desc d = a->node->d.conv;
+        d.dx_add = 1;
+        nn_conv2d_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, &d, a->n, a->ws, a->ctx);
+        return;
+    }
     if (a->in_scale) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu};
         nn_conv2d_desc unmasked;
@@ -842,6 +849,16 @@ static void conv2d_bwd(const nn_op_args *a) {
     }
     nn_conv2d_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, &a->node->d.conv, a->n, a->ws,
                        a->ctx);
+}
+
+/* The Winograd input gradient and im2col's fp32 col2im add into dx when
+ * d->dx_add (a residual block's input, whose gradient the block's add wrote
+ * first): no scratch copy and no separate pass to add it. */
+static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
+    const nn_conv2d_desc *d = &node->d.conv;
+    const char *k = nn_conv2d_kernel_name(d, ctx);
+    return !d->bf16 && (strcmp(k, "winograd") == 0 ||
+                        (strcmp(k, "im2col") == 0 && !dx_as_correlation(d)));
 }
 
 /* the depthwise kernels normalize a batch norm's input while loading it */
@@ -864,6 +881,7 @@ static const nn_op_kernels conv2d_cpu = {
     .workspace = conv2d_ws,
     .kernel_name = conv2d_kernel_name,
     .takes_prologue = conv2d_takes_prologue,
+    .accumulates_dx = conv2d_accumulates_dx,
 };
 
 const nn_op_def nn_conv2d_def = {

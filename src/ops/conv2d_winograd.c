@@ -319,7 +319,7 @@ static void multiply(float *mm, const float *u, const float *v, const wino_geom 
  * + bias, ReLU if asked, the tiles' two columns interleaved into the first n
  * (up to 32) outputs of dst. */
 INLINE_AVX512 void store_pair(float *dst, int n, __m512 s0, __m512 s1, __m512 s2, __m512 s3,
-                              __m512 bias, int relu) {
+                              __m512 bias, int relu, int add) {
     const __m512i lo_idx = nn_idx_interleave_lo(), hi_idx = nn_idx_interleave_hi();
     __m512 y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), s2), bias);
     __m512 y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s1, s2), s3), bias);
@@ -327,17 +327,21 @@ INLINE_AVX512 void store_pair(float *dst, int n, __m512 s0, __m512 s1, __m512 s2
         y0 = _mm512_max_ps(_mm512_setzero_ps(), y0);
         y1 = _mm512_max_ps(_mm512_setzero_ps(), y1);
     }
-    _mm512_mask_storeu_ps(dst, nn_first_lanes(n), _mm512_permutex2var_ps(y0, lo_idx, y1));
-    if (n > VEC)
-        _mm512_mask_storeu_ps(dst + VEC, nn_first_lanes(n - VEC),
-                              _mm512_permutex2var_ps(y0, hi_idx, y1));
+    const __mmask16 m0 = nn_first_lanes(n), m1 = n > VEC ? nn_first_lanes(n - VEC) : 0;
+    __m512 lo = _mm512_permutex2var_ps(y0, lo_idx, y1), hi = _mm512_permutex2var_ps(y0, hi_idx, y1);
+    if (add) { /* into what is there, as dst[i] += value adds it */
+        lo = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, dst), lo);
+        hi = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, dst + VEC), hi);
+    }
+    _mm512_mask_storeu_ps(dst, m0, lo);
+    if (n > VEC) _mm512_mask_storeu_ps(dst + VEC, m1, hi);
 }
 
 /* out planes (cout, h, w) of the tile rows u0.. = A^T M A (+ bias, ReLU if
  * asked), A^T = [1 1 1 0; 0 1 -1 -1]: two output rows of 16 tiles at a time,
  * the tiles' 2 columns interleaved into 32 consecutive outputs. */
 AVX512 static void transform_output(float *out, const float *mm, const float *bias, int relu,
-                                    const wino_geom *g, long u0, int nu) {
+                                    int add, const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
     const size_t xi_stride = g->mxi;
     for (int k = 0; k < g->cout; k++) {
@@ -362,8 +366,8 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
 #undef M_AT
                 const int n = g->w - 32 * chunk;
                 float *dst = row0 + 32 * chunk;
-                store_pair(dst, n, a0, a1, a2, a3, bk, relu);
-                if (2 * tr + 1 < g->h) store_pair(dst + g->w, n, b0, b1, b2, b3, bk, relu);
+                store_pair(dst, n, a0, a1, a2, a3, bk, relu, add);
+                if (2 * tr + 1 < g->h) store_pair(dst + g->w, n, b0, b1, b2, b3, bk, relu, add);
             }
         }
     }
@@ -372,7 +376,7 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
 /* out = the 3x3 'same' correlation of in with the transformed weights u, for
  * n images, over the threads' V and M buffers after u in ws. */
 static void correlate(float *out, const float *in, const float *mask, const float *u,
-                      const float *bias, int relu, const wino_geom *g, int n, float *ws,
+                      const float *bias, int relu, int add, const wino_geom *g, int n, float *ws,
                       nn_ctx *ctx) {
     const long units = (long)n * g->th;
     const long groups = (units + g->rows - 1) / g->rows;
@@ -396,7 +400,7 @@ static void correlate(float *out, const float *in, const float *mask, const floa
             const size_t tiles = (size_t)nu * g->tw;
             transform_input(v, in, mask, g, u0, nu);
             multiply(mm, u, v, g, tiles);
-            transform_output(out, mm, bias, relu, g, u0, nu);
+            transform_output(out, mm, bias, relu, add, g, u0, nu);
         }
     }
 }
@@ -406,7 +410,7 @@ void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const 
     const wino_geom g = geom(d->C, d->K, d->H, d->W);
     /* w[k][c][r][s]: output k at stride C*9, input c at stride 9 */
     transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);
-    correlate(y, x, NULL, ws, b, d->relu, &g, n, ws + u_floats(d), ctx);
+    correlate(y, x, NULL, ws, b, d->relu, 0, &g, n, ws + u_floats(d), ctx);
 }
 
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
@@ -414,7 +418,7 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
     const wino_geom g = geom(d->K, d->C, d->H, d->W);
     /* the flipped kernel with inputs and outputs swapped: output c, input k */
     transform_weights(ws, w, d->K, d->C, 9, (size_t)d->C * 9, 1, ctx->threads);
-    correlate(dx, dy, d->relu ? y : NULL, ws, NULL, 0, &g, n, ws + u_floats(d), ctx);
+    correlate(dx, dy, d->relu ? y : NULL, ws, NULL, 0, d->dx_add, &g, n, ws + u_floats(d), ctx);
 }
 
 /* ---------------------------------------------------------- weight gradient
