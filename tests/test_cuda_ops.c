@@ -207,6 +207,11 @@ static const op_case cases[] = {
      "input shape=3x6x6\nconv2d out=5 kernel=3 pad=1 bias=0\nbatchnorm\nrelu\nconv2d out=4 kernel=3\n"
      "batchnorm momentum=0.3\nflatten\nlinear out=8\nbatchnorm\nrelu\nlinear out=4\nsoftmax_ce\n",
      6, 0, 0},
+    {"batchnorm + residual add + relu (the add fused into the batch norm)",
+     "input shape=3x6x6\nconv2d out=4 kernel=3 pad=1 bias=0\nbatchnorm\nrelu name=r\n"
+     "conv2d out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b\nadd in=b,r\nrelu\nflatten\n"
+     "linear out=4\nsoftmax_ce\n",
+     6, 1, 0},
     {"dropout",
      "input shape=3x5x5\nconv2d out=4 kernel=3 pad=1\nrelu\ndropout p=0.3\nflatten\nlinear out=10\n"
      "dropout\nlinear out=4\nsoftmax_ce\n", 7, 1, 0},
