@@ -822,29 +822,44 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
 
 /* A prologue (a->in_scale: x is a batch norm's input) runs only where
  * takes_prologue said so: in the depthwise kernels. */
+static int is_depthwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return strcmp(nn_conv2d_kernel_name(d, ctx), "depthwise") == 0;
+}
+
 static void conv2d_fwd(const nn_op_args *a) {
     if (a->in_scale) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu};
-        nn_conv2d_forward_depthwise_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
-                                           a->ws, a->ctx);
+        if (is_depthwise(&a->node->d.conv, a->ctx))
+            nn_conv2d_forward_depthwise_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
+                                               a->ws, a->ctx);
+        else
+            nn_conv2d_forward_winograd_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
+                                              a->ws, a->ctx);
         return;
     }
     nn_conv2d_forward(a->y, a->x, a->w, a->b, &a->node->d.conv, a->n, a->ws, a->ctx);
 }
 
 static void conv2d_bwd(const nn_op_args *a) {
-    if (a->dx_add & 1u) { /* accumulates_dx said this kernel adds into dx */
-        nn_conv2d_desc d = a->node->d.conv;
-        d.dx_add = 1;
-        nn_conv2d_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, &d, a->n, a->ws, a->ctx);
-        return;
-    }
+    nn_conv2d_desc d = a->node->d.conv;
+    d.dx_add = (a->dx_add & 1u) != 0; /* accumulates_dx said this kernel adds into dx */
     if (a->in_scale) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu};
         nn_conv2d_desc unmasked;
-        nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, a->dy, a->y, a->x, &m, a->w,
-                                            backward_desc(&a->node->d.conv, &unmasked), a->n,
-                                            a->ws, a->ctx);
+        const nn_conv2d_desc *dd = backward_desc(&d, &unmasked);
+        if (is_depthwise(dd, a->ctx)) {
+            nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, a->dy, a->y, a->x, &m, a->w,
+                                                dd, a->n, a->ws, a->ctx);
+        } else { /* Winograd (takes_prologue): dx reads no x */
+            if (a->dx) nn_conv2d_backward_data_winograd(a->dx, a->dy, a->y, a->w, dd, a->n, a->ws,
+                                                        a->ctx);
+            nn_conv2d_backward_weights_winograd_mapped(a->dw, a->db, a->dy, a->y, a->x, &m, dd,
+                                                       a->n, a->ws, a->ctx);
+        }
+        return;
+    }
+    if (d.dx_add) {
+        nn_conv2d_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, &d, a->n, a->ws, a->ctx);
         return;
     }
     nn_conv2d_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, &a->node->d.conv, a->n, a->ws,
@@ -861,9 +876,13 @@ static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
                         (strcmp(k, "im2col") == 0 && !dx_as_correlation(d)));
 }
 
-/* the depthwise kernels normalize a batch norm's input while loading it */
+/* the depthwise and the Winograd kernels normalize a batch norm's input
+ * while loading it (Winograd: where it computes the weight gradient too, so
+ * that every pass that reads x is its own) */
 static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
-    return strcmp(nn_conv2d_kernel_name(&node->d.conv, ctx), "depthwise") == 0;
+    const nn_conv2d_desc *d = &node->d.conv;
+    return is_depthwise(d, ctx) || (strcmp(nn_conv2d_kernel_name(d, ctx), "winograd") == 0 &&
+                                    winograd_weights_ok(d));
 }
 
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {

@@ -165,6 +165,34 @@ static void transform_weights(float *u, const float *w, int cin, int cout, size_
 
 /* 16 floats of src from index `at` on, zero outside [0, n) and, with a mask
  * plane, where the mask is <= 0 (a fused ReLU's output). */
+/* A prologue's map of one input channel (nn_conv2d_map): v = x a + b, then
+ * the ReLU when relu; on = 0: none. */
+typedef struct {
+    int on, relu;
+    float a, b;
+} chan_map;
+
+/* 16 floats of a mapped row (zero outside [0, n): the padding of the batch
+ * norm's output); the ReLU keeps v where v > 0 or v is NaN, as the batch
+ * norm's normalizing pass does (the same values, bit for bit) */
+INLINE_AVX512 __m512 load_row_mapped(const float *src, int at, int n, const chan_map *m) {
+    const int cnt = n - at;
+    if (cnt <= 0) return _mm512_setzero_ps();
+    __mmask16 keep = nn_first_lanes(cnt);
+    __m512 v = _mm512_maskz_loadu_ps(keep, src + at);
+    v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(m->a)), _mm512_set1_ps(m->b));
+    if (m->relu)
+        keep &= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
+                _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_maskz_mov_ps(keep, v);
+}
+
+INLINE_AVX512 float load_one_mapped(const float *src, int at, int n, const chan_map *m) {
+    if (at < 0 || at >= n) return 0.0f;
+    const float v = src[at] * m->a + m->b;
+    return m->relu ? ((v > 0.0f || v != v) ? v : 0.0f) : v;
+}
+
 INLINE_AVX512 __m512 load_row(const float *src, const float *mask, int at, int n) {
     int cnt = n - at;
     if (cnt <= 0) return _mm512_setzero_ps();
@@ -183,14 +211,19 @@ typedef struct {
     __m512 m0, m1, m2, m3;
 } row4;
 
-INLINE_AVX512 row4 row_transform(const float *row, const float *mask, int w, int chunk) {
+INLINE_AVX512 row4 row_transform(const float *row, const float *mask, const chan_map *m, int w,
+                                 int chunk) {
     const __m512i even = nn_idx_even(), odd = nn_idx_odd();
     const int at = 32 * chunk;
-    const __m512 lo = load_row(row, mask, at, w), hi = load_row(row, mask, at + 16, w);
+    const int mapped = m && m->on;
+    const __m512 lo = mapped ? load_row_mapped(row, at, w, m) : load_row(row, mask, at, w);
+    const __m512 hi = mapped ? load_row_mapped(row, at + 16, w, m) : load_row(row, mask, at + 16, w);
     const __m512 x1 = _mm512_permutex2var_ps(lo, even, hi); /* row[at + 2j] */
     const __m512 x2 = _mm512_permutex2var_ps(lo, odd, hi);  /* row[at + 2j + 1] */
-    const __m512 prev = _mm512_set1_ps(load_one(row, mask, at - 1, w));
-    const __m512 next = _mm512_set1_ps(load_one(row, mask, at + 32, w));
+    const __m512 prev = _mm512_set1_ps(mapped ? load_one_mapped(row, at - 1, w, m)
+                                              : load_one(row, mask, at - 1, w));
+    const __m512 next = _mm512_set1_ps(mapped ? load_one_mapped(row, at + 32, w, m)
+                                              : load_one(row, mask, at + 32, w));
     const __m512 x0 = _mm512_castsi512_ps(
         _mm512_alignr_epi32(_mm512_castps_si512(x2), _mm512_castps_si512(prev), 15));
     const __m512 x3 = _mm512_castsi512_ps(
@@ -210,11 +243,12 @@ INLINE_AVX512 row4 row_zero(void) {
 }
 
 /* row_transform of input row h of a plane, zero outside it */
-INLINE_AVX512 row4 row_at(const float *plane, const float *mask, const wino_geom *g, int chunk,
+INLINE_AVX512 row4 row_at(const float *plane, const float *mask, const chan_map *m,
+                          const wino_geom *g, int chunk,
                           int h) {
     if (h < 0 || h >= g->h) return row_zero();
     const size_t at = (size_t)h * g->w;
-    return row_transform(plane + at, mask ? mask + at : NULL, g->w, chunk);
+    return row_transform(plane + at, mask ? mask + at : NULL, m, g->w, chunk);
 }
 
 /* B^T over the four rows' column m: points 4r + m of the tile, r = 0..3 */
@@ -231,11 +265,13 @@ INLINE_AVX512 void store_column(float *dst, size_t stride, __mmask16 lanes, __m5
  * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. Tile rows overlap by two
  * input rows: a tile row reuses the last two row transforms of the one above.
  */
-AVX512 static void transform_input(float *v, const float *in, const float *mask, const wino_geom *g,
-                                   long u0, int nu) {
+AVX512 static void transform_input(float *v, const float *in, const float *mask,
+                                   const nn_conv2d_map *map, const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cin * plane;
     for (int c = 0; c < g->cin; c++)
         for (int chunk = 0; chunk * VEC < g->tw; chunk++) {
+            chan_map cm = {0, 0, 0.0f, 0.0f}; /* a prologue: in is the batch norm's input */
+            if (map) cm.on = 1, cm.relu = map->relu, cm.a = map->scale[c], cm.b = map->shift[c];
             const __mmask16 lanes = nn_first_lanes(g->tw - chunk * VEC);
             row4 r0 = row_zero(), r1 = row_zero(), r2 = row_zero(), r3 = row_zero();
             for (int k = 0; k < nu; k++) {
@@ -245,14 +281,14 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
                 const float *src = in + at, *msk = mask ? mask + at : NULL;
                 const int h0 = 2 * tr - 1;
                 if (k == 0 || tr == 0) { /* a group's or an image's first tile row */
-                    r0 = row_at(src, msk, g, chunk, h0);
-                    r1 = row_at(src, msk, g, chunk, h0 + 1);
+                    r0 = row_at(src, msk, &cm, g, chunk, h0);
+                    r1 = row_at(src, msk, &cm, g, chunk, h0 + 1);
                 } else {
                     r0 = r2;
                     r1 = r3;
                 }
-                r2 = row_at(src, msk, g, chunk, h0 + 2);
-                r3 = row_at(src, msk, g, chunk, h0 + 3);
+                r2 = row_at(src, msk, &cm, g, chunk, h0 + 2);
+                r3 = row_at(src, msk, &cm, g, chunk, h0 + 3);
                 float *dst = v + (size_t)c * g->tpad + (size_t)k * g->tw + chunk * VEC;
                 store_column(dst, g->vxi, lanes, r0.m0, r1.m0, r2.m0, r3.m0);
                 store_column(dst + g->vxi, g->vxi, lanes, r0.m1, r1.m1, r2.m1, r3.m1);
@@ -375,9 +411,9 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
 
 /* out = the 3x3 'same' correlation of in with the transformed weights u, for
  * n images, over the threads' V and M buffers after u in ws. */
-static void correlate(float *out, const float *in, const float *mask, const float *u,
-                      const float *bias, int relu, int add, const wino_geom *g, int n, float *ws,
-                      nn_ctx *ctx) {
+static void correlate(float *out, const float *in, const float *mask, const nn_conv2d_map *map,
+                      const float *u, const float *bias, int relu, int add, const wino_geom *g,
+                      int n, float *ws, nn_ctx *ctx) {
     const long units = (long)n * g->th;
     const long groups = (units + g->rows - 1) / g->rows;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;
@@ -398,19 +434,25 @@ static void correlate(float *out, const float *in, const float *mask, const floa
             const long u0 = gi * g->rows;
             const int nu = units - u0 < g->rows ? (int)(units - u0) : g->rows;
             const size_t tiles = (size_t)nu * g->tw;
-            transform_input(v, in, mask, g, u0, nu);
+            transform_input(v, in, mask, map, g, u0, nu);
             multiply(mm, u, v, g, tiles);
             transform_output(out, mm, bias, relu, add, g, u0, nu);
         }
     }
 }
 
-void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
-                                const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d_map *map,
+                                       const float *w, const float *b, const nn_conv2d_desc *d,
+                                       int n, float *ws, nn_ctx *ctx) {
     const wino_geom g = geom(d->C, d->K, d->H, d->W);
     /* w[k][c][r][s]: output k at stride C*9, input c at stride 9 */
     transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);
-    correlate(y, x, NULL, ws, b, d->relu, 0, &g, n, ws + u_floats(d), ctx);
+    correlate(y, x, NULL, map, ws, b, d->relu, 0, &g, n, ws + u_floats(d), ctx);
+}
+
+void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
+                                const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    nn_conv2d_forward_winograd_mapped(y, x, NULL, w, b, d, n, ws, ctx);
 }
 
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
@@ -418,7 +460,8 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
     const wino_geom g = geom(d->K, d->C, d->H, d->W);
     /* the flipped kernel with inputs and outputs swapped: output c, input k */
     transform_weights(ws, w, d->K, d->C, 9, (size_t)d->C * 9, 1, ctx->threads);
-    correlate(dx, dy, d->relu ? y : NULL, ws, NULL, 0, d->dx_add, &g, n, ws + u_floats(d), ctx);
+    correlate(dx, dy, d->relu ? y : NULL, NULL, ws, NULL, 0, d->dx_add, &g, n, ws + u_floats(d),
+              ctx);
 }
 
 /* ---------------------------------------------------------- weight gradient
@@ -626,6 +669,13 @@ static void add_wgrad(float *dw, float *db, float *base, int T, const wino_geom 
 void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
                                          const float *x, const nn_conv2d_desc *d, int n, float *ws,
                                          nn_ctx *ctx) {
+    nn_conv2d_backward_weights_winograd_mapped(dw, db, dy, y, x, NULL, d, n, ws, ctx);
+}
+
+void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const float *dy,
+                                                const float *y, const float *x,
+                                                const nn_conv2d_map *map, const nn_conv2d_desc *d,
+                                                int n, float *ws, nn_ctx *ctx) {
     const wino_geom g = geom(d->C, d->K, d->H, d->W);
     const long units = (long)n * g.th;
     const long groups = (units + g.rows - 1) / g.rows;
@@ -640,7 +690,7 @@ void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, 
         for (long gi = groups * t / T; gi < end; gi++) {
             const long u0 = gi * g.rows;
             const int nu = units - u0 < g.rows ? (int)(units - u0) : g.rows;
-            transform_input(b.v, x, NULL, &g, u0, nu);
+            transform_input(b.v, x, NULL, map, &g, u0, nu);
             transform_dy(b.yh, b.dbt, dy, mask, &g, u0, nu);
             accumulate_wgrad(b.share, b.vt, b.yh, b.v, &g, (size_t)nu * g.tw);
         }
@@ -649,6 +699,22 @@ void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, 
 }
 
 #else /* no AVX-512 kernels in this build: never selected (nn_conv2d_winograd_ok) */
+
+void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d_map *map,
+                                       const float *w, const float *b, const nn_conv2d_desc *d,
+                                       int n, float *ws, nn_ctx *ctx) {
+    (void)y, (void)x, (void)map, (void)w, (void)b, (void)d, (void)n, (void)ws, (void)ctx;
+    NN_ASSERT(!"Winograd conv2d kernels are not built");
+}
+
+void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const float *dy,
+                                                const float *y, const float *x,
+                                                const nn_conv2d_map *map, const nn_conv2d_desc *d,
+                                                int n, float *ws, nn_ctx *ctx) {
+    (void)dw, (void)db, (void)dy, (void)y, (void)x, (void)map, (void)d, (void)n, (void)ws;
+    (void)ctx;
+    NN_ASSERT(!"Winograd conv2d kernels are not built");
+}
 
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
                                 const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {

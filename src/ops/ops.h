@@ -57,6 +57,14 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
  * per call); with a mask, values where mask <= 0 become 0 (a fused ReLU). */
 void nn_conv2d_pad_interior(float *dst, const float *src, const float *mask, int C, int H, int W,
                             int ph, int pw, int rows, int ld);
+/* A convolution's prologue (nn_op_args.in_scale): x is the input of the
+ * batch norm before, whose output (what the convolution reads) is max(0 if
+ * relu, x scale[c] + shift[c]), made while loading (map NULL: x as it is). */
+typedef struct {
+    const float *scale, *shift;
+    int relu;
+} nn_conv2d_map;
+
 /* conv2d_winograd.c: Winograd F(2x2,3x3) for fp32 3x3 stride-1 pad-1
  * convolutions with C and K multiples of 8 (at least 16), when
  * ctx->winograd: the forward pass, the input gradient and the weight gradient. */
@@ -64,6 +72,14 @@ int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
                                 const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+/* the forward and the weight gradient with a prologue (map) */
+void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d_map *map,
+                                       const float *w, const float *b, const nn_conv2d_desc *d,
+                                       int n, float *ws, nn_ctx *ctx);
+void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const float *dy,
+                                                const float *y, const float *x,
+                                                const nn_conv2d_map *map, const nn_conv2d_desc *d,
+                                                int n, float *ws, nn_ctx *ctx);
 /* dx from dy (masked where y <= 0 when d->relu) */
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
@@ -81,13 +97,7 @@ void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const
 void nn_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy, const float *y,
                                   const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                   float *ws, nn_ctx *ctx);
-/* The same with a prologue: x is the input of the batch norm before, whose
- * output (what the convolution reads) is max(0 if relu, x scale[c] +
- * shift[c]), made plane by plane while loading (map NULL: x as it is). */
-typedef struct {
-    const float *scale, *shift;
-    int relu;
-} nn_conv2d_map;
+/* the same with a prologue, mapped plane by plane */
 void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
                                         const float *w, const float *b, const nn_conv2d_desc *d,
                                         int n, float *ws, nn_ctx *ctx);
