@@ -234,7 +234,7 @@ static void fuse_and_alias(nn_net *net) {
      * gradient that several kernels add into writes it in place, unless it
      * reads that memory through more than one input: the others add theirs
      * through the scratch buffer. Nothing then zeroes it first. */
-    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].dx_direct = 0;
+    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].dx_direct = 0, net->nodes[i].grad_in_place = 0;
     for (int r = 0; r < net->num_nodes; r++) {
         if (net->nodes[r].grad_writers < 2) continue;
         for (int i = net->num_nodes - 1; i > r; i--) {
@@ -244,21 +244,12 @@ static void fuse_and_alias(nn_net *net) {
                 if ((node->needs_dx >> k & 1u) && memory_root(net, node->inputs[k]) == r)
                     slots++, slot = k;
             if (slots == 0) continue;
-            if (slots == 1) node->dx_direct |= 1u << slot;
+            if (slots == 1) node->dx_direct |= 1u << slot, net->nodes[r].grad_in_place = 1;
             break;
         }
     }
 }
 
-/* 1 if the kernel of some node writes the gradient of memory root r in place
- * (then nothing zeroes it before the backward pass) */
-static int written_in_place(const nn_net *net, int r) {
-    for (int i = r + 1; i < net->num_nodes; i++)
-        for (int k = 0; k < net->nodes[i].num_inputs; k++)
-            if ((net->nodes[i].dx_direct >> k & 1u) && memory_root(net, net->nodes[i].inputs[k]) == r)
-                return 1;
-    return 0;
-}
 
 nn_status nn_net_parse(nn_ctx *ctx, const char *text, const char *source, nn_net **out) {
     return nn_net_parse_with(ctx, text, source, NULL, 0, out);
@@ -419,7 +410,7 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
         const nn_node *node = &net->nodes[r];
         slot[r] = -1;
         if (r == net->input_node || node->alias_of >= 0 || r == L) continue;
-        if (node->grad_writers > 1 && !written_in_place(net, r)) first[r] = -1;
+        if (node->grad_writers > 1 && !node->grad_in_place) first[r] = -1;
     }
     /* in order of first write (then node order: deterministic) */
     for (int step = -1; step <= N + 1; step++)
@@ -897,7 +888,7 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
     const nn_backend *be = net->ctx->backend;
     nn_dev_begin(be);
     for (int i = first > 0 ? first - 1 : 0; i < last; i++)
-        if (net->nodes[i].grad_writers > 1 && !written_in_place(net, i))
+        if (net->nodes[i].grad_writers > 1 && !net->nodes[i].grad_in_place)
             nn_dev_zero(be, net->nodes[i].dy,
                         (size_t)n * (size_t)nn_shape_numel(&net->nodes[i].out) * sizeof(float));
     nn_dev_end(be);

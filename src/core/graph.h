@@ -165,6 +165,8 @@ typedef struct nn_node {
     int grad_writers;               /* kernels writing the gradient of this node's
                                        memory (its own consumers and those of its
                                        aliases); more than one: they accumulate */
+    int grad_in_place;              /* some consumer's kernel writes this memory's
+                                       gradient in place (dx_direct): not zeroed */
     unsigned dx_direct;             /* bit k: input k's gradient has several writers
                                        but this kernel runs first of them in the
                                        backward pass, so it writes (not adds) it in
