@@ -73,7 +73,8 @@ typedef struct {
     int avx512f, avx512bw, avx512vl, avx512dq, avx512cd;
     int avx512_vnni, avx512_bf16;
     int amx_tile, amx_bf16;
-    int cpus; /* processors this process may run on (omp_get_num_procs) */
+    int cpus;        /* processors this process may run on (omp_get_num_procs) */
+    size_t l2_bytes; /* one core's level-2 cache (CPUID 0x80000006); 0: unknown */
 } nn_cpu_features;
 
 const nn_cpu_features *nn_cpu_probe(void);
@@ -84,10 +85,11 @@ const nn_cpu_features *nn_cpu_probe(void);
 typedef struct nn_ctx nn_ctx;
 
 /* Instruction-set level of the CPU kernels: each level includes the ones
- * below (AVX512-BF16 adds the bf16 dot products of --precision bf16; AMX
- * adds the tile matrix unit, which runs the bf16 GEMM). */
+ * below (AVX2 means AVX2 with FMA; AVX512-BF16 adds the bf16 dot products of
+ * --precision bf16; AMX adds the tile matrix unit, which runs the bf16 GEMM). */
 typedef enum {
     NN_ISA_GENERIC = 0,
+    NN_ISA_AVX2 = 1,
     NN_ISA_AVX512 = 2,
     NN_ISA_AVX512BF16 = 3,
     NN_ISA_AMX = 4

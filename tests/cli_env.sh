@@ -26,13 +26,13 @@ expect_reject() {
     if [ -z "$why" ]; then pass "$assign nnopt $1 is refused"; else fail "$assign nnopt $1 is refused" "$why"; fi
 }
 
-ISA_MSG="nnopt: NNOPT_ISA=avx2: expected generic, avx512, avx512bf16 or amx"
+ISA_MSG="nnopt: NNOPT_ISA=sse4: expected generic, avx2, avx512, avx512bf16 or amx"
 CONV_MSG="nnopt: NNOPT_CONV=fft: expected winograd or direct"
 LOADER_MSG="nnopt: NNOPT_LOADER=threads: expected auto, thread or sync"
 BACKEND_MSG="nnopt: NNOPT_BACKEND=cuda: expected cpu or guard"
 for cmd in "system" "info $MODEL" "train $MODEL --data $DATA --epochs 1" "bench $MODEL --steps 1"; do
     # shellcheck disable=SC2086 # the command and its arguments are split on purpose
-    expect_reject NNOPT_ISA=avx2 "$ISA_MSG" $cmd
+    expect_reject NNOPT_ISA=sse4 "$ISA_MSG" $cmd
     # shellcheck disable=SC2086
     expect_reject NNOPT_CONV=fft "$CONV_MSG" $cmd
     # shellcheck disable=SC2086
@@ -40,9 +40,9 @@ for cmd in "system" "info $MODEL" "train $MODEL --data $DATA --epochs 1" "bench 
     # shellcheck disable=SC2086
     expect_reject NNOPT_BACKEND=cuda "$BACKEND_MSG" $cmd
 done
-expect_reject NNOPT_ISA=GENERIC "nnopt: NNOPT_ISA=GENERIC: expected generic, avx512, avx512bf16 or amx" system
+expect_reject NNOPT_ISA=GENERIC "nnopt: NNOPT_ISA=GENERIC: expected generic, avx2, avx512, avx512bf16 or amx" system
 
-for assign in NNOPT_ISA=generic NNOPT_ISA=avx512 NNOPT_ISA=avx512bf16 NNOPT_ISA=amx NNOPT_ISA= \
+for assign in NNOPT_ISA=generic NNOPT_ISA=avx2 NNOPT_ISA=avx512 NNOPT_ISA=avx512bf16 NNOPT_ISA=amx NNOPT_ISA= \
               NNOPT_CONV=winograd NNOPT_CONV=direct NNOPT_CONV= \
               NNOPT_LOADER=auto NNOPT_LOADER=thread NNOPT_LOADER=sync NNOPT_LOADER= \
               NNOPT_BACKEND=cpu NNOPT_BACKEND=guard NNOPT_BACKEND=; do

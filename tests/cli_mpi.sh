@@ -17,8 +17,8 @@
 # resume at np 1 and np 2 and end (2 epochs of 10 steps) with the straight
 # run's tensors within 1e-5 (at the same world size: the same bytes).
 # Synchronized batch norm (models/resnet_small.nn: 6 batch norms): 2 ranks x
-# 32 --sync-bn give 1 x 64's losses and tensors (running statistics
-# included) over 20 steps within 1e-5, and without --sync-bn they do not.
+# 32 --sync-bn give 1 x 64's losses over 20 steps and its tensors (running
+# statistics included) after 3 within 1e-5, and without --sync-bn they do not.
 # A rank killed with kill -9 mid-run: mpirun exits non-zero within 30 s
 # naming the rank, no rank is left running, and the checkpoint the dead run
 # left (mid-epoch, --save-every) resumes at np 2 to the straight run's bytes.
@@ -119,8 +119,16 @@ timeout 300 "${MPI[@]}" "$NN" train "$RES" "${FLAGS[@]}" --train-limit 1280 --ba
     --epochs 1 --sync-bn --save bn2.st >bn2.json 2>bn2.err
 check "resnet_small, 2 ranks x 32 --sync-bn: the losses of 1 process x 64 (20 steps, 1e-5)" \
     python3 -c "$PY_CLOSE" bn2.json bn1.json
-check "... and its tensors, running statistics included (1e-5)" \
-    python3 -c "$PY_PARAMS" bn2.st bn1.st
+# Its tensors after 3 steps: past that, rounding differences grow
+# chaotically in this model too on some CPUs (on an AVX2 Zen 3, 1 process x
+# 64 against itself with OpenBLAS's Sandybridge instead of Zen kernels: 4e-2
+# after 20 steps; 2 ranks against 1: 1e-6 after 3 steps, 7e-5 after 5).
+timeout 300 "$NN" train "$RES" "${FLAGS[@]}" --train-limit 192 --batch 64 --epochs 1 \
+    --save bn1s.st >bn1s.json 2>bn1s.err || fail "resnet_small: 1 process, 3 steps" "$(head -c 300 bn1s.err)"
+timeout 300 "${MPI[@]}" "$NN" train "$RES" "${FLAGS[@]}" --train-limit 192 --batch 32 \
+    --epochs 1 --sync-bn --save bn2s.st >bn2s.json 2>bn2s.err
+check "... and its tensors after 3 steps, running statistics included (1e-5)" \
+    python3 -c "$PY_PARAMS" bn2s.st bn1s.st
 check "rank 0 says batch norm is synchronized" grep -q "batch norm synchronized" bn2.err
 check "the ranks' parameters and statistics were bit-identical after every epoch" \
     grep -q "parameters bit-identical on all 2 ranks" bn2.err

@@ -206,7 +206,7 @@ else fail "info --expand: a flat model file with the same layers as models/resne
 timeout 60 "$NN" system --json >sys.json 2>sys.err
 rc=$?
 if [ $rc -eq 0 ] && [ ! -s sys.err ] &&
-   python3 -c 'import json,sys; d=json.load(open("sys.json")); sys.exit(0 if d["threads"] >= 1 and d["kernel_isa"] in ("generic","avx512","avx512bf16","amx") and d["openblas_core"] else 1)'; then
+   python3 -c 'import json,sys; d=json.load(open("sys.json")); sys.exit(0 if d["threads"] >= 1 and d["kernel_isa"] in ("generic","avx2","avx512","avx512bf16","amx") and d["openblas_core"] else 1)'; then
     pass "system --json: threads, kernel ISA and OpenBLAS core"
 else fail "system --json: threads, kernel ISA and OpenBLAS core" "exit $rc: $(head -c 300 sys.json sys.err)"; fi
 core=$(python3 -c 'import json; print(json.load(open("sys.json"))["openblas_core"])' 2>/dev/null)

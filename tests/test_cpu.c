@@ -94,21 +94,34 @@ int main(void) {
           "probe %d", f->avx512_vnni);
 #endif
 #endif
-    /* the context's ISA follows the probe: AVX-512 needs F; bf16 also BW, VL
-     * and BF16; AMX the tiles */
+    /* the context's ISA follows the probe: AVX2 needs AVX2 and FMA; AVX-512
+     * F; bf16 also BW, VL and BF16; AMX the tiles */
     nn_ctx *ctx = nn_ctx_new(1);
     if (!ctx) return 2;
     const nn_isa want = f->avx512f && f->avx512bw && f->avx512vl && f->avx512_bf16
                             ? (f->amx_tile && f->amx_bf16 ? NN_ISA_AMX : NN_ISA_AVX512BF16)
-                        : f->avx512f ? NN_ISA_AVX512
-                                     : NN_ISA_GENERIC;
+                        : f->avx512f       ? NN_ISA_AVX512
+                        : f->avx2 && f->fma ? NN_ISA_AVX2
+                                            : NN_ISA_GENERIC;
     check(nn_ctx_isa(ctx) == want, "a new context takes the best ISA the probe allows", "%s vs %s",
           nn_isa_name(nn_ctx_isa(ctx)), nn_isa_name(want));
     check(nn_ctx_set_isa(ctx, NN_ISA_AMX) == (want == NN_ISA_AMX ? NN_OK : NN_EUNSUPPORTED),
           "an ISA above the CPU's is refused", "%s", nn_ctx_error(ctx));
-    printf("cpu: avx2 %d fma %d avx512 f%d bw%d vl%d dq%d cd%d vnni %d bf16 %d amx %d/%d, %d cpus\n",
+    /* the L2 size (CPUID 0x80000006) against Linux's reading of the caches */
+    FILE *lvf = fopen("/sys/devices/system/cpu/cpu0/cache/index2/level", "r");
+    int level = 0;
+    if (lvf && fscanf(lvf, "%d", &level) != 1) level = 0;
+    if (lvf) fclose(lvf);
+    FILE *l2f = level == 2 ? fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r") : NULL;
+    unsigned long kb = 0;
+    if (l2f && fscanf(l2f, "%luK", &kb) == 1 && f->l2_bytes)
+        check(f->l2_bytes == kb * 1024, "the L2 size is the one Linux reports", "probe %zu, sysfs %lu KB",
+              f->l2_bytes, kb);
+    if (l2f) fclose(l2f);
+    printf("cpu: avx2 %d fma %d avx512 f%d bw%d vl%d dq%d cd%d vnni %d bf16 %d amx %d/%d, %d cpus, "
+           "L2 %zu KB\n",
            f->avx2, f->fma, f->avx512f, f->avx512bw, f->avx512vl, f->avx512dq, f->avx512cd,
-           f->avx512_vnni, f->avx512_bf16, f->amx_tile, f->amx_bf16, f->cpus);
+           f->avx512_vnni, f->avx512_bf16, f->amx_tile, f->amx_bf16, f->cpus, f->l2_bytes / 1024);
     nn_ctx_free(ctx);
     return test_summary();
 }

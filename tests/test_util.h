@@ -181,10 +181,10 @@ static TU_UNUSED nn_ctx *test_ctx_new(int threads) {
             unsetenv("OPENBLAS_CORETYPE");
         }
     }
-    static const char *const isas[] = {"generic", "avx512", "avx512bf16", "amx"};
+    static const char *const isas[] = {"generic", "avx2", "avx512", "avx512bf16", "amx"};
     static const char *const convs[] = {"winograd", "direct"};
     static const char *const loaders[] = {"auto", "thread", "sync"};
-    const int isa = tu_env_choice("NNOPT_ISA", isas, 4);
+    const int isa = tu_env_choice("NNOPT_ISA", isas, 5);
     const int conv = tu_env_choice("NNOPT_CONV", convs, 2);
     const int loader = tu_env_choice("NNOPT_LOADER", loaders, 3);
     static const char *const fuses[] = {"on", "off"};

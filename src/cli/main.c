@@ -51,7 +51,7 @@ static int read_env(cli_env *env) {
                      .mpi_timeout = -1, .fuse = 1};
     const char *v = env_value("NNOPT_ISA");
     if (v && nn_isa_parse(v, &env->isa_cap) != NN_OK) {
-        fprintf(stderr, "nnopt: NNOPT_ISA=%s: expected generic, avx512, avx512bf16 or amx\n", v);
+        fprintf(stderr, "nnopt: NNOPT_ISA=%s: expected generic, avx2, avx512, avx512bf16 or amx\n", v);
         return 2;
     }
     if ((v = env_value("NNOPT_CONV"))) {

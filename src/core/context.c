@@ -22,13 +22,14 @@ const char *nn_status_str(nn_status s) {
 
 /* The best kernel ISA this CPU runs (checked at run time: builds stay
  * portable). Each level needs what its kernels' target attributes name: the
- * fp32 kernels only AVX-512F; the bf16 ones also BW, VL and BF16; AMX the
+ * AVX2 kernels AVX2 and FMA; the AVX-512 fp32 kernels only AVX-512F; the bf16 ones also BW, VL and BF16; AMX the
  * tiles with bf16 products, usable by this process. */
 static nn_isa cpu_isa(void) {
     const nn_cpu_features *f = nn_cpu_probe();
     if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512_bf16)
         return f->amx_tile && f->amx_bf16 ? NN_ISA_AMX : NN_ISA_AVX512BF16;
     if (f->avx512f) return NN_ISA_AVX512;
+    if (f->avx2 && f->fma) return NN_ISA_AVX2;
     return NN_ISA_GENERIC;
 }
 
@@ -46,11 +47,13 @@ const char *nn_isa_name(nn_isa isa) {
     return isa == NN_ISA_AMX          ? "amx"
            : isa == NN_ISA_AVX512BF16 ? "avx512bf16"
            : isa == NN_ISA_AVX512     ? "avx512"
+           : isa == NN_ISA_AVX2       ? "avx2"
                                       : "generic";
 }
 
 nn_status nn_isa_parse(const char *name, nn_isa *isa) {
-    static const nn_isa all[] = {NN_ISA_GENERIC, NN_ISA_AVX512, NN_ISA_AVX512BF16, NN_ISA_AMX};
+    static const nn_isa all[] = {NN_ISA_GENERIC, NN_ISA_AVX2, NN_ISA_AVX512, NN_ISA_AVX512BF16,
+                                 NN_ISA_AMX};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (name && strcmp(name, nn_isa_name(all[i])) == 0) {
             *isa = all[i];
@@ -69,7 +72,7 @@ void nn_ctx_set_fusion(nn_ctx *ctx, int on) { ctx->fuse = on != 0; }
 
 int nn_ctx_fusion(const nn_ctx *ctx) { return ctx->fuse; }
 
-int nn_ctx_winograd(const nn_ctx *ctx) { return ctx->winograd && ctx->isa >= NN_ISA_AVX512; }
+int nn_ctx_winograd(const nn_ctx *ctx) { return ctx->winograd && ctx->isa >= NN_ISA_AVX2; }
 
 void nn_ctx_set_loader_mode(nn_ctx *ctx, nn_loader_mode mode) { ctx->loader_mode = mode; }
 

@@ -68,6 +68,10 @@ static void probe_x86(nn_cpu_features *f) {
         __cpuid_count(7, 1, a1, b1, c1, d1);
         f->avx512_bf16 = os_avx512 && ((a1 >> 5) & 1);
     }
+    if (__get_cpuid(0x80000000, &a, &b, &c, &d) && a >= 0x80000006) {
+        __cpuid(0x80000006, a, b, c, d);
+        f->l2_bytes = (size_t)(c >> 16) * 1024; /* KB per core, AMD and Intel alike */
+    }
     if (amx_tile && os_amx &&
         syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0) {
         f->amx_tile = 1;

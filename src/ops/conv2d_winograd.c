@@ -24,7 +24,7 @@
  * to the direct sums (tests/test_ops.c bounds it against the double-precision
  * reference).
  */
-#include "ops/ops.h"
+#include "ops/conv2d_winograd.h"
 
 #include <string.h>
 
@@ -38,37 +38,27 @@
 #endif
 
 #define VEC 16   /* floats per zmm: tiles per vector */
-#define XI 16    /* points of a transformed 4x4 tile */
+#define XI WINO_XI
 #define GEMM_K 8 /* output channels per GEMM kernel call */
 #define GEMM_T 3 /* 16-tile vectors per GEMM kernel call */
-/* V and M of one group: about this many bytes, to stay in a 2 MB L2 */
-#define GROUP_BYTES (1u << 20)
+/* V and M of one group: about half the core's L2 cache, 1 MB at most */
+#define GROUP_BYTES_MAX ((size_t)1 << 20)
 
-static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+static size_t round16(size_t n) { return wino_round(n, 16); }
 
-/* One Winograd correlation: cin input planes of h x w to cout output planes
- * of the same size, in groups of up to `rows` tile rows. */
-typedef struct {
-    int cin, cout, h, w;
-    int th, tw;      /* tile rows and columns per image */
-    int rows;        /* tile rows per group */
-    size_t tpad;     /* tiles per group, rounded up to 16 */
-    size_t vxi, mxi; /* floats between the transformed points of V and M: cin
-                        (cout) rows of tpad, and 16 more so that the 16 points'
-                        rows do not share L1 sets (4 KB apart) */
-} wino_geom;
-
-static wino_geom geom(int cin, int cout, int h, int w) {
+/* the geometry of the kernels with vec tiles per vector, V and M of a group
+ * in about `bytes` */
+static wino_geom geom(int cin, int cout, int h, int w, int vec, size_t bytes) {
     wino_geom g;
-    g.cin = cin, g.cout = cout, g.h = h, g.w = w;
+    g.cin = cin, g.cout = cout, g.h = h, g.w = w, g.vec = vec;
     g.th = (h + 1) / 2;
     g.tw = (w + 1) / 2;
-    const size_t tiles = GROUP_BYTES / ((size_t)XI * (cin + cout) * sizeof(float));
+    const size_t tiles = bytes / ((size_t)XI * (cin + cout) * sizeof(float));
     g.rows = (int)(tiles / (size_t)g.tw);
     if (g.rows < 1) g.rows = 1;
-    g.tpad = round16((size_t)g.rows * g.tw);
-    g.vxi = (size_t)cin * g.tpad + VEC;
-    g.mxi = (size_t)cout * g.tpad + VEC;
+    g.tpad = wino_round((size_t)g.rows * g.tw, vec);
+    g.vxi = (size_t)cin * g.tpad + (size_t)vec;
+    g.mxi = (size_t)cout * g.tpad + (size_t)vec;
     return g;
 }
 
@@ -94,11 +84,12 @@ int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 }
 
 /* the weight gradient's buffers after V and the transformed dy (in M's
- * place): V of one point transposed (tiles, C rounded up to 16), the thread's
- * share of the transformed gradient (16, K, C rounded up) and of db */
-static size_t vt_floats(const wino_geom *g) { return g->tpad * round16((size_t)g->cin); }
+ * place): V of one point transposed (tiles, C rounded up to a whole vector),
+ * the thread's share of the transformed gradient (16, K, C rounded up) and
+ * of db */
+static size_t vt_floats(const wino_geom *g) { return g->tpad * wino_round((size_t)g->cin, g->vec); }
 static size_t share_floats(const wino_geom *g) {
-    return (size_t)XI * g->cout * round16((size_t)g->cin);
+    return (size_t)XI * g->cout * wino_round((size_t)g->cin, g->vec);
 }
 static size_t wgrad_thread_floats(const wino_geom *g) {
     return thread_floats(g) + vt_floats(g) + share_floats(g) + round16((size_t)g->cout);
@@ -106,12 +97,40 @@ static size_t wgrad_thread_floats(const wino_geom *g) {
 
 size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
     if (!shape_ok(d)) return 0;
-    /* the input gradient's geometry (cin, cout swapped) needs no more than this */
-    const wino_geom g = geom(d->C, d->K, d->H, d->W);
+    /* the input gradient's geometry (cin, cout swapped) needs no more than
+     * this, the kernels with 8 tiles per vector no more than those of 16,
+     * and smaller groups no more than the largest */
+    const wino_geom g = geom(d->C, d->K, d->H, d->W, 16, GROUP_BYTES_MAX);
     return u_floats(d) + (size_t)threads * wgrad_thread_floats(&g);
 }
 
 #ifdef NN_HAVE_WINOGRAD
+
+/* A thread's weight-gradient buffers, in wgrad_thread_floats */
+typedef struct {
+    float *v, *yh, *vt, *share, *dbt;
+} wgrad_bufs;
+
+static wgrad_bufs wgrad_bufs_of(float *base, const wino_geom *g, int t) {
+    wgrad_bufs b;
+    b.v = base + (size_t)t * wgrad_thread_floats(g);
+    b.yh = b.v + (size_t)XI * g->vxi;
+    b.vt = b.yh + (size_t)XI * g->mxi;
+    b.share = b.vt + vt_floats(g);
+    b.dbt = b.share + share_floats(g);
+    return b;
+}
+
+float *nn_wino_share(float *base, const wino_geom *g, int t) {
+    return wgrad_bufs_of(base, g, t).share;
+}
+
+/* V and M of a group: half the L2 (measured on a Zen 3 with 512 KB: 256 KB
+ * groups ran ResNet-20 10% faster than 1 MB ones), 1 MB at most */
+static size_t group_bytes(void) {
+    const size_t l2 = nn_cpu_probe()->l2_bytes;
+    return l2 && l2 / 2 < GROUP_BYTES_MAX ? l2 / 2 : GROUP_BYTES_MAX;
+}
 
 /* U[xi][o / 8][i][o % 8] = (G g G^T)[xi] for the 3x3 kernel g of output o and
  * input i (the GEMM kernel's 8 outputs for one input in 32 consecutive bytes),
@@ -409,11 +428,27 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
     }
 }
 
+/* The AVX-512 kernels (add_wgrad_row is below) */
+AVX512 static void add_wgrad_row(float *dw, float *base, int T, const wino_geom *g, int k);
+static void accumulate_wgrad(float *share, float *vt, const float *yh, const float *v,
+                             const wino_geom *g, size_t tiles);
+AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const float *mask,
+                                const wino_geom *g, long u0, int nu);
+static const wino_kernels avx512_kernels = {
+    VEC,          transform_weights, transform_input,  multiply, transform_output,
+    transform_dy, accumulate_wgrad,  add_wgrad_row,
+};
+
+/* the widest kernels ctx allows (nn_conv2d_winograd_ok: AVX2 at least) */
+static const wino_kernels *kernels_of(const nn_ctx *ctx) {
+    return ctx->isa >= NN_ISA_AVX512 ? &avx512_kernels : &nn_wino_avx2;
+}
+
 /* out = the 3x3 'same' correlation of in with the transformed weights u, for
  * n images, over the threads' V and M buffers after u in ws. */
-static void correlate(float *out, const float *in, const float *mask, const nn_conv2d_map *map,
-                      const float *u, const float *bias, int relu, int add, const wino_geom *g,
-                      int n, float *ws, nn_ctx *ctx) {
+static void correlate(const wino_kernels *K, float *out, const float *in, const float *mask,
+                      const nn_conv2d_map *map, const float *u, const float *bias, int relu,
+                      int add, const wino_geom *g, int n, float *ws, nn_ctx *ctx) {
     const long units = (long)n * g->th;
     const long groups = (units + g->rows - 1) / g->rows;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;
@@ -434,9 +469,9 @@ static void correlate(float *out, const float *in, const float *mask, const nn_c
             const long u0 = gi * g->rows;
             const int nu = units - u0 < g->rows ? (int)(units - u0) : g->rows;
             const size_t tiles = (size_t)nu * g->tw;
-            transform_input(v, in, mask, map, g, u0, nu);
-            multiply(mm, u, v, g, tiles);
-            transform_output(out, mm, bias, relu, add, g, u0, nu);
+            K->transform_input(v, in, mask, map, g, u0, nu);
+            K->multiply(mm, u, v, g, tiles);
+            K->transform_output(out, mm, bias, relu, add, g, u0, nu);
         }
     }
 }
@@ -444,10 +479,11 @@ static void correlate(float *out, const float *in, const float *mask, const nn_c
 void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d_map *map,
                                        const float *w, const float *b, const nn_conv2d_desc *d,
                                        int n, float *ws, nn_ctx *ctx) {
-    const wino_geom g = geom(d->C, d->K, d->H, d->W);
+    const wino_kernels *K = kernels_of(ctx);
+    const wino_geom g = geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
     /* w[k][c][r][s]: output k at stride C*9, input c at stride 9 */
-    transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);
-    correlate(y, x, NULL, map, ws, b, d->relu, 0, &g, n, ws + u_floats(d), ctx);
+    K->transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);
+    correlate(K, y, x, NULL, map, ws, b, d->relu, 0, &g, n, ws + u_floats(d), ctx);
 }
 
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
@@ -457,11 +493,12 @@ void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const 
 
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    const wino_geom g = geom(d->K, d->C, d->H, d->W);
+    const wino_kernels *K = kernels_of(ctx);
+    const wino_geom g = geom(d->K, d->C, d->H, d->W, K->vec, group_bytes());
     /* the flipped kernel with inputs and outputs swapped: output c, input k */
-    transform_weights(ws, w, d->K, d->C, 9, (size_t)d->C * 9, 1, ctx->threads);
-    correlate(dx, dy, d->relu ? y : NULL, NULL, ws, NULL, 0, d->dx_add, &g, n, ws + u_floats(d),
-              ctx);
+    K->transform_weights(ws, w, d->K, d->C, 9, (size_t)d->C * 9, 1, ctx->threads);
+    correlate(K, dx, dy, d->relu ? y : NULL, NULL, ws, NULL, 0, d->dx_add, &g, n,
+              ws + u_floats(d), ctx);
 }
 
 /* ---------------------------------------------------------- weight gradient
@@ -598,21 +635,6 @@ static void accumulate_wgrad(float *share, float *vt, const float *yh, const flo
     }
 }
 
-/* A thread's weight-gradient buffers, in wgrad_thread_floats */
-typedef struct {
-    float *v, *yh, *vt, *share, *dbt;
-} wgrad_bufs;
-
-static wgrad_bufs wgrad_bufs_of(float *base, const wino_geom *g, int t) {
-    wgrad_bufs b;
-    b.v = base + (size_t)t * wgrad_thread_floats(g);
-    b.yh = b.v + (size_t)XI * g->vxi;
-    b.vt = b.yh + (size_t)XI * g->mxi;
-    b.share = b.vt + vt_floats(g);
-    b.dbt = b.share + share_floats(g);
-    return b;
-}
-
 /* dw[k][c] += G^T S G for one output channel k, S = the threads' shares
  * summed in thread order, 16 input channels at a time;
  * G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1]. */
@@ -626,7 +648,7 @@ AVX512 static void add_wgrad_row(float *dw, float *base, int T, const wino_geom 
         for (int xi = 0; xi < XI; xi++) {
             s[xi] = _mm512_setzero_ps();
             for (int t = 0; t < T; t++)
-                s[xi] = _mm512_add_ps(s[xi], _mm512_loadu_ps(wgrad_bufs_of(base, g, t).share +
+                s[xi] = _mm512_add_ps(s[xi], _mm512_loadu_ps(nn_wino_share(base, g, t) +
                                                              ((size_t)xi * K + k) * cp + c0));
         }
         __m512 q[3][4]; /* G^T S */
@@ -654,10 +676,11 @@ AVX512 static void add_wgrad_row(float *dw, float *base, int T, const wino_geom 
 }
 
 /* add_wgrad_row for every k, and db[k] += the threads' sums in thread order */
-static void add_wgrad(float *dw, float *db, float *base, int T, const wino_geom *g, int threads) {
+static void add_wgrad(const wino_kernels *K, float *dw, float *db, float *base, int T,
+                      const wino_geom *g, int threads) {
     NN_PARALLEL_FOR(threads)
     for (int k = 0; k < g->cout; k++) {
-        add_wgrad_row(dw, base, T, g, k);
+        K->add_wgrad_row(dw, base, T, g, k);
         if (db) {
             float sum = 0.0f;
             for (int t = 0; t < T; t++) sum += wgrad_bufs_of(base, g, t).dbt[k];
@@ -676,7 +699,8 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
                                                 const float *y, const float *x,
                                                 const nn_conv2d_map *map, const nn_conv2d_desc *d,
                                                 int n, float *ws, nn_ctx *ctx) {
-    const wino_geom g = geom(d->C, d->K, d->H, d->W);
+    const wino_kernels *K = kernels_of(ctx);
+    const wino_geom g = geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
     const long units = (long)n * g.th;
     const long groups = (units + g.rows - 1) / g.rows;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;
@@ -690,15 +714,15 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
         for (long gi = groups * t / T; gi < end; gi++) {
             const long u0 = gi * g.rows;
             const int nu = units - u0 < g.rows ? (int)(units - u0) : g.rows;
-            transform_input(b.v, x, NULL, map, &g, u0, nu);
-            transform_dy(b.yh, b.dbt, dy, mask, &g, u0, nu);
-            accumulate_wgrad(b.share, b.vt, b.yh, b.v, &g, (size_t)nu * g.tw);
+            K->transform_input(b.v, x, NULL, map, &g, u0, nu);
+            K->transform_dy(b.yh, b.dbt, dy, mask, &g, u0, nu);
+            K->accumulate_wgrad(b.share, b.vt, b.yh, b.v, &g, (size_t)nu * g.tw);
         }
     }
-    add_wgrad(dw, db, base, T, &g, ctx->threads);
+    add_wgrad(K, dw, db, base, T, &g, ctx->threads);
 }
 
-#else /* no AVX-512 kernels in this build: never selected (nn_conv2d_winograd_ok) */
+#else /* no x86-64 SIMD kernels in this build: never selected (nn_conv2d_winograd_ok) */
 
 void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d_map *map,
                                        const float *w, const float *b, const nn_conv2d_desc *d,

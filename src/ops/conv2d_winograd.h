@@ -1,0 +1,70 @@
+/*
+ * conv2d_winograd.h - what the Winograd F(2x2, 3x3) drivers
+ * (conv2d_winograd.c: groups of tile rows, threads, buffers) share with the
+ * kernels of one instruction set (the transforms and the small GEMMs):
+ * AVX-512 in conv2d_winograd.c itself, 16 tiles per vector; AVX2 + FMA in
+ * conv2d_winograd_avx2.c, 8 tiles per vector. The layouts are the same but
+ * for the rounding to whole vectors, so buffers sized for 16 hold those of 8.
+ */
+#ifndef NN_CONV2D_WINOGRAD_H
+#define NN_CONV2D_WINOGRAD_H
+
+#include "ops/ops.h"
+
+#define WINO_XI 16 /* points of a transformed 4x4 tile */
+
+/* One Winograd correlation: cin input planes of h x w to cout output planes
+ * of the same size, in groups of up to `rows` tile rows. */
+typedef struct {
+    int cin, cout, h, w;
+    int th, tw;      /* tile rows and columns per image */
+    int rows;        /* tile rows per group */
+    int vec;         /* tiles per vector of the kernels (16 or 8) */
+    size_t tpad;     /* tiles per group, rounded up to vec */
+    size_t vxi, mxi; /* floats between the transformed points of V and M: cin
+                        (cout) rows of tpad, and vec more so that the 16 points'
+                        rows do not share L1 sets (4 KB apart) */
+} wino_geom;
+
+/* n rounded up to a multiple of vec (a power of two) */
+static inline size_t wino_round(size_t n, int vec) {
+    return (n + (size_t)vec - 1) & ~((size_t)vec - 1);
+}
+
+/* The kernels of one instruction set. U is the transformed weights
+ * U[xi][o / 8][i][o % 8]; V the transformed inputs V[xi][c][tile]; M the
+ * products M[xi][k][tile]; Yh the transformed output gradient (in M's
+ * layout); a weight-gradient share is S[xi][k][c rounded up to vec]. */
+typedef struct {
+    int vec;
+    /* u = G g G^T of the cout x cin kernels at w (output o at stride so,
+     * input i at stride si; flip: the kernel turned 180 degrees) */
+    void (*transform_weights)(float *u, const float *w, int cin, int cout, size_t so, size_t si,
+                              int flip, int threads);
+    /* V of the tile rows u0..u0+nu-1 of the batch in (masked or mapped) */
+    void (*transform_input)(float *v, const float *in, const float *mask,
+                            const nn_conv2d_map *map, const wino_geom *g, long u0, int nu);
+    /* M = U^T V for the first `tiles` tiles */
+    void (*multiply)(float *mm, const float *u, const float *v, const wino_geom *g, size_t tiles);
+    /* the output planes of the tile rows from M (+ bias, ReLU; add: into
+     * what is there) */
+    void (*transform_output)(float *out, const float *mm, const float *bias, int relu, int add,
+                             const wino_geom *g, long u0, int nu);
+    /* Yh of the tile rows from the (masked) output gradient; dbt[k] += its sums */
+    void (*transform_dy)(float *yh, float *dbt, const float *dy, const float *mask,
+                         const wino_geom *g, long u0, int nu);
+    /* share += Yh V^T over the tiles (vt: a transpose buffer) */
+    void (*accumulate_wgrad)(float *share, float *vt, const float *yh, const float *v,
+                             const wino_geom *g, size_t tiles);
+    /* dw[k] += G^T S G, S = the T threads' shares of row k summed in thread order */
+    void (*add_wgrad_row)(float *dw, float *base, int T, const wino_geom *g, int k);
+} wino_kernels;
+
+/* thread t's weight-gradient share in the buffers from base */
+float *nn_wino_share(float *base, const wino_geom *g, int t);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+extern const wino_kernels nn_wino_avx2;
+#endif
+
+#endif /* NN_CONV2D_WINOGRAD_H */
