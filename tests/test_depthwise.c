@@ -241,9 +241,9 @@ int main(void) {
     nn_rng rng;
     nn_rng_seed(&rng, 16, 2);
     nn_ctx *ctxs[2] = {c1, c2};
-    const nn_isa isas[2] = {NN_ISA_GENERIC, NN_ISA_AVX512};
+    const nn_isa isas[3] = {NN_ISA_GENERIC, NN_ISA_AVX2, NN_ISA_AVX512};
     const nn_isa best = nn_ctx_isa(c1);
-    for (int v = 0; v < 2; v++) {
+    for (int v = 0; v < 3; v++) {
         if (isas[v] > best) {
             printf("SKIP %s loops: the CPU or NNOPT_ISA does not allow them\n", nn_isa_name(isas[v]));
             continue;

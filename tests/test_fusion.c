@@ -57,6 +57,13 @@ static const struct {
      "input shape=1x8x8\nconv2d name=c out=4 kernel=3 pad=1\nrelu name=r\nmaxpool size=2\nflatten\n"
      "linear name=fc out=8\nrelu name=r2\nlinear out=3\nsoftmax_ce\n",
      "r2", NULL, NULL},
+    {"mobilenet blocks, 20 wide (the vector loops of the rows and their tails)",
+     "input shape=2x20x20\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
+     "conv2d name=d1 out=4 kernel=3 pad=1 groups=4 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
+     "conv2d name=p1 out=6 kernel=1 bias=0\nbatchnorm name=b2\nrelu name=r2\n"
+     "conv2d name=d2 out=6 kernel=3 pad=1 stride=2 groups=6 bias=0\nbatchnorm name=b3\n"
+     "relu name=r3\ngap\nlinear out=5\nsoftmax_ce\n",
+     "r3", NULL, "d2"},
 };
 
 /* Trains a copy of text for 5 SGD steps on fixed batches; the losses, the

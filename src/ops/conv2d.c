@@ -868,12 +868,17 @@ static void conv2d_bwd(const nn_op_args *a) {
 
 /* The Winograd input gradient and im2col's fp32 col2im add into dx when
  * d->dx_add (a residual block's input, whose gradient the block's add wrote
- * first): no scratch copy and no separate pass to add it. */
+ * first): no scratch copy and no separate pass to add it. Both give the
+ * bytes of the scratch and the add: Winograd adds each finished value, and
+ * col2im adds only where the windows do not overlap (stride >= kernel, as
+ * a 1x1 projection with stride 2), one term per input; where they overlap,
+ * adding the terms one by one to what is there would round otherwise. */
 static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
     const nn_conv2d_desc *d = &node->d.conv;
     const char *k = nn_conv2d_kernel_name(d, ctx);
+    const int disjoint = d->R <= d->stride_h && d->S <= d->stride_w && !nn_conv2d_dilated(d);
     return !d->bf16 && (strcmp(k, "winograd") == 0 ||
-                        (strcmp(k, "im2col") == 0 && !dx_as_correlation(d)));
+                        (strcmp(k, "im2col") == 0 && !dx_as_correlation(d) && disjoint));
 }
 
 /* the depthwise and the Winograd kernels normalize a batch norm's input

@@ -28,9 +28,10 @@
  * 13-line planes 100 KB apart and waited on memory) with private partial
  * sums per channel, added in thread order: dw and db depend only on the
  * thread count, y and dx not at all. The AVX-512 twins of the inner loops
- * (phase split and merge, the tap sums, the output and dy copies) are chosen
- * at run time from ctx->isa; the portable ones run otherwise
- * (NNOPT_ISA=generic) and are tested as well.
+ * (phase split and merge, the tap sums, the output and dy copies) and the
+ * AVX2 ones (the tap sums with FMAs; the copies are the portable loops
+ * compiled for AVX2) are chosen at run time from ctx->isa; the portable ones
+ * run otherwise (NNOPT_ISA=generic) and are tested as well.
  */
 #include "ops/ops.h"
 
@@ -42,7 +43,10 @@
 #include "backend/simd_avx512.h"
 #define NN_HAVE_AVX512_KERNELS 1
 #define AVX512 __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2,fma")))
 #endif
+/* a loop body that each ISA's copy inlines (the portable one and AVX2's) */
+#define NN_LOOP_BODY __attribute__((always_inline)) static inline
 
 #define LANES 16      /* floats per zmm, and partial sums per tap of the portable dot product */
 #define MAX_SIDE 7    /* kernels up to 7 x 7 */
@@ -127,8 +131,8 @@ static inline float map_one(float x, const plane_map *m) {
  * w of padded row hp goes to column phase (w + pad_w) % sw at (w + pad_w) /
  * sw. Only the interior is written: the zero border (the padding of the
  * mapped plane) stays from the thread's first memset. */
-static void split_phases(float *xph, const float *x, const plane_map *m, const nn_conv2d_desc *d,
-                         const dw_geom *g) {
+NN_LOOP_BODY void split_phases_body(float *xph, const float *x, const plane_map *m,
+                                   const nn_conv2d_desc *d, const dw_geom *g) {
     for (int h = 0; h < d->H; h++) {
         float *row = xph + phase_row(h + d->pad_h, g->x_plane, g);
         const float *xr = x + (size_t)h * d->W;
@@ -141,7 +145,8 @@ static void split_phases(float *xph, const float *x, const plane_map *m, const n
 }
 
 /* The inverse for the input gradient: dx (H, W) from its padded phase grids. */
-static void merge_phases(float *dx, const float *grids, const nn_conv2d_desc *d, const dw_geom *g) {
+NN_LOOP_BODY void merge_phases_body(float *dx, const float *grids, const nn_conv2d_desc *d,
+                                   const dw_geom *g) {
     for (int h = 0; h < d->H; h++) {
         const float *row = grids + phase_row(h + d->pad_h, g->grid, g);
         float *dr = dx + (size_t)h * d->W;
@@ -154,8 +159,8 @@ static void merge_phases(float *dx, const float *grids, const nn_conv2d_desc *d,
 }
 
 /* The rows of the forward's grid into y (P, Q), + bias, ReLU if asked. */
-static void store_output(float *y, const float *grid, float bias, const nn_conv2d_desc *d,
-                         const dw_geom *g) {
+NN_LOOP_BODY void store_output_body(float *y, const float *grid, float bias,
+                                   const nn_conv2d_desc *d, const dw_geom *g) {
     for (int p = 0; p < d->P; p++) {
         const float *gr = grid + (size_t)p * g->wg;
         float *yr = y + (size_t)p * d->Q;
@@ -171,8 +176,8 @@ static void store_output(float *y, const float *grid, float bias, const nn_conv2
 
 /* dy (P, Q) into the zero-extended grid, zero where the fused ReLU's output
  * y <= 0 (y NULL: no mask). */
-static void extend_dy(float *dyz, const float *dy, const float *y, const nn_conv2d_desc *d,
-                      const dw_geom *g) {
+NN_LOOP_BODY void extend_dy_body(float *dyz, const float *dy, const float *y,
+                                const nn_conv2d_desc *d, const dw_geom *g) {
     for (int p = 0; p < d->P; p++) {
         float *dst = dyz + (size_t)(p + g->kz) * g->wg + g->lz;
         const float *src = dy + (size_t)p * d->Q;
@@ -184,6 +189,32 @@ static void extend_dy(float *dyz, const float *dy, const float *y, const nn_conv
         }
     }
 }
+
+static void split_phases(float *xph, const float *x, const plane_map *m, const nn_conv2d_desc *d,
+                         const dw_geom *g) {
+    split_phases_body(xph, x, m, d, g);
+}
+
+/* The other plane copies of one ISA: the bodies above compiled for it (the
+ * AVX2 copies vectorize them 8 wide; the arithmetic is the same). */
+#define NN_PLANE_LOOPS(SUFFIX, TARGET)                                                             \
+    TARGET static void merge_phases##SUFFIX(float *dx, const float *grids,                         \
+                                            const nn_conv2d_desc *d, const dw_geom *g) {           \
+        merge_phases_body(dx, grids, d, g);                                                        \
+    }                                                                                              \
+    TARGET static void store_output##SUFFIX(float *y, const float *grid, float bias,               \
+                                            const nn_conv2d_desc *d, const dw_geom *g) {           \
+        store_output_body(y, grid, bias, d, g);                                                    \
+    }                                                                                              \
+    TARGET static void extend_dy##SUFFIX(float *dyz, const float *dy, const float *y,              \
+                                         const nn_conv2d_desc *d, const dw_geom *g) {              \
+        extend_dy_body(dyz, dy, y, d, g);                                                          \
+    }
+NN_PLANE_LOOPS(, )
+#ifdef NN_HAVE_AVX512_KERNELS
+NN_PLANE_LOOPS(_avx2, AVX2)
+#endif
+#undef NN_PLANE_LOOPS
 
 /* ------------------------------------------------------------ inner loops */
 
@@ -270,6 +301,105 @@ AVX512 static void dot_taps_avx512(float *acc, int count, const float *gv,
         dot_taps_body(acc, count, gv, src, 9);
     else
         dot_taps_body(acc, count, gv, src, taps);
+}
+
+/* The AVX2 + FMA twins: 16 outputs per step (two ymm); the weight
+ * gradient's 16 partial sums per tap in two passes of 8 lanes (ten
+ * accumulators each for 3 x 3: the 16 ymm registers hold no more). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void correlate_body_avx2(
+    float *out, int count, const float *const *src, const float *wt, int taps) {
+    const float *p[MAX_TAPS];
+    __m256 v[MAX_TAPS];
+    for (int t = 0; t < taps; t++) p[t] = src[t], v[t] = _mm256_set1_ps(wt[t]);
+    for (int j = 0; j < count; j += LANES) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (int t = 0; t < taps; t++) {
+            a0 = _mm256_fmadd_ps(v[t], _mm256_loadu_ps(p[t] + j), a0);
+            a1 = _mm256_fmadd_ps(v[t], _mm256_loadu_ps(p[t] + j + 8), a1);
+        }
+        _mm256_storeu_ps(out + j, a0);
+        _mm256_storeu_ps(out + j + 8, a1);
+    }
+}
+
+/* n floats of x through the map to o (contiguous: stride 1, or the even
+ * floats x[0], x[2], ... when two) in the arithmetic of map_one; x holds
+ * `avail` floats */
+__attribute__((target("avx2,fma"), always_inline)) static inline void map_row_avx2(
+    float *o, const float *x, int n, int avail, int two, const plane_map *m) {
+    const __m256 a = _mm256_set1_ps(m->a), b = _mm256_set1_ps(m->b), zero = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n && (!two || 2 * j + 16 <= avail); j += 8) {
+        __m256 v;
+        if (two) {
+            const __m256 lo = _mm256_loadu_ps(x + 2 * j), hi = _mm256_loadu_ps(x + 2 * j + 8);
+            const __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+            v = _mm256_castpd_ps(
+                _mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+        } else {
+            v = _mm256_loadu_ps(x + j);
+        }
+        if (m->on) {
+            v = _mm256_add_ps(_mm256_mul_ps(v, a), b);
+            if (m->relu)
+                v = _mm256_and_ps(v, _mm256_or_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ),
+                                                  _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+        }
+        _mm256_storeu_ps(o + j, v);
+    }
+    for (; j < n; j++) o[j] = map_one(x[two ? 2 * j : j], m);
+}
+
+/* split_phases for strides 1 and 2 along W, rows mapped 8 floats at a time
+ * (the scalar loop of the body otherwise) */
+AVX2 static void split_phases_avx2(float *xph, const float *x, const plane_map *m,
+                                   const nn_conv2d_desc *d, const dw_geom *g) {
+    if (g->sw > 2) {
+        split_phases_body(xph, x, m, d, g);
+        return;
+    }
+    for (int h = 0; h < d->H; h++) {
+        float *row = xph + phase_row(h + d->pad_h, g->x_plane, g);
+        const float *xr = x + (size_t)h * d->W;
+        for (int b = 0; b < g->sw; b++) {
+            const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw; /* first column of phase b */
+            float *o = row + (size_t)b * g->x_plane + (w0 + d->pad_w) / g->sw;
+            const int n = w0 < d->W ? (d->W - w0 + g->sw - 1) / g->sw : 0;
+            map_row_avx2(o, xr + w0, n, d->W - w0, g->sw == 2, m);
+        }
+    }
+}
+
+AVX2 static void correlate_avx2(float *out, int count, const float *const *src, const float *wt,
+                                int taps) {
+    if (taps == 9)
+        correlate_body_avx2(out, count, src, wt, 9);
+    else
+        correlate_body_avx2(out, count, src, wt, taps);
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline void dot_taps_body_avx2(
+    float *acc, int count, const float *gv, const float *const *src, int taps) {
+    const int n = (int)round16((size_t)count);
+    for (int half = 0; half < LANES; half += 8) {
+        __m256 a[MAX_TAPS + 1];
+        for (int t = 0; t <= taps; t++) a[t] = _mm256_loadu_ps(acc + (size_t)t * LANES + half);
+        for (int j = half; j < n; j += LANES) {
+            const __m256 gj = _mm256_loadu_ps(gv + j);
+            for (int t = 0; t < taps; t++)
+                a[t] = _mm256_fmadd_ps(gj, _mm256_loadu_ps(src[t] + j), a[t]);
+            a[taps] = _mm256_add_ps(a[taps], gj);
+        }
+        for (int t = 0; t <= taps; t++) _mm256_storeu_ps(acc + (size_t)t * LANES + half, a[t]);
+    }
+}
+
+AVX2 static void dot_taps_avx2(float *acc, int count, const float *gv, const float *const *src,
+                               int taps) {
+    if (taps == 9)
+        dot_taps_body_avx2(acc, count, gv, src, 9);
+    else
+        dot_taps_body_avx2(acc, count, gv, src, taps);
 }
 
 /* The first n lanes, none for n <= 0. */
@@ -475,6 +605,11 @@ static dw_loops pick_loops(const nn_ctx *ctx) {
     if (ctx->isa >= NN_ISA_AVX512)
         return (dw_loops){correlate_avx512, dot_taps_avx512, split_phases_avx512,
                           merge_phases_avx512, store_output_avx512, extend_dy_avx512};
+#endif
+#ifdef NN_HAVE_AVX512_KERNELS
+    if (ctx->isa >= NN_ISA_AVX2)
+        return (dw_loops){correlate_avx2,    dot_taps_avx2,     split_phases_avx2,
+                          merge_phases_avx2, store_output_avx2, extend_dy_avx2};
 #endif
     (void)ctx;
     return (dw_loops){correlate_portable, dot_taps_portable, split_phases, merge_phases,
