@@ -126,6 +126,10 @@ void nn_maxpool2x2_plane_avx512(float *y, const float *x, int H, int W, int P, i
 void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float *x,
                                          const float *y, int H, int W, int P, int Q,
                                          int relu_mask);
+/* ... and AVX2's (pool_avx2.c), the same results */
+void nn_maxpool2x2_plane_avx2(float *y, const float *x, int H, int W, int P, int Q);
+void nn_maxpool2x2_plane_backward_avx2(float *dx, const float *dy, const float *x, const float *y,
+                                       int H, int W, int P, int Q, int relu_mask);
 
 /* add: y = a + b over count elements; backward copies dy to da and db */
 void nn_add_forward(float *y, const float *a, const float *b, size_t count, nn_ctx *ctx);

@@ -130,12 +130,17 @@ void nn_maxpool_forward(float *y, const float *x, const nn_pool_desc *d, int n, 
     const int planes = n * d->C;
     const int HW = d->H * d->W, PQ = d->P * d->Q;
     const int fast = is_2x2(d), simd = fast && ctx->isa >= NN_ISA_AVX512;
+    const int avx2 = fast && ctx->isa == NN_ISA_AVX2;
     NN_PARALLEL_FOR(ctx->threads)
     for (int pl = 0; pl < planes; pl++) {
         const float *xp = x + (size_t)pl * HW;
         float *yp = y + (size_t)pl * PQ;
         if (simd) {
             nn_maxpool2x2_plane_avx512(yp, xp, d->H, d->W, d->P, d->Q);
+            continue;
+        }
+        if (avx2) {
+            nn_maxpool2x2_plane_avx2(yp, xp, d->H, d->W, d->P, d->Q);
             continue;
         }
         if (fast) {
@@ -152,6 +157,7 @@ void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float
     const int planes = n * d->C;
     const int HW = d->H * d->W, PQ = d->P * d->Q;
     const int fast = is_2x2(d), simd = fast && ctx->isa >= NN_ISA_AVX512;
+    const int avx2 = fast && ctx->isa == NN_ISA_AVX2;
     NN_PARALLEL_FOR(ctx->threads)
     for (int pl = 0; pl < planes; pl++) {
         float *dxp = dx + (size_t)pl * HW;
@@ -160,6 +166,11 @@ void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float
         if (simd) {
             nn_maxpool2x2_plane_backward_avx512(dxp, dyp, xp, yp, d->H, d->W, d->P, d->Q,
                                                 d->relu_mask);
+            continue;
+        }
+        if (avx2) {
+            nn_maxpool2x2_plane_backward_avx2(dxp, dyp, xp, yp, d->H, d->W, d->P, d->Q,
+                                              d->relu_mask);
             continue;
         }
         if (fast) {
