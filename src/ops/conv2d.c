@@ -740,10 +740,14 @@ static void backward_winograd(float *dx, float *dw, float *db, const float *dy, 
     nn_conv2d_backward_weights_winograd(dw, db, dy, y, x, d, n, ws, ctx);
 }
 
-/* The Winograd weight gradient holds C in vectors of 16; with a single vector
- * its kernel waits on loads and the kernels after it do as well (the seed's
- * conv2, C = 16). */
-static int winograd_weights_ok(const nn_conv2d_desc *d) { return d->C >= 32; }
+/* The Winograd weight gradient holds C in vectors of 16 with AVX-512; with a
+ * single vector its kernel waits on loads and the kernels after it do as
+ * well (the seed's conv2, C = 16). The AVX2 kernels hold 8 channels per
+ * vector, so C = 16 is two, and the kernel after them is im2col: Winograd
+ * takes C = 16 there. */
+static int winograd_weights_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return d->C >= 32 || (ctx->isa < NN_ISA_AVX512 && d->C >= 16);
+}
 
 /*
  * The kernels, in the order they are tried: forward, backward and
@@ -761,7 +765,7 @@ typedef struct {
     void (*backward)(float *dx, float *dw, float *db, const float *dy, const float *y,
                      const float *x, const float *w, const nn_conv2d_desc *d, int n, float *ws,
                      nn_ctx *ctx);
-    int (*weights_ok)(const nn_conv2d_desc *d);      /* NULL: always */
+    int (*weights_ok)(const nn_conv2d_desc *d, const nn_ctx *ctx); /* NULL: always */
     void (*backward_data)(float *dx, const float *dy, const float *y, const float *w,
                           const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 } conv_kernel;
@@ -812,7 +816,7 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
     nn_conv2d_desc unmasked;
     d = backward_desc(d, &unmasked);
     int k = first_kernel(d, ctx, 0);
-    if (kernel_order[k].weights_ok && !kernel_order[k].weights_ok(d)) {
+    if (kernel_order[k].weights_ok && !kernel_order[k].weights_ok(d, ctx)) {
         if (dx) kernel_order[k].backward_data(dx, dy, y, w, d, n, ws, ctx);
         dx = NULL; /* done: only dw and db from the next kernel that takes d */
         k = first_kernel(d, ctx, k + 1);
@@ -887,7 +891,7 @@ static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
 static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
     const nn_conv2d_desc *d = &node->d.conv;
     return is_depthwise(d, ctx) || (strcmp(nn_conv2d_kernel_name(d, ctx), "winograd") == 0 &&
-                                    winograd_weights_ok(d));
+                                    winograd_weights_ok(d, ctx));
 }
 
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
