@@ -1,6 +1,7 @@
 /*
  * conv2d_avx512_rows.c - direct convolution kernels for CPUs with AVX-512
- * vectorized along output rows (16 pixels per zmm), for stride-1
+ * vectorized along output rows (16 pixels per zmm; the AVX2 kernels of
+ * conv2d_rows_avx2.c take 8 through the same drivers), for stride-1
  * convolutions with 6 to 9 taps whose channels are too few to fill the lanes
  * of the channels-last kernels (conv2d_avx512.c), such as a first layer on a
  * one-channel image, and whose rows are wide enough to fill them here:
@@ -16,7 +17,7 @@
  * Compiled with target attributes and chosen at run time (nn_conv2d_rows_ok),
  * so the rest of the build stays portable.
  */
-#include "ops/ops.h"
+#include "ops/conv2d_rows.h"
 
 #include <string.h>
 
@@ -28,18 +29,9 @@
 #define AVX512 __attribute__((target("avx512f")))
 #endif
 
-#define VEC 16      /* floats per zmm */
-#define KBLK 16     /* output channels per pass of the forward kernel */
-#define MAX_TAPS 9  /* R*S supported by the weight-gradient kernel */
-
-/* Geometry of the padded buffers; "slack" columns let a 16-wide load run past
- * the last column into zeros. */
-typedef struct {
-    int hp, wp;        /* padded input for forward and the weight gradient */
-    int ph, pw;        /* padding of dy for the input gradient: R-1-pad */
-    int dh, dw;        /* padded dy */
-    size_t x_floats, dy_floats;
-} direct_geom;
+#define VEC 16                  /* floats per zmm, and the buffers' slack columns */
+#define KBLK ROWS_KBLK          /* output channels per pass of the forward kernel */
+#define MAX_TAPS ROWS_MAX_TAPS  /* R*S supported by the weight-gradient kernel */
 
 static direct_geom geom(const nn_conv2d_desc *d) {
     direct_geom g;
@@ -68,15 +60,17 @@ static int bwd_group(const nn_conv2d_desc *d) {
 
 int nn_conv2d_rows_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #ifdef NN_HAVE_AVX512_KERNELS
-    /* a row of Q outputs fills Q of each 16-lane vector: below ~70% of the
-     * lanes (e.g. 7x7 maps) the im2col + sgemm path is faster */
-    const int vecs = (d->Q + VEC - 1) / VEC;
-    if (10 * d->Q < 7 * VEC * vecs) return 0;
+    /* a row of Q outputs fills Q of each vector's lanes (16 with AVX-512, 8
+     * with AVX2): below ~70% of the lanes (e.g. 7x7 maps with AVX-512) the
+     * im2col + sgemm path is faster */
+    const int lanes = ctx->isa >= NN_ISA_AVX512 ? VEC : 8;
+    const int vecs = (d->Q + lanes - 1) / lanes;
+    if (10 * d->Q < 7 * lanes * vecs) return 0;
     if (d->groups > 1) return 0; /* grouped convolutions use the portable path */
     if (nn_conv2d_dilated(d)) return 0; /* and so do dilated ones */
     if (d->bf16) return 0;       /* bf16 runs through im2col + the bf16 GEMM */
     if (nn_conv2d_direct_ok(d, ctx)) return 0; /* the channels-last kernels fit */
-    return ctx->isa >= NN_ISA_AVX512 && d->stride_h == 1 && d->stride_w == 1 &&
+    return ctx->isa >= NN_ISA_AVX2 && d->stride_h == 1 && d->stride_w == 1 &&
            d->R * d->S <= MAX_TAPS && d->R * d->S >= 6 && /* fewer taps waste the 9 accumulators */
            d->pad_h <= d->R - 1 && d->pad_w <= d->S - 1;
 #else
@@ -157,15 +151,6 @@ AVX512 static void conv_plane(float *out, const float *in, int inc, int in_rows,
     }
 }
 
-/* Where the weight gradient reads dy: image im, channel k, row p starts at
- * at + im*image + k*plane + p*row. Either the padded copy (ReLU mask applied,
- * zero slack past column Q) or the layer's own dy with its output y as the
- * ReLU mask (y NULL: none); loads are masked to Q columns either way. */
-typedef struct {
-    const float *at, *y;
-    size_t image, plane, row;
-} dy_view;
-
 /* dwt[k][c][r][s] += sum over images g, rows p, columns q of
  * dy[g][k][p][q] * x[g][c][p + r][q + s], three output channels at a time:
  * 27 accumulators, and each x vector loaded once for three FMAs. */
@@ -234,8 +219,16 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, dy_view 
     }
 }
 
+static const rows_kernels avx512_kernels = {VEC, conv_plane, weight_grad, nn_conv2d_pad_interior};
+
+/* the widest kernels ctx allows (nn_conv2d_rows_ok: AVX2 at least) */
+static const rows_kernels *kernels_of(const nn_ctx *ctx) {
+    return ctx->isa >= NN_ISA_AVX512 ? &avx512_kernels : &nn_rows_avx2;
+}
+
 void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    const rows_kernels *K = kernels_of(ctx);
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n;
     float *wpk = ws;
@@ -248,10 +241,10 @@ void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const floa
         memset(xp, 0, g.x_floats * sizeof(float)); /* the padding, once */
         NN_FOR_DYNAMIC /* image by image to whichever thread is free */
         for (int i = 0; i < n; i++) {
-            nn_conv2d_pad_interior(xp, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w,
+            K->pad_interior(xp, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h, d->pad_w,
                                    g.hp, g.wp);
-            conv_plane(y + i * ys, xp, d->C, g.hp, g.wp, d->K, d->R, d->S, d->P, d->Q, wpk, b,
-                       d->relu);
+            K->conv_plane(y + i * ys, xp, d->C, g.hp, g.wp, d->K, d->R, d->S, d->P, d->Q, wpk, b,
+                          d->relu);
         }
     }
 }
@@ -259,6 +252,7 @@ void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const floa
 void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, const float *y,
                                const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                float *ws, nn_ctx *ctx) {
+    const rows_kernels *K = kernels_of(ctx);
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n;
     const int G = bwd_group(d);
@@ -280,10 +274,10 @@ void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, c
         for (int i0 = n * t / T; i0 < end; i0 += G) {
             const int gc = end - i0 < G ? end - i0 : G;
             for (int j = 0; j < gc; j++) {
-                nn_conv2d_pad_interior(xg + (size_t)j * g.x_floats, x + (i0 + j) * xs, NULL,
+                K->pad_interior(xg + (size_t)j * g.x_floats, x + (i0 + j) * xs, NULL,
                                        d->C, d->H, d->W, d->pad_h, d->pad_w, g.hp, g.wp);
                 if (dx) /* the input gradient runs on a padded, masked copy of dy */
-                    nn_conv2d_pad_interior(dyg + (size_t)j * g.dy_floats, dy + (i0 + j) * ys,
+                    K->pad_interior(dyg + (size_t)j * g.dy_floats, dy + (i0 + j) * ys,
                                            d->relu ? y + (i0 + j) * ys : NULL, d->K, d->P, d->Q,
                                            g.ph, g.pw, g.dh, g.dw);
             }
@@ -293,10 +287,10 @@ void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, c
                                (size_t)g.dh * g.dw, (size_t)g.dw}
                    : (dy_view){dy + i0 * ys, d->relu ? y + i0 * ys : NULL, ys,
                                (size_t)d->P * d->Q, (size_t)d->Q};
-            weight_grad(dwt, dbt, xg, v, gc, d, &g);
+            K->weight_grad(dwt, dbt, xg, v, gc, d, &g);
             if (dx)
                 for (int j = 0; j < gc; j++)
-                    conv_plane(dx + (i0 + j) * xs, dyg + (size_t)j * g.dy_floats, d->K, g.dh, g.dw,
+                    K->conv_plane(dx + (i0 + j) * xs, dyg + (size_t)j * g.dy_floats, d->K, g.dh, g.dw,
                                d->C, d->R, d->S, d->H, d->W, wpt, NULL, 0);
         }
     }
