@@ -127,19 +127,31 @@ static inline float map_one(float x, const plane_map *m) {
     return m->relu ? ((v > 0.0f || v != v) ? v : 0.0f) : v;
 }
 
+/* o[j] = map_one(x[j * sw]) for j < n (x holds `avail` floats) */
+typedef void (*map_row_fn)(float *o, const float *x, int n, int avail, int sw,
+                           const plane_map *m);
+
+NN_LOOP_BODY void map_row_portable(float *o, const float *x, int n, int avail, int sw,
+                                   const plane_map *m) {
+    (void)avail;
+    for (int j = 0; j < n; j++) o[j] = map_one(x[(size_t)j * sw], m);
+}
+
 /* The phase planes of one input plane x (H, W), through the map m: column
  * w of padded row hp goes to column phase (w + pad_w) % sw at (w + pad_w) /
- * sw. Only the interior is written: the zero border (the padding of the
- * mapped plane) stays from the thread's first memset. */
+ * sw, a phase's columns of a row through map_row. Only the interior is
+ * written: the zero border (the padding of the mapped plane) stays from the
+ * thread's first memset. */
 NN_LOOP_BODY void split_phases_body(float *xph, const float *x, const plane_map *m,
-                                   const nn_conv2d_desc *d, const dw_geom *g) {
+                                   const nn_conv2d_desc *d, const dw_geom *g, map_row_fn map_row) {
     for (int h = 0; h < d->H; h++) {
         float *row = xph + phase_row(h + d->pad_h, g->x_plane, g);
         const float *xr = x + (size_t)h * d->W;
         for (int b = 0; b < g->sw; b++) {
             const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw; /* first column of phase b */
             float *o = row + (size_t)b * g->x_plane + (w0 + d->pad_w) / g->sw;
-            for (int w = w0, j = 0; w < d->W; w += g->sw, j++) o[j] = map_one(xr[w], m);
+            const int n = w0 < d->W ? (d->W - w0 + g->sw - 1) / g->sw : 0;
+            map_row(o, xr + w0, n, d->W - w0, g->sw, m);
         }
     }
 }
@@ -192,7 +204,7 @@ NN_LOOP_BODY void extend_dy_body(float *dyz, const float *dy, const float *y,
 
 static void split_phases(float *xph, const float *x, const plane_map *m, const nn_conv2d_desc *d,
                          const dw_geom *g) {
-    split_phases_body(xph, x, m, d, g);
+    split_phases_body(xph, x, m, d, g, map_row_portable);
 }
 
 /* The other plane copies of one ISA: the bodies above compiled for it (the
@@ -322,11 +334,15 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void correlate_
     }
 }
 
-/* n floats of x through the map to o (contiguous: stride 1, or the even
- * floats x[0], x[2], ... when two) in the arithmetic of map_one; x holds
- * `avail` floats */
+/* map_row_portable 8 floats at a time for strides 1 and 2 (2: the even
+ * floats of 16 loaded), in the arithmetic of map_one */
 __attribute__((target("avx2,fma"), always_inline)) static inline void map_row_avx2(
-    float *o, const float *x, int n, int avail, int two, const plane_map *m) {
+    float *o, const float *x, int n, int avail, int sw, const plane_map *m) {
+    if (sw > 2) {
+        map_row_portable(o, x, n, avail, sw, m);
+        return;
+    }
+    const int two = sw == 2;
     const __m256 a = _mm256_set1_ps(m->a), b = _mm256_set1_ps(m->b), zero = _mm256_setzero_ps();
     int j = 0;
     for (; j + 8 <= n && (!two || 2 * j + 16 <= avail); j += 8) {
@@ -350,24 +366,9 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void map_row_av
     for (; j < n; j++) o[j] = map_one(x[two ? 2 * j : j], m);
 }
 
-/* split_phases for strides 1 and 2 along W, rows mapped 8 floats at a time
- * (the scalar loop of the body otherwise) */
 AVX2 static void split_phases_avx2(float *xph, const float *x, const plane_map *m,
                                    const nn_conv2d_desc *d, const dw_geom *g) {
-    if (g->sw > 2) {
-        split_phases_body(xph, x, m, d, g);
-        return;
-    }
-    for (int h = 0; h < d->H; h++) {
-        float *row = xph + phase_row(h + d->pad_h, g->x_plane, g);
-        const float *xr = x + (size_t)h * d->W;
-        for (int b = 0; b < g->sw; b++) {
-            const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw; /* first column of phase b */
-            float *o = row + (size_t)b * g->x_plane + (w0 + d->pad_w) / g->sw;
-            const int n = w0 < d->W ? (d->W - w0 + g->sw - 1) / g->sw : 0;
-            map_row_avx2(o, xr + w0, n, d->W - w0, g->sw == 2, m);
-        }
-    }
+    split_phases_body(xph, x, m, d, g, map_row_avx2);
 }
 
 AVX2 static void correlate_avx2(float *out, int count, const float *const *src, const float *wt,

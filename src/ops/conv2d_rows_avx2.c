@@ -10,32 +10,10 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "backend/simd_avx2.h"
+
 #define AVX2 __attribute__((target("avx2,fma")))
-#define INLINE_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 #define VEC 8
-
-/* lanes [0, n) of 8 set, as vmaskmov masks */
-INLINE_AVX2 __m256i first_lanes(int n) {
-    static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-    n = n < 0 ? 0 : n > VEC ? VEC : n;
-    return _mm256_loadu_si256((const __m256i *)(table + VEC - n));
-}
-
-/* the first n floats of src (the rest zero), zero also where mask <= 0 */
-INLINE_AVX2 __m256 load_relu_masked(const float *src, const float *mask, int n) {
-    const __m256i lanes = first_lanes(n);
-    const __m256 v = n >= VEC ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, lanes);
-    if (!mask) return v;
-    const __m256 m = n >= VEC ? _mm256_loadu_ps(mask) : _mm256_maskload_ps(mask, lanes);
-    return _mm256_and_ps(v, _mm256_cmp_ps(m, _mm256_setzero_ps(), _CMP_GT_OQ));
-}
-
-INLINE_AVX2 float sum_lanes(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 AVX2 static void conv_plane(float *out, const float *in, int inc, int in_rows, int ld, int outc,
                             int R, int S, int P, int Q, const float *wpk, const float *bias,
@@ -66,7 +44,7 @@ AVX2 static void conv_plane(float *out, const float *in, int inc, int in_rows, i
                     if (relu) v = _mm256_max_ps(zero, v);
                     float *dst = out + ((size_t)(o0 + j) * P + p) * Q + q0;
                     if (qn == VEC) _mm256_storeu_ps(dst, v);
-                    else _mm256_maskstore_ps(dst, first_lanes(qn), v);
+                    else _mm256_maskstore_ps(dst, nn_avx2_lanes(qn), v);
                 }
             }
     }
@@ -91,13 +69,13 @@ AVX2 static void weight_grad(float *dwt, float *dbt, const float *xg, dy_view v,
                 for (int p = 0; p < d->P; p++)
                     for (int q0 = 0; q0 < d->Q; q0 += VEC) {
                         const size_t o = o0 + (size_t)p * v.row + q0;
-                        const __m256 u = load_relu_masked(v.at + o, v.y ? v.y + o : NULL, d->Q - q0);
+                        const __m256 u = nn_avx2_load_relu_masked(v.at + o, v.y ? v.y + o : NULL, d->Q - q0);
                         const float *xp = x + (size_t)p * g->wp + q0;
                         _Pragma("GCC unroll 9") for (int t = 0; t < ROWS_MAX_TAPS; t++) a[t] =
                             _mm256_fmadd_ps(u, _mm256_loadu_ps(xp + off[t]), a[t]);
                     }
             }
-            for (int t = 0; t < taps; t++) dwt[((size_t)k * d->C + c) * taps + t] += sum_lanes(a[t]);
+            for (int t = 0; t < taps; t++) dwt[((size_t)k * d->C + c) * taps + t] += nn_avx2_sum(a[t]);
         }
     for (int k = 0; k < d->K; k++) { /* the bias gradient: row sums of dy */
         __m256 s = zero;
@@ -106,10 +84,10 @@ AVX2 static void weight_grad(float *dwt, float *dbt, const float *xg, dy_view v,
             for (int p = 0; p < d->P; p++)
                 for (int q0 = 0; q0 < d->Q; q0 += VEC) {
                     const size_t o = ok + (size_t)p * v.row + q0;
-                    s = _mm256_add_ps(s, load_relu_masked(v.at + o, v.y ? v.y + o : NULL, d->Q - q0));
+                    s = _mm256_add_ps(s, nn_avx2_load_relu_masked(v.at + o, v.y ? v.y + o : NULL, d->Q - q0));
                 }
         }
-        dbt[k] += sum_lanes(s);
+        dbt[k] += nn_avx2_sum(s);
     }
 }
 
@@ -123,7 +101,7 @@ AVX2 static void pad_interior(float *dst, const float *src, const float *mask, i
             const size_t at = ((size_t)c * H + h) * W;
             int w = 0;
             for (; w + VEC <= W; w += VEC)
-                _mm256_storeu_ps(o + w, load_relu_masked(src + at + w, mask ? mask + at + w : NULL,
+                _mm256_storeu_ps(o + w, nn_avx2_load_relu_masked(src + at + w, mask ? mask + at + w : NULL,
                                                          VEC));
             for (; w < W; w++) o[w] = !mask || mask[at + w] > 0.0f ? src[at + w] : 0.0f;
         }

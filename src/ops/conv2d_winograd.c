@@ -182,15 +182,6 @@ static void transform_weights(float *u, const float *w, int cin, int cout, size_
         transform_weight_block(u, w, cin, cout, so, si, flip, job / nb, job % nb * VEC);
 }
 
-/* 16 floats of src from index `at` on, zero outside [0, n) and, with a mask
- * plane, where the mask is <= 0 (a fused ReLU's output). */
-/* A prologue's map of one input channel (nn_conv2d_map): v = x a + b, then
- * the ReLU when relu; on = 0: none. */
-typedef struct {
-    int on, relu;
-    float a, b;
-} chan_map;
-
 /* 16 floats of a mapped row (zero outside [0, n): the padding of the batch
  * norm's output); the ReLU keeps v where v > 0 or v is NaN, as the batch
  * norm's normalizing pass does (the same values, bit for bit) */
@@ -206,11 +197,6 @@ INLINE_AVX512 __m512 load_row_mapped(const float *src, int at, int n, const chan
     return _mm512_maskz_mov_ps(keep, v);
 }
 
-INLINE_AVX512 float load_one_mapped(const float *src, int at, int n, const chan_map *m) {
-    if (at < 0 || at >= n) return 0.0f;
-    const float v = src[at] * m->a + m->b;
-    return m->relu ? ((v > 0.0f || v != v) ? v : 0.0f) : v;
-}
 
 INLINE_AVX512 __m512 load_row(const float *src, const float *mask, int at, int n) {
     int cnt = n - at;
@@ -218,10 +204,6 @@ INLINE_AVX512 __m512 load_row(const float *src, const float *mask, int at, int n
     return nn_load_relu_masked(src + at, mask ? mask + at : NULL, cnt);
 }
 
-INLINE_AVX512 float load_one(const float *src, const float *mask, int at, int n) {
-    if (at < 0 || at >= n || (mask && !(mask[at] > 0.0f))) return 0.0f;
-    return src[at];
-}
 
 /* d B for one input row under 16 tiles (tiles 16*chunk.. on): with
  * x_k[j] = row[32*chunk + 2j + k - 1] (zero outside the row), the four
@@ -239,10 +221,10 @@ INLINE_AVX512 row4 row_transform(const float *row, const float *mask, const chan
     const __m512 hi = mapped ? load_row_mapped(row, at + 16, w, m) : load_row(row, mask, at + 16, w);
     const __m512 x1 = _mm512_permutex2var_ps(lo, even, hi); /* row[at + 2j] */
     const __m512 x2 = _mm512_permutex2var_ps(lo, odd, hi);  /* row[at + 2j + 1] */
-    const __m512 prev = _mm512_set1_ps(mapped ? load_one_mapped(row, at - 1, w, m)
-                                              : load_one(row, mask, at - 1, w));
-    const __m512 next = _mm512_set1_ps(mapped ? load_one_mapped(row, at + 32, w, m)
-                                              : load_one(row, mask, at + 32, w));
+    const __m512 prev = _mm512_set1_ps(mapped ? wino_load_one_mapped(row, at - 1, w, m)
+                                              : wino_load_one(row, mask, at - 1, w));
+    const __m512 next = _mm512_set1_ps(mapped ? wino_load_one_mapped(row, at + 32, w, m)
+                                              : wino_load_one(row, mask, at + 32, w));
     const __m512 x0 = _mm512_castsi512_ps(
         _mm512_alignr_epi32(_mm512_castps_si512(x2), _mm512_castps_si512(prev), 15));
     const __m512 x3 = _mm512_castsi512_ps(

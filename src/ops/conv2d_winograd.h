@@ -60,6 +60,29 @@ typedef struct {
     void (*add_wgrad_row)(float *dw, float *base, int T, const wino_geom *g, int k);
 } wino_kernels;
 
+/* A prologue's map of one input channel (nn_conv2d_map): v = x a + b, then
+ * the ReLU when relu; on = 0: none. */
+typedef struct {
+    int on, relu;
+    float a, b;
+} chan_map;
+
+/* One float of a mapped row (zero outside [0, n): the padding of the batch
+ * norm's output); the ReLU keeps v where v > 0 or v is NaN, as the batch
+ * norm's normalizing pass does (the same values, bit for bit). */
+static inline float wino_load_one_mapped(const float *src, int at, int n, const chan_map *m) {
+    if (at < 0 || at >= n) return 0.0f;
+    const float v = src[at] * m->a + m->b;
+    return m->relu ? ((v > 0.0f || v != v) ? v : 0.0f) : v;
+}
+
+/* One float of a row, zero outside [0, n) and where the ReLU mask (a layer's
+ * output; NULL: none) is <= 0. */
+static inline float wino_load_one(const float *src, const float *mask, int at, int n) {
+    if (at < 0 || at >= n || (mask && !(mask[at] > 0.0f))) return 0.0f;
+    return src[at];
+}
+
 /* thread t's weight-gradient share in the buffers from base */
 float *nn_wino_share(float *base, const wino_geom *g, int t);
 

@@ -20,6 +20,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "backend/simd_avx2.h"
+
 #define AVX2 __attribute__((target("avx2,fma")))
 #define INLINE_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
 
@@ -28,42 +30,6 @@
 #define BLOCK 8  /* output channels per block of U (the layout's o % 8) */
 #define GEMM_K 4 /* output channels per GEMM kernel call */
 #define GEMM_T 3 /* 8-tile vectors per GEMM kernel call */
-
-/* lanes [0, n) of 8 set (all for n >= 8, none for n <= 0), as vmaskmov masks */
-INLINE_AVX2 __m256i first_lanes(int n) {
-    static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-    n = n < 0 ? 0 : n > VEC ? VEC : n;
-    return _mm256_loadu_si256((const __m256i *)(table + VEC - n));
-}
-
-/* the first n lanes of v to dst (vmaskmovps only for a part: stores by mask
- * are slow on AMD's cores) */
-INLINE_AVX2 void store_lanes(float *dst, int n, __m256 v) {
-    if (n >= VEC) _mm256_storeu_ps(dst, v);
-    else if (n > 0) _mm256_maskstore_ps(dst, first_lanes(n), v);
-}
-
-/* 8 floats of src from `at` where cnt = n - at of them are in [0, n) */
-INLINE_AVX2 __m256 load_lanes(const float *src, int cnt) {
-    return cnt >= VEC ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, first_lanes(cnt));
-}
-
-/* The 8 floats [0, 2, 4, ..., 14] and [1, 3, ..., 15] of the pair (lo, hi). */
-INLINE_AVX2 __m256 even_of(__m256 lo, __m256 hi) {
-    const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-INLINE_AVX2 __m256 odd_of(__m256 lo, __m256 hi) {
-    const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
-INLINE_AVX2 float sum_lanes(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* ------------------------------------------------------------ weights */
 
@@ -111,21 +77,14 @@ static void transform_weights(float *u, const float *w, int cin, int cout, size_
 
 /* ------------------------------------------------------------ inputs */
 
-/* A prologue's map of one input channel (nn_conv2d_map): v = x a + b, then
- * the ReLU when relu; on = 0: none. */
-typedef struct {
-    int on, relu;
-    float a, b;
-} chan_map;
-
 /* 8 floats of a mapped row from `at` (zero outside [0, n): the padding of
  * the batch norm's output); the ReLU keeps v where v > 0 or v is NaN, as the
  * batch norm's normalizing pass does (the same values, bit for bit) */
 INLINE_AVX2 __m256 load_row_mapped(const float *src, int at, int n, const chan_map *m) {
     const int cnt = n - at;
     if (cnt <= 0) return _mm256_setzero_ps();
-    const __m256i lanes = first_lanes(cnt);
-    __m256 v = load_lanes(src + at, cnt);
+    const __m256i lanes = nn_avx2_lanes(cnt);
+    __m256 v = nn_avx2_load_n(src + at, cnt);
     v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(m->a)), _mm256_set1_ps(m->b));
     __m256 keep = _mm256_castsi256_ps(lanes);
     if (m->relu)
@@ -134,28 +93,15 @@ INLINE_AVX2 __m256 load_row_mapped(const float *src, int at, int n, const chan_m
     return _mm256_and_ps(v, keep);
 }
 
-INLINE_AVX2 float load_one_mapped(const float *src, int at, int n, const chan_map *m) {
-    if (at < 0 || at >= n) return 0.0f;
-    const float v = src[at] * m->a + m->b;
-    return m->relu ? ((v > 0.0f || v != v) ? v : 0.0f) : v;
-}
 
 /* 8 floats of src from `at` (zero outside [0, n)), zero also where the ReLU
  * mask (a layer's output) is <= 0; mask NULL: none. */
 INLINE_AVX2 __m256 load_row(const float *src, const float *mask, int at, int n) {
     const int cnt = n - at;
     if (cnt <= 0) return _mm256_setzero_ps();
-    const __m256 v = load_lanes(src + at, cnt);
-    if (!mask) return v;
-    const __m256 keep =
-        _mm256_cmp_ps(load_lanes(mask + at, cnt), _mm256_setzero_ps(), _CMP_GT_OQ);
-    return _mm256_and_ps(v, keep);
+    return nn_avx2_load_relu_masked(src + at, mask ? mask + at : NULL, cnt);
 }
 
-INLINE_AVX2 float load_one(const float *src, const float *mask, int at, int n) {
-    if (at < 0 || at >= n || (mask && !(mask[at] > 0.0f))) return 0.0f;
-    return src[at];
-}
 
 /* d B for one input row under 8 tiles (tiles 8*chunk.. on): with
  * x_k[j] = row[16*chunk + 2j + k - 1] (zero outside the row), the four
@@ -171,12 +117,12 @@ INLINE_AVX2 row4 row_transform(const float *row, const float *mask, const chan_m
     const __m256 lo = mapped ? load_row_mapped(row, at, w, m) : load_row(row, mask, at, w);
     const __m256 hi =
         mapped ? load_row_mapped(row, at + VEC, w, m) : load_row(row, mask, at + VEC, w);
-    const __m256 x1 = even_of(lo, hi); /* row[at + 2j] */
-    const __m256 x2 = odd_of(lo, hi);  /* row[at + 2j + 1] */
-    const __m256 prev = _mm256_set1_ps(mapped ? load_one_mapped(row, at - 1, w, m)
-                                              : load_one(row, mask, at - 1, w));
-    const __m256 next = _mm256_set1_ps(mapped ? load_one_mapped(row, at + 2 * VEC, w, m)
-                                              : load_one(row, mask, at + 2 * VEC, w));
+    const __m256 x1 = nn_avx2_even(lo, hi); /* row[at + 2j] */
+    const __m256 x2 = nn_avx2_odd(lo, hi);  /* row[at + 2j + 1] */
+    const __m256 prev = _mm256_set1_ps(mapped ? wino_load_one_mapped(row, at - 1, w, m)
+                                              : wino_load_one(row, mask, at - 1, w));
+    const __m256 next = _mm256_set1_ps(mapped ? wino_load_one_mapped(row, at + 2 * VEC, w, m)
+                                              : wino_load_one(row, mask, at + 2 * VEC, w));
     /* x0 = (prev, x2[0..6]), x3 = (x1[1..7], next) */
     const __m256 x0 = _mm256_blend_ps(
         _mm256_permutevar8x32_ps(x2, _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6)), prev, 0x01);
@@ -322,11 +268,11 @@ INLINE_AVX2 void store_pair(float *dst, int n, __m256 s0, __m256 s1, __m256 s2, 
     const __m256 uhi = _mm256_unpackhi_ps(y0, y1); /* [2], [3] | [6], [7] */
     __m256 lo = _mm256_permute2f128_ps(ulo, uhi, 0x20), hi = _mm256_permute2f128_ps(ulo, uhi, 0x31);
     if (add) { /* into what is there, as dst[i] += value adds it */
-        lo = _mm256_add_ps(load_lanes(dst, n), lo);
-        if (n > VEC) hi = _mm256_add_ps(load_lanes(dst + VEC, n - VEC), hi);
+        lo = _mm256_add_ps(nn_avx2_load_n(dst, n), lo);
+        if (n > VEC) hi = _mm256_add_ps(nn_avx2_load_n(dst + VEC, n - VEC), hi);
     }
-    store_lanes(dst, n, lo);
-    store_lanes(dst + VEC, n - VEC, hi);
+    nn_avx2_store_n(dst, n, lo);
+    nn_avx2_store_n(dst + VEC, n - VEC, hi);
 }
 
 /* out planes (cout, h, w) of the tile rows u0.. = A^T M A (+ bias, ReLU if
@@ -392,8 +338,8 @@ AVX2 static void transform_dy(float *yh, float *dbt, const float *dy, const floa
                 const __m256 lo1 = second ? load_row(row1, mrow1, c0, g->w) : zero;
                 const __m256 hi1 = second ? load_row(row1, mrow1, c0 + VEC, g->w) : zero;
                 /* dy of the tiles: rows 0, 1 x columns 0, 1 */
-                const __m256 d00 = even_of(lo0, hi0), d01 = odd_of(lo0, hi0);
-                const __m256 d10 = even_of(lo1, hi1), d11 = odd_of(lo1, hi1);
+                const __m256 d00 = nn_avx2_even(lo0, hi0), d01 = nn_avx2_odd(lo0, hi0);
+                const __m256 d10 = nn_avx2_even(lo1, hi1), d11 = nn_avx2_odd(lo1, hi1);
                 sum = _mm256_add_ps(
                     sum, _mm256_add_ps(_mm256_add_ps(d00, d01), _mm256_add_ps(d10, d11)));
                 /* A dy: rows d0, d0 + d1, d0 - d1, -d1 (per tile column) */
@@ -412,7 +358,7 @@ AVX2 static void transform_dy(float *yh, float *dbt, const float *dy, const floa
                 }
             }
         }
-        dbt[k] += sum_lanes(sum);
+        dbt[k] += nn_avx2_sum(sum);
     }
 }
 
@@ -452,15 +398,13 @@ AVX2 static void transpose_point(float *vt, size_t cp, const float *v, size_t ld
 }
 
 /* m[k][c] += sum over t < count of yh[k * ldy + t] * vt[t][c] for GEMM_K
- * outputs k and NC vectors of 8 channels. The group's sum starts from zero
- * and is added to m at the end: over a batch, a sum of group sums rounds far
- * less than one running sum over every tile (the transformed products cancel
- * in G^T S G, so their rounding shows in the weight gradient). */
+ * outputs k and NC vectors of 8 channels */
 INLINE_AVX2 void wgrad_kernel(float *m, size_t ldm, const float *yh, size_t ldy, const float *vt,
                               size_t ldv, size_t count, const int NC) {
     __m256 acc[GEMM_K][GEMM_T];
     _Pragma("GCC unroll 4") for (int k = 0; k < GEMM_K; k++)
-        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) acc[k][b] = _mm256_setzero_ps();
+        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) acc[k][b] =
+            _mm256_loadu_ps(m + k * ldm + b * VEC);
     for (size_t t = 0; t < count; t++, yh++, vt += ldv) {
         __m256 vb[GEMM_T];
         _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) vb[b] = _mm256_loadu_ps(vt + b * VEC);
@@ -471,8 +415,8 @@ INLINE_AVX2 void wgrad_kernel(float *m, size_t ldm, const float *yh, size_t ldy,
         }
     }
     _Pragma("GCC unroll 4") for (int k = 0; k < GEMM_K; k++)
-        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) _mm256_storeu_ps(
-            m + k * ldm + b * VEC, _mm256_add_ps(_mm256_loadu_ps(m + k * ldm + b * VEC), acc[k][b]));
+        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++)
+            _mm256_storeu_ps(m + k * ldm + b * VEC, acc[k][b]);
 }
 
 #define NN_WGRAD(NC)                                                                               \

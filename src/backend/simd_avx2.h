@@ -1,0 +1,57 @@
+/* simd_avx2.h - small AVX2 helpers shared by the AVX2 kernels
+ * (conv2d_winograd_avx2.c, conv2d_rows_avx2.c, pool_avx2.c): lane masks for
+ * vmaskmov, loads of the first n floats (ReLU-masked), the even/odd split of
+ * 16 floats, a horizontal sum. Include after <immintrin.h>, on x86-64
+ * GCC/clang only. */
+#ifndef NN_SIMD_AVX2_H
+#define NN_SIMD_AVX2_H
+
+#include <stdint.h>
+
+#define NN_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
+
+/* lanes [0, n) of 8 set (all for n >= 8, none for n <= 0), as vmaskmov masks */
+NN_AVX2_INLINE __m256i nn_avx2_lanes(int n) {
+    static const int32_t table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    n = n < 0 ? 0 : n > 8 ? 8 : n;
+    return _mm256_loadu_si256((const __m256i *)(table + 8 - n));
+}
+
+/* the first n floats of src, the other lanes zero (a plain load for n >= 8) */
+NN_AVX2_INLINE __m256 nn_avx2_load_n(const float *src, int n) {
+    return n >= 8 ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, nn_avx2_lanes(n));
+}
+
+/* the first n lanes of v to dst (vmaskmovps only for a part: stores by mask
+ * are slow on AMD's cores) */
+NN_AVX2_INLINE void nn_avx2_store_n(float *dst, int n, __m256 v) {
+    if (n >= 8) _mm256_storeu_ps(dst, v);
+    else if (n > 0) _mm256_maskstore_ps(dst, nn_avx2_lanes(n), v);
+}
+
+/* nn_avx2_load_n, also zero where the ReLU mask (a layer's output) is <= 0;
+ * mask NULL: none */
+NN_AVX2_INLINE __m256 nn_avx2_load_relu_masked(const float *src, const float *mask, int n) {
+    const __m256 v = nn_avx2_load_n(src, n);
+    if (!mask) return v;
+    return _mm256_and_ps(v, _mm256_cmp_ps(nn_avx2_load_n(mask, n), _mm256_setzero_ps(), _CMP_GT_OQ));
+}
+
+/* floats 0, 2, ..., 14 and 1, 3, ..., 15 of the pair (lo, hi) */
+NN_AVX2_INLINE __m256 nn_avx2_even(__m256 lo, __m256 hi) {
+    const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+NN_AVX2_INLINE __m256 nn_avx2_odd(__m256 lo, __m256 hi) {
+    const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+NN_AVX2_INLINE float nn_avx2_sum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+#endif /* NN_SIMD_AVX2_H */
