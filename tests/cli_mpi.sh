@@ -17,8 +17,9 @@
 # resume at np 1 and np 2 and end (2 epochs of 10 steps) with the straight
 # run's tensors within 1e-5 (at the same world size: the same bytes).
 # Synchronized batch norm (models/resnet_small.nn: 6 batch norms): 2 ranks x
-# 32 --sync-bn give 1 x 64's losses over 20 steps and its tensors (running
-# statistics included) after 3 within 1e-5, and without --sync-bn they do not.
+# 32 --sync-bn give 1 x 64's train loss over 20 steps and its tensors (running
+# statistics included) after 3 within 1e-5 (the test loss after the 20
+# within 1e-4), and without --sync-bn they do not.
 # A rank killed with kill -9 mid-run: mpirun exits non-zero within 30 s
 # naming the rank, no rank is left running, and the checkpoint the dead run
 # left (mid-epoch, --save-every) resumes at np 2 to the straight run's bytes.
@@ -117,8 +118,12 @@ timeout 300 "$NN" train "$RES" "${FLAGS[@]}" --train-limit 1280 --batch 64 --epo
     --save bn1.st >bn1.json 2>bn1.err || fail "resnet_small: 1 process trains" "$(head -c 300 bn1.err)"
 timeout 300 "${MPI[@]}" "$NN" train "$RES" "${FLAGS[@]}" --train-limit 1280 --batch 32 \
     --epochs 1 --sync-bn --save bn2.st >bn2.json 2>bn2.err
-check "resnet_small, 2 ranks x 32 --sync-bn: the losses of 1 process x 64 (20 steps, 1e-5)" \
-    python3 -c "$PY_CLOSE" bn2.json bn1.json
+# The test loss after those 20 steps within 1e-4: it is a function of the
+# weights the 20 steps left, where rounding differences grow chaotically (3e-5
+# on a Zen 3, whose AVX2 Winograd kernels also compute the 16-channel layers'
+# weight gradients); the train loss of the 20 steps stays within 1e-5.
+check "resnet_small, 2 ranks x 32 --sync-bn: the train loss of 1 process x 64 (20 steps, 1e-5; test loss 1e-4)" \
+    python3 -c "$PY_CLOSE" bn2.json bn1.json 1e-4
 # Its tensors after 3 steps: past that, rounding differences grow
 # chaotically in this model too on some CPUs (on an AVX2 Zen 3, 1 process x
 # 64 against itself with OpenBLAS's Sandybridge instead of Zen kernels: 4e-2
@@ -140,7 +145,7 @@ printf '[train]\nsync_bn = true\n' >sync.ini
 timeout 300 "${MPI[@]}" "$NN" train "$RES" "${FLAGS[@]}" --train-limit 1280 --batch 32 \
     --epochs 1 --config sync.ini >bn4.json 2>bn4.err
 check "the recipe key train.sync_bn does what --sync-bn does" \
-    python3 -c "$PY_CLOSE" bn4.json bn1.json
+    python3 -c "$PY_CLOSE" bn4.json bn1.json 1e-4
 timeout 300 "${MPI[@]}" "$NN" train "$RES" "${FLAGS[@]}" --train-limit 1281 --batch 32 \
     --epochs 1 --sync-bn >bn5.json 2>bn5.err
 check "--sync-bn refuses a last global batch that leaves a rank no samples (1281 = 20 x 64 + 1)" \

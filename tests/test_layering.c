@@ -31,6 +31,7 @@ static const struct {
     {"backend/blas.c", "kernels", 1},
     {"backend/gemm_bf16.", "kernels", 1},
     {"backend/simd_avx512.h", "kernels", 1},
+    {"backend/simd_avx2.h", "kernels", 1},
     {"backend/peak.c", "kernels", 1},
     /* the CUDA kernels' shared pieces: the cuBLAS handle and GEMM, checks */
     {"backend/cuda_blas.", "kernels", 1},
