@@ -42,8 +42,11 @@ a=$(q s.study "select config from trials order by id"); b=$(q again.study "selec
 space 6000 3 >k.space
 "$NN" search k.space --data "$DATA" --trials 4 --sampler random --pruner none >k1.txt 2>&1 &
 BG=$!
-for _ in $(seq 1 300); do
+# as long as the search lives (5 minutes at most): under AddressSanitizer
+# beside other tests a trial took more than the 30 s this loop once allowed
+for _ in $(seq 1 3000); do
     sleep 0.1
+    kill -0 $BG 2>/dev/null || break
     done_n=$(q k.study "select count(*) from trials where state = 'complete'" 2>/dev/null || echo 0)
     ep=$(q k.study "select count(*) from epochs e join trials t on t.id = e.trial where t.state = 'running'" 2>/dev/null || echo 0)
     [ "${done_n:-0}" -ge 1 ] && [ "${ep:-0}" -ge 1 ] && break
