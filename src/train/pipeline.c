@@ -3,7 +3,7 @@
  *
  * The graph is cut after nodes whose output is the only tensor crossing
  * (nn_net_stage_cuts), into K stages of about equal time: each layer's
- * forward + backward on a micro-batch as pipeline rank 0 measures it (or
+ * forward + backward on a micro-batch as world rank 0 measures it (or
  * their FLOPs per sample, NN_BALANCE_FLOPS). Every rank holds the whole net but runs only its
  * stage's nodes. A batch of n is split into M micro-batches of n/M (sizes
  * differ by at most one; empty ones are skipped). Micro-batch j's forward
@@ -75,11 +75,14 @@ static void node_ranges(const nn_net *net, int lo, int hi, size_t *plo, size_t *
 }
 
 /* Per-layer seconds of forward + backward on a micro-batch of rows zero
- * images, as pipeline rank 0 measures them (a warm-up pass, then the least of
- * three), sent to every rank so that all cut the graph alike. The weights'
+ * images, as rank 0 of world measures them (a warm-up pass, then the least of
+ * three), sent to every rank of world so that all cut the graph alike: the
+ * pipelines of several data-parallel replicas too, whose stages all-reduce
+ * the same parameter ranges (each replica timing its own layers cut them at
+ * different layers now and then, and the all-reduces' sizes disagreed). The weights'
  * gradients and the buffers (batch norm's running statistics) are left as
  * they were. */
-static nn_status measure_costs(nn_net *net, nn_comm *pipe, int rows, double *cost) {
+static nn_status measure_costs(nn_net *net, nn_comm *world, int rows, double *cost) {
     nn_ctx *ctx = net->ctx;
     const int N = net->num_nodes;
     const size_t per = (size_t)nn_shape_numel(&net->nodes[net->input_node].out);
@@ -108,14 +111,14 @@ static nn_status measure_costs(nn_net *net, nn_comm *pipe, int rows, double *cos
     nn_net_set_timing(net, 0);
     nn_net_zero_grad(net);
     nn_dev_upload(ctx->backend, nn_net_buffers(net), keep, nb * sizeof(float));
-    if (!s) s = pipe->broadcast(pipe, best, (size_t)N, 0);
+    if (!s) s = world->broadcast(world, best, (size_t)N, 0);
     for (int i = 0; !s && i < N; i++) cost[i] = best[i];
 out:
     free(x), free(keep), free(best), free(y);
     return s;
 }
 
-nn_status nn_pipeline_new(nn_net *net, nn_comm *pipe, int micro, nn_pipeline_schedule schedule,
+nn_status nn_pipeline_new(nn_net *net, nn_comm *world, nn_comm *pipe, int micro, nn_pipeline_schedule schedule,
                           nn_stage_balance balance, int batch, nn_pipeline **out) {
     nn_ctx *ctx = net->ctx;
     *out = NULL;
@@ -145,7 +148,7 @@ nn_status nn_pipeline_new(nn_net *net, nn_comm *pipe, int micro, nn_pipeline_sch
     p->micro = micro;
     p->schedule = schedule;
     if (balance == NN_BALANCE_TIME)
-        s = measure_costs(net, pipe, (batch + micro - 1) / micro, cost);
+        s = measure_costs(net, world, (batch + micro - 1) / micro, cost);
     else
         for (int i = 0; i < net->num_nodes; i++) {
             nn_layer_info info;

@@ -11,13 +11,14 @@
 
 typedef struct nn_pipeline nn_pipeline;
 
-/* Cuts net into pipe->size stages balanced by measured time or FLOPs (on
- * pipeline rank 0: the weights and buffers are left as they were, the
- * gradients zero) and plans its activations
+/* Cuts net into pipe->size stages balanced by measured time or FLOPs (as
+ * rank 0 of `world` measures it, the weights and buffers left as they were,
+ * the gradients zero; every rank of world calls this, so that all pipelines
+ * of a hybrid run cut alike) and plans its activations
  * for micro-batches of ceil(batch / micro) samples, as many copies as the
  * schedule keeps in flight on this rank's stage. Pipeline rank p runs stage
  * K-1-p: rank 0 runs the last stage, the one that sees the loss. */
-nn_status nn_pipeline_new(nn_net *net, nn_comm *pipe, int micro, nn_pipeline_schedule schedule,
+nn_status nn_pipeline_new(nn_net *net, nn_comm *world, nn_comm *pipe, int micro, nn_pipeline_schedule schedule,
                           nn_stage_balance balance, int batch, nn_pipeline **out);
 void nn_pipeline_free(nn_pipeline *p);
 
