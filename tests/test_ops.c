@@ -229,6 +229,7 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         {"stride 1x2", {3, 2, 9, 7, 3, 3, 3, 1, 2, 1, 1, 1, 0}},
         {"pad_w > pad_h", {3, 2, 7, 9, 3, 3, 5, 1, 1, 0, 2, 1, 1}},
         {"kernel 3x5 stride 3", {4, 3, 11, 13, 2, 3, 5, 3, 3, 1, 2, 0, 0}},
+        {"5x5 stride 2, pad 3 (more than the stride)", {3, 2, 9, 8, 3, 5, 5, 2, 2, 3, 3, 1, 1}},
         {"kernel as large as the input", {3, 2, 5, 4, 3, 5, 4, 1, 1, 0, 0, 1, 0}},
         /* a kernel much wider than the input with 'same' padding: some taps
          * see only padding for every output */
