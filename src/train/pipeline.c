@@ -79,9 +79,9 @@ static void node_ranges(const nn_net *net, int lo, int hi, size_t *plo, size_t *
  * three), sent to every rank of world so that all cut the graph alike: the
  * pipelines of several data-parallel replicas too, whose stages all-reduce
  * the same parameter ranges (each replica timing its own layers cut them at
- * different layers now and then, and the all-reduces' sizes disagreed). The weights'
- * gradients and the buffers (batch norm's running statistics) are left as
- * they were. */
+ * different layers now and then, and the all-reduces' sizes disagreed). The
+ * weights' gradients are left zero and the buffers (batch norm's running
+ * statistics) as they were. */
 static nn_status measure_costs(nn_net *net, nn_comm *world, int rows, double *cost) {
     nn_ctx *ctx = net->ctx;
     const int N = net->num_nodes;
@@ -98,7 +98,9 @@ static nn_status measure_costs(nn_net *net, nn_comm *world, int rows, double *co
     if ((s = nn_net_plan(net, rows))) goto out;
     nn_dev_download(ctx->backend, keep, nn_net_buffers(net), nb * sizeof(float));
     for (int i = 0; i < N; i++) best[i] = 1e30f;
-    for (int pass = 0; pass < 4 && !s; pass++) {
+    /* only rank 0 times: the other ranks wait in the broadcast instead of
+     * running the same passes on the same cores */
+    for (int pass = 0; world->rank == 0 && pass < 4 && !s; pass++) {
         nn_net_set_timing(net, 1);
         float loss;
         if (!(s = nn_net_forward(net, x, y, rows, &loss))) s = nn_net_backward(net);
