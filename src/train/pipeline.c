@@ -75,32 +75,25 @@ static void node_ranges(const nn_net *net, int lo, int hi, size_t *plo, size_t *
 }
 
 /* Per-layer seconds of forward + backward on a micro-batch of rows zero
- * images, as rank 0 of world measures them (a warm-up pass, then the least of
- * three), sent to every rank of world so that all cut the graph alike: the
- * pipelines of several data-parallel replicas too, whose stages all-reduce
- * the same parameter ranges (each replica timing its own layers cut them at
- * different layers now and then, and the all-reduces' sizes disagreed). The
- * weights' gradients are left zero and the buffers (batch norm's running
- * statistics) as they were. */
-static nn_status measure_costs(nn_net *net, nn_comm *world, int rows, double *cost) {
+ * images into best (N): a warm-up pass, then the least of three. The weights'
+ * gradients are left zero and the buffers (batch norm's running statistics)
+ * as they were. */
+static nn_status time_layers(nn_net *net, int rows, float *best) {
     nn_ctx *ctx = net->ctx;
     const int N = net->num_nodes;
     const size_t per = (size_t)nn_shape_numel(&net->nodes[net->input_node].out);
     const size_t nb = nn_net_num_buffers(net);
     float *x = calloc((size_t)rows * per, sizeof *x), *keep = malloc((nb + 1) * sizeof *keep);
-    float *best = malloc((size_t)N * sizeof *best);
     int32_t *y = calloc((size_t)rows, sizeof *y);
     nn_status s = NN_OK;
-    if (!x || !keep || !best || !y) {
+    if (!x || !keep || !y) {
         s = nn_ctx_fail(ctx, NN_ENOMEM, "out of memory timing the layers");
         goto out;
     }
     if ((s = nn_net_plan(net, rows))) goto out;
     nn_dev_download(ctx->backend, keep, nn_net_buffers(net), nb * sizeof(float));
     for (int i = 0; i < N; i++) best[i] = 1e30f;
-    /* only rank 0 times: the other ranks wait in the broadcast instead of
-     * running the same passes on the same cores */
-    for (int pass = 0; world->rank == 0 && pass < 4 && !s; pass++) {
+    for (int pass = 0; pass < 4 && !s; pass++) {
         nn_net_set_timing(net, 1);
         float loss;
         if (!(s = nn_net_forward(net, x, y, rows, &loss))) s = nn_net_backward(net);
@@ -113,15 +106,32 @@ static nn_status measure_costs(nn_net *net, nn_comm *world, int rows, double *co
     nn_net_set_timing(net, 0);
     nn_net_zero_grad(net);
     nn_dev_upload(ctx->backend, nn_net_buffers(net), keep, nb * sizeof(float));
-    if (!s) s = world->broadcast(world, best, (size_t)N, 0);
-    for (int i = 0; !s && i < N; i++) cost[i] = best[i];
 out:
-    free(x), free(keep), free(best), free(y);
+    free(x), free(keep), free(y);
     return s;
 }
 
-nn_status nn_pipeline_new(nn_net *net, nn_comm *world, nn_comm *pipe, int micro, nn_pipeline_schedule schedule,
-                          nn_stage_balance balance, int batch, nn_pipeline **out) {
+/* The layers' costs as rank 0 of world times them (time_layers), sent to
+ * every rank of world so that all cut the graph alike: the pipelines of
+ * several data-parallel replicas too, whose stages all-reduce the same
+ * parameter ranges (each replica timing its own layers cut them at different
+ * layers now and then, and the all-reduces' sizes disagreed). The other
+ * ranks wait in the broadcast instead of running the same passes on the
+ * same cores. */
+static nn_status measure_costs(nn_net *net, nn_comm *world, int rows, double *cost) {
+    const int N = net->num_nodes;
+    float *best = malloc((size_t)N * sizeof *best);
+    if (!best) return nn_ctx_fail(net->ctx, NN_ENOMEM, "out of memory timing the layers");
+    nn_status s = world->rank == 0 ? time_layers(net, rows, best) : NN_OK;
+    if (!s) s = world->broadcast(world, best, (size_t)N, 0);
+    for (int i = 0; !s && i < N; i++) cost[i] = best[i];
+    free(best);
+    return s;
+}
+
+nn_status nn_pipeline_new(nn_net *net, nn_comm *world, nn_comm *pipe, int micro,
+                          nn_pipeline_schedule schedule, nn_stage_balance balance, int batch,
+                          nn_pipeline **out) {
     nn_ctx *ctx = net->ctx;
     *out = NULL;
     const int K = pipe->size;

@@ -18,8 +18,9 @@ typedef struct nn_pipeline nn_pipeline;
  * for micro-batches of ceil(batch / micro) samples, as many copies as the
  * schedule keeps in flight on this rank's stage. Pipeline rank p runs stage
  * K-1-p: rank 0 runs the last stage, the one that sees the loss. */
-nn_status nn_pipeline_new(nn_net *net, nn_comm *world, nn_comm *pipe, int micro, nn_pipeline_schedule schedule,
-                          nn_stage_balance balance, int batch, nn_pipeline **out);
+nn_status nn_pipeline_new(nn_net *net, nn_comm *world, nn_comm *pipe, int micro,
+                          nn_pipeline_schedule schedule, nn_stage_balance balance, int batch,
+                          nn_pipeline **out);
 void nn_pipeline_free(nn_pipeline *p);
 
 /* Forward and backward of one batch x (n, C, H, W) with labels y through all

@@ -357,25 +357,6 @@ static nn_status broadcast_model(nn_trainer *t, nn_comm *comm) {
     return s;
 }
 
-/* Hybrid: the replicas of this stage train the same parameter range, or
- * their gradient all-reduces would not match. Sums of the range's ends and
- * their squares over the replicas: sum x^2 * P == (sum x)^2 only when all
- * hold the same x (exact in double), and every rank sees the same sums. */
-static nn_status check_stage_ranges(nn_trainer *t) {
-    size_t lo, hi;
-    nn_pipeline_param_range(t->pipeline, &lo, &hi);
-    double v[4] = {(double)lo, (double)hi, (double)lo * (double)lo, (double)hi * (double)hi};
-    nn_status s = t->comm->sum_f64 ? t->comm->sum_f64(t->comm, v, 4) : NN_OK;
-    if (s || !t->comm->sum_f64) return s;
-    const double P = t->comm->size;
-    if (v[2] * P != v[0] * v[0] || v[3] * P != v[1] * v[1])
-        return nn_ctx_fail(t->ctx, NN_EINVAL, "the %d pipelines cut stage %d at different "
-                           "layers (parameters %zu..%zu on this rank); --stage-balance flops "
-                           "cuts alike everywhere", t->comm->size,
-                           nn_pipeline_stage(t->pipeline), lo, hi);
-    return NN_OK;
-}
-
 /* Pipeline parallel: the world's ranks as replicas x stages, the net cut
  * and planned for micro-batches, the parameters and buffers from rank 0. */
 static nn_status set_pipeline(nn_trainer *t, nn_comm *world) {
@@ -398,10 +379,9 @@ static nn_status set_pipeline(nn_trainer *t, nn_comm *world) {
     if (t->stage_comm->size > 1) t->comm = t->stage_comm;
     if ((s = set_geometry(t, world->size / K, replica))) return s;
     const int micro = t->cfg.micro_batches > 0 ? t->cfg.micro_batches : 2 * K;
-    if ((s = nn_pipeline_new(t->net, world, t->pipe, micro, t->cfg.pipeline, t->cfg.stage_balance,
-                              t->cfg.batch, &t->pipeline)))
+    if ((s = nn_pipeline_new(t->net, world, t->pipe, micro, t->cfg.pipeline,
+                             t->cfg.stage_balance, t->cfg.batch, &t->pipeline)))
         return s;
-    if (t->comm && (s = check_stage_ranges(t))) return s;
     return broadcast_model(t, world);
 }
 
