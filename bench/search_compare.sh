@@ -39,10 +39,14 @@
 # (issue 18 asks >= 3x, with a better best), and nnopt's best against
 # Optuna's (issue 18 asks >=). One run per setting: the bests of short runs
 # vary with the seed (SEED), so compare several seeds before concluding.
+# With one seed for all, TPE's first 10 trials are the random sampler's own
+# draws (as in Optuna, whose TPESampler starts from a RandomSampler of its
+# seed), so random search's trials are a subset of ASHA's and the bests tend
+# to tie; RANDOM_SEED gives random search draws of its own.
 #
 # Variables: SPACE (default spaces/fmnist_cnn.space), BUDGET (seconds, or 30m,
 # 2h; default 600, per run), THREADS (per trial, default 2), SEED (the
-# samplers', default 1), DATA (default /usr/share/datasets/fashion-mnist),
+# samplers', default 1), RANDOM_SEED (random search's; default SEED), DATA (default /usr/share/datasets/fashion-mnist),
 # OUT (studies, logs and summary.md; default a new folder under /tmp; must not
 # hold studies from an earlier run), NNOPT (default build/nnopt), PY (a Python
 # with Optuna; default .venv-search/bin/python, created with
@@ -58,6 +62,7 @@ SPACE=${SPACE:-spaces/fmnist_cnn.space}
 BUDGET=${BUDGET:-600}
 THREADS=${THREADS:-2}
 SEED=${SEED:-1}
+RANDOM_SEED=${RANDOM_SEED:-$SEED}
 DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 NNOPT=${NNOPT:-build/nnopt}
 HYPERBAND=${HYPERBAND:-1}
@@ -115,14 +120,14 @@ now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print ""; else print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 rows=()
 
-# nnopt search with LABEL SLUG SAMPLER PRUNER: one table row from its study.
+# nnopt search with LABEL SLUG SAMPLER PRUNER [SEED]: one table row from its study.
 run_nnopt() {
-  local label=$1 slug=$2 sampler=$3 pruner=$4 study=$OUT/$2.study t0 t1 rc=0
+  local label=$1 slug=$2 sampler=$3 pruner=$4 seed=${5:-$SEED} study=$OUT/$2.study t0 t1 rc=0
   [ -e "$study" ] && die "$study exists: give a new OUT for fresh studies"
   echo "# $label: nnopt search --sampler $sampler --pruner $pruner --budget $BUDGET ($(date -u +%H:%M:%S) UTC)" >&2
   t0=$(now)
   "$NNOPT" search "$run_space" --study "$study" --budget "$BUDGET" --sampler "$sampler" \
-    --pruner "$pruner" --threads "$THREADS" --seed "$SEED" --data "$DATA" \
+    --pruner "$pruner" --threads "$THREADS" --seed "$seed" --data "$DATA" \
     --finalists "$FINALISTS" >"$OUT/$slug.log" 2>"$OUT/$slug.err" || rc=$?
   t1=$(now)
   if [ "$rc" != 0 ]; then
@@ -194,7 +199,7 @@ print("|".join(str(x) for x in (
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 run_nnopt "nnopt tpe+asha" tpe_asha tpe asha
-run_nnopt "nnopt random" random random none
+run_nnopt "nnopt random" random random none "$RANDOM_SEED"
 [ "$HYPERBAND" = 1 ] && run_nnopt "nnopt tpe+hyperband" tpe_hyperband tpe hyperband
 [ "$OPTUNA" = 1 ] && run_optuna
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -203,7 +208,7 @@ ratio() { # finished trials of $1 over $2
   awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN {if (b > 0) printf "%.2fx", a / b; else print "n/a"}'
 }
 {
-  echo "# search_compare.sh: $SPACE, budget $BUDGET per run, $THREADS thread(s) per trial, seed $SEED, $(date -u +%Y-%m-%d) UTC"
+  echo "# search_compare.sh: $SPACE, budget $BUDGET per run, $THREADS thread(s) per trial, seed $SEED (random search: $RANDOM_SEED), $(date -u +%Y-%m-%d) UTC"
   echo "# data $DATA; nnopt $NNOPT; ${PY:+Optuna $("$PY" -c 'import optuna; print(optuna.__version__)' 2>/dev/null)}"
   [ -n "$note" ] && echo "# $note"
   echo "# load average before: $load_before; after: $load_after ($(nproc) cores)"
