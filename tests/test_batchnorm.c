@@ -4,6 +4,8 @@
  *   - fast float kernels against the double reference (4-D and flat inputs,
  *     batch 3 and 13 in training mode, batch 1 in eval mode, 1 and 2 threads,
  *     bit-identical across thread counts), including the running statistics;
+ *   - the row kernels' portable, AVX2 and AVX-512 variants bit-identical
+ *     (plain and with the fused ReLU, NaN inputs included), each the CPU has;
  *   - reference gradients w.r.t. x, weight and bias against central
  *     differences in double in training mode (loss = sum(y * r));
  *   - PyTorch 1.13 parity (tests/fixtures/layers_batchnorm.txt, made by
@@ -42,7 +44,8 @@ static void test_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
     static const struct {
         int C, HW;
         const char *what;
-    } shapes[] = {{3, 20, "4-D 3x4x5"}, {7, 1, "2-D 7"}, {4, 9, "4-D 4x3x3"}};
+    } shapes[] = {{3, 20, "4-D 3x4x5"}, {7, 1, "2-D 7"}, {4, 9, "4-D 4x3x3"},
+                  {5, 49, "4-D 5x7x7"}, {2, 64, "4-D 2x8x8"}}; /* rows of 16-lane vectors */
     static const struct {
         int n, training;
     } runs[] = {{3, 1}, {13, 1}, {1, 0}, {3, 0}};
@@ -98,6 +101,57 @@ static void test_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
               name, "%d configs, max err y=%.2e dx=%.2e dw=%.2e db=%.2e running=%.2e, T=1==T=2: %s",
               configs, ey, edx, edw, edb, erun, same ? "yes" : "no");
     }
+}
+
+/* ------------------------------------------------------------ ISA variants */
+
+/* forward (plain and with the fused ReLU) and backward at every ISA this CPU
+ * runs give the generic kernels' bits exactly; rows of 49 and 64 values take
+ * the 16-lane vector loops and their scalar tails */
+static void test_isa_variants(nn_ctx *ctx, nn_rng *rng) {
+    static const nn_isa isas[] = {NN_ISA_GENERIC, NN_ISA_AVX2, NN_ISA_AVX512};
+    const nn_isa saved = nn_ctx_isa(ctx);
+    const int C = 3, n = 5;
+    int same = 1, ran = 0;
+    for (int hw = 49; hw <= 64; hw += 15)
+        for (int relu = 0; relu <= 1; relu++) {
+            nn_bn_desc d = make_desc(C, hw, 1e-5f, 0.1f);
+            d.relu = relu;
+            const size_t xn = (size_t)n * C * hw, rn = 2 * (size_t)C + 1;
+            float *x = fvec(xn), *dy = fvec(xn), *w = fvec(C), *b = fvec(C);
+            fill(x, xn, rng, -2.0f, 3.0f);
+            fill(dy, xn, rng, -1.0f, 1.0f);
+            fill(w, C, rng, 0.5f, 1.5f);
+            fill(b, C, rng, -0.5f, 0.5f);
+            float *y0 = fvec(xn), *dx0 = fvec(xn), *y = fvec(xn), *dx = fvec(xn);
+            for (size_t v = 0; v < sizeof isas / sizeof isas[0]; v++) {
+                if (nn_ctx_set_isa(ctx, isas[v]) != NN_OK) continue;
+                float *run = fvec(rn), *save = fvec(2 * (size_t)C), *dw = fvec(C), *db = fvec(C);
+                memset(dw, 0, C * sizeof(float)), memset(db, 0, C * sizeof(float));
+                nn_batchnorm_forward(v ? y : y0, save, run, x, w, b, &d, n, 1, ctx);
+                /* a NaN input passes the fused ReLU in every variant */
+                float *xnan = fvec(xn), *ynan = fvec(xn);
+                memcpy(xnan, x, xn * sizeof(float));
+                xnan[17] = NAN;
+                nn_batchnorm_forward(ynan, save, run, xnan, w, b, &d, 1, 0, ctx);
+                same &= isnan(ynan[17]) != 0;
+                if (!relu) { /* backward has no fused-ReLU entry point here */
+                    nn_batchnorm_forward(v ? y : y0, save, run, x, w, b, &d, n, 1, ctx);
+                    nn_batchnorm_backward(v ? dx : dx0, dw, db, dy, x, w, save, &d, n, 1, ctx);
+                }
+                if (v) {
+                    same &= !memcmp(y, y0, xn * sizeof(float));
+                    if (!relu) same &= !memcmp(dx, dx0, xn * sizeof(float));
+                }
+                ran++;
+                free(run), free(save), free(dw), free(db), free(xnan), free(ynan);
+            }
+            free(x), free(dy), free(w), free(b), free(y0), free(dx0), free(y), free(dx);
+        }
+    nn_ctx_set_isa(ctx, saved);
+    check(same && ran >= 4, "batchnorm kernels: every ISA variant gives the generic bits",
+          "%d runs (HW 49, 64; plain and fused ReLU), identical and NaN passing: %s", ran,
+          same ? "yes" : "no");
 }
 
 /* ------------------------------------------------------------ finite differences */
@@ -566,6 +620,7 @@ int main(void) {
     nn_rng_seed(&rng, 2025, 9);
 
     test_fast_vs_ref(ctxs, &rng);
+    test_isa_variants(ctx1, &rng);
     test_fd(&rng);
     test_hand(ctx1);
     test_parity(ctx1);

@@ -101,70 +101,125 @@ static nn_status batchnorm_check_batch(const nn_node *node, int n, int training,
 }
 
 
+/*
+ * Row kernels: one row of HW values of one channel and sample. Plain loops
+ * over 16 float lanes that the compiler vectorizes; each is compiled three
+ * times, for the portable baseline, AVX2 and AVX-512 (a ROW_BODY inlined
+ * into a function with that target), and the set matching ctx->isa is chosen
+ * per call (bn_rows_for). Every variant does the same float operations in
+ * the same order (no FMA contraction: neither target enables FMA), so the
+ * results are identical whichever runs.
+ */
 enum { LANES = 16 };
 
-static double lanes_total(const float acc[LANES]) {
+#define ROW_BODY __attribute__((always_inline)) static inline
+
+/* 16 floats as one value (GCC's vector extension): one zmm register in the
+ * AVX-512 variant, two ymm or four xmm ones in the others; the same lane
+ * arithmetic in each */
+#pragma GCC diagnostic ignored "-Wpsabi" /* v16f never crosses a call: ROW_BODY */
+typedef float v16f __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
+
+ROW_BODY v16f ld16(const float *p) {
+    v16f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+ROW_BODY void st16(float *p, v16f v) { memcpy(p, &v, sizeof v); }
+
+/* v where keep is true (all ones), 0 elsewhere */
+ROW_BODY v16f keep16(v16f v, v16i keep) { return (v16f)((v16i)v & keep); }
+
+ROW_BODY double lanes_total(v16f acc) {
+    float a[LANES];
+    memcpy(a, &acc, sizeof a);
     double s = 0.0;
-    for (int l = 0; l < LANES; l++) s += acc[l];
+    for (int l = 0; l < LANES; l++) s += a[l];
     return s;
 }
 
 /* sum of x (len) */
-static double row_sum(const float *x, int len) {
-    float acc[LANES] = {0};
+ROW_BODY double row_sum_body(const float *x, int len) {
+    v16f acc = {0};
     int j = 0;
-    for (; j + LANES <= len; j += LANES)
-        for (int l = 0; l < LANES; l++) acc[l] += x[j + l];
+    for (; j + LANES <= len; j += LANES) acc += ld16(x + j);
     double s = lanes_total(acc);
     for (; j < len; j++) s += x[j];
     return s;
 }
 
 /* sum of (x - mean)^2 over x (len) */
-static double row_sq_dev(const float *x, int len, float mean) {
-    float acc[LANES] = {0};
+ROW_BODY double row_sq_dev_body(const float *x, int len, float mean) {
+    v16f acc = {0};
     int j = 0;
-    for (; j + LANES <= len; j += LANES)
-        for (int l = 0; l < LANES; l++) {
-            const float t = x[j + l] - mean;
-            acc[l] += t * t;
-        }
+    for (; j + LANES <= len; j += LANES) {
+        const v16f t = ld16(x + j) - mean;
+        acc += t * t;
+    }
     double s = lanes_total(acc);
     for (; j < len; j++) s += (double)(x[j] - mean) * (x[j] - mean);
     return s;
 }
 
+/* the fused ReLU as relu's forward: v where v > 0 or v is NaN, else 0 (v is
+ * kept unless v <= 0, false for NaN: one compare, which GCC 12 vectorizes;
+ * v > 0 | v != v it made scalar) */
+ROW_BODY v16f relu16(v16f v) { return keep16(v, ~(v <= 0.0f)); }
+
+ROW_BODY float relu1(float v) { return (v > 0.0f || v != v) ? v : 0.0f; }
+
+/* y = x alpha + beta (as PyTorch's CPU kernel), plus r (a fused residual
+ * add's other input) when not NULL, then the fused ReLU when relu */
+ROW_BODY void row_apply_body(float *y, const float *x, const float *r, int len, float alpha,
+                             float beta, int relu) {
+    int j = 0;
+    if (r && relu) {
+        for (; j + LANES <= len; j += LANES)
+            st16(y + j, relu16((ld16(x + j) * alpha + beta) + ld16(r + j)));
+        for (; j < len; j++) y[j] = relu1((x[j] * alpha + beta) + r[j]);
+    } else if (r) {
+        for (; j + LANES <= len; j += LANES)
+            st16(y + j, (ld16(x + j) * alpha + beta) + ld16(r + j));
+        for (; j < len; j++) y[j] = (x[j] * alpha + beta) + r[j];
+    } else if (relu) {
+        for (; j + LANES <= len; j += LANES) st16(y + j, relu16(ld16(x + j) * alpha + beta));
+        for (; j < len; j++) y[j] = relu1(x[j] * alpha + beta);
+    } else {
+        for (; j + LANES <= len; j += LANES) st16(y + j, ld16(x + j) * alpha + beta);
+        for (; j < len; j++) y[j] = x[j] * alpha + beta;
+    }
+}
+
 /* The gradient reaching the normalized value under a fused ReLU (y its
  * output): dy where y > 0 and 0 elsewhere, as relu's backward gives it. */
-static inline float masked(const float *dy, const float *y, int j) {
-    const float g = dy[j]; /* loaded either way: the loop vectorizes to a blend */
-    return y[j] > 0.0f ? g : 0.0f;
+ROW_BODY float masked(const float *dy, const float *y, int j) { return y[j] > 0.0f ? dy[j] : 0.0f; }
+
+ROW_BODY v16f masked16(const float *dy, const float *y, int j) {
+    return keep16(ld16(dy + j), ld16(y + j) > 0.0f);
 }
 
-/* The mask of a fused ReLU whose output was not written (out_virtual):
- * dy where x alpha + beta > 0, the forward's value and test. */
-static inline float masked_x(const float *dy, const float *x, float alpha, float beta, int j) {
-    const float g = dy[j], v = x[j] * alpha + beta;
-    return v > 0.0f ? g : 0.0f;
+/* ... and under a ReLU whose output was not written (out_virtual): dy where
+ * x alpha + beta > 0, the forward's value and test */
+ROW_BODY v16f masked16_x(const float *dy, v16f x, float alpha, float beta, int j) {
+    return keep16(ld16(dy + j), x * alpha + beta > 0.0f);
 }
 
-/* The row sums under masked_x (no residual add: out_virtual excludes it).
- * Not inlined: GCC 12 vectorizes it alone, but inlined into the channel loop
- * it became scalar code with a branch per element (4x slower). */
-__attribute__((noinline)) static void row_grad_sums_xmask(const float *dy, const float *x, int len, float mean, float alpha,
-                                float beta, double *sum_g, double *dot) {
-    float acc_g[LANES] = {0}, acc_d[LANES] = {0};
+/* The row sums of g and g (x - mean), g = masked16_x (no residual add:
+ * out_virtual excludes it). */
+ROW_BODY void row_grad_sums_xmask_body(const float *dy, const float *x, int len, float mean,
+                                       float alpha, float beta, double *sum_g, double *dot) {
+    v16f acc_g = {0}, acc_d = {0};
     int j = 0;
-    for (; j + LANES <= len; j += LANES)
-        for (int l = 0; l < LANES; l++) { /* masked_x, spelled out: a vector loop */
-            const float g0 = dy[j + l], v = x[j + l] * alpha + beta;
-            const float g = v > 0.0f ? g0 : 0.0f;
-            acc_g[l] += g;
-            acc_d[l] += g * (x[j + l] - mean);
-        }
+    for (; j + LANES <= len; j += LANES) {
+        const v16f xv = ld16(x + j), g = masked16_x(dy, xv, alpha, beta, j);
+        acc_g += g;
+        acc_d += g * (xv - mean);
+    }
     double sg = lanes_total(acc_g), sd = lanes_total(acc_d);
     for (; j < len; j++) {
-        const float g = masked_x(dy, x, alpha, beta, j);
+        const float v = x[j] * alpha + beta, g = v > 0.0f ? dy[j] : 0.0f;
         sg += g;
         sd += (double)g * (x[j] - mean);
     }
@@ -174,33 +229,31 @@ __attribute__((noinline)) static void row_grad_sums_xmask(const float *dy, const
 
 /* sum of g and of g (x - mean) over one row of g and x (len): g = dy, or
  * masked(dy, y) with y (a fused ReLU). With gout (a fused residual add's
- * input gradient) g is also stored there. Plain vector loops. */
-static void row_grad_sums(const float *dy, const float *y, const float *x, int len, float mean,
-                          double *sum_g, double *dot, float *gout) {
-    float acc_g[LANES] = {0}, acc_d[LANES] = {0};
+ * input gradient) g is also stored there. */
+ROW_BODY void row_grad_sums_body(const float *dy, const float *y, const float *x, int len,
+                                 float mean, double *sum_g, double *dot, float *gout) {
+    v16f acc_g = {0}, acc_d = {0};
     int j = 0;
     if (y && gout) {
-        for (; j + LANES <= len; j += LANES)
-            for (int l = 0; l < LANES; l++) {
-                const float g = masked(dy, y, j + l);
-                gout[j + l] = g;
-                acc_g[l] += g;
-                acc_d[l] += g * (x[j + l] - mean);
-            }
+        for (; j + LANES <= len; j += LANES) {
+            const v16f g = masked16(dy, y, j);
+            st16(gout + j, g);
+            acc_g += g;
+            acc_d += g * (ld16(x + j) - mean);
+        }
     } else if (y) {
-        for (; j + LANES <= len; j += LANES)
-            for (int l = 0; l < LANES; l++) {
-                const float g = masked(dy, y, j + l);
-                acc_g[l] += g;
-                acc_d[l] += g * (x[j + l] - mean);
-            }
+        for (; j + LANES <= len; j += LANES) {
+            const v16f g = masked16(dy, y, j);
+            acc_g += g;
+            acc_d += g * (ld16(x + j) - mean);
+        }
     } else {
         if (gout) memcpy(gout, dy, (size_t)len * sizeof(float));
-        for (; j + LANES <= len; j += LANES)
-            for (int l = 0; l < LANES; l++) {
-                acc_g[l] += dy[j + l];
-                acc_d[l] += dy[j + l] * (x[j + l] - mean);
-            }
+        for (; j + LANES <= len; j += LANES) {
+            const v16f g = ld16(dy + j);
+            acc_g += g;
+            acc_d += g * (ld16(x + j) - mean);
+        }
     }
     double sg = lanes_total(acc_g), sd = lanes_total(acc_d);
     for (; j < len; j++) {
@@ -213,18 +266,108 @@ static void row_grad_sums(const float *dy, const float *y, const float *x, int l
     *dot += sd;
 }
 
+/* dx = (g - g_mean) scale - (x - mean) ks over one row, g = dy masked by y
+ * (a fused ReLU; y not NULL) or by x alpha + beta > 0 (map, out_virtual) */
+ROW_BODY void row_dx_body(float *dx, const float *dy, const float *y, const float *x, int map,
+                          float alpha, float beta, int len, float g_mean, float mean, float scale,
+                          float ks) {
+    int j = 0;
+    if (map) {
+        for (; j + LANES <= len; j += LANES) {
+            const v16f xv = ld16(x + j);
+            st16(dx + j, (masked16_x(dy, xv, alpha, beta, j) - g_mean) * scale - (xv - mean) * ks);
+        }
+        for (; j < len; j++) {
+            const float v = x[j] * alpha + beta, g = v > 0.0f ? dy[j] : 0.0f;
+            dx[j] = (g - g_mean) * scale - (x[j] - mean) * ks;
+        }
+    } else if (y) {
+        for (; j + LANES <= len; j += LANES)
+            st16(dx + j, (masked16(dy, y, j) - g_mean) * scale - (ld16(x + j) - mean) * ks);
+        for (; j < len; j++) dx[j] = (masked(dy, y, j) - g_mean) * scale - (x[j] - mean) * ks;
+    } else {
+        for (; j + LANES <= len; j += LANES)
+            st16(dx + j, (ld16(dy + j) - g_mean) * scale - (ld16(x + j) - mean) * ks);
+        for (; j < len; j++) dx[j] = (dy[j] - g_mean) * scale - (x[j] - mean) * ks;
+    }
+}
+
+/* one compiled set of the row kernels */
+typedef struct {
+    double (*sum)(const float *x, int len);
+    double (*sq_dev)(const float *x, int len, float mean);
+    void (*apply)(float *y, const float *x, const float *r, int len, float alpha, float beta,
+                  int relu);
+    void (*grad_sums_xmask)(const float *dy, const float *x, int len, float mean, float alpha,
+                            float beta, double *sum_g, double *dot);
+    void (*grad_sums)(const float *dy, const float *y, const float *x, int len, float mean,
+                      double *sum_g, double *dot, float *gout);
+    void (*dx)(float *dx, const float *dy, const float *y, const float *x, int map, float alpha,
+               float beta, int len, float g_mean, float mean, float scale, float ks);
+} bn_rows;
+
+/* The set of row kernels compiled with attribute TARGET, named bn_rows_ISA.
+ * Each is its own function (noinline): inlined into the channel loops, GCC 12
+ * made scalar code with a branch per element of the masked sums (4x slower). */
+#define BN_ROWS(ISA, TARGET)                                                                      \
+    TARGET __attribute__((noinline)) static double row_sum_##ISA(const float *x, int len) {       \
+        return row_sum_body(x, len);                                                              \
+    }                                                                                             \
+    TARGET __attribute__((noinline)) static double row_sq_dev_##ISA(const float *x, int len,      \
+                                                                    float mean) {                 \
+        return row_sq_dev_body(x, len, mean);                                                     \
+    }                                                                                             \
+    TARGET __attribute__((noinline)) static void row_apply_##ISA(                                 \
+        float *y, const float *x, const float *r, int len, float alpha, float beta, int relu) {   \
+        row_apply_body(y, x, r, len, alpha, beta, relu);                                          \
+    }                                                                                             \
+    TARGET __attribute__((noinline)) static void row_grad_sums_xmask_##ISA(                       \
+        const float *dy, const float *x, int len, float mean, float alpha, float beta,            \
+        double *sum_g, double *dot) {                                                             \
+        row_grad_sums_xmask_body(dy, x, len, mean, alpha, beta, sum_g, dot);                      \
+    }                                                                                             \
+    TARGET __attribute__((noinline)) static void row_grad_sums_##ISA(                             \
+        const float *dy, const float *y, const float *x, int len, float mean, double *sum_g,      \
+        double *dot, float *gout) {                                                               \
+        row_grad_sums_body(dy, y, x, len, mean, sum_g, dot, gout);                                \
+    }                                                                                             \
+    TARGET __attribute__((noinline)) static void row_dx_##ISA(                                    \
+        float *dx, const float *dy, const float *y, const float *x, int map, float alpha,         \
+        float beta, int len, float g_mean, float mean, float scale, float ks) {                   \
+        row_dx_body(dx, dy, y, x, map, alpha, beta, len, g_mean, mean, scale, ks);                \
+    }                                                                                             \
+    static const bn_rows bn_rows_##ISA = {row_sum_##ISA,             row_sq_dev_##ISA,            \
+                                          row_apply_##ISA,           row_grad_sums_xmask_##ISA,   \
+                                          row_grad_sums_##ISA,       row_dx_##ISA};
+
+BN_ROWS(generic, )
+#if defined(__x86_64__) && defined(__GNUC__)
+BN_ROWS(avx2, __attribute__((target("avx2"))))
+BN_ROWS(avx512, __attribute__((target("avx512f,prefer-vector-width=512"))))
+#endif
+
+static const bn_rows *bn_rows_for(const nn_ctx *ctx) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (ctx->isa >= NN_ISA_AVX512) return &bn_rows_avx512;
+    if (ctx->isa >= NN_ISA_AVX2) return &bn_rows_avx2;
+#endif
+    (void)ctx;
+    return &bn_rows_generic;
+}
+
 /* Channel c's sum over the batch: x (n, C, HW). */
-static double channel_sum(const float *x, const nn_bn_desc *d, int n, int c) {
+static double channel_sum(const bn_rows *k, const float *x, const nn_bn_desc *d, int n, int c) {
     double s = 0.0;
-    for (int i = 0; i < n; i++) s += row_sum(x + ((size_t)i * d->C + c) * d->HW, d->HW);
+    for (int i = 0; i < n; i++) s += k->sum(x + ((size_t)i * d->C + c) * d->HW, d->HW);
     return s;
 }
 
 /* Channel c's sum of squared deviations from mean. */
-static double channel_sq_dev(const float *x, const nn_bn_desc *d, int n, int c, double mean) {
+static double channel_sq_dev(const bn_rows *k, const float *x, const nn_bn_desc *d, int n, int c,
+                             double mean) {
     double ss = 0.0;
     for (int i = 0; i < n; i++)
-        ss += row_sq_dev(x + ((size_t)i * d->C + c) * d->HW, d->HW, (float)mean);
+        ss += k->sq_dev(x + ((size_t)i * d->C + c) * d->HW, d->HW, (float)mean);
     return ss;
 }
 
@@ -232,9 +375,10 @@ static double channel_sq_dev(const float *x, const nn_bn_desc *d, int n, int c, 
  * of squared deviations ss of M values; eval: the running ones): the running
  * update, save (the map's float scale and shift too), and y (plus r, a fused
  * residual add's input, when not NULL); y NULL: the map only. */
-static void channel_normalize(float *y, float *save, float *running, const float *x,
-                              const float *r, const float *w, const float *b, const nn_bn_desc *d,
-                              int n, int training, int c, double mean, double ss, double M) {
+static void channel_normalize(const bn_rows *k, float *y, float *save, float *running,
+                              const float *x, const float *r, const float *w, const float *b,
+                              const nn_bn_desc *d, int n, int training, int c, double mean,
+                              double ss, double M) {
     const int C = d->C, HW = d->HW;
     float *run_mean = running, *run_var = running + C; /* (C), (C) */
     double invstd;
@@ -251,7 +395,6 @@ static void channel_normalize(float *y, float *save, float *running, const float
     }
     save[c] = (float)mean;
     save[C + c] = (float)invstd;
-    /* y = x alpha + beta, as PyTorch's CPU kernel */
     const float alpha = (float)(invstd * w[c]);
     const float beta = (float)(b[c] - mean * invstd * w[c]);
     if (d->out_virtual) { /* the map its reader applies (give_prologue) */
@@ -259,28 +402,8 @@ static void channel_normalize(float *y, float *save, float *running, const float
         save[3 * C + 1 + c] = beta;
     }
     for (int i = 0; y && i < n; i++) {
-        const float *xc = x + ((size_t)i * C + c) * HW;
-        float *yc = y + ((size_t)i * C + c) * HW; /* (HW) */
-        if (r) {
-            /* the residual add (then its ReLU) as add's forward: the
-             * normalized value plus the other input, in one pass */
-            const float *rc = r + ((size_t)i * C + c) * HW;
-            if (d->relu)
-                for (int j = 0; j < HW; j++) {
-                    const float v = (xc[j] * alpha + beta) + rc[j];
-                    yc[j] = (v > 0.0f || v != v) ? v : 0.0f;
-                }
-            else
-                for (int j = 0; j < HW; j++) yc[j] = (xc[j] * alpha + beta) + rc[j];
-        } else if (d->relu) {
-            /* the fused ReLU, as relu's forward (NaN passes) */
-            for (int j = 0; j < HW; j++) {
-                const float v = xc[j] * alpha + beta;
-                yc[j] = (v > 0.0f || v != v) ? v : 0.0f;
-            }
-        } else {
-            for (int j = 0; j < HW; j++) yc[j] = xc[j] * alpha + beta;
-        }
+        const size_t row = ((size_t)i * C + c) * HW;
+        k->apply(y + row, x + row, r ? r + row : NULL, HW, alpha, beta, d->relu);
     }
 }
 
@@ -294,6 +417,7 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
                        nn_reducer reduce, void *user, nn_ctx *ctx) {
     const int C = d->C;
     const double M = (double)n * d->HW;
+    const bn_rows *k = bn_rows_for(ctx);
     if (training && d->out_virtual) y = NULL; /* the reader normalizes (give_prologue) */
     if (!training || !reduce) {
         /* one pass per channel while it is in cache */
@@ -301,24 +425,24 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
         for (int c = 0; c < C; c++) {
             double mean = 0.0, ss = 0.0;
             if (training) {
-                mean = channel_sum(x, d, n, c) / M;
-                ss = channel_sq_dev(x, d, n, c, mean);
+                mean = channel_sum(k, x, d, n, c) / M;
+                ss = channel_sq_dev(k, x, d, n, c, mean);
             }
-            channel_normalize(y, save, running, x, r, w, b, d, n, training, c, mean, ss, M);
+            channel_normalize(k, y, save, running, x, r, w, b, d, n, training, c, mean, ss, M);
         }
     } else {
         double *sum = acc, *count = acc + C, *sq = acc + C + 1; /* (C), (1), (C) */
         NN_PARALLEL_FOR(ctx->threads)
-        for (int c = 0; c < C; c++) sum[c] = channel_sum(x, d, n, c);
+        for (int c = 0; c < C; c++) sum[c] = channel_sum(k, x, d, n, c);
         *count = M;
         reduce(user, acc, (size_t)C + 1);
         const double Mg = *count;
         NN_PARALLEL_FOR(ctx->threads)
-        for (int c = 0; c < C; c++) sq[c] = channel_sq_dev(x, d, n, c, sum[c] / Mg);
+        for (int c = 0; c < C; c++) sq[c] = channel_sq_dev(k, x, d, n, c, sum[c] / Mg);
         reduce(user, sq, (size_t)C);
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++)
-            channel_normalize(y, save, running, x, r, w, b, d, n, 1, c, sum[c] / Mg, sq[c], Mg);
+            channel_normalize(k, y, save, running, x, r, w, b, d, n, 1, c, sum[c] / Mg, sq[c], Mg);
     }
     if (training) running[2 * C] += 1.0f; /* num_batches_tracked */
 }
@@ -331,46 +455,33 @@ void nn_batchnorm_forward(float *y, float *save, float *running, const float *x,
 /* Channel c's sums over the batch: g, g (x - mean), g = masked(dy, y)
  * (y NULL: no fused ReLU); g also into dr (a fused residual add's input
  * gradient) when not NULL. */
-static void channel_grad_sums(const float *dy, const float *y, const float *x, float *dr,
-                              const float *map, const nn_bn_desc *d, int n, int c, float mean,
-                              double *sum_dy, double *dot) {
+static void channel_grad_sums(const bn_rows *k, const float *dy, const float *y, const float *x,
+                              float *dr, const float *map, const nn_bn_desc *d, int n, int c,
+                              float mean, double *sum_dy, double *dot) {
     *sum_dy = *dot = 0.0;
     for (int i = 0; i < n; i++) {
         const size_t row = ((size_t)i * d->C + c) * d->HW;
         if (map) /* a ReLU masked by x (out_virtual) */
-            row_grad_sums_xmask(dy + row, x + row, d->HW, mean, map[c], map[d->C + c], sum_dy, dot);
+            k->grad_sums_xmask(dy + row, x + row, d->HW, mean, map[c], map[d->C + c], sum_dy, dot);
         else
-            row_grad_sums(dy + row, y ? y + row : NULL, x + row, d->HW, mean, sum_dy, dot,
-                          dr ? dr + row : NULL);
+            k->grad_sums(dy + row, y ? y + row : NULL, x + row, d->HW, mean, sum_dy, dot,
+                         dr ? dr + row : NULL);
     }
 }
 
 /* dx of channel c: w invstd (dy - g_mean) - (x - mean) k w invstd, where
- * training passes g_mean = mean(dy) and k = mean(dy (x - mean)) invstd^2
+ * training passes g_mean = mean(dy) and kk = mean(dy (x - mean)) invstd^2
  * (eval: both 0). */
-static void channel_dx(float *dx, const float *dy, const float *y, const float *x, const float *w,
-                       const float *map, const nn_bn_desc *d, int n, int c, double mean,
-                       double invstd, double g_mean, double k) {
+static void channel_dx(const bn_rows *k, float *dx, const float *dy, const float *y,
+                       const float *x, const float *w, const float *map, const nn_bn_desc *d,
+                       int n, int c, double mean, double invstd, double g_mean, double kk) {
     const int C = d->C, HW = d->HW;
     const double scale = invstd * w[c];
-    const float g_mean_f = (float)g_mean, mean_f = (float)mean;
-    const float scale_f = (float)scale, ks = (float)(k * scale);
+    const float alpha = map ? map[c] : 0.0f, beta = map ? map[C + c] : 0.0f;
     for (int i = 0; i < n; i++) {
         const size_t row = ((size_t)i * C + c) * HW;
-        const float *xc = x + row, *gc = dy + row, *yc = y ? y + row : NULL;
-        float *dxc = dx + row; /* (HW) */
-        if (map) {
-            const float alpha = map[c], beta = map[C + c];
-            for (int j = 0; j < HW; j++) { /* masked_x, spelled out: a vector loop */
-                const float g0 = gc[j], v = xc[j] * alpha + beta;
-                const float g = v > 0.0f ? g0 : 0.0f;
-                dxc[j] = (g - g_mean_f) * scale_f - (xc[j] - mean_f) * ks;
-            }
-        } else if (yc)
-            for (int j = 0; j < HW; j++)
-                dxc[j] = (masked(gc, yc, j) - g_mean_f) * scale_f - (xc[j] - mean_f) * ks;
-        else
-            for (int j = 0; j < HW; j++) dxc[j] = (gc[j] - g_mean_f) * scale_f - (xc[j] - mean_f) * ks;
+        k->dx(dx + row, dy + row, y ? y + row : NULL, x + row, map != NULL, alpha, beta, HW,
+              (float)g_mean, (float)mean, (float)scale, (float)(kk * scale));
     }
 }
 
@@ -389,16 +500,17 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
     /* ... or x through the map, when the output was not written */
     const float *map = d->relu && d->out_virtual && training ? save + 2 * C + 1 : NULL;
     const double M = (double)n * d->HW;
+    const bn_rows *k = bn_rows_for(ctx);
     if (!training || !reduce) {
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
             const double mean = save[c], invstd = save[C + c];
             double sum_dy, dot; /* sum dy, sum dy (x - mean) */
-            channel_grad_sums(dy, y, x, dr, map, d, n, c, (float)mean, &sum_dy, &dot);
+            channel_grad_sums(k, dy, y, x, dr, map, d, n, c, (float)mean, &sum_dy, &dot);
             dw[c] += (float)(dot * invstd);
             db[c] += (float)sum_dy;
             if (dx)
-                channel_dx(dx, dy, y, x, w, map, d, n, c, mean, invstd, training ? sum_dy / M : 0.0,
+                channel_dx(k, dx, dy, y, x, w, map, d, n, c, mean, invstd, training ? sum_dy / M : 0.0,
                            training ? dot * invstd * invstd / M : 0.0);
         }
         return;
@@ -408,7 +520,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
         double sum_dy, dot;
-        channel_grad_sums(dy, y, x, dr, map, d, n, c, save[c], &sum_dy, &dot);
+        channel_grad_sums(k, dy, y, x, dr, map, d, n, c, save[c], &sum_dy, &dot);
         dw[c] += (float)(dot * invstd);
         db[c] += (float)sum_dy;
         sum[c] = sum_dy * n;
@@ -421,7 +533,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
     NN_PARALLEL_FOR(ctx->threads)
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
-        channel_dx(dx, dy, y, x, w, map, d, n, c, save[c], invstd, sum[c] / Mn,
+        channel_dx(k, dx, dy, y, x, w, map, d, n, c, save[c], invstd, sum[c] / Mn,
                    dots[c] * invstd * invstd / Mn);
     }
 }
