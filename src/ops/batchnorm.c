@@ -117,7 +117,6 @@ enum { LANES = 16 };
 /* 16 floats as one value (GCC's vector extension): one zmm register in the
  * AVX-512 variant, two ymm or four xmm ones in the others; the same lane
  * arithmetic in each */
-#pragma GCC diagnostic ignored "-Wpsabi" /* v16f never crosses a call: ROW_BODY */
 typedef float v16f __attribute__((vector_size(64)));
 typedef int v16i __attribute__((vector_size(64)));
 
