@@ -342,7 +342,7 @@ typedef struct {
 BN_ROWS(generic, )
 #if defined(__x86_64__) && defined(__GNUC__)
 BN_ROWS(avx2, __attribute__((target("avx2"))))
-BN_ROWS(avx512, __attribute__((target("avx512f,prefer-vector-width=512"))))
+BN_ROWS(avx512, __attribute__((target("avx512f"))))
 #endif
 
 static const bn_rows *bn_rows_for(const nn_ctx *ctx) {
