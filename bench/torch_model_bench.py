@@ -7,7 +7,10 @@ first 32 batches of DIR's Fashion-MNIST training set, normalized as nnopt
 normalizes them (mean 0.2860, std 0.3530) and cycled, the same batches
 `nnopt bench --data DIR` takes; warm-up, R repeats of S steps, median. Prints one JSON line. Runs under any PyTorch: Debian's 1.13
 (/usr/bin/python3) or PyPI's 2.x (scripts/setup_torch2.sh), eager or with
---compile (torch.compile of the model, 2.x only).
+--compile (torch.compile of the model, 2.x only). --device cuda runs it on the
+GPU: batches are copied there once, before timing (PyTorch's best case), and
+each timed repeat ends with torch.cuda.synchronize(); --compile-mode
+reduce-overhead adds CUDA graphs.
 
     OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_model_bench.py models/seed_cnn.nn \
         --batch 64 --threads 2
@@ -66,9 +69,12 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (2.x)")
+    ap.add_argument("--compile-mode", default=None,
+                    help="torch.compile mode (default, reduce-overhead, max-autotune)")
     ap.add_argument("--data", help="Fashion-MNIST directory: real batches, cycled")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     a = ap.parse_args()
-    if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+    if a.device == "cpu" and os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("torch_model_bench: set OPENBLAS_NUM_THREADS=1 for PyTorch's best speed here",
               file=sys.stderr)
     require("torch")
@@ -76,16 +82,20 @@ def main():
     from nnopt_model import NnoptModel
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = NnoptModel(a.model)
+    model = NnoptModel(a.model).to(a.device)
     model.train()
     shape, classes = model.input_shape, model.num_classes
-    net = torch.compile(model) if a.compile else model
+    if a.compile_mode:
+        a.compile = True
+    net = torch.compile(model, mode=a.compile_mode) if a.compile else model
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     if a.data:
         batches = real_batches(a.data, a.batch, shape)
     else:
         batches = [(torch.randn(a.batch, *shape), torch.randint(0, classes, (a.batch,)))]
+    batches = [(x.to(a.device), y.to(a.device)) for x, y in batches]
+    sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     turn = [0]
 
     def step():
@@ -97,14 +107,18 @@ def main():
 
     for _ in range(a.warmup):
         step()
+    sync()
     times = []
     for _ in range(a.repeats):
         t0 = time.perf_counter()
         for _ in range(a.steps):
             step()
+        sync()
         times.append((time.perf_counter() - t0) / a.steps)
     s = statistics.median(times)
-    print(json.dumps({"impl": "torch" + ("-compile" if a.compile else ""),
+    impl = "torch" + ("-compile" if a.compile else "") + \
+        (f"-{a.compile_mode}" if a.compile_mode else "")
+    print(json.dumps({"impl": impl, "device": a.device,
                       "version": torch.__version__, "model": a.model,
                       "batch": a.batch, "threads": a.threads, "data": a.data,
                       "batches": len(batches), "ms_per_step": round(s * 1e3, 4),

@@ -9,7 +9,11 @@
 # test accuracy) and on the CPU for the accuracy to compare, and prints a
 # summary table. Under 10 minutes on one H200 with 16 cores.
 #
-#   scripts/gpu_check.sh [--quick]     # --quick: no CPU training run
+#   scripts/gpu_check.sh [--quick] [--no-build]
+#       --quick:    no CPU training run
+#       --no-build: use the nnopt already built in $BUILD (configured with
+#                   NN_CUDA=ON elsewhere, e.g. on a machine with the -dev
+#                   packages, and copied here with its shared libraries)
 #
 # Environment: BUILD (default build-gpu), DATA (Fashion-MNIST's directory,
 # default /usr/share/datasets/fashion-mnist), JOBS (default: all cores),
@@ -23,7 +27,16 @@ DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 JOBS=${JOBS:-$(nproc)}
 CUDA_ARCH=${CUDA_ARCH:-90}
 QUICK=0
-[ "${1:-}" = "--quick" ] && QUICK=1
+BUILD_IT=1
+for a in "$@"; do
+    case $a in
+    --quick) QUICK=1 ;;
+    --no-build) BUILD_IT=0 ;;
+    *) echo "gpu_check: unknown option '$a' (--quick, --no-build)" >&2; exit 2 ;;
+    esac
+done
+# every step has a time limit: a hang costs its step, not the whole check
+T=${STEP_TIMEOUT:-240}
 START=$(date +%s)
 
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
@@ -52,7 +65,15 @@ summary() {
 # 1. build
 mkdir -p "$BUILD"
 t0=$(date +%s)
-if cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DNN_CUDA=ON \
+if [ $BUILD_IT = 0 ]; then
+    if [ -x "$BUILD/nnopt" ]; then
+        row "build (prebuilt $BUILD/nnopt)" PASS "not rebuilt"
+    else
+        row "build (prebuilt $BUILD/nnopt)" FAIL "--no-build but $BUILD/nnopt is missing"
+        summary
+        exit 1
+    fi
+elif cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DNN_CUDA=ON \
         -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" >"$BUILD/configure.log" 2>&1 &&
     cmake --build "$BUILD" -j"$JOBS" >"$BUILD/build.log" 2>&1; then
     row "build (release, NN_CUDA=ON, sm_$CUDA_ARCH)" PASS "$(( $(date +%s) - t0 )) s"
@@ -66,7 +87,7 @@ mkdir -p "$LOGDIR"
 NNOPT=$ROOT/$BUILD/nnopt
 
 # 2. every GPU test; a skip here means the GPU was not usable: a failure
-(cd "$BUILD" && ctest -R cuda --output-on-failure --timeout 300) >"$LOGDIR/ctest.log" 2>&1
+(cd "$BUILD" && ctest -R cuda --output-on-failure --timeout "$T") >"$LOGDIR/ctest.log" 2>&1
 while read -r name status secs; do
     case $status in
     Passed) row "ctest $name" PASS "$secs s" ;;
@@ -85,9 +106,9 @@ if [ $have_data = 1 ]; then
     for pair in "cuda cpu" "cpu cuda"; do
         set -- $pair
         st=$LOGDIR/resume_$1_$2.st
-        if "$NNOPT" train models/seed_cnn.nn "${small[@]}" --device "$1" --epochs 1 --save "$st" \
+        if timeout "$T" "$NNOPT" train models/seed_cnn.nn "${small[@]}" --device "$1" --epochs 1 --save "$st" \
                 >"$LOGDIR/resume_$1.log" 2>&1 &&
-            "$NNOPT" train models/seed_cnn.nn "${small[@]}" --device "$2" --epochs 2 \
+            timeout "$T" "$NNOPT" train models/seed_cnn.nn "${small[@]}" --device "$2" --epochs 2 \
                 --resume "$st" >"$LOGDIR/resume_$1_$2.log" 2>&1; then
             row "checkpoint from $1 resumed on $2" PASS "$(tail -1 "$LOGDIR/resume_$1_$2.log" | cut -c1-60)"
         else
@@ -101,7 +122,7 @@ fi
 # 4. benchmarks on the GPU (the bench command trains through the backend)
 bench() { # name model batch
     local out=$LOGDIR/bench_$1.json
-    if "$NNOPT" bench "$2" --device cuda --batch "$3" --no-peak --json >"$out" 2>"$LOGDIR/bench_$1.err"; then
+    if timeout "$T" "$NNOPT" bench "$2" --device cuda --batch "$3" --no-peak --json >"$out" 2>"$LOGDIR/bench_$1.err"; then
         local ips=$(grep -o '"images_per_s":[0-9.]*' "$out" | head -1 | cut -d: -f2)
         local ms=$(grep -o '"ms_per_step":[0-9.]*' "$out" | head -1 | cut -d: -f2)
         row "bench $1 (batch $3, fp32)" INFO "${ips:-?} images/s, ${ms:-?} ms/step"
@@ -115,7 +136,7 @@ bench resnet20 models/resnet20.nn 128
 # 5. the seed CNN: 5 epochs on the GPU, process start to final accuracy
 train_acc() { # device log -> "accuracy seconds"
     local t0=$(date +%s.%N)
-    "$NNOPT" train models/seed_cnn.nn --data "$DATA" --device "$1" --epochs 5 --json >"$2" 2>&1 || return 1
+    timeout "$T" "$NNOPT" train models/seed_cnn.nn --data "$DATA" --device "$1" --epochs 5 --json >"$2" 2>&1 || return 1
     local t1=$(date +%s.%N)
     local acc=$(grep -o '"test_accuracy":[0-9.]*' "$2" | tail -1 | cut -d: -f2)
     echo "$acc $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"

@@ -35,6 +35,8 @@ static const struct {
     {"backend/peak.c", "kernels", 1},
     /* the CUDA kernels' shared pieces: the cuBLAS handle and GEMM, checks */
     {"backend/cuda_blas.", "kernels", 1},
+    /* and cuDNN's convolutions, opened at run time */
+    {"backend/cuda_dnn.", "kernels", 1},
     /* ops: definitions, CPU kernels, reference twins */
     {"ops/", "ops", 2},
     /* backends: the device interface and each device's kernel table */

@@ -718,6 +718,7 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
     a->dy = node->dy;
     a->aux = node->aux;
     a->ws = net->ws;
+    a->ws_floats = net->ws_floats;
     a->ctx = net->ctx;
     a->training = net->training;
     a->dropout_seed = net->dropout_seed;

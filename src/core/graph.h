@@ -208,6 +208,7 @@ typedef struct {
     int node_index;                 /* position of node in the net (keys dropout masks) */
     void *aux;                      /* op-private saved data */
     float *ws;                      /* workspace, sized by the op's workspace() */
+    size_t ws_floats;               /* its size: the largest of every node's workspace() */
     const int32_t *labels;          /* loss ops */
     float *loss;                    /* loss ops: mean loss out */
     nn_reducer reduce;              /* the net's reducer (NULL: none), for batch norm */

@@ -1,7 +1,9 @@
 /*
- * batchnorm.cu - the CUDA twin of batchnorm.c. Per-channel sums run one
- * block per channel, in double (the CPU sums rows in float lanes, then
- * double: results agree to rounding); the per-channel scalars (mean, 1/std,
+ * batchnorm.cu - the CUDA twin of batchnorm.c. Per-channel sums run in
+ * double over slices of each channel, one block per (slice, channel), and
+ * the slices' partial sums are added in a fixed order (the CPU sums rows in
+ * float lanes, then double: results agree to rounding); the per-channel
+ * scalars (mean, 1/std,
  * the running statistics' update, the normalizing alpha and beta) are
  * computed in double exactly as on the CPU, and the element-wise passes use
  * the CPU's float expressions. The node's aux holds mean (C), 1/std (C) and
@@ -10,7 +12,8 @@
  *
  * Workspace: the reducer's doubles in the CPU's layout (forward: sums (C),
  * count (1), squared deviations (C); backward: sums of g (C), of g (x -
- * mean) (C), count (1)), then the per-channel float coefficients. With the
+ * mean) (C), count (1)), the slices' partial sums, then the per-channel
+ * float coefficients. With the
  * net's reducer (synchronized batch norm) those doubles are handed to it as
  * device pointers between the passes: a communicator must then reduce device
  * memory (NCCL does; an MPI one would need CUDA-aware MPI).
@@ -21,49 +24,39 @@
 
 #define BN_THREADS 256
 
-/* The block's total of v (double) in a fixed tree order; valid in thread 0. */
-__device__ double block_sum(double v, double *sh) {
-    sh[threadIdx.x] = v;
-    __syncthreads();
-    for (unsigned h = BN_THREADS / 2; h > 0; h /= 2) {
-        if (threadIdx.x < h) sh[threadIdx.x] += sh[threadIdx.x + h];
-        __syncthreads();
-    }
-    return sh[0];
-}
-
-/* element e of channel c's values in x (n, C, HW) */
-__device__ __forceinline__ size_t at(int c, size_t e, int C, int HW) {
-    return ((e / HW) * C + c) * HW + e % HW;
-}
-
-/* acc[c] = sum of channel c (one block per channel); acc[C] = the count */
-__global__ void bn_sum_kernel(double *acc, const float *x, int C, int HW, int n) {
+/* part[c S + s] = the sum over slice s of channel c of x, or (mean given)
+ * of (x - mean)^2 with mean = acc[c] / acc[C] as a float, as the CPU */
+template <typename I>
+__global__ void bn_sum_part_kernel(double *part, const double *acc, const float *x, I C, I HW,
+                                   I n) {
     __shared__ double sh[BN_THREADS];
-    const int c = blockIdx.x;
-    const size_t M = (size_t)n * HW;
+    const I c = blockIdx.y, M = n * HW;
+    I lo, hi;
+    nn_cuda_slice(M, lo, hi);
     double s = 0.0;
-    for (size_t e = threadIdx.x; e < M; e += BN_THREADS) s += x[at(c, e, C, HW)];
-    s = block_sum(s, sh);
-    if (threadIdx.x == 0) {
-        acc[c] = s;
-        if (c == 0) acc[C] = (double)M;
+    if (acc) {
+        const float mean = (float)(acc[c] / acc[C]);
+        for (I e = lo + threadIdx.x; e < hi; e += BN_THREADS) {
+            const float t = x[nn_cuda_channel_at(c, e, C, HW)] - mean;
+            s += t * t;
+        }
+    } else {
+        for (I e = lo + threadIdx.x; e < hi; e += BN_THREADS) s += x[nn_cuda_channel_at(c, e, C, HW)];
     }
+    s = nn_cuda_block_sum<BN_THREADS>(s, sh);
+    if (threadIdx.x == 0) part[(size_t)c * gridDim.x + blockIdx.x] = s;
 }
 
-/* sq[c] = sum of (x - mean)^2 with mean = acc[c] / acc[C] as a float, as the CPU */
-__global__ void bn_sqdev_kernel(double *acc, const float *x, int C, int HW, int n) {
-    __shared__ double sh[BN_THREADS];
-    const int c = blockIdx.x;
-    const size_t M = (size_t)n * HW;
-    const float mean = (float)(acc[c] / acc[C]);
-    double s = 0.0;
-    for (size_t e = threadIdx.x; e < M; e += BN_THREADS) {
-        const float t = x[at(c, e, C, HW)] - mean;
-        s += t * t;
+/* out[c] = the S partial sums of channel c added in slice order; with_count:
+ * out[C] = count as well */
+__global__ void bn_sum_final_kernel(double *out, const double *part, int C, int S,
+                                    double count, int with_count) {
+    NN_CUDA_FOR(c, C) {
+        double s = 0.0;
+        for (int k = 0; k < S; k++) s += part[c * S + k];
+        out[c] = s;
+        if (c == 0 && with_count) out[C] = count;
     }
-    s = block_sum(s, sh);
-    if (threadIdx.x == 0) acc[C + 1 + c] = s;
 }
 
 /* Per channel: the statistics (training: from acc; eval: the running ones),
@@ -100,46 +93,61 @@ __global__ void bn_coef_kernel(float *alpha, float *beta, float *save, float *ru
 
 /* y = x alpha + beta (plus r, a fused residual add's other input, when not
  * NULL), then the fused ReLU */
+template <typename I>
 __global__ void bn_normalize_kernel(float *y, const float *x, const float *r, const float *alpha,
-                                    const float *beta, int C, int HW, int relu, size_t n) {
-    NN_CUDA_FOR(j, n) {
-        const int c = (int)(j / HW % C);
+                                    const float *beta, I C, I HW, int relu, I n) {
+    for (I j = blockIdx.x * (I)blockDim.x + threadIdx.x; j < n; j += (I)gridDim.x * blockDim.x) {
+        const I c = j / HW % C;
         float v = x[j] * alpha[c] + beta[c];
         if (r) v = v + r[j];
         y[j] = relu ? nn_relu_f(v) : v;
     }
 }
 
-/* One block per channel: the sums of g and g (x - mean), g = dy masked by
- * the fused ReLU's output y (NULL: none), g also stored in dr (a fused
- * residual add's input gradient) when not NULL; dw, db accumulate; the sums
- * times weight (the reducer's weighting: the samples n, else 1) and the
- * count go to acc. */
-__global__ void bn_grad_sums_kernel(double *acc, float *dw, float *db, float *dr, const float *dy,
-                                    const float *y, const float *x, const float *save, int C,
-                                    int HW, int n, double weight) {
+/* Block (slice s, channel c): the slice's sums of g and g (x - mean) into
+ * part[c S + s] and part[C S + c S + s], g = dy masked by the fused ReLU's
+ * output y (NULL: none), g also stored in dr (a fused residual add's input
+ * gradient) when not NULL. */
+template <typename I>
+__global__ void bn_grad_part_kernel(double *part, float *dr, const float *dy, const float *y,
+                                    const float *x, const float *save, I C, I HW, I n) {
     __shared__ double sh[BN_THREADS];
-    const int c = blockIdx.x;
-    const size_t M = (size_t)n * HW;
+    const I c = blockIdx.y, M = n * HW;
+    I lo, hi;
+    nn_cuda_slice(M, lo, hi);
     const float mean = save[c];
     double sg = 0.0, sd = 0.0;
-    for (size_t e = threadIdx.x; e < M; e += BN_THREADS) {
-        const size_t j = at(c, e, C, HW);
+    for (I e = lo + threadIdx.x; e < hi; e += BN_THREADS) {
+        const I j = nn_cuda_channel_at(c, e, C, HW);
         const float g = y ? nn_relu_mask_f(dy[j], y[j]) : dy[j];
         if (dr) dr[j] = g;
         sg += g;
         sd += (double)g * (x[j] - mean);
     }
-    sg = block_sum(sg, sh);
+    sg = nn_cuda_block_sum<BN_THREADS>(sg, sh);
     __syncthreads();
-    sd = block_sum(sd, sh);
+    sd = nn_cuda_block_sum<BN_THREADS>(sd, sh);
     if (threadIdx.x == 0) {
+        part[(size_t)c * gridDim.x + blockIdx.x] = sg;
+        part[((size_t)C + c) * gridDim.x + blockIdx.x] = sd;
+    }
+}
+
+/* Per channel: the slices' sums in order; dw, db accumulate; the sums times
+ * weight (the reducer's weighting: the samples n, else 1) and the count go
+ * to acc. */
+__global__ void bn_grad_final_kernel(double *acc, float *dw, float *db, const double *part,
+                                     const float *save, int C, int S, double count,
+                                     double weight) {
+    NN_CUDA_FOR(c, C) {
+        double sg = 0.0, sd = 0.0;
+        for (int k = 0; k < S; k++) sg += part[c * S + k], sd += part[(C + c) * S + k];
         const double invstd = save[C + c];
         dw[c] += (float)(sd * invstd);
         db[c] += (float)sg;
         acc[c] = sg * weight;
         acc[C + c] = sd * weight;
-        if (c == 0) acc[2 * C] = (double)M;
+        if (c == 0) acc[2 * C] = count;
     }
 }
 
@@ -161,17 +169,42 @@ __global__ void bn_dx_coef_kernel(float *coef, const double *acc, const float *s
     }
 }
 
+template <typename I>
 __global__ void bn_dx_kernel(float *dx, const float *dy, const float *y, const float *x,
-                             const float *coef, int C, int HW, size_t n) {
-    NN_CUDA_FOR(j, n) {
-        const int c = (int)(j / HW % C);
+                             const float *coef, I C, I HW, I n) {
+    for (I j = blockIdx.x * (I)blockDim.x + threadIdx.x; j < n; j += (I)gridDim.x * blockDim.x) {
+        const I c = j / HW % C;
         const float g = y ? nn_relu_mask_f(dy[j], y[j]) : dy[j];
         dx[j] = (g - coef[c]) * coef[2 * C + c] - (x[j] - coef[C + c]) * coef[3 * C + c];
     }
 }
 
-/* the workspace's float coefficients, after the 2C + 1 doubles */
-static float *coefs(const nn_op_args *a) { return a->ws + 2 * (2 * (size_t)a->node->d.bn.C + 1); }
+/* The workspace: the reducer's 2C + 1 doubles, the slices' partial sums
+ * (2 C NN_CUDA_SLICES_MAX doubles), then the per-channel float coefficients. */
+static double *partials(const nn_op_args *a) { return (double *)a->ws + 2 * (size_t)a->node->d.bn.C + 1; }
+static float *coefs(const nn_op_args *a) {
+    return a->ws + 2 * (2 * (size_t)a->node->d.bn.C + 1 + 2 * (size_t)a->node->d.bn.C * NN_CUDA_SLICES_MAX);
+}
+
+/* 32-bit index arithmetic where every index of the tensor fits */
+static int small_tensor(const nn_op_args *a) { return nn_cuda_count(a) < ((size_t)1 << 31); }
+
+/* acc[0..C) = the channel sums of x (mean NULL) or of its squared
+ * deviations from acc's mean (mean = acc), acc[C] = the count if asked */
+static void channel_sums(const nn_op_args *a, double *out, const double *mean_acc, int with_count) {
+    const nn_bn_desc *d = &a->node->d.bn;
+    const int C = d->C;
+    const size_t M = (size_t)a->n * d->HW;
+    const int S = nn_cuda_channel_slices(C, M);
+    double *part = partials(a);
+    const dim3 grid(S, C);
+    if (small_tensor(a))
+        bn_sum_part_kernel<unsigned><<<grid, BN_THREADS>>>(part, mean_acc, a->x, C, d->HW, a->n);
+    else
+        bn_sum_part_kernel<size_t><<<grid, BN_THREADS>>>(part, mean_acc, a->x, C, d->HW, a->n);
+    bn_sum_final_kernel<<<NN_CUDA_GRID(C)>>>(out, part, C, S, (double)M, with_count);
+    nn_cuda_check_launch("batchnorm forward");
+}
 
 static void batchnorm_fwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
@@ -179,18 +212,21 @@ static void batchnorm_fwd(const nn_op_args *a) {
     double *acc = (double *)a->ws; /* sums (C), count (1), squared deviations (C) */
     float *alpha = coefs(a), *beta = alpha + C;
     if (a->training) {
-        bn_sum_kernel<<<C, BN_THREADS>>>(acc, a->x, C, d->HW, a->n);
-        nn_cuda_check_launch("batchnorm forward");
+        channel_sums(a, acc, NULL, 1);
         if (a->reduce) a->reduce(a->reduce_user, acc, (size_t)C + 1);
-        bn_sqdev_kernel<<<C, BN_THREADS>>>(acc, a->x, C, d->HW, a->n);
-        nn_cuda_check_launch("batchnorm forward");
+        channel_sums(a, acc + C + 1, acc, 0);
         if (a->reduce) a->reduce(a->reduce_user, acc + C + 1, (size_t)C);
     }
     bn_coef_kernel<<<NN_CUDA_GRID(C)>>>(alpha, beta, (float *)a->aux, a->buf, a->w, a->b, acc, C,
                                         d->eps, d->momentum, a->training);
     const size_t n = nn_cuda_count(a);
-    bn_normalize_kernel<<<NN_CUDA_GRID(n)>>>(a->y, a->x, d->residual ? a->xs[1] : NULL, alpha,
-                                             beta, C, d->HW, d->relu, n);
+    const float *r = d->residual ? a->xs[1] : NULL;
+    if (small_tensor(a))
+        bn_normalize_kernel<unsigned><<<NN_CUDA_GRID(n)>>>(a->y, a->x, r, alpha, beta, C, d->HW,
+                                                           d->relu, (unsigned)n);
+    else
+        bn_normalize_kernel<size_t><<<NN_CUDA_GRID(n)>>>(a->y, a->x, r, alpha, beta, C, d->HW,
+                                                         d->relu, n);
     nn_cuda_check_launch("batchnorm forward");
 }
 
@@ -207,23 +243,39 @@ static void batchnorm_bwd(const nn_op_args *a) {
                       "cudaMemcpy (batchnorm mode)");
     const int reduce = a->reduce && mode != 0.0f;
     const double weight = reduce ? (double)a->n : 1.0;
-    bn_grad_sums_kernel<<<C, BN_THREADS>>>(acc, a->dw, a->db, d->residual ? a->dxs[1] : NULL,
-                                           a->dy, y, a->x, save, C, d->HW, a->n, weight);
+    const size_t M = (size_t)a->n * d->HW;
+    const int S = nn_cuda_channel_slices(C, M);
+    double *part = partials(a);
+    float *dr = d->residual ? a->dxs[1] : NULL;
+    const dim3 grid(S, C);
+    if (small_tensor(a))
+        bn_grad_part_kernel<unsigned><<<grid, BN_THREADS>>>(part, dr, a->dy, y, a->x, save, C,
+                                                            d->HW, a->n);
+    else
+        bn_grad_part_kernel<size_t><<<grid, BN_THREADS>>>(part, dr, a->dy, y, a->x, save, C,
+                                                          d->HW, a->n);
+    bn_grad_final_kernel<<<NN_CUDA_GRID(C)>>>(acc, a->dw, a->db, part, save, C, S, (double)M,
+                                              weight);
     nn_cuda_check_launch("batchnorm backward");
     if (reduce) a->reduce(a->reduce_user, acc, 2 * (size_t)C + 1);
     if (!a->dx) return;
     float *coef = coefs(a); /* g_mean, mean, scale, k scale: (4, C) */
     bn_dx_coef_kernel<<<NN_CUDA_GRID(C)>>>(coef, acc, save, a->w, C, weight);
     const size_t n = nn_cuda_count(a);
-    bn_dx_kernel<<<NN_CUDA_GRID(n)>>>(a->dx, a->dy, y, a->x, coef, C, d->HW, n);
+    if (small_tensor(a))
+        bn_dx_kernel<unsigned><<<NN_CUDA_GRID(n)>>>(a->dx, a->dy, y, a->x, coef, C, d->HW,
+                                                    (unsigned)n);
+    else
+        bn_dx_kernel<size_t><<<NN_CUDA_GRID(n)>>>(a->dx, a->dy, y, a->x, coef, C, d->HW, n);
     nn_cuda_check_launch("batchnorm backward");
 }
 
-/* 2C + 1 doubles, then 4C floats */
+/* 2C + 1 doubles, 2 C NN_CUDA_SLICES_MAX doubles, then 4C floats */
 static size_t batchnorm_ws(const nn_node *node, int max_batch, int threads) {
     (void)max_batch;
     (void)threads;
-    return 2 * (2 * (size_t)node->d.bn.C + 1) + 4 * (size_t)node->d.bn.C;
+    const size_t C = (size_t)node->d.bn.C;
+    return 2 * (2 * C + 1 + 2 * C * NN_CUDA_SLICES_MAX) + 4 * C;
 }
 
 extern "C" const nn_op_kernels nn_batchnorm_cuda = {batchnorm_fwd, batchnorm_bwd, batchnorm_ws,

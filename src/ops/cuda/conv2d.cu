@@ -1,10 +1,17 @@
 /*
  * conv2d.cu - the CUDA twin of conv2d.c: every convolution (dense, grouped,
- * depthwise, 1x1, strided, dilated) as im2col + cuBLAS GEMMs over chunks of
- * images, one strided-batched GEMM over the channel groups (fp32, no TF32).
- * A first version, chosen for being right on every shape: cuDNN with its
- * algorithm measured per shape (issue 19) is to come, and depthwise layers
- * run as C GEMMs of one row each, far from the GPU's speed.
+ * depthwise, 1x1, strided, dilated), fp32 with FMA arithmetic only (no TF32).
+ *
+ * cuDNN where it is (backend/cuda_dnn.h: loaded at run time, its algorithms
+ * measured once per shape and batch size, deterministic ones only):
+ *   forward:  y = conv(x), then y += b and the fused ReLU in one pass
+ *   backward: g = dy masked by the fused ReLU (in the workspace; unless the
+ *             max-pool after it masks: relu_masked_later); db += the
+ *             per-channel sums of g (sliced, in double, fixed order);
+ *             dw += conv_wgrad(x, g); dx = conv_dgrad(w, g)
+ * else, or when a call's workspace cannot hold a measured algorithm's, the
+ * first version below: im2col + cuBLAS GEMMs over chunks of images, one
+ * strided-batched GEMM over the channel groups.
  *
  * Per chunk of gc images (ld = gc P Q columns):
  *   forward:  col (C R S, ld) = im2col(x); Yg (K, ld) = W (K, C/g R S) col per
@@ -16,6 +23,10 @@
  * Backward overwrites dx and accumulates into dw and db, as on the CPU.
  */
 #include "ops/cuda/ops_cuda.h"
+
+extern "C" {
+#include "backend/cuda_dnn.h"
+}
 
 /* the chunk's buffers stay within this many floats (128 MiB) unless one
  * image alone needs more */
@@ -107,6 +118,38 @@ __global__ void row_sums_kernel(float *db, const float *dyg, int ld) {
     if (threadIdx.x == 0) db[blockIdx.x] += (float)sh[0];
 }
 
+/* y (n, K, PQ) += b[k], then the fused ReLU (b NULL: none) */
+template <typename I>
+__global__ void bias_relu_kernel(float *y, const float *b, I K, I PQ, int relu, I n) {
+    for (I j = blockIdx.x * (I)blockDim.x + threadIdx.x; j < n; j += (I)gridDim.x * blockDim.x) {
+        float v = y[j];
+        if (b) v = v + b[j / PQ % K];
+        y[j] = relu ? nn_relu_f(v) : v;
+    }
+}
+
+/* part[k S + s] = the sum of slice s of channel k of g (n, K, PQ) */
+template <typename I>
+__global__ void bias_grad_part_kernel(double *part, const float *g, I K, I PQ, I n) {
+    __shared__ double sh[ROW_THREADS];
+    const I k = blockIdx.y, M = n * PQ;
+    I lo, hi;
+    nn_cuda_slice(M, lo, hi);
+    double s = 0.0;
+    for (I e = lo + threadIdx.x; e < hi; e += ROW_THREADS) s += g[nn_cuda_channel_at(k, e, K, PQ)];
+    s = nn_cuda_block_sum<ROW_THREADS>(s, sh);
+    if (threadIdx.x == 0) part[(size_t)k * gridDim.x + blockIdx.x] = s;
+}
+
+/* db[k] += channel k's S partial sums, added in slice order */
+__global__ void bias_grad_final_kernel(float *db, const double *part, int K, int S) {
+    NN_CUDA_FOR(k, K) {
+        double s = 0.0;
+        for (int i = 0; i < S; i++) s += part[k * S + i];
+        db[k] += (float)s;
+    }
+}
+
 /* The GEMMs' shapes: groups, and per group K, C R S. */
 typedef struct {
     int groups, Kg, CRSg;
@@ -126,7 +169,84 @@ static void im2col(float *col, const float *x, const nn_conv2d_desc *d, int ld) 
     nn_cuda_check_launch("conv2d im2col");
 }
 
+/* d's shape for cuDNN at batch n */
+static nn_cudnn_shape dnn_shape(const nn_conv2d_desc *d, int n) {
+    nn_cudnn_shape s;
+    s.n = n, s.C = d->C, s.H = d->H, s.W = d->W, s.K = d->K, s.R = d->R, s.S = d->S;
+    s.P = d->P, s.Q = d->Q, s.stride_h = d->stride_h, s.stride_w = d->stride_w;
+    s.pad_h = d->pad_h, s.pad_w = d->pad_w;
+    s.dil_h = nn_conv2d_dil_h(d), s.dil_w = nn_conv2d_dil_w(d);
+    s.groups = d->groups > 1 ? d->groups : 1;
+    return s;
+}
+
+/* floats of the cuDNN path's masked gradient (n, K, PQ) and bias partial
+ * sums (K slices doubles), each rounded up to 64 floats; the cuDNN workspace
+ * follows */
+static size_t cudnn_scratch_floats(const nn_conv2d_desc *d, int n) {
+    const size_t g = (size_t)n * d->K * d->P * d->Q;
+    const size_t part = 2 * (size_t)d->K * NN_CUDA_SLICES_MAX;
+    return (g + 63) / 64 * 64 + (part + 63) / 64 * 64;
+}
+
+/* the cuDNN forward; 0 if it ran */
+static int cudnn_fwd(const nn_op_args *a) {
+    const nn_conv2d_desc *d = &a->node->d.conv;
+    const nn_cudnn_shape shape = dnn_shape(d, a->n);
+    const nn_cudnn_conv *p = nn_cudnn_conv_plan(&shape);
+    if (!p || nn_cudnn_conv_forward(p, a->x, a->w, a->y, a->ws, a->ws_floats * sizeof(float)))
+        return -1;
+    if (a->b || d->relu) {
+        const size_t n = nn_cuda_count(a);
+        const int PQ = d->P * d->Q;
+        if (n < ((size_t)1 << 31))
+            bias_relu_kernel<unsigned><<<NN_CUDA_GRID(n)>>>(a->y, a->b, d->K, PQ, d->relu,
+                                                            (unsigned)n);
+        else
+            bias_relu_kernel<size_t><<<NN_CUDA_GRID(n)>>>(a->y, a->b, d->K, PQ, d->relu, n);
+        nn_cuda_check_launch("conv2d forward (bias, relu)");
+    }
+    return 0;
+}
+
+/* the cuDNN backward; 0 if it ran (nothing is written unless every part fits) */
+static int cudnn_bwd(const nn_op_args *a) {
+    const nn_conv2d_desc *d = &a->node->d.conv;
+    const nn_cudnn_shape shape = dnn_shape(d, a->n);
+    const nn_cudnn_conv *p = nn_cudnn_conv_plan(&shape);
+    const size_t scratch = cudnn_scratch_floats(d, a->n);
+    if (!p || a->ws_floats < scratch) return -1;
+    float *gbuf = a->ws;
+    double *part = (double *)(a->ws + ((size_t)a->n * d->K * d->P * d->Q + 63) / 64 * 64);
+    float *ws = a->ws + scratch;
+    const size_t ws_bytes = (a->ws_floats - scratch) * sizeof(float);
+    /* check that both algorithms fit before writing anything */
+    if (!nn_cudnn_conv_backward_fits(p, ws_bytes, a->dx != NULL)) return -1;
+    const size_t n = nn_cuda_count(a);
+    const float *g = a->dy;
+    if (d->relu && !d->relu_masked_later) {
+        relu_mask_kernel<<<NN_CUDA_GRID(n)>>>(gbuf, a->dy, a->y, n);
+        nn_cuda_check_launch("conv2d backward (relu mask)");
+        g = gbuf;
+    }
+    if (a->db) {
+        const int PQ = d->P * d->Q;
+        const int S = nn_cuda_channel_slices(d->K, (size_t)a->n * PQ);
+        const dim3 grid(S, d->K);
+        if (n < ((size_t)1 << 31))
+            bias_grad_part_kernel<unsigned><<<grid, ROW_THREADS>>>(part, g, d->K, PQ, a->n);
+        else
+            bias_grad_part_kernel<size_t><<<grid, ROW_THREADS>>>(part, g, d->K, PQ, a->n);
+        bias_grad_final_kernel<<<NN_CUDA_GRID(d->K)>>>(a->db, part, d->K, S);
+        nn_cuda_check_launch("conv2d backward (bias)");
+    }
+    nn_cudnn_conv_backward_filter(p, a->x, g, a->dw, ws, ws_bytes);
+    if (a->dx) nn_cudnn_conv_backward_data(p, a->w, g, a->dx, ws, ws_bytes);
+    return 0;
+}
+
 static void conv2d_fwd(const nn_op_args *a) {
+    if (cudnn_fwd(a) == 0) return;
     const nn_conv2d_desc *d = &a->node->d.conv;
     const conv_gemm m = gemm_of(d);
     const int PQ = d->P * d->Q, G = chunk_images(d, a->n);
@@ -145,6 +265,7 @@ static void conv2d_fwd(const nn_op_args *a) {
 }
 
 static void conv2d_bwd(const nn_op_args *a) {
+    if (cudnn_bwd(a) == 0) return;
     const nn_conv2d_desc *d = &a->node->d.conv;
     const conv_gemm m = gemm_of(d);
     const int PQ = d->P * d->Q, G = chunk_images(d, a->n);
@@ -178,15 +299,24 @@ static void conv2d_bwd(const nn_op_args *a) {
     }
 }
 
+/* the im2col path's chunk, or the cuDNN path's scratch and workspace (its
+ * algorithms measured here, at planning, for the largest batch) */
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
     (void)threads;
-    return (size_t)chunk_images(&node->d.conv, max_batch) * floats_per_image(&node->d.conv);
+    const nn_conv2d_desc *d = &node->d.conv;
+    const size_t im2col = (size_t)chunk_images(d, max_batch) * floats_per_image(d);
+    const nn_cudnn_shape shape = dnn_shape(d, max_batch);
+    const nn_cudnn_conv *p = nn_cudnn_conv_plan(&shape);
+    if (!p) return im2col;
+    const size_t dnn = cudnn_scratch_floats(d, max_batch) +
+                       (nn_cudnn_conv_ws_bytes(p) + sizeof(float) - 1) / sizeof(float);
+    return dnn > im2col ? dnn : im2col;
 }
 
 static const char *conv2d_kernel_name(const nn_node *node, const nn_ctx *ctx) {
-    (void)node;
     (void)ctx;
-    return "im2col+cublas";
+    const nn_cudnn_shape shape = dnn_shape(&node->d.conv, 0);
+    return nn_cudnn_conv_algos(nn_cudnn_conv_latest(&shape));
 }
 
 extern "C" const nn_op_kernels nn_conv2d_cuda = {conv2d_fwd, conv2d_bwd, conv2d_ws,

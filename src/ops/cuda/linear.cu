@@ -16,6 +16,7 @@ __global__ void bias_relu_kernel(float *y, const float *b, int out, int relu, si
     }
 }
 
+/* (declared in ops_cuda.h: the convolutions use it too) */
 __global__ void relu_mask_kernel(float *g, const float *dy, const float *y, size_t n) {
     NN_CUDA_FOR(j, n) g[j] = nn_relu_mask_f(dy[j], y[j]);
 }

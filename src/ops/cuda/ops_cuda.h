@@ -35,6 +35,55 @@ __device__ __forceinline__ float nn_relu_f(float v) { return (v > 0.0f || v != v
 /* relu's gradient mask from its output y */
 __device__ __forceinline__ float nn_relu_mask_f(float g, float y) { return y > 0.0f ? g : 0.0f; }
 
+/* g (n) = dy where the fused ReLU's output y > 0, else 0 (linear.cu) */
+__global__ void relu_mask_kernel(float *g, const float *dy, const float *y, size_t n);
+
+/* ---- per-channel sums over (n, C, HW) tensors (batch norm, bias gradients)
+ * A channel's n HW values are cut into slices, one block of threads each on
+ * a (slices, C) grid; the blocks' partial sums (double) are then added in
+ * slice order by a second kernel: enough blocks to fill the GPU when there
+ * are few channels, and the same order, so the same bits, on every run. */
+#define NN_CUDA_SLICES_MAX 64
+
+/* Slices per channel for M values each: about 4 blocks per multiprocessor
+ * of a large GPU in all, at least 2048 values per slice. */
+static inline int nn_cuda_channel_slices(int C, size_t M) {
+    size_t s = (528 + (size_t)C - 1) / (size_t)C;
+    const size_t by_size = (M + 2047) / 2048;
+    if (s > by_size) s = by_size;
+    if (s > NN_CUDA_SLICES_MAX) s = NN_CUDA_SLICES_MAX;
+    return s < 1 ? 1 : (int)s;
+}
+
+/* This block's values [lo, hi) of its channel's M (slice blockIdx.x of
+ * gridDim.x). I: the index type (32-bit where the tensor allows). */
+template <typename I>
+__device__ __forceinline__ void nn_cuda_slice(I M, I &lo, I &hi) {
+    const I chunk = (M + gridDim.x - 1) / gridDim.x;
+    lo = (I)blockIdx.x * chunk;
+    hi = lo + chunk < M ? lo + chunk : M;
+}
+
+/* element e (of n HW) of channel c in x (n, C, HW) */
+template <typename I>
+__device__ __forceinline__ I nn_cuda_channel_at(I c, I e, I C, I HW) {
+    const I i = e / HW;
+    return (i * C + c) * HW + (e - i * HW);
+}
+
+/* The block's total of v (THREADS threads, sh of THREADS doubles) in a
+ * fixed tree order; valid in thread 0. */
+template <unsigned THREADS>
+__device__ double nn_cuda_block_sum(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned h = THREADS / 2; h > 0; h /= 2) {
+        if (threadIdx.x < h) sh[threadIdx.x] += sh[threadIdx.x + h];
+        __syncthreads();
+    }
+    return sh[0];
+}
+
 /* elements of one sample of the node's output, and of a batch call */
 static inline size_t nn_cuda_count(const nn_op_args *a) {
     return (size_t)a->n * (size_t)nn_shape_numel(&a->node->out);

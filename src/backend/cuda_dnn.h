@@ -1,0 +1,75 @@
+/*
+ * cuda_dnn.h - cuDNN's convolutions for the CUDA backend (cuda_dnn.cu),
+ * loaded at run time: libcudnn.so.9 is opened on first use, so the nnopt
+ * binary starts on a machine without cuDNN and its convolutions run as
+ * im2col + cuBLAS there (src/ops/cuda/conv2d.cu). Built only with
+ * NN_HAVE_CUDA; without cuDNN's headers at build time every call below
+ * answers "not available".
+ *
+ * Per convolution shape and batch size (a plan), the forward, input-gradient
+ * and weight-gradient algorithms are measured once by cuDNN's Find calls
+ * (as PyTorch's cudnn.benchmark) among the deterministic ones that use FMA
+ * arithmetic only (no TF32: fp32 stays fp32, issue 19), and kept for the
+ * process. A call then takes the fastest measured algorithm whose workspace
+ * fits the bytes it is given.
+ *
+ * NNOPT_CUDA_CONV=im2col turns cuDNN off (comparison, fault isolation).
+ */
+#ifndef NN_CUDA_DNN_H
+#define NN_CUDA_DNN_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nn_cudnn_conv nn_cudnn_conv;
+
+/* A convolution's shape: batch n, input (C, H, W), K output channels of
+ * (C / groups, R, S), output (P, Q), strides, pads, dilations (>= 1) and
+ * groups (>= 1). */
+typedef struct {
+    int n, C, H, W, K, R, S, P, Q;
+    int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+} nn_cudnn_shape;
+
+/* 1 if cuDNN's convolutions are used (library loaded, handle made, not
+ * turned off by NNOPT_CUDA_CONV=im2col); the first call loads it. */
+int nn_cudnn_available(void);
+
+/* The plan of convolution s, measured on first use; NULL where cuDNN is not
+ * available or rejects the shape. */
+const nn_cudnn_conv *nn_cudnn_conv_plan(const nn_cudnn_shape *s);
+
+/* The workspace bytes the plan's fastest algorithms need (the largest of
+ * forward, input gradient and weight gradient), at most NN_CUDNN_WS_CAP. */
+size_t nn_cudnn_conv_ws_bytes(const nn_cudnn_conv *p);
+#define NN_CUDNN_WS_CAP ((size_t)256 << 20)
+
+/* Each returns 0 when done, -1 if no measured algorithm fits ws_bytes (the
+ * caller then takes another path). x, y: (n, C, H, W), (n, K, P, Q); w: the
+ * weights (K, C / groups, R, S). */
+int nn_cudnn_conv_forward(const nn_cudnn_conv *p, const float *x, const float *w, float *y,
+                          void *ws, size_t ws_bytes);               /* y = conv(x, w) */
+int nn_cudnn_conv_backward_data(const nn_cudnn_conv *p, const float *w, const float *dy,
+                                float *dx, void *ws, size_t ws_bytes); /* dx = conv^T(dy) */
+int nn_cudnn_conv_backward_filter(const nn_cudnn_conv *p, const float *x, const float *dy,
+                                  float *dw, void *ws, size_t ws_bytes); /* dw += ... */
+
+/* 1 if the weight gradient's algorithm, and the input gradient's where
+ * with_dgrad, can run in ws_bytes */
+int nn_cudnn_conv_backward_fits(const nn_cudnn_conv *p, size_t ws_bytes, int with_dgrad);
+
+/* The plan of s's shape measured last, whatever its batch size, or NULL. */
+const nn_cudnn_conv *nn_cudnn_conv_latest(const nn_cudnn_shape *s);
+
+/* "cudnn fwd A, dgrad B, wgrad C": the algorithms a plan runs first (nnopt
+ * bench); "im2col+cublas" for NULL */
+const char *nn_cudnn_conv_algos(const nn_cudnn_conv *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NN_CUDA_DNN_H */
