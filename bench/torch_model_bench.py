@@ -73,6 +73,8 @@ def main():
                     help="torch.compile mode (default, reduce-overhead, max-autotune)")
     ap.add_argument("--data", help="Fashion-MNIST directory: real batches, cycled")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--amp", choices=["bf16"], default=None,
+                    help="bf16: torch.autocast (bf16 convolutions and matmuls, fp32 weights)")
     a = ap.parse_args()
     if a.device == "cpu" and os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         print("torch_model_bench: set OPENBLAS_NUM_THREADS=1 for PyTorch's best speed here",
@@ -102,7 +104,12 @@ def main():
         x, y = batches[turn[0]]
         turn[0] = (turn[0] + 1) % len(batches)
         opt.zero_grad()
-        loss_fn(net(x), y).backward()
+        if a.amp:
+            with torch.autocast(device_type=a.device.split(":")[0], dtype=torch.bfloat16):
+                loss = loss_fn(net(x), y)
+        else:
+            loss = loss_fn(net(x), y)
+        loss.backward()
         opt.step()
 
     for _ in range(a.warmup):
@@ -118,7 +125,7 @@ def main():
     s = statistics.median(times)
     impl = "torch" + ("-compile" if a.compile else "") + \
         (f"-{a.compile_mode}" if a.compile_mode else "")
-    print(json.dumps({"impl": impl, "device": a.device,
+    print(json.dumps({"impl": impl, "device": a.device, "amp": a.amp,
                       "version": torch.__version__, "model": a.model,
                       "batch": a.batch, "threads": a.threads, "data": a.data,
                       "batches": len(batches), "ms_per_step": round(s * 1e3, 4),

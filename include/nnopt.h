@@ -709,6 +709,17 @@ double nn_measure_fma_gflops(nn_ctx *ctx, const char **isa);
  * timed step to sample the machine's FMA limit over the same seconds. */
 double nn_fma_burst(nn_ctx *ctx, long iters, double *seconds, const char **isa);
 
+/* The context's device where it is not the CPU (nnopt bench --device cuda):
+ * its name and, if measure, its limits: the fp32 FMA peak of its cores, and
+ * what its BLAS reaches on an 8192^3 product in fp32 and in bf16 (tensor
+ * cores), in GFLOP/s (0: not measured). Returns 0 on such a device, -1 on
+ * the CPU (nn_measure_fma_gflops and nn_measure_sgemm_gflops measure it). */
+typedef struct {
+    char name[128];
+    double fma_gflops, sgemm_gflops, bf16_gemm_gflops;
+} nn_device_peaks;
+int nn_measure_device_peaks(nn_ctx *ctx, int measure, nn_device_peaks *out);
+
 /* The BLAS kernels in use: OpenBLAS's core type name ("Cooperlake", ...).
  * OpenBLAS chooses them from the CPU model when it loads (OPENBLAS_CORETYPE
  * overrides that); a release older than the CPU falls back to SSE3 kernels

@@ -3,11 +3,14 @@
 # an NVIDIA GPU (issue 19): configures and builds a release build with
 # NN_CUDA=ON, runs every GPU test (ctest -R cuda: each op and optimizer
 # against the CPU, the seed CNN's SGD losses, the parity, model and trainer
-# tests on the GPU), resumes a checkpoint across devices both ways, times
-# `nnopt bench` of the seed CNN (batch 64) and ResNet-20 (batch 128) on the
-# GPU, trains the seed CNN for 5 epochs on the GPU (process start to final
-# test accuracy) and on the CPU for the accuracy to compare, and prints a
-# summary table. Under 10 minutes on one H200 with 16 cores.
+# tests on the GPU), resumes a checkpoint across devices both ways, measures
+# the GPU's limits (FMA peak, cuBLAS fp32 and bf16 GEMMs) and times `nnopt
+# bench` on it (seed CNN, ResNet-20, conv_heavy, mobilenet_small, wide_cnn;
+# fp32 and bf16) beside PyTorch on the same GPU and batches where python3
+# has a CUDA torch, trains the seed CNN for 5 epochs on the GPU (process
+# start to final test accuracy) and on the CPU for the accuracy to compare,
+# and prints a summary table with the issue's goals (MET / MISS). About 3
+# minutes on one H200 with 16 cores.
 #
 #   scripts/gpu_check.sh [--quick] [--no-build]
 #       --quick:    no CPU training run
@@ -48,7 +51,9 @@ echo "gpu_check: $GPU"
 
 ROWS=()   # "check|result|figure"
 FAILED=0
-row() { ROWS+=("$1|$2|$3"); case $2 in PASS|INFO|SKIP) ;; *) FAILED=1 ;; esac; }
+# PASS/FAIL: checks (any FAIL makes the exit status 1); MET/MISS: the
+# issue's speed goals, reported; INFO: figures; SKIP: not run here
+row() { ROWS+=("$1|$2|$3"); case $2 in PASS|INFO|SKIP|MET|MISS) ;; *) FAILED=1 ;; esac; }
 elapsed() { echo $(( $(date +%s) - START )); }
 LOGDIR=$BUILD/gpu_check
 summary() {
@@ -119,19 +124,84 @@ else
     row "checkpoints across devices" SKIP "no data in $DATA"
 fi
 
-# 4. benchmarks on the GPU (the bench command trains through the backend)
-bench() { # name model batch
-    local out=$LOGDIR/bench_$1.json
-    if timeout "$T" "$NNOPT" bench "$2" --device cuda --batch "$3" --no-peak --json >"$out" 2>"$LOGDIR/bench_$1.err"; then
-        local ips=$(grep -o '"images_per_s":[0-9.]*' "$out" | head -1 | cut -d: -f2)
-        local ms=$(grep -o '"ms_per_step":[0-9.]*' "$out" | head -1 | cut -d: -f2)
-        row "bench $1 (batch $3, fp32)" INFO "${ips:-?} images/s, ${ms:-?} ms/step"
+# 4. benchmarks on the GPU (the bench command trains through the backend),
+# on the first 32 real batches cycled where the data is there, against the
+# GPU's limits (measured by the first bench) and PyTorch on the same GPU
+jget() { # file key -> the first number under "key" in a JSON file
+    grep -o "\"$2\":[0-9.]*" "$1" | head -1 | cut -d: -f2
+}
+bench_data=()
+[ $have_data = 1 ] && bench_data=(--data "$DATA")
+bench() { # name model batch precision -> sets IPS
+    local out=$LOGDIR/bench_$1_$3_$4.json
+    IPS=
+    if timeout "$T" "$NNOPT" bench "$2" --device cuda --batch "$3" --precision "$4" \
+            --repeats 3 "${bench_data[@]}" --no-peak --json \
+            >"$out" 2>"$LOGDIR/bench_$1_$3_$4.err"; then
+        IPS=$(jget "$out" images_per_s)
+        row "bench $1 (batch $3, $4)" INFO "${IPS:-?} images/s, $(jget "$out" ms_per_step) ms/step"
     else
-        row "bench $1 (batch $3, fp32)" FAIL "see $LOGDIR/bench_$1.err"
+        row "bench $1 (batch $3, $4)" FAIL "see $LOGDIR/bench_$1_$3_$4.err"
     fi
 }
-bench seed_cnn models/seed_cnn.nn 64
-bench resnet20 models/resnet20.nn 128
+target() { # what value goal
+    if awk -v v="${2:-0}" -v g="$3" 'BEGIN { exit !(v >= g) }'; then row "$1" MET "$2 (>= $3)"
+    else row "$1" MISS "${2:-?} (goal $3)"; fi
+}
+# the GPU's limits: FMA peak, cuBLAS fp32 and bf16 GEMMs
+peak_out=$LOGDIR/peaks.json
+if timeout "$T" "$NNOPT" bench models/seed_cnn.nn --device cuda --steps 5 --repeats 1 --json \
+        >"$peak_out" 2>"$LOGDIR/peaks.err"; then
+    row "GPU limits (GFLOP/s)" INFO "fp32 FMA $(jget "$peak_out" fma_peak_gflops), sgemm $(jget "$peak_out" sgemm_peak_gflops), bf16 GEMM $(jget "$peak_out" bf16_gemm_peak_gflops)"
+else
+    row "GPU limits" FAIL "see $LOGDIR/peaks.err"
+fi
+BF16_PEAK=$(jget "$peak_out" bf16_gemm_peak_gflops)
+bench seed_cnn models/seed_cnn.nn 64 fp32;   target "seed CNN batch 64 fp32 images/s" "$IPS" 100000
+bench resnet20 models/resnet20.nn 128 fp32
+bench resnet20 models/resnet20.nn 128 bf16;  target "ResNet-20 batch 128 bf16 images/s" "$IPS" 20000
+bench conv_heavy models/conv_heavy.nn 64 fp32
+bench conv_heavy models/conv_heavy.nn 64 bf16
+bench mobilenet_small models/mobilenet_small.nn 64 fp32
+bench wide_cnn models/wide_cnn.nn 64 fp32
+# conv_heavy's convolution layers (their FLOPs over their forward + backward
+# time, casts to and from bf16 included) against the bf16 GEMM peak
+f=$LOGDIR/bench_conv_heavy_64_bf16.json
+if [ -s "$f" ] && [ -n "$BF16_PEAK" ] && command -v python3 >/dev/null; then
+    share=$(python3 - "$f" "$BF16_PEAK" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); peak = float(sys.argv[2])
+fl = t = 0.0
+for l in d["layers"]:
+    if l["type"] == "conv2d":
+        fl += l["forward_gflops"] * l["forward_ms"] + l["backward_gflops"] * l["backward_ms"]
+        t += l["forward_ms"] + l["backward_ms"]
+print("%.1f" % (100.0 * fl / t / peak if t > 0 else 0.0))
+PY
+)
+    target "conv_heavy bf16 convolutions, % of bf16 GEMM peak" "$share" 40
+fi
+# PyTorch on the same GPU and batches (eager; bf16 = torch.autocast)
+if command -v python3 >/dev/null && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    torch_bench() { # name model batch amp(fp32|bf16) nnopt-images/s
+        local out=$LOGDIR/torch_$1_$3_$4.json amp=()
+        [ "$4" = bf16 ] && amp=(--amp bf16)
+        if NNOPT=$NNOPT timeout "$T" python3 bench/torch_model_bench.py "$2" --device cuda --batch "$3" \
+                --repeats 3 "${bench_data[@]}" "${amp[@]}" >"$out" 2>"$LOGDIR/torch_$1_$3_$4.err"; then
+            local t=$(jget "$out" images_per_s)
+            row "PyTorch $(python3 -c 'import torch; print(torch.__version__)') $1 (batch $3, $4)" INFO \
+                "$t images/s; nnopt/PyTorch $(awk -v a="${5:-0}" -v b="${t:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }')x"
+        else
+            row "PyTorch $1 (batch $3, $4)" INFO "failed: see $LOGDIR/torch_$1_$3_$4.err"
+        fi
+    }
+    torch_bench seed_cnn models/seed_cnn.nn 64 fp32 "$(jget $LOGDIR/bench_seed_cnn_64_fp32.json images_per_s)"
+    torch_bench resnet20 models/resnet20.nn 128 fp32 "$(jget $LOGDIR/bench_resnet20_128_fp32.json images_per_s)"
+    torch_bench resnet20 models/resnet20.nn 128 bf16 "$(jget $LOGDIR/bench_resnet20_128_bf16.json images_per_s)"
+    torch_bench conv_heavy models/conv_heavy.nn 64 bf16 "$(jget $LOGDIR/bench_conv_heavy_64_bf16.json images_per_s)"
+else
+    row "PyTorch comparison" SKIP "no python3 with a CUDA torch"
+fi
 
 # 5. the seed CNN: 5 epochs on the GPU, process start to final accuracy
 train_acc() { # device log -> "accuracy seconds"
@@ -145,6 +215,8 @@ if [ $have_data = 1 ]; then
     if r=$(train_acc cuda "$LOGDIR/train_cuda.log"); then
         read -r gacc gsec <<<"$r"
         row "train seed CNN 5 epochs on cuda" PASS "test accuracy $gacc, ${gsec} s process start to end"
+        if awk -v s="$gsec" 'BEGIN { exit !(s <= 5.0) }'; then row "5 epochs in <= 5 s" MET "${gsec} s"
+        else row "5 epochs in <= 5 s" MISS "${gsec} s"; fi
         if [ $QUICK = 0 ]; then
             if r=$(train_acc cpu "$LOGDIR/train_cpu.log"); then
                 read -r cacc csec <<<"$r"

@@ -34,6 +34,8 @@
 
 #if NN_HAVE_CUDA
 
+static int bf16_case; /* the contexts ctx_on makes run bf16 convolutions */
+
 static nn_ctx *ctx_on(const char *backend, int fuse) {
     nn_ctx *ctx = nn_ctx_new(1);
     if (!ctx) {
@@ -41,6 +43,7 @@ static nn_ctx *ctx_on(const char *backend, int fuse) {
         exit(1);
     }
     nn_ctx_set_fusion(ctx, fuse);
+    if (bf16_case) nn_ctx_set_precision(ctx, NN_PRECISION_BF16);
     if (nn_ctx_set_backend(ctx, backend) != NN_OK) {
         fprintf(stderr, "%s\n", nn_ctx_error(ctx));
         exit(1);
@@ -94,13 +97,18 @@ typedef struct {
     int batch;
     int training;
     float smoothing;
+    int bf16;      /* --precision bf16 on both backends */
+    double tol;    /* 0: OP_TOL */
 } op_case;
 
 /* One case: the same net, parameters and batch on both backends; forward
  * with labels, backward; every layer's output, the loss, the gradients and
  * the buffers compared. */
 static void run_case(const op_case *c, int fuse) {
+    bf16_case = c->bf16;
+    const double tol = c->tol > 0 ? c->tol : OP_TOL;
     nn_ctx *cc = ctx_on("cpu", fuse), *gc = ctx_on("cuda", fuse);
+    bf16_case = 0;
     nn_net *cn = NULL, *gn = NULL;
     char name[160];
     snprintf(name, sizeof name, "%s (%s, fusion %s)", c->name, c->training ? "training" : "eval",
@@ -136,7 +144,7 @@ static void run_case(const op_case *c, int fuse) {
         check(0, name, "forward: %s / %s", nn_ctx_error(cc), nn_ctx_error(gc));
         goto out_x;
     }
-    check(fabs((double)lc - lg) <= LOSS_TOL * fmax(1.0, fabs((double)lc)), name,
+    check(fabs((double)lc - lg) <= fmax(LOSS_TOL, c->tol) * fmax(1.0, fabs((double)lc)), name,
           "loss cpu %.9g, cuda %.9g", (double)lc, (double)lg);
     /* eval mode with fusion on the CPU folds a batch norm into the
      * convolution before it (graph.c, host memory only): that convolution's
@@ -149,7 +157,7 @@ static void run_case(const op_case *c, int fuse) {
         char what[256];
         snprintf(what, sizeof what, "%s: layer %s (%s) output", name, a->name,
                  nn_op_def_get(a->op)->name);
-        compare(gc, a->y, b->y, (size_t)c->batch * (size_t)nn_shape_numel(&a->out), OP_TOL,
+        compare(gc, a->y, b->y, (size_t)c->batch * (size_t)nn_shape_numel(&a->out), tol,
                 what);
         if (a->op == NN_OP_DROPOUT) { /* the keep masks (aux, a byte each): the CPU's exactly */
             const size_t bytes = a->aux_bytes * (size_t)c->batch;
@@ -162,7 +170,7 @@ static void run_case(const op_case *c, int fuse) {
     }
     if (nb) {
         snprintf(name + strlen(name), sizeof name - strlen(name), ": buffers");
-        compare(gc, nn_net_buffers(cn), nn_net_buffers(gn), nb, OP_TOL, name);
+        compare(gc, nn_net_buffers(cn), nn_net_buffers(gn), nb, tol, name);
         name[strlen(name) - strlen(": buffers")] = '\0';
     }
     if (cpu_folded) goto out_x; /* backward: in the same case with fusion off */
@@ -181,7 +189,7 @@ static void run_case(const op_case *c, int fuse) {
         char what[256];
         snprintf(what, sizeof what, "%s: gradient of %s", name, p->name);
         compare_floor(gc, nn_net_grads(cn) + p->offset, nn_net_grads(gn) + p->offset, p->numel,
-                      OP_TOL, fmax(1e-6, 1e-2 * gmax), what);
+                      tol, fmax(1e-6, 1e-2 * gmax), what);
     }
 out_x:
     free(x);
@@ -198,54 +206,61 @@ out:
 static const op_case cases[] = {
     {"conv2d 3x3 + relu + maxpool (the mask moves to the pool)",
      "input shape=3x9x9\nconv2d out=4 kernel=3 pad=1\nrelu\nmaxpool size=2\nconv2d out=5 kernel=3\n"
-     "flatten\nlinear out=6\nsoftmax_ce\n", 5, 1, 0},
+     "flatten\nlinear out=6\nsoftmax_ce\n", 5, 1, 0, 0, 0},
     {"conv2d strided, 1x1, no bias, relu",
      "input shape=4x10x10\nconv2d out=6 kernel=3 stride=2 pad=1\nrelu\nconv2d out=5 kernel=1 bias=0\n"
-     "relu\nconv2d out=3 kernel=1 stride=2\nflatten\nlinear out=4\nsoftmax_ce\n", 3, 1, 0},
+     "relu\nconv2d out=3 kernel=1 stride=2\nflatten\nlinear out=4\nsoftmax_ce\n", 3, 1, 0, 0, 0},
     {"conv2d depthwise and grouped",
      "input shape=4x8x8\nconv2d out=8 kernel=3 pad=1\nconv2d out=8 kernel=3 pad=1 groups=8\nrelu\n"
      "conv2d out=4 kernel=3x2 stride=2x1 pad=1 groups=2\nconv2d out=4 kernel=5 pad=2 groups=4\n"
-     "flatten\nlinear out=3\nsoftmax_ce\n", 4, 1, 0},
+     "flatten\nlinear out=3\nsoftmax_ce\n", 4, 1, 0, 0, 0},
     {"conv2d dilated, odd max-pool windows",
      "input shape=2x11x11\nconv2d out=3 kernel=3 pad=2 dilation=2\nmaxpool size=3 stride=2 pad=1\n"
      "conv2d out=4 kernel=3 dilation=1x2 pad=1x2\nmaxpool size=2\nflatten\nlinear out=5\nsoftmax_ce\n",
-     3, 1, 0},
+     3, 1, 0, 0, 0},
     {"avgpool, gap",
      "input shape=3x9x9\nconv2d out=4 kernel=3 pad=1\navgpool size=3 stride=2 pad=1\n"
-     "conv2d out=5 kernel=3 pad=1\navgpool size=2\ngap\nlinear out=4\nsoftmax_ce\n", 4, 1, 0},
+     "conv2d out=5 kernel=3 pad=1\navgpool size=2\ngap\nlinear out=4\nsoftmax_ce\n", 4, 1, 0, 0, 0},
     {"activations",
      "input shape=2x6x6\nconv2d out=4 kernel=3 pad=1\nleaky_relu slope=0.1\nconv2d out=4 kernel=3 pad=1\n"
      "gelu\nconv2d out=4 kernel=3 pad=1\nsilu\nconv2d out=4 kernel=3 pad=1\nsigmoid\n"
      "conv2d out=4 kernel=3 pad=1\ntanh\nconv2d out=4 kernel=3 pad=1\nrelu6\n"
      "conv2d out=4 kernel=3 pad=1\nhardswish\navgpool size=1\nrelu\nflatten\nlinear out=5\n"
-     "softmax_ce\n", 3, 1, 0},
+     "softmax_ce\n", 3, 1, 0, 0, 0},
     {"linear + relu, label smoothing",
      "input shape=20\nlinear out=16\nrelu\nlinear out=12 bias=0\nrelu\nlinear out=7\nsoftmax_ce\n",
-     9, 1, 0.1f},
+     9, 1, 0.1f, 0, 0},
     {"batchnorm + relu (2d and flat)",
      "input shape=3x6x6\nconv2d out=5 kernel=3 pad=1 bias=0\nbatchnorm\nrelu\nconv2d out=4 kernel=3\n"
      "batchnorm momentum=0.3\nflatten\nlinear out=8\nbatchnorm\nrelu\nlinear out=4\nsoftmax_ce\n",
-     6, 1, 0},
+     6, 1, 0, 0, 0},
     {"batchnorm + relu (2d and flat)",
      "input shape=3x6x6\nconv2d out=5 kernel=3 pad=1 bias=0\nbatchnorm\nrelu\nconv2d out=4 kernel=3\n"
      "batchnorm momentum=0.3\nflatten\nlinear out=8\nbatchnorm\nrelu\nlinear out=4\nsoftmax_ce\n",
-     6, 0, 0},
+     6, 0, 0, 0, 0},
     {"batchnorm + residual add + relu (the add fused into the batch norm)",
      "input shape=3x6x6\nconv2d out=4 kernel=3 pad=1 bias=0\nbatchnorm\nrelu name=r\n"
      "conv2d out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b\nadd in=b,r\nrelu\nflatten\n"
      "linear out=4\nsoftmax_ce\n",
-     6, 1, 0},
+     6, 1, 0, 0, 0},
     {"dropout",
      "input shape=3x5x5\nconv2d out=4 kernel=3 pad=1\nrelu\ndropout p=0.3\nflatten\nlinear out=10\n"
-     "dropout\nlinear out=4\nsoftmax_ce\n", 7, 1, 0},
+     "dropout\nlinear out=4\nsoftmax_ce\n", 7, 1, 0, 0, 0},
     {"dropout",
      "input shape=3x5x5\nconv2d out=4 kernel=3 pad=1\nrelu\ndropout p=0.3\nflatten\nlinear out=10\n"
-     "dropout\nlinear out=4\nsoftmax_ce\n", 7, 0, 0},
+     "dropout\nlinear out=4\nsoftmax_ce\n", 7, 0, 0, 0, 0},
     {"add (+ relu) and concat of several inputs, a layer read twice",
      "input shape=2x6x6\nconv2d name=a out=4 kernel=3 pad=1\nconv2d name=b in=input out=4 kernel=1\n"
      "add name=s in=a,b\nrelu\nconv2d name=c out=4 kernel=3 pad=1\nadd name=t in=c,s,a\n"
      "concat name=cat in=t,a,t,b\nconv2d name=d out=3 kernel=3 stride=2\nconcat in=d,d\n"
-     "flatten\nlinear out=5\nsoftmax_ce\n", 4, 1, 0},
+     "flatten\nlinear out=5\nsoftmax_ce\n", 4, 1, 0, 0, 0},
+    /* bf16 convolutions (C R S >= 32: the first stays fp32 on both): the
+     * CPU rounds x, w and the gradients to bf16 and keeps fp32 outputs,
+     * cuDNN's outputs are bf16 too (2^-9 relative), hence the tolerance */
+    {"bf16 convolutions (+ relu, strided, batch norm)",
+     "input shape=1x10x10\nconv2d out=6 kernel=3 pad=1\nrelu\nconv2d out=8 kernel=3 pad=1\n"
+     "relu\nconv2d out=8 kernel=3 pad=1 stride=2\nbatchnorm\nrelu\n"
+     "conv2d out=6 kernel=3 pad=1\nflatten\nlinear out=5\nsoftmax_ce\n", 4, 1, 0, 1, 3e-2},
 };
 
 /* ------------------------------------------------------------ the optimizer */

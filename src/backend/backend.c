@@ -47,6 +47,16 @@ const nn_backend *nn_ctx_backend_of(nn_ctx *ctx) {
     return ctx->backend;
 }
 
+int nn_measure_device_peaks(nn_ctx *ctx, int measure, nn_device_peaks *out) {
+    const nn_backend *be = nn_ctx_backend_of(ctx);
+    memset(out, 0, sizeof *out);
+    if (!be->peaks) return -1;
+    nn_dev_begin(be);
+    const int rc = be->peaks(out, measure);
+    nn_dev_end(be);
+    return rc;
+}
+
 nn_status nn_ctx_set_backend(nn_ctx *ctx, const char *name) {
     char why[256];
     const nn_backend *be = nn_backend_find_why(name, why, sizeof why);

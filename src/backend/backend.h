@@ -55,6 +55,10 @@ typedef struct nn_backend {
     void (*add)(float *dst, const float *src, size_t n);   /* dst += src */
     void (*scale)(float *dev, size_t n, float s);          /* dev *= s */
     double (*sum_squares)(const float *dev, size_t n);     /* sum of dev[i]^2 in double */
+    /* The device's name and, if measure, its own limits, measured
+     * (nn_measure_device_peaks); NULL on the CPU, whose peaks peak.c and
+     * blas.c measure. 0 when filled. */
+    int (*peaks)(nn_device_peaks *out, int measure);
 } nn_backend;
 
 /* The kernels of op on backend be; NULL: the op cannot run there. */
@@ -69,6 +73,9 @@ const nn_backend *nn_backend_guard(void);
  * returns the backend, or NULL with the reason in why ("no CUDA device
  * (cudaGetDeviceCount: ...)", "built without CUDA", ...). */
 const nn_backend *nn_backend_cuda(int device, char *why, size_t size);
+#if NN_HAVE_CUDA
+int nn_cuda_peaks(nn_device_peaks *out, int measure); /* cuda_peak.cu */
+#endif
 /* The backend called name ("cpu", "guard", "cuda" or "cuda:N"), or NULL; a
  * CUDA name only where the build has CUDA and the device exists, with the
  * reason in why (size 0: none wanted). */

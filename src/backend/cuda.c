@@ -65,6 +65,7 @@ static const nn_backend cuda_backend = {
     .add = nn_cuda_add,
     .scale = nn_cuda_scale,
     .sum_squares = nn_cuda_sum_squares,
+    .peaks = nn_cuda_peaks,
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;

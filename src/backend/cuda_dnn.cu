@@ -116,7 +116,8 @@ static int same_shape(const nn_cudnn_shape *a, const nn_cudnn_shape *b) {
     return a->C == b->C && a->H == b->H && a->W == b->W && a->K == b->K && a->R == b->R &&
            a->S == b->S && a->P == b->P && a->Q == b->Q && a->stride_h == b->stride_h &&
            a->stride_w == b->stride_w && a->pad_h == b->pad_h && a->pad_w == b->pad_w &&
-           a->dil_h == b->dil_h && a->dil_w == b->dil_w && a->groups == b->groups;
+           a->dil_h == b->dil_h && a->dil_w == b->dil_w && a->groups == b->groups &&
+           a->bf16 == b->bf16;
 }
 
 static const char *fwd_name(int a) {
@@ -157,22 +158,22 @@ static nn_cudnn_conv *measure(const nn_cudnn_shape *d) {
     if (!p) return NULL;
     p->d = *d;
     const int n = d->n, groups = d->groups;
+    const cudnnDataType_t t = d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
     check(dnn.cudnnCreateTensorDescriptor(&p->x), "cudnnCreateTensorDescriptor");
     check(dnn.cudnnCreateTensorDescriptor(&p->y), "cudnnCreateTensorDescriptor");
     check(dnn.cudnnCreateFilterDescriptor(&p->w), "cudnnCreateFilterDescriptor");
     check(dnn.cudnnCreateConvolutionDescriptor(&p->conv), "cudnnCreateConvolutionDescriptor");
-    if (dnn.cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, d->C, d->H,
-                                       d->W) ||
-        dnn.cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, d->K, d->P,
-                                       d->Q) ||
-        dnn.cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, d->K,
-                                       d->C / groups, d->R, d->S) ||
+    if (dnn.cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, t, n, d->C, d->H, d->W) ||
+        dnn.cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, t, n, d->K, d->P, d->Q) ||
+        dnn.cudnnSetFilter4dDescriptor(p->w, t, CUDNN_TENSOR_NCHW, d->K, d->C / groups, d->R,
+                                       d->S) ||
         dnn.cudnnSetConvolution2dDescriptor(p->conv, d->pad_h, d->pad_w, d->stride_h,
                                             d->stride_w, d->dil_h, d->dil_w,
                                             CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT) ||
         dnn.cudnnSetConvolutionGroupCount(p->conv, groups) ||
-        /* FMA arithmetic only: no TF32 rounding of fp32 inputs */
-        dnn.cudnnSetConvolutionMathType(p->conv, CUDNN_FMA_MATH))
+        /* fp32: FMA arithmetic only, no TF32 rounding of the inputs; bf16:
+         * the tensor cores, fp32 sums (the compute type above) */
+        dnn.cudnnSetConvolutionMathType(p->conv, d->bf16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH))
         return p; /* no algorithms: the caller's other path */
     cudnnConvolutionFwdAlgoPerf_t fp[MAX_ALGOS];
     cudnnConvolutionBwdDataAlgoPerf_t dp[MAX_ALGOS];
@@ -193,7 +194,8 @@ static nn_cudnn_conv *measure(const nn_cudnn_shape *d) {
     if (p->num_bwd_data && p->bwd_data[0].memory > p->ws_bytes) p->ws_bytes = p->bwd_data[0].memory;
     if (p->num_bwd_filter && p->bwd_filter[0].memory > p->ws_bytes)
         p->ws_bytes = p->bwd_filter[0].memory;
-    snprintf(p->algos, sizeof p->algos, "cudnn fwd %s, dgrad %s, wgrad %s",
+    snprintf(p->algos, sizeof p->algos, "cudnn%s fwd %s, dgrad %s, wgrad %s",
+             d->bf16 ? " bf16" : "",
              p->num_fwd ? fwd_name(p->fwd[0].algo) : "-",
              p->num_bwd_data ? bwd_data_name(p->bwd_data[0].algo) : "-",
              p->num_bwd_filter ? bwd_filter_name(p->bwd_filter[0].algo) : "-");
@@ -233,12 +235,16 @@ static const algo_choice *fitting(const algo_choice *c, int count, size_t ws_byt
     return NULL;
 }
 
+int nn_cudnn_conv_forward_fits(const nn_cudnn_conv *p, size_t ws_bytes) {
+    return fitting(p->fwd, p->num_fwd, ws_bytes) != NULL;
+}
+
 int nn_cudnn_conv_backward_fits(const nn_cudnn_conv *p, size_t ws_bytes, int with_dgrad) {
     return fitting(p->bwd_filter, p->num_bwd_filter, ws_bytes) &&
            (!with_dgrad || fitting(p->bwd_data, p->num_bwd_data, ws_bytes));
 }
 
-int nn_cudnn_conv_forward(const nn_cudnn_conv *p, const float *x, const float *w, float *y,
+int nn_cudnn_conv_forward(const nn_cudnn_conv *p, const void *x, const void *w, void *y,
                           void *ws, size_t ws_bytes) {
     const algo_choice *c = fitting(p->fwd, p->num_fwd, ws_bytes);
     if (!c) return -1;
@@ -250,8 +256,8 @@ int nn_cudnn_conv_forward(const nn_cudnn_conv *p, const float *x, const float *w
     return 0;
 }
 
-int nn_cudnn_conv_backward_data(const nn_cudnn_conv *p, const float *w, const float *dy,
-                                float *dx, void *ws, size_t ws_bytes) {
+int nn_cudnn_conv_backward_data(const nn_cudnn_conv *p, const void *w, const void *dy, void *dx,
+                                void *ws, size_t ws_bytes) {
     const algo_choice *c = fitting(p->bwd_data, p->num_bwd_data, ws_bytes);
     if (!c) return -1;
     const float one = 1.0f, zero = 0.0f;
@@ -262,14 +268,14 @@ int nn_cudnn_conv_backward_data(const nn_cudnn_conv *p, const float *w, const fl
     return 0;
 }
 
-int nn_cudnn_conv_backward_filter(const nn_cudnn_conv *p, const float *x, const float *dy,
-                                  float *dw, void *ws, size_t ws_bytes) {
+int nn_cudnn_conv_backward_filter(const nn_cudnn_conv *p, const void *x, const void *dy, void *dw,
+                                  float beta, void *ws, size_t ws_bytes) {
     const algo_choice *c = fitting(p->bwd_filter, p->num_bwd_filter, ws_bytes);
     if (!c) return -1;
-    const float one = 1.0f; /* beta 1: dw accumulates, as on the CPU */
+    const float one = 1.0f;
     check(dnn.cudnnConvolutionBackwardFilter(handle, &one, p->x, x, p->y, dy, p->conv,
                                              (cudnnConvolutionBwdFilterAlgo_t)c->algo, ws,
-                                             c->memory, &one, p->w, dw),
+                                             c->memory, &beta, p->w, dw),
           "cudnnConvolutionBackwardFilter");
     return 0;
 }
@@ -282,18 +288,19 @@ size_t nn_cudnn_conv_ws_bytes(const nn_cudnn_conv *p) {
     (void)p;
     return 0;
 }
-int nn_cudnn_conv_forward(const nn_cudnn_conv *, const float *, const float *, float *, void *,
+int nn_cudnn_conv_forward(const nn_cudnn_conv *, const void *, const void *, void *, void *,
                           size_t) {
     return -1;
 }
-int nn_cudnn_conv_backward_data(const nn_cudnn_conv *, const float *, const float *, float *,
-                                void *, size_t) {
+int nn_cudnn_conv_backward_data(const nn_cudnn_conv *, const void *, const void *, void *, void *,
+                                size_t) {
     return -1;
 }
-int nn_cudnn_conv_backward_filter(const nn_cudnn_conv *, const float *, const float *, float *,
+int nn_cudnn_conv_backward_filter(const nn_cudnn_conv *, const void *, const void *, void *, float,
                                   void *, size_t) {
     return -1;
 }
+int nn_cudnn_conv_forward_fits(const nn_cudnn_conv *, size_t) { return 0; }
 int nn_cudnn_conv_backward_fits(const nn_cudnn_conv *, size_t, int) { return 0; }
 const nn_cudnn_conv *nn_cudnn_conv_latest(const nn_cudnn_shape *) { return NULL; }
 const char *nn_cudnn_conv_algos(const nn_cudnn_conv *p) {

@@ -28,10 +28,12 @@ typedef struct nn_cudnn_conv nn_cudnn_conv;
 
 /* A convolution's shape: batch n, input (C, H, W), K output channels of
  * (C / groups, R, S), output (P, Q), strides, pads, dilations (>= 1) and
- * groups (>= 1). */
+ * groups (>= 1); bf16: x, w and y (and their gradients) are bf16, the sums
+ * fp32, on the tensor cores; else all fp32 with FMA arithmetic. */
 typedef struct {
     int n, C, H, W, K, R, S, P, Q;
     int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+    int bf16;
 } nn_cudnn_shape;
 
 /* 1 if cuDNN's convolutions are used (library loaded, handle made, not
@@ -49,14 +51,17 @@ size_t nn_cudnn_conv_ws_bytes(const nn_cudnn_conv *p);
 
 /* Each returns 0 when done, -1 if no measured algorithm fits ws_bytes (the
  * caller then takes another path). x, y: (n, C, H, W), (n, K, P, Q); w: the
- * weights (K, C / groups, R, S). */
-int nn_cudnn_conv_forward(const nn_cudnn_conv *p, const float *x, const float *w, float *y,
+ * weights (K, C / groups, R, S); floats, or bf16 values for a bf16 plan. */
+int nn_cudnn_conv_forward(const nn_cudnn_conv *p, const void *x, const void *w, void *y,
                           void *ws, size_t ws_bytes);               /* y = conv(x, w) */
-int nn_cudnn_conv_backward_data(const nn_cudnn_conv *p, const float *w, const float *dy,
-                                float *dx, void *ws, size_t ws_bytes); /* dx = conv^T(dy) */
-int nn_cudnn_conv_backward_filter(const nn_cudnn_conv *p, const float *x, const float *dy,
-                                  float *dw, void *ws, size_t ws_bytes); /* dw += ... */
+int nn_cudnn_conv_backward_data(const nn_cudnn_conv *p, const void *w, const void *dy, void *dx,
+                                void *ws, size_t ws_bytes);         /* dx = conv^T(dy) */
+/* dw = beta dw + the weight gradient (beta 1: accumulate, 0: overwrite) */
+int nn_cudnn_conv_backward_filter(const nn_cudnn_conv *p, const void *x, const void *dy, void *dw,
+                                  float beta, void *ws, size_t ws_bytes);
 
+/* 1 if a forward algorithm can run in ws_bytes */
+int nn_cudnn_conv_forward_fits(const nn_cudnn_conv *p, size_t ws_bytes);
 /* 1 if the weight gradient's algorithm, and the input gradient's where
  * with_dgrad, can run in ws_bytes */
 int nn_cudnn_conv_backward_fits(const nn_cudnn_conv *p, size_t ws_bytes, int with_dgrad);

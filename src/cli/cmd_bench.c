@@ -84,6 +84,10 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
      * its own bursts. On a VM whose speed moves by 2x within seconds, a peak
      * measured once, before or after, says more about that moment than
      * about the run. */
+    /* A GPU's limits are its own (cuda_peak.cu), measured once here, before
+     * the timed steps; the CPU's FMA limit is sampled between them. */
+    nn_device_peaks dev;
+    const int on_device = nn_measure_device_peaks(w.ctx, !no_peak, &dev) == 0;
     nn_net_set_timing(w.net, 1);
     for (int rep = 0; rep < repeats; rep++) {
         double step_time = 0.0, fma_gflop = 0.0, fma_time = 0.0;
@@ -91,14 +95,14 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
             double t0 = nn_wall_time();
             if (cli_workload_step(&w)) goto done;
             step_time += nn_wall_time() - t0;
-            if (no_peak) continue;
+            if (no_peak || on_device) continue;
             double sec;
             fma_gflop += nn_fma_burst(w.ctx, FMA_BURST_ITERS, &sec, NULL);
             fma_time += sec;
         }
         times[rep] = step_time / steps;
         if (no_peak) continue;
-        peaks[rep] = fma_time > 0 ? fma_gflop / fma_time : 0.0;
+        peaks[rep] = on_device ? dev.fma_gflops : fma_time > 0 ? fma_gflop / fma_time : 0.0;
         shares[rep] = peaks[rep] > 0 ? 100.0 * (double)train_flops * batch / times[rep] * 1e-9 /
                                            peaks[rep]
                                      : 0.0;
@@ -109,7 +113,9 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
     double step_s = times[repeats / 2];
     double ips = batch / step_s;
     double gflops = (double)train_flops * ips * 1e-9;
-    double peak = no_peak ? 0.0 : nn_measure_sgemm_gflops(w.ctx, 1024, 5);
+    double peak = no_peak     ? 0.0
+                  : on_device ? dev.sgemm_gflops
+                              : nn_measure_sgemm_gflops(w.ctx, 1024, 5);
     const double fma = peaks[repeats / 2], fma_share = shares[repeats / 2];
     const double total_steps = (double)steps * repeats;
     const char *prec_name = prec == NN_PRECISION_BF16 ? "bf16" : "fp32";
@@ -129,6 +135,12 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
         json_figure("percent_of_fma_peak", fma_share, !no_peak && fma > 0);
         json_figure("percent_of_fma_peak_min", shares[0], !no_peak && fma > 0);
         json_figure("percent_of_fma_peak_max", shares[repeats - 1], !no_peak && fma > 0);
+        printf(",\"device\":");
+        cli_json_string(stdout, on_device ? dev.name : "cpu");
+        json_figure("bf16_gemm_peak_gflops", dev.bf16_gemm_gflops, on_device && !no_peak);
+        json_figure("percent_of_bf16_gemm_peak",
+                    dev.bf16_gemm_gflops > 0 ? 100.0 * gflops / dev.bf16_gemm_gflops : 0.0,
+                    on_device && !no_peak);
         printf(",\"kernel_isa\":\"%s\",\"openblas_core\":\"%s\",\"layers\":[",
                nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core());
     } else {
@@ -140,11 +152,18 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
         printf("kernels %s, OpenBLAS core %s%s%s%s\n", nn_isa_name(nn_ctx_isa(w.ctx)), nn_blas_core(),
                replaced ? " (replacing its own choice, " : "", replaced ? replaced : "",
                replaced ? ")" : "");
+        if (on_device) {
+            printf("device %s", dev.name);
+            if (!no_peak)
+                printf(": fp32 FMA peak %.0f GFLOP/s, cuBLAS 8192^3 fp32 %.0f and bf16 %.0f GFLOP/s",
+                       dev.fma_gflops, dev.sgemm_gflops, dev.bf16_gemm_gflops);
+            printf("\n");
+        }
         printf("%.0f images/s  %.3f ms/step  %.1f GFLOP/s", ips, step_s * 1e3, gflops);
         if (peak > 0 && fma > 0)
             printf("  (%.0f%% of the %.1f GFLOP/s FMA peak, %.0f%% of the %.1f GFLOP/s sgemm)",
                    fma_share, fma, 100.0 * gflops / peak, peak);
-        if (peak > 0 && fma > 0 && repeats > 1) /* how much the repeats' shares moved */
+        if (peak > 0 && fma > 0 && repeats > 1 && !on_device) /* how the repeats' shares moved */
             printf("\nshare of the FMA peak over the %d repeats: %.0f%% to %.0f%%", repeats,
                    shares[0], shares[repeats - 1]);
         printf("\n\n%-12s %-10s %-9s %10s %10s %7s %9s %9s\n", "layer", "type", "kernel",

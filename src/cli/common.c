@@ -110,7 +110,9 @@ int cli_parse_precision(const char *cmd, const cli_env *env, const char *name, n
         fprintf(stderr, "nnopt %s: --precision must be fp32 or bf16, got '%s'\n", cmd, name);
         return 2;
     }
-    nn_ctx *probe = *out == NN_PRECISION_BF16 ? cli_ctx_new(env, 1) : NULL;
+    /* the note is about the CPU's kernels: a GPU runs bf16 on its tensor cores */
+    const int on_gpu = env->backend && strncmp(env->backend, "cuda", 4) == 0;
+    nn_ctx *probe = *out == NN_PRECISION_BF16 && !on_gpu ? cli_ctx_new(env, 1) : NULL;
     if (probe && nn_ctx_isa(probe) < NN_ISA_AVX512BF16)
         fprintf(stderr, "nnopt %s: note: this CPU lacks AVX512-BF16 (or NNOPT_ISA caps it); bf16 "
                 "runs in portable C, slower than fp32\n", cmd);

@@ -9,6 +9,12 @@
  *             max-pool after it masks: relu_masked_later); db += the
  *             per-channel sums of g (sliced, in double, fixed order);
  *             dw += conv_wgrad(x, g); dx = conv_dgrad(w, g)
+ *   bf16 (--precision bf16, d->bf16): the same on the tensor cores, with x,
+ *             w and g rounded to bf16 copies in the workspace, fp32 sums;
+ *             cuDNN's bf16 outputs (y, the weight and input gradients)
+ *             widened back into the fp32 tensors (dw accumulating), so
+ *             parameters, optimizer and every other op stay fp32. Without
+ *             cuDNN a bf16 convolution runs in fp32.
  * else, or when a call's workspace cannot hold a measured algorithm's, the
  * first version below: im2col + cuBLAS GEMMs over chunks of images, one
  * strided-batched GEMM over the channel groups.
@@ -23,6 +29,8 @@
  * Backward overwrites dx and accumulates into dw and db, as on the CPU.
  */
 #include "ops/cuda/ops_cuda.h"
+
+#include <cuda_bf16.h>
 
 extern "C" {
 #include "backend/cuda_dnn.h"
@@ -118,11 +126,15 @@ __global__ void row_sums_kernel(float *db, const float *dyg, int ld) {
     if (threadIdx.x == 0) db[blockIdx.x] += (float)sh[0];
 }
 
-/* y (n, K, PQ) += b[k], then the fused ReLU (b NULL: none) */
-template <typename I>
-__global__ void bias_relu_kernel(float *y, const float *b, I K, I PQ, int relu, I n) {
+__device__ __forceinline__ float as_float(float v) { return v; }
+__device__ __forceinline__ float as_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/* y (n, K, PQ) = src + b[k], then the fused ReLU (b NULL: none; src may be y) */
+template <typename I, typename T>
+__global__ void bias_relu_kernel(float *y, const T *src, const float *b, I K, I PQ, int relu,
+                                 I n) {
     for (I j = blockIdx.x * (I)blockDim.x + threadIdx.x; j < n; j += (I)gridDim.x * blockDim.x) {
-        float v = y[j];
+        float v = as_float(src[j]);
         if (b) v = v + b[j / PQ % K];
         y[j] = relu ? nn_relu_f(v) : v;
     }
@@ -177,16 +189,64 @@ static nn_cudnn_shape dnn_shape(const nn_conv2d_desc *d, int n) {
     s.pad_h = d->pad_h, s.pad_w = d->pad_w;
     s.dil_h = nn_conv2d_dil_h(d), s.dil_w = nn_conv2d_dil_w(d);
     s.groups = d->groups > 1 ? d->groups : 1;
+    s.bf16 = d->bf16;
     return s;
 }
 
-/* floats of the cuDNN path's masked gradient (n, K, PQ) and bias partial
- * sums (K slices doubles), each rounded up to 64 floats; the cuDNN workspace
- * follows */
-static size_t cudnn_scratch_floats(const nn_conv2d_desc *d, int n) {
-    const size_t g = (size_t)n * d->K * d->P * d->Q;
-    const size_t part = 2 * (size_t)d->K * NN_CUDA_SLICES_MAX;
-    return (g + 63) / 64 * 64 + (part + 63) / 64 * 64;
+/* The cuDNN path's workspace, in floats from a->ws, each part rounded up to
+ * 64 floats: the masked gradient g (n, K, P, Q), the bias's partial sums;
+ * for bf16 the bf16 copies of x, w, g (or y), dx and dw; then cuDNN's own
+ * workspace from `total` on. */
+typedef struct {
+    size_t g, part, xb, wb, gb, dxb, dwb, total;
+} dnn_layout;
+
+static size_t r64(size_t f) { return (f + 63) / 64 * 64; }
+
+static dnn_layout layout_of(const nn_conv2d_desc *d, int n) {
+    const size_t nx = (size_t)n * d->C * d->H * d->W, ny = (size_t)n * d->K * d->P * d->Q;
+    const size_t nw = (size_t)d->K * (d->C / (d->groups > 1 ? d->groups : 1)) * d->R * d->S;
+    dnn_layout l;
+    size_t off = 0;
+    l.g = off, off += r64(ny);
+    l.part = off, off += r64(2 * (size_t)d->K * NN_CUDA_SLICES_MAX); /* doubles */
+    l.xb = l.wb = l.gb = l.dxb = l.dwb = off;
+    if (d->bf16) { /* two bf16 values per float */
+        l.xb = off, off += r64((nx + 1) / 2);
+        l.wb = off, off += r64((nw + 1) / 2);
+        l.gb = off, off += r64((ny + 1) / 2);
+        l.dxb = off, off += r64((nx + 1) / 2);
+        l.dwb = off, off += r64((nw + 1) / 2);
+    }
+    l.total = off;
+    return l;
+}
+
+__global__ void to_bf16_kernel(__nv_bfloat16 *o, const float *x, size_t n) {
+    NN_CUDA_FOR(j, n) o[j] = __float2bfloat16(x[j]);
+}
+
+/* o = x (add 0) or o += x (add 1) */
+__global__ void from_bf16_kernel(float *o, const __nv_bfloat16 *x, int add, size_t n) {
+    NN_CUDA_FOR(j, n) o[j] = add ? o[j] + __bfloat162float(x[j]) : __bfloat162float(x[j]);
+}
+
+static __nv_bfloat16 *bf16_at(const nn_op_args *a, size_t off) {
+    return (__nv_bfloat16 *)(a->ws + off);
+}
+
+static void to_bf16(__nv_bfloat16 *o, const float *x, size_t n) {
+    to_bf16_kernel<<<NN_CUDA_GRID(n)>>>(o, x, n);
+    nn_cuda_check_launch("conv2d (to bf16)");
+}
+
+static void from_bf16(float *o, const __nv_bfloat16 *x, int add, size_t n) {
+    from_bf16_kernel<<<NN_CUDA_GRID(n)>>>(o, x, add, n);
+    nn_cuda_check_launch("conv2d (from bf16)");
+}
+
+static size_t weight_count(const nn_conv2d_desc *d) {
+    return (size_t)d->K * (d->C / (d->groups > 1 ? d->groups : 1)) * d->R * d->S;
 }
 
 /* the cuDNN forward; 0 if it ran */
@@ -194,16 +254,31 @@ static int cudnn_fwd(const nn_op_args *a) {
     const nn_conv2d_desc *d = &a->node->d.conv;
     const nn_cudnn_shape shape = dnn_shape(d, a->n);
     const nn_cudnn_conv *p = nn_cudnn_conv_plan(&shape);
-    if (!p || nn_cudnn_conv_forward(p, a->x, a->w, a->y, a->ws, a->ws_floats * sizeof(float)))
-        return -1;
+    const dnn_layout l = layout_of(d, a->n);
+    if (!p || a->ws_floats < l.total) return -1;
+    void *ws = a->ws + l.total;
+    const size_t ws_bytes = (a->ws_floats - l.total) * sizeof(float);
+    const size_t n = nn_cuda_count(a);
+    const int PQ = d->P * d->Q;
+    if (d->bf16) {
+        __nv_bfloat16 *xb = bf16_at(a, l.xb), *wb = bf16_at(a, l.wb), *yb = bf16_at(a, l.gb);
+        if (!nn_cudnn_conv_forward_fits(p, ws_bytes)) return -1;
+        to_bf16(xb, a->x, (size_t)a->n * d->C * d->H * d->W);
+        to_bf16(wb, a->w, weight_count(d));
+        nn_cudnn_conv_forward(p, xb, wb, yb, ws, ws_bytes);
+        bias_relu_kernel<size_t, __nv_bfloat16><<<NN_CUDA_GRID(n)>>>(a->y, yb, a->b, d->K, PQ,
+                                                                      d->relu, n);
+        nn_cuda_check_launch("conv2d forward (bf16 to fp32, bias, relu)");
+        return 0;
+    }
+    if (nn_cudnn_conv_forward(p, a->x, a->w, a->y, ws, ws_bytes)) return -1;
     if (a->b || d->relu) {
-        const size_t n = nn_cuda_count(a);
-        const int PQ = d->P * d->Q;
         if (n < ((size_t)1 << 31))
-            bias_relu_kernel<unsigned><<<NN_CUDA_GRID(n)>>>(a->y, a->b, d->K, PQ, d->relu,
-                                                            (unsigned)n);
+            bias_relu_kernel<unsigned, float><<<NN_CUDA_GRID(n)>>>(a->y, a->y, a->b, d->K, PQ,
+                                                                   d->relu, (unsigned)n);
         else
-            bias_relu_kernel<size_t><<<NN_CUDA_GRID(n)>>>(a->y, a->b, d->K, PQ, d->relu, n);
+            bias_relu_kernel<size_t, float><<<NN_CUDA_GRID(n)>>>(a->y, a->y, a->b, d->K, PQ,
+                                                                 d->relu, n);
         nn_cuda_check_launch("conv2d forward (bias, relu)");
     }
     return 0;
@@ -214,25 +289,23 @@ static int cudnn_bwd(const nn_op_args *a) {
     const nn_conv2d_desc *d = &a->node->d.conv;
     const nn_cudnn_shape shape = dnn_shape(d, a->n);
     const nn_cudnn_conv *p = nn_cudnn_conv_plan(&shape);
-    const size_t scratch = cudnn_scratch_floats(d, a->n);
-    if (!p || a->ws_floats < scratch) return -1;
-    float *gbuf = a->ws;
-    double *part = (double *)(a->ws + ((size_t)a->n * d->K * d->P * d->Q + 63) / 64 * 64);
-    float *ws = a->ws + scratch;
-    const size_t ws_bytes = (a->ws_floats - scratch) * sizeof(float);
-    /* check that both algorithms fit before writing anything */
+    const dnn_layout l = layout_of(d, a->n);
+    if (!p || a->ws_floats < l.total) return -1;
+    float *ws = a->ws + l.total;
+    const size_t ws_bytes = (a->ws_floats - l.total) * sizeof(float);
     if (!nn_cudnn_conv_backward_fits(p, ws_bytes, a->dx != NULL)) return -1;
     const size_t n = nn_cuda_count(a);
     const float *g = a->dy;
     if (d->relu && !d->relu_masked_later) {
-        relu_mask_kernel<<<NN_CUDA_GRID(n)>>>(gbuf, a->dy, a->y, n);
+        relu_mask_kernel<<<NN_CUDA_GRID(n)>>>(a->ws + l.g, a->dy, a->y, n);
         nn_cuda_check_launch("conv2d backward (relu mask)");
-        g = gbuf;
+        g = a->ws + l.g;
     }
     if (a->db) {
         const int PQ = d->P * d->Q;
         const int S = nn_cuda_channel_slices(d->K, (size_t)a->n * PQ);
         const dim3 grid(S, d->K);
+        double *part = (double *)(a->ws + l.part);
         if (n < ((size_t)1 << 31))
             bias_grad_part_kernel<unsigned><<<grid, ROW_THREADS>>>(part, g, d->K, PQ, a->n);
         else
@@ -240,7 +313,23 @@ static int cudnn_bwd(const nn_op_args *a) {
         bias_grad_final_kernel<<<NN_CUDA_GRID(d->K)>>>(a->db, part, d->K, S);
         nn_cuda_check_launch("conv2d backward (bias)");
     }
-    nn_cudnn_conv_backward_filter(p, a->x, g, a->dw, ws, ws_bytes);
+    if (d->bf16) {
+        const size_t nx = (size_t)a->n * d->C * d->H * d->W, nw = weight_count(d);
+        __nv_bfloat16 *xb = bf16_at(a, l.xb), *wb = bf16_at(a, l.wb), *gb = bf16_at(a, l.gb);
+        __nv_bfloat16 *dxb = bf16_at(a, l.dxb), *dwb = bf16_at(a, l.dwb);
+        to_bf16(gb, g, n);
+        to_bf16(xb, a->x, nx);
+        /* the weight gradient in bf16, added into the fp32 one */
+        nn_cudnn_conv_backward_filter(p, xb, gb, dwb, 0.0f, ws, ws_bytes);
+        from_bf16(a->dw, dwb, 1, nw);
+        if (a->dx) {
+            to_bf16(wb, a->w, nw);
+            nn_cudnn_conv_backward_data(p, wb, gb, dxb, ws, ws_bytes);
+            from_bf16(a->dx, dxb, 0, nx);
+        }
+        return 0;
+    }
+    nn_cudnn_conv_backward_filter(p, a->x, g, a->dw, 1.0f, ws, ws_bytes);
     if (a->dx) nn_cudnn_conv_backward_data(p, a->w, g, a->dx, ws, ws_bytes);
     return 0;
 }
@@ -308,7 +397,7 @@ static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
     const nn_cudnn_shape shape = dnn_shape(d, max_batch);
     const nn_cudnn_conv *p = nn_cudnn_conv_plan(&shape);
     if (!p) return im2col;
-    const size_t dnn = cudnn_scratch_floats(d, max_batch) +
+    const size_t dnn = layout_of(d, max_batch).total +
                        (nn_cudnn_conv_ws_bytes(p) + sizeof(float) - 1) / sizeof(float);
     return dnn > im2col ? dnn : im2col;
 }
