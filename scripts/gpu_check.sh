@@ -59,11 +59,11 @@ LOGDIR=$BUILD/gpu_check
 summary() {
     echo
     echo "gpu_check summary ($GPU; $(elapsed) s; logs in $LOGDIR)"
-    printf '%-44s %-6s %s\n' check result figure
-    printf '%-44s %-6s %s\n' ----- ------ ------
+    printf '%-52s %-6s %s\n' check result figure
+    printf '%-52s %-6s %s\n' ----- ------ ------
     for r in "${ROWS[@]}"; do
         IFS='|' read -r a b c <<<"$r"
-        printf '%-44s %-6s %s\n' "$a" "$b" "$c"
+        printf '%-52s %-6s %s\n' "$a" "$b" "$c"
     done
 }
 
@@ -128,7 +128,7 @@ fi
 # on the first 32 real batches cycled where the data is there, against the
 # GPU's limits (measured by the first bench) and PyTorch on the same GPU
 jget() { # file key -> the first number under "key" in a JSON file
-    grep -o "\"$2\":[0-9.]*" "$1" | head -1 | cut -d: -f2
+    grep -o "\"$2\": *[0-9.]*" "$1" | head -1 | cut -d: -f2 | tr -d ' '
 }
 bench_data=()
 [ $have_data = 1 ] && bench_data=(--data "$DATA")
@@ -164,6 +164,20 @@ bench conv_heavy models/conv_heavy.nn 64 fp32
 bench conv_heavy models/conv_heavy.nn 64 bf16
 bench mobilenet_small models/mobilenet_small.nn 64 fp32
 bench wide_cnn models/wide_cnn.nn 64 fp32
+# each convolution's path (cuDNN or im2col + cuBLAS) is timed at planning and
+# the faster kept; the same benches with every layer on one path, to compare
+for m in seed_cnn:64 resnet20:128 wide_cnn:64; do
+    for path in cudnn im2col; do
+        name=${m%%:*} b=${m##*:}
+        out=$LOGDIR/bench_${name}_${b}_fp32_$path.json
+        if NNOPT_CUDA_CONV=$path timeout "$T" "$NNOPT" bench "models/$name.nn" --device cuda \
+                --batch "$b" --repeats 3 "${bench_data[@]}" --no-peak --json >"$out" 2>/dev/null; then
+            row "bench $name (batch $b, fp32), every conv $path" INFO "$(jget "$out" images_per_s) images/s"
+        else
+            row "bench $name (batch $b, fp32), every conv $path" FAIL "NNOPT_CUDA_CONV=$path"
+        fi
+    done
+done
 # conv_heavy's convolution layers (their FLOPs over their forward + backward
 # time, casts to and from bf16 included) against the bf16 GEMM peak
 f=$LOGDIR/bench_conv_heavy_64_bf16.json
@@ -215,6 +229,9 @@ if [ $have_data = 1 ]; then
     if r=$(train_acc cuda "$LOGDIR/train_cuda.log"); then
         read -r gacc gsec <<<"$r"
         row "train seed CNN 5 epochs on cuda" PASS "test accuracy $gacc, ${gsec} s process start to end"
+        epochs=$(grep -o '"seconds": *[0-9.]*\|"eval_seconds": *[0-9.]*' "$LOGDIR/train_cuda.log" |
+                 awk -F: '{ s += $2 } END { printf "%.2f", s }')
+        row "  of which epochs (train + test)" INFO "$epochs s; the rest: start, data, planning"
         if awk -v s="$gsec" 'BEGIN { exit !(s <= 5.0) }'; then row "5 epochs in <= 5 s" MET "${gsec} s"
         else row "5 epochs in <= 5 s" MISS "${gsec} s"; fi
         if [ $QUICK = 0 ]; then

@@ -256,10 +256,13 @@ static const op_case cases[] = {
      "flatten\nlinear out=5\nsoftmax_ce\n", 4, 1, 0, 0, 0},
     /* bf16 convolutions (C R S >= 32: the first stays fp32 on both): the
      * CPU rounds x, w and the gradients to bf16 and keeps fp32 outputs,
-     * cuDNN's outputs are bf16 too (2^-9 relative), hence the tolerance */
-    {"bf16 convolutions (+ relu, strided, batch norm)",
+     * cuDNN's outputs are bf16 too (2^-9 relative), hence the tolerance.
+     * No batch norm here: with 4 images its backward subtracts nearly equal
+     * means, and the two roundings then differed by up to 17% (seen on the
+     * H200), as much as bf16 against fp32 does there. */
+    {"bf16 convolutions (+ relu, strided)",
      "input shape=1x10x10\nconv2d out=6 kernel=3 pad=1\nrelu\nconv2d out=8 kernel=3 pad=1\n"
-     "relu\nconv2d out=8 kernel=3 pad=1 stride=2\nbatchnorm\nrelu\n"
+     "relu\nconv2d out=8 kernel=3 pad=1 stride=2\nrelu\n"
      "conv2d out=6 kernel=3 pad=1\nflatten\nlinear out=5\nsoftmax_ce\n", 4, 1, 0, 1, 3e-2},
 };
 

@@ -104,6 +104,7 @@ struct nn_cudnn_conv {
     algo_choice fwd[MAX_ALGOS], bwd_data[MAX_ALGOS], bwd_filter[MAX_ALGOS];
     int num_fwd, num_bwd_data, num_bwd_filter;
     size_t ws_bytes;
+    int choice; /* the caller's measured path, -1: none yet */
     char algos[96];
     struct nn_cudnn_conv *next;
 };
@@ -157,6 +158,7 @@ static nn_cudnn_conv *measure(const nn_cudnn_shape *d) {
     nn_cudnn_conv *p = (nn_cudnn_conv *)calloc(1, sizeof *p);
     if (!p) return NULL;
     p->d = *d;
+    p->choice = -1;
     const int n = d->n, groups = d->groups;
     const cudnnDataType_t t = d->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
     check(dnn.cudnnCreateTensorDescriptor(&p->x), "cudnnCreateTensorDescriptor");
@@ -227,6 +229,29 @@ const nn_cudnn_conv *nn_cudnn_conv_latest(const nn_cudnn_shape *d) {
 }
 
 const char *nn_cudnn_conv_algos(const nn_cudnn_conv *p) { return p ? p->algos : "im2col+cublas"; }
+
+int nn_cudnn_conv_choice(const nn_cudnn_conv *p) {
+    pthread_mutex_lock(&plans_lock);
+    const int c = p->choice;
+    pthread_mutex_unlock(&plans_lock);
+    return c;
+}
+
+void nn_cudnn_conv_set_choice(const nn_cudnn_conv *p, int choice) {
+    pthread_mutex_lock(&plans_lock);
+    ((nn_cudnn_conv *)p)->choice = choice;
+    pthread_mutex_unlock(&plans_lock);
+}
+
+int nn_cudnn_conv_shape_choice(const nn_cudnn_shape *s) {
+    if (!nn_cudnn_available()) return -1;
+    pthread_mutex_lock(&plans_lock);
+    int c = -1;
+    for (const nn_cudnn_conv *p = plans; p && c < 0; p = p->next)
+        if (p->choice >= 0 && same_shape(&p->d, s)) c = p->choice;
+    pthread_mutex_unlock(&plans_lock);
+    return c;
+}
 
 /* the first (fastest) choice that fits, or NULL */
 static const algo_choice *fitting(const algo_choice *c, int count, size_t ws_bytes) {
@@ -307,5 +332,8 @@ const char *nn_cudnn_conv_algos(const nn_cudnn_conv *p) {
     (void)p;
     return "im2col+cublas";
 }
+int nn_cudnn_conv_choice(const nn_cudnn_conv *) { return -1; }
+void nn_cudnn_conv_set_choice(const nn_cudnn_conv *, int) {}
+int nn_cudnn_conv_shape_choice(const nn_cudnn_shape *) { return -1; }
 
 #endif

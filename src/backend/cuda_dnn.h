@@ -13,7 +13,9 @@
  * process. A call then takes the fastest measured algorithm whose workspace
  * fits the bytes it is given.
  *
- * NNOPT_CUDA_CONV=im2col turns cuDNN off (comparison, fault isolation).
+ * NNOPT_CUDA_CONV=im2col turns cuDNN off (comparison, fault isolation);
+ * NNOPT_CUDA_CONV=cudnn keeps it on every layer (conv2d.cu otherwise times
+ * both paths per layer at planning and keeps the faster).
  */
 #ifndef NN_CUDA_DNN_H
 #define NN_CUDA_DNN_H
@@ -68,6 +70,13 @@ int nn_cudnn_conv_backward_fits(const nn_cudnn_conv *p, size_t ws_bytes, int wit
 
 /* The plan of s's shape measured last, whatever its batch size, or NULL. */
 const nn_cudnn_conv *nn_cudnn_conv_latest(const nn_cudnn_shape *s);
+
+/* The path chosen for a plan's shape and batch by measurement (the
+ * convolution's own business: 1 cuDNN, 0 another), -1 before any; and for
+ * a shape at whatever batch was measured (-1: none was). */
+int nn_cudnn_conv_choice(const nn_cudnn_conv *p);
+void nn_cudnn_conv_set_choice(const nn_cudnn_conv *p, int choice);
+int nn_cudnn_conv_shape_choice(const nn_cudnn_shape *s);
 
 /* "cudnn fwd A, dgrad B, wgrad C": the algorithms a plan runs first (nnopt
  * bench); "im2col+cublas" for NULL */

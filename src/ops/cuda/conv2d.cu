@@ -31,6 +31,8 @@
 #include "ops/cuda/ops_cuda.h"
 
 #include <cuda_bf16.h>
+#include <stdlib.h>
+#include <string.h>
 
 extern "C" {
 #include "backend/cuda_dnn.h"
@@ -334,8 +336,7 @@ static int cudnn_bwd(const nn_op_args *a) {
     return 0;
 }
 
-static void conv2d_fwd(const nn_op_args *a) {
-    if (cudnn_fwd(a) == 0) return;
+static void im2col_fwd(const nn_op_args *a) {
     const nn_conv2d_desc *d = &a->node->d.conv;
     const conv_gemm m = gemm_of(d);
     const int PQ = d->P * d->Q, G = chunk_images(d, a->n);
@@ -353,8 +354,7 @@ static void conv2d_fwd(const nn_op_args *a) {
     }
 }
 
-static void conv2d_bwd(const nn_op_args *a) {
-    if (cudnn_bwd(a) == 0) return;
+static void im2col_bwd(const nn_op_args *a) {
     const nn_conv2d_desc *d = &a->node->d.conv;
     const conv_gemm m = gemm_of(d);
     const int PQ = d->P * d->Q, G = chunk_images(d, a->n);
@@ -388,8 +388,89 @@ static void conv2d_bwd(const nn_op_args *a) {
     }
 }
 
+/* cuDNN for this call, unless the planning measured im2col + cuBLAS faster
+ * for the shape (fp32 layers only: bf16 asks for cuDNN's tensor cores) */
+static int prefers_cudnn(const nn_conv2d_desc *d) {
+    if (d->bf16) return 1;
+    const nn_cudnn_shape shape = dnn_shape(d, 0);
+    return nn_cudnn_conv_shape_choice(&shape) != 0;
+}
+
+static void conv2d_fwd(const nn_op_args *a) {
+    if (prefers_cudnn(&a->node->d.conv) && cudnn_fwd(a) == 0) return;
+    im2col_fwd(a);
+}
+
+static void conv2d_bwd(const nn_op_args *a) {
+    if (prefers_cudnn(&a->node->d.conv) && cudnn_bwd(a) == 0) return;
+    im2col_bwd(a);
+}
+
+/* Seconds of `reps` training passes (forward + backward) of the cuDNN path
+ * (dnn 1) or the im2col path on a's buffers, after one untimed pass; a
+ * negative value if cuDNN declined. */
+static double time_path(const nn_op_args *a, int dnn, int reps) {
+    cudaEvent_t e0, e1;
+    nn_cuda_check((int)cudaEventCreate(&e0), "cudaEventCreate");
+    nn_cuda_check((int)cudaEventCreate(&e1), "cudaEventCreate");
+    double sec = -1.0;
+    for (int r = -1; r < reps; r++) {
+        if (r == 0) nn_cuda_check((int)cudaEventRecord(e0), "cudaEventRecord");
+        if (dnn) {
+            if (cudnn_fwd(a) || cudnn_bwd(a)) goto out;
+        } else {
+            im2col_fwd(a);
+            im2col_bwd(a);
+        }
+    }
+    nn_cuda_check((int)cudaEventRecord(e1), "cudaEventRecord");
+    nn_cuda_check((int)cudaEventSynchronize(e1), "cudaEventSynchronize");
+    float ms;
+    nn_cuda_check((int)cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+    sec = ms * 1e-3;
+out:
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return sec;
+}
+
+/* Which path is faster for node at batch n with ws_floats of workspace: both
+ * timed on scratch buffers (zeros) of the layer's sizes, and the answer kept
+ * in the cuDNN plan (NNOPT_CUDA_CONV=cudnn: cuDNN without timing). */
+static void choose_path(const nn_node *node, int n, const nn_cudnn_conv *p, size_t ws_floats) {
+    const nn_conv2d_desc *d = &node->d.conv;
+    const char *force = getenv("NNOPT_CUDA_CONV");
+    if (d->bf16 || nn_cudnn_conv_choice(p) >= 0) return;
+    if (force && strcmp(force, "cudnn") == 0) {
+        nn_cudnn_conv_set_choice(p, 1);
+        return;
+    }
+    const size_t nx = (size_t)n * d->C * d->H * d->W, ny = (size_t)n * d->K * d->P * d->Q;
+    const size_t nw = weight_count(d), nb = (size_t)d->K;
+    const size_t total = 2 * nx + 2 * ny + 2 * nw + 2 * nb + ws_floats;
+    float *buf = NULL;
+    if (cudaMalloc(&buf, total * sizeof(float)) != cudaSuccess) {
+        (void)cudaGetLastError(); /* no room to measure: cuDNN, as without timing */
+        nn_cudnn_conv_set_choice(p, 1);
+        return;
+    }
+    nn_cuda_check((int)cudaMemset(buf, 0, total * sizeof(float)), "cudaMemset");
+    nn_op_args a;
+    memset(&a, 0, sizeof a);
+    float *x = buf, *dx = x + nx, *y = dx + nx, *dy = y + ny, *w = dy + ny, *dw = w + nw;
+    float *b = dw + nw, *db = b + nb;
+    a.node = node, a.n = n, a.training = 1;
+    a.x = a.xs[0] = x, a.dx = a.dxs[0] = dx, a.y = y, a.dy = dy, a.w = w, a.dw = dw;
+    a.b = d->has_bias ? b : NULL, a.db = d->has_bias ? db : NULL;
+    a.ws = db + nb, a.ws_floats = ws_floats;
+    const double t_dnn = time_path(&a, 1, 3), t_gemm = time_path(&a, 0, 3);
+    nn_cudnn_conv_set_choice(p, t_dnn >= 0.0 && t_dnn <= t_gemm ? 1 : 0);
+    nn_cuda_check((int)cudaFree(buf), "cudaFree");
+}
+
 /* the im2col path's chunk, or the cuDNN path's scratch and workspace (its
- * algorithms measured here, at planning, for the largest batch) */
+ * algorithms measured here, at planning, for the largest batch, and then
+ * the faster of the two paths) */
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
     (void)threads;
     const nn_conv2d_desc *d = &node->d.conv;
@@ -399,13 +480,16 @@ static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
     if (!p) return im2col;
     const size_t dnn = layout_of(d, max_batch).total +
                        (nn_cudnn_conv_ws_bytes(p) + sizeof(float) - 1) / sizeof(float);
-    return dnn > im2col ? dnn : im2col;
+    const size_t ws = dnn > im2col ? dnn : im2col;
+    choose_path(node, max_batch, p, ws);
+    return ws;
 }
 
 static const char *conv2d_kernel_name(const nn_node *node, const nn_ctx *ctx) {
     (void)ctx;
     const nn_cudnn_shape shape = dnn_shape(&node->d.conv, 0);
-    return nn_cudnn_conv_algos(nn_cudnn_conv_latest(&shape));
+    return prefers_cudnn(&node->d.conv) ? nn_cudnn_conv_algos(nn_cudnn_conv_latest(&shape))
+                                        : "im2col+cublas";
 }
 
 extern "C" const nn_op_kernels nn_conv2d_cuda = {conv2d_fwd, conv2d_bwd, conv2d_ws,
