@@ -78,7 +78,8 @@ extern "C" int nn_cuda_peaks(nn_device_peaks *p, int measure) {
     float *sink = NULL;
     nn_cuda_check((int)cudaMalloc(&sink, sizeof(float)), "cudaMalloc (peak)");
     const int blocks = sms * 8, threads = 256;
-    const double t = best_seconds([&] { fma_kernel<<<blocks, threads>>>(sink, 0.999999f, 1e-7f); }, 3);
+    const double t =
+        best_seconds([&] { fma_kernel<<<blocks, threads>>>(sink, 0.999999f, 1e-7f); }, 3);
     nn_cuda_check_launch("peak FMA kernel");
     p->fma_gflops = 2.0 * FMA_CHAINS * FMA_ITERS * (double)blocks * threads / t * 1e-9;
     cudaFree(sink);

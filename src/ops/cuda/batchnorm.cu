@@ -41,7 +41,8 @@ __global__ void bn_sum_part_kernel(double *part, const double *acc, const float 
             s += t * t;
         }
     } else {
-        for (I e = lo + threadIdx.x; e < hi; e += BN_THREADS) s += x[nn_cuda_channel_at(c, e, C, HW)];
+        for (I e = lo + threadIdx.x; e < hi; e += BN_THREADS)
+            s += x[nn_cuda_channel_at(c, e, C, HW)];
     }
     s = nn_cuda_block_sum<BN_THREADS>(s, sh);
     if (threadIdx.x == 0) part[(size_t)c * gridDim.x + blockIdx.x] = s;
@@ -181,9 +182,12 @@ __global__ void bn_dx_kernel(float *dx, const float *dy, const float *y, const f
 
 /* The workspace: the reducer's 2C + 1 doubles, the slices' partial sums
  * (2 C NN_CUDA_SLICES_MAX doubles), then the per-channel float coefficients. */
-static double *partials(const nn_op_args *a) { return (double *)a->ws + 2 * (size_t)a->node->d.bn.C + 1; }
+static double *partials(const nn_op_args *a) {
+    return (double *)a->ws + 2 * (size_t)a->node->d.bn.C + 1;
+}
 static float *coefs(const nn_op_args *a) {
-    return a->ws + 2 * (2 * (size_t)a->node->d.bn.C + 1 + 2 * (size_t)a->node->d.bn.C * NN_CUDA_SLICES_MAX);
+    const size_t C = (size_t)a->node->d.bn.C;
+    return a->ws + 2 * (2 * C + 1 + 2 * C * NN_CUDA_SLICES_MAX);
 }
 
 /* 32-bit index arithmetic where every index of the tensor fits */

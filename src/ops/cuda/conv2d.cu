@@ -205,9 +205,13 @@ typedef struct {
 
 static size_t r64(size_t f) { return (f + 63) / 64 * 64; }
 
+static size_t weight_count(const nn_conv2d_desc *d) {
+    return (size_t)d->K * (d->C / (d->groups > 1 ? d->groups : 1)) * d->R * d->S;
+}
+
 static dnn_layout layout_of(const nn_conv2d_desc *d, int n) {
     const size_t nx = (size_t)n * d->C * d->H * d->W, ny = (size_t)n * d->K * d->P * d->Q;
-    const size_t nw = (size_t)d->K * (d->C / (d->groups > 1 ? d->groups : 1)) * d->R * d->S;
+    const size_t nw = weight_count(d);
     dnn_layout l;
     size_t off = 0;
     l.g = off, off += r64(ny);
@@ -247,33 +251,45 @@ static void from_bf16(float *o, const __nv_bfloat16 *x, int add, size_t n) {
     nn_cuda_check_launch("conv2d (from bf16)");
 }
 
-static size_t weight_count(const nn_conv2d_desc *d) {
-    return (size_t)d->K * (d->C / (d->groups > 1 ? d->groups : 1)) * d->R * d->S;
+/* A call's cuDNN plan and workspace: the layout's parts, then cuDNN's own
+ * (ws, ws_bytes). 0 if there is a plan and room for the parts. */
+typedef struct {
+    const nn_cudnn_conv *p;
+    dnn_layout l;
+    float *ws;
+    size_t ws_bytes;
+} dnn_call;
+
+static int dnn_call_of(const nn_op_args *a, dnn_call *c) {
+    const nn_conv2d_desc *d = &a->node->d.conv;
+    const nn_cudnn_shape shape = dnn_shape(d, a->n);
+    c->p = nn_cudnn_conv_plan(&shape);
+    c->l = layout_of(d, a->n);
+    if (!c->p || a->ws_floats < c->l.total) return -1;
+    c->ws = a->ws + c->l.total;
+    c->ws_bytes = (a->ws_floats - c->l.total) * sizeof(float);
+    return 0;
 }
 
 /* the cuDNN forward; 0 if it ran */
 static int cudnn_fwd(const nn_op_args *a) {
     const nn_conv2d_desc *d = &a->node->d.conv;
-    const nn_cudnn_shape shape = dnn_shape(d, a->n);
-    const nn_cudnn_conv *p = nn_cudnn_conv_plan(&shape);
-    const dnn_layout l = layout_of(d, a->n);
-    if (!p || a->ws_floats < l.total) return -1;
-    void *ws = a->ws + l.total;
-    const size_t ws_bytes = (a->ws_floats - l.total) * sizeof(float);
+    dnn_call c;
+    if (dnn_call_of(a, &c)) return -1;
     const size_t n = nn_cuda_count(a);
     const int PQ = d->P * d->Q;
     if (d->bf16) {
-        __nv_bfloat16 *xb = bf16_at(a, l.xb), *wb = bf16_at(a, l.wb), *yb = bf16_at(a, l.gb);
-        if (!nn_cudnn_conv_forward_fits(p, ws_bytes)) return -1;
+        __nv_bfloat16 *xb = bf16_at(a, c.l.xb), *wb = bf16_at(a, c.l.wb), *yb = bf16_at(a, c.l.gb);
+        if (!nn_cudnn_conv_forward_fits(c.p, c.ws_bytes)) return -1;
         to_bf16(xb, a->x, (size_t)a->n * d->C * d->H * d->W);
         to_bf16(wb, a->w, weight_count(d));
-        nn_cudnn_conv_forward(p, xb, wb, yb, ws, ws_bytes);
+        nn_cudnn_conv_forward(c.p, xb, wb, yb, c.ws, c.ws_bytes);
         bias_relu_kernel<size_t, __nv_bfloat16><<<NN_CUDA_GRID(n)>>>(a->y, yb, a->b, d->K, PQ,
                                                                       d->relu, n);
         nn_cuda_check_launch("conv2d forward (bf16 to fp32, bias, relu)");
         return 0;
     }
-    if (nn_cudnn_conv_forward(p, a->x, a->w, a->y, ws, ws_bytes)) return -1;
+    if (nn_cudnn_conv_forward(c.p, a->x, a->w, a->y, c.ws, c.ws_bytes)) return -1;
     if (a->b || d->relu) {
         if (n < ((size_t)1 << 31))
             bias_relu_kernel<unsigned, float><<<NN_CUDA_GRID(n)>>>(a->y, a->y, a->b, d->K, PQ,
@@ -289,25 +305,21 @@ static int cudnn_fwd(const nn_op_args *a) {
 /* the cuDNN backward; 0 if it ran (nothing is written unless every part fits) */
 static int cudnn_bwd(const nn_op_args *a) {
     const nn_conv2d_desc *d = &a->node->d.conv;
-    const nn_cudnn_shape shape = dnn_shape(d, a->n);
-    const nn_cudnn_conv *p = nn_cudnn_conv_plan(&shape);
-    const dnn_layout l = layout_of(d, a->n);
-    if (!p || a->ws_floats < l.total) return -1;
-    float *ws = a->ws + l.total;
-    const size_t ws_bytes = (a->ws_floats - l.total) * sizeof(float);
-    if (!nn_cudnn_conv_backward_fits(p, ws_bytes, a->dx != NULL)) return -1;
+    dnn_call c;
+    if (dnn_call_of(a, &c)) return -1;
+    if (!nn_cudnn_conv_backward_fits(c.p, c.ws_bytes, a->dx != NULL)) return -1;
     const size_t n = nn_cuda_count(a);
     const float *g = a->dy;
     if (d->relu && !d->relu_masked_later) {
-        relu_mask_kernel<<<NN_CUDA_GRID(n)>>>(a->ws + l.g, a->dy, a->y, n);
+        relu_mask_kernel<<<NN_CUDA_GRID(n)>>>(a->ws + c.l.g, a->dy, a->y, n);
         nn_cuda_check_launch("conv2d backward (relu mask)");
-        g = a->ws + l.g;
+        g = a->ws + c.l.g;
     }
     if (a->db) {
         const int PQ = d->P * d->Q;
         const int S = nn_cuda_channel_slices(d->K, (size_t)a->n * PQ);
         const dim3 grid(S, d->K);
-        double *part = (double *)(a->ws + l.part);
+        double *part = (double *)(a->ws + c.l.part);
         if (n < ((size_t)1 << 31))
             bias_grad_part_kernel<unsigned><<<grid, ROW_THREADS>>>(part, g, d->K, PQ, a->n);
         else
@@ -317,22 +329,23 @@ static int cudnn_bwd(const nn_op_args *a) {
     }
     if (d->bf16) {
         const size_t nx = (size_t)a->n * d->C * d->H * d->W, nw = weight_count(d);
-        __nv_bfloat16 *xb = bf16_at(a, l.xb), *wb = bf16_at(a, l.wb), *gb = bf16_at(a, l.gb);
-        __nv_bfloat16 *dxb = bf16_at(a, l.dxb), *dwb = bf16_at(a, l.dwb);
+        __nv_bfloat16 *xb = bf16_at(a, c.l.xb), *wb = bf16_at(a, c.l.wb);
+        __nv_bfloat16 *gb = bf16_at(a, c.l.gb);
+        __nv_bfloat16 *dxb = bf16_at(a, c.l.dxb), *dwb = bf16_at(a, c.l.dwb);
         to_bf16(gb, g, n);
         to_bf16(xb, a->x, nx);
         /* the weight gradient in bf16, added into the fp32 one */
-        nn_cudnn_conv_backward_filter(p, xb, gb, dwb, 0.0f, ws, ws_bytes);
+        nn_cudnn_conv_backward_filter(c.p, xb, gb, dwb, 0.0f, c.ws, c.ws_bytes);
         from_bf16(a->dw, dwb, 1, nw);
         if (a->dx) {
             to_bf16(wb, a->w, nw);
-            nn_cudnn_conv_backward_data(p, wb, gb, dxb, ws, ws_bytes);
+            nn_cudnn_conv_backward_data(c.p, wb, gb, dxb, c.ws, c.ws_bytes);
             from_bf16(a->dx, dxb, 0, nx);
         }
         return 0;
     }
-    nn_cudnn_conv_backward_filter(p, a->x, g, a->dw, 1.0f, ws, ws_bytes);
-    if (a->dx) nn_cudnn_conv_backward_data(p, a->w, g, a->dx, ws, ws_bytes);
+    nn_cudnn_conv_backward_filter(c.p, a->x, g, a->dw, 1.0f, c.ws, c.ws_bytes);
+    if (a->dx) nn_cudnn_conv_backward_data(c.p, a->w, g, a->dx, c.ws, c.ws_bytes);
     return 0;
 }
 
