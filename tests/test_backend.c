@@ -131,8 +131,26 @@ static void test_choose(void) {
     nn_ctx_free(ctx);
 }
 
+/* The device limits are a GPU's own: on the CPU (and guard) there are none
+ * to report, and the figures stay zero (bench measures the CPU's itself). */
+static void test_device_peaks(void) {
+    const char *names[] = {"cpu", "guard"};
+    for (int i = 0; i < 2; i++) {
+        nn_ctx *ctx = nn_ctx_new(1);
+        nn_ctx_set_backend(ctx, names[i]);
+        nn_device_peaks p;
+        memset(&p, 0x55, sizeof p);
+        const int rc = nn_measure_device_peaks(ctx, 1, &p);
+        check(rc == -1 && p.name[0] == '\0' && p.fma_gflops == 0.0 && p.sgemm_gflops == 0.0 &&
+                  p.bf16_gemm_gflops == 0.0,
+              "no device limits on a host backend", "%s: rc %d", names[i], rc);
+        nn_ctx_free(ctx);
+    }
+}
+
 int main(void) {
     test_choose();
+    test_device_peaks();
     test_same_results();
     test_host_access_caught();
     return test_summary();
