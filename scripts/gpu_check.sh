@@ -16,7 +16,9 @@
 #       --quick:    no CPU training run
 #       --no-build: use the nnopt already built in $BUILD (configured with
 #                   NN_CUDA=ON elsewhere, e.g. on a machine with the -dev
-#                   packages, and copied here with its shared libraries)
+#                   packages, and copied here with its shared libraries:
+#                   scripts/gpu_bundle.sh packs it, scripts/gpu_remote.sh
+#                   unpacks it on the GPU machine and runs this)
 #
 # Environment: BUILD (default build-gpu), DATA (Fashion-MNIST's directory,
 # default /usr/share/datasets/fashion-mnist), JOBS (default: all cores),
