@@ -341,8 +341,9 @@ typedef struct {
     int64_t bwd_flops;       /* backward FLOPs per sample: weight gradient, plus the
                                 input gradient unless the layer reads the image */
     int64_t act_bytes;       /* output activation bytes per sample */
-    char kernel[16];         /* conv2d: the kernels its forward pass runs ("winograd",
-                                "direct", "rows" or "im2col"); "" for other ops */
+    char kernel[96];         /* conv2d: the kernels its forward pass runs ("winograd",
+                                "direct", "rows" or "im2col"; on a GPU "im2col+cublas" or
+                                "cudnn fwd A, dgrad B, wgrad C"); "" for other ops */
 } nn_layer_info;
 
 /* Parses a model file and infers every shape. Errors name path:line. */
