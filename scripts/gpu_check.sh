@@ -12,8 +12,9 @@
 # and prints a summary table with the goals (MET / MISS). About 3
 # minutes on one H200 with 16 cores.
 #
-#   scripts/gpu_check.sh [--quick] [--no-build]
+#   scripts/gpu_check.sh [--quick] [--no-build] [--tests-only]
 #       --quick:    no CPU training run
+#       --tests-only: the GPU tests (ctest) and nothing after them
 #       --no-build: use the nnopt already built in $BUILD (configured with
 #                   NN_CUDA=ON elsewhere, e.g. on a machine with the -dev
 #                   packages, and copied here with its shared libraries:
@@ -33,11 +34,13 @@ JOBS=${JOBS:-$(nproc)}
 CUDA_ARCH=${CUDA_ARCH:-90}
 QUICK=0
 BUILD_IT=1
+TESTS_ONLY=0
 for a in "$@"; do
     case $a in
     --quick) QUICK=1 ;;
     --no-build) BUILD_IT=0 ;;
-    *) echo "gpu_check: unknown option '$a' (--quick, --no-build)" >&2; exit 2 ;;
+    --tests-only) TESTS_ONLY=1 ;;
+    *) echo "gpu_check: unknown option '$a' (--quick, --no-build, --tests-only)" >&2; exit 2 ;;
     esac
 done
 # every step has a time limit: a hang costs its step, not the whole check
@@ -103,6 +106,10 @@ while read -r name status secs; do
 done < <(sed -nE 's/^ *[0-9]+\/[0-9]+ Test +#[0-9]+: ([^ ]+) \.+ *\**([A-Za-z]+).* ([0-9.]+) sec$/\1 \2 \3/p' \
              "$LOGDIR/ctest.log")
 grep -E "seed CNN step|FAIL" "$LOGDIR/ctest.log" | head -20
+if [ $TESTS_ONLY = 1 ]; then
+    summary
+    exit $FAILED
+fi
 
 have_data=0
 [ -f "$DATA/train-images-idx3-ubyte.gz" ] || [ -f "$DATA/train-images-idx3-ubyte" ] && have_data=1
