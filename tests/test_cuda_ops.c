@@ -34,8 +34,6 @@
 
 #if NN_HAVE_CUDA
 
-static int bf16_case; /* the CUDA contexts ctx_on makes run bf16 convolutions */
-
 static nn_ctx *ctx_on(const char *backend, int fuse) {
     nn_ctx *ctx = nn_ctx_new(1);
     if (!ctx) {
@@ -43,7 +41,6 @@ static nn_ctx *ctx_on(const char *backend, int fuse) {
         exit(1);
     }
     nn_ctx_set_fusion(ctx, fuse);
-    if (bf16_case && strcmp(backend, "cuda") == 0) nn_ctx_set_precision(ctx, NN_PRECISION_BF16);
     if (nn_ctx_set_backend(ctx, backend) != NN_OK) {
         fprintf(stderr, "%s\n", nn_ctx_error(ctx));
         exit(1);
@@ -120,10 +117,10 @@ typedef struct {
  * with labels, backward; every layer's output, the loss, the gradients and
  * the buffers compared. */
 static void run_case(const op_case *c, int fuse) {
-    bf16_case = c->bf16;
     const double tol = c->tol > 0 ? c->tol : OP_TOL;
     nn_ctx *cc = ctx_on("cpu", fuse), *gc = ctx_on("cuda", fuse);
-    bf16_case = 0;
+    /* bf16 on the GPU only: the CPU stays the fp32 reference */
+    if (c->bf16) nn_ctx_set_precision(gc, NN_PRECISION_BF16);
     nn_net *cn = NULL, *gn = NULL;
     char name[160];
     snprintf(name, sizeof name, "%s (%s, fusion %s)", c->name, c->training ? "training" : "eval",

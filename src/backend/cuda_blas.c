@@ -62,6 +62,20 @@ void nn_cuda_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, c
     }
 }
 
+void nn_cuda_gemm_bf16(int M, int N, int K, const void *A, const void *B, void *C) {
+    const float one = 1.0f, zero = 0.0f;
+    /* column-major C^T = B^T A^T, as nn_cuda_sgemm */
+    const cublasStatus_t st =
+        cublasGemmEx(blas(), CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, B, CUDA_R_16BF, N, A,
+                     CUDA_R_16BF, K, &zero, C, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "nnopt: cuBLAS: bf16 GEMM %dx%dx%d failed (status %d)\n", M, N, K,
+                (int)st);
+        abort();
+    }
+}
+
 unsigned nn_cuda_blocks(size_t n, unsigned threads) {
     size_t b = (n + threads - 1) / threads;
     if (b > (1u << 20)) b = 1u << 20; /* grid-stride loops do the rest */

@@ -29,6 +29,11 @@ void nn_cuda_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, c
                    int lda, long long sa, const float *B, int ldb, long long sb, float beta,
                    float *C, int ldc, long long sc, int batch);
 
+/* Row-major C (M, N) = A (M, K) B (K, N) with A, B and C bf16 (raw 16-bit
+ * values) and fp32 sums, on the tensor cores (the GPU's bf16 peak,
+ * cuda_peak.cu). */
+void nn_cuda_gemm_bf16(int M, int N, int K, const void *A, const void *B, void *C);
+
 /* Blocks of `threads` for a grid-stride loop over n elements (at least 1). */
 unsigned nn_cuda_blocks(size_t n, unsigned threads);
 

@@ -24,25 +24,21 @@
 
 #define BN_THREADS 256
 
-/* part[c S + s] = the sum over slice s of channel c of x, or (mean given)
- * of (x - mean)^2 with mean = acc[c] / acc[C] as a float, as the CPU */
+/* part[c S + s] = the sum over slice s of channel c of (x - mean)^2, with
+ * mean = acc[c] / acc[C] as a float, as the CPU (the plain sums:
+ * nn_cuda_channel_sum_part_kernel) */
 template <typename I>
-__global__ void bn_sum_part_kernel(double *part, const double *acc, const float *x, I C, I HW,
-                                   I n) {
+__global__ void bn_sqdev_part_kernel(double *part, const double *acc, const float *x, I C, I HW,
+                                     I n) {
     __shared__ double sh[BN_THREADS];
     const I c = blockIdx.y, M = n * HW;
     I lo, hi;
     nn_cuda_slice(M, lo, hi);
+    const float mean = (float)(acc[c] / acc[C]);
     double s = 0.0;
-    if (acc) {
-        const float mean = (float)(acc[c] / acc[C]);
-        for (I e = lo + threadIdx.x; e < hi; e += BN_THREADS) {
-            const float t = x[nn_cuda_channel_at(c, e, C, HW)] - mean;
-            s += t * t;
-        }
-    } else {
-        for (I e = lo + threadIdx.x; e < hi; e += BN_THREADS)
-            s += x[nn_cuda_channel_at(c, e, C, HW)];
+    for (I e = lo + threadIdx.x; e < hi; e += BN_THREADS) {
+        const float t = x[nn_cuda_channel_at(c, e, C, HW)] - mean;
+        s += t * t;
     }
     s = nn_cuda_block_sum<BN_THREADS>(s, sh);
     if (threadIdx.x == 0) part[(size_t)c * gridDim.x + blockIdx.x] = s;
@@ -53,9 +49,7 @@ __global__ void bn_sum_part_kernel(double *part, const double *acc, const float 
 __global__ void bn_sum_final_kernel(double *out, const double *part, int C, int S,
                                     double count, int with_count) {
     NN_CUDA_FOR(c, C) {
-        double s = 0.0;
-        for (int k = 0; k < S; k++) s += part[c * S + k];
-        out[c] = s;
+        out[c] = nn_cuda_slices_total(part, c, S);
         if (c == 0 && with_count) out[C] = count;
     }
 }
@@ -141,8 +135,8 @@ __global__ void bn_grad_final_kernel(double *acc, float *dw, float *db, const do
                                      const float *save, int C, int S, double count,
                                      double weight) {
     NN_CUDA_FOR(c, C) {
-        double sg = 0.0, sd = 0.0;
-        for (int k = 0; k < S; k++) sg += part[c * S + k], sd += part[(C + c) * S + k];
+        const double sg = nn_cuda_slices_total(part, c, S);
+        const double sd = nn_cuda_slices_total(part, C + c, S);
         const double invstd = save[C + c];
         dw[c] += (float)(sd * invstd);
         db[c] += (float)sg;
@@ -199,13 +193,20 @@ static void channel_sums(const nn_op_args *a, double *out, const double *mean_ac
     const nn_bn_desc *d = &a->node->d.bn;
     const int C = d->C;
     const size_t M = (size_t)a->n * d->HW;
-    const int S = nn_cuda_channel_slices(C, M);
     double *part = partials(a);
-    const dim3 grid(S, C);
-    if (small_tensor(a))
-        bn_sum_part_kernel<unsigned><<<grid, BN_THREADS>>>(part, mean_acc, a->x, C, d->HW, a->n);
-    else
-        bn_sum_part_kernel<size_t><<<grid, BN_THREADS>>>(part, mean_acc, a->x, C, d->HW, a->n);
+    int S;
+    if (!mean_acc) {
+        S = nn_cuda_channel_sum_parts(part, a->x, C, d->HW, a->n);
+    } else {
+        S = nn_cuda_channel_slices(C, M);
+        const dim3 grid(S, C);
+        if (small_tensor(a))
+            bn_sqdev_part_kernel<unsigned><<<grid, BN_THREADS>>>(part, mean_acc, a->x, C, d->HW,
+                                                                 a->n);
+        else
+            bn_sqdev_part_kernel<size_t><<<grid, BN_THREADS>>>(part, mean_acc, a->x, C, d->HW,
+                                                               a->n);
+    }
     bn_sum_final_kernel<<<NN_CUDA_GRID(C)>>>(out, part, C, S, (double)M, with_count);
     nn_cuda_check_launch("batchnorm forward");
 }

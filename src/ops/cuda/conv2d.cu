@@ -119,13 +119,8 @@ __global__ void row_sums_kernel(float *db, const float *dyg, int ld) {
     const float *row = dyg + (size_t)blockIdx.x * ld;
     double s = 0.0;
     for (int j = threadIdx.x; j < ld; j += ROW_THREADS) s += row[j];
-    sh[threadIdx.x] = s;
-    __syncthreads();
-    for (unsigned h = ROW_THREADS / 2; h > 0; h /= 2) {
-        if (threadIdx.x < h) sh[threadIdx.x] += sh[threadIdx.x + h];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) db[blockIdx.x] += (float)sh[0];
+    s = nn_cuda_block_sum<ROW_THREADS>(s, sh);
+    if (threadIdx.x == 0) db[blockIdx.x] += (float)s;
 }
 
 __device__ __forceinline__ float as_float(float v) { return v; }
@@ -142,26 +137,9 @@ __global__ void bias_relu_kernel(float *y, const T *src, const float *b, I K, I 
     }
 }
 
-/* part[k S + s] = the sum of slice s of channel k of g (n, K, PQ) */
-template <typename I>
-__global__ void bias_grad_part_kernel(double *part, const float *g, I K, I PQ, I n) {
-    __shared__ double sh[ROW_THREADS];
-    const I k = blockIdx.y, M = n * PQ;
-    I lo, hi;
-    nn_cuda_slice(M, lo, hi);
-    double s = 0.0;
-    for (I e = lo + threadIdx.x; e < hi; e += ROW_THREADS) s += g[nn_cuda_channel_at(k, e, K, PQ)];
-    s = nn_cuda_block_sum<ROW_THREADS>(s, sh);
-    if (threadIdx.x == 0) part[(size_t)k * gridDim.x + blockIdx.x] = s;
-}
-
 /* db[k] += channel k's S partial sums, added in slice order */
 __global__ void bias_grad_final_kernel(float *db, const double *part, int K, int S) {
-    NN_CUDA_FOR(k, K) {
-        double s = 0.0;
-        for (int i = 0; i < S; i++) s += part[k * S + i];
-        db[k] += (float)s;
-    }
+    NN_CUDA_FOR(k, K) db[k] += (float)nn_cuda_slices_total(part, k, S);
 }
 
 /* The GEMMs' shapes: groups, and per group K, C R S. */
@@ -316,14 +294,8 @@ static int cudnn_bwd(const nn_op_args *a) {
         g = a->ws + c.l.g;
     }
     if (a->db) {
-        const int PQ = d->P * d->Q;
-        const int S = nn_cuda_channel_slices(d->K, (size_t)a->n * PQ);
-        const dim3 grid(S, d->K);
         double *part = (double *)(a->ws + c.l.part);
-        if (n < ((size_t)1 << 31))
-            bias_grad_part_kernel<unsigned><<<grid, ROW_THREADS>>>(part, g, d->K, PQ, a->n);
-        else
-            bias_grad_part_kernel<size_t><<<grid, ROW_THREADS>>>(part, g, d->K, PQ, a->n);
+        const int S = nn_cuda_channel_sum_parts(part, g, d->K, d->P * d->Q, a->n);
         bias_grad_final_kernel<<<NN_CUDA_GRID(d->K)>>>(a->db, part, d->K, S);
         nn_cuda_check_launch("conv2d backward (bias)");
     }

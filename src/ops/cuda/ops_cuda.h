@@ -84,6 +84,42 @@ __device__ double nn_cuda_block_sum(double v, double *sh) {
     return sh[0];
 }
 
+/* The total of channel c's S partial sums (part[c S .. c S + S)), added in
+ * slice order */
+__device__ __forceinline__ double nn_cuda_slices_total(const double *part, size_t c, int S) {
+    double s = 0.0;
+    for (int k = 0; k < S; k++) s += part[c * S + k];
+    return s;
+}
+
+/* Block (slice s, channel c) of a (S, C) grid of NN_CUDA_THREADS threads:
+ * part[c S + s] = the sum of that slice of channel c of x (n, C, HW) */
+template <typename I>
+__global__ void nn_cuda_channel_sum_part_kernel(double *part, const float *x, I C, I HW, I n) {
+    __shared__ double sh[NN_CUDA_THREADS];
+    const I c = blockIdx.y, M = n * HW;
+    I lo, hi;
+    nn_cuda_slice(M, lo, hi);
+    double s = 0.0;
+    for (I e = lo + threadIdx.x; e < hi; e += NN_CUDA_THREADS)
+        s += x[nn_cuda_channel_at(c, e, C, HW)];
+    s = nn_cuda_block_sum<NN_CUDA_THREADS>(s, sh);
+    if (threadIdx.x == 0) part[(size_t)c * gridDim.x + blockIdx.x] = s;
+}
+
+/* The partial sums of every channel of x (n, C, HW) into part (C slices
+ * doubles, slices = nn_cuda_channel_slices(C, n HW), which it returns), on
+ * 32-bit indices where the tensor allows */
+static inline int nn_cuda_channel_sum_parts(double *part, const float *x, int C, int HW, int n) {
+    const int S = nn_cuda_channel_slices(C, (size_t)n * HW);
+    const dim3 grid(S, C);
+    if ((size_t)n * C * HW < ((size_t)1 << 31))
+        nn_cuda_channel_sum_part_kernel<unsigned><<<grid, NN_CUDA_THREADS>>>(part, x, C, HW, n);
+    else
+        nn_cuda_channel_sum_part_kernel<size_t><<<grid, NN_CUDA_THREADS>>>(part, x, C, HW, n);
+    return S;
+}
+
 /* elements of one sample of the node's output, and of a batch call */
 static inline size_t nn_cuda_count(const nn_op_args *a) {
     return (size_t)a->n * (size_t)nn_shape_numel(&a->node->out);
