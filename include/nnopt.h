@@ -118,10 +118,13 @@ nn_status nn_isa_parse(const char *name, nn_isa *isa);
  * otherwise in portable C (slow; for checking results). */
 void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p);
 nn_precision nn_ctx_precision(const nn_ctx *ctx);
-/* Winograd F(2x2,3x3) for the fp32 3x3 'same' convolutions that take it
- * (default on; off runs the direct sums everywhere): 2.25x less
- * arithmetic than the direct sums, rounding within the tests' tolerance.
- * nn_ctx_winograd: whether it runs (set on, and the kernels are AVX-512). */
+/* Winograd for the fp32 3x3 'same' convolutions that take it (default on;
+ * 0 runs the direct sums everywhere): F(2x2,3x3), 2.25x less arithmetic
+ * than the direct sums, and with AVX-512 F(4x4,3x3), 4x less, for the
+ * forward pass and input gradient of images up to 28 wide; rounding within
+ * the tests' tolerance. on = 2: F(2x2,3x3) alone (for comparison); any other
+ * non-zero value: both. nn_ctx_winograd: whether it runs (set on, and the
+ * kernels are AVX2 or AVX-512). */
 void nn_ctx_set_winograd(nn_ctx *ctx, int on);
 int nn_ctx_winograd(const nn_ctx *ctx);
 /* Fusion of element-wise layers into the layer before them (on by default):

@@ -22,7 +22,8 @@ struct nn_ctx {
                                never goes above it) */
     nn_isa isa;             /* kernels to use, <= what the CPU supports */
     nn_precision precision; /* of the convolutions */
-    int winograd;           /* Winograd F(2x2,3x3) where it applies */
+    int winograd;           /* Winograd where it applies: 0 off, 2 F(2x2,3x3)
+                               alone, 4 F(4x4,3x3) too (nn_ctx_set_winograd) */
     int fuse;               /* element-wise epilogues fused into their producers */
     nn_loader_mode loader_mode; /* where nn_loader prepares batches */
     uint64_t max_memory;    /* bytes one network may take (nn_ctx_set_max_memory), 0 = no cap */

@@ -27,7 +27,7 @@ expect_reject() {
 }
 
 ISA_MSG="nnopt: NNOPT_ISA=sse4: expected generic, avx2, avx512, avx512bf16 or amx"
-CONV_MSG="nnopt: NNOPT_CONV=fft: expected winograd or direct"
+CONV_MSG="nnopt: NNOPT_CONV=fft: expected winograd, winograd2 or direct"
 LOADER_MSG="nnopt: NNOPT_LOADER=threads: expected auto, thread or sync"
 BACKEND_MSG="nnopt: NNOPT_BACKEND=cuda: expected cpu or guard"
 for cmd in "system" "info $MODEL" "train $MODEL --data $DATA --epochs 1" "bench $MODEL --steps 1"; do

@@ -1060,6 +1060,38 @@ static void conv_determinism_case(const conv_cfg *c, const char *what, int direc
     free(x), free(w), free(b), free(dy);
 }
 
+/* Winograd's forward pass and input gradient of an image do not depend on
+ * where it lies in the batch (which vector lanes and groups its tiles take):
+ * the last 2 of 5 images alone give the same bytes as among the 5. Data
+ * parallelism relies on it (a rank's images are a slice of the batch). */
+static void test_conv_batch_place(nn_ctx *ctx, nn_rng *rng) {
+    static const conv_cfg shapes[] = {{5, 16, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1},
+                                      {5, 32, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+                                      {5, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const conv_cfg *c = &shapes[i];
+        nn_conv2d_desc d = conv_desc(c);
+        if (!nn_conv2d_winograd_ok(&d, ctx)) continue;
+        const size_t xs = (size_t)c->C * c->H * c->W, ys = (size_t)c->K * c->H * c->W;
+        float *x = fvec(5 * xs), *w = fvec((size_t)c->K * c->C * 9), *b = fvec(c->K);
+        float *dy = fvec(5 * ys), *y5 = fvec(5 * ys), *y2 = fvec(2 * ys);
+        float *dx5 = fvec(5 * xs), *dx2 = fvec(2 * xs);
+        fill(x, 5 * xs, rng, -1, 1), fill(w, (size_t)c->K * c->C * 9, rng, -0.3f, 0.3f);
+        fill(b, c->K, rng, -0.1f, 0.1f), fill(dy, 5 * ys, rng, -1, 1);
+        float *ws = fvec(nn_conv2d_workspace(&d, ctx->threads));
+        nn_conv2d_forward(y5, x, w, b, &d, 5, ws, ctx);
+        nn_conv2d_forward(y2, x + 3 * xs, w, b, &d, 2, ws, ctx);
+        nn_conv2d_backward_data_winograd(dx5, dy, y5, w, &d, 5, ws, ctx);
+        nn_conv2d_backward_data_winograd(dx2, dy + 3 * ys, y2, w, &d, 2, ws, ctx);
+        check(memcmp(y5 + 3 * ys, y2, 2 * ys * sizeof(float)) == 0 &&
+                  memcmp(dx5 + 3 * xs, dx2, 2 * xs * sizeof(float)) == 0,
+              "conv2d Winograd: an image's y and dx do not depend on its place in the batch",
+              "C=%d K=%d %dx%d, %d thread%s", c->C, c->K, c->H, c->W, ctx->threads,
+              ctx->threads > 1 ? "s" : "");
+        free(x), free(w), free(b), free(dy), free(y5), free(y2), free(dx5), free(dx2), free(ws);
+    }
+}
+
 static void test_conv_determinism(nn_ctx *const ctxs[2], nn_rng *rng) {
     /* im2col + GEMM: two images per group, 13 images over 2 threads */
     const conv_cfg generic = {13, 8, 30, 30, 6, 3, 3, 1, 1, 1, 1, 1, 1};
@@ -1099,6 +1131,15 @@ static void test_conv_winograd(nn_ctx *const ctxs[2], nn_rng *rng) {
         /* groups of 8 tile rows: two 7x7 images and a part of a third per group */
         {"Winograd: C=K=256, 7x7, 5 images",
          {5, 256, 7, 7, 256, 3, 3, 1, 1, 1, 1, 1, 1}},
+        /* F(4x4) with AVX-512: two rows of 7 tiles per vector */
+        {"Winograd: C=16 K=16, 28x28, 3 images (F(4x4): 2 tile rows of 7 per vector)",
+         {3, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1}},
+        /* three rows of 5 tiles, the last tile column 1 wide, 11 tile rows */
+        {"Winograd: C=32 K=24, 41x17 (F(4x4): 3 tile rows of 5 per vector)",
+         {2, 32, 41, 17, 24, 3, 3, 1, 1, 1, 1, 0, 1}},
+        /* 25 wide: 7 tiles, the last one 1 column */
+        {"Winograd: C=24 K=32, 6x25 (F(4x4): the last tile 1 column wide)",
+         {3, 24, 6, 25, 32, 3, 3, 1, 1, 1, 1, 1, 0}},
     };
     conv_run_chosen(shapes, sizeof shapes / sizeof shapes[0], nn_conv2d_winograd_ok,
                     "conv2d Winograd chosen for", ctxs, rng);
@@ -1222,10 +1263,13 @@ int main(void) {
      * the direct kernels alone and with AVX-512 Winograd */
     static const struct {
         nn_isa isa;
-        int winograd;
-    } variants[4] = {
-        {NN_ISA_GENERIC, 0}, {NN_ISA_AVX2, 1}, {NN_ISA_AVX512, 0}, {NN_ISA_AVX512, 1}};
-    for (int v = 0; v < 4; v++) {
+        int winograd; /* nn_ctx_set_winograd: 2 = F(2x2, 3x3) alone */
+    } variants[5] = {{NN_ISA_GENERIC, 0},
+                     {NN_ISA_AVX2, 1},
+                     {NN_ISA_AVX512, 0},
+                     {NN_ISA_AVX512, 2},
+                     {NN_ISA_AVX512, 1}};
+    for (int v = 0; v < 5; v++) {
         if (nn_ctx_set_isa(ctx1, variants[v].isa) || nn_ctx_set_isa(ctx2, variants[v].isa)) {
             printf("SKIP conv2d %s kernels: %s\n", nn_isa_name(variants[v].isa),
                    nn_ctx_error(ctx1));
@@ -1234,12 +1278,15 @@ int main(void) {
         nn_ctx_set_winograd(ctx1, variants[v].winograd);
         nn_ctx_set_winograd(ctx2, variants[v].winograd);
         printf("== conv2d and max-pool with %s kernels%s\n", nn_isa_name(variants[v].isa),
-               variants[v].winograd ? " and Winograd" : "");
+               variants[v].winograd == 2 ? " and Winograd F(2x2, 3x3) alone"
+               : variants[v].winograd    ? " and Winograd"
+                                         : "");
         test_conv_hand(ctx1);
         test_conv_fast_vs_ref(ctxs, &rng);
         test_conv_determinism(ctxs, &rng);
         if (variants[v].winograd) {
             test_conv_winograd(ctxs, &rng);
+            for (int t = 0; t < 2; t++) test_conv_batch_place(ctxs[t], &rng);
             if (variants[v].isa != NN_ISA_AVX2)
                 continue; /* the max-pool kernels are the same as above */
         }

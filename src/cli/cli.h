@@ -15,7 +15,8 @@
 typedef struct {
     nn_isa isa_cap;         /* NNOPT_ISA: the kernels' ISA at most this (default
                                NN_ISA_AMX, the top: no cap) */
-    int winograd;           /* NNOPT_CONV: 1 winograd where it applies (default), 0 direct */
+    int winograd;           /* NNOPT_CONV: 1 winograd where it applies (default), 2 F(2x2)
+                               alone (winograd2), 0 direct */
     int fuse;               /* NNOPT_FUSE: 1 epilogue fusion (default), 0 every layer alone */
     nn_loader_mode loader;  /* NNOPT_LOADER: auto (default), thread or sync */
     const char *blas_core;  /* OPENBLAS_CORETYPE when set (OpenBLAS obeyed it), else NULL */

@@ -57,9 +57,10 @@ static int read_env(cli_env *env) {
     if ((v = env_value("NNOPT_CONV"))) {
         env->conv_set = 1;
         if (strcmp(v, "winograd") == 0) env->winograd = 1;
+        else if (strcmp(v, "winograd2") == 0) env->winograd = 2;
         else if (strcmp(v, "direct") == 0) env->winograd = 0;
         else {
-            fprintf(stderr, "nnopt: NNOPT_CONV=%s: expected winograd or direct\n", v);
+            fprintf(stderr, "nnopt: NNOPT_CONV=%s: expected winograd, winograd2 or direct\n", v);
             return 2;
         }
     }

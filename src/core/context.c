@@ -66,7 +66,9 @@ void nn_ctx_set_precision(nn_ctx *ctx, nn_precision p) { ctx->precision = p; }
 
 nn_precision nn_ctx_precision(const nn_ctx *ctx) { return ctx->precision; }
 
-void nn_ctx_set_winograd(nn_ctx *ctx, int on) { ctx->winograd = on != 0; }
+/* 0: off; 2: F(2x2, 3x3) alone; anything else: F(4x4, 3x3) where it takes the
+ * shape, F(2x2) elsewhere (the default) */
+void nn_ctx_set_winograd(nn_ctx *ctx, int on) { ctx->winograd = on == 0 ? 0 : on == 2 ? 2 : 4; }
 
 void nn_ctx_set_fusion(nn_ctx *ctx, int on) { ctx->fuse = on != 0; }
 
@@ -84,7 +86,7 @@ nn_ctx *nn_ctx_new(int threads) {
     ctx->threads = threads > 0 ? threads : nn_cpu_probe()->cpus;
     ctx->max_threads = ctx->threads;
     ctx->isa = cpu_isa();
-    ctx->winograd = 1;
+    ctx->winograd = 4;
     ctx->fuse = 1;
     ctx->loader_mode = NN_LOADER_AUTO;
     return ctx;

@@ -51,6 +51,7 @@ static size_t round16(size_t n) { return wino_round(n, 16); }
 static wino_geom geom(int cin, int cout, int h, int w, int vec, size_t bytes) {
     wino_geom g;
     g.cin = cin, g.cout = cout, g.h = h, g.w = w, g.vec = vec;
+    g.m = 2, g.xi = XI, g.rpv = 0;
     g.th = (h + 1) / 2;
     g.tw = (w + 1) / 2;
     const size_t tiles = bytes / ((size_t)XI * (cin + cout) * sizeof(float));
@@ -62,15 +63,46 @@ static wino_geom geom(int cin, int cout, int h, int w, int vec, size_t bytes) {
     return g;
 }
 
-static size_t u_floats(const nn_conv2d_desc *d) { return round16((size_t)XI * d->C * d->K); }
+/* F(4x4, 3x3) (conv2d_winograd4.c): rpv = 16 / tw tile rows per vector,
+ * whole vectors per group, V and M of a group in about `bytes` (one vector
+ * at least) */
+static wino_geom geom4(int cin, int cout, int h, int w, size_t bytes) {
+    wino_geom g;
+    g.cin = cin, g.cout = cout, g.h = h, g.w = w, g.vec = 16;
+    g.m = 4, g.xi = WINO4_XI;
+    g.th = (h + 3) / 4;
+    g.tw = (w + 3) / 4;
+    g.rpv = 16 / g.tw;
+    size_t vectors = bytes / ((size_t)WINO4_XI * (cin + cout) * 16 * sizeof(float));
+    if (vectors < 1) vectors = 1;
+    if (vectors > WINO4_MAX_VECTORS) vectors = WINO4_MAX_VECTORS;
+    if (vectors > GEMM_T) vectors -= vectors % GEMM_T; /* whole 3-vector GEMM calls */
+    g.rows = (int)vectors * g.rpv;
+    g.tpad = vectors * 16;
+    g.vxi = (size_t)cin * g.tpad + 16;
+    g.mxi = (size_t)cout * g.tpad + 16;
+    return g;
+}
 
-static size_t thread_floats(const wino_geom *g) { return (size_t)XI * (g->vxi + g->mxi); }
+static size_t u_floats(const nn_conv2d_desc *d) { return round16((size_t)XI * d->C * d->K); }
+static size_t u4_floats(const nn_conv2d_desc *d) {
+    return round16((size_t)WINO4_XI * d->C * d->K);
+}
+
+static size_t thread_floats(const wino_geom *g) { return (size_t)g->xi * (g->vxi + g->mxi); }
 
 /* the shapes the kernels take, whatever the context */
 static int shape_ok(const nn_conv2d_desc *d) {
     return !d->bf16 && d->groups <= 1 && d->R == 3 && d->S == 3 && d->stride_h == 1 &&
            d->stride_w == 1 && d->pad_h == 1 && d->pad_w == 1 && d->C % GEMM_K == 0 &&
            d->K % GEMM_K == 0 && d->C >= 16 && d->K >= 16 && !nn_conv2d_dilated(d);
+}
+
+/* F(4x4, 3x3) for the forward pass and the input gradient: AVX-512, rows of
+ * at most 7 tiles (conv2d_winograd4.c), unless the context asks for F(2x2)
+ * alone */
+static int f4_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return ctx->isa >= NN_ISA_AVX512 && ctx->winograd >= 4 && d->W <= WINO4_MAX_W;
 }
 
 int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
@@ -101,7 +133,12 @@ size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
      * this, the kernels with 8 tiles per vector no more than those of 16,
      * and smaller groups no more than the largest */
     const wino_geom g = geom(d->C, d->K, d->H, d->W, 16, GROUP_BYTES_MAX);
-    return u_floats(d) + (size_t)threads * wgrad_thread_floats(&g);
+    const size_t f2 = u_floats(d) + (size_t)threads * wgrad_thread_floats(&g);
+    if (d->W > WINO4_MAX_W) return f2;
+    /* F(4x4): the same for the input gradient (cin + cout the same) */
+    const wino_geom g4 = geom4(d->C, d->K, d->H, d->W, GROUP_BYTES_MAX);
+    const size_t f4 = u4_floats(d) + (size_t)threads * thread_floats(&g4);
+    return f2 > f4 ? f2 : f4;
 }
 
 #ifdef NN_HAVE_WINOGRAD
@@ -334,12 +371,14 @@ AVX512 static void gemm_3(float *m, size_t ldm, const float *u, int ldu, const f
     gemm_kernel(m, ldm, u, ldu, v, ldv, cin, 3);
 }
 
-/* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles */
-static void multiply(float *mm, const float *u, const float *v, const wino_geom *g, size_t tiles) {
+/* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles, every
+ * point xi of g */
+void nn_wino_multiply_avx512(float *mm, const float *u, const float *v, const wino_geom *g,
+                             size_t tiles) {
     typedef void (*gemm_fn)(float *, size_t, const float *, int, const float *, size_t, int);
     static const gemm_fn fns[GEMM_T] = {gemm_1, gemm_2, gemm_3};
     const size_t vecs = (tiles + VEC - 1) / VEC;
-    for (int xi = 0; xi < XI; xi++) {
+    for (int xi = 0; xi < g->xi; xi++) {
         const float *ux = u + (size_t)xi * g->cin * g->cout;
         const float *vx = v + (size_t)xi * g->vxi;
         float *mx = mm + (size_t)xi * g->mxi;
@@ -417,7 +456,7 @@ static void accumulate_wgrad(float *share, float *vt, const float *yh, const flo
 AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const float *mask,
                                 const wino_geom *g, long u0, int nu);
 static const wino_kernels avx512_kernels = {
-    VEC,          transform_weights, transform_input,  multiply, transform_output,
+    VEC,          transform_weights, transform_input,  nn_wino_multiply_avx512, transform_output,
     transform_dy, accumulate_wgrad,  add_wgrad_row,
 };
 
@@ -438,11 +477,11 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
     const size_t fewest = (size_t)(units - (groups - 1) * g->rows) * g->tw;
     NN_PARALLEL(T) {
         float *v = ws + (size_t)nn_thread_id() * thread_floats(g);
-        float *mm = v + (size_t)XI * g->vxi;
+        float *mm = v + (size_t)g->xi * g->vxi;
         /* lanes past a group's tiles are computed, never stored. Zeroed once
          * here, they hold no uninitialized NaN or denormal; later they hold
-         * only this call's transformed inputs. */
-        for (int xi = 0; xi < XI; xi++)
+         * only this call's transformed inputs. (F(4x4) writes whole vectors.) */
+        for (int xi = 0; g->rpv == 0 && xi < g->xi; xi++)
             for (int c = 0; c < g->cin; c++)
                 memset(v + (size_t)xi * g->vxi + (size_t)c * g->tpad + fewest, 0,
                        (g->tpad - fewest) * sizeof(float));
@@ -450,7 +489,8 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
         for (long gi = 0; gi < groups; gi++) {
             const long u0 = gi * g->rows;
             const int nu = units - u0 < g->rows ? (int)(units - u0) : g->rows;
-            const size_t tiles = (size_t)nu * g->tw;
+            const size_t tiles =
+                g->rpv ? (size_t)(nu + g->rpv - 1) / g->rpv * VEC : (size_t)nu * g->tw;
             K->transform_input(v, in, mask, map, g, u0, nu);
             K->multiply(mm, u, v, g, tiles);
             K->transform_output(out, mm, bias, relu, add, g, u0, nu);
@@ -461,11 +501,14 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
 void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d_map *map,
                                        const float *w, const float *b, const nn_conv2d_desc *d,
                                        int n, float *ws, nn_ctx *ctx) {
-    const wino_kernels *K = kernels_of(ctx);
-    const wino_geom g = geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
+    const int f4 = f4_ok(d, ctx);
+    const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
+    const wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes())
+                           : geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
     /* w[k][c][r][s]: output k at stride C*9, input c at stride 9 */
     K->transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);
-    correlate(K, y, x, NULL, map, ws, b, d->relu, 0, &g, n, ws + u_floats(d), ctx);
+    correlate(K, y, x, NULL, map, ws, b, d->relu, 0, &g, n,
+              ws + (f4 ? u4_floats(d) : u_floats(d)), ctx);
 }
 
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
@@ -475,12 +518,14 @@ void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const 
 
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    const wino_kernels *K = kernels_of(ctx);
-    const wino_geom g = geom(d->K, d->C, d->H, d->W, K->vec, group_bytes());
+    const int f4 = f4_ok(d, ctx);
+    const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
+    const wino_geom g = f4 ? geom4(d->K, d->C, d->H, d->W, group_bytes())
+                           : geom(d->K, d->C, d->H, d->W, K->vec, group_bytes());
     /* the flipped kernel with inputs and outputs swapped: output c, input k */
     K->transform_weights(ws, w, d->K, d->C, 9, (size_t)d->C * 9, 1, ctx->threads);
     correlate(K, dx, dy, d->relu ? y : NULL, NULL, ws, NULL, 0, d->dx_add, &g, n,
-              ws + u_floats(d), ctx);
+              ws + (f4 ? u4_floats(d) : u_floats(d)), ctx);
 }
 
 /* ---------------------------------------------------------- weight gradient

@@ -1,26 +1,38 @@
 /*
- * conv2d_winograd.h - what the Winograd F(2x2, 3x3) drivers
- * (conv2d_winograd.c: groups of tile rows, threads, buffers) share with the
- * kernels of one instruction set (the transforms and the small GEMMs):
- * AVX-512 in conv2d_winograd.c itself, 16 tiles per vector; AVX2 + FMA in
- * conv2d_winograd_avx2.c, 8 tiles per vector. The layouts are the same but
- * for the rounding to whole vectors, so buffers sized for 16 hold those of 8.
+ * conv2d_winograd.h - what the Winograd drivers (conv2d_winograd.c: groups
+ * of tile rows, threads, buffers) share with the kernels of one instruction
+ * set and tile size (the transforms and the small GEMMs):
+ *  - F(2x2, 3x3), AVX-512, 16 tiles per vector: conv2d_winograd.c itself;
+ *  - F(2x2, 3x3), AVX2 + FMA, 8 tiles per vector: conv2d_winograd_avx2.c
+ *    (the same layouts but for the rounding to whole vectors, so buffers
+ *    sized for 16 hold those of 8);
+ *  - F(4x4, 3x3), AVX-512, the forward pass and the input gradient of
+ *    images up to 28 wide: conv2d_winograd4.c (several tile rows per vector).
  */
 #ifndef NN_CONV2D_WINOGRAD_H
 #define NN_CONV2D_WINOGRAD_H
 
 #include "ops/ops.h"
 
-#define WINO_XI 16 /* points of a transformed 4x4 tile */
+#define WINO_XI 16  /* points of a transformed 4x4 tile: F(2x2, 3x3) */
+#define WINO4_XI 36 /* points of a transformed 6x6 tile: F(4x4, 3x3) */
+#define WINO4_MAX_W 28 /* F(4x4): at most 7 tiles per row, 2 rows per vector */
+#define WINO4_MAX_VECTORS 16 /* F(4x4): 16-lane vectors per group, at most */
 
 /* One Winograd correlation: cin input planes of h x w to cout output planes
  * of the same size, in groups of up to `rows` tile rows. */
 typedef struct {
     int cin, cout, h, w;
+    int m;           /* outputs per tile side: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)) */
+    int xi;          /* points of a transformed tile, (m + 2)^2 */
     int th, tw;      /* tile rows and columns per image */
     int rows;        /* tile rows per group */
     int vec;         /* tiles per vector of the kernels (16 or 8) */
-    size_t tpad;     /* tiles per group, rounded up to vec */
+    int rpv;         /* F(4x4): tile rows per vector, tile row k of a group in
+                        vector k / rpv, lanes (k % rpv) tw.. (lanes past rpv tw
+                        unused); 0: the tiles of a group dense, tile row k at
+                        k tw (F(2x2)) */
+    size_t tpad;     /* tile lanes per group, rounded up to vec */
     size_t vxi, mxi; /* floats between the transformed points of V and M: cin
                         (cout) rows of tpad, and vec more so that the 16 points'
                         rows do not share L1 sets (4 KB apart) */
@@ -88,6 +100,12 @@ float *nn_wino_share(float *base, const wino_geom *g, int t);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 extern const wino_kernels nn_wino_avx2;
+/* F(4x4, 3x3) with AVX-512: transform_weights, transform_input, multiply and
+ * transform_output (the weight gradient stays F(2x2)) */
+extern const wino_kernels nn_wino4_avx512;
+/* the AVX-512 M = U^T V of conv2d_winograd.c, for any g->xi */
+void nn_wino_multiply_avx512(float *mm, const float *u, const float *v, const wino_geom *g,
+                             size_t tiles);
 #endif
 
 #endif /* NN_CONV2D_WINOGRAD_H */

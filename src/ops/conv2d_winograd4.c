@@ -1,0 +1,307 @@
+/*
+ * conv2d_winograd4.c - Winograd F(4x4, 3x3) transforms for AVX-512: the
+ * forward pass and the input gradient of 3x3 stride-1 'same' convolutions on
+ * images up to 28 wide (conv2d_winograd.c chooses them and runs the GEMMs).
+ *
+ * Each 4x4 block of outputs (a tile) comes from the 6x6 inputs under it:
+ *     Y = A^T [ (G g G^T) (.) (B^T d B) ] A
+ * with (Lavin and Gray, 2016)
+ *     B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+ *            0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *     G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
+ *            1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ *     A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * so the 9 multiply-adds per output and channel pair of the direct method
+ * become 36 per 16 outputs: 4x less arithmetic (F(2x2, 3x3): 2.25x), in 36
+ * GEMMs M[xi] (cout, tiles) = U[xi] (cout, cin) x V[xi] (cin, tiles).
+ *
+ * Rows of these images hold at most 7 tiles, too few for 16 lanes, so a
+ * vector holds the tiles of rpv = 16 / tw whole tile rows side by side
+ * (two rows of 7 for 28-wide images, four of 4 for 14, eight of 2 for 7);
+ * the rows may belong to different images. The input transform loads the
+ * 32 floats around each input row (columns -1..30, zeros outside the image)
+ * and picks every tile's 6 columns into its lanes with one permute per
+ * column; the output transform interleaves the tiles' 4 columns back into
+ * the row with two permutes and a blend per 16 outputs. No padded copies,
+ * no channels-last transposes, and each output depends only on its own
+ * group of tile rows, so results do not depend on the thread count.
+ *
+ * The points 0, +-1, +-2 and +-1/2 in these matrices round more than
+ * F(2x2)'s 0, +-1 and +-1/2: tests/test_ops.c bounds the error against the
+ * double-precision reference with the same tolerance as every other kernel.
+ */
+#include "ops/conv2d_winograd.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include "backend/simd_avx512.h"
+#define AVX512 __attribute__((target("avx512f")))
+#define INLINE_AVX512 __attribute__((target("avx512f"), always_inline)) static inline
+
+#define VEC 16   /* floats per zmm */
+#define XI WINO4_XI
+#define GEMM_K 8 /* output channels per U block (conv2d_winograd.c's GEMM kernel) */
+
+/* G applied to a column (g0, g1, g2) of the kernel */
+INLINE_AVX512 void g_column(__m512 r[6], __m512 g0, __m512 g1, __m512 g2) {
+    const __m512 e = _mm512_add_ps(g0, g2);
+    const __m512 f =
+        _mm512_fmadd_ps(g0, _mm512_set1_ps(1.0f / 24), _mm512_mul_ps(g2, _mm512_set1_ps(1.0f / 6)));
+    const __m512 h = _mm512_mul_ps(g1, _mm512_set1_ps(1.0f / 12));
+    r[0] = _mm512_mul_ps(g0, _mm512_set1_ps(0.25f));
+    r[1] = _mm512_mul_ps(_mm512_add_ps(e, g1), _mm512_set1_ps(-1.0f / 6));
+    r[2] = _mm512_mul_ps(_mm512_sub_ps(e, g1), _mm512_set1_ps(-1.0f / 6));
+    r[3] = _mm512_add_ps(f, h);
+    r[4] = _mm512_sub_ps(f, h);
+    r[5] = g2;
+}
+
+/* U[xi][o / 8][i][o % 8] = (G g G^T)[xi] for the 3x3 kernel g of output o
+ * and input i, 16 outputs at a time (conv2d_winograd.c's layout with 36
+ * points): g[t] at w + o*so + i*si + tap(t), tap(t) = t or, flipped, 8 - t. */
+AVX512 static void transform_weight_block(float *u, const float *w, int cin, int cout, size_t so,
+                                          size_t si, int flip, int i, int o0) {
+    const __mmask16 m = nn_first_lanes(cout - o0);
+    const __m512i idx = nn_idx_strided((int)so);
+    const float *base = w + (size_t)o0 * so + (size_t)i * si;
+    __m512 g[9];
+    for (int t = 0; t < 9; t++)
+        g[t] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + (flip ? 8 - t : t), 4);
+    __m512 a[3][6]; /* G g, column s: a[s][r] */
+    for (int s = 0; s < 3; s++) g_column(a[s], g[s], g[3 + s], g[6 + s]);
+    for (int r = 0; r < 6; r++) { /* (G g) G^T */
+        __m512 row[6];
+        g_column(row, a[0][r], a[1][r], a[2][r]);
+        for (int c = 0; c < 6; c++) {
+            float *dst =
+                u + (size_t)(r * 6 + c) * cin * cout + (size_t)o0 * cin + (size_t)i * GEMM_K;
+            _mm256_storeu_ps(dst, _mm512_castps512_ps256(row[c]));
+            if (o0 + GEMM_K < cout)
+                _mm256_storeu_ps(
+                    dst + (size_t)GEMM_K * cin,
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(row[c]), 1)));
+        }
+    }
+}
+
+static void transform_weights(float *u, const float *w, int cin, int cout, size_t so, size_t si,
+                              int flip, int threads) {
+    const int nb = (cout + VEC - 1) / VEC;
+    NN_PARALLEL_FOR(threads)
+    for (int job = 0; job < cin * nb; job++)
+        transform_weight_block(u, w, cin, cout, so, si, flip, job / nb, job % nb * VEC);
+}
+
+/* B^T applied to six vectors d0..d5 */
+INLINE_AVX512 void bt6(__m512 v[6], const __m512 d[6]) {
+    const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f);
+    const __m512 a = _mm512_fnmadd_ps(four, d[2], d[4]); /* d4 - 4 d2 */
+    const __m512 b = _mm512_fnmadd_ps(four, d[1], d[3]); /* d3 - 4 d1 */
+    const __m512 c = _mm512_sub_ps(d[4], d[2]);
+    const __m512 e = _mm512_add_ps(_mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[3], d[1]));
+    v[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+    v[1] = _mm512_add_ps(a, b);
+    v[2] = _mm512_sub_ps(a, b);
+    v[3] = _mm512_add_ps(c, e);
+    v[4] = _mm512_sub_ps(c, e);
+    v[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+/* A^T applied to six vectors m0..m5 */
+INLINE_AVX512 void at6(__m512 y[4], const __m512 m[6]) {
+    const __m512 t1 = _mm512_add_ps(m[1], m[2]), t2 = _mm512_sub_ps(m[1], m[2]);
+    const __m512 t3 = _mm512_add_ps(m[3], m[4]), t4 = _mm512_sub_ps(m[3], m[4]);
+    y[0] = _mm512_add_ps(_mm512_add_ps(m[0], t1), t3);
+    y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), t4, t2);
+    y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), t3, t1);
+    y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), t4, t2), m[5]);
+}
+
+/* 16 floats of a row from column `at` on: zero outside [0, w), where the
+ * ReLU mask (a layer's output; NULL: none) is <= 0, and, with a prologue's
+ * map, x a + b then its ReLU (v > 0 or NaN kept, as the batch norm's
+ * normalizing pass does, bit for bit). */
+INLINE_AVX512 __m512 load16(const float *row, const float *mask, const chan_map *m, int at,
+                            int w) {
+    const int below = at < 0 ? -at : 0; /* lanes left of column 0 */
+    const int inside = w - at > 0 ? w - at : 0; /* lanes left of column w */
+    __mmask16 keep = (__mmask16)(nn_first_lanes(inside) & ~nn_first_lanes(below));
+    if (!keep) return _mm512_setzero_ps();
+    __m512 v = _mm512_maskz_loadu_ps(keep, row + at);
+    if (m->on) {
+        v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(m->a)), _mm512_set1_ps(m->b));
+        if (m->relu)
+            keep &= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
+                    _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        return _mm512_maskz_mov_ps(keep, v);
+    }
+    if (mask)
+        keep = _mm512_mask_cmp_ps_mask(keep, _mm512_maskz_loadu_ps(keep, mask + at),
+                                       _mm512_setzero_ps(), _CMP_GT_OQ);
+    return _mm512_maskz_mov_ps(keep, v);
+}
+
+/* The tile rows of one vector: the offset of each one's image (image
+ * floats per image) and its row among the image's tile rows; one division
+ * per vector, not per row and channel. */
+typedef struct {
+    size_t img_at[VEC];
+    int tr[VEC];
+    int n;
+} vector_rows;
+
+static void vector_rows_of(vector_rows *r, long u, int n, size_t image, const wino_geom *g) {
+    long img = u / g->th;
+    int tr = (int)(u % g->th);
+    r->n = n;
+    for (int s = 0; s < n; s++) {
+        r->img_at[s] = (size_t)img * image;
+        r->tr[s] = tr;
+        if (++tr == g->th) tr = 0, img++;
+    }
+}
+
+/* The index of lane l (0..15): 4 l - 4 s tw + b picks, from the 32 floats
+ * of columns -1..30, column 4 j - 1 + b for the tile j = l - s tw of slot s. */
+INLINE_AVX512 __m512i pick_index(int slot, int tw, int b) {
+    const __m512i lanes4 = _mm512_slli_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 2);
+    return _mm512_add_epi32(lanes4, _mm512_set1_epi32(b - 4 * slot * tw));
+}
+
+/* V[xi][c][t] = (B^T d B)[xi] for the tile rows u0.. u0+nu-1 of the batch,
+ * rpv tile rows per vector of 16 lanes (wino_geom). Every vector of the
+ * group is written whole: lanes of no tile hold zeros or copies of inputs,
+ * which the GEMM computes and transform_output never stores. */
+AVX512 static void transform_input(float *v, const float *in, const float *mask,
+                                   const nn_conv2d_map *map, const wino_geom *g, long u0, int nu) {
+    const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cin * plane;
+    const int rpv = g->rpv, tw = g->tw, w = g->w;
+    const int nvec = (nu + rpv - 1) / rpv;
+    vector_rows all[WINO4_MAX_VECTORS];
+    for (int vi = 0; vi < nvec; vi++)
+        vector_rows_of(&all[vi], u0 + vi * rpv, nu - vi * rpv < rpv ? nu - vi * rpv : rpv, image, g);
+    for (int c = 0; c < g->cin; c++) { /* plane by plane, as the input lies */
+        chan_map cm = {0, 0, 0.0f, 0.0f}; /* a prologue: in is the batch norm's input */
+        if (map) cm.on = 1, cm.relu = map->relu, cm.a = map->scale[c], cm.b = map->shift[c];
+        for (int vi = 0; vi < nvec; vi++) {
+            const vector_rows *rows = &all[vi];
+            __m512 t[6][6]; /* d B^T of input row a of the tiles: t[a][b] */
+            for (int a = 0; a < 6; a++) {
+                __m512 x[6];
+                for (int b = 0; b < 6; b++) x[b] = _mm512_setzero_ps();
+                for (int s = 0; s < rows->n; s++) {
+                    const int h = 4 * rows->tr[s] - 1 + a;
+                    if (h < 0 || h >= g->h) continue;
+                    const size_t at = rows->img_at[s] + (size_t)c * plane + (size_t)h * w;
+                    const float *msk = mask ? mask + at : NULL;
+                    const __m512 lo = load16(in + at, msk, &cm, -1, w);
+                    const __m512 hi = load16(in + at, msk, &cm, 15, w);
+                    if (c + 1 < g->cin) { /* the same row of the next plane: the
+                                           * planes of a group are too short for
+                                           * the prefetchers to find them */
+                        _mm_prefetch((const char *)(in + at + plane), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(in + at + plane + w - 1), _MM_HINT_T0);
+                        if (msk) {
+                            _mm_prefetch((const char *)(msk + plane), _MM_HINT_T0);
+                            _mm_prefetch((const char *)(msk + plane + w - 1), _MM_HINT_T0);
+                        }
+                    }
+                    const __mmask16 slot = (__mmask16)(((1u << tw) - 1u) << (s * tw));
+                    for (int b = 0; b < 6; b++)
+                        x[b] = _mm512_mask_mov_ps(
+                            x[b], slot, _mm512_permutex2var_ps(lo, pick_index(s, tw, b), hi));
+                }
+                bt6(t[a], x);
+            }
+            float *dst = v + (size_t)c * g->tpad + (size_t)vi * VEC;
+            for (int b = 0; b < 6; b++) { /* B^T over the rows, column b */
+                const __m512 col[6] = {t[0][b], t[1][b], t[2][b], t[3][b], t[4][b], t[5][b]};
+                __m512 out[6];
+                bt6(out, col);
+                for (int a = 0; a < 6; a++)
+                    _mm512_storeu_ps(dst + (size_t)(a * 6 + b) * g->vxi, out[a]);
+            }
+        }
+    }
+}
+
+/* One output row (4 tw columns, the first w stored) of the tiles in slot s:
+ * column 4 j + q from y[q], lane s tw + j; + bias, ReLU if asked (max(0, v)
+ * passes NaN); add: into what is there. */
+INLINE_AVX512 void store_row(float *dst, int w, int slot, int tw, const __m512 y[4]) {
+    /* lane m of 16 outputs: tile m / 4, column m % 4 (odd columns from the
+     * second table of each permute, columns 2 and 3 from the second permute) */
+    const __m512i base = _mm512_set_epi32(19, 3, 19, 3, 18, 2, 18, 2, 17, 1, 17, 1, 16, 0, 16, 0);
+    const __m512i lo_idx = _mm512_add_epi32(base, _mm512_set1_epi32(slot * tw));
+    const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(4));
+    const __mmask16 upper = 0xCCCC;
+    const __m512 lo = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(y[0], lo_idx, y[1]),
+                                           _mm512_permutex2var_ps(y[2], lo_idx, y[3]));
+    _mm512_mask_storeu_ps(dst, nn_first_lanes(w), lo);
+    if (w > VEC) {
+        const __m512 hi = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(y[0], hi_idx, y[1]),
+                                               _mm512_permutex2var_ps(y[2], hi_idx, y[3]));
+        _mm512_mask_storeu_ps(dst + VEC, nn_first_lanes(w - VEC), hi);
+    }
+}
+
+/* out planes (cout, h, w) of the tile rows u0.. = A^T M A (+ bias, ReLU if
+ * asked; add: into what is there) */
+AVX512 static void transform_output(float *out, const float *mm, const float *bias, int relu,
+                                    int add, const wino_geom *g, long u0, int nu) {
+    const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
+    const int rpv = g->rpv, tw = g->tw, w = g->w;
+    const int nvec = (nu + rpv - 1) / rpv;
+    vector_rows all[WINO4_MAX_VECTORS];
+    for (int vi = 0; vi < nvec; vi++)
+        vector_rows_of(&all[vi], u0 + vi * rpv, nu - vi * rpv < rpv ? nu - vi * rpv : rpv, image, g);
+    for (int k = 0; k < g->cout; k++) { /* plane by plane, as the output lies */
+        const __m512 bk = _mm512_set1_ps(bias ? bias[k] : 0.0f);
+        for (int vi = 0; vi < nvec; vi++) {
+            const vector_rows *rows = &all[vi];
+            const float *src = mm + (size_t)k * g->tpad + (size_t)vi * VEC;
+            __m512 s[4][6]; /* A^T M: s[i][b] */
+            for (int b = 0; b < 6; b++) {
+                __m512 col[6], y[4];
+                for (int a = 0; a < 6; a++)
+                    col[a] = _mm512_loadu_ps(src + (size_t)(a * 6 + b) * g->mxi);
+                at6(y, col);
+                for (int i = 0; i < 4; i++) s[i][b] = y[i];
+            }
+            __m512 y[4][4]; /* (A^T M) A + bias: y[row][column] */
+            for (int i = 0; i < 4; i++) {
+                at6(y[i], s[i]);
+                for (int q = 0; q < 4; q++) {
+                    y[i][q] = _mm512_add_ps(y[i][q], bk);
+                    if (relu) y[i][q] = _mm512_max_ps(_mm512_setzero_ps(), y[i][q]);
+                }
+            }
+            for (int sl = 0; sl < rows->n; sl++) {
+                float *plane0 = out + rows->img_at[sl] + (size_t)k * plane;
+                for (int i = 0; i < 4 && 4 * rows->tr[sl] + i < g->h; i++) {
+                    float *dst = plane0 + (size_t)(4 * rows->tr[sl] + i) * w;
+                    if (k + 1 < g->cout) { /* the same row of the next plane */
+                        __builtin_prefetch(dst + plane, 1, 3);
+                        __builtin_prefetch(dst + plane + w - 1, 1, 3);
+                    }
+                    if (add) { /* into what is there, as dst[i] += value adds it */
+                        float row[2 * VEC];
+                        store_row(row, 2 * VEC, sl, tw, y[i]);
+                        for (int j = 0; j < w; j++) dst[j] += row[j];
+                    } else {
+                        store_row(dst, w, sl, tw, y[i]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+const wino_kernels nn_wino4_avx512 = {
+    VEC, transform_weights, transform_input, nn_wino_multiply_avx512, transform_output,
+    NULL, NULL,           NULL,
+};
+
+#endif
