@@ -2,7 +2,10 @@
  * conv2d_winograd.c - Winograd F(2x2, 3x3) for 3x3 stride-1 'same'
  * convolutions (pad 1) on CPUs with AVX-512, fp32: the forward pass, the
  * input gradient (a forward correlation of dy with the flipped, transposed
- * kernel) and the weight gradient (the forward formula run backwards, below).
+ * kernel) and the weight gradient (the forward formula run backwards, below);
+ * and the drivers that run them, the AVX2 kernels of conv2d_winograd_avx2.c
+ * and the F(4x4, 3x3) kernels of conv2d_winograd4.c (AVX-512, images up to 28
+ * wide, taken where they apply unless nn_ctx_set_winograd(ctx, 2)).
  *
  * Each 2x2 block of outputs (a tile) is computed from the 4x4 inputs under it
  * in a transformed space where the 3x3 correlation becomes 16 independent
@@ -121,7 +124,7 @@ int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
  * of db */
 static size_t vt_floats(const wino_geom *g) { return g->tpad * wino_round((size_t)g->cin, g->vec); }
 static size_t share_floats(const wino_geom *g) {
-    return (size_t)XI * g->cout * wino_round((size_t)g->cin, g->vec);
+    return (size_t)g->xi * g->cout * wino_round((size_t)g->cin, g->vec);
 }
 static size_t wgrad_thread_floats(const wino_geom *g) {
     return thread_floats(g) + vt_floats(g) + share_floats(g) + round16((size_t)g->cout);
@@ -135,9 +138,10 @@ size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
     const wino_geom g = geom(d->C, d->K, d->H, d->W, 16, GROUP_BYTES_MAX);
     const size_t f2 = u_floats(d) + (size_t)threads * wgrad_thread_floats(&g);
     if (d->W > WINO4_MAX_W) return f2;
-    /* F(4x4): the same for the input gradient (cin + cout the same) */
+    /* F(4x4): the same for the input gradient (cin + cout the same); the
+     * weight gradient's buffers hold those of the forward pass but for U */
     const wino_geom g4 = geom4(d->C, d->K, d->H, d->W, GROUP_BYTES_MAX);
-    const size_t f4 = u4_floats(d) + (size_t)threads * thread_floats(&g4);
+    const size_t f4 = u4_floats(d) + (size_t)threads * wgrad_thread_floats(&g4);
     return f2 > f4 ? f2 : f4;
 }
 
@@ -151,8 +155,8 @@ typedef struct {
 static wgrad_bufs wgrad_bufs_of(float *base, const wino_geom *g, int t) {
     wgrad_bufs b;
     b.v = base + (size_t)t * wgrad_thread_floats(g);
-    b.yh = b.v + (size_t)XI * g->vxi;
-    b.vt = b.yh + (size_t)XI * g->mxi;
+    b.yh = b.v + (size_t)g->xi * g->vxi;
+    b.vt = b.yh + (size_t)g->xi * g->mxi;
     b.share = b.vt + vt_floats(g);
     b.dbt = b.share + share_floats(g);
     return b;
@@ -451,13 +455,12 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
 
 /* The AVX-512 kernels (add_wgrad_row is below) */
 AVX512 static void add_wgrad_row(float *dw, float *base, int T, const wino_geom *g, int k);
-static void accumulate_wgrad(float *share, float *vt, const float *yh, const float *v,
-                             const wino_geom *g, size_t tiles);
+
 AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const float *mask,
                                 const wino_geom *g, long u0, int nu);
 static const wino_kernels avx512_kernels = {
     VEC,          transform_weights, transform_input,  nn_wino_multiply_avx512, transform_output,
-    transform_dy, accumulate_wgrad,  add_wgrad_row,
+    transform_dy, nn_wino_accumulate_wgrad_avx512,  add_wgrad_row,
 };
 
 /* the widest kernels ctx allows (nn_conv2d_winograd_ok: AVX2 at least) */
@@ -643,13 +646,14 @@ NN_WGRAD(2)
 NN_WGRAD(3)
 #undef NN_WGRAD
 
-/* share[xi] (K, cp) += Yh[xi] x V[xi]^T over the group's tiles */
-static void accumulate_wgrad(float *share, float *vt, const float *yh, const float *v,
-                             const wino_geom *g, size_t tiles) {
+/* share[xi] (K, cp) += Yh[xi] x V[xi]^T over the group's tiles, every point
+ * xi of g */
+void nn_wino_accumulate_wgrad_avx512(float *share, float *vt, const float *yh, const float *v,
+                                     const wino_geom *g, size_t tiles) {
     typedef void (*wgrad_fn)(float *, size_t, const float *, size_t, const float *, size_t, size_t);
     static const wgrad_fn fns[GEMM_T] = {wgrad_1, wgrad_2, wgrad_3};
     const size_t cp = round16((size_t)g->cin), vecs = cp / VEC;
-    for (int xi = 0; xi < XI; xi++) {
+    for (int xi = 0; xi < g->xi; xi++) {
         transpose_point(vt, cp, v + (size_t)xi * g->vxi, g->tpad, g->cin, tiles);
         float *sx = share + (size_t)xi * g->cout * cp;
         const float *yx = yh + (size_t)xi * g->mxi;
@@ -726,8 +730,10 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
                                                 const float *y, const float *x,
                                                 const nn_conv2d_map *map, const nn_conv2d_desc *d,
                                                 int n, float *ws, nn_ctx *ctx) {
-    const wino_kernels *K = kernels_of(ctx);
-    const wino_geom g = geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
+    const int f4 = f4_ok(d, ctx);
+    const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
+    const wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes())
+                           : geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
     const long units = (long)n * g.th;
     const long groups = (units + g.rows - 1) / g.rows;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;
@@ -743,7 +749,9 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
             const int nu = units - u0 < g.rows ? (int)(units - u0) : g.rows;
             K->transform_input(b.v, x, NULL, map, &g, u0, nu);
             K->transform_dy(b.yh, b.dbt, dy, mask, &g, u0, nu);
-            K->accumulate_wgrad(b.share, b.vt, b.yh, b.v, &g, (size_t)nu * g.tw);
+            const size_t tiles =
+                g.rpv ? (size_t)(nu + g.rpv - 1) / g.rpv * VEC : (size_t)nu * g.tw;
+            K->accumulate_wgrad(b.share, b.vt, b.yh, b.v, &g, tiles);
         }
     }
     add_wgrad(K, dw, db, base, T, &g, ctx->threads);

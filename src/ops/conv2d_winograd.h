@@ -6,8 +6,8 @@
  *  - F(2x2, 3x3), AVX2 + FMA, 8 tiles per vector: conv2d_winograd_avx2.c
  *    (the same layouts but for the rounding to whole vectors, so buffers
  *    sized for 16 hold those of 8);
- *  - F(4x4, 3x3), AVX-512, the forward pass and the input gradient of
- *    images up to 28 wide: conv2d_winograd4.c (several tile rows per vector).
+ *  - F(4x4, 3x3), AVX-512, images up to 28 wide: conv2d_winograd4.c
+ *    (several tile rows per vector).
  */
 #ifndef NN_CONV2D_WINOGRAD_H
 #define NN_CONV2D_WINOGRAD_H
@@ -100,12 +100,14 @@ float *nn_wino_share(float *base, const wino_geom *g, int t);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 extern const wino_kernels nn_wino_avx2;
-/* F(4x4, 3x3) with AVX-512: transform_weights, transform_input, multiply and
- * transform_output (the weight gradient stays F(2x2)) */
+/* F(4x4, 3x3) with AVX-512 */
 extern const wino_kernels nn_wino4_avx512;
-/* the AVX-512 M = U^T V of conv2d_winograd.c, for any g->xi */
+/* the AVX-512 M = U^T V and share += Yh V^T of conv2d_winograd.c, for any
+ * g->xi */
 void nn_wino_multiply_avx512(float *mm, const float *u, const float *v, const wino_geom *g,
                              size_t tiles);
+void nn_wino_accumulate_wgrad_avx512(float *share, float *vt, const float *yh, const float *v,
+                                     const wino_geom *g, size_t tiles);
 #endif
 
 #endif /* NN_CONV2D_WINOGRAD_H */

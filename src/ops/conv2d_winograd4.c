@@ -1,7 +1,8 @@
 /*
  * conv2d_winograd4.c - Winograd F(4x4, 3x3) transforms for AVX-512: the
- * forward pass and the input gradient of 3x3 stride-1 'same' convolutions on
- * images up to 28 wide (conv2d_winograd.c chooses them and runs the GEMMs).
+ * forward pass, the input gradient and the weight gradient of 3x3 stride-1
+ * 'same' convolutions on images up to 28 wide (conv2d_winograd.c chooses
+ * them and runs the GEMMs).
  *
  * Each 4x4 block of outputs (a tile) comes from the 6x6 inputs under it:
  *     Y = A^T [ (G g G^T) (.) (B^T d B) ] A
@@ -299,9 +300,129 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
     }
 }
 
+/* ---------------------------------------------------------- weight gradient
+ * As conv2d_winograd.c's F(2x2): dU[xi] (K, C) = Yh[xi] (K, tiles) x
+ * V[xi]^T with Yh = A dy A^T of each 4x4 tile of the output gradient, summed
+ * per thread, then dW = G^T dU G. */
+
+/* A applied to four vectors d0..d3 (A^T's columns): six rows */
+INLINE_AVX512 void a6(__m512 r[6], const __m512 d[4]) {
+    const __m512 e = _mm512_add_ps(d[0], d[2]), o = _mm512_add_ps(d[1], d[3]);
+    const __m512 e2 = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), d[2], d[0]);
+    const __m512 o2 = _mm512_fmadd_ps(_mm512_set1_ps(8.0f), d[3], _mm512_add_ps(d[1], d[1]));
+    r[0] = d[0];
+    r[1] = _mm512_add_ps(e, o);
+    r[2] = _mm512_sub_ps(e, o);
+    r[3] = _mm512_add_ps(e2, o2);
+    r[4] = _mm512_sub_ps(e2, o2);
+    r[5] = d[3];
+}
+
+/* Yh[xi][k][t] = (A dy A^T)[xi] for the tile rows u0.. of the (masked) output
+ * gradient, lanes of no tile zero; dbt[k] += the sum of dy[k] over them. */
+AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const float *mask,
+                                const wino_geom *g, long u0, int nu) {
+    const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
+    const int rpv = g->rpv, tw = g->tw, w = g->w;
+    const int nvec = (nu + rpv - 1) / rpv;
+    const chan_map none = {0, 0, 0.0f, 0.0f};
+    vector_rows all[WINO4_MAX_VECTORS];
+    for (int vi = 0; vi < nvec; vi++)
+        vector_rows_of(&all[vi], u0 + vi * rpv, nu - vi * rpv < rpv ? nu - vi * rpv : rpv, image, g);
+    for (int k = 0; k < g->cout; k++) {
+        __m512 sum = _mm512_setzero_ps();
+        for (int vi = 0; vi < nvec; vi++) {
+            const vector_rows *rows = &all[vi];
+            __m512 d[4][4]; /* dy of the tiles: d[row][column] */
+            for (int i = 0; i < 4; i++)
+                for (int q = 0; q < 4; q++) d[i][q] = _mm512_setzero_ps();
+            for (int s = 0; s < rows->n; s++) {
+                const __mmask16 slot = (__mmask16)(((1u << tw) - 1u) << (s * tw));
+                for (int i = 0; i < 4 && 4 * rows->tr[s] + i < g->h; i++) {
+                    const size_t at =
+                        rows->img_at[s] + (size_t)k * plane + (size_t)(4 * rows->tr[s] + i) * w;
+                    const float *msk = mask ? mask + at : NULL;
+                    const __m512 lo = load16(dy + at, msk, &none, -1, w);
+                    const __m512 hi = load16(dy + at, msk, &none, 15, w);
+                    if (k + 1 < g->cout) { /* the same row of the next plane */
+                        _mm_prefetch((const char *)(dy + at + plane), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(dy + at + plane + w - 1), _MM_HINT_T0);
+                    }
+                    for (int q = 0; q < 4; q++) /* column 4 j + q: index 4 j + q + 1 */
+                        d[i][q] = _mm512_mask_mov_ps(
+                            d[i][q], slot, _mm512_permutex2var_ps(lo, pick_index(s, tw, q + 1), hi));
+                }
+            }
+            __m512 t[6][4]; /* A dy: t[row][column] */
+            for (int q = 0; q < 4; q++) {
+                const __m512 col[4] = {d[0][q], d[1][q], d[2][q], d[3][q]};
+                __m512 r[6];
+                a6(r, col);
+                for (int i = 0; i < 6; i++) t[i][q] = r[i];
+                sum = _mm512_add_ps(sum, _mm512_add_ps(_mm512_add_ps(col[0], col[1]),
+                                                       _mm512_add_ps(col[2], col[3])));
+            }
+            float *dst = yh + (size_t)k * g->tpad + (size_t)vi * VEC;
+            for (int r = 0; r < 6; r++) { /* (A dy) A^T */
+                __m512 out[6];
+                a6(out, t[r]);
+                for (int c = 0; c < 6; c++)
+                    _mm512_storeu_ps(dst + (size_t)(r * 6 + c) * g->mxi, out[c]);
+            }
+        }
+        dbt[k] += _mm512_reduce_add_ps(sum);
+    }
+}
+
+/* G^T applied to six vectors s0..s5: three rows */
+INLINE_AVX512 void gt3(__m512 q[3], const __m512 s[6]) {
+    const __m512 p = _mm512_add_ps(s[1], s[2]), m = _mm512_sub_ps(s[2], s[1]);
+    const __m512 u = _mm512_add_ps(s[3], s[4]), v = _mm512_sub_ps(s[3], s[4]);
+    const __m512 sixth = _mm512_set1_ps(1.0f / 6);
+    q[0] = _mm512_fmadd_ps(u, _mm512_set1_ps(1.0f / 24),
+                           _mm512_fmsub_ps(s[0], _mm512_set1_ps(0.25f), _mm512_mul_ps(p, sixth)));
+    q[1] = _mm512_fmadd_ps(v, _mm512_set1_ps(1.0f / 12), _mm512_mul_ps(m, sixth));
+    q[2] = _mm512_fmadd_ps(_mm512_sub_ps(u, p), sixth, s[5]);
+}
+
+/* dw[k][c] += G^T S G for one output channel k, S = the threads' shares
+ * summed in thread order, 16 input channels at a time */
+AVX512 static void add_wgrad_row(float *dw, float *base, int T, const wino_geom *g, int k) {
+    const size_t cp = wino_round((size_t)g->cin, VEC);
+    const int C = g->cin, K = g->cout;
+    const __m512i idx = nn_idx_strided(9);
+    for (int c0 = 0; c0 < C; c0 += VEC) {
+        __m512 s[XI];
+        for (int xi = 0; xi < XI; xi++) {
+            s[xi] = _mm512_setzero_ps();
+            for (int t = 0; t < T; t++)
+                s[xi] = _mm512_add_ps(s[xi], _mm512_loadu_ps(nn_wino_share(base, g, t) +
+                                                             ((size_t)xi * K + k) * cp + c0));
+        }
+        __m512 q[3][6]; /* G^T S: q[row][column] */
+        for (int c = 0; c < 6; c++) {
+            const __m512 col[6] = {s[c], s[6 + c], s[12 + c], s[18 + c], s[24 + c], s[30 + c]};
+            __m512 r[3];
+            gt3(r, col);
+            for (int i = 0; i < 3; i++) q[i][c] = r[i];
+        }
+        const __mmask16 m = nn_first_lanes(C - c0);
+        float *out = dw + ((size_t)k * C + c0) * 9;
+        for (int r = 0; r < 3; r++) { /* (G^T S) G */
+            __m512 tap[3];
+            gt3(tap, q[r]);
+            for (int c = 0; c < 3; c++) {
+                float *at = out + r * 3 + c;
+                const __m512 old = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, at, 4);
+                _mm512_mask_i32scatter_ps(at, m, idx, _mm512_add_ps(old, tap[c]), 4);
+            }
+        }
+    }
+}
+
 const wino_kernels nn_wino4_avx512 = {
-    VEC, transform_weights, transform_input, nn_wino_multiply_avx512, transform_output,
-    NULL, NULL,           NULL,
+    VEC,          transform_weights, transform_input,  nn_wino_multiply_avx512, transform_output,
+    transform_dy, nn_wino_accumulate_wgrad_avx512,  add_wgrad_row,
 };
 
 #endif
