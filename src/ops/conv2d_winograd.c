@@ -108,6 +108,10 @@ static int f4_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return ctx->isa >= NN_ISA_AVX512 && ctx->winograd >= 4 && d->W <= WINO4_MAX_W;
 }
 
+int nn_conv2d_winograd4_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return nn_conv2d_winograd_ok(d, ctx) && f4_ok(d, ctx);
+}
+
 int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #ifdef NN_HAVE_WINOGRAD
     return nn_ctx_winograd(ctx) && shape_ok(d);

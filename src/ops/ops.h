@@ -65,10 +65,13 @@ typedef struct {
     int relu;
 } nn_conv2d_map;
 
-/* conv2d_winograd.c: Winograd F(2x2,3x3) for fp32 3x3 stride-1 pad-1
+/* conv2d_winograd.c: Winograd F(2x2,3x3), and with AVX-512 F(4x4,3x3) on
+ * images up to 28 wide (conv2d_winograd4.c), for fp32 3x3 stride-1 pad-1
  * convolutions with C and K multiples of 8 (at least 16), when
  * ctx->winograd: the forward pass, the input gradient and the weight gradient. */
 int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
+/* whether the shape takes F(4x4, 3x3) (AVX-512, images up to 28 wide) */
+int nn_conv2d_winograd4_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
                                 const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
