@@ -185,8 +185,8 @@ assert d["images_per_s"] > 0 and d["layers"], d
 NNOPT_CONV=direct timeout 120 "$NN" bench "$MODEL" --batch 8 --steps 1 --repeats 1 --warmup 0 --no-peak --json >bd.json 2>bd.err
 check "bench --json names each conv layer's kernels; NNOPT_CONV=direct turns Winograd off" python3 -c '
 import json
-kinds = {"winograd", "direct", "rows", "im2col"}
-for f, allowed in (("bj.json", kinds), ("bd.json", kinds - {"winograd"})):
+kinds = {"winograd", "winograd4", "direct", "rows", "im2col"}
+for f, allowed in (("bj.json", kinds), ("bd.json", kinds - {"winograd", "winograd4"})):
     convs = [l for l in json.load(open(f))["layers"] if l["type"] == "conv2d"]
     assert convs and all(l["kernel"] in allowed for l in convs), (f, convs)
 '

@@ -178,7 +178,7 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
         f /= total_steps;
         b /= total_steps;
         if (f == 0.0 && b == 0.0 && li.flops == 0) continue;
-        winograd += strcmp(li.kernel, "winograd") == 0;
+        winograd += strncmp(li.kernel, "winograd", 8) == 0;
         double gf = f > 0 ? (double)li.flops * batch / f * 1e-9 : 0.0;
         double gb = b > 0 ? (double)li.bwd_flops * batch / b * 1e-9 : 0.0;
         if (json)
@@ -196,8 +196,9 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
         printf("(fused ReLUs run inside the layer before them; the rest of the step is the optimizer)\n");
         if (winograd) /* say what the rates count */
             printf("(GFLOP/s and peak shares count each layer's direct-method FLOPs; the %d winograd\n"
-                   " layers do 2.25x fewer multiply-adds per whole 2x2 output tile, so their rates\n"
-                   " and the step's share can pass 100%%; NNOPT_CONV=direct runs without them)\n",
+                   " layers do 2.25x fewer multiply-adds per whole 2x2 output tile (winograd4: 4x per\n"
+                   " 4x4 tile), so their rates and the step's share can pass 100%%; NNOPT_CONV=direct\n"
+                   " runs without them, NNOPT_CONV=winograd2 without winograd4)\n",
                    winograd);
     }
     rc = 0;

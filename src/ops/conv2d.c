@@ -902,8 +902,11 @@ static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
     return nn_conv2d_workspace(&node->d.conv, threads);
 }
 
+/* the name layer info shows: "winograd4" where Winograd runs F(4x4, 3x3) */
 static const char *conv2d_kernel_name(const nn_node *node, const nn_ctx *ctx) {
-    return nn_conv2d_kernel_name(&node->d.conv, ctx);
+    const char *k = nn_conv2d_kernel_name(&node->d.conv, ctx);
+    return strcmp(k, "winograd") == 0 && nn_conv2d_winograd4_ok(&node->d.conv, ctx) ? "winograd4"
+                                                                                     : k;
 }
 
 static const nn_op_kernels conv2d_cpu = {

@@ -67,9 +67,9 @@ static wino_geom geom(int cin, int cout, int h, int w, int vec, size_t bytes) {
 }
 
 /* F(4x4, 3x3) (conv2d_winograd4.c): rpv = 16 / tw tile rows per vector,
- * whole vectors per group, V and M of a group in about `bytes` (one vector
- * at least) */
-static wino_geom geom4(int cin, int cout, int h, int w, size_t bytes) {
+ * whole vectors per group, V and M of a group in about `bytes`, `least`
+ * vectors at least */
+static wino_geom geom4(int cin, int cout, int h, int w, size_t bytes, size_t least) {
     wino_geom g;
     g.cin = cin, g.cout = cout, g.h = h, g.w = w, g.vec = 16;
     g.m = 4, g.xi = WINO4_XI;
@@ -77,7 +77,7 @@ static wino_geom geom4(int cin, int cout, int h, int w, size_t bytes) {
     g.tw = (w + 3) / 4;
     g.rpv = 16 / g.tw;
     size_t vectors = bytes / ((size_t)WINO4_XI * (cin + cout) * 16 * sizeof(float));
-    if (vectors < 1) vectors = 1;
+    if (vectors < least) vectors = least;
     if (vectors > WINO4_MAX_VECTORS) vectors = WINO4_MAX_VECTORS;
     if (vectors > GEMM_T) vectors -= vectors % GEMM_T; /* whole 3-vector GEMM calls */
     g.rows = (int)vectors * g.rpv;
@@ -86,6 +86,14 @@ static wino_geom geom4(int cin, int cout, int h, int w, size_t bytes) {
     g.mxi = (size_t)cout * g.tpad + 16;
     return g;
 }
+
+/* The F(4x4) weight gradient's groups: 8 vectors (128 tile lanes) at least,
+ * whatever the L2, so that a thread's share (36 K C floats: 9.4 MB for
+ * 256 -> 256 channels) is read and written once per 128 tiles, not per 16.
+ * On conv_heavy's 256-channel 7x7 layers the share kernel's samples fell
+ * from 1.40x to 0.75x those of the forward GEMM (perf, same run shape); the
+ * forward pass keeps L2-sized groups (8 vectors ran it slower there). */
+#define WGRAD4_VECTORS 8
 
 static size_t u_floats(const nn_conv2d_desc *d) { return round16((size_t)XI * d->C * d->K); }
 static size_t u4_floats(const nn_conv2d_desc *d) {
@@ -144,7 +152,7 @@ size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
     if (d->W > WINO4_MAX_W) return f2;
     /* F(4x4): the same for the input gradient (cin + cout the same); the
      * weight gradient's buffers hold those of the forward pass but for U */
-    const wino_geom g4 = geom4(d->C, d->K, d->H, d->W, GROUP_BYTES_MAX);
+    const wino_geom g4 = geom4(d->C, d->K, d->H, d->W, GROUP_BYTES_MAX, WGRAD4_VECTORS);
     const size_t f4 = u4_floats(d) + (size_t)threads * wgrad_thread_floats(&g4);
     return f2 > f4 ? f2 : f4;
 }
@@ -510,7 +518,7 @@ void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d
                                        int n, float *ws, nn_ctx *ctx) {
     const int f4 = f4_ok(d, ctx);
     const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
-    const wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes())
+    const wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes(), 1)
                            : geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
     /* w[k][c][r][s]: output k at stride C*9, input c at stride 9 */
     K->transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);
@@ -527,7 +535,7 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const int f4 = f4_ok(d, ctx);
     const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
-    const wino_geom g = f4 ? geom4(d->K, d->C, d->H, d->W, group_bytes())
+    const wino_geom g = f4 ? geom4(d->K, d->C, d->H, d->W, group_bytes(), 1)
                            : geom(d->K, d->C, d->H, d->W, K->vec, group_bytes());
     /* the flipped kernel with inputs and outputs swapped: output c, input k */
     K->transform_weights(ws, w, d->K, d->C, 9, (size_t)d->C * 9, 1, ctx->threads);
@@ -736,7 +744,7 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
                                                 int n, float *ws, nn_ctx *ctx) {
     const int f4 = f4_ok(d, ctx);
     const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
-    const wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes())
+    const wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes(), WGRAD4_VECTORS)
                            : geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
     const long units = (long)n * g.th;
     const long groups = (units + g.rows - 1) / g.rows;
