@@ -100,6 +100,12 @@ static size_t u4_floats(const nn_conv2d_desc *d) {
     return round16((size_t)WINO4_XI * d->C * d->K);
 }
 
+/* The tile lanes the GEMMs run over for nu tile rows: F(4x4)'s whole vectors,
+ * F(2x2)'s tiles */
+static inline size_t group_lanes(const wino_geom *g, int nu) {
+    return g->rpv ? (size_t)(nu + g->rpv - 1) / g->rpv * (size_t)g->vec : (size_t)nu * g->tw;
+}
+
 static size_t thread_floats(const wino_geom *g) { return (size_t)g->xi * (g->vxi + g->mxi); }
 
 /* the shapes the kernels take, whatever the context */
@@ -504,8 +510,7 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
         for (long gi = 0; gi < groups; gi++) {
             const long u0 = gi * g->rows;
             const int nu = units - u0 < g->rows ? (int)(units - u0) : g->rows;
-            const size_t tiles =
-                g->rpv ? (size_t)(nu + g->rpv - 1) / g->rpv * VEC : (size_t)nu * g->tw;
+            const size_t tiles = group_lanes(g, nu);
             K->transform_input(v, in, mask, map, g, u0, nu);
             K->multiply(mm, u, v, g, tiles);
             K->transform_output(out, mm, bias, relu, add, g, u0, nu);
@@ -761,8 +766,7 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
             const int nu = units - u0 < g.rows ? (int)(units - u0) : g.rows;
             K->transform_input(b.v, x, NULL, map, &g, u0, nu);
             K->transform_dy(b.yh, b.dbt, dy, mask, &g, u0, nu);
-            const size_t tiles =
-                g.rpv ? (size_t)(nu + g.rpv - 1) / g.rpv * VEC : (size_t)nu * g.tw;
+            const size_t tiles = group_lanes(&g, nu);
             K->accumulate_wgrad(b.share, b.vt, b.yh, b.v, &g, tiles);
         }
     }

@@ -163,6 +163,12 @@ static void vector_rows_of(vector_rows *r, long u, int n, size_t image, const wi
     }
 }
 
+/* vector_rows of each vector of the tile rows u0.. u0+nu-1 */
+static void group_rows(vector_rows *all, long u0, int nu, size_t image, const wino_geom *g) {
+    for (int k0 = 0, vi = 0; k0 < nu; k0 += g->rpv, vi++)
+        vector_rows_of(&all[vi], u0 + k0, nu - k0 < g->rpv ? nu - k0 : g->rpv, image, g);
+}
+
 /* The index of lane l (0..15): 4 l - 4 s tw + b picks, from the 32 floats
  * of columns -1..30, column 4 j - 1 + b for the tile j = l - s tw of slot s. */
 INLINE_AVX512 __m512i pick_index(int slot, int tw, int b) {
@@ -181,8 +187,7 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
     const int rpv = g->rpv, tw = g->tw, w = g->w;
     const int nvec = (nu + rpv - 1) / rpv;
     vector_rows all[WINO4_MAX_VECTORS];
-    for (int vi = 0; vi < nvec; vi++)
-        vector_rows_of(&all[vi], u0 + vi * rpv, nu - vi * rpv < rpv ? nu - vi * rpv : rpv, image, g);
+    group_rows(all, u0, nu, image, g);
     for (int c = 0; c < g->cin; c++) { /* plane by plane, as the input lies */
         chan_map cm = {0, 0, 0.0f, 0.0f}; /* a prologue: in is the batch norm's input */
         if (map) cm.on = 1, cm.relu = map->relu, cm.a = map->scale[c], cm.b = map->shift[c];
@@ -256,8 +261,7 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
     const int rpv = g->rpv, tw = g->tw, w = g->w;
     const int nvec = (nu + rpv - 1) / rpv;
     vector_rows all[WINO4_MAX_VECTORS];
-    for (int vi = 0; vi < nvec; vi++)
-        vector_rows_of(&all[vi], u0 + vi * rpv, nu - vi * rpv < rpv ? nu - vi * rpv : rpv, image, g);
+    group_rows(all, u0, nu, image, g);
     for (int k = 0; k < g->cout; k++) { /* plane by plane, as the output lies */
         const __m512 bk = _mm512_set1_ps(bias ? bias[k] : 0.0f);
         for (int vi = 0; vi < nvec; vi++) {
@@ -327,8 +331,7 @@ AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const fl
     const int nvec = (nu + rpv - 1) / rpv;
     const chan_map none = {0, 0, 0.0f, 0.0f};
     vector_rows all[WINO4_MAX_VECTORS];
-    for (int vi = 0; vi < nvec; vi++)
-        vector_rows_of(&all[vi], u0 + vi * rpv, nu - vi * rpv < rpv ? nu - vi * rpv : rpv, image, g);
+    group_rows(all, u0, nu, image, g);
     for (int k = 0; k < g->cout; k++) {
         __m512 sum = _mm512_setzero_ps();
         for (int vi = 0; vi < nvec; vi++) {
