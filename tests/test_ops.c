@@ -266,6 +266,18 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         {"direct-sized: C=48 K=50, pad 2, 5x6 input", {2, 48, 5, 6, 50, 3, 3, 1, 1, 2, 2, 1, 0}},
         {"direct-sized: C=K=64, 28x28 (conv_heavy conv2)", {2, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1}},
         {"direct-sized: C=K=256, 7x7 (conv_heavy conv6)", {3, 256, 7, 7, 256, 3, 3, 1, 1, 1, 1, 1, 1}},
+        /* stride 2: the forward tiles read every other pixel, the input
+         * gradient runs in phases (row and column parity) */
+        {"direct stride 2: C=16 K=32, 28x28 (ResNet-20 stage 2's first conv)",
+         {2, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 0, 0}},
+        {"direct stride 2: C=32 K=64, 14x14, relu (stage 3's)", {3, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1}},
+        {"direct stride 2: C=16 K=40, odd 9x13 (phases of unequal size)",
+         {3, 16, 9, 13, 40, 3, 3, 2, 2, 1, 1, 1, 0}},
+        {"direct stride 2: no padding, 7x7 (3x3 out), one image", {1, 16, 7, 7, 16, 3, 3, 2, 2, 0, 0, 1, 1}},
+        {"direct stride 2: pad 2 (more than the stride), C=24 K=16, 8x9",
+         {2, 24, 8, 9, 16, 3, 3, 2, 2, 2, 2, 1, 1}},
+        {"direct stride 2x1: 2x3 kernel, no padding, 11x10", {2, 24, 11, 10, 24, 2, 3, 2, 1, 0, 0, 0, 1}},
+        {"direct stride 1x2: 3x3 pad 1, C=K=16, 6x15", {2, 16, 6, 15, 16, 3, 3, 1, 2, 1, 1, 1, 0}},
     };
     conv_run_chosen(direct, sizeof direct / sizeof direct[0], nn_conv2d_direct_ok,
                     "conv2d direct kernels chosen for", ctxs, rng);

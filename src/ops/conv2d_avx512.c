@@ -1,15 +1,20 @@
 /*
  * conv2d_avx512.c - direct convolution kernels for CPUs with AVX-512, for
- * stride-1 convolutions with 6 to 9 kernel taps (3x3, 2x3, ...). No im2col;
- * every vector holds 16 channels, so the lanes are full whatever the image
- * width (28, 14 and 7 alike):
+ * convolutions with 6 to 9 kernel taps (3x3, 2x3, ...) and stride 1 or 2
+ * (stride 2 in fp32 only). No im2col; every vector holds 16 channels, so the
+ * lanes are full whatever the image width (28, 14 and 7 alike):
  *  - forward: a tile of QW output pixels of one row times up to 4 blocks of 16
  *    output channels (up to 28 accumulators); each step loads the weights of
  *    one (input channel, tap) for the blocks and broadcasts QW input pixels
- *    from a zero-padded copy of the image. The tile is written channels-last
- *    and transposed to (K, P, Q) with the bias and the fused ReLU.
+ *    (every other one under stride 2) from a zero-padded copy of the image.
+ *    The tile is written channels-last and transposed to (K, P, Q) with the
+ *    bias and the fused ReLU.
  *  - input gradient: the same kernel on the zero-padded, ReLU-masked output
  *    gradient with the weights transposed and flipped (a "full" correlation).
+ *    Under stride 2 the input pixels fall in 4 phases (row and column parity);
+ *    each phase is a stride-1 correlation of dy with the taps that reach it
+ *    (1, 2, 2 and 4 of a 3x3 kernel), written to every other pixel of the
+ *    channels-last tile: no zeros inserted, no wasted multiply-adds.
  *  - weight gradient: for one input channel and up to 3 blocks of 16 output
  *    channels, 9 taps x 3 blocks accumulators summed over every pixel of an
  *    image: each step loads the channels-last output gradient of one pixel and
@@ -72,12 +77,53 @@ static int tile_width(int q) {
     return best;
 }
 
+/* The taps of an input-gradient phase along one side: the inputs h = s*i + a
+ * (stride s) are reached by taps first + s*m, m < count, from output row
+ * i + off + (count-1-m), i.e. a stride-1 correlation of dy (from row i + off)
+ * with those taps in reverse. Stride 1: one phase, every tap reversed. */
+typedef struct {
+    int first, count, off;
+} phase_taps;
+
+static phase_taps taps_of_phase(int a, int s, int pad, int R) {
+    phase_taps t;
+    t.first = (a + pad) % s;
+    t.count = t.first < R ? (R - t.first + s - 1) / s : 0;
+    t.off = (a + pad - t.first) / s - (t.count - 1);
+    return t;
+}
+
+/* inputs of phase a along a side of n inputs under stride s */
+static int phase_len(int n, int a, int s) { return (n - a + s - 1) / s; }
+
+static int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+/* Input-gradient phase i (row parity a = i / stride_w, column parity b): its
+ * taps down and across, its input rows and columns, its tile width. */
+typedef struct {
+    int a, b;
+    phase_taps tr, ts;
+    int rows, cols, qw;
+} dx_phase;
+
+static dx_phase phase_of(const nn_conv2d_desc *d, int i) {
+    dx_phase p;
+    p.a = i / d->stride_w;
+    p.b = i % d->stride_w;
+    p.tr = taps_of_phase(p.a, d->stride_h, d->pad_h, d->R);
+    p.ts = taps_of_phase(p.b, d->stride_w, d->pad_w, d->S);
+    p.rows = phase_len(d->H, p.a, d->stride_h);
+    p.cols = phase_len(d->W, p.b, d->stride_w);
+    p.qw = tile_width(p.cols);
+    return p;
+}
+
 /* Geometry of one convolution's buffers. */
 typedef struct {
     int hp, wp;                 /* padded input: rows, row stride */
-    int ph, pw, dh, dw;         /* input gradient: padding of dy (R-1-pad), padded dy */
+    int ph, pw, dh, dw;         /* input gradient: top and left padding of dy, padded dy */
     int qw, qt;                 /* forward tile width, Q rounded up to it */
-    int ww, wt;                 /* input-gradient tile width, W rounded up to it */
+    int wt;                     /* input gradient: channels-last row length (>= W) */
     int kp, cp;                 /* K and C rounded up to 16 */
     int wg;                     /* images per weight-gradient pass (see geom) */
     size_t x_floats, dy_floats, ycl_floats, dxcl_floats, dycl_floats, dwcl_floats;
@@ -87,16 +133,33 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static direct_geom geom(const nn_conv2d_desc *d) {
     direct_geom g;
+    const int sh = d->stride_h, sw = d->stride_w;
+    g.qw = tile_width(d->Q);
+    g.qt = round_up(d->Q, g.qw);
     g.hp = d->H + 2 * d->pad_h;
     g.wp = d->W + 2 * d->pad_w + SLACK;
-    g.ph = d->R - 1 - d->pad_h;
-    g.pw = d->S - 1 - d->pad_w;
+    if (g.wp < (g.qt - 1) * sw + d->S) g.wp = (g.qt - 1) * sw + d->S; /* a tile past Q */
+    /* dy padded for every phase: rows from i + off (>= 0 after the top
+     * padding) to i + off + count - 1 for i < the phase's rows; columns
+     * alike up to the phase's tiles' end */
+    g.ph = g.pw = 0;
+    for (int i = 0; i < sh * sw; i++) {
+        const dx_phase ph = phase_of(d, i);
+        if (-ph.tr.off > g.ph) g.ph = -ph.tr.off;
+        if (-ph.ts.off > g.pw) g.pw = -ph.ts.off;
+    }
     g.dh = d->P + 2 * g.ph;
     g.dw = d->Q + 2 * g.pw + SLACK;
-    g.qw = tile_width(d->Q);
-    g.qt = (d->Q + g.qw - 1) / g.qw * g.qw;
-    g.ww = tile_width(d->W);
-    g.wt = (d->W + g.ww - 1) / g.ww * g.ww;
+    g.wt = d->W;
+    for (int i = 0; i < sh * sw; i++) {
+        const dx_phase ph = phase_of(d, i);
+        const int qt = round_up(ph.cols, ph.qw);
+        const int rows_end = g.ph + ph.tr.off + ph.rows + ph.tr.count - 1;
+        const int cols_end = g.pw + ph.ts.off + qt + ph.ts.count - 1;
+        if (rows_end > g.dh) g.dh = rows_end;
+        if (cols_end > g.dw) g.dw = cols_end;
+        if (sw * (qt - 1) + ph.b + 1 > g.wt) g.wt = sw * (qt - 1) + ph.b + 1;
+    }
     g.kp = blocks(d->K) * VEC;
     g.cp = blocks(d->C) * VEC;
     g.x_floats = round16((size_t)d->C * g.hp * g.wp);
@@ -122,8 +185,13 @@ int nn_conv2d_direct_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     /* channels fill the 16 lanes: at least 3/4 of the last block of each side
      * (the input gradient is vectorized over C) */
     if (4 * d->K < 3 * blocks(d->K) * VEC || 4 * d->C < 3 * blocks(d->C) * VEC) return 0;
-    return ctx->isa >= NN_ISA_AVX512 && d->stride_h == 1 && d->stride_w == 1 &&
-           d->R * d->S <= MAX_TAPS && d->R * d->S >= 6 && /* fewer taps waste the 9 accumulators */
+    /* stride 2: fp32, and every phase of the input gradient reached by a tap */
+    const int strided = d->stride_h != 1 || d->stride_w != 1;
+    if (strided && (d->bf16 || d->stride_h > 2 || d->stride_w > 2 || d->R < d->stride_h ||
+                    d->S < d->stride_w))
+        return 0;
+    return ctx->isa >= NN_ISA_AVX512 && d->R * d->S <= MAX_TAPS &&
+           d->R * d->S >= 6 && /* fewer taps waste the 9 accumulators */
            d->pad_h <= d->R - 1 && d->pad_w <= d->S - 1;
 #else
     (void)d;
@@ -279,9 +347,10 @@ static inline float word_at(const void *p) {
 #define MAC_F32(acc, a, b) _mm512_fmadd_ps(a, b, acc)
 #define MAC_BF16(acc, a, b) _mm512_dpbf16_ps(acc, (__m512bh)(a), (__m512bh)(b))
 
-/* One tile: out[q][b*16 + lane] (row stride out_ld) = sum over input units u
- * and taps (r, s) of wp[u][r][s][b][lane] * in[u][r][q + s], for q < QW and
- * NB blocks; in has plane 32-bit units per channel and row stride ld. A unit
+/* One tile: out[q][b*16 + lane] (pixel stride out_ld) = sum over input units u
+ * and taps (r, s) of wp[u][r][s][b][lane] * in[u][r][q*SX + s], for q < QW and
+ * NB blocks; in has plane 32-bit units per channel and row stride ld; SX is
+ * the stride along the row. A unit
  * is a float (MAC = FMA) or a pair of bf16 channels (MAC = VDPBF16PS, which
  * multiplies the pairs lane by lane and adds both products). The broadcast
  * reads memory each time: GCC would otherwise keep xr[q + s] of the last s
@@ -291,7 +360,7 @@ static inline float word_at(const void *p) {
 #define NN_DEFINE_TILE_KERNEL(NAME, TARGET, MAC)                                              \
     __attribute__((target(TARGET), always_inline)) static inline void NAME(                   \
         float *out, size_t out_ld, const float *in, int inc, size_t plane, int ld, int R,     \
-        int S, const float *wp, int first, const int NB, const int QW) {                      \
+        int S, const float *wp, int first, const int NB, const int QW, const int SX) {        \
         __m512 acc[TILE_NB][8];                                                               \
         _Pragma("GCC unroll 8") for (int q = 0; q < QW; q++)                                  \
             _Pragma("GCC unroll 4") for (int b = 0; b < NB; b++) acc[b][q] =                  \
@@ -306,7 +375,7 @@ static inline float word_at(const void *p) {
                     _Pragma("GCC unroll 4") for (int b = 0; b < NB; b++) wv[b] =              \
                         _mm512_loadu_ps(wp + b * VEC);                                        \
                     _Pragma("GCC unroll 8") for (int q = 0; q < QW; q++) {                    \
-                        const __m512 xv = _mm512_set1_ps(word_at(xs + q));                    \
+                        const __m512 xv = _mm512_set1_ps(word_at(xs + q * SX));               \
                         _Pragma("GCC unroll 4") for (int b = 0; b < NB; b++) acc[b][q] =      \
                             MAC(acc[b][q], wv[b], xv);                                        \
                     }                                                                         \
@@ -323,39 +392,56 @@ NN_DEFINE_TILE_KERNEL(tile_kernel_bf16, TARGET_BF16, MAC_BF16)
 typedef void (*tile_fn)(float *, size_t, const float *, int, size_t, int, int, int, const float *,
                         int);
 
-#define NN_TILE(KIND, TARGET, NB, QW)                                                         \
-    __attribute__((target(TARGET))) static void tile_##KIND##_##NB##_##QW(                    \
+#define NN_TILE(KIND, TARGET, NB, QW, SX)                                                     \
+    __attribute__((target(TARGET))) static void tile_##KIND##_##NB##_##QW##_##SX(             \
         float *out, size_t out_ld, const float *in, int inc, size_t plane, int ld, int R,     \
         int S, const float *wp, int first) {                                                  \
-        tile_kernel_##KIND(out, out_ld, in, inc, plane, ld, R, S, wp, first, NB, QW);         \
+        tile_kernel_##KIND(out, out_ld, in, inc, plane, ld, R, S, wp, first, NB, QW, SX);     \
     }
-#define NN_TILES(KIND, TARGET)                                                                \
-    NN_TILE(KIND, TARGET, 1, 6) NN_TILE(KIND, TARGET, 1, 7) NN_TILE(KIND, TARGET, 1, 8)       \
-    NN_TILE(KIND, TARGET, 2, 6) NN_TILE(KIND, TARGET, 2, 7) NN_TILE(KIND, TARGET, 2, 8)       \
-    NN_TILE(KIND, TARGET, 3, 6) NN_TILE(KIND, TARGET, 3, 7) NN_TILE(KIND, TARGET, 3, 8)       \
-    NN_TILE(KIND, TARGET, 4, 6) NN_TILE(KIND, TARGET, 4, 7)                                   \
-    static const tile_fn tile_fns_##KIND[TILE_NB][3] = {                                      \
-        {tile_##KIND##_1_6, tile_##KIND##_1_7, tile_##KIND##_1_8},                            \
-        {tile_##KIND##_2_6, tile_##KIND##_2_7, tile_##KIND##_2_8},                            \
-        {tile_##KIND##_3_6, tile_##KIND##_3_7, tile_##KIND##_3_8},                            \
-        {tile_##KIND##_4_6, tile_##KIND##_4_7, NULL}};
-NN_TILES(f32, TARGET_F32)
-NN_TILES(bf16, TARGET_BF16)
+#define NN_TILES(KIND, TARGET, SX)                                                            \
+    NN_TILE(KIND, TARGET, 1, 6, SX) NN_TILE(KIND, TARGET, 1, 7, SX)                           \
+    NN_TILE(KIND, TARGET, 1, 8, SX) NN_TILE(KIND, TARGET, 2, 6, SX)                           \
+    NN_TILE(KIND, TARGET, 2, 7, SX) NN_TILE(KIND, TARGET, 2, 8, SX)                           \
+    NN_TILE(KIND, TARGET, 3, 6, SX) NN_TILE(KIND, TARGET, 3, 7, SX)                           \
+    NN_TILE(KIND, TARGET, 3, 8, SX) NN_TILE(KIND, TARGET, 4, 6, SX)                           \
+    NN_TILE(KIND, TARGET, 4, 7, SX)                                                           \
+    static const tile_fn tile_fns_##KIND##_##SX[TILE_NB][3] = {                               \
+        {tile_##KIND##_1_6_##SX, tile_##KIND##_1_7_##SX, tile_##KIND##_1_8_##SX},             \
+        {tile_##KIND##_2_6_##SX, tile_##KIND##_2_7_##SX, tile_##KIND##_2_8_##SX},             \
+        {tile_##KIND##_3_6_##SX, tile_##KIND##_3_7_##SX, tile_##KIND##_3_8_##SX},             \
+        {tile_##KIND##_4_6_##SX, tile_##KIND##_4_7_##SX, NULL}};
+NN_TILES(f32, TARGET_F32, 1)
+NN_TILES(f32, TARGET_F32, 2) /* stride 2 (fp32 only: nn_conv2d_direct_ok) */
+NN_TILES(bf16, TARGET_BF16, 1)
 #undef NN_TILES
 #undef NN_TILE
 
-/* cl[p][q][outc rounded to 16] (rows of qt tiles of width qw) = the correlation
- * of in (inc units, rows, ld) with the packed weights wpk, for p < P. */
-static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, int outc, int R,
-                         int S, int P, int qw, int qt, const float *wpk, int bf16) {
-    const int nb = blocks(outc), ocp = nb * VEC;
-    const size_t plane = (size_t)rows * ld;
-    const int most = tile_most(qw);
+/* A correlation for correlate_cl: output row p of cl (channels-last,
+ * channels rounded to 16) starts at out + p * out_row floats, its pixels
+ * out_pix floats apart; input (inc units of plane floats, rows ld apart) row
+ * p starts at in + p * in_row, its pixels sx units apart; R x S taps of the
+ * packed weights wpk; P rows of qt pixels, tiles of qw. */
+typedef struct {
+    float *out;
+    size_t out_row, out_pix;
+    const float *in;
+    int inc, ld, in_row, sx;
+    size_t plane;
+    int outc, R, S, P, qw, qt;
+    const float *wpk;
+    int bf16;
+} correlation;
+
+static void correlate_cl(const correlation *c) {
+    const int nb = blocks(c->outc), R = c->R, S = c->S;
+    const int most = tile_most(c->qw);
+    const tile_fn(*fns)[3] =
+        c->bf16 ? tile_fns_bf16_1 : c->sx == 2 ? tile_fns_f32_2 : tile_fns_f32_1;
     for (int j = 0; j < pass_count(nb, most); j++) {
         int b0, bn;
         pass_range(nb, most, j, &b0, &bn);
-        const tile_fn fn = bf16 ? tile_fns_bf16[bn - 1][qw - 6] : tile_fns_f32[bn - 1][qw - 6];
-        const float *wp = wpk + (size_t)b0 * VEC * inc * R * S;
+        const tile_fn fn = fns[bn - 1][c->qw - 6];
+        const float *wp = c->wpk + (size_t)b0 * VEC * c->inc * R * S;
         /* input units in runs whose weights (up to 256 KB) stay in the L2
          * cache while every tile of the image goes over them. Runs sized for
          * L1 (16 KB) were 2-5% slower on the Xeon (conv_heavy's shapes, 1
@@ -363,14 +449,14 @@ static void correlate_cl(float *cl, const float *in, int inc, int rows, int ld, 
          * extra run reloads and stores the tile's accumulators. */
         const size_t unit_floats = (size_t)R * S * bn * VEC;
         int run = (int)((256u << 10) / (unit_floats * sizeof(float)));
-        run = run < 1 ? 1 : run > inc ? inc : run;
-        for (int u0 = 0; u0 < inc; u0 += run) {
-            const int un = inc - u0 < run ? inc - u0 : run;
-            for (int p = 0; p < P; p++)
-                for (int q0 = 0; q0 < qt; q0 += qw)
-                    fn(cl + ((size_t)p * qt + q0) * ocp + b0 * VEC, (size_t)ocp,
-                       in + u0 * plane + (size_t)p * ld + q0, un, plane, ld, R, S,
-                       wp + u0 * unit_floats, u0 == 0);
+        run = run < 1 ? 1 : run > c->inc ? c->inc : run;
+        for (int u0 = 0; u0 < c->inc; u0 += run) {
+            const int un = c->inc - u0 < run ? c->inc - u0 : run;
+            for (int p = 0; p < c->P; p++)
+                for (int q0 = 0; q0 < c->qt; q0 += c->qw)
+                    fn(c->out + p * c->out_row + q0 * c->out_pix + b0 * VEC, c->out_pix,
+                       c->in + u0 * c->plane + (size_t)p * c->in_row + (size_t)q0 * c->sx, un,
+                       c->plane, c->ld, R, S, wp + u0 * unit_floats, u0 == 0);
         }
     }
 }
@@ -433,15 +519,17 @@ AVX512 static void to_channels_last(float *dycl, float *dbt, const float *dy, co
 
 /* dwc[t][b*16 + lane] (row stride kp) += sum over the images (x_img and
  * dy_img apart) and the vectors v of each row p of dyc[p*QV + v][b*16 + lane]
- * times the broadcast unit of x at [p + off_r(t)][v*PIX + off_s(t)], NB
- * blocks; one store per call, however many images. fp32: a vector is one pixel's
- * channels (PIX = 1, x in floats); bf16: the channels of a pair of adjacent
- * pixels (q, q+1) interleaved (PIX = 2, x in bf16, so the 32-bit load at q
- * is the pair x[q], x[q+1] under the tap). */
-#define NN_DEFINE_WGRAD_KERNEL(NAME, TARGET, MAC, XT, PIX)                                     \
+ * times the broadcast unit of x at row p (ld apart: a stride's rows) plus
+ * off_r(t), column v*PIX + off_s(t), NB blocks; one store per call, however
+ * many images. fp32: a vector is one pixel's channels (PIX = the stride, 1 or
+ * 2; x in floats); bf16: the channels of a pair of adjacent pixels (q, q+1)
+ * interleaved (PIX = 2, stride 1, x in bf16, so the 32-bit load at q is the
+ * pair x[q], x[q+1] under the tap). */
+#define NN_DEFINE_WGRAD_KERNEL(NAME, TARGET, MAC, XT)                                          \
     __attribute__((target(TARGET), always_inline)) static inline void NAME(                    \
         float *dwc, int kp, const XT *x, int ld, const float *dyc, int P, int QV,              \
-        const int *off, int taps, int imgs, size_t x_img, size_t dy_img, const int NB) {       \
+        const int *off, int taps, int imgs, size_t x_img, size_t dy_img, const int NB,         \
+        const int PIX) {                                                                       \
         __m512 acc[WGRAD_NB][MAX_TAPS];                                                        \
         _Pragma("GCC unroll 9") for (int t = 0; t < MAX_TAPS; t++)                             \
             _Pragma("GCC unroll 3") for (int b = 0; b < NB; b++) acc[b][t] =                   \
@@ -467,27 +555,33 @@ AVX512 static void to_channels_last(float *dycl, float *dbt, const float *dy, co
                 _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[b][t]));             \
             }                                                                                  \
     }
-NN_DEFINE_WGRAD_KERNEL(wgrad_kernel_f32, TARGET_F32, MAC_F32, float, 1)
-NN_DEFINE_WGRAD_KERNEL(wgrad_kernel_bf16, TARGET_BF16, MAC_BF16, uint16_t, 2)
+NN_DEFINE_WGRAD_KERNEL(wgrad_kernel_f32, TARGET_F32, MAC_F32, float)
+NN_DEFINE_WGRAD_KERNEL(wgrad_kernel_bf16, TARGET_BF16, MAC_BF16, uint16_t)
 #undef NN_DEFINE_WGRAD_KERNEL
 
 typedef void (*wgrad_fn)(float *, int, const void *, int, const float *, int, int, const int *,
                          int, int, size_t, size_t);
 
-#define NN_WGRAD(KIND, TARGET, XT, NB)                                                        \
-    __attribute__((target(TARGET))) static void wgrad_##KIND##_##NB(                          \
+#define NN_WGRAD(NAME, KERNEL, TARGET, XT, NB, PIX)                                           \
+    __attribute__((target(TARGET))) static void wgrad_##NAME##_##NB(                          \
         float *dwc, int kp, const void *x, int ld, const float *dyc, int P, int QV,           \
         const int *off, int taps, int imgs, size_t x_img, size_t dy_img) {                    \
-        wgrad_kernel_##KIND(dwc, kp, (const XT *)x, ld, dyc, P, QV, off, taps, imgs, x_img,   \
-                            dy_img, NB);                                                      \
+        KERNEL(dwc, kp, (const XT *)x, ld, dyc, P, QV, off, taps, imgs, x_img, dy_img, NB,    \
+               PIX);                                                                          \
     }
-NN_WGRAD(f32, TARGET_F32, float, 1) NN_WGRAD(f32, TARGET_F32, float, 2)
-NN_WGRAD(f32, TARGET_F32, float, 3)
-NN_WGRAD(bf16, TARGET_BF16, uint16_t, 1) NN_WGRAD(bf16, TARGET_BF16, uint16_t, 2)
-NN_WGRAD(bf16, TARGET_BF16, uint16_t, 3)
+NN_WGRAD(f32, wgrad_kernel_f32, TARGET_F32, float, 1, 1)
+NN_WGRAD(f32, wgrad_kernel_f32, TARGET_F32, float, 2, 1)
+NN_WGRAD(f32, wgrad_kernel_f32, TARGET_F32, float, 3, 1)
+NN_WGRAD(f32s2, wgrad_kernel_f32, TARGET_F32, float, 1, 2) /* stride 2 */
+NN_WGRAD(f32s2, wgrad_kernel_f32, TARGET_F32, float, 2, 2)
+NN_WGRAD(f32s2, wgrad_kernel_f32, TARGET_F32, float, 3, 2)
+NN_WGRAD(bf16, wgrad_kernel_bf16, TARGET_BF16, uint16_t, 1, 2) /* pixel pairs */
+NN_WGRAD(bf16, wgrad_kernel_bf16, TARGET_BF16, uint16_t, 2, 2)
+NN_WGRAD(bf16, wgrad_kernel_bf16, TARGET_BF16, uint16_t, 3, 2)
 #undef NN_WGRAD
 
 static const wgrad_fn wgrad_fns_f32[WGRAD_NB] = {wgrad_f32_1, wgrad_f32_2, wgrad_f32_3};
+static const wgrad_fn wgrad_fns_f32s2[WGRAD_NB] = {wgrad_f32s2_1, wgrad_f32s2_2, wgrad_f32s2_3};
 static const wgrad_fn wgrad_fns_bf16[WGRAD_NB] = {wgrad_bf16_1, wgrad_bf16_2, wgrad_bf16_3};
 
 /* dwcl[c][t][k] += weight gradient of gc images from x padded (C, hp, wp;
@@ -506,10 +600,13 @@ AVX512 static void weight_grad(float *dwcl, const void *xp, const float *dycl, i
     for (int j = 0; j < pass_count(nb, WGRAD_NB); j++) {
         int b0, bn;
         pass_range(nb, WGRAD_NB, j, &b0, &bn);
-        const wgrad_fn fn = bf16 ? wgrad_fns_bf16[bn - 1] : wgrad_fns_f32[bn - 1];
+        const wgrad_fn fn = bf16                ? wgrad_fns_bf16[bn - 1]
+                            : d->stride_w == 2 ? wgrad_fns_f32s2[bn - 1]
+                                               : wgrad_fns_f32[bn - 1];
         for (int c = 0; c < d->C; c++) /* the gc images summed in registers */
             fn(dwcl + (size_t)c * MAX_TAPS * g->kp + b0 * VEC, g->kp,
-               (const char *)xp + (size_t)c * g->hp * g->wp * esz, g->wp, dycl + b0 * VEC, d->P,
+               (const char *)xp + (size_t)c * g->hp * g->wp * esz, g->wp * d->stride_h,
+               dycl + b0 * VEC, d->P,
                qv, off, taps, gc, g->x_floats * sizeof(float) / esz, g->dycl_floats);
     }
 }
@@ -589,6 +686,74 @@ BF16 static void to_pairs_channels_last(uint32_t *dycl, float *dbt, const float 
     }
 }
 
+/* The transposed weights of one input-gradient phase (taps tr down, ts
+ * across), in pack_weights' order with out = C, in = K: tap (m, n) holds
+ * w[k][c][tr.first + sh (tr.count-1-m)][ts.first + sw (ts.count-1-n)]. */
+static void pack_phase_f32(float *wpk, const float *w, const nn_conv2d_desc *d, phase_taps tr,
+                           phase_taps ts, int most) {
+    const int C = d->C, K = d->K, nb = blocks(C);
+    for (int j = 0; j < pass_count(nb, most); j++) {
+        int b0, bn;
+        pass_range(nb, most, j, &b0, &bn);
+        float *wp = wpk + (size_t)b0 * VEC * K * tr.count * ts.count;
+        for (int k = 0; k < K; k++)
+            for (int m = 0; m < tr.count; m++)
+                for (int n = 0; n < ts.count; n++) {
+                    const int r = tr.first + d->stride_h * (tr.count - 1 - m);
+                    const int s = ts.first + d->stride_w * (ts.count - 1 - n);
+                    float *lanes = wp + (((size_t)k * tr.count + m) * ts.count + n) * bn * VEC;
+                    for (int l = 0; l < bn * VEC; l++) {
+                        const int c = b0 * VEC + l;
+                        lanes[l] = c < C ? w[(((size_t)k * C + c) * d->R + r) * d->S + s] : 0.0f;
+                    }
+                }
+    }
+}
+
+/* wpt = the weights of every input-gradient phase, one after another */
+static void pack_input_grad_weights(float *wpt, const float *w, const nn_conv2d_desc *d,
+                                    int threads) {
+    if (d->stride_h == 1 && d->stride_w == 1) { /* one phase: every tap, reversed */
+        pack_weights(wpt, w, d, 1, d->bf16, tile_most(tile_width(d->W)), threads);
+        return;
+    }
+    for (int i = 0; i < d->stride_h * d->stride_w; i++) {
+        const dx_phase ph = phase_of(d, i);
+        pack_phase_f32(wpt, w, d, ph.tr, ph.ts, tile_most(ph.qw));
+        wpt += (size_t)ph.tr.count * ph.ts.count * d->K * blocks(d->C) * VEC;
+    }
+}
+
+/* cl[h][w][c] (rows of g->wt pixels, cp channels each) = the input gradient of
+ * one image from its zero-padded output gradient dyp (K units, dh x dw):
+ * each phase's correlation writes its rows and columns of cl. */
+static void input_grad_cl(float *cl, const float *dyp, const float *wpt, const nn_conv2d_desc *d,
+                          const direct_geom *g) {
+    const int inc = units(d->K, d->bf16);
+    for (int i = 0; i < d->stride_h * d->stride_w; i++) {
+        const dx_phase ph = phase_of(d, i);
+        const correlation cr = {.out = cl + ((size_t)ph.a * g->wt + ph.b) * g->cp,
+                                .out_row = (size_t)d->stride_h * g->wt * g->cp,
+                                .out_pix = (size_t)d->stride_w * g->cp,
+                                .in = dyp + (size_t)(g->ph + ph.tr.off) * g->dw + g->pw + ph.ts.off,
+                                .inc = inc,
+                                .ld = g->dw,
+                                .in_row = g->dw,
+                                .sx = 1,
+                                .plane = (size_t)g->dh * g->dw,
+                                .outc = d->C,
+                                .R = ph.tr.count,
+                                .S = ph.ts.count,
+                                .P = ph.rows,
+                                .qw = ph.qw,
+                                .qt = round_up(ph.cols, ph.qw),
+                                .wpk = wpt,
+                                .bf16 = d->bf16};
+        correlate_cl(&cr);
+        wpt += (size_t)ph.tr.count * ph.ts.count * inc * g->cp;
+    }
+}
+
 /* per-thread buffers, in thread_floats order; db: the bias-gradient share,
  * right after the weight-gradient share dwcl */
 typedef struct {
@@ -656,8 +821,24 @@ void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const fl
             else
                 nn_conv2d_pad_interior(tb.x, x + i * xs, NULL, d->C, d->H, d->W, d->pad_h,
                                        d->pad_w, g.hp, g.wp);
-            correlate_cl(tb.cl, tb.x, units(d->C, bf16), g.hp, g.wp, d->K, d->R, d->S, d->P, g.qw,
-                         g.qt, ws, bf16);
+            const correlation cr = {.out = tb.cl,
+                                    .out_row = (size_t)g.qt * g.kp,
+                                    .out_pix = (size_t)g.kp,
+                                    .in = tb.x,
+                                    .inc = units(d->C, bf16),
+                                    .ld = g.wp,
+                                    .in_row = g.wp * d->stride_h,
+                                    .sx = d->stride_w,
+                                    .plane = (size_t)g.hp * g.wp,
+                                    .outc = d->K,
+                                    .R = d->R,
+                                    .S = d->S,
+                                    .P = d->P,
+                                    .qw = g.qw,
+                                    .qt = g.qt,
+                                    .wpk = ws,
+                                    .bf16 = bf16};
+            correlate_cl(&cr);
             from_channels_last(y + i * ys, tb.cl, d->K, d->P, d->Q, g.qt, g.kp, b, d->relu);
         }
     }
@@ -669,7 +850,7 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n, bf16 = d->bf16;
     float *wpt = ws + (size_t)d->R * d->S * d->C * g.kp;
-    if (dx) pack_weights(wpt, w, d, 1, bf16, tile_most(g.ww), ctx->threads);
+    if (dx) pack_input_grad_weights(wpt, w, d, ctx->threads);
     const size_t xs = (size_t)d->C * d->H * d->W, ys = (size_t)d->K * d->P * d->Q;
     /* the weight gradient over a fixed share of the images per thread (its
      * sums in a fixed order), then the input gradient image by image to
@@ -711,8 +892,7 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
                 else
                     nn_conv2d_pad_interior(tb.dy, dy + i * ys, mask, d->K, d->P, d->Q, g.ph, g.pw,
                                            g.dh, g.dw);
-                correlate_cl(tb.cl, tb.dy, units(d->K, bf16), g.dh, g.dw, d->C, d->R, d->S, d->H,
-                             g.ww, g.wt, wpt, bf16);
+                input_grad_cl(tb.cl, tb.dy, wpt, d, &g);
                 from_channels_last(dx + i * xs, tb.cl, d->C, d->H, d->W, g.wt, g.cp, NULL, 0);
             }
         }
