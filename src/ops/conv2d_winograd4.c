@@ -119,30 +119,6 @@ INLINE_AVX512 void at6(__m512 y[4], const __m512 m[6]) {
     y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), t4, t2), m[5]);
 }
 
-/* 16 floats of a row from column `at` on: zero outside [0, w), where the
- * ReLU mask (a layer's output; NULL: none) is <= 0, and, with a prologue's
- * map, x a + b then its ReLU (v > 0 or NaN kept, as the batch norm's
- * normalizing pass does, bit for bit). */
-INLINE_AVX512 __m512 load16(const float *row, const float *mask, const chan_map *m, int at,
-                            int w) {
-    const int below = at < 0 ? -at : 0; /* lanes left of column 0 */
-    const int inside = w - at > 0 ? w - at : 0; /* lanes left of column w */
-    __mmask16 keep = (__mmask16)(nn_first_lanes(inside) & ~nn_first_lanes(below));
-    if (!keep) return _mm512_setzero_ps();
-    __m512 v = _mm512_maskz_loadu_ps(keep, row + at);
-    if (m->on) {
-        v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(m->a)), _mm512_set1_ps(m->b));
-        if (m->relu)
-            keep &= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
-                    _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        return _mm512_maskz_mov_ps(keep, v);
-    }
-    if (mask)
-        keep = _mm512_mask_cmp_ps_mask(keep, _mm512_maskz_loadu_ps(keep, mask + at),
-                                       _mm512_setzero_ps(), _CMP_GT_OQ);
-    return _mm512_maskz_mov_ps(keep, v);
-}
-
 /* The tile rows of one vector: the offset of each one's image (image
  * floats per image) and its row among the image's tile rows; one division
  * per vector, not per row and channel. */
@@ -177,10 +153,55 @@ INLINE_AVX512 __m512i pick_index(int slot, int tw, int b) {
     return _mm512_add_epi32(lanes4, _mm512_set1_epi32(b - 4 * slot * tw));
 }
 
+/* The image rows under one vector's tiles, the same for every channel: for
+ * each slot s and a < 6, the offset in channel 0 of the batch of row
+ * 4 tr - 1 + a of its tile row tr (input rows a = 0..5; output and dy rows
+ * i at a = i + 1), or NO_ROW above or below the image. */
+#define NO_ROW ((size_t)-1)
+typedef struct {
+    size_t at[6][VEC];
+    int n;
+} vector_input_rows;
+
+static void input_rows_of(vector_input_rows *r, const vector_rows *rows, const wino_geom *g) {
+    r->n = rows->n;
+    for (int a = 0; a < 6; a++)
+        for (int s = 0; s < rows->n; s++) {
+            const int h = 4 * rows->tr[s] - 1 + a;
+            r->at[a][s] = h < 0 || h >= g->h ? NO_ROW : rows->img_at[s] + (size_t)h * g->w;
+        }
+}
+
+/* 16 floats of a row from column `at` on where keep (the columns inside the
+ * image) is set, zero elsewhere, and where the ReLU mask (a layer's output;
+ * NULL: none) is <= 0; with a prologue's map, x a + b then its ReLU (v > 0
+ * or NaN kept, as the batch norm's normalizing pass does, bit for bit). */
+INLINE_AVX512 __m512 load16(const float *row, const float *mask, const chan_map *m,
+                            __mmask16 keep, int at) {
+    __m512 v = _mm512_maskz_loadu_ps(keep, row + at);
+    if (m->on) {
+        v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(m->a)), _mm512_set1_ps(m->b));
+        if (m->relu)
+            keep &= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
+                    _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        return _mm512_maskz_mov_ps(keep, v);
+    }
+    if (mask)
+        keep = _mm512_mask_cmp_ps_mask(keep, _mm512_maskz_loadu_ps(keep, mask + at),
+                                       _mm512_setzero_ps(), _CMP_GT_OQ);
+    return _mm512_maskz_mov_ps(keep, v);
+}
+
+/* The columns -1..14 and 15..30 of a row that lie inside [0, w). */
+static __mmask16 keep_low(int w) { return (__mmask16)(nn_first_lanes(w + 1) & ~1u); }
+static __mmask16 keep_high(int w) { return nn_first_lanes(w > 15 ? w - 15 : 0); }
+
 /* V[xi][c][t] = (B^T d B)[xi] for the tile rows u0.. u0+nu-1 of the batch,
  * rpv tile rows per vector of 16 lanes (wino_geom). Every vector of the
  * group is written whole: lanes of no tile hold zeros or copies of inputs,
- * which the GEMM computes and transform_output never stores. */
+ * which the GEMM computes and transform_output never stores. The rows under
+ * each vector, the lane picks and the column masks are worked out once per
+ * group, not per channel. */
 AVX512 static void transform_input(float *v, const float *in, const float *mask,
                                    const nn_conv2d_map *map, const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cin * plane;
@@ -188,36 +209,46 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
     const int nvec = (nu + rpv - 1) / rpv;
     vector_rows all[WINO4_MAX_VECTORS];
     group_rows(all, u0, nu, image, g);
+    vector_input_rows rows_in[WINO4_MAX_VECTORS];
+    for (int vi = 0; vi < nvec; vi++) input_rows_of(&rows_in[vi], &all[vi], g);
+    __m512i pick[VEC][6]; /* slot s, column b */
+    __mmask16 slot_lanes[VEC];
+    for (int s = 0; s < rpv; s++) {
+        slot_lanes[s] = (__mmask16)(((1u << tw) - 1u) << (s * tw));
+        for (int b = 0; b < 6; b++) pick[s][b] = pick_index(s, tw, b);
+    }
+    const __mmask16 keep_lo = keep_low(w), keep_hi = keep_high(w);
     for (int c = 0; c < g->cin; c++) { /* plane by plane, as the input lies */
         chan_map cm = {0, 0, 0.0f, 0.0f}; /* a prologue: in is the batch norm's input */
         if (map) cm.on = 1, cm.relu = map->relu, cm.a = map->scale[c], cm.b = map->shift[c];
+        const float *in_c = in + (size_t)c * plane;
+        const float *mask_c = mask ? mask + (size_t)c * plane : NULL;
+        const int prefetch = c + 1 < g->cin;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_rows *rows = &all[vi];
+            const vector_input_rows *rows = &rows_in[vi];
             __m512 t[6][6]; /* d B^T of input row a of the tiles: t[a][b] */
             for (int a = 0; a < 6; a++) {
                 __m512 x[6];
                 for (int b = 0; b < 6; b++) x[b] = _mm512_setzero_ps();
                 for (int s = 0; s < rows->n; s++) {
-                    const int h = 4 * rows->tr[s] - 1 + a;
-                    if (h < 0 || h >= g->h) continue;
-                    const size_t at = rows->img_at[s] + (size_t)c * plane + (size_t)h * w;
-                    const float *msk = mask ? mask + at : NULL;
-                    const __m512 lo = load16(in + at, msk, &cm, -1, w);
-                    const __m512 hi = load16(in + at, msk, &cm, 15, w);
-                    if (c + 1 < g->cin) { /* the same row of the next plane: the
-                                           * planes of a group are too short for
-                                           * the prefetchers to find them */
-                        _mm_prefetch((const char *)(in + at + plane), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(in + at + plane + w - 1), _MM_HINT_T0);
+                    const size_t at = rows->at[a][s];
+                    if (at == NO_ROW) continue;
+                    const float *msk = mask_c ? mask_c + at : NULL;
+                    const __m512 lo = load16(in_c + at, msk, &cm, keep_lo, -1);
+                    const __m512 hi = load16(in_c + at, msk, &cm, keep_hi, 15);
+                    if (prefetch) { /* the same row of the next plane: the
+                                     * planes of a group are too short for
+                                     * the prefetchers to find them */
+                        _mm_prefetch((const char *)(in_c + at + plane), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(in_c + at + plane + w - 1), _MM_HINT_T0);
                         if (msk) {
                             _mm_prefetch((const char *)(msk + plane), _MM_HINT_T0);
                             _mm_prefetch((const char *)(msk + plane + w - 1), _MM_HINT_T0);
                         }
                     }
-                    const __mmask16 slot = (__mmask16)(((1u << tw) - 1u) << (s * tw));
                     for (int b = 0; b < 6; b++)
-                        x[b] = _mm512_mask_mov_ps(
-                            x[b], slot, _mm512_permutex2var_ps(lo, pick_index(s, tw, b), hi));
+                        x[b] = _mm512_mask_mov_ps(x[b], slot_lanes[s],
+                                                  _mm512_permutex2var_ps(lo, pick[s][b], hi));
                 }
                 bt6(t[a], x);
             }
@@ -233,22 +264,32 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
     }
 }
 
-/* One output row (4 tw columns, the first w stored) of the tiles in slot s:
- * column 4 j + q from y[q], lane s tw + j; + bias, ReLU if asked (max(0, v)
- * passes NaN); add: into what is there. */
-INLINE_AVX512 void store_row(float *dst, int w, int slot, int tw, const __m512 y[4]) {
-    /* lane m of 16 outputs: tile m / 4, column m % 4 (odd columns from the
-     * second table of each permute, columns 2 and 3 from the second permute) */
+/* The permute indices that put slot s's tiles back into a row: lane m of
+ * 16 outputs is tile m / 4, column m % 4 (odd columns from the second table
+ * of each permute, columns 2 and 3 from the second permute); hi: the 16
+ * outputs after those. */
+typedef struct {
+    __m512i lo, hi;
+} row_picks;
+
+INLINE_AVX512 row_picks row_picks_of(int slot, int tw) {
     const __m512i base = _mm512_set_epi32(19, 3, 19, 3, 18, 2, 18, 2, 17, 1, 17, 1, 16, 0, 16, 0);
-    const __m512i lo_idx = _mm512_add_epi32(base, _mm512_set1_epi32(slot * tw));
-    const __m512i hi_idx = _mm512_add_epi32(lo_idx, _mm512_set1_epi32(4));
+    row_picks p;
+    p.lo = _mm512_add_epi32(base, _mm512_set1_epi32(slot * tw));
+    p.hi = _mm512_add_epi32(p.lo, _mm512_set1_epi32(4));
+    return p;
+}
+
+/* One output row (4 tw columns, the first w stored) of the tiles of a slot
+ * (its picks): column 4 j + q from y[q]. */
+INLINE_AVX512 void store_row(float *dst, int w, const row_picks *p, const __m512 y[4]) {
     const __mmask16 upper = 0xCCCC;
-    const __m512 lo = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(y[0], lo_idx, y[1]),
-                                           _mm512_permutex2var_ps(y[2], lo_idx, y[3]));
+    const __m512 lo = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(y[0], p->lo, y[1]),
+                                           _mm512_permutex2var_ps(y[2], p->lo, y[3]));
     _mm512_mask_storeu_ps(dst, nn_first_lanes(w), lo);
     if (w > VEC) {
-        const __m512 hi = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(y[0], hi_idx, y[1]),
-                                               _mm512_permutex2var_ps(y[2], hi_idx, y[3]));
+        const __m512 hi = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(y[0], p->hi, y[1]),
+                                               _mm512_permutex2var_ps(y[2], p->hi, y[3]));
         _mm512_mask_storeu_ps(dst + VEC, nn_first_lanes(w - VEC), hi);
     }
 }
@@ -262,10 +303,18 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
     const int nvec = (nu + rpv - 1) / rpv;
     vector_rows all[WINO4_MAX_VECTORS];
     group_rows(all, u0, nu, image, g);
+    /* the output rows of each vector's tiles (row i of slot s: at[i + 1][s])
+     * and the slots' picks, once per group */
+    vector_input_rows rows_out[WINO4_MAX_VECTORS];
+    for (int vi = 0; vi < nvec; vi++) input_rows_of(&rows_out[vi], &all[vi], g);
+    row_picks picks[VEC];
+    for (int s = 0; s < rpv; s++) picks[s] = row_picks_of(s, tw);
     for (int k = 0; k < g->cout; k++) { /* plane by plane, as the output lies */
         const __m512 bk = _mm512_set1_ps(bias ? bias[k] : 0.0f);
+        float *out_k = out + (size_t)k * plane;
+        const int prefetch = k + 1 < g->cout;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_rows *rows = &all[vi];
+            const vector_input_rows *rows = &rows_out[vi];
             const float *src = mm + (size_t)k * g->tpad + (size_t)vi * VEC;
             __m512 s[4][6]; /* A^T M: s[i][b] */
             for (int b = 0; b < 6; b++) {
@@ -283,23 +332,23 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
                     if (relu) y[i][q] = _mm512_max_ps(_mm512_setzero_ps(), y[i][q]);
                 }
             }
-            for (int sl = 0; sl < rows->n; sl++) {
-                float *plane0 = out + rows->img_at[sl] + (size_t)k * plane;
-                for (int i = 0; i < 4 && 4 * rows->tr[sl] + i < g->h; i++) {
-                    float *dst = plane0 + (size_t)(4 * rows->tr[sl] + i) * w;
-                    if (k + 1 < g->cout) { /* the same row of the next plane */
+            for (int sl = 0; sl < rows->n; sl++)
+                for (int i = 0; i < 4; i++) {
+                    const size_t at = rows->at[i + 1][sl];
+                    if (at == NO_ROW) continue; /* past the last row */
+                    float *dst = out_k + at;
+                    if (prefetch) { /* the same row of the next plane */
                         __builtin_prefetch(dst + plane, 1, 3);
                         __builtin_prefetch(dst + plane + w - 1, 1, 3);
                     }
                     if (add) { /* into what is there, as dst[i] += value adds it */
                         float row[2 * VEC];
-                        store_row(row, 2 * VEC, sl, tw, y[i]);
+                        store_row(row, 2 * VEC, &picks[sl], y[i]);
                         for (int j = 0; j < w; j++) dst[j] += row[j];
                     } else {
-                        store_row(dst, w, sl, tw, y[i]);
+                        store_row(dst, w, &picks[sl], y[i]);
                     }
                 }
-            }
         }
     }
 }
@@ -332,30 +381,42 @@ AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const fl
     const chan_map none = {0, 0, 0.0f, 0.0f};
     vector_rows all[WINO4_MAX_VECTORS];
     group_rows(all, u0, nu, image, g);
+    /* the rows of each vector's tiles (row i of slot s: at[i + 1][s]) and the
+     * lane picks, once per group */
+    vector_input_rows rows_in[WINO4_MAX_VECTORS];
+    for (int vi = 0; vi < nvec; vi++) input_rows_of(&rows_in[vi], &all[vi], g);
+    __m512i pick[VEC][4]; /* slot s, column q */
+    __mmask16 slot_lanes[VEC];
+    for (int s = 0; s < rpv; s++) {
+        slot_lanes[s] = (__mmask16)(((1u << tw) - 1u) << (s * tw));
+        for (int q = 0; q < 4; q++) pick[s][q] = pick_index(s, tw, q + 1);
+    }
+    const __mmask16 keep_lo = keep_low(w), keep_hi = keep_high(w);
     for (int k = 0; k < g->cout; k++) {
         __m512 sum = _mm512_setzero_ps();
+        const float *dy_k = dy + (size_t)k * plane;
+        const float *mask_k = mask ? mask + (size_t)k * plane : NULL;
+        const int prefetch = k + 1 < g->cout;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_rows *rows = &all[vi];
+            const vector_input_rows *rows = &rows_in[vi];
             __m512 d[4][4]; /* dy of the tiles: d[row][column] */
             for (int i = 0; i < 4; i++)
                 for (int q = 0; q < 4; q++) d[i][q] = _mm512_setzero_ps();
-            for (int s = 0; s < rows->n; s++) {
-                const __mmask16 slot = (__mmask16)(((1u << tw) - 1u) << (s * tw));
-                for (int i = 0; i < 4 && 4 * rows->tr[s] + i < g->h; i++) {
-                    const size_t at =
-                        rows->img_at[s] + (size_t)k * plane + (size_t)(4 * rows->tr[s] + i) * w;
-                    const float *msk = mask ? mask + at : NULL;
-                    const __m512 lo = load16(dy + at, msk, &none, -1, w);
-                    const __m512 hi = load16(dy + at, msk, &none, 15, w);
-                    if (k + 1 < g->cout) { /* the same row of the next plane */
-                        _mm_prefetch((const char *)(dy + at + plane), _MM_HINT_T0);
-                        _mm_prefetch((const char *)(dy + at + plane + w - 1), _MM_HINT_T0);
+            for (int s = 0; s < rows->n; s++)
+                for (int i = 0; i < 4; i++) {
+                    const size_t at = rows->at[i + 1][s];
+                    if (at == NO_ROW) continue; /* past the last row */
+                    const float *msk = mask_k ? mask_k + at : NULL;
+                    const __m512 lo = load16(dy_k + at, msk, &none, keep_lo, -1);
+                    const __m512 hi = load16(dy_k + at, msk, &none, keep_hi, 15);
+                    if (prefetch) { /* the same row of the next plane */
+                        _mm_prefetch((const char *)(dy_k + at + plane), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(dy_k + at + plane + w - 1), _MM_HINT_T0);
                     }
                     for (int q = 0; q < 4; q++) /* column 4 j + q: index 4 j + q + 1 */
-                        d[i][q] = _mm512_mask_mov_ps(
-                            d[i][q], slot, _mm512_permutex2var_ps(lo, pick_index(s, tw, q + 1), hi));
+                        d[i][q] = _mm512_mask_mov_ps(d[i][q], slot_lanes[s],
+                                                     _mm512_permutex2var_ps(lo, pick[s][q], hi));
                 }
-            }
             __m512 t[6][4]; /* A dy: t[row][column] */
             for (int q = 0; q < 4; q++) {
                 const __m512 col[4] = {d[0][q], d[1][q], d[2][q], d[3][q]};
