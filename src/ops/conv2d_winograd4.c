@@ -235,7 +235,8 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
                     if (at == NO_ROW) continue;
                     const float *msk = mask_c ? mask_c + at : NULL;
                     const __m512 lo = load16(in_c + at, msk, &cm, keep_lo, -1);
-                    const __m512 hi = load16(in_c + at, msk, &cm, keep_hi, 15);
+                    const __m512 hi = keep_hi ? load16(in_c + at, msk, &cm, keep_hi, 15)
+                                              : _mm512_setzero_ps(); /* w <= 15 */
                     if (prefetch) { /* the same row of the next plane: the
                                      * planes of a group are too short for
                                      * the prefetchers to find them */
@@ -408,7 +409,8 @@ AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const fl
                     if (at == NO_ROW) continue; /* past the last row */
                     const float *msk = mask_k ? mask_k + at : NULL;
                     const __m512 lo = load16(dy_k + at, msk, &none, keep_lo, -1);
-                    const __m512 hi = load16(dy_k + at, msk, &none, keep_hi, 15);
+                    const __m512 hi = keep_hi ? load16(dy_k + at, msk, &none, keep_hi, 15)
+                                              : _mm512_setzero_ps(); /* w <= 15 */
                     if (prefetch) { /* the same row of the next plane */
                         _mm_prefetch((const char *)(dy_k + at + plane), _MM_HINT_T0);
                         _mm_prefetch((const char *)(dy_k + at + plane + w - 1), _MM_HINT_T0);
