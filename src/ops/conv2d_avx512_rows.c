@@ -196,10 +196,19 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, dy_view 
                         }
                     }
             }
+            /* reduced with constant indices first: indexed by the run-time
+             * tap count, the accumulators went to the stack and back on
+             * every step of the loops above (GCC 12) */
+            float sa[MAX_TAPS], sb[MAX_TAPS], se[MAX_TAPS];
+            for (int t = 0; t < MAX_TAPS; t++) {
+                sa[t] = _mm512_reduce_add_ps(a[t]);
+                sb[t] = _mm512_reduce_add_ps(b[t]);
+                se[t] = _mm512_reduce_add_ps(e[t]);
+            }
             for (int t = 0; t < taps; t++) {
-                dwt[((size_t)k * d->C + c) * taps + t] += _mm512_reduce_add_ps(a[t]);
-                if (kn > 1) dwt[((size_t)(k + 1) * d->C + c) * taps + t] += _mm512_reduce_add_ps(b[t]);
-                if (kn > 2) dwt[((size_t)(k + 2) * d->C + c) * taps + t] += _mm512_reduce_add_ps(e[t]);
+                dwt[((size_t)k * d->C + c) * taps + t] += sa[t];
+                if (kn > 1) dwt[((size_t)(k + 1) * d->C + c) * taps + t] += sb[t];
+                if (kn > 2) dwt[((size_t)(k + 2) * d->C + c) * taps + t] += se[t];
             }
         }
     }

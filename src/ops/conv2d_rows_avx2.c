@@ -75,7 +75,12 @@ AVX2 static void weight_grad(float *dwt, float *dbt, const float *xg, dy_view v,
                             _mm256_fmadd_ps(u, _mm256_loadu_ps(xp + off[t]), a[t]);
                     }
             }
-            for (int t = 0; t < taps; t++) dwt[((size_t)k * d->C + c) * taps + t] += nn_avx2_sum(a[t]);
+            /* reduced with constant indices first (indexed by the run-time tap
+             * count, the accumulators went to the stack and back on every
+             * step of the loops above with GCC 12) */
+            float sum[ROWS_MAX_TAPS];
+            for (int t = 0; t < ROWS_MAX_TAPS; t++) sum[t] = nn_avx2_sum(a[t]);
+            for (int t = 0; t < taps; t++) dwt[((size_t)k * d->C + c) * taps + t] += sum[t];
         }
     for (int k = 0; k < d->K; k++) { /* the bias gradient: row sums of dy */
         __m256 s = zero;
