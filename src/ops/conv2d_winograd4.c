@@ -282,16 +282,20 @@ INLINE_AVX512 row_picks row_picks_of(int slot, int tw) {
 }
 
 /* One output row (4 tw columns, the first w stored) of the tiles of a slot
- * (its picks): column 4 j + q from y[q]. */
-INLINE_AVX512 void store_row(float *dst, int w, const row_picks *p, const __m512 y[4]) {
-    const __mmask16 upper = 0xCCCC;
-    const __m512 lo = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(y[0], p->lo, y[1]),
-                                           _mm512_permutex2var_ps(y[2], p->lo, y[3]));
-    _mm512_mask_storeu_ps(dst, nn_first_lanes(w), lo);
+ * (its picks): column 4 j + q from y[q]; add: into what is there (dst[j] +=
+ * value, the same sums as a scalar loop). */
+INLINE_AVX512 void store_row(float *dst, int w, const row_picks *p, const __m512 y[4], int add) {
+    const __mmask16 upper = 0xCCCC, m0 = nn_first_lanes(w);
+    __m512 lo = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(y[0], p->lo, y[1]),
+                                     _mm512_permutex2var_ps(y[2], p->lo, y[3]));
+    if (add) lo = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, dst), lo);
+    _mm512_mask_storeu_ps(dst, m0, lo);
     if (w > VEC) {
-        const __m512 hi = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(y[0], p->hi, y[1]),
-                                               _mm512_permutex2var_ps(y[2], p->hi, y[3]));
-        _mm512_mask_storeu_ps(dst + VEC, nn_first_lanes(w - VEC), hi);
+        const __mmask16 m1 = nn_first_lanes(w - VEC);
+        __m512 hi = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(y[0], p->hi, y[1]),
+                                         _mm512_permutex2var_ps(y[2], p->hi, y[3]));
+        if (add) hi = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, dst + VEC), hi);
+        _mm512_mask_storeu_ps(dst + VEC, m1, hi);
     }
 }
 
@@ -342,13 +346,7 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
                         __builtin_prefetch(dst + plane, 1, 3);
                         __builtin_prefetch(dst + plane + w - 1, 1, 3);
                     }
-                    if (add) { /* into what is there, as dst[i] += value adds it */
-                        float row[2 * VEC];
-                        store_row(row, 2 * VEC, &picks[sl], y[i]);
-                        for (int j = 0; j < w; j++) dst[j] += row[j];
-                    } else {
-                        store_row(dst, w, &picks[sl], y[i]);
-                    }
+                    store_row(dst, w, &picks[sl], y[i], add);
                 }
         }
     }
