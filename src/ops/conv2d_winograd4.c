@@ -119,32 +119,6 @@ INLINE_AVX512 void at6(__m512 y[4], const __m512 m[6]) {
     y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), t4, t2), m[5]);
 }
 
-/* The tile rows of one vector: the offset of each one's image (image
- * floats per image) and its row among the image's tile rows; one division
- * per vector, not per row and channel. */
-typedef struct {
-    size_t img_at[VEC];
-    int tr[VEC];
-    int n;
-} vector_rows;
-
-static void vector_rows_of(vector_rows *r, long u, int n, size_t image, const wino_geom *g) {
-    long img = u / g->th;
-    int tr = (int)(u % g->th);
-    r->n = n;
-    for (int s = 0; s < n; s++) {
-        r->img_at[s] = (size_t)img * image;
-        r->tr[s] = tr;
-        if (++tr == g->th) tr = 0, img++;
-    }
-}
-
-/* vector_rows of each vector of the tile rows u0.. u0+nu-1 */
-static void group_rows(vector_rows *all, long u0, int nu, size_t image, const wino_geom *g) {
-    for (int k0 = 0, vi = 0; k0 < nu; k0 += g->rpv, vi++)
-        vector_rows_of(&all[vi], u0 + k0, nu - k0 < g->rpv ? nu - k0 : g->rpv, image, g);
-}
-
 /* The index of lane l (0..15): 4 l - 4 s tw + b picks, from the 32 floats
  * of columns -1..30, column 4 j - 1 + b for the tile j = l - s tw of slot s. */
 INLINE_AVX512 __m512i pick_index(int slot, int tw, int b) {
@@ -154,22 +128,41 @@ INLINE_AVX512 __m512i pick_index(int slot, int tw, int b) {
 }
 
 /* The image rows under one vector's tiles, the same for every channel: for
- * each slot s and a < 6, the offset in channel 0 of the batch of row
- * 4 tr - 1 + a of its tile row tr (input rows a = 0..5; output and dy rows
- * i at a = i + 1), or NO_ROW above or below the image. */
+ * each of its n slots s and a < 6, the offset in channel 0 of the batch of
+ * row 4 tr - 1 + a of the slot's tile row tr (input rows a = 0..5; output
+ * and dy rows i at a = i + 1), or NO_ROW above or below the image. */
 #define NO_ROW ((size_t)-1)
 typedef struct {
     size_t at[6][VEC];
     int n;
-} vector_input_rows;
+} vector_rows;
 
-static void input_rows_of(vector_input_rows *r, const vector_rows *rows, const wino_geom *g) {
-    r->n = rows->n;
-    for (int a = 0; a < 6; a++)
-        for (int s = 0; s < rows->n; s++) {
-            const int h = 4 * rows->tr[s] - 1 + a;
-            r->at[a][s] = h < 0 || h >= g->h ? NO_ROW : rows->img_at[s] + (size_t)h * g->w;
+/* vector_rows of each vector of the tile rows u0.. u0+nu-1 (image floats
+ * per image); returns the vector count. One division per vector, not per
+ * row and channel. */
+static int group_rows(vector_rows *all, long u0, int nu, size_t image, const wino_geom *g) {
+    int vi = 0;
+    for (int k0 = 0; k0 < nu; k0 += g->rpv, vi++) {
+        vector_rows *r = &all[vi];
+        const long u = u0 + k0;
+        long img = u / g->th;
+        int tr = (int)(u % g->th);
+        r->n = nu - k0 < g->rpv ? nu - k0 : g->rpv;
+        for (int sl = 0; sl < r->n; sl++) {
+            for (int a = 0; a < 6; a++) {
+                const int h = 4 * tr - 1 + a;
+                r->at[a][sl] = h < 0 || h >= g->h ? NO_ROW
+                                                  : (size_t)img * image + (size_t)h * g->w;
+            }
+            if (++tr == g->th) tr = 0, img++;
         }
+    }
+    return vi;
+}
+
+/* the lanes of slot s: its tw tiles */
+static __mmask16 slot_lanes_of(int s, int tw) {
+    return (__mmask16)(((1u << tw) - 1u) << (s * tw));
 }
 
 /* 16 floats of a row from column `at` on where keep (the columns inside the
@@ -206,15 +199,12 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
                                    const nn_conv2d_map *map, const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cin * plane;
     const int rpv = g->rpv, tw = g->tw, w = g->w;
-    const int nvec = (nu + rpv - 1) / rpv;
-    vector_rows all[WINO4_MAX_VECTORS];
-    group_rows(all, u0, nu, image, g);
-    vector_input_rows rows_in[WINO4_MAX_VECTORS];
-    for (int vi = 0; vi < nvec; vi++) input_rows_of(&rows_in[vi], &all[vi], g);
+    vector_rows rows_in[WINO4_MAX_VECTORS];
+    const int nvec = group_rows(rows_in, u0, nu, image, g);
     __m512i pick[VEC][6]; /* slot s, column b */
     __mmask16 slot_lanes[VEC];
     for (int s = 0; s < rpv; s++) {
-        slot_lanes[s] = (__mmask16)(((1u << tw) - 1u) << (s * tw));
+        slot_lanes[s] = slot_lanes_of(s, tw);
         for (int b = 0; b < 6; b++) pick[s][b] = pick_index(s, tw, b);
     }
     const __mmask16 keep_lo = keep_low(w), keep_hi = keep_high(w);
@@ -225,7 +215,7 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
         const float *mask_c = mask ? mask + (size_t)c * plane : NULL;
         const int prefetch = c + 1 < g->cin;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_input_rows *rows = &rows_in[vi];
+            const vector_rows *rows = &rows_in[vi];
             __m512 t[6][6]; /* d B^T of input row a of the tiles: t[a][b] */
             for (int a = 0; a < 6; a++) {
                 __m512 x[6];
@@ -305,13 +295,10 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
                                     int add, const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
     const int rpv = g->rpv, tw = g->tw, w = g->w;
-    const int nvec = (nu + rpv - 1) / rpv;
-    vector_rows all[WINO4_MAX_VECTORS];
-    group_rows(all, u0, nu, image, g);
     /* the output rows of each vector's tiles (row i of slot s: at[i + 1][s])
      * and the slots' picks, once per group */
-    vector_input_rows rows_out[WINO4_MAX_VECTORS];
-    for (int vi = 0; vi < nvec; vi++) input_rows_of(&rows_out[vi], &all[vi], g);
+    vector_rows rows_out[WINO4_MAX_VECTORS];
+    const int nvec = group_rows(rows_out, u0, nu, image, g);
     row_picks picks[VEC];
     for (int s = 0; s < rpv; s++) picks[s] = row_picks_of(s, tw);
     for (int k = 0; k < g->cout; k++) { /* plane by plane, as the output lies */
@@ -319,7 +306,7 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
         float *out_k = out + (size_t)k * plane;
         const int prefetch = k + 1 < g->cout;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_input_rows *rows = &rows_out[vi];
+            const vector_rows *rows = &rows_out[vi];
             const float *src = mm + (size_t)k * g->tpad + (size_t)vi * VEC;
             __m512 s[4][6]; /* A^T M: s[i][b] */
             for (int b = 0; b < 6; b++) {
@@ -376,18 +363,15 @@ AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const fl
                                 const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
     const int rpv = g->rpv, tw = g->tw, w = g->w;
-    const int nvec = (nu + rpv - 1) / rpv;
     const chan_map none = {0, 0, 0.0f, 0.0f};
-    vector_rows all[WINO4_MAX_VECTORS];
-    group_rows(all, u0, nu, image, g);
     /* the rows of each vector's tiles (row i of slot s: at[i + 1][s]) and the
      * lane picks, once per group */
-    vector_input_rows rows_in[WINO4_MAX_VECTORS];
-    for (int vi = 0; vi < nvec; vi++) input_rows_of(&rows_in[vi], &all[vi], g);
+    vector_rows rows_in[WINO4_MAX_VECTORS];
+    const int nvec = group_rows(rows_in, u0, nu, image, g);
     __m512i pick[VEC][4]; /* slot s, column q */
     __mmask16 slot_lanes[VEC];
     for (int s = 0; s < rpv; s++) {
-        slot_lanes[s] = (__mmask16)(((1u << tw) - 1u) << (s * tw));
+        slot_lanes[s] = slot_lanes_of(s, tw);
         for (int q = 0; q < 4; q++) pick[s][q] = pick_index(s, tw, q + 1);
     }
     const __mmask16 keep_lo = keep_low(w), keep_hi = keep_high(w);
@@ -397,7 +381,7 @@ AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const fl
         const float *mask_k = mask ? mask + (size_t)k * plane : NULL;
         const int prefetch = k + 1 < g->cout;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_input_rows *rows = &rows_in[vi];
+            const vector_rows *rows = &rows_in[vi];
             __m512 d[4][4]; /* dy of the tiles: d[row][column] */
             for (int i = 0; i < 4; i++)
                 for (int q = 0; q < 4; q++) d[i][q] = _mm512_setzero_ps();
