@@ -734,8 +734,9 @@ const char *nn_blas_core(void);
  * of them may be missing). Up to max names into names; returns how many. */
 int nn_blas_cpu_cores(const char **names, int max);
 /* The core type nnopt advises in place of OpenBLAS's own choice, or NULL to
- * keep it: only where that choice is older than the CPU's instruction set,
- * the first of nn_blas_cpu_cores. */
+ * keep it: the first of nn_blas_cpu_cores, only where OpenBLAS's choice is
+ * of an older instruction set (SSE3 kernels on an AVX2 CPU, AVX2 ones on an
+ * AVX-512 CPU). A rule on the CPU's features, not a timing. */
 const char *nn_blas_advised_core(void);
 /* Has OpenBLAS choose its kernels again, as when it loaded: it reads
  * OPENBLAS_CORETYPE, which the caller sets first (to nn_blas_advised_core();

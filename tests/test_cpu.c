@@ -44,9 +44,26 @@ static void test_blas_advice(const nn_cpu_features *f) {
     const char *advised = nn_blas_advised_core();
     check(advised && strcmp(advised, best) == 0, "SSE3 kernels on this CPU: the best core advised",
           "%s vs %s", advised ? advised : "NULL", best);
+    /* AVX2 kernels: replaced on an AVX-512 CPU, kept on an AVX2 one */
     core = switch_core("Haswell");
-    check(core && strcmp(core, "Haswell") == 0 && nn_blas_advised_core() == NULL,
-          "Haswell kernels are kept (no advice)", "core %s", core ? core : "?");
+    advised = nn_blas_advised_core();
+    if (strcmp(best, "Haswell") == 0)
+        check(core && strcmp(core, "Haswell") == 0 && advised == NULL,
+              "Haswell kernels on an AVX2 CPU are kept (no advice)", "core %s", core ? core : "?");
+    else
+        check(core && strcmp(core, "Haswell") == 0 && advised && strcmp(advised, best) == 0,
+              "Haswell kernels on an AVX-512 CPU: the best core advised", "core %s, advised %s",
+              core ? core : "?", advised ? advised : "NULL");
+    /* the best set itself, and on an AVX-512 CPU the other AVX-512 set, are kept */
+    core = switch_core(best);
+    check(core && strcmp(core, best) == 0 && nn_blas_advised_core() == NULL,
+          "the best core is kept (no advice)", "core %s", core ? core : "?");
+    if (strcmp(best, "Cooperlake") == 0) {
+        core = switch_core("SkylakeX");
+        check(core && strcmp(core, "SkylakeX") == 0 && nn_blas_advised_core() == NULL,
+              "SkylakeX kernels on a BF16 CPU are kept (the same sgemm)", "core %s",
+              core ? core : "?");
+    }
     core = switch_core(own);
     check(core && strcmp(core, own) == 0, "OpenBLAS's own choice back", "core %s", core ? core : "?");
     /* the kernels run: a product through nnopt's GEMM */

@@ -38,20 +38,31 @@ int nn_blas_cpu_cores(const char **names, int max) {
     return n < max ? n : max;
 }
 
-/* Whether an OpenBLAS core type's sgemm kernels use AVX2/FMA or wider. */
-static int core_is_modern(const char *name) {
-    static const char *const modern[] = {"Haswell",   "SkylakeX",       "Cooperlake",
-                                         "SapphireRapids", "Zen",       "Excavator",
-                                         "Steamroller",    "Piledriver", "Neoverse"};
-    for (size_t i = 0; i < sizeof modern / sizeof modern[0]; i++)
-        if (strncmp(name, modern[i], strlen(modern[i])) == 0) return 1;
+/* The instruction set of an OpenBLAS core type's sgemm kernels: 2 AVX-512
+ * (its SkylakeX kernels, which Cooperlake and SapphireRapids use too), 1
+ * AVX2/FMA or a non-x86 set, 0 older (Prescott and the other SSE-era sets). */
+static int core_tier(const char *name) {
+    static const char *const avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+    static const char *const avx2[] = {"Haswell",     "Zen",        "Excavator",
+                                       "Steamroller", "Piledriver", "Neoverse"};
+    for (size_t i = 0; i < sizeof avx512 / sizeof avx512[0]; i++)
+        if (strncmp(name, avx512[i], strlen(avx512[i])) == 0) return 2;
+    for (size_t i = 0; i < sizeof avx2 / sizeof avx2[0]; i++)
+        if (strncmp(name, avx2[i], strlen(avx2[i])) == 0) return 1;
     return 0;
 }
 
+/* The best set this CPU runs, where OpenBLAS's own choice is of an older
+ * instruction set: SSE3 kernels on an AVX2 CPU (an OpenBLAS older than the
+ * CPU model falls back to them), and AVX2 ones on an AVX-512 CPU (on a Zen
+ * 4, pinned to Haswell, sgemm ran at 255-278 GFLOP/s, with the AVX-512 sets
+ * at 467-510: docs/performance.md). A fixed rule on the CPU's features,
+ * never a timing, so one machine always runs the same kernels. */
 const char *nn_blas_advised_core(void) {
     const char *name = openblas_get_corename();
     const char *best;
-    return name && !core_is_modern(name) && nn_blas_cpu_cores(&best, 1) ? best : NULL;
+    if (!name || !nn_blas_cpu_cores(&best, 1)) return NULL;
+    return core_tier(name) < core_tier(best) ? best : NULL;
 }
 
 nn_status nn_blas_rechoose(void) {
