@@ -27,7 +27,13 @@
  * planes in memory order (going channel by channel across the images read
  * 13-line planes 100 KB apart and waited on memory) with private partial
  * sums per channel, added in thread order: dw and db depend only on the
- * thread count, y and dx not at all. The AVX-512 twins of the inner loops
+ * thread count, y and dx not at all. While a thread works on one plane it
+ * asks for the next one's inputs (x, dy, the ReLU's y) and for the lines of
+ * its output (y or dx) to be written: a plane is a few KB, too short for
+ * the hardware prefetchers to be ahead at its start, and without this the
+ * loads of x stalled most of the phase split's time (MobileNet-small's
+ * depthwise layers on a Zen 4: backward 3.9 -> 2.8 ms, forward 1.3 -> 1.1 ms,
+ * then the lines to be written 3.3 -> 2.8 and 1.4 -> 1.15). The AVX-512 twins of the inner loops
  * (phase split and merge, the tap sums, the output and dy copies) and the
  * AVX2 ones (the tap sums with FMAs; the copies are the portable loops
  * compiled for AVX2) are chosen at run time from ctx->isa; the portable ones
@@ -643,6 +649,15 @@ static int gradient_taps(const float **src, float *wt, const float *dyz, const f
     return n;
 }
 
+/* Asks for n floats at p ahead of their use, a cache line at a time. */
+static void prefetch_floats(const float *p, size_t n) {
+    for (size_t j = 0; j < n; j += 16) __builtin_prefetch(p + j, 0, 3);
+}
+
+static void prefetch_write(float *p, size_t n) {
+    for (size_t j = 0; j < n; j += 16) __builtin_prefetch(p + j, 1, 3);
+}
+
 /* ------------------------------------------------------------ kernels */
 
 void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const float *b,
@@ -673,6 +688,10 @@ void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2
             for (int i = i0; i < i1; i++) { /* plane i: image i / C, channel i % C */
                 const int c = i % d->C;
                 const plane_map m = map_of(map, c);
+                if (i + 1 < i1) {
+                    prefetch_floats(x + (size_t)(i + 1) * HW, HW);
+                    prefetch_write(y + (size_t)(i + 1) * PQ, PQ);
+                }
                 k.split_phases(xph, x + (size_t)i * HW, &m, d, &g);
                 k.correlate(grid, d->P * g.wg, src, w + (size_t)c * RS, RS);
                 k.store_output(y + (size_t)i * PQ, grid, b ? b[c] : 0.0f, d, &g);
@@ -719,6 +738,12 @@ void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const 
         for (int i = (int)((int64_t)planes * t / T); i < end; i++) {
             const int c = i % C;
             const plane_map m = map_of(map, c);
+            if (i + 1 < end) {
+                prefetch_floats(x + (size_t)(i + 1) * HW, HW);
+                prefetch_floats(dy + (size_t)(i + 1) * PQ, PQ);
+                if (d->relu) prefetch_floats(y + (size_t)(i + 1) * PQ, PQ);
+                if (dx) prefetch_write(dx + (size_t)(i + 1) * HW, HW);
+            }
             k.split_phases(xph, x + (size_t)i * HW, &m, d, &g);
             k.extend_dy(dyz, dy + (size_t)i * PQ, d->relu ? y + (size_t)i * PQ : NULL, d, &g);
             k.dot_taps(acc + (size_t)c * g.acc, d->P * g.wg, dy_grid, xsrc, RS);
