@@ -68,12 +68,13 @@ assert e == d, (e, d)
 assert t == d, "a cap at the top (amx) changes nothing: %r vs %r" % (t, d)
 assert c["kernel_isa"] == d["kernel_isa"] and not c["winograd"], c
 '
-# OPENBLAS_CORETYPE: unset, `system --measure` also measures every other
+# OPENBLAS_CORETYPE (unset here first: the machine's environment may pin
+# one): unset, `system --measure` also measures every other
 # OpenBLAS kernel set the CPU runs (in runs of itself with the variable set)
 # and names the fastest; set, it pins the kernels and only those are measured.
-timeout 120 "$NN" system --measure --json >measure.json 2>measure.err
+env -u OPENBLAS_CORETYPE timeout 120 "$NN" system --measure --json >measure.json 2>measure.err
 # pinned to the kernels OpenBLAS chose itself, which this CPU surely runs
-own=$(python3 -c 'import json; print(json.load(open("default.json"))["openblas_core"])')
+own=$(python3 -c 'import json; print(json.load(open("measure.json"))["openblas_core"])')
 OPENBLAS_CORETYPE=$own timeout 120 "$NN" system --measure --json >pinned.json 2>pinned.err
 check "system --measure: sgemm with each OpenBLAS kernel set, the fastest named; none when pinned" python3 -c '
 import json
