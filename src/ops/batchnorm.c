@@ -82,6 +82,7 @@ static nn_status batchnorm_configure(nn_node *node, nn_kvlist *kv, const nn_shap
     /* mean (C), 1/std (C), the mode of the forward that wrote them, then the
      * normalizing map's float scales and shifts (C, C; see give_prologue) */
     node->aux_fixed_bytes = (4 * (size_t)d->C + 1) * sizeof(float);
+    d->keeps_map = 1;
     return NN_OK;
 }
 
@@ -199,8 +200,9 @@ ROW_BODY v16f masked16(const float *dy, const float *y, int j) {
     return keep16(ld16(dy + j), ld16(y + j) > 0.0f);
 }
 
-/* ... and under a ReLU whose output was not written (out_virtual): dy where
- * x alpha + beta > 0, the forward's value and test */
+/* ... or through the forward's map (a training pass without a residual add,
+ * whose output may not have been written: out_virtual): dy where x alpha +
+ * beta > 0, the forward's value and test */
 ROW_BODY v16f masked16_x(const float *dy, v16f x, float alpha, float beta, int j) {
     return keep16(ld16(dy + j), x * alpha + beta > 0.0f);
 }
@@ -266,7 +268,7 @@ ROW_BODY void row_grad_sums_body(const float *dy, const float *y, const float *x
 }
 
 /* dx = (g - g_mean) scale - (x - mean) ks over one row, g = dy masked by y
- * (a fused ReLU; y not NULL) or by x alpha + beta > 0 (map, out_virtual) */
+ * (a fused ReLU; y not NULL) or by x alpha + beta > 0 (map) */
 ROW_BODY void row_dx_body(float *dx, const float *dy, const float *y, const float *x, int map,
                           float alpha, float beta, int len, float g_mean, float mean, float scale,
                           float ks) {
@@ -396,7 +398,9 @@ static void channel_normalize(const bn_rows *k, float *y, float *save, float *ru
     save[C + c] = (float)invstd;
     const float alpha = (float)(invstd * w[c]);
     const float beta = (float)(b[c] - mean * invstd * w[c]);
-    if (d->out_virtual) { /* the map its reader applies (give_prologue) */
+    if (d->keeps_map || d->out_virtual) { /* the map: what a prologue's reader
+                                            * applies (give_prologue), and what
+                                            * backward masks by */
         save[2 * C + 1 + c] = alpha;
         save[3 * C + 1 + c] = beta;
     }
@@ -496,8 +500,14 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
                         void *user, nn_ctx *ctx) {
     const int C = d->C;
     if (!d->relu) y = NULL; /* y masks the gradient only under a fused ReLU */
-    /* ... or x through the map, when the output was not written */
-    const float *map = d->relu && d->out_virtual && training ? save + 2 * C + 1 : NULL;
+    /* ... and after a training pass without a residual add, x through the
+     * forward's map does (x alpha + beta > 0 exactly where y > 0: the same
+     * floats and test): one array read less in each pass, and the only way
+     * when the output was not written (out_virtual) */
+    const float *map = d->relu && !d->residual && training && (d->keeps_map || d->out_virtual)
+                           ? save + 2 * C + 1
+                           : NULL;
+    if (map) y = NULL;
     const double M = (double)n * d->HW;
     const bn_rows *k = bn_rows_for(ctx);
     if (!training || !reduce) {
