@@ -34,7 +34,7 @@ static float *fvec_nan(size_t n) {
 }
 
 static nn_bn_desc make_desc(int C, int HW, float eps, float momentum) {
-    nn_bn_desc d = {C, HW, eps, momentum, 0, 0, 0, 0};
+    nn_bn_desc d = {C, HW, eps, momentum, 0, 0, 0, 0, 0};
     return d;
 }
 
@@ -303,7 +303,8 @@ static int parity_case(FILE *f, const char *header, nn_ctx *ctx) {
     for (int c = 0; c < C; c++) w[c] += 1.0f;
     hash_fill(b, C, ws + 1, 0.5f);
     float *x = fvec(xn), *dy = fvec(xn), *y = fvec_nan(xn), *dx = fvec_nan(xn);
-    float *aux = fvec_nan(2 * (size_t)C + 1);
+    /* the aux the graph gives the node (statistics, map, the reader's sums) */
+    float *aux = fvec_nan((node->aux_fixed_bytes + node->aux_bytes * (size_t)n + 3) / 4);
     nn_op_args a;
     memset(&a, 0, sizeof a);
     a.node = node, a.n = n, a.y = y, a.x = x, a.dy = dy, a.dx = dx, a.ctx = ctx;

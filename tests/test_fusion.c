@@ -10,7 +10,8 @@
  * its producer (no pass of its own), and a residual add after a batch norm
  * must run inside it, and a batch norm + ReLU before a depthwise convolution
  * must run in that convolution's loads (its own output not written in
- * training passes). Central-difference checks of the fused batch norm +
+ * training passes), the convolution's backward summing each row of the batch
+ * norm's gradient for it. Central-difference checks of the fused batch norm +
  * ReLU's and batch norm + add + ReLU's gradients guard the backward itself.
  */
 #include "test_util.h"
@@ -90,6 +91,11 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
     if (prologue) { /* the convolution normalizes its batch norm's input */
         const int a = nn_model_find_layer(net, prologue), p = a >= 0 ? net->nodes[a].prologue_from : -1;
         *aliased = *aliased && p >= 0 && net->nodes[p].d.bn.out_virtual;
+        /* a depthwise reader also sums the rows of the batch norm's
+         * gradient for it (give_grad_sums), a Winograd one does not */
+        if (a >= 0 && p >= 0)
+            *aliased = *aliased && net->nodes[p].d.bn.sums_by_reader ==
+                                       (net->nodes[a].d.conv.groups > 1);
     }
     nn_rng rng;
     nn_rng_seed(&rng, 42, 0);

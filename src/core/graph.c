@@ -145,7 +145,11 @@ static void plan_prologues(nn_net *net) {
             p == net->logits_node || (j != p && net->nodes[j].alias_of != p) ||
             src->num_inputs != 1 || memory_root(net, src->inputs[0]) == net->input_node)
             continue;
-        if (sdef->give_prologue(src)) node->prologue_from = p;
+        if (!sdef->give_prologue(src)) continue;
+        node->prologue_from = p;
+        if (k->sums_prologue_grad && k->sums_prologue_grad(node, net->ctx) &&
+            sdef->give_grad_sums && sdef->prologue_grad_sums)
+            sdef->give_grad_sums(src);
     }
 }
 
@@ -747,6 +751,8 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
         const nn_node *p = &net->nodes[node->prologue_from];
         a->xs[0] = net->nodes[p->inputs[0]].y;
         a->in_scale = def_of(p)->prologue_coefs(p, &a->in_shift, &a->in_relu);
+        if (def_of(p)->prologue_grad_sums) /* NULL unless give_grad_sums took */
+            a->in_grad_sums = def_of(p)->prologue_grad_sums(p, &a->in_mean);
     }
     a->x = a->xs[0];
     a->dx = a->dxs[0];

@@ -103,6 +103,9 @@ typedef struct {
                            graph's aux): training passes keep it, and under a
                            fused ReLU without a residual add backward masks
                            by x through it, not by the output */
+    int sums_by_reader; /* out_virtual, and the reader's backward sums each row
+                           of the gradient (give_grad_sums): training backward
+                           passes skip their sums pass */
 } nn_bn_desc;
 
 typedef struct {
@@ -199,6 +202,10 @@ typedef struct {
                                        before (prologue_from), whose output is
                                        max(0 if in_relu, x in_scale[c] + in_shift[c]) */
     int in_relu;
+    double *in_grad_sums;           /* not NULL (with in_scale): backward also writes
+                                       the batch norm's per-row gradient sums there
+                                       (give_grad_sums), which need its batch mean */
+    const float *in_mean;
     unsigned dx_add;                /* bit k: add input k's gradient into dxs[k] (other
                                        kernels wrote it first; see accumulates_dx) */
     const float *w, *b;             /* parameters */
@@ -235,6 +242,9 @@ typedef struct {
     /* optional: 1 if the kernels for this node add input 0's gradient into
      * dx when nn_op_args.dx_add asks (else the graph adds it from scratch) */
     int (*accumulates_dx)(const nn_node *node, const nn_ctx *ctx);
+    /* optional: 1 if, taking a prologue, the backward kernels also write the
+     * producer's per-row gradient sums (nn_op_args.in_grad_sums) */
+    int (*sums_prologue_grad)(const nn_node *node, const nn_ctx *ctx);
 } nn_op_kernels;
 
 /* The kernel tables a registry entry holds, one per kind of backend; a
@@ -329,6 +339,13 @@ typedef struct nn_op_def {
      * forward), and whether a ReLU follows. */
     int (*give_prologue)(nn_node *node);
     const float *(*prologue_coefs)(const nn_node *node, const float **shift, int *relu);
+    /* Producer of such a map whose reader's backward can also sum each row
+     * of the gradient it writes (sums_prologue_grad): sets its descriptor so
+     * that its training backward passes take those sums instead of their
+     * own pass; 1 if it can. prologue_grad_sums: where the reader writes
+     * them, and the mean they are taken around (NULL before that). */
+    int (*give_grad_sums)(nn_node *node);
+    double *(*prologue_grad_sums)(const nn_node *node, const float **mean);
     /* Planning: the context's precision for this node (nn_net_plan). */
     void (*set_precision)(nn_node *node, nn_precision p);
     /* Before every forward pass: whether a batch of n can run in this mode

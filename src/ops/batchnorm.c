@@ -47,6 +47,10 @@ static nn_status kv_real(nn_kvlist *kv, const char *key, double def, double lo, 
     return NN_OK;
 }
 
+/* Where the reader's gradient sums start in the aux, in floats: after the
+ * 4C + 1 floats of the statistics, the mode and the map, at a double. */
+static size_t aux_sums_offset(int C) { return (4 * (size_t)C + 2) & ~(size_t)1; }
+
 static nn_status batchnorm_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
     nn_bn_desc *d = &node->d.bn;
     nn_status st;
@@ -80,8 +84,11 @@ static nn_status batchnorm_configure(nn_node *node, nn_kvlist *kv, const nn_shap
     node->buffer_init[1] = 1.0f;
     node->buffer_init[2] = 0.0f;
     /* mean (C), 1/std (C), the mode of the forward that wrote them, then the
-     * normalizing map's float scales and shifts (C, C; see give_prologue) */
-    node->aux_fixed_bytes = (4 * (size_t)d->C + 1) * sizeof(float);
+     * normalizing map's float scales and shifts (C, C; see give_prologue),
+     * a float of padding, then per sample the reader's gradient sums (C
+     * pairs of doubles; see give_grad_sums) */
+    node->aux_fixed_bytes = aux_sums_offset(d->C) * sizeof(float);
+    node->aux_bytes = 2 * (size_t)d->C * sizeof(double);
     d->keeps_map = 1;
     return NN_OK;
 }
@@ -356,6 +363,17 @@ static const bn_rows *bn_rows_for(const nn_ctx *ctx) {
     return &bn_rows_generic;
 }
 
+void nn_batchnorm_grad_sums_row(const float *dy, const float *x, int len, float mean,
+                                float alpha, float beta, int relu, double *sum_g, double *dot,
+                                const nn_ctx *ctx) {
+    const bn_rows *k = bn_rows_for(ctx);
+    *sum_g = *dot = 0.0;
+    if (relu)
+        k->grad_sums_xmask(dy, x, len, mean, alpha, beta, sum_g, dot);
+    else
+        k->grad_sums(dy, NULL, x, len, mean, sum_g, dot, NULL);
+}
+
 /* Channel c's sum over the batch: x (n, C, HW). */
 static double channel_sum(const bn_rows *k, const float *x, const nn_bn_desc *d, int n, int c) {
     double s = 0.0;
@@ -459,9 +477,17 @@ void nn_batchnorm_forward(float *y, float *save, float *running, const float *x,
  * (y NULL: no fused ReLU); g also into dr (a fused residual add's input
  * gradient) when not NULL. */
 static void channel_grad_sums(const bn_rows *k, const float *dy, const float *y, const float *x,
-                              float *dr, const float *map, const nn_bn_desc *d, int n, int c,
-                              float mean, double *sum_dy, double *dot) {
+                              float *dr, const float *map, const double *rows, const nn_bn_desc *d,
+                              int n, int c, float mean, double *sum_dy, double *dot) {
     *sum_dy = *dot = 0.0;
+    if (rows) { /* the reader's backward summed each row (give_grad_sums) */
+        for (int i = 0; i < n; i++) {
+            const double *r = rows + 2 * ((size_t)i * d->C + c);
+            *sum_dy += r[0];
+            *dot += r[1];
+        }
+        return;
+    }
     for (int i = 0; i < n; i++) {
         const size_t row = ((size_t)i * d->C + c) * d->HW;
         if (map) /* a ReLU masked by x (out_virtual) */
@@ -496,8 +522,8 @@ static void channel_dx(const bn_rows *k, float *dx, const float *dy, const float
  * stay this rank's. acc: 2C + 1 doubles. */
 static void bn_backward(float *dx, float *dr, float *dw, float *db, const float *dy,
                         const float *y, const float *x, const float *w, const float *save,
-                        const nn_bn_desc *d, int n, int training, double *acc, nn_reducer reduce,
-                        void *user, nn_ctx *ctx) {
+                        const double *rows, const nn_bn_desc *d, int n, int training, double *acc,
+                        nn_reducer reduce, void *user, nn_ctx *ctx) {
     const int C = d->C;
     if (!d->relu) y = NULL; /* y masks the gradient only under a fused ReLU */
     /* ... and after a training pass without a residual add, x through the
@@ -515,7 +541,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
         for (int c = 0; c < C; c++) {
             const double mean = save[c], invstd = save[C + c];
             double sum_dy, dot; /* sum dy, sum dy (x - mean) */
-            channel_grad_sums(k, dy, y, x, dr, map, d, n, c, (float)mean, &sum_dy, &dot);
+            channel_grad_sums(k, dy, y, x, dr, map, rows, d, n, c, (float)mean, &sum_dy, &dot);
             dw[c] += (float)(dot * invstd);
             db[c] += (float)sum_dy;
             if (dx)
@@ -529,7 +555,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
         double sum_dy, dot;
-        channel_grad_sums(k, dy, y, x, dr, map, d, n, c, save[c], &sum_dy, &dot);
+        channel_grad_sums(k, dy, y, x, dr, map, rows, d, n, c, save[c], &sum_dy, &dot);
         dw[c] += (float)(dot * invstd);
         db[c] += (float)sum_dy;
         sum[c] = sum_dy * n;
@@ -550,7 +576,8 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
 void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const float *save, const nn_bn_desc *d, int n,
                            int training, nn_ctx *ctx) {
-    bn_backward(dx, NULL, dw, db, dy, NULL, x, w, save, d, n, training, NULL, NULL, NULL, ctx);
+    bn_backward(dx, NULL, dw, db, dy, NULL, x, w, save, NULL, d, n, training, NULL, NULL, NULL,
+                ctx);
 }
 
 /* the reducer's 2C + 1 doubles (synchronized batch norm), as floats */
@@ -571,9 +598,12 @@ static void batchnorm_fwd(const nn_op_args *a) {
 static void batchnorm_bwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
     const float *save = a->aux;
+    const int training = save[2 * d->C] != 0.0f;
+    /* the reader summed the rows only in training passes (its prologue) */
+    const double *rows =
+        d->sums_by_reader && training ? (const double *)(save + aux_sums_offset(d->C)) : NULL;
     bn_backward(a->dx, d->residual ? a->dxs[1] : NULL, a->dw, a->db, a->dy, a->y, a->x, a->w,
-                save, d, a->n,
-                save[2 * d->C] != 0.0f, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
+                save, rows, d, a->n, training, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
 }
 
 /* A ReLU after the batch norm (its only reader) is applied in the same pass
@@ -609,6 +639,25 @@ static const float *batchnorm_prologue_coefs(const nn_node *node, const float **
     return map;
 }
 
+/* Its prologue's reader may also sum, in its backward pass, each row of
+ * the gradient reaching the normalized value (nn_batchnorm_grad_sums_row,
+ * the same arithmetic as the sums pass), while that row is in its cache:
+ * training backward passes then skip their own sums pass over dy and x.
+ * prologue_grad_sums: where the reader writes them ((n, C) pairs of
+ * doubles) and the batch mean they need. */
+static int batchnorm_give_grad_sums(nn_node *node) {
+    if (!node->d.bn.out_virtual) return 0;
+    node->d.bn.sums_by_reader = 1;
+    return 1;
+}
+
+static double *batchnorm_prologue_grad_sums(const nn_node *node, const float **mean) {
+    *mean = NULL;
+    if (!node->d.bn.sums_by_reader) return NULL;
+    *mean = (const float *)node->aux;
+    return (double *)((float *)node->aux + aux_sums_offset(node->d.bn.C));
+}
+
 static const nn_op_kernels batchnorm_cpu = {
     .forward = batchnorm_fwd, .backward = batchnorm_bwd, .workspace = batchnorm_workspace};
 
@@ -640,5 +689,7 @@ const nn_op_def nn_batchnorm_def = {
     .fuse_epilogue = batchnorm_fuse_epilogue,
     .give_prologue = batchnorm_give_prologue,
     .prologue_coefs = batchnorm_prologue_coefs,
+    .give_grad_sums = batchnorm_give_grad_sums,
+    .prologue_grad_sums = batchnorm_prologue_grad_sums,
     .eval_affine = batchnorm_eval_affine,
 };

@@ -835,7 +835,7 @@ static int is_depthwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 
 static void conv2d_fwd(const nn_op_args *a) {
     if (a->in_scale) {
-        const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu};
+        const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, NULL, NULL};
         if (is_depthwise(&a->node->d.conv, a->ctx))
             nn_conv2d_forward_depthwise_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
                                                a->ws, a->ctx);
@@ -851,7 +851,8 @@ static void conv2d_bwd(const nn_op_args *a) {
     nn_conv2d_desc d = a->node->d.conv;
     d.dx_add = (a->dx_add & 1u) != 0; /* accumulates_dx said this kernel adds into dx */
     if (a->in_scale) {
-        const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu};
+        const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, a->in_grad_sums,
+                                 a->in_mean};
         nn_conv2d_desc unmasked;
         const nn_conv2d_desc *dd = backward_desc(&d, &unmasked);
         if (is_depthwise(dd, a->ctx)) {
@@ -897,6 +898,12 @@ static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
                                     winograd_weights_ok(d, ctx));
 }
 
+/* the depthwise kernels also sum the rows of the batch norm's gradient
+ * while each plane of dx is in their cache (give_grad_sums) */
+static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
+    return is_depthwise(&node->d.conv, ctx);
+}
+
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
     (void)max_batch;
     return nn_conv2d_workspace(&node->d.conv, threads);
@@ -915,6 +922,7 @@ static const nn_op_kernels conv2d_cpu = {
     .workspace = conv2d_ws,
     .kernel_name = conv2d_kernel_name,
     .takes_prologue = conv2d_takes_prologue,
+    .sums_prologue_grad = conv2d_sums_prologue_grad,
     .accumulates_dx = conv2d_accumulates_dx,
 };
 

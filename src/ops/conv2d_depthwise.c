@@ -757,6 +757,11 @@ void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const 
                                 taps);
                 }
             k.merge_phases(dx + (size_t)i * HW, grids, d, &g);
+            if (map && map->grad_sums) /* the batch norm's sums of this row */
+                nn_batchnorm_grad_sums_row(dx + (size_t)i * HW, x + (size_t)i * HW, (int)HW,
+                                           map->mean[c], m.a, m.b, m.relu,
+                                           &map->grad_sums[2 * (size_t)i],
+                                           &map->grad_sums[2 * (size_t)i + 1], ctx);
         }
     }
     /* each thread's partial sums, in thread order */

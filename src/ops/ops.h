@@ -63,6 +63,12 @@ void nn_conv2d_pad_interior(float *dst, const float *src, const float *mask, int
 typedef struct {
     const float *scale, *shift;
     int relu;
+    /* not NULL: the backward pass also writes, for each (image, channel)
+     * plane of x, the batch norm's sums of g and g (x - mean[c]) over it,
+     * g = dx where the ReLU passes (nn_batchnorm_grad_sums_row), as the pair
+     * grad_sums[2 (image C + channel)] (the depthwise kernels) */
+    double *grad_sums;
+    const float *mean;
 } nn_conv2d_map;
 
 /* conv2d_winograd.c: Winograd F(2x2,3x3), and with AVX-512 F(4x4,3x3) on
@@ -237,6 +243,14 @@ void nn_softmax_ce_backward(float *dlogits, const float *prob, const int32_t *la
 void nn_batchnorm_forward(float *y, float *save, float *running, const float *x, const float *w,
                           const float *b, const nn_bn_desc *d, int n, int training, nn_ctx *ctx);
 /* training must be the mode of the forward that wrote save */
+/* The sums of batch norm's backward over one row of len values: sum_g = the
+ * sum of g, dot = the sum of g (x - mean), g = dy, or with relu dy where x
+ * alpha + beta > 0 (the forward's map; its ReLU). The sums pass's own
+ * arithmetic, so a reader that sums rows for it (give_grad_sums) gives the
+ * same bits. */
+void nn_batchnorm_grad_sums_row(const float *dy, const float *x, int len, float mean,
+                                float alpha, float beta, int relu, double *sum_g, double *dot,
+                                const nn_ctx *ctx);
 void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const float *save, const nn_bn_desc *d, int n,
                            int training, nn_ctx *ctx);
