@@ -232,9 +232,13 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
                                      * the prefetchers to find them */
                         _mm_prefetch((const char *)(in_c + at + plane), _MM_HINT_T0);
                         _mm_prefetch((const char *)(in_c + at + plane + w - 1), _MM_HINT_T0);
+                        if (w > VEC) /* a row of 17-28 floats may touch 3 lines */
+                            _mm_prefetch((const char *)(in_c + at + plane + VEC), _MM_HINT_T0);
                         if (msk) {
                             _mm_prefetch((const char *)(msk + plane), _MM_HINT_T0);
                             _mm_prefetch((const char *)(msk + plane + w - 1), _MM_HINT_T0);
+                            if (w > VEC)
+                                _mm_prefetch((const char *)(msk + plane + VEC), _MM_HINT_T0);
                         }
                     }
                     for (int b = 0; b < 6; b++)
@@ -332,6 +336,7 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
                     if (prefetch) { /* the same row of the next plane */
                         __builtin_prefetch(dst + plane, 1, 3);
                         __builtin_prefetch(dst + plane + w - 1, 1, 3);
+                        if (w > VEC) __builtin_prefetch(dst + plane + VEC, 1, 3);
                     }
                     store_row(dst, w, &picks[sl], y[i], add);
                 }
@@ -396,6 +401,8 @@ AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const fl
                     if (prefetch) { /* the same row of the next plane */
                         _mm_prefetch((const char *)(dy_k + at + plane), _MM_HINT_T0);
                         _mm_prefetch((const char *)(dy_k + at + plane + w - 1), _MM_HINT_T0);
+                        if (w > VEC)
+                            _mm_prefetch((const char *)(dy_k + at + plane + VEC), _MM_HINT_T0);
                     }
                     for (int q = 0; q < 4; q++) /* column 4 j + q: index 4 j + q + 1 */
                         d[i][q] = _mm512_mask_mov_ps(d[i][q], slot_lanes[s],
