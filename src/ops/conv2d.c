@@ -682,6 +682,9 @@ static void backward_pointwise(float *dx, float *dw, float *db, const float *dy,
     const int Cg = d->C / ng, Kg = d->K / ng;
     const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * HW, wn = (size_t)d->K * Cg;
     const conv_ws L = ws_layout(d); /* its yg holds one image's masked dy, dw and db the shares */
+    /* each thread its share of the images, each image's dy read (and masked)
+     * once for the weight gradient and the input gradient both, while in
+     * cache */
     NN_PARALLEL(T) {
         const int t = nn_thread_id();
         float *base = ws + L.shared + (size_t)t * L.total;
@@ -700,20 +703,10 @@ static void backward_pointwise(float *dx, float *dw, float *db, const float *dy,
                 nn_sgemm(0, 1, Kg, Cg, HW, 1.0f, dyi + (size_t)gi * Kg * HW, HW,
                          x + i * xs + (size_t)gi * Cg * HW, HW, 1.0f, dwt + (size_t)gi * Kg * Cg,
                          Cg);
-        }
-        if (dx) {
-            NN_FOR_DYNAMIC
-            for (int i = 0; i < n; i++) {
-                const float *dyi = dy + i * ys;
-                if (d->relu) {
-                    gather_dy(dyg, dy, y, i, 1, d->K, HW);
-                    dyi = dyg;
-                }
-                for (int gi = 0; gi < ng; gi++)
-                    nn_sgemm(1, 0, Cg, HW, Kg, 1.0f, w + (size_t)gi * Kg * Cg, Cg,
-                             dyi + (size_t)gi * Kg * HW, HW, 0.0f, dx + i * xs + (size_t)gi * Cg * HW,
-                             HW);
-            }
+            for (int gi = 0; dx && gi < ng; gi++)
+                nn_sgemm(1, 0, Cg, HW, Kg, 1.0f, w + (size_t)gi * Kg * Cg, Cg,
+                         dyi + (size_t)gi * Kg * HW, HW, 0.0f, dx + i * xs + (size_t)gi * Cg * HW,
+                         HW);
         }
     }
     for (int t = 0; t < T; t++) {
