@@ -649,15 +649,6 @@ static int gradient_taps(const float **src, float *wt, const float *dyz, const f
     return n;
 }
 
-/* Asks for n floats at p ahead of their use, a cache line at a time. */
-static void prefetch_floats(const float *p, size_t n) {
-    for (size_t j = 0; j < n; j += 16) __builtin_prefetch(p + j, 0, 3);
-}
-
-static void prefetch_write(float *p, size_t n) {
-    for (size_t j = 0; j < n; j += 16) __builtin_prefetch(p + j, 1, 3);
-}
-
 /* ------------------------------------------------------------ kernels */
 
 void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const float *b,
@@ -689,8 +680,8 @@ void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2
                 const int c = i % d->C;
                 const plane_map m = map_of(map, c);
                 if (i + 1 < i1) {
-                    prefetch_floats(x + (size_t)(i + 1) * HW, HW);
-                    prefetch_write(y + (size_t)(i + 1) * PQ, PQ);
+                    nn_prefetch_read(x + (size_t)(i + 1) * HW, HW);
+                    nn_prefetch_write(y + (size_t)(i + 1) * PQ, PQ);
                 }
                 k.split_phases(xph, x + (size_t)i * HW, &m, d, &g);
                 k.correlate(grid, d->P * g.wg, src, w + (size_t)c * RS, RS);
@@ -739,10 +730,10 @@ void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const 
             const int c = i % C;
             const plane_map m = map_of(map, c);
             if (i + 1 < end) {
-                prefetch_floats(x + (size_t)(i + 1) * HW, HW);
-                prefetch_floats(dy + (size_t)(i + 1) * PQ, PQ);
-                if (d->relu) prefetch_floats(y + (size_t)(i + 1) * PQ, PQ);
-                if (dx) prefetch_write(dx + (size_t)(i + 1) * HW, HW);
+                nn_prefetch_read(x + (size_t)(i + 1) * HW, HW);
+                nn_prefetch_read(dy + (size_t)(i + 1) * PQ, PQ);
+                if (d->relu) nn_prefetch_read(y + (size_t)(i + 1) * PQ, PQ);
+                if (dx) nn_prefetch_write(dx + (size_t)(i + 1) * HW, HW);
             }
             k.split_phases(xph, x + (size_t)i * HW, &m, d, &g);
             k.extend_dy(dyz, dy + (size_t)i * PQ, d->relu ? y + (size_t)i * PQ : NULL, d, &g);

@@ -135,6 +135,10 @@ void nn_maxpool_forward(float *y, const float *x, const nn_pool_desc *d, int n, 
     for (int pl = 0; pl < planes; pl++) {
         const float *xp = x + (size_t)pl * HW;
         float *yp = y + (size_t)pl * PQ;
+        if (pl + 1 < planes) { /* the next plane (nn_prefetch_read) */
+            nn_prefetch_read(xp + HW, (size_t)HW);
+            nn_prefetch_write(yp + PQ, (size_t)PQ);
+        }
         if (simd) {
             nn_maxpool2x2_plane_avx512(yp, xp, d->H, d->W, d->P, d->Q);
             continue;
@@ -163,6 +167,12 @@ void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float
         float *dxp = dx + (size_t)pl * HW;
         const float *xp = x + (size_t)pl * HW;
         const float *dyp = dy + (size_t)pl * PQ, *yp = y + (size_t)pl * PQ;
+        if (pl + 1 < planes) { /* the next plane (nn_prefetch_read) */
+            nn_prefetch_read(xp + HW, (size_t)HW);
+            nn_prefetch_read(dyp + PQ, (size_t)PQ);
+            nn_prefetch_read(yp + PQ, (size_t)PQ);
+            nn_prefetch_write(dxp + HW, (size_t)HW);
+        }
         if (simd) {
             nn_maxpool2x2_plane_backward_avx512(dxp, dyp, xp, yp, d->H, d->W, d->P, d->Q,
                                                 d->relu_mask);
