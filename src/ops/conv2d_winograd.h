@@ -108,6 +108,11 @@ void nn_wino_multiply_avx512(float *mm, const float *u, const float *v, const wi
                              size_t tiles);
 void nn_wino_accumulate_wgrad_avx512(float *share, float *vt, const float *yh, const float *v,
                                      const wino_geom *g, size_t tiles);
+/* dw of 16 input channels' 3x3 kernels (144 floats from out) += tap[t]'s
+ * lanes, the first nch channels */
+#include <immintrin.h>
+__attribute__((target("avx512f"))) void nn_wino_add_taps_avx512(float *out, const __m512 tap[9],
+                                                                int nch);
 #endif
 
 #endif /* NN_CONV2D_WINOGRAD_H */

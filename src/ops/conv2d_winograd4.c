@@ -445,7 +445,6 @@ INLINE_AVX512 void gt3(__m512 q[3], const __m512 s[6]) {
 AVX512 static void add_wgrad_row(float *dw, float *base, int T, const wino_geom *g, int k) {
     const size_t cp = wino_round((size_t)g->cin, VEC);
     const int C = g->cin, K = g->cout;
-    const __m512i idx = nn_idx_strided(9);
     for (int c0 = 0; c0 < C; c0 += VEC) {
         __m512 s[XI];
         for (int xi = 0; xi < XI; xi++) {
@@ -461,17 +460,9 @@ AVX512 static void add_wgrad_row(float *dw, float *base, int T, const wino_geom 
             gt3(r, col);
             for (int i = 0; i < 3; i++) q[i][c] = r[i];
         }
-        const __mmask16 m = nn_first_lanes(C - c0);
-        float *out = dw + ((size_t)k * C + c0) * 9;
-        for (int r = 0; r < 3; r++) { /* (G^T S) G */
-            __m512 tap[3];
-            gt3(tap, q[r]);
-            for (int c = 0; c < 3; c++) {
-                float *at = out + r * 3 + c;
-                const __m512 old = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, at, 4);
-                _mm512_mask_i32scatter_ps(at, m, idx, _mm512_add_ps(old, tap[c]), 4);
-            }
-        }
+        __m512 tap[9];
+        for (int r = 0; r < 3; r++) gt3(tap + 3 * r, q[r]); /* (G^T S) G */
+        nn_wino_add_taps_avx512(dw + ((size_t)k * C + c0) * 9, tap, C - c0 < VEC ? C - c0 : VEC);
     }
 }
 
