@@ -165,6 +165,20 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, dy_view 
     const __m512 zero = _mm512_setzero_ps();
     for (int k = 0; k < d->K; k += 3) {
         const int kn = d->K - k < 3 ? d->K - k : 3;   /* channels present in this pass */
+        /* the next pass's planes of dy (and the mask) into L2: each image's
+         * are a few KB, too short for the prefetchers */
+        for (int im = 0; k + 3 < d->K && im < gc; im++)
+            for (int kk = k + 3; kk < k + 6 && kk < d->K; kk++) {
+                const size_t o = (size_t)im * v.image + (size_t)kk * v.plane;
+                for (int p = 0; p < d->P; p++) {
+                    __builtin_prefetch(v.at + o + (size_t)p * v.row, 0, 2);
+                    __builtin_prefetch(v.at + o + (size_t)p * v.row + d->Q - 1, 0, 2);
+                    if (v.y) {
+                        __builtin_prefetch(v.y + o + (size_t)p * v.row, 0, 2);
+                        __builtin_prefetch(v.y + o + (size_t)p * v.row + d->Q - 1, 0, 2);
+                    }
+                }
+            }
         for (int c = 0; c < d->C; c++) {
             __m512 a[MAX_TAPS], b[MAX_TAPS], e[MAX_TAPS];
             for (int t = 0; t < MAX_TAPS; t++) a[t] = b[t] = e[t] = zero;
@@ -211,20 +225,22 @@ AVX512 static void weight_grad(float *dwt, float *dbt, const float *xg, dy_view 
                 if (kn > 2) dwt[((size_t)(k + 2) * d->C + c) * taps + t] += se[t];
             }
         }
-    }
-    /* bias gradient: row sums of dy, 16 lanes at a time */
-    for (int k = 0; k < d->K; k++) {
-        __m512 s = zero;
-        for (int im = 0; im < gc; im++) {
-            const size_t ok = (size_t)im * v.image + (size_t)k * v.plane;
-            for (int p = 0; p < d->P; p++)
-                for (int q0 = 0; q0 < d->Q; q0 += VEC) {
-                    const size_t o = ok + (size_t)p * v.row + q0;
-                    s = _mm512_add_ps(s, nn_load_relu_masked(v.at + o, v.y ? v.y + o : NULL,
-                                                             d->Q - q0));
-                }
+        /* bias gradient of these channels: row sums of dy, 16 lanes at a
+         * time, while their planes are still in cache (a pass of its own
+         * after every channel read them from memory again) */
+        for (int kk = k; kk < k + kn; kk++) {
+            __m512 s = zero;
+            for (int im = 0; im < gc; im++) {
+                const size_t ok = (size_t)im * v.image + (size_t)kk * v.plane;
+                for (int p = 0; p < d->P; p++)
+                    for (int q0 = 0; q0 < d->Q; q0 += VEC) {
+                        const size_t o = ok + (size_t)p * v.row + q0;
+                        s = _mm512_add_ps(s, nn_load_relu_masked(v.at + o, v.y ? v.y + o : NULL,
+                                                                 d->Q - q0));
+                    }
+            }
+            dbt[kk] += _mm512_reduce_add_ps(s);
         }
-        dbt[k] += _mm512_reduce_add_ps(s);
     }
 }
 
