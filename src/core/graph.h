@@ -99,10 +99,6 @@ typedef struct {
     int out_virtual;    /* its only reader applies the normalization (and the
                            ReLU) while loading: training passes write no output,
                            only the map's floats, and backward masks by x */
-    int keeps_map;      /* save has room for the map (4C + 1 floats, the
-                           graph's aux): training passes keep it, and under a
-                           fused ReLU without a residual add backward masks
-                           by x through it, not by the output */
     int sums_by_reader; /* out_virtual, and the reader's backward sums each row
                            of the gradient (give_grad_sums): training backward
                            passes skip their sums pass */

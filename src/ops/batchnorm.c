@@ -89,7 +89,6 @@ static nn_status batchnorm_configure(nn_node *node, nn_kvlist *kv, const nn_shap
      * pairs of doubles; see give_grad_sums) */
     node->aux_fixed_bytes = aux_sums_offset(d->C) * sizeof(float);
     node->aux_bytes = 2 * (size_t)d->C * sizeof(double);
-    d->keeps_map = 1;
     return NN_OK;
 }
 
@@ -393,11 +392,14 @@ static double channel_sq_dev(const bn_rows *k, const float *x, const nn_bn_desc 
 /* Channel c after its statistics are known (training: the mean and the sum
  * of squared deviations ss of M values; eval: the running ones): the running
  * update, save (the map's float scale and shift too), and y (plus r, a fused
- * residual add's input, when not NULL); y NULL: the map only. */
+ * residual add's input, when not NULL); y NULL: the map only. keep_map:
+ * save has room for the map (4C + 1 floats: the graph's aux, not the bare
+ * kernel API's 2C), which a prologue's reader applies (give_prologue) and
+ * backward masks by. */
 static void channel_normalize(const bn_rows *k, float *y, float *save, float *running,
                               const float *x, const float *r, const float *w, const float *b,
-                              const nn_bn_desc *d, int n, int training, int c, double mean,
-                              double ss, double M) {
+                              const nn_bn_desc *d, int n, int training, int keep_map, int c,
+                              double mean, double ss, double M) {
     const int C = d->C, HW = d->HW;
     float *run_mean = running, *run_var = running + C; /* (C), (C) */
     double invstd;
@@ -416,9 +418,7 @@ static void channel_normalize(const bn_rows *k, float *y, float *save, float *ru
     save[C + c] = (float)invstd;
     const float alpha = (float)(invstd * w[c]);
     const float beta = (float)(b[c] - mean * invstd * w[c]);
-    if (d->keeps_map || d->out_virtual) { /* the map: what a prologue's reader
-                                            * applies (give_prologue), and what
-                                            * backward masks by */
+    if (keep_map) {
         save[2 * C + 1 + c] = alpha;
         save[3 * C + 1 + c] = beta;
     }
@@ -434,8 +434,7 @@ static void channel_normalize(const bn_rows *k, float *y, float *save, float *ru
  * doubles) holds them while they travel; unused without reduce. */
 static void bn_forward(float *y, float *save, float *running, const float *x, const float *r,
                        const float *w, const float *b, const nn_bn_desc *d, int n, int training,
-                       double *acc,
-                       nn_reducer reduce, void *user, nn_ctx *ctx) {
+                       int keep_map, double *acc, nn_reducer reduce, void *user, nn_ctx *ctx) {
     const int C = d->C;
     const double M = (double)n * d->HW;
     const bn_rows *k = bn_rows_for(ctx);
@@ -449,7 +448,8 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
                 mean = channel_sum(k, x, d, n, c) / M;
                 ss = channel_sq_dev(k, x, d, n, c, mean);
             }
-            channel_normalize(k, y, save, running, x, r, w, b, d, n, training, c, mean, ss, M);
+            channel_normalize(k, y, save, running, x, r, w, b, d, n, training, keep_map, c, mean,
+                              ss, M);
         }
     } else {
         double *sum = acc, *count = acc + C, *sq = acc + C + 1; /* (C), (1), (C) */
@@ -463,14 +463,15 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
         reduce(user, sq, (size_t)C);
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++)
-            channel_normalize(k, y, save, running, x, r, w, b, d, n, 1, c, sum[c] / Mg, sq[c], Mg);
+            channel_normalize(k, y, save, running, x, r, w, b, d, n, 1, keep_map, c, sum[c] / Mg,
+                              sq[c], Mg);
     }
     if (training) running[2 * C] += 1.0f; /* num_batches_tracked */
 }
 
 void nn_batchnorm_forward(float *y, float *save, float *running, const float *x, const float *w,
                           const float *b, const nn_bn_desc *d, int n, int training, nn_ctx *ctx) {
-    bn_forward(y, save, running, x, NULL, w, b, d, n, training, NULL, NULL, NULL, ctx);
+    bn_forward(y, save, running, x, NULL, w, b, d, n, training, 0, NULL, NULL, NULL, ctx);
 }
 
 /* Channel c's sums over the batch: g, g (x - mean), g = masked(dy, y)
@@ -519,20 +520,19 @@ static void channel_dx(const bn_rows *k, float *dx, const float *dy, const float
  * mean loss, so each rank's sums are weighted by its samples n (the
  * objective is the mean over all ranks' samples), summed with the value
  * count, and divided by (the global count x n) again on each rank. dw and db
- * stay this rank's. acc: 2C + 1 doubles. */
+ * stay this rank's. acc: 2C + 1 doubles. has_map: save holds the forward's
+ * map (channel_normalize's keep_map). */
 static void bn_backward(float *dx, float *dr, float *dw, float *db, const float *dy,
                         const float *y, const float *x, const float *w, const float *save,
-                        const double *rows, const nn_bn_desc *d, int n, int training, double *acc,
-                        nn_reducer reduce, void *user, nn_ctx *ctx) {
+                        int has_map, const double *rows, const nn_bn_desc *d, int n, int training,
+                        double *acc, nn_reducer reduce, void *user, nn_ctx *ctx) {
     const int C = d->C;
     if (!d->relu) y = NULL; /* y masks the gradient only under a fused ReLU */
     /* ... and after a training pass without a residual add, x through the
      * forward's map does (x alpha + beta > 0 exactly where y > 0: the same
      * floats and test): one array read less in each pass, and the only way
      * when the output was not written (out_virtual) */
-    const float *map = d->relu && !d->residual && training && (d->keeps_map || d->out_virtual)
-                           ? save + 2 * C + 1
-                           : NULL;
+    const float *map = d->relu && !d->residual && training && has_map ? save + 2 * C + 1 : NULL;
     if (map) y = NULL;
     const double M = (double)n * d->HW;
     const bn_rows *k = bn_rows_for(ctx);
@@ -576,7 +576,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
 void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const float *save, const nn_bn_desc *d, int n,
                            int training, nn_ctx *ctx) {
-    bn_backward(dx, NULL, dw, db, dy, NULL, x, w, save, NULL, d, n, training, NULL, NULL, NULL,
+    bn_backward(dx, NULL, dw, db, dy, NULL, x, w, save, 0, NULL, d, n, training, NULL, NULL, NULL,
                 ctx);
 }
 
@@ -591,7 +591,7 @@ static void batchnorm_fwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
     float *save = a->aux; /* (2C + 1) */
     bn_forward(a->y, save, a->buf, a->x, d->residual ? a->xs[1] : NULL, a->w, a->b, d, a->n,
-               a->training, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
+               a->training, 1, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
     save[2 * d->C] = a->training ? 1.0f : 0.0f;
 }
 
@@ -603,7 +603,7 @@ static void batchnorm_bwd(const nn_op_args *a) {
     const double *rows =
         d->sums_by_reader && training ? (const double *)(save + aux_sums_offset(d->C)) : NULL;
     bn_backward(a->dx, d->residual ? a->dxs[1] : NULL, a->dw, a->db, a->dy, a->y, a->x, a->w,
-                save, rows, d, a->n, training, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
+                save, 1, rows, d, a->n, training, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
 }
 
 /* A ReLU after the batch norm (its only reader) is applied in the same pass

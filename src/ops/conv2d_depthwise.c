@@ -32,9 +32,9 @@
  * its output (y or dx) to be written: a plane is a few KB, too short for
  * the hardware prefetchers to be ahead at its start, and without this the
  * loads of x stalled most of the phase split's time (MobileNet-small's
- * depthwise layers on a Zen 4: backward 3.9 -> 2.8 ms, forward 1.3 -> 1.1 ms,
- * then the lines to be written 3.3 -> 2.8 and 1.4 -> 1.15). The AVX-512 twins of the inner loops
- * (phase split and merge, the tap sums, the output and dy copies) and the
+ * depthwise layers on a Zen 4: backward 3.9 -> 2.8 ms, forward 1.3 -> 1.1
+ * ms, then the lines to be written 3.3 -> 2.8 and 1.4 -> 1.15). The
+ * AVX-512 twins of the inner loops (phase split and merge, the tap sums, the output and dy copies) and the
  * AVX2 ones (the tap sums with FMAs; the copies are the portable loops
  * compiled for AVX2) are chosen at run time from ctx->isa; the portable ones
  * run otherwise (NNOPT_ISA=generic) and are tested as well.

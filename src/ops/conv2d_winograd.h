@@ -99,6 +99,8 @@ static inline float wino_load_one(const float *src, const float *mask, int at, i
 float *nn_wino_share(float *base, const wino_geom *g, int t);
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
 extern const wino_kernels nn_wino_avx2;
 /* F(4x4, 3x3) with AVX-512 */
 extern const wino_kernels nn_wino4_avx512;
@@ -110,7 +112,6 @@ void nn_wino_accumulate_wgrad_avx512(float *share, float *vt, const float *yh, c
                                      const wino_geom *g, size_t tiles);
 /* dw of 16 input channels' 3x3 kernels (144 floats from out) += tap[t]'s
  * lanes, the first nch channels */
-#include <immintrin.h>
 __attribute__((target("avx512f"))) void nn_wino_add_taps_avx512(float *out, const __m512 tap[9],
                                                                 int nch);
 #endif
