@@ -465,6 +465,23 @@ void nn_net_set_grad_hook(nn_net *net, nn_grad_hook hook, void *user);
  * each pass. NULL (the default): statistics over this process's batch. */
 typedef nn_status (*nn_reducer)(void *user, double *buf, size_t n);
 void nn_net_set_reducer(nn_net *net, nn_reducer reduce, void *user);
+/* Data-parallel ranks inside one process. With K > 1 shards every
+ * training forward and backward on n samples runs as K contiguous shards,
+ * shard k = samples k n / K up to (k + 1) n / K (the trainer's split of a
+ * global batch over K ranks), and every kernel is called on one shard as a
+ * rank holding just that shard would call it, so it computes the same
+ * bytes. Batch norm takes its statistics over all shards (synchronized batch
+ * norm) and adds the shards' sums in shard order, the order in which the
+ * reducer adds two ranks'. Shard k's parameter gradients go to
+ * nn_net_shard_grads(net, k) (shard 0's are nn_net_grads), and
+ * nn_net_zero_grad zeroes them all: combining them is the caller's, as the
+ * ranks' all-reduce would (the trainer's cfg.shards). The loss is the mean
+ * over all samples. Eval-mode passes run whole. CPU backend; 1 (the
+ * default): whole batches. Fails for layers that keep data for the whole
+ * batch (none of batch norm's kind) and above 64 shards. */
+nn_status nn_net_set_shards(nn_net *net, int shards);
+int nn_net_shards(const nn_net *net);
+float *nn_net_shard_grads(nn_net *net, int k);   /* NULL outside 0..shards-1 */
 /* Wall-clock seconds on the clock the hook uses. */
 double nn_wall_time(void);
 
@@ -790,6 +807,13 @@ typedef struct {
     int micro_batches;      /* pipeline: micro-batches per batch (0: 2 x stages) */
     nn_pipeline_schedule pipeline; /* pipeline: 1F1B (default) or GPipe */
     nn_stage_balance stage_balance; /* pipeline: cut by measured time (default) or FLOPs */
+    int shards;             /* data parallel in a fixed order (0 or 1: off): every
+                               global batch is computed as this many data-parallel
+                               ranks would compute it, each one shard, so that 1
+                               process and `shards` ranks give the same bytes
+                               (nn_net_set_shards; the ranks' gradients are
+                               added in rank order). Runs on 1 process or on
+                               exactly `shards` ranks; batch norm needs sync_bn */
 } nn_train_config;
 
 nn_train_config nn_train_config_defaults(void);
@@ -864,6 +888,11 @@ struct nn_comm {
      * (collective over c), freed with its release. */
     nn_status (*split)(nn_comm *c, int color, int key, nn_comm **out);
     void (*release)(nn_comm *c);
+    /* 1: allreduce_start and sum_f64 add the ranks' values in rank order,
+     * ((r0 + r1) + r2) + ..., as one process adds its shards (cfg.shards), so
+     * that every world size gives the same bytes; 0 (the default): the
+     * order the library picks (the same for two ranks). Set by the trainer. */
+    int ordered;
 };
 
 /* MPI (src/dist/mpi.c). In a build without MPI (NN_HAVE_MPI undefined) these

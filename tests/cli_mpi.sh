@@ -20,6 +20,10 @@
 # 32 --sync-bn give 1 x 64's train loss over 20 steps and its tensors (running
 # statistics included) after 3 within 1e-5 (the test loss after the 20
 # within 1e-4), and without --sync-bn they do not.
+# Shards (--shards 2): 1 process x 64 and 2 ranks x 32 end with the same
+# bytes, for the seed CNN under F(4x4) and ResNet-20 with --sync-bn, and
+# --shards 4 at np 4 likewise; --shards 3 at np 2 and shards with batch norm
+# but no --sync-bn are refused.
 # A rank killed with kill -9 mid-run: mpirun exits non-zero within 30 s
 # naming the rank, no rank is left running, and the checkpoint the dead run
 # left (mid-epoch, --save-every) resumes at np 2 to the straight run's bytes.
@@ -159,6 +163,48 @@ timeout 300 "${MPI[@]}" "$NN" train "$RES" "${FLAGS[@]}" --train-limit 1281 --ba
     --epochs 1 --sync-bn >bn5.json 2>bn5.err
 check "--sync-bn refuses a last global batch that leaves a rank no samples (1281 = 20 x 64 + 1)" \
     grep -q "leave rank 0 no share of the last batch" bn5.err
+
+# ------------------------------------------------------------------ (f) --shards
+# A fixed order: 1 process x 64 computing each batch as 2 shards does what
+# 2 ranks x 32 do, so both end with the same bytes. That holds under the
+# default Winograd F(4x4) (no near-tie can tip either way) and for ResNet-20
+# with --sync-bn, which without shards parts from itself at the thread count.
+SH=(--train-limit 1280 --epochs 1)
+NNOPT_CONV=winograd timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" "${SH[@]}" --batch 64 \
+    --shards 2 --save sh1.st >sh1.json 2>sh1.err
+NNOPT_CONV=winograd timeout 300 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" "${SH[@]}" \
+    --batch 32 --shards 2 --save sh2.st >sh2.json 2>sh2.err
+check "seed CNN --shards 2: 2 ranks x 32 and 1 process x 64 have the same losses (20 steps)" \
+    python3 -c "$PY_CLOSE" sh2.json sh1.json
+check "... and end with the same bytes (parameters and momentum)" \
+    python3 -c "$PY_PARAMS" sh2.st sh1.st same
+check "1 process says it computes 2 shards, rank 0 that it adds in rank order" \
+    bash -c 'grep -q "computed as 2 data-parallel shards" sh1.err && grep -q "gradients added in rank order" sh2.err'
+R20=$SRC/models/resnet20.nn
+timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${SH[@]}" --batch 64 --sync-bn --shards 2 \
+    --save rs1.st >rs1.json 2>rs1.err || fail "resnet20 --shards 2: 1 process trains" "$(head -c 300 rs1.err)"
+timeout 300 "${MPI[@]}" "$NN" train "$R20" "${FLAGS[@]}" "${SH[@]}" --batch 32 --sync-bn \
+    --shards 2 --save rs2.st >rs2.json 2>rs2.err
+check "resnet20 --sync-bn --shards 2: 2 ranks x 32 have the losses of 1 process x 64 (20 steps, 1e-5)" \
+    python3 -c "$PY_CLOSE" rs2.json rs1.json
+check "... and end with the same bytes (parameters, running statistics, momentum)" \
+    python3 -c "$PY_PARAMS" rs2.st rs1.st same
+# 4 ranks: OpenMPI may add 4 ranks' values in any order; with shards they
+# are gathered and added in rank order, as the process adds its shards
+timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${SH[@]}" --batch 64 --sync-bn --shards 4 \
+    --save rq1.st >rq1.json 2>rq1.err
+timeout 300 mpirun --allow-run-as-root --oversubscribe -np 4 "$NN" train "$R20" "${FLAGS[@]}" \
+    "${SH[@]}" --batch 16 --sync-bn --shards 4 --save rq4.st >rq4.json 2>rq4.err
+check "resnet20 --sync-bn --shards 4: 4 ranks x 16 end with the bytes of 1 process x 64" \
+    python3 -c "$PY_PARAMS" rq4.st rq1.st same
+timeout 300 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" "${SH[@]}" --batch 32 --shards 3 \
+    >sh3.json 2>sh3.err
+check "--shards 3 on 2 ranks is refused (1 process or 3 ranks)" \
+    grep -q "shards 3 on 2 ranks: run 1 process or 3 ranks" sh3.err
+timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${SH[@]}" --batch 64 --shards 2 >sh4.json 2>sh4.err
+rc=$?
+check "--shards with batch norm needs --sync-bn (exit 1, one line naming the layer)" \
+    bash -c '[ "$1" -eq 1 ] && [ "$(wc -l <sh4.err)" -eq 1 ] && grep -q "shards with batch norm (layer .bn1.) need sync_bn (--sync-bn)" sh4.err' _ "$rc"
 
 # ------------------------------------------------------------------ (e) a rank killed
 # A long run (1000 epochs) checkpointing every 13 steps; rank 1 is killed

@@ -862,6 +862,82 @@ static void test_sync_bn(const nn_dataset *tr, const nn_dataset *te) {
     free_duo(&one, rk);
 }
 
+/* Shards (cfg.shards 2): 1 process x batch 16 computes each batch as the
+ * 2 ranks x 8 do, so both end with the same bytes: parameters, running
+ * statistics (sync_bn) and, on either model, through a last global batch
+ * of 3 split 1 and 2 (each shard's gradient weighted by its samples).
+ * Refused: batch norm without sync_bn, a world size other than 1 or the
+ * shards, and accumulation. */
+static void run_shards(const char *model, int sync_bn, int accumulate, int shards,
+                       const nn_dataset *tr, const nn_dataset *te, duo_rank *one,
+                       duo_rank rk[2]) {
+    static nn_dataset sub;
+    sub = *tr;
+    sub.n = 147;
+    nn_train_config c = nn_train_config_defaults();
+    c.epochs = 1;
+    c.sync_bn = sync_bn;
+    c.accumulate = accumulate;
+    c.shards = shards;
+    duo shared;
+    pthread_barrier_init(&shared.bar, NULL, 2);
+    *one = (duo_rank){.model = model, .cfg = c, .tr = &sub, .te = te};
+    one->cfg.batch = 16;
+    run_rank(one);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        rk[i] = (duo_rank){.shared = &shared, .model = model, .cfg = c, .tr = &sub, .te = te};
+        rk[i].cfg.batch = 8;
+        rk[i].comm = (nn_comm){.rank = i, .size = 2, .allreduce_start = duo_start,
+                               .wait = duo_wait, .broadcast = duo_broadcast,
+                               .sum_f64 = duo_sum, .impl = &rk[i]};
+        pthread_create(&th[i], NULL, run_rank, &rk[i]);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&shared.bar);
+}
+
+static void test_shards(const nn_dataset *tr, const nn_dataset *te) {
+    const char *models[2] = {PLAIN_MODEL, BN_MODEL};
+    for (int m = 0; m < 2; m++) {
+        duo_rank one, rk[2];
+        run_shards(models[m], m == 1, 1, 2, tr, te, &one, rk);
+        const int ok = !one.s && !rk[0].s && !rk[1].s;
+        check(ok, "shards: one process and two ranks train an epoch", "%s / %s / %s", one.err,
+              rk[0].err, rk[1].err);
+        if (ok) {
+            /* the losses are sums over the ranks or over the batches: other orders */
+            const double dl = fabs(rk[0].rep.train_loss - one.rep.train_loss) / one.rep.train_loss;
+            const double dt = fabs(rk[0].rep.test_loss - one.rep.test_loss) / one.rep.test_loss;
+            check(memcmp(rk[0].params, one.params, one.num_params * sizeof(float)) == 0 &&
+                      memcmp(rk[1].params, one.params, one.num_params * sizeof(float)) == 0 &&
+                      memcmp(rk[0].buffers, one.buffers, one.num_buffers * sizeof(float)) == 0 &&
+                      rk[0].rep.test_accuracy == one.rep.test_accuracy && dl < 1e-6 && dt < 1e-6,
+                  m ? "shards, batch norm synchronized: 1 process x 16 ends with the bytes of "
+                      "2 ranks x 8 (parameters, running statistics)"
+                    : "shards: 1 process x 16 ends with the bytes of 2 ranks x 8",
+                  "parameters %.2g apart, running statistics %.2g, train loss %.2g, test loss "
+                  "%.2g", max_rel_diff(rk[0].params, one.params, one.num_params),
+                  max_rel_diff(rk[0].buffers, one.buffers, one.num_buffers), dl, dt);
+        }
+        free_duo(&one, rk);
+    }
+    duo_rank one, rk[2];
+    run_shards(BN_MODEL, 0, 1, 2, tr, te, &one, rk);
+    check(one.s == NN_EINVAL && contains(one.err, "need sync_bn") && contains(one.err, "bn1") &&
+              rk[0].s == NN_EINVAL,
+          "shards refuse batch norm without sync_bn, naming the layer", "%s", one.err);
+    free_duo(&one, rk);
+    run_shards(PLAIN_MODEL, 0, 1, 3, tr, te, &one, rk);
+    check(!one.s && rk[0].s == NN_EINVAL && contains(rk[0].err, "run 1 process or 3 ranks"),
+          "shards 3 run on 1 process, and are refused on 2 ranks", "%s / %s", one.err, rk[0].err);
+    free_duo(&one, rk);
+    run_shards(PLAIN_MODEL, 0, 2, 2, tr, te, &one, rk);
+    check(one.s == NN_EINVAL && contains(one.err, "accumulate"),
+          "shards refuse accumulation", "%s", one.err);
+    free_duo(&one, rk);
+}
+
 /* A net with per-thread workspace in every convolution kernel kind the
  * shapes reach (16 -> 16 channels: Winograd on AVX-512). */
 static const char *THREADS_MODEL =
@@ -978,6 +1054,7 @@ int main(void) {
     test_comm_seam(ctx, &tr, &te);
     test_two_ranks(&tr, &te);
     test_sync_bn(&tr, &te);
+    test_shards(&tr, &te);
     test_last_batch_of_one(ctx, &tr);
     test_set_threads(&tr, &te);
     nn_dataset_free(&tr);

@@ -179,7 +179,7 @@ typedef struct {
     const char *data, *optimizer, *schedule, *milestones, *precision, *model_params, *pipeline,
         *stage_balance;
     int epochs, batch, threads, no_shuffle, val, train_limit, test_limit, accumulate,
-        early_stop, crop_pad, hflip, sync_bn, stages, micro_batches;
+        early_stop, crop_pad, hflip, sync_bn, stages, micro_batches, shards;
     float mean, std, label_smoothing, clip_grad_norm, erase_prob, min_delta;
     uint64_t seed;
     float lr, momentum, dampening, weight_decay, beta1, beta2, eps, alpha, lr_decay;

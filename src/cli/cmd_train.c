@@ -180,8 +180,13 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
                 nn_ctx_threads(ctx));
     else if (comm && rank == 0)
         fprintf(json ? stderr : stdout, "data-parallel over %d MPI ranks, global batch %d "
-                "(%d per rank, %d threads each)%s\n", comm->size, comm->size * o.batch, o.batch,
-                nn_ctx_threads(ctx), o.sync_bn ? ", batch norm synchronized" : "");
+                "(%d per rank, %d threads each)%s%s\n", comm->size, comm->size * o.batch, o.batch,
+                nn_ctx_threads(ctx), o.sync_bn ? ", batch norm synchronized" : "",
+                cfg.shards > 1 ? ", gradients added in rank order (shards)" : "");
+    else if (!comm && cfg.shards > 1)
+        fprintf(json ? stderr : stdout, "each batch of %d computed as %d data-parallel shards, "
+                "gradients added in shard order%s\n", o.batch, cfg.shards,
+                o.sync_bn ? ", batch norm synchronized" : "");
     fflush(stdout);
     cli_catch_stop_signals(trainer);
     nn_status st = nn_trainer_run(trainer);

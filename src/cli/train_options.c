@@ -17,7 +17,7 @@ void cli_train_opts_init(cli_train_opts *o) {
     *o = (cli_train_opts){
         .data = NN_DEFAULT_DATA_DIR, .epochs = 5, .batch = 64, .seed = 1,
         .mean = NN_FASHION_MNIST_MEAN, .std = NN_FASHION_MNIST_STD, .optimizer = "sgd",
-        .schedule = "constant", .precision = "fp32", .stages = CLI_UNSET_I,
+        .schedule = "constant", .precision = "fp32", .stages = CLI_UNSET_I, .shards = CLI_UNSET_I,
         .micro_batches = CLI_UNSET_I, .accumulate = 1, .lr = CLI_UNSET_F,
         .momentum = CLI_UNSET_F, .dampening = CLI_UNSET_F, .weight_decay = CLI_UNSET_F,
         .beta1 = CLI_UNSET_F, .beta2 = CLI_UNSET_F, .eps = CLI_UNSET_F, .alpha = CLI_UNSET_F,
@@ -43,6 +43,7 @@ int cli_train_opts_table(cli_train_opts *o, cli_opt *t) {
         {"--batch", CLI_INT, &o->batch, "N", "batch size (default 64)", 1, 65536, "train.batch"},
         {"--accumulate", CLI_INT, &o->accumulate, "K", "add up K batches per optimizer step (default 1)", 1, 65536, "train.accumulate"},
         {"--sync-bn", CLI_FLAG, &o->sync_bn, NULL, "under mpirun: batch norm's statistics over all ranks' samples (the global batch), not each rank's", 0, 0, "train.sync_bn"},
+        {"--shards", CLI_INT, &o->shards, "K", "compute each global batch as K data-parallel ranks would, one shard each, in a fixed order: 1 process and mpirun -np K give the same bytes (batch norm needs --sync-bn)", 1, 64, "train.shards"},
         {"--stages", CLI_INT, &o->stages, "K", "under mpirun: cut the model into K pipeline stages, one per rank (np / K data-parallel replicas of the pipeline)", 1, 1024, "train.stages"},
         {"--micro-batches", CLI_INT, &o->micro_batches, "M", "with --stages: micro-batches per batch (default 2 x stages)", 1, 4096, "train.micro_batches"},
         {"--pipeline", CLI_STR, &o->pipeline, "S", "with --stages: the schedule, 1f1b (default: at most K-s micro-batches in flight on stage s) or gpipe (all forwards, then all backwards)", 0, 0, "train.pipeline"},
@@ -214,6 +215,7 @@ nn_status cli_train_config(nn_ctx *ctx, cli_train_opts *o, nn_train_config *c) {
     /* unset: no pipeline (and nothing in the run's recipe) */
     c->stages = o->stages == CLI_UNSET_I ? 0 : o->stages;
     c->micro_batches = o->micro_batches == CLI_UNSET_I ? 0 : o->micro_batches;
+    c->shards = o->shards == CLI_UNSET_I ? 0 : o->shards;
     if (!o->pipeline || strcmp(o->pipeline, "1f1b") == 0)
         c->pipeline = NN_PIPELINE_1F1B;
     else if (strcmp(o->pipeline, "gpipe") == 0)

@@ -655,6 +655,47 @@ void nn_net_init_params(nn_net *net, nn_rng *rng) {
 size_t nn_net_num_params(const nn_net *net) { return net->num_params; }
 float *nn_net_params(nn_net *net) { return net->param_data; }
 float *nn_net_grads(nn_net *net) { return net->grad_data; }
+
+float *nn_net_shard_grads(nn_net *net, int k) {
+    const int shards = net->shards > 1 ? net->shards : 1;
+    return k >= 0 && k < shards ? net->grad_data + (size_t)k * net->num_params : NULL;
+}
+
+nn_status nn_net_set_shards(nn_net *net, int shards) {
+    const int now = net->shards > 1 ? net->shards : 1;
+    if (shards < 1 || shards > NN_MAX_SHARDS)
+        return nn_ctx_fail(net->ctx, NN_EINVAL, "%d shards; expected 1..%d", shards, NN_MAX_SHARDS);
+    if (shards == now) return NN_OK;
+    const nn_backend *be = net->ctx->backend;
+    if (shards > 1 && !be->host_visible)
+        return nn_ctx_fail(net->ctx, NN_EUNSUPPORTED, "%s: shards run on the CPU backend only",
+                           net->source);
+    /* an op called once per shard must keep nothing for the whole batch */
+    for (int i = 0; i < net->num_nodes && shards > 1; i++) {
+        const nn_node *node = &net->nodes[i];
+        if (node->aux_fixed_bytes && !def_of(node)->couples_batch)
+            return nn_ctx_fail(net->ctx, NN_EUNSUPPORTED, "%s:%d: layer '%s' (%s) cannot run in "
+                               "shards", net->source, node->line, node->name, def_of(node)->name);
+    }
+    /* shard k's gradients follow shard k-1's: one allocation, zeroed */
+    const uint64_t bytes = nn_size_mul(nn_size_mul(net->num_params, sizeof(float)), (size_t)shards);
+    nn_status st = nn_memory_check(net->ctx, bytes, bytes, "%s: the gradients of %d shards need "
+                                   "%.1f MiB", net->source, shards, NN_MIB(bytes));
+    if (st) return st;
+    float *g = be->alloc((size_t)bytes);
+    if (!g)
+        return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for the gradients of %d "
+                           "shards", net->source, shards);
+    nn_dev_begin(be);
+    nn_dev_zero(be, g, (size_t)bytes);
+    nn_dev_end(be);
+    be->free(net->grad_data);
+    net->grad_data = g;
+    net->shards = shards;
+    return NN_OK;
+}
+
+int nn_net_shards(const nn_net *net) { return net->shards > 1 ? net->shards : 1; }
 int nn_net_num_param_tensors(const nn_net *net) { return net->num_param_tensors; }
 
 const nn_param_info *nn_net_param_info(const nn_net *net, int i) {
@@ -807,12 +848,77 @@ static void fold_args(nn_net *net, nn_node *node, nn_node *copy, nn_op_args *a) 
     a->y = reader->y;
 }
 
+/* Shards (nn_net_set_shards): a training pass on n samples runs as
+ * net->shards contiguous shards, k n / K up to (k + 1) n / K as the trainer
+ * splits a global batch over K ranks; 0 when this pass runs whole batches. */
+static int shard_pass(nn_net *net, int n) {
+    if (net->shards <= 1 || !net->training) return 0;
+    if (net->shard_n != n) {
+        for (int k = 0; k <= net->shards; k++)
+            net->shard_bounds[k] = (int)((int64_t)k * n / net->shards);
+        net->shard_n = n;
+    }
+    return net->shards;
+}
+
+/* a's pointers moved to shard k (samples lo..lo+cnt of the batch): every
+ * activation, gradient and saved per-sample datum, the labels, and shard k's
+ * parameter gradients. Ops with whole-batch saved data are not sharded
+ * (nn_net_set_shards refuses them). */
+static void shard_view(const nn_net *net, const nn_node *node, nn_op_args *a, int k, int lo,
+                       int cnt) {
+    const size_t off = (size_t)lo, out = (size_t)nn_shape_numel(&node->out);
+    a->n = cnt;
+    if (a->y) a->y += off * out;
+    if (a->dy) a->dy += off * out;
+    for (int j = 0; j < node->num_inputs; j++) {
+        const size_t in = (size_t)nn_shape_numel(&net->nodes[node->inputs[j]].out);
+        if (a->xs[j]) a->xs[j] += off * in;
+        if (a->dxs[j]) a->dxs[j] += off * in;
+    }
+    a->x = a->xs[0];
+    a->dx = a->dxs[0];
+    if (a->aux) a->aux = (char *)a->aux + off * node->aux_bytes;
+    if (a->in_grad_sums) /* the producer's per-sample rows */
+        a->in_grad_sums += off * net->nodes[node->prologue_from].aux_bytes / sizeof(double);
+    if (a->labels) a->labels += off;
+    const size_t g = (size_t)k * net->num_params;
+    if (a->dw) a->dw += g;
+    if (a->db) a->db += g;
+}
+
+/* One node's forward kernel, once per shard in a shard pass (the loss: the
+ * mean over the shards' means, each weighted by its samples). */
+static void forward_kernel(nn_net *net, nn_node *node, const nn_op_kernels *k, nn_op_args *a,
+                           int shards) {
+    if (!shards || def_of(node)->couples_batch) {
+        a->shards = shards ? shards : 1;
+        a->shard_bounds = net->shard_bounds;
+        a->grad_stride = net->num_params;
+        k->forward(a);
+        return;
+    }
+    double loss = 0.0;
+    for (int s = 0; s < shards; s++) {
+        const int lo = net->shard_bounds[s], cnt = net->shard_bounds[s + 1] - lo;
+        if (!cnt) continue;
+        nn_op_args v = *a;
+        float part = 0.0f;
+        shard_view(net, node, &v, s, lo, cnt);
+        if (v.loss) v.loss = &part;
+        k->forward(&v);
+        loss += (double)part * cnt;
+    }
+    if (a->loss) *a->loss = (float)(loss / a->n);
+}
+
 /* Runs the forward kernels of nodes first..last (the input node excepted);
  * returns 1 if some affine op ran folded into its producer. */
 static int forward_nodes(nn_net *net, int first, int last, int n, const int32_t *labels) {
     const nn_backend *be = net->ctx->backend;
     /* eval mode on host memory: affine readers folded into their producers */
     const int fold = !net->training && net->fold_ws && net->ctx->fuse && be->host_visible;
+    const int shards = shard_pass(net, n);
     int folded = 0;
     net->prologue_pass = net->training;
     for (int i = first; i <= last; i++) {
@@ -831,11 +937,11 @@ static int forward_nodes(nn_net *net, int first, int last, int n, const int32_t 
             folded = 1;
         }
         a.labels = labels;
-        a.loss = &net->last_loss;
+        a.loss = def_of(node)->is_loss ? &net->last_loss : NULL;
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
         nn_dev_begin(be);
-        nn_backend_kernels(be, node->op)->forward(&a);
+        forward_kernel(net, node, nn_backend_kernels(be, node->op), &a, shards);
         nn_dev_end(be);
         if (timed) {
             double t1 = omp_get_wtime();
@@ -886,13 +992,34 @@ nn_status nn_net_forward(nn_net *net, const float *x, const int32_t *labels, int
     return NN_OK;
 }
 
+/* One node's backward kernel on samples lo..lo+cnt (a: viewed on them),
+ * then the loss gradient scaled and gradients written to scratch added to
+ * their node's. */
+static void backward_kernel(nn_net *net, const nn_node *node, const nn_op_kernels *k,
+                            const nn_op_args *a, int lo, float loss_scale) {
+    const nn_backend *be = net->ctx->backend;
+    const size_t n = (size_t)a->n;
+    k->backward(a);
+    if (def_of(node)->is_loss && loss_scale != 1.0f && a->dx)
+        nn_dev_scale(be, a->dx, n * (size_t)nn_shape_numel(&net->nodes[node->inputs[0]].out),
+                     loss_scale);
+    for (int j = 0; j < node->num_inputs; j++) {
+        const size_t numel = (size_t)nn_shape_numel(&net->nodes[node->inputs[j]].out);
+        if (a->dxs[j] && a->dxs[j] == net->gscratch[j] + (size_t)lo * numel) {
+            const nn_node *root = &net->nodes[memory_root(net, node->inputs[j])];
+            nn_dev_add(be, root->dy + (size_t)lo * numel, a->dxs[j], n * numel);
+        }
+    }
+}
+
 /* Zeroes the gradients that several kernels add into among those the range
  * writes (nodes first-1..last-1), then runs the backward kernels of nodes
- * last down to first (node 0 excepted).
+ * last down to first (node 0 excepted), once per shard in a shard pass.
  * loss_scale multiplies the gradient the loss node hands back. */
 static void backward_nodes(nn_net *net, int first, int last, int n, const int32_t *labels,
                            float loss_scale) {
     const nn_backend *be = net->ctx->backend;
+    const int shards = shard_pass(net, n);
     nn_dev_begin(be);
     for (int i = first > 0 ? first - 1 : 0; i < last; i++)
         if (net->nodes[i].grad_writers > 1 && !net->nodes[i].grad_in_place)
@@ -902,21 +1029,27 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
     for (int i = last; i >= first && i > 0; i--) {
         nn_node *node = &net->nodes[i];
         if (node->alias_of >= 0) continue;
+        const nn_op_kernels *k = nn_backend_kernels(be, node->op);
         nn_op_args a;
         node_args(net, node, n, &a);
         a.labels = labels;
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
         nn_dev_begin(be);
-        nn_backend_kernels(be, node->op)->backward(&a);
-        if (i == net->loss_node && loss_scale != 1.0f && a.dx)
-            nn_dev_scale(be, a.dx, (size_t)n * (size_t)nn_shape_numel(&net->nodes[node->inputs[0]].out),
-                         loss_scale);
-        for (int k = 0; k < node->num_inputs; k++)
-            if (a.dxs[k] && a.dxs[k] == net->gscratch[k]) {
-                const nn_node *root = &net->nodes[memory_root(net, node->inputs[k])];
-                nn_dev_add(be, root->dy, a.dxs[k], (size_t)n * (size_t)nn_shape_numel(&root->out));
+        if (!shards || def_of(node)->couples_batch) {
+            a.shards = shards ? shards : 1;
+            a.shard_bounds = net->shard_bounds;
+            a.grad_stride = net->num_params;
+            backward_kernel(net, node, k, &a, 0, loss_scale);
+        } else {
+            for (int s = 0; s < shards; s++) {
+                const int lo = net->shard_bounds[s], cnt = net->shard_bounds[s + 1] - lo;
+                if (!cnt) continue;
+                nn_op_args v = a;
+                shard_view(net, node, &v, s, lo, cnt);
+                backward_kernel(net, node, k, &v, lo, loss_scale);
             }
+        }
         nn_dev_end(be);
         if (timed) {
             double t1 = omp_get_wtime();
@@ -1047,7 +1180,8 @@ out:
 void nn_net_zero_grad(nn_net *net) {
     const nn_backend *be = net->ctx->backend;
     nn_dev_begin(be);
-    nn_dev_zero(be, net->grad_data, net->num_params * sizeof(float));
+    nn_dev_zero(be, net->grad_data,
+                (size_t)nn_net_shards(net) * net->num_params * sizeof(float));
     nn_dev_end(be);
 }
 

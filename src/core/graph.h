@@ -42,6 +42,7 @@ typedef enum { NN_OP_LIST(NN_OP_ENUM_) NN_OP_COUNT } nn_op_type;
 #undef NN_OP_ENUM_
 
 #define NN_MAX_INPUTS 8 /* add and concat join at most this many layers */
+#define NN_MAX_SHARDS 64 /* nn_net_set_shards */
 #define NN_MAX_NODE_PARAMS 2
 #define NN_MAX_NODE_BUFFERS 3
 
@@ -220,6 +221,12 @@ typedef struct {
     float *loss;                    /* loss ops: mean loss out */
     nn_reducer reduce;              /* the net's reducer (NULL: none), for batch norm */
     void *reduce_user;
+    int shards;                     /* couples_batch ops in training passes: the batch
+                                       is this many shards (1: none), shard k samples
+                                       shard_bounds[k]..shard_bounds[k+1], whose
+                                       parameter gradients go to dw, db + k grad_stride */
+    const int *shard_bounds;
+    size_t grad_stride;
     nn_ctx *ctx;
 } nn_op_args;
 
@@ -298,6 +305,10 @@ typedef struct nn_op_def {
     int is_loss;                     /* the loss layer: last in the model, reads labels */
     int aliases_input;               /* output is the input's memory reshaped (flatten):
                                         no kernel runs, forward or backward */
+    int couples_batch;               /* training passes mix the batch's samples (batch
+                                        norm's statistics): with shards (nn_net_set_shards)
+                                        its kernels take the whole batch and the shards'
+                                        bounds (nn_op_args.shards), not one shard a call */
     /* kernels per kind of backend; NULL: that backend cannot run the op */
     const nn_op_kernels *kernels[NN_KERNELS_COUNT];
 
@@ -428,6 +439,10 @@ struct nn_net {
     void *grad_hook_user;
     nn_reducer reduce;              /* optional: sums over data-parallel ranks */
     void *reduce_user;
+    int shards;                     /* training passes run as this many shards
+                                       (nn_net_set_shards; 1: whole batches) */
+    int shard_bounds[NN_MAX_SHARDS + 1]; /* of the current pass */
+    int shard_n;                    /* the batch they split */
 };
 
 /*

@@ -44,6 +44,8 @@ typedef struct {
     float *buf;
     size_t n;
     int divide;           /* an all-reduce: buf / size once complete */
+    float *gather;        /* an ordered all-reduce (nn_comm.ordered): every rank's
+                             buf, added in rank order once complete; else NULL */
     int in_use;
 } mpi_pending;
 
@@ -208,21 +210,38 @@ static nn_status started(mpi_impl *m, int rc, const char *call, int slot, float 
                          int divide, int *req) {
     if (rc != MPI_SUCCESS) return mpi_fail(m, rc, call);
     mpi_pending *p = &m->pending[slot];
-    *p = (mpi_pending){.req = p->req, .buf = buf, .n = n, .divide = divide, .in_use = 1};
+    *p = (mpi_pending){.req = p->req, .buf = buf, .n = n, .divide = divide, .gather = p->gather,
+                       .in_use = 1};
     *req = slot;
     return NN_OK;
 }
+
+/* Ranks in a fixed order (nn_comm.ordered, more than two: the library's
+ * all-reduce may add them in any order): every rank's values gathered, then
+ * added from rank 0 on. Two ranks need none of it (r0 + r1 = r1 + r0). */
+static int ordered(const nn_comm *c) { return c->ordered && c->size > 2; }
 
 static nn_status mpi_allreduce_start(nn_comm *c, float *buf, size_t n, int *req) {
     mpi_impl *m = c->impl;
     int slot;
     nn_status s = new_request(m, n, &slot);
     if (s) return s;
+    mpi_pending *p = &m->pending[slot];
+    p->gather = NULL;
+    if (ordered(c) && !(p->gather = malloc(n * (size_t)c->size * sizeof(float))))
+        return nn_ctx_fail(m->ctx, NN_ENOMEM, "MPI: out of memory gathering %zu floats from %d "
+                           "ranks", n, c->size);
     nn_dev_begin(m->ctx->backend);
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, m->world,
-                            &m->pending[slot].req);
+    int rc = p->gather ? MPI_Iallgather(buf, (int)n, MPI_FLOAT, p->gather, (int)n, MPI_FLOAT,
+                                        m->world, &p->req)
+                       : MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, m->world,
+                                        &p->req);
     nn_dev_end(m->ctx->backend);
-    return started(m, rc, "Iallreduce", slot, buf, n, 1, req);
+    if (rc != MPI_SUCCESS) {
+        free(p->gather);
+        p->gather = NULL;
+    }
+    return started(m, rc, p->gather ? "Iallgather" : "Iallreduce", slot, buf, n, 1, req);
 }
 
 static nn_status mpi_wait(nn_comm *c, int req) {
@@ -232,9 +251,16 @@ static nn_status mpi_wait(nn_comm *c, int req) {
     const nn_backend *be = m->ctx->backend;
     nn_dev_begin(be);
     nn_status s = watch_wait(m, &p->req, p->divide ? "gradient all-reduce" : "send to the next stage");
+    if (!s && p->gather) { /* host memory: ordered reductions run on the CPU backend */
+        memcpy(p->buf, p->gather, p->n * sizeof(float));
+        for (int r = 1; r < c->size; r++)
+            for (size_t i = 0; i < p->n; i++) p->buf[i] += p->gather[(size_t)r * p->n + i];
+    }
     const float inv = 1.0f / (float)c->size;
     for (size_t i = 0; !s && p->divide && i < p->n; i++) p->buf[i] *= inv;
     nn_dev_end(be);
+    free(p->gather);
+    p->gather = NULL;
     p->in_use = 0;
     return s;
 }
@@ -286,8 +312,22 @@ static nn_status mpi_sum_f64(nn_comm *c, double *buf, size_t n) {
     nn_status s = check_count(m, n);
     if (s) return s;
     MPI_Request req;
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, m->world, &req);
-    return rc == MPI_SUCCESS ? watch_wait(m, &req, "sum") : mpi_fail(m, rc, "Iallreduce");
+    if (!ordered(c)) {
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, m->world, &req);
+        return rc == MPI_SUCCESS ? watch_wait(m, &req, "sum") : mpi_fail(m, rc, "Iallreduce");
+    }
+    double *all = malloc(n * (size_t)c->size * sizeof(double));
+    if (!all)
+        return nn_ctx_fail(m->ctx, NN_ENOMEM, "MPI: out of memory gathering %zu sums from %d "
+                           "ranks", n, c->size);
+    int rc = MPI_Iallgather(buf, (int)n, MPI_DOUBLE, all, (int)n, MPI_DOUBLE, m->world, &req);
+    s = rc == MPI_SUCCESS ? watch_wait(m, &req, "sum") : mpi_fail(m, rc, "Iallgather");
+    for (size_t i = 0; !s && i < n; i++) {
+        buf[i] = all[i];
+        for (int r = 1; r < c->size; r++) buf[i] += all[(size_t)r * n + i];
+    }
+    free(all);
+    return s;
 }
 
 static nn_status mpi_split(nn_comm *c, int color, int key, nn_comm **out);
@@ -367,6 +407,7 @@ void nn_mpi_comm_free(nn_comm *c) {
     mpi_impl *m = c->impl;
     MPI_Comm_free(&m->world);
     MPI_Comm_free(&m->watch);
+    for (int i = 0; i < m->cap; i++) free(m->pending[i].gather);
     free(m->pending);
     free(m);
     free(c);

@@ -428,18 +428,33 @@ static void channel_normalize(const bn_rows *k, float *y, float *save, float *ru
     }
 }
 
-/* The forward pass; with reduce (training mode only) the statistics are over
- * every rank's batch: the channels' sums and the value count are summed over
- * the ranks, then the squared deviations from the global mean. acc (2C + 1
- * doubles) holds them while they travel; unused without reduce. */
+/* The batch as shards (nn_net_set_shards): shard s is samples
+ * bounds[s]..bounds[s+1]; one shard (bounds NULL) is the whole batch. */
+typedef struct {
+    int count;
+    const int *bounds;
+} bn_shards;
+
+static int shard_lo(const bn_shards *sh, int s) { return sh->bounds ? sh->bounds[s] : 0; }
+static int shard_n(const bn_shards *sh, int s, int n) {
+    return sh->bounds ? sh->bounds[s + 1] - sh->bounds[s] : n;
+}
+
+/* The forward pass; with reduce or shards (training mode only) the
+ * statistics are over every rank's and every shard's samples: the channels'
+ * sums and the value count, then the squared deviations from the global
+ * mean, each a sum of the shards' in shard order, summed over the ranks.
+ * acc (2C + 1 doubles) holds them while they travel; unused otherwise. */
 static void bn_forward(float *y, float *save, float *running, const float *x, const float *r,
                        const float *w, const float *b, const nn_bn_desc *d, int n, int training,
-                       int keep_map, double *acc, nn_reducer reduce, void *user, nn_ctx *ctx) {
+                       int keep_map, double *acc, nn_reducer reduce, void *user,
+                       const bn_shards *sh, nn_ctx *ctx) {
     const int C = d->C;
     const double M = (double)n * d->HW;
+    const size_t sample = (size_t)C * d->HW;
     const bn_rows *k = bn_rows_for(ctx);
     if (training && d->out_virtual) y = NULL; /* the reader normalizes (give_prologue) */
-    if (!training || !reduce) {
+    if (!training || (!reduce && sh->count <= 1)) {
         /* one pass per channel while it is in cache */
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
@@ -454,13 +469,23 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
     } else {
         double *sum = acc, *count = acc + C, *sq = acc + C + 1; /* (C), (1), (C) */
         NN_PARALLEL_FOR(ctx->threads)
-        for (int c = 0; c < C; c++) sum[c] = channel_sum(k, x, d, n, c);
+        for (int c = 0; c < C; c++) {
+            sum[c] = channel_sum(k, x, d, shard_n(sh, 0, n), c);
+            for (int s = 1; s < sh->count; s++)
+                sum[c] += channel_sum(k, x + (size_t)shard_lo(sh, s) * sample, d,
+                                      shard_n(sh, s, n), c);
+        }
         *count = M;
-        reduce(user, acc, (size_t)C + 1);
+        if (reduce) reduce(user, acc, (size_t)C + 1);
         const double Mg = *count;
         NN_PARALLEL_FOR(ctx->threads)
-        for (int c = 0; c < C; c++) sq[c] = channel_sq_dev(k, x, d, n, c, sum[c] / Mg);
-        reduce(user, sq, (size_t)C);
+        for (int c = 0; c < C; c++) {
+            sq[c] = channel_sq_dev(k, x, d, shard_n(sh, 0, n), c, sum[c] / Mg);
+            for (int s = 1; s < sh->count; s++)
+                sq[c] += channel_sq_dev(k, x + (size_t)shard_lo(sh, s) * sample, d,
+                                        shard_n(sh, s, n), c, sum[c] / Mg);
+        }
+        if (reduce) reduce(user, sq, (size_t)C);
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++)
             channel_normalize(k, y, save, running, x, r, w, b, d, n, 1, keep_map, c, sum[c] / Mg,
@@ -471,7 +496,8 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
 
 void nn_batchnorm_forward(float *y, float *save, float *running, const float *x, const float *w,
                           const float *b, const nn_bn_desc *d, int n, int training, nn_ctx *ctx) {
-    bn_forward(y, save, running, x, NULL, w, b, d, n, training, 0, NULL, NULL, NULL, ctx);
+    const bn_shards whole = {1, NULL};
+    bn_forward(y, save, running, x, NULL, w, b, d, n, training, 0, NULL, NULL, NULL, &whole, ctx);
 }
 
 /* Channel c's sums over the batch: g, g (x - mean), g = masked(dy, y)
@@ -515,17 +541,19 @@ static void channel_dx(const bn_rows *k, float *dx, const float *dy, const float
     }
 }
 
-/* The backward pass; with reduce (training mode) mean(dy) and mean(dy (x -
- * mean)) are over every rank's batch. A rank's dy is the gradient of its own
- * mean loss, so each rank's sums are weighted by its samples n (the
- * objective is the mean over all ranks' samples), summed with the value
- * count, and divided by (the global count x n) again on each rank. dw and db
- * stay this rank's. acc: 2C + 1 doubles. has_map: save holds the forward's
- * map (channel_normalize's keep_map). */
+/* The backward pass; with reduce or shards (training mode) mean(dy) and
+ * mean(dy (x - mean)) are over every rank's and shard's samples. A rank's
+ * (or shard's) dy is the gradient of its own mean loss, so each one's sums
+ * are weighted by its samples n (the objective is the mean over all the
+ * samples), summed with the value count, and divided by (the global count x
+ * n) again for each one. dw and db stay each one's: shard s's at dw, db + s
+ * stride. acc: 2C + 1 doubles. has_map: save holds the forward's map
+ * (channel_normalize's keep_map). */
 static void bn_backward(float *dx, float *dr, float *dw, float *db, const float *dy,
                         const float *y, const float *x, const float *w, const float *save,
                         int has_map, const double *rows, const nn_bn_desc *d, int n, int training,
-                        double *acc, nn_reducer reduce, void *user, nn_ctx *ctx) {
+                        double *acc, nn_reducer reduce, void *user, const bn_shards *sh,
+                        size_t stride, nn_ctx *ctx) {
     const int C = d->C;
     if (!d->relu) y = NULL; /* y masks the gradient only under a fused ReLU */
     /* ... and after a training pass without a residual add, x through the
@@ -536,7 +564,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
     if (map) y = NULL;
     const double M = (double)n * d->HW;
     const bn_rows *k = bn_rows_for(ctx);
-    if (!training || !reduce) {
+    if (!training || (!reduce && sh->count <= 1)) {
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
             const double mean = save[c], invstd = save[C + c];
@@ -550,34 +578,48 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
         }
         return;
     }
+    /* shard s's rows: its samples' offset into every per-sample array */
+#define AT(p, s, per) ((p) ? (p) + (size_t)shard_lo(sh, s) * (per) : NULL)
+    const size_t sample = (size_t)C * d->HW;
     double *sum = acc, *dots = acc + C, *count = acc + 2 * C; /* (C), (C), (1) */
     NN_PARALLEL_FOR(ctx->threads)
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
-        double sum_dy, dot;
-        channel_grad_sums(k, dy, y, x, dr, map, rows, d, n, c, save[c], &sum_dy, &dot);
-        dw[c] += (float)(dot * invstd);
-        db[c] += (float)sum_dy;
-        sum[c] = sum_dy * n;
-        dots[c] = dot * n;
+        for (int s = 0; s < sh->count; s++) {
+            const int ns = shard_n(sh, s, n);
+            double sum_dy, dot;
+            channel_grad_sums(k, AT(dy, s, sample), AT(y, s, sample), AT(x, s, sample),
+                              AT(dr, s, sample), map, AT(rows, s, 2 * (size_t)C), d, ns, c,
+                              save[c], &sum_dy, &dot);
+            dw[(size_t)s * stride + c] += (float)(dot * invstd);
+            db[(size_t)s * stride + c] += (float)sum_dy;
+            sum[c] = s ? sum[c] + sum_dy * ns : sum_dy * ns;
+            dots[c] = s ? dots[c] + dot * ns : dot * ns;
+        }
     }
     *count = M;
-    reduce(user, acc, 2 * (size_t)C + 1);
+    if (reduce) reduce(user, acc, 2 * (size_t)C + 1);
     if (!dx) return;
-    const double Mn = *count * n;
     NN_PARALLEL_FOR(ctx->threads)
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
-        channel_dx(k, dx, dy, y, x, w, map, d, n, c, save[c], invstd, sum[c] / Mn,
-                   dots[c] * invstd * invstd / Mn);
+        for (int s = 0; s < sh->count; s++) {
+            const int ns = shard_n(sh, s, n);
+            const double Mn = *count * ns;
+            channel_dx(k, AT(dx, s, sample), AT(dy, s, sample), AT(y, s, sample),
+                       AT(x, s, sample), w, map, d, ns, c, save[c], invstd, sum[c] / Mn,
+                       dots[c] * invstd * invstd / Mn);
+        }
     }
+#undef AT
 }
 
 void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const float *save, const nn_bn_desc *d, int n,
                            int training, nn_ctx *ctx) {
+    const bn_shards whole = {1, NULL};
     bn_backward(dx, NULL, dw, db, dy, NULL, x, w, save, 0, NULL, d, n, training, NULL, NULL, NULL,
-                ctx);
+                &whole, 0, ctx);
 }
 
 /* the reducer's 2C + 1 doubles (synchronized batch norm), as floats */
@@ -590,8 +632,9 @@ static size_t batchnorm_workspace(const nn_node *node, int max_batch, int thread
 static void batchnorm_fwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
     float *save = a->aux; /* (2C + 1) */
+    const bn_shards sh = {a->shards > 1 ? a->shards : 1, a->shards > 1 ? a->shard_bounds : NULL};
     bn_forward(a->y, save, a->buf, a->x, d->residual ? a->xs[1] : NULL, a->w, a->b, d, a->n,
-               a->training, 1, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
+               a->training, 1, (double *)a->ws, a->reduce, a->reduce_user, &sh, a->ctx);
     save[2 * d->C] = a->training ? 1.0f : 0.0f;
 }
 
@@ -602,8 +645,10 @@ static void batchnorm_bwd(const nn_op_args *a) {
     /* the reader summed the rows only in training passes (its prologue) */
     const double *rows =
         d->sums_by_reader && training ? (const double *)(save + aux_sums_offset(d->C)) : NULL;
+    const bn_shards sh = {a->shards > 1 ? a->shards : 1, a->shards > 1 ? a->shard_bounds : NULL};
     bn_backward(a->dx, d->residual ? a->dxs[1] : NULL, a->dw, a->db, a->dy, a->y, a->x, a->w,
-                save, 1, rows, d, a->n, training, (double *)a->ws, a->reduce, a->reduce_user, a->ctx);
+                save, 1, rows, d, a->n, training, (double *)a->ws, a->reduce, a->reduce_user, &sh,
+                a->grad_stride, a->ctx);
 }
 
 /* A ReLU after the batch norm (its only reader) is applied in the same pass
@@ -686,6 +731,7 @@ const nn_op_def nn_batchnorm_def = {
     .flops = batchnorm_flops,
     .kernels = {[NN_KERNELS_CPU] = &batchnorm_cpu, NN_CUDA_KERNELS(batchnorm)},
     .check_batch = batchnorm_check_batch,
+    .couples_batch = 1,
     .fuse_epilogue = batchnorm_fuse_epilogue,
     .give_prologue = batchnorm_give_prologue,
     .prologue_coefs = batchnorm_prologue_coefs,

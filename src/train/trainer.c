@@ -141,6 +141,65 @@ static uint64_t labels_hash(const nn_dataset *d) {
     return h;
 }
 
+static void scale_grads(const nn_backend *be, float *g, size_t n, float s);
+
+/* cfg.shards K on `ranks` ranks: one process computes each global batch as
+ * K shards (the net's), K ranks one shard each (the net's batches whole);
+ * anything else is refused, as is batch norm without sync_bn (each shard's
+ * statistics would be its own, and its running ones could not be one
+ * rank's). The last global batch must leave every shard a share that
+ * training takes, as set_geometry checks the ranks'. */
+static nn_status set_shards(nn_trainer *t, int ranks) {
+    const int K = t->cfg.shards > 1 ? t->cfg.shards : 1;
+    if (t->comm) t->comm->ordered = K > 1; /* the ranks' sums in rank order */
+    if (K == 1) return nn_net_set_shards(t->net, 1);
+    if (ranks != 1 && ranks != K)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "shards %d on %d ranks: run 1 process or %d ranks",
+                           K, ranks, K);
+    if (t->cfg.accumulate > 1 || t->cfg.stages > 1)
+        return nn_ctx_fail(t->ctx, NN_EINVAL, "shards do not combine with %s yet",
+                           t->cfg.accumulate > 1 ? "accumulate" : "stages");
+    for (int i = 0; i < t->net->num_nodes && !t->cfg.sync_bn; i++)
+        if (nn_op_def_get(t->net->nodes[i].op)->couples_batch)
+            return nn_ctx_fail(t->ctx, NN_EINVAL, "shards with batch norm (layer '%s') need "
+                               "sync_bn (--sync-bn): the statistics over the global batch",
+                               t->net->nodes[i].name);
+    if (ranks > 1) return nn_net_set_shards(t->net, 1);
+    const int64_t n = t->train ? t->train->n : 0;
+    const int last = n ? (int)(n - (t->batches - 1) * t->cfg.batch) : 0;
+    for (int k = 0; k < K && last; k++) {
+        const int cnt = (int)((int64_t)(k + 1) * last / K - (int64_t)k * last / K);
+        if (cnt == 0 || (cnt < t->cfg.batch && nn_net_check_batch(t->net, cnt, 1)))
+            return nn_ctx_fail(t->ctx, NN_EINVAL, "%lld training images in batches of %d leave "
+                               "shard %d of %d a last share of %d, which training in shards "
+                               "cannot take (change --batch or --train-limit)", (long long)n,
+                               t->cfg.batch, k, K, cnt);
+    }
+    return nn_net_set_shards(t->net, K);
+}
+
+/* The shards' gradients (one process, cfg.shards) combined as the ranks'
+ * all-reduce combines theirs: each weighted by its share of the n samples
+ * (1 for equal shares), added in shard order, divided by their number. */
+static void combine_shards(nn_trainer *t, int n) {
+    const int K = nn_net_shards(t->net);
+    const size_t np = nn_net_num_params(t->net);
+    const nn_backend *be = t->ctx->backend;
+    float *g = nn_net_grads(t->net);
+    for (int k = 0; k < K; k++) {
+        const int cnt = (int)((int64_t)(k + 1) * n / K - (int64_t)k * n / K);
+        const float w = (float)((double)cnt * K / (double)n);
+        float *gk = nn_net_shard_grads(t->net, k);
+        if (w != 1.0f) scale_grads(be, gk, np, w);
+        if (k) {
+            nn_dev_begin(be);
+            nn_dev_add(be, g, gk, np);
+            nn_dev_end(be);
+        }
+    }
+    scale_grads(be, g, np, 1.0f / (float)K);
+}
+
 nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_dataset *train,
                          const nn_dataset *val, const nn_dataset *test, nn_trainer **out) {
     nn_ctx *ctx = net->ctx;
@@ -211,6 +270,7 @@ nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_datas
     if (train &&
         (s = nn_loader_new(ctx, train, cfg->batch, &cfg->norm, &cfg->aug, cfg->seed, &t->loader)))
         goto fail;
+    if ((s = set_shards(t, 1))) goto fail;
     *out = t;
     return NN_OK;
 fail:
@@ -230,6 +290,7 @@ void nn_trainer_free(nn_trainer *t) {
     if (!t) return;
     release_pipeline(t);
     if (t->sync_bn) nn_net_set_reducer(t->net, NULL, NULL);
+    if (t->cfg.shards > 1) nn_net_set_shards(t->net, 1); /* the net is the caller's again */
     nn_loader_free(t->loader);
     nn_optim_free(t->opt);
     free(t->x);
@@ -245,7 +306,6 @@ void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb) {
     t->cb = cb ? *cb : (nn_train_callbacks){0};
 }
 
-static void scale_grads(const nn_backend *be, float *g, size_t n, float s);
 
 /* Bucket b covers [lo, hi) of the gradient buffer; bucket 0 ends it. */
 static void bucket_range(const nn_trainer *t, int b, size_t *lo, size_t *hi) {
@@ -426,6 +486,7 @@ nn_status nn_trainer_set_comm(nn_trainer *t, nn_comm *comm, size_t bucket_bytes)
     }
     t->comm = t->world;
     nn_status s = set_geometry(t, t->comm ? comm->size : 1, t->comm ? comm->rank : 0);
+    if (!s) s = set_shards(t, t->comm ? comm->size : 1);
     if (s || !t->comm) {
         t->comm = t->world = NULL;
         if (s) set_geometry(t, 1, 0);
@@ -604,6 +665,7 @@ static nn_status train_micro(nn_trainer *t, const float *x, const int32_t *y, in
     s = nn_net_backward(t->net);
     if (!s) s = t->reduce_status;
     nn_net_set_grad_hook(t->net, NULL, NULL);
+    if (!s && nn_net_shards(t->net) > 1) combine_shards(t, n);
     if (reduce) {
         nn_status f = finish_allreduce(t);
         if (!s) s = f;
