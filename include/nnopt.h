@@ -893,6 +893,10 @@ struct nn_comm {
      * that every world size gives the same bytes; 0 (the default): the
      * order the library picks (the same for two ranks). Set by the trainer. */
     int ordered;
+    /* optional: lets the requests in flight move on without waiting (MPI
+     * progresses non-blocking collectives only inside its calls); the
+     * trainer calls it as layers' gradients become final */
+    void (*progress)(nn_comm *c);
 };
 
 /* MPI (src/dist/mpi.c). In a build without MPI (NN_HAVE_MPI undefined) these

@@ -20,6 +20,7 @@
 # 32 --sync-bn give 1 x 64's train loss over 20 steps and its tensors (running
 # statistics included) after 3 within 1e-5 (the test loss after the 20
 # within 1e-4), and without --sync-bn they do not.
+# --bucket-mb 0.05 gives the bytes of the default bucket.
 # Shards (--shards 2): 1 process x 64 and 2 ranks x 32 end with the same
 # bytes, for the seed CNN under F(4x4) and ResNet-20 with --sync-bn, and
 # --shards 4 at np 4 likewise; --shards 3 at np 2 and shards with batch norm
@@ -72,6 +73,13 @@ check "rank 0 says it is data parallel over 2 ranks, global batch 64" \
     test "$(grep -c 'data-parallel over 2 MPI ranks, global batch 64' two.err)" -eq 1
 check "the ranks' parameters were bit-identical after every epoch" \
     test "$(grep -c 'parameters bit-identical on all 2 ranks' two.err)" -eq 1
+
+# Buckets of 50 KiB: 16 all-reduces a step, started while the backward pass
+# runs, each element still r0 + r1, so the same bytes as one 25 MB bucket
+timeout 300 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 --batch 32 \
+    --epochs 1 --bucket-mb 0.05 --save twob.st >twob.json 2>twob.err
+check "--bucket-mb 0.05 (16 buckets, overlapping the backward pass) ends with the bytes of one bucket" \
+    bash -c 'python3 -c "$1" twob.st two.st same && grep -q "\"comm_overlap_s\"" twob.json' _ "$PY_PARAMS"
 
 # ------------------------------------------------------------------ (b) an uneven last batch
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1283 --batch 64 --epochs 1 \

@@ -12,6 +12,7 @@
  */
 #include "cli/cli.h"
 
+#include <math.h>
 #include <unistd.h>
 
 /* Data parallel: the MPI communicator, and the threads of each rank when
@@ -137,7 +138,9 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
      * batch, which the ranks reproduce */
     if ((init && nn_checkpoint_load(ctx, init, net, NULL, NULL)) ||
         nn_trainer_new(net, &cfg, &train, &val, &test, &trainer) ||
-        ((comm || cfg.stages > 1) && nn_trainer_set_comm(trainer, comm, 0)) ||
+        ((comm || cfg.stages > 1) &&
+         nn_trainer_set_comm(trainer, comm,
+                             isnan(o.bucket_mb) ? 0 : (size_t)(o.bucket_mb * 1048576.0))) ||
         (resume && nn_trainer_resume(trainer, resume)))
         goto fail;
     /* every output path is locked and checked before anything is cut: a bad

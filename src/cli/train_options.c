@@ -17,7 +17,7 @@ void cli_train_opts_init(cli_train_opts *o) {
     *o = (cli_train_opts){
         .data = NN_DEFAULT_DATA_DIR, .epochs = 5, .batch = 64, .seed = 1,
         .mean = NN_FASHION_MNIST_MEAN, .std = NN_FASHION_MNIST_STD, .optimizer = "sgd",
-        .schedule = "constant", .precision = "fp32", .stages = CLI_UNSET_I, .shards = CLI_UNSET_I,
+        .schedule = "constant", .precision = "fp32", .stages = CLI_UNSET_I, .shards = CLI_UNSET_I, .bucket_mb = CLI_UNSET_F,
         .micro_batches = CLI_UNSET_I, .accumulate = 1, .lr = CLI_UNSET_F,
         .momentum = CLI_UNSET_F, .dampening = CLI_UNSET_F, .weight_decay = CLI_UNSET_F,
         .beta1 = CLI_UNSET_F, .beta2 = CLI_UNSET_F, .eps = CLI_UNSET_F, .alpha = CLI_UNSET_F,
@@ -43,6 +43,7 @@ int cli_train_opts_table(cli_train_opts *o, cli_opt *t) {
         {"--batch", CLI_INT, &o->batch, "N", "batch size (default 64)", 1, 65536, "train.batch"},
         {"--accumulate", CLI_INT, &o->accumulate, "K", "add up K batches per optimizer step (default 1)", 1, 65536, "train.accumulate"},
         {"--sync-bn", CLI_FLAG, &o->sync_bn, NULL, "under mpirun: batch norm's statistics over all ranks' samples (the global batch), not each rank's", 0, 0, "train.sync_bn"},
+        {"--bucket-mb", CLI_FLOAT, &o->bucket_mb, "MB", "under mpirun: gradient all-reduce bucket size in MiB (default 25, as DDP's)", 0.001, 4096, "train.bucket_mb"},
         {"--shards", CLI_INT, &o->shards, "K", "compute each global batch as K data-parallel ranks would, one shard each, in a fixed order: 1 process and mpirun -np K give the same bytes (batch norm needs --sync-bn)", 1, 64, "train.shards"},
         {"--stages", CLI_INT, &o->stages, "K", "under mpirun: cut the model into K pipeline stages, one per rank (np / K data-parallel replicas of the pipeline)", 1, 1024, "train.stages"},
         {"--micro-batches", CLI_INT, &o->micro_batches, "M", "with --stages: micro-batches per batch (default 2 x stages)", 1, 4096, "train.micro_batches"},

@@ -265,6 +265,15 @@ static nn_status mpi_wait(nn_comm *c, int req) {
     return s;
 }
 
+static void mpi_progress(nn_comm *c) {
+    mpi_impl *m = c->impl;
+    for (int i = 0; i < m->cap; i++)
+        if (m->pending[i].in_use) {
+            int done = 0;
+            MPI_Request_get_status(m->pending[i].req, &done, MPI_STATUS_IGNORE);
+        }
+}
+
 static nn_status mpi_send_start(nn_comm *c, const float *buf, size_t n, int peer, int tag,
                                 int *req) {
     mpi_impl *m = c->impl;
@@ -357,6 +366,7 @@ static nn_status comm_wrap(nn_ctx *ctx, MPI_Comm world, MPI_Comm watch, double t
     MPI_Comm_size(m->world, &c->size);
     c->allreduce_start = mpi_allreduce_start;
     c->wait = mpi_wait;
+    c->progress = mpi_progress;
     c->broadcast = mpi_broadcast;
     c->sum_f64 = mpi_sum_f64;
     c->send_start = mpi_send_start;

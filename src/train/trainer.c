@@ -331,7 +331,11 @@ static void start_buckets(nn_trainer *t, size_t first_final) {
     }
 }
 
-static void on_grads_final(void *user, size_t first_final) { start_buckets(user, first_final); }
+static void on_grads_final(void *user, size_t first_final) {
+    nn_trainer *t = user;
+    start_buckets(t, first_final);
+    if (t->started && t->comm->progress) t->comm->progress(t->comm);
+}
 
 /* After the backward pass: starts what is left and waits for every bucket. */
 static nn_status finish_allreduce(nn_trainer *t) {
