@@ -197,6 +197,11 @@ check "resnet20 --sync-bn --shards 2: 2 ranks x 32 have the losses of 1 process 
     python3 -c "$PY_CLOSE" rs2.json rs1.json
 check "... and end with the same bytes (parameters, running statistics, momentum)" \
     python3 -c "$PY_PARAMS" rs2.st rs1.st same
+# 2 threads: the process runs its 2 shards at once, one thread each
+timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${SH[@]}" --batch 64 --sync-bn --shards 2 \
+    --threads 2 --save rs1t.st >rs1t.json 2>rs1t.err
+check "... and so does 1 process running its 2 shards at once on 2 threads" \
+    bash -c 'python3 -c "$1" rs1t.st rs2.st same && grep -q "\"threads\":2" rs1t.json' _ "$PY_PARAMS"
 # 4 ranks: OpenMPI may add 4 ranks' values in any order; with shards they
 # are gathered and added in rank order, as the process adds its shards
 timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${SH[@]}" --batch 64 --sync-bn --shards 4 \

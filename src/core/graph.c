@@ -343,6 +343,10 @@ static void release_plan(nn_net *net) {
     be->free(net->labels_dev);
     be->free(net->fold_ws);
     net->fold_ws = NULL;
+    be->free(net->shard_ws);
+    net->shard_ws = NULL;
+    net->shard_ws_floats = 0;
+    net->shard_slots = 0;
     for (int k = 0; k < NN_MAX_INPUTS; k++) {
         be->free(net->gscratch[k]);
         net->gscratch[k] = NULL;
@@ -484,6 +488,42 @@ static int plan_folds(nn_net *net) {
     return net->fold_ws == NULL;
 }
 
+/* Shards running at once (nn_net_set_shards with several threads): the
+ * threads share out the shards, each shard's kernels running on one thread
+ * with a workspace of its own, planned for the largest shard of the planned
+ * batch. One thread per shard keeps a shard's bytes those of one thread,
+ * the same as shards run one after another on one thread. */
+static nn_status plan_shard_ws(nn_net *net) {
+    const nn_backend *be = net->ctx->backend;
+    be->free(net->shard_ws);
+    net->shard_ws = NULL;
+    net->shard_ws_floats = 0;
+    net->shard_slots = 0;
+    const int max_threads = net->ctx->max_threads;
+    if (net->shards <= 1 || !net->max_batch || max_threads < 2) return NN_OK;
+    const int slots = max_threads < net->shards ? max_threads : net->shards;
+    const int batch = (net->max_batch + net->shards - 1) / net->shards;
+    size_t ws = 16;
+    for (int i = 0; i < net->num_nodes; i++) {
+        const nn_op_kernels *k = nn_backend_kernels(be, net->nodes[i].op);
+        if (k && k->workspace) {
+            size_t w = k->workspace(&net->nodes[i], batch, 1);
+            if (w > ws) ws = w;
+        }
+    }
+    ws = round16(ws);
+    const uint64_t bytes = nn_size_mul(nn_size_mul(ws, (uint64_t)slots), sizeof(float));
+    nn_status st = nn_memory_check(net->ctx, bytes, bytes, "%s: the workspaces of %d shards "
+                                   "at once need %.1f MiB", net->source, slots, NN_MIB(bytes));
+    if (st) return st;
+    if (!(net->shard_ws = be->alloc((size_t)bytes)))
+        return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for the workspaces of %d "
+                           "shards", net->source, slots);
+    net->shard_ws_floats = ws;
+    net->shard_slots = slots;
+    return NN_OK;
+}
+
 nn_status nn_net_plan(nn_net *net, int max_batch) { return nn_net_plan_slots(net, max_batch, 1); }
 
 nn_status nn_net_plan_slots(nn_net *net, int max_batch, int num_slots) {
@@ -617,6 +657,11 @@ nn_status nn_net_plan_slots(nn_net *net, int max_batch, int num_slots) {
         return nn_ctx_fail(net->ctx, NN_ENOMEM, "%s: out of memory for folded weights",
                            net->source);
     }
+    nn_status sst = plan_shard_ws(net);
+    if (sst) {
+        release_plan(net);
+        return sst;
+    }
     /* aliases share their source's memory (sources come earlier) */
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
@@ -692,7 +737,7 @@ nn_status nn_net_set_shards(nn_net *net, int shards) {
     be->free(net->grad_data);
     net->grad_data = g;
     net->shards = shards;
-    return NN_OK;
+    return plan_shard_ws(net);
 }
 
 int nn_net_shards(const nn_net *net) { return net->shards > 1 ? net->shards : 1; }
@@ -887,6 +932,45 @@ static void shard_view(const nn_net *net, const nn_node *node, nn_op_args *a, in
     if (a->db) a->db += g;
 }
 
+static void backward_kernel(nn_net *net, const nn_node *node, const nn_op_kernels *k,
+                            const nn_op_args *a, int lo, float loss_scale);
+
+/* Runs node's kernel (forward, or backward with loss_scale) once per shard
+ * of a shard pass, each on its shard's rows (parts[s]: shard s's loss).
+ * With several threads the shards run at once, shared out among them
+ * (shard s on thread s mod P), each shard's kernels on one thread with a
+ * workspace of its own: the bytes of the shards run one after another on
+ * one thread. */
+static void run_shards(nn_net *net, const nn_node *node, const nn_op_kernels *k,
+                       const nn_op_args *a, int backward, float loss_scale, float *parts) {
+    const int shards = net->shards;
+    int par = net->ctx->threads < shards ? net->ctx->threads : shards;
+    if (par > net->shard_slots) par = net->shard_slots;
+    if (par > 1) {
+        net->shard_ctx = *net->ctx;
+        net->shard_ctx.threads = 1;
+    }
+#pragma omp parallel for schedule(static, 1) num_threads(par > 1 ? par : 1)
+    for (int s = 0; s < shards; s++) {
+        const int lo = net->shard_bounds[s], cnt = net->shard_bounds[s + 1] - lo;
+        parts[s] = 0.0f;
+        if (!cnt) continue;
+        nn_op_args v = *a;
+        shard_view(net, node, &v, s, lo, cnt);
+        if (par > 1) {
+            v.ctx = &net->shard_ctx;
+            v.ws = net->shard_ws + (size_t)omp_get_thread_num() * net->shard_ws_floats;
+            v.ws_floats = net->shard_ws_floats;
+        }
+        if (backward) {
+            backward_kernel(net, node, k, &v, lo, loss_scale);
+        } else {
+            if (v.loss) v.loss = &parts[s];
+            k->forward(&v);
+        }
+    }
+}
+
 /* One node's forward kernel, once per shard in a shard pass (the loss: the
  * mean over the shards' means, each weighted by its samples). */
 static void forward_kernel(nn_net *net, nn_node *node, const nn_op_kernels *k, nn_op_args *a,
@@ -898,18 +982,14 @@ static void forward_kernel(nn_net *net, nn_node *node, const nn_op_kernels *k, n
         k->forward(a);
         return;
     }
-    double loss = 0.0;
-    for (int s = 0; s < shards; s++) {
-        const int lo = net->shard_bounds[s], cnt = net->shard_bounds[s + 1] - lo;
-        if (!cnt) continue;
-        nn_op_args v = *a;
-        float part = 0.0f;
-        shard_view(net, node, &v, s, lo, cnt);
-        if (v.loss) v.loss = &part;
-        k->forward(&v);
-        loss += (double)part * cnt;
+    float parts[NN_MAX_SHARDS];
+    run_shards(net, node, k, a, 0, 1.0f, parts);
+    if (a->loss) {
+        double loss = 0.0;
+        for (int s = 0; s < shards; s++)
+            loss += (double)parts[s] * (net->shard_bounds[s + 1] - net->shard_bounds[s]);
+        *a->loss = (float)(loss / a->n);
     }
-    if (a->loss) *a->loss = (float)(loss / a->n);
 }
 
 /* Runs the forward kernels of nodes first..last (the input node excepted);
@@ -1042,13 +1122,8 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
             a.grad_stride = net->num_params;
             backward_kernel(net, node, k, &a, 0, loss_scale);
         } else {
-            for (int s = 0; s < shards; s++) {
-                const int lo = net->shard_bounds[s], cnt = net->shard_bounds[s + 1] - lo;
-                if (!cnt) continue;
-                nn_op_args v = a;
-                shard_view(net, node, &v, s, lo, cnt);
-                backward_kernel(net, node, k, &v, lo, loss_scale);
-            }
+            float parts[NN_MAX_SHARDS];
+            run_shards(net, node, k, &a, 1, loss_scale, parts);
         }
         nn_dev_end(be);
         if (timed) {

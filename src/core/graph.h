@@ -443,6 +443,11 @@ struct nn_net {
                                        (nn_net_set_shards; 1: whole batches) */
     int shard_bounds[NN_MAX_SHARDS + 1]; /* of the current pass */
     int shard_n;                    /* the batch they split */
+    float *shard_ws;                /* shards run at once on several threads: one
+                                       workspace per thread, shard_ws_floats each */
+    size_t shard_ws_floats;
+    int shard_slots;                /* how many such workspaces (0: none planned) */
+    nn_ctx shard_ctx;               /* the context a shard's kernels get then */
 };
 
 /*
