@@ -476,7 +476,7 @@ void nn_net_set_reducer(nn_net *net, nn_reducer reduce, void *user);
  * nn_net_shard_grads(net, k) (shard 0's are nn_net_grads), and
  * nn_net_zero_grad zeroes them all: combining them is the caller's, as the
  * ranks' all-reduce would (the trainer's cfg.shards). The loss is the mean
- * over all samples. Eval-mode passes run whole. CPU backend; 1 (the
+ * over all samples. Eval-mode passes run whole. Backends with the CPU kernels; 1 (the
  * default): whole batches. Fails for layers that keep data for the whole
  * batch (none of batch norm's kind) and above 64 shards. */
 nn_status nn_net_set_shards(nn_net *net, int shards);

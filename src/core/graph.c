@@ -712,8 +712,8 @@ nn_status nn_net_set_shards(nn_net *net, int shards) {
         return nn_ctx_fail(net->ctx, NN_EINVAL, "%d shards; expected 1..%d", shards, NN_MAX_SHARDS);
     if (shards == now) return NN_OK;
     const nn_backend *be = net->ctx->backend;
-    if (shards > 1 && !be->host_visible)
-        return nn_ctx_fail(net->ctx, NN_EUNSUPPORTED, "%s: shards run on the CPU backend only",
+    if (shards > 1 && be->kernels != NN_KERNELS_CPU)
+        return nn_ctx_fail(net->ctx, NN_EUNSUPPORTED, "%s: shards run on the CPU kernels only",
                            net->source);
     /* an op called once per shard must keep nothing for the whole batch */
     for (int i = 0; i < net->num_nodes && shards > 1; i++) {

@@ -265,13 +265,16 @@ static nn_status mpi_wait(nn_comm *c, int req) {
     return s;
 }
 
+/* MPI may move data into the buffers here: inside the backend's window */
 static void mpi_progress(nn_comm *c) {
     mpi_impl *m = c->impl;
+    nn_dev_begin(m->ctx->backend);
     for (int i = 0; i < m->cap; i++)
         if (m->pending[i].in_use) {
             int done = 0;
             MPI_Request_get_status(m->pending[i].req, &done, MPI_STATUS_IGNORE);
         }
+    nn_dev_end(m->ctx->backend);
 }
 
 static nn_status mpi_send_start(nn_comm *c, const float *buf, size_t n, int peer, int tag,
