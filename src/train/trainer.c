@@ -306,7 +306,6 @@ void nn_trainer_set_callbacks(nn_trainer *t, const nn_train_callbacks *cb) {
     t->cb = cb ? *cb : (nn_train_callbacks){0};
 }
 
-
 /* Bucket b covers [lo, hi) of the gradient buffer; bucket 0 ends it. */
 static void bucket_range(const nn_trainer *t, int b, size_t *lo, size_t *hi) {
     const size_t n = nn_net_num_params(t->net);
