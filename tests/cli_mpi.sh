@@ -24,7 +24,7 @@
 # Shards (--shards 2): 1 process x 64 and 2 ranks x 32 end with the same
 # bytes, for the seed CNN under F(4x4) and ResNet-20 with --sync-bn, and
 # --shards 4 at np 4 likewise; --shards 3 at np 2 and shards with batch norm
-# but no --sync-bn are refused.
+# but no --sync-bn are refused; a shards run resumes to the straight run's bytes.
 # A rank killed with kill -9 mid-run: mpirun exits non-zero within 30 s
 # naming the rank, no rank is left running, and the checkpoint the dead run
 # left (mid-epoch, --save-every) resumes at np 2 to the straight run's bytes.
@@ -202,6 +202,14 @@ timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${SH[@]}" --batch 64 --sync-bn --s
     --threads 2 --save rs1t.st >rs1t.json 2>rs1t.err
 check "... and so does 1 process running its 2 shards at once on 2 threads" \
     bash -c 'python3 -c "$1" rs1t.st rs2.st same && grep -q "\"threads\":2" rs1t.json' _ "$PY_PARAMS"
+# a shards run resumed from its first epoch's checkpoint: the straight run's bytes
+RZ=(--train-limit 640 --batch 64 --sync-bn --shards 2 --threads 2)
+timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${RZ[@]}" --epochs 2 --save rz2.st >/dev/null 2>&1
+timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${RZ[@]}" --epochs 1 --save rz1.st >/dev/null 2>&1
+timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${RZ[@]}" --epochs 2 --resume rz1.st \
+    --save rzr.st >/dev/null 2>&1
+check "a --shards run resumed after its first epoch ends with the straight run's bytes" \
+    python3 -c "$PY_PARAMS" rzr.st rz2.st same
 # 4 ranks: OpenMPI may add 4 ranks' values in any order; with shards they
 # are gathered and added in rank order, as the process adds its shards
 timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${SH[@]}" --batch 64 --sync-bn --shards 4 \
