@@ -868,12 +868,12 @@ static void test_sync_bn(const nn_dataset *tr, const nn_dataset *te) {
  * of 3 split 1 and 2 (each shard's gradient weighted by its samples).
  * Refused: batch norm without sync_bn, a world size other than 1 or the
  * shards, and accumulation. */
-static void run_shards(const char *model, int sync_bn, int accumulate, int shards,
+static void run_shards(const char *model, int sync_bn, int accumulate, int shards, int64_t n,
                        const nn_dataset *tr, const nn_dataset *te, duo_rank *one,
                        duo_rank rk[2]) {
     static nn_dataset sub;
     sub = *tr;
-    sub.n = 147;
+    sub.n = n;
     nn_train_config c = nn_train_config_defaults();
     c.epochs = 1;
     c.sync_bn = sync_bn;
@@ -901,7 +901,7 @@ static void test_shards(const nn_dataset *tr, const nn_dataset *te) {
     const char *models[2] = {PLAIN_MODEL, BN_MODEL};
     for (int m = 0; m < 2; m++) {
         duo_rank one, rk[2];
-        run_shards(models[m], m == 1, 1, 2, tr, te, &one, rk);
+        run_shards(models[m], m == 1, 1, 2, 147, tr, te, &one, rk);
         const int ok = !one.s && !rk[0].s && !rk[1].s;
         check(ok, "shards: one process and two ranks train an epoch", "%s / %s / %s", one.err,
               rk[0].err, rk[1].err);
@@ -923,16 +923,23 @@ static void test_shards(const nn_dataset *tr, const nn_dataset *te) {
         free_duo(&one, rk);
     }
     duo_rank one, rk[2];
-    run_shards(BN_MODEL, 0, 1, 2, tr, te, &one, rk);
+    /* 145: the last global batch of 1 leaves shard (rank) 0 nothing */
+    run_shards(PLAIN_MODEL, 0, 1, 2, 145, tr, te, &one, rk);
+    check(!one.s && !rk[0].s && !rk[1].s &&
+              memcmp(rk[0].params, one.params, one.num_params * sizeof(float)) == 0,
+          "shards: an empty shard in the last batch, as an empty rank, gives the same bytes",
+          "%s / %s / %s", one.err, rk[0].err, rk[1].err);
+    free_duo(&one, rk);
+    run_shards(BN_MODEL, 0, 1, 2, 147, tr, te, &one, rk);
     check(one.s == NN_EINVAL && contains(one.err, "need sync_bn") && contains(one.err, "bn1") &&
               rk[0].s == NN_EINVAL,
           "shards refuse batch norm without sync_bn, naming the layer", "%s", one.err);
     free_duo(&one, rk);
-    run_shards(PLAIN_MODEL, 0, 1, 3, tr, te, &one, rk);
+    run_shards(PLAIN_MODEL, 0, 1, 3, 147, tr, te, &one, rk);
     check(!one.s && rk[0].s == NN_EINVAL && contains(rk[0].err, "run 1 process or 3 ranks"),
           "shards 3 run on 1 process, and are refused on 2 ranks", "%s / %s", one.err, rk[0].err);
     free_duo(&one, rk);
-    run_shards(PLAIN_MODEL, 0, 2, 2, tr, te, &one, rk);
+    run_shards(PLAIN_MODEL, 0, 2, 2, 147, tr, te, &one, rk);
     check(one.s == NN_EINVAL && contains(one.err, "accumulate"),
           "shards refuse accumulation", "%s", one.err);
     free_duo(&one, rk);

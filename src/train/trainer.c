@@ -148,7 +148,8 @@ static void scale_grads(const nn_backend *be, float *g, size_t n, float s);
  * anything else is refused, as is batch norm without sync_bn (each shard's
  * statistics would be its own, and its running ones could not be one
  * rank's). The last global batch must leave every shard a share that
- * training takes, as set_geometry checks the ranks'. */
+ * training takes (with sync_bn, some share), as set_geometry checks the
+ * ranks'. */
 static nn_status set_shards(nn_trainer *t, int ranks) {
     const int K = t->cfg.shards > 1 ? t->cfg.shards : 1;
     if (t->comm) t->comm->ordered = K > 1; /* the ranks' sums in rank order */
@@ -169,7 +170,9 @@ static nn_status set_shards(nn_trainer *t, int ranks) {
     const int last = n ? (int)(n - (t->batches - 1) * t->cfg.batch) : 0;
     for (int k = 0; k < K && last; k++) {
         const int cnt = (int)((int64_t)(k + 1) * last / K - (int64_t)k * last / K);
-        if (cnt == 0 || (cnt < t->cfg.batch && nn_net_check_batch(t->net, cnt, 1)))
+        /* with sync_bn every shard takes part in every pass, as every rank */
+        if ((cnt == 0 && t->cfg.sync_bn) ||
+            (cnt > 0 && cnt < t->cfg.batch && nn_net_check_batch(t->net, cnt, 1)))
             return nn_ctx_fail(t->ctx, NN_EINVAL, "%lld training images in batches of %d leave "
                                "shard %d of %d a last share of %d, which training in shards "
                                "cannot take (change --batch or --train-limit)", (long long)n,
