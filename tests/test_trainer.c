@@ -738,23 +738,21 @@ static double max_rel_diff(const float *a, const float *b, size_t n) {
     return worst;
 }
 
-/* 2 ranks x batch 8 against 1 process x batch 16, accumulating 2 batches:
- * 147 samples leave a last global batch of 3, split 1 and 2, so the sample
- * weighting of the ranks' gradients is what makes them agree. */
-static void test_two_ranks(const nn_dataset *tr, const nn_dataset *te) {
-    nn_dataset sub = *tr;
-    sub.n = 147;
-    nn_train_config c = nn_train_config_defaults();
-    c.epochs = 1;
-    c.accumulate = 2;
+/* Runs one process (batch 16) and two ranks as threads (batch 8 each) with
+ * config c (model NULL: PLAIN_MODEL) on the first n samples of tr. */
+static void run_pair(const char *model, const nn_train_config *c, int64_t n,
+                     const nn_dataset *tr, const nn_dataset *te, duo_rank *one, duo_rank rk[2]) {
+    static nn_dataset sub;
+    sub = *tr;
+    sub.n = n;
     duo shared;
     pthread_barrier_init(&shared.bar, NULL, 2);
-    duo_rank one = {.cfg = c, .tr = &sub, .te = te}, rk[2];
-    one.cfg.batch = 16;
-    run_rank(&one);
+    *one = (duo_rank){.model = model, .cfg = *c, .tr = &sub, .te = te};
+    one->cfg.batch = 16;
+    run_rank(one);
     pthread_t th[2];
     for (int i = 0; i < 2; i++) {
-        rk[i] = (duo_rank){.shared = &shared, .cfg = c, .tr = &sub, .te = te};
+        rk[i] = (duo_rank){.shared = &shared, .model = model, .cfg = *c, .tr = &sub, .te = te};
         rk[i].cfg.batch = 8;
         rk[i].comm = (nn_comm){.rank = i, .size = 2, .allreduce_start = duo_start,
                                .wait = duo_wait, .broadcast = duo_broadcast,
@@ -763,6 +761,17 @@ static void test_two_ranks(const nn_dataset *tr, const nn_dataset *te) {
     }
     for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
     pthread_barrier_destroy(&shared.bar);
+}
+
+/* 2 ranks x batch 8 against 1 process x batch 16, accumulating 2 batches:
+ * 147 samples leave a last global batch of 3, split 1 and 2, so the sample
+ * weighting of the ranks' gradients is what makes them agree. */
+static void test_two_ranks(const nn_dataset *tr, const nn_dataset *te) {
+    nn_train_config c = nn_train_config_defaults();
+    c.epochs = 1;
+    c.accumulate = 2;
+    duo_rank one, rk[2];
+    run_pair(NULL, &c, 147, tr, te, &one, rk);
     const int ok = !one.s && !rk[0].s && !rk[1].s;
     check(ok, "one process and two ranks train an epoch", "%s / %s / %s", one.err, rk[0].err,
           rk[1].err);
@@ -789,29 +798,11 @@ static void test_two_ranks(const nn_dataset *tr, const nn_dataset *te) {
  * first n samples of tr with model and sync_bn, accumulating 2 batches. */
 static void run_duo(const char *model, int sync_bn, int64_t n, const nn_dataset *tr,
                     const nn_dataset *te, duo_rank *one, duo_rank rk[2]) {
-    static nn_dataset sub;
-    sub = *tr;
-    sub.n = n;
     nn_train_config c = nn_train_config_defaults();
     c.epochs = 1;
     c.accumulate = 2;
     c.sync_bn = sync_bn;
-    duo shared;
-    pthread_barrier_init(&shared.bar, NULL, 2);
-    *one = (duo_rank){.model = model, .cfg = c, .tr = &sub, .te = te};
-    one->cfg.batch = 16;
-    run_rank(one);
-    pthread_t th[2];
-    for (int i = 0; i < 2; i++) {
-        rk[i] = (duo_rank){.shared = &shared, .model = model, .cfg = c, .tr = &sub, .te = te};
-        rk[i].cfg.batch = 8;
-        rk[i].comm = (nn_comm){.rank = i, .size = 2, .allreduce_start = duo_start,
-                               .wait = duo_wait, .broadcast = duo_broadcast,
-                               .sum_f64 = duo_sum, .impl = &rk[i]};
-        pthread_create(&th[i], NULL, run_rank, &rk[i]);
-    }
-    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&shared.bar);
+    run_pair(model, &c, n, tr, te, one, rk);
 }
 
 static void free_duo(duo_rank *one, duo_rank rk[2]) {
@@ -871,30 +862,12 @@ static void test_sync_bn(const nn_dataset *tr, const nn_dataset *te) {
 static void run_shards(const char *model, int sync_bn, int accumulate, int shards, int64_t n,
                        const nn_dataset *tr, const nn_dataset *te, duo_rank *one,
                        duo_rank rk[2]) {
-    static nn_dataset sub;
-    sub = *tr;
-    sub.n = n;
     nn_train_config c = nn_train_config_defaults();
     c.epochs = 1;
     c.sync_bn = sync_bn;
     c.accumulate = accumulate;
     c.shards = shards;
-    duo shared;
-    pthread_barrier_init(&shared.bar, NULL, 2);
-    *one = (duo_rank){.model = model, .cfg = c, .tr = &sub, .te = te};
-    one->cfg.batch = 16;
-    run_rank(one);
-    pthread_t th[2];
-    for (int i = 0; i < 2; i++) {
-        rk[i] = (duo_rank){.shared = &shared, .model = model, .cfg = c, .tr = &sub, .te = te};
-        rk[i].cfg.batch = 8;
-        rk[i].comm = (nn_comm){.rank = i, .size = 2, .allreduce_start = duo_start,
-                               .wait = duo_wait, .broadcast = duo_broadcast,
-                               .sum_f64 = duo_sum, .impl = &rk[i]};
-        pthread_create(&th[i], NULL, run_rank, &rk[i]);
-    }
-    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&shared.bar);
+    run_pair(model, &c, n, tr, te, one, rk);
 }
 
 static void test_shards(const nn_dataset *tr, const nn_dataset *te) {

@@ -898,6 +898,8 @@ static void fold_args(nn_net *net, nn_node *node, nn_node *copy, nn_op_args *a) 
  * splits a global batch over K ranks; 0 when this pass runs whole batches. */
 static int shard_pass(nn_net *net, int n) {
     if (net->shards <= 1 || !net->training) return 0;
+    net->shard_ctx = *net->ctx; /* for shards run at once: one thread each */
+    net->shard_ctx.threads = 1;
     if (net->shard_n != n) {
         for (int k = 0; k <= net->shards; k++)
             net->shard_bounds[k] = (int)((int64_t)k * n / net->shards);
@@ -946,10 +948,6 @@ static void run_shards(nn_net *net, const nn_node *node, const nn_op_kernels *k,
     const int shards = net->shards;
     int par = net->ctx->threads < shards ? net->ctx->threads : shards;
     if (par > net->shard_slots) par = net->shard_slots;
-    if (par > 1) {
-        net->shard_ctx = *net->ctx;
-        net->shard_ctx.threads = 1;
-    }
 #pragma omp parallel for schedule(static, 1) num_threads(par > 1 ? par : 1)
     for (int s = 0; s < shards; s++) {
         const int lo = net->shard_bounds[s], cnt = net->shard_bounds[s + 1] - lo;
@@ -971,14 +969,21 @@ static void run_shards(nn_net *net, const nn_node *node, const nn_op_kernels *k,
     }
 }
 
+/* 1 if node's kernel runs on the whole batch in this pass (shards: 0 or the
+ * pass's count); a then carries the shards for a couples_batch op. */
+static int whole_batch(const nn_net *net, const nn_node *node, nn_op_args *a, int shards) {
+    if (shards && !def_of(node)->couples_batch) return 0;
+    a->shards = shards ? shards : 1;
+    a->shard_bounds = net->shard_bounds;
+    a->grad_stride = net->num_params;
+    return 1;
+}
+
 /* One node's forward kernel, once per shard in a shard pass (the loss: the
  * mean over the shards' means, each weighted by its samples). */
 static void forward_kernel(nn_net *net, nn_node *node, const nn_op_kernels *k, nn_op_args *a,
                            int shards) {
-    if (!shards || def_of(node)->couples_batch) {
-        a->shards = shards ? shards : 1;
-        a->shard_bounds = net->shard_bounds;
-        a->grad_stride = net->num_params;
+    if (whole_batch(net, node, a, shards)) {
         k->forward(a);
         return;
     }
@@ -1116,10 +1121,7 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
         const int timed = net->timing || net->hook;
         double t0 = timed ? omp_get_wtime() : 0.0;
         nn_dev_begin(be);
-        if (!shards || def_of(node)->couples_batch) {
-            a.shards = shards ? shards : 1;
-            a.shard_bounds = net->shard_bounds;
-            a.grad_stride = net->num_params;
+        if (whole_batch(net, node, &a, shards)) {
             backward_kernel(net, node, k, &a, 0, loss_scale);
         } else {
             float parts[NN_MAX_SHARDS];

@@ -440,6 +440,32 @@ static int shard_n(const bn_shards *sh, int s, int n) {
     return sh->bounds ? sh->bounds[s + 1] - sh->bounds[s] : n;
 }
 
+/* Channel c's sum, and its sum of squared deviations from mean, over the
+ * batch: each shard's in shard order (one shard: channel_sum's order). */
+static double shards_sum(const bn_rows *k, const float *x, const nn_bn_desc *d, int n, int c,
+                         const bn_shards *sh) {
+    const size_t sample = (size_t)d->C * d->HW;
+    double s = 0.0;
+    for (int i = 0; i < sh->count; i++) {
+        const double part = channel_sum(k, x + (size_t)shard_lo(sh, i) * sample, d,
+                                        shard_n(sh, i, n), c);
+        s = i ? s + part : part;
+    }
+    return s;
+}
+
+static double shards_sq_dev(const bn_rows *k, const float *x, const nn_bn_desc *d, int n, int c,
+                            double mean, const bn_shards *sh) {
+    const size_t sample = (size_t)d->C * d->HW;
+    double s = 0.0;
+    for (int i = 0; i < sh->count; i++) {
+        const double part = channel_sq_dev(k, x + (size_t)shard_lo(sh, i) * sample, d,
+                                           shard_n(sh, i, n), c, mean);
+        s = i ? s + part : part;
+    }
+    return s;
+}
+
 /* The forward pass; with reduce or shards (training mode only) the
  * statistics are over every rank's and every shard's samples: the channels'
  * sums and the value count, then the squared deviations from the global
@@ -451,7 +477,6 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
                        const bn_shards *sh, nn_ctx *ctx) {
     const int C = d->C;
     const double M = (double)n * d->HW;
-    const size_t sample = (size_t)C * d->HW;
     const bn_rows *k = bn_rows_for(ctx);
     if (training && d->out_virtual) y = NULL; /* the reader normalizes (give_prologue) */
     if (!training || (!reduce && sh->count <= 1)) {
@@ -469,22 +494,12 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
     } else {
         double *sum = acc, *count = acc + C, *sq = acc + C + 1; /* (C), (1), (C) */
         NN_PARALLEL_FOR(ctx->threads)
-        for (int c = 0; c < C; c++) {
-            sum[c] = channel_sum(k, x, d, shard_n(sh, 0, n), c);
-            for (int s = 1; s < sh->count; s++)
-                sum[c] += channel_sum(k, x + (size_t)shard_lo(sh, s) * sample, d,
-                                      shard_n(sh, s, n), c);
-        }
+        for (int c = 0; c < C; c++) sum[c] = shards_sum(k, x, d, n, c, sh);
         *count = M;
         if (reduce) reduce(user, acc, (size_t)C + 1);
         const double Mg = *count;
         NN_PARALLEL_FOR(ctx->threads)
-        for (int c = 0; c < C; c++) {
-            sq[c] = channel_sq_dev(k, x, d, shard_n(sh, 0, n), c, sum[c] / Mg);
-            for (int s = 1; s < sh->count; s++)
-                sq[c] += channel_sq_dev(k, x + (size_t)shard_lo(sh, s) * sample, d,
-                                        shard_n(sh, s, n), c, sum[c] / Mg);
-        }
+        for (int c = 0; c < C; c++) sq[c] = shards_sq_dev(k, x, d, n, c, sum[c] / Mg, sh);
         if (reduce) reduce(user, sq, (size_t)C);
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++)

@@ -143,6 +143,12 @@ static uint64_t labels_hash(const nn_dataset *d) {
 
 static void scale_grads(const nn_backend *be, float *g, size_t n, float s);
 
+/* Samples of shard k of K in a batch of n: as share_range splits a global
+ * batch over the ranks (and the net its shards). */
+static int shard_count(int64_t n, int k, int K) {
+    return (int)((int64_t)(k + 1) * n / K - (int64_t)k * n / K);
+}
+
 /* cfg.shards K on `ranks` ranks: one process computes each global batch as
  * K shards (the net's), K ranks one shard each (the net's batches whole);
  * anything else is refused, as is batch norm without sync_bn (each shard's
@@ -169,7 +175,7 @@ static nn_status set_shards(nn_trainer *t, int ranks) {
     const int64_t n = t->train ? t->train->n : 0;
     const int last = n ? (int)(n - (t->batches - 1) * t->cfg.batch) : 0;
     for (int k = 0; k < K && last; k++) {
-        const int cnt = (int)((int64_t)(k + 1) * last / K - (int64_t)k * last / K);
+        const int cnt = shard_count(last, k, K);
         /* with sync_bn every shard takes part in every pass, as every rank */
         if ((cnt == 0 && t->cfg.sync_bn) ||
             (cnt > 0 && cnt < t->cfg.batch && nn_net_check_batch(t->net, cnt, 1)))
@@ -190,7 +196,7 @@ static void combine_shards(nn_trainer *t, int n) {
     const nn_backend *be = t->ctx->backend;
     float *g = nn_net_grads(t->net);
     for (int k = 0; k < K; k++) {
-        const int cnt = (int)((int64_t)(k + 1) * n / K - (int64_t)k * n / K);
+        const int cnt = shard_count(n, k, K);
         const float w = (float)((double)cnt * K / (double)n);
         float *gk = nn_net_shard_grads(t->net, k);
         if (w != 1.0f) scale_grads(be, gk, np, w);
