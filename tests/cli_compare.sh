@@ -50,6 +50,15 @@ assert c["seeds"] == 2 and c["test_accuracy_sd"] >= 0 and c["latency_ms_batch256
 else
     fail "compare with recipe options, --seeds and --save-dir" "$(head -c 300 s.err)"
 fi
+# --params sets the model's parameters, as in nnopt train and info
+"$NN" compare "$SRC/models/search_cnn.nn" --params C1=8,FC=64 --train-limit 300 --test-limit 100 \
+    --threads 2 --json --out p.svg > p.json 2>/dev/null
+"$NN" info "$SRC/models/search_cnn.nn" --params C1=8,FC=64 --json > p_info.json 2>/dev/null
+check "--params reaches the model compare trains" python3 -c '
+import json
+c = json.load(open("p.json")); i = json.load(open("p_info.json"))
+assert c["params"] == i["total_params"] and c["params"] < 206922, (c["params"], i["total_params"])
+'
 "$NN" compare "$MODEL" --train-limit 300 --test-limit 100 --threads 2 --out n.svg > n.txt 2>/dev/null
 check "the table says n/a for an unmeasured latency" grep -q "n/a" n.txt
 if "$NN" compare "$SRC/models/nope.nn" $LIM --out x.svg > /dev/null 2> err.txt; then

@@ -123,14 +123,15 @@ static nn_status train_once(nn_ctx *ctx, nn_net *net, const nn_train_config *cfg
     return st;
 }
 
-static nn_status run_model(nn_ctx *ctx, result *r, const nn_train_config *cfg, int seeds,
+static nn_status run_model(nn_ctx *ctx, result *r, const char *model_params,
+                           const nn_train_config *cfg, int seeds,
                            const nn_dataset *train, const nn_dataset *val,
                            const nn_dataset *test, const char *data_dir, const char *save_dir,
                            int tty) {
     nn_net *net = NULL;
     float *x = NULL;
     nn_status st;
-    if ((st = nn_net_load(ctx, r->path, &net)) ||
+    if ((st = cli_net_load(ctx, r->path, model_params, &net)) ||
         (st = cli_check_data(ctx, r->path, net, train, data_dir)) ||
         (st = nn_net_plan(net, cfg->batch)))
         goto out;
@@ -265,7 +266,7 @@ int cmd_compare(int argc, char **argv, const cli_env *env) {
         snprintf(m->name, sizeof m->name, "%s", base ? base + 1 : pos[i]);
         char *dot = strrchr(m->name, '.');
         if (dot && dot != m->name) *dot = '\0';
-        if (run_model(ctx, m, &cfg, seeds, &train, &val, &test, o.data, save_dir, tty)) goto fail;
+        if (run_model(ctx, m, o.model_params, &cfg, seeds, &train, &val, &test, o.data, save_dir, tty)) goto fail;
         if (json) {
             printf("{\"model\":");
             cli_json_string(stdout, m->path);
