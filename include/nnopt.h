@@ -688,6 +688,14 @@ typedef struct {
      * have_best (0 when the file has none). Weights-only loads ignore them. */
     float *best;
     int have_best;
+    /* weight averaging (nn_train_config.ema): the averaged parameters
+     * (num_params), or NULL; in the backend's memory, not owned. Saved as
+     * "__ema__.<name>" tensors when not NULL; a load into a state whose ema is
+     * not NULL fills it from those tensors, which the file must hold.
+     * ema_swapped 1: the net holds the averaged weights and ema the live ones
+     * (the run finished) */
+    float *ema;
+    int ema_swapped;
     /* what the run trains on, so that a resume can refuse other data or
      * batching: samples per batch, batches per optimizer step, training
      * samples and a 64-bit FNV-1a hash of the training labels in order (each
@@ -699,15 +707,17 @@ typedef struct {
 
 /* Saves parameters under their PyTorch names; if opt is given also its state
  * as "optimizer.<param>.<state>" tensors, and if st is given the train state as
- * metadata (and st->best as "__best__.<name>" tensors when st->have_best).
- * Atomic. */
+ * metadata (and st->best as "__best__.<name>" tensors when st->have_best,
+ * st->ema as "__ema__.<name>" tensors when set). Atomic. */
 nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net,
                              nn_optimizer *opt, const nn_train_state *st);
 /* Loads parameters (every one must be present with the right shape; extra
- * tensors other than "optimizer.*" and "__best__.*" are errors). If opt/st are
- * given, the file must hold them (a --resume checkpoint); "__best__.*"
- * tensors, when the file has any, must then name every parameter and buffer
- * (they go to st->best, or are ignored when it is NULL). */
+ * tensors other than "optimizer.*", "__best__.*" and "__ema__.*" are errors).
+ * If opt/st are given, the file must hold them (a --resume checkpoint);
+ * "__best__.*" tensors, when the file has any, must then name every parameter
+ * and buffer (they go to st->best, or are ignored when it is NULL);
+ * "__ema__.*" tensors must name every parameter when st->ema is set (and are
+ * ignored when it is NULL). */
 nn_status nn_checkpoint_load(nn_ctx *ctx, const char *path, nn_net *net,
                              nn_optimizer *opt, nn_train_state *st);
 
@@ -792,6 +802,12 @@ typedef struct {
                                optimizer step of the run */
     float label_smoothing;  /* training loss only; reported losses are plain */
     float clip_grad_norm;   /* global L2 norm of the gradients (0 = off) */
+    float ema;              /* weight averaging (0 = off; else in (0, 1)): after
+                               optimizer step s the averaged parameters move to
+                               the live ones by 1 - min(ema, (1 + s) / (10 + s));
+                               evaluations, early stopping's best copy and the
+                               finished run's weights are the averaged ones
+                               (batch-norm statistics stay the live ones) */
     int early_stop;         /* stop when the validation loss has not improved by
                                more than min_delta for this many epochs (0 = off);
                                the best epoch's weights are restored */

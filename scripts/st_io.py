@@ -141,12 +141,13 @@ def read_safetensors(path):
     return tensors, metadata
 
 
-# Tensors of a resume checkpoint that are not the model's: the optimizer's state
-# and early stopping's copy of the best epoch's weights.
-NOT_MODEL_PREFIXES = ("optimizer.", "__best__.")
+# Tensors of a resume checkpoint that are not the model's: the optimizer's state,
+# early stopping's copy of the best epoch's weights and weight averaging's
+# average (--ema).
+NOT_MODEL_PREFIXES = ("optimizer.", "__best__.", "__ema__.")
 
 
 def model_state(tensors):
-    """Only the model's parameters and buffers: drops the "optimizer.*" and
-    "__best__.*" tensors a resume checkpoint holds."""
+    """Only the model's parameters and buffers: drops the "optimizer.*",
+    "__best__.*" and "__ema__.*" tensors a resume checkpoint holds."""
     return {k: v for k, v in tensors.items() if not k.startswith(NOT_MODEL_PREFIXES)}

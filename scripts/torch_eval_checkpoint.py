@@ -3,8 +3,8 @@
 
 Loads the checkpoint's parameters into SeedCNN (scripts/seed_cnn.py) with
 load_state_dict(strict=True), so every name and shape must match; optimizer
-state tensors ("optimizer.*"), early stopping's best copy ("__best__.*") and
-metadata are ignored. Then evaluates the
+state tensors ("optimizer.*"), early stopping's best copy ("__best__.*"),
+weight averaging's average ("__ema__.*") and metadata are ignored. Then evaluates the
 10,000 t10k images, normalized as nnopt does: (x/255 - 0.2860) / 0.3530.
 
     /usr/bin/python3 scripts/torch_eval_checkpoint.py CKPT [--data DIR] [--json]

@@ -476,6 +476,130 @@ static void test_step_batch(nn_ctx *ctx, const nn_dataset *tr) {
     nn_net_free(net);
 }
 
+/* Weight averaging: the average after each step is the formula's; runs
+ * evaluate and end on it; stopped and resumed runs (also past a finished
+ * run's end) give the same bytes; the refusals. */
+static void test_ema(nn_ctx *ctx, const nn_dataset *tr, const nn_dataset *val,
+                     const nn_dataset *te) {
+    nn_train_config c = nn_train_config_defaults();
+    c.batch = 32;
+    c.ema = 0.9f;
+    nn_net *net = make_net(ctx, c.batch, 11);
+    const size_t np = nn_net_num_params(net);
+    float *x = fvec(32 * 64), *want = fvec(np), *p = fvec(np), *got = fvec(np);
+    int32_t y[32];
+    nn_dataset_gather(tr, NULL, 0, 32, &c.norm, x, y);
+    nn_trainer *t = NULL;
+    nn_status s = nn_trainer_new(net, &c, NULL, NULL, NULL, &t);
+    nn_ctx_download(ctx, want, nn_net_params(net), np * sizeof(float));
+    double err = 0.0;
+    for (int k = 1; !s && k <= 20; k++) {
+        s = nn_trainer_step_batch(t, x, y, 32, NULL);
+        nn_ctx_download(ctx, p, nn_net_params(net), np * sizeof(float));
+        const double d = fmin(0.9, (1.0 + k) / (10.0 + k));
+        for (size_t i = 0; i < np; i++) want[i] = (float)(d * want[i] + (1.0 - d) * p[i]);
+    }
+    if (!s) nn_ctx_download(ctx, got, nn_trainer_state(t)->ema, np * sizeof(float));
+    double moved = 0.0;
+    for (size_t i = 0; !s && i < np; i++) {
+        err = fmax(err, fabs((double)got[i] - want[i]) / (fabs((double)want[i]) + 1e-3));
+        moved = fmax(moved, fabs((double)got[i] - p[i]));
+    }
+    check(!s && err < 1e-5 && moved > 1e-4,
+          "ema: the average after 20 steps is the decayed sum of the weights (min(0.9, (1+s)/(10+s)))",
+          "max relative error %.3g, distance from the live weights %.3g: %s", err, moved,
+          s ? nn_ctx_error(ctx) : "");
+    nn_trainer_free(t);
+    nn_net_free(net);
+
+    /* a run reports the average's accuracy and ends on the average */
+    c = nn_train_config_defaults();
+    c.epochs = 2;
+    c.batch = 16;
+    c.ema = 0.95f;
+    net = make_net(ctx, c.batch, 11);
+    t = NULL;
+    nn_epoch_report r = {0};
+    s = nn_trainer_new(net, &c, tr, val, te, &t);
+    while (!s && !nn_trainer_finished(t)) s = nn_trainer_epoch(t, &r);
+    double loss = 0.0, acc = 0.0;
+    if (!s) s = nn_trainer_evaluate(t, te, &loss, &acc);
+    check(!s && nn_trainer_state(t)->ema_swapped && loss == r.test_loss && acc == r.test_accuracy,
+          "ema: the finished run holds the average, whose test loss the last epoch reported",
+          "swapped %d, loss %.9g vs %.9g: %s", t ? nn_trainer_state(t)->ema_swapped : -1, loss,
+          r.test_loss, s ? nn_ctx_error(ctx) : "");
+    nn_trainer_free(t);
+    nn_net_free(net);
+
+    /* stop and resume mid-epoch; and resume a finished run for one more epoch
+     * (the constant schedule makes 2 + 1 epochs the same run as 3) */
+    char ref[512], cut[512], more[512];
+    snprintf(ref, sizeof ref, "%s", tmp_path("ema_ref.st"));
+    snprintf(cut, sizeof cut, "%s", tmp_path("ema_cut.st"));
+    snprintf(more, sizeof more, "%s", tmp_path("ema_more.st"));
+    c.epochs = 3;
+    c.save = ref;
+    nn_status s1 = train(ctx, c, tr, val, te, 0);
+    c.save = cut;
+    nn_status s2 = train(ctx, c, tr, val, te, 13);
+    int same = !s1 && !s2 && header_has(ref, "__ema__.conv1.weight") && same_file(ref, cut);
+    check(same, "ema: stopped and resumed = uninterrupted (checkpoint byte-identical)", "%s",
+          s1 || s2 ? nn_ctx_error(ctx) : same ? "" : "checkpoints differ");
+    c.epochs = 2;
+    c.save = more;
+    s1 = train(ctx, c, tr, val, te, 0);
+    c.epochs = 3;
+    net = make_net(ctx, c.batch, 99);
+    t = NULL;
+    if (!s1 && !(s1 = nn_trainer_new(net, &c, tr, val, te, &t)) &&
+        !(s1 = nn_trainer_resume(t, more)))
+        s1 = nn_trainer_run(t);
+    nn_trainer_free(t);
+    nn_net_free(net);
+    same = !s1 && same_file(ref, more);
+    check(same, "ema: a finished run resumed for another epoch trains on from the live weights",
+          "%s", s1 ? nn_ctx_error(ctx) : same ? "" : "checkpoints differ");
+    net = make_net(ctx, c.batch, 5);
+    s = nn_checkpoint_load(ctx, ref, net, NULL, NULL);
+    check(!s, "a weights-only load ignores the average's tensors", "%s",
+          s ? nn_ctx_error(ctx) : "");
+    nn_net_free(net);
+
+    /* refusals */
+    c.save = NULL;
+    c.ema = 1.0f;
+    net = make_net(ctx, c.batch, 11);
+    t = NULL;
+    s = nn_trainer_new(net, &c, tr, NULL, NULL, &t);
+    check(s == NN_EINVAL && contains(nn_ctx_error(ctx), "ema"), "ema 1 is refused", "%s",
+          nn_ctx_error(ctx));
+    nn_trainer_free(t);
+    c.ema = 0.99f;
+    c.stages = 2;
+    t = NULL;
+    s = nn_trainer_new(net, &c, tr, NULL, NULL, &t);
+    check(s == NN_EUNSUPPORTED && contains(nn_ctx_error(ctx), "pipeline"),
+          "ema with pipeline stages is refused", "%s", nn_ctx_error(ctx));
+    nn_trainer_free(t);
+    nn_net_free(net);
+    c.stages = 0;
+    char plain[512];
+    snprintf(plain, sizeof plain, "%s", tmp_path("ema_plain.st"));
+    nn_train_config q = c;
+    q.ema = 0.0f;
+    q.epochs = 1;
+    q.save = plain;
+    s = train(ctx, q, tr, val, te, 0);
+    if (!s) s = try_resume(ctx, c, tr, val, plain);
+    check(s == NN_EFORMAT && contains(nn_ctx_error(ctx), "without ema"),
+          "resuming a run trained without ema with ema is refused, naming why", "%s",
+          nn_ctx_error(ctx));
+    free(x);
+    free(want);
+    free(p);
+    free(got);
+}
+
 static void test_bad_config(nn_ctx *ctx, const nn_dataset *tr) {
     nn_net *net = make_net(ctx, 16, 11);
     nn_trainer *t = NULL;
@@ -1030,6 +1154,7 @@ int main(void) {
     test_nonfinite_keeps_checkpoint(ctx, &tr, &te, 1);
     test_callbacks(ctx, &tr, &te);
     test_step_batch(ctx, &tr);
+    test_ema(ctx, &tr, &val, &te);
     test_bad_config(ctx, &tr);
     test_comm_seam(ctx, &tr, &te);
     test_two_ranks(&tr, &te);

@@ -64,6 +64,7 @@ static const nn_backend cuda_backend = {
     .fill = nn_cuda_fill,
     .add = nn_cuda_add,
     .scale = nn_cuda_scale,
+    .lerp = nn_cuda_lerp,
     .sum_squares = nn_cuda_sum_squares,
     .peaks = nn_cuda_peaks,
 };

@@ -32,6 +32,12 @@ __global__ void scale_kernel(float *x, size_t n, float s) {
         x[i] *= s;
 }
 
+__global__ void lerp_kernel(float *dst, const float *src, size_t n, float w) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] += w * (src[i] - dst[i]);
+}
+
 /* Block b's sum of squares into part[b]; then (second launch, one block)
  * the partials in order into part[SUM_BLOCKS]. */
 __global__ void sumsq_kernel(double *part, const float *x, size_t n) {
@@ -72,6 +78,11 @@ extern "C" void nn_cuda_add(float *dst, const float *src, size_t n) {
 extern "C" void nn_cuda_scale(float *dev, size_t n, float s) {
     scale_kernel<<<nn_cuda_blocks(n, THREADS), THREADS>>>(dev, n, s);
     nn_cuda_check_launch("scale");
+}
+
+extern "C" void nn_cuda_lerp(float *dst, const float *src, size_t n, float w) {
+    lerp_kernel<<<nn_cuda_blocks(n, THREADS), THREADS>>>(dst, src, n, w);
+    nn_cuda_check_launch("lerp");
 }
 
 /* the partial sums: SUM_BLOCKS + 1 doubles, made once per process */

@@ -180,7 +180,7 @@ typedef struct {
         *stage_balance;
     int epochs, batch, threads, no_shuffle, val, train_limit, test_limit, accumulate,
         early_stop, crop_pad, hflip, sync_bn, stages, micro_batches, shards;
-    float mean, std, label_smoothing, clip_grad_norm, erase_prob, min_delta, bucket_mb;
+    float mean, std, label_smoothing, clip_grad_norm, erase_prob, min_delta, bucket_mb, ema;
     uint64_t seed;
     float lr, momentum, dampening, weight_decay, beta1, beta2, eps, alpha, lr_decay;
     int nesterov, amsgrad, centered;

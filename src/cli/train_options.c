@@ -88,6 +88,7 @@ int cli_train_opts_table(cli_train_opts *o, cli_opt *t) {
         {"--warmup-start-factor", CLI_FLOAT, &o->warmup_start_factor, "F", "warm-up starts at F x lr (default 1/3)", 0, 1, "schedule.warmup_start_factor"},
         {"--label-smoothing", CLI_FLOAT, &o->label_smoothing, "E", "softmax cross-entropy label smoothing (default 0)", 0, 1, "regularization.label_smoothing"},
         {"--clip-grad-norm", CLI_FLOAT, &o->clip_grad_norm, "N", "clip gradients to this global L2 norm (0 = off)", 0, 1e9, "regularization.clip_grad_norm"},
+        {"--ema", CLI_FLOAT, &o->ema, "D", "weight averaging with decay D (e.g. 0.999; 0 = off): evaluations and the final weights are the exponential moving average of the weights", 0, 1, "train.ema"},
         {"--crop-pad", CLI_INT, &o->crop_pad, "P", "augment: random crop after padding by P pixels (0 = off)", 0, 64, "augment.crop_pad"},
         {"--hflip", CLI_FLAG, &o->hflip, NULL, "augment: random horizontal flips", 0, 0, "augment.hflip"},
         {"--erase-prob", CLI_FLOAT, &o->erase_prob, "P", "augment: random erasing probability (0 = off)", 0, 1, "augment.erase_prob"}};
@@ -210,6 +211,7 @@ nn_status cli_train_config(nn_ctx *ctx, cli_train_opts *o, nn_train_config *c) {
     c->aug = (nn_augment){o->crop_pad, o->hflip, o->erase_prob};
     c->label_smoothing = o->label_smoothing;
     c->clip_grad_norm = o->clip_grad_norm;
+    c->ema = o->ema;
     c->early_stop = o->early_stop;
     c->min_delta = o->min_delta;
     c->sync_bn = o->sync_bn;

@@ -8,8 +8,10 @@
  * loads into torch with safetensors.torch.load_file; optimizer state buffers as
  * "optimizer.<param>.<state>" (only once the optimizer has taken a step);
  * early stopping's copy of the best epoch's parameters and buffers as
- * "__best__.<name>" (resume checkpoints of runs that have one). Readers that
- * want a state_dict drop both prefixes; weights-only loads here ignore them.
+ * "__best__.<name>" (resume checkpoints of runs that have one); weight
+ * averaging's averaged parameters as "__ema__.<name>" (runs with ema).
+ * Readers that want a state_dict drop these prefixes; weights-only loads here
+ * ignore them.
  * Metadata: "format" = "nnopt", "format_version" = "1", "nnopt_version", and
  * for resume checkpoints "optimizer" (nn_optim_name: "sgd", "adam", ...), its
  * step count and the config fields that optimizer uses, and the train state
@@ -30,6 +32,7 @@
 #define CKPT_FORMAT_VERSION "1"
 #define CKPT_OPT_PREFIX "optimizer."
 #define CKPT_BEST_PREFIX "__best__."
+#define CKPT_EMA_PREFIX "__ema__."
 #define CKPT_MAX_META 48
 #define CKPT_VAL_SIZE 32
 
@@ -44,13 +47,23 @@ static int state_tensor_name(char *buf, size_t size, const char *param, const ch
     return 1;
 }
 
-/* "__best__.<name>" into buf; 0 if it does not fit. */
-static int best_tensor_name(char *buf, size_t size, const char *name) {
-    size_t lb = strlen(CKPT_BEST_PREFIX), ln = strlen(name);
+/* prefix + name into buf ("__best__.<name>", "__ema__.<name>"); 0 if it
+ * does not fit. */
+static int prefixed_name(char *buf, size_t size, const char *prefix, const char *name) {
+    size_t lb = strlen(prefix), ln = strlen(name);
     if (lb + ln >= size) return 0;
-    memcpy(buf, CKPT_BEST_PREFIX, lb);
+    memcpy(buf, prefix, lb);
     memcpy(buf + lb, name, ln + 1);
     return 1;
+}
+
+static int best_tensor_name(char *buf, size_t size, const char *name) {
+    return prefixed_name(buf, size, CKPT_BEST_PREFIX, name);
+}
+
+/* 1 if name starts with prefix */
+static int has_prefix(const char *name, const char *prefix) {
+    return strncmp(name, prefix, strlen(prefix)) == 0;
 }
 
 /* 1 for the buffers torch keeps as int64 counters (batch norm's
@@ -211,7 +224,9 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
     }
 
     const int best = st && st->have_best && st->best;
-    nn_st_tensor *t = calloc((size_t)(np + nb) * (best ? 2 : 1) + (size_t)np * (size_t)ns + 1,
+    const int ema = st && st->ema;
+    nn_st_tensor *t = calloc((size_t)(np + nb) * (best ? 2 : 1) + (size_t)np * (size_t)ns +
+                                 (ema ? (size_t)np : 0) + 1,
                              sizeof *t);
     if (!t) return nn_ctx_fail(ctx, NN_ENOMEM, "%s: out of memory", path);
     const float *params = nn_net_params(net); /* (num_params) */
@@ -262,6 +277,17 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         t[count].shape = info->shape;
         t[count].dtype = i >= np && is_counter(info->name) ? NN_ST_I64 : NN_ST_F32;
         t[count++].data = st->best + (i < np ? 0 : nn_net_num_params(net)) + info->offset;
+    }
+    /* weight averaging's averaged parameters */
+    for (int p = 0; ema && p < np; p++) {
+        const nn_param_info *info = nn_net_param_info(net, p);
+        if (!prefixed_name(t[count].name, sizeof t[count].name, CKPT_EMA_PREFIX, info->name)) {
+            free(t);
+            return nn_ctx_fail(ctx, NN_EINVAL, "%s: tensor name for the average of '%s' is "
+                               "too long", path, info->name);
+        }
+        t[count].shape = info->shape;
+        t[count++].data = st->ema + info->offset;
     }
 
     /* the tensors point into the backend's memory: a device's come to the
@@ -320,6 +346,7 @@ nn_status nn_checkpoint_save(nn_ctx *ctx, const char *path, nn_net *net, nn_opti
         meta_fmt(&m, "sched_bad_epochs", "%d", st->sched.bad_epochs);
         meta_fmt(&m, "sched_cooldown_left", "%d", st->sched.cooldown_left);
         meta_fmt(&m, "sched_plateau_lr", "%.9g", (double)st->sched.plateau_lr);
+        if (ema) meta_fmt(&m, "ema_swapped", "%d", st->ema_swapped ? 1 : 0);
         /* what the run trains on (a resume refuses other data or batching);
          * a state without a batch (not the trainer's) has none */
         if (st->batch > 0) {
@@ -530,8 +557,7 @@ static nn_status check_best(nn_ctx *ctx, const char *path, const nn_st_file *f, 
                             int *found) {
     *found = 0;
     for (int i = 0; i < nn_safetensors_count(f) && !*found; i++)
-        *found = strncmp(nn_safetensors_get(f, i)->name, CKPT_BEST_PREFIX,
-                         strlen(CKPT_BEST_PREFIX)) == 0;
+        *found = has_prefix(nn_safetensors_get(f, i)->name, CKPT_BEST_PREFIX);
     if (!*found) return NN_OK;
     int np = nn_net_num_param_tensors(net), nb = nn_net_num_buffer_tensors(net);
     for (int i = 0; i < np + nb; i++) {
@@ -547,6 +573,37 @@ static nn_status check_best(nn_ctx *ctx, const char *path, const nn_st_file *f, 
                              : check_buffer(ctx, path, info, t);
         if (s != NN_OK) return s;
     }
+    return NN_OK;
+}
+
+/* Weight averaging's average in f, for a resume that averages: every
+ * parameter's "__ema__." tensor, with its shape, finite, and the metadata
+ * "ema_swapped" (0 or 1) into st. */
+static nn_status check_ema(nn_ctx *ctx, const char *path, const nn_st_file *f, nn_net *net,
+                           nn_train_state *st) {
+    int np = nn_net_num_param_tensors(net);
+    for (int p = 0; p < np; p++) {
+        const nn_param_info *info = nn_net_param_info(net, p);
+        char name[128];
+        if (!prefixed_name(name, sizeof name, CKPT_EMA_PREFIX, info->name))
+            return nn_ctx_fail(ctx, NN_EINVAL, "%s: tensor name for the average of '%s' is too "
+                               "long", path, info->name);
+        if (!nn_safetensors_find(f, name))
+            return nn_ctx_fail(ctx, NN_EFORMAT, "%s: no averaged weights ('%s'): the checkpoint "
+                               "was trained without ema (resume with the same ema, or start a "
+                               "new run)", path, name);
+        const nn_st_tensor *t = find_checked(ctx, path, f, name, &info->shape);
+        if (!t) return NN_EFORMAT;
+        nn_status s = check_finite(ctx, path, "refused", name, t->data, info->numel);
+        if (s != NN_OK) return s;
+    }
+    int64_t swapped = 0;
+    nn_status s = meta_int_opt(ctx, path, f, "ema_swapped", &swapped);
+    if (s != NN_OK) return s;
+    if (swapped != 0 && swapped != 1)
+        return nn_ctx_fail(ctx, NN_EFORMAT, "%s: metadata 'ema_swapped' is %lld, expected 0 or 1",
+                           path, (long long)swapped);
+    st->ema_swapped = (int)swapped;
     return NN_OK;
 }
 
@@ -600,14 +657,14 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
     for (int i = 0; i < nn_safetensors_count(f); i++) {
         const char *name = nn_safetensors_get(f, i)->name;
         if (nn_net_find_param(net, name) >= 0 || nn_net_find_buffer(net, name) >= 0) continue;
-        if (strncmp(name, CKPT_OPT_PREFIX, strlen(CKPT_OPT_PREFIX)) == 0) {
+        if (has_prefix(name, CKPT_OPT_PREFIX)) {
             /* weights-only loads ignore optimizer state; resume loads check it */
             if (!opt || (steps > 0 && is_state_tensor(name, net, opt))) continue;
             return nn_ctx_fail(ctx, NN_EFORMAT, "%s: unexpected tensor '%s' (%s)", path, name,
                                steps > 0 ? "not a state of this optimizer"
                                          : "optimizer_steps is 0");
         }
-        if (strncmp(name, CKPT_BEST_PREFIX, strlen(CKPT_BEST_PREFIX)) == 0) {
+        if (has_prefix(name, CKPT_BEST_PREFIX)) {
             /* early stopping's best copy: only a resume that keeps one reads it */
             const char *of = name + strlen(CKPT_BEST_PREFIX);
             if (!st || !st->best || nn_net_find_param(net, of) >= 0 ||
@@ -615,6 +672,13 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
                 continue;
             return nn_ctx_fail(ctx, NN_EFORMAT, "%s: unexpected tensor '%s' (a best copy of "
                                "something not in the model)", path, name);
+        }
+        if (has_prefix(name, CKPT_EMA_PREFIX)) {
+            /* weight averaging's average: only a resume that averages reads it */
+            if (!st || !st->ema || nn_net_find_param(net, name + strlen(CKPT_EMA_PREFIX)) >= 0)
+                continue;
+            return nn_ctx_fail(ctx, NN_EFORMAT, "%s: unexpected tensor '%s' (an average of "
+                               "something not a parameter of the model)", path, name);
         }
         return nn_ctx_fail(ctx, NN_EFORMAT, "%s: unexpected tensor '%s' (not in the model)", path,
                            name);
@@ -647,6 +711,7 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
         if (s == NN_OK) s = check_train_state(ctx, path, "refused", NN_EFORMAT, &tmp);
         if (s != NN_OK) return s;
         if (st->best && (s = check_best(ctx, path, f, net, &best)) != NN_OK) return s;
+        if (st->ema && (s = check_ema(ctx, path, f, net, &tmp)) != NN_OK) return s;
     }
 
     /* Commit. The optimizer may allocate its buffers only once it has steps,
@@ -697,6 +762,13 @@ static nn_status load_file(nn_ctx *ctx, const char *path, const nn_st_file *f, n
                           t->data, info->numel * sizeof(float));
         }
         tmp.have_best = best;
+        for (int p = 0; tmp.ema && p < np; p++) {
+            const nn_param_info *info = nn_net_param_info(net, p);
+            char name[128];
+            prefixed_name(name, sizeof name, CKPT_EMA_PREFIX, info->name);
+            const nn_st_tensor *t = nn_safetensors_find(f, name);
+            nn_dev_upload(be, tmp.ema + info->offset, t->data, info->numel * sizeof(float));
+        }
         *st = tmp;
     }
     return NN_OK;

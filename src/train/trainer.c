@@ -50,6 +50,9 @@ struct nn_trainer {
     float *best;                   /* (num_params + num_buffers) weights of the best
                                       validation loss, when early stopping (device);
                                       st.best points here, st.have_best says it is set */
+    float *ema;                    /* (2 x num_params) weight averaging (cfg.ema): the
+                                      average, then room for a swap (device);
+                                      st.ema points here */
     uint64_t labels_hash;          /* of the training set (train_labels_hash) */
     nn_rng epoch_rng;              /* st.rng advanced by the epoch's permutation */
     int in_epoch;                  /* the loader runs st.epoch */
@@ -118,6 +121,12 @@ static nn_status check_config(nn_ctx *ctx, const nn_train_config *c, const nn_ne
                            (double)c->clip_grad_norm);
     if (c->early_stop < 0 || c->save_every < 0 || !(c->min_delta >= 0.0f))
         return nn_ctx_fail(ctx, NN_EINVAL, "early_stop, min_delta and save_every must be >= 0");
+    if (!(c->ema >= 0.0f && c->ema < 1.0f))
+        return nn_ctx_fail(ctx, NN_EINVAL, "ema is %g; expected 0 (off) or a decay in (0, 1), "
+                           "such as 0.999", (double)c->ema);
+    if (c->ema > 0.0f && c->stages > 1)
+        return nn_ctx_fail(ctx, NN_EUNSUPPORTED, "ema (weight averaging) does not run with "
+                           "pipeline stages");
     return NN_OK;
 }
 
@@ -142,6 +151,7 @@ static uint64_t labels_hash(const nn_dataset *d) {
 }
 
 static void scale_grads(const nn_backend *be, float *g, size_t n, float s);
+static void swap_ema(nn_trainer *t);
 
 /* Samples of shard k of K in a batch of n: as share_range splits a global
  * batch over the ranks (and the net its shards). */
@@ -271,11 +281,15 @@ nn_status nn_trainer_new(nn_net *net, const nn_train_config *cfg, const nn_datas
     if (cfg->early_stop)
         t->best = ctx->backend->alloc((nn_net_num_params(net) + nn_net_num_buffers(net) + 1) *
                                       sizeof(float));
-    if (!t->x || !t->y || !t->perm || !t->shard || (cfg->early_stop && !t->best)) {
+    if (cfg->ema > 0.0f)
+        t->ema = ctx->backend->alloc((2 * nn_net_num_params(net) + 1) * sizeof(float));
+    if (!t->x || !t->y || !t->perm || !t->shard || (cfg->early_stop && !t->best) ||
+        (cfg->ema > 0.0f && !t->ema)) {
         s = nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the trainer's buffers");
         goto fail;
     }
     t->st.best = t->best;
+    t->st.ema = t->ema;
     if (train &&
         (s = nn_loader_new(ctx, train, cfg->batch, &cfg->norm, &cfg->aug, cfg->seed, &t->loader)))
         goto fail;
@@ -307,6 +321,7 @@ void nn_trainer_free(nn_trainer *t) {
     free(t->perm);
     free(t->shard);
     t->ctx->backend->free(t->best);
+    t->ctx->backend->free(t->ema);
     free(t->req);
     free(t);
 }
@@ -630,6 +645,9 @@ nn_status nn_trainer_resume(nn_trainer *t, const char *path) {
                            path, (long long)t->st.batch_in_epoch, t->cfg.batch);
     t->in_epoch = 0;
     t->finished = t->st.epoch >= t->cfg.epochs;
+    /* a finished run's file holds the average in the net's place: training
+     * on continues from the live weights */
+    if (t->ema && t->st.ema_swapped && !t->finished) swap_ema(t);
     return NN_OK;
 }
 
@@ -714,6 +732,32 @@ static nn_status train_pipeline(nn_trainer *t, const float *x, const int32_t *y,
     return s;
 }
 
+/* Weight averaging after optimizer step st.step (1 for the first): the
+ * average moves to the live parameters by 1 - decay, the decay growing from
+ * 2/11 to cfg.ema ("num_updates" as in TensorFlow's ExponentialMovingAverage)
+ * so that the average forgets the initial weights in short runs. */
+static void update_ema(nn_trainer *t) {
+    const double s = (double)t->st.step;
+    const double warm = (1.0 + s) / (10.0 + s);
+    const float decay = (float)(warm < t->cfg.ema ? warm : t->cfg.ema);
+    const nn_backend *be = t->ctx->backend;
+    nn_dev_begin(be);
+    nn_dev_lerp(be, t->ema, nn_net_params(t->net), nn_net_num_params(t->net), 1.0f - decay);
+    nn_dev_end(be);
+}
+
+/* Exchanges the net's parameters and the average (st.ema_swapped says
+ * which the net holds). */
+static void swap_ema(nn_trainer *t) {
+    const size_t bytes = nn_net_num_params(t->net) * sizeof(float);
+    const nn_backend *be = t->ctx->backend;
+    float *p = nn_net_params(t->net), *spare = t->ema + nn_net_num_params(t->net);
+    nn_dev_copy(be, spare, p, bytes);
+    nn_dev_copy(be, p, t->ema, bytes);
+    nn_dev_copy(be, t->ema, spare, bytes);
+    t->st.ema_swapped = !t->st.ema_swapped;
+}
+
 /* The optimizer step after `micro` micro-batches. */
 static nn_status apply_step(nn_trainer *t, int micro) {
     float *g = nn_net_grads(t->net);
@@ -729,8 +773,12 @@ static nn_status apply_step(nn_trainer *t, int micro) {
     }
     t->lr = nn_sched_lr(&t->cfg.sched, &t->st.sched, t->st.epoch, t->st.step);
     nn_optim_set_lr(t->opt, t->lr);
+    /* the average starts at the weights the run starts from */
+    if (t->ema && t->st.step == 0)
+        nn_dev_copy(t->ctx->backend, t->ema, nn_net_params(t->net), np * sizeof(float));
     nn_optim_step(t->opt, t->ctx, nn_net_params(t->net), g);
     t->st.step++;
+    if (t->ema) update_ema(t);
     return NN_OK;
 }
 
@@ -941,6 +989,8 @@ nn_status nn_trainer_epoch(nn_trainer *t, nn_epoch_report *report) {
     r.step = t->st.step;
     r.lr = t->lr;
     const double t1 = nn_wall_time();
+    /* evaluations (and early stopping's copy) see the averaged weights */
+    if (t->ema && t->st.step > 0) swap_ema(t);
     if (t->test) {
         r.has_test = 1;
         if ((s = nn_trainer_evaluate(t, t->test, &r.test_loss, &r.test_accuracy)) ||
@@ -970,8 +1020,10 @@ nn_status nn_trainer_epoch(nn_trainer *t, nn_epoch_report *report) {
     if (t->st.epoch >= t->cfg.epochs || r.early_stop) t->finished = 1;
     r.best_val_loss = t->st.best_val;
     if (t->cb.epoch_done && t->cb.epoch_done(t->cb.user, &r)) t->finished = 1;
-    /* the run ends on the best validation loss's weights */
+    /* the run ends on the best validation loss's weights, or on the average;
+     * otherwise training goes on from the live ones */
     if (r.early_stop && t->st.have_best) copy_best(t, 1);
+    if (t->st.ema_swapped && !t->finished) swap_ema(t);
     if (t->cfg.save && (s = nn_trainer_save(t, t->cfg.save))) return s;
     if (report) *report = r;
     return NN_OK;
