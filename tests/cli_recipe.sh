@@ -10,10 +10,13 @@ SMALL="--train-limit 2000 --test-limit 400 --threads 2 --quiet"
 
 # 1. a run's recorded recipe reproduces it
 "$NN" train "$MODEL" $SMALL --epochs 2 --val 200 --optimizer adamw --lr 0.002 \
-    --schedule cosine --warmup-steps 10 --crop-pad 2 --hflip --label-smoothing 0.1 \
+    --schedule cosine --warmup-steps 10 --crop-pad 2 --hflip --label-smoothing 0.1 --ema 0.99 \
     --log a.csv --json > a.json 2>/dev/null
 check "recipe written beside the log" test -s a.recipe.ini
 check "recipe names the optimizer" grep -q "^name = adamw" a.recipe.ini
+check "recipe holds the weight averaging" grep -q "^ema = 0.99$" a.recipe.ini
+check "recipe writes each section once" bash -c \
+    '[ -z "$(grep "^\[" a.recipe.ini | sort | uniq -d)" ]'
 "$NN" train "$MODEL" --config a.recipe.ini --log b.csv --json > b.json 2>/dev/null
 if cmp -s <(cut -d, -f1-7 a.csv) <(cut -d, -f1-7 b.csv); then pass "recipe reproduces the run"
 else fail "recipe reproduces the run" "$(diff a.csv b.csv | head -5)"; fi

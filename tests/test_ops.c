@@ -1255,6 +1255,42 @@ static void test_blas_core(void) {
               "a replaced core uses AVX-512 on an AVX-512 CPU", "core %s", core);
 }
 
+/* nn_sgemm with one row of C (a matrix-vector product inside): every
+ * transpose combination, padded leading dimensions, beta 0 over a C that
+ * holds NaN (never read) and beta 0.5, against a double product. */
+static void test_sgemm_one_row(nn_rng *rng) {
+    enum { N = 37, K = 53, PAD = 3 };
+    double worst = 0.0;
+    int nan_seen = 0;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int bz = 0; bz < 2; bz++) {
+                const int lda = (ta ? 1 : K) + PAD, ldb = (tb ? K : N) + PAD;
+                float A[(K + PAD) * (K + PAD)], B[(K + PAD) * (N + PAD)], C[N];
+                fill(A, sizeof A / sizeof A[0], rng, -1.0f, 1.0f);
+                fill(B, sizeof B / sizeof B[0], rng, -1.0f, 1.0f);
+                fill(C, N, rng, -1.0f, 1.0f);
+                if (bz)
+                    for (int j = 0; j < N; j++) C[j] = NAN;
+                double want[N];
+                const float alpha = 0.7f, beta = bz ? 0.0f : 0.5f;
+                for (int j = 0; j < N; j++) {
+                    double s = 0.0;
+                    for (int k = 0; k < K; k++)
+                        s += (double)(ta ? A[k * lda] : A[k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+                    want[j] = alpha * s + (bz ? 0.0 : beta * (double)C[j]);
+                }
+                nn_sgemm(ta, tb, 1, N, K, alpha, A, lda, B, ldb, beta, C, N);
+                for (int j = 0; j < N; j++) {
+                    if (isnan(C[j])) nan_seen = 1;
+                    worst = fmax(worst, fabs(C[j] - want[j]) / (1.0 + fabs(want[j])));
+                }
+            }
+    check(!nan_seen && worst < 1e-5,
+          "nn_sgemm with one row of C (gemv): every transpose, padded strides, beta 0 over NaN",
+          "max error %.2e%s", worst, nan_seen ? ", NaN in C" : "");
+}
+
 int main(void) {
     nn_ctx *ctx1 = test_ctx_new(1), *ctx2 = test_ctx_new(2);
     if (!ctx1 || !ctx2) return 2;
@@ -1263,6 +1299,7 @@ int main(void) {
     nn_rng_seed(&rng, 20240607, 11);
 
     test_blas_core();
+    test_sgemm_one_row(&rng);
     test_relu_linear_softmax_hand(ctx1);
 
     test_conv_fd(&rng);

@@ -94,6 +94,19 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
               int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, blas_one_thread);
+    if (M == 1) {
+        /* one row of C (a linear layer at batch 1): a matrix-vector product.
+         * OpenBLAS's sgemm (0.3.21) first copies all of op(B) into its packed
+         * layout, which reads and writes B once more than the product does.
+         * beta 0 must not read C: zeroed here, then scaled by 0 */
+        if (beta == 0.0f) memset(C, 0, (size_t)N * sizeof(float));
+        const int inc_a = trans_a ? lda : 1;
+        if (trans_b)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, A, inc_a, beta, C, 1);
+        else
+            cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, inc_a, beta, C, 1);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C,
                 ldc);

@@ -192,6 +192,36 @@ void cli_strings_free(cli_strings *keep) {
     keep->count = keep->cap = 0;
 }
 
+/* Length of "section" in "section.key". */
+static size_t section_len(const char *ini) { return (size_t)(strchr(ini, '.') - ini); }
+
+/* o's value as a recipe writes it; 0 when it is unset (left to the default). */
+static int opt_value(const cli_opt *o, char *value, size_t size) {
+    char num[32];
+    switch (o->type) {
+    case CLI_FLAG:
+        if (!*(int *)o->dst) return 0;
+        snprintf(value, size, "true");
+        return 1;
+    case CLI_INT:
+        if (*(int *)o->dst == CLI_UNSET_I) return 0;
+        snprintf(value, size, "%d", *(int *)o->dst);
+        return 1;
+    case CLI_U64:
+        snprintf(value, size, "%llu", (unsigned long long)*(uint64_t *)o->dst);
+        return 1;
+    case CLI_FLOAT:
+        if (isnan(*(float *)o->dst)) return 0;
+        snprintf(value, size, "%s", cli_float_str(num, sizeof num, *(float *)o->dst));
+        return 1;
+    case CLI_STR:
+        if (!*(const char **)o->dst) return 0;
+        snprintf(value, size, "%s", *(const char **)o->dst);
+        return 1;
+    }
+    return 0;
+}
+
 /* Writes the options that hold a value (set numbers, true flags, strings) as
  * a recipe, atomically: a temporary file beside it, then rename. */
 int cli_recipe_write(const char *path, const cli_opt *opts, const char *header) {
@@ -203,36 +233,25 @@ int cli_recipe_write(const char *path, const cli_opt *opts, const char *header) 
         return 1;
     }
     fprintf(f, "# %s\n", header);
-    char section[64] = "", num[32];
+    /* one block per section, in the order the sections first appear in the
+     * table, each with its keys in table order */
     for (const cli_opt *o = opts; o->name; o++) {
         if (!o->ini) continue;
-        const char *key = strchr(o->ini, '.') + 1;
-        char value[4096];
-        switch (o->type) {
-        case CLI_FLAG:
-            if (!*(int *)o->dst) continue;
-            snprintf(value, sizeof value, "true");
-            break;
-        case CLI_INT:
-            if (*(int *)o->dst == CLI_UNSET_I) continue;
-            snprintf(value, sizeof value, "%d", *(int *)o->dst);
-            break;
-        case CLI_U64: snprintf(value, sizeof value, "%llu", (unsigned long long)*(uint64_t *)o->dst); break;
-        case CLI_FLOAT:
-            if (isnan(*(float *)o->dst)) continue;
-            snprintf(value, sizeof value, "%s", cli_float_str(num, sizeof num, *(float *)o->dst));
-            break;
-        case CLI_STR:
-            if (!*(const char **)o->dst) continue;
-            snprintf(value, sizeof value, "%s", *(const char **)o->dst);
-            break;
+        const size_t sl = section_len(o->ini);
+        const cli_opt *e = opts;
+        while (e != o && !(e->ini && section_len(e->ini) == sl && !strncmp(e->ini, o->ini, sl)))
+            e++;
+        if (e != o) continue; /* the section was written */
+        int header_done = 0;
+        for (e = o; e->name; e++) {
+            char value[4096];
+            if (!e->ini || section_len(e->ini) != sl || strncmp(e->ini, o->ini, sl) ||
+                !opt_value(e, value, sizeof value))
+                continue;
+            if (!header_done) fprintf(f, "\n[%.*s]\n", (int)sl, o->ini);
+            header_done = 1;
+            fprintf(f, "%s = %s\n", e->ini + sl + 1, value);
         }
-        size_t sl = (size_t)(key - 1 - o->ini);
-        if (strlen(section) != sl || strncmp(section, o->ini, sl) != 0) {
-            snprintf(section, sizeof section, "%.*s", (int)sl, o->ini);
-            fprintf(f, "\n[%s]\n", section);
-        }
-        fprintf(f, "%s = %s\n", key, value);
     }
     int bad = ferror(f);
     if (fclose(f) != 0 || bad || rename(tmp, path) != 0) {
