@@ -548,6 +548,9 @@ double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx);
  * grads given the global norm (returns it). */
 double nn_grad_sum_squares(const float *grads, size_t n, nn_ctx *ctx);
 double nn_clip_grad_scale(float *grads, size_t n, double norm, double max_norm, nn_ctx *ctx);
+/* Weight averaging: avg (n) += w * (params - avg), element by element (the
+ * same result for any thread count), in the context's backend memory. */
+void nn_weight_average(float *avg, const float *params, size_t n, float w, nn_ctx *ctx);
 
 /* ------------------------------------------------------------------ schedules */
 

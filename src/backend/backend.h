@@ -17,7 +17,7 @@
  * the seam. "cuda" (cuda.c, built with NN_HAVE_CUDA) is an NVIDIA GPU: its
  * own kernel kind (src/ops/cuda/), cudaMalloc, cudaMemcpy, and device
  * versions of the few loops that run between begin and end outside an op
- * (fill, zero, add, scale, lerp, sum of squares below). Distributed training plugs
+ * (fill, zero, add, scale, sum of squares below; lerp: nn_weight_average). Distributed training plugs
  * in at the trainer's communicator (nn_comm), which receives device pointers.
  */
 #ifndef NN_BACKEND_H
@@ -123,15 +123,6 @@ static inline void nn_dev_scale(const nn_backend *be, float *dev, size_t n, floa
     if (!n) return;
     if (be->scale) be->scale(dev, n, s);
     else for (size_t i = 0; i < n; i++) dev[i] *= s;
-}
-
-/* dst (n) += w * (src - dst): dst moves the fraction w of the way to src
- * (weight averaging) */
-static inline void nn_dev_lerp(const nn_backend *be, float *dst, const float *src, size_t n,
-                               float w) {
-    if (!n) return;
-    if (be->lerp) be->lerp(dst, src, n, w);
-    else for (size_t i = 0; i < n; i++) dst[i] += w * (src[i] - dst[i]);
 }
 
 #endif /* NN_BACKEND_H */

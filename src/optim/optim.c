@@ -334,6 +334,24 @@ double nn_clip_grad_scale(float *grads, size_t n, double norm, double max_norm, 
     return norm;
 }
 
+void nn_weight_average(float *avg, const float *params, size_t n, float w, nn_ctx *ctx) {
+    const nn_backend *be = nn_ctx_backend_of(ctx);
+    const int T = n >= OPTIM_PARALLEL_MIN ? ctx->threads : 1;
+    nn_dev_begin(be);
+    if (be->lerp) {
+        be->lerp(avg, params, n, w);
+    } else {
+        NN_PARALLEL_FOR(T)
+        for (int t = 0; t < T; t++) {
+            const size_t lo = n * (size_t)t / (size_t)T, hi = n * (size_t)(t + 1) / (size_t)T;
+            float *restrict a = avg + lo;
+            const float *restrict p = params + lo;
+            for (size_t i = 0; i < hi - lo; i++) a[i] += w * (p[i] - a[i]);
+        }
+    }
+    nn_dev_end(be);
+}
+
 double nn_clip_grad_norm(float *grads, size_t n, double max_norm, nn_ctx *ctx) {
     return nn_clip_grad_scale(grads, n, sqrt(nn_grad_sum_squares(grads, n, ctx)), max_norm, ctx);
 }

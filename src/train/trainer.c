@@ -740,10 +740,8 @@ static void update_ema(nn_trainer *t) {
     const double s = (double)t->st.step;
     const double warm = (1.0 + s) / (10.0 + s);
     const float decay = (float)(warm < t->cfg.ema ? warm : t->cfg.ema);
-    const nn_backend *be = t->ctx->backend;
-    nn_dev_begin(be);
-    nn_dev_lerp(be, t->ema, nn_net_params(t->net), nn_net_num_params(t->net), 1.0f - decay);
-    nn_dev_end(be);
+    nn_weight_average(t->ema, nn_net_params(t->net), nn_net_num_params(t->net), 1.0f - decay,
+                      t->ctx);
 }
 
 /* Exchanges the net's parameters and the average (st.ema_swapped says
