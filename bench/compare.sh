@@ -44,30 +44,9 @@ else
   [ -d "$DATA" ] || { echo "compare.sh: DATA=$DATA is not a directory (DATA=random for one random batch)" >&2; exit 2; }
   data_flag=(--data "$DATA")
 fi
-[ -x build/nnopt ] || scripts/build.sh build >/dev/null
-PY=/usr/bin/python3
-if [ -z "${TORCHES:-}" ]; then
-  TORCHES="1.13"
-  [ -x .venv-torch2/bin/python ] && TORCHES="1.13 2.x 2.x-compile"
-fi
-[ "$TORCHES" = none ] && TORCHES=""
-BASELINE=${BASELINE:-}
-if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
-  echo "compare.sh: BASELINE=$BASELINE is not an executable" >&2
-  exit 2
-fi
-torch_cmd() { # label -> python [flags]
-  case "$1" in
-    1.13) echo "$PY" ;;
-    2.x) echo ".venv-torch2/bin/python" ;;
-    2.x-compile) echo ".venv-torch2/bin/python --compile" ;;
-    *) echo "compare.sh: unknown PyTorch '$1' (1.13, 2.x, 2.x-compile)" >&2; exit 2 ;;
-  esac
-}
-BLAS_CORE="$(build/nnopt system --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["openblas_core"])')"
+. bench/lib_torch.sh
 echo "# PyTorch runs with OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE=$BLAS_CORE"
 echo "# batches: ${data_flag[1]:-one random batch}${data_flag[1]:+ (the first 32 training batches, cycled, on both sides)}"
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 img_s() { $PY -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["images_per_s"])'; }
 printf "%-16s %5s %7s %11s" model batch threads "nnopt-$PRECISION"
 [ -n "$BASELINE" ] && printf " %11s %8s" baseline "vs-base"

@@ -32,35 +32,17 @@ case "$BATCH" in
   *) echo "latency.sh: BATCH is 1 or 256 (what nnopt compare measures)" >&2; exit 2 ;;
 esac
 [ -d "$DATA" ] || { echo "latency.sh: DATA=$DATA is not a directory" >&2; exit 2; }
-[ -x build/nnopt ] || scripts/build.sh build >/dev/null
-PY=/usr/bin/python3
-if [ -z "${TORCHES:-}" ]; then
-  TORCHES="1.13"
-  [ -x .venv-torch2/bin/python ] && TORCHES="1.13 2.x 2.x-compile"
-fi
-[ "$TORCHES" = none ] && TORCHES=""
-BASELINE=${BASELINE:-}
-if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
-  echo "latency.sh: BASELINE=$BASELINE is not an executable" >&2
-  exit 2
-fi
-BLAS_CORE="$(build/nnopt system --json | $PY -c 'import json,sys; print(json.load(sys.stdin)["openblas_core"])')"
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. bench/lib_torch.sh
 nn_ms() { # binary model -> ms
   "$1" compare "$2" --data "$DATA" --epochs 1 --train-limit 64 --test-limit 300 --threads "$THREADS" \
       --json --quiet --out "$tmp/c.svg" 2>/dev/null |
     $PY -c "import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])['$key'])"
 }
 torch_ms() { # label model -> ms
-  local py flag=""
-  case "$1" in
-    1.13) py=$PY ;;
-    2.x) py=.venv-torch2/bin/python ;;
-    2.x-compile) py=.venv-torch2/bin/python; flag=--compile ;;
-    *) echo "latency.sh: unknown PyTorch '$1' (1.13, 2.x, 2.x-compile)" >&2; exit 2 ;;
-  esac
+  local py flag
+  read -r py flag <<<"$(torch_cmd "$1")"
   OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE="$BLAS_CORE" $py bench/torch_latency.py "$2" \
-      --batch "$BATCH" --threads "$THREADS" --data "$DATA" $flag 2>/dev/null |
+      --batch "$BATCH" --threads "$THREADS" --data "$DATA" ${flag:-} 2>/dev/null |
     $PY -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])["latency_ms"])'
 }
 tmp=$(mktemp -d)
