@@ -939,6 +939,13 @@ void nn_mpi_comm_free(nn_comm *c);
  * ones that do not answer within 3 s ("rank 1 stopped answering"); the
  * caller then aborts the job. */
 void nn_mpi_comm_set_timeout(nn_comm *c, double seconds);
+/* Where every rank runs on one machine and the buffers are host memory,
+ * gradient all-reduces go through shared memory (src/dist/mpi_shm.c), not
+ * MPI_Iallreduce: on (the default) or off. Set before the first all-reduce,
+ * the same on every rank. */
+void nn_mpi_comm_set_shared_memory(nn_comm *c, int on);
+/* "shared memory" or "MPI_Iallreduce": what the gradient all-reduces use. */
+const char *nn_mpi_comm_allreduce_name(const nn_comm *c);
 
 /* The training loop as a library object: the one loop that `nnopt train`,
  * `compare`, `bench` and `profile` drive. */

@@ -20,7 +20,9 @@
 # 32 --sync-bn give 1 x 64's train loss over 20 steps and its tensors (running
 # statistics included) after 3 within 1e-5 (the test loss after the 20
 # within 1e-4), and without --sync-bn they do not.
-# --bucket-mb 0.05 gives the bytes of the default bucket.
+# Through shared memory (ranks on one machine) and through MPI_Iallreduce
+# (NNOPT_ALLREDUCE=mpi) the same bytes. --bucket-mb 0.05 gives the bytes of
+# the default bucket.
 # Shards (--shards 2): 1 process x 64 and 2 ranks x 32 end with the same
 # bytes, for the seed CNN under F(4x4) and ResNet-20 with --sync-bn, and
 # --shards 4 at np 4 likewise; --shards 3 at np 2 and shards with batch norm
@@ -73,6 +75,14 @@ check "rank 0 says it is data parallel over 2 ranks, global batch 64" \
     test "$(grep -c 'data-parallel over 2 MPI ranks, global batch 64' two.err)" -eq 1
 check "the ranks' parameters were bit-identical after every epoch" \
     test "$(grep -c 'parameters bit-identical on all 2 ranks' two.err)" -eq 1
+# two ranks of one machine average through shared memory (mpi_shm.c);
+# NNOPT_ALLREDUCE=mpi sends the same sums through MPI_Iallreduce
+check "ranks on one machine average the gradients through shared memory" \
+    grep -q 'gradients averaged through shared memory' two.err
+NNOPT_ALLREDUCE=mpi timeout 300 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 \
+    --batch 32 --epochs 1 --save twom.st >twom.json 2>twom.err
+check "NNOPT_ALLREDUCE=mpi: through MPI_Iallreduce, to the same bytes" \
+    bash -c 'python3 -c "$1" twom.st two.st same && grep -q "averaged through MPI_Iallreduce" twom.err' _ "$PY_PARAMS"
 
 # Buckets of 50 KiB: 16 all-reduces a step, started while the backward pass
 # runs, each element still r0 + r1, so the same bytes as one 25 MB bucket

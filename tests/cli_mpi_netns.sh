@@ -86,6 +86,10 @@ for k in ("train_loss", "test_loss"):
     d = abs(a[0][k] - b[0][k]) / abs(a[0][k])
     assert d <= 1e-5, "%s: %r vs %r" % (k, a[0][k], b[0][k])
 EOF
+# two machines: no shared memory between the ranks, so MPI carries the sums
+grep -q "gradients averaged through MPI_Iallreduce" two.err &&
+    pass "ranks on two machines average through MPI_Iallreduce" ||
+    fail "MPI_Iallreduce across machines" "$(head -c 300 two.err)"
 grep -q "bit-identical on all 2 ranks" two.err two.json 2>/dev/null &&
     pass "the parameters were bit-identical on both ranks" ||
     fail "bit-identical parameters" "$(tail -c 300 two.err)"

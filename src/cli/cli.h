@@ -31,6 +31,9 @@ typedef struct {
     double mpi_timeout;     /* NNOPT_MPI_TIMEOUT: seconds a collective may stall before
                                the silent ranks are named and the job stops (< 0: the
                                library's default, 20; 0: never) */
+    int allreduce_shm;      /* NNOPT_ALLREDUCE: 1 (auto, default) gradient all-reduces through
+                               shared memory where every rank is on this machine, 0 (mpi)
+                               always MPI_Iallreduce */
     int conv_set;           /* NNOPT_CONV was given: tuning does not override it */
     char tune_cache[4096];  /* `nnopt tune`'s per-machine cache: NNOPT_TUNE_CACHE, else
                                $XDG_CACHE_HOME/nnopt/tune.tsv, else ~/.cache/nnopt/tune.tsv;

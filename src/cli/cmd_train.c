@@ -33,6 +33,7 @@ static int mpi_setup(const cli_env *env, nn_ctx **ctx, int threads, int shared, 
         return 1;
     }
     if (env->mpi_timeout >= 0) nn_mpi_comm_set_timeout(*comm, env->mpi_timeout);
+    if (!env->allreduce_shm) nn_mpi_comm_set_shared_memory(*comm, 0);
     if ((*comm)->rank != 0 && !freopen("/dev/null", "w", stdout)) {
         fprintf(stderr, "nnopt: rank %d: cannot silence stdout\n", (*comm)->rank);
         return 1;
@@ -183,8 +184,9 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
                 nn_ctx_threads(ctx));
     else if (comm && rank == 0)
         fprintf(json ? stderr : stdout, "data-parallel over %d MPI ranks, global batch %d "
-                "(%d per rank, %d threads each)%s%s\n", comm->size, comm->size * o.batch, o.batch,
-                nn_ctx_threads(ctx), o.sync_bn ? ", batch norm synchronized" : "",
+                "(%d per rank, %d threads each), gradients averaged through %s%s%s\n",
+                comm->size, comm->size * o.batch, o.batch, nn_ctx_threads(ctx),
+                nn_mpi_comm_allreduce_name(comm), o.sync_bn ? ", batch norm synchronized" : "",
                 cfg.shards > 1 ? ", gradients added in rank order (shards)" : "");
     else if (!comm && cfg.shards > 1)
         fprintf(json ? stderr : stdout, "each batch of %d computed as %d data-parallel shards, "

@@ -48,7 +48,7 @@ static int env_count(const char *a, const char *b) {
  * no environment variables; this is the one place nnopt does. */
 static int read_env(cli_env *env) {
     *env = (cli_env){.isa_cap = NN_ISA_AMX, .winograd = 1, .loader = NN_LOADER_AUTO,
-                     .mpi_timeout = -1, .fuse = 1};
+                     .mpi_timeout = -1, .fuse = 1, .allreduce_shm = 1};
     const char *v = env_value("NNOPT_ISA");
     if (v && nn_isa_parse(v, &env->isa_cap) != NN_OK) {
         fprintf(stderr, "nnopt: NNOPT_ISA=%s: expected generic, avx2, avx512, avx512bf16 or amx\n", v);
@@ -98,6 +98,14 @@ static int read_env(cli_env *env) {
         env->mpi_timeout = strtod(v, &end);
         if (*end || !(env->mpi_timeout >= 0 && env->mpi_timeout <= 1e6)) {
             fprintf(stderr, "nnopt: NNOPT_MPI_TIMEOUT=%s: expected seconds (0: no watchdog)\n", v);
+            return 2;
+        }
+    }
+    if ((v = env_value("NNOPT_ALLREDUCE"))) {
+        if (strcmp(v, "auto") == 0) env->allreduce_shm = 1;
+        else if (strcmp(v, "mpi") == 0) env->allreduce_shm = 0;
+        else {
+            fprintf(stderr, "nnopt: NNOPT_ALLREDUCE=%s: expected auto or mpi\n", v);
             return 2;
         }
     }

@@ -28,8 +28,9 @@
 #include <stdlib.h>
 
 #ifdef NN_HAVE_MPI
+#include "dist/mpi_internal.h"
+
 #include <limits.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -37,29 +38,8 @@
 enum { TAG_PING = 1, TAG_PONG = 2 };
 #define PING_WAIT_S 3.0 /* how long pinged ranks have to answer */
 
-/* One request in flight: an all-reduce (its bucket divided by the ranks
- * after it) or a point-to-point send (nothing after it). */
-typedef struct {
-    MPI_Request req;
-    float *buf;
-    size_t n;
-    int divide;           /* an all-reduce: buf / size once complete */
-    float *gather;        /* an ordered all-reduce (nn_comm.ordered): every rank's
-                             buf, added in rank order once complete; else NULL */
-    int in_use;
-} mpi_pending;
-
-typedef struct {
-    nn_ctx *ctx;
-    MPI_Comm world;       /* a duplicate of MPI_COMM_WORLD, ours alone */
-    MPI_Comm watch;       /* another: the watchdog's pings and answers */
-    double timeout;       /* seconds a collective may wait before pinging */
-    mpi_pending *pending; /* (cap) indexed by the caller's req */
-    int cap;
-} mpi_impl;
-
 /* The message of an MPI error code, into ctx. */
-static nn_status mpi_fail(mpi_impl *m, int rc, const char *what) {
+nn_status mpi_fail(mpi_impl *m, int rc, const char *what) {
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(rc, msg, &len);
@@ -138,17 +118,17 @@ static nn_status name_silent_ranks(mpi_impl *m, const char *what) {
                        what, m->timeout + PING_WAIT_S);
 }
 
-/* Waits for req, answering pings; after m->timeout seconds, names the ranks
- * that stopped answering and fails. */
-static nn_status watch_wait(mpi_impl *m, MPI_Request *req, const char *what) {
+/* Polls ready(arg) until it says done (1) or fails (< 0: -rc, an MPI error
+ * code), answering pings; after m->timeout seconds, names the ranks that
+ * stopped answering and fails. */
+nn_status watch_until(mpi_impl *m, int (*ready)(void *arg), void *arg, const char *what) {
     double t0 = MPI_Wtime();
     long polls = 0;
     int napping = 0;
     for (;;) {
-        int done = 0;
-        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) return mpi_fail(m, rc, what);
-        if (done) return NN_OK;
+        const int r = ready(arg);
+        if (r < 0) return mpi_fail(m, -r, what);
+        if (r) return NN_OK;
         /* poll flat out for 20 ms (MPI progresses large messages inside its
          * calls; most waits end by then), then nap between polls */
         if ((++polls & 63) == 0) {
@@ -159,6 +139,17 @@ static nn_status watch_wait(mpi_impl *m, MPI_Request *req, const char *what) {
         }
         if (napping) nap();
     }
+}
+
+static int request_done(void *arg) {
+    int done = 0;
+    const int rc = MPI_Test(arg, &done, MPI_STATUS_IGNORE);
+    return rc != MPI_SUCCESS ? -rc : done;
+}
+
+/* Waits for req under the watchdog (watch_until). */
+nn_status watch_wait(mpi_impl *m, MPI_Request *req, const char *what) {
+    return watch_until(m, request_done, req, what);
 }
 
 int nn_mpi_available(void) { return 1; }
@@ -226,17 +217,24 @@ static nn_status mpi_allreduce_start(nn_comm *c, float *buf, size_t n, int *req)
     int slot;
     nn_status s = new_request(m, n, &slot);
     if (s) return s;
+    if (shm_usable(m)) { /* ranks on one machine (mpi_shm.c); in rank order too */
+        s = shm_start(m, slot, buf, n);
+        if (s != NN_EUNSUPPORTED) {
+            *req = slot;
+            return s;
+        }
+    }
     mpi_pending *p = &m->pending[slot];
     p->gather = NULL;
     if (ordered(c) && !(p->gather = malloc(n * (size_t)c->size * sizeof(float))))
         return nn_ctx_fail(m->ctx, NN_ENOMEM, "MPI: out of memory gathering %zu floats from %d "
                            "ranks", n, c->size);
-    nn_dev_begin(m->ctx->backend);
+    nn_dev_begin(nn_ctx_backend_of(m->ctx));
     int rc = p->gather ? MPI_Iallgather(buf, (int)n, MPI_FLOAT, p->gather, (int)n, MPI_FLOAT,
                                         m->world, &p->req)
                        : MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, m->world,
                                         &p->req);
-    nn_dev_end(m->ctx->backend);
+    nn_dev_end(nn_ctx_backend_of(m->ctx));
     if (rc != MPI_SUCCESS) {
         free(p->gather);
         p->gather = NULL;
@@ -248,7 +246,8 @@ static nn_status mpi_wait(nn_comm *c, int req) {
     mpi_impl *m = c->impl;
     NN_ASSERT(req >= 0 && req < m->cap && m->pending[req].in_use);
     mpi_pending *p = &m->pending[req];
-    const nn_backend *be = m->ctx->backend;
+    if (p->shm) return shm_wait(m, req);
+    const nn_backend *be = nn_ctx_backend_of(m->ctx);
     nn_dev_begin(be);
     nn_status s = watch_wait(m, &p->req, p->divide ? "gradient all-reduce" : "send to the next stage");
     if (!s && p->gather) { /* host memory: ordered reductions run on the CPU backend */
@@ -268,13 +267,14 @@ static nn_status mpi_wait(nn_comm *c, int req) {
 /* MPI may move data into the buffers here: inside the backend's window */
 static void mpi_progress(nn_comm *c) {
     mpi_impl *m = c->impl;
-    nn_dev_begin(m->ctx->backend);
+    if (m->shm) shm_progress(m);
+    nn_dev_begin(nn_ctx_backend_of(m->ctx));
     for (int i = 0; i < m->cap; i++)
-        if (m->pending[i].in_use) {
+        if (m->pending[i].in_use && !m->pending[i].shm) {
             int done = 0;
             MPI_Request_get_status(m->pending[i].req, &done, MPI_STATUS_IGNORE);
         }
-    nn_dev_end(m->ctx->backend);
+    nn_dev_end(nn_ctx_backend_of(m->ctx));
 }
 
 static nn_status mpi_send_start(nn_comm *c, const float *buf, size_t n, int peer, int tag,
@@ -283,9 +283,9 @@ static nn_status mpi_send_start(nn_comm *c, const float *buf, size_t n, int peer
     int slot;
     nn_status s = new_request(m, n, &slot);
     if (s) return s;
-    nn_dev_begin(m->ctx->backend);
+    nn_dev_begin(nn_ctx_backend_of(m->ctx));
     int rc = MPI_Isend(buf, (int)n, MPI_FLOAT, peer, tag, m->world, &m->pending[slot].req);
-    nn_dev_end(m->ctx->backend);
+    nn_dev_end(nn_ctx_backend_of(m->ctx));
     return started(m, rc, "Isend", slot, NULL, n, 0, req);
 }
 
@@ -295,7 +295,7 @@ static nn_status mpi_send_start(nn_comm *c, const float *buf, size_t n, int peer
 static nn_status finish_watched(mpi_impl *m, int rc, MPI_Request *req, const char *what,
                                 const char *call) {
     nn_status s = rc == MPI_SUCCESS ? watch_wait(m, req, what) : mpi_fail(m, rc, call);
-    nn_dev_end(m->ctx->backend);
+    nn_dev_end(nn_ctx_backend_of(m->ctx));
     return s;
 }
 
@@ -304,7 +304,7 @@ static nn_status mpi_recv(nn_comm *c, float *buf, size_t n, int peer, int tag) {
     nn_status s = check_count(m, n);
     if (s) return s;
     MPI_Request req;
-    nn_dev_begin(m->ctx->backend);
+    nn_dev_begin(nn_ctx_backend_of(m->ctx));
     int rc = MPI_Irecv(buf, (int)n, MPI_FLOAT, peer, tag, m->world, &req);
     return finish_watched(m, rc, &req, "receive from the neighbouring stage", "Irecv");
 }
@@ -314,7 +314,7 @@ static nn_status mpi_broadcast(nn_comm *c, float *buf, size_t n, int root) {
     nn_status s = check_count(m, n);
     if (s) return s;
     MPI_Request req;
-    nn_dev_begin(m->ctx->backend);
+    nn_dev_begin(nn_ctx_backend_of(m->ctx));
     int rc = MPI_Ibcast(buf, (int)n, MPI_FLOAT, root, m->world, &req);
     return finish_watched(m, rc, &req, "broadcast", "Ibcast");
 }
@@ -367,6 +367,16 @@ static nn_status comm_wrap(nn_ctx *ctx, MPI_Comm world, MPI_Comm watch, double t
     MPI_Comm_set_errhandler(m->watch, MPI_ERRORS_RETURN);
     MPI_Comm_rank(m->world, &c->rank);
     MPI_Comm_size(m->world, &c->size);
+    m->rank = c->rank;
+    m->size = c->size;
+    nn_status st = shm_open_node(m);
+    if (st) {
+        MPI_Comm_free(&m->world);
+        MPI_Comm_free(&m->watch);
+        free(m);
+        free(c);
+        return st;
+    }
     c->allreduce_start = mpi_allreduce_start;
     c->wait = mpi_wait;
     c->progress = mpi_progress;
@@ -415,9 +425,18 @@ void nn_mpi_comm_set_timeout(nn_comm *c, double seconds) {
     ((mpi_impl *)c->impl)->timeout = seconds;
 }
 
+void nn_mpi_comm_set_shared_memory(nn_comm *c, int on) {
+    if (!on) shm_close(c->impl);
+}
+
+const char *nn_mpi_comm_allreduce_name(const nn_comm *c) {
+    return shm_usable(c->impl) ? "shared memory" : "MPI_Iallreduce";
+}
+
 void nn_mpi_comm_free(nn_comm *c) {
     if (!c) return;
     mpi_impl *m = c->impl;
+    shm_close(m);
     MPI_Comm_free(&m->world);
     MPI_Comm_free(&m->watch);
     for (int i = 0; i < m->cap; i++) free(m->pending[i].gather);
@@ -445,6 +464,14 @@ void nn_mpi_comm_free(nn_comm *c) { (void)c; }
 void nn_mpi_comm_set_timeout(nn_comm *c, double seconds) {
     (void)c;
     (void)seconds;
+}
+void nn_mpi_comm_set_shared_memory(nn_comm *c, int on) {
+    (void)c;
+    (void)on;
+}
+const char *nn_mpi_comm_allreduce_name(const nn_comm *c) {
+    (void)c;
+    return "none";
 }
 
 #endif
