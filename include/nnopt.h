@@ -930,7 +930,9 @@ nn_status nn_mpi_init(int *argc, char ***argv);
 void nn_mpi_finalize(void);
 void nn_mpi_abort(int code);
 /* A communicator over MPI_COMM_WORLD (a duplicate): averages with
- * MPI_Iallreduce (in place, sum, then / size), broadcasts with MPI_Bcast.
+ * MPI_Iallreduce (in place, sum, then / size), or through shared memory when
+ * every rank runs on this machine (nn_mpi_comm_set_shared_memory);
+ * broadcasts with MPI_Bcast.
  * Errors go to ctx. Free with nn_mpi_comm_free. */
 nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out);
 void nn_mpi_comm_free(nn_comm *c);

@@ -1,6 +1,7 @@
 /*
  * mpi.c - the MPI communicator (nn_comm) for data-parallel training, and
- * MPI's start and end for main(). Gradient buckets are averaged with
+ * MPI's start and end for main(). Gradient buckets are averaged through
+ * shared memory when every rank runs on this machine (mpi_shm.c), else with
  * MPI_Iallreduce in place (sum), then divided by the number of ranks when
  * waited for: the reduction hands every rank the same bytes, and the division
  * is the same float operation on each, so the ranks stay bit-identical. The
