@@ -52,7 +52,8 @@ nn_status watch_wait(mpi_impl *m, MPI_Request *req, const char *what);
 
 /* mpi_shm.c. shm_open_node: collective over m->world; sets m->shm when
  * every rank runs on this machine (else leaves it NULL: not an error).
- * shm_usable: m->shm is there and on, and the buffers are host memory.
+ * shm_usable: m->shm is there and on, and the buffers are host memory
+ * (the backend runs the CPU kernels).
  * shm_start: the all-reduce of buf[0..n) in the free slot (not yet in use);
  * NN_EUNSUPPORTED when the shared memory could not be made (every rank
  * then goes on with MPI); shm_wait: completes it (and every earlier one);

@@ -42,7 +42,8 @@
  *
  * Used when every rank of the communicator is on this machine
  * (MPI_Comm_split_type, MPI_COMM_TYPE_SHARED), the buffers are host memory
- * (the backend's host_visible) and nobody turned it off
+ * (a backend that runs the CPU kernels: cpu, or guard, which faults on any
+ * access outside nn_dev_begin/end) and nobody turned it off
  * (nn_mpi_comm_set_shared_memory; NNOPT_ALLREDUCE=mpi in the command line).
  */
 #include "dist/mpi_internal.h"
@@ -403,7 +404,9 @@ void shm_progress(mpi_impl *m) {
 }
 
 int shm_usable(const mpi_impl *m) {
-    return m->shm && m->shm->enabled && nn_ctx_backend_of(m->ctx)->host_visible;
+    /* memory the CPU kernels run on: host memory (inside the backend's
+     * window, as every access here is: the guard backend checks it) */
+    return m->shm && m->shm->enabled && nn_ctx_backend_of(m->ctx)->kernels == NN_KERNELS_CPU;
 }
 
 void shm_close(mpi_impl *m) {

@@ -587,9 +587,9 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
             channel_grad_sums(k, dy, y, x, dr, map, rows, d, n, c, (float)mean, &sum_dy, &dot);
             dw[c] += (float)(dot * invstd);
             db[c] += (float)sum_dy;
-            if (dx)
-                channel_dx(k, dx, dy, y, x, w, map, d, n, c, mean, invstd, training ? sum_dy / M : 0.0,
-                           training ? dot * invstd * invstd / M : 0.0);
+            if (dx) /* with dr: g is there already, masked (one array less to read) */
+                channel_dx(k, dx, dr ? dr : dy, dr ? NULL : y, x, w, map, d, n, c, mean, invstd,
+                           training ? sum_dy / M : 0.0, training ? dot * invstd * invstd / M : 0.0);
         }
         return;
     }
@@ -621,9 +621,9 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
         for (int s = 0; s < sh->count; s++) {
             const int ns = shard_n(sh, s, n);
             const double Mn = *count * ns;
-            channel_dx(k, AT(dx, s, sample), AT(dy, s, sample), AT(y, s, sample),
-                       AT(x, s, sample), w, map, d, ns, c, save[c], invstd, sum[c] / Mn,
-                       dots[c] * invstd * invstd / Mn);
+            channel_dx(k, AT(dx, s, sample), dr ? AT(dr, s, sample) : AT(dy, s, sample),
+                       dr ? NULL : AT(y, s, sample), AT(x, s, sample), w, map, d, ns, c, save[c],
+                       invstd, sum[c] / Mn, dots[c] * invstd * invstd / Mn);
         }
     }
 #undef AT
