@@ -21,7 +21,8 @@
 # statistics included) after 3 within 1e-5 (the test loss after the 20
 # within 1e-4), and without --sync-bn they do not.
 # Through shared memory (ranks on one machine) and through MPI_Iallreduce
-# (NNOPT_ALLREDUCE=mpi) the same bytes. --bucket-mb 0.05 gives the bytes of
+# (NNOPT_ALLREDUCE=mpi) the same bytes; a /dev/shm too small for the
+# segments falls back to MPI, saying so. --bucket-mb 0.05 gives the bytes of
 # the default bucket.
 # Shards (--shards 2): 1 process x 64 and 2 ranks x 32 end with the same
 # bytes, for the seed CNN under F(4x4) and ResNet-20 with --sync-bn, and
@@ -83,6 +84,21 @@ NNOPT_ALLREDUCE=mpi timeout 300 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" -
     --batch 32 --epochs 1 --save twom.st >twom.json 2>twom.err
 check "NNOPT_ALLREDUCE=mpi: through MPI_Iallreduce, to the same bytes" \
     bash -c 'python3 -c "$1" twom.st two.st same && grep -q "averaged through MPI_Iallreduce" twom.err' _ "$PY_PARAMS"
+
+# A /dev/shm too small for the segments (a private 1 MiB one, in a mount
+# namespace; OpenMPI's own transport told to use TCP): every rank says the
+# shared-memory all-reduce is off and why, and trains through MPI to the
+# same losses. Needs root and unshare; skipped (said so) otherwise.
+if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
+    timeout 300 unshare -m bash -c 'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$@"' _ \
+        "${MPI[@]}" --mca btl self,tcp "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 \
+        --batch 32 --epochs 1 >twof.json 2>twof.err
+    check "a full /dev/shm: both ranks fall back to MPI, saying why, to the same losses" \
+        bash -c 'test "$(grep -c "shared-memory all-reduce off, MPI instead (.*No space left" twof.err)" -eq 2 &&
+                 python3 -c "$1" twof.json one.json' _ "$PY_CLOSE"
+else
+    echo "SKIP the full /dev/shm check (needs root and unshare -m)"
+fi
 
 # Buckets of 50 KiB: 16 all-reduces a step, started while the backward pass
 # runs, each element still r0 + r1, so the same bytes as one 25 MB bucket

@@ -349,6 +349,7 @@ static void start_buckets(nn_trainer *t, size_t first_final) {
         if (t->bucket_scale != 1.0f) scale_grads(t->ctx->backend, g + lo, hi - lo, t->bucket_scale);
         if (t->started == 0) t->comm_first = nn_wall_time();
         nn_status s = t->comm->allreduce_start(t->comm, g + lo, hi - lo, &t->req[t->started]);
+        if (s) t->req[t->started] = -1; /* nothing to wait for */
         if (s && !t->comm_status) t->comm_status = s;
         t->started++;
     }
@@ -367,6 +368,7 @@ static nn_status finish_allreduce(nn_trainer *t) {
     t->comm_status = NN_OK;
     const double w0 = nn_wall_time();
     for (int b = 0; b < t->num_buckets; b++) {
+        if (t->req[b] < 0) continue; /* its start failed (comm_status) */
         nn_status w = t->comm->wait(t->comm, t->req[b]);
         if (w && !s) s = w;
     }
