@@ -95,6 +95,7 @@ if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
         --batch 32 --epochs 1 >twof.json 2>twof.err
     check "a full /dev/shm: both ranks fall back to MPI, saying why, to the same losses" \
         bash -c 'test "$(grep -c "shared-memory all-reduce off, MPI instead (.*No space left" twof.err)" -eq 2 &&
+                 grep -q "gradients averaged through MPI_Iallreduce" twof.err &&
                  python3 -c "$1" twof.json one.json' _ "$PY_CLOSE"
 else
     echo "SKIP the full /dev/shm check (needs root and unshare -m)"

@@ -128,42 +128,6 @@ static nn_status node_all(mpi_impl *m, int ok, int *all) {
     return watch_until(m, barrier_ready, &req, "shared-memory set-up");
 }
 
-nn_status shm_open_node(mpi_impl *m) {
-    m->shm = NULL;
-    if (m->size < 2) return NN_OK;
-    MPI_Comm node;
-    int rc = MPI_Comm_split_type(m->world, MPI_COMM_TYPE_SHARED, m->rank, MPI_INFO_NULL, &node);
-    if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Comm_split_type");
-    int node_size = 0;
-    MPI_Comm_size(node, &node_size);
-    int all_here = node_size == m->size, every = 0;
-    /* every rank must agree (one machine's ranks may all be here while
-     * another's are not) */
-    rc = MPI_Allreduce(&all_here, &every, 1, MPI_INT, MPI_MIN, m->world);
-    if (rc != MPI_SUCCESS || !every) {
-        MPI_Comm_free(&node);
-        return rc == MPI_SUCCESS ? NN_OK : mpi_fail(m, rc, "Allreduce");
-    }
-    static int comms_made; /* this process's, for names of its own */
-    mpi_shm *s = calloc(1, sizeof *s);
-    if (!s) {
-        MPI_Comm_free(&node);
-        return nn_ctx_fail(m->ctx, NN_ENOMEM, "out of memory for the shared-memory all-reduce");
-    }
-    s->node = node;
-    s->enabled = 1;
-    s->token[0] = (int)getpid();
-    s->token[1] = comms_made++;
-    rc = MPI_Bcast(s->token, 2, MPI_INT, 0, node);
-    if (rc != MPI_SUCCESS) {
-        MPI_Comm_free(&node);
-        free(s);
-        return mpi_fail(m, rc, "Bcast");
-    }
-    m->shm = s;
-    return NN_OK;
-}
-
 /* Rings of at least n floats on every rank: the old ones (all
  * their requests complete on every rank: the barrier) unmapped, new ones
  * made, mapped and unlinked. Where any rank cannot, every rank turns the
@@ -234,6 +198,46 @@ static nn_status grow(mpi_impl *m, size_t n) {
                     m->rank, why);
     }
     return NN_OK;
+}
+
+nn_status shm_open_node(mpi_impl *m) {
+    m->shm = NULL;
+    if (m->size < 2) return NN_OK;
+    MPI_Comm node;
+    int rc = MPI_Comm_split_type(m->world, MPI_COMM_TYPE_SHARED, m->rank, MPI_INFO_NULL, &node);
+    if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Comm_split_type");
+    int node_size = 0;
+    MPI_Comm_size(node, &node_size);
+    int all_here = node_size == m->size, every = 0;
+    /* every rank must agree (one machine's ranks may all be here while
+     * another's are not) */
+    rc = MPI_Allreduce(&all_here, &every, 1, MPI_INT, MPI_MIN, m->world);
+    if (rc != MPI_SUCCESS || !every) {
+        MPI_Comm_free(&node);
+        return rc == MPI_SUCCESS ? NN_OK : mpi_fail(m, rc, "Allreduce");
+    }
+    static int comms_made; /* this process's, for names of its own */
+    mpi_shm *s = calloc(1, sizeof *s);
+    if (!s) {
+        MPI_Comm_free(&node);
+        return nn_ctx_fail(m->ctx, NN_ENOMEM, "out of memory for the shared-memory all-reduce");
+    }
+    s->node = node;
+    s->enabled = 1;
+    s->token[0] = (int)getpid();
+    s->token[1] = comms_made++;
+    rc = MPI_Bcast(s->token, 2, MPI_INT, 0, node);
+    if (rc != MPI_SUCCESS) {
+        MPI_Comm_free(&node);
+        free(s);
+        return mpi_fail(m, rc, "Bcast");
+    }
+    m->shm = s;
+    /* the first ring now, so that rank 0's first line says what runs (a
+     * full /dev/shm turns it off here, saying so) */
+    nn_status st = grow(m, 0);
+    if (st) shm_close(m);
+    return st;
 }
 
 enum { ARRIVED, REDUCED, GATHERED };
