@@ -34,6 +34,20 @@ static const char *env_value(const char *name) {
     return v && *v ? v : NULL;
 }
 
+/* A two-way switch: variable name, when set, must be yes (*out = 1) or no
+ * (*out = 0); 0, or 2 after a one-line error. Unset leaves *out alone. */
+static int env_switch(const char *name, const char *yes, const char *no, int *out) {
+    const char *v = env_value(name);
+    if (!v) return 0;
+    if (strcmp(v, yes) == 0) *out = 1;
+    else if (strcmp(v, no) == 0) *out = 0;
+    else {
+        fprintf(stderr, "nnopt: %s=%s: expected %s or %s\n", name, v, yes, no);
+        return 2;
+    }
+    return 0;
+}
+
 /* A positive count from the first of two launcher variables that is set
  * (OpenMPI's, then PMI's as Slurm's srun and MPICH set it); 1 otherwise. */
 static int env_count(const char *a, const char *b) {
@@ -64,14 +78,7 @@ static int read_env(cli_env *env) {
             return 2;
         }
     }
-    if ((v = env_value("NNOPT_FUSE"))) {
-        if (strcmp(v, "on") == 0) env->fuse = 1;
-        else if (strcmp(v, "off") == 0) env->fuse = 0;
-        else {
-            fprintf(stderr, "nnopt: NNOPT_FUSE=%s: expected on or off\n", v);
-            return 2;
-        }
-    }
+    if (env_switch("NNOPT_FUSE", "on", "off", &env->fuse)) return 2;
     if ((v = env_value("NNOPT_LOADER"))) {
         if (strcmp(v, "auto") == 0) env->loader = NN_LOADER_AUTO;
         else if (strcmp(v, "thread") == 0) env->loader = NN_LOADER_THREAD;
@@ -101,14 +108,7 @@ static int read_env(cli_env *env) {
             return 2;
         }
     }
-    if ((v = env_value("NNOPT_ALLREDUCE"))) {
-        if (strcmp(v, "auto") == 0) env->allreduce_shm = 1;
-        else if (strcmp(v, "mpi") == 0) env->allreduce_shm = 0;
-        else {
-            fprintf(stderr, "nnopt: NNOPT_ALLREDUCE=%s: expected auto or mpi\n", v);
-            return 2;
-        }
-    }
+    if (env_switch("NNOPT_ALLREDUCE", "auto", "mpi", &env->allreduce_shm)) return 2;
     if ((v = env_value("NNOPT_TUNE_CACHE"))) {
         if (strcmp(v, "off") != 0) snprintf(env->tune_cache, sizeof env->tune_cache, "%s", v);
     } else if ((v = env_value("XDG_CACHE_HOME"))) {
@@ -117,14 +117,7 @@ static int read_env(cli_env *env) {
         snprintf(env->tune_cache, sizeof env->tune_cache, "%s/.cache/nnopt/tune.tsv", v);
     }
     env->share = 1;
-    if ((v = env_value("NNOPT_SHARE"))) {
-        if (strcmp(v, "on") == 0) env->share = 1;
-        else if (strcmp(v, "off") == 0) env->share = 0;
-        else {
-            fprintf(stderr, "nnopt: NNOPT_SHARE=%s: expected on or off\n", v);
-            return 2;
-        }
-    }
+    if (env_switch("NNOPT_SHARE", "on", "off", &env->share)) return 2;
     /* the registry of running nnopt processes (share.c): per user, in
      * memory, gone at reboot */
     struct stat st;
