@@ -34,11 +34,13 @@
  * alone, so they are the same on every rank whatever each has completed.
  * Before staging into floats an earlier request used, a rank completes
  * its own requests up to that one and waits until every rank has copied
- * its results out (`gathered`). A bucket larger than the ring first
- * completes everything in flight, then every rank makes a larger segment,
- * reserved with posix_fallocate so that a full /dev/shm is a clean
- * fallback to MPI, not a SIGBUS (a watched barrier before and after, no
- * blocking collective). Closing is local: unmap.
+ * its results out (`gathered`). The first ring (4 MB) is made with the
+ * communicator, so that what runs is known from the start; a bucket
+ * larger than the ring first completes everything in flight, then every
+ * rank makes a larger segment. Segments are reserved with posix_fallocate,
+ * so that a full /dev/shm is a clean fallback to MPI, not a SIGBUS
+ * (watched barriers around it, no blocking collective). Closing is local:
+ * unmap.
  *
  * Used when every rank of the communicator is on this machine
  * (MPI_Comm_split_type, MPI_COMM_TYPE_SHARED), the buffers are host memory
