@@ -352,12 +352,10 @@ static nn_status comm_wrap(nn_ctx *ctx, MPI_Comm world, MPI_Comm watch, double t
     *out = NULL;
     nn_comm *c = calloc(1, sizeof *c);
     mpi_impl *m = calloc(1, sizeof *m);
+    nn_status st = NN_OK;
     if (!c || !m) {
-        free(c);
-        free(m);
-        MPI_Comm_free(&world);
-        MPI_Comm_free(&watch);
-        return nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the MPI communicator");
+        st = nn_ctx_fail(ctx, NN_ENOMEM, "out of memory for the MPI communicator");
+        goto fail;
     }
     m->ctx = ctx;
     m->timeout = timeout;
@@ -370,14 +368,7 @@ static nn_status comm_wrap(nn_ctx *ctx, MPI_Comm world, MPI_Comm watch, double t
     MPI_Comm_size(m->world, &c->size);
     m->rank = c->rank;
     m->size = c->size;
-    nn_status st = shm_open_node(m);
-    if (st) {
-        MPI_Comm_free(&m->world);
-        MPI_Comm_free(&m->watch);
-        free(m);
-        free(c);
-        return st;
-    }
+    if ((st = shm_open_node(m))) goto fail;
     c->allreduce_start = mpi_allreduce_start;
     c->wait = mpi_wait;
     c->progress = mpi_progress;
@@ -390,6 +381,12 @@ static nn_status comm_wrap(nn_ctx *ctx, MPI_Comm world, MPI_Comm watch, double t
     c->impl = m;
     *out = c;
     return NN_OK;
+fail:
+    free(c);
+    free(m);
+    MPI_Comm_free(&world);
+    MPI_Comm_free(&watch);
+    return st;
 }
 
 nn_status nn_mpi_comm_new(nn_ctx *ctx, nn_comm **out) {

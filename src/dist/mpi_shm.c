@@ -107,18 +107,12 @@ static void unmap_all(mpi_shm *s, int size) {
     s->seg = NULL;
 }
 
-static int barrier_ready(void *arg) {
-    int done = 0;
-    const int rc = MPI_Test(arg, &done, MPI_STATUS_IGNORE);
-    return rc != MPI_SUCCESS ? -rc : done;
-}
-
 /* Every rank of the node here (under the watchdog). */
 static nn_status node_barrier(mpi_impl *m, const char *what) {
     MPI_Request req;
     const int rc = MPI_Ibarrier(m->shm->node, &req);
     if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Ibarrier");
-    return watch_until(m, barrier_ready, &req, what);
+    return watch_wait(m, &req, what);
 }
 
 /* ok summed over the node's ranks with MIN, under the watchdog: 1 when
@@ -127,7 +121,7 @@ static nn_status node_all(mpi_impl *m, int ok, int *all) {
     MPI_Request req;
     const int rc = MPI_Iallreduce(&ok, all, 1, MPI_INT, MPI_MIN, m->shm->node, &req);
     if (rc != MPI_SUCCESS) return mpi_fail(m, rc, "Iallreduce");
-    return watch_until(m, barrier_ready, &req, "shared-memory set-up");
+    return watch_wait(m, &req, "shared-memory set-up");
 }
 
 /* Rings of at least n floats on every rank: the old ones (all
