@@ -234,6 +234,12 @@ static const conv_case pointwise_cases[] = {
     {"1x1 7 -> 5, 7x9 + ReLU",        7,  7,  9,  5, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1},
     {"1x1 16 -> 16, 1x1 image",      16,  1,  1, 16, 1, 1, 1, 1, 0, 0, 1, 0, 0, 3},
     {"1x1 groups=4 8 -> 12 + ReLU",   8,  5,  6, 12, 1, 1, 1, 1, 0, 0, 4, 1, 1, 3},
+    /* AVX-512's own GEMMs (C % 16, K % 8): 7x7 ends a 48-column slab inside
+     * its first vector, 13x5 inside its second (masked loads and stores),
+     * 64 -> 8 leaves a single 8-row block */
+    {"1x1 16 -> 24, 7x7 + ReLU",     16,  7,  7, 24, 1, 1, 1, 1, 0, 0, 1, 1, 1, 3},
+    {"1x1 48 -> 40, 13x5",           48, 13,  5, 40, 1, 1, 1, 1, 0, 0, 1, 0, 1, 2},
+    {"1x1 64 -> 8, 9x11 + ReLU",     64,  9, 11,  8, 1, 1, 1, 1, 0, 0, 1, 1, 0, 3},
 };
 
 int main(void) {

@@ -647,11 +647,13 @@ static void forward_pointwise(float *y, const float *x, const float *w, const fl
     const int HW = d->H * d->W, ng = d->groups > 1 ? d->groups : 1;
     const int Cg = d->C / ng, Kg = d->K / ng;
     const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * HW;
+    const int own = nn_conv2d_pointwise_avx512_ok(d, ctx);
     NN_PARALLEL(T) {
         NN_FOR_DYNAMIC
         for (int i = 0; i < n; i++) {
             float *yi = y + i * ys;
-            for (int gi = 0; gi < ng; gi++)
+            if (own) nn_conv2d_pointwise_forward_avx512(yi, x + i * xs, w, d->K, d->C, HW);
+            for (int gi = 0; !own && gi < ng; gi++)
                 nn_sgemm(0, 0, Kg, HW, Cg, 1.0f, w + (size_t)gi * Kg * Cg, Cg,
                          x + i * xs + (size_t)gi * Cg * HW, HW, 0.0f, yi + (size_t)gi * Kg * HW,
                          HW);
@@ -681,7 +683,10 @@ static void backward_pointwise(float *dx, float *dw, float *db, const float *dy,
     const int HW = d->H * d->W, ng = d->groups > 1 ? d->groups : 1;
     const int Cg = d->C / ng, Kg = d->K / ng;
     const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * HW, wn = (size_t)d->K * Cg;
-    const conv_ws L = ws_layout(d); /* its yg holds one image's masked dy, dw and db the shares */
+    /* its yg holds one image's masked dy, dw and db the shares, col the
+     * AVX-512 kernels' transposed image */
+    const conv_ws L = ws_layout(d);
+    const int own = nn_conv2d_pointwise_avx512_ok(d, ctx);
     /* each thread its share of the images, each image's dy read (and masked)
      * once for the weight gradient and the input gradient both, while in
      * cache */
@@ -699,6 +704,11 @@ static void backward_pointwise(float *dx, float *dw, float *db, const float *dy,
                 dyi = dyg;
             }
             for (int k = 0; k < d->K; k++) dbt[k] += sum_row(dyi + (size_t)k * HW, HW);
+            if (own) {
+                nn_conv2d_pointwise_dw_avx512(dwt, dyi, x + i * xs, base + L.col, d->K, d->C, HW);
+                if (dx) nn_conv2d_pointwise_dx_avx512(dx + i * xs, dyi, w, d->K, d->C, HW);
+                continue;
+            }
             for (int gi = 0; gi < ng; gi++)
                 nn_sgemm(0, 1, Kg, Cg, HW, 1.0f, dyi + (size_t)gi * Kg * HW, HW,
                          x + i * xs + (size_t)gi * Cg * HW, HW, 1.0f, dwt + (size_t)gi * Kg * Cg,

@@ -96,6 +96,17 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
 void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
                                          const float *x, const nn_conv2d_desc *d, int n,
                                          float *ws, nn_ctx *ctx);
+/* conv2d_pointwise_avx512.c: a 1x1 convolution's products on one image
+ * with AVX-512 (no BLAS), for shapes nn_conv2d_pointwise_avx512_ok accepts
+ * (one group, C a multiple of 16, K of 8): y (K, HW) = W x; dx (C, HW) =
+ * W^T dy; dw (K, C) += dy x^T, through xt (HW x C floats of scratch) */
+int nn_conv2d_pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
+void nn_conv2d_pointwise_forward_avx512(float *y, const float *x, const float *w, int K, int C,
+                                        int HW);
+void nn_conv2d_pointwise_dx_avx512(float *dx, const float *dy, const float *w, int K, int C,
+                                   int HW);
+void nn_conv2d_pointwise_dw_avx512(float *dw, const float *dy, const float *x, float *xt, int K,
+                                   int C, int HW);
 /* conv2d_depthwise.c: depthwise convolutions (groups = C = K, kernels up to
  * 7x7, strides up to 4, undilated, fp32) as direct sums over each plane,
  * portable and AVX-512 */

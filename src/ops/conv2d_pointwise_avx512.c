@@ -1,0 +1,113 @@
+/*
+ * conv2d_pointwise_avx512.c - the three products of a 1x1 convolution
+ * (stride 1, no padding, one group) on one image, with AVX-512 and no BLAS:
+ *
+ *     forward       y  (K, HW) = W (K, C) x x (C, HW)
+ *     input grad    dx (C, HW) = W^T x dy (K, HW)
+ *     weight grad   dW (K, C) += dy x x^T
+ *
+ * all through nn_gemm8_avx512 (gemm_avx512.h), which broadcasts W, W^T or dy
+ * straight from the rows they lie in, so nothing is packed; the weight
+ * gradient transposes the image to (HW, C) first, so that C lies along the
+ * vector lanes. conv2d.c's pointwise kernel calls these per image when
+ * nn_conv2d_pointwise_avx512_ok accepts the shape and BLAS otherwise.
+ *
+ * Why not BLAS: these GEMMs are small (C, K <= 128 in MobileNet-small), and
+ * where OPENBLAS_CORETYPE pins OpenBLAS to its AVX2 kernels on an AVX-512
+ * CPU they ran at half the FMA peak (MobileNet-small's pw1-pw3 on a Zen 4,
+ * 1 thread: 92-107 GFLOP/s, 47% of the step).
+ */
+#include "ops/ops.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include "backend/simd_avx512.h"
+#include "ops/gemm_avx512.h"
+#define AVX512 __attribute__((target("avx512f")))
+
+int nn_conv2d_pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return ctx->isa >= NN_ISA_AVX512 && d->groups <= 1 && d->C % 16 == 0 &&
+           d->K % NN_GEMM8_ROWS == 0;
+}
+
+/* C (M, N) (+)= A (M, depth) x B (depth, N), M a multiple of 8, A's element
+ * (i, p) at a[i ar + p ap]: 48 columns at a time (B's slab stays in cache
+ * while every 8 rows pass over it) */
+AVX512 static void gemm_rows8(float *c, size_t ldc, const float *a, size_t ar, size_t ap,
+                              const float *b, size_t ldb, int M, int N, size_t depth,
+                              int accumulate) {
+    const int slab = 16 * NN_GEMM8_VECS;
+    for (int j0 = 0; j0 < N; j0 += slab) {
+        const int cols = N - j0 < slab ? N - j0 : slab, nt = (cols + 15) / 16;
+        const __mmask16 last = nn_first_lanes(cols - 16 * (nt - 1));
+        for (int i0 = 0; i0 < M; i0 += NN_GEMM8_ROWS) {
+            float *ci = c + (size_t)i0 * ldc + j0;
+            const float *ai = a + (size_t)i0 * ar, *bj = b + j0;
+            if (nt == 3)
+                nn_gemm8_avx512(ci, ldc, ai, ar, ap, bj, ldb, depth, 3, last, accumulate);
+            else if (nt == 2)
+                nn_gemm8_avx512(ci, ldc, ai, ar, ap, bj, ldb, depth, 2, last, accumulate);
+            else
+                nn_gemm8_avx512(ci, ldc, ai, ar, ap, bj, ldb, depth, 1, last, accumulate);
+        }
+    }
+}
+
+/* xt (HW, C) = x (C, HW)^T, C a multiple of 16: 16x16 blocks in registers,
+ * the last columns of x loaded under a mask (nothing read past the image) */
+AVX512 static void transpose_image(float *xt, const float *x, int C, int HW) {
+    for (int c0 = 0; c0 < C; c0 += 16)
+        for (int t0 = 0; t0 < HW; t0 += 16) {
+            const int tn = HW - t0 < 16 ? HW - t0 : 16;
+            const __mmask16 m = nn_first_lanes(tn);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = _mm512_maskz_loadu_ps(m, x + (size_t)(c0 + i) * HW + t0);
+            transpose16(r);
+            for (int j = 0; j < tn; j++) _mm512_storeu_ps(xt + (size_t)(t0 + j) * C + c0, r[j]);
+        }
+}
+
+void nn_conv2d_pointwise_forward_avx512(float *y, const float *x, const float *w, int K, int C,
+                                        int HW) {
+    gemm_rows8(y, (size_t)HW, w, (size_t)C, 1, x, (size_t)HW, K, HW, (size_t)C, 0);
+}
+
+void nn_conv2d_pointwise_dx_avx512(float *dx, const float *dy, const float *w, int K, int C,
+                                   int HW) {
+    gemm_rows8(dx, (size_t)HW, w, 1, (size_t)C, dy, (size_t)HW, C, HW, (size_t)K, 0);
+}
+
+void nn_conv2d_pointwise_dw_avx512(float *dw, const float *dy, const float *x, float *xt, int K,
+                                   int C, int HW) {
+    transpose_image(xt, x, C, HW);
+    gemm_rows8(dw, (size_t)C, dy, (size_t)HW, 1, xt, (size_t)C, K, C, (size_t)HW, 1);
+}
+
+#else /* no AVX-512 kernels in this build: never selected */
+
+int nn_conv2d_pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    (void)d, (void)ctx;
+    return 0;
+}
+
+void nn_conv2d_pointwise_forward_avx512(float *y, const float *x, const float *w, int K, int C,
+                                        int HW) {
+    (void)y, (void)x, (void)w, (void)K, (void)C, (void)HW;
+    NN_ASSERT(!"AVX-512 pointwise kernels are not built");
+}
+
+void nn_conv2d_pointwise_dx_avx512(float *dx, const float *dy, const float *w, int K, int C,
+                                   int HW) {
+    (void)dx, (void)dy, (void)w, (void)K, (void)C, (void)HW;
+    NN_ASSERT(!"AVX-512 pointwise kernels are not built");
+}
+
+void nn_conv2d_pointwise_dw_avx512(float *dw, const float *dy, const float *x, float *xt, int K,
+                                   int C, int HW) {
+    (void)dw, (void)dy, (void)x, (void)xt, (void)K, (void)C, (void)HW;
+    NN_ASSERT(!"AVX-512 pointwise kernels are not built");
+}
+
+#endif
