@@ -35,6 +35,7 @@
 #include <immintrin.h>
 
 #include "backend/simd_avx512.h"
+#include "ops/gemm_avx512.h"
 #define NN_HAVE_WINOGRAD 1
 #define AVX512 __attribute__((target("avx512f")))
 #define INLINE_AVX512 __attribute__((target("avx512f"), always_inline)) static inline
@@ -359,38 +360,19 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
 }
 
 /* m[k][t] = sum over c of u[c][k] * v[c][t] for GEMM_K outputs k and NT
- * vectors of 16 tiles: the outputs' weights broadcast from memory, the
- * tiles loaded. */
-INLINE_AVX512 void gemm_kernel(float *m, size_t ldm, const float *u, int ldu, const float *v,
-                               size_t ldv, int cin, const int NT) {
-    __m512 acc[GEMM_K][GEMM_T];
-    _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++)
-        _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++) acc[k][b] = _mm512_setzero_ps();
-    for (int c = 0; c < cin; c++, u += ldu, v += ldv) {
-        __m512 vb[GEMM_T];
-        _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++) vb[b] = _mm512_loadu_ps(v + b * VEC);
-        _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++) {
-            const __m512 uk = _mm512_set1_ps(u[k]);
-            _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++) acc[k][b] =
-                _mm512_fmadd_ps(uk, vb[b], acc[k][b]);
-        }
-    }
-    _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++)
-        _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++)
-            _mm512_storeu_ps(m + k * ldm + b * VEC, acc[k][b]);
-}
-
+ * vectors of 16 tiles (gemm_avx512.h): the outputs' weights broadcast from
+ * their packed [c][8] block, the tiles loaded. */
 AVX512 static void gemm_1(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
                           int cin) {
-    gemm_kernel(m, ldm, u, ldu, v, ldv, cin, 1);
+    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 1, 0xFFFF, 0);
 }
 AVX512 static void gemm_2(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
                           int cin) {
-    gemm_kernel(m, ldm, u, ldu, v, ldv, cin, 2);
+    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 2, 0xFFFF, 0);
 }
 AVX512 static void gemm_3(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
                           int cin) {
-    gemm_kernel(m, ldm, u, ldu, v, ldv, cin, 3);
+    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 3, 0xFFFF, 0);
 }
 
 /* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles, every
@@ -632,31 +614,11 @@ AVX512 static void transpose_point(float *vt, size_t cp, const float *v, size_t 
 }
 
 /* m[k][c] += sum over t < count of yh[k * ldy + t] * vt[t][c] for GEMM_K
- * outputs k and NC vectors of 16 channels */
-INLINE_AVX512 void wgrad_kernel(float *m, size_t ldm, const float *yh, size_t ldy, const float *vt,
-                                size_t ldv, size_t count, const int NC) {
-    __m512 acc[GEMM_K][GEMM_T];
-    _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++)
-        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) acc[k][b] =
-            _mm512_loadu_ps(m + k * ldm + b * VEC);
-    for (size_t t = 0; t < count; t++, yh++, vt += ldv) {
-        __m512 vb[GEMM_T];
-        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) vb[b] = _mm512_loadu_ps(vt + b * VEC);
-        _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++) {
-            const __m512 yk = _mm512_set1_ps(yh[k * ldy]);
-            _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) acc[k][b] =
-                _mm512_fmadd_ps(yk, vb[b], acc[k][b]);
-        }
-    }
-    _Pragma("GCC unroll 8") for (int k = 0; k < GEMM_K; k++)
-        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++)
-            _mm512_storeu_ps(m + k * ldm + b * VEC, acc[k][b]);
-}
-
+ * outputs k and NC vectors of 16 channels (gemm_avx512.h) */
 #define NN_WGRAD(NC)                                                                               \
     AVX512 static void wgrad_##NC(float *m, size_t ldm, const float *yh, size_t ldy,               \
                                   const float *vt, size_t ldv, size_t count) {                     \
-        wgrad_kernel(m, ldm, yh, ldy, vt, ldv, count, NC);                                         \
+        nn_gemm8_avx512(m, ldm, yh, ldy, 1, vt, ldv, count, NC, 0xFFFF, 1);                        \
     }
 NN_WGRAD(1)
 NN_WGRAD(2)
