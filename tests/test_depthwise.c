@@ -242,6 +242,40 @@ static const conv_case pointwise_cases[] = {
     {"1x1 64 -> 8, 9x11 + ReLU",     64,  9, 11,  8, 1, 1, 1, 1, 0, 0, 1, 1, 0, 3},
 };
 
+/* strided 1x1 convolutions go to the pointwise kernel with AVX-512 only
+ * (every stride-th pixel, as ResNet's projections) */
+static const conv_case strided_pointwise_cases[] = {
+    {"1x1 s2 16 -> 32, 14x14",       16, 14, 14, 32, 1, 1, 2, 2, 0, 0, 1, 0, 0, 3},
+    {"1x1 s2x3 32 -> 8, 9x11 + ReLU",32,  9, 11,  8, 1, 1, 2, 3, 0, 0, 1, 1, 1, 2},
+};
+
+/* A strided 1x1 convolution's input gradient added into what dx holds
+ * (d.dx_add, which conv2d_accumulates_dx grants it): the bytes of the
+ * gradient written alone plus what was there, and the pixels no window
+ * reads keep their value. */
+static void strided_dx_add(nn_ctx *ctx, nn_rng *rng) {
+    nn_conv2d_desc d = desc_of(&strided_pointwise_cases[0]);
+    const int n = strided_pointwise_cases[0].n;
+    const size_t xn = (size_t)n * d.C * d.H * d.W, yn = (size_t)n * d.K * d.P * d.Q;
+    const size_t wn = (size_t)d.K * d.C, wsn = nn_conv2d_workspace(&d, nn_ctx_threads(ctx));
+    float *x = fvec(xn), *w = fvec(wn), *dy = fvec(yn), *ws = fvec(wsn);
+    float *alone = fvec(xn), *added = fvec(xn), *was = fvec(xn), *dw = fvec(wn);
+    fill(x, xn, rng, -1, 1);
+    fill(w, wn, rng, -1, 1);
+    fill(dy, yn, rng, -1, 1);
+    fill(was, xn, rng, -1, 1);
+    memcpy(added, was, xn * sizeof(float));
+    nn_conv2d_backward(alone, dw, NULL, dy, NULL, x, w, &d, n, ws, ctx);
+    d.dx_add = 1;
+    nn_conv2d_backward(added, dw, NULL, dy, NULL, x, w, &d, n, ws, ctx);
+    size_t bad = 0;
+    for (size_t i = 0; i < xn; i++) bad += added[i] != was[i] + alone[i];
+    check(bad == 0 && strcmp(nn_conv2d_kernel_name(&d, ctx), "pointwise") == 0,
+          "strided 1x1: dx added into dx = what was there + dx alone, bit for bit",
+          "%zu of %zu differ, kernel %s", bad, xn, nn_conv2d_kernel_name(&d, ctx));
+    free(x), free(w), free(dy), free(ws), free(alone), free(added), free(was), free(dw);
+}
+
 int main(void) {
     nn_ctx *c1 = test_ctx_new(1), *c2 = test_ctx_new(2);
     nn_rng rng;
@@ -262,6 +296,12 @@ int main(void) {
                 fast_vs_ref(ctxs[t], &rng, &depthwise_cases[i], "depthwise", nn_isa_name(isas[v]));
             for (size_t i = 0; i < sizeof pointwise_cases / sizeof *pointwise_cases; i++)
                 fast_vs_ref(ctxs[t], &rng, &pointwise_cases[i], "pointwise", nn_isa_name(isas[v]));
+            for (size_t i = 0; isas[v] >= NN_ISA_AVX512 && i < sizeof strided_pointwise_cases /
+                                                                   sizeof *strided_pointwise_cases;
+                 i++)
+                fast_vs_ref(ctxs[t], &rng, &strided_pointwise_cases[i], "pointwise",
+                            nn_isa_name(isas[v]));
+            if (isas[v] >= NN_ISA_AVX512) strided_dx_add(ctxs[t], &rng);
         }
         hand_case(c1);
         thread_invariance(c1, c2, &rng);
@@ -272,7 +312,8 @@ int main(void) {
     nn_conv2d_desc d = desc_of(&other);
     check(strcmp(nn_conv2d_kernel_name(&d, c1), "depthwise") != 0,
           "a channel multiplier of 2 is not depthwise", "%s", nn_conv2d_kernel_name(&d, c1));
-    other = (conv_case){"", 4, 6, 6, 8, 1, 1, 2, 2, 0, 0, 1, 0, 1, 1}; /* 1x1 stride 2 */
+    /* 1x1 stride 2 with 4 channels: not the AVX-512 kernels' shape */
+    other = (conv_case){"", 4, 6, 6, 8, 1, 1, 2, 2, 0, 0, 1, 0, 1, 1};
     d = desc_of(&other);
     check(strcmp(nn_conv2d_kernel_name(&d, c1), "pointwise") != 0,
           "a 1x1 convolution with stride 2 is not pointwise", "%s", nn_conv2d_kernel_name(&d, c1));

@@ -631,60 +631,97 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
 
 /* A 1x1 convolution with stride 1 and no padding is a matrix product on each
  * image as it lies in memory: x (C, H*W) is already the column matrix, so the
- * GEMMs read the image itself instead of an im2col copy of it. */
+ * GEMMs read the image itself instead of an im2col copy of it. With the
+ * AVX-512 kernels (conv2d_pointwise_avx512.c) a strided one (ResNet's
+ * stride-2 projections) is taken too: its columns are every stride-th pixel,
+ * copied per image into the thread's col buffer. */
 static int pointwise_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
-    (void)ctx;
-    return d->R == 1 && d->S == 1 && d->stride_h == 1 && d->stride_w == 1 && d->pad_h == 0 &&
-           d->pad_w == 0 && !nn_conv2d_dilated(d) && !d->bf16;
+    if (d->R != 1 || d->S != 1 || d->pad_h != 0 || d->pad_w != 0 || nn_conv2d_dilated(d) ||
+        d->bf16)
+        return 0;
+    return (d->stride_h == 1 && d->stride_w == 1) || nn_conv2d_pointwise_avx512_ok(d, ctx);
 }
 
-/* Per image, one GEMM per channel group: y (K/g, HW) = W (K/g, C/g) x x
- * (C/g, HW), then bias and ReLU in place; images to whichever thread is free. */
+static int strided(const nn_conv2d_desc *d) { return d->stride_h != 1 || d->stride_w != 1; }
+
+/* xs (C, P*Q) = the pixels of image x (C, H, W) a 1x1 convolution reads */
+static void subsample(float *xs, const float *x, const nn_conv2d_desc *d) {
+    for (int c = 0; c < d->C; c++)
+        for (int p = 0; p < d->P; p++) {
+            const float *row = x + ((size_t)c * d->H + (size_t)p * d->stride_h) * d->W;
+            float *dst = xs + ((size_t)c * d->P + p) * d->Q;
+            for (int q = 0; q < d->Q; q++) dst[q] = row[(size_t)q * d->stride_w];
+        }
+}
+
+/* image dx (C, H, W) from dxs (C, P*Q): each pixel gets its one term (added
+ * to what is there when d->dx_add, as the scratch and the graph's add would
+ * give it: one add), the pixels no window reads 0 (untouched when dx_add) */
+static void scatter_dx(float *dx, const float *dxs, const nn_conv2d_desc *d) {
+    if (!d->dx_add) memset(dx, 0, (size_t)d->C * d->H * d->W * sizeof(float));
+    for (int c = 0; c < d->C; c++)
+        for (int p = 0; p < d->P; p++) {
+            float *row = dx + ((size_t)c * d->H + (size_t)p * d->stride_h) * d->W;
+            const float *src = dxs + ((size_t)c * d->P + p) * d->Q;
+            for (int q = 0; q < d->Q; q++) {
+                if (d->dx_add)
+                    row[(size_t)q * d->stride_w] += src[q];
+                else
+                    row[(size_t)q * d->stride_w] = src[q];
+            }
+        }
+}
+
+/* Per image, one GEMM per channel group: y (K/g, PQ) = W (K/g, C/g) x x
+ * (C/g, PQ), then bias and ReLU in place; images to whichever thread is free. */
 static void forward_pointwise(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    (void)ws;
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int HW = d->H * d->W, ng = d->groups > 1 ? d->groups : 1;
+    const int HW = d->H * d->W, PQ = d->P * d->Q, ng = d->groups > 1 ? d->groups : 1;
     const int Cg = d->C / ng, Kg = d->K / ng;
-    const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * HW;
+    const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * PQ;
+    const conv_ws L = ws_layout(d); /* col: a strided one's pixels */
     const int own = nn_conv2d_pointwise_avx512_ok(d, ctx);
     NN_PARALLEL(T) {
+        float *col = ws + L.shared + (size_t)nn_thread_id() * L.total + L.col;
         NN_FOR_DYNAMIC
         for (int i = 0; i < n; i++) {
             float *yi = y + i * ys;
-            if (own) nn_conv2d_pointwise_forward_avx512(yi, x + i * xs, w, d->K, d->C, HW);
+            const float *xi = x + i * xs;
+            if (strided(d)) subsample(col, xi, d), xi = col;
+            if (own) nn_conv2d_pointwise_forward_avx512(yi, xi, w, d->K, d->C, PQ);
             for (int gi = 0; !own && gi < ng; gi++)
                 nn_sgemm(0, 0, Kg, HW, Cg, 1.0f, w + (size_t)gi * Kg * Cg, Cg,
-                         x + i * xs + (size_t)gi * Cg * HW, HW, 0.0f, yi + (size_t)gi * Kg * HW,
-                         HW);
+                         xi + (size_t)gi * Cg * HW, HW, 0.0f, yi + (size_t)gi * Kg * HW, HW);
             for (int k = 0; k < d->K; k++) {
-                float *yk = yi + (size_t)k * HW;
+                float *yk = yi + (size_t)k * PQ;
                 const float bk = b ? b[k] : 0.0f;
                 if (d->relu)
-                    for (int j = 0; j < HW; j++) {
+                    for (int j = 0; j < PQ; j++) {
                         const float v = yk[j] + bk;
                         yk[j] = (v > 0.0f || v != v) ? v : 0.0f; /* NaN passes */
                     }
                 else if (b)
-                    for (int j = 0; j < HW; j++) yk[j] += bk;
+                    for (int j = 0; j < PQ; j++) yk[j] += bk;
             }
         }
     }
 }
 
-/* Backward per image: dW (K/g, C/g) += dY (K/g, HW) x x^T over a fixed share
+/* Backward per image: dW (K/g, C/g) += dY (K/g, PQ) x x^T over a fixed share
  * of the images per thread (its own dW and db, added in thread order, as
- * backward_im2col), then dx (C/g, HW) = W^T x dY image by image to whichever
+ * backward_im2col), then dx (C/g, PQ) = W^T x dY image by image to whichever
  * thread is free. dY is the layer's dy itself, or its ReLU-masked copy. */
 static void backward_pointwise(float *dx, float *dw, float *db, const float *dy, const float *y,
                                const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                float *ws, nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
-    const int HW = d->H * d->W, ng = d->groups > 1 ? d->groups : 1;
+    const int HW = d->H * d->W, PQ = d->P * d->Q, ng = d->groups > 1 ? d->groups : 1;
     const int Cg = d->C / ng, Kg = d->K / ng;
-    const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * HW, wn = (size_t)d->K * Cg;
-    /* its yg holds one image's masked dy, dw and db the shares, col the
-     * AVX-512 kernels' transposed image */
+    const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * PQ, wn = (size_t)d->K * Cg;
+    /* its yg holds one image's masked dy, dw and db the shares; for the
+     * AVX-512 kernels col the transposed image, dcol a strided one's pixels
+     * and then their gradient */
     const conv_ws L = ws_layout(d);
     const int own = nn_conv2d_pointwise_avx512_ok(d, ctx);
     /* each thread its share of the images, each image's dy read (and masked)
@@ -700,13 +737,20 @@ static void backward_pointwise(float *dx, float *dw, float *db, const float *dy,
         for (int i = n * t / T; i < end; i++) {
             const float *dyi = dy + i * ys;
             if (d->relu) {
-                gather_dy(dyg, dy, y, i, 1, d->K, HW);
+                gather_dy(dyg, dy, y, i, 1, d->K, PQ);
                 dyi = dyg;
             }
-            for (int k = 0; k < d->K; k++) dbt[k] += sum_row(dyi + (size_t)k * HW, HW);
+            for (int k = 0; k < d->K; k++) dbt[k] += sum_row(dyi + (size_t)k * PQ, PQ);
             if (own) {
-                nn_conv2d_pointwise_dw_avx512(dwt, dyi, x + i * xs, base + L.col, d->K, d->C, HW);
-                if (dx) nn_conv2d_pointwise_dx_avx512(dx + i * xs, dyi, w, d->K, d->C, HW);
+                const float *xi = x + i * xs;
+                if (strided(d)) subsample(base + L.dcol, xi, d), xi = base + L.dcol;
+                nn_conv2d_pointwise_dw_avx512(dwt, dyi, xi, base + L.col, d->K, d->C, PQ);
+                if (dx && strided(d)) {
+                    nn_conv2d_pointwise_dx_avx512(base + L.dcol, dyi, w, d->K, d->C, PQ);
+                    scatter_dx(dx + i * xs, base + L.dcol, d);
+                } else if (dx) {
+                    nn_conv2d_pointwise_dx_avx512(dx + i * xs, dyi, w, d->K, d->C, PQ);
+                }
                 continue;
             }
             for (int gi = 0; gi < ng; gi++)
@@ -881,15 +925,18 @@ static void conv2d_bwd(const nn_op_args *a) {
  * d->dx_add (a residual block's input, whose gradient the block's add wrote
  * first): no scratch copy and no separate pass to add it. Both give the
  * bytes of the scratch and the add: Winograd adds each finished value, and
- * col2im adds only where the windows do not overlap (stride >= kernel, as
- * a 1x1 projection with stride 2), one term per input; where they overlap,
- * adding the terms one by one to what is there would round otherwise. */
+ * col2im (and the strided 1x1 kernel's scatter) add only where the windows
+ * do not overlap (stride >= kernel, as a 1x1 projection with stride 2), one
+ * term per input; where they overlap, adding the terms one by one to what is
+ * there would round otherwise. */
 static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
     const nn_conv2d_desc *d = &node->d.conv;
     const char *k = nn_conv2d_kernel_name(d, ctx);
     const int disjoint = d->R <= d->stride_h && d->S <= d->stride_w && !nn_conv2d_dilated(d);
-    return !d->bf16 && (strcmp(k, "winograd") == 0 ||
-                        (strcmp(k, "im2col") == 0 && !dx_as_correlation(d) && disjoint));
+    return !d->bf16 &&
+           (strcmp(k, "winograd") == 0 ||
+            (strcmp(k, "im2col") == 0 && !dx_as_correlation(d) && disjoint) ||
+            (strcmp(k, "pointwise") == 0 && (d->stride_h > 1 || d->stride_w > 1)));
 }
 
 /* the depthwise and the Winograd kernels normalize a batch norm's input
