@@ -9,7 +9,7 @@
  * must happen with fusion on only). With fusion on the ReLU must really alias
  * its producer (no pass of its own), and a residual add after a batch norm
  * must run inside it, and a batch norm + ReLU before a depthwise convolution
- * must run in that convolution's loads (its own output not written in
+ * (or, with AVX-512, a 1x1 one) must run in that convolution's loads (its own output not written in
  * training passes), the convolution's backward summing each row of the batch
  * norm's gradient for it. Central-difference checks of the fused batch norm +
  * ReLU's and batch norm + add + ReLU's gradients guard the backward itself.
@@ -54,6 +54,11 @@ static const struct {
      "conv2d name=d2 out=6 kernel=3 pad=1 stride=2 groups=6 bias=0\nbatchnorm name=b3\n"
      "relu name=r3\ngap\nlinear out=5\nsoftmax_ce\n",
      "r3", NULL, "d2"},
+    {"bn + relu into a 1x1 convolution (its own AVX-512 GEMMs; 10x10: masked tails)",
+     "input shape=2x10x10\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
+     "relu name=r0\nconv2d name=p1 out=8 kernel=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
+     "gap\nlinear out=5\nsoftmax_ce\n",
+     "r1", NULL, "p1"},
     {"conv + relu, linear + relu",
      "input shape=1x8x8\nconv2d name=c out=4 kernel=3 pad=1\nrelu name=r\nmaxpool size=2\nflatten\n"
      "linear name=fc out=8\nrelu name=r2\nlinear out=3\nsoftmax_ce\n",
@@ -88,14 +93,18 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
         *aliased = *aliased && j >= 0 && net->nodes[j].op == NN_OP_BATCHNORM &&
                    net->nodes[j].d.bn.residual && net->nodes[j].d.bn.relu;
     }
+    const int a = prologue ? nn_model_find_layer(net, prologue) : -1;
+    /* a 1x1 convolution takes a prologue with the AVX-512 kernels only */
+    if (a >= 0 && net->nodes[a].d.conv.R == 1 && nn_ctx_isa(ctx) < NN_ISA_AVX512) prologue = NULL;
     if (prologue) { /* the convolution normalizes its batch norm's input */
-        const int a = nn_model_find_layer(net, prologue), p = a >= 0 ? net->nodes[a].prologue_from : -1;
+        const int p = a >= 0 ? net->nodes[a].prologue_from : -1;
         *aliased = *aliased && p >= 0 && net->nodes[p].d.bn.out_virtual;
-        /* a depthwise reader also sums the rows of the batch norm's
+        /* a depthwise or 1x1 reader also sums the rows of the batch norm's
          * gradient for it (give_grad_sums), a Winograd one does not */
         if (a >= 0 && p >= 0)
             *aliased = *aliased && net->nodes[p].d.bn.sums_by_reader ==
-                                       (net->nodes[a].d.conv.groups > 1);
+                                       (net->nodes[a].d.conv.groups > 1 ||
+                                        net->nodes[a].d.conv.R == 1);
     }
     nn_rng rng;
     nn_rng_seed(&rng, 42, 0);
@@ -270,6 +279,7 @@ int main(void) {
     test_gradient(ctx, 0); /* batch norm + ReLU */
     test_gradient(ctx, 2); /* batch norm + residual add + ReLU */
     test_gradient(ctx, 4); /* batch norm + ReLU normalized by the depthwise convolutions */
+    test_gradient(ctx, 5); /* ... by a 1x1 convolution (AVX-512) */
     /* (the downsampling block's fused gradient is checked against the
      * unfused one above, bytes; its central differences miss by 3% fused
      * and unfused alike: ReLU kinks within the step) */

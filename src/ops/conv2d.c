@@ -674,8 +674,9 @@ static void scatter_dx(float *dx, const float *dxs, const nn_conv2d_desc *d) {
 
 /* Per image, one GEMM per channel group: y (K/g, PQ) = W (K/g, C/g) x x
  * (C/g, PQ), then bias and ReLU in place; images to whichever thread is free. */
-static void forward_pointwise(float *y, const float *x, const float *w, const float *b,
-                              const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
+                                        const float *w, const float *b, const nn_conv2d_desc *d,
+                                        int n, float *ws, nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
     const int HW = d->H * d->W, PQ = d->P * d->Q, ng = d->groups > 1 ? d->groups : 1;
     const int Cg = d->C / ng, Kg = d->K / ng;
@@ -689,6 +690,7 @@ static void forward_pointwise(float *y, const float *x, const float *w, const fl
             float *yi = y + i * ys;
             const float *xi = x + i * xs;
             if (strided(d)) subsample(col, xi, d), xi = col;
+            if (map) nn_conv2d_pointwise_map_avx512(col, xi, map, d->C, PQ), xi = col;
             if (own) nn_conv2d_pointwise_forward_avx512(yi, xi, w, d->K, d->C, PQ);
             for (int gi = 0; !own && gi < ng; gi++)
                 nn_sgemm(0, 0, Kg, HW, Cg, 1.0f, w + (size_t)gi * Kg * Cg, Cg,
@@ -708,13 +710,19 @@ static void forward_pointwise(float *y, const float *x, const float *w, const fl
     }
 }
 
+static void forward_pointwise(float *y, const float *x, const float *w, const float *b,
+                              const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    nn_conv2d_forward_pointwise_mapped(y, x, NULL, w, b, d, n, ws, ctx);
+}
+
 /* Backward per image: dW (K/g, C/g) += dY (K/g, PQ) x x^T over a fixed share
  * of the images per thread (its own dW and db, added in thread order, as
  * backward_im2col), then dx (C/g, PQ) = W^T x dY image by image to whichever
  * thread is free. dY is the layer's dy itself, or its ReLU-masked copy. */
-static void backward_pointwise(float *dx, float *dw, float *db, const float *dy, const float *y,
-                               const float *x, const float *w, const nn_conv2d_desc *d, int n,
-                               float *ws, nn_ctx *ctx) {
+void nn_conv2d_backward_pointwise_mapped(float *dx, float *dw, float *db, const float *dy,
+                                         const float *y, const float *x, const nn_conv2d_map *map,
+                                         const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                                         nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
     const int HW = d->H * d->W, PQ = d->P * d->Q, ng = d->groups > 1 ? d->groups : 1;
     const int Cg = d->C / ng, Kg = d->K / ng;
@@ -744,12 +752,24 @@ static void backward_pointwise(float *dx, float *dw, float *db, const float *dy,
             if (own) {
                 const float *xi = x + i * xs;
                 if (strided(d)) subsample(base + L.dcol, xi, d), xi = base + L.dcol;
+                if (map) {
+                    nn_conv2d_pointwise_map_avx512(base + L.dcol, xi, map, d->C, PQ);
+                    xi = base + L.dcol;
+                }
                 nn_conv2d_pointwise_dw_avx512(dwt, dyi, xi, base + L.col, d->K, d->C, PQ);
                 if (dx && strided(d)) {
                     nn_conv2d_pointwise_dx_avx512(base + L.dcol, dyi, w, d->K, d->C, PQ);
                     scatter_dx(dx + i * xs, base + L.dcol, d);
                 } else if (dx) {
                     nn_conv2d_pointwise_dx_avx512(dx + i * xs, dyi, w, d->K, d->C, PQ);
+                }
+                for (int c = 0; dx && map && map->grad_sums && c < d->C; c++) {
+                    /* the batch norm's sums of this image's rows, in cache */
+                    const size_t row = (size_t)i * d->C + c;
+                    nn_batchnorm_grad_sums_row(dx + row * HW, x + row * HW, HW, map->mean[c],
+                                               map->scale[c], map->shift[c], map->relu,
+                                               &map->grad_sums[2 * row],
+                                               &map->grad_sums[2 * row + 1], ctx);
                 }
                 continue;
             }
@@ -770,6 +790,12 @@ static void backward_pointwise(float *dx, float *dw, float *db, const float *dy,
         if (db)
             for (int k = 0; k < d->K; k++) db[k] += dbt[k];
     }
+}
+
+static void backward_pointwise(float *dx, float *dw, float *db, const float *dy, const float *y,
+                               const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                               float *ws, nn_ctx *ctx) {
+    nn_conv2d_backward_pointwise_mapped(dx, dw, db, dy, y, x, NULL, w, d, n, ws, ctx);
 }
 
 /* ------------------------------------------------------------ kernel order */
@@ -875,9 +901,15 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
 }
 
 /* A prologue (a->in_scale: x is a batch norm's input) runs only where
- * takes_prologue said so: in the depthwise kernels. */
+ * takes_prologue said so: in the depthwise kernels, the 1x1 kernels on
+ * AVX-512 (stride 1) and Winograd. */
 static int is_depthwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return strcmp(nn_conv2d_kernel_name(d, ctx), "depthwise") == 0;
+}
+
+static int is_mapped_pointwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return strcmp(nn_conv2d_kernel_name(d, ctx), "pointwise") == 0 && !strided(d) &&
+           nn_conv2d_pointwise_avx512_ok(d, ctx);
 }
 
 static void conv2d_fwd(const nn_op_args *a) {
@@ -885,6 +917,9 @@ static void conv2d_fwd(const nn_op_args *a) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, NULL, NULL};
         if (is_depthwise(&a->node->d.conv, a->ctx))
             nn_conv2d_forward_depthwise_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
+                                               a->ws, a->ctx);
+        else if (is_mapped_pointwise(&a->node->d.conv, a->ctx))
+            nn_conv2d_forward_pointwise_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
                                                a->ws, a->ctx);
         else
             nn_conv2d_forward_winograd_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
@@ -904,6 +939,9 @@ static void conv2d_bwd(const nn_op_args *a) {
         const nn_conv2d_desc *dd = backward_desc(&d, &unmasked);
         if (is_depthwise(dd, a->ctx)) {
             nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, a->dy, a->y, a->x, &m, a->w,
+                                                dd, a->n, a->ws, a->ctx);
+        } else if (is_mapped_pointwise(dd, a->ctx)) {
+            nn_conv2d_backward_pointwise_mapped(a->dx, a->dw, a->db, a->dy, a->y, a->x, &m, a->w,
                                                 dd, a->n, a->ws, a->ctx);
         } else { /* Winograd (takes_prologue): dx reads no x */
             if (a->dx) nn_conv2d_backward_data_winograd(a->dx, a->dy, a->y, a->w, dd, a->n, a->ws,
@@ -941,17 +979,18 @@ static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
 
 /* the depthwise and the Winograd kernels normalize a batch norm's input
  * while loading it (Winograd: where it computes the weight gradient too, so
- * that every pass that reads x is its own) */
+ * that every pass that reads x is its own); the 1x1 kernels on AVX-512 map
+ * each image into their scratch before its GEMMs */
 static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
     const nn_conv2d_desc *d = &node->d.conv;
-    return is_depthwise(d, ctx) || (strcmp(nn_conv2d_kernel_name(d, ctx), "winograd") == 0 &&
-                                    winograd_weights_ok(d, ctx));
+    return is_depthwise(d, ctx) || is_mapped_pointwise(d, ctx) ||
+           (strcmp(nn_conv2d_kernel_name(d, ctx), "winograd") == 0 && winograd_weights_ok(d, ctx));
 }
 
-/* the depthwise kernels also sum the rows of the batch norm's gradient
- * while each plane of dx is in their cache (give_grad_sums) */
+/* the depthwise and those 1x1 kernels also sum the rows of the batch norm's
+ * gradient while each image's dx is in their cache (give_grad_sums) */
 static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
-    return is_depthwise(&node->d.conv, ctx);
+    return is_depthwise(&node->d.conv, ctx) || is_mapped_pointwise(&node->d.conv, ctx);
 }
 
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {

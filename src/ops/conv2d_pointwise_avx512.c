@@ -85,7 +85,35 @@ void nn_conv2d_pointwise_dw_avx512(float *dw, const float *dy, const float *x, f
     gemm_rows8(dw, (size_t)C, dy, (size_t)HW, 1, xt, (size_t)C, K, C, (size_t)HW, 1);
 }
 
+/* dst (C, HW) = x (C, HW) through a prologue's map: x scale[c] + shift[c]
+ * (a multiply, then an add), then its ReLU keeping v > 0 or NaN, the batch
+ * norm's normalizing pass bit for bit */
+AVX512 void nn_conv2d_pointwise_map_avx512(float *dst, const float *x,
+                                           const nn_conv2d_map *map, int C, int HW) {
+    for (int c = 0; c < C; c++) {
+        const __m512 a = _mm512_set1_ps(map->scale[c]), b = _mm512_set1_ps(map->shift[c]);
+        const float *src = x + (size_t)c * HW;
+        float *out = dst + (size_t)c * HW;
+        for (int j = 0; j < HW; j += 16) {
+            __mmask16 m = nn_first_lanes(HW - j);
+            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + j), a), b);
+            if (map->relu)
+                v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
+                                            _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
+                                        v);
+            _mm512_mask_storeu_ps(out + j, m, v);
+        }
+    }
+}
+
 #else /* no AVX-512 kernels in this build: never selected */
+
+void nn_conv2d_pointwise_map_avx512(float *dst, const float *x, const nn_conv2d_map *map, int C,
+                                    int HW) {
+    (void)dst, (void)x, (void)map, (void)C, (void)HW;
+    NN_ASSERT(!"AVX-512 pointwise kernels are not built");
+}
+
 
 int nn_conv2d_pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     (void)d, (void)ctx;

@@ -107,6 +107,18 @@ void nn_conv2d_pointwise_dx_avx512(float *dx, const float *dy, const float *w, i
                                    int HW);
 void nn_conv2d_pointwise_dw_avx512(float *dw, const float *dy, const float *x, float *xt, int K,
                                    int C, int HW);
+/* dst (C, HW) = x mapped by a prologue (as the batch norm would write it) */
+void nn_conv2d_pointwise_map_avx512(float *dst, const float *x, const nn_conv2d_map *map, int C,
+                                    int HW);
+/* conv2d.c: the 1x1 kernel with a prologue (AVX-512, stride 1; map->grad_sums
+ * as the depthwise kernels fill it) */
+void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
+                                        const float *w, const float *b, const nn_conv2d_desc *d,
+                                        int n, float *ws, nn_ctx *ctx);
+void nn_conv2d_backward_pointwise_mapped(float *dx, float *dw, float *db, const float *dy,
+                                         const float *y, const float *x, const nn_conv2d_map *map,
+                                         const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                                         nn_ctx *ctx);
 /* conv2d_depthwise.c: depthwise convolutions (groups = C = K, kernels up to
  * 7x7, strides up to 4, undilated, fp32) as direct sums over each plane,
  * portable and AVX-512 */
