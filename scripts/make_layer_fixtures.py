@@ -38,9 +38,11 @@ the model's order, weight before bias) signed(ps + j, ., 0.3); then 'loss 1 v',
 'logits <count> ...' and per parameter 'grad <name> <count> ...' of the mean
 cross-entropy. Run with Debian's torch (/usr/bin/python3), float32, one thread:
 
-    /usr/bin/python3 scripts/make_layer_fixtures.py [-o DIR] [OP ...]
+    env -u OPENBLAS_CORETYPE /usr/bin/python3 scripts/make_layer_fixtures.py [-o DIR] [OP ...]
 
 (OP: the fixtures to write, e.g. relu6 or model_registry; all by default).
+The stored values came from OpenBLAS's own kernel choice (unpinned); a pin
+such as OPENBLAS_CORETYPE=Haswell changes the last bits of the 1x1 cases.
 """
 
 import argparse
@@ -77,14 +79,19 @@ CASES = {
                         (3, (2, 6, 7), 115, 2.0, 116,
                          "conv2d out=3 kernel=2 pad=1 dilation=3 bias=0")],
     # the two halves of a depthwise-separable block: depthwise (groups = C =
-    # K, conv2d_depthwise.c) and 1x1 stride 1 (conv2d.c's pointwise GEMMs)
+    # K, conv2d_depthwise.c) and 1x1 stride 1 (conv2d.c's pointwise GEMMs);
+    # the last two take the AVX-512 1x1 kernels (C % 16, K % 8), the second
+    # strided as ResNet's projections
     "conv2d_separable": [(2, (6, 9, 11), 161, 2.0, 162,
                           "conv2d out=6 kernel=3 stride=2 pad=1 groups=6"),
                          (3, (4, 7, 7), 163, 2.0, 164, "conv2d out=4 kernel=3 pad=1 groups=4 bias=0"),
                          (1, (3, 10, 9), 165, 2.0, 166,
                           "conv2d out=3 kernel=5 stride=2 pad=2 groups=3"),
                          (2, (8, 5, 7), 167, 2.0, 168, "conv2d out=12 kernel=1"),
-                         (1, (6, 4, 4), 169, 2.0, 170, "conv2d out=6 kernel=1 groups=2 bias=0")],
+                         (1, (6, 4, 4), 169, 2.0, 170, "conv2d out=6 kernel=1 groups=2 bias=0"),
+                         (2, (16, 5, 7), 171, 2.0, 172, "conv2d out=24 kernel=1"),
+                         (2, (32, 7, 9), 173, 2.0, 174,
+                          "conv2d out=16 kernel=1 stride=2 bias=0")],
 }
 
 # layers of several inputs: op -> list of (n, [(C, H, W), ...], xs, scale, gs, layer line)
