@@ -1,7 +1,7 @@
 /* simd_avx512.h - small AVX-512 helpers shared by the convolution kernels
  * (conv2d_avx512.c, conv2d_avx512_rows.c, conv2d_winograd.c), the max-pool
- * and the bf16 GEMM's packing: lane masks, ReLU-masked loads, permute index
- * vectors, a 16x16 transpose of 32-bit elements. Include
+ * and the bf16 GEMM's packing: lane masks, ReLU-masked loads, a prologue's
+ * map, permute index vectors, a 16x16 transpose of 32-bit elements. Include
  * after <immintrin.h>, on x86-64 GCC/clang only. */
 #ifndef NN_SIMD_AVX512_H
 #define NN_SIMD_AVX512_H
@@ -20,6 +20,19 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512 nn_load_r
         m = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, mask), _mm512_setzero_ps(),
                                     _CMP_GT_OQ);
     return _mm512_maskz_loadu_ps(m, src);
+}
+
+/* A batch norm's map read by the layer after it (a prologue): x a + b (a
+ * multiply, then an add) in the lanes of keep, zero elsewhere; with relu
+ * also zero where that is not > 0 and not NaN. The batch norm's normalizing
+ * pass and its fused ReLU give the same values, bit for bit. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512 nn_map_lanes(
+    __m512 x, float a, float b, int relu, __mmask16 keep) {
+    const __m512 v = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(a)), _mm512_set1_ps(b));
+    if (relu)
+        keep &= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
+                _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_maskz_mov_ps(keep, v);
 }
 
 /* Index vectors for _mm512_permutex2var_ps over a pair (lo, hi) of 32

@@ -974,7 +974,7 @@ static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
     return !d->bf16 &&
            (strcmp(k, "winograd") == 0 ||
             (strcmp(k, "im2col") == 0 && !dx_as_correlation(d) && disjoint) ||
-            (strcmp(k, "pointwise") == 0 && (d->stride_h > 1 || d->stride_w > 1)));
+            (strcmp(k, "pointwise") == 0 && strided(d)));
 }
 
 /* the depthwise and the Winograd kernels normalize a batch norm's input

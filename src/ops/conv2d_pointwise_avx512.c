@@ -85,23 +85,18 @@ void nn_conv2d_pointwise_dw_avx512(float *dw, const float *dy, const float *x, f
     gemm_rows8(dw, (size_t)C, dy, (size_t)HW, 1, xt, (size_t)C, K, C, (size_t)HW, 1);
 }
 
-/* dst (C, HW) = x (C, HW) through a prologue's map: x scale[c] + shift[c]
- * (a multiply, then an add), then its ReLU keeping v > 0 or NaN, the batch
- * norm's normalizing pass bit for bit */
+/* dst (C, HW) = x (C, HW) through a prologue's map (nn_map_lanes): the
+ * batch norm's output, bit for bit */
 AVX512 void nn_conv2d_pointwise_map_avx512(float *dst, const float *x,
                                            const nn_conv2d_map *map, int C, int HW) {
     for (int c = 0; c < C; c++) {
-        const __m512 a = _mm512_set1_ps(map->scale[c]), b = _mm512_set1_ps(map->shift[c]);
         const float *src = x + (size_t)c * HW;
         float *out = dst + (size_t)c * HW;
         for (int j = 0; j < HW; j += 16) {
-            __mmask16 m = nn_first_lanes(HW - j);
-            __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + j), a), b);
-            if (map->relu)
-                v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
-                                            _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
-                                        v);
-            _mm512_mask_storeu_ps(out + j, m, v);
+            const __mmask16 m = nn_first_lanes(HW - j);
+            _mm512_mask_storeu_ps(out + j, m,
+                                  nn_map_lanes(_mm512_maskz_loadu_ps(m, src + j), map->scale[c],
+                                               map->shift[c], map->relu, m));
         }
     }
 }

@@ -248,13 +248,8 @@ static void transform_weights(float *u, const float *w, int cin, int cout, size_
 INLINE_AVX512 __m512 load_row_mapped(const float *src, int at, int n, const chan_map *m) {
     const int cnt = n - at;
     if (cnt <= 0) return _mm512_setzero_ps();
-    __mmask16 keep = nn_first_lanes(cnt);
-    __m512 v = _mm512_maskz_loadu_ps(keep, src + at);
-    v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(m->a)), _mm512_set1_ps(m->b));
-    if (m->relu)
-        keep &= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
-                _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    return _mm512_maskz_mov_ps(keep, v);
+    const __mmask16 keep = nn_first_lanes(cnt);
+    return nn_map_lanes(_mm512_maskz_loadu_ps(keep, src + at), m->a, m->b, m->relu, keep);
 }
 
 

@@ -172,13 +172,7 @@ static __mmask16 slot_lanes_of(int s, int tw) {
 INLINE_AVX512 __m512 load16(const float *row, const float *mask, const chan_map *m,
                             __mmask16 keep, int at) {
     __m512 v = _mm512_maskz_loadu_ps(keep, row + at);
-    if (m->on) {
-        v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(m->a)), _mm512_set1_ps(m->b));
-        if (m->relu)
-            keep &= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
-                    _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        return _mm512_maskz_mov_ps(keep, v);
-    }
+    if (m->on) return nn_map_lanes(v, m->a, m->b, m->relu, keep);
     if (mask)
         keep = _mm512_mask_cmp_ps_mask(keep, _mm512_maskz_loadu_ps(keep, mask + at),
                                        _mm512_setzero_ps(), _CMP_GT_OQ);
