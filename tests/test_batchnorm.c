@@ -311,6 +311,8 @@ static int parity_case(FILE *f, const char *header, nn_ctx *ctx) {
     a.w = w, a.b = b, a.dw = dw, a.db = db, a.aux = aux, a.training = 1;
     a.buf = nn_net_buffers(net);
     const nn_op_kernels *k = nn_backend_kernels(ctx->backend, node->op);
+    a.ws_floats = k->workspace ? k->workspace(node, n, nn_ctx_threads(ctx)) : 0; /* as planned */
+    a.ws = a.ws_floats ? fvec_nan(a.ws_floats) : NULL;
     hash_fill(x, xn, xs, scale);
     k->forward(&a);
     hash_fill(x, xn, xs + 1, scale);
@@ -345,7 +347,8 @@ static int parity_case(FILE *f, const char *header, nn_ctx *ctx) {
         check(eye <= TORCH_TOL && run[2 * C] == 2.0f, ename, "max err y=%.2e", eye);
         free(ye);
     }
-    free(x), free(dy), free(y), free(dx), free(aux), free(ty), free(tdx), free(tdw), free(tdb);
+    free(x), free(dy), free(y), free(dx), free(aux), free(a.ws), free(ty), free(tdx), free(tdw);
+    free(tdb);
     free(trm), free(trv), free(tnb), free(tye);
     nn_net_free(net);
     return ok;

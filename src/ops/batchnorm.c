@@ -373,6 +373,47 @@ void nn_batchnorm_grad_sums_row(const float *dy, const float *x, int len, float 
         k->grad_sums(dy, NULL, x, len, mean, sum_g, dot, NULL);
 }
 
+/*
+ * The passes over the batch. Sums are taken per channel, each row's sum
+ * (a row kernel's value, in double) added to the channel's in sample order,
+ * so they do not depend on how the rows were visited. The element-wise
+ * passes (the normalizing pass, dx) use per-channel coefficients made
+ * once, and visit the rows in memory order, split between the threads in
+ * contiguous ranges: a channel's rows lie a sample apart, and visiting them
+ * that way ran these passes at half the speed (short rows of 49 or 196
+ * floats, a stride of kilobytes between them, prefetchers left behind).
+ * The row sums take the same route when the workspace has a pair of
+ * doubles per row: each row's sum lands in its slot, and the slots of a
+ * channel are added in sample order, the per-channel loop's own additions.
+ */
+
+/* The workspace, in floats: the reducer's 2C + 1 doubles, the per-channel
+ * coefficients of an element-wise pass (4C floats, padded to a double), then
+ * a pair of doubles per row of the batch (n C rows). */
+static size_t ws_coef_offset(int C) { return 2 * (2 * (size_t)C + 1); }
+static size_t ws_rows_offset(int C) { return ws_coef_offset(C) + ((4 * (size_t)C + 1) & ~(size_t)1); }
+static size_t ws_floats_for(int C, int n) { return ws_rows_offset(C) + 4 * (size_t)n * C; }
+
+typedef struct {
+    double *acc; /* the reducer's sums (2C + 1) */
+    float *coef; /* per-channel coefficients (4C) */
+    double *rows; /* per-row pairs (n C), or NULL: no room, sum per channel */
+} bn_ws;
+
+static bn_ws ws_split(float *ws, size_t floats, int C, int n) {
+    bn_ws w = {(double *)ws, ws + ws_coef_offset(C), NULL};
+    if (floats >= ws_floats_for(C, n)) w.rows = (double *)(ws + ws_rows_offset(C));
+    return w;
+}
+
+/* Channel c's sum of the row values in slot k of pairs (n rows of C
+ * channels), in sample order. */
+static double slots_total(const double *pairs, int k, int C, int n, int c) {
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += pairs[2 * ((size_t)i * C + c) + k];
+    return s;
+}
+
 /* Channel c's sum over the batch: x (n, C, HW). */
 static double channel_sum(const bn_rows *k, const float *x, const nn_bn_desc *d, int n, int c) {
     double s = 0.0;
@@ -391,16 +432,15 @@ static double channel_sq_dev(const bn_rows *k, const float *x, const nn_bn_desc 
 
 /* Channel c after its statistics are known (training: the mean and the sum
  * of squared deviations ss of M values; eval: the running ones): the running
- * update, save (the map's float scale and shift too), and y (plus r, a fused
- * residual add's input, when not NULL); y NULL: the map only. keep_map:
- * save has room for the map (4C + 1 floats: the graph's aux, not the bare
- * kernel API's 2C), which a prologue's reader applies (give_prologue) and
- * backward masks by. */
-static void channel_normalize(const bn_rows *k, float *y, float *save, float *running,
-                              const float *x, const float *r, const float *w, const float *b,
-                              const nn_bn_desc *d, int n, int training, int keep_map, int c,
-                              double mean, double ss, double M) {
-    const int C = d->C, HW = d->HW;
+ * update, save (the map's float scale and shift too), and the normalizing
+ * pass's scale and shift in coef (coef[c], coef[C + c]). keep_map: save has
+ * room for the map (4C + 1 floats: the graph's aux, not the bare kernel
+ * API's 2C), which a prologue's reader applies (give_prologue) and backward
+ * masks by. */
+static void channel_coefs(float *coef, float *save, float *running, const float *w,
+                          const float *b, const nn_bn_desc *d, int training, int keep_map, int c,
+                          double mean, double ss, double M) {
+    const int C = d->C;
     float *run_mean = running, *run_var = running + C; /* (C), (C) */
     double invstd;
     if (training) {
@@ -422,9 +462,20 @@ static void channel_normalize(const bn_rows *k, float *y, float *save, float *ru
         save[2 * C + 1 + c] = alpha;
         save[3 * C + 1 + c] = beta;
     }
-    for (int i = 0; y && i < n; i++) {
-        const size_t row = ((size_t)i * C + c) * HW;
-        k->apply(y + row, x + row, r ? r + row : NULL, HW, alpha, beta, d->relu);
+    coef[c] = alpha;
+    coef[C + c] = beta;
+}
+
+/* y = x alpha + beta (+ r, then the fused ReLU), the rows in memory order */
+static void apply_rows(const bn_rows *k, float *y, const float *x, const float *r,
+                       const float *coef, const nn_bn_desc *d, int n, nn_ctx *ctx) {
+    const int C = d->C, HW = d->HW;
+    const int64_t rows = (int64_t)n * C;
+    NN_PARALLEL_FOR(ctx->threads)
+    for (int64_t q = 0; q < rows; q++) {
+        const int c = (int)(q % C);
+        const size_t at = (size_t)q * HW;
+        k->apply(y + at, x + at, r ? r + at : NULL, HW, coef[c], coef[C + c], d->relu);
     }
 }
 
@@ -465,71 +516,88 @@ static double shards_sq_dev(const bn_rows *k, const float *x, const nn_bn_desc *
     }
     return s;
 }
-
 /* The forward pass; with reduce or shards (training mode only) the
  * statistics are over every rank's and every shard's samples: the channels'
  * sums and the value count, then the squared deviations from the global
  * mean, each a sum of the shards' in shard order, summed over the ranks.
- * acc (2C + 1 doubles) holds them while they travel; unused otherwise. */
+ * ws->acc holds them while they travel. */
 static void bn_forward(float *y, float *save, float *running, const float *x, const float *r,
                        const float *w, const float *b, const nn_bn_desc *d, int n, int training,
-                       int keep_map, double *acc, nn_reducer reduce, void *user,
+                       int keep_map, const bn_ws *ws, nn_reducer reduce, void *user,
                        const bn_shards *sh, nn_ctx *ctx) {
-    const int C = d->C;
-    const double M = (double)n * d->HW;
+    const int C = d->C, HW = d->HW;
+    const double M = (double)n * HW;
     const bn_rows *k = bn_rows_for(ctx);
+    float *coef = ws->coef;
     if (training && d->out_virtual) y = NULL; /* the reader normalizes (give_prologue) */
-    if (!training || (!reduce && sh->count <= 1)) {
-        /* one pass per channel while it is in cache */
+    if (!training) {
+        for (int c = 0; c < C; c++)
+            channel_coefs(coef, save, running, w, b, d, 0, keep_map, c, 0.0, 0.0, M);
+    } else if (!reduce && sh->count <= 1 && ws->rows) {
+        double *rs = ws->rows, *mean = ws->acc; /* (n C pairs), (C) */
+        const int64_t rows = (int64_t)n * C;
+        NN_PARALLEL_FOR(ctx->threads)
+        for (int64_t q = 0; q < rows; q++) rs[2 * q] = k->sum(x + (size_t)q * HW, HW);
+        for (int c = 0; c < C; c++) mean[c] = slots_total(rs, 0, C, n, c) / M;
+        NN_PARALLEL_FOR(ctx->threads)
+        for (int64_t q = 0; q < rows; q++)
+            rs[2 * q + 1] = k->sq_dev(x + (size_t)q * HW, HW, (float)mean[q % C]);
+        for (int c = 0; c < C; c++)
+            channel_coefs(coef, save, running, w, b, d, 1, keep_map, c, mean[c],
+                          slots_total(rs, 1, C, n, c), M);
+    } else if (!reduce && sh->count <= 1) { /* no room for the rows: channel by channel */
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
-            double mean = 0.0, ss = 0.0;
-            if (training) {
-                mean = channel_sum(k, x, d, n, c) / M;
-                ss = channel_sq_dev(k, x, d, n, c, mean);
-            }
-            channel_normalize(k, y, save, running, x, r, w, b, d, n, training, keep_map, c, mean,
-                              ss, M);
+            const double mean = channel_sum(k, x, d, n, c) / M;
+            channel_coefs(coef, save, running, w, b, d, 1, keep_map, c, mean,
+                          channel_sq_dev(k, x, d, n, c, mean), M);
         }
     } else {
-        double *sum = acc, *count = acc + C, *sq = acc + C + 1; /* (C), (1), (C) */
+        double *sum = ws->acc, *count = sum + C, *sq = sum + C + 1; /* (C), (1), (C) */
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) sum[c] = shards_sum(k, x, d, n, c, sh);
         *count = M;
-        if (reduce) reduce(user, acc, (size_t)C + 1);
+        if (reduce) reduce(user, sum, (size_t)C + 1);
         const double Mg = *count;
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) sq[c] = shards_sq_dev(k, x, d, n, c, sum[c] / Mg, sh);
         if (reduce) reduce(user, sq, (size_t)C);
-        NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++)
-            channel_normalize(k, y, save, running, x, r, w, b, d, n, 1, keep_map, c, sum[c] / Mg,
-                              sq[c], Mg);
+            channel_coefs(coef, save, running, w, b, d, 1, keep_map, c, sum[c] / Mg, sq[c], Mg);
     }
+    if (y) apply_rows(k, y, x, r, coef, d, n, ctx);
     if (training) running[2 * C] += 1.0f; /* num_batches_tracked */
+}
+
+/* The bare kernel API: its workspace from the heap. */
+static float *bare_ws(int C, int n, nn_ctx *ctx, bn_ws *out) {
+    const size_t floats = ws_floats_for(C, n);
+    float *ws = malloc(floats * sizeof(float));
+    if (!ws) {
+        nn_ctx_fail(ctx, NN_ENOMEM, "batchnorm: out of memory for a %zu-float workspace", floats);
+        return NULL;
+    }
+    *out = ws_split(ws, floats, C, n);
+    return ws;
 }
 
 void nn_batchnorm_forward(float *y, float *save, float *running, const float *x, const float *w,
                           const float *b, const nn_bn_desc *d, int n, int training, nn_ctx *ctx) {
     const bn_shards whole = {1, NULL};
-    bn_forward(y, save, running, x, NULL, w, b, d, n, training, 0, NULL, NULL, NULL, &whole, ctx);
+    bn_ws ws;
+    float *mem = bare_ws(d->C, n, ctx, &ws);
+    if (!mem) return;
+    bn_forward(y, save, running, x, NULL, w, b, d, n, training, 0, &ws, NULL, NULL, &whole, ctx);
+    free(mem);
 }
 
 /* Channel c's sums over the batch: g, g (x - mean), g = masked(dy, y)
  * (y NULL: no fused ReLU); g also into dr (a fused residual add's input
  * gradient) when not NULL. */
 static void channel_grad_sums(const bn_rows *k, const float *dy, const float *y, const float *x,
-                              float *dr, const float *map, const double *rows, const nn_bn_desc *d,
-                              int n, int c, float mean, double *sum_dy, double *dot) {
+                              float *dr, const float *map, const nn_bn_desc *d, int n, int c,
+                              float mean, double *sum_dy, double *dot) {
     *sum_dy = *dot = 0.0;
-    if (rows) { /* the reader's backward summed each row (give_grad_sums) */
-        for (int i = 0; i < n; i++) {
-            const double *r = rows + 2 * ((size_t)i * d->C + c);
-            *sum_dy += r[0];
-            *dot += r[1];
-        }
-        return;
-    }
     for (int i = 0; i < n; i++) {
         const size_t row = ((size_t)i * d->C + c) * d->HW;
         if (map) /* a ReLU masked by x (out_virtual) */
@@ -562,14 +630,15 @@ static void channel_dx(const bn_rows *k, float *dx, const float *dy, const float
  * are weighted by its samples n (the objective is the mean over all the
  * samples), summed with the value count, and divided by (the global count x
  * n) again for each one. dw and db stay each one's: shard s's at dw, db + s
- * stride. acc: 2C + 1 doubles. has_map: save holds the forward's map
- * (channel_normalize's keep_map). */
+ * stride. ws->acc carries the sums. has_map: save holds the forward's map
+ * (channel_coefs's keep_map). rows: the reader's per-row gradient sums
+ * (give_grad_sums), or NULL. */
 static void bn_backward(float *dx, float *dr, float *dw, float *db, const float *dy,
                         const float *y, const float *x, const float *w, const float *save,
                         int has_map, const double *rows, const nn_bn_desc *d, int n, int training,
-                        double *acc, nn_reducer reduce, void *user, const bn_shards *sh,
+                        const bn_ws *ws, nn_reducer reduce, void *user, const bn_shards *sh,
                         size_t stride, nn_ctx *ctx) {
-    const int C = d->C;
+    const int C = d->C, HW = d->HW;
     if (!d->relu) y = NULL; /* y masks the gradient only under a fused ReLU */
     /* ... and after a training pass without a residual add, x through the
      * forward's map does (x alpha + beta > 0 exactly where y > 0: the same
@@ -577,35 +646,77 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
      * when the output was not written (out_virtual) */
     const float *map = d->relu && !d->residual && training && has_map ? save + 2 * C + 1 : NULL;
     if (map) y = NULL;
-    const double M = (double)n * d->HW;
+    const double M = (double)n * HW;
     const bn_rows *k = bn_rows_for(ctx);
     if (!training || (!reduce && sh->count <= 1)) {
+        const int64_t nrows = (int64_t)n * C;
+        if (!rows && ws->rows) { /* each row's sums in its slot */
+            double *rs = ws->rows;
+            NN_PARALLEL_FOR(ctx->threads)
+            for (int64_t q = 0; q < nrows; q++) {
+                const int c = (int)(q % C);
+                const size_t at = (size_t)q * HW;
+                rs[2 * q] = rs[2 * q + 1] = 0.0;
+                if (map)
+                    k->grad_sums_xmask(dy + at, x + at, HW, save[c], map[c], map[C + c],
+                                       &rs[2 * q], &rs[2 * q + 1]);
+                else
+                    k->grad_sums(dy + at, y ? y + at : NULL, x + at, HW, save[c], &rs[2 * q],
+                                 &rs[2 * q + 1], dr ? dr + at : NULL);
+            }
+            rows = rs;
+        }
+        /* dx's coefficients: g_mean, mean, scale, ks (C each) */
+        float *g_mean = ws->coef, *mean = g_mean + C, *scale = mean + C, *ks = scale + C;
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
-            const double mean = save[c], invstd = save[C + c];
+            const double invstd = save[C + c];
             double sum_dy, dot; /* sum dy, sum dy (x - mean) */
-            channel_grad_sums(k, dy, y, x, dr, map, rows, d, n, c, (float)mean, &sum_dy, &dot);
+            if (rows) {
+                sum_dy = slots_total(rows, 0, C, n, c);
+                dot = slots_total(rows, 1, C, n, c);
+            } else {
+                channel_grad_sums(k, dy, y, x, dr, map, d, n, c, save[c], &sum_dy, &dot);
+            }
             dw[c] += (float)(dot * invstd);
             db[c] += (float)sum_dy;
-            if (dx) /* with dr: g is there already, masked (one array less to read) */
-                channel_dx(k, dx, dr ? dr : dy, dr ? NULL : y, x, w, map, d, n, c, mean, invstd,
-                           training ? sum_dy / M : 0.0, training ? dot * invstd * invstd / M : 0.0);
+            const double sc = invstd * w[c];
+            const double kk = training ? dot * invstd * invstd / M : 0.0;
+            g_mean[c] = (float)(training ? sum_dy / M : 0.0);
+            mean[c] = (float)(double)save[c];
+            scale[c] = (float)sc;
+            ks[c] = (float)(kk * sc);
+        }
+        if (!dx) return;
+        /* with dr: g is there already, masked (one array less to read) */
+        const float *g = dr ? dr : dy, *gy = dr ? NULL : y;
+        NN_PARALLEL_FOR(ctx->threads)
+        for (int64_t q = 0; q < nrows; q++) {
+            const int c = (int)(q % C);
+            const size_t at = (size_t)q * HW;
+            k->dx(dx + at, g + at, gy ? gy + at : NULL, x + at, map != NULL, map ? map[c] : 0.0f,
+                  map ? map[C + c] : 0.0f, HW, g_mean[c], mean[c], scale[c], ks[c]);
         }
         return;
     }
     /* shard s's rows: its samples' offset into every per-sample array */
 #define AT(p, s, per) ((p) ? (p) + (size_t)shard_lo(sh, s) * (per) : NULL)
-    const size_t sample = (size_t)C * d->HW;
-    double *sum = acc, *dots = acc + C, *count = acc + 2 * C; /* (C), (C), (1) */
+    const size_t sample = (size_t)C * HW;
+    double *sum = ws->acc, *dots = sum + C, *count = sum + 2 * C; /* (C), (C), (1) */
     NN_PARALLEL_FOR(ctx->threads)
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
         for (int s = 0; s < sh->count; s++) {
             const int ns = shard_n(sh, s, n);
+            const double *srows = AT(rows, s, 2 * (size_t)C);
             double sum_dy, dot;
-            channel_grad_sums(k, AT(dy, s, sample), AT(y, s, sample), AT(x, s, sample),
-                              AT(dr, s, sample), map, AT(rows, s, 2 * (size_t)C), d, ns, c,
-                              save[c], &sum_dy, &dot);
+            if (srows) {
+                sum_dy = slots_total(srows, 0, C, ns, c);
+                dot = slots_total(srows, 1, C, ns, c);
+            } else {
+                channel_grad_sums(k, AT(dy, s, sample), AT(y, s, sample), AT(x, s, sample),
+                                  AT(dr, s, sample), map, d, ns, c, save[c], &sum_dy, &dot);
+            }
             dw[(size_t)s * stride + c] += (float)(dot * invstd);
             db[(size_t)s * stride + c] += (float)sum_dy;
             sum[c] = s ? sum[c] + sum_dy * ns : sum_dy * ns;
@@ -613,7 +724,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
         }
     }
     *count = M;
-    if (reduce) reduce(user, acc, 2 * (size_t)C + 1);
+    if (reduce) reduce(user, sum, 2 * (size_t)C + 1);
     if (!dx) return;
     NN_PARALLEL_FOR(ctx->threads)
     for (int c = 0; c < C; c++) {
@@ -633,23 +744,27 @@ void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, con
                            const float *w, const float *save, const nn_bn_desc *d, int n,
                            int training, nn_ctx *ctx) {
     const bn_shards whole = {1, NULL};
-    bn_backward(dx, NULL, dw, db, dy, NULL, x, w, save, 0, NULL, d, n, training, NULL, NULL, NULL,
+    bn_ws ws;
+    float *mem = bare_ws(d->C, n, ctx, &ws);
+    if (!mem) return;
+    bn_backward(dx, NULL, dw, db, dy, NULL, x, w, save, 0, NULL, d, n, training, &ws, NULL, NULL,
                 &whole, 0, ctx);
+    free(mem);
 }
 
-/* the reducer's 2C + 1 doubles (synchronized batch norm), as floats */
+/* the reducer's sums, the coefficients and the rows' sums (ws_floats_for) */
 static size_t batchnorm_workspace(const nn_node *node, int max_batch, int threads) {
-    (void)max_batch;
     (void)threads;
-    return 2 * (2 * (size_t)node->d.bn.C + 1);
+    return ws_floats_for(node->d.bn.C, max_batch);
 }
 
 static void batchnorm_fwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
     float *save = a->aux; /* (2C + 1) */
     const bn_shards sh = {a->shards > 1 ? a->shards : 1, a->shards > 1 ? a->shard_bounds : NULL};
+    const bn_ws ws = ws_split(a->ws, a->ws_floats, d->C, a->n);
     bn_forward(a->y, save, a->buf, a->x, d->residual ? a->xs[1] : NULL, a->w, a->b, d, a->n,
-               a->training, 1, (double *)a->ws, a->reduce, a->reduce_user, &sh, a->ctx);
+               a->training, 1, &ws, a->reduce, a->reduce_user, &sh, a->ctx);
     save[2 * d->C] = a->training ? 1.0f : 0.0f;
 }
 
@@ -661,8 +776,9 @@ static void batchnorm_bwd(const nn_op_args *a) {
     const double *rows =
         d->sums_by_reader && training ? (const double *)(save + aux_sums_offset(d->C)) : NULL;
     const bn_shards sh = {a->shards > 1 ? a->shards : 1, a->shards > 1 ? a->shard_bounds : NULL};
+    const bn_ws ws = ws_split(a->ws, a->ws_floats, d->C, a->n);
     bn_backward(a->dx, d->residual ? a->dxs[1] : NULL, a->dw, a->db, a->dy, a->y, a->x, a->w,
-                save, 1, rows, d, a->n, training, (double *)a->ws, a->reduce, a->reduce_user, &sh,
+                save, 1, rows, d, a->n, training, &ws, a->reduce, a->reduce_user, &sh,
                 a->grad_stride, a->ctx);
 }
 
