@@ -103,6 +103,55 @@ static void test_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
     }
 }
 
+/* The statistics of channels far from zero: each row's squared deviations
+ * from its own mean, combined per channel (rows_sq_dev), keep the variance
+ * of 1000 +- 1 values to float accuracy, where sum x^2 - (sum x)^2 / M
+ * would lose every digit; and a constant channel gets a variance of 0, no
+ * negative rounding, so its running variance decays exactly. */
+static void test_offset_statistics(nn_ctx *ctx, nn_rng *rng) {
+    const int n = 4, C = 3;
+    const nn_bn_desc d = make_desc(C, 49, 1e-5f, 0.1f);
+    const size_t xn = (size_t)n * C * d.HW, rn = 2 * (size_t)C + 1;
+    float *x = fvec(xn), *y = fvec_nan(xn), *w = fvec(C), *b = fvec(C), *run = fvec(rn);
+    float *save = fvec_nan(2 * (size_t)C);
+    fill(x, xn, rng, -1.0f, 1.0f);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < C; c++)
+            for (int j = 0; j < d.HW; j++) {
+                float *v = &x[((size_t)i * C + c) * d.HW + j];
+                *v = c == 2 ? 7.25f : *v + (c ? -1000.0f : 1000.0f); /* channel 2: constant */
+            }
+    for (int c = 0; c < C; c++) w[c] = 1.0f, b[c] = 0.0f, run[c] = 0.0f, run[C + c] = 1.0f;
+    run[2 * C] = 0.0f;
+    double *xd = to_d(x, xn), *wd = to_d(w, C), *bd = to_d(b, C), *rund = to_d(run, rn);
+    double *yr = dvec(xn);
+    nn_ref_batchnorm_forward(yr, rund, xd, wd, bd, &d, n, 1);
+    nn_batchnorm_forward(y, save, run, x, w, b, &d, n, 1, ctx);
+    double evar = 0.0, var0 = 0.0; /* the batch variance, through 1/std (save) */
+    for (int c = 0; c < 2; c++) {
+        double m = 0.0, v = 0.0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < d.HW; j++) m += xd[((size_t)i * C + c) * d.HW + j];
+        m /= (double)n * d.HW;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < d.HW; j++) {
+                const double t = xd[((size_t)i * C + c) * d.HW + j] - m;
+                v += t * t;
+            }
+        v /= (double)n * d.HW;
+        const double got = 1.0 / ((double)save[C + c] * save[C + c]) - d.eps;
+        evar = fmax(evar, fabs(got - v) / v);
+        var0 = c ? var0 : v;
+    }
+    const int constant_ok = run[C + 2] == 0.9f && run[2] == (float)(0.1 * 7.25);
+    check(evar <= FAST_TOL && constant_ok && isfinite(y[xn - 1]),
+          "batchnorm statistics of channels at +-1000 (spread 1) and of a constant channel",
+          "batch variance rel err %.2e (channel 0: %.6f), constant channel: running var %.9g "
+          "mean %.9g", evar, var0, (double)run[C + 2], (double)run[2]);
+    free(x), free(y), free(w), free(b), free(run), free(save), free(xd), free(wd), free(bd);
+    free(rund), free(yr);
+}
+
 /* ------------------------------------------------------------ ISA variants */
 
 /* forward (plain and with the fused ReLU) and backward at every ISA this CPU
@@ -624,6 +673,7 @@ int main(void) {
     nn_rng_seed(&rng, 2025, 9);
 
     test_fast_vs_ref(ctxs, &rng);
+    test_offset_statistics(ctxs[1], &rng);
     test_isa_variants(ctx1, &rng);
     test_fd(&rng);
     test_hand(ctx1);

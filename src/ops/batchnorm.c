@@ -169,6 +169,15 @@ ROW_BODY double row_sq_dev_body(const float *x, int len, float mean) {
     return s;
 }
 
+/* a row's sum s and its sum m2 of squared deviations from its own mean,
+ * rounded to a float (row_center): both passes while the row is in L1 */
+ROW_BODY float row_center(double s, int len) { return (float)(s / len); }
+
+ROW_BODY void row_stats_body(const float *x, int len, double *s, double *m2) {
+    *s = row_sum_body(x, len);
+    *m2 = row_sq_dev_body(x, len, row_center(*s, len));
+}
+
 /* the fused ReLU as relu's forward: v where v > 0 or v is NaN, else 0 (v is
  * kept unless v <= 0, false for NaN: one compare, which GCC 12 vectorizes;
  * v > 0 | v != v it made scalar) */
@@ -303,6 +312,7 @@ ROW_BODY void row_dx_body(float *dx, const float *dy, const float *y, const floa
 typedef struct {
     double (*sum)(const float *x, int len);
     double (*sq_dev)(const float *x, int len, float mean);
+    void (*stats)(const float *x, int len, double *s, double *m2);
     void (*apply)(float *y, const float *x, const float *r, int len, float alpha, float beta,
                   int relu);
     void (*grad_sums_xmask)(const float *dy, const float *x, int len, float mean, float alpha,
@@ -324,6 +334,10 @@ typedef struct {
                                                                     float mean) {                 \
         return row_sq_dev_body(x, len, mean);                                                     \
     }                                                                                             \
+    TARGET __attribute__((noinline)) static void row_stats_##ISA(const float *x, int len,         \
+                                                                 double *s, double *m2) {         \
+        row_stats_body(x, len, s, m2);                                                            \
+    }                                                                                             \
     TARGET __attribute__((noinline)) static void row_apply_##ISA(                                 \
         float *y, const float *x, const float *r, int len, float alpha, float beta, int relu) {   \
         row_apply_body(y, x, r, len, alpha, beta, relu);                                          \
@@ -344,6 +358,7 @@ typedef struct {
         row_dx_body(dx, dy, y, x, map, alpha, beta, len, g_mean, mean, scale, ks);                \
     }                                                                                             \
     static const bn_rows bn_rows_##ISA = {row_sum_##ISA,             row_sq_dev_##ISA,            \
+                                          row_stats_##ISA,                                        \
                                           row_apply_##ISA,           row_grad_sums_xmask_##ISA,   \
                                           row_grad_sums_##ISA,       row_dx_##ISA};
 
@@ -412,6 +427,24 @@ static double slots_total(const double *pairs, int k, int C, int n, int c) {
     double s = 0.0;
     for (int i = 0; i < n; i++) s += pairs[2 * ((size_t)i * C + c) + k];
     return s;
+}
+
+/* Channel c's sum of squared deviations from mean over the batch, from
+ * each row's sum s and squared deviations m2 from its center t (row_stats,
+ * in slots 0 and 1 of pairs), in sample order: sum (x - mean)^2 = m2 +
+ * 2 (t - mean) (s - HW t) + HW (t - mean)^2 per row, exactly, whatever t;
+ * a row's own mean keeps m2 free of the cancellation that squaring
+ * deviations from a distant center invites. */
+static double row_sq_dev_term(const double p[2], int HW, double mean) {
+    const double t = row_center(p[0], HW), dt = t - mean;
+    return p[1] + dt * (2.0 * (p[0] - HW * t) + HW * dt);
+}
+
+static double rows_sq_dev(const double *pairs, const nn_bn_desc *d, int n, int c, double mean) {
+    double ss = 0.0;
+    for (int i = 0; i < n; i++)
+        ss += row_sq_dev_term(pairs + 2 * ((size_t)i * d->C + c), d->HW, mean);
+    return ss;
 }
 
 /* Channel c's sum over the batch: x (n, C, HW). */
@@ -533,24 +566,34 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
     if (!training) {
         for (int c = 0; c < C; c++)
             channel_coefs(coef, save, running, w, b, d, 0, keep_map, c, 0.0, 0.0, M);
-    } else if (!reduce && sh->count <= 1 && ws->rows) {
-        double *rs = ws->rows, *mean = ws->acc; /* (n C pairs), (C) */
+    } else if (!reduce && sh->count <= 1) {
+        /* each row's sum and squared deviations from its own mean, in one
+         * visit, then per channel in sample order; without room for the
+         * rows' slots, channel by channel in the same arithmetic */
+        double *rs = ws->rows;
         const int64_t rows = (int64_t)n * C;
-        NN_PARALLEL_FOR(ctx->threads)
-        for (int64_t q = 0; q < rows; q++) rs[2 * q] = k->sum(x + (size_t)q * HW, HW);
-        for (int c = 0; c < C; c++) mean[c] = slots_total(rs, 0, C, n, c) / M;
-        NN_PARALLEL_FOR(ctx->threads)
-        for (int64_t q = 0; q < rows; q++)
-            rs[2 * q + 1] = k->sq_dev(x + (size_t)q * HW, HW, (float)mean[q % C]);
-        for (int c = 0; c < C; c++)
-            channel_coefs(coef, save, running, w, b, d, 1, keep_map, c, mean[c],
-                          slots_total(rs, 1, C, n, c), M);
-    } else if (!reduce && sh->count <= 1) { /* no room for the rows: channel by channel */
+        if (rs) {
+            NN_PARALLEL_FOR(ctx->threads)
+            for (int64_t q = 0; q < rows; q++)
+                k->stats(x + (size_t)q * HW, HW, &rs[2 * q], &rs[2 * q + 1]);
+        }
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
-            const double mean = channel_sum(k, x, d, n, c) / M;
-            channel_coefs(coef, save, running, w, b, d, 1, keep_map, c, mean,
-                          channel_sq_dev(k, x, d, n, c, mean), M);
+            double mean, ss;
+            if (rs) {
+                mean = slots_total(rs, 0, C, n, c) / M;
+                ss = rows_sq_dev(rs, d, n, c, mean);
+            } else {
+                mean = channel_sum(k, x, d, n, c) / M;
+                ss = 0.0;
+                for (int i = 0; i < n; i++) {
+                    double row[2];
+                    k->stats(x + ((size_t)i * C + c) * HW, HW, &row[0], &row[1]);
+                    ss += row_sq_dev_term(row, HW, mean);
+                }
+            }
+            if (ss < 0.0) ss = 0.0; /* rounding, in a constant channel */
+            channel_coefs(coef, save, running, w, b, d, 1, keep_map, c, mean, ss, M);
         }
     } else {
         double *sum = ws->acc, *count = sum + C, *sq = sum + C + 1; /* (C), (1), (C) */
