@@ -153,6 +153,31 @@ static void plan_prologues(nn_net *net) {
     }
 }
 
+/* A batch norm whose input is a node's output, read by nothing else, where
+ * the node's forward kernels can sum each output row while it is in their
+ * cache: in training passes they write the batch norm's per-row statistics
+ * (the same row kernel as its own pass, so the same bytes), and the batch
+ * norm skips its pass over its input. */
+static void plan_output_stats(nn_net *net) {
+    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].stats_to = -1;
+    if (!net->ctx->fuse) return;
+    for (int i = 0; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        const nn_op_def *def = def_of(node);
+        if (node->alias_of >= 0 || node->num_inputs < 1 || !def->give_input_stats ||
+            !def->input_stats)
+            continue;
+        const int p = node->inputs[0];
+        nn_node *src = &net->nodes[p];
+        const nn_op_kernels *k = nn_backend_kernels(net->ctx->backend, src->op);
+        if (p == net->input_node || src->alias_of >= 0 || consumers(net, p) != 1 ||
+            p == net->logits_node || !k || !k->sums_output_stats ||
+            !k->sums_output_stats(src, net->ctx) || !def->give_input_stats(node))
+            continue;
+        src->stats_to = i;
+    }
+}
+
 /* A two-input add (node i) whose later input j has it as only reader, runs
  * a kernel of its own and takes NN_EPILOGUE_ADD (batch norm): j reads the
  * add's other input as one more input of its own and writes the sum, and
@@ -220,6 +245,7 @@ static void fuse_and_alias(nn_net *net) {
             pdef->epilogue_masked_later(producer);
     }
     plan_prologues(net);
+    plan_output_stats(net);
     /* which input gradients each kernel computes (none flows into the image),
      * and how many kernels write each memory root's gradient */
     for (int i = 0; i < net->num_nodes; i++) net->nodes[i].grad_writers = 0;
@@ -840,6 +866,10 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
         if (def_of(p)->prologue_grad_sums) /* NULL unless give_grad_sums took */
             a->in_grad_sums = def_of(p)->prologue_grad_sums(p, &a->in_mean);
     }
+    if (node->stats_to >= 0 && net->training) {
+        const nn_node *r = &net->nodes[node->stats_to];
+        a->out_stats = def_of(r)->input_stats(r);
+    }
     a->x = a->xs[0];
     a->dx = a->dxs[0];
     if (node->param_index >= 0) {
@@ -928,6 +958,8 @@ static void shard_view(const nn_net *net, const nn_node *node, nn_op_args *a, in
     if (a->aux) a->aux = (char *)a->aux + off * node->aux_bytes;
     if (a->in_grad_sums) /* the producer's per-sample rows */
         a->in_grad_sums += off * net->nodes[node->prologue_from].aux_bytes / sizeof(double);
+    if (a->out_stats) /* the reader's per-sample rows */
+        a->out_stats += off * net->nodes[node->stats_to].aux_bytes / sizeof(double);
     if (a->labels) a->labels += off;
     const size_t g = (size_t)k * net->num_params;
     if (a->dw) a->dw += g;

@@ -103,6 +103,9 @@ typedef struct {
     int sums_by_reader; /* out_virtual, and the reader's backward sums each row
                            of the gradient (give_grad_sums): training backward
                            passes skip their sums pass */
+    int stats_by_producer; /* the convolution before it sums each row of its
+                           output (give_input_stats): training forward passes
+                           skip their statistics pass */
 } nn_bn_desc;
 
 typedef struct {
@@ -186,6 +189,10 @@ typedef struct nn_node {
                                        whose per-channel map this node's kernel
                                        applies to that producer's input while
                                        loading it, or -1 (see give_prologue) */
+    int stats_to;                   /* training passes: the reader (a batch norm)
+                                       whose per-row statistics of this node's
+                                       output its kernel writes, or -1 (see
+                                       give_input_stats) */
 } nn_node;
 
 /* Everything a kernel call needs; pointers are NULL when not applicable. */
@@ -203,6 +210,10 @@ typedef struct {
                                        the batch norm's per-row gradient sums there
                                        (give_grad_sums), which need its batch mean */
     const float *in_mean;
+    double *out_stats;              /* not NULL: forward also writes each output row's
+                                       statistics there (nn_batchnorm_row_stats: a
+                                       pair of doubles per row), which the batch norm
+                                       reading the output takes (give_input_stats) */
     unsigned dx_add;                /* bit k: add input k's gradient into dxs[k] (other
                                        kernels wrote it first; see accumulates_dx) */
     const float *w, *b;             /* parameters */
@@ -248,6 +259,9 @@ typedef struct {
     /* optional: 1 if, taking a prologue, the backward kernels also write the
      * producer's per-row gradient sums (nn_op_args.in_grad_sums) */
     int (*sums_prologue_grad)(const nn_node *node, const nn_ctx *ctx);
+    /* optional: 1 if the forward kernels for this node write the per-row
+     * statistics of its output (nn_op_args.out_stats) while it is in cache */
+    int (*sums_output_stats)(const nn_node *node, const nn_ctx *ctx);
 } nn_op_kernels;
 
 /* The kernel tables a registry entry holds, one per kind of backend; a
@@ -353,6 +367,12 @@ typedef struct nn_op_def {
      * them, and the mean they are taken around (NULL before that). */
     int (*give_grad_sums)(nn_node *node);
     double *(*prologue_grad_sums)(const nn_node *node, const float **mean);
+    /* Reader of a producer whose forward kernels write the per-row
+     * statistics of their output (sums_output_stats): sets its descriptor
+     * so that training forward passes take them instead of their own pass;
+     * 1 if it can. input_stats: where the producer writes them. */
+    int (*give_input_stats)(nn_node *node);
+    double *(*input_stats)(const nn_node *node);
     /* Planning: the context's precision for this node (nn_net_plan). */
     void (*set_precision)(nn_node *node, nn_precision p);
     /* Before every forward pass: whether a batch of n can run in this mode

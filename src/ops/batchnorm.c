@@ -138,12 +138,22 @@ ROW_BODY void st16(float *p, v16f v) { memcpy(p, &v, sizeof v); }
 /* v where keep is true (all ones), 0 elsewhere */
 ROW_BODY v16f keep16(v16f v, v16i keep) { return (v16f)((v16i)v & keep); }
 
+/* the 16 lanes' sum in double, as a tree (lane l + w into lane l, w = 8, 4,
+ * 2, 1): four dependent additions, not sixteen, on the chain every row's
+ * sums wait for (short rows of 49 or 196 values spent most of their time
+ * there); the same additions in every variant */
+typedef float v8f __attribute__((vector_size(32)));
+typedef double v8d __attribute__((vector_size(64)));
+
 ROW_BODY double lanes_total(v16f acc) {
-    float a[LANES];
-    memcpy(a, &acc, sizeof a);
-    double s = 0.0;
-    for (int l = 0; l < LANES; l++) s += a[l];
-    return s;
+    v8f lo, hi;
+    memcpy(&lo, &acc, sizeof lo);
+    memcpy(&hi, (const char *)&acc + sizeof lo, sizeof hi);
+    const v8d s = __builtin_convertvector(lo, v8d) + __builtin_convertvector(hi, v8d);
+    double t[8];
+    memcpy(t, &s, sizeof t);
+    const double u0 = t[0] + t[4], u1 = t[1] + t[5], u2 = t[2] + t[6], u3 = t[3] + t[7];
+    return (u0 + u2) + (u1 + u3);
 }
 
 /* sum of x (len) */
@@ -377,6 +387,13 @@ static const bn_rows *bn_rows_for(const nn_ctx *ctx) {
     return &bn_rows_generic;
 }
 
+void nn_batchnorm_row_stats(const float *x, int rows, int len, double *pairs,
+                            const nn_ctx *ctx) {
+    const bn_rows *k = bn_rows_for(ctx);
+    for (int q = 0; q < rows; q++)
+        k->stats(x + (size_t)q * len, len, &pairs[2 * q], &pairs[2 * q + 1]);
+}
+
 void nn_batchnorm_grad_sums_row(const float *dy, const float *x, int len, float mean,
                                 float alpha, float beta, int relu, double *sum_g, double *dot,
                                 const nn_ctx *ctx) {
@@ -556,8 +573,8 @@ static double shards_sq_dev(const bn_rows *k, const float *x, const nn_bn_desc *
  * ws->acc holds them while they travel. */
 static void bn_forward(float *y, float *save, float *running, const float *x, const float *r,
                        const float *w, const float *b, const nn_bn_desc *d, int n, int training,
-                       int keep_map, const bn_ws *ws, nn_reducer reduce, void *user,
-                       const bn_shards *sh, nn_ctx *ctx) {
+                       int keep_map, const double *given, const bn_ws *ws, nn_reducer reduce,
+                       void *user, const bn_shards *sh, nn_ctx *ctx) {
     const int C = d->C, HW = d->HW;
     const double M = (double)n * HW;
     const bn_rows *k = bn_rows_for(ctx);
@@ -568,14 +585,16 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
             channel_coefs(coef, save, running, w, b, d, 0, keep_map, c, 0.0, 0.0, M);
     } else if (!reduce && sh->count <= 1) {
         /* each row's sum and squared deviations from its own mean, in one
-         * visit, then per channel in sample order; without room for the
-         * rows' slots, channel by channel in the same arithmetic */
-        double *rs = ws->rows;
+         * visit (or as the producer gave them: given), then per channel in
+         * sample order; without room for the rows' slots, channel by
+         * channel in the same arithmetic */
+        const double *rs = given ? given : ws->rows;
         const int64_t rows = (int64_t)n * C;
-        if (rs) {
+        if (!given && rs) {
+            double *slot = ws->rows;
             NN_PARALLEL_FOR(ctx->threads)
             for (int64_t q = 0; q < rows; q++)
-                k->stats(x + (size_t)q * HW, HW, &rs[2 * q], &rs[2 * q + 1]);
+                k->stats(x + (size_t)q * HW, HW, &slot[2 * q], &slot[2 * q + 1]);
         }
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
@@ -630,7 +649,8 @@ void nn_batchnorm_forward(float *y, float *save, float *running, const float *x,
     bn_ws ws;
     float *mem = bare_ws(d->C, n, ctx, &ws);
     if (!mem) return;
-    bn_forward(y, save, running, x, NULL, w, b, d, n, training, 0, &ws, NULL, NULL, &whole, ctx);
+    bn_forward(y, save, running, x, NULL, w, b, d, n, training, 0, NULL, &ws, NULL, NULL, &whole,
+               ctx);
     free(mem);
 }
 
@@ -806,8 +826,11 @@ static void batchnorm_fwd(const nn_op_args *a) {
     float *save = a->aux; /* (2C + 1) */
     const bn_shards sh = {a->shards > 1 ? a->shards : 1, a->shards > 1 ? a->shard_bounds : NULL};
     const bn_ws ws = ws_split(a->ws, a->ws_floats, d->C, a->n);
+    /* the producer summed the rows in training passes (give_input_stats) */
+    const double *given =
+        d->stats_by_producer && a->training ? (const double *)(save + aux_sums_offset(d->C)) : NULL;
     bn_forward(a->y, save, a->buf, a->x, d->residual ? a->xs[1] : NULL, a->w, a->b, d, a->n,
-               a->training, 1, &ws, a->reduce, a->reduce_user, &sh, a->ctx);
+               a->training, 1, given, &ws, a->reduce, a->reduce_user, &sh, a->ctx);
     save[2 * d->C] = a->training ? 1.0f : 0.0f;
 }
 
@@ -877,6 +900,20 @@ static double *batchnorm_prologue_grad_sums(const nn_node *node, const float **m
     return (double *)((float *)node->aux + aux_sums_offset(node->d.bn.C));
 }
 
+/* Its producer may sum each row of its output for it while the row is in
+ * the producer's cache (sums_output_stats: nn_batchnorm_row_stats, the
+ * statistics pass's own arithmetic), into the per-sample pairs the
+ * reader's gradient sums use later in the step: training forward passes
+ * then skip their statistics pass. */
+static int batchnorm_give_input_stats(nn_node *node) {
+    node->d.bn.stats_by_producer = 1;
+    return 1;
+}
+
+static double *batchnorm_input_stats(const nn_node *node) {
+    return (double *)((float *)node->aux + aux_sums_offset(node->d.bn.C));
+}
+
 static const nn_op_kernels batchnorm_cpu = {
     .forward = batchnorm_fwd, .backward = batchnorm_bwd, .workspace = batchnorm_workspace};
 
@@ -911,5 +948,7 @@ const nn_op_def nn_batchnorm_def = {
     .prologue_coefs = batchnorm_prologue_coefs,
     .give_grad_sums = batchnorm_give_grad_sums,
     .prologue_grad_sums = batchnorm_prologue_grad_sums,
+    .give_input_stats = batchnorm_give_input_stats,
+    .input_stats = batchnorm_input_stats,
     .eval_affine = batchnorm_eval_affine,
 };

@@ -912,21 +912,40 @@ static int is_mapped_pointwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
            nn_conv2d_pointwise_avx512_ok(d, ctx);
 }
 
+static int is_winograd(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return strcmp(nn_conv2d_kernel_name(d, ctx), "winograd") == 0;
+}
+
+/* a->out_stats (sums_output_stats): the Winograd forward writes them; after
+ * any other kernel (a context changed since planning), a pass of their own */
 static void conv2d_fwd(const nn_op_args *a) {
+    const nn_conv2d_desc *d = &a->node->d.conv;
+    double *stats = a->out_stats;
     if (a->in_scale) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, NULL, NULL};
-        if (is_depthwise(&a->node->d.conv, a->ctx))
-            nn_conv2d_forward_depthwise_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
-                                               a->ws, a->ctx);
-        else if (is_mapped_pointwise(&a->node->d.conv, a->ctx))
-            nn_conv2d_forward_pointwise_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
-                                               a->ws, a->ctx);
-        else
-            nn_conv2d_forward_winograd_mapped(a->y, a->x, &m, a->w, a->b, &a->node->d.conv, a->n,
-                                              a->ws, a->ctx);
-        return;
+        if (is_depthwise(d, a->ctx)) {
+            nn_conv2d_forward_depthwise_mapped(a->y, a->x, &m, a->w, a->b, d, a->n, a->ws, a->ctx);
+        } else if (is_mapped_pointwise(d, a->ctx)) {
+            nn_conv2d_forward_pointwise_mapped(a->y, a->x, &m, a->w, a->b, d, a->n, a->ws, a->ctx);
+        } else {
+            nn_conv2d_forward_winograd_mapped(a->y, a->x, &m, stats, a->w, a->b, d, a->n, a->ws,
+                                              a->ctx);
+            stats = NULL;
+        }
+    } else if (stats && is_winograd(d, a->ctx)) {
+        nn_conv2d_forward_winograd_mapped(a->y, a->x, NULL, stats, a->w, a->b, d, a->n, a->ws,
+                                          a->ctx);
+        stats = NULL;
+    } else {
+        nn_conv2d_forward(a->y, a->x, a->w, a->b, d, a->n, a->ws, a->ctx);
     }
-    nn_conv2d_forward(a->y, a->x, a->w, a->b, &a->node->d.conv, a->n, a->ws, a->ctx);
+    if (stats) {
+        const size_t image = (size_t)d->K * d->P * d->Q;
+        NN_PARALLEL_FOR(a->ctx->threads)
+        for (int i = 0; i < a->n; i++)
+            nn_batchnorm_row_stats(a->y + i * image, d->K, d->P * d->Q,
+                                   stats + 2 * (size_t)i * d->K, a->ctx);
+    }
 }
 
 static void conv2d_bwd(const nn_op_args *a) {
@@ -993,6 +1012,12 @@ static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
     return is_depthwise(&node->d.conv, ctx) || is_mapped_pointwise(&node->d.conv, ctx);
 }
 
+/* the F(4x4) Winograd forward sums each output row of its groups of whole
+ * images while they are in cache, for the batch norm after it */
+static int conv2d_sums_output_stats(const nn_node *node, const nn_ctx *ctx) {
+    return is_winograd(&node->d.conv, ctx) && nn_conv2d_winograd_stats_in_cache(&node->d.conv, ctx);
+}
+
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
     (void)max_batch;
     return nn_conv2d_workspace(&node->d.conv, threads);
@@ -1012,6 +1037,7 @@ static const nn_op_kernels conv2d_cpu = {
     .kernel_name = conv2d_kernel_name,
     .takes_prologue = conv2d_takes_prologue,
     .sums_prologue_grad = conv2d_sums_prologue_grad,
+    .sums_output_stats = conv2d_sums_output_stats,
     .accumulates_dx = conv2d_accumulates_dx,
 };
 

@@ -88,6 +88,26 @@ static wino_geom geom4(int cin, int cout, int h, int w, size_t bytes, size_t lea
     return g;
 }
 
+/* Groups of whole images, for the output statistics' epilogue (a group's
+ * output planes are then whole rows of the batch norm): tile rows a multiple
+ * of th as well as of rpv, the vectors rounded down to that multiple (up
+ * when fewer: at most th <= 7 vectors, within the workspace's least of
+ * WGRAD4_VECTORS). */
+static void whole_images(wino_geom *g) {
+    int a = g->th, b = g->rpv; /* their greatest common divisor, in a */
+    while (b) {
+        const int t = a % b;
+        a = b, b = t;
+    }
+    const int step = g->th / a; /* vectors per whole number of images */
+    int vectors = g->rows / g->rpv;
+    vectors = vectors >= step ? vectors - vectors % step : step;
+    g->rows = vectors * g->rpv;
+    g->tpad = (size_t)vectors * 16;
+    g->vxi = (size_t)g->cin * g->tpad + 16;
+    g->mxi = (size_t)g->cout * g->tpad + 16;
+}
+
 /* The F(4x4) weight gradient's groups: 8 vectors (128 tile lanes) at least,
  * whatever the L2, so that a thread's share (36 K C floats: 9.4 MB for
  * 256 -> 256 channels) is read and written once per 128 tiles, not per 16.
@@ -467,7 +487,8 @@ static const wino_kernels *kernels_of(const nn_ctx *ctx) {
  * n images, over the threads' V and M buffers after u in ws. */
 static void correlate(const wino_kernels *K, float *out, const float *in, const float *mask,
                       const nn_conv2d_map *map, const float *u, const float *bias, int relu,
-                      int add, const wino_geom *g, int n, float *ws, nn_ctx *ctx) {
+                      int add, double *stats, const wino_geom *g, int n, float *ws,
+                      nn_ctx *ctx) {
     const long units = (long)n * g->th;
     const long groups = (units + g->rows - 1) / g->rows;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;
@@ -491,26 +512,44 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
             K->transform_input(v, in, mask, map, g, u0, nu);
             K->multiply(mm, u, v, g, tiles);
             K->transform_output(out, mm, bias, relu, add, g, u0, nu);
+            if (stats) { /* the group's images, whole (whole_images), in cache */
+                const size_t image = (size_t)g->cout * g->h * g->w;
+                for (long img = u0 / g->th; img < (u0 + nu) / g->th; img++)
+                    nn_batchnorm_row_stats(out + img * image, g->cout, g->h * g->w,
+                                           stats + 2 * (size_t)img * g->cout, ctx);
+            }
         }
     }
 }
 
+int nn_conv2d_winograd_stats_in_cache(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return f4_ok(d, ctx);
+}
+
 void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d_map *map,
-                                       const float *w, const float *b, const nn_conv2d_desc *d,
-                                       int n, float *ws, nn_ctx *ctx) {
+                                       double *stats, const float *w, const float *b,
+                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const int f4 = f4_ok(d, ctx);
     const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
-    const wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes(), 1)
-                           : geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
+    wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes(), 1)
+                     : geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
+    if (f4 && stats) whole_images(&g);
     /* w[k][c][r][s]: output k at stride C*9, input c at stride 9 */
     K->transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);
-    correlate(K, y, x, NULL, map, ws, b, d->relu, 0, &g, n,
+    correlate(K, y, x, NULL, map, ws, b, d->relu, 0, f4 ? stats : NULL, &g, n,
               ws + (f4 ? u4_floats(d) : u_floats(d)), ctx);
+    if (stats && !f4) { /* F(2x2): a pass of its own */
+        const size_t image = (size_t)d->K * d->H * d->W;
+        NN_PARALLEL_FOR(ctx->threads)
+        for (int i = 0; i < n; i++)
+            nn_batchnorm_row_stats(y + i * image, d->K, d->H * d->W, stats + 2 * (size_t)i * d->K,
+                                   ctx);
+    }
 }
 
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
                                 const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    nn_conv2d_forward_winograd_mapped(y, x, NULL, w, b, d, n, ws, ctx);
+    nn_conv2d_forward_winograd_mapped(y, x, NULL, NULL, w, b, d, n, ws, ctx);
 }
 
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
@@ -521,7 +560,7 @@ void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y
                            : geom(d->K, d->C, d->H, d->W, K->vec, group_bytes());
     /* the flipped kernel with inputs and outputs swapped: output c, input k */
     K->transform_weights(ws, w, d->K, d->C, 9, (size_t)d->C * 9, 1, ctx->threads);
-    correlate(K, dx, dy, d->relu ? y : NULL, NULL, ws, NULL, 0, d->dx_add, &g, n,
+    correlate(K, dx, dy, d->relu ? y : NULL, NULL, ws, NULL, 0, d->dx_add, NULL, &g, n,
               ws + (f4 ? u4_floats(d) : u_floats(d)), ctx);
 }
 
@@ -755,9 +794,10 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
 #else /* no x86-64 SIMD kernels in this build: never selected (nn_conv2d_winograd_ok) */
 
 void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d_map *map,
-                                       const float *w, const float *b, const nn_conv2d_desc *d,
-                                       int n, float *ws, nn_ctx *ctx) {
-    (void)y, (void)x, (void)map, (void)w, (void)b, (void)d, (void)n, (void)ws, (void)ctx;
+                                       double *stats, const float *w, const float *b,
+                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    (void)y, (void)x, (void)map, (void)stats, (void)w, (void)b, (void)d, (void)n, (void)ws;
+    (void)ctx;
     NN_ASSERT(!"Winograd conv2d kernels are not built");
 }
 

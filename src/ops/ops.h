@@ -81,10 +81,16 @@ int nn_conv2d_winograd4_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
                                 const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
-/* the forward and the weight gradient with a prologue (map) */
+/* the forward and the weight gradient with a prologue (map; NULL: none);
+ * the forward writes, with stats not NULL, each output row's statistics for
+ * the batch norm after it (nn_batchnorm_row_stats: the pair stats[2 (image
+ * K + channel)]) while its groups of whole images are in cache */
 void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d_map *map,
-                                       const float *w, const float *b, const nn_conv2d_desc *d,
-                                       int n, float *ws, nn_ctx *ctx);
+                                       double *stats, const float *w, const float *b,
+                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+/* whether the forward writes the statistics in its groups (AVX-512's F(4x4));
+ * elsewhere nn_conv2d_forward_winograd_mapped writes them in a pass of its own */
+int nn_conv2d_winograd_stats_in_cache(const nn_conv2d_desc *d, const nn_ctx *ctx);
 void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const float *dy,
                                                 const float *y, const float *x,
                                                 const nn_conv2d_map *map, const nn_conv2d_desc *d,
@@ -271,6 +277,12 @@ void nn_batchnorm_forward(float *y, float *save, float *running, const float *x,
  * alpha + beta > 0 (the forward's map; its ReLU). The sums pass's own
  * arithmetic, so a reader that sums rows for it (give_grad_sums) gives the
  * same bits. */
+/* The statistics pass's per-row values for rows consecutive rows of len
+ * values at x: each row's sum and sum of squared deviations from its own
+ * mean, a pair of doubles per row into pairs. A producer that writes them
+ * for its batch norm (give_input_stats) gives the same bits. */
+void nn_batchnorm_row_stats(const float *x, int rows, int len, double *pairs,
+                            const nn_ctx *ctx);
 void nn_batchnorm_grad_sums_row(const float *dy, const float *x, int len, float mean,
                                 float alpha, float beta, int relu, double *sum_g, double *dot,
                                 const nn_ctx *ctx);
