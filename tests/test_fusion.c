@@ -11,7 +11,8 @@
  * must run inside it, and a batch norm + ReLU before a depthwise convolution
  * (or, with AVX-512, a 1x1 one) must run in that convolution's loads (its own output not written in
  * training passes), the convolution's backward summing each row of the batch
- * norm's gradient for it. Central-difference checks of the fused batch norm +
+ * norm's gradient for it; with AVX-512 a Winograd convolution before a batch
+ * norm must sum its statistics for it. Central-difference checks of the fused batch norm +
  * ReLU's and batch norm + add + ReLU's gradients guard the backward itself.
  */
 #include "test_util.h"
@@ -25,59 +26,69 @@ static const struct {
     const char *fused;    /* the ReLU layer that must alias its producer */
     const char *absorbed; /* an add that must run inside the batch norm before it */
     const char *prologue; /* a convolution that must normalize the batch norm's input */
+    const char *stats;    /* a batch norm whose statistics its convolution must sum
+                             (Winograd F(4x4): AVX-512) */
 } PATTERNS[] = {
     {"conv + batchnorm + relu",
      "input shape=2x8x8\nconv2d name=c out=6 kernel=3 pad=1 bias=0\nbatchnorm name=bn\n"
      "relu name=r\nflatten\nlinear out=4\nsoftmax_ce\n",
-     "r", NULL, NULL},
+     "r", NULL, NULL, NULL},
     {"residual add + relu",
      "input shape=2x8x8\nconv2d name=c1 out=2 kernel=3 pad=1\nconv2d name=c2 out=2 kernel=3 pad=1\n"
      "add name=a in=c2,input\nrelu name=r\nflatten\nlinear out=4\nsoftmax_ce\n",
-     "r", NULL, NULL},
+     "r", NULL, NULL, NULL},
     {"resnet block (bn + relu into Winograd, bn + add + relu; Winograd adds its input gradient)",
      "input shape=3x8x8\nconv2d name=c0 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=c1 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=c2 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
      "relu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", "c2"},
+     "r2", "a", "c2", "b1"},
     {"downsampling block (bn + add(skip first) + relu, projection bn)",
      "input shape=3x8x8\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=c1 out=6 kernel=3 stride=2 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=c2 out=6 kernel=3 pad=1 bias=0\nbatchnorm name=b2\n"
      "conv2d name=p in=r0 out=6 kernel=1 stride=2 bias=0\nbatchnorm name=pb\n"
      "add name=a in=pb,b2\nrelu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", NULL},
+     "r2", "a", NULL, NULL},
     {"mobilenet blocks (bn + relu into depthwise, stride 1 and 2)",
      "input shape=2x8x8\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=d1 out=4 kernel=3 pad=1 groups=4 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=p1 out=6 kernel=1 bias=0\nbatchnorm name=b2\nrelu name=r2\n"
      "conv2d name=d2 out=6 kernel=3 pad=1 stride=2 groups=6 bias=0\nbatchnorm name=b3\n"
      "relu name=r3\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r3", NULL, "d2"},
+     "r3", NULL, "d2", NULL},
     {"bn + relu into a 1x1 convolution (its own AVX-512 GEMMs; 10x10: masked tails)",
      "input shape=2x10x10\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
      "relu name=r0\nconv2d name=p1 out=8 kernel=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "gap\nlinear out=5\nsoftmax_ce\n",
-     "r1", NULL, "p1"},
+     "r1", NULL, "p1", NULL},
     {"conv + relu, linear + relu",
      "input shape=1x8x8\nconv2d name=c out=4 kernel=3 pad=1\nrelu name=r\nmaxpool size=2\nflatten\n"
      "linear name=fc out=8\nrelu name=r2\nlinear out=3\nsoftmax_ce\n",
-     "r2", NULL, NULL},
+     "r2", NULL, NULL, NULL},
     {"mobilenet blocks, 20 wide (the vector loops of the rows and their tails)",
      "input shape=2x20x20\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=d1 out=4 kernel=3 pad=1 groups=4 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=p1 out=6 kernel=1 bias=0\nbatchnorm name=b2\nrelu name=r2\n"
      "conv2d name=d2 out=6 kernel=3 pad=1 stride=2 groups=6 bias=0\nbatchnorm name=b3\n"
      "relu name=r3\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r3", NULL, "d2"},
+     "r3", NULL, "d2", NULL},
+    /* 128 channels: groups of one vector (5 tile rows, 3 per image) by the
+     * L2 alone on every machine, so whole_images must round them */
+    {"resnet block 12 wide, 128 channels (Winograd's groups rounded to whole images)",
+     "input shape=3x12x12\nconv2d name=c0 out=128 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
+     "relu name=r0\nconv2d name=c1 out=128 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
+     "conv2d name=c2 out=128 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
+     "relu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
+     "r2", "a", "c2", "b2"},
 };
 
 /* Trains a copy of text for 5 SGD steps on fixed batches; the losses, the
  * final parameters and buffers and the eval logits go into out (owned by the
  * caller). Returns the number of floats, 0 on error. */
 static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, const char *absorbed,
-                  const char *prologue, int *aliased, int *folded, size_t *logits_at,
-                  float **out) {
+                  const char *prologue, const char *stats, int *aliased, int *folded,
+                  size_t *logits_at, float **out) {
     nn_ctx_set_fusion(ctx, fuse);
     nn_net *net = NULL;
     nn_status st = nn_net_parse(ctx, text, "fusion.nn", &net);
@@ -106,6 +117,10 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
                                        (net->nodes[a].d.conv.groups > 1 ||
                                         net->nodes[a].d.conv.R == 1);
     }
+    const int s = stats && nn_ctx_isa(ctx) >= NN_ISA_AVX512 ? nn_model_find_layer(net, stats) : -1;
+    if (s >= 0) /* its statistics come from the convolution before it */
+        *aliased = *aliased && net->nodes[s].d.bn.stats_by_producer &&
+                   net->nodes[net->nodes[s].inputs[0]].stats_to == s;
     nn_rng rng;
     nn_rng_seed(&rng, 42, 0);
     nn_net_init_params(net, &rng);
@@ -163,13 +178,17 @@ static void test_patterns(nn_ctx *ctx) {
         int aliased_on = 0, aliased_off = 0, folded_on = 0, folded_off = 0;
         size_t at_on = 0, at_off = 0;
         size_t a = run(ctx, PATTERNS[p].text, 1, PATTERNS[p].fused, PATTERNS[p].absorbed,
-                       PATTERNS[p].prologue, &aliased_on, &folded_on, &at_on, &on);
+                       PATTERNS[p].prologue, PATTERNS[p].stats, &aliased_on, &folded_on, &at_on,
+                       &on);
         size_t b = run(ctx, PATTERNS[p].text, 0, PATTERNS[p].fused, PATTERNS[p].absorbed,
-                       PATTERNS[p].prologue, &aliased_off, &folded_off, &at_off, &off);
+                       PATTERNS[p].prologue, PATTERNS[p].stats, &aliased_off, &folded_off,
+                       &at_off, &off);
         char name[200];
-        snprintf(name, sizeof name, "%s: the ReLU%s runs inside its producer%s with fusion on only",
+        snprintf(name, sizeof name, "%s: the ReLU%s runs inside its producer%s%s with fusion on only",
                  PATTERNS[p].name, PATTERNS[p].absorbed ? " and the add" : "",
-                 PATTERNS[p].prologue ? " and the batch norm in the convolution's loads" : "");
+                 PATTERNS[p].prologue ? " and the batch norm in the convolution's loads" : "",
+                 PATTERNS[p].stats && nn_ctx_isa(ctx) >= NN_ISA_AVX512
+                     ? ", its statistics in the convolution's epilogue" : "");
         check(a && aliased_on && !aliased_off, name, "%s", ctx_err(ctx, NN_OK));
         const int has_bn = contains(PATTERNS[p].text, "batchnorm");
         snprintf(name, sizeof name, "%s: eval mode folds batch norm into the convolution%s",
@@ -257,10 +276,10 @@ static void test_prologue_generic(nn_ctx *ctx) {
     float *on = NULL, *off = NULL;
     int al_on = 0, al_off = 0, f_on = 0, f_off = 0;
     size_t at_on = 0, at_off = 0;
-    size_t a = run(ctx, PATTERNS[p].text, 1, PATTERNS[p].fused, NULL, PATTERNS[p].prologue, &al_on,
-                   &f_on, &at_on, &on);
-    size_t b = run(ctx, PATTERNS[p].text, 0, PATTERNS[p].fused, NULL, PATTERNS[p].prologue, &al_off,
-                   &f_off, &at_off, &off);
+    size_t a = run(ctx, PATTERNS[p].text, 1, PATTERNS[p].fused, NULL, PATTERNS[p].prologue, NULL,
+                   &al_on, &f_on, &at_on, &on);
+    size_t b = run(ctx, PATTERNS[p].text, 0, PATTERNS[p].fused, NULL, PATTERNS[p].prologue, NULL,
+                   &al_off, &f_off, &at_off, &off);
     size_t diff = a && a == b && at_on == at_off ? 0 : 1;
     for (size_t i = 0; !diff && i < at_on; i++) diff += memcmp(&on[i], &off[i], sizeof(float)) != 0;
     check(a && al_on && !al_off && diff == 0,

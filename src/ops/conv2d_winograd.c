@@ -513,6 +513,7 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
             K->multiply(mm, u, v, g, tiles);
             K->transform_output(out, mm, bias, relu, add, g, u0, nu);
             if (stats) { /* the group's images, whole (whole_images), in cache */
+                NN_ASSERT(u0 % g->th == 0 && (u0 + nu == units || nu % g->th == 0));
                 const size_t image = (size_t)g->cout * g->h * g->w;
                 for (long img = u0 / g->th; img < (u0 + nu) / g->th; img++)
                     nn_batchnorm_row_stats(out + img * image, g->cout, g->h * g->w,
