@@ -105,8 +105,12 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
                    net->nodes[j].d.bn.residual && net->nodes[j].d.bn.relu;
     }
     const int a = prologue ? nn_model_find_layer(net, prologue) : -1;
-    /* a 1x1 convolution takes a prologue with the AVX-512 kernels only */
+    /* a 1x1 convolution takes a prologue with the AVX-512 kernels only, a
+     * dense 3x3 one through Winograd (AVX2 and up: not NNOPT_ISA=generic) */
     if (a >= 0 && net->nodes[a].d.conv.R == 1 && nn_ctx_isa(ctx) < NN_ISA_AVX512) prologue = NULL;
+    if (a >= 0 && net->nodes[a].d.conv.R == 3 && net->nodes[a].d.conv.groups <= 1 &&
+        nn_ctx_isa(ctx) < NN_ISA_AVX2)
+        prologue = NULL;
     if (prologue) { /* the convolution normalizes its batch norm's input */
         const int p = a >= 0 ? net->nodes[a].prologue_from : -1;
         *aliased = *aliased && p >= 0 && net->nodes[p].d.bn.out_virtual;
