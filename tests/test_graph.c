@@ -267,6 +267,30 @@ static void stage_check(nn_ctx *ctx, const char *what, const char *text) {
     nn_net_free(net);
 }
 
+/* Pipeline cuts never fall between a convolution and the batch norm whose
+ * statistics its forward writes (stats_to: the batch norm's stage would
+ * never get them): with as many stages as there are cuts, every valid cut
+ * is taken. */
+static void stats_cut_check(nn_ctx *ctx) {
+    const char *text = "input shape=16x8x8\nconv2d name=c1 out=16 kernel=3 pad=1 bias=0\n"
+                       "batchnorm name=b1\nrelu\nconv2d name=c2 out=16 kernel=3 pad=1 bias=0\n"
+                       "batchnorm name=b2\nrelu\ngap\nlinear out=3\nsoftmax_ce\n";
+    nn_net *net = NULL;
+    nn_status st = nn_net_parse(ctx, text, "cuts.nn", &net);
+    if (!st) st = nn_net_plan(net, 4);
+    int fused = 0, bad = 0, most = 0, last[16];
+    for (int i = 0; !st && i < net->num_nodes; i++) fused += net->nodes[i].stats_to >= 0;
+    for (int K = 2; !st && K <= 16 && nn_net_stage_cuts(net, K, NULL, last); K++) {
+        most = K;
+        for (int s = 0; s < K - 1; s++) bad += net->nodes[last[s]].stats_to > last[s];
+    }
+    check(!st && most >= 2 && bad == 0 && (fused == 2 || nn_ctx_isa(ctx) < NN_ISA_AVX512),
+          "pipeline cuts keep a batch norm on its statistics' producer's stage",
+          "%s; %d fused, up to %d stages, %d cuts between them", ctx_err(ctx, st), fused, most,
+          bad);
+    nn_net_free(net);
+}
+
 int main(void) {
     nn_ctx *c1 = test_ctx_new(1), *c2 = test_ctx_new(2);
     directional_check(c1, "fan-out and add: gradient matches finite differences (1 thread)");
@@ -275,6 +299,7 @@ int main(void) {
     relu_alias_check(c2);
     stage_check(c1, "2 stages x 2 micro-batches on slots = one pass: residual", RESIDUAL);
     stage_check(c2, "2 stages x 2 micro-batches on slots = one pass: seed CNN", SEED_MODEL);
+    stats_cut_check(c2);
     gradient_sharing_check(c1, "gradient memory shared only between disjoint lives: residual",
                            NULL, RESIDUAL);
     gradient_sharing_check(c1, "gradient memory shared only between disjoint lives: resnet20",

@@ -1225,9 +1225,10 @@ void nn_net_backward_range(nn_net *net, const float *x, int first, int last, int
 
 /* Stage boundaries: a cut after node c leaves one tensor crossing it, c's
  * memory, when every later node reads only c or later nodes and shares no
- * earlier node's memory but c's. */
+ * earlier node's memory but c's, and c's kernel writes no later node's
+ * statistics (stats_to: they would stay on c's stage). */
 static int valid_cut(const nn_net *net, int c) {
-    if (c < 1 || c >= net->loss_node) return 0;
+    if (c < 1 || c >= net->loss_node || net->nodes[c].stats_to > c) return 0;
     const int root = memory_root(net, c);
     for (int j = c + 1; j <= net->loss_node; j++) {
         const nn_node *node = &net->nodes[j];
