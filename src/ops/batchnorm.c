@@ -414,9 +414,9 @@ void nn_batchnorm_grad_sums_row(const float *dy, const float *x, int len, float 
  * contiguous ranges: a channel's rows lie a sample apart, and visiting them
  * that way ran these passes at half the speed (short rows of 49 or 196
  * floats, a stride of kilobytes between them, prefetchers left behind).
- * The row sums take the same route when the workspace has a pair of
- * doubles per row: each row's sum lands in its slot, and the slots of a
- * channel are added in sample order, the per-channel loop's own additions.
+ * The row sums take the same route: each row's sums land in its slot of
+ * the workspace, and the slots of a channel are added in sample order, the
+ * per-channel loop's own additions.
  */
 
 /* The workspace, in floats: the reducer's 2C + 1 doubles, the per-channel
@@ -429,13 +429,21 @@ static size_t ws_floats_for(int C, int n) { return ws_rows_offset(C) + 4 * (size
 typedef struct {
     double *acc; /* the reducer's sums (2C + 1) */
     float *coef; /* per-channel coefficients (4C) */
-    double *rows; /* per-row pairs (n C), or NULL: no room, sum per channel */
+    double *rows; /* per-row pairs (n C) */
 } bn_ws;
 
+/* ws as planned (batchnorm_workspace: the whole batch, which batch norm
+ * always runs on, couples_batch) */
 static bn_ws ws_split(float *ws, size_t floats, int C, int n) {
-    bn_ws w = {(double *)ws, ws + ws_coef_offset(C), NULL};
-    if (floats >= ws_floats_for(C, n)) w.rows = (double *)(ws + ws_rows_offset(C));
-    return w;
+    NN_ASSERT(floats >= ws_floats_for(C, n));
+    return (bn_ws){(double *)ws, ws + ws_coef_offset(C), (double *)(ws + ws_rows_offset(C))};
+}
+
+/* the per-sample pairs in a node's aux after its fixed part: the reader's
+ * gradient sums (give_grad_sums) and the producer's statistics
+ * (give_input_stats), one after the other in a step */
+static double *aux_rows(const void *aux, int C) {
+    return (double *)((float *)aux + aux_sums_offset(C));
 }
 
 /* Channel c's sum of the row values in slot k of pairs (n rows of C
@@ -452,15 +460,13 @@ static double slots_total(const double *pairs, int k, int C, int n, int c) {
  * 2 (t - mean) (s - HW t) + HW (t - mean)^2 per row, exactly, whatever t;
  * a row's own mean keeps m2 free of the cancellation that squaring
  * deviations from a distant center invites. */
-static double row_sq_dev_term(const double p[2], int HW, double mean) {
-    const double t = row_center(p[0], HW), dt = t - mean;
-    return p[1] + dt * (2.0 * (p[0] - HW * t) + HW * dt);
-}
-
 static double rows_sq_dev(const double *pairs, const nn_bn_desc *d, int n, int c, double mean) {
     double ss = 0.0;
-    for (int i = 0; i < n; i++)
-        ss += row_sq_dev_term(pairs + 2 * ((size_t)i * d->C + c), d->HW, mean);
+    for (int i = 0; i < n; i++) {
+        const double *p = pairs + 2 * ((size_t)i * d->C + c);
+        const double t = row_center(p[0], d->HW), dt = t - mean;
+        ss += p[1] + dt * (2.0 * (p[0] - d->HW * t) + d->HW * dt);
+    }
     return ss;
 }
 
@@ -586,11 +592,10 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
     } else if (!reduce && sh->count <= 1) {
         /* each row's sum and squared deviations from its own mean, in one
          * visit (or as the producer gave them: given), then per channel in
-         * sample order; without room for the rows' slots, channel by
-         * channel in the same arithmetic */
+         * sample order */
         const double *rs = given ? given : ws->rows;
         const int64_t rows = (int64_t)n * C;
-        if (!given && rs) {
+        if (!given) {
             double *slot = ws->rows;
             NN_PARALLEL_FOR(ctx->threads)
             for (int64_t q = 0; q < rows; q++)
@@ -598,19 +603,8 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
         }
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
-            double mean, ss;
-            if (rs) {
-                mean = slots_total(rs, 0, C, n, c) / M;
-                ss = rows_sq_dev(rs, d, n, c, mean);
-            } else {
-                mean = channel_sum(k, x, d, n, c) / M;
-                ss = 0.0;
-                for (int i = 0; i < n; i++) {
-                    double row[2];
-                    k->stats(x + ((size_t)i * C + c) * HW, HW, &row[0], &row[1]);
-                    ss += row_sq_dev_term(row, HW, mean);
-                }
-            }
+            const double mean = slots_total(rs, 0, C, n, c) / M;
+            double ss = rows_sq_dev(rs, d, n, c, mean);
             if (ss < 0.0) ss = 0.0; /* rounding, in a constant channel */
             channel_coefs(coef, save, running, w, b, d, 1, keep_map, c, mean, ss, M);
         }
@@ -713,7 +707,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
     const bn_rows *k = bn_rows_for(ctx);
     if (!training || (!reduce && sh->count <= 1)) {
         const int64_t nrows = (int64_t)n * C;
-        if (!rows && ws->rows) { /* each row's sums in its slot */
+        if (!rows) { /* each row's sums in its slot */
             double *rs = ws->rows;
             NN_PARALLEL_FOR(ctx->threads)
             for (int64_t q = 0; q < nrows; q++) {
@@ -734,13 +728,8 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
         NN_PARALLEL_FOR(ctx->threads)
         for (int c = 0; c < C; c++) {
             const double invstd = save[C + c];
-            double sum_dy, dot; /* sum dy, sum dy (x - mean) */
-            if (rows) {
-                sum_dy = slots_total(rows, 0, C, n, c);
-                dot = slots_total(rows, 1, C, n, c);
-            } else {
-                channel_grad_sums(k, dy, y, x, dr, map, d, n, c, save[c], &sum_dy, &dot);
-            }
+            const double sum_dy = slots_total(rows, 0, C, n, c); /* sum dy */
+            const double dot = slots_total(rows, 1, C, n, c);    /* sum dy (x - mean) */
             dw[c] += (float)(dot * invstd);
             db[c] += (float)sum_dy;
             const double sc = invstd * w[c];
@@ -827,8 +816,7 @@ static void batchnorm_fwd(const nn_op_args *a) {
     const bn_shards sh = {a->shards > 1 ? a->shards : 1, a->shards > 1 ? a->shard_bounds : NULL};
     const bn_ws ws = ws_split(a->ws, a->ws_floats, d->C, a->n);
     /* the producer summed the rows in training passes (give_input_stats) */
-    const double *given =
-        d->stats_by_producer && a->training ? (const double *)(save + aux_sums_offset(d->C)) : NULL;
+    const double *given = d->stats_by_producer && a->training ? aux_rows(save, d->C) : NULL;
     bn_forward(a->y, save, a->buf, a->x, d->residual ? a->xs[1] : NULL, a->w, a->b, d, a->n,
                a->training, 1, given, &ws, a->reduce, a->reduce_user, &sh, a->ctx);
     save[2 * d->C] = a->training ? 1.0f : 0.0f;
@@ -839,8 +827,7 @@ static void batchnorm_bwd(const nn_op_args *a) {
     const float *save = a->aux;
     const int training = save[2 * d->C] != 0.0f;
     /* the reader summed the rows only in training passes (its prologue) */
-    const double *rows =
-        d->sums_by_reader && training ? (const double *)(save + aux_sums_offset(d->C)) : NULL;
+    const double *rows = d->sums_by_reader && training ? aux_rows(save, d->C) : NULL;
     const bn_shards sh = {a->shards > 1 ? a->shards : 1, a->shards > 1 ? a->shard_bounds : NULL};
     const bn_ws ws = ws_split(a->ws, a->ws_floats, d->C, a->n);
     bn_backward(a->dx, d->residual ? a->dxs[1] : NULL, a->dw, a->db, a->dy, a->y, a->x, a->w,
@@ -897,7 +884,7 @@ static double *batchnorm_prologue_grad_sums(const nn_node *node, const float **m
     *mean = NULL;
     if (!node->d.bn.sums_by_reader) return NULL;
     *mean = (const float *)node->aux;
-    return (double *)((float *)node->aux + aux_sums_offset(node->d.bn.C));
+    return aux_rows(node->aux, node->d.bn.C);
 }
 
 /* Its producer may sum each row of its output for it while the row is in
@@ -911,7 +898,7 @@ static int batchnorm_give_input_stats(nn_node *node) {
 }
 
 static double *batchnorm_input_stats(const nn_node *node) {
-    return (double *)((float *)node->aux + aux_sums_offset(node->d.bn.C));
+    return aux_rows(node->aux, node->d.bn.C);
 }
 
 static const nn_op_kernels batchnorm_cpu = {

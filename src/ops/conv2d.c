@@ -916,11 +916,14 @@ static int is_winograd(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return strcmp(nn_conv2d_kernel_name(d, ctx), "winograd") == 0;
 }
 
-/* a->out_stats (sums_output_stats): the Winograd forward writes them; after
- * any other kernel (a context changed since planning), a pass of their own */
+/* a->out_stats (sums_output_stats): the F(4x4) Winograd forward writes them
+ * in its groups; after any other kernel (a context changed since planning),
+ * a pass of their own */
 static void conv2d_fwd(const nn_op_args *a) {
     const nn_conv2d_desc *d = &a->node->d.conv;
     double *stats = a->out_stats;
+    double *in_cache =
+        stats && nn_conv2d_winograd_stats_in_cache(d, a->ctx) ? stats : NULL;
     if (a->in_scale) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, NULL, NULL};
         if (is_depthwise(d, a->ctx)) {
@@ -928,12 +931,12 @@ static void conv2d_fwd(const nn_op_args *a) {
         } else if (is_mapped_pointwise(d, a->ctx)) {
             nn_conv2d_forward_pointwise_mapped(a->y, a->x, &m, a->w, a->b, d, a->n, a->ws, a->ctx);
         } else {
-            nn_conv2d_forward_winograd_mapped(a->y, a->x, &m, stats, a->w, a->b, d, a->n, a->ws,
-                                              a->ctx);
-            stats = NULL;
+            nn_conv2d_forward_winograd_mapped(a->y, a->x, &m, in_cache, a->w, a->b, d, a->n,
+                                              a->ws, a->ctx);
+            if (in_cache) stats = NULL;
         }
-    } else if (stats && is_winograd(d, a->ctx)) {
-        nn_conv2d_forward_winograd_mapped(a->y, a->x, NULL, stats, a->w, a->b, d, a->n, a->ws,
+    } else if (in_cache && is_winograd(d, a->ctx)) {
+        nn_conv2d_forward_winograd_mapped(a->y, a->x, NULL, in_cache, a->w, a->b, d, a->n, a->ws,
                                           a->ctx);
         stats = NULL;
     } else {

@@ -534,18 +534,12 @@ void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d
     const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
     wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes(), 1)
                      : geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
-    if (f4 && stats) whole_images(&g);
+    NN_ASSERT(!stats || f4); /* nn_conv2d_winograd_stats_in_cache */
+    if (stats) whole_images(&g);
     /* w[k][c][r][s]: output k at stride C*9, input c at stride 9 */
     K->transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);
-    correlate(K, y, x, NULL, map, ws, b, d->relu, 0, f4 ? stats : NULL, &g, n,
+    correlate(K, y, x, NULL, map, ws, b, d->relu, 0, stats, &g, n,
               ws + (f4 ? u4_floats(d) : u_floats(d)), ctx);
-    if (stats && !f4) { /* F(2x2): a pass of its own */
-        const size_t image = (size_t)d->K * d->H * d->W;
-        NN_PARALLEL_FOR(ctx->threads)
-        for (int i = 0; i < n; i++)
-            nn_batchnorm_row_stats(y + i * image, d->K, d->H * d->W, stats + 2 * (size_t)i * d->K,
-                                   ctx);
-    }
 }
 
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,

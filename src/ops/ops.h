@@ -82,14 +82,15 @@ size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const float *b,
                                 const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 /* the forward and the weight gradient with a prologue (map; NULL: none);
- * the forward writes, with stats not NULL, each output row's statistics for
- * the batch norm after it (nn_batchnorm_row_stats: the pair stats[2 (image
- * K + channel)]) while its groups of whole images are in cache */
+ * the forward writes, with stats not NULL (only where
+ * nn_conv2d_winograd_stats_in_cache), each output row's statistics for the
+ * batch norm after it (nn_batchnorm_row_stats: the pair stats[2 (image K +
+ * channel)]) while its groups of whole images are in cache */
 void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d_map *map,
                                        double *stats, const float *w, const float *b,
                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
-/* whether the forward writes the statistics in its groups (AVX-512's F(4x4));
- * elsewhere nn_conv2d_forward_winograd_mapped writes them in a pass of its own */
+/* whether the forward can write the statistics in its groups (AVX-512's
+ * F(4x4)) */
 int nn_conv2d_winograd_stats_in_cache(const nn_conv2d_desc *d, const nn_ctx *ctx);
 void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const float *dy,
                                                 const float *y, const float *x,
