@@ -17,6 +17,7 @@
  */
 #include "test_util.h"
 #include "core/graph.h"
+#include "ops/ops.h"
 
 #include <math.h>
 #include <string.h>
@@ -115,11 +116,14 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
         const int p = a >= 0 ? net->nodes[a].prologue_from : -1;
         *aliased = *aliased && p >= 0 && net->nodes[p].d.bn.out_virtual;
         /* a depthwise or 1x1 reader also sums the rows of the batch norm's
-         * gradient for it (give_grad_sums), a Winograd one does not */
-        if (a >= 0 && p >= 0)
+         * gradient for it (give_grad_sums), and so does a Winograd one where
+         * it runs F(4x4) (AVX-512) */
+        if (a >= 0 && p >= 0) {
+            const nn_conv2d_desc *d = &net->nodes[a].d.conv;
             *aliased = *aliased && net->nodes[p].d.bn.sums_by_reader ==
-                                       (net->nodes[a].d.conv.groups > 1 ||
-                                        net->nodes[a].d.conv.R == 1);
+                                       (d->groups > 1 || d->R == 1 ||
+                                        nn_conv2d_winograd_stats_in_cache(d, ctx));
+        }
     }
     const int s = stats && nn_ctx_isa(ctx) >= NN_ISA_AVX512 ? nn_model_find_layer(net, stats) : -1;
     if (s >= 0) /* its statistics come from the convolution before it */

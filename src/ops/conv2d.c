@@ -966,8 +966,9 @@ static void conv2d_bwd(const nn_op_args *a) {
             nn_conv2d_backward_pointwise_mapped(a->dx, a->dw, a->db, a->dy, a->y, a->x, &m, a->w,
                                                 dd, a->n, a->ws, a->ctx);
         } else { /* Winograd (takes_prologue): dx reads no x */
-            if (a->dx) nn_conv2d_backward_data_winograd(a->dx, a->dy, a->y, a->w, dd, a->n, a->ws,
-                                                        a->ctx);
+            if (a->dx)
+                nn_conv2d_backward_data_winograd_mapped(a->dx, a->dy, a->y, a->x, &m, a->w, dd,
+                                                        a->n, a->ws, a->ctx);
             nn_conv2d_backward_weights_winograd_mapped(a->dw, a->db, a->dy, a->y, a->x, &m, dd,
                                                        a->n, a->ws, a->ctx);
         }
@@ -1010,9 +1011,12 @@ static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
 }
 
 /* the depthwise and those 1x1 kernels also sum the rows of the batch norm's
- * gradient while each image's dx is in their cache (give_grad_sums) */
+ * gradient while each image's dx is in their cache (give_grad_sums), and so
+ * does the F(4x4) Winograd input gradient in its groups of whole images */
 static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
-    return is_depthwise(&node->d.conv, ctx) || is_mapped_pointwise(&node->d.conv, ctx);
+    const nn_conv2d_desc *d = &node->d.conv;
+    return is_depthwise(d, ctx) || is_mapped_pointwise(d, ctx) ||
+           (is_winograd(d, ctx) && nn_conv2d_winograd_stats_in_cache(d, ctx));
 }
 
 /* the F(4x4) Winograd forward sums each output row of its groups of whole

@@ -485,9 +485,41 @@ static const wino_kernels *kernels_of(const nn_ctx *ctx) {
 
 /* out = the 3x3 'same' correlation of in with the transformed weights u, for
  * n images, over the threads' V and M buffers after u in ws. */
+/* What correlate does with a group's whole images (whole_images) while their
+ * output planes are in cache, for a batch norm: the statistics of the
+ * forward's output (the batch norm after it: stats), or the gradient sums
+ * of the batch norm before it, whose output the input gradient is (its
+ * prologue: grad->grad_sums, over x, the batch norm's input). Each the row
+ * kernel of the batch norm's own pass, so the same bytes. */
+typedef struct {
+    double *stats;
+    const nn_conv2d_map *grad;
+    const float *x;
+} group_epilogue;
+
+static void run_epilogue(const group_epilogue *ep, const float *out, const wino_geom *g,
+                         long img0, long img1, const nn_ctx *ctx) {
+    const int len = g->h * g->w;
+    const size_t image = (size_t)g->cout * len;
+    for (long img = img0; img < img1; img++) {
+        if (ep->stats) {
+            nn_batchnorm_row_stats(out + img * image, g->cout, len,
+                                   ep->stats + 2 * (size_t)img * g->cout, ctx);
+            continue;
+        }
+        const nn_conv2d_map *m = ep->grad;
+        for (int c = 0; c < g->cout; c++) {
+            const size_t row = (size_t)img * g->cout + c;
+            nn_batchnorm_grad_sums_row(out + row * len, ep->x + row * len, len, m->mean[c],
+                                       m->scale[c], m->shift[c], m->relu, &m->grad_sums[2 * row],
+                                       &m->grad_sums[2 * row + 1], ctx);
+        }
+    }
+}
+
 static void correlate(const wino_kernels *K, float *out, const float *in, const float *mask,
                       const nn_conv2d_map *map, const float *u, const float *bias, int relu,
-                      int add, double *stats, const wino_geom *g, int n, float *ws,
+                      int add, const group_epilogue *ep, const wino_geom *g, int n, float *ws,
                       nn_ctx *ctx) {
     const long units = (long)n * g->th;
     const long groups = (units + g->rows - 1) / g->rows;
@@ -512,12 +544,9 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
             K->transform_input(v, in, mask, map, g, u0, nu);
             K->multiply(mm, u, v, g, tiles);
             K->transform_output(out, mm, bias, relu, add, g, u0, nu);
-            if (stats) { /* the group's images, whole (whole_images), in cache */
+            if (ep) { /* the group's images, whole (whole_images), in cache */
                 NN_ASSERT(u0 % g->th == 0 && (u0 + nu == units || nu % g->th == 0));
-                const size_t image = (size_t)g->cout * g->h * g->w;
-                for (long img = u0 / g->th; img < (u0 + nu) / g->th; img++)
-                    nn_batchnorm_row_stats(out + img * image, g->cout, g->h * g->w,
-                                           stats + 2 * (size_t)img * g->cout, ctx);
+                run_epilogue(ep, out, g, u0 / g->th, (u0 + nu) / g->th, ctx);
             }
         }
     }
@@ -536,9 +565,10 @@ void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d
                      : geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
     NN_ASSERT(!stats || f4); /* nn_conv2d_winograd_stats_in_cache */
     if (stats) whole_images(&g);
+    const group_epilogue ep = {stats, NULL, NULL};
     /* w[k][c][r][s]: output k at stride C*9, input c at stride 9 */
     K->transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);
-    correlate(K, y, x, NULL, map, ws, b, d->relu, 0, stats, &g, n,
+    correlate(K, y, x, NULL, map, ws, b, d->relu, 0, stats ? &ep : NULL, &g, n,
               ws + (f4 ? u4_floats(d) : u_floats(d)), ctx);
 }
 
@@ -547,16 +577,31 @@ void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const 
     nn_conv2d_forward_winograd_mapped(y, x, NULL, NULL, w, b, d, n, ws, ctx);
 }
 
-void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
-                                      const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+void nn_conv2d_backward_data_winograd_mapped(float *dx, const float *dy, const float *y,
+                                             const float *x, const nn_conv2d_map *map,
+                                             const float *w, const nn_conv2d_desc *d, int n,
+                                             float *ws, nn_ctx *ctx) {
     const int f4 = f4_ok(d, ctx);
     const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
-    const wino_geom g = f4 ? geom4(d->K, d->C, d->H, d->W, group_bytes(), 1)
-                           : geom(d->K, d->C, d->H, d->W, K->vec, group_bytes());
+    wino_geom g = f4 ? geom4(d->K, d->C, d->H, d->W, group_bytes(), 1)
+                     : geom(d->K, d->C, d->H, d->W, K->vec, group_bytes());
+    const group_epilogue ep = {NULL, map, x};
+    const int sums = map && map->grad_sums; /* dx is the whole gradient: no dx_add */
+    NN_ASSERT(!sums || (x && !d->dx_add));
+    if (sums && f4) whole_images(&g);
     /* the flipped kernel with inputs and outputs swapped: output c, input k */
     K->transform_weights(ws, w, d->K, d->C, 9, (size_t)d->C * 9, 1, ctx->threads);
-    correlate(K, dx, dy, d->relu ? y : NULL, NULL, ws, NULL, 0, d->dx_add, NULL, &g, n,
-              ws + (f4 ? u4_floats(d) : u_floats(d)), ctx);
+    correlate(K, dx, dy, d->relu ? y : NULL, NULL, ws, NULL, 0, d->dx_add,
+              sums && f4 ? &ep : NULL, &g, n, ws + (f4 ? u4_floats(d) : u_floats(d)), ctx);
+    if (sums && !f4) { /* F(2x2) (a context changed since planning): a pass of their own */
+        NN_PARALLEL_FOR(ctx->threads)
+        for (int i = 0; i < n; i++) run_epilogue(&ep, dx, &g, i, i + 1, ctx);
+    }
+}
+
+void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
+                                      const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    nn_conv2d_backward_data_winograd_mapped(dx, dy, y, NULL, NULL, w, d, n, ws, ctx);
 }
 
 /* ---------------------------------------------------------- weight gradient
@@ -814,6 +859,15 @@ void nn_conv2d_forward_winograd(float *y, const float *x, const float *w, const 
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     (void)dx, (void)dy, (void)y, (void)w, (void)d, (void)n, (void)ws, (void)ctx;
+    NN_ASSERT(!"Winograd conv2d kernels are not built");
+}
+
+void nn_conv2d_backward_data_winograd_mapped(float *dx, const float *dy, const float *y,
+                                             const float *x, const nn_conv2d_map *map,
+                                             const float *w, const nn_conv2d_desc *d, int n,
+                                             float *ws, nn_ctx *ctx) {
+    (void)dx, (void)dy, (void)y, (void)x, (void)map, (void)w, (void)d, (void)n, (void)ws;
+    (void)ctx;
     NN_ASSERT(!"Winograd conv2d kernels are not built");
 }
 

@@ -99,6 +99,15 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
 /* dx from dy (masked where y <= 0 when d->relu) */
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+/* the same, with map->grad_sums (map not NULL; d->dx_add 0): dx is the
+ * gradient of the batch norm's output whose prologue the convolution takes,
+ * and the batch norm's gradient sums of each (image, channel) row
+ * (nn_batchnorm_grad_sums_row over x, its input) are written while the
+ * rows are in cache (F(4x4); F(2x2): in a pass after) */
+void nn_conv2d_backward_data_winograd_mapped(float *dx, const float *dy, const float *y,
+                                             const float *x, const nn_conv2d_map *map,
+                                             const float *w, const nn_conv2d_desc *d, int n,
+                                             float *ws, nn_ctx *ctx);
 /* dw += and db += (db may be NULL) from dy (masked where y <= 0 when d->relu) and x */
 void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
                                          const float *x, const nn_conv2d_desc *d, int n,
