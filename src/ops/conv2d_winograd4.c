@@ -235,9 +235,13 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
                                 _mm_prefetch((const char *)(msk + plane + VEC), _MM_HINT_T0);
                         }
                     }
-                    for (int b = 0; b < 6; b++)
-                        x[b] = _mm512_mask_mov_ps(x[b], slot_lanes[s],
-                                                  _mm512_permutex2var_ps(lo, pick[s][b], hi));
+                    if (s == 0) /* the other lanes zero: no blend */
+                        for (int b = 0; b < 6; b++)
+                            x[b] = _mm512_maskz_permutex2var_ps(slot_lanes[0], lo, pick[0][b], hi);
+                    else
+                        for (int b = 0; b < 6; b++)
+                            x[b] = _mm512_mask_mov_ps(x[b], slot_lanes[s],
+                                                      _mm512_permutex2var_ps(lo, pick[s][b], hi));
                 }
                 bt6(t[a], x);
             }
@@ -318,7 +322,7 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
             for (int i = 0; i < 4; i++) {
                 at6(y[i], s[i]);
                 for (int q = 0; q < 4; q++) {
-                    y[i][q] = _mm512_add_ps(y[i][q], bk);
+                    if (bias) y[i][q] = _mm512_add_ps(y[i][q], bk);
                     if (relu) y[i][q] = _mm512_max_ps(_mm512_setzero_ps(), y[i][q]);
                 }
             }
