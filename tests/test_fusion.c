@@ -28,7 +28,7 @@ static const struct {
     const char *absorbed; /* an add that must run inside the batch norm before it */
     const char *prologue; /* a convolution that must normalize the batch norm's input */
     const char *stats;    /* a batch norm whose statistics its convolution must sum
-                             (Winograd F(4x4): AVX-512) */
+                             (Winograd F(4x4), direct, rows: checked with AVX-512) */
 } PATTERNS[] = {
     {"conv + batchnorm + relu",
      "input shape=2x8x8\nconv2d name=c out=6 kernel=3 pad=1 bias=0\nbatchnorm name=bn\n"
@@ -74,6 +74,23 @@ static const struct {
      "conv2d name=d2 out=6 kernel=3 pad=1 stride=2 groups=6 bias=0\nbatchnorm name=b3\n"
      "relu name=r3\ngap\nlinear out=5\nsoftmax_ce\n",
      "r3", NULL, "d2", NULL},
+    /* ResNet-20's stem and downsampling block: statistics from the rows
+     * kernel (one input channel) and from the direct one (stride 2), image
+     * by image */
+    {"stem + downsampling block (rows kernel's statistics)",
+     "input shape=1x28x28\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
+     "relu name=r0\nconv2d name=c1 out=32 kernel=3 stride=2 pad=1 bias=0\nbatchnorm name=b1\n"
+     "relu name=r1\nconv2d name=c2 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b2\n"
+     "conv2d name=p in=r0 out=32 kernel=1 stride=2 bias=0\nbatchnorm name=pb\n"
+     "add name=a in=pb,b2\nrelu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
+     "r2", "a", "c2", "b0"},
+    {"stem + downsampling block (direct kernel's statistics, stride 2)",
+     "input shape=1x28x28\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
+     "relu name=r0\nconv2d name=c1 out=32 kernel=3 stride=2 pad=1 bias=0\nbatchnorm name=b1\n"
+     "relu name=r1\nconv2d name=c2 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b2\n"
+     "conv2d name=p in=r0 out=32 kernel=1 stride=2 bias=0\nbatchnorm name=pb\n"
+     "add name=a in=pb,b2\nrelu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
+     "r2", "a", "c2", "b1"},
     /* 128 channels: groups of one vector (5 tile rows, 3 per image) by the
      * L2 alone on every machine, so whole_images must round them */
     {"resnet block 12 wide, 128 channels (Winograd's groups rounded to whole images)",

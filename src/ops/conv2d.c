@@ -844,19 +844,36 @@ typedef struct {
     int (*weights_ok)(const nn_conv2d_desc *d, const nn_ctx *ctx); /* NULL: always */
     void (*backward_data)(float *dx, const float *dy, const float *y, const float *w,
                           const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+    /* NULL, or the forward writing the batch norm's row statistics of its
+     * output while they are in cache (stats_in_cache) */
+    void (*forward_stats)(float *y, const float *x, double *stats, const float *w,
+                          const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                          nn_ctx *ctx);
 } conv_kernel;
+
+static void forward_winograd_stats(float *y, const float *x, double *stats, const float *w,
+                                   const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                                   nn_ctx *ctx) {
+    nn_conv2d_forward_winograd_mapped(y, x, NULL, stats, w, b, d, n, ws, ctx);
+}
 
 static const conv_kernel kernel_order[] = {
     {"depthwise", nn_conv2d_depthwise_ok, nn_conv2d_forward_depthwise,
-     nn_conv2d_backward_depthwise, NULL, NULL},
+     nn_conv2d_backward_depthwise, NULL, NULL, NULL},
     {"winograd", nn_conv2d_winograd_ok, nn_conv2d_forward_winograd, backward_winograd,
-     winograd_weights_ok, nn_conv2d_backward_data_winograd},
+     winograd_weights_ok, nn_conv2d_backward_data_winograd, forward_winograd_stats},
     {"direct", nn_conv2d_direct_ok, nn_conv2d_forward_direct, nn_conv2d_backward_direct, NULL,
-     NULL},
-    {"rows", nn_conv2d_rows_ok, nn_conv2d_forward_rows, nn_conv2d_backward_rows, NULL, NULL},
-    {"pointwise", pointwise_ok, forward_pointwise, backward_pointwise, NULL, NULL},
-    {"im2col", always, forward_im2col, backward_im2col, NULL, NULL},
+     NULL, nn_conv2d_forward_direct_stats},
+    {"rows", nn_conv2d_rows_ok, nn_conv2d_forward_rows, nn_conv2d_backward_rows, NULL, NULL,
+     nn_conv2d_forward_rows_stats},
+    {"pointwise", pointwise_ok, forward_pointwise, backward_pointwise, NULL, NULL, NULL},
+    {"im2col", always, forward_im2col, backward_im2col, NULL, NULL, NULL},
 };
+
+/* whether d's forward kernel writes the batch norm's statistics of its
+ * output in cache: the direct and rows kernels image by image, Winograd in
+ * F(4x4)'s groups of whole images */
+static int stats_in_cache(const nn_conv2d_desc *d, const nn_ctx *ctx);
 
 /* Index of the first kernel from entry `from` on that takes d. */
 static int first_kernel(const nn_conv2d_desc *d, const nn_ctx *ctx, int from) {
@@ -916,14 +933,19 @@ static int is_winograd(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return strcmp(nn_conv2d_kernel_name(d, ctx), "winograd") == 0;
 }
 
-/* a->out_stats (sums_output_stats): the F(4x4) Winograd forward writes them
- * in its groups; after any other kernel (a context changed since planning),
- * a pass of their own */
+static int stats_in_cache(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    const conv_kernel *k = &kernel_order[first_kernel(d, ctx, 0)];
+    return k->forward_stats &&
+           (strcmp(k->name, "winograd") != 0 || nn_conv2d_winograd_stats_in_cache(d, ctx));
+}
+
+/* a->out_stats (sums_output_stats): the forward kernel writes them in cache
+ * (stats_in_cache); after any other kernel (a context changed since
+ * planning), a pass of their own */
 static void conv2d_fwd(const nn_op_args *a) {
     const nn_conv2d_desc *d = &a->node->d.conv;
     double *stats = a->out_stats;
-    double *in_cache =
-        stats && nn_conv2d_winograd_stats_in_cache(d, a->ctx) ? stats : NULL;
+    double *in_cache = stats && stats_in_cache(d, a->ctx) ? stats : NULL;
     if (a->in_scale) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, NULL, NULL};
         if (is_depthwise(d, a->ctx)) {
@@ -935,9 +957,9 @@ static void conv2d_fwd(const nn_op_args *a) {
                                               a->ws, a->ctx);
             if (in_cache) stats = NULL;
         }
-    } else if (in_cache && is_winograd(d, a->ctx)) {
-        nn_conv2d_forward_winograd_mapped(a->y, a->x, NULL, in_cache, a->w, a->b, d, a->n, a->ws,
-                                          a->ctx);
+    } else if (in_cache) {
+        kernel_order[first_kernel(d, a->ctx, 0)].forward_stats(a->y, a->x, in_cache, a->w, a->b,
+                                                               d, a->n, a->ws, a->ctx);
         stats = NULL;
     } else {
         nn_conv2d_forward(a->y, a->x, a->w, a->b, d, a->n, a->ws, a->ctx);
@@ -1019,10 +1041,11 @@ static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
            (is_winograd(d, ctx) && nn_conv2d_winograd_stats_in_cache(d, ctx));
 }
 
-/* the F(4x4) Winograd forward sums each output row of its groups of whole
- * images while they are in cache, for the batch norm after it */
+/* the direct and rows kernels sum each output row of an image, the F(4x4)
+ * Winograd forward of its groups of whole images, while they are in cache,
+ * for the batch norm after it */
 static int conv2d_sums_output_stats(const nn_node *node, const nn_ctx *ctx) {
-    return is_winograd(&node->d.conv, ctx) && nn_conv2d_winograd_stats_in_cache(&node->d.conv, ctx);
+    return stats_in_cache(&node->d.conv, ctx);
 }
 
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {

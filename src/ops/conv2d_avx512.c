@@ -806,6 +806,12 @@ AVX512 static void add_shares(float *dw, float *db, float *ws, int T, int kb,
 
 void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    nn_conv2d_forward_direct_stats(y, x, NULL, w, b, d, n, ws, ctx);
+}
+
+void nn_conv2d_forward_direct_stats(float *y, const float *x, double *stats, const float *w,
+                                    const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                                    nn_ctx *ctx) {
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n, bf16 = d->bf16;
     pack_weights(ws, w, d, 0, bf16, tile_most(g.qw), ctx->threads);
@@ -840,6 +846,9 @@ void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const fl
                                     .bf16 = bf16};
             correlate_cl(&cr);
             from_channels_last(y + i * ys, tb.cl, d->K, d->P, d->Q, g.qt, g.kp, b, d->relu);
+            if (stats) /* the batch norm's rows of this image, in cache */
+                nn_batchnorm_row_stats(y + i * ys, d->K, d->P * d->Q, stats + 2 * (size_t)i * d->K,
+                                       ctx);
         }
     }
 }
@@ -910,6 +919,13 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
 void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     (void)y, (void)x, (void)w, (void)b, (void)d, (void)n, (void)ws, (void)ctx;
+    NN_ASSERT(!"direct conv2d kernels are not built");
+}
+
+void nn_conv2d_forward_direct_stats(float *y, const float *x, double *stats, const float *w,
+                                    const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                                    nn_ctx *ctx) {
+    (void)y, (void)x, (void)stats, (void)w, (void)b, (void)d, (void)n, (void)ws, (void)ctx;
     NN_ASSERT(!"direct conv2d kernels are not built");
 }
 

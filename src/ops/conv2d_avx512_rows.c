@@ -253,6 +253,12 @@ static const rows_kernels *kernels_of(const nn_ctx *ctx) {
 
 void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    nn_conv2d_forward_rows_stats(y, x, NULL, w, b, d, n, ws, ctx);
+}
+
+void nn_conv2d_forward_rows_stats(float *y, const float *x, double *stats, const float *w,
+                                  const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                                  nn_ctx *ctx) {
     const rows_kernels *K = kernels_of(ctx);
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n;
@@ -270,6 +276,9 @@ void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const floa
                                    g.hp, g.wp);
             K->conv_plane(y + i * ys, xp, d->C, g.hp, g.wp, d->K, d->R, d->S, d->P, d->Q, wpk, b,
                           d->relu);
+            if (stats) /* the batch norm's rows of this image, in cache */
+                nn_batchnorm_row_stats(y + i * ys, d->K, d->P * d->Q, stats + 2 * (size_t)i * d->K,
+                                       ctx);
         }
     }
 }
@@ -332,6 +341,13 @@ void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, c
 void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     (void)y, (void)x, (void)w, (void)b, (void)d, (void)n, (void)ws, (void)ctx;
+    NN_ASSERT(!"direct conv2d kernels are not built");
+}
+
+void nn_conv2d_forward_rows_stats(float *y, const float *x, double *stats, const float *w,
+                                  const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                                  nn_ctx *ctx) {
+    (void)y, (void)x, (void)stats, (void)w, (void)b, (void)d, (void)n, (void)ws, (void)ctx;
     NN_ASSERT(!"direct conv2d kernels are not built");
 }
 

@@ -49,6 +49,12 @@ int nn_conv2d_direct_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_direct_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_direct(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+/* the same, writing with stats not NULL each output row's statistics for the
+ * batch norm after it (nn_batchnorm_row_stats: the pair stats[2 (image K +
+ * channel)]) while the image is in cache; so does the rows kernel */
+void nn_conv2d_forward_direct_stats(float *y, const float *x, double *stats, const float *w,
+                                    const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                                    nn_ctx *ctx);
 void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy, const float *y,
                                const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                float *ws, nn_ctx *ctx);
@@ -157,6 +163,9 @@ int nn_conv2d_rows_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_rows_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,
                             const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+void nn_conv2d_forward_rows_stats(float *y, const float *x, double *stats, const float *w,
+                                  const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                                  nn_ctx *ctx);
 void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, const float *y,
                              const float *x, const float *w, const nn_conv2d_desc *d, int n,
                              float *ws, nn_ctx *ctx);
