@@ -1038,7 +1038,7 @@ static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
 static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
     const nn_conv2d_desc *d = &node->d.conv;
     return is_depthwise(d, ctx) || is_mapped_pointwise(d, ctx) ||
-           (is_winograd(d, ctx) && nn_conv2d_winograd_stats_in_cache(d, ctx));
+           (is_winograd(d, ctx) && stats_in_cache(d, ctx));
 }
 
 /* the direct and rows kernels sum each output row of an image, the F(4x4)

@@ -483,8 +483,6 @@ static const wino_kernels *kernels_of(const nn_ctx *ctx) {
     return ctx->isa >= NN_ISA_AVX512 ? &avx512_kernels : &nn_wino_avx2;
 }
 
-/* out = the 3x3 'same' correlation of in with the transformed weights u, for
- * n images, over the threads' V and M buffers after u in ws. */
 /* What correlate does with a group's whole images (whole_images) while their
  * output planes are in cache, for a batch norm: the statistics of the
  * forward's output (the batch norm after it: stats), or the gradient sums
@@ -517,6 +515,8 @@ static void run_epilogue(const group_epilogue *ep, const float *out, const wino_
     }
 }
 
+/* out = the 3x3 'same' correlation of in with the transformed weights u, for
+ * n images, over the threads' V and M buffers after u in ws. */
 static void correlate(const wino_kernels *K, float *out, const float *in, const float *mask,
                       const nn_conv2d_map *map, const float *u, const float *bias, int relu,
                       int add, const group_epilogue *ep, const wino_geom *g, int n, float *ws,
