@@ -1152,6 +1152,13 @@ static void test_conv_winograd(nn_ctx *const ctxs[2], nn_rng *rng) {
         /* 25 wide: 7 tiles, the last one 1 column */
         {"Winograd: C=24 K=32, 6x25 (F(4x4): the last tile 1 column wide)",
          {3, 24, 6, 25, 32, 3, 3, 1, 1, 1, 1, 1, 0}},
+        /* F(4x4) with AVX2: 8-lane vectors of 2 rows of 4 tiles, column 15
+         * (the last tile's fifth) inside the image */
+        {"Winograd: C=16 K=24, 10x16, 3 images (F(4x4) AVX2: 2 tile rows of 4, w = 4 tw)",
+         {3, 16, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1}},
+        /* 4 rows of 2 tiles per 8 lanes, w = 4 tw; 5 tile rows: a part vector */
+        {"Winograd: C=24 K=16, 18x8, 1 image (F(4x4) AVX2: 4 tile rows of 2, a part vector)",
+         {1, 24, 18, 8, 16, 3, 3, 1, 1, 1, 1, 0, 1}},
     };
     conv_run_chosen(shapes, sizeof shapes / sizeof shapes[0], nn_conv2d_winograd_ok,
                     "conv2d Winograd chosen for", ctxs, rng);
@@ -1307,18 +1314,16 @@ int main(void) {
     test_linear_softmax_fd(&rng);
 
     /* every conv2d kernel variant this CPU can run: the portable im2col+GEMM
-     * path, Winograd F(2x2,3x3) with AVX2 for the 3x3 'same' shapes it takes
-     * (the rest stays portable at that level) and, where the CPU has AVX-512,
-     * the direct kernels alone and with AVX-512 Winograd */
+     * path, Winograd with AVX2 for the 3x3 'same' shapes it takes (F(2x2)
+     * alone, then F(4x4) where the widths fit; the rest stays portable at
+     * that level) and, where the CPU has AVX-512, the direct kernels alone
+     * and with AVX-512 Winograd */
     static const struct {
         nn_isa isa;
         int winograd; /* nn_ctx_set_winograd: 2 = F(2x2, 3x3) alone */
-    } variants[5] = {{NN_ISA_GENERIC, 0},
-                     {NN_ISA_AVX2, 1},
-                     {NN_ISA_AVX512, 0},
-                     {NN_ISA_AVX512, 2},
-                     {NN_ISA_AVX512, 1}};
-    for (int v = 0; v < 5; v++) {
+    } variants[6] = {{NN_ISA_GENERIC, 0}, {NN_ISA_AVX2, 2},   {NN_ISA_AVX2, 1},
+                     {NN_ISA_AVX512, 0},  {NN_ISA_AVX512, 2}, {NN_ISA_AVX512, 1}};
+    for (int v = 0; v < 6; v++) {
         if (nn_ctx_set_isa(ctx1, variants[v].isa) || nn_ctx_set_isa(ctx2, variants[v].isa)) {
             printf("SKIP conv2d %s kernels: %s\n", nn_isa_name(variants[v].isa),
                    nn_ctx_error(ctx1));
@@ -1336,7 +1341,7 @@ int main(void) {
         if (variants[v].winograd) {
             test_conv_winograd(ctxs, &rng);
             for (int t = 0; t < 2; t++) test_conv_batch_place(ctxs[t], &rng);
-            if (variants[v].isa != NN_ISA_AVX2)
+            if (variants[v].isa != NN_ISA_AVX2 || variants[v].winograd == 1)
                 continue; /* the max-pool kernels are the same as above */
         }
         test_pool_hand(ctx1);

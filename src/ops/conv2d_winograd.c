@@ -67,22 +67,22 @@ static wino_geom geom(int cin, int cout, int h, int w, int vec, size_t bytes) {
     return g;
 }
 
-/* F(4x4, 3x3) (conv2d_winograd4.c): rpv = 16 / tw tile rows per vector,
- * whole vectors per group, V and M of a group in about `bytes`, `least`
- * vectors at least */
-static wino_geom geom4(int cin, int cout, int h, int w, size_t bytes, size_t least) {
+/* F(4x4, 3x3) (conv2d_winograd4.c, conv2d_winograd4_avx2.c): rpv = vec / tw
+ * tile rows per vector of vec tiles, whole vectors per group, V and M of a
+ * group in about `bytes`, `least` vectors at least */
+static wino_geom geom4(int cin, int cout, int h, int w, int vec, size_t bytes, size_t least) {
     wino_geom g;
-    g.cin = cin, g.cout = cout, g.h = h, g.w = w, g.vec = 16;
+    g.cin = cin, g.cout = cout, g.h = h, g.w = w, g.vec = vec;
     g.m = 4, g.xi = WINO4_XI;
     g.th = (h + 3) / 4;
     g.tw = (w + 3) / 4;
-    g.rpv = 16 / g.tw;
-    size_t vectors = bytes / ((size_t)WINO4_XI * (cin + cout) * 16 * sizeof(float));
+    g.rpv = vec / g.tw;
+    size_t vectors = bytes / ((size_t)WINO4_XI * (cin + cout) * vec * sizeof(float));
     if (vectors < least) vectors = least;
     if (vectors > WINO4_MAX_VECTORS) vectors = WINO4_MAX_VECTORS;
     if (vectors > GEMM_T) vectors -= vectors % GEMM_T; /* whole 3-vector GEMM calls */
     g.rows = (int)vectors * g.rpv;
-    g.tpad = vectors * 16;
+    g.tpad = vectors * (size_t)vec;
     g.vxi = (size_t)cin * g.tpad + 16;
     g.mxi = (size_t)cout * g.tpad + 16;
     return g;
@@ -103,7 +103,7 @@ static void whole_images(wino_geom *g) {
     int vectors = g->rows / g->rpv;
     vectors = vectors >= step ? vectors - vectors % step : step;
     g->rows = vectors * g->rpv;
-    g->tpad = (size_t)vectors * 16;
+    g->tpad = (size_t)vectors * (size_t)g->vec;
     g->vxi = (size_t)g->cin * g->tpad + 16;
     g->mxi = (size_t)g->cout * g->tpad + 16;
 }
@@ -136,11 +136,16 @@ static int shape_ok(const nn_conv2d_desc *d) {
            d->K % GEMM_K == 0 && d->C >= 16 && d->K >= 16 && !nn_conv2d_dilated(d);
 }
 
-/* F(4x4, 3x3) for the forward pass and the input gradient: AVX-512, rows of
- * at most 7 tiles (conv2d_winograd4.c), unless the context asks for F(2x2)
- * alone */
+/* F(4x4, 3x3), unless the context asks for F(2x2) alone: with AVX-512 rows
+ * of at most 7 tiles (conv2d_winograd4.c), with AVX2 those whose tile rows
+ * fill 8 lanes (conv2d_winograd4_avx2.c) */
 static int f4_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
-    return ctx->isa >= NN_ISA_AVX512 && ctx->winograd >= 4 && d->W <= WINO4_MAX_W;
+    if (ctx->winograd < 4 || d->W > WINO4_MAX_W) return 0;
+#ifdef NN_HAVE_WINOGRAD
+    return ctx->isa >= NN_ISA_AVX512 || nn_wino4_avx2_width_ok(d->W);
+#else
+    return 0;
+#endif
 }
 
 int nn_conv2d_winograd4_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
@@ -179,9 +184,13 @@ size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
     if (d->W > WINO4_MAX_W) return f2;
     /* F(4x4): the same for the input gradient (cin + cout the same); the
      * weight gradient's buffers hold those of the forward pass but for U */
-    const wino_geom g4 = geom4(d->C, d->K, d->H, d->W, GROUP_BYTES_MAX, WGRAD4_VECTORS);
-    const size_t f4 = u4_floats(d) + (size_t)threads * wgrad_thread_floats(&g4);
-    return f2 > f4 ? f2 : f4;
+    size_t most = f2;
+    for (int vec = 8; vec <= 16; vec += 8) { /* AVX2, AVX-512 */
+        const wino_geom g4 = geom4(d->C, d->K, d->H, d->W, vec, GROUP_BYTES_MAX, WGRAD4_VECTORS);
+        const size_t f4 = u4_floats(d) + (size_t)threads * wgrad_thread_floats(&g4);
+        if (f4 > most) most = f4;
+    }
+    return most;
 }
 
 #ifdef NN_HAVE_WINOGRAD
@@ -483,6 +492,20 @@ static const wino_kernels *kernels_of(const nn_ctx *ctx) {
     return ctx->isa >= NN_ISA_AVX512 ? &avx512_kernels : &nn_wino_avx2;
 }
 
+/* the kernels for d (F(4x4) where f4_ok) and their geometry: groups of V
+ * and M in about `bytes`, F(4x4)'s of `least` vectors at least */
+static const wino_kernels *kernels_for(const nn_conv2d_desc *d, const nn_ctx *ctx, int cin,
+                                       int cout, size_t least, wino_geom *g) {
+    if (f4_ok(d, ctx)) {
+        const wino_kernels *K = ctx->isa >= NN_ISA_AVX512 ? &nn_wino4_avx512 : &nn_wino4_avx2;
+        *g = geom4(cin, cout, d->H, d->W, K->vec, group_bytes(), least);
+        return K;
+    }
+    const wino_kernels *K = kernels_of(ctx);
+    *g = geom(cin, cout, d->H, d->W, K->vec, group_bytes());
+    return K;
+}
+
 /* What correlate does with a group's whole images (whole_images) while their
  * output planes are in cache, for a batch norm: the statistics of the
  * forward's output (the batch norm after it: stats), or the gradient sums
@@ -560,9 +583,8 @@ void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d
                                        double *stats, const float *w, const float *b,
                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const int f4 = f4_ok(d, ctx);
-    const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
-    wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes(), 1)
-                     : geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
+    wino_geom g;
+    const wino_kernels *K = kernels_for(d, ctx, d->C, d->K, 1, &g);
     NN_ASSERT(!stats || f4); /* nn_conv2d_winograd_stats_in_cache */
     if (stats) whole_images(&g);
     const group_epilogue ep = {stats, NULL, NULL};
@@ -582,9 +604,8 @@ void nn_conv2d_backward_data_winograd_mapped(float *dx, const float *dy, const f
                                              const float *w, const nn_conv2d_desc *d, int n,
                                              float *ws, nn_ctx *ctx) {
     const int f4 = f4_ok(d, ctx);
-    const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
-    wino_geom g = f4 ? geom4(d->K, d->C, d->H, d->W, group_bytes(), 1)
-                     : geom(d->K, d->C, d->H, d->W, K->vec, group_bytes());
+    wino_geom g;
+    const wino_kernels *K = kernels_for(d, ctx, d->K, d->C, 1, &g);
     const group_epilogue ep = {NULL, map, x};
     const int sums = map && map->grad_sums; /* dx is the whole gradient: no dx_add */
     NN_ASSERT(!sums || (x && !d->dx_add));
@@ -805,10 +826,8 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
                                                 const float *y, const float *x,
                                                 const nn_conv2d_map *map, const nn_conv2d_desc *d,
                                                 int n, float *ws, nn_ctx *ctx) {
-    const int f4 = f4_ok(d, ctx);
-    const wino_kernels *K = f4 ? &nn_wino4_avx512 : kernels_of(ctx);
-    const wino_geom g = f4 ? geom4(d->C, d->K, d->H, d->W, group_bytes(), WGRAD4_VECTORS)
-                           : geom(d->C, d->K, d->H, d->W, K->vec, group_bytes());
+    wino_geom g;
+    const wino_kernels *K = kernels_for(d, ctx, d->C, d->K, WGRAD4_VECTORS, &g);
     const long units = (long)n * g.th;
     const long groups = (units + g.rows - 1) / g.rows;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;

@@ -102,8 +102,17 @@ float *nn_wino_share(float *base, const wino_geom *g, int t);
 #include <immintrin.h>
 
 extern const wino_kernels nn_wino_avx2;
-/* F(4x4, 3x3) with AVX-512 */
+/* F(4x4, 3x3) with AVX-512, and with AVX2 for the widths
+ * nn_wino4_avx2_width_ok takes */
 extern const wino_kernels nn_wino4_avx512;
+extern const wino_kernels nn_wino4_avx2;
+int nn_wino4_avx2_width_ok(int w);
+/* the AVX2 M = U^T V and share += Yh V^T of conv2d_winograd_avx2.c, for any
+ * g->xi */
+void nn_wino_multiply_avx2(float *mm, const float *u, const float *v, const wino_geom *g,
+                           size_t tiles);
+void nn_wino_accumulate_wgrad_avx2(float *share, float *vt, const float *yh, const float *v,
+                                   const wino_geom *g, size_t tiles);
 /* the AVX-512 M = U^T V and share += Yh V^T of conv2d_winograd.c, for any
  * g->xi */
 void nn_wino_multiply_avx512(float *mm, const float *u, const float *v, const wino_geom *g,

@@ -232,12 +232,13 @@ AVX2 static void gemm_3(float *m, size_t ldm, const float *u, const float *v, si
     gemm_kernel(m, ldm, u, v, ldv, cin, 3);
 }
 
-/* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles */
-static void multiply(float *mm, const float *u, const float *v, const wino_geom *g, size_t tiles) {
+/* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles, for
+ * any g->xi (F(4x4)'s kernels use it too) */
+void nn_wino_multiply_avx2(float *mm, const float *u, const float *v, const wino_geom *g, size_t tiles) {
     typedef void (*gemm_fn)(float *, size_t, const float *, const float *, size_t, int);
     static const gemm_fn fns[GEMM_T] = {gemm_1, gemm_2, gemm_3};
     const size_t vecs = (tiles + VEC - 1) / VEC;
-    for (int xi = 0; xi < XI; xi++) {
+    for (int xi = 0; xi < g->xi; xi++) {
         const float *ux = u + (size_t)xi * g->cin * g->cout;
         const float *vx = v + (size_t)xi * g->vxi;
         float *mx = mm + (size_t)xi * g->mxi;
@@ -429,13 +430,14 @@ NN_WGRAD(2)
 NN_WGRAD(3)
 #undef NN_WGRAD
 
-/* share[xi] (K, cp) += Yh[xi] x V[xi]^T over the group's tiles */
-static void accumulate_wgrad(float *share, float *vt, const float *yh, const float *v,
+/* share[xi] (K, cp) += Yh[xi] x V[xi]^T over the group's tiles, for any
+ * g->xi */
+void nn_wino_accumulate_wgrad_avx2(float *share, float *vt, const float *yh, const float *v,
                              const wino_geom *g, size_t tiles) {
     typedef void (*wgrad_fn)(float *, size_t, const float *, size_t, const float *, size_t, size_t);
     static const wgrad_fn fns[GEMM_T] = {wgrad_1, wgrad_2, wgrad_3};
     const size_t cp = wino_round((size_t)g->cin, VEC), vecs = cp / VEC;
-    for (int xi = 0; xi < XI; xi++) {
+    for (int xi = 0; xi < g->xi; xi++) {
         transpose_point(vt, cp, v + (size_t)xi * g->vxi, g->tpad, g->cin, tiles);
         float *sx = share + (size_t)xi * g->cout * cp;
         const float *yx = yh + (size_t)xi * g->mxi;
@@ -486,8 +488,8 @@ AVX2 static void add_wgrad_row(float *dw, float *base, int T, const wino_geom *g
 }
 
 const wino_kernels nn_wino_avx2 = {
-    VEC,          transform_weights, transform_input,  multiply, transform_output,
-    transform_dy, accumulate_wgrad,  add_wgrad_row,
+    VEC,          transform_weights, transform_input,  nn_wino_multiply_avx2, transform_output,
+    transform_dy, nn_wino_accumulate_wgrad_avx2,  add_wgrad_row,
 };
 
 #endif
