@@ -5,7 +5,8 @@
  * kernel) and the weight gradient (the forward formula run backwards, below);
  * and the drivers that run them, the AVX2 kernels of conv2d_winograd_avx2.c
  * and the F(4x4, 3x3) kernels of conv2d_winograd4.c (AVX-512, images up to 28
- * wide, taken where they apply unless nn_ctx_set_winograd(ctx, 2)).
+ * wide) and conv2d_winograd4_avx2.c (AVX2, 5-8 and 13-28 wide), taken where
+ * they apply unless nn_ctx_set_winograd(ctx, 2).
  *
  * Each 2x2 block of outputs (a tile) is computed from the 4x4 inputs under it
  * in a transformed space where the 3x3 correlation becomes 16 independent

@@ -7,7 +7,9 @@
  *    (the same layouts but for the rounding to whole vectors, so buffers
  *    sized for 16 hold those of 8);
  *  - F(4x4, 3x3), AVX-512, images up to 28 wide: conv2d_winograd4.c
- *    (several tile rows per vector).
+ *    (several tile rows per vector);
+ *  - F(4x4, 3x3), AVX2 + FMA, images 5-8 and 13-28 wide:
+ *    conv2d_winograd4_avx2.c (1, 2 or 4 tile rows per 8 lanes).
  */
 #ifndef NN_CONV2D_WINOGRAD_H
 #define NN_CONV2D_WINOGRAD_H
