@@ -246,10 +246,18 @@ AVX2 static void transform_input(float *v, const float *in, const float *mask,
         const float *in_c = in + (size_t)c * plane;
         const float *mask_c = mask ? mask + (size_t)c * plane : NULL;
         const int prefetch = c + 1 < g->cin;
+        __m256 t[6][6]; /* d B^T of input row a of the tiles: t[a][b] */
         for (int vi = 0; vi < nvec; vi++) {
             const vector_rows *rows = &rows_in[vi];
-            __m256 t[6][6]; /* d B^T of input row a of the tiles: t[a][b] */
-            for (int a = 0; a < 6; a++) {
+            int a0 = 0;
+            if (vi > 0 && g->rpv == 1 && rows->at[0][0] == rows_in[vi - 1].at[4][0] &&
+                rows->at[1][0] == rows_in[vi - 1].at[5][0]) {
+                /* the tile row below the last in one image: its first two
+                 * input rows are the last two of the one above */
+                for (int b = 0; b < 6; b++) t[0][b] = t[4][b], t[1][b] = t[5][b];
+                a0 = 2;
+            }
+            for (int a = a0; a < 6; a++) {
                 __m256 r[4], x[6];
                 for (int i = 0; i < 4; i++) {
                     const int s = p.slot[i];
