@@ -211,6 +211,26 @@ static wgrad_bufs wgrad_bufs_of(float *base, const wino_geom *g, int t) {
     return b;
 }
 
+int nn_wino4_group_rows(wino4_rows *all, long u0, int nu, size_t image, const wino_geom *g) {
+    int vi = 0;
+    for (int k0 = 0; k0 < nu; k0 += g->rpv, vi++) {
+        wino4_rows *r = &all[vi];
+        const long u = u0 + k0;
+        long img = u / g->th;
+        int tr = (int)(u % g->th);
+        r->n = nu - k0 < g->rpv ? nu - k0 : g->rpv;
+        for (int sl = 0; sl < r->n; sl++) {
+            for (int a = 0; a < 6; a++) {
+                const int h = 4 * tr - 1 + a;
+                r->at[a][sl] = h < 0 || h >= g->h ? WINO4_NO_ROW
+                                                  : (size_t)img * image + (size_t)h * g->w;
+            }
+            if (++tr == g->th) tr = 0, img++;
+        }
+    }
+    return vi;
+}
+
 float *nn_wino_share(float *base, const wino_geom *g, int t) {
     return wgrad_bufs_of(base, g, t).share;
 }

@@ -97,6 +97,22 @@ static inline float wino_load_one(const float *src, const float *mask, int at, i
     return src[at];
 }
 
+/* F(4x4): the image rows under one vector's tiles, the same for every
+ * channel: for each of its n slots s and a < 6, the offset in channel 0 of
+ * the batch of row 4 tr - 1 + a of the slot's tile row tr (input rows
+ * a = 0..5; output and dy rows i at a = i + 1), or WINO4_NO_ROW above or
+ * below the image. */
+#define WINO4_NO_ROW ((size_t)-1)
+typedef struct {
+    size_t at[6][16]; /* 16: the most tile rows a vector holds */
+    int n;
+} wino4_rows;
+
+/* wino4_rows of each vector of the tile rows u0.. u0+nu-1 (image floats per
+ * image); returns the vector count. One division per vector, not per row
+ * and channel. */
+int nn_wino4_group_rows(wino4_rows *all, long u0, int nu, size_t image, const wino_geom *g);
+
 /* thread t's weight-gradient share in the buffers from base */
 float *nn_wino_share(float *base, const wino_geom *g, int t);
 

@@ -127,38 +127,7 @@ INLINE_AVX512 __m512i pick_index(int slot, int tw, int b) {
     return _mm512_add_epi32(lanes4, _mm512_set1_epi32(b - 4 * slot * tw));
 }
 
-/* The image rows under one vector's tiles, the same for every channel: for
- * each of its n slots s and a < 6, the offset in channel 0 of the batch of
- * row 4 tr - 1 + a of the slot's tile row tr (input rows a = 0..5; output
- * and dy rows i at a = i + 1), or NO_ROW above or below the image. */
-#define NO_ROW ((size_t)-1)
-typedef struct {
-    size_t at[6][VEC];
-    int n;
-} vector_rows;
-
-/* vector_rows of each vector of the tile rows u0.. u0+nu-1 (image floats
- * per image); returns the vector count. One division per vector, not per
- * row and channel. */
-static int group_rows(vector_rows *all, long u0, int nu, size_t image, const wino_geom *g) {
-    int vi = 0;
-    for (int k0 = 0; k0 < nu; k0 += g->rpv, vi++) {
-        vector_rows *r = &all[vi];
-        const long u = u0 + k0;
-        long img = u / g->th;
-        int tr = (int)(u % g->th);
-        r->n = nu - k0 < g->rpv ? nu - k0 : g->rpv;
-        for (int sl = 0; sl < r->n; sl++) {
-            for (int a = 0; a < 6; a++) {
-                const int h = 4 * tr - 1 + a;
-                r->at[a][sl] = h < 0 || h >= g->h ? NO_ROW
-                                                  : (size_t)img * image + (size_t)h * g->w;
-            }
-            if (++tr == g->th) tr = 0, img++;
-        }
-    }
-    return vi;
-}
+#define NO_ROW WINO4_NO_ROW
 
 /* the lanes of slot s: its tw tiles */
 static __mmask16 slot_lanes_of(int s, int tw) {
@@ -193,8 +162,8 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
                                    const nn_conv2d_map *map, const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cin * plane;
     const int rpv = g->rpv, tw = g->tw, w = g->w;
-    vector_rows rows_in[WINO4_MAX_VECTORS];
-    const int nvec = group_rows(rows_in, u0, nu, image, g);
+    wino4_rows rows_in[WINO4_MAX_VECTORS];
+    const int nvec = nn_wino4_group_rows(rows_in, u0, nu, image, g);
     __m512i pick[VEC][6]; /* slot s, column b */
     __mmask16 slot_lanes[VEC];
     for (int s = 0; s < rpv; s++) {
@@ -209,7 +178,7 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
         const float *mask_c = mask ? mask + (size_t)c * plane : NULL;
         const int prefetch = c + 1 < g->cin;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_rows *rows = &rows_in[vi];
+            const wino4_rows *rows = &rows_in[vi];
             __m512 t[6][6]; /* d B^T of input row a of the tiles: t[a][b] */
             for (int a = 0; a < 6; a++) {
                 __m512 x[6];
@@ -299,8 +268,8 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
     const int rpv = g->rpv, tw = g->tw, w = g->w;
     /* the output rows of each vector's tiles (row i of slot s: at[i + 1][s])
      * and the slots' picks, once per group */
-    vector_rows rows_out[WINO4_MAX_VECTORS];
-    const int nvec = group_rows(rows_out, u0, nu, image, g);
+    wino4_rows rows_out[WINO4_MAX_VECTORS];
+    const int nvec = nn_wino4_group_rows(rows_out, u0, nu, image, g);
     row_picks picks[VEC];
     for (int s = 0; s < rpv; s++) picks[s] = row_picks_of(s, tw);
     for (int k = 0; k < g->cout; k++) { /* plane by plane, as the output lies */
@@ -308,7 +277,7 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
         float *out_k = out + (size_t)k * plane;
         const int prefetch = k + 1 < g->cout;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_rows *rows = &rows_out[vi];
+            const wino4_rows *rows = &rows_out[vi];
             const float *src = mm + (size_t)k * g->tpad + (size_t)vi * VEC;
             __m512 s[4][6]; /* A^T M: s[i][b] */
             for (int b = 0; b < 6; b++) {
@@ -369,8 +338,8 @@ AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const fl
     const chan_map none = {0, 0, 0.0f, 0.0f};
     /* the rows of each vector's tiles (row i of slot s: at[i + 1][s]) and the
      * lane picks, once per group */
-    vector_rows rows_in[WINO4_MAX_VECTORS];
-    const int nvec = group_rows(rows_in, u0, nu, image, g);
+    wino4_rows rows_in[WINO4_MAX_VECTORS];
+    const int nvec = nn_wino4_group_rows(rows_in, u0, nu, image, g);
     __m512i pick[VEC][4]; /* slot s, column q */
     __mmask16 slot_lanes[VEC];
     for (int s = 0; s < rpv; s++) {
@@ -384,7 +353,7 @@ AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const fl
         const float *mask_k = mask ? mask + (size_t)k * plane : NULL;
         const int prefetch = k + 1 < g->cout;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_rows *rows = &rows_in[vi];
+            const wino4_rows *rows = &rows_in[vi];
             __m512 d[4][4]; /* dy of the tiles: d[row][column] */
             for (int i = 0; i < 4; i++)
                 for (int q = 0; q < 4; q++) d[i][q] = _mm512_setzero_ps();

@@ -89,35 +89,7 @@ static void transform_weights(float *u, const float *w, int cin, int cout, size_
 
 /* ------------------------------------------------------------ tile columns */
 
-/* The image rows under one vector's tiles, as in conv2d_winograd4.c: for
- * each of its n slots s and a < 6, the offset in channel 0 of the batch of
- * row 4 tr - 1 + a of the slot's tile row tr, or NO_ROW outside the image. */
-#define NO_ROW ((size_t)-1)
-#define MAX_SLOTS 4
-typedef struct {
-    size_t at[6][MAX_SLOTS];
-    int n;
-} vector_rows;
-
-static int group_rows(vector_rows *all, long u0, int nu, size_t image, const wino_geom *g) {
-    int vi = 0;
-    for (int k0 = 0; k0 < nu; k0 += g->rpv, vi++) {
-        vector_rows *r = &all[vi];
-        const long u = u0 + k0;
-        long img = u / g->th;
-        int tr = (int)(u % g->th);
-        r->n = nu - k0 < g->rpv ? nu - k0 : g->rpv;
-        for (int sl = 0; sl < r->n; sl++) {
-            for (int a = 0; a < 6; a++) {
-                const int h = 4 * tr - 1 + a;
-                r->at[a][sl] = h < 0 || h >= g->h ? NO_ROW
-                                                  : (size_t)img * image + (size_t)h * g->w;
-            }
-            if (++tr == g->th) tr = 0, img++;
-        }
-    }
-    return vi;
-}
+#define NO_ROW WINO4_NO_ROW
 
 /* Where the 32 tile-column floats of a vector come from: floats 8 i.. 8 i + 7
  * (part i) are columns col[i].. of slot slot[i]'s row (col[i] from -1 for
@@ -234,8 +206,8 @@ INLINE_AVX2 slot_ends slot_ends_of(const wino_geom *g) {
 AVX2 static void transform_input(float *v, const float *in, const float *mask,
                                  const nn_conv2d_map *map, const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cin * plane;
-    vector_rows rows_in[WINO4_MAX_VECTORS];
-    const int nvec = group_rows(rows_in, u0, nu, image, g);
+    wino4_rows rows_in[WINO4_MAX_VECTORS];
+    const int nvec = nn_wino4_group_rows(rows_in, u0, nu, image, g);
     const vector_parts p = parts_of(g, -1);
     const slot_ends ends = slot_ends_of(g);
     /* columns 4 and 5 of tile t: columns 0 and 1 of tile t + 1 */
@@ -248,7 +220,7 @@ AVX2 static void transform_input(float *v, const float *in, const float *mask,
         const int prefetch = c + 1 < g->cin;
         __m256 t[6][6]; /* d B^T of input row a of the tiles: t[a][b] */
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_rows *rows = &rows_in[vi];
+            const wino4_rows *rows = &rows_in[vi];
             int a0 = 0;
             if (vi > 0 && g->rpv == 1 && rows->at[0][0] == rows_in[vi - 1].at[4][0] &&
                 rows->at[1][0] == rows_in[vi - 1].at[5][0]) {
@@ -331,14 +303,14 @@ AVX2 static void transform_output(float *out, const float *mm, const float *bias
                                   int add, const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
     const int w = g->w, parts_per_slot = g->rpv > 1 ? g->tw / 2 : 4;
-    vector_rows rows_out[WINO4_MAX_VECTORS];
-    const int nvec = group_rows(rows_out, u0, nu, image, g);
+    wino4_rows rows_out[WINO4_MAX_VECTORS];
+    const int nvec = nn_wino4_group_rows(rows_out, u0, nu, image, g);
     for (int k = 0; k < g->cout; k++) { /* plane by plane, as the output lies */
         const __m256 bk = _mm256_set1_ps(bias ? bias[k] : 0.0f);
         float *out_k = out + (size_t)k * plane;
         const int prefetch = k + 1 < g->cout;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_rows *rows = &rows_out[vi];
+            const wino4_rows *rows = &rows_out[vi];
             const float *src = mm + (size_t)k * g->tpad + (size_t)vi * VEC;
             __m256 s[4][6]; /* A^T M: s[i][b] */
             for (int b = 0; b < 6; b++) {
@@ -399,8 +371,8 @@ INLINE_AVX2 void a6(__m256 r[6], const __m256 d[4]) {
 AVX2 static void transform_dy(float *yh, float *dbt, const float *dy, const float *mask,
                               const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
-    vector_rows rows_in[WINO4_MAX_VECTORS];
-    const int nvec = group_rows(rows_in, u0, nu, image, g);
+    wino4_rows rows_in[WINO4_MAX_VECTORS];
+    const int nvec = nn_wino4_group_rows(rows_in, u0, nu, image, g);
     const vector_parts p = parts_of(g, 0);
     for (int k = 0; k < g->cout; k++) {
         __m256 sum = _mm256_setzero_ps();
@@ -408,7 +380,7 @@ AVX2 static void transform_dy(float *yh, float *dbt, const float *dy, const floa
         const float *mask_k = mask ? mask + (size_t)k * plane : NULL;
         const int prefetch = k + 1 < g->cout;
         for (int vi = 0; vi < nvec; vi++) {
-            const vector_rows *rows = &rows_in[vi];
+            const wino4_rows *rows = &rows_in[vi];
             __m256 d[4][4]; /* dy of the tiles: d[row][column] */
             for (int i = 0; i < 4; i++) {
                 __m256 r[4];
