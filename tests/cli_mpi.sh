@@ -36,6 +36,11 @@
 
 command -v mpirun >/dev/null || { echo "SKIP mpirun not found (scripts/deps.sh installs it)"; exit 77; }
 MPI=(mpirun --allow-run-as-root --oversubscribe -np 2)
+# CLI_MPI_PARTS: the lettered sections below to run (default all). (c) reads
+# the 2-rank checkpoint (a) writes. The guard-backend run (tests/CMakeLists.txt)
+# takes the sections whose traffic differs: the gradients through shared
+# memory, MPI and buckets (a), the batch-norm statistics (d), the shards (e, on the seed CNN).
+part() { [[ " ${CLI_MPI_PARTS:-a b c d e f g h} " == *" $1 "* ]]; }
 # Winograd F(4x4, 3x3) (the default with AVX-512) rounds each of a tile's 16
 # outputs differently, so on Fashion-MNIST's flat background the max-pool
 # after the seed's conv2 sees near-ties that a 1e-8 difference in the weights
@@ -61,6 +66,7 @@ fi
 . "$SRC/tests/lib_mpi.sh"  # PY_CLOSE, PY_PARAMS, rank_pid
 
 # ------------------------------------------------------------------ (a) 2 x 32 = 1 x 64
+if part a; then
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 --batch 64 --epochs 1 \
     --save one.st >one.json 2>one.err || fail "1 process trains" "$(head -c 300 one.err)"
 timeout 300 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 --batch 32 \
@@ -107,16 +113,20 @@ timeout 300 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 --
     --epochs 1 --bucket-mb 0.05 --save twob.st >twob.json 2>twob.err
 check "--bucket-mb 0.05 (16 buckets, overlapping the backward pass) ends with the bytes of one bucket" \
     bash -c 'python3 -c "$1" twob.st two.st same && grep -q "\"comm_overlap_s\"" twob.json' _ "$PY_PARAMS"
+fi
 
 # ------------------------------------------------------------------ (b) an uneven last batch
+if part b; then
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1283 --batch 64 --epochs 1 \
     >odd1.json 2>odd1.err
 timeout 300 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1283 --batch 32 \
     --epochs 1 >odd2.json 2>odd2.err
 check "1283 images (last global batch 3, split 1 + 2): 2 ranks match 1 process" \
     python3 -c "$PY_CLOSE" odd2.json odd1.json
+fi
 
 # ------------------------------------------------------------------ (c) resume at another world size
+if part c; then
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 --batch 64 --epochs 2 \
     >full.json 2>full.err
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --train-limit 1280 --batch 64 --epochs 2 \
@@ -155,8 +165,10 @@ for from in 1 2; do
         fi
     done
 done
+fi
 
 # ------------------------------------------------------------------ (d) --sync-bn
+if part d; then
 # ResNet-20 itself is too sensitive for 1e-5 over 20 steps on this data: one
 # process at 2 threads instead of 1, or with direct instead of Winograd
 # convolutions, differs by 5e-5 in the train loss after 5 steps. The smaller
@@ -198,8 +210,10 @@ timeout 300 "${MPI[@]}" "$NN" train "$RES" "${FLAGS[@]}" --train-limit 1281 --ba
     --epochs 1 --sync-bn >bn5.json 2>bn5.err
 check "--sync-bn refuses a last global batch that leaves a rank no samples (1281 = 20 x 64 + 1)" \
     grep -q "leave rank 0 no share of the last batch" bn5.err
+fi
 
-# ------------------------------------------------------------------ (f) --shards
+# ------------------------------------------------------------------ (e) --shards on the seed CNN
+if part e; then
 # A fixed order: 1 process x 64 computing each batch as 2 shards does what
 # 2 ranks x 32 do, so both end with the same bytes. That holds under the
 # default Winograd F(4x4) (no near-tie can tip either way) and for ResNet-20
@@ -215,6 +229,15 @@ check "... and end with the same bytes (parameters and momentum)" \
     python3 -c "$PY_PARAMS" sh2.st sh1.st same
 check "1 process says it computes 2 shards, rank 0 that it adds in rank order" \
     bash -c 'grep -q "computed as 2 data-parallel shards" sh1.err && grep -q "gradients added in rank order" sh2.err'
+timeout 300 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" "${SH[@]}" --batch 32 --shards 3 \
+    >sh3.json 2>sh3.err
+check "--shards 3 on 2 ranks is refused (1 process or 3 ranks)" \
+    grep -q "shards 3 on 2 ranks: run 1 process or 3 ranks" sh3.err
+fi
+
+# ------------------------------------------------------------------ (f) --shards on ResNet-20
+if part f; then
+SH=(--train-limit 1280 --epochs 1)
 R20=$SRC/models/resnet20.nn
 timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${SH[@]}" --batch 64 --sync-bn --shards 2 \
     --save rs1.st >rs1.json 2>rs1.err || fail "resnet20 --shards 2: 1 process trains" "$(head -c 300 rs1.err)"
@@ -245,16 +268,14 @@ timeout 300 mpirun --allow-run-as-root --oversubscribe -np 4 "$NN" train "$R20" 
     "${SH[@]}" --batch 16 --sync-bn --shards 4 --save rq4.st >rq4.json 2>rq4.err
 check "resnet20 --sync-bn --shards 4: 4 ranks x 16 end with the bytes of 1 process x 64" \
     python3 -c "$PY_PARAMS" rq4.st rq1.st same
-timeout 300 "${MPI[@]}" "$NN" train "$MODEL" "${FLAGS[@]}" "${SH[@]}" --batch 32 --shards 3 \
-    >sh3.json 2>sh3.err
-check "--shards 3 on 2 ranks is refused (1 process or 3 ranks)" \
-    grep -q "shards 3 on 2 ranks: run 1 process or 3 ranks" sh3.err
 timeout 300 "$NN" train "$R20" "${FLAGS[@]}" "${SH[@]}" --batch 64 --shards 2 >sh4.json 2>sh4.err
 rc=$?
 check "--shards with batch norm needs --sync-bn (exit 1, one line naming the layer)" \
     bash -c '[ "$1" -eq 1 ] && [ "$(wc -l <sh4.err)" -eq 1 ] && grep -q "shards with batch norm (layer .bn1.) need sync_bn (--sync-bn)" sh4.err' _ "$rc"
+fi
 
-# ------------------------------------------------------------------ (e) a rank killed
+# ------------------------------------------------------------------ (g) a rank killed
+if part g; then
 # A long run (1000 epochs) checkpointing every 13 steps; rank 1 is killed
 # with SIGKILL once the first checkpoint is there.
 on_exit() { [ -n "${KPID:-}" ] && kill -9 "$KPID" 2>/dev/null; }
@@ -313,7 +334,10 @@ else
     check "the killed run's checkpoint resumes at np 2 to the straight run's bytes" \
         python3 -c "$PY_PARAMS" kres.st kfull.st same
 fi
-# ------------------------------------------------------------------ (f) a rank that hangs
+fi
+
+# ------------------------------------------------------------------ (h) a rank that hangs
+if part h; then
 # Rank 1 stopped (SIGSTOP) mid-run: the watchdog (NNOPT_MPI_TIMEOUT=5 here,
 # 20 s by default) pings the ranks after 5 s without progress, names the one
 # that does not answer, and the job stops: mpirun exits non-zero within 30 s
@@ -355,5 +379,6 @@ else
     fi
 fi
 KPID=
+fi
 
 finish
