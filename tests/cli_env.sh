@@ -9,7 +9,10 @@
 # value and the values accepted; every accepted value runs; an empty value is
 # the default; the settings reach the contexts (`system --json` reports the
 # ISA and Winograd); `system --measure` measures the other OpenBLAS kernels
-# unless OPENBLAS_CORETYPE pins one. Prints one PASS/FAIL line per check;
+# unless OPENBLAS_CORETYPE pins one; OpenMP's threads spin briefly
+# (GOMP_SPINCOUNT=10000, set before libgomp loads its settings, which it does
+# once per process) unless NNOPT_SPIN=default or the user set a policy.
+# Prints one PASS/FAIL line per check;
 # exits 1 if any failed.
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1
 
@@ -98,4 +101,13 @@ else:
 assert p["openblas_core"] == m["openblas_core"], (p, m)
 assert "sgemm_gflops_by_core" not in p and p["sgemm_gflops"] > 0, p
 '
+# The spin libgomp took, as it prints its settings (once per process that
+# loads it: a restart after libgomp's set-up would print twice).
+spins() { env "$@" OMP_DISPLAY_ENV=verbose "$NN" --version 2>&1 | grep -o "GOMP_SPINCOUNT = '[0-9]*'" | tr '\n' ' '; }
+check "OpenMP spins briefly: libgomp's one set-up reads GOMP_SPINCOUNT 10000" \
+    test "$(spins NNOPT_SPIN=)" = "GOMP_SPINCOUNT = '10000' "
+check "NNOPT_SPIN=default keeps libgomp's spin, a user's GOMP_SPINCOUNT is kept, OMP_WAIT_POLICY too" \
+    bash -c 'test "$1" = "GOMP_SPINCOUNT = '"'"'300000'"'"' " && test "$2" = "GOMP_SPINCOUNT = '"'"'5'"'"' " && test "$3" != "GOMP_SPINCOUNT = '"'"'10000'"'"' "' _ \
+    "$(spins NNOPT_SPIN=default)" "$(spins GOMP_SPINCOUNT=5)" "$(spins OMP_WAIT_POLICY=passive)"
+
 finish

@@ -157,22 +157,45 @@ static void fit_blas(const cli_env *env) {
  * on the same cores (two trainings, search workers, MPI ranks) every spin
  * burns the time slice the other needs, and two 2-thread trainings on 2
  * cores each ran at a small fraction of their solo speed. libgomp reads its
- * settings once, when it loads, so nnopt starts itself again with a short
- * spin (GOMP_SPINCOUNT, about 10 us) unless the user chose a wait policy
- * (OMP_WAIT_POLICY or GOMP_SPINCOUNT set; NNOPT_SPIN=default keeps
- * libgomp's). Returns only if it did not restart. */
-static void short_spin_wait(char **argv) {
-    const char *mode = env_value("NNOPT_SPIN");
-    if (env_value("OMP_WAIT_POLICY") || env_value("GOMP_SPINCOUNT") ||
-        (mode && strcmp(mode, "short") != 0))
-        return;
-    if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
-    execv("/proc/self/exe", argv);
-    unsetenv("GOMP_SPINCOUNT"); /* could not restart: run as loaded */
+ * settings once, in its constructor, so nnopt starts itself again with a
+ * short spin (GOMP_SPINCOUNT, about 10 us) unless the user chose a wait
+ * policy (OMP_WAIT_POLICY or GOMP_SPINCOUNT set; NNOPT_SPIN=default keeps
+ * libgomp's). It does so before any library's constructor runs: the
+ * executable's preinit functions (ELF DT_PREINIT_ARRAY) come first, so the
+ * first start skips OpenBLAS's, OpenMPI's and the CUDA libraries' set-up
+ * (restarting from main cost about 0.1 s per command with the CUDA
+ * libraries linked). libc's environment is not set up yet there: the
+ * function reads and extends envp, without malloc. Returns only if it did
+ * not restart. OMP_DISPLAY_ENV=verbose shows the spin libgomp took
+ * (tests/cli_env.sh). */
+static const char *envp_value(char **envp, const char *name) {
+    const size_t n = strlen(name);
+    for (char **e = envp; e && *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return (*e)[n + 1] ? *e + n + 1 : NULL;
+    return NULL;
 }
 
+static void short_spin_wait(int argc, char **argv, char **envp) {
+    (void)argc;
+    const char *mode = envp_value(envp, "NNOPT_SPIN");
+    if (!argv || envp_value(envp, "OMP_WAIT_POLICY") || envp_value(envp, "GOMP_SPINCOUNT") ||
+        (mode && strcmp(mode, "short") != 0))
+        return;
+    static char *env[4096], spin[] = "GOMP_SPINCOUNT=10000";
+    size_t n = 0;
+    for (char **e = envp; e && *e; e++) {
+        if (n + 2 >= sizeof env / sizeof env[0]) return; /* too many to copy: run as loaded */
+        if (strncmp(*e, "GOMP_SPINCOUNT=", 15) != 0) env[n++] = *e; /* set but empty */
+    }
+    env[n++] = spin;
+    env[n] = NULL;
+    execve("/proc/self/exe", argv, env);
+}
+__attribute__((section(".preinit_array"), used)) static void (*const spin_early)(int, char **,
+                                                                                 char **) =
+    short_spin_wait;
+
 int main(int argc, char **argv) {
-    short_spin_wait(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
