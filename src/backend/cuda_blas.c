@@ -9,7 +9,6 @@
  * loading it and cuBLASLt with the binary cost every command about 0.05 s
  * of start-up, GPU or not.
  */
-#define _GNU_SOURCE /* dlopen's flags under _POSIX_C_SOURCE */
 #include "backend/cuda_blas.h"
 
 #include <cublas_v2.h>
@@ -29,10 +28,10 @@ void nn_cuda_check_launch(const char *what) { nn_cuda_check((int)cudaGetLastErro
 
 /* The cuBLAS calls nnopt makes. cublas_v2.h names several by macro
  * (cublasCreate is cublasCreate_v2): NAME_OF expands it to the symbol. */
-#define CUBLAS_FUNCS(X) \
-    X(cublasCreate)     \
-    X(cublasSetMathMode) \
-    X(cublasSgemm)      \
+#define CUBLAS_FUNCS(X)          \
+    X(cublasCreate)              \
+    X(cublasSetMathMode)         \
+    X(cublasSgemm)               \
     X(cublasSgemmStridedBatched) \
     X(cublasGemmEx)
 #define NAME_OF_(f) #f
@@ -95,8 +94,8 @@ void nn_cuda_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, c
     if (batch == 1)
         st = cb.cublasSgemm(blas(), ob, oa, N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc);
     else
-        st = cb.cublasSgemmStridedBatched(blas(), ob, oa, N, M, K, &alpha, B, ldb, sb, A, lda, sa,
-                                       &beta, C, ldc, sc, batch);
+        st = cb.cublasSgemmStridedBatched(blas(), ob, oa, N, M, K, &alpha, B, ldb, sb, A, lda,
+                                          sa, &beta, C, ldc, sc, batch);
     if (st != CUBLAS_STATUS_SUCCESS) {
         fprintf(stderr, "nnopt: cuBLAS: sgemm %dx%dx%d (batch %d) failed (status %d)\n", M, N, K,
                 batch, (int)st);
@@ -109,8 +108,8 @@ void nn_cuda_gemm_bf16(int M, int N, int K, const void *A, const void *B, void *
     /* column-major C^T = B^T A^T, as nn_cuda_sgemm */
     const cublasStatus_t st =
         cb.cublasGemmEx(blas(), CUBLAS_OP_N, CUBLAS_OP_N, N, M, K, &one, B, CUDA_R_16BF, N, A,
-                     CUDA_R_16BF, K, &zero, C, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F,
-                     CUBLAS_GEMM_DEFAULT);
+                        CUDA_R_16BF, K, &zero, C, CUDA_R_16BF, N, CUBLAS_COMPUTE_32F,
+                        CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS) {
         fprintf(stderr, "nnopt: cuBLAS: bf16 GEMM %dx%dx%d failed (status %d)\n", M, N, K,
                 (int)st);
