@@ -158,6 +158,11 @@ int cli_parse_precision(const char *cmd, const cli_env *env, const char *name, n
 int cli_workload_step(cli_workload *w);
 void cli_workload_free(cli_workload *w);
 
+/* The environment env with assignment ("NAME=value") in place of any NAME=
+ * entry, into out (cap entries, NULL-terminated): out, or NULL when env has
+ * too many. No allocation: main.c calls it before libc is set up. */
+char **cli_env_with(char *const *env, char *assignment, char **out, size_t cap);
+
 /* Writes s as a JSON string literal (quoted, escaped). */
 void cli_json_string(FILE *f, const char *s);
 /* The shortest decimal text that reads back as exactly v (0.01, not

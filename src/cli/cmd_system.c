@@ -26,12 +26,8 @@ static double measure_core(const char *core, int threads, char *ran, size_t ran_
     char **envp = malloc((n + 2) * sizeof *envp);
     char var[64], nthreads[16];
     if (!envp) return 0.0;
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "OPENBLAS_CORETYPE=", 18) != 0) envp[k++] = environ[i];
     snprintf(var, sizeof var, "OPENBLAS_CORETYPE=%s", core);
-    envp[k++] = var;
-    envp[k] = NULL;
+    cli_env_with(environ, var, envp, n + 2);
     snprintf(nthreads, sizeof nthreads, "%d", threads);
     char *args[] = {"nnopt", "system", "--measure", "--json", "--threads", nthreads, NULL};
     int fd[2];

@@ -1,9 +1,23 @@
-/* common.c - helpers shared by the subcommands: JSON strings, shortest float
- * text, data checks. */
+/* common.c - helpers shared by the subcommands: environments for child
+ * processes, JSON strings, shortest float text, data checks. */
 #include "cli/cli.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+char **cli_env_with(char *const *env, char *assignment, char **out, size_t cap) {
+    const size_t name = strcspn(assignment, "=") + 1; /* "NAME=" */
+    size_t n = 0;
+    for (char *const *e = env; e && *e; e++) {
+        if (strncmp(*e, assignment, name) == 0) continue;
+        if (n + 2 >= cap) return NULL;
+        out[n++] = *e;
+    }
+    if (n + 2 > cap) return NULL;
+    out[n++] = assignment;
+    out[n] = NULL;
+    return out;
+}
 
 void cli_json_string(FILE *f, const char *s) {
     fputc('"', f);

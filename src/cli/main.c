@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+extern char **environ;
+
 static void usage(FILE *f) {
     fprintf(f,
             "nnopt %s - train neural networks in C and make them perform\n\n"
@@ -27,12 +29,16 @@ static void usage(FILE *f) {
             NN_VERSION);
 }
 
-/* A variable's value, NULL when unset or empty (`NNOPT_ISA= nnopt ...`
- * means the default). */
-static const char *env_value(const char *name) {
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
+/* A variable's value in envp, NULL when unset or empty (`NNOPT_ISA= nnopt
+ * ...` means the default); env_value: in the process's environment. */
+static const char *envp_value(char **envp, const char *name) {
+    const size_t n = strlen(name);
+    for (char **e = envp; e && *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return (*e)[n + 1] ? *e + n + 1 : NULL;
+    return NULL;
 }
+
+static const char *env_value(const char *name) { return envp_value(environ, name); }
 
 /* A two-way switch: variable name, when set, must be yes (*out = 1) or no
  * (*out = 0); 0, or 2 after a one-line error. Unset leaves *out alone. */
@@ -168,28 +174,15 @@ static void fit_blas(const cli_env *env) {
  * function reads and extends envp, without malloc. Returns only if it did
  * not restart. OMP_DISPLAY_ENV=verbose shows the spin libgomp took
  * (tests/cli_env.sh). */
-static const char *envp_value(char **envp, const char *name) {
-    const size_t n = strlen(name);
-    for (char **e = envp; e && *e; e++)
-        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return (*e)[n + 1] ? *e + n + 1 : NULL;
-    return NULL;
-}
-
 static void short_spin_wait(int argc, char **argv, char **envp) {
     (void)argc;
     const char *mode = envp_value(envp, "NNOPT_SPIN");
     if (!argv || envp_value(envp, "OMP_WAIT_POLICY") || envp_value(envp, "GOMP_SPINCOUNT") ||
         (mode && strcmp(mode, "short") != 0))
         return;
-    static char *env[4096], spin[] = "GOMP_SPINCOUNT=10000";
-    size_t n = 0;
-    for (char **e = envp; e && *e; e++) {
-        if (n + 2 >= sizeof env / sizeof env[0]) return; /* too many to copy: run as loaded */
-        if (strncmp(*e, "GOMP_SPINCOUNT=", 15) != 0) env[n++] = *e; /* set but empty */
-    }
-    env[n++] = spin;
-    env[n] = NULL;
-    execve("/proc/self/exe", argv, env);
+    static char *env[4096], spin[] = "GOMP_SPINCOUNT=10000"; /* replaces one set but empty */
+    if (cli_env_with(envp, spin, env, sizeof env / sizeof env[0])) /* else too many: as loaded */
+        execve("/proc/self/exe", argv, env);
 }
 __attribute__((section(".preinit_array"), used)) static void (*const spin_early)(int, char **,
                                                                                  char **) =
