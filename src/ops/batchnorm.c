@@ -109,213 +109,25 @@ static nn_status batchnorm_check_batch(const nn_node *node, int n, int training,
 
 
 /*
- * Row kernels: one row of HW values of one channel and sample. Plain loops
- * over 16 float lanes that the compiler vectorizes; each is compiled three
- * times, for the portable baseline, AVX2 and AVX-512 (a ROW_BODY inlined
- * into a function with that target), and the set matching ctx->isa is chosen
+ * Row kernels: one row of HW values of one channel and sample, in loops
+ * over blocks of 16 floats that the compiler vectorizes. batchnorm_rows.h
+ * holds them; it is compiled three times, for the portable baseline (4
+ * lanes), AVX2 (8) and AVX-512 (16), and the set matching ctx->isa is chosen
  * per call (bn_rows_for). Every variant does the same float operations in
- * the same order (no FMA contraction: neither target enables FMA), so the
- * results are identical whichever runs.
+ * the same order, so the results are identical whichever runs. Each kernel
+ * is its own function (noinline): inlined into the channel loops, GCC 12
+ * made scalar code with a branch per element of the masked sums (4x slower).
  */
-enum { LANES = 16 };
 
-#define ROW_BODY __attribute__((always_inline)) static inline
+/* the center of a row: its mean rounded to a float */
+static inline float row_center(double s, int len) { return (float)(s / len); }
 
-/* 16 floats as one value (GCC's vector extension): one zmm register in the
- * AVX-512 variant, two ymm or four xmm ones in the others; the same lane
- * arithmetic in each */
-typedef float v16f __attribute__((vector_size(64)));
-typedef int v16i __attribute__((vector_size(64)));
+/* the fused ReLU on one value: v where v > 0 or v is NaN, else 0 */
+static inline float relu1(float v) { return (v > 0.0f || v != v) ? v : 0.0f; }
 
-ROW_BODY v16f ld16(const float *p) {
-    v16f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-ROW_BODY void st16(float *p, v16f v) { memcpy(p, &v, sizeof v); }
-
-/* v where keep is true (all ones), 0 elsewhere */
-ROW_BODY v16f keep16(v16f v, v16i keep) { return (v16f)((v16i)v & keep); }
-
-/* the 16 lanes' sum in double, as a tree (lane l + w into lane l, w = 8, 4,
- * 2, 1): four dependent additions, not sixteen, on the chain every row's
- * sums wait for (short rows of 49 or 196 values spent most of their time
- * there); the same additions in every variant */
-typedef float v8f __attribute__((vector_size(32)));
-typedef double v8d __attribute__((vector_size(64)));
-
-ROW_BODY double lanes_total(v16f acc) {
-    v8f lo, hi;
-    memcpy(&lo, &acc, sizeof lo);
-    memcpy(&hi, (const char *)&acc + sizeof lo, sizeof hi);
-    const v8d s = __builtin_convertvector(lo, v8d) + __builtin_convertvector(hi, v8d);
-    double t[8];
-    memcpy(t, &s, sizeof t);
-    const double u0 = t[0] + t[4], u1 = t[1] + t[5], u2 = t[2] + t[6], u3 = t[3] + t[7];
-    return (u0 + u2) + (u1 + u3);
-}
-
-/* sum of x (len) */
-ROW_BODY double row_sum_body(const float *x, int len) {
-    v16f acc = {0};
-    int j = 0;
-    for (; j + LANES <= len; j += LANES) acc += ld16(x + j);
-    double s = lanes_total(acc);
-    for (; j < len; j++) s += x[j];
-    return s;
-}
-
-/* sum of (x - mean)^2 over x (len) */
-ROW_BODY double row_sq_dev_body(const float *x, int len, float mean) {
-    v16f acc = {0};
-    int j = 0;
-    for (; j + LANES <= len; j += LANES) {
-        const v16f t = ld16(x + j) - mean;
-        acc += t * t;
-    }
-    double s = lanes_total(acc);
-    for (; j < len; j++) s += (double)(x[j] - mean) * (x[j] - mean);
-    return s;
-}
-
-/* a row's sum s and its sum m2 of squared deviations from its own mean,
- * rounded to a float (row_center): both passes while the row is in L1 */
-ROW_BODY float row_center(double s, int len) { return (float)(s / len); }
-
-ROW_BODY void row_stats_body(const float *x, int len, double *s, double *m2) {
-    *s = row_sum_body(x, len);
-    *m2 = row_sq_dev_body(x, len, row_center(*s, len));
-}
-
-/* the fused ReLU as relu's forward: v where v > 0 or v is NaN, else 0 (v is
- * kept unless v <= 0, false for NaN: one compare, which GCC 12 vectorizes;
- * v > 0 | v != v it made scalar) */
-ROW_BODY v16f relu16(v16f v) { return keep16(v, ~(v <= 0.0f)); }
-
-ROW_BODY float relu1(float v) { return (v > 0.0f || v != v) ? v : 0.0f; }
-
-/* y = x alpha + beta (as PyTorch's CPU kernel), plus r (a fused residual
- * add's other input) when not NULL, then the fused ReLU when relu */
-ROW_BODY void row_apply_body(float *y, const float *x, const float *r, int len, float alpha,
-                             float beta, int relu) {
-    int j = 0;
-    if (r && relu) {
-        for (; j + LANES <= len; j += LANES)
-            st16(y + j, relu16((ld16(x + j) * alpha + beta) + ld16(r + j)));
-        for (; j < len; j++) y[j] = relu1((x[j] * alpha + beta) + r[j]);
-    } else if (r) {
-        for (; j + LANES <= len; j += LANES)
-            st16(y + j, (ld16(x + j) * alpha + beta) + ld16(r + j));
-        for (; j < len; j++) y[j] = (x[j] * alpha + beta) + r[j];
-    } else if (relu) {
-        for (; j + LANES <= len; j += LANES) st16(y + j, relu16(ld16(x + j) * alpha + beta));
-        for (; j < len; j++) y[j] = relu1(x[j] * alpha + beta);
-    } else {
-        for (; j + LANES <= len; j += LANES) st16(y + j, ld16(x + j) * alpha + beta);
-        for (; j < len; j++) y[j] = x[j] * alpha + beta;
-    }
-}
-
-/* The gradient reaching the normalized value under a fused ReLU (y its
- * output): dy where y > 0 and 0 elsewhere, as relu's backward gives it. */
-ROW_BODY float masked(const float *dy, const float *y, int j) { return y[j] > 0.0f ? dy[j] : 0.0f; }
-
-ROW_BODY v16f masked16(const float *dy, const float *y, int j) {
-    return keep16(ld16(dy + j), ld16(y + j) > 0.0f);
-}
-
-/* ... or through the forward's map (a training pass without a residual add,
- * whose output may not have been written: out_virtual): dy where x alpha +
- * beta > 0, the forward's value and test */
-ROW_BODY v16f masked16_x(const float *dy, v16f x, float alpha, float beta, int j) {
-    return keep16(ld16(dy + j), x * alpha + beta > 0.0f);
-}
-
-/* The row sums of g and g (x - mean), g = masked16_x (no residual add:
- * out_virtual excludes it). */
-ROW_BODY void row_grad_sums_xmask_body(const float *dy, const float *x, int len, float mean,
-                                       float alpha, float beta, double *sum_g, double *dot) {
-    v16f acc_g = {0}, acc_d = {0};
-    int j = 0;
-    for (; j + LANES <= len; j += LANES) {
-        const v16f xv = ld16(x + j), g = masked16_x(dy, xv, alpha, beta, j);
-        acc_g += g;
-        acc_d += g * (xv - mean);
-    }
-    double sg = lanes_total(acc_g), sd = lanes_total(acc_d);
-    for (; j < len; j++) {
-        const float v = x[j] * alpha + beta, g = v > 0.0f ? dy[j] : 0.0f;
-        sg += g;
-        sd += (double)g * (x[j] - mean);
-    }
-    *sum_g += sg;
-    *dot += sd;
-}
-
-/* sum of g and of g (x - mean) over one row of g and x (len): g = dy, or
- * masked(dy, y) with y (a fused ReLU). With gout (a fused residual add's
- * input gradient) g is also stored there. */
-ROW_BODY void row_grad_sums_body(const float *dy, const float *y, const float *x, int len,
-                                 float mean, double *sum_g, double *dot, float *gout) {
-    v16f acc_g = {0}, acc_d = {0};
-    int j = 0;
-    if (y && gout) {
-        for (; j + LANES <= len; j += LANES) {
-            const v16f g = masked16(dy, y, j);
-            st16(gout + j, g);
-            acc_g += g;
-            acc_d += g * (ld16(x + j) - mean);
-        }
-    } else if (y) {
-        for (; j + LANES <= len; j += LANES) {
-            const v16f g = masked16(dy, y, j);
-            acc_g += g;
-            acc_d += g * (ld16(x + j) - mean);
-        }
-    } else {
-        if (gout) memcpy(gout, dy, (size_t)len * sizeof(float));
-        for (; j + LANES <= len; j += LANES) {
-            const v16f g = ld16(dy + j);
-            acc_g += g;
-            acc_d += g * (ld16(x + j) - mean);
-        }
-    }
-    double sg = lanes_total(acc_g), sd = lanes_total(acc_d);
-    for (; j < len; j++) {
-        const float g = y ? masked(dy, y, j) : dy[j];
-        if (gout) gout[j] = g;
-        sg += g;
-        sd += (double)g * (x[j] - mean);
-    }
-    *sum_g += sg;
-    *dot += sd;
-}
-
-/* dx = (g - g_mean) scale - (x - mean) ks over one row, g = dy masked by y
- * (a fused ReLU; y not NULL) or by x alpha + beta > 0 (map) */
-ROW_BODY void row_dx_body(float *dx, const float *dy, const float *y, const float *x, int map,
-                          float alpha, float beta, int len, float g_mean, float mean, float scale,
-                          float ks) {
-    int j = 0;
-    if (map) {
-        for (; j + LANES <= len; j += LANES) {
-            const v16f xv = ld16(x + j);
-            st16(dx + j, (masked16_x(dy, xv, alpha, beta, j) - g_mean) * scale - (xv - mean) * ks);
-        }
-        for (; j < len; j++) {
-            const float v = x[j] * alpha + beta, g = v > 0.0f ? dy[j] : 0.0f;
-            dx[j] = (g - g_mean) * scale - (x[j] - mean) * ks;
-        }
-    } else if (y) {
-        for (; j + LANES <= len; j += LANES)
-            st16(dx + j, (masked16(dy, y, j) - g_mean) * scale - (ld16(x + j) - mean) * ks);
-        for (; j < len; j++) dx[j] = (masked(dy, y, j) - g_mean) * scale - (x[j] - mean) * ks;
-    } else {
-        for (; j + LANES <= len; j += LANES)
-            st16(dx + j, (ld16(dy + j) - g_mean) * scale - (ld16(x + j) - mean) * ks);
-        for (; j < len; j++) dx[j] = (dy[j] - g_mean) * scale - (x[j] - mean) * ks;
-    }
+/* dy where the fused ReLU's output y > 0, else 0 */
+static inline float masked(const float *dy, const float *y, int j) {
+    return y[j] > 0.0f ? dy[j] : 0.0f;
 }
 
 /* one compiled set of the row kernels */
@@ -333,49 +145,47 @@ typedef struct {
                float beta, int len, float g_mean, float mean, float scale, float ks);
 } bn_rows;
 
-/* The set of row kernels compiled with attribute TARGET, named bn_rows_ISA.
- * Each is its own function (noinline): inlined into the channel loops, GCC 12
- * made scalar code with a branch per element of the masked sums (4x slower). */
-#define BN_ROWS(ISA, TARGET)                                                                      \
-    TARGET __attribute__((noinline)) static double row_sum_##ISA(const float *x, int len) {       \
-        return row_sum_body(x, len);                                                              \
-    }                                                                                             \
-    TARGET __attribute__((noinline)) static double row_sq_dev_##ISA(const float *x, int len,      \
-                                                                    float mean) {                 \
-        return row_sq_dev_body(x, len, mean);                                                     \
-    }                                                                                             \
-    TARGET __attribute__((noinline)) static void row_stats_##ISA(const float *x, int len,         \
-                                                                 double *s, double *m2) {         \
-        row_stats_body(x, len, s, m2);                                                            \
-    }                                                                                             \
-    TARGET __attribute__((noinline)) static void row_apply_##ISA(                                 \
-        float *y, const float *x, const float *r, int len, float alpha, float beta, int relu) {   \
-        row_apply_body(y, x, r, len, alpha, beta, relu);                                          \
-    }                                                                                             \
-    TARGET __attribute__((noinline)) static void row_grad_sums_xmask_##ISA(                       \
-        const float *dy, const float *x, int len, float mean, float alpha, float beta,            \
-        double *sum_g, double *dot) {                                                             \
-        row_grad_sums_xmask_body(dy, x, len, mean, alpha, beta, sum_g, dot);                      \
-    }                                                                                             \
-    TARGET __attribute__((noinline)) static void row_grad_sums_##ISA(                             \
-        const float *dy, const float *y, const float *x, int len, float mean, double *sum_g,      \
-        double *dot, float *gout) {                                                               \
-        row_grad_sums_body(dy, y, x, len, mean, sum_g, dot, gout);                                \
-    }                                                                                             \
-    TARGET __attribute__((noinline)) static void row_dx_##ISA(                                    \
-        float *dx, const float *dy, const float *y, const float *x, int map, float alpha,         \
-        float beta, int len, float g_mean, float mean, float scale, float ks) {                   \
-        row_dx_body(dx, dy, y, x, map, alpha, beta, len, g_mean, mean, scale, ks);                \
-    }                                                                                             \
-    static const bn_rows bn_rows_##ISA = {row_sum_##ISA,             row_sq_dev_##ISA,            \
-                                          row_stats_##ISA,                                        \
-                                          row_apply_##ISA,           row_grad_sums_xmask_##ISA,   \
-                                          row_grad_sums_##ISA,       row_dx_##ISA};
+typedef float v4f __attribute__((vector_size(16)));
+typedef int v4i __attribute__((vector_size(16)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+typedef float v16f __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
 
-BN_ROWS(generic, )
+#define ROWS_ISA generic
+#define ROWS_TARGET
+#define ROWS_VF v4f
+#define ROWS_VI v4i
+#define ROWS_VL 4
+#include "ops/batchnorm_rows.h"
+#undef ROWS_ISA
+#undef ROWS_TARGET
+#undef ROWS_VF
+#undef ROWS_VI
+#undef ROWS_VL
 #if defined(__x86_64__) && defined(__GNUC__)
-BN_ROWS(avx2, __attribute__((target("avx2"))))
-BN_ROWS(avx512, __attribute__((target("avx512f"))))
+#define ROWS_ISA avx2
+#define ROWS_TARGET __attribute__((target("avx2")))
+#define ROWS_VF v8f
+#define ROWS_VI v8i
+#define ROWS_VL 8
+#include "ops/batchnorm_rows.h"
+#undef ROWS_ISA
+#undef ROWS_TARGET
+#undef ROWS_VF
+#undef ROWS_VI
+#undef ROWS_VL
+#define ROWS_ISA avx512
+#define ROWS_TARGET __attribute__((target("avx512f")))
+#define ROWS_VF v16f
+#define ROWS_VI v16i
+#define ROWS_VL 16
+#include "ops/batchnorm_rows.h"
+#undef ROWS_ISA
+#undef ROWS_TARGET
+#undef ROWS_VF
+#undef ROWS_VI
+#undef ROWS_VL
 #endif
 
 static const bn_rows *bn_rows_for(const nn_ctx *ctx) {
