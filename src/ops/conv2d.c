@@ -175,12 +175,21 @@ static void im2col_any(void *col, size_t ld, const void *x, const nn_conv2d_desc
                         }
                         memcpy(out + q0 * esz, xr + (q0 + iw0) * esz, (size_t)(q1 - q0) * esz);
                     } else if (esz == sizeof(float)) {
+                        /* q range with 0 <= q stride + iw0 < W, then a gather
+                         * without a test per element */
+                        const int sw = d->stride_w;
+                        int q0 = iw0 < 0 ? (-iw0 + sw - 1) / sw : 0;
+                        int q1 = iw0 < d->W ? (d->W - 1 - iw0) / sw + 1 : 0;
+                        if (q1 > d->Q) q1 = d->Q;
+                        if (q0 > q1) q0 = q1;
                         float *o = (float *)out;
                         const float *in = (const float *)xr;
-                        for (int q = 0; q < d->Q; q++) {
-                            int iw = q * d->stride_w + iw0;
-                            o[q] = (iw >= 0 && iw < d->W) ? in[iw] : 0.0f;
-                        }
+                        for (int q = 0; q < q0; q++) o[q] = 0.0f;
+                        if (sw == 2)
+                            for (int q = q0; q < q1; q++) o[q] = in[2 * q + iw0];
+                        else
+                            for (int q = q0; q < q1; q++) o[q] = in[q * sw + iw0];
+                        for (int q = q1; q < d->Q; q++) o[q] = 0.0f;
                     } else {
                         uint16_t *o = (uint16_t *)out;
                         const uint16_t *in = (const uint16_t *)xr;
