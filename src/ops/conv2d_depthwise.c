@@ -46,6 +46,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "backend/simd_avx2.h"
 #include "backend/simd_avx512.h"
 #define NN_HAVE_AVX512_KERNELS 1
 #define AVX512 __attribute__((target("avx512f")))
@@ -107,12 +108,6 @@ size_t nn_conv2d_depthwise_workspace(const nn_conv2d_desc *d, int threads) {
 
 /* ------------------------------------------------------------ plane copies */
 
-/* Where padded row hp of a plane goes: phase row hp % sh, row hp / sh of it;
- * the sw column phases of that row follow `phase` floats apart. */
-static size_t phase_row(int hp, size_t phase, const dw_geom *g) {
-    return (size_t)(hp % g->sh) * g->sw * phase + (size_t)(hp / g->sh) * g->wg;
-}
-
 /* A prologue's map of one channel (see nn_conv2d_map): v = x a + b, then
  * the ReLU when relu; on = 0: none. */
 typedef struct {
@@ -150,14 +145,18 @@ NN_LOOP_BODY void map_row_portable(float *o, const float *x, int n, int avail, i
  * thread's first memset. */
 NN_LOOP_BODY void split_phases_body(float *xph, const float *x, const plane_map *m,
                                    const nn_conv2d_desc *d, const dw_geom *g, map_row_fn map_row) {
-    for (int h = 0; h < d->H; h++) {
-        float *row = xph + phase_row(h + d->pad_h, g->x_plane, g);
-        const float *xr = x + (size_t)h * d->W;
-        for (int b = 0; b < g->sw; b++) {
-            const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw; /* first column of phase b */
-            float *o = row + (size_t)b * g->x_plane + (w0 + d->pad_w) / g->sw;
-            const int n = w0 < d->W ? (d->W - w0 + g->sw - 1) / g->sw : 0;
-            map_row(o, xr + w0, n, d->W - w0, g->sw, m);
+    /* phase by phase, so the divisions happen once a phase, not once a row
+     * (they were most of this pass's time); padded row hp = h + pad_h lies
+     * in phase row ph = hp % sh at row pr = hp / sh of it */
+    for (int b = 0; b < g->sw; b++) {
+        const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw; /* first column of phase b */
+        const size_t col = (size_t)b * g->x_plane + (size_t)((w0 + d->pad_w) / g->sw);
+        const int n = w0 < d->W ? (d->W - w0 + g->sw - 1) / g->sw : 0;
+        int ph = d->pad_h % g->sh, pr = d->pad_h / g->sh;
+        for (int h = 0; h < d->H; h++) {
+            float *row = xph + (size_t)ph * g->sw * g->x_plane + (size_t)pr * g->wg;
+            map_row(row + col, x + (size_t)h * d->W + w0, n, d->W - w0, g->sw, m);
+            if (++ph == g->sh) ph = 0, pr++;
         }
     }
 }
@@ -165,13 +164,21 @@ NN_LOOP_BODY void split_phases_body(float *xph, const float *x, const plane_map 
 /* The inverse for the input gradient: dx (H, W) from its padded phase grids. */
 NN_LOOP_BODY void merge_phases_body(float *dx, const float *grids, const nn_conv2d_desc *d,
                                    const dw_geom *g) {
-    for (int h = 0; h < d->H; h++) {
-        const float *row = grids + phase_row(h + d->pad_h, g->grid, g);
-        float *dr = dx + (size_t)h * d->W;
-        for (int b = 0; b < g->sw; b++) {
-            const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw;
-            const float *o = row + (size_t)b * g->grid + (w0 + d->pad_w) / g->sw;
-            for (int w = w0, j = 0; w < d->W; w += g->sw, j++) dr[w] = o[j];
+    for (int b = 0; b < g->sw; b++) {
+        const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw;
+        const size_t col = (size_t)b * g->grid + (size_t)((w0 + d->pad_w) / g->sw);
+        const int sw = g->sw;
+        int ph = d->pad_h % g->sh, pr = d->pad_h / g->sh;
+        for (int h = 0; h < d->H; h++) {
+            const float *o = grids + (size_t)ph * g->sw * g->grid + (size_t)pr * g->wg + col;
+            float *dr = dx + (size_t)h * d->W;
+            if (sw == 1)
+                memcpy(dr + w0, o, (size_t)(d->W - w0) * sizeof(float));
+            else if (sw == 2)
+                for (int w = w0, j = 0; w < d->W; w += 2, j++) dr[w] = o[j];
+            else
+                for (int w = w0, j = 0; w < d->W; w += sw, j++) dr[w] = o[j];
+            if (++ph == g->sh) ph = 0, pr++;
         }
     }
 }
@@ -350,16 +357,18 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void map_row_av
     }
     const int two = sw == 2;
     const __m256 a = _mm256_set1_ps(m->a), b = _mm256_set1_ps(m->b), zero = _mm256_setzero_ps();
-    int j = 0;
-    for (; j + 8 <= n && (!two || 2 * j + 16 <= avail); j += 8) {
+    for (int j = 0; j < n; j += 8) {
+        /* the last 8 again, overlapping (o is not x); a row of fewer than 8
+         * (a 14-wide image's phases) in part vectors */
+        if (j + 8 > n && n >= 8) j = n - 8;
         __m256 v;
-        if (two) {
-            const __m256 lo = _mm256_loadu_ps(x + 2 * j), hi = _mm256_loadu_ps(x + 2 * j + 8);
-            const __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
-            v = _mm256_castpd_ps(
-                _mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+        if (two) { /* the even floats of 16; past the row's avail floats, none loaded */
+            const int left = avail - 2 * j;
+            const __m256 lo = nn_avx2_load_n(x + 2 * j, left),
+                         hi = nn_avx2_load_n(x + 2 * j + 8, left - 8);
+            v = nn_avx2_even(lo, hi);
         } else {
-            v = _mm256_loadu_ps(x + j);
+            v = nn_avx2_load_n(x + j, n - j);
         }
         if (m->on) {
             v = _mm256_add_ps(_mm256_mul_ps(v, a), b);
@@ -367,9 +376,8 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void map_row_av
                 v = _mm256_and_ps(v, _mm256_or_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ),
                                                   _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
         }
-        _mm256_storeu_ps(o + j, v);
+        nn_avx2_store_n(o + j, n - j, v);
     }
-    for (; j < n; j++) o[j] = map_one(x[two ? 2 * j : j], m);
 }
 
 AVX2 static void split_phases_avx2(float *xph, const float *x, const plane_map *m,
