@@ -222,11 +222,12 @@ static void split_phases(float *xph, const float *x, const plane_map *m, const n
 
 /* The other plane copies of one ISA: the bodies above compiled for it (the
  * AVX2 copies vectorize them 8 wide; the arithmetic is the same). */
+static void merge_phases(float *dx, const float *grids, const nn_conv2d_desc *d,
+                         const dw_geom *g) {
+    merge_phases_body(dx, grids, d, g);
+}
+
 #define NN_PLANE_LOOPS(SUFFIX, TARGET)                                                             \
-    TARGET static void merge_phases##SUFFIX(float *dx, const float *grids,                         \
-                                            const nn_conv2d_desc *d, const dw_geom *g) {           \
-        merge_phases_body(dx, grids, d, g);                                                        \
-    }                                                                                              \
     TARGET static void store_output##SUFFIX(float *y, const float *grid, float bias,               \
                                             const nn_conv2d_desc *d, const dw_geom *g) {           \
         store_output_body(y, grid, bias, d, g);                                                    \
@@ -564,6 +565,40 @@ AVX512 static void merge_phases_avx512(float *dx, const float *grids, const nn_c
             _mm512_mask_storeu_ps(out + 2 * LANES * c + LANES, last ? m.hi : full,
                                   _mm512_permutex2var_ps(e, ihi, o));
         }
+    }
+}
+
+/* merge_phases for strides 1 and 2 with AVX2: for 2, the two column phases
+ * interleaved, 16 columns at a time (the last 0-15 one by one) */
+AVX2 static void merge_phases_avx2(float *dx, const float *grids, const nn_conv2d_desc *d,
+                                   const dw_geom *g) {
+    if (g->sw > 2) {
+        merge_phases(dx, grids, d, g);
+        return;
+    }
+    const int W = d->W, pad = d->pad_w;
+    phase_pos r = first_row(d, g);
+    if (g->sw == 1) {
+        for (int h = 0; h < d->H; h++, next_row(&r, g))
+            memcpy(dx + (size_t)h * W, grids + (size_t)r.a * g->grid + (size_t)r.i * g->wg + pad,
+                   (size_t)W * sizeof(float));
+        return;
+    }
+    /* column 2m comes from column phase pad % 2 at m + pad / 2, column 2m + 1
+     * from the other one at m + (pad + 1) / 2 */
+    const size_t even = (size_t)(pad % 2) * g->grid + pad / 2;
+    const size_t odd = (size_t)((pad + 1) % 2) * g->grid + (pad + 1) / 2;
+    for (int h = 0; h < d->H; h++, next_row(&r, g)) {
+        const float *row = grids + (size_t)r.a * 2 * g->grid + (size_t)r.i * g->wg;
+        float *out = dx + (size_t)h * W;
+        int m = 0;
+        for (; 2 * m + 16 <= W; m += 8) {
+            const __m256 e = _mm256_loadu_ps(row + even + m), o = _mm256_loadu_ps(row + odd + m);
+            const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+            _mm256_storeu_ps(out + 2 * m, _mm256_permute2f128_ps(lo, hi, 0x20));
+            _mm256_storeu_ps(out + 2 * m + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+        }
+        for (int w = 2 * m; w < W; w++) out[w] = row[(w & 1 ? odd : even) + w / 2];
     }
 }
 
