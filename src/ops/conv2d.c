@@ -329,10 +329,15 @@ static void col2im(float *dx, const float *dcol, size_t ld, const nn_conv2d_desc
                         for (int q = q0; q < q1; q++) xr[q + iw0] += in[q];
                         continue;
                     }
-                    for (int q = 0; q < d->Q; q++) {
-                        int iw = q * d->stride_w + iw0;
-                        if (iw >= 0 && iw < d->W) xr[iw] += in[q];
-                    }
+                    /* q range with 0 <= q stride + iw0 < W (as im2col) */
+                    const int sw = d->stride_w;
+                    const int q0 = iw0 < 0 ? (-iw0 + sw - 1) / sw : 0;
+                    int q1 = iw0 < d->W ? (d->W - 1 - iw0) / sw + 1 : 0;
+                    if (q1 > d->Q) q1 = d->Q;
+                    if (sw == 2)
+                        for (int q = q0; q < q1; q++) xr[2 * q + iw0] += in[q];
+                    else
+                        for (int q = q0; q < q1; q++) xr[q * sw + iw0] += in[q];
                 }
             }
 }
