@@ -232,6 +232,21 @@ AVX2 static void gemm_3(float *m, size_t ldm, const float *u, const float *v, si
     gemm_kernel(m, ldm, u, v, ldv, cin, 3);
 }
 
+/* A whole block of U (8 outputs) on one vector of 8 tiles: 8 independent
+ * accumulators, which the FMA units' latency asks for (Zen 3: 4 cycles, 2
+ * units); the 4-output kernel on one vector keeps only 4 chains. */
+AVX2 static void gemm_8x1(float *m, size_t ldm, const float *u, const float *v, size_t ldv,
+                          int cin) {
+    __m256 acc[BLOCK];
+    _Pragma("GCC unroll 8") for (int k = 0; k < BLOCK; k++) acc[k] = _mm256_setzero_ps();
+    for (int c = 0; c < cin; c++, u += BLOCK, v += ldv) {
+        const __m256 vb = _mm256_loadu_ps(v);
+        _Pragma("GCC unroll 8") for (int k = 0; k < BLOCK; k++) acc[k] =
+            _mm256_fmadd_ps(_mm256_broadcast_ss(u + k), vb, acc[k]);
+    }
+    _Pragma("GCC unroll 8") for (int k = 0; k < BLOCK; k++) _mm256_storeu_ps(m + k * ldm, acc[k]);
+}
+
 /* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles, for
  * any g->xi (F(4x4)'s kernels use it too) */
 void nn_wino_multiply_avx2(float *mm, const float *u, const float *v, const wino_geom *g, size_t tiles) {
@@ -244,6 +259,12 @@ void nn_wino_multiply_avx2(float *mm, const float *u, const float *v, const wino
         float *mx = mm + (size_t)xi * g->mxi;
         for (size_t b0 = 0; b0 < vecs; b0 += GEMM_T) {
             const int nt = vecs - b0 < GEMM_T ? (int)(vecs - b0) : GEMM_T;
+            if (nt == 1 && g->cout % BLOCK == 0) { /* a whole block of U at a time */
+                for (int k0 = 0; k0 < g->cout; k0 += BLOCK)
+                    gemm_8x1(mx + (size_t)k0 * g->tpad + b0 * VEC, g->tpad,
+                             ux + (size_t)k0 * g->cin, vx + b0 * VEC, g->tpad, g->cin);
+                continue;
+            }
             for (int k0 = 0; k0 < g->cout; k0 += GEMM_K) /* half a block of U at a time */
                 fns[nt - 1](mx + (size_t)k0 * g->tpad + b0 * VEC, g->tpad,
                             ux + (size_t)(k0 - k0 % BLOCK) * g->cin + k0 % BLOCK, vx + b0 * VEC,
