@@ -158,11 +158,6 @@ typedef int v16i __attribute__((vector_size(64)));
 #define ROWS_VI v4i
 #define ROWS_VL 4
 #include "ops/batchnorm_rows.h"
-#undef ROWS_ISA
-#undef ROWS_TARGET
-#undef ROWS_VF
-#undef ROWS_VI
-#undef ROWS_VL
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ROWS_ISA avx2
 #define ROWS_TARGET __attribute__((target("avx2")))
@@ -170,22 +165,12 @@ typedef int v16i __attribute__((vector_size(64)));
 #define ROWS_VI v8i
 #define ROWS_VL 8
 #include "ops/batchnorm_rows.h"
-#undef ROWS_ISA
-#undef ROWS_TARGET
-#undef ROWS_VF
-#undef ROWS_VI
-#undef ROWS_VL
 #define ROWS_ISA avx512
 #define ROWS_TARGET __attribute__((target("avx512f")))
 #define ROWS_VF v16f
 #define ROWS_VI v16i
 #define ROWS_VL 16
 #include "ops/batchnorm_rows.h"
-#undef ROWS_ISA
-#undef ROWS_TARGET
-#undef ROWS_VF
-#undef ROWS_VI
-#undef ROWS_VL
 #endif
 
 static const bn_rows *bn_rows_for(const nn_ctx *ctx) {

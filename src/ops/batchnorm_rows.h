@@ -8,7 +8,8 @@
  *   ROWS_VF, ROWS_VI, ROWS_VL  float and int vector types (GCC's vector
  *                extension) of ROWS_VL lanes: the target's native width,
  *
- * and gets the table bn_rows_<ROWS_ISA>.
+ * and gets the table bn_rows_<ROWS_ISA>; the file clears those five
+ * names at its end, ready for the next inclusion.
  *
  * Every loop walks a row in blocks of 16 floats, held in 16 / ROWS_VL
  * vectors, so lane l of a block is always added into the same accumulator
@@ -74,7 +75,7 @@ RB double R(lanes_total)(const R(vf) acc[ROWS_H]) {
 #define ROWS_BLOCK(h) for (int h = 0; h < ROWS_H; h++) /* the vectors of a block */
 
 /* sum of x (len) */
-RK double R(row_sum)(const float *x, int len) {
+RB double R(sum_body)(const float *x, int len) {
     R(vf) acc[ROWS_H] = {{0}};
     int j = 0;
     for (; j + 16 <= len; j += 16) ROWS_BLOCK(h) acc[h] += R(ld)(x + j + h * ROWS_VL);
@@ -82,6 +83,8 @@ RK double R(row_sum)(const float *x, int len) {
     for (; j < len; j++) s += x[j];
     return s;
 }
+
+RK double R(row_sum)(const float *x, int len) { return R(sum_body)(x, len); }
 
 /* sum of (x - mean)^2 over x (len) */
 RB double R(sq_dev_body)(const float *x, int len, float mean) {
@@ -104,13 +107,8 @@ RK double R(row_sq_dev)(const float *x, int len, float mean) {
 /* a row's sum s and its sum m2 of squared deviations from its own mean,
  * rounded to a float (row_center): both passes while the row is in L1 */
 RK void R(row_stats)(const float *x, int len, double *s, double *m2) {
-    R(vf) acc[ROWS_H] = {{0}};
-    int j = 0;
-    for (; j + 16 <= len; j += 16) ROWS_BLOCK(h) acc[h] += R(ld)(x + j + h * ROWS_VL);
-    double sum = R(lanes_total)(acc);
-    for (; j < len; j++) sum += x[j];
-    *s = sum;
-    *m2 = R(sq_dev_body)(x, len, row_center(sum, len));
+    *s = R(sum_body)(x, len);
+    *m2 = R(sq_dev_body)(x, len, row_center(*s, len));
 }
 
 /* y = x alpha + beta (as PyTorch's CPU kernel), plus r (a fused residual
@@ -263,3 +261,8 @@ static const bn_rows R(bn_rows) = {R(row_sum),   R(row_sq_dev),          R(row_s
 #undef R
 #undef ROWS_JOIN
 #undef ROWS_JOIN2
+#undef ROWS_ISA
+#undef ROWS_TARGET
+#undef ROWS_VF
+#undef ROWS_VI
+#undef ROWS_VL

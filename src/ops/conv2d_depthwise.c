@@ -108,6 +108,20 @@ size_t nn_conv2d_depthwise_workspace(const nn_conv2d_desc *d, int threads) {
 
 /* ------------------------------------------------------------ plane copies */
 
+/* Row h of the plane lands on phase row a = (h + pad_h) % sh, row i = (h +
+ * pad_h) / sh of it: stepped along instead of divided for every row. */
+typedef struct {
+    int a, i;
+} phase_pos;
+
+static inline phase_pos first_row(const nn_conv2d_desc *d, const dw_geom *g) {
+    return (phase_pos){d->pad_h % g->sh, d->pad_h / g->sh};
+}
+
+static inline void next_row(phase_pos *r, const dw_geom *g) {
+    if (++r->a == g->sh) r->a = 0, r->i++;
+}
+
 /* A prologue's map of one channel (see nn_conv2d_map): v = x a + b, then
  * the ReLU when relu; on = 0: none. */
 typedef struct {
@@ -146,17 +160,15 @@ NN_LOOP_BODY void map_row_portable(float *o, const float *x, int n, int avail, i
 NN_LOOP_BODY void split_phases_body(float *xph, const float *x, const plane_map *m,
                                    const nn_conv2d_desc *d, const dw_geom *g, map_row_fn map_row) {
     /* phase by phase, so the divisions happen once a phase, not once a row
-     * (they were most of this pass's time); padded row hp = h + pad_h lies
-     * in phase row ph = hp % sh at row pr = hp / sh of it */
+     * (they were most of this pass's time) */
     for (int b = 0; b < g->sw; b++) {
         const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw; /* first column of phase b */
         const size_t col = (size_t)b * g->x_plane + (size_t)((w0 + d->pad_w) / g->sw);
         const int n = w0 < d->W ? (d->W - w0 + g->sw - 1) / g->sw : 0;
-        int ph = d->pad_h % g->sh, pr = d->pad_h / g->sh;
-        for (int h = 0; h < d->H; h++) {
-            float *row = xph + (size_t)ph * g->sw * g->x_plane + (size_t)pr * g->wg;
+        phase_pos r = first_row(d, g);
+        for (int h = 0; h < d->H; h++, next_row(&r, g)) {
+            float *row = xph + (size_t)r.a * g->sw * g->x_plane + (size_t)r.i * g->wg;
             map_row(row + col, x + (size_t)h * d->W + w0, n, d->W - w0, g->sw, m);
-            if (++ph == g->sh) ph = 0, pr++;
         }
     }
 }
@@ -167,18 +179,11 @@ NN_LOOP_BODY void merge_phases_body(float *dx, const float *grids, const nn_conv
     for (int b = 0; b < g->sw; b++) {
         const int w0 = ((b - d->pad_w) % g->sw + g->sw) % g->sw;
         const size_t col = (size_t)b * g->grid + (size_t)((w0 + d->pad_w) / g->sw);
-        const int sw = g->sw;
-        int ph = d->pad_h % g->sh, pr = d->pad_h / g->sh;
-        for (int h = 0; h < d->H; h++) {
-            const float *o = grids + (size_t)ph * g->sw * g->grid + (size_t)pr * g->wg + col;
+        phase_pos r = first_row(d, g);
+        for (int h = 0; h < d->H; h++, next_row(&r, g)) {
+            const float *o = grids + (size_t)r.a * g->sw * g->grid + (size_t)r.i * g->wg + col;
             float *dr = dx + (size_t)h * d->W;
-            if (sw == 1)
-                memcpy(dr + w0, o, (size_t)(d->W - w0) * sizeof(float));
-            else if (sw == 2)
-                for (int w = w0, j = 0; w < d->W; w += 2, j++) dr[w] = o[j];
-            else
-                for (int w = w0, j = 0; w < d->W; w += sw, j++) dr[w] = o[j];
-            if (++ph == g->sh) ph = 0, pr++;
+            for (int w = w0, j = 0; w < d->W; w += g->sw, j++) dr[w] = o[j];
         }
     }
 }
@@ -438,20 +443,6 @@ __attribute__((target("avx512f"), always_inline)) static inline row_masks masks_
     m.lo = lanes_upto(last), m.hi = lanes_upto(last - LANES);
     m.even = lanes_upto((last + 1) / 2), m.odd = lanes_upto(last / 2);
     return m;
-}
-
-/* Row h of the plane lands on phase row a = (h + pad_h) % sh, row i = (h +
- * pad_h) / sh of it: stepped along instead of divided for every row. */
-typedef struct {
-    int a, i;
-} phase_pos;
-
-static phase_pos first_row(const nn_conv2d_desc *d, const dw_geom *g) {
-    return (phase_pos){d->pad_h % g->sh, d->pad_h / g->sh};
-}
-
-static void next_row(phase_pos *r, const dw_geom *g) {
-    if (++r->a == g->sh) r->a = 0, r->i++;
 }
 
 /* A row of n floats from src to dst, 32 at a time. */
