@@ -37,7 +37,11 @@ AVX2 static void conv_plane(float *out, const float *in, int inc, int in_rows, i
                         }
                     }
                 const int qn = Q - q0 < VEC ? Q - q0 : VEC;
-                for (int j = 0; j < on; j++) {
+                /* constant indices with the run-time count as a test: looped
+                 * to `on`, GCC 12 kept a[] on the stack and moved every
+                 * accumulator through memory on each multiply-add above */
+                _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+                    if (j >= on) break;
                     __m256 v = a[j];
                     if (bias) v = _mm256_add_ps(v, _mm256_set1_ps(bias[o0 + j]));
                     /* max(0, v) returns v when v is NaN: NaN passes, as in PyTorch */
