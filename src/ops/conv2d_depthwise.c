@@ -353,42 +353,68 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void correlate_
     }
 }
 
-/* map_row_portable 8 floats at a time for strides 1 and 2 (2: the even
- * floats of 16 loaded), in the arithmetic of map_one */
+/* map_one on 8 floats, in its arithmetic (a multiply, then an add; the
+ * ReLU keeps v > 0 and NaN) */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256 map8_avx2(
+    __m256 v, const plane_map *m) {
+    if (!m->on) return v;
+    v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(m->a)), _mm256_set1_ps(m->b));
+    if (!m->relu) return v;
+    return _mm256_and_ps(v, _mm256_or_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ),
+                                         _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+
+/* map_row_portable 8 floats at a time for stride 1 (others: the portable
+ * loop; stride 2 splits whole rows in split_phases_avx2) */
 __attribute__((target("avx2,fma"), always_inline)) static inline void map_row_avx2(
     float *o, const float *x, int n, int avail, int sw, const plane_map *m) {
-    if (sw > 2) {
+    (void)avail;
+    if (sw != 1) {
         map_row_portable(o, x, n, avail, sw, m);
         return;
     }
-    const int two = sw == 2;
-    const __m256 a = _mm256_set1_ps(m->a), b = _mm256_set1_ps(m->b), zero = _mm256_setzero_ps();
     for (int j = 0; j < n; j += 8) {
         /* the last 8 again, overlapping (o is not x); a row of fewer than 8
-         * (a 14-wide image's phases) in part vectors */
+         * in a part vector */
         if (j + 8 > n && n >= 8) j = n - 8;
-        __m256 v;
-        if (two) { /* the even floats of 16; past the row's avail floats, none loaded */
-            const int left = avail - 2 * j;
-            const __m256 lo = nn_avx2_load_n(x + 2 * j, left),
-                         hi = nn_avx2_load_n(x + 2 * j + 8, left - 8);
-            v = nn_avx2_even(lo, hi);
-        } else {
-            v = nn_avx2_load_n(x + j, n - j);
-        }
-        if (m->on) {
-            v = _mm256_add_ps(_mm256_mul_ps(v, a), b);
-            if (m->relu)
-                v = _mm256_and_ps(v, _mm256_or_ps(_mm256_cmp_ps(v, zero, _CMP_GT_OQ),
-                                                  _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-        }
-        nn_avx2_store_n(o + j, n - j, v);
+        nn_avx2_store_n(o + j, n - j, map8_avx2(nn_avx2_load_n(x + j, n - j), m));
     }
 }
 
+/* Stride 2 across: each row in one pass, 16 columns at a time, its even
+ * and odd columns (nn_avx2_even, nn_avx2_odd) to their column phases, as
+ * split_phases_avx512 does 32 at a time. The last part of a row is stored
+ * whole with zeros past its columns, not by mask (slow on AMD's cores):
+ * those land on the row's zero border or on later rows of the phase, which
+ * a later input row writes, or on the plane's slack (geom). */
 AVX2 static void split_phases_avx2(float *xph, const float *x, const plane_map *m,
                                    const nn_conv2d_desc *d, const dw_geom *g) {
-    split_phases_body(xph, x, m, d, g, map_row_avx2);
+    if (g->sw != 2) {
+        split_phases_body(xph, x, m, d, g, map_row_avx2);
+        return;
+    }
+    const int W = d->W, pad = d->pad_w;
+    /* column 2j goes to column phase pad % 2 at j + pad / 2, column 2j + 1
+     * to the other one at j + (pad + 1) / 2 */
+    const size_t even = (size_t)(pad % 2) * g->x_plane + pad / 2;
+    const size_t odd = (size_t)((pad + 1) % 2) * g->x_plane + (pad + 1) / 2;
+    const int chunks = (W + 15) / 16, last = W - 16 * (chunks - 1);
+    const __m256 keep_even = _mm256_castsi256_ps(nn_avx2_lanes((last + 1) / 2));
+    const __m256 keep_odd = _mm256_castsi256_ps(nn_avx2_lanes(last / 2));
+    phase_pos r = first_row(d, g);
+    for (int h = 0; h < d->H; h++, next_row(&r, g)) {
+        float *row = xph + (size_t)r.a * 2 * g->x_plane + (size_t)r.i * g->wg;
+        const float *xr = x + (size_t)h * W;
+        for (int c = 0; c < chunks; c++) {
+            const int n = c == chunks - 1 ? last : 16;
+            const __m256 lo = map8_avx2(nn_avx2_load_n(xr + 16 * c, n), m);
+            const __m256 hi = map8_avx2(nn_avx2_load_n(xr + 16 * c + 8, n - 8), m);
+            __m256 ev = nn_avx2_even(lo, hi), od = nn_avx2_odd(lo, hi);
+            if (n < 16) ev = _mm256_and_ps(ev, keep_even), od = _mm256_and_ps(od, keep_odd);
+            _mm256_storeu_ps(row + even + 8 * c, ev);
+            _mm256_storeu_ps(row + odd + 8 * c, od);
+        }
+    }
 }
 
 AVX2 static void correlate_avx2(float *out, int count, const float *const *src, const float *wt,
