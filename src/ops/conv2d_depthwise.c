@@ -587,6 +587,15 @@ AVX512 static void merge_phases_avx512(float *dx, const float *grids, const nn_c
 
 /* merge_phases for strides 1 and 2 with AVX2: for 2, the two column phases
  * interleaved, 16 columns at a time (the last 0-15 one by one) */
+/* out[0..16) = e[0], o[0], e[1], o[1], ... */
+__attribute__((target("avx2,fma"), always_inline)) static inline void interleave16_avx2(
+    float *out, const float *e, const float *o) {
+    const __m256 ev = _mm256_loadu_ps(e), od = _mm256_loadu_ps(o);
+    const __m256 lo = _mm256_unpacklo_ps(ev, od), hi = _mm256_unpackhi_ps(ev, od);
+    _mm256_storeu_ps(out, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
 AVX2 static void merge_phases_avx2(float *dx, const float *grids, const nn_conv2d_desc *d,
                                    const dw_geom *g) {
     if (g->sw > 2) {
@@ -608,14 +617,22 @@ AVX2 static void merge_phases_avx2(float *dx, const float *grids, const nn_conv2
     for (int h = 0; h < d->H; h++, next_row(&r, g)) {
         const float *row = grids + (size_t)r.a * 2 * g->grid + (size_t)r.i * g->wg;
         float *out = dx + (size_t)h * W;
-        int m = 0;
-        for (; 2 * m + 16 <= W; m += 8) {
-            const __m256 e = _mm256_loadu_ps(row + even + m), o = _mm256_loadu_ps(row + odd + m);
-            const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
-            _mm256_storeu_ps(out + 2 * m, _mm256_permute2f128_ps(lo, hi, 0x20));
-            _mm256_storeu_ps(out + 2 * m + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+        int w = 0;
+        if (W >= 16) {
+            for (; w + 16 <= W; w += 16) interleave16_avx2(out + w, row + even + w / 2, row + odd + w / 2);
+            if (w + 1 < W) { /* the last 16 even-aligned columns again, overlapping */
+                w = (W - 16) & ~1;
+                interleave16_avx2(out + w, row + even + w / 2, row + odd + w / 2);
+                w += 16;
+            }
+        } else if ((h + 1) * W + 16 - W <= d->H * W) {
+            /* a row under 16 (a 14-wide image): 16 stored, the rest on the
+             * next rows' start, which they write over later (never past the
+             * plane: another thread's) */
+            interleave16_avx2(out, row + even, row + odd);
+            w = W;
         }
-        for (int w = 2 * m; w < W; w++) out[w] = row[(w & 1 ? odd : even) + w / 2];
+        for (; w < W; w++) out[w] = row[(w & 1 ? odd : even) + w / 2];
     }
 }
 
