@@ -353,12 +353,24 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void correlate_
     }
 }
 
+/* a plane_map with its scale and shift in vectors, read once per plane (the
+ * stores between would otherwise reload them: a float store may alias) */
+typedef struct {
+    int on, relu;
+    __m256 a, b;
+} plane_map8;
+
+__attribute__((target("avx2,fma"), always_inline)) static inline plane_map8 map8_of(
+    const plane_map *m) {
+    return (plane_map8){m->on, m->relu, _mm256_set1_ps(m->a), _mm256_set1_ps(m->b)};
+}
+
 /* map_one on 8 floats, in its arithmetic (a multiply, then an add; the
  * ReLU keeps v > 0 and NaN) */
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256 map8_avx2(
-    __m256 v, const plane_map *m) {
+    __m256 v, const plane_map8 *m) {
     if (!m->on) return v;
-    v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(m->a)), _mm256_set1_ps(m->b));
+    v = _mm256_add_ps(_mm256_mul_ps(v, m->a), m->b);
     if (!m->relu) return v;
     return _mm256_and_ps(v, _mm256_or_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ),
                                          _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
@@ -373,11 +385,12 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void map_row_av
         map_row_portable(o, x, n, avail, sw, m);
         return;
     }
+    const plane_map8 m8 = map8_of(m);
     for (int j = 0; j < n; j += 8) {
         /* the last 8 again, overlapping (o is not x); a row of fewer than 8
          * in a part vector */
         if (j + 8 > n && n >= 8) j = n - 8;
-        nn_avx2_store_n(o + j, n - j, map8_avx2(nn_avx2_load_n(x + j, n - j), m));
+        nn_avx2_store_n(o + j, n - j, map8_avx2(nn_avx2_load_n(x + j, n - j), &m8));
     }
 }
 
@@ -401,14 +414,15 @@ AVX2 static void split_phases_avx2(float *xph, const float *x, const plane_map *
     const int chunks = (W + 15) / 16, last = W - 16 * (chunks - 1);
     const __m256 keep_even = _mm256_castsi256_ps(nn_avx2_lanes((last + 1) / 2));
     const __m256 keep_odd = _mm256_castsi256_ps(nn_avx2_lanes(last / 2));
+    const plane_map8 m8 = map8_of(m);
     phase_pos r = first_row(d, g);
     for (int h = 0; h < d->H; h++, next_row(&r, g)) {
         float *row = xph + (size_t)r.a * 2 * g->x_plane + (size_t)r.i * g->wg;
         const float *xr = x + (size_t)h * W;
         for (int c = 0; c < chunks; c++) {
             const int n = c == chunks - 1 ? last : 16;
-            const __m256 lo = map8_avx2(nn_avx2_load_n(xr + 16 * c, n), m);
-            const __m256 hi = map8_avx2(nn_avx2_load_n(xr + 16 * c + 8, n - 8), m);
+            const __m256 lo = map8_avx2(nn_avx2_load_n(xr + 16 * c, n), &m8);
+            const __m256 hi = map8_avx2(nn_avx2_load_n(xr + 16 * c + 8, n - 8), &m8);
             __m256 ev = nn_avx2_even(lo, hi), od = nn_avx2_odd(lo, hi);
             if (n < 16) ev = _mm256_and_ps(ev, keep_even), od = _mm256_and_ps(od, keep_odd);
             _mm256_storeu_ps(row + even + 8 * c, ev);
