@@ -47,8 +47,7 @@ AVX2 static void conv_plane(float *out, const float *in, int inc, int in_rows, i
                     /* max(0, v) returns v when v is NaN: NaN passes, as in PyTorch */
                     if (relu) v = _mm256_max_ps(zero, v);
                     float *dst = out + ((size_t)(o0 + j) * P + p) * Q + q0;
-                    if (qn == VEC) _mm256_storeu_ps(dst, v);
-                    else _mm256_maskstore_ps(dst, nn_avx2_lanes(qn), v);
+                    nn_avx2_store_n(dst, qn, v);
                 }
             }
     }
