@@ -242,8 +242,8 @@ static const conv_case pointwise_cases[] = {
     {"1x1 64 -> 8, 9x11 + ReLU",     64,  9, 11,  8, 1, 1, 1, 1, 0, 0, 1, 1, 0, 3},
 };
 
-/* strided 1x1 convolutions go to the pointwise kernel with AVX-512 only
- * (every stride-th pixel, as ResNet's projections) */
+/* strided 1x1 convolutions go to the pointwise kernel with its own AVX-512
+ * or AVX2 GEMMs only (every stride-th pixel, as ResNet's projections) */
 static const conv_case strided_pointwise_cases[] = {
     {"1x1 s2 16 -> 32, 14x14",       16, 14, 14, 32, 1, 1, 2, 2, 0, 0, 1, 0, 0, 3},
     {"1x1 s2x3 32 -> 8, 9x11 + ReLU",32,  9, 11,  8, 1, 1, 2, 3, 0, 0, 1, 1, 1, 2},
@@ -296,12 +296,12 @@ int main(void) {
                 fast_vs_ref(ctxs[t], &rng, &depthwise_cases[i], "depthwise", nn_isa_name(isas[v]));
             for (size_t i = 0; i < sizeof pointwise_cases / sizeof *pointwise_cases; i++)
                 fast_vs_ref(ctxs[t], &rng, &pointwise_cases[i], "pointwise", nn_isa_name(isas[v]));
-            for (size_t i = 0; isas[v] >= NN_ISA_AVX512 && i < sizeof strided_pointwise_cases /
-                                                                   sizeof *strided_pointwise_cases;
+            for (size_t i = 0; isas[v] >= NN_ISA_AVX2 && i < sizeof strided_pointwise_cases /
+                                                                 sizeof *strided_pointwise_cases;
                  i++)
                 fast_vs_ref(ctxs[t], &rng, &strided_pointwise_cases[i], "pointwise",
                             nn_isa_name(isas[v]));
-            if (isas[v] >= NN_ISA_AVX512) strided_dx_add(ctxs[t], &rng);
+            if (isas[v] >= NN_ISA_AVX2) strided_dx_add(ctxs[t], &rng);
         }
         hand_case(c1);
         thread_invariance(c1, c2, &rng);
@@ -312,7 +312,7 @@ int main(void) {
     nn_conv2d_desc d = desc_of(&other);
     check(strcmp(nn_conv2d_kernel_name(&d, c1), "depthwise") != 0,
           "a channel multiplier of 2 is not depthwise", "%s", nn_conv2d_kernel_name(&d, c1));
-    /* 1x1 stride 2 with 4 channels: not the AVX-512 kernels' shape */
+    /* 1x1 stride 2 with 4 channels: not the own kernels' shape */
     other = (conv_case){"", 4, 6, 6, 8, 1, 1, 2, 2, 0, 0, 1, 0, 1, 1};
     d = desc_of(&other);
     check(strcmp(nn_conv2d_kernel_name(&d, c1), "pointwise") != 0,

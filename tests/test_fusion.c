@@ -9,7 +9,7 @@
  * must happen with fusion on only). With fusion on the ReLU must really alias
  * its producer (no pass of its own), and a residual add after a batch norm
  * must run inside it, and a batch norm + ReLU before a depthwise convolution
- * (or, with AVX-512, a 1x1 one) must run in that convolution's loads (its own output not written in
+ * (or, with AVX-512 or AVX2, a 1x1 one) must run in that convolution's loads (its own output not written in
  * training passes), the convolution's backward summing each row of the batch
  * norm's gradient for it; with AVX-512 a Winograd convolution before a batch
  * norm must sum its statistics for it. Central-difference checks of the fused batch norm +
@@ -58,7 +58,7 @@ static const struct {
      "conv2d name=d2 out=6 kernel=3 pad=1 stride=2 groups=6 bias=0\nbatchnorm name=b3\n"
      "relu name=r3\ngap\nlinear out=5\nsoftmax_ce\n",
      "r3", NULL, "d2", NULL},
-    {"bn + relu into a 1x1 convolution (its own AVX-512 GEMMs; 10x10: masked tails)",
+    {"bn + relu into a 1x1 convolution (its own AVX-512 or AVX2 GEMMs; 10x10: masked tails)",
      "input shape=2x10x10\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
      "relu name=r0\nconv2d name=p1 out=8 kernel=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "gap\nlinear out=5\nsoftmax_ce\n",
@@ -123,9 +123,10 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
                    net->nodes[j].d.bn.residual && net->nodes[j].d.bn.relu;
     }
     const int a = prologue ? nn_model_find_layer(net, prologue) : -1;
-    /* a 1x1 convolution takes a prologue with the AVX-512 kernels only, a
-     * dense 3x3 one through Winograd (AVX2 and up: not NNOPT_ISA=generic) */
-    if (a >= 0 && net->nodes[a].d.conv.R == 1 && nn_ctx_isa(ctx) < NN_ISA_AVX512) prologue = NULL;
+    /* a 1x1 convolution takes a prologue with its own AVX-512 or AVX2
+     * kernels only, a dense 3x3 one through Winograd (AVX2 and up: not
+     * NNOPT_ISA=generic) */
+    if (a >= 0 && net->nodes[a].d.conv.R == 1 && nn_ctx_isa(ctx) < NN_ISA_AVX2) prologue = NULL;
     if (a >= 0 && net->nodes[a].d.conv.R == 3 && net->nodes[a].d.conv.groups <= 1 &&
         nn_ctx_isa(ctx) < NN_ISA_AVX2)
         prologue = NULL;
@@ -323,7 +324,7 @@ int main(void) {
     test_gradient(ctx, 0); /* batch norm + ReLU */
     test_gradient(ctx, 2); /* batch norm + residual add + ReLU */
     test_gradient(ctx, 4); /* batch norm + ReLU normalized by the depthwise convolutions */
-    test_gradient(ctx, 5); /* ... by a 1x1 convolution (AVX-512) */
+    test_gradient(ctx, 5); /* ... by a 1x1 convolution (its own kernels: AVX-512 or AVX2) */
     /* (the downsampling block's fused gradient is checked against the
      * unfused one above, bytes; its central differences miss by 3% fused
      * and unfused alike: ReLU kinks within the step) */

@@ -1,7 +1,8 @@
 /* simd_avx2.h - small AVX2 helpers shared by the AVX2 kernels
- * (conv2d_winograd_avx2.c, conv2d_rows_avx2.c, pool_avx2.c): lane masks for
- * vmaskmov, loads of the first n floats (ReLU-masked), the even/odd split of
- * 16 floats, a horizontal sum. Include after <immintrin.h>, on x86-64
+ * (conv2d_winograd_avx2.c, conv2d_rows_avx2.c, conv2d_depthwise.c,
+ * conv2d_pointwise_avx2.c, pool_avx2.c): lane masks for vmaskmov, loads and
+ * stores of the first n floats (ReLU-masked loads), the even/odd split of 16
+ * floats, the batch norm's map, an 8x8 transpose, a horizontal sum. Include after <immintrin.h>, on x86-64
  * GCC/clang only. */
 #ifndef NN_SIMD_AVX2_H
 #define NN_SIMD_AVX2_H
@@ -61,6 +62,35 @@ NN_AVX2_INLINE __m256 nn_avx2_even(__m256 lo, __m256 hi) {
 NN_AVX2_INLINE __m256 nn_avx2_odd(__m256 lo, __m256 hi) {
     const __m256 s = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* a batch norm's normalizing map on 8 floats, in its arithmetic: v = x a +
+ * b (a multiply, then an add), then with relu the ReLU that keeps v > 0 and
+ * NaN */
+NN_AVX2_INLINE __m256 nn_avx2_map(__m256 x, __m256 a, __m256 b, int relu) {
+    const __m256 v = _mm256_add_ps(_mm256_mul_ps(x, a), b);
+    if (!relu) return v;
+    return _mm256_and_ps(v, _mm256_or_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ),
+                                         _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+
+/* r[i][j] = r[j][i]: an 8x8 block of floats transposed in registers */
+NN_AVX2_INLINE void nn_avx2_transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
 }
 
 NN_AVX2_INLINE float nn_avx2_sum(__m256 v) {

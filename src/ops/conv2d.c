@@ -638,14 +638,22 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
 /* A 1x1 convolution with stride 1 and no padding is a matrix product on each
  * image as it lies in memory: x (C, H*W) is already the column matrix, so the
  * GEMMs read the image itself instead of an im2col copy of it. With the
- * AVX-512 kernels (conv2d_pointwise_avx512.c) a strided one (ResNet's
- * stride-2 projections) is taken too: its columns are every stride-th pixel,
- * copied per image into the thread's col buffer. */
+ * own AVX-512 or AVX2 kernels (conv2d_pointwise_avx512.c,
+ * conv2d_pointwise_avx2.c) a strided one (ResNet's stride-2 projections) is
+ * taken too: its columns are every stride-th pixel, copied per image into
+ * the thread's col buffer. */
+/* the widest own (BLAS-free) 1x1 kernels that take d, NULL: BLAS */
+static const nn_pointwise_kernels *own_pointwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    if (nn_pointwise_avx512.ok(d, ctx)) return &nn_pointwise_avx512;
+    if (nn_pointwise_avx2.ok(d, ctx)) return &nn_pointwise_avx2;
+    return NULL;
+}
+
 static int pointwise_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     if (d->R != 1 || d->S != 1 || d->pad_h != 0 || d->pad_w != 0 || nn_conv2d_dilated(d) ||
         d->bf16)
         return 0;
-    return (d->stride_h == 1 && d->stride_w == 1) || nn_conv2d_pointwise_avx512_ok(d, ctx);
+    return (d->stride_h == 1 && d->stride_w == 1) || own_pointwise(d, ctx);
 }
 
 static int strided(const nn_conv2d_desc *d) { return d->stride_h != 1 || d->stride_w != 1; }
@@ -688,7 +696,7 @@ void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2
     const int Cg = d->C / ng, Kg = d->K / ng;
     const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * PQ;
     const conv_ws L = ws_layout(d); /* col: a strided one's pixels */
-    const int own = nn_conv2d_pointwise_avx512_ok(d, ctx);
+    const nn_pointwise_kernels *own = own_pointwise(d, ctx);
     NN_PARALLEL(T) {
         float *col = ws + L.shared + (size_t)nn_thread_id() * L.total + L.col;
         NN_FOR_DYNAMIC
@@ -696,8 +704,8 @@ void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2
             float *yi = y + i * ys;
             const float *xi = x + i * xs;
             if (strided(d)) subsample(col, xi, d), xi = col;
-            if (map) nn_conv2d_pointwise_map_avx512(col, xi, map, d->C, PQ), xi = col;
-            if (own) nn_conv2d_pointwise_forward_avx512(yi, xi, w, d->K, d->C, PQ);
+            if (map) own->map(col, xi, map, d->C, PQ), xi = col;
+            if (own) own->forward(yi, xi, w, d->K, d->C, PQ);
             for (int gi = 0; !own && gi < ng; gi++)
                 nn_sgemm(0, 0, Kg, HW, Cg, 1.0f, w + (size_t)gi * Kg * Cg, Cg,
                          xi + (size_t)gi * Cg * HW, HW, 0.0f, yi + (size_t)gi * Kg * HW, HW);
@@ -734,10 +742,10 @@ void nn_conv2d_backward_pointwise_mapped(float *dx, float *dw, float *db, const 
     const int Cg = d->C / ng, Kg = d->K / ng;
     const size_t xs = (size_t)d->C * HW, ys = (size_t)d->K * PQ, wn = (size_t)d->K * Cg;
     /* its yg holds one image's masked dy, dw and db the shares; for the
-     * AVX-512 kernels col the transposed image, dcol a strided one's pixels
-     * and then their gradient */
+     * own kernels col the transposed image, dcol a strided one's pixels and
+     * then their gradient */
     const conv_ws L = ws_layout(d);
-    const int own = nn_conv2d_pointwise_avx512_ok(d, ctx);
+    const nn_pointwise_kernels *own = own_pointwise(d, ctx);
     /* each thread its share of the images, each image's dy read (and masked)
      * once for the weight gradient and the input gradient both, while in
      * cache */
@@ -759,15 +767,15 @@ void nn_conv2d_backward_pointwise_mapped(float *dx, float *dw, float *db, const 
                 const float *xi = x + i * xs;
                 if (strided(d)) subsample(base + L.dcol, xi, d), xi = base + L.dcol;
                 if (map) {
-                    nn_conv2d_pointwise_map_avx512(base + L.dcol, xi, map, d->C, PQ);
+                    own->map(base + L.dcol, xi, map, d->C, PQ);
                     xi = base + L.dcol;
                 }
-                nn_conv2d_pointwise_dw_avx512(dwt, dyi, xi, base + L.col, d->K, d->C, PQ);
+                own->weight_grad(dwt, dyi, xi, base + L.col, d->K, d->C, PQ);
                 if (dx && strided(d)) {
-                    nn_conv2d_pointwise_dx_avx512(base + L.dcol, dyi, w, d->K, d->C, PQ);
+                    own->input_grad(base + L.dcol, dyi, w, d->K, d->C, PQ);
                     scatter_dx(dx + i * xs, base + L.dcol, d);
                 } else if (dx) {
-                    nn_conv2d_pointwise_dx_avx512(dx + i * xs, dyi, w, d->K, d->C, PQ);
+                    own->input_grad(dx + i * xs, dyi, w, d->K, d->C, PQ);
                 }
                 for (int c = 0; dx && map && map->grad_sums && c < d->C; c++) {
                     /* the batch norm's sums of this image's rows, in cache */
@@ -924,15 +932,15 @@ void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
 }
 
 /* A prologue (a->in_scale: x is a batch norm's input) runs only where
- * takes_prologue said so: in the depthwise kernels, the 1x1 kernels on
- * AVX-512 (stride 1) and Winograd. */
+ * takes_prologue said so: in the depthwise kernels, the own 1x1 kernels
+ * (AVX-512 or AVX2, stride 1) and Winograd. */
 static int is_depthwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return strcmp(nn_conv2d_kernel_name(d, ctx), "depthwise") == 0;
 }
 
 static int is_mapped_pointwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return strcmp(nn_conv2d_kernel_name(d, ctx), "pointwise") == 0 && !strided(d) &&
-           nn_conv2d_pointwise_avx512_ok(d, ctx);
+           own_pointwise(d, ctx);
 }
 
 static int is_winograd(const nn_conv2d_desc *d, const nn_ctx *ctx) {
@@ -1030,8 +1038,8 @@ static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
 
 /* the depthwise and the Winograd kernels normalize a batch norm's input
  * while loading it (Winograd: where it computes the weight gradient too, so
- * that every pass that reads x is its own); the 1x1 kernels on AVX-512 map
- * each image into their scratch before its GEMMs */
+ * that every pass that reads x is its own); the own 1x1 kernels (AVX-512
+ * or AVX2) map each image into their scratch before its GEMMs */
 static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
     const nn_conv2d_desc *d = &node->d.conv;
     return is_depthwise(d, ctx) || is_mapped_pointwise(d, ctx) ||

@@ -365,15 +365,10 @@ __attribute__((target("avx2,fma"), always_inline)) static inline plane_map8 map8
     return (plane_map8){m->on, m->relu, _mm256_set1_ps(m->a), _mm256_set1_ps(m->b)};
 }
 
-/* map_one on 8 floats, in its arithmetic (a multiply, then an add; the
- * ReLU keeps v > 0 and NaN) */
+/* map_one on 8 floats, in its arithmetic */
 __attribute__((target("avx2,fma"), always_inline)) static inline __m256 map8_avx2(
     __m256 v, const plane_map8 *m) {
-    if (!m->on) return v;
-    v = _mm256_add_ps(_mm256_mul_ps(v, m->a), m->b);
-    if (!m->relu) return v;
-    return _mm256_and_ps(v, _mm256_or_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ),
-                                         _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    return m->on ? nn_avx2_map(v, m->a, m->b, m->relu) : v;
 }
 
 /* map_row_portable 8 floats at a time for stride 1 (others: the portable

@@ -9,8 +9,9 @@
  * all through nn_gemm8_avx512 (gemm_avx512.h), which broadcasts W, W^T or dy
  * straight from the rows they lie in, so nothing is packed; the weight
  * gradient transposes the image to (HW, C) first, so that C lies along the
- * vector lanes. conv2d.c's pointwise kernel calls these per image when
- * nn_conv2d_pointwise_avx512_ok accepts the shape and BLAS otherwise.
+ * vector lanes. conv2d.c's pointwise kernel calls these per image
+ * (nn_pointwise_avx512, ops.h) where they take the shape, the AVX2 twins
+ * (conv2d_pointwise_avx2.c) where those do, and BLAS otherwise.
  *
  * Why not BLAS: these GEMMs are small (C, K <= 128 in MobileNet-small), and
  * where OPENBLAS_CORETYPE pins OpenBLAS to its AVX2 kernels on an AVX-512
@@ -26,7 +27,7 @@
 #include "ops/gemm_avx512.h"
 #define AVX512 __attribute__((target("avx512f")))
 
-int nn_conv2d_pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+static int pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return ctx->isa >= NN_ISA_AVX512 && d->groups <= 1 && d->C % 16 == 0 &&
            d->K % NN_GEMM8_ROWS == 0;
 }
@@ -69,26 +70,24 @@ AVX512 static void transpose_image(float *xt, const float *x, int C, int HW) {
         }
 }
 
-void nn_conv2d_pointwise_forward_avx512(float *y, const float *x, const float *w, int K, int C,
-                                        int HW) {
+static void forward(float *y, const float *x, const float *w, int K, int C, int HW) {
     gemm_rows8(y, (size_t)HW, w, (size_t)C, 1, x, (size_t)HW, K, HW, (size_t)C, 0);
 }
 
-void nn_conv2d_pointwise_dx_avx512(float *dx, const float *dy, const float *w, int K, int C,
-                                   int HW) {
+static void input_grad(float *dx, const float *dy, const float *w, int K, int C, int HW) {
     gemm_rows8(dx, (size_t)HW, w, 1, (size_t)C, dy, (size_t)HW, C, HW, (size_t)K, 0);
 }
 
-void nn_conv2d_pointwise_dw_avx512(float *dw, const float *dy, const float *x, float *xt, int K,
-                                   int C, int HW) {
+static void weight_grad(float *dw, const float *dy, const float *x, float *xt, int K, int C,
+                        int HW) {
     transpose_image(xt, x, C, HW);
     gemm_rows8(dw, (size_t)C, dy, (size_t)HW, 1, xt, (size_t)C, K, C, (size_t)HW, 1);
 }
 
 /* dst (C, HW) = x (C, HW) through a prologue's map (nn_map_lanes): the
  * batch norm's output, bit for bit */
-AVX512 void nn_conv2d_pointwise_map_avx512(float *dst, const float *x,
-                                           const nn_conv2d_map *map, int C, int HW) {
+AVX512 static void map_image(float *dst, const float *x, const nn_conv2d_map *map, int C,
+                             int HW) {
     for (int c = 0; c < C; c++) {
         const float *src = x + (size_t)c * HW;
         float *out = dst + (size_t)c * HW;
@@ -101,36 +100,16 @@ AVX512 void nn_conv2d_pointwise_map_avx512(float *dst, const float *x,
     }
 }
 
-#else /* no AVX-512 kernels in this build: never selected */
+const nn_pointwise_kernels nn_pointwise_avx512 = {pointwise_avx512_ok, forward, input_grad,
+                                                  weight_grad, map_image};
 
-void nn_conv2d_pointwise_map_avx512(float *dst, const float *x, const nn_conv2d_map *map, int C,
-                                    int HW) {
-    (void)dst, (void)x, (void)map, (void)C, (void)HW;
-    NN_ASSERT(!"AVX-512 pointwise kernels are not built");
-}
+#else /* no AVX-512 kernels in this build: never chosen */
 
-
-int nn_conv2d_pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+static int pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     (void)d, (void)ctx;
     return 0;
 }
 
-void nn_conv2d_pointwise_forward_avx512(float *y, const float *x, const float *w, int K, int C,
-                                        int HW) {
-    (void)y, (void)x, (void)w, (void)K, (void)C, (void)HW;
-    NN_ASSERT(!"AVX-512 pointwise kernels are not built");
-}
-
-void nn_conv2d_pointwise_dx_avx512(float *dx, const float *dy, const float *w, int K, int C,
-                                   int HW) {
-    (void)dx, (void)dy, (void)w, (void)K, (void)C, (void)HW;
-    NN_ASSERT(!"AVX-512 pointwise kernels are not built");
-}
-
-void nn_conv2d_pointwise_dw_avx512(float *dw, const float *dy, const float *x, float *xt, int K,
-                                   int C, int HW) {
-    (void)dw, (void)dy, (void)x, (void)xt, (void)K, (void)C, (void)HW;
-    NN_ASSERT(!"AVX-512 pointwise kernels are not built");
-}
+const nn_pointwise_kernels nn_pointwise_avx512 = {pointwise_avx512_ok, NULL, NULL, NULL, NULL};
 
 #endif

@@ -118,22 +118,23 @@ void nn_conv2d_backward_data_winograd_mapped(float *dx, const float *dy, const f
 void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
                                          const float *x, const nn_conv2d_desc *d, int n,
                                          float *ws, nn_ctx *ctx);
-/* conv2d_pointwise_avx512.c: a 1x1 convolution's products on one image
- * with AVX-512 (no BLAS), for shapes nn_conv2d_pointwise_avx512_ok accepts
- * (one group, C a multiple of 16, K of 8): y (K, HW) = W x; dx (C, HW) =
- * W^T dy; dw (K, C) += dy x^T, through xt (HW x C floats of scratch) */
-int nn_conv2d_pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
-void nn_conv2d_pointwise_forward_avx512(float *y, const float *x, const float *w, int K, int C,
-                                        int HW);
-void nn_conv2d_pointwise_dx_avx512(float *dx, const float *dy, const float *w, int K, int C,
-                                   int HW);
-void nn_conv2d_pointwise_dw_avx512(float *dw, const float *dy, const float *x, float *xt, int K,
-                                   int C, int HW);
-/* dst (C, HW) = x mapped by a prologue (as the batch norm would write it) */
-void nn_conv2d_pointwise_map_avx512(float *dst, const float *x, const nn_conv2d_map *map, int C,
-                                    int HW);
-/* conv2d.c: the 1x1 kernel with a prologue (AVX-512, stride 1; map->grad_sums
- * as the depthwise kernels fill it) */
+/* The products of a 1x1 convolution on one image without BLAS, for the
+ * shapes `ok` accepts (one group; conv2d_pointwise_avx512.c: AVX-512, C a
+ * multiple of 16, K of 8; conv2d_pointwise_avx2.c: AVX2, C of 8, K of 4):
+ * y (K, HW) = W x; dx (C, HW) = W^T dy; dw (K, C) += dy x^T through xt (HW
+ * x C floats of scratch); map: dst (C, HW) = x mapped by a prologue (as the
+ * batch norm would write it). */
+typedef struct {
+    int (*ok)(const nn_conv2d_desc *d, const nn_ctx *ctx);
+    void (*forward)(float *y, const float *x, const float *w, int K, int C, int HW);
+    void (*input_grad)(float *dx, const float *dy, const float *w, int K, int C, int HW);
+    void (*weight_grad)(float *dw, const float *dy, const float *x, float *xt, int K, int C,
+                        int HW);
+    void (*map)(float *dst, const float *x, const nn_conv2d_map *map, int C, int HW);
+} nn_pointwise_kernels;
+extern const nn_pointwise_kernels nn_pointwise_avx512, nn_pointwise_avx2;
+/* conv2d.c: the 1x1 kernel with a prologue (nn_pointwise_kernels, stride 1;
+ * map->grad_sums as the depthwise kernels fill it) */
 void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
                                         const float *w, const float *b, const nn_conv2d_desc *d,
                                         int n, float *ws, nn_ctx *ctx);
