@@ -21,6 +21,7 @@
 #include <immintrin.h>
 
 #include "backend/simd_avx2.h"
+#include "ops/gemm_avx2.h"
 
 #define AVX2 __attribute__((target("avx2,fma")))
 #define INLINE_AVX2 __attribute__((target("avx2,fma"), always_inline)) static inline
@@ -28,8 +29,8 @@
 #define VEC 8    /* floats per ymm: tiles per vector */
 #define XI WINO_XI
 #define BLOCK 8  /* output channels per block of U (the layout's o % 8) */
-#define GEMM_K 4 /* output channels per GEMM kernel call */
-#define GEMM_T 3 /* 8-tile vectors per GEMM kernel call */
+#define GEMM_K NN_GEMM4_ROWS /* output channels per GEMM kernel call */
+#define GEMM_T NN_GEMM4_VECS /* 8-tile vectors per GEMM kernel call */
 
 /* ------------------------------------------------------------ weights */
 
@@ -202,24 +203,11 @@ AVX2 static void transform_input(float *v, const float *in, const float *mask,
 /* ------------------------------------------------------------ products */
 
 /* m[k][t] = sum over c of u[c][k] * v[c][t] for GEMM_K outputs k and NT
- * vectors of 8 tiles: the weights broadcast from memory, the tiles loaded. */
+ * vectors of 8 tiles: the weights broadcast from their packed block, the
+ * tiles loaded (gemm_avx2.h) */
 INLINE_AVX2 void gemm_kernel(float *m, size_t ldm, const float *u, const float *v, size_t ldv,
                              int cin, const int NT) {
-    __m256 acc[GEMM_K][GEMM_T];
-    _Pragma("GCC unroll 4") for (int k = 0; k < GEMM_K; k++)
-        _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++) acc[k][b] = _mm256_setzero_ps();
-    for (int c = 0; c < cin; c++, u += BLOCK, v += ldv) {
-        __m256 vb[GEMM_T];
-        _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++) vb[b] = _mm256_loadu_ps(v + b * VEC);
-        _Pragma("GCC unroll 4") for (int k = 0; k < GEMM_K; k++) {
-            const __m256 uk = _mm256_broadcast_ss(u + k);
-            _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++) acc[k][b] =
-                _mm256_fmadd_ps(uk, vb[b], acc[k][b]);
-        }
-    }
-    _Pragma("GCC unroll 4") for (int k = 0; k < GEMM_K; k++)
-        _Pragma("GCC unroll 3") for (int b = 0; b < NT; b++)
-            _mm256_storeu_ps(m + k * ldm + b * VEC, acc[k][b]);
+    nn_gemm4_avx2(m, ldm, u, 1, BLOCK, v, ldv, (size_t)cin, NT, VEC, 0);
 }
 
 AVX2 static void gemm_1(float *m, size_t ldm, const float *u, const float *v, size_t ldv, int cin) {
@@ -420,25 +408,10 @@ AVX2 static void transpose_point(float *vt, size_t cp, const float *v, size_t ld
 }
 
 /* m[k][c] += sum over t < count of yh[k * ldy + t] * vt[t][c] for GEMM_K
- * outputs k and NC vectors of 8 channels */
+ * outputs k and NC vectors of 8 channels (gemm_avx2.h) */
 INLINE_AVX2 void wgrad_kernel(float *m, size_t ldm, const float *yh, size_t ldy, const float *vt,
                               size_t ldv, size_t count, const int NC) {
-    __m256 acc[GEMM_K][GEMM_T];
-    _Pragma("GCC unroll 4") for (int k = 0; k < GEMM_K; k++)
-        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) acc[k][b] =
-            _mm256_loadu_ps(m + k * ldm + b * VEC);
-    for (size_t t = 0; t < count; t++, yh++, vt += ldv) {
-        __m256 vb[GEMM_T];
-        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) vb[b] = _mm256_loadu_ps(vt + b * VEC);
-        _Pragma("GCC unroll 4") for (int k = 0; k < GEMM_K; k++) {
-            const __m256 yk = _mm256_broadcast_ss(yh + k * ldy);
-            _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++) acc[k][b] =
-                _mm256_fmadd_ps(yk, vb[b], acc[k][b]);
-        }
-    }
-    _Pragma("GCC unroll 4") for (int k = 0; k < GEMM_K; k++)
-        _Pragma("GCC unroll 3") for (int b = 0; b < NC; b++)
-            _mm256_storeu_ps(m + k * ldm + b * VEC, acc[k][b]);
+    nn_gemm4_avx2(m, ldm, yh, ldy, 1, vt, ldv, count, NC, VEC, 1);
 }
 
 #define NN_WGRAD(NC)                                                                               \

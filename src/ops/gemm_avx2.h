@@ -1,17 +1,19 @@
 /*
- * gemm_avx2.h - the register-blocked AVX2 + FMA GEMM kernel behind the 1x1
- * convolutions on CPUs without AVX-512 (conv2d_pointwise_avx2.c; the
- * AVX-512 twin is gemm_avx512.h): 4 rows of C, each as nt <= 3 vectors of 8
- * columns, in 12 accumulators at most (with the 3 vectors of B and the
- * broadcast, all 16 ymm registers):
+ * gemm_avx2.h - the register-blocked AVX2 + FMA GEMM kernel behind the
+ * Winograd products (conv2d_winograd_avx2.c) and the 1x1 convolutions
+ * (conv2d_pointwise_avx2.c) on CPUs without AVX-512 (the AVX-512 twin is
+ * gemm_avx512.h): 4 rows of C, each as nt <= 3 vectors of 8 columns, in 12
+ * accumulators at most (with the 3 vectors of B and the broadcast, all 16
+ * ymm registers):
  *
  *     c[i][j] (+)= sum over p < depth of a[i ar + p ap] * b[p ldb + j]
  *
  * for i < 4 and j < 8 nt. A's elements are broadcast from memory at any
- * strides (a row-major matrix or its transpose), B's rows are loaded whole;
- * the last vector holds `last` columns (loads by mask, which cost no more
- * than plain ones; stores of the part without a mask: nn_avx2_store_n), so B
- * and C need no padding. Each sum runs over p in order, one fused
+ * strides (a packed block, a row-major matrix or its transpose), B's rows are
+ * loaded whole; the last vector holds `last` columns (loads by mask, which
+ * cost no more than plain ones; stores of the part without a mask:
+ * nn_avx2_store_n), so B and C need no padding; a constant last of 8 leaves
+ * plain loads and stores. Each sum runs over p in order, one fused
  * multiply-add per term, so the result does not depend on how the callers
  * block the columns.
  *
@@ -33,14 +35,15 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void nn_gemm4_a
     _Pragma("GCC unroll 4") for (int i = 0; i < NN_GEMM4_ROWS; i++)
         _Pragma("GCC unroll 3") for (int v = 0; v < nt; v++) {
         const float *ci = c + i * ldc + v * 8;
-        acc[i][v] = !accumulate    ? _mm256_setzero_ps()
-                    : v == nt - 1 ? _mm256_maskload_ps(ci, keep)
-                                  : _mm256_loadu_ps(ci);
+        acc[i][v] = !accumulate                 ? _mm256_setzero_ps()
+                    : v == nt - 1 && last < 8 ? _mm256_maskload_ps(ci, keep)
+                                              : _mm256_loadu_ps(ci);
     }
     for (size_t p = 0; p < depth; p++, a += ap, b += ldb) {
         __m256 bv[NN_GEMM4_VECS];
         _Pragma("GCC unroll 3") for (int v = 0; v < nt; v++) bv[v] =
-            v == nt - 1 ? _mm256_maskload_ps(b + v * 8, keep) : _mm256_loadu_ps(b + v * 8);
+            v == nt - 1 && last < 8 ? _mm256_maskload_ps(b + v * 8, keep)
+                                    : _mm256_loadu_ps(b + v * 8);
         _Pragma("GCC unroll 4") for (int i = 0; i < NN_GEMM4_ROWS; i++) {
             const __m256 ai = _mm256_broadcast_ss(a + i * ar);
             _Pragma("GCC unroll 3") for (int v = 0; v < nt; v++) acc[i][v] =
