@@ -9,8 +9,8 @@
  * must happen with fusion on only). With fusion on the ReLU must really alias
  * its producer (no pass of its own), and a residual add after a batch norm
  * must run inside it, and a batch norm + ReLU before a depthwise convolution
- * (or, with AVX-512 or AVX2, a 1x1 one) must run in that convolution's loads (its own output not written in
- * training passes), the convolution's backward summing each row of the batch
+ * (or, with AVX-512 or AVX2, a 1x1 one) must run in that convolution's
+ * loads (its own output not written in training passes), the convolution's backward summing each row of the batch
  * norm's gradient for it; with AVX-512 a Winograd convolution before a batch
  * norm must sum its statistics for it. Central-difference checks of the fused batch norm +
  * ReLU's and batch norm + add + ReLU's gradients guard the backward itself.

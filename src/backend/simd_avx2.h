@@ -2,8 +2,8 @@
  * (conv2d_winograd_avx2.c, conv2d_rows_avx2.c, conv2d_depthwise.c,
  * conv2d_pointwise_avx2.c, pool_avx2.c): lane masks for vmaskmov, loads and
  * stores of the first n floats (ReLU-masked loads), the even/odd split of 16
- * floats, the batch norm's map, an 8x8 transpose, a horizontal sum. Include after <immintrin.h>, on x86-64
- * GCC/clang only. */
+ * floats, the batch norm's map, an 8x8 transpose, a horizontal sum. Include
+ * after <immintrin.h>, on x86-64 GCC/clang only. */
 #ifndef NN_SIMD_AVX2_H
 #define NN_SIMD_AVX2_H
 

@@ -635,13 +635,6 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
 
 /* ------------------------------------------------------------ 1x1 */
 
-/* A 1x1 convolution with stride 1 and no padding is a matrix product on each
- * image as it lies in memory: x (C, H*W) is already the column matrix, so the
- * GEMMs read the image itself instead of an im2col copy of it. With the
- * own AVX-512 or AVX2 kernels (conv2d_pointwise_avx512.c,
- * conv2d_pointwise_avx2.c) a strided one (ResNet's stride-2 projections) is
- * taken too: its columns are every stride-th pixel, copied per image into
- * the thread's col buffer. */
 /* the widest own (BLAS-free) 1x1 kernels that take d, NULL: BLAS */
 static const nn_pointwise_kernels *own_pointwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     if (nn_pointwise_avx512.ok(d, ctx)) return &nn_pointwise_avx512;
@@ -649,6 +642,13 @@ static const nn_pointwise_kernels *own_pointwise(const nn_conv2d_desc *d, const 
     return NULL;
 }
 
+/* A 1x1 convolution with stride 1 and no padding is a matrix product on each
+ * image as it lies in memory: x (C, H*W) is already the column matrix, so the
+ * GEMMs read the image itself instead of an im2col copy of it. With the
+ * own AVX-512 or AVX2 kernels (conv2d_pointwise_avx512.c,
+ * conv2d_pointwise_avx2.c) a strided one (ResNet's stride-2 projections) is
+ * taken too: its columns are every stride-th pixel, copied per image into
+ * the thread's col buffer. */
 static int pointwise_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     if (d->R != 1 || d->S != 1 || d->pad_h != 0 || d->pad_w != 0 || nn_conv2d_dilated(d) ||
         d->bf16)

@@ -375,7 +375,6 @@ __attribute__((target("avx2,fma"), always_inline)) static inline __m256 map8_avx
  * loop; stride 2 splits whole rows in split_phases_avx2) */
 __attribute__((target("avx2,fma"), always_inline)) static inline void map_row_avx2(
     float *o, const float *x, int n, int avail, int sw, const plane_map *m) {
-    (void)avail;
     if (sw != 1) {
         map_row_portable(o, x, n, avail, sw, m);
         return;
@@ -594,8 +593,6 @@ AVX512 static void merge_phases_avx512(float *dx, const float *grids, const nn_c
     }
 }
 
-/* merge_phases for strides 1 and 2 with AVX2: for 2, the two column phases
- * interleaved, 16 columns at a time (the last 0-15 one by one) */
 /* out[0..16) = e[0], o[0], e[1], o[1], ... */
 __attribute__((target("avx2,fma"), always_inline)) static inline void interleave16_avx2(
     float *out, const float *e, const float *o) {
@@ -605,6 +602,11 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void interleave
     _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
 }
 
+/* merge_phases for strides 1 and 2 with AVX2: for 2, the two column phases
+ * interleaved 16 columns at a time, a row's last 16 (even-aligned) again
+ * over what is written; a row under 16 as one interleave that spills onto
+ * the plane's next rows, which write over it later (the plane's last rows
+ * one by one: past the plane lies another thread's) */
 AVX2 static void merge_phases_avx2(float *dx, const float *grids, const nn_conv2d_desc *d,
                                    const dw_geom *g) {
     if (g->sw > 2) {
@@ -628,16 +630,14 @@ AVX2 static void merge_phases_avx2(float *dx, const float *grids, const nn_conv2
         float *out = dx + (size_t)h * W;
         int w = 0;
         if (W >= 16) {
-            for (; w + 16 <= W; w += 16) interleave16_avx2(out + w, row + even + w / 2, row + odd + w / 2);
+            for (; w + 16 <= W; w += 16)
+                interleave16_avx2(out + w, row + even + w / 2, row + odd + w / 2);
             if (w + 1 < W) { /* the last 16 even-aligned columns again, overlapping */
                 w = (W - 16) & ~1;
                 interleave16_avx2(out + w, row + even + w / 2, row + odd + w / 2);
                 w += 16;
             }
-        } else if ((h + 1) * W + 16 - W <= d->H * W) {
-            /* a row under 16 (a 14-wide image): 16 stored, the rest on the
-             * next rows' start, which they write over later (never past the
-             * plane: another thread's) */
+        } else if (h * W + 16 <= d->H * W) { /* a row under 16 (a 14-wide image) */
             interleave16_avx2(out, row + even, row + odd);
             w = W;
         }
