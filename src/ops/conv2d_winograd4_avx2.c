@@ -125,13 +125,9 @@ INLINE_AVX2 __m256 load8(const float *row, const float *mask, const chan_map *m,
                          int whole, int at) {
     const __m256 v = whole ? _mm256_loadu_ps(row + at) : _mm256_maskload_ps(row + at, keep);
     __m256 k = _mm256_castsi256_ps(keep);
-    if (m && m->on) {
-        const __m256 y = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(m->a)), _mm256_set1_ps(m->b));
-        if (m->relu)
-            k = _mm256_and_ps(k, _mm256_or_ps(_mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ),
-                                              _mm256_cmp_ps(y, y, _CMP_UNORD_Q)));
-        return _mm256_and_ps(y, k);
-    }
+    if (m && m->on)
+        return _mm256_and_ps(
+            nn_avx2_map(v, _mm256_set1_ps(m->a), _mm256_set1_ps(m->b), m->relu), k);
     if (mask)
         return _mm256_and_ps(v, _mm256_cmp_ps(whole ? _mm256_loadu_ps(mask + at)
                                                     : _mm256_maskload_ps(mask + at, keep),

@@ -84,14 +84,9 @@ static void transform_weights(float *u, const float *w, int cin, int cout, size_
 INLINE_AVX2 __m256 load_row_mapped(const float *src, int at, int n, const chan_map *m) {
     const int cnt = n - at;
     if (cnt <= 0) return _mm256_setzero_ps();
-    const __m256i lanes = nn_avx2_lanes(cnt);
-    __m256 v = nn_avx2_load_n(src + at, cnt);
-    v = _mm256_add_ps(_mm256_mul_ps(v, _mm256_set1_ps(m->a)), _mm256_set1_ps(m->b));
-    __m256 keep = _mm256_castsi256_ps(lanes);
-    if (m->relu)
-        keep = _mm256_and_ps(keep, _mm256_or_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ),
-                                                _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-    return _mm256_and_ps(v, keep);
+    const __m256 v = nn_avx2_map(nn_avx2_load_n(src + at, cnt), _mm256_set1_ps(m->a),
+                                 _mm256_set1_ps(m->b), m->relu);
+    return _mm256_and_ps(v, _mm256_castsi256_ps(nn_avx2_lanes(cnt)));
 }
 
 
