@@ -449,6 +449,25 @@ static conv_group channel_group(const nn_conv2d_desc *d) {
     return g;
 }
 
+/* the widest own (BLAS-free) 1x1 kernels that take d, NULL: BLAS */
+static const nn_pointwise_kernels *own_pointwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    if (nn_pointwise_avx512.ok(d, ctx)) return &nn_pointwise_avx512;
+    if (nn_pointwise_avx2.ok(d, ctx)) return &nn_pointwise_avx2;
+    return NULL;
+}
+
+/* The own 1x1 kernels also run im2col's three products in fp32: a group's
+ * column matrix (C/g*R*S, G*P*Q) is the image of a 1x1 convolution with
+ * C/g*R*S channels. At ResNet-20's stride-2 shapes (C*R*S 144 and 288, 196
+ * or 49 columns per image) OpenBLAS packed and zeroed more than it
+ * multiplied (see docs/performance.md). NULL: OpenBLAS. */
+static const nn_pointwise_kernels *own_im2col(const conv_group *cg, const nn_ctx *ctx) {
+    if (cg->desc.bf16) return NULL;
+    nn_conv2d_desc p = cg->desc;
+    p.C = cg->crs, p.R = p.S = 1, p.groups = 1;
+    return own_pointwise(&p, ctx);
+}
+
 /*
  * Forward, in groups of up to G images handed to whichever thread is free
  * (at least 4 groups per thread): im2col of the group into col (CRS, G*PQ), one GEMM
@@ -465,6 +484,7 @@ static void forward_im2col(float *y, const float *x, const float *w, const float
     const nn_conv2d_desc dg = cg.desc;
     const int ng = cg.count, CRSg = cg.crs;
     const size_t slice = cg.slice;
+    const nn_pointwise_kernels *own = own_im2col(&cg, ctx);
     uint16_t *wpack = (uint16_t *)ws; /* bf16: W (K, CRS), packed once */
     if (d->bf16) nn_bf16_pack_a(ctx->isa, w, CRSg, 0, d->K, CRSg, wpack);
     NN_PARALLEL(T) {
@@ -482,10 +502,15 @@ static void forward_im2col(float *y, const float *x, const float *w, const float
                                 yg, (int)ld, 0, bscratch);
             }
             for (int gi = 0; gi < ng && !d->bf16; gi++) {
+                const float *wg = w + (size_t)gi * dg.K * CRSg;
+                float *ygi = yg + (size_t)gi * dg.K * ld;
                 for (int g = 0; g < gc; g++)
                     im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs + gi * slice, &dg);
-                nn_sgemm(0, 0, dg.K, (int)ld, CRSg, 1.0f, w + (size_t)gi * dg.K * CRSg, CRSg,
-                             col, (int)ld, 0.0f, yg + (size_t)gi * dg.K * ld, (int)ld);
+                if (own)
+                    own->forward(ygi, col, wg, dg.K, CRSg, (int)ld);
+                else
+                    nn_sgemm(0, 0, dg.K, (int)ld, CRSg, 1.0f, wg, CRSg, col, (int)ld, 0.0f, ygi,
+                             (int)ld);
             }
             for (int g = 0; g < gc; g++)
                 for (int k = 0; k < d->K; k++) {
@@ -545,6 +570,7 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
     const size_t slice = cg.slice;
     const size_t wn = (size_t)d->K * CRSg; /* weight (K, C/groups, R, S) */
     const conv_ws L = ws_layout(d);
+    const nn_pointwise_kernels *own = own_im2col(&cg, ctx); /* dW: col^T in dcol */
     /* bf16: W^T (CRS, K), or the flipped kernel (C, KRS), packed once */
     uint16_t *wtpack = (uint16_t *)ws;
     const int dx_corr = dx && dx_as_correlation(d);
@@ -581,8 +607,12 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
                 } else {
                     for (int g = 0; g < gc; g++)
                         im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs + gi * slice, &dg);
-                    nn_sgemm(0, 1, dg.K, CRSg, (int)ld, 1.0f, dyk, (int)ld, col, (int)ld, 1.0f,
-                             dwt + (size_t)gi * dg.K * CRSg, CRSg);
+                    float *dwg = dwt + (size_t)gi * dg.K * CRSg;
+                    if (own)
+                        own->weight_grad(dwg, dyk, col, dcol, dg.K, CRSg, (int)ld);
+                    else
+                        nn_sgemm(0, 1, dg.K, CRSg, (int)ld, 1.0f, dyk, (int)ld, col, (int)ld, 1.0f,
+                                 dwg, CRSg);
                 }
             }
         }
@@ -613,6 +643,8 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
                     if (d->bf16)
                         nn_gemm_bf16(ctx->isa, CRSg, (int)ld, d->K, wtpack, dyk, (int)ld, 0, dcol,
                                      (int)ld, 0, 0, bscratch);
+                    else if (own)
+                        own->input_grad(dcol, dyk, wk, dg.K, CRSg, (int)ld);
                     else
                         nn_sgemm(1, 0, CRSg, (int)ld, dg.K, 1.0f, wk, CRSg, dyk, (int)ld, 0.0f,
                                  dcol, (int)ld);
@@ -635,12 +667,6 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
 
 /* ------------------------------------------------------------ 1x1 */
 
-/* the widest own (BLAS-free) 1x1 kernels that take d, NULL: BLAS */
-static const nn_pointwise_kernels *own_pointwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
-    if (nn_pointwise_avx512.ok(d, ctx)) return &nn_pointwise_avx512;
-    if (nn_pointwise_avx2.ok(d, ctx)) return &nn_pointwise_avx2;
-    return NULL;
-}
 
 /* A 1x1 convolution with stride 1 and no padding is a matrix product on each
  * image as it lies in memory: x (C, H*W) is already the column matrix, so the
