@@ -201,8 +201,68 @@ static void im2col_any(void *col, size_t ld, const void *x, const nn_conv2d_desc
             }
 }
 
+/* Stride 2 across the row, undilated, fp32: each input row a window reads is
+ * split into its even and odd columns, between zero margins, and each tap
+ * (r, s) takes its Q columns whole from one half: s - pad_w = 2 shift +
+ * phase. The gathers, one per tap and row, had taken a fifth of ResNet-20's
+ * downsampling layers (im2col twice a step, col2im once). A half row holds
+ * SPLIT_MAX floats with its margins; wider rows take im2col_any. */
+#define SPLIT_MAX 512
+
+typedef struct {
+    int margin, len; /* floats before column 0 of a half, floats in one */
+} row_split;
+
+static int split_ok(const nn_conv2d_desc *d, row_split *rs) {
+    if (d->stride_w != 2 || nn_conv2d_dilated(d)) return 0;
+    rs->margin = (d->pad_w + 1) / 2;               /* the most negative shift */
+    rs->len = rs->margin + d->Q + (d->S - 1) / 2 + 1; /* and the largest */
+    return rs->len + (d->W + 1) / 2 <= SPLIT_MAX;
+}
+
+/* half[0] = row's even columns, half[1] its odd, after rs->margin zeros */
+static void split_row(float half[2][SPLIT_MAX], const float *row, int W, const row_split *rs) {
+    float *e = half[0] + rs->margin, *o = half[1] + rs->margin;
+    int j = 0;
+    for (; 2 * j + 1 < W; j++) e[j] = row[2 * j], o[j] = row[2 * j + 1];
+    if (2 * j < W) e[j] = row[2 * j];
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void im2col_split(float *col, size_t ld, const float *x, const nn_conv2d_desc *d,
+                         const row_split *rs) {
+    float half[2][SPLIT_MAX];
+    memset(half, 0, sizeof half); /* the margins and past the row stay zero */
+    const int Q = d->Q;
+    for (int c = 0; c < d->C; c++)
+        for (int r = 0; r < d->R; r++) {
+            float *rows = col + (size_t)(c * d->R + r) * d->S * ld;
+            for (int p = 0; p < d->P; p++) {
+                const int ih = p * d->stride_h - d->pad_h + r;
+                const int inside = ih >= 0 && ih < d->H;
+                if (inside) split_row(half, x + ((size_t)c * d->H + ih) * d->W, d->W, rs);
+                for (int s = 0; s < d->S; s++) {
+                    float *out = rows + (size_t)s * ld + (size_t)p * Q;
+                    const int at = s - d->pad_w + 2 * rs->margin; /* >= 0 */
+                    /* copies of a few dozen bytes: a loop, not libc calls */
+                    const float *in = half[at & 1] + at / 2;
+                    if (inside)
+                        for (int q = 0; q < Q; q++) out[q] = in[q];
+                    else
+                        for (int q = 0; q < Q; q++) out[q] = 0.0f;
+                }
+            }
+        }
+}
+
 static void im2col(float *col, size_t ld, const float *x, const nn_conv2d_desc *d) {
-    im2col_any(col, ld, x, d, sizeof(float));
+    row_split rs;
+    if (split_ok(d, &rs))
+        im2col_split(col, ld, x, d, &rs);
+    else
+        im2col_any(col, ld, x, d, sizeof(float));
 }
 
 /* im2col of a stride-1 convolution from a zero-padded bf16 image
@@ -307,9 +367,46 @@ static void pack_flipped_bf16(uint16_t *Ap, const float *w, const nn_conv2d_desc
                         w[(((size_t)k * d->C + c) * R + (R - 1 - r)) * S + (S - 1 - s)]);
 }
 
+/* col2im_any for split_ok's convolutions: the taps of one input row are
+ * summed into its two halves, then added to the row interleaved */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void col2im_split(float *dx, const float *dcol, size_t ld, const nn_conv2d_desc *d,
+                         const row_split *rs) {
+    float half[2][SPLIT_MAX];
+    const int Q = d->Q, W = d->W;
+    const int used = rs->len > rs->margin + (W + 1) / 2 ? rs->len : rs->margin + (W + 1) / 2;
+    for (int c = 0; c < d->C; c++)
+        for (int r = 0; r < d->R; r++) {
+            const float *rows = dcol + (size_t)(c * d->R + r) * d->S * ld;
+            for (int p = 0; p < d->P; p++) {
+                const int ih = p * d->stride_h - d->pad_h + r;
+                if (ih < 0 || ih >= d->H) continue;
+                for (int j = 0; j < used; j++) half[0][j] = half[1][j] = 0.0f;
+                for (int s = 0; s < d->S; s++) {
+                    const float *in = rows + (size_t)s * ld + (size_t)p * Q;
+                    const int at = s - d->pad_w + 2 * rs->margin;
+                    float *h = half[at & 1] + at / 2;
+                    for (int q = 0; q < Q; q++) h[q] += in[q];
+                }
+                float *xr = dx + ((size_t)c * d->H + ih) * W;
+                const float *e = half[0] + rs->margin, *o = half[1] + rs->margin;
+                int j = 0;
+                for (; 2 * j + 1 < W; j++) xr[2 * j] += e[j], xr[2 * j + 1] += o[j];
+                if (2 * j < W) xr[2 * j] += e[j];
+            }
+        }
+}
+
 /* dx (C, H, W) += the columns dcol[:, 0..P*Q) (row stride ld) folded back
  * onto the image; dx must be zeroed first. */
 static void col2im(float *dx, const float *dcol, size_t ld, const nn_conv2d_desc *d) {
+    row_split rs;
+    if (split_ok(d, &rs)) {
+        col2im_split(dx, dcol, ld, d, &rs);
+        return;
+    }
     const int dh = nn_conv2d_dil_h(d), dw = nn_conv2d_dil_w(d), sw = d->stride_w;
     for (int c = 0; c < d->C; c++)
         for (int r = 0; r < d->R; r++)
