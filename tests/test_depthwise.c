@@ -1,6 +1,7 @@
 /*
- * test_depthwise.c - the direct depthwise kernels (conv2d_depthwise.c) and the
- * 1x1 GEMM kernels (conv2d.c "pointwise"): against the double reference on
+ * test_depthwise.c - the direct depthwise kernels (conv2d_depthwise.c), the
+ * 1x1 GEMM kernels (conv2d.c "pointwise") and the stride-2 phase kernels
+ * (conv2d_phase_avx2.c, AVX2 loops only): against the double reference on
  * random inputs (odd sizes, strides 1 to 4, padding up to beyond the kernel,
  * batches of 1 and 3, fused ReLU, with and without bias), with the portable
  * and the AVX-512 loops, on 1 and 2 threads: through nn_conv2d_forward and
@@ -249,15 +250,29 @@ static const conv_case strided_pointwise_cases[] = {
     {"1x1 s2x3 32 -> 8, 9x11 + ReLU",32,  9, 11,  8, 1, 1, 2, 3, 0, 0, 1, 1, 1, 2},
 };
 
-/* A strided 1x1 convolution's input gradient added into what dx holds
- * (d.dx_add, which conv2d_accumulates_dx grants it): the bytes of the
- * gradient written alone plus what was there, and the pixels no window
- * reads keep their value. */
-static void strided_dx_add(nn_ctx *ctx, nn_rng *rng) {
-    nn_conv2d_desc d = desc_of(&strided_pointwise_cases[0]);
-    const int n = strided_pointwise_cases[0].n;
+/* stride 2 with R, S >= 2 goes to the phase kernels with AVX2: odd and
+ * even sizes, padding 0 to 2, 2x2 to 5x5 and a 3x5 kernel, a 1x1 input,
+ * outputs whose rows are not whole vectors */
+static const conv_case phase_cases[] = {
+    {"3x3 s2 16 -> 32, 13x13 pad 1 + ReLU", 16, 13, 13, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1, 3},
+    {"3x3 s2 8 -> 4, 9x11 pad 0",           8,  9, 11,  4, 3, 3, 2, 2, 0, 0, 1, 0, 0, 2},
+    {"5x5 s2 8 -> 12, 10x7 pad 2 + ReLU",   8, 10,  7, 12, 5, 5, 2, 2, 2, 2, 1, 1, 1, 3},
+    {"2x2 s2 16 -> 8, 8x8",                16,  8,  8,  8, 2, 2, 2, 2, 0, 0, 1, 0, 1, 2},
+    {"3x5 s2 8 -> 4, 6x9 pad 1x2",          8,  6,  9,  4, 3, 5, 2, 2, 1, 2, 1, 0, 1, 1},
+    {"3x3 s2 24 -> 8, 1x1 pad 1 + ReLU",   24,  1,  1,  8, 3, 3, 2, 2, 1, 1, 1, 1, 0, 3},
+    {"3x3 s2 32 -> 64, 14x14 pad 1",       32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 0, 0, 3},
+};
+
+/* A convolution's input gradient added into what dx holds (d.dx_add, which
+ * conv2d_accumulates_dx grants the strided 1x1 and the phase kernels): the
+ * bytes of the gradient written alone plus what was there, and the pixels
+ * no window reads keep their value. */
+static void dx_add_exact(nn_ctx *ctx, nn_rng *rng, const conv_case *c, const char *kernel) {
+    nn_conv2d_desc d = desc_of(c);
+    const int n = c->n;
     const size_t xn = (size_t)n * d.C * d.H * d.W, yn = (size_t)n * d.K * d.P * d.Q;
-    const size_t wn = (size_t)d.K * d.C, wsn = nn_conv2d_workspace(&d, nn_ctx_threads(ctx));
+    const size_t wn = (size_t)d.K * d.C * d.R * d.S;
+    const size_t wsn = nn_conv2d_workspace(&d, nn_ctx_threads(ctx));
     float *x = fvec(xn), *w = fvec(wn), *dy = fvec(yn), *ws = fvec(wsn);
     float *alone = fvec(xn), *added = fvec(xn), *was = fvec(xn), *dw = fvec(wn);
     fill(x, xn, rng, -1, 1);
@@ -270,8 +285,10 @@ static void strided_dx_add(nn_ctx *ctx, nn_rng *rng) {
     nn_conv2d_backward(added, dw, NULL, dy, NULL, x, w, &d, n, ws, ctx);
     size_t bad = 0;
     for (size_t i = 0; i < xn; i++) bad += added[i] != was[i] + alone[i];
-    check(bad == 0 && strcmp(nn_conv2d_kernel_name(&d, ctx), "pointwise") == 0,
-          "strided 1x1: dx added into dx = what was there + dx alone, bit for bit",
+    char name[160];
+    snprintf(name, sizeof name, "%s %s: dx added into dx = what was there + dx alone, bit for bit",
+             kernel, c->what);
+    check(bad == 0 && strcmp(nn_conv2d_kernel_name(&d, ctx), kernel) == 0, name,
           "%zu of %zu differ, kernel %s", bad, xn, nn_conv2d_kernel_name(&d, ctx));
     free(x), free(w), free(dy), free(ws), free(alone), free(added), free(was), free(dw);
 }
@@ -301,7 +318,13 @@ int main(void) {
                  i++)
                 fast_vs_ref(ctxs[t], &rng, &strided_pointwise_cases[i], "pointwise",
                             nn_isa_name(isas[v]));
-            if (isas[v] >= NN_ISA_AVX2) strided_dx_add(ctxs[t], &rng);
+            if (isas[v] >= NN_ISA_AVX2)
+                dx_add_exact(ctxs[t], &rng, &strided_pointwise_cases[0], "pointwise");
+            for (size_t i = 0; isas[v] == NN_ISA_AVX2 && i < sizeof phase_cases / sizeof *phase_cases;
+                 i++)
+                fast_vs_ref(ctxs[t], &rng, &phase_cases[i], "phase", nn_isa_name(isas[v]));
+            for (size_t i = 1; isas[v] == NN_ISA_AVX2 && i < 7; i += 2 + (i == 3)) /* no ReLU */
+                dx_add_exact(ctxs[t], &rng, &phase_cases[i], "phase");
         }
         hand_case(c1);
         thread_invariance(c1, c2, &rng);

@@ -238,11 +238,15 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
         {"height-1 input, 5x1 kernel, pad_h=2", {3, 2, 1, 6, 3, 5, 1, 1, 1, 2, 0, 1, 0}},
         {"1x1 input, 3x3 kernel, pad 1", {13, 4, 1, 1, 3, 3, 3, 1, 1, 1, 1, 1, 1}},
         {"batch 2 with 2 threads (one image each)", {2, 3, 6, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1}},
-        /* ResNet's downsampling 3x3s: im2col with the own 1x1 GEMM kernels
-         * on AVX2 and AVX-512 (C*R*S a multiple of 16, K of 8), 49 and 16
-         * columns per image (partial vectors), several images per group */
-        {"3x3 stride 2, C=16 K=32, 13x13 (own GEMM)", {5, 16, 13, 13, 32, 3, 3, 2, 2, 1, 1, 1, 1}},
-        {"3x3 stride 2, C=32 K=8, 8x8 (own GEMM)", {9, 32, 8, 8, 8, 3, 3, 2, 2, 1, 1, 0, 0}},
+        /* ResNet's downsampling 3x3s: the phase kernels on AVX2, im2col
+         * with the own 1x1 GEMM kernels on AVX-512 (C*R*S a multiple of 16,
+         * K of 8); 49 and 16 columns per image (partial vectors), several
+         * images per group */
+        {"3x3 stride 2, C=16 K=32, 13x13", {5, 16, 13, 13, 32, 3, 3, 2, 2, 1, 1, 1, 1}},
+        {"3x3 stride 2, C=32 K=8, 8x8", {9, 32, 8, 8, 8, 3, 3, 2, 2, 1, 1, 0, 0}},
+        /* im2col with the own GEMM kernels on AVX2 too (stride 3: no phases) */
+        {"3x3 stride 3, C=16 K=8, 11x13 (im2col, own GEMM)",
+         {4, 16, 11, 13, 8, 3, 3, 3, 3, 1, 1, 1, 1}},
     };
     for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
         conv_run_named(&special[i], ctxs, rng);

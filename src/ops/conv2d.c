@@ -520,9 +520,11 @@ size_t nn_conv2d_workspace(const nn_conv2d_desc *d, int threads) {
     size_t rows = nn_conv2d_rows_workspace(d, threads);
     size_t wino = nn_conv2d_winograd_workspace(d, threads);
     size_t depthwise = nn_conv2d_depthwise_workspace(d, threads);
+    size_t phase = nn_conv2d_phase_workspace(d, threads);
     size_t most = gemm > direct ? gemm : direct;
     most = most > depthwise ? most : depthwise;
     most = most > rows ? most : rows;
+    most = most > phase ? most : phase;
     return most > wino ? most : wino;
 }
 
@@ -1003,6 +1005,8 @@ static const conv_kernel kernel_order[] = {
      NULL, nn_conv2d_forward_direct_stats},
     {"rows", nn_conv2d_rows_ok, nn_conv2d_forward_rows, nn_conv2d_backward_rows, NULL, NULL,
      nn_conv2d_forward_rows_stats},
+    {"phase", nn_conv2d_phase_ok, nn_conv2d_forward_phase, nn_conv2d_backward_phase, NULL, NULL,
+     nn_conv2d_forward_phase_stats},
     {"pointwise", pointwise_ok, forward_pointwise, backward_pointwise, NULL, NULL, NULL},
     {"im2col", always, forward_im2col, backward_im2col, NULL, NULL, NULL},
 };
@@ -1156,7 +1160,7 @@ static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
     return !d->bf16 &&
            (strcmp(k, "winograd") == 0 ||
             (strcmp(k, "im2col") == 0 && !dx_as_correlation(d) && disjoint) ||
-            (strcmp(k, "pointwise") == 0 && strided(d)));
+            (strcmp(k, "pointwise") == 0 && strided(d)) || strcmp(k, "phase") == 0);
 }
 
 /* the depthwise and the Winograd kernels normalize a batch norm's input

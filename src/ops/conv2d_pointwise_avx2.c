@@ -30,27 +30,12 @@ static int pointwise_avx2_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
            d->K % NN_GEMM4_ROWS == 0;
 }
 
-/* C (M, N) (+)= A (M, depth) x B (depth, N), M a multiple of 4, A's element
- * (i, p) at a[i ar + p ap]: 24 columns at a time (B's slab stays in cache
- * while every 4 rows pass over it) */
+/* C (M, N) (+)= A (M, depth) x B (depth, N): nn_gemm_rows4_avx2 with B's
+ * rows at a stride */
 AVX2 static void gemm_rows4(float *c, size_t ldc, const float *a, size_t ar, size_t ap,
                             const float *b, size_t ldb, int M, int N, size_t depth,
                             int accumulate) {
-    const int slab = 8 * NN_GEMM4_VECS;
-    for (int j0 = 0; j0 < N; j0 += slab) {
-        const int cols = N - j0 < slab ? N - j0 : slab, nt = (cols + 7) / 8;
-        const int last = cols - 8 * (nt - 1);
-        for (int i0 = 0; i0 < M; i0 += NN_GEMM4_ROWS) {
-            float *ci = c + (size_t)i0 * ldc + j0;
-            const float *ai = a + (size_t)i0 * ar, *bj = b + j0;
-            if (nt == 3)
-                nn_gemm4_avx2(ci, ldc, ai, ar, ap, bj, ldb, depth, 3, last, accumulate);
-            else if (nt == 2)
-                nn_gemm4_avx2(ci, ldc, ai, ar, ap, bj, ldb, depth, 2, last, accumulate);
-            else
-                nn_gemm4_avx2(ci, ldc, ai, ar, ap, bj, ldb, depth, 1, last, accumulate);
-        }
-    }
+    nn_gemm_rows4_avx2(c, ldc, a, ar, ap, b, ldb, NULL, M, N, depth, accumulate);
 }
 
 /* xt (HW, C) = x (C, HW)^T, C a multiple of 8: 8x8 blocks in registers, the

@@ -202,7 +202,7 @@ AVX2 static void transform_input(float *v, const float *in, const float *mask,
  * tiles loaded (gemm_avx2.h) */
 INLINE_AVX2 void gemm_kernel(float *m, size_t ldm, const float *u, const float *v, size_t ldv,
                              int cin, const int NT) {
-    nn_gemm4_avx2(m, ldm, u, 1, BLOCK, v, ldv, (size_t)cin, NT, VEC, 0);
+    nn_gemm4_avx2(m, ldm, u, 1, BLOCK, v, ldv, NULL, (size_t)cin, NT, VEC, 0);
 }
 
 AVX2 static void gemm_1(float *m, size_t ldm, const float *u, const float *v, size_t ldv, int cin) {
@@ -406,7 +406,7 @@ AVX2 static void transpose_point(float *vt, size_t cp, const float *v, size_t ld
  * outputs k and NC vectors of 8 channels (gemm_avx2.h) */
 INLINE_AVX2 void wgrad_kernel(float *m, size_t ldm, const float *yh, size_t ldy, const float *vt,
                               size_t ldv, size_t count, const int NC) {
-    nn_gemm4_avx2(m, ldm, yh, ldy, 1, vt, ldv, count, NC, VEC, 1);
+    nn_gemm4_avx2(m, ldm, yh, ldy, 1, vt, ldv, NULL, count, NC, VEC, 1);
 }
 
 #define NN_WGRAD(NC)                                                                               \

@@ -170,6 +170,18 @@ void nn_conv2d_forward_rows_stats(float *y, const float *x, double *stats, const
 void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, const float *y,
                              const float *x, const float *w, const nn_conv2d_desc *d, int n,
                              float *ws, nn_ctx *ctx);
+/* conv2d_phase_avx2.c: stride 2 (R, S of 2..7, C a multiple of 8, K of 4,
+ * fp32, one group) as implicit GEMMs over the input's four phase images */
+int nn_conv2d_phase_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
+size_t nn_conv2d_phase_workspace(const nn_conv2d_desc *d, int threads);
+void nn_conv2d_forward_phase(float *y, const float *x, const float *w, const float *b,
+                             const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+void nn_conv2d_forward_phase_stats(float *y, const float *x, double *stats, const float *w,
+                                   const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                                   nn_ctx *ctx);
+void nn_conv2d_backward_phase(float *dx, float *dw, float *db, const float *dy, const float *y,
+                              const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                              float *ws, nn_ctx *ctx);
 
 /* max-pool: x (N, C, H, W), y (N, C, P, Q); backward reads x and y to find
  * each window's maximum */
