@@ -28,7 +28,8 @@ static const struct {
     const char *absorbed; /* an add that must run inside the batch norm before it */
     const char *prologue; /* a convolution that must normalize the batch norm's input */
     const char *stats;    /* a batch norm whose statistics its convolution must sum
-                             (Winograd F(4x4), direct, rows: checked with AVX-512) */
+                             (Winograd F(4x4), direct, rows: checked with AVX-512;
+                             phase, depthwise, 1x1: everywhere) */
 } PATTERNS[] = {
     {"conv + batchnorm + relu",
      "input shape=2x8x8\nconv2d name=c out=6 kernel=3 pad=1 bias=0\nbatchnorm name=bn\n"
@@ -57,12 +58,12 @@ static const struct {
      "conv2d name=p1 out=6 kernel=1 bias=0\nbatchnorm name=b2\nrelu name=r2\n"
      "conv2d name=d2 out=6 kernel=3 pad=1 stride=2 groups=6 bias=0\nbatchnorm name=b3\n"
      "relu name=r3\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r3", NULL, "d2", NULL},
+     "r3", NULL, "d2", "b3"},
     {"bn + relu into a 1x1 convolution (its own AVX-512 or AVX2 GEMMs; 10x10: masked tails)",
      "input shape=2x10x10\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
      "relu name=r0\nconv2d name=p1 out=8 kernel=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "gap\nlinear out=5\nsoftmax_ce\n",
-     "r1", NULL, "p1", NULL},
+     "r1", NULL, "p1", "b1"},
     {"conv + relu, linear + relu",
      "input shape=1x8x8\nconv2d name=c out=4 kernel=3 pad=1\nrelu name=r\nmaxpool size=2\nflatten\n"
      "linear name=fc out=8\nrelu name=r2\nlinear out=3\nsoftmax_ce\n",
@@ -144,10 +145,12 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
         }
     }
     int s = stats ? nn_model_find_layer(net, stats) : -1;
-    /* with AVX2 only the stride-2 phase kernels sum them among these */
-    if (s >= 0 && nn_ctx_isa(ctx) < NN_ISA_AVX512 &&
-        strcmp(nn_conv2d_kernel_name(&net->nodes[net->nodes[s].inputs[0]].d.conv, ctx), "phase"))
-        s = -1;
+    /* below AVX-512 the direct kernels are not there: of these patterns'
+     * producers the phase (stride 2), depthwise and 1x1 kernels sum them */
+    if (s >= 0 && nn_ctx_isa(ctx) < NN_ISA_AVX512) {
+        const char *k = nn_conv2d_kernel_name(&net->nodes[net->nodes[s].inputs[0]].d.conv, ctx);
+        if (strcmp(k, "phase") && strcmp(k, "depthwise") && strcmp(k, "pointwise")) s = -1;
+    }
     if (s >= 0) /* its statistics come from the convolution before it */
         *aliased = *aliased && net->nodes[s].d.bn.stats_by_producer &&
                    net->nodes[net->nodes[s].inputs[0]].stats_to == s;
@@ -217,8 +220,7 @@ static void test_patterns(nn_ctx *ctx) {
         snprintf(name, sizeof name, "%s: the ReLU%s runs inside its producer%s%s with fusion on only",
                  PATTERNS[p].name, PATTERNS[p].absorbed ? " and the add" : "",
                  PATTERNS[p].prologue ? " and the batch norm in the convolution's loads" : "",
-                 PATTERNS[p].stats ? ", its statistics in the convolution's epilogue (AVX-512; "
-                                     "AVX2: stride 2)" : "");
+                 PATTERNS[p].stats ? ", its statistics in the convolution's epilogue" : "");
         check(a && aliased_on && !aliased_off, name, "%s", ctx_err(ctx, NN_OK));
         const int has_bn = contains(PATTERNS[p].text, "batchnorm");
         snprintf(name, sizeof name, "%s: eval mode folds batch norm into the convolution%s",

@@ -814,8 +814,8 @@ static void scatter_dx(float *dx, const float *dxs, const nn_conv2d_desc *d) {
 /* Per image, one GEMM per channel group: y (K/g, PQ) = W (K/g, C/g) x x
  * (C/g, PQ), then bias and ReLU in place; images to whichever thread is free. */
 void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
-                                        const float *w, const float *b, const nn_conv2d_desc *d,
-                                        int n, float *ws, nn_ctx *ctx) {
+                                        double *stats, const float *w, const float *b,
+                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
     const int HW = d->H * d->W, PQ = d->P * d->Q, ng = d->groups > 1 ? d->groups : 1;
     const int Cg = d->C / ng, Kg = d->K / ng;
@@ -845,13 +845,27 @@ void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2
                 else if (b)
                     for (int j = 0; j < PQ; j++) yk[j] += bk;
             }
+            if (stats) /* the batch norm's rows of this image, in cache */
+                nn_batchnorm_row_stats(yi, d->K, PQ, stats + 2 * (size_t)i * d->K, ctx);
         }
     }
 }
 
 static void forward_pointwise(float *y, const float *x, const float *w, const float *b,
                               const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    nn_conv2d_forward_pointwise_mapped(y, x, NULL, w, b, d, n, ws, ctx);
+    nn_conv2d_forward_pointwise_mapped(y, x, NULL, NULL, w, b, d, n, ws, ctx);
+}
+
+static void forward_pointwise_stats(float *y, const float *x, double *stats, const float *w,
+                                    const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                                    nn_ctx *ctx) {
+    nn_conv2d_forward_pointwise_mapped(y, x, NULL, stats, w, b, d, n, ws, ctx);
+}
+
+static void forward_depthwise_stats(float *y, const float *x, double *stats, const float *w,
+                                    const float *b, const nn_conv2d_desc *d, int n, float *ws,
+                                    nn_ctx *ctx) {
+    nn_conv2d_forward_depthwise_mapped(y, x, NULL, stats, w, b, d, n, ws, ctx);
 }
 
 /* Backward per image: dW (K/g, C/g) += dY (K/g, PQ) x x^T over a fixed share
@@ -998,7 +1012,7 @@ static void forward_winograd_stats(float *y, const float *x, double *stats, cons
 
 static const conv_kernel kernel_order[] = {
     {"depthwise", nn_conv2d_depthwise_ok, nn_conv2d_forward_depthwise,
-     nn_conv2d_backward_depthwise, NULL, NULL, NULL},
+     nn_conv2d_backward_depthwise, NULL, NULL, forward_depthwise_stats},
     {"winograd", nn_conv2d_winograd_ok, nn_conv2d_forward_winograd, backward_winograd,
      winograd_weights_ok, nn_conv2d_backward_data_winograd, forward_winograd_stats},
     {"direct", nn_conv2d_direct_ok, nn_conv2d_forward_direct, nn_conv2d_backward_direct, NULL,
@@ -1007,13 +1021,15 @@ static const conv_kernel kernel_order[] = {
      nn_conv2d_forward_rows_stats},
     {"phase", nn_conv2d_phase_ok, nn_conv2d_forward_phase, nn_conv2d_backward_phase, NULL, NULL,
      nn_conv2d_forward_phase_stats},
-    {"pointwise", pointwise_ok, forward_pointwise, backward_pointwise, NULL, NULL, NULL},
+    {"pointwise", pointwise_ok, forward_pointwise, backward_pointwise, NULL, NULL,
+     forward_pointwise_stats},
     {"im2col", always, forward_im2col, backward_im2col, NULL, NULL, NULL},
 };
 
 /* whether d's forward kernel writes the batch norm's statistics of its
- * output in cache: the direct and rows kernels image by image, Winograd in
- * F(4x4)'s groups of whole images */
+ * output in cache: the direct, rows, phase and 1x1 kernels image by image,
+ * the depthwise ones plane by plane, Winograd in F(4x4)'s groups of whole
+ * images */
 static int stats_in_cache(const nn_conv2d_desc *d, const nn_ctx *ctx);
 
 /* Index of the first kernel from entry `from` on that takes d. */
@@ -1089,15 +1105,16 @@ static void conv2d_fwd(const nn_op_args *a) {
     double *in_cache = stats && stats_in_cache(d, a->ctx) ? stats : NULL;
     if (a->in_scale) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, NULL, NULL};
-        if (is_depthwise(d, a->ctx)) {
-            nn_conv2d_forward_depthwise_mapped(a->y, a->x, &m, a->w, a->b, d, a->n, a->ws, a->ctx);
-        } else if (is_mapped_pointwise(d, a->ctx)) {
-            nn_conv2d_forward_pointwise_mapped(a->y, a->x, &m, a->w, a->b, d, a->n, a->ws, a->ctx);
-        } else {
+        if (is_depthwise(d, a->ctx))
+            nn_conv2d_forward_depthwise_mapped(a->y, a->x, &m, in_cache, a->w, a->b, d, a->n,
+                                               a->ws, a->ctx);
+        else if (is_mapped_pointwise(d, a->ctx))
+            nn_conv2d_forward_pointwise_mapped(a->y, a->x, &m, in_cache, a->w, a->b, d, a->n,
+                                               a->ws, a->ctx);
+        else
             nn_conv2d_forward_winograd_mapped(a->y, a->x, &m, in_cache, a->w, a->b, d, a->n,
                                               a->ws, a->ctx);
-            if (in_cache) stats = NULL;
-        }
+        if (in_cache) stats = NULL;
     } else if (in_cache) {
         kernel_order[first_kernel(d, a->ctx, 0)].forward_stats(a->y, a->x, in_cache, a->w, a->b,
                                                                d, a->n, a->ws, a->ctx);
@@ -1182,9 +1199,9 @@ static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
            (is_winograd(d, ctx) && stats_in_cache(d, ctx));
 }
 
-/* the direct and rows kernels sum each output row of an image, the F(4x4)
- * Winograd forward of its groups of whole images, while they are in cache,
- * for the batch norm after it */
+/* the direct, rows, phase and 1x1 kernels sum each output row of an image,
+ * the depthwise ones each plane, the F(4x4) Winograd forward its groups of
+ * whole images, while they are in cache, for the batch norm after it */
 static int conv2d_sums_output_stats(const nn_node *node, const nn_ctx *ctx) {
     return stats_in_cache(&node->d.conv, ctx);
 }

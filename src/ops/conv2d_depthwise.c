@@ -739,12 +739,12 @@ static int gradient_taps(const float **src, float *wt, const float *dyz, const f
 
 void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const float *b,
                                  const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    nn_conv2d_forward_depthwise_mapped(y, x, NULL, w, b, d, n, ws, ctx);
+    nn_conv2d_forward_depthwise_mapped(y, x, NULL, NULL, w, b, d, n, ws, ctx);
 }
 
 void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
-                                        const float *w, const float *b, const nn_conv2d_desc *d,
-                                        int n, float *ws, nn_ctx *ctx) {
+                                        double *stats, const float *w, const float *b,
+                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const dw_geom g = geom(d);
     const int planes = n * d->C, RS = d->R * d->S, PQ = d->P * d->Q;
     const size_t HW = (size_t)d->H * d->W;
@@ -772,6 +772,8 @@ void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2
                 k.split_phases(xph, x + (size_t)i * HW, &m, d, &g);
                 k.correlate(grid, d->P * g.wg, src, w + (size_t)c * RS, RS);
                 k.store_output(y + (size_t)i * PQ, grid, b ? b[c] : 0.0f, d, &g);
+                if (stats) /* the batch norm's row (image, channel) = plane i */
+                    nn_batchnorm_row_stats(y + (size_t)i * PQ, 1, PQ, stats + 2 * (size_t)i, ctx);
             }
         }
     }

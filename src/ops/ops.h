@@ -136,8 +136,8 @@ extern const nn_pointwise_kernels nn_pointwise_avx512, nn_pointwise_avx2;
 /* conv2d.c: the 1x1 kernel with a prologue (nn_pointwise_kernels, stride 1;
  * map->grad_sums as the depthwise kernels fill it) */
 void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
-                                        const float *w, const float *b, const nn_conv2d_desc *d,
-                                        int n, float *ws, nn_ctx *ctx);
+                                        double *stats, const float *w, const float *b,
+                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 void nn_conv2d_backward_pointwise_mapped(float *dx, float *dw, float *db, const float *dy,
                                          const float *y, const float *x, const nn_conv2d_map *map,
                                          const float *w, const nn_conv2d_desc *d, int n, float *ws,
@@ -152,10 +152,12 @@ void nn_conv2d_forward_depthwise(float *y, const float *x, const float *w, const
 void nn_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy, const float *y,
                                   const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                   float *ws, nn_ctx *ctx);
-/* the same with a prologue, mapped plane by plane */
+/* the same with a prologue (map, NULL: none), mapped plane by plane, and
+ * (stats, NULL: none) the batch norm's row statistics of each output plane
+ * while it is in cache */
 void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
-                                        const float *w, const float *b, const nn_conv2d_desc *d,
-                                        int n, float *ws, nn_ctx *ctx);
+                                        double *stats, const float *w, const float *b,
+                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const float *dy,
                                          const float *y, const float *x, const nn_conv2d_map *map,
                                          const float *w, const nn_conv2d_desc *d, int n, float *ws,
