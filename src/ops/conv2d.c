@@ -766,7 +766,6 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
 
 /* ------------------------------------------------------------ 1x1 */
 
-
 /* A 1x1 convolution with stride 1 and no padding is a matrix product on each
  * image as it lies in memory: x (C, H*W) is already the column matrix, so the
  * GEMMs read the image itself instead of an im2col copy of it. With the

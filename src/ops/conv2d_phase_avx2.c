@@ -316,11 +316,6 @@ void nn_conv2d_forward_phase_stats(float *y, const float *x, double *stats, cons
     }
 }
 
-void nn_conv2d_forward_phase(float *y, const float *x, const float *w, const float *b,
-                             const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    nn_conv2d_forward_phase_stats(y, x, NULL, w, b, d, n, ws, ctx);
-}
-
 void nn_conv2d_backward_phase(float *dx, float *dw, float *db, const float *dy, const float *y,
                               const float *x, const float *w, const nn_conv2d_desc *d, int n,
                               float *ws, nn_ctx *ctx) {
@@ -383,11 +378,6 @@ void nn_conv2d_forward_phase_stats(float *y, const float *x, double *stats, cons
     NN_ASSERT(!"phase conv2d kernels are not built");
 }
 
-void nn_conv2d_forward_phase(float *y, const float *x, const float *w, const float *b,
-                             const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    nn_conv2d_forward_phase_stats(y, x, NULL, w, b, d, n, ws, ctx);
-}
-
 void nn_conv2d_backward_phase(float *dx, float *dw, float *db, const float *dy, const float *y,
                               const float *x, const float *w, const nn_conv2d_desc *d, int n,
                               float *ws, nn_ctx *ctx) {
@@ -397,3 +387,8 @@ void nn_conv2d_backward_phase(float *dx, float *dw, float *db, const float *dy, 
 }
 
 #endif
+
+void nn_conv2d_forward_phase(float *y, const float *x, const float *w, const float *b,
+                             const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    nn_conv2d_forward_phase_stats(y, x, NULL, w, b, d, n, ws, ctx);
+}
