@@ -22,8 +22,8 @@
  * and dy_ext holds zeros there and on both sides. All three products are
  * nn_gemm_rows4_avx2 (gemm_avx2.h), the first and last with a table of B's
  * row addresses; nothing is copied per tap, unlike im2col (R S copies of
- * the image, written and read back: on a Zen 3 im2col and col2im took more
- * time than the products in ResNet-20's 16 -> 32 layer).
+ * the image, written and read back: on a Zen 3 im2col and col2im took about
+ * as much time as the products in ResNet-20's 16 -> 32 layer, perf).
  *
  * Per image: split into the planes (the padding stays zero from a first
  * pass), the products, then the outputs gathered from the extended rows
