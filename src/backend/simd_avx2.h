@@ -93,6 +93,19 @@ NN_AVX2_INLINE void nn_avx2_transpose8(__m256 r[8]) {
     }
 }
 
+/* xt (HW, C) = x (C, HW)^T, C a multiple of 8: 8x8 blocks in registers, the
+ * last columns of x loaded under a mask (nothing read past the image) */
+NN_AVX2_INLINE void nn_avx2_transpose_image(float *xt, const float *x, int C, int HW) {
+    for (int c0 = 0; c0 < C; c0 += 8)
+        for (int t0 = 0; t0 < HW; t0 += 8) {
+            const int tn = HW - t0 < 8 ? HW - t0 : 8;
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) r[i] = nn_avx2_load_n(x + (size_t)(c0 + i) * HW + t0, tn);
+            nn_avx2_transpose8(r);
+            for (int j = 0; j < tn; j++) _mm256_storeu_ps(xt + (size_t)(t0 + j) * C + c0, r[j]);
+        }
+}
+
 NN_AVX2_INLINE float nn_avx2_sum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -220,14 +220,6 @@ static int split_ok(const nn_conv2d_desc *d, row_split *rs) {
     return rs->len + (d->W + 1) / 2 <= SPLIT_MAX;
 }
 
-/* half[0] = row's even columns, half[1] its odd, after rs->margin zeros */
-static void split_row(float half[2][SPLIT_MAX], const float *row, int W, const row_split *rs) {
-    float *e = half[0] + rs->margin, *o = half[1] + rs->margin;
-    int j = 0;
-    for (; 2 * j + 1 < W; j++) e[j] = row[2 * j], o[j] = row[2 * j + 1];
-    if (2 * j < W) e[j] = row[2 * j];
-}
-
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #endif
@@ -242,7 +234,9 @@ static void im2col_split(float *col, size_t ld, const float *x, const nn_conv2d_
             for (int p = 0; p < d->P; p++) {
                 const int ih = p * d->stride_h - d->pad_h + r;
                 const int inside = ih >= 0 && ih < d->H;
-                if (inside) split_row(half, x + ((size_t)c * d->H + ih) * d->W, d->W, rs);
+                if (inside) /* its halves after rs->margin zeros */
+                    nn_row_deinterleave(half[0] + rs->margin, half[1] + rs->margin,
+                                        x + ((size_t)c * d->H + ih) * d->W, d->W);
                 for (int s = 0; s < d->S; s++) {
                     float *out = rows + (size_t)s * ld + (size_t)p * Q;
                     const int at = s - d->pad_w + 2 * rs->margin; /* >= 0 */
@@ -390,11 +384,8 @@ static void col2im_split(float *dx, const float *dcol, size_t ld, const nn_conv2
                     float *h = half[at & 1] + at / 2;
                     for (int q = 0; q < Q; q++) h[q] += in[q];
                 }
-                float *xr = dx + ((size_t)c * d->H + ih) * W;
-                const float *e = half[0] + rs->margin, *o = half[1] + rs->margin;
-                int j = 0;
-                for (; 2 * j + 1 < W; j++) xr[2 * j] += e[j], xr[2 * j + 1] += o[j];
-                if (2 * j < W) xr[2 * j] += e[j];
+                nn_row_interleave(dx + ((size_t)c * d->H + ih) * W, half[0] + rs->margin,
+                                  half[1] + rs->margin, W, 1);
             }
         }
 }

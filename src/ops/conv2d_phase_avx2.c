@@ -105,9 +105,10 @@ int nn_conv2d_phase_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return ctx->isa == NN_ISA_AVX2 && shape_ok(d);
 }
 
-/* the plane of phase (a, b), channel c */
-static float *plane_of(float *planes, const phase_geom *g, int C, int a, int b, int c) {
-    return planes + ((size_t)(2 * a + b) * C + c) * g->plane;
+/* where the plane of phase (a, b), channel c, starts among the four
+ * phases' planes */
+static size_t plane_at(const phase_geom *g, int C, int a, int b, int c) {
+    return ((size_t)(2 * a + b) * C + c) * g->plane;
 }
 
 /* the four phase planes of image x; only the pixels are written, so the
@@ -120,13 +121,11 @@ static void split_phases(float *planes, const float *x, const nn_conv2d_desc *d,
     const int b0 = pw & 1, j0 = pw >> 1, b1 = (pw + 1) & 1, j1 = (pw + 1) >> 1;
     for (int c = 0; c < d->C; c++)
         for (int u = 0; u < d->H; u++) {
-            const float *row = x + ((size_t)c * d->H + u) * W;
             const int uu = u + d->pad_h, a = uu & 1;
-            float *e = plane_of(planes, g, d->C, a, b0, c) + (size_t)(uu >> 1) * g->we + j0;
-            float *o = plane_of(planes, g, d->C, a, b1, c) + (size_t)(uu >> 1) * g->we + j1;
-            int t = 0;
-            for (; 2 * t + 1 < W; t++) e[t] = row[2 * t], o[t] = row[2 * t + 1];
-            if (2 * t < W) e[t] = row[2 * t];
+            const size_t at = (size_t)(uu >> 1) * g->we;
+            nn_row_deinterleave(planes + plane_at(g, d->C, a, b0, c) + at + j0,
+                                planes + plane_at(g, d->C, a, b1, c) + at + j1,
+                                x + ((size_t)c * d->H + u) * W, W);
         }
 }
 
@@ -157,7 +156,7 @@ static void build_forward_rows(size_t *rows, const nn_conv2d_desc *d, const phas
         for (int r = 0; r < d->R; r++)
             for (int s = 0; s < d->S; s++)
                 rows[((size_t)c * d->R + r) * d->S + s] =
-                    ((size_t)(2 * (r & 1) + (s & 1)) * d->C + c) * g->plane + tap_offset(r, s, g);
+                    plane_at(g, d->C, r & 1, s & 1, c) + tap_offset(r, s, g);
 }
 
 /* the input gradient's tables, phase after phase: W^T, wt[c][l K + k] =
@@ -184,16 +183,11 @@ static void build_dx_tables(float *wt, size_t *rows, const float *w, const nn_co
     }
 }
 
-/* xt (plane, C) = the C planes of one phase (C, plane) transposed: C and
- * plane are multiples of 8 */
-AVX2 static void transpose_phase(float *xt, const float *planes, int C, size_t plane) {
-    for (int c0 = 0; c0 < C; c0 += 8)
-        for (size_t t0 = 0; t0 < plane; t0 += 8) {
-            __m256 r[8];
-            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(planes + (c0 + i) * plane + t0);
-            nn_avx2_transpose8(r);
-            for (int j = 0; j < 8; j++) _mm256_storeu_ps(xt + (t0 + j) * C + c0, r[j]);
-        }
+/* xt[phase] (plane, C) = the phase's C planes (C, plane) transposed */
+AVX2 static void transpose_phases(float *xt, const float *planes, int C, const phase_geom *g) {
+    for (int ph = 0; ph < 4; ph++)
+        nn_avx2_transpose_image(xt + (size_t)ph * g->plane * C, planes + (size_t)ph * C * g->plane,
+                                C, (int)g->plane);
 }
 
 AVX2 static void forward_products(float *yx, const float *planes, const float *w,
@@ -275,20 +269,11 @@ static void gather_dx(float *dx, const float *dX, const nn_conv2d_desc *d, const
     const int b0 = pw & 1, j0 = pw >> 1, b1 = (pw + 1) & 1, j1 = (pw + 1) >> 1;
     for (int c = 0; c < d->C; c++)
         for (int u = 0; u < d->H; u++) {
-            float *row = dx + ((size_t)c * d->H + u) * W;
             const int uu = u + d->pad_h, a = uu & 1;
-            const float *e = dX + ((size_t)(2 * a + b0) * d->C + c) * g->plane +
-                             (size_t)(uu >> 1) * g->we + j0;
-            const float *o = dX + ((size_t)(2 * a + b1) * d->C + c) * g->plane +
-                             (size_t)(uu >> 1) * g->we + j1;
-            int t = 0;
-            if (d->dx_add) {
-                for (; 2 * t + 1 < W; t++) row[2 * t] += e[t], row[2 * t + 1] += o[t];
-                if (2 * t < W) row[2 * t] += e[t];
-            } else {
-                for (; 2 * t + 1 < W; t++) row[2 * t] = e[t], row[2 * t + 1] = o[t];
-                if (2 * t < W) row[2 * t] = e[t];
-            }
+            const size_t at = (size_t)(uu >> 1) * g->we;
+            nn_row_interleave(dx + ((size_t)c * d->H + u) * W,
+                              dX + plane_at(g, d->C, a, b0, c) + at + j0,
+                              dX + plane_at(g, d->C, a, b1, c) + at + j1, W, d->dx_add);
         }
 }
 
@@ -341,9 +326,7 @@ void nn_conv2d_backward_phase(float *dx, float *dw, float *db, const float *dy, 
         for (int i = n * t / T; i < end; i++) {
             scatter_dy(dyx, dbt, dy + i * ys, d->relu ? y + i * ys : NULL, d, &g);
             split_phases(planes, x + i * xs, d, &g);
-            for (int ph = 0; ph < 4; ph++)
-                transpose_phase(xt + (size_t)ph * g.plane * C,
-                                planes + (size_t)ph * C * g.plane, C, g.plane);
+            transpose_phases(xt, planes, C, &g);
             weight_products(dwt, dyx, xt, d, &g);
             if (dx) {
                 input_products(dX, dyx, wt, rows, d, &g, &pt);

@@ -38,19 +38,6 @@ AVX2 static void gemm_rows4(float *c, size_t ldc, const float *a, size_t ar, siz
     nn_gemm_rows4_avx2(c, ldc, a, ar, ap, b, ldb, NULL, M, N, depth, accumulate);
 }
 
-/* xt (HW, C) = x (C, HW)^T, C a multiple of 8: 8x8 blocks in registers, the
- * last columns of x loaded under a mask (nothing read past the image) */
-AVX2 static void transpose_image(float *xt, const float *x, int C, int HW) {
-    for (int c0 = 0; c0 < C; c0 += 8)
-        for (int t0 = 0; t0 < HW; t0 += 8) {
-            const int tn = HW - t0 < 8 ? HW - t0 : 8;
-            __m256 r[8];
-            for (int i = 0; i < 8; i++) r[i] = nn_avx2_load_n(x + (size_t)(c0 + i) * HW + t0, tn);
-            nn_avx2_transpose8(r);
-            for (int j = 0; j < tn; j++) _mm256_storeu_ps(xt + (size_t)(t0 + j) * C + c0, r[j]);
-        }
-}
-
 AVX2 static void forward(float *y, const float *x, const float *w, int K, int C, int HW) {
     gemm_rows4(y, (size_t)HW, w, (size_t)C, 1, x, (size_t)HW, K, HW, (size_t)C, 0);
 }
@@ -61,7 +48,7 @@ AVX2 static void input_grad(float *dx, const float *dy, const float *w, int K, i
 
 AVX2 static void weight_grad(float *dw, const float *dy, const float *x, float *xt, int K, int C,
                              int HW) {
-    transpose_image(xt, x, C, HW);
+    nn_avx2_transpose_image(xt, x, C, HW);
     gemm_rows4(dw, (size_t)C, dy, (size_t)HW, 1, xt, (size_t)C, K, C, (size_t)HW, 1);
 }
 

@@ -63,6 +63,26 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
  * per call); with a mask, values where mask <= 0 become 0 (a fused ReLU). */
 void nn_conv2d_pad_interior(float *dst, const float *src, const float *mask, int C, int H, int W,
                             int ph, int pw, int rows, int ld);
+/* A row of W floats split into its even columns (e) and its odd ones (o),
+ * and back (add: added to what the row holds): the column phases of the
+ * stride-2 kernels (im2col's row split, conv2d_phase_avx2.c). */
+static inline void nn_row_deinterleave(float *e, float *o, const float *row, int W) {
+    int j = 0;
+    for (; 2 * j + 1 < W; j++) e[j] = row[2 * j], o[j] = row[2 * j + 1];
+    if (2 * j < W) e[j] = row[2 * j];
+}
+
+static inline void nn_row_interleave(float *row, const float *e, const float *o, int W, int add) {
+    int j = 0;
+    if (add) {
+        for (; 2 * j + 1 < W; j++) row[2 * j] += e[j], row[2 * j + 1] += o[j];
+        if (2 * j < W) row[2 * j] += e[j];
+    } else {
+        for (; 2 * j + 1 < W; j++) row[2 * j] = e[j], row[2 * j + 1] = o[j];
+        if (2 * j < W) row[2 * j] = e[j];
+    }
+}
+
 /* A convolution's prologue (nn_op_args.in_scale): x is the input of the
  * batch norm before, whose output (what the convolution reads) is max(0 if
  * relu, x scale[c] + shift[c]), made while loading (map NULL: x as it is). */
