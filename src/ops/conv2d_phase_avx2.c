@@ -111,21 +111,27 @@ static size_t plane_at(const phase_geom *g, int C, int a, int b, int c) {
     return ((size_t)(2 * a + b) * C + c) * g->plane;
 }
 
+/* Where row u of channel c lands among the phases' planes: its even
+ * columns from *even on, its odd ones from *odd (input column v goes to
+ * phase (v + pad_w) & 1, column (v + pad_w) / 2, in row (u + pad_h) / 2 of
+ * phase (u + pad_h) & 1) */
+static void row_phases(const nn_conv2d_desc *d, const phase_geom *g, int c, int u, size_t *even,
+                       size_t *odd) {
+    const int pw = d->pad_w, uu = u + d->pad_h, a = uu & 1;
+    const size_t at = (size_t)(uu >> 1) * g->we;
+    *even = plane_at(g, d->C, a, pw & 1, c) + at + (size_t)(pw >> 1);
+    *odd = plane_at(g, d->C, a, (pw + 1) & 1, c) + at + (size_t)((pw + 1) >> 1);
+}
+
 /* the four phase planes of image x; only the pixels are written, so the
  * padding keeps the zeros of the thread's first pass */
 static void split_phases(float *planes, const float *x, const nn_conv2d_desc *d,
                          const phase_geom *g) {
-    const int W = d->W, pw = d->pad_w;
-    /* input column v = 2t lands in phase b0 at column j0 + t, v = 2t + 1 in
-     * phase b1 at j1 + t */
-    const int b0 = pw & 1, j0 = pw >> 1, b1 = (pw + 1) & 1, j1 = (pw + 1) >> 1;
     for (int c = 0; c < d->C; c++)
         for (int u = 0; u < d->H; u++) {
-            const int uu = u + d->pad_h, a = uu & 1;
-            const size_t at = (size_t)(uu >> 1) * g->we;
-            nn_row_deinterleave(planes + plane_at(g, d->C, a, b0, c) + at + j0,
-                                planes + plane_at(g, d->C, a, b1, c) + at + j1,
-                                x + ((size_t)c * d->H + u) * W, W);
+            size_t e, o;
+            row_phases(d, g, c, u, &e, &o);
+            nn_row_deinterleave(planes + e, planes + o, x + ((size_t)c * d->H + u) * d->W, d->W);
         }
 }
 
@@ -265,15 +271,12 @@ static void scatter_dy(float *dyx, float *db, const float *dy, const float *y,
 
 /* dx (C, H, W) (+)= the phases' gradients at each pixel */
 static void gather_dx(float *dx, const float *dX, const nn_conv2d_desc *d, const phase_geom *g) {
-    const int W = d->W, pw = d->pad_w;
-    const int b0 = pw & 1, j0 = pw >> 1, b1 = (pw + 1) & 1, j1 = (pw + 1) >> 1;
     for (int c = 0; c < d->C; c++)
         for (int u = 0; u < d->H; u++) {
-            const int uu = u + d->pad_h, a = uu & 1;
-            const size_t at = (size_t)(uu >> 1) * g->we;
-            nn_row_interleave(dx + ((size_t)c * d->H + u) * W,
-                              dX + plane_at(g, d->C, a, b0, c) + at + j0,
-                              dX + plane_at(g, d->C, a, b1, c) + at + j1, W, d->dx_add);
+            size_t e, o;
+            row_phases(d, g, c, u, &e, &o);
+            nn_row_interleave(dx + ((size_t)c * d->H + u) * d->W, dX + e, dX + o, d->W,
+                              d->dx_add);
         }
 }
 
