@@ -89,9 +89,10 @@ AVX512 static void transform_weight_block(float *u, const float *w, int cin, int
 static void transform_weights(float *u, const float *w, int cin, int cout, size_t so, size_t si,
                               int flip, int threads) {
     const int nb = (cout + VEC - 1) / VEC;
+    /* the jobs in U's order (conv2d_winograd4_avx2.c) */
     NN_PARALLEL_FOR(threads)
     for (int job = 0; job < cin * nb; job++)
-        transform_weight_block(u, w, cin, cout, so, si, flip, job / nb, job % nb * VEC);
+        transform_weight_block(u, w, cin, cout, so, si, flip, job % cin, job / cin * VEC);
 }
 
 /* B^T applied to six vectors d0..d5 */

@@ -82,9 +82,14 @@ AVX2 static void transform_weight_block(float *u, const float *w, int cin, int c
 static void transform_weights(float *u, const float *w, int cin, int cout, size_t so, size_t si,
                               int flip, int threads) {
     const int nb = cout / BLOCK;
+    /* the jobs in U's order: the inputs of one block of outputs one after
+     * another, so each of the 36 points' stores continues the last one's
+     * line (input-major jobs stored 32 bytes 8 KB apart at 256 channels,
+     * and this pass took 7.7% of a 256 -> 256, 7x7 layer's perf samples at
+     * batch 64, then 4.8%) */
     NN_PARALLEL_FOR(threads)
     for (int job = 0; job < cin * nb; job++)
-        transform_weight_block(u, w, cin, cout, so, si, flip, job / nb, job % nb * BLOCK);
+        transform_weight_block(u, w, cin, cout, so, si, flip, job % cin, job / cin * BLOCK);
 }
 
 /* ------------------------------------------------------------ tile columns */
