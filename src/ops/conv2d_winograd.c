@@ -524,7 +524,7 @@ static const wino_kernels *kernels_for(const nn_conv2d_desc *d, const nn_ctx *ct
          * alone held one vector (8 tiles) from 64 + 64 channels up, and the
          * GEMM then read every transformed weight once per 8 tiles, from
          * past the L2 (ResNet-20's 64 -> 64 layers on a Zen 3: forward 5.4
-         * -> 4.8 ms, input gradient 10.5 -> 10.0 ms at batch 256; 128 ->
+         * -> 4.8 ms, backward 10.5 -> 10.0 ms at batch 256; 128 ->
          * 128, 14x14: 18.5 -> 15.6 ms, 36.9 -> 33.7 ms at 64). */
         if (K == &nn_wino4_avx2 && least < GEMM_T) least = GEMM_T;
         *g = geom4(cin, cout, d->H, d->W, K->vec, group_bytes(), least);
