@@ -259,6 +259,10 @@ typedef struct {
     float min_delta;
     cli_progress bar;
     int64_t first_batch;
+    /* the last epoch's test result, while the weights are still the ones it
+     * measured (not after early stopping restored the best epoch's) */
+    int last_test_valid;
+    double last_test_loss, last_test_accuracy;
 } cli_train_view;
 
 /* The trainer's callbacks that print to v. */

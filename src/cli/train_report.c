@@ -28,6 +28,9 @@ static int on_epoch(void *user, const nn_epoch_report *r) {
     cli_train_view *v = user;
     FILE *out = v->out;
     cli_progress_clear(&v->bar);
+    v->last_test_valid = r->has_test && !r->early_stop;
+    v->last_test_loss = r->test_loss;
+    v->last_test_accuracy = r->test_accuracy;
     if (v->json) {
         char lr[32];
         fprintf(out, "{\"epoch\":%lld,\"step\":%lld,\"lr\":%s,\"train_loss\":%.6f,"
