@@ -140,6 +140,30 @@ acc=$(python3 -c 'import json; print("%.2f" % [json.loads(l) for l in open("e.js
 if grep -qF "$acc" eval.txt; then pass "eval (text): prints the accuracy $acc"
 else fail "eval (text): prints the accuracy $acc" "$(head -c 200 eval.txt)"; fi
 
+# ------------------------------------------------------------------ (e2) the final line
+# The closing "final test accuracy" line gives the last epoch's figures when
+# the run keeps its weights (without evaluating them again), and the best
+# epoch's after early stopping went back to that epoch's weights.
+FIN=(--data "$DATA" --train-limit 2000 --test-limit 1000 --threads 2)
+timeout 300 "$NN" train "$MODEL" "${FIN[@]}" --epochs 2 >fin.txt 2>fin.err
+timeout 300 "$NN" train "$MODEL" "${FIN[@]}" --val 500 --epochs 4 --early-stop 1 --min-delta 100 \
+    >fin_es.txt 2>fin_es.err
+cat >final_line.py <<'PY'
+import re, sys
+text, which = open(sys.argv[1]).read(), int(sys.argv[2])
+epochs = re.findall(r"^epoch \d+/\d+  .*?test_loss (\S+)  test_acc (\S+)%", text, re.M)
+final = re.search(r"^final test accuracy (\S+)% \(test loss (\S+)\)", text, re.M)
+assert epochs and final, "no epoch or final line in: %r" % text[-300:]
+want = epochs[which]
+assert (final.group(1), final.group(2)) == (want[1], want[0]), (final.groups(), want)
+PY
+check "train (text): the final line repeats the last epoch's accuracy and loss" \
+    python3 final_line.py fin.txt -1
+check "train (text): after early stopping the final line is the best (first) epoch's" \
+    python3 final_line.py fin_es.txt 0
+check "train (text): early stopping ended the run after 2 epochs" \
+    test "$(grep -c '^epoch ' fin_es.txt)" -eq 2
+
 # ------------------------------------------------------------------ (f) determinism
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --json >f1.json 2>f1.err
 timeout 300 "$NN" train "$MODEL" "${FLAGS[@]}" --json --seed 2 >f2.json 2>f2.err
