@@ -520,13 +520,16 @@ static const wino_kernels *kernels_for(const nn_conv2d_desc *d, const nn_ctx *ct
                                        int cout, size_t least, wino_geom *g) {
     if (f4_ok(d, ctx)) {
         const wino_kernels *K = ctx->isa >= NN_ISA_AVX512 ? &nn_wino4_avx512 : &nn_wino4_avx2;
-        /* AVX2: whole 3-vector GEMM calls at least. Groups sized by the L2
-         * alone held one vector (8 tiles) from 64 + 64 channels up, and the
-         * GEMM then read every transformed weight once per 8 tiles, from
-         * past the L2 (ResNet-20's 64 -> 64 layers on a Zen 3: forward 5.4
-         * -> 4.8 ms, backward 10.5 -> 10.0 ms at batch 256; 128 ->
-         * 128, 14x14: 18.5 -> 15.6 ms, 36.9 -> 33.7 ms at 64). */
-        if (K == &nn_wino4_avx2 && least < GEMM_T) least = GEMM_T;
+        /* Whole 3-vector GEMM calls at least. Groups sized by the L2 alone
+         * held one vector from 64 + 64 channels up on AVX2 (half a Zen 3's
+         * L2), from 128 + 128 on AVX-512 (half a 2 MB L2), and the GEMM
+         * then read every transformed weight once per vector, from past
+         * the L2. AVX2, Zen 3: ResNet-20's 64 -> 64 layers forward 5.4 ->
+         * 4.8 ms, backward 10.5 -> 10.0 ms at batch 256; 128 -> 128, 14x14:
+         * 18.5 -> 15.6 ms, 36.9 -> 33.7 ms at 64. AVX-512, a Xeon with 2 MB,
+         * batch 64: 128 -> 128, 14x14 11.2 -> 9.0 / 23.7 -> 21.2 ms;
+         * 256 -> 256, 7x7 11.9 -> 10.7 / 25.2 -> 23.8 ms. */
+        if (least < GEMM_T) least = GEMM_T;
         *g = geom4(cin, cout, d->H, d->W, K->vec, group_bytes(), least);
         return K;
     }
