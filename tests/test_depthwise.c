@@ -320,7 +320,7 @@ int main(void) {
                  i++)
                 fast_vs_ref(ctxs[t], &rng, &strided_pointwise_cases[i], "pointwise",
                             nn_isa_name(isas[v]));
-            for (int i = 0; isas[v] >= NN_ISA_AVX2 && i < 3; i += 2)
+            for (int i = 0; isas[v] >= NN_ISA_AVX2 && i < 3; i += 2) /* no ReLU */
                 dx_add_exact(ctxs[t], &rng, &strided_pointwise_cases[i], "pointwise");
             for (size_t i = 0; isas[v] == NN_ISA_AVX2 && i < sizeof phase_cases / sizeof *phase_cases;
                  i++)
