@@ -62,6 +62,7 @@ static wino_geom geom(int cin, int cout, int h, int w, int vec, size_t bytes) {
     const size_t tiles = bytes / ((size_t)XI * (cin + cout) * sizeof(float));
     g.rows = (int)(tiles / (size_t)g.tw);
     if (g.rows < 1) g.rows = 1;
+    g.quantum = 1;
     g.tpad = wino_round((size_t)g.rows * g.tw, vec);
     g.vxi = (size_t)cin * g.tpad + (size_t)vec;
     g.mxi = (size_t)cout * g.tpad + (size_t)vec;
@@ -83,6 +84,7 @@ static wino_geom geom4(int cin, int cout, int h, int w, int vec, size_t bytes, s
     if (vectors > WINO4_MAX_VECTORS) vectors = WINO4_MAX_VECTORS;
     if (vectors > GEMM_T) vectors -= vectors % GEMM_T; /* whole 3-vector GEMM calls */
     g.rows = (int)vectors * g.rpv;
+    g.quantum = g.rpv;
     g.tpad = vectors * (size_t)vec;
     g.vxi = (size_t)cin * g.tpad + 16;
     g.mxi = (size_t)cout * g.tpad + 16;
@@ -104,6 +106,7 @@ static void whole_images(wino_geom *g) {
     int vectors = g->rows / g->rpv;
     vectors = vectors >= step ? vectors - vectors % step : step;
     g->rows = vectors * g->rpv;
+    g->quantum = step * g->rpv;
     g->tpad = (size_t)vectors * (size_t)g->vec;
     g->vxi = (size_t)g->cin * g->tpad + 16;
     g->mxi = (size_t)g->cout * g->tpad + 16;
@@ -570,17 +573,57 @@ static void run_epilogue(const group_epilogue *ep, const float *out, const wino_
     }
 }
 
+/* How the batch's `units` tile rows fall into groups: whole quanta
+ * (g->quantum tile rows), at most g->rows per group, as few groups as that
+ * allows rounded up to a multiple of the threads (one each at least where
+ * there are quanta enough), and the quanta spread evenly (sizes differ by
+ * one quantum at most). Groups of the largest size and a short last one had
+ * given one thread a group more: 16 vectors in groups of 3 gave 9 and 7
+ * (ResNet-20's 7x7 layers and conv_heavy's at batch 64 on 2 threads).
+ * Outputs depend only on their own tiles, so y and dx do not depend on the
+ * split; the weight gradient's sums depend on it, so on the thread count. */
+typedef struct {
+    long units, quanta, groups;
+    int quantum;
+} group_plan;
+
+static group_plan plan_groups(const wino_geom *g, long units, int threads) {
+    group_plan p;
+    p.units = units;
+    p.quantum = g->quantum > 0 ? g->quantum : 1;
+    p.quanta = (units + p.quantum - 1) / p.quantum;
+    long per = g->rows / p.quantum;
+    if (per < 1) per = 1;
+    p.groups = (p.quanta + per - 1) / per;
+    if (threads > 1) p.groups = (p.groups + threads - 1) / threads * threads;
+    if (p.groups > p.quanta) p.groups = p.quanta;
+    return p;
+}
+
+/* group gi's first tile row and tile rows */
+static void group_span(const group_plan *p, long gi, long *u0, int *nu) {
+    const long a = gi * p->quanta / p->groups, b = (gi + 1) * p->quanta / p->groups;
+    const long end = b * p->quantum < p->units ? b * p->quantum : p->units;
+    *u0 = a * p->quantum;
+    *nu = (int)(end - *u0);
+}
+
 /* out = the 3x3 'same' correlation of in with the transformed weights u, for
  * n images, over the threads' V and M buffers after u in ws. */
 static void correlate(const wino_kernels *K, float *out, const float *in, const float *mask,
                       const nn_conv2d_map *map, const float *u, const float *bias, int relu,
                       int add, const group_epilogue *ep, const wino_geom *g, int n, float *ws,
                       nn_ctx *ctx) {
-    const long units = (long)n * g->th;
-    const long groups = (units + g->rows - 1) / g->rows;
+    const group_plan plan = plan_groups(g, (long)n * g->th, ctx->threads);
+    const long groups = plan.groups;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;
-    /* the last group is the shortest */
-    const size_t fewest = (size_t)(units - (groups - 1) * g->rows) * g->tw;
+    size_t fewest = (size_t)g->rows * g->tw; /* the shortest group's tiles */
+    for (long gi = 0; g->rpv == 0 && gi < groups; gi++) {
+        long u0;
+        int nu;
+        group_span(&plan, gi, &u0, &nu);
+        if ((size_t)nu * g->tw < fewest) fewest = (size_t)nu * g->tw;
+    }
     NN_PARALLEL(T) {
         float *v = ws + (size_t)nn_thread_id() * thread_floats(g);
         float *mm = v + (size_t)g->xi * g->vxi;
@@ -593,14 +636,15 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
                        (g->tpad - fewest) * sizeof(float));
         NN_FOR_DYNAMIC
         for (long gi = 0; gi < groups; gi++) {
-            const long u0 = gi * g->rows;
-            const int nu = units - u0 < g->rows ? (int)(units - u0) : g->rows;
+            long u0;
+            int nu;
+            group_span(&plan, gi, &u0, &nu);
             const size_t tiles = group_lanes(g, nu);
             K->transform_input(v, in, mask, map, g, u0, nu);
             K->multiply(mm, u, v, g, tiles);
             K->transform_output(out, mm, bias, relu, add, g, u0, nu);
             if (ep) { /* the group's images, whole (whole_images), in cache */
-                NN_ASSERT(u0 % g->th == 0 && (u0 + nu == units || nu % g->th == 0));
+                NN_ASSERT(u0 % g->th == 0 && (u0 + nu == plan.units || nu % g->th == 0));
                 run_epilogue(ep, out, g, u0 / g->th, (u0 + nu) / g->th, ctx);
             }
         }
@@ -860,8 +904,8 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
                                                 int n, float *ws, nn_ctx *ctx) {
     wino_geom g;
     const wino_kernels *K = kernels_for(d, ctx, d->C, d->K, WGRAD4_VECTORS, &g);
-    const long units = (long)n * g.th;
-    const long groups = (units + g.rows - 1) / g.rows;
+    const group_plan plan = plan_groups(&g, (long)n * g.th, ctx->threads);
+    const long groups = plan.groups;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;
     float *base = ws + u_floats(d);
     const float *mask = d->relu ? y : NULL;
@@ -871,8 +915,9 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
         memset(b.share, 0, (share_floats(&g) + (size_t)d->K) * sizeof(float));
         const long end = groups * (t + 1) / T;
         for (long gi = groups * t / T; gi < end; gi++) {
-            const long u0 = gi * g.rows;
-            const int nu = units - u0 < g.rows ? (int)(units - u0) : g.rows;
+            long u0;
+            int nu;
+            group_span(&plan, gi, &u0, &nu);
             K->transform_input(b.v, x, NULL, map, &g, u0, nu);
             K->transform_dy(b.yh, b.dbt, dy, mask, &g, u0, nu);
             const size_t tiles = group_lanes(&g, nu);

@@ -28,7 +28,9 @@ typedef struct {
     int m;           /* outputs per tile side: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)) */
     int xi;          /* points of a transformed tile, (m + 2)^2 */
     int th, tw;      /* tile rows and columns per image */
-    int rows;        /* tile rows per group */
+    int rows;        /* tile rows per group, at most */
+    int quantum;     /* the tile rows group bounds fall on: 1, a vector's
+                        rpv, or whole images' (whole_images) */
     int vec;         /* tiles per vector of the kernels (16 or 8) */
     int rpv;         /* F(4x4): tile rows per vector, tile row k of a group in
                         vector k / rpv, lanes (k % rpv) tw.. (lanes past rpv tw
