@@ -103,6 +103,71 @@ static void test_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
     }
 }
 
+/* A batch larger than any two cores' L2 caches (8.4 MB per tensor, rows of
+ * 784 floats, 64-byte aligned): the normalizing pass and dx go through
+ * stores past the caches (batchnorm_rows.h's R(put)). The results against
+ * the double-precision reference, on 1 and 2 threads (the same bits), and
+ * at every ISA this CPU runs (the generic bits). */
+static void test_streamed(nn_ctx *const ctxs[2], nn_rng *rng) {
+    static const nn_isa isas[] = {NN_ISA_GENERIC, NN_ISA_AVX2, NN_ISA_AVX512};
+    const int C = 8, n = 336;
+    for (int relu = 0; relu <= 1; relu++) {
+        nn_bn_desc d = make_desc(C, 784, 1e-5f, 0.1f);
+        d.relu = relu;
+        const size_t xn = (size_t)n * C * d.HW, rn = 2 * (size_t)C + 1;
+        float *x = fvec(xn), *dy = fvec(xn), *w = fvec(C), *b = fvec(C);
+        fill(x, xn, rng, -2.0f, 3.0f);
+        fill(dy, xn, rng, -1.0f, 1.0f);
+        fill(w, C, rng, 0.5f, 1.5f);
+        fill(b, C, rng, -0.5f, 0.5f);
+        double *xd = to_d(x, xn), *dyd = to_d(dy, xn), *wd = to_d(w, C), *bd = to_d(b, C);
+        double *yr = dvec(xn), *dxr = dvec(xn), *rund = calloc(rn, sizeof(double));
+        double *dwr = calloc(C, sizeof(double)), *dbr = calloc(C, sizeof(double));
+        for (int c = 0; c < C; c++) rund[C + c] = 1.0;
+        nn_ref_batchnorm_forward(yr, rund, xd, wd, bd, &d, n, 1);
+        for (size_t i = 0; relu && i < xn; i++) yr[i] = yr[i] > 0.0 ? yr[i] : 0.0;
+        if (!relu) nn_ref_batchnorm_backward(dxr, dwr, dbr, dyd, xd, wd, rund, &d, n, 1);
+        /* 64-byte aligned, as a planned net's buffers (nn_alloc_aligned) */
+        const size_t bytes = xn * sizeof(float);
+        float *y0 = aligned_alloc(64, bytes), *dx0 = aligned_alloc(64, bytes);
+        float *y = aligned_alloc(64, bytes), *dx = aligned_alloc(64, bytes);
+        double ey = 0.0, edx = 0.0;
+        int same = 1, runs = 0;
+        for (int t = 0; t < 2; t++)
+            for (size_t v = 0; v < sizeof isas / sizeof isas[0]; v++) {
+                const nn_isa saved = nn_ctx_isa(ctxs[t]);
+                if (nn_ctx_set_isa(ctxs[t], isas[v]) != NN_OK) continue;
+                const int first = !runs;
+                float *run = calloc(rn, sizeof(float)), *save = fvec(2 * (size_t)C);
+                float *dw = calloc(C, sizeof(float)), *db = calloc(C, sizeof(float));
+                for (int c = 0; c < C; c++) run[C + c] = 1.0f;
+                nn_batchnorm_forward(first ? y0 : y, save, run, x, w, b, &d, n, 1, ctxs[t]);
+                if (!relu)
+                    nn_batchnorm_backward(first ? dx0 : dx, dw, db, dy, x, w, save, &d, n, 1,
+                                          ctxs[t]);
+                ey = fmax(ey, max_err(first ? y0 : y, yr, xn));
+                if (!relu) edx = fmax(edx, max_err(first ? dx0 : dx, dxr, xn));
+                if (!first) {
+                    same &= !memcmp(y, y0, xn * sizeof(float));
+                    if (!relu) same &= !memcmp(dx, dx0, xn * sizeof(float));
+                }
+                runs++;
+                nn_ctx_set_isa(ctxs[t], saved);
+                free(run), free(save), free(dw), free(db);
+            }
+        check(ey <= FAST_TOL && edx <= FAST_TOL && same && runs >= 2,
+              relu ? "batchnorm + relu, 8.4 MB batch (streamed stores): fast == ref, every "
+                     "thread count and ISA the same bits"
+                   : "batchnorm forward and backward, 8.4 MB batch (streamed stores): fast == "
+                     "ref, every thread count and ISA the same bits",
+              "%d runs, max err y=%.2e dx=%.2e, identical: %s", runs, ey, edx,
+              same ? "yes" : "no");
+        free(x), free(dy), free(w), free(b), free(xd), free(dyd), free(wd), free(bd);
+        free(yr), free(dxr), free(rund), free(dwr), free(dbr);
+        free(y0), free(dx0), free(y), free(dx);
+    }
+}
+
 /* The statistics of channels far from zero: each row's squared deviations
  * from its own mean, combined per channel (rows_sq_dev), keep the variance
  * of 1000 +- 1 values to float accuracy, where sum x^2 - (sum x)^2 / M
@@ -674,6 +739,7 @@ int main(void) {
 
     test_fast_vs_ref(ctxs, &rng);
     test_offset_statistics(ctxs[1], &rng);
+    test_streamed(ctxs, &rng);
     test_isa_variants(ctx1, &rng);
     test_fd(&rng);
     test_hand(ctx1);

@@ -100,6 +100,15 @@ static const struct {
      "conv2d name=c2 out=128 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
      "relu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
      "r2", "a", "c2", "b2"},
+    /* 16 x 112 x 112 floats per image: at batch 6, 4.8 MB per tensor, more
+     * than two cores' L2 caches, so the batch norm passes (the normalizing
+     * one with the add and the ReLU, the backward's g and dx) store past the
+     * caches (batchnorm.c's stream_rows) */
+    {"resnet block 112 wide (batch norm passes with streamed stores)",
+     "input shape=1x112x112\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
+     "relu name=r0\nconv2d name=c1 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b1\n"
+     "add name=a in=b1,r0\nrelu name=r1\ngap\nlinear out=5\nsoftmax_ce\n",
+     "r1", "a", NULL, NULL},
 };
 
 /* Trains a copy of text for 5 SGD steps on fixed batches; the losses, the

@@ -38,6 +38,37 @@ RB R(vf) R(ld)(const float *p) {
 
 RB void R(st)(float *p, R(vf) v) { memcpy(p, &v, sizeof v); }
 
+/* A store past the caches (x86's non-temporal stores; p aligned to the
+ * vector) where stream is set, else R(st): a pass whose output is larger
+ * than the caches does not read each line in before writing it (the
+ * read-for-ownership) nor evict what the next pass reads. Same bits either
+ * way. */
+RB void R(put)(float *p, R(vf) v, int stream) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (stream) {
+#if ROWS_VL == 16
+        __builtin_ia32_movntps512(p, v);
+#elif ROWS_VL == 8
+        __builtin_ia32_movntps256(p, v);
+#else
+        __builtin_ia32_movntps(p, v);
+#endif
+        return;
+    }
+#endif
+    R(st)(p, v);
+}
+
+/* after a row's streamed stores: ordered before the stores that follow
+ * (the other threads read them after the pass's barrier) */
+RB void R(stream_done)(int stream) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (stream) __builtin_ia32_sfence();
+#else
+    (void)stream;
+#endif
+}
+
 /* v where keep is true (all ones), 0 elsewhere */
 RB R(vf) R(keep)(R(vf) v, R(vi) keep) { return (R(vf))((R(vi))v & keep); }
 
@@ -112,39 +143,41 @@ RK void R(row_stats)(const float *x, int len, double *s, double *m2) {
 }
 
 /* y = x alpha + beta (as PyTorch's CPU kernel), plus r (a fused residual
- * add's other input) when not NULL, then the fused ReLU when relu */
+ * add's other input) when not NULL, then the fused ReLU when relu; stream:
+ * R(put)'s (y aligned to 64 bytes, len a multiple of 16) */
 RK void R(row_apply)(float *y, const float *x, const float *r, int len, float alpha, float beta,
-                     int relu) {
+                     int relu, int stream) {
     int j = 0;
     if (r && relu) {
         for (; j + 16 <= len; j += 16)
             ROWS_BLOCK(h) {
                 const int o = j + h * ROWS_VL;
-                R(st)(y + o, R(relu)((R(ld)(x + o) * alpha + beta) + R(ld)(r + o)));
+                R(put)(y + o, R(relu)((R(ld)(x + o) * alpha + beta) + R(ld)(r + o)), stream);
             }
         for (; j < len; j++) y[j] = relu1((x[j] * alpha + beta) + r[j]);
     } else if (r) {
         for (; j + 16 <= len; j += 16)
             ROWS_BLOCK(h) {
                 const int o = j + h * ROWS_VL;
-                R(st)(y + o, (R(ld)(x + o) * alpha + beta) + R(ld)(r + o));
+                R(put)(y + o, (R(ld)(x + o) * alpha + beta) + R(ld)(r + o), stream);
             }
         for (; j < len; j++) y[j] = (x[j] * alpha + beta) + r[j];
     } else if (relu) {
         for (; j + 16 <= len; j += 16)
             ROWS_BLOCK(h) {
                 const int o = j + h * ROWS_VL;
-                R(st)(y + o, R(relu)(R(ld)(x + o) * alpha + beta));
+                R(put)(y + o, R(relu)(R(ld)(x + o) * alpha + beta), stream);
             }
         for (; j < len; j++) y[j] = relu1(x[j] * alpha + beta);
     } else {
         for (; j + 16 <= len; j += 16)
             ROWS_BLOCK(h) {
                 const int o = j + h * ROWS_VL;
-                R(st)(y + o, R(ld)(x + o) * alpha + beta);
+                R(put)(y + o, R(ld)(x + o) * alpha + beta, stream);
             }
         for (; j < len; j++) y[j] = x[j] * alpha + beta;
     }
+    R(stream_done)(stream);
 }
 
 /* The row sums of g and g (x - mean), g = masked_x (no residual add:
@@ -174,7 +207,7 @@ RK void R(row_grad_sums_xmask)(const float *dy, const float *x, int len, float m
  * masked(dy, y) with y (a fused ReLU). With gout (a fused residual add's
  * input gradient) g is also stored there. */
 RK void R(row_grad_sums)(const float *dy, const float *y, const float *x, int len, float mean,
-                         double *sum_g, double *dot, float *gout) {
+                         double *sum_g, double *dot, float *gout, int stream) {
     R(vf) acc_g[ROWS_H] = {{0}}, acc_d[ROWS_H] = {{0}};
     int j = 0;
     if (y && gout) {
@@ -182,7 +215,7 @@ RK void R(row_grad_sums)(const float *dy, const float *y, const float *x, int le
             ROWS_BLOCK(h) {
                 const int o = j + h * ROWS_VL;
                 const R(vf) g = R(masked)(dy, y, o);
-                R(st)(gout + o, g);
+                R(put)(gout + o, g, stream);
                 acc_g[h] += g;
                 acc_d[h] += g * (R(ld)(x + o) - mean);
             }
@@ -213,21 +246,23 @@ RK void R(row_grad_sums)(const float *dy, const float *y, const float *x, int le
     }
     *sum_g += sg;
     *dot += sd;
+    R(stream_done)(stream && y && gout);
 }
 
 /* dx = (g - g_mean) scale - (x - mean) ks over one row, g = dy masked by y
  * (a fused ReLU; y not NULL) or by x alpha + beta > 0 (map) */
 RK void R(row_dx)(float *dx, const float *dy, const float *y, const float *x, int map,
                   float alpha, float beta, int len, float g_mean, float mean, float scale,
-                  float ks) {
+                  float ks, int stream) {
     int j = 0;
     if (map) {
         for (; j + 16 <= len; j += 16)
             ROWS_BLOCK(h) {
                 const int o = j + h * ROWS_VL;
                 const R(vf) xv = R(ld)(x + o);
-                R(st)(dx + o,
-                      (R(masked_x)(dy, xv, alpha, beta, o) - g_mean) * scale - (xv - mean) * ks);
+                R(put)(dx + o,
+                       (R(masked_x)(dy, xv, alpha, beta, o) - g_mean) * scale - (xv - mean) * ks,
+                       stream);
             }
         for (; j < len; j++) {
             const float v = x[j] * alpha + beta, g = v > 0.0f ? dy[j] : 0.0f;
@@ -237,17 +272,20 @@ RK void R(row_dx)(float *dx, const float *dy, const float *y, const float *x, in
         for (; j + 16 <= len; j += 16)
             ROWS_BLOCK(h) {
                 const int o = j + h * ROWS_VL;
-                R(st)(dx + o, (R(masked)(dy, y, o) - g_mean) * scale - (R(ld)(x + o) - mean) * ks);
+                R(put)(dx + o, (R(masked)(dy, y, o) - g_mean) * scale - (R(ld)(x + o) - mean) * ks,
+                       stream);
             }
         for (; j < len; j++) dx[j] = (masked(dy, y, j) - g_mean) * scale - (x[j] - mean) * ks;
     } else {
         for (; j + 16 <= len; j += 16)
             ROWS_BLOCK(h) {
                 const int o = j + h * ROWS_VL;
-                R(st)(dx + o, (R(ld)(dy + o) - g_mean) * scale - (R(ld)(x + o) - mean) * ks);
+                R(put)(dx + o, (R(ld)(dy + o) - g_mean) * scale - (R(ld)(x + o) - mean) * ks,
+                       stream);
             }
         for (; j < len; j++) dx[j] = (dy[j] - g_mean) * scale - (x[j] - mean) * ks;
     }
+    R(stream_done)(stream);
 }
 
 static const bn_rows R(bn_rows) = {R(row_sum),   R(row_sq_dev),          R(row_stats),
