@@ -331,11 +331,58 @@ static void test_prologue_generic(nn_ctx *ctx) {
     nn_ctx_set_fusion(ctx, 1);
 }
 
+/* bf16 convolutions: the 1x1 layer runs im2col in bf16, which normalizes no
+ * input, so its batch norm must not be planned as its prologue (it had been,
+ * before the plan applied the precision: the batch norm wrote no output and
+ * the first step's loss was NaN); fused and unfused then give the same
+ * bytes. A net built in fp32 and planned in bf16 is refused with a message,
+ * not run on a batch norm's unwritten output. */
+static void test_bf16_prologue(nn_ctx *ctx) {
+    /* 32 input channels: C R S >= 32, so the 1x1 layer is bf16 */
+    static const char text[] =
+        "input shape=2x10x10\nconv2d name=c0 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
+        "relu name=r0\nconv2d name=p1 out=8 kernel=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
+        "gap\nlinear out=5\nsoftmax_ce\n";
+    nn_ctx_set_precision(ctx, NN_PRECISION_BF16);
+    float *on = NULL, *off = NULL;
+    int al_on = 0, al_off = 0, f_on = 0, f_off = 0;
+    size_t at_on = 0, at_off = 0;
+    size_t a = run(ctx, text, 1, "r1", NULL, NULL, NULL, &al_on, &f_on,
+                   &at_on, &on);
+    size_t b = run(ctx, text, 0, "r1", NULL, NULL, NULL, &al_off, &f_off,
+                   &at_off, &off);
+    size_t diff = a && a == b && at_on == at_off ? 0 : 1;
+    int finite = a != 0;
+    for (size_t i = 0; !diff && i < at_on; i++) {
+        diff += memcmp(&on[i], &off[i], sizeof(float)) != 0;
+        finite &= isfinite(on[i]) != 0;
+    }
+    check(a && al_on && !al_off && finite && diff == 0,
+          "bn + relu before a bf16 1x1 convolution: no prologue planned, finite, fused == unfused "
+          "bytes", "%zu differ, finite: %s", diff, finite ? "yes" : "no");
+    free(on), free(off);
+    /* built in fp32 (the prologue planned), planned in bf16: refused */
+    nn_ctx_set_fusion(ctx, 1);
+    nn_ctx_set_precision(ctx, NN_PRECISION_FP32);
+    nn_net *net = NULL;
+    nn_status st = nn_net_parse(ctx, text, "fusion.nn", &net);
+    const int planned = !st && net->nodes[nn_model_find_layer(net, "p1")].prologue_from >= 0;
+    nn_ctx_set_precision(ctx, NN_PRECISION_BF16);
+    nn_status st2 = st ? st : nn_net_plan(net, 6);
+    check(!planned || (st2 == NN_EINVAL && strstr(nn_ctx_error(ctx), "layer 'p1'") &&
+                       strstr(nn_ctx_error(ctx), "precision")),
+          "a net built in fp32 with a prologue, planned in bf16: a clear error",
+          "prologue planned: %d, status %d: %s", planned, (int)st2, nn_ctx_error(ctx));
+    nn_net_free(net);
+    nn_ctx_set_precision(ctx, NN_PRECISION_FP32);
+}
+
 int main(void) {
     nn_ctx *ctx = test_ctx_new(2);
     if (!ctx) return 2;
     test_patterns(ctx);
     test_prologue_generic(ctx);
+    test_bf16_prologue(ctx);
     test_gradient(ctx, 0); /* batch norm + ReLU */
     test_gradient(ctx, 2); /* batch norm + residual add + ReLU */
     test_gradient(ctx, 4); /* batch norm + ReLU normalized by the depthwise convolutions */

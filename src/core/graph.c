@@ -567,6 +567,19 @@ nn_status nn_net_plan_slots(nn_net *net, int max_batch, int num_slots) {
         const nn_op_def *def = def_of(&net->nodes[i]);
         if (def->set_precision) def->set_precision(&net->nodes[i], net->ctx->precision);
     }
+    /* a reader planned (when the net was built) to normalize a batch norm's
+     * input must still run a kernel that does: the precision or the ISA set
+     * since may have changed its kernel, and the batch norm writes no output */
+    for (int i = 0; i < net->num_nodes; i++) {
+        const nn_node *node = &net->nodes[i];
+        const nn_op_kernels *k = nn_backend_kernels(be, node->op);
+        if (node->prologue_from >= 0 && (!k || !k->takes_prologue || !k->takes_prologue(node, net->ctx)))
+            return nn_ctx_fail(net->ctx, NN_EINVAL,
+                               "%s: layer '%s' was built to normalize its batch norm's input, and "
+                               "its kernel no longer does: set the precision and the ISA before "
+                               "building the net",
+                               net->source, node->name);
+    }
     int *slot = malloc((size_t)net->num_nodes * sizeof *slot);
     size_t *slot_floats = malloc((size_t)net->num_nodes * sizeof *slot_floats);
     const int slots =

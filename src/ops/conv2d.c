@@ -127,10 +127,25 @@ static void conv2d_epilogue_masked_later(nn_node *node) { node->d.conv.relu_mask
 /* bf16 for the dense convolutions whose sums are long enough for the bf16
  * GEMM to pay (a first layer on one input channel, C*R*S = 9, stays fp32);
  * dilated ones stay fp32 too (their bf16 kernels are not written) */
+static int bf16_for(const nn_conv2d_desc *d, nn_precision p) {
+    return p == NN_PRECISION_BF16 && d->groups <= 1 && d->C * d->R * d->S >= 32 &&
+           !nn_conv2d_dilated(d);
+}
+
 static void conv2d_set_precision(nn_node *node, nn_precision p) {
-    nn_conv2d_desc *d = &node->d.conv;
-    d->bf16 = p == NN_PRECISION_BF16 && d->groups <= 1 && d->C * d->R * d->S >= 32 &&
-              !nn_conv2d_dilated(d);
+    node->d.conv.bf16 = bf16_for(&node->d.conv, p);
+}
+
+/* The layer as nn_net_plan will run it: the fusion decisions are made when
+ * the net is built, before the plan applies the context's precision, and
+ * the kernel (so whether it takes a prologue) depends on it: a 1x1
+ * convolution in bf16 runs im2col, which normalizes no input (MobileNet-small
+ * with --precision bf16 had read a batch norm's unwritten output: NaN at
+ * the first step). */
+static nn_conv2d_desc as_planned(const nn_node *node, const nn_ctx *ctx) {
+    nn_conv2d_desc d = node->d.conv;
+    d.bf16 = bf16_for(&d, ctx->precision);
+    return d;
 }
 
 /* The output columns [q0, q1) whose input column q stride_w + iw0 lies in
@@ -1191,7 +1206,7 @@ static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
  * that every pass that reads x is its own); the own 1x1 kernels (AVX-512
  * or AVX2) map each image into their scratch before its GEMMs */
 static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
-    const nn_conv2d_desc *d = &node->d.conv;
+    const nn_conv2d_desc planned = as_planned(node, ctx), *d = &planned;
     return is_depthwise(d, ctx) || is_mapped_pointwise(d, ctx) ||
            (strcmp(nn_conv2d_kernel_name(d, ctx), "winograd") == 0 && winograd_weights_ok(d, ctx));
 }
@@ -1200,7 +1215,7 @@ static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
  * gradient while each image's dx is in their cache (give_grad_sums), and so
  * does the F(4x4) Winograd input gradient in its groups of whole images */
 static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
-    const nn_conv2d_desc *d = &node->d.conv;
+    const nn_conv2d_desc planned = as_planned(node, ctx), *d = &planned;
     return is_depthwise(d, ctx) || is_mapped_pointwise(d, ctx) ||
            (is_winograd(d, ctx) && stats_in_cache(d, ctx));
 }
@@ -1209,7 +1224,8 @@ static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
  * the depthwise ones each plane, the F(4x4) Winograd forward its groups of
  * whole images, while they are in cache, for the batch norm after it */
 static int conv2d_sums_output_stats(const nn_node *node, const nn_ctx *ctx) {
-    return stats_in_cache(&node->d.conv, ctx);
+    const nn_conv2d_desc planned = as_planned(node, ctx);
+    return stats_in_cache(&planned, ctx);
 }
 
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
