@@ -127,6 +127,15 @@ nn_precision nn_ctx_precision(const nn_ctx *ctx);
  * kernels are AVX2 or AVX-512). */
 void nn_ctx_set_winograd(nn_ctx *ctx, int on);
 int nn_ctx_winograd(const nn_ctx *ctx);
+/* Software prefetch in the kernels that visit the batch plane by plane
+ * (depthwise convolutions, max-pool): while a thread works on one (image,
+ * channel) plane it asks for the next plane's lines (default on). Machines
+ * differ on whether that pays: on one Zen 4 it took MobileNet-small's
+ * depthwise backward from 3.9-4.7 to 2.8-3.3 ms, on another it cost them
+ * 10-15% (docs/performance.md); `nnopt tune` measures both. The results
+ * are the same bits either way. */
+void nn_ctx_set_prefetch(nn_ctx *ctx, int on);
+int nn_ctx_prefetch(const nn_ctx *ctx);
 /* Fusion of element-wise layers into the layer before them (on by default):
  * a ReLU after a convolution, a linear layer, a batch norm or a residual add
  * is applied in that layer's pass over its output, and its gradient mask in

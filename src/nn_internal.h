@@ -25,6 +25,8 @@ struct nn_ctx {
     int winograd;           /* Winograd where it applies: 0 off, 2 F(2x2,3x3)
                                alone, 4 F(4x4,3x3) too (nn_ctx_set_winograd) */
     int fuse;               /* element-wise epilogues fused into their producers */
+    int prefetch;           /* plane-by-plane kernels ask for the next plane
+                               (nn_ctx_set_prefetch; default on) */
     nn_loader_mode loader_mode; /* where nn_loader prepares batches */
     uint64_t max_memory;    /* bytes one network may take (nn_ctx_set_max_memory), 0 = no cap */
     char error[NN_ERRMSG_SIZE];

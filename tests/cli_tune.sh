@@ -21,18 +21,31 @@ for b in d["batches"]:
     assert fp32 and all(s["images_per_s"] > 0 for s in b["settings"])
     best = max(fp32, key=lambda s: s["images_per_s"])
     assert b["best"]["threads"] == best["threads"] and b["best"]["conv"] == best["conv"], b
+    assert b["best"]["prefetch"] == best["prefetch"], b
+    # the fastest setting of the default prefetch (on), measured once more with it off
+    on = max((s for s in fp32 if s["prefetch"]), key=lambda s: s["images_per_s"])
+    off = [s for s in fp32 if not s["prefetch"]]
+    assert len(off) == 1 and (off[0]["threads"], off[0]["conv"]) == (on["threads"], on["conv"]), b
 EOF
 n=$(wc -l <"$NNOPT_TUNE_CACHE" 2>/dev/null || echo 0)
 [ "$n" = 2 ] && pass "tune: one cache line per batch size" || fail "tune: cache lines" "$n"
+awk -F'\t' 'NF != 9 || ($9 != "on" && $9 != "off") {bad = 1} END {exit bad}' "$NNOPT_TUNE_CACHE" &&
+    pass "tune: each cache line records the prefetch" || fail "tune: prefetch field" "$(cat "$NNOPT_TUNE_CACHE")"
+NNOPT_PREFETCH=off "$NN" tune "$MODEL" --batches 8 --seconds 0.05 --json --no-save >pf.json 2>err.txt
+python3 -c '
+import json, sys
+b = json.load(open(sys.argv[1]))["batches"][0]
+assert b["settings"] and all(not s["prefetch"] for s in b["settings"]) and not b["best"]["prefetch"], b
+' pf.json && pass "tune: NNOPT_PREFETCH=off is kept, not tuned" || fail "tune: NNOPT_PREFETCH=off" "$(head -c 300 pf.json err.txt)"
 "$NN" tune "$MODEL" --batches 32 --seconds 0.1 >/dev/null 2>&1
 n=$(wc -l <"$NNOPT_TUNE_CACHE"); b32=$(grep -c "	32	" "$NNOPT_TUNE_CACHE")
 [ "$n" = 2 ] && [ "$b32" = 1 ] && pass "tune again: the entry is replaced, not added" || fail "tune again" "$n lines, $b32 for batch 32"
 
-# train uses the cache: pin the entry for batch 32 to 1 thread, direct
-sed -i 's/^\(.*\)\t32\t[0-9]*\t[a-z]*\t/\1\t32\t1\tdirect\t/' "$NNOPT_TUNE_CACHE"
+# train uses the cache: pin the entry for batch 32 to 1 thread, direct, no prefetch
+sed -i 's/^\(.*\)\t32\t[0-9]*\t[a-z]*\t/\1\t32\t1\tdirect\t/; s/\t[a-z]*$/\toff/' "$NNOPT_TUNE_CACHE"
 TR=(--data "$DATA" --epochs 1 --train-limit 256 --test-limit 64 --batch 32)
 "$NN" train "$MODEL" "${TR[@]}" >out.txt 2>err.txt
-grep -q "tuned for this machine, model and batch (nnopt tune): 1 thread, direct" err.txt &&
+grep -q "tuned for this machine, model and batch (nnopt tune): 1 thread, direct convolutions, prefetch off" err.txt &&
     grep -q ", 1 threads," out.txt && pass "train: no --threads takes the tuned settings" ||
     fail "train: tuned settings" "$(cat err.txt out.txt | head -c 300)"
 "$NN" train "$MODEL" "${TR[@]}" --threads 2 >out.txt 2>err.txt

@@ -110,8 +110,8 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
     if (!o.threads && !env->mpi_started &&
         cli_tuned_settings(env, model, o.model_params, o.batch, &o.threads, &tuned_env) && !json)
         fprintf(stderr, "nnopt: tuned for this machine, model and batch (nnopt tune): %d thread%s, "
-                "%s convolutions\n", o.threads, o.threads > 1 ? "s" : "",
-                tuned_env.winograd ? "Winograd" : "direct");
+                "%s convolutions, prefetch %s\n", o.threads, o.threads > 1 ? "s" : "",
+                tuned_env.winograd ? "Winograd" : "direct", tuned_env.prefetch ? "on" : "off");
     /* still none: all the cores are planned for, and the run uses its share
      * of them (set when the run starts, followed between steps) */
     const int shared = !o.threads && share.fd >= 0;

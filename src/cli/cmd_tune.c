@@ -5,7 +5,10 @@
  * direct, where the CPU runs both) and each arithmetic (fp32, and bf16 where
  * the CPU has it), and keeps the fastest fp32 setting per batch size in the
  * per-machine cache (tune_cache.c) that `nnopt train` and `nnopt search` read
- * when no thread count is given. bf16 changes the arithmetic, so it is never
+ * when no thread count is given. The fastest fp32 setting is then measured
+ * once more with the plane-by-plane kernels' software prefetch the other way
+ * (nn_ctx_set_prefetch: machines differ on it), and the faster kept. bf16
+ * changes the arithmetic, so it is never
  * applied behind the user's back: its best rate is reported and cached for
  * the record, and `--precision bf16` (or a search over train.precision)
  * chooses it.
@@ -18,6 +21,23 @@
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* One measured setting: a row of the table, or an object of --json's
+ * "settings" (*first: none printed yet for this batch size). */
+static void print_setting(int json, int *first, int batch, int threads, const char *conv,
+                          int bf16, int prefetch, double rate) {
+    if (json) {
+        printf("%s{\"threads\":%d,\"conv\":\"%s\",\"precision\":\"%s\",\"prefetch\":%s,"
+               "\"images_per_s\":%.1f}",
+               *first ? "" : ",", threads, conv, bf16 ? "bf16" : "fp32",
+               prefetch ? "true" : "false", rate);
+        *first = 0;
+    } else {
+        printf("%6d %8d %9s %10s %9s %12.0f\n", batch, threads, conv, bf16 ? "bf16" : "fp32",
+               prefetch ? "on" : "off", rate);
+    }
+    fflush(stdout);
 }
 
 /* Images/s of one setting: warm-up, then 3 repeats of as many steps as fill
@@ -139,12 +159,12 @@ int cmd_tune(int argc, char **argv, const cli_env *env) {
         cli_json_string(stdout, machine);
         printf(",\"batches\":[");
     } else {
-        printf("tuning %s on %s\n%6s %8s %9s %10s %12s\n", pos[0], machine, "batch", "threads",
-               "conv", "precision", "images/s");
+        printf("tuning %s on %s\n%6s %8s %9s %10s %9s %12s\n", pos[0], machine, "batch",
+               "threads", "conv", "precision", "prefetch", "images/s");
     }
     int rc = 0;
     for (int b = 0; b < nb && !rc; b++) {
-        cli_tune_entry best = {.batch = batch[b]};
+        cli_tune_entry best = {.batch = batch[b], .prefetch = env->prefetch};
         if (json) printf("%s{\"batch\":%d,\"settings\":[", b ? "," : "", batch[b]);
         int first = 1;
         for (int t = 0; t < nt && !rc; t++)
@@ -162,16 +182,7 @@ int cmd_tune(int argc, char **argv, const cli_env *env) {
                         break;
                     }
                     const char *conv = e.winograd && convs == 2 ? "winograd" : "direct";
-                    if (json) {
-                        printf("%s{\"threads\":%d,\"conv\":\"%s\",\"precision\":\"%s\","
-                               "\"images_per_s\":%.1f}",
-                               first ? "" : ",", tc[t], conv, p ? "bf16" : "fp32", rate);
-                        first = 0;
-                    } else {
-                        printf("%6d %8d %9s %10s %12.0f\n", batch[b], tc[t], conv, p ? "bf16" : "fp32",
-                               rate);
-                    }
-                    fflush(stdout);
+                    print_setting(json, &first, batch[b], tc[t], conv, p, env->prefetch, rate);
                     if (p) {
                         if (rate > best.bf16_images_per_s) best.bf16_images_per_s = rate;
                     } else if (rate > best.images_per_s) {
@@ -180,16 +191,37 @@ int cmd_tune(int argc, char **argv, const cli_env *env) {
                         best.winograd = e.winograd && convs == 2;
                     }
                 }
+        /* the fastest fp32 setting with the prefetch the other way */
+        if (!rc && !env->prefetch_set && best.threads > 0) {
+            cli_env e = *env;
+            e.winograd = best.winograd && convs == 2 ? 1 : convs == 2 ? 0 : env->winograd;
+            e.prefetch = !env->prefetch;
+            char err[512] = "";
+            const double rate = measure(&e, pos[0], params, data, batch[b], best.threads,
+                                        NN_PRECISION_FP32, seconds, err, sizeof err);
+            if (rate <= 0) {
+                fprintf(stderr, "nnopt: %s\n", err);
+                rc = 1;
+            } else {
+                print_setting(json, &first, batch[b], best.threads,
+                              best.winograd ? "winograd" : "direct", 0, e.prefetch, rate);
+                if (rate > best.images_per_s) best.images_per_s = rate, best.prefetch = e.prefetch;
+            }
+        }
         if (rc) break;
         if (json) {
-            printf("],\"best\":{\"threads\":%d,\"conv\":\"%s\",\"images_per_s\":%.1f",
-                   best.threads, best.winograd ? "winograd" : "direct", best.images_per_s);
+            printf("],\"best\":{\"threads\":%d,\"conv\":\"%s\",\"prefetch\":%s,"
+                   "\"images_per_s\":%.1f",
+                   best.threads, best.winograd ? "winograd" : "direct",
+                   best.prefetch ? "true" : "false", best.images_per_s);
             if (bf16) printf(",\"bf16_images_per_s\":%.1f", best.bf16_images_per_s);
             printf("}}");
         } else {
-            printf("batch %d: fastest fp32 is %d thread%s, %s convolutions, %.0f images/s",
+            printf("batch %d: fastest fp32 is %d thread%s, %s convolutions, prefetch %s, %.0f "
+                   "images/s",
                    batch[b], best.threads, best.threads > 1 ? "s" : "",
-                   best.winograd ? "Winograd" : "direct", best.images_per_s);
+                   best.winograd ? "Winograd" : "direct", best.prefetch ? "on" : "off",
+                   best.images_per_s);
             if (bf16)
                 printf(" (bf16 at best %.0f images/s: %.2fx; --precision bf16 to use it)",
                        best.bf16_images_per_s, best.bf16_images_per_s / best.images_per_s);

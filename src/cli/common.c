@@ -96,6 +96,7 @@ nn_ctx *cli_ctx_new(const cli_env *env, int threads) {
     if (env->isa_cap < nn_ctx_isa(ctx)) nn_ctx_set_isa(ctx, env->isa_cap);
     nn_ctx_set_winograd(ctx, env->winograd);
     nn_ctx_set_fusion(ctx, env->fuse);
+    nn_ctx_set_prefetch(ctx, env->prefetch);
     nn_ctx_set_loader_mode(ctx, env->loader);
     if (env->backend) nn_ctx_set_backend(ctx, env->backend); /* checked by main() */
     return ctx;

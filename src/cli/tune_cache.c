@@ -7,6 +7,8 @@
  *
  * One tab-separated line per entry, newest last (a later line wins):
  *   machine  model_hash  batch  threads  conv  images_per_s  bf16_images_per_s  tuned_at
+ *   prefetch
+ * (prefetch, "on" or "off", is absent from lines written before it: on)
  * machine is the CPU model, its processors and the kernels' ISA; the file is
  * rewritten whole, atomically (a temporary file, then rename), under a lock.
  */
@@ -46,15 +48,16 @@ int cli_tune_lookup(const cli_env *env, const char *machine, uint64_t hash, int 
     char line[1024];
     int found = 0;
     while (fgets(line, sizeof line, f)) {
-        char *field[8], *save = NULL;
+        char *field[9], *save = NULL;
         int n = 0;
         line[strcspn(line, "\n")] = '\0';
-        for (char *t = strtok_r(line, "\t", &save); t && n < 8; t = strtok_r(NULL, "\t", &save))
+        for (char *t = strtok_r(line, "\t", &save); t && n < 9; t = strtok_r(NULL, "\t", &save))
             field[n++] = t;
         if (n < 7 || strcmp(field[0], machine) != 0) continue;
         if (strtoull(field[1], NULL, 16) != hash || atoi(field[2]) != batch) continue;
         cli_tune_entry e = {.batch = batch, .threads = atoi(field[3]),
                             .winograd = strcmp(field[4], "winograd") == 0,
+                            .prefetch = n < 9 || strcmp(field[8], "off") != 0,
                             .images_per_s = atof(field[5]), .bf16_images_per_s = atof(field[6])};
         if (e.threads < 1 || e.threads > 1024) continue;
         *out = e; /* the last line for the key wins */
@@ -115,10 +118,10 @@ int cli_tune_store(const cli_env *env, const char *machine, uint64_t hash,
     }
     if (in) fclose(in);
     if (!bad)
-        bad = fprintf(out, "%s\t%016llx\t%d\t%d\t%s\t%.1f\t%.1f\t%lld\n", machine,
+        bad = fprintf(out, "%s\t%016llx\t%d\t%d\t%s\t%.1f\t%.1f\t%lld\t%s\n", machine,
                       (unsigned long long)hash, e->batch, e->threads,
                       e->winograd ? "winograd" : "direct", e->images_per_s, e->bf16_images_per_s,
-                      (long long)time(NULL)) < 0;
+                      (long long)time(NULL), e->prefetch ? "on" : "off") < 0;
     if (out && fclose(out) != 0) bad = 1;
     if (bad || rename(tmp, path) != 0) {
         fprintf(stderr, "nnopt: %s: cannot write the tuning cache: %s\n", path, strerror(errno));
@@ -144,6 +147,7 @@ int cli_tuned_settings(const cli_env *env, const char *model, const char *params
         if (cli_tune_lookup(env, machine, cli_tune_model_hash(net), batch, &e)) {
             *threads = e.threads;
             if (!env->conv_set) tuned->winograd = e.winograd;
+            if (!env->prefetch_set) tuned->prefetch = e.prefetch;
             found = 1;
         }
     }

@@ -72,6 +72,10 @@ void nn_ctx_set_winograd(nn_ctx *ctx, int on) { ctx->winograd = on == 0 ? 0 : on
 
 void nn_ctx_set_fusion(nn_ctx *ctx, int on) { ctx->fuse = on != 0; }
 
+void nn_ctx_set_prefetch(nn_ctx *ctx, int on) { ctx->prefetch = on != 0; }
+
+int nn_ctx_prefetch(const nn_ctx *ctx) { return ctx->prefetch; }
+
 int nn_ctx_fusion(const nn_ctx *ctx) { return ctx->fuse; }
 
 int nn_ctx_winograd(const nn_ctx *ctx) { return ctx->winograd && ctx->isa >= NN_ISA_AVX2; }
@@ -88,6 +92,7 @@ nn_ctx *nn_ctx_new(int threads) {
     ctx->isa = cpu_isa();
     ctx->winograd = 4;
     ctx->fuse = 1;
+    ctx->prefetch = 1;
     ctx->loader_mode = NN_LOADER_AUTO;
     return ctx;
 }

@@ -765,7 +765,7 @@ void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2
             for (int i = i0; i < i1; i++) { /* plane i: image i / C, channel i % C */
                 const int c = i % d->C;
                 const plane_map m = map_of(map, c);
-                if (i + 1 < i1) {
+                if (i + 1 < i1 && ctx->prefetch) {
                     nn_prefetch_read(x + (size_t)(i + 1) * HW, HW);
                     nn_prefetch_write(y + (size_t)(i + 1) * PQ, PQ);
                 }
@@ -817,7 +817,7 @@ void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const 
         for (int i = (int)((int64_t)planes * t / T); i < end; i++) {
             const int c = i % C;
             const plane_map m = map_of(map, c);
-            if (i + 1 < end) {
+            if (i + 1 < end && ctx->prefetch) {
                 nn_prefetch_read(x + (size_t)(i + 1) * HW, HW);
                 nn_prefetch_read(dy + (size_t)(i + 1) * PQ, PQ);
                 if (d->relu) nn_prefetch_read(y + (size_t)(i + 1) * PQ, PQ);

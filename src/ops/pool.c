@@ -135,7 +135,7 @@ void nn_maxpool_forward(float *y, const float *x, const nn_pool_desc *d, int n, 
     for (int pl = 0; pl < planes; pl++) {
         const float *xp = x + (size_t)pl * HW;
         float *yp = y + (size_t)pl * PQ;
-        if (pl + 1 < planes) { /* the next plane (nn_prefetch_read) */
+        if (pl + 1 < planes && ctx->prefetch) { /* the next plane (nn_prefetch_read) */
             nn_prefetch_read(xp + HW, (size_t)HW);
             nn_prefetch_write(yp + PQ, (size_t)PQ);
         }
@@ -167,7 +167,7 @@ void nn_maxpool_backward(float *dx, const float *dy, const float *x, const float
         float *dxp = dx + (size_t)pl * HW;
         const float *xp = x + (size_t)pl * HW;
         const float *dyp = dy + (size_t)pl * PQ, *yp = y + (size_t)pl * PQ;
-        if (pl + 1 < planes) { /* the next plane (nn_prefetch_read) */
+        if (pl + 1 < planes && ctx->prefetch) { /* the next plane (nn_prefetch_read) */
             nn_prefetch_read(xp + HW, (size_t)HW);
             nn_prefetch_read(dyp + PQ, (size_t)PQ);
             nn_prefetch_read(yp + PQ, (size_t)PQ);
