@@ -8,10 +8,9 @@
  * when no thread count is given. The fastest fp32 setting is then measured
  * once more with the plane-by-plane kernels' software prefetch the other way
  * (nn_ctx_set_prefetch: machines differ on it), and the faster kept. bf16
- * changes the arithmetic, so it is never
- * applied behind the user's back: its best rate is reported and cached for
- * the record, and `--precision bf16` (or a search over train.precision)
- * chooses it.
+ * changes the arithmetic, so it is never applied behind the user's back: its
+ * best rate is reported and cached for the record, and `--precision bf16`
+ * (or a search over train.precision) chooses it.
  */
 #include "cli/cli.h"
 
