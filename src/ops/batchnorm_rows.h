@@ -44,7 +44,12 @@ RB void R(st)(float *p, R(vf) v) { memcpy(p, &v, sizeof v); }
  * read-for-ownership) nor evict what the next pass reads. Same bits either
  * way. */
 RB void R(put)(float *p, R(vf) v, int stream) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__clang__)
+    if (stream) {
+        __builtin_nontemporal_store(v, (R(vf) *)p);
+        return;
+    }
+#elif defined(__x86_64__) && defined(__GNUC__)
     if (stream) {
 #if ROWS_VL == 16
         __builtin_ia32_movntps512(p, v);
