@@ -193,7 +193,7 @@ int cmd_tune(int argc, char **argv, const cli_env *env) {
         /* the fastest fp32 setting with the prefetch the other way */
         if (!rc && !env->prefetch_set && best.threads > 0) {
             cli_env e = *env;
-            e.winograd = best.winograd && convs == 2 ? 1 : convs == 2 ? 0 : env->winograd;
+            if (convs == 2) e.winograd = best.winograd;
             e.prefetch = !env->prefetch;
             char err[512] = "";
             const double rate = measure(&e, pos[0], params, data, batch[b], best.threads,

@@ -573,7 +573,8 @@ nn_status nn_net_plan_slots(nn_net *net, int max_batch, int num_slots) {
     for (int i = 0; i < net->num_nodes; i++) {
         const nn_node *node = &net->nodes[i];
         const nn_op_kernels *k = nn_backend_kernels(be, node->op);
-        if (node->prologue_from >= 0 && (!k || !k->takes_prologue || !k->takes_prologue(node, net->ctx)))
+        if (node->prologue_from >= 0 &&
+            (!k || !k->takes_prologue || !k->takes_prologue(node, net->ctx)))
             return nn_ctx_fail(net->ctx, NN_EINVAL,
                                "%s: layer '%s' was built to normalize its batch norm's input, and "
                                "its kernel no longer does: set the precision and the ISA before "
