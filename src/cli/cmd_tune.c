@@ -94,9 +94,11 @@ int cmd_tune(int argc, char **argv, const cli_env *env) {
     int r = cli_parse("tune", "MODEL [options]",
                       "Measures training speed on this machine for every thread count worth\n"
                       "trying, Winograd or direct convolutions, and fp32 or bf16, per batch\n"
-                      "size, and stores the fastest fp32 threads and kernels in the per-machine\n"
-                      "cache (NNOPT_TUNE_CACHE, default ~/.cache/nnopt/tune.tsv) that nnopt train\n"
-                      "and nnopt search use when no --threads is given.",
+                      "size, then the fastest fp32 setting again with the depthwise and\n"
+                      "max-pool prefetch the other way (NNOPT_PREFETCH), and stores the fastest\n"
+                      "fp32 threads and kernels in the per-machine cache (NNOPT_TUNE_CACHE,\n"
+                      "default ~/.cache/nnopt/tune.tsv) that nnopt train and nnopt search use\n"
+                      "when no --threads is given.",
                       argc, argv, opts, pos, 1, &npos);
     if (r) return r == 2 ? 0 : 2;
     if (npos != 1) {
