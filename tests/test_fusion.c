@@ -12,7 +12,8 @@
  * (or, with AVX-512 or AVX2, a 1x1 one) must run in that convolution's
  * loads (its own output not written in training passes), the convolution's backward summing each row of the batch
  * norm's gradient for it; with AVX-512 a Winograd convolution before a batch
- * norm must sum its statistics for it. Central-difference checks of the fused batch norm +
+ * norm must sum its statistics for it, and a depthwise or 1x1 convolution
+ * before one must form that batch norm's input gradient in its backward. Central-difference checks of the fused batch norm +
  * ReLU's and batch norm + add + ReLU's gradients guard the backward itself.
  */
 #include "test_util.h"
@@ -30,51 +31,59 @@ static const struct {
     const char *stats;    /* a batch norm whose statistics its convolution must sum
                              (Winograd F(4x4), direct, rows: checked with AVX-512;
                              phase, depthwise, 1x1: everywhere) */
+    const char *forms;    /* a convolution whose backward must form its dy from the
+                             batch norm after it (depthwise, 1x1; with a prologue, a
+                             1x1 one with its own AVX-512 or AVX2 kernels) */
 } PATTERNS[] = {
     {"conv + batchnorm + relu",
      "input shape=2x8x8\nconv2d name=c out=6 kernel=3 pad=1 bias=0\nbatchnorm name=bn\n"
      "relu name=r\nflatten\nlinear out=4\nsoftmax_ce\n",
-     "r", NULL, NULL, NULL},
+     "r", NULL, NULL, NULL, NULL},
     {"residual add + relu",
      "input shape=2x8x8\nconv2d name=c1 out=2 kernel=3 pad=1\nconv2d name=c2 out=2 kernel=3 pad=1\n"
      "add name=a in=c2,input\nrelu name=r\nflatten\nlinear out=4\nsoftmax_ce\n",
-     "r", NULL, NULL, NULL},
+     "r", NULL, NULL, NULL, NULL},
     {"resnet block (bn + relu into Winograd, bn + add + relu; Winograd adds its input gradient)",
      "input shape=3x8x8\nconv2d name=c0 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=c1 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=c2 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
      "relu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", "c2", "b1"},
+     "r2", "a", "c2", "b1", NULL},
     {"downsampling block (bn + add(skip first) + relu, projection bn)",
      "input shape=3x8x8\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=c1 out=6 kernel=3 stride=2 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=c2 out=6 kernel=3 pad=1 bias=0\nbatchnorm name=b2\n"
      "conv2d name=p in=r0 out=6 kernel=1 stride=2 bias=0\nbatchnorm name=pb\n"
      "add name=a in=pb,b2\nrelu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", NULL, NULL},
+     "r2", "a", NULL, NULL, NULL},
     {"mobilenet blocks (bn + relu into depthwise, stride 1 and 2)",
      "input shape=2x8x8\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=d1 out=4 kernel=3 pad=1 groups=4 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=p1 out=6 kernel=1 bias=0\nbatchnorm name=b2\nrelu name=r2\n"
      "conv2d name=d2 out=6 kernel=3 pad=1 stride=2 groups=6 bias=0\nbatchnorm name=b3\n"
      "relu name=r3\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r3", NULL, "d2", "b3"},
+     "r3", NULL, "d2", "b3", "d1"},
     {"bn + relu into a 1x1 convolution (its own AVX-512 or AVX2 GEMMs; 10x10: masked tails)",
      "input shape=2x10x10\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
      "relu name=r0\nconv2d name=p1 out=8 kernel=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "gap\nlinear out=5\nsoftmax_ce\n",
-     "r1", NULL, "p1", "b1"},
+     "r1", NULL, "p1", "b1", "p1"},
+    {"strided 1x1 convolution + bn + relu (the 1x1 kernel forms its dy, stride 2)",
+     "input shape=2x8x8\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
+     "relu name=r0\nconv2d name=p out=8 kernel=1 stride=2 bias=0\nbatchnorm name=pb\n"
+     "relu name=r1\ngap\nlinear out=5\nsoftmax_ce\n",
+     "r1", NULL, NULL, NULL, "p"},
     {"conv + relu, linear + relu",
      "input shape=1x8x8\nconv2d name=c out=4 kernel=3 pad=1\nrelu name=r\nmaxpool size=2\nflatten\n"
      "linear name=fc out=8\nrelu name=r2\nlinear out=3\nsoftmax_ce\n",
-     "r2", NULL, NULL, NULL},
+     "r2", NULL, NULL, NULL, NULL},
     {"mobilenet blocks, 20 wide (the vector loops of the rows and their tails)",
      "input shape=2x20x20\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=d1 out=4 kernel=3 pad=1 groups=4 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=p1 out=6 kernel=1 bias=0\nbatchnorm name=b2\nrelu name=r2\n"
      "conv2d name=d2 out=6 kernel=3 pad=1 stride=2 groups=6 bias=0\nbatchnorm name=b3\n"
      "relu name=r3\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r3", NULL, "d2", NULL},
+     "r3", NULL, "d2", NULL, "d1"},
     /* ResNet-20's stem and downsampling block: statistics from the rows
      * kernel (one input channel) and from the direct one (stride 2), image
      * by image */
@@ -84,14 +93,14 @@ static const struct {
      "relu name=r1\nconv2d name=c2 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b2\n"
      "conv2d name=p in=r0 out=32 kernel=1 stride=2 bias=0\nbatchnorm name=pb\n"
      "add name=a in=pb,b2\nrelu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", "c2", "b0"},
+     "r2", "a", "c2", "b0", NULL},
     {"stem + downsampling block (direct or phase kernel's statistics, stride 2)",
      "input shape=1x28x28\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
      "relu name=r0\nconv2d name=c1 out=32 kernel=3 stride=2 pad=1 bias=0\nbatchnorm name=b1\n"
      "relu name=r1\nconv2d name=c2 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b2\n"
      "conv2d name=p in=r0 out=32 kernel=1 stride=2 bias=0\nbatchnorm name=pb\n"
      "add name=a in=pb,b2\nrelu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", "c2", "b1"},
+     "r2", "a", "c2", "b1", NULL},
     /* 128 channels: groups of one vector (5 tile rows, 3 per image) by the
      * L2 alone on every machine, so whole_images must round them */
     {"resnet block 12 wide, 128 channels (Winograd's groups rounded to whole images)",
@@ -99,7 +108,7 @@ static const struct {
      "relu name=r0\nconv2d name=c1 out=128 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=c2 out=128 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
      "relu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", "c2", "b2"},
+     "r2", "a", "c2", "b2", NULL},
     /* 16 x 112 x 112 floats per image: at batch 6, 4.8 MB per tensor, more
      * than two cores' L2 caches, so the batch norm passes (the normalizing
      * one with the add and the ReLU, the backward's g and dx) store past the
@@ -108,15 +117,15 @@ static const struct {
      "input shape=1x112x112\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
      "relu name=r0\nconv2d name=c1 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b1\n"
      "add name=a in=b1,r0\nrelu name=r1\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r1", "a", NULL, NULL},
+     "r1", "a", NULL, NULL, NULL},
 };
 
 /* Trains a copy of text for 5 SGD steps on fixed batches; the losses, the
  * final parameters and buffers and the eval logits go into out (owned by the
  * caller). Returns the number of floats, 0 on error. */
 static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, const char *absorbed,
-                  const char *prologue, const char *stats, int *aliased, int *folded,
-                  size_t *logits_at, float **out) {
+                  const char *prologue, const char *stats, const char *forms, int *aliased,
+                  int *folded, size_t *logits_at, float **out) {
     nn_ctx_set_fusion(ctx, fuse);
     nn_net *net = NULL;
     nn_status st = nn_net_parse(ctx, text, "fusion.nn", &net);
@@ -163,6 +172,16 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
     if (s >= 0) /* its statistics come from the convolution before it */
         *aliased = *aliased && net->nodes[s].d.bn.stats_by_producer &&
                    net->nodes[net->nodes[s].inputs[0]].stats_to == s;
+    int f = forms ? nn_model_find_layer(net, forms) : -1;
+    /* the depthwise and 1x1 kernels form dy (a strided 1x1 layer runs im2col
+     * below AVX2); with a prologue, only the own AVX-512 or AVX2 1x1 ones */
+    if (f >= 0 && nn_ctx_isa(ctx) < NN_ISA_AVX2 && net->nodes[f].d.conv.groups <= 1 &&
+        (net->nodes[f].prologue_from >= 0 ||
+         strcmp(nn_conv2d_kernel_name(&net->nodes[f].d.conv, ctx), "pointwise") != 0))
+        f = -1;
+    if (f >= 0) /* planned: its backward forms the batch norm's input gradient */
+        *aliased = *aliased && net->nodes[f].dy_from >= 0 &&
+                   net->nodes[net->nodes[f].dy_from].inputs[0] == f;
     nn_rng rng;
     nn_rng_seed(&rng, 42, 0);
     nn_net_init_params(net, &rng);
@@ -187,6 +206,11 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
         if (nn_net_forward(net, x, y, n, &loss) || nn_net_backward(net)) total = 0;
         nn_optim_step(opt, ctx, nn_net_params(net), nn_net_grads(net));
         o[k++] = loss;
+    }
+    if (f >= 0) { /* and the batch norm did leave it to it */
+        const nn_node *bn = &net->nodes[net->nodes[f].dy_from];
+        nn_bn_dx dx;
+        *aliased = *aliased && nn_op_def_get(bn->op)->deferred_dx(bn, &dx);
     }
     if (total) {
         float *p = tu_download(ctx, nn_net_params(net), np);
@@ -220,16 +244,17 @@ static void test_patterns(nn_ctx *ctx) {
         int aliased_on = 0, aliased_off = 0, folded_on = 0, folded_off = 0;
         size_t at_on = 0, at_off = 0;
         size_t a = run(ctx, PATTERNS[p].text, 1, PATTERNS[p].fused, PATTERNS[p].absorbed,
-                       PATTERNS[p].prologue, PATTERNS[p].stats, &aliased_on, &folded_on, &at_on,
-                       &on);
+                       PATTERNS[p].prologue, PATTERNS[p].stats, PATTERNS[p].forms, &aliased_on,
+                       &folded_on, &at_on, &on);
         size_t b = run(ctx, PATTERNS[p].text, 0, PATTERNS[p].fused, PATTERNS[p].absorbed,
-                       PATTERNS[p].prologue, PATTERNS[p].stats, &aliased_off, &folded_off,
-                       &at_off, &off);
-        char name[200];
-        snprintf(name, sizeof name, "%s: the ReLU%s runs inside its producer%s%s with fusion on only",
+                       PATTERNS[p].prologue, PATTERNS[p].stats, PATTERNS[p].forms, &aliased_off,
+                       &folded_off, &at_off, &off);
+        char name[300];
+        snprintf(name, sizeof name, "%s: the ReLU%s runs inside its producer%s%s%s with fusion on only",
                  PATTERNS[p].name, PATTERNS[p].absorbed ? " and the add" : "",
                  PATTERNS[p].prologue ? " and the batch norm in the convolution's loads" : "",
-                 PATTERNS[p].stats ? ", its statistics in the convolution's epilogue" : "");
+                 PATTERNS[p].stats ? ", its statistics in the convolution's epilogue" : "",
+                 PATTERNS[p].forms ? ", its input gradient in the convolution's backward" : "");
         check(a && aliased_on && !aliased_off, name, "%s", ctx_err(ctx, NN_OK));
         const int has_bn = contains(PATTERNS[p].text, "batchnorm");
         snprintf(name, sizeof name, "%s: eval mode folds batch norm into the convolution%s",
@@ -318,9 +343,9 @@ static void test_prologue_generic(nn_ctx *ctx) {
     int al_on = 0, al_off = 0, f_on = 0, f_off = 0;
     size_t at_on = 0, at_off = 0;
     size_t a = run(ctx, PATTERNS[p].text, 1, PATTERNS[p].fused, NULL, PATTERNS[p].prologue, NULL,
-                   &al_on, &f_on, &at_on, &on);
+                   PATTERNS[p].forms, &al_on, &f_on, &at_on, &on);
     size_t b = run(ctx, PATTERNS[p].text, 0, PATTERNS[p].fused, NULL, PATTERNS[p].prologue, NULL,
-                   &al_off, &f_off, &at_off, &off);
+                   PATTERNS[p].forms, &al_off, &f_off, &at_off, &off);
     size_t diff = a && a == b && at_on == at_off ? 0 : 1;
     for (size_t i = 0; !diff && i < at_on; i++) diff += memcmp(&on[i], &off[i], sizeof(float)) != 0;
     check(a && al_on && !al_off && diff == 0,
@@ -347,10 +372,8 @@ static void test_bf16_prologue(nn_ctx *ctx) {
     float *on = NULL, *off = NULL;
     int al_on = 0, al_off = 0, f_on = 0, f_off = 0;
     size_t at_on = 0, at_off = 0;
-    size_t a = run(ctx, text, 1, "r1", NULL, NULL, NULL, &al_on, &f_on,
-                   &at_on, &on);
-    size_t b = run(ctx, text, 0, "r1", NULL, NULL, NULL, &al_off, &f_off,
-                   &at_off, &off);
+    size_t a = run(ctx, text, 1, "r1", NULL, NULL, NULL, NULL, &al_on, &f_on, &at_on, &on);
+    size_t b = run(ctx, text, 0, "r1", NULL, NULL, NULL, NULL, &al_off, &f_off, &at_off, &off);
     size_t diff = a && a == b && at_on == at_off ? 0 : 1;
     int finite = a != 0;
     for (size_t i = 0; !diff && i < at_on; i++) {

@@ -178,6 +178,29 @@ static void plan_output_stats(nn_net *net) {
     }
 }
 
+/* A batch norm whose input is a node's output, read by nothing else, where
+ * the node's backward kernels can form their dy from the batch norm's output
+ * gradient while loading it (forms_dy): in training passes the batch norm's
+ * backward then makes only its coefficients, and the node computes the batch
+ * norm's input gradient itself, image by image in its cache: one pass over
+ * memory less and one array less written and read back. The batch norm's
+ * output gradient lives until the node's backward (plan_gradient_slots). */
+static void plan_dy_forms(nn_net *net) {
+    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].dy_from = -1;
+    if (!net->ctx->fuse) return;
+    for (int i = 0; i < net->num_nodes; i++) {
+        const nn_node *node = &net->nodes[i];
+        if (node->alias_of >= 0 || node->num_inputs != 1 || !def_of(node)->deferred_dx) continue;
+        const int p = node->inputs[0];
+        nn_node *src = &net->nodes[p];
+        const nn_op_kernels *k = nn_backend_kernels(net->ctx->backend, src->op);
+        if (p == net->input_node || src->alias_of >= 0 || consumers(net, p) != 1 ||
+            p == net->logits_node || !k || !k->forms_dy || !k->forms_dy(src, net->ctx))
+            continue;
+        src->dy_from = i;
+    }
+}
+
 /* A two-input add (node i) whose later input j has it as only reader, runs
  * a kernel of its own and takes NN_EPILOGUE_ADD (batch norm): j reads the
  * add's other input as one more input of its own and writes the sum, and
@@ -246,6 +269,7 @@ static void fuse_and_alias(nn_net *net) {
     }
     plan_prologues(net);
     plan_output_stats(net);
+    plan_dy_forms(net);
     /* which input gradients each kernel computes (none flows into the image),
      * and how many kernels write each memory root's gradient */
     for (int i = 0; i < net->num_nodes; i++) net->nodes[i].grad_writers = 0;
@@ -416,7 +440,8 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
  * that no kernel writes (a branch the loss does not read) keeps memory of
  * its own, which stays zero. Greedy over first writes: each gradient takes
  * the free slot closest in size, or a new one; a slot is as large as its
- * largest gradient. slot[r] is r's slot (-1: no gradient); returns the
+ * largest gradient. A batch norm's output gradient whose input gradient the
+ * producer forms (dy_from) lives until the producer's kernel instead. slot[r] is r's slot (-1: no gradient); returns the
  * number of slots, sizes in slot_floats (num_nodes entries).
  */
 static size_t size_gap(size_t a, size_t b) { return a > b ? a - b : b - a; }
@@ -425,9 +450,10 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
                                size_t *slot_floats) {
     const int N = net->num_nodes, L = net->loss_node;
     int *first = malloc((size_t)N * sizeof *first), *free_after = calloc((size_t)N, sizeof(int));
+    int *last_read = malloc((size_t)N * sizeof *last_read);
     int slots = 0;
-    if (!first || !free_after) {
-        free(first), free(free_after);
+    if (!first || !free_after || !last_read) {
+        free(first), free(free_after), free(last_read);
         return -1;
     }
     for (int r = 0; r < N; r++) first[r] = N + 1; /* never written */
@@ -439,6 +465,13 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
                 const int r = memory_root(net, node->inputs[m]);
                 if (L - k < first[r]) first[r] = L - k;
             }
+    }
+    /* the step after which nothing reads r's gradient: its own kernel's, or
+     * that of the producer that forms its input gradient from it (dy_from) */
+    for (int r = 0; r < N; r++) last_read[r] = r <= L ? L - r : N + 1;
+    for (int p = 0; p < N; p++) {
+        const int from = net->nodes[p].dy_from, r = from >= 0 ? memory_root(net, from) : -1;
+        if (r >= 0 && L - p > last_read[r]) last_read[r] = L - p;
     }
     for (int r = 0; r < N; r++) {
         const nn_node *node = &net->nodes[r];
@@ -453,7 +486,7 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
             if (r == net->input_node || node->alias_of >= 0 || r == L || first[r] != step)
                 continue;
             const size_t need = round16((size_t)max_batch * (size_t)nn_shape_numel(&node->out));
-            const int last = r <= L ? L - r : N + 1; /* its own kernel's step */
+            const int last = last_read[r];
             int best = -1;
             if (step <= L) /* written by a kernel: may share */
                 for (int s = 0; s < slots; s++) {
@@ -471,7 +504,7 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
             free_after[best] = step <= L ? last : 1 << 30;
             slot[r] = best;
         }
-    free(first), free(free_after);
+    free(first), free(free_after), free(last_read);
     return slots;
 }
 
@@ -884,6 +917,16 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
         const nn_node *r = &net->nodes[node->stats_to];
         a->out_stats = def_of(r)->input_stats(r);
     }
+    if (node->dy_from >= 0 && net->training) { /* the reader's backward has run */
+        const nn_node *r = &net->nodes[node->dy_from];
+        if (def_of(r)->deferred_dx(r, &a->bn_dx)) a->bn_dy = r->dy;
+    }
+    if (node->num_inputs == 1 && net->nodes[node->inputs[0]].dy_from == a->node_index) {
+        /* the producer forms this node's dx if its kernel (as set now) can */
+        const nn_node *p = &net->nodes[node->inputs[0]];
+        const nn_op_kernels *pk = nn_backend_kernels(net->ctx->backend, p->op);
+        a->defer_dx = pk && pk->forms_dy && pk->forms_dy(p, net->ctx);
+    }
     a->x = a->xs[0];
     a->dx = a->dxs[0];
     if (node->param_index >= 0) {
@@ -1240,9 +1283,11 @@ void nn_net_backward_range(nn_net *net, const float *x, int first, int last, int
 /* Stage boundaries: a cut after node c leaves one tensor crossing it, c's
  * memory, when every later node reads only c or later nodes and shares no
  * earlier node's memory but c's, and c's kernel writes no later node's
- * statistics (stats_to: they would stay on c's stage). */
+ * statistics (stats_to: they would stay on c's stage) nor forms a later
+ * node's input gradient (dy_from: it reads that node's output gradient). */
 static int valid_cut(const nn_net *net, int c) {
-    if (c < 1 || c >= net->loss_node || net->nodes[c].stats_to > c) return 0;
+    if (c < 1 || c >= net->loss_node || net->nodes[c].stats_to > c || net->nodes[c].dy_from > c)
+        return 0;
     const int root = memory_root(net, c);
     for (int j = c + 1; j <= net->loss_node; j++) {
         const nn_node *node = &net->nodes[j];

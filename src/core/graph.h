@@ -193,7 +193,20 @@ typedef struct nn_node {
                                        whose per-row statistics of this node's
                                        output its kernel writes, or -1 (see
                                        give_input_stats) */
+    int dy_from;                    /* training passes: the reader (a batch norm)
+                                       whose input gradient, this node's dy, this
+                                       node's backward may form itself while
+                                       loading it, or -1 (see deferred_dx) */
 } nn_node;
+
+/* A batch norm's backward left to the node before it (deferred_dx): dx = (g -
+ * g_mean) scale - (x - mean) ks per channel, g its output gradient where x
+ * alpha + beta > 0 (alpha not NULL: its fused ReLU's mask, from the forward's
+ * map) or everywhere (alpha NULL); x is that node's own output. */
+typedef struct {
+    const float *g_mean, *mean, *scale, *ks; /* C each */
+    const float *alpha, *beta;               /* C each, or NULL */
+} nn_bn_dx;
 
 /* Everything a kernel call needs; pointers are NULL when not applicable. */
 typedef struct {
@@ -214,6 +227,14 @@ typedef struct {
                                        statistics there (nn_batchnorm_row_stats: a
                                        pair of doubles per row), which the batch norm
                                        reading the output takes (give_input_stats) */
+    const float *bn_dy;             /* not NULL (dy_from): the batch norm after this
+                                       node left dy unwritten; this is its output
+                                       gradient, bn_dx its coefficients, and the
+                                       kernel forms dy from them and y
+                                       (nn_batchnorm_form_dx) */
+    nn_bn_dx bn_dx;
+    int defer_dx;                   /* batch norm: the node before it forms dx
+                                       (forms_dy) if this pass leaves it (deferred_dx) */
     unsigned dx_add;                /* bit k: add input k's gradient into dxs[k] (other
                                        kernels wrote it first; see accumulates_dx) */
     const float *w, *b;             /* parameters */
@@ -262,6 +283,9 @@ typedef struct {
     /* optional: 1 if the forward kernels for this node write the per-row
      * statistics of its output (nn_op_args.out_stats) while it is in cache */
     int (*sums_output_stats)(const nn_node *node, const nn_ctx *ctx);
+    /* optional: 1 if the backward kernels for this node form dy from the
+     * batch norm after it while loading it (nn_op_args.bn_dy, bn_dx) */
+    int (*forms_dy)(const nn_node *node, const nn_ctx *ctx);
 } nn_op_kernels;
 
 /* The kernel tables a registry entry holds, one per kind of backend; a
@@ -373,6 +397,11 @@ typedef struct nn_op_def {
      * 1 if it can. input_stats: where the producer writes them. */
     int (*give_input_stats)(nn_node *node);
     double *(*input_stats)(const nn_node *node);
+    /* Reader whose training backward may leave its input gradient to the
+     * producer (forms_dy) when nn_op_args.defer_dx asks: 1 if its last
+     * backward pass did, with the coefficients in *dx (valid until its next
+     * backward). */
+    int (*deferred_dx)(const nn_node *node, nn_bn_dx *dx);
     /* Planning: the context's precision for this node (nn_net_plan). */
     void (*set_precision)(nn_node *node, nn_precision p);
     /* Before every forward pass: whether a batch of n can run in this mode

@@ -47,9 +47,14 @@ static nn_status kv_real(nn_kvlist *kv, const char *key, double def, double lo, 
     return NN_OK;
 }
 
-/* Where the reader's gradient sums start in the aux, in floats: after the
- * 4C + 1 floats of the statistics, the mode and the map, at a double. */
-static size_t aux_sums_offset(int C) { return (4 * (size_t)C + 2) & ~(size_t)1; }
+/* The aux's fixed part, in floats: the statistics (mean, 1/std: 2C), the
+ * forward's mode (1), the normalizing map (scales, shifts: 2C), whether the
+ * last backward left dx to the producer (1), and then its coefficients
+ * (g_mean, mean, scale, ks: 4C); the reader's gradient sums start after
+ * them, at a double. */
+static size_t aux_map_offset(int C) { return 2 * (size_t)C + 1; }
+static size_t aux_deferred_offset(int C) { return 4 * (size_t)C + 1; }
+static size_t aux_sums_offset(int C) { return (8 * (size_t)C + 3) & ~(size_t)1; }
 
 static nn_status batchnorm_configure(nn_node *node, nn_kvlist *kv, const nn_shape *in) {
     nn_bn_desc *d = &node->d.bn;
@@ -83,9 +88,8 @@ static nn_status batchnorm_configure(nn_node *node, nn_kvlist *kv, const nn_shap
     node->buffer_init[0] = 0.0f;
     node->buffer_init[1] = 1.0f;
     node->buffer_init[2] = 0.0f;
-    /* mean (C), 1/std (C), the mode of the forward that wrote them, then the
-     * normalizing map's float scales and shifts (C, C; see give_prologue),
-     * a float of padding, then per sample the reader's gradient sums (C
+    /* the fixed part (aux_sums_offset: statistics, mode, map, the deferred
+     * dx's coefficients), then per sample the reader's gradient sums (C
      * pairs of doubles; see give_grad_sums) */
     node->aux_fixed_bytes = aux_sums_offset(d->C) * sizeof(float);
     node->aux_bytes = 2 * (size_t)d->C * sizeof(double);
@@ -310,8 +314,8 @@ static void channel_coefs(float *coef, float *save, float *running, const float 
     const float alpha = (float)(invstd * w[c]);
     const float beta = (float)(b[c] - mean * invstd * w[c]);
     if (keep_map) {
-        save[2 * C + 1 + c] = alpha;
-        save[3 * C + 1 + c] = beta;
+        save[aux_map_offset(C) + c] = alpha;
+        save[aux_map_offset(C) + C + c] = beta;
     }
     coef[c] = alpha;
     coef[C + c] = beta;
@@ -496,19 +500,23 @@ static void channel_dx(const bn_rows *k, float *dx, const float *dy, const float
  * n) again for each one. dw and db stay each one's: shard s's at dw, db + s
  * stride. ws->acc carries the sums. has_map: save holds the forward's map
  * (channel_coefs's keep_map). rows: the reader's per-row gradient sums
- * (give_grad_sums), or NULL. */
-static void bn_backward(float *dx, float *dr, float *dw, float *db, const float *dy,
+ * (give_grad_sums), or NULL. defer (4C floats; NULL: no): where a whole-batch
+ * training pass without a residual add, whose gradient mask (if any) comes
+ * from the map, leaves dx to the producer (forms_dy), putting dx's
+ * coefficients there instead; returns 1 if it did. */
+static int bn_backward(float *dx, float *dr, float *dw, float *db, const float *dy,
                         const float *y, const float *x, const float *w, const float *save,
                         int has_map, const double *rows, const nn_bn_desc *d, int n, int training,
                         const bn_ws *ws, nn_reducer reduce, void *user, const bn_shards *sh,
-                        size_t stride, nn_ctx *ctx) {
+                        size_t stride, float *defer, nn_ctx *ctx) {
     const int C = d->C, HW = d->HW;
     if (!d->relu) y = NULL; /* y masks the gradient only under a fused ReLU */
     /* ... and after a training pass without a residual add, x through the
      * forward's map does (x alpha + beta > 0 exactly where y > 0: the same
      * floats and test): one array read less in each pass, and the only way
      * when the output was not written (out_virtual) */
-    const float *map = d->relu && !d->residual && training && has_map ? save + 2 * C + 1 : NULL;
+    const float *map =
+        d->relu && !d->residual && training && has_map ? save + aux_map_offset(C) : NULL;
     if (map) y = NULL;
     const double M = (double)n * HW;
     const bn_rows *k = bn_rows_for(ctx);
@@ -547,7 +555,11 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
             scale[c] = (float)sc;
             ks[c] = (float)(kk * sc);
         }
-        if (!dx) return;
+        if (!dx) return 0;
+        if (defer && training && !dr && (!d->relu || map)) {
+            memcpy(defer, g_mean, 4 * (size_t)C * sizeof(float));
+            return 1;
+        }
         /* with dr: g is there already, masked (one array less to read) */
         const float *g = dr ? dr : dy, *gy = dr ? NULL : y;
         const int stream_dx = stream_rows(dx, nrows, HW, ctx);
@@ -558,7 +570,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
             k->dx(dx + at, g + at, gy ? gy + at : NULL, x + at, map != NULL, map ? map[c] : 0.0f,
                   map ? map[C + c] : 0.0f, HW, g_mean[c], mean[c], scale[c], ks[c], stream_dx);
         }
-        return;
+        return 0;
     }
     /* shard s's rows: its samples' offset into every per-sample array */
 #define AT(p, s, per) ((p) ? (p) + (size_t)shard_lo(sh, s) * (per) : NULL)
@@ -586,7 +598,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
     }
     *count = M;
     if (reduce) reduce(user, sum, 2 * (size_t)C + 1);
-    if (!dx) return;
+    if (!dx) return 0;
     NN_PARALLEL_FOR(ctx->threads)
     for (int c = 0; c < C; c++) {
         const double invstd = save[C + c];
@@ -599,6 +611,7 @@ static void bn_backward(float *dx, float *dr, float *dw, float *db, const float 
         }
     }
 #undef AT
+    return 0;
 }
 
 void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
@@ -609,7 +622,7 @@ void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, con
     float *mem = bare_ws(d->C, n, ctx, &ws);
     if (!mem) return;
     bn_backward(dx, NULL, dw, db, dy, NULL, x, w, save, 0, NULL, d, n, training, &ws, NULL, NULL,
-                &whole, 0, ctx);
+                &whole, 0, NULL, ctx);
     free(mem);
 }
 
@@ -639,9 +652,11 @@ static void batchnorm_bwd(const nn_op_args *a) {
     const double *rows = d->sums_by_reader && training ? aux_rows(save, d->C) : NULL;
     const bn_shards sh = {a->shards > 1 ? a->shards : 1, a->shards > 1 ? a->shard_bounds : NULL};
     const bn_ws ws = ws_split(a->ws, a->ws_floats, d->C, a->n);
-    bn_backward(a->dx, d->residual ? a->dxs[1] : NULL, a->dw, a->db, a->dy, a->y, a->x, a->w,
-                save, 1, rows, d, a->n, training, &ws, a->reduce, a->reduce_user, &sh,
-                a->grad_stride, a->ctx);
+    float *deferred = (float *)a->aux + aux_deferred_offset(d->C);
+    deferred[0] = (float)bn_backward(a->dx, d->residual ? a->dxs[1] : NULL, a->dw, a->db, a->dy,
+                                     a->y, a->x, a->w, save, 1, rows, d, a->n, training, &ws,
+                                     a->reduce, a->reduce_user, &sh, a->grad_stride,
+                                     a->defer_dx ? deferred + 1 : NULL, a->ctx);
 }
 
 /* A ReLU after the batch norm (its only reader) is applied in the same pass
@@ -671,7 +686,7 @@ static int batchnorm_give_prologue(nn_node *node) {
 }
 
 static const float *batchnorm_prologue_coefs(const nn_node *node, const float **shift, int *relu) {
-    const float *map = (const float *)node->aux + 2 * (size_t)node->d.bn.C + 1;
+    const float *map = (const float *)node->aux + aux_map_offset(node->d.bn.C);
     *shift = map + node->d.bn.C;
     *relu = node->d.bn.relu;
     return map;
@@ -710,6 +725,33 @@ static double *batchnorm_input_stats(const nn_node *node) {
     return aux_rows(node->aux, node->d.bn.C);
 }
 
+/* Its producer may form its input gradient while loading that as its own
+ * dy (forms_dy: nn_batchnorm_form_dx, the dx pass's own arithmetic): a
+ * training backward asked to (defer_dx) then makes only the coefficients.
+ * Their masking by the ReLU comes from the forward's map, x alpha + beta >
+ * 0, so not with a residual add (nor where the mask would need the output). */
+static int batchnorm_deferred_dx(const nn_node *node, nn_bn_dx *dx) {
+    const int C = node->d.bn.C;
+    const float *aux = node->aux, *coef = aux + aux_deferred_offset(C) + 1;
+    if (aux[aux_deferred_offset(C)] == 0.0f) return 0;
+    dx->g_mean = coef, dx->mean = coef + C, dx->scale = coef + 2 * C, dx->ks = coef + 3 * C;
+    dx->alpha = node->d.bn.relu ? aux + aux_map_offset(C) : NULL;
+    dx->beta = node->d.bn.relu ? aux + aux_map_offset(C) + C : NULL;
+    return 1;
+}
+
+void nn_batchnorm_form_dx(float *dx, const float *g, const float *x, int c0, int rows, int len,
+                          const nn_bn_dx *bn, const nn_ctx *ctx) {
+    const bn_rows *k = bn_rows_for(ctx);
+    for (int q = 0; q < rows; q++) {
+        const int c = c0 + q;
+        const size_t at = (size_t)q * len;
+        k->dx(dx + at, g + at, NULL, x + at, bn->alpha != NULL, bn->alpha ? bn->alpha[c] : 0.0f,
+              bn->alpha ? bn->beta[c] : 0.0f, len, bn->g_mean[c], bn->mean[c], bn->scale[c],
+              bn->ks[c], 0);
+    }
+}
+
 static const nn_op_kernels batchnorm_cpu = {
     .forward = batchnorm_fwd, .backward = batchnorm_bwd, .workspace = batchnorm_workspace};
 
@@ -746,5 +788,6 @@ const nn_op_def nn_batchnorm_def = {
     .prologue_grad_sums = batchnorm_prologue_grad_sums,
     .give_input_stats = batchnorm_give_input_stats,
     .input_stats = batchnorm_input_stats,
+    .deferred_dx = batchnorm_deferred_dx,
     .eval_affine = batchnorm_eval_affine,
 };

@@ -892,11 +892,13 @@ static void forward_depthwise_stats(float *y, const float *x, double *stats, con
 /* Backward per image: dW (K/g, C/g) += dY (K/g, PQ) x x^T over a fixed share
  * of the images per thread (its own dW and db, added in thread order, as
  * backward_im2col), then dx (C/g, PQ) = W^T x dY image by image to whichever
- * thread is free. dY is the layer's dy itself, or its ReLU-masked copy. */
+ * thread is free. dY is the layer's dy itself, its ReLU-masked copy, or
+ * (bn) the batch norm's input gradient formed from its output gradient dy
+ * and y. */
 void nn_conv2d_backward_pointwise_mapped(float *dx, float *dw, float *db, const float *dy,
                                          const float *y, const float *x, const nn_conv2d_map *map,
-                                         const float *w, const nn_conv2d_desc *d, int n, float *ws,
-                                         nn_ctx *ctx) {
+                                         const nn_bn_dx *bn, const float *w,
+                                         const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const int T = ctx->threads < n ? ctx->threads : n;
     const int HW = d->H * d->W, PQ = d->P * d->Q, ng = d->groups > 1 ? d->groups : 1;
     const int Cg = d->C / ng, Kg = d->K / ng;
@@ -918,7 +920,10 @@ void nn_conv2d_backward_pointwise_mapped(float *dx, float *dw, float *db, const 
         const int end = n * (t + 1) / T;
         for (int i = n * t / T; i < end; i++) {
             const float *dyi = dy + i * ys;
-            if (d->relu) {
+            if (bn) {
+                nn_batchnorm_form_dx(dyg, dyi, y + i * ys, 0, d->K, PQ, bn, ctx);
+                dyi = dyg;
+            } else if (d->relu) {
                 gather_dy(dyg, dy, y, i, 1, d->K, PQ);
                 dyi = dyg;
             }
@@ -969,7 +974,7 @@ void nn_conv2d_backward_pointwise_mapped(float *dx, float *dw, float *db, const 
 static void backward_pointwise(float *dx, float *dw, float *db, const float *dy, const float *y,
                                const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                float *ws, nn_ctx *ctx) {
-    nn_conv2d_backward_pointwise_mapped(dx, dw, db, dy, y, x, NULL, w, d, n, ws, ctx);
+    nn_conv2d_backward_pointwise_mapped(dx, dw, db, dy, y, x, NULL, NULL, w, d, n, ws, ctx);
 }
 
 /* ------------------------------------------------------------ kernel order */
@@ -1152,19 +1157,34 @@ static void conv2d_fwd(const nn_op_args *a) {
     }
 }
 
+/* a->bn_dy (forms_dy): dy is formed from the batch norm after this layer
+ * by the depthwise and 1x1 kernels, the only ones forms_dy names */
 static void conv2d_bwd(const nn_op_args *a) {
     nn_conv2d_desc d = a->node->d.conv;
     d.dx_add = (a->dx_add & 1u) != 0; /* accumulates_dx said this kernel adds into dx */
+    const nn_bn_dx *bn = a->bn_dy ? &a->bn_dx : NULL;
+    const float *dy = bn ? a->bn_dy : a->dy;
+    if (bn && !a->in_scale) {
+        nn_conv2d_desc unmasked;
+        const nn_conv2d_desc *dd = backward_desc(&d, &unmasked);
+        if (is_depthwise(dd, a->ctx))
+            nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, NULL, bn,
+                                                a->w, dd, a->n, a->ws, a->ctx);
+        else
+            nn_conv2d_backward_pointwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, NULL, bn,
+                                                a->w, dd, a->n, a->ws, a->ctx);
+        return;
+    }
     if (a->in_scale) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, a->in_grad_sums,
                                  a->in_mean};
         nn_conv2d_desc unmasked;
         const nn_conv2d_desc *dd = backward_desc(&d, &unmasked);
         if (is_depthwise(dd, a->ctx)) {
-            nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, a->dy, a->y, a->x, &m, a->w,
+            nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, &m, bn, a->w,
                                                 dd, a->n, a->ws, a->ctx);
         } else if (is_mapped_pointwise(dd, a->ctx)) {
-            nn_conv2d_backward_pointwise_mapped(a->dx, a->dw, a->db, a->dy, a->y, a->x, &m, a->w,
+            nn_conv2d_backward_pointwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, &m, bn, a->w,
                                                 dd, a->n, a->ws, a->ctx);
         } else { /* Winograd (takes_prologue): dx reads no x */
             if (a->dx)
@@ -1220,6 +1240,16 @@ static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
            (is_winograd(d, ctx) && stats_in_cache(d, ctx));
 }
 
+/* the depthwise kernels and the 1x1 kernel (any stride; with a prologue,
+ * its own AVX-512 or AVX2 GEMMs) take their dy one image at a time, and
+ * form it there from the batch norm after them (nn_batchnorm_form_dx) */
+static int conv2d_forms_dy(const nn_node *node, const nn_ctx *ctx) {
+    const nn_conv2d_desc planned = as_planned(node, ctx), *d = &planned;
+    if (is_depthwise(d, ctx)) return 1;
+    return strcmp(nn_conv2d_kernel_name(d, ctx), "pointwise") == 0 &&
+           (node->prologue_from < 0 || is_mapped_pointwise(d, ctx));
+}
+
 /* the direct, rows, phase and 1x1 kernels sum each output row of an image,
  * the depthwise ones each plane, the F(4x4) Winograd forward its groups of
  * whole images, while they are in cache, for the batch norm after it */
@@ -1248,6 +1278,7 @@ static const nn_op_kernels conv2d_cpu = {
     .takes_prologue = conv2d_takes_prologue,
     .sums_prologue_grad = conv2d_sums_prologue_grad,
     .sums_output_stats = conv2d_sums_output_stats,
+    .forms_dy = conv2d_forms_dy,
     .accumulates_dx = conv2d_accumulates_dx,
 };
 

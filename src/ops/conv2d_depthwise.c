@@ -79,6 +79,7 @@ typedef struct {
     size_t dyz;           /* zero-extended dy: hph + kz rows and slack */
     size_t grid;          /* one output grid: the forward's y or one phase of dx */
     size_t acc;           /* a channel's weight-gradient partial sums: LANES per tap and the bias */
+    size_t formed;        /* one plane of dy formed from the batch norm after (bn) */
     size_t per_thread;
 } dw_geom;
 
@@ -97,7 +98,9 @@ static dw_geom geom(const nn_conv2d_desc *d) {
     g.dyz = round16(((size_t)g.hph + g.kz + 1) * g.wg + 32);
     g.grid = round16((size_t)g.hph * g.wg + 16);
     g.acc = (size_t)(d->R * d->S + 1) * LANES;
-    g.per_thread = (size_t)g.sh * g.sw * (g.x_plane + g.grid) + g.dyz + (size_t)d->C * g.acc;
+    g.formed = round16((size_t)d->P * d->Q);
+    g.per_thread =
+        (size_t)g.sh * g.sw * (g.x_plane + g.grid) + g.dyz + (size_t)d->C * g.acc + g.formed;
     return g;
 }
 
@@ -789,13 +792,13 @@ static float lanes_sum(const float *a) {
 void nn_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy, const float *y,
                                   const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                   float *ws, nn_ctx *ctx) {
-    nn_conv2d_backward_depthwise_mapped(dx, dw, db, dy, y, x, NULL, w, d, n, ws, ctx);
+    nn_conv2d_backward_depthwise_mapped(dx, dw, db, dy, y, x, NULL, NULL, w, d, n, ws, ctx);
 }
 
 void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const float *dy,
                                          const float *y, const float *x, const nn_conv2d_map *map,
-                                         const float *w, const nn_conv2d_desc *d, int n, float *ws,
-                                         nn_ctx *ctx) {
+                                         const nn_bn_dx *bn, const float *w,
+                                         const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     const dw_geom g = geom(d);
     const int C = d->C, RS = d->R * d->S, PQ = d->P * d->Q, planes = n * C;
     const size_t HW = (size_t)d->H * d->W;
@@ -806,6 +809,7 @@ void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const 
         float *xph = ws + (size_t)t * g.per_thread;
         float *grids = xph + (size_t)g.sh * g.sw * g.x_plane;
         float *dyz = grids + (size_t)g.sh * g.sw * g.grid, *acc = dyz + g.dyz;
+        float *formed = acc + (size_t)C * g.acc;
         memset(xph, 0, (size_t)g.sh * g.sw * g.x_plane * sizeof(float)); /* the borders */
         memset(dyz, 0, g.dyz * sizeof(float));
         memset(acc, 0, (size_t)C * g.acc * sizeof(float));
@@ -820,11 +824,17 @@ void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const 
             if (i + 1 < end && ctx->prefetch) {
                 nn_prefetch_read(x + (size_t)(i + 1) * HW, HW);
                 nn_prefetch_read(dy + (size_t)(i + 1) * PQ, PQ);
-                if (d->relu) nn_prefetch_read(y + (size_t)(i + 1) * PQ, PQ);
+                if (d->relu || bn) nn_prefetch_read(y + (size_t)(i + 1) * PQ, PQ);
                 if (dx) nn_prefetch_write(dx + (size_t)(i + 1) * HW, HW);
             }
             k.split_phases(xph, x + (size_t)i * HW, &m, d, &g);
-            k.extend_dy(dyz, dy + (size_t)i * PQ, d->relu ? y + (size_t)i * PQ : NULL, d, &g);
+            if (bn) { /* the batch norm's dx of this plane, then as dy */
+                nn_batchnorm_form_dx(formed, dy + (size_t)i * PQ, y + (size_t)i * PQ, c, 1, PQ,
+                                     bn, ctx);
+                k.extend_dy(dyz, formed, NULL, d, &g);
+            } else {
+                k.extend_dy(dyz, dy + (size_t)i * PQ, d->relu ? y + (size_t)i * PQ : NULL, d, &g);
+            }
             k.dot_taps(acc + (size_t)c * g.acc, d->P * g.wg, dy_grid, xsrc, RS);
             if (!dx) continue;
             for (int a = 0; a < g.sh; a++)

@@ -154,14 +154,16 @@ typedef struct {
 } nn_pointwise_kernels;
 extern const nn_pointwise_kernels nn_pointwise_avx512, nn_pointwise_avx2;
 /* conv2d.c: the 1x1 kernel with a prologue (nn_pointwise_kernels, stride 1;
- * map->grad_sums as the depthwise kernels fill it) */
+ * map->grad_sums as the depthwise kernels fill it); backward with bn (NULL:
+ * none) forms its dy from the batch norm after it (forms_dy): dy is then
+ * that batch norm's output gradient */
 void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
                                         double *stats, const float *w, const float *b,
                                         const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 void nn_conv2d_backward_pointwise_mapped(float *dx, float *dw, float *db, const float *dy,
                                          const float *y, const float *x, const nn_conv2d_map *map,
-                                         const float *w, const nn_conv2d_desc *d, int n, float *ws,
-                                         nn_ctx *ctx);
+                                         const nn_bn_dx *bn, const float *w,
+                                         const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 /* conv2d_depthwise.c: depthwise convolutions (groups = C = K, kernels up to
  * 7x7, strides up to 4, undilated, fp32) as direct sums over each plane,
  * portable and AVX-512 */
@@ -174,14 +176,15 @@ void nn_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *
                                   float *ws, nn_ctx *ctx);
 /* the same with a prologue (map, NULL: none), mapped plane by plane, and
  * (stats, NULL: none) the batch norm's row statistics of each output plane
- * while it is in cache */
+ * while it is in cache; backward with bn (NULL: none) forms each plane's dy
+ * from the batch norm after it, as the 1x1 kernel does */
 void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
                                         double *stats, const float *w, const float *b,
                                         const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const float *dy,
                                          const float *y, const float *x, const nn_conv2d_map *map,
-                                         const float *w, const nn_conv2d_desc *d, int n, float *ws,
-                                         nn_ctx *ctx);
+                                         const nn_bn_dx *bn, const float *w,
+                                         const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 int nn_conv2d_rows_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
 size_t nn_conv2d_rows_workspace(const nn_conv2d_desc *d, int threads);
 void nn_conv2d_forward_rows(float *y, const float *x, const float *w, const float *b,
@@ -340,6 +343,13 @@ void nn_batchnorm_row_stats(const float *x, int rows, int len, double *pairs,
 void nn_batchnorm_grad_sums_row(const float *dy, const float *x, int len, float mean,
                                 float alpha, float beta, int relu, double *sum_g, double *dot,
                                 const nn_ctx *ctx);
+/* dx of the rows (channels c0.. c0+rows-1 of one sample, len values each) of
+ * a batch norm whose backward left its input gradient to its producer
+ * (deferred_dx), from its output gradient g and its input x: the dx pass's
+ * own arithmetic, so a producer that forms its dy this way (forms_dy) gets
+ * the same bits. */
+void nn_batchnorm_form_dx(float *dx, const float *g, const float *x, int c0, int rows, int len,
+                          const nn_bn_dx *bn, const nn_ctx *ctx);
 void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const float *save, const nn_bn_desc *d, int n,
                            int training, nn_ctx *ctx);
