@@ -400,12 +400,52 @@ static void test_bf16_prologue(nn_ctx *ctx) {
     nn_ctx_set_precision(ctx, NN_PRECISION_FP32);
 }
 
+/* A 1x1 convolution whose output is larger than the threads' L2 caches,
+ * with no bias nor ReLU, stores it past the caches 8 rows at a time and
+ * takes the batch norm's row statistics from its band (the own AVX-512
+ * kernel's forward_streamed); with a zero bias it runs the plain path. Both
+ * must give the same output and statistics (-0 and +0 alike: the bias adds
+ * 0), 64-byte-aligned rows (28 x 28) and rows that share lines (14 x 14). */
+static void test_streamed_pointwise(nn_ctx *ctx, int side, int C, int K, int n) {
+    nn_conv2d_desc d = {0};
+    d.C = C, d.H = d.W = side, d.K = K, d.R = d.S = 1, d.P = d.Q = side;
+    d.stride_h = d.stride_w = 1;
+    const size_t PQ = (size_t)side * side, xs = (size_t)C * PQ, ys = (size_t)K * PQ;
+    const size_t rows = (size_t)n * K;
+    float *x = fvec(n * xs), *w = fvec((size_t)K * C), *b = fvec(K);
+    float *y1 = fvec(n * ys + 16), *y0 = fvec(n * ys);
+    float *ws = fvec(nn_conv2d_workspace(&d, nn_ctx_threads(ctx)) + 16);
+    double *st1 = xmalloc(2 * rows * sizeof(double)), *st0 = xmalloc(2 * rows * sizeof(double));
+    nn_rng rng;
+    nn_rng_seed(&rng, 3, 0);
+    fill(x, n * xs, &rng, -1, 1);
+    fill(w, (size_t)K * C, &rng, -0.5f, 0.5f);
+    memset(b, 0, K * sizeof(float));
+    /* y1 at an offset of 4 floats: no row starts on a line (the head and
+     * tail stores) */
+    nn_conv2d_forward_pointwise_mapped(y1 + 4, x, NULL, st1, w, NULL, &d, n, ws, ctx);
+    nn_conv2d_forward_pointwise_mapped(y0, x, NULL, NULL, w, b, &d, n, ws, ctx);
+    for (int i = 0; i < n; i++)
+        nn_batchnorm_row_stats(y0 + i * ys, K, (int)PQ, st0 + 2 * (size_t)i * K, ctx);
+    size_t diff = 0;
+    for (size_t i = 0; i < n * ys; i++) diff += y1[4 + i] != y0[i];
+    for (size_t i = 0; i < 2 * rows; i++) diff += memcmp(&st1[i], &st0[i], sizeof(double)) != 0;
+    char name[200];
+    snprintf(name, sizeof name,
+             "1x1 convolution %dx%d, %d -> %d channels, batch %d (%.1f MB out): streamed output "
+             "and statistics = plain", side, side, C, K, n, n * ys * 4.0 / 1e6);
+    check(diff == 0, name, "%zu values differ", diff);
+    free(x), free(w), free(b), free(y1), free(y0), free(ws), free(st1), free(st0);
+}
+
 int main(void) {
     nn_ctx *ctx = test_ctx_new(2);
     if (!ctx) return 2;
     test_patterns(ctx);
     test_prologue_generic(ctx);
     test_bf16_prologue(ctx);
+    test_streamed_pointwise(ctx, 28, 32, 64, 24); /* 4.8 MB */
+    test_streamed_pointwise(ctx, 14, 64, 128, 48); /* 4.8 MB */
     test_gradient(ctx, 0); /* batch norm + ReLU */
     test_gradient(ctx, 2); /* batch norm + residual add + ReLU */
     test_gradient(ctx, 4); /* batch norm + ReLU normalized by the depthwise convolutions */

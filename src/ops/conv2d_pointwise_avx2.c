@@ -66,7 +66,7 @@ AVX2 static void map_image(float *dst, const float *x, const nn_conv2d_map *map,
 }
 
 const nn_pointwise_kernels nn_pointwise_avx2 = {pointwise_avx2_ok, forward, input_grad,
-                                                weight_grad, map_image};
+                                                weight_grad, map_image, NULL};
 
 #else /* not x86-64 GCC/clang: never chosen */
 
@@ -75,6 +75,6 @@ static int pointwise_avx2_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return 0;
 }
 
-const nn_pointwise_kernels nn_pointwise_avx2 = {pointwise_avx2_ok, NULL, NULL, NULL, NULL};
+const nn_pointwise_kernels nn_pointwise_avx2 = {pointwise_avx2_ok, NULL, NULL, NULL, NULL, NULL};
 
 #endif

@@ -74,6 +74,39 @@ static void forward(float *y, const float *x, const float *w, int K, int C, int 
     gemm_rows8(y, (size_t)HW, w, (size_t)C, 1, x, (size_t)HW, K, HW, (size_t)C, 0);
 }
 
+/* n floats of src to dst past the caches where dst's lines are whole (the
+ * head and tail of a row that share a line with its neighbours: plain
+ * stores) */
+AVX512 static void stream_row(float *dst, const float *src, int n) {
+    int j = (int)((64 - ((uintptr_t)dst & 63)) & 63) / (int)sizeof(float);
+    if (((uintptr_t)dst & 3) || j > n) j = n; /* not float-aligned: all plain */
+    if (j) {
+        const __mmask16 m = nn_first_lanes(j);
+        _mm512_mask_storeu_ps(dst, m, _mm512_maskz_loadu_ps(m, src));
+    }
+    for (; j + 16 <= n; j += 16) _mm512_stream_ps(dst + j, _mm512_loadu_ps(src + j));
+    if (j < n) {
+        const __mmask16 m = nn_first_lanes(n - j);
+        _mm512_mask_storeu_ps(dst + j, m, _mm512_maskz_loadu_ps(m, src + j));
+    }
+}
+
+/* y = W x a band of 8 rows at a time: the GEMM into band (8 HW floats, in
+ * L1 or L2), the rows' batch norm statistics taken there (stats: a pair per
+ * row, NULL: none; nn_batchnorm_row_stats, the same bits as on y), then the
+ * band stored past the caches (stream_row) */
+static void forward_streamed(float *y, const float *x, const float *w, int K, int C, int HW,
+                             float *band, double *stats, const nn_ctx *ctx) {
+    for (int i0 = 0; i0 < K; i0 += NN_GEMM8_ROWS) {
+        gemm_rows8(band, (size_t)HW, w + (size_t)i0 * C, (size_t)C, 1, x, (size_t)HW,
+                   NN_GEMM8_ROWS, HW, (size_t)C, 0);
+        if (stats) nn_batchnorm_row_stats(band, NN_GEMM8_ROWS, HW, stats + 2 * (size_t)i0, ctx);
+        for (int r = 0; r < NN_GEMM8_ROWS; r++)
+            stream_row(y + (size_t)(i0 + r) * HW, band + (size_t)r * HW, HW);
+    }
+    _mm_sfence(); /* the streamed lines visible before anything reads y */
+}
+
 static void input_grad(float *dx, const float *dy, const float *w, int K, int C, int HW) {
     gemm_rows8(dx, (size_t)HW, w, 1, (size_t)C, dy, (size_t)HW, C, HW, (size_t)K, 0);
 }
@@ -101,7 +134,7 @@ AVX512 static void map_image(float *dst, const float *x, const nn_conv2d_map *ma
 }
 
 const nn_pointwise_kernels nn_pointwise_avx512 = {pointwise_avx512_ok, forward, input_grad,
-                                                  weight_grad, map_image};
+                                                  weight_grad, map_image, forward_streamed};
 
 #else /* no AVX-512 kernels in this build: never chosen */
 
@@ -110,6 +143,7 @@ static int pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return 0;
 }
 
-const nn_pointwise_kernels nn_pointwise_avx512 = {pointwise_avx512_ok, NULL, NULL, NULL, NULL};
+const nn_pointwise_kernels nn_pointwise_avx512 = {pointwise_avx512_ok, NULL, NULL, NULL, NULL,
+                                                  NULL};
 
 #endif

@@ -151,6 +151,12 @@ typedef struct {
     void (*weight_grad)(float *dw, const float *dy, const float *x, float *xt, int K, int C,
                         int HW);
     void (*map)(float *dst, const float *x, const nn_conv2d_map *map, int C, int HW);
+    /* optional: forward for outputs larger than the caches, stored past
+     * them, 8 rows at a time through band (8 HW floats of scratch), with
+     * the batch norm's statistics of each row (stats: a pair per row as
+     * nn_batchnorm_row_stats writes, NULL: none) taken from the band */
+    void (*forward_streamed)(float *y, const float *x, const float *w, int K, int C, int HW,
+                             float *band, double *stats, const nn_ctx *ctx);
 } nn_pointwise_kernels;
 extern const nn_pointwise_kernels nn_pointwise_avx512, nn_pointwise_avx2;
 /* conv2d.c: the 1x1 kernel with a prologue (nn_pointwise_kernels, stride 1;
