@@ -921,7 +921,8 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
         const nn_node *r = &net->nodes[node->dy_from];
         if (def_of(r)->deferred_dx(r, &a->bn_dx)) a->bn_dy = r->dy;
     }
-    if (node->num_inputs == 1 && net->nodes[node->inputs[0]].dy_from == a->node_index) {
+    if (node->num_inputs == 1 && net->nodes[node->inputs[0]].dy_from == a->node_index &&
+        net->training) {
         /* the producer forms this node's dx if its kernel (as set now) can */
         const nn_node *p = &net->nodes[node->inputs[0]];
         const nn_op_kernels *pk = nn_backend_kernels(net->ctx->backend, p->op);
