@@ -10,11 +10,14 @@
  * its producer (no pass of its own), and a residual add after a batch norm
  * must run inside it, and a batch norm + ReLU before a depthwise convolution
  * (or, with AVX-512 or AVX2, a 1x1 one) must run in that convolution's
- * loads (its own output not written in training passes), the convolution's backward summing each row of the batch
- * norm's gradient for it; with AVX-512 a Winograd convolution before a batch
- * norm must sum its statistics for it, and a depthwise or 1x1 convolution
- * before one must form that batch norm's input gradient in its backward. Central-difference checks of the fused batch norm +
- * ReLU's and batch norm + add + ReLU's gradients guard the backward itself.
+ * loads (its own output not written in training passes), the
+ * convolution's backward summing each row of the batch norm's gradient for
+ * it; with AVX-512 a Winograd convolution before a batch norm must sum its
+ * statistics for it, and a depthwise or 1x1 convolution before one must
+ * form that batch norm's input gradient in its backward. A 1x1 output
+ * larger than the caches, stored past them, must equal the plain one.
+ * Central-difference checks of the fused batch norm + ReLU's and batch norm
+ * + add + ReLU's gradients guard the backward itself.
  */
 #include "test_util.h"
 #include "core/graph.h"
@@ -250,7 +253,8 @@ static void test_patterns(nn_ctx *ctx) {
                        PATTERNS[p].prologue, PATTERNS[p].stats, PATTERNS[p].forms, &aliased_off,
                        &folded_off, &at_off, &off);
         char name[300];
-        snprintf(name, sizeof name, "%s: the ReLU%s runs inside its producer%s%s%s with fusion on only",
+        snprintf(name, sizeof name,
+                 "%s: the ReLU%s runs inside its producer%s%s%s with fusion on only",
                  PATTERNS[p].name, PATTERNS[p].absorbed ? " and the add" : "",
                  PATTERNS[p].prologue ? " and the batch norm in the convolution's loads" : "",
                  PATTERNS[p].stats ? ", its statistics in the convolution's epilogue" : "",

@@ -441,8 +441,9 @@ static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
  * its own, which stays zero. Greedy over first writes: each gradient takes
  * the free slot closest in size, or a new one; a slot is as large as its
  * largest gradient. A batch norm's output gradient whose input gradient the
- * producer forms (dy_from) lives until the producer's kernel instead. slot[r] is r's slot (-1: no gradient); returns the
- * number of slots, sizes in slot_floats (num_nodes entries).
+ * producer forms (dy_from) lives until the producer's kernel instead.
+ * slot[r] is r's slot (-1: no gradient); returns the number of slots, sizes
+ * in slot_floats (num_nodes entries).
  */
 static size_t size_gap(size_t a, size_t b) { return a > b ? a - b : b - a; }
 
