@@ -64,6 +64,15 @@ struct nn_ctx {
 #define NN_FOR_DYNAMIC NN_PRAGMA_(omp for schedule(dynamic, 1) nowait)
 int nn_thread_id(void);
 
+/* Whether `bytes` written by `threads` threads are more than their L2 caches
+ * hold together: then stores past the caches (non-temporal) pay, as the
+ * lines would be evicted before anything read them again. 0 when the L2
+ * size is unknown. */
+static inline int nn_larger_than_l2(size_t bytes, int threads) {
+    const size_t l2 = nn_cpu_probe()->l2_bytes;
+    return l2 && bytes > (size_t)threads * l2;
+}
+
 /* Asks for n floats at p a cache line at a time, to be read (or written):
  * kernels that go plane by plane call it on the next plane while they work
  * on one. A plane of a few KB is too short for the hardware prefetchers to

@@ -328,9 +328,8 @@ static void channel_coefs(float *coef, float *save, float *running, const float 
  * (add and ReLU fused) on a Zen 4, 2 threads, batch 256: 1,080 -> 1,183
  * images/s (4 alternating pairs); 1 thread, batch 64: 717 -> 742. */
 static int stream_rows(const float *y, int64_t rows, int HW, const nn_ctx *ctx) {
-    const size_t l2 = nn_cpu_probe()->l2_bytes;
-    return HW % 16 == 0 && ((uintptr_t)y & 63) == 0 && l2 &&
-           (size_t)rows * (size_t)HW * sizeof(float) > (size_t)ctx->threads * l2;
+    return HW % 16 == 0 && ((uintptr_t)y & 63) == 0 &&
+           nn_larger_than_l2((size_t)rows * (size_t)HW * sizeof(float), ctx->threads);
 }
 
 static void apply_rows(const bn_rows *k, float *y, const float *x, const float *r,

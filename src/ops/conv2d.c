@@ -836,7 +836,7 @@ static void scatter_dx(float *dx, const float *dxs, const nn_conv2d_desc *d) {
  * (C/g, PQ), then bias and ReLU in place; images to whichever thread is free.
  * With neither, an output larger than the caches goes past them (the own
  * AVX-512 kernel's forward_streamed): on MobileNet-small's pw1 shape at
- * batch 64, 1 thread, the GEMMs alone took 2.16 ms so against 2.85 ms with
+ * batch 64, 1 thread, the GEMMs alone took 2.16 ms against 2.85 ms with
  * plain stores (which read each line of y in before writing it). */
 void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2d_map *map,
                                         double *stats, const float *w, const float *b,
@@ -849,9 +849,8 @@ void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2
     const nn_pointwise_kernels *own = own_pointwise(d, ctx);
     /* an output larger than the threads' L2 caches, read next by another
      * layer: stored past the caches, the statistics taken on the way */
-    const size_t l2 = nn_cpu_probe()->l2_bytes;
-    const int streamed = own && own->forward_streamed && !b && !d->relu && l2 &&
-                         (size_t)n * ys * sizeof(float) > (size_t)T * l2;
+    const int streamed = own && own->forward_streamed && !b && !d->relu &&
+                         nn_larger_than_l2((size_t)n * ys * sizeof(float), T);
     NN_PARALLEL(T) {
         float *col = ws + L.shared + (size_t)nn_thread_id() * L.total + L.col;
         float *band = ws + L.shared + (size_t)nn_thread_id() * L.total + L.yg;
@@ -1172,35 +1171,27 @@ static void conv2d_fwd(const nn_op_args *a) {
     }
 }
 
-/* a->bn_dy (forms_dy): dy is formed from the batch norm after this layer
- * by the depthwise and 1x1 kernels, the only ones forms_dy names */
+/* With a prologue (a->in_scale) or a batch norm's input gradient to form
+ * (a->bn_dy, forms_dy: the depthwise and 1x1 kernels, the only ones it
+ * names) the kernels that take them run directly; Winograd takes only the
+ * prologue. */
 static void conv2d_bwd(const nn_op_args *a) {
     nn_conv2d_desc d = a->node->d.conv;
     d.dx_add = (a->dx_add & 1u) != 0; /* accumulates_dx said this kernel adds into dx */
     const nn_bn_dx *bn = a->bn_dy ? &a->bn_dx : NULL;
-    const float *dy = bn ? a->bn_dy : a->dy;
-    if (bn && !a->in_scale) {
-        nn_conv2d_desc unmasked;
-        const nn_conv2d_desc *dd = backward_desc(&d, &unmasked);
-        if (is_depthwise(dd, a->ctx))
-            nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, NULL, bn,
-                                                a->w, dd, a->n, a->ws, a->ctx);
-        else
-            nn_conv2d_backward_pointwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, NULL, bn,
-                                                a->w, dd, a->n, a->ws, a->ctx);
-        return;
-    }
-    if (a->in_scale) {
+    if (a->in_scale || bn) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, a->in_grad_sums,
                                  a->in_mean};
+        const nn_conv2d_map *map = a->in_scale ? &m : NULL;
+        const float *dy = bn ? a->bn_dy : a->dy;
         nn_conv2d_desc unmasked;
         const nn_conv2d_desc *dd = backward_desc(&d, &unmasked);
         if (is_depthwise(dd, a->ctx)) {
-            nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, &m, bn, a->w,
-                                                dd, a->n, a->ws, a->ctx);
-        } else if (is_mapped_pointwise(dd, a->ctx)) {
-            nn_conv2d_backward_pointwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, &m, bn, a->w,
-                                                dd, a->n, a->ws, a->ctx);
+            nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, map, bn,
+                                                a->w, dd, a->n, a->ws, a->ctx);
+        } else if (!map || is_mapped_pointwise(dd, a->ctx)) {
+            nn_conv2d_backward_pointwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, map, bn,
+                                                a->w, dd, a->n, a->ws, a->ctx);
         } else { /* Winograd (takes_prologue): dx reads no x */
             if (a->dx)
                 nn_conv2d_backward_data_winograd_mapped(a->dx, a->dy, a->y, a->x, &m, a->w, dd,
