@@ -153,6 +153,173 @@ INLINE_AVX512 __m512 load16(const float *row, const float *mask, const chan_map 
 static __mmask16 keep_low(int w) { return (__mmask16)(nn_first_lanes(w + 1) & ~1u); }
 static __mmask16 keep_high(int w) { return nn_first_lanes(w > 15 ? w - 15 : 0); }
 
+/* Images up to PACK_MAX_W wide: the rows of spp = 31 / w slots lie side by
+ * side in a pair of registers (32 lanes, slot q of the pair from lane q w;
+ * lane 31 and those past the slots hold zeros), so one permute picks a
+ * column of the tiles of spp slots, where one per slot would be needed with
+ * a slot's row alone in its pair (w = 7: 2 permutes and a blend per column
+ * in place of 8 and 7). */
+#define PACK_MAX_W 15
+#define PACK_MAX_PAIRS 3 /* rpv / spp rounded up: 3 at w = 4, 8 or 12 */
+#define PACK_ZERO 31     /* a lane past every slot of a pair */
+
+typedef struct {
+    int spp, np;                     /* slots per pair, pairs */
+    __mmask16 lo[16], hi[16];        /* slot q of a pair: its lanes of each register */
+    __mmask16 lanes[PACK_MAX_PAIRS]; /* the vector lanes of pair p's tiles */
+} packing;
+
+static int packs(const wino_geom *g) { return g->w <= PACK_MAX_W; }
+
+static packing packing_of(const wino_geom *g) {
+    packing pk;
+    pk.spp = (PACK_ZERO) / g->w;
+    if (pk.spp > g->rpv) pk.spp = g->rpv;
+    pk.np = (g->rpv + pk.spp - 1) / pk.spp;
+    NN_ASSERT(pk.np <= PACK_MAX_PAIRS);
+    for (int q = 0; q < pk.spp; q++) {
+        const uint32_t m = ((1u << g->w) - 1u) << (q * g->w);
+        pk.lo[q] = (__mmask16)(m & 0xFFFFu), pk.hi[q] = (__mmask16)(m >> 16);
+    }
+    for (int p = 0; p < pk.np; p++) {
+        uint32_t m = 0;
+        for (int s = p * pk.spp; s < (p + 1) * pk.spp && s < g->rpv; s++)
+            m |= slot_lanes_of(s, g->tw);
+        pk.lanes[p] = (__mmask16)m;
+    }
+    return pk;
+}
+
+/* The index of lane l of pair p's tiles: column 4 j + off of tile j = l % tw
+ * of the slot l / tw, at lane q w + column of the pair (q: the slot's place in
+ * it), or PACK_ZERO outside the image */
+AVX512 static __m512i pack_index(const packing *pk, const wino_geom *g, int p, int off) {
+    int32_t at[VEC];
+    for (int l = 0; l < VEC; l++) {
+        const int s = l / g->tw, c = 4 * (l % g->tw) + off;
+        at[l] = s / pk->spp == p && s < g->rpv && c >= 0 && c < g->w
+                    ? (s % pk->spp) * g->w + c : PACK_ZERO;
+    }
+    return _mm512_loadu_si512(at);
+}
+
+/* a with b's lanes set (their other lanes zero): an OR, not a merging load,
+ * which waits for a */
+INLINE_AVX512 __m512 join_lanes(__m512 a, __m512 b) {
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+
+/* The np pairs of one row a of a vector's slots (rows->at[a]), zero where
+ * no row (above or below the image, slots past rows->n), masked by the ReLU
+ * mask (NULL: none) or mapped by m. np is a constant where inlined, so that
+ * the pairs stay in registers. */
+INLINE_AVX512 void load_pairs(__m512 *lo, __m512 *hi, int np, const packing *pk,
+                              const wino4_rows *rows, int a, const float *src, const float *mask,
+                              const chan_map *m, size_t plane, int prefetch, int w) {
+#pragma GCC unroll 3
+    for (int p = 0; p < np; p++) {
+        __m512 l = _mm512_setzero_ps(), h = _mm512_setzero_ps();
+        __m512 ml = _mm512_setzero_ps(), mh = _mm512_setzero_ps();
+        __mmask16 kl = 0, kh = 0;
+        for (int q = 0, s = p * pk->spp; q < pk->spp && s < rows->n; q++, s++) {
+            const size_t at = rows->at[a][s];
+            if (at == NO_ROW) continue;
+            /* lane q w holds the row's first float: masked loads touch
+             * only the row's own floats */
+            const float *row = src + at - (ptrdiff_t)q * w;
+            l = join_lanes(l, _mm512_maskz_loadu_ps(pk->lo[q], row));
+            if (pk->hi[q]) h = join_lanes(h, _mm512_maskz_loadu_ps(pk->hi[q], row + VEC));
+            kl |= pk->lo[q], kh |= pk->hi[q];
+            if (mask) {
+                const float *mrow = mask + at - (ptrdiff_t)q * w;
+                ml = join_lanes(ml, _mm512_maskz_loadu_ps(pk->lo[q], mrow));
+                if (pk->hi[q]) mh = join_lanes(mh, _mm512_maskz_loadu_ps(pk->hi[q], mrow + VEC));
+            }
+            if (prefetch) { /* the same row of the next plane */
+                _mm_prefetch((const char *)(src + at + plane), _MM_HINT_T0);
+                _mm_prefetch((const char *)(src + at + plane + w - 1), _MM_HINT_T0);
+                if (mask) {
+                    _mm_prefetch((const char *)(mask + at + plane), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(mask + at + plane + w - 1), _MM_HINT_T0);
+                }
+            }
+        }
+        if (m->on) {
+            l = nn_map_lanes(l, m->a, m->b, m->relu, kl);
+            h = nn_map_lanes(h, m->a, m->b, m->relu, kh);
+        } else if (mask) {
+            l = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(ml, _mm512_setzero_ps(), _CMP_GT_OQ), l);
+            h = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mh, _mm512_setzero_ps(), _CMP_GT_OQ), h);
+        }
+        lo[p] = l, hi[p] = h;
+    }
+}
+
+/* a column of the vector's tiles from the np pairs (idx[p * stride]: pair
+ * p's index of it) */
+INLINE_AVX512 __m512 pick_packed(int np, const packing *pk, const __m512 *lo, const __m512 *hi,
+                                 const __m512i *idx, int stride) {
+    __m512 x = _mm512_maskz_permutex2var_ps(pk->lanes[0], lo[0], idx[0], hi[0]);
+#pragma GCC unroll 3
+    for (int p = 1; p < np; p++)
+        x = _mm512_mask_mov_ps(x, pk->lanes[p],
+                               _mm512_permutex2var_ps(lo[p], idx[(size_t)p * stride], hi[p]));
+    return x;
+}
+
+/* B^T over the rows of t (t = d B per input row) and the 36 points stored at
+ * dst, vxi apart */
+INLINE_AVX512 void store_points(float *dst, __m512 t[6][6], size_t vxi) {
+    for (int b = 0; b < 6; b++) { /* B^T over the rows, column b */
+        const __m512 col[6] = {t[0][b], t[1][b], t[2][b], t[3][b], t[4][b], t[5][b]};
+        __m512 out[6];
+        bt6(out, col);
+        for (int a = 0; a < 6; a++) _mm512_storeu_ps(dst + (size_t)(a * 6 + b) * vxi, out[a]);
+    }
+}
+
+/* transform_input for images up to PACK_MAX_W wide (packing), np pairs */
+INLINE_AVX512 void transform_input_pairs(float *v, const float *in, const float *mask,
+                                         const nn_conv2d_map *map, const wino_geom *g,
+                                         const packing *pk, const wino4_rows *rows_in, int nvec,
+                                         const int np) {
+    const size_t plane = (size_t)g->h * g->w;
+    __m512i idx[PACK_MAX_PAIRS][6]; /* pair p, column b: 4 j - 1 + b */
+    for (int p = 0; p < np; p++)
+        for (int b = 0; b < 6; b++) idx[p][b] = pack_index(pk, g, p, b - 1);
+    for (int c = 0; c < g->cin; c++) {
+        chan_map cm = {0, 0, 0.0f, 0.0f};
+        if (map) cm.on = 1, cm.relu = map->relu, cm.a = map->scale[c], cm.b = map->shift[c];
+        const float *in_c = in + (size_t)c * plane;
+        const float *mask_c = mask ? mask + (size_t)c * plane : NULL;
+        const int prefetch = c + 1 < g->cin;
+        for (int vi = 0; vi < nvec; vi++) {
+            __m512 t[6][6];
+            for (int a = 0; a < 6; a++) {
+                __m512 lo[PACK_MAX_PAIRS], hi[PACK_MAX_PAIRS], x[6];
+                load_pairs(lo, hi, np, pk, &rows_in[vi], a, in_c, mask_c, &cm, plane, prefetch,
+                           g->w);
+                for (int b = 0; b < 6; b++) x[b] = pick_packed(np, pk, lo, hi, &idx[0][b], 6);
+                bt6(t[a], x);
+            }
+            store_points(v + (size_t)c * g->tpad + (size_t)vi * VEC, t, g->vxi);
+        }
+    }
+}
+
+AVX512 static void transform_input_packed(float *v, const float *in, const float *mask,
+                                          const nn_conv2d_map *map, const wino_geom *g, long u0,
+                                          int nu) {
+    wino4_rows rows_in[WINO4_MAX_VECTORS];
+    const int nvec = nn_wino4_group_rows(rows_in, u0, nu, (size_t)g->cin * g->h * g->w, g);
+    const packing pk = packing_of(g);
+    switch (pk.np) { /* the pair count a constant of each copy */
+    case 1: transform_input_pairs(v, in, mask, map, g, &pk, rows_in, nvec, 1); break;
+    case 2: transform_input_pairs(v, in, mask, map, g, &pk, rows_in, nvec, 2); break;
+    default: transform_input_pairs(v, in, mask, map, g, &pk, rows_in, nvec, 3); break;
+    }
+}
+
 /* V[xi][c][t] = (B^T d B)[xi] for the tile rows u0.. u0+nu-1 of the batch,
  * rpv tile rows per vector of 16 lanes (wino_geom). Every vector of the
  * group is written whole: lanes of no tile hold zeros or copies of inputs,
@@ -161,6 +328,10 @@ static __mmask16 keep_high(int w) { return nn_first_lanes(w > 15 ? w - 15 : 0); 
  * group, not per channel. */
 AVX512 static void transform_input(float *v, const float *in, const float *mask,
                                    const nn_conv2d_map *map, const wino_geom *g, long u0, int nu) {
+    if (packs(g)) {
+        transform_input_packed(v, in, mask, map, g, u0, nu);
+        return;
+    }
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cin * plane;
     const int rpv = g->rpv, tw = g->tw, w = g->w;
     wino4_rows rows_in[WINO4_MAX_VECTORS];
@@ -215,14 +386,7 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
                 }
                 bt6(t[a], x);
             }
-            float *dst = v + (size_t)c * g->tpad + (size_t)vi * VEC;
-            for (int b = 0; b < 6; b++) { /* B^T over the rows, column b */
-                const __m512 col[6] = {t[0][b], t[1][b], t[2][b], t[3][b], t[4][b], t[5][b]};
-                __m512 out[6];
-                bt6(out, col);
-                for (int a = 0; a < 6; a++)
-                    _mm512_storeu_ps(dst + (size_t)(a * 6 + b) * g->vxi, out[a]);
-            }
+            store_points(v + (size_t)c * g->tpad + (size_t)vi * VEC, t, g->vxi);
         }
     }
 }
@@ -330,11 +494,76 @@ INLINE_AVX512 void a6(__m512 r[6], const __m512 d[4]) {
     r[5] = d[3];
 }
 
+/* The 36 points of A d A^T stored at dst, mxi apart (d: the dy of the
+ * tiles, d[row][column]); returns sum + the sum of d over the rows and
+ * columns */
+INLINE_AVX512 __m512 store_dy_points(float *dst, __m512 d[4][4], __m512 sum, size_t mxi) {
+    __m512 t[6][4]; /* A dy: t[row][column] */
+    for (int q = 0; q < 4; q++) {
+        const __m512 col[4] = {d[0][q], d[1][q], d[2][q], d[3][q]};
+        __m512 r[6];
+        a6(r, col);
+        for (int i = 0; i < 6; i++) t[i][q] = r[i];
+        sum = _mm512_add_ps(sum, _mm512_add_ps(_mm512_add_ps(col[0], col[1]),
+                                               _mm512_add_ps(col[2], col[3])));
+    }
+    for (int r = 0; r < 6; r++) { /* (A dy) A^T */
+        __m512 out[6];
+        a6(out, t[r]);
+        for (int c = 0; c < 6; c++) _mm512_storeu_ps(dst + (size_t)(r * 6 + c) * mxi, out[c]);
+    }
+    return sum;
+}
+
+/* transform_dy for images up to PACK_MAX_W wide (packing), np pairs */
+INLINE_AVX512 void transform_dy_pairs(float *yh, float *dbt, const float *dy, const float *mask,
+                                      const wino_geom *g, const packing *pk,
+                                      const wino4_rows *rows_in, int nvec, const int np) {
+    const size_t plane = (size_t)g->h * g->w;
+    const chan_map none = {0, 0, 0.0f, 0.0f};
+    __m512i idx[PACK_MAX_PAIRS][4]; /* pair p, column q: 4 j + q */
+    for (int p = 0; p < np; p++)
+        for (int q = 0; q < 4; q++) idx[p][q] = pack_index(pk, g, p, q);
+    for (int k = 0; k < g->cout; k++) {
+        __m512 sum = _mm512_setzero_ps();
+        const float *dy_k = dy + (size_t)k * plane;
+        const float *mask_k = mask ? mask + (size_t)k * plane : NULL;
+        const int prefetch = k + 1 < g->cout;
+        for (int vi = 0; vi < nvec; vi++) {
+            __m512 d[4][4]; /* dy of the tiles: d[row][column] */
+            for (int i = 0; i < 4; i++) {
+                __m512 lo[PACK_MAX_PAIRS], hi[PACK_MAX_PAIRS];
+                load_pairs(lo, hi, np, pk, &rows_in[vi], i + 1, dy_k, mask_k, &none, plane,
+                           prefetch, g->w);
+                for (int q = 0; q < 4; q++) d[i][q] = pick_packed(np, pk, lo, hi, &idx[0][q], 4);
+            }
+            sum = store_dy_points(yh + (size_t)k * g->tpad + (size_t)vi * VEC, d, sum, g->mxi);
+        }
+        dbt[k] += _mm512_reduce_add_ps(sum);
+    }
+}
+
+AVX512 static void transform_dy_packed(float *yh, float *dbt, const float *dy, const float *mask,
+                                       const wino_geom *g, long u0, int nu) {
+    wino4_rows rows_in[WINO4_MAX_VECTORS];
+    const int nvec = nn_wino4_group_rows(rows_in, u0, nu, (size_t)g->cout * g->h * g->w, g);
+    const packing pk = packing_of(g);
+    switch (pk.np) { /* the pair count a constant of each copy */
+    case 1: transform_dy_pairs(yh, dbt, dy, mask, g, &pk, rows_in, nvec, 1); break;
+    case 2: transform_dy_pairs(yh, dbt, dy, mask, g, &pk, rows_in, nvec, 2); break;
+    default: transform_dy_pairs(yh, dbt, dy, mask, g, &pk, rows_in, nvec, 3); break;
+    }
+}
+
 /* Yh[xi][k][t] = (A dy A^T)[xi] for the tile rows u0.. of the (masked) output
  * gradient, lanes of no tile zero; dbt[k] += the sum of dy[k] over them. */
 AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const float *mask,
                                 const wino_geom *g, long u0, int nu) {
     const size_t plane = (size_t)g->h * g->w, image = (size_t)g->cout * plane;
+    if (packs(g)) {
+        transform_dy_packed(yh, dbt, dy, mask, g, u0, nu);
+        return;
+    }
     const int rpv = g->rpv, tw = g->tw, w = g->w;
     const chan_map none = {0, 0, 0.0f, 0.0f};
     /* the rows of each vector's tiles (row i of slot s: at[i + 1][s]) and the
@@ -376,22 +605,7 @@ AVX512 static void transform_dy(float *yh, float *dbt, const float *dy, const fl
                         d[i][q] = _mm512_mask_mov_ps(d[i][q], slot_lanes[s],
                                                      _mm512_permutex2var_ps(lo, pick[s][q], hi));
                 }
-            __m512 t[6][4]; /* A dy: t[row][column] */
-            for (int q = 0; q < 4; q++) {
-                const __m512 col[4] = {d[0][q], d[1][q], d[2][q], d[3][q]};
-                __m512 r[6];
-                a6(r, col);
-                for (int i = 0; i < 6; i++) t[i][q] = r[i];
-                sum = _mm512_add_ps(sum, _mm512_add_ps(_mm512_add_ps(col[0], col[1]),
-                                                       _mm512_add_ps(col[2], col[3])));
-            }
-            float *dst = yh + (size_t)k * g->tpad + (size_t)vi * VEC;
-            for (int r = 0; r < 6; r++) { /* (A dy) A^T */
-                __m512 out[6];
-                a6(out, t[r]);
-                for (int c = 0; c < 6; c++)
-                    _mm512_storeu_ps(dst + (size_t)(r * 6 + c) * g->mxi, out[c]);
-            }
+            sum = store_dy_points(yh + (size_t)k * g->tpad + (size_t)vi * VEC, d, sum, g->mxi);
         }
         dbt[k] += _mm512_reduce_add_ps(sum);
     }
