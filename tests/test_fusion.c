@@ -36,7 +36,8 @@ static const struct {
                              phase, depthwise, 1x1: everywhere) */
     const char *forms;    /* a convolution whose backward must form its dy from the
                              batch norm after it (depthwise, 1x1; with a prologue, a
-                             1x1 one with its own AVX-512 or AVX2 kernels) */
+                             1x1 one with its own AVX-512 or AVX2 kernels; a first
+                             layer's rows kernel, AVX2 and up) */
 } PATTERNS[] = {
     {"conv + batchnorm + relu",
      "input shape=2x8x8\nconv2d name=c out=6 kernel=3 pad=1 bias=0\nbatchnorm name=bn\n"
@@ -90,13 +91,13 @@ static const struct {
     /* ResNet-20's stem and downsampling block: statistics from the rows
      * kernel (one input channel) and from the direct one (stride 2), image
      * by image */
-    {"stem + downsampling block (rows kernel's statistics)",
+    {"stem + downsampling block (rows kernel's statistics, and its dy formed)",
      "input shape=1x28x28\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
      "relu name=r0\nconv2d name=c1 out=32 kernel=3 stride=2 pad=1 bias=0\nbatchnorm name=b1\n"
      "relu name=r1\nconv2d name=c2 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b2\n"
      "conv2d name=p in=r0 out=32 kernel=1 stride=2 bias=0\nbatchnorm name=pb\n"
      "add name=a in=pb,b2\nrelu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", "c2", "b0", NULL},
+     "r2", "a", "c2", "b0", "c0"},
     {"stem + downsampling block (direct or phase kernel's statistics, stride 2)",
      "input shape=1x28x28\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
      "relu name=r0\nconv2d name=c1 out=32 kernel=3 stride=2 pad=1 bias=0\nbatchnorm name=b1\n"
@@ -181,7 +182,7 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
     if (f >= 0 && nn_ctx_isa(ctx) < NN_ISA_AVX2 && net->nodes[f].d.conv.groups <= 1 &&
         (net->nodes[f].prologue_from >= 0 ||
          strcmp(nn_conv2d_kernel_name(&net->nodes[f].d.conv, ctx), "pointwise") != 0))
-        f = -1;
+        f = -1; /* (a first layer's rows kernel too: AVX2 and up) */
     if (f >= 0) /* planned: its backward forms the batch norm's input gradient */
         *aliased = *aliased && net->nodes[f].dy_from >= 0 &&
                    net->nodes[net->nodes[f].dy_from].inputs[0] == f;
@@ -210,10 +211,12 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
         nn_optim_step(opt, ctx, nn_net_params(net), nn_net_grads(net));
         o[k++] = loss;
     }
-    if (f >= 0) { /* and the batch norm did leave it to it */
+    if (f >= 0 && net->nodes[f].dy_from >= 0) { /* and the batch norm did leave it to it */
         const nn_node *bn = &net->nodes[net->nodes[f].dy_from];
         nn_bn_dx dx;
-        *aliased = *aliased && nn_op_def_get(bn->op)->deferred_dx(bn, &dx);
+        float *left = tu_download(ctx, nn_op_def_get(bn->op)->deferred_dx(bn, &dx), 1);
+        *aliased = *aliased && left && left[0] != 0.0f;
+        free(left);
     }
     if (total) {
         float *p = tu_download(ctx, nn_net_params(net), np);

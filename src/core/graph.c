@@ -269,7 +269,6 @@ static void fuse_and_alias(nn_net *net) {
     }
     plan_prologues(net);
     plan_output_stats(net);
-    plan_dy_forms(net);
     /* which input gradients each kernel computes (none flows into the image),
      * and how many kernels write each memory root's gradient */
     for (int i = 0; i < net->num_nodes; i++) net->nodes[i].grad_writers = 0;
@@ -284,6 +283,7 @@ static void fuse_and_alias(nn_net *net) {
             net->nodes[root].grad_writers++;
         }
     }
+    plan_dy_forms(net); /* after needs_dx: a first layer's kernel may form dy */
     /* the first kernel of the backward pass (the latest node) to write a
      * gradient that several kernels add into writes it in place, unless it
      * reads that memory through more than one input: the others add theirs
@@ -920,7 +920,10 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
     }
     if (node->dy_from >= 0 && net->training) { /* the reader's backward has run */
         const nn_node *r = &net->nodes[node->dy_from];
-        if (def_of(r)->deferred_dx(r, &a->bn_dx)) a->bn_dy = r->dy;
+        nn_bn_dx coefs;
+        float left = 0.0f; /* in the backend's memory: a copy, not a host read */
+        nn_dev_download(net->ctx->backend, &left, def_of(r)->deferred_dx(r, &coefs), sizeof left);
+        if (left != 0.0f) a->bn_dx = coefs, a->bn_dy = r->dy;
     }
     if (node->num_inputs == 1 && net->nodes[node->inputs[0]].dy_from == a->node_index &&
         net->training) {

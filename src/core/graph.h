@@ -398,10 +398,11 @@ typedef struct nn_op_def {
     int (*give_input_stats)(nn_node *node);
     double *(*input_stats)(const nn_node *node);
     /* Reader whose training backward may leave its input gradient to the
-     * producer (forms_dy) when nn_op_args.defer_dx asks: 1 if its last
-     * backward pass did, with the coefficients in *dx (valid until its next
-     * backward). */
-    int (*deferred_dx)(const nn_node *node, nn_bn_dx *dx);
+     * producer (forms_dy) when nn_op_args.defer_dx asks: the coefficients'
+     * places into *dx (valid until its next backward), and returned, the
+     * float its last backward pass set nonzero if it did so (in the
+     * backend's memory: read through nn_dev_download). */
+    const float *(*deferred_dx)(const nn_node *node, nn_bn_dx *dx);
     /* Planning: the context's precision for this node (nn_net_plan). */
     void (*set_precision)(nn_node *node, nn_precision p);
     /* Before every forward pass: whether a batch of n can run in this mode

@@ -729,14 +729,13 @@ static double *batchnorm_input_stats(const nn_node *node) {
  * training backward asked to (defer_dx) then makes only the coefficients.
  * Their masking by the ReLU comes from the forward's map, x alpha + beta >
  * 0, so not with a residual add (nor where the mask would need the output). */
-static int batchnorm_deferred_dx(const nn_node *node, nn_bn_dx *dx) {
+static const float *batchnorm_deferred_dx(const nn_node *node, nn_bn_dx *dx) {
     const int C = node->d.bn.C;
     const float *aux = node->aux, *coef = aux + aux_deferred_offset(C) + 1;
-    if (aux[aux_deferred_offset(C)] == 0.0f) return 0;
     dx->g_mean = coef, dx->mean = coef + C, dx->scale = coef + 2 * C, dx->ks = coef + 3 * C;
     dx->alpha = node->d.bn.relu ? aux + aux_map_offset(C) : NULL;
     dx->beta = node->d.bn.relu ? aux + aux_map_offset(C) + C : NULL;
-    return 1;
+    return aux + aux_deferred_offset(C);
 }
 
 void nn_batchnorm_form_dx(float *dx, const float *g, const float *x, int c0, int rows, int len,

@@ -1126,6 +1126,10 @@ static int is_mapped_pointwise(const nn_conv2d_desc *d, const nn_ctx *ctx) {
            own_pointwise(d, ctx);
 }
 
+static int is_rows(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return strcmp(nn_conv2d_kernel_name(d, ctx), "rows") == 0;
+}
+
 static int is_winograd(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return strcmp(nn_conv2d_kernel_name(d, ctx), "winograd") == 0;
 }
@@ -1186,7 +1190,10 @@ static void conv2d_bwd(const nn_op_args *a) {
         const float *dy = bn ? a->bn_dy : a->dy;
         nn_conv2d_desc unmasked;
         const nn_conv2d_desc *dd = backward_desc(&d, &unmasked);
-        if (is_depthwise(dd, a->ctx)) {
+        if (bn && is_rows(dd, a->ctx)) { /* a first layer: no dx (conv2d_forms_dy) */
+            nn_conv2d_backward_rows_formed(a->dw, a->db, dy, a->y, a->x, bn, a->w, dd, a->n,
+                                           a->ws, a->ctx);
+        } else if (is_depthwise(dd, a->ctx)) {
             nn_conv2d_backward_depthwise_mapped(a->dx, a->dw, a->db, dy, a->y, a->x, map, bn,
                                                 a->w, dd, a->n, a->ws, a->ctx);
         } else if (!map || is_mapped_pointwise(dd, a->ctx)) {
@@ -1248,10 +1255,14 @@ static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
 
 /* the depthwise kernels and the 1x1 kernel (any stride; with a prologue,
  * its own AVX-512 or AVX2 GEMMs) take their dy one image at a time, and
- * form it there from the batch norm after them (nn_batchnorm_form_dx) */
+ * form it there from the batch norm after them (nn_batchnorm_form_dx); so
+ * does the rows kernel of a first layer (no input gradient, no fused ReLU:
+ * the stems of ResNet-20 and MobileNet-small), a group of images at a time
+ * where its padded copies of dy would be */
 static int conv2d_forms_dy(const nn_node *node, const nn_ctx *ctx) {
     const nn_conv2d_desc planned = as_planned(node, ctx), *d = &planned;
     if (is_depthwise(d, ctx)) return 1;
+    if (is_rows(d, ctx)) return !(node->needs_dx & 1u) && !d->relu;
     return strcmp(nn_conv2d_kernel_name(d, ctx), "pointwise") == 0 &&
            (node->prologue_from < 0 || is_mapped_pointwise(d, ctx));
 }

@@ -283,9 +283,14 @@ void nn_conv2d_forward_rows_stats(float *y, const float *x, double *stats, const
     }
 }
 
-void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, const float *y,
-                               const float *x, const float *w, const nn_conv2d_desc *d, int n,
-                               float *ws, nn_ctx *ctx) {
+/* dx (NULL: none), dw and db from dy, or with bn from the batch norm's
+ * output gradient dy: its input gradient (this layer's dy) formed image by
+ * image (nn_batchnorm_form_dx) where the padded copies of dy would lie, which
+ * only dx reads (so bn takes no dx) */
+static void backward_rows(float *dx, float *dw, float *db, const float *dy, const float *y,
+                          const float *x, const nn_bn_dx *bn, const float *w,
+                          const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    NN_ASSERT(!bn || (!dx && !d->relu));
     const rows_kernels *K = kernels_of(ctx);
     const direct_geom g = geom(d);
     const int T = ctx->threads < n ? ctx->threads : n;
@@ -315,11 +320,16 @@ void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, c
                                            d->relu ? y + (i0 + j) * ys : NULL, d->K, d->P, d->Q,
                                            g.ph, g.pw, g.dh, g.dw);
             }
-            /* the weight gradient reads that copy, or else dy itself */
+            /* each image's planes whole: rows of P Q floats, no tails */
+            for (int j = 0; bn && j < gc; j++)
+                nn_batchnorm_form_dx(dyg + (size_t)j * ys, dy + (i0 + j) * ys, y + (i0 + j) * ys,
+                                     0, d->K, d->P * d->Q, bn, ctx);
+            /* the weight gradient reads that copy, the formed dy, or else dy
+             * itself */
             const dy_view v =
                 dx ? (dy_view){dyg + (size_t)g.ph * g.dw + g.pw, NULL, g.dy_floats,
                                (size_t)g.dh * g.dw, (size_t)g.dw}
-                   : (dy_view){dy + i0 * ys, d->relu ? y + i0 * ys : NULL, ys,
+                   : (dy_view){bn ? dyg : dy + i0 * ys, d->relu ? y + i0 * ys : NULL, ys,
                                (size_t)d->P * d->Q, (size_t)d->Q};
             K->weight_grad(dwt, dbt, xg, v, gc, d, &g);
             if (dx)
@@ -334,6 +344,18 @@ void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, c
         if (db)
             for (int k = 0; k < d->K; k++) db[k] += dwt[wn + k];
     }
+}
+
+void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, const float *y,
+                             const float *x, const float *w, const nn_conv2d_desc *d, int n,
+                             float *ws, nn_ctx *ctx) {
+    backward_rows(dx, dw, db, dy, y, x, NULL, w, d, n, ws, ctx);
+}
+
+void nn_conv2d_backward_rows_formed(float *dw, float *db, const float *g, const float *y,
+                                    const float *x, const nn_bn_dx *bn, const float *w,
+                                    const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    backward_rows(NULL, dw, db, g, y, x, bn, w, d, n, ws, ctx);
 }
 
 #else /* no AVX-512 kernels in this build: never selected (nn_conv2d_rows_ok) */
@@ -355,6 +377,14 @@ void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, c
                                const float *x, const float *w, const nn_conv2d_desc *d, int n,
                                float *ws, nn_ctx *ctx) {
     (void)dx, (void)dw, (void)db, (void)dy, (void)y, (void)x, (void)w, (void)d, (void)n;
+    (void)ws, (void)ctx;
+    NN_ASSERT(!"direct conv2d kernels are not built");
+}
+
+void nn_conv2d_backward_rows_formed(float *dw, float *db, const float *g, const float *y,
+                                    const float *x, const nn_bn_dx *bn, const float *w,
+                                    const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    (void)dw, (void)db, (void)g, (void)y, (void)x, (void)bn, (void)w, (void)d, (void)n;
     (void)ws, (void)ctx;
     NN_ASSERT(!"direct conv2d kernels are not built");
 }

@@ -201,6 +201,12 @@ void nn_conv2d_forward_rows_stats(float *y, const float *x, double *stats, const
 void nn_conv2d_backward_rows(float *dx, float *dw, float *db, const float *dy, const float *y,
                              const float *x, const float *w, const nn_conv2d_desc *d, int n,
                              float *ws, nn_ctx *ctx);
+/* dw and db (no dx: a first layer's) with dy formed from the batch norm
+ * after the layer (bn; g its output gradient, y this layer's output), each
+ * image's whole planes at a time (forms_dy) */
+void nn_conv2d_backward_rows_formed(float *dw, float *db, const float *g, const float *y,
+                                    const float *x, const nn_bn_dx *bn, const float *w,
+                                    const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 /* conv2d_phase_avx2.c: stride 2 (R, S of 2..7, C a multiple of 8, K of 4,
  * fp32, one group) as implicit GEMMs over the input's four phase images */
 int nn_conv2d_phase_ok(const nn_conv2d_desc *d, const nn_ctx *ctx);
