@@ -129,12 +129,16 @@ void nn_ctx_set_winograd(nn_ctx *ctx, int on);
 int nn_ctx_winograd(const nn_ctx *ctx);
 /* Software prefetch in the kernels that visit the batch plane by plane
  * (depthwise convolutions, max-pool): while a thread works on one (image,
- * channel) plane it asks for the next plane's lines (default on). Machines
+ * channel) plane it asks for the next plane's lines. Machines and layers
  * differ on whether that pays: on one Zen 4 it took MobileNet-small's
- * depthwise backward from 3.9-4.7 to 2.8-3.3 ms, on another it cost them
- * 10-15% (docs/performance.md); `nnopt tune` measures both. The results
- * are the same bits either way. */
-void nn_ctx_set_prefetch(nn_ctx *ctx, int on);
+ * depthwise backward from 3.9-4.7 to 2.8-3.3 ms, on another it cost its
+ * 28x28 layers 10-20% and helped its 14x14 one (docs/performance.md). mode
+ * 1: on, 0: off, NN_PREFETCH_AUTO (the default): each such layer's forward
+ * and backward run the first training steps with it on and off by turns,
+ * then keep the faster (nn_net_prefetch_picks). The results are the same
+ * bits either way. nn_ctx_prefetch returns the mode. */
+#define NN_PREFETCH_AUTO (-1)
+void nn_ctx_set_prefetch(nn_ctx *ctx, int mode);
 int nn_ctx_prefetch(const nn_ctx *ctx);
 /* Fusion of element-wise layers into the layer before them (on by default):
  * a ReLU after a convolution, a linear layer, a batch norm or a residual add

@@ -25,8 +25,11 @@ struct nn_ctx {
     int winograd;           /* Winograd where it applies: 0 off, 2 F(2x2,3x3)
                                alone, 4 F(4x4,3x3) too (nn_ctx_set_winograd) */
     int fuse;               /* element-wise epilogues fused into their producers */
-    int prefetch;           /* plane-by-plane kernels ask for the next plane
-                               (nn_ctx_set_prefetch; default on) */
+    int prefetch;           /* plane-by-plane kernels ask for the next plane: what
+                               they read (the graph sets it per layer under
+                               NN_PREFETCH_AUTO) */
+    int prefetch_mode;      /* nn_ctx_set_prefetch: 0 off, 1 on, NN_PREFETCH_AUTO
+                               (the default) */
     nn_loader_mode loader_mode; /* where nn_loader prepares batches */
     uint64_t max_memory;    /* bytes one network may take (nn_ctx_set_max_memory), 0 = no cap */
     char error[NN_ERRMSG_SIZE];

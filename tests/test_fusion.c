@@ -445,12 +445,76 @@ static void test_streamed_pointwise(nn_ctx *ctx, int side, int C, int K, int n) 
     free(x), free(w), free(b), free(y1), free(y0), free(ws), free(st1), free(st0);
 }
 
+/* NN_PREFETCH_AUTO (the default): the depthwise and max-pool layers' forward
+ * and backward each try the prefetch on and off in the first training steps
+ * and then keep a pick; other layers try nothing, nor does any layer under a
+ * forced mode; and every mode trains to the same bytes. */
+static void test_prefetch_trials(nn_ctx *ctx) {
+    static const char text[] =
+        "input shape=2x12x12\nconv2d name=c0 out=4 kernel=3 pad=1\n"
+        "conv2d name=d1 out=4 kernel=3 pad=1 groups=4\nmaxpool name=m size=2\nflatten\n"
+        "linear out=3\nsoftmax_ce\n";
+    static const int modes[3] = {NN_PREFETCH_AUTO, 1, 0};
+    const int n = 4, steps = 1 + 2 * NN_PREFETCH_TRIALS; /* the warm-up, the trials */
+    float *first = NULL;
+    size_t np = 0;
+    int picked = 1, untried = 1, same = 1;
+    for (int mi = 0; mi < 3; mi++) {
+        nn_ctx_set_prefetch(ctx, modes[mi]);
+        nn_net *net = NULL;
+        if (nn_net_parse(ctx, text, "prefetch.nn", &net) || nn_net_plan(net, n)) {
+            same = 0;
+            nn_net_free(net);
+            break;
+        }
+        nn_rng rng;
+        nn_rng_seed(&rng, 7, 0);
+        nn_net_init_params(net, &rng);
+        np = nn_net_num_params(net);
+        const size_t per = 2 * 12 * 12; /* the input shape's floats */
+        float *x = fvec((size_t)n * per);
+        fill(x, (size_t)n * per, &rng, -1, 1);
+        const int32_t y[4] = {0, 1, 2, 1};
+        for (int s = 0; s < steps; s++) {
+            float loss;
+            nn_net_zero_grad(net);
+            if (nn_net_forward(net, x, y, n, &loss) || nn_net_backward(net)) same = 0;
+        }
+        for (int i = 0; i < net->num_nodes; i++) {
+            const nn_node *node = &net->nodes[i];
+            const int tries = mi == 0 && (i == nn_model_find_layer(net, "d1") ||
+                                          i == nn_model_find_layer(net, "m"));
+            for (int pass = 0; pass < 2; pass++) {
+                const nn_prefetch_trial *t = &node->prefetch[pass];
+                if (tries) picked &= t->pick == 0 || t->pick == 1;
+                else untried &= t->pick == -1 && t->calls == 0;
+            }
+        }
+        float *g = tu_download(ctx, nn_net_grads(net), np);
+        if (!first) first = g;
+        else {
+            same &= g && memcmp(first, g, np * sizeof(float)) == 0;
+            free(g);
+        }
+        free(x);
+        nn_net_free(net);
+    }
+    check(picked, "prefetch auto: the depthwise and max-pool layers pick on or off, forward and "
+                  "backward, after their trial steps", "not every trial ended in a pick");
+    check(untried, "prefetch auto: other layers, and every layer under on or off, try nothing",
+          "a layer tried");
+    check(same, "prefetch auto, on and off: the same gradients, bit for bit", "they differ");
+    free(first);
+    nn_ctx_set_prefetch(ctx, NN_PREFETCH_AUTO);
+}
+
 int main(void) {
     nn_ctx *ctx = test_ctx_new(2);
     if (!ctx) return 2;
     test_patterns(ctx);
     test_prologue_generic(ctx);
     test_bf16_prologue(ctx);
+    test_prefetch_trials(ctx);
     test_streamed_pointwise(ctx, 28, 32, 64, 24); /* 4.8 MB */
     test_streamed_pointwise(ctx, 14, 64, 128, 48); /* 4.8 MB */
     test_gradient(ctx, 0); /* batch norm + ReLU */

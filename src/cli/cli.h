@@ -18,8 +18,10 @@ typedef struct {
     int winograd;           /* NNOPT_CONV: 1 winograd where it applies (default), 2 F(2x2)
                                alone (winograd2), 0 direct */
     int fuse;               /* NNOPT_FUSE: 1 epilogue fusion (default), 0 every layer alone */
-    int prefetch;           /* NNOPT_PREFETCH: 1 the plane-by-plane kernels ask for the
-                               next plane (default), 0 they leave it to the hardware */
+    int prefetch;           /* NNOPT_PREFETCH: NN_PREFETCH_AUTO each plane-by-plane
+                               layer tries both in its first training steps (default),
+                               1 the kernels ask for the next plane, 0 they leave it
+                               to the hardware (nn_ctx_set_prefetch) */
     int prefetch_set;       /* NNOPT_PREFETCH given: tune and the tuning cache leave it */
     nn_loader_mode loader;  /* NNOPT_LOADER: auto (default), thread or sync */
     const char *blas_core;  /* OPENBLAS_CORETYPE when set (OpenBLAS obeyed it), else NULL */
@@ -289,10 +291,16 @@ int cli_stop_signal(void);
  * and convolution kernels for a machine, a model and a batch size. */
 typedef struct {
     int batch, threads, winograd;
-    int prefetch;               /* nn_ctx_set_prefetch (1 in entries from before it) */
+    int prefetch;               /* nn_ctx_set_prefetch (NN_PREFETCH_AUTO in entries
+                                   from before it) */
     double images_per_s;        /* with those settings, fp32 */
     double bf16_images_per_s;   /* the best with bf16 convolutions (0: not measured) */
 } cli_tune_entry;
+
+/* NNOPT_PREFETCH's and the tuning cache's words for a prefetch mode: "auto",
+ * "on", "off"; parse returns 0, or 1 for another word (*mode untouched) */
+const char *cli_prefetch_name(int mode);
+int cli_prefetch_parse(const char *word, int *mode);
 
 /* "CPU model|N cpus|ISA": entries apply only to the machine that measured them. */
 void cli_tune_machine(nn_ctx *ctx, char *buf, size_t size);

@@ -111,7 +111,7 @@ int cmd_train(int argc, char **argv, const cli_env *env) {
         cli_tuned_settings(env, model, o.model_params, o.batch, &o.threads, &tuned_env) && !json)
         fprintf(stderr, "nnopt: tuned for this machine, model and batch (nnopt tune): %d thread%s, "
                 "%s convolutions, prefetch %s\n", o.threads, o.threads > 1 ? "s" : "",
-                tuned_env.winograd ? "Winograd" : "direct", tuned_env.prefetch ? "on" : "off");
+                tuned_env.winograd ? "Winograd" : "direct", cli_prefetch_name(tuned_env.prefetch));
     /* still none: all the cores are planned for, and the run uses its share
      * of them (set when the run starts, followed between steps) */
     const int shared = !o.threads && share.fd >= 0;

@@ -5,9 +5,10 @@
  * direct, where the CPU runs both) and each arithmetic (fp32, and bf16 where
  * the CPU has it), and keeps the fastest fp32 setting per batch size in the
  * per-machine cache (tune_cache.c) that `nnopt train` and `nnopt search` read
- * when no thread count is given. The fastest fp32 setting is then measured
- * once more with the plane-by-plane kernels' software prefetch the other way
- * (nn_ctx_set_prefetch: machines differ on it), and the faster kept. bf16
+ * when no thread count is given. The settings run with the plane-by-plane
+ * kernels' software prefetch chosen per layer (nn_ctx_set_prefetch's auto);
+ * the fastest fp32 one is then measured once more with it on for every
+ * layer and once with it off, and the fastest of the three kept. bf16
  * changes the arithmetic, so it is never applied behind the user's back: its
  * best rate is reported and cached for the record, and `--precision bf16`
  * (or a search over train.precision) chooses it.
@@ -27,14 +28,14 @@ static int cmp_double(const void *a, const void *b) {
 static void print_setting(int json, int *first, int batch, int threads, const char *conv,
                           int bf16, int prefetch, double rate) {
     if (json) {
-        printf("%s{\"threads\":%d,\"conv\":\"%s\",\"precision\":\"%s\",\"prefetch\":%s,"
+        printf("%s{\"threads\":%d,\"conv\":\"%s\",\"precision\":\"%s\",\"prefetch\":\"%s\","
                "\"images_per_s\":%.1f}",
                *first ? "" : ",", threads, conv, bf16 ? "bf16" : "fp32",
-               prefetch ? "true" : "false", rate);
+               cli_prefetch_name(prefetch), rate);
         *first = 0;
     } else {
         printf("%6d %8d %9s %10s %9s %12.0f\n", batch, threads, conv, bf16 ? "bf16" : "fp32",
-               prefetch ? "on" : "off", rate);
+               cli_prefetch_name(prefetch), rate);
     }
     fflush(stdout);
 }
@@ -95,7 +96,8 @@ int cmd_tune(int argc, char **argv, const cli_env *env) {
                       "Measures training speed on this machine for every thread count worth\n"
                       "trying, Winograd or direct convolutions, and fp32 or bf16, per batch\n"
                       "size, then the fastest fp32 setting again with the depthwise and\n"
-                      "max-pool prefetch the other way (NNOPT_PREFETCH), and stores the fastest\n"
+                      "max-pool prefetch on and off for every layer, not picked per layer\n"
+                      "(NNOPT_PREFETCH=auto, the default), and stores the fastest\n"
                       "fp32 threads and kernels in the per-machine cache (NNOPT_TUNE_CACHE,\n"
                       "default ~/.cache/nnopt/tune.tsv) that nnopt train and nnopt search use\n"
                       "when no --threads is given.",
@@ -192,11 +194,12 @@ int cmd_tune(int argc, char **argv, const cli_env *env) {
                         best.winograd = e.winograd && convs == 2;
                     }
                 }
-        /* the fastest fp32 setting with the prefetch the other way */
-        if (!rc && !env->prefetch_set && best.threads > 0) {
+        /* the fastest fp32 setting with the prefetch on and off for every
+         * layer, against each layer's own pick (the default, auto) */
+        for (int pf = 1; pf >= 0 && !rc && !env->prefetch_set && best.threads > 0; pf--) {
             cli_env e = *env;
             if (convs == 2) e.winograd = best.winograd;
-            e.prefetch = !env->prefetch;
+            e.prefetch = pf;
             char err[512] = "";
             const double rate = measure(&e, pos[0], params, data, batch[b], best.threads,
                                         NN_PRECISION_FP32, seconds, err, sizeof err);
@@ -211,17 +214,17 @@ int cmd_tune(int argc, char **argv, const cli_env *env) {
         }
         if (rc) break;
         if (json) {
-            printf("],\"best\":{\"threads\":%d,\"conv\":\"%s\",\"prefetch\":%s,"
+            printf("],\"best\":{\"threads\":%d,\"conv\":\"%s\",\"prefetch\":\"%s\","
                    "\"images_per_s\":%.1f",
                    best.threads, best.winograd ? "winograd" : "direct",
-                   best.prefetch ? "true" : "false", best.images_per_s);
+                   cli_prefetch_name(best.prefetch), best.images_per_s);
             if (bf16) printf(",\"bf16_images_per_s\":%.1f", best.bf16_images_per_s);
             printf("}}");
         } else {
             printf("batch %d: fastest fp32 is %d thread%s, %s convolutions, prefetch %s, %.0f "
                    "images/s",
                    batch[b], best.threads, best.threads > 1 ? "s" : "",
-                   best.winograd ? "Winograd" : "direct", best.prefetch ? "on" : "off",
+                   best.winograd ? "Winograd" : "direct", cli_prefetch_name(best.prefetch),
                    best.images_per_s);
             if (bf16)
                 printf(" (bf16 at best %.0f images/s: %.2fx; --precision bf16 to use it)",

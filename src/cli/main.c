@@ -68,7 +68,7 @@ static int env_count(const char *a, const char *b) {
  * no environment variables; this is the one place nnopt does. */
 static int read_env(cli_env *env) {
     *env = (cli_env){.isa_cap = NN_ISA_AMX, .winograd = 1, .loader = NN_LOADER_AUTO,
-                     .mpi_timeout = -1, .fuse = 1, .prefetch = 1, .allreduce_shm = 1};
+                     .mpi_timeout = -1, .fuse = 1, .prefetch = NN_PREFETCH_AUTO, .allreduce_shm = 1};
     const char *v = env_value("NNOPT_ISA");
     if (v && nn_isa_parse(v, &env->isa_cap) != NN_OK) {
         fprintf(stderr, "nnopt: NNOPT_ISA=%s: expected generic, avx2, avx512, avx512bf16 or amx\n", v);
@@ -85,8 +85,13 @@ static int read_env(cli_env *env) {
         }
     }
     if (env_switch("NNOPT_FUSE", "on", "off", &env->fuse)) return 2;
-    if (env_switch("NNOPT_PREFETCH", "on", "off", &env->prefetch)) return 2;
-    env->prefetch_set = env_value("NNOPT_PREFETCH") != NULL;
+    if ((v = env_value("NNOPT_PREFETCH"))) {
+        if (cli_prefetch_parse(v, &env->prefetch)) {
+            fprintf(stderr, "nnopt: NNOPT_PREFETCH=%s: expected auto, on or off\n", v);
+            return 2;
+        }
+        env->prefetch_set = 1;
+    }
     if ((v = env_value("NNOPT_LOADER"))) {
         if (strcmp(v, "auto") == 0) env->loader = NN_LOADER_AUTO;
         else if (strcmp(v, "thread") == 0) env->loader = NN_LOADER_THREAD;

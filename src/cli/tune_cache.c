@@ -57,9 +57,10 @@ int cli_tune_lookup(const cli_env *env, const char *machine, uint64_t hash, int 
         if (strtoull(field[1], NULL, 16) != hash || atoi(field[2]) != batch) continue;
         cli_tune_entry e = {.batch = batch, .threads = atoi(field[3]),
                             .winograd = strcmp(field[4], "winograd") == 0,
-                            .prefetch = n < 9 || strcmp(field[8], "off") != 0,
+                            .prefetch = NN_PREFETCH_AUTO,
                             .images_per_s = atof(field[5]), .bf16_images_per_s = atof(field[6])};
         if (e.threads < 1 || e.threads > 1024) continue;
+        if (n == 9 && cli_prefetch_parse(field[8], &e.prefetch)) continue;
         *out = e; /* the last line for the key wins */
         found = 1;
     }
@@ -121,7 +122,7 @@ int cli_tune_store(const cli_env *env, const char *machine, uint64_t hash,
         bad = fprintf(out, "%s\t%016llx\t%d\t%d\t%s\t%.1f\t%.1f\t%lld\t%s\n", machine,
                       (unsigned long long)hash, e->batch, e->threads,
                       e->winograd ? "winograd" : "direct", e->images_per_s, e->bf16_images_per_s,
-                      (long long)time(NULL), e->prefetch ? "on" : "off") < 0;
+                      (long long)time(NULL), cli_prefetch_name(e->prefetch)) < 0;
     if (out && fclose(out) != 0) bad = 1;
     if (bad || rename(tmp, path) != 0) {
         fprintf(stderr, "nnopt: %s: cannot write the tuning cache: %s\n", path, strerror(errno));
@@ -154,4 +155,16 @@ int cli_tuned_settings(const cli_env *env, const char *model, const char *params
     nn_net_free(net);
     nn_ctx_free(ctx);
     return found;
+}
+
+const char *cli_prefetch_name(int mode) {
+    return mode == NN_PREFETCH_AUTO ? "auto" : mode ? "on" : "off";
+}
+
+int cli_prefetch_parse(const char *word, int *mode) {
+    if (strcmp(word, "auto") == 0) *mode = NN_PREFETCH_AUTO;
+    else if (strcmp(word, "on") == 0) *mode = 1;
+    else if (strcmp(word, "off") == 0) *mode = 0;
+    else return 1;
+    return 0;
 }

@@ -72,9 +72,12 @@ void nn_ctx_set_winograd(nn_ctx *ctx, int on) { ctx->winograd = on == 0 ? 0 : on
 
 void nn_ctx_set_fusion(nn_ctx *ctx, int on) { ctx->fuse = on != 0; }
 
-void nn_ctx_set_prefetch(nn_ctx *ctx, int on) { ctx->prefetch = on != 0; }
+void nn_ctx_set_prefetch(nn_ctx *ctx, int mode) {
+    ctx->prefetch_mode = mode == NN_PREFETCH_AUTO ? NN_PREFETCH_AUTO : mode != 0;
+    ctx->prefetch = mode != 0; /* kernels called outside a net: on unless off */
+}
 
-int nn_ctx_prefetch(const nn_ctx *ctx) { return ctx->prefetch; }
+int nn_ctx_prefetch(const nn_ctx *ctx) { return ctx->prefetch_mode; }
 
 int nn_ctx_fusion(const nn_ctx *ctx) { return ctx->fuse; }
 
@@ -93,6 +96,7 @@ nn_ctx *nn_ctx_new(int threads) {
     ctx->winograd = 4;
     ctx->fuse = 1;
     ctx->prefetch = 1;
+    ctx->prefetch_mode = NN_PREFETCH_AUTO;
     ctx->loader_mode = NN_LOADER_AUTO;
     return ctx;
 }

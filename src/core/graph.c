@@ -186,7 +186,11 @@ static void plan_output_stats(nn_net *net) {
  * memory less and one array less written and read back. The batch norm's
  * output gradient lives until the node's backward (plan_gradient_slots). */
 static void plan_dy_forms(nn_net *net) {
-    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].dy_from = -1;
+    for (int i = 0; i < net->num_nodes; i++) {
+        net->nodes[i].dy_from = -1;
+        for (int pass = 0; pass < 2; pass++) /* every plan tries the prefetch anew */
+            net->nodes[i].prefetch[pass] = (nn_prefetch_trial){.calls = 0, .pick = -1};
+    }
     if (!net->ctx->fuse) return;
     for (int i = 0; i < net->num_nodes; i++) {
         const nn_node *node = &net->nodes[i];
@@ -1091,6 +1095,41 @@ static void forward_kernel(nn_net *net, nn_node *node, const nn_op_kernels *k, n
     }
 }
 
+/* The software prefetch node's kernels run with in this pass (0 forward, 1
+ * backward), set in the contexts they get (nn_ctx_set_prefetch): the mode's
+ * own where it is on or off; under NN_PREFETCH_AUTO, for kernels that read
+ * it (uses_prefetch), the node's pick, or while it has none the trial's turn
+ * (on for the warm-up and for passes that are not timed: eval). Returns -1
+ * where nothing is tried, else the setting, for prefetch_timed. */
+static int prefetch_for(nn_net *net, const nn_node *node, const nn_op_kernels *k, int pass) {
+    const int mode = net->ctx->prefetch_mode;
+    int on = mode != 0, trial = -1;
+    if (mode == NN_PREFETCH_AUTO && k && k->uses_prefetch && k->uses_prefetch(node, net->ctx)) {
+        const nn_prefetch_trial *t = &node->prefetch[pass];
+        if (t->pick >= 0) on = t->pick;
+        else if (net->training) on = t->calls == 0 || t->calls % 2 == 1, trial = on;
+    }
+    net->ctx->prefetch = on;
+    net->shard_ctx.prefetch = on;
+    return trial;
+}
+
+static double median3(const double v[NN_PREFETCH_TRIALS]) {
+    double a = v[0], b = v[1], c = v[2];
+    return a > b ? (b > c ? b : a > c ? c : a) : (a > c ? a : b > c ? c : b);
+}
+
+/* One trial call of `seconds` with the prefetch `on` (prefetch_for's
+ * return; -1: none); after the last, the pick. */
+static void prefetch_timed(nn_node *node, int pass, int on, double seconds) {
+    nn_prefetch_trial *t = &node->prefetch[pass];
+    if (on < 0 || t->pick >= 0) return;
+    if (t->calls++ == 0) return; /* the warm-up: first touches, cold caches */
+    t->seconds[on][(t->calls - 2) / 2] = seconds;
+    if (t->calls == 1 + 2 * NN_PREFETCH_TRIALS)
+        t->pick = median3(t->seconds[1]) <= median3(t->seconds[0]);
+}
+
 /* Runs the forward kernels of nodes first..last (the input node excepted);
  * returns 1 if some affine op ran folded into its producer. */
 static int forward_nodes(nn_net *net, int first, int last, int n, const int32_t *labels) {
@@ -1117,15 +1156,18 @@ static int forward_nodes(nn_net *net, int first, int last, int n, const int32_t 
         }
         a.labels = labels;
         a.loss = def_of(node)->is_loss ? &net->last_loss : NULL;
-        const int timed = net->timing || net->hook;
+        const nn_op_kernels *k = nn_backend_kernels(be, node->op);
+        const int trial = prefetch_for(net, node, k, 0);
+        const int timed = net->timing || net->hook || trial >= 0;
         double t0 = timed ? omp_get_wtime() : 0.0;
         nn_dev_begin(be);
-        forward_kernel(net, node, nn_backend_kernels(be, node->op), &a, shards);
+        forward_kernel(net, node, k, &a, shards);
         nn_dev_end(be);
         if (timed) {
             double t1 = omp_get_wtime();
             if (net->timing) net->time_fwd[i] += t1 - t0;
             if (net->hook) net->hook(net->hook_user, i, 0, t0, t1);
+            prefetch_timed(node, 0, trial, t1 - t0);
         }
     }
     return folded;
@@ -1212,7 +1254,8 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
         nn_op_args a;
         node_args(net, node, n, &a);
         a.labels = labels;
-        const int timed = net->timing || net->hook;
+        const int trial = prefetch_for(net, node, k, 1);
+        const int timed = net->timing || net->hook || trial >= 0;
         double t0 = timed ? omp_get_wtime() : 0.0;
         nn_dev_begin(be);
         if (whole_batch(net, node, &a, shards)) {
@@ -1226,6 +1269,7 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
             double t1 = omp_get_wtime();
             if (net->timing) net->time_bwd[i] += t1 - t0;
             if (net->hook) net->hook(net->hook_user, i, 1, t0, t1);
+            prefetch_timed(node, 1, trial, t1 - t0);
         }
         if (net->grad_hook && node->num_params > 0)
             net->grad_hook(net->grad_hook_user, net->params[node->param_index].offset);

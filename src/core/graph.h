@@ -128,6 +128,17 @@ typedef struct {
     float smoothing;    /* label smoothing eps in [0, 1]; 0 = plain cross-entropy */
 } nn_loss_desc;
 
+/* NN_PREFETCH_AUTO: a plane-by-plane kernel (uses_prefetch) runs its first
+ * training call as a warm-up, then NN_PREFETCH_TRIALS calls with the
+ * prefetch on and as many off, by turns, and keeps the faster median. */
+#define NN_PREFETCH_TRIALS 3
+typedef struct {
+    double seconds[2][NN_PREFETCH_TRIALS]; /* [off, on][trial] */
+    int calls;                             /* training calls timed so far, the warm-up
+                                              included */
+    int pick;                              /* -1 while trying, else 0 off, 1 on */
+} nn_prefetch_trial;
+
 typedef struct nn_node {
     char name[64];
     nn_op_type op;
@@ -197,6 +208,8 @@ typedef struct nn_node {
                                        whose input gradient, this node's dy, this
                                        node's backward may form itself while
                                        loading it, or -1 (see deferred_dx) */
+    nn_prefetch_trial prefetch[2];  /* its forward's [0] and backward's [1] software
+                                       prefetch under NN_PREFETCH_AUTO (uses_prefetch) */
 } nn_node;
 
 /* A batch norm's backward left to the node before it (deferred_dx): dx = (g -
@@ -286,6 +299,9 @@ typedef struct {
     /* optional: 1 if the backward kernels for this node form dy from the
      * batch norm after it while loading it (nn_op_args.bn_dy, bn_dx) */
     int (*forms_dy)(const nn_node *node, const nn_ctx *ctx);
+    /* optional: 1 if the kernels for this node visit the batch plane by
+     * plane and read ctx->prefetch (nn_ctx_set_prefetch) */
+    int (*uses_prefetch)(const nn_node *node, const nn_ctx *ctx);
 } nn_op_kernels;
 
 /* The kernel tables a registry entry holds, one per kind of backend; a

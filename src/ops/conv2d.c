@@ -1275,6 +1275,12 @@ static int conv2d_sums_output_stats(const nn_node *node, const nn_ctx *ctx) {
     return stats_in_cache(&planned, ctx);
 }
 
+/* the depthwise kernels ask for the next plane while they work on one */
+static int conv2d_uses_prefetch(const nn_node *node, const nn_ctx *ctx) {
+    const nn_conv2d_desc planned = as_planned(node, ctx);
+    return is_depthwise(&planned, ctx);
+}
+
 static size_t conv2d_ws(const nn_node *node, int max_batch, int threads) {
     (void)max_batch;
     return nn_conv2d_workspace(&node->d.conv, threads);
@@ -1297,6 +1303,7 @@ static const nn_op_kernels conv2d_cpu = {
     .sums_output_stats = conv2d_sums_output_stats,
     .forms_dy = conv2d_forms_dy,
     .accumulates_dx = conv2d_accumulates_dx,
+    .uses_prefetch = conv2d_uses_prefetch,
 };
 
 const nn_op_def nn_conv2d_def = {

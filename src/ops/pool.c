@@ -204,7 +204,14 @@ static void maxpool_bwd(const nn_op_args *a) {
     if (a->dx) nn_maxpool_backward(a->dx, a->dy, a->x, a->y, &a->node->d.pool, a->n, a->ctx);
 }
 
-static const nn_op_kernels maxpool_cpu = {.forward = maxpool_fwd, .backward = maxpool_bwd};
+/* max-pool asks for the next plane while it works on one (nn_maxpool_*) */
+static int maxpool_uses_prefetch(const nn_node *node, const nn_ctx *ctx) {
+    (void)node, (void)ctx;
+    return 1;
+}
+
+static const nn_op_kernels maxpool_cpu = {
+    .forward = maxpool_fwd, .backward = maxpool_bwd, .uses_prefetch = maxpool_uses_prefetch};
 
 /* The only reader of a ReLU fused into the layer before (a conv2d): backward
  * applies the ReLU's gradient mask itself, since the gradient reaches only the

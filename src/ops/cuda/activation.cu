@@ -81,7 +81,7 @@ static void act_bwd(const nn_op_args *a) {
     nn_cuda_check_launch("activation backward");
 }
 
-#define ACT_TABLE(k) extern "C" const nn_op_kernels nn_##k##_cuda = {act_fwd, act_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+#define ACT_TABLE(k) extern "C" const nn_op_kernels nn_##k##_cuda = {act_fwd, act_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 ACT_TABLE(relu)
 ACT_TABLE(leaky_relu)
 ACT_TABLE(gelu)

@@ -284,4 +284,4 @@ static size_t batchnorm_ws(const nn_node *node, int max_batch, int threads) {
 }
 
 extern "C" const nn_op_kernels nn_batchnorm_cuda = {batchnorm_fwd, batchnorm_bwd, batchnorm_ws,
-                                                    NULL, NULL, NULL, NULL, NULL, NULL};
+                                                    NULL, NULL, NULL, NULL, NULL, NULL, NULL};

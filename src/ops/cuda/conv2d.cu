@@ -478,4 +478,4 @@ static const char *conv2d_kernel_name(const nn_node *node, const nn_ctx *ctx) {
 }
 
 extern "C" const nn_op_kernels nn_conv2d_cuda = {conv2d_fwd, conv2d_bwd, conv2d_ws,
-                                                 conv2d_kernel_name, NULL, NULL, NULL, NULL, NULL};
+                                                 conv2d_kernel_name, NULL, NULL, NULL, NULL, NULL, NULL};

@@ -62,4 +62,4 @@ static void dropout_bwd(const nn_op_args *a) {
     nn_cuda_check_launch("dropout backward");
 }
 
-extern "C" const nn_op_kernels nn_dropout_cuda = {dropout_fwd, dropout_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+extern "C" const nn_op_kernels nn_dropout_cuda = {dropout_fwd, dropout_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};

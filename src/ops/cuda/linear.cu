@@ -69,4 +69,4 @@ static size_t linear_ws(const nn_node *node, int max_batch, int threads) {
     return node->d.linear.relu ? (size_t)max_batch * node->d.linear.out : 0;
 }
 
-extern "C" const nn_op_kernels nn_linear_cuda = {linear_fwd, linear_bwd, linear_ws, NULL, NULL, NULL, NULL, NULL, NULL};
+extern "C" const nn_op_kernels nn_linear_cuda = {linear_fwd, linear_bwd, linear_ws, NULL, NULL, NULL, NULL, NULL, NULL, NULL};

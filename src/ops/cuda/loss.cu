@@ -79,4 +79,4 @@ static size_t softmax_ce_ws(const nn_node *node, int max_batch, int threads) {
 }
 
 extern "C" const nn_op_kernels nn_softmax_ce_cuda = {softmax_ce_fwd, softmax_ce_bwd,
-                                                     softmax_ce_ws, NULL, NULL, NULL, NULL, NULL, NULL};
+                                                     softmax_ce_ws, NULL, NULL, NULL, NULL, NULL, NULL, NULL};

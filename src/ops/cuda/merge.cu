@@ -113,5 +113,5 @@ static void concat_bwd(const nn_op_args *a) {
     nn_cuda_check_launch("concat backward");
 }
 
-extern "C" const nn_op_kernels nn_add_cuda = {add_fwd, add_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-extern "C" const nn_op_kernels nn_concat_cuda = {concat_fwd, concat_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+extern "C" const nn_op_kernels nn_add_cuda = {add_fwd, add_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+extern "C" const nn_op_kernels nn_concat_cuda = {concat_fwd, concat_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};

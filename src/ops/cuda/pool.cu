@@ -164,6 +164,6 @@ static void gap_bwd(const nn_op_args *a) {
     nn_cuda_check_launch("gap backward");
 }
 
-extern "C" const nn_op_kernels nn_maxpool_cuda = {maxpool_fwd, maxpool_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-extern "C" const nn_op_kernels nn_avgpool_cuda = {avgpool_fwd, avgpool_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-extern "C" const nn_op_kernels nn_gap_cuda = {gap_fwd, gap_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+extern "C" const nn_op_kernels nn_maxpool_cuda = {maxpool_fwd, maxpool_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+extern "C" const nn_op_kernels nn_avgpool_cuda = {avgpool_fwd, avgpool_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+extern "C" const nn_op_kernels nn_gap_cuda = {gap_fwd, gap_bwd, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
