@@ -360,6 +360,10 @@ typedef struct {
     char kernel[96];         /* conv2d: the kernels its forward pass runs ("winograd",
                                 "direct", "rows" or "im2col"; on a GPU "im2col+cublas" or
                                 "cudnn fwd A, dgrad B, wgrad C"); "" for other ops */
+    int prefetch[2];         /* forward, backward: the software prefetch its plane-by-plane
+                                kernels run with (1 on, 0 off: picked under
+                                NN_PREFETCH_AUTO, or forced), -1 for other layers and
+                                while a pick is still being tried */
 } nn_layer_info;
 
 /* Parses a model file and infers every shape. Errors name path:line. */

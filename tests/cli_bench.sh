@@ -47,6 +47,23 @@ import json
 d = json.load(open("np.json"))
 assert d["data"] is None and d["batches"] == 1, d
 '
+# the per-layer prefetch: picked by the max-pool layers after their trial
+# steps (the warm-up and 3 on, 3 off), null for the others; forced by
+# NNOPT_PREFETCH; named under the text table
+PF=(--batch 4 --steps 1 --repeats 1 --warmup 7 --threads 2 --no-peak)
+timeout 120 "$NN" bench "$SRC/models/seed_cnn.nn" "${PF[@]}" --json >pf.json 2>pf.err
+check "bench --json: each max-pool layer's prefetch picked, forward and backward; none elsewhere" \
+    python3 -c '
+import json
+d = json.load(open("pf.json"))
+pools = [l for l in d["layers"] if l["type"] == "maxpool"]
+assert pools and all(isinstance(p, bool) for l in pools for p in l["prefetch"]), d["layers"]
+assert all(l["prefetch"] == [None, None] for l in d["layers"] if l["type"] != "maxpool"), d
+'
+NNOPT_PREFETCH=off timeout 120 "$NN" bench "$SRC/models/seed_cnn.nn" "${PF[@]}" >pft.txt 2>pft.err
+check "bench with NNOPT_PREFETCH=off: the note under the table says off for every pool" \
+    grep -q "^(software prefetch of the next plane, forward/backward: maxpool1 off/off, maxpool2 off/off)" pft.txt
+
 mkdir -p nodata
 timeout 60 "$NN" bench "$MODEL" "${SHORT[@]}" --data nodata >nd.out 2>nd.err
 rc=$?

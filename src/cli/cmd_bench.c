@@ -170,6 +170,8 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
                "fwd ms", "bwd ms", "% step", "fwd GF/s", "bwd GF/s");
     }
     int first = 1, winograd = 0;
+    char picks[1024] = ""; /* the layers' prefetch, for the note under the table */
+    size_t picks_len = 0;
     for (int i = 0; i < layers; i++) {
         nn_layer_info li;
         nn_net_layer_info(w.net, i, &li);
@@ -181,19 +183,31 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
         winograd += strncmp(li.kernel, "winograd", 8) == 0;
         double gf = f > 0 ? (double)li.flops * batch / f * 1e-9 : 0.0;
         double gb = b > 0 ? (double)li.bwd_flops * batch / b * 1e-9 : 0.0;
+        static const char *const pf_word[3] = {"null", "false", "true"};
         if (json)
             printf("%s{\"name\":\"%s\",\"type\":\"%s\",\"kernel\":\"%s\",\"forward_ms\":%.4f,"
-                   "\"backward_ms\":%.4f,\"forward_gflops\":%.2f,\"backward_gflops\":%.2f}",
-                   first ? "" : ",", li.name, li.op, li.kernel, f * 1e3, b * 1e3, gf, gb);
+                   "\"backward_ms\":%.4f,\"forward_gflops\":%.2f,\"backward_gflops\":%.2f,"
+                   "\"prefetch\":[%s,%s]}",
+                   first ? "" : ",", li.name, li.op, li.kernel, f * 1e3, b * 1e3, gf, gb,
+                   pf_word[li.prefetch[0] + 1], pf_word[li.prefetch[1] + 1]);
         else
             printf("%-12s %-10s %-9s %10.3f %10.3f %6.1f%% %9.1f %9.1f\n", li.name, li.op,
                    li.kernel[0] ? li.kernel : "-", f * 1e3, b * 1e3, 100.0 * (f + b) / step_s, gf,
                    gb);
         first = 0;
+        static const char *const pf_name[3] = {"?", "off", "on"};
+        if ((li.prefetch[0] >= 0 || li.prefetch[1] >= 0) && picks_len < sizeof picks - 64) {
+            const int w = snprintf(picks + picks_len, sizeof picks - picks_len, "%s%s %s/%s",
+                                   picks_len ? ", " : "", li.name, pf_name[li.prefetch[0] + 1],
+                                   pf_name[li.prefetch[1] + 1]);
+            if (w > 0) picks_len += (size_t)w;
+        }
     }
     if (json) printf("]}\n");
     else {
         printf("(fused ReLUs run inside the layer before them; the rest of the step is the optimizer)\n");
+        if (picks_len) /* NNOPT_PREFETCH: the per-layer picks, or the forced setting */
+            printf("(software prefetch of the next plane, forward/backward: %s)\n", picks);
         if (winograd) /* say what the rates count */
             printf("(GFLOP/s and peak shares count each layer's direct-method FLOPs; the %d winograd\n"
                    " layers do 2.25x fewer multiply-adds per whole 2x2 output tile (winograd4: 4x per\n"

@@ -867,6 +867,11 @@ void nn_net_layer_info(const nn_net *net, int i, nn_layer_info *out) {
     const nn_op_kernels *k = nn_backend_kernels(net->ctx->backend, node->op);
     if (k && k->kernel_name)
         snprintf(out->kernel, sizeof out->kernel, "%s", k->kernel_name(node, net->ctx));
+    const int uses = k && k->uses_prefetch && k->uses_prefetch(node, net->ctx);
+    const int mode = net->ctx->prefetch_mode;
+    for (int pass = 0; pass < 2; pass++)
+        out->prefetch[pass] = !uses ? -1 : mode != NN_PREFETCH_AUTO ? mode
+                                                                     : node->prefetch[pass].pick;
 }
 
 nn_shape nn_net_input_shape(const nn_net *net) { return net->nodes[net->input_node].out; }
