@@ -203,6 +203,18 @@ AVX512 static __m512i pack_index(const packing *pk, const wino_geom *g, int p, i
     return _mm512_loadu_si512(at);
 }
 
+/* fn(args..., np) with the pair count np (1 to PACK_MAX_PAIRS) a constant
+ * of each call, so that an inlined fn keeps the pairs in registers (with np
+ * a variable they went to the stack: slower than the per-slot picks) */
+#define WITH_PAIRS(np, fn, ...)                                                                    \
+    do {                                                                                           \
+        switch (np) {                                                                              \
+        case 1: fn(__VA_ARGS__, 1); break;                                                         \
+        case 2: fn(__VA_ARGS__, 2); break;                                                         \
+        default: fn(__VA_ARGS__, 3); break;                                                        \
+        }                                                                                          \
+    } while (0)
+
 /* a with b's lanes set (their other lanes zero): an OR, not a merging load,
  * which waits for a */
 INLINE_AVX512 __m512 join_lanes(__m512 a, __m512 b) {
@@ -313,11 +325,7 @@ AVX512 static void transform_input_packed(float *v, const float *in, const float
     wino4_rows rows_in[WINO4_MAX_VECTORS];
     const int nvec = nn_wino4_group_rows(rows_in, u0, nu, (size_t)g->cin * g->h * g->w, g);
     const packing pk = packing_of(g);
-    switch (pk.np) { /* the pair count a constant of each copy */
-    case 1: transform_input_pairs(v, in, mask, map, g, &pk, rows_in, nvec, 1); break;
-    case 2: transform_input_pairs(v, in, mask, map, g, &pk, rows_in, nvec, 2); break;
-    default: transform_input_pairs(v, in, mask, map, g, &pk, rows_in, nvec, 3); break;
-    }
+    WITH_PAIRS(pk.np, transform_input_pairs, v, in, mask, map, g, &pk, rows_in, nvec);
 }
 
 /* V[xi][c][t] = (B^T d B)[xi] for the tile rows u0.. u0+nu-1 of the batch,
@@ -548,11 +556,7 @@ AVX512 static void transform_dy_packed(float *yh, float *dbt, const float *dy, c
     wino4_rows rows_in[WINO4_MAX_VECTORS];
     const int nvec = nn_wino4_group_rows(rows_in, u0, nu, (size_t)g->cout * g->h * g->w, g);
     const packing pk = packing_of(g);
-    switch (pk.np) { /* the pair count a constant of each copy */
-    case 1: transform_dy_pairs(yh, dbt, dy, mask, g, &pk, rows_in, nvec, 1); break;
-    case 2: transform_dy_pairs(yh, dbt, dy, mask, g, &pk, rows_in, nvec, 2); break;
-    default: transform_dy_pairs(yh, dbt, dy, mask, g, &pk, rows_in, nvec, 3); break;
-    }
+    WITH_PAIRS(pk.np, transform_dy_pairs, yh, dbt, dy, mask, g, &pk, rows_in, nvec);
 }
 
 /* Yh[xi][k][t] = (A dy A^T)[xi] for the tile rows u0.. of the (masked) output
