@@ -135,7 +135,7 @@ int nn_ctx_winograd(const nn_ctx *ctx);
  * 28x28 layers 10-20% and helped its 14x14 one (docs/performance.md). mode
  * 1: on, 0: off, NN_PREFETCH_AUTO (the default): each such layer's forward
  * and backward run the first training steps with it on and off by turns,
- * then keep the faster (nn_net_prefetch_picks). The results are the same
+ * then keep the faster (nn_layer_info.prefetch). The results are the same
  * bits either way. nn_ctx_prefetch returns the mode. */
 #define NN_PREFETCH_AUTO (-1)
 void nn_ctx_set_prefetch(nn_ctx *ctx, int mode);

@@ -49,6 +49,11 @@ typedef struct {
                                else /dev/shm/nnopt-<uid>, else $XDG_RUNTIME_DIR/nnopt */
 } cli_env;
 
+/* NNOPT_PREFETCH's and the tuning cache's words for a prefetch mode: "auto",
+ * "on", "off"; parse returns 0, or 1 for another word (*mode untouched) */
+const char *cli_prefetch_name(int mode);
+int cli_prefetch_parse(const char *word, int *mode);
+
 /* nn_ctx_new(threads) with env's settings; NULL only if out of memory. */
 nn_ctx *cli_ctx_new(const cli_env *env, int threads);
 /* *out = *env with the backend --device names ("cpu", "cuda", "cuda:N";
@@ -297,10 +302,6 @@ typedef struct {
     double bf16_images_per_s;   /* the best with bf16 convolutions (0: not measured) */
 } cli_tune_entry;
 
-/* NNOPT_PREFETCH's and the tuning cache's words for a prefetch mode: "auto",
- * "on", "off"; parse returns 0, or 1 for another word (*mode untouched) */
-const char *cli_prefetch_name(int mode);
-int cli_prefetch_parse(const char *word, int *mode);
 
 /* "CPU model|N cpus|ISA": entries apply only to the machine that measured them. */
 void cli_tune_machine(nn_ctx *ctx, char *buf, size_t size);

@@ -170,6 +170,9 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
                "fwd ms", "bwd ms", "% step", "fwd GF/s", "bwd GF/s");
     }
     int first = 1, winograd = 0;
+    /* nn_layer_info.prefetch + 1: none (or not picked yet), off, on */
+    static const char *const pf_json[3] = {"null", "false", "true"};
+    static const char *const pf_text[3] = {"?", "off", "on"};
     char picks[1024] = ""; /* the layers' prefetch, for the note under the table */
     size_t picks_len = 0;
     for (int i = 0; i < layers; i++) {
@@ -183,23 +186,21 @@ int cmd_bench(int argc, char **argv, const cli_env *env) {
         winograd += strncmp(li.kernel, "winograd", 8) == 0;
         double gf = f > 0 ? (double)li.flops * batch / f * 1e-9 : 0.0;
         double gb = b > 0 ? (double)li.bwd_flops * batch / b * 1e-9 : 0.0;
-        static const char *const pf_word[3] = {"null", "false", "true"};
         if (json)
             printf("%s{\"name\":\"%s\",\"type\":\"%s\",\"kernel\":\"%s\",\"forward_ms\":%.4f,"
                    "\"backward_ms\":%.4f,\"forward_gflops\":%.2f,\"backward_gflops\":%.2f,"
                    "\"prefetch\":[%s,%s]}",
                    first ? "" : ",", li.name, li.op, li.kernel, f * 1e3, b * 1e3, gf, gb,
-                   pf_word[li.prefetch[0] + 1], pf_word[li.prefetch[1] + 1]);
+                   pf_json[li.prefetch[0] + 1], pf_json[li.prefetch[1] + 1]);
         else
             printf("%-12s %-10s %-9s %10.3f %10.3f %6.1f%% %9.1f %9.1f\n", li.name, li.op,
                    li.kernel[0] ? li.kernel : "-", f * 1e3, b * 1e3, 100.0 * (f + b) / step_s, gf,
                    gb);
         first = 0;
-        static const char *const pf_name[3] = {"?", "off", "on"};
         if ((li.prefetch[0] >= 0 || li.prefetch[1] >= 0) && picks_len < sizeof picks - 64) {
             const int w = snprintf(picks + picks_len, sizeof picks - picks_len, "%s%s %s/%s",
-                                   picks_len ? ", " : "", li.name, pf_name[li.prefetch[0] + 1],
-                                   pf_name[li.prefetch[1] + 1]);
+                                   picks_len ? ", " : "", li.name, pf_text[li.prefetch[0] + 1],
+                                   pf_text[li.prefetch[1] + 1]);
             if (w > 0) picks_len += (size_t)w;
         }
     }

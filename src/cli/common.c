@@ -1,5 +1,6 @@
 /* common.c - helpers shared by the subcommands: environments for child
- * processes, JSON strings, shortest float text, data checks. */
+ * processes, JSON strings, shortest float text, data checks, the prefetch
+ * mode's words. */
 #include "cli/cli.h"
 
 #include <stdlib.h>
@@ -132,5 +133,17 @@ int cli_parse_precision(const char *cmd, const cli_env *env, const char *name, n
         fprintf(stderr, "nnopt %s: note: this CPU lacks AVX512-BF16 (or NNOPT_ISA caps it); bf16 "
                 "runs in portable C, slower than fp32\n", cmd);
     nn_ctx_free(probe);
+    return 0;
+}
+
+const char *cli_prefetch_name(int mode) {
+    return mode == NN_PREFETCH_AUTO ? "auto" : mode ? "on" : "off";
+}
+
+int cli_prefetch_parse(const char *word, int *mode) {
+    if (strcmp(word, "auto") == 0) *mode = NN_PREFETCH_AUTO;
+    else if (strcmp(word, "on") == 0) *mode = 1;
+    else if (strcmp(word, "off") == 0) *mode = 0;
+    else return 1;
     return 0;
 }

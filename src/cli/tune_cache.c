@@ -156,15 +156,3 @@ int cli_tuned_settings(const cli_env *env, const char *model, const char *params
     nn_ctx_free(ctx);
     return found;
 }
-
-const char *cli_prefetch_name(int mode) {
-    return mode == NN_PREFETCH_AUTO ? "auto" : mode ? "on" : "off";
-}
-
-int cli_prefetch_parse(const char *word, int *mode) {
-    if (strcmp(word, "auto") == 0) *mode = NN_PREFETCH_AUTO;
-    else if (strcmp(word, "on") == 0) *mode = 1;
-    else if (strcmp(word, "off") == 0) *mode = 0;
-    else return 1;
-    return 0;
-}

@@ -186,11 +186,7 @@ static void plan_output_stats(nn_net *net) {
  * memory less and one array less written and read back. The batch norm's
  * output gradient lives until the node's backward (plan_gradient_slots). */
 static void plan_dy_forms(nn_net *net) {
-    for (int i = 0; i < net->num_nodes; i++) {
-        net->nodes[i].dy_from = -1;
-        for (int pass = 0; pass < 2; pass++) /* every plan tries the prefetch anew */
-            net->nodes[i].prefetch[pass] = (nn_prefetch_trial){.calls = 0, .pick = -1};
-    }
+    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].dy_from = -1;
     if (!net->ctx->fuse) return;
     for (int i = 0; i < net->num_nodes; i++) {
         const nn_node *node = &net->nodes[i];
@@ -288,6 +284,9 @@ static void fuse_and_alias(nn_net *net) {
         }
     }
     plan_dy_forms(net); /* after needs_dx: a first layer's kernel may form dy */
+    for (int i = 0; i < net->num_nodes; i++) /* every plan tries the prefetch anew */
+        for (int pass = 0; pass < 2; pass++)
+            net->nodes[i].prefetch[pass] = (nn_prefetch_trial){.calls = 0, .pick = -1};
     /* the first kernel of the backward pass (the latest node) to write a
      * gradient that several kernels add into writes it in place, unless it
      * reads that memory through more than one input: the others add theirs
@@ -927,13 +926,6 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
         const nn_node *r = &net->nodes[node->stats_to];
         a->out_stats = def_of(r)->input_stats(r);
     }
-    if (node->dy_from >= 0 && net->training) { /* the reader's backward has run */
-        const nn_node *r = &net->nodes[node->dy_from];
-        nn_bn_dx coefs;
-        float left = 0.0f; /* in the backend's memory: a copy, not a host read */
-        nn_dev_download(net->ctx->backend, &left, def_of(r)->deferred_dx(r, &coefs), sizeof left);
-        if (left != 0.0f) a->bn_dx = coefs, a->bn_dy = r->dy;
-    }
     if (node->num_inputs == 1 && net->nodes[node->inputs[0]].dy_from == a->node_index &&
         net->training) {
         /* the producer forms this node's dx if its kernel (as set now) can */
@@ -1119,6 +1111,7 @@ static int prefetch_for(nn_net *net, const nn_node *node, const nn_op_kernels *k
     return trial;
 }
 
+_Static_assert(NN_PREFETCH_TRIALS == 3, "prefetch_timed takes the median of 3");
 static double median3(const double v[NN_PREFETCH_TRIALS]) {
     double a = v[0], b = v[1], c = v[2];
     return a > b ? (b > c ? b : a > c ? c : a) : (a > c ? a : b > c ? c : b);
@@ -1133,6 +1126,19 @@ static void prefetch_timed(nn_node *node, int pass, int on, double seconds) {
     t->seconds[on][(t->calls - 2) / 2] = seconds;
     if (t->calls == 1 + 2 * NN_PREFETCH_TRIALS)
         t->pick = median3(t->seconds[1]) <= median3(t->seconds[0]);
+}
+
+/* Backward: where the reader's backward (dy_from, run just before) left its
+ * input gradient to node, its output gradient and coefficients (bn_dy,
+ * bn_dx). Whether it did is a flag in the backend's memory: a copy, not a
+ * host read. */
+static void formed_dy_args(nn_net *net, const nn_node *node, nn_op_args *a) {
+    if (node->dy_from < 0 || !net->training) return;
+    const nn_node *r = &net->nodes[node->dy_from];
+    nn_bn_dx coefs;
+    float left = 0.0f;
+    nn_dev_download(net->ctx->backend, &left, def_of(r)->deferred_dx(r, &coefs), sizeof left);
+    if (left != 0.0f) a->bn_dx = coefs, a->bn_dy = r->dy;
 }
 
 /* Runs the forward kernels of nodes first..last (the input node excepted);
@@ -1258,6 +1264,7 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
         const nn_op_kernels *k = nn_backend_kernels(be, node->op);
         nn_op_args a;
         node_args(net, node, n, &a);
+        formed_dy_args(net, node, &a);
         a.labels = labels;
         const int trial = prefetch_for(net, node, k, 1);
         const int timed = net->timing || net->hook || trial >= 0;

@@ -1176,9 +1176,9 @@ static void conv2d_fwd(const nn_op_args *a) {
 }
 
 /* With a prologue (a->in_scale) or a batch norm's input gradient to form
- * (a->bn_dy, forms_dy: the depthwise and 1x1 kernels, the only ones it
- * names) the kernels that take them run directly; Winograd takes only the
- * prologue. */
+ * (a->bn_dy, forms_dy: a first layer's rows kernel, the depthwise and 1x1
+ * kernels, the only ones it names) the kernels that take them run
+ * directly; Winograd takes only the prologue. */
 static void conv2d_bwd(const nn_op_args *a) {
     nn_conv2d_desc d = a->node->d.conv;
     d.dx_add = (a->dx_add & 1u) != 0; /* accumulates_dx said this kernel adds into dx */
