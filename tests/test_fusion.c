@@ -508,11 +508,44 @@ static void test_prefetch_trials(nn_ctx *ctx) {
     nn_ctx_set_prefetch(ctx, NN_PREFETCH_AUTO);
 }
 
+/* The global average pooling after a batch norm + ReLU read by nothing else
+ * (MobileNet-small's head) takes them as its prologue: fused, the batch norm
+ * writes no output and the pooling sums its gradient's rows for it; the
+ * bytes against the unfused run are test_patterns' (mobilenet blocks), and
+ * with the portable loops test_prologue_generic's. */
+static void test_gap_prologue(nn_ctx *ctx) {
+    for (int fuse = 1; fuse >= 0; fuse--) {
+        nn_ctx_set_fusion(ctx, fuse);
+        nn_net *net = NULL;
+        int gap = -1, bn = -1;
+        if (!nn_net_parse(ctx, PATTERNS[4].text, "fusion.nn", &net) && !nn_net_plan(net, 6)) {
+            bn = nn_model_find_layer(net, "b3");
+            for (int i = 0; i < net->num_nodes; i++)
+                if (net->nodes[i].op == NN_OP_GAP) gap = i;
+        }
+        const int from = gap >= 0 ? net->nodes[gap].prologue_from : -2;
+        const int virt = bn >= 0 && net->nodes[bn].d.bn.out_virtual;
+        const int sums = bn >= 0 && net->nodes[bn].d.bn.sums_by_reader;
+        if (fuse)
+            check(bn >= 0 && from == bn && virt && sums,
+                  "fusion on: the pooling normalizes its batch norm's input and sums its "
+                  "gradient's rows",
+                  "prologue_from %d (batch norm %d), out_virtual %d, sums_by_reader %d", from, bn,
+                  virt, sums);
+        else
+            check(bn >= 0 && from == -1 && !virt && !sums, "fusion off: no prologue in the pooling",
+                  "prologue_from %d, out_virtual %d, sums_by_reader %d", from, virt, sums);
+        nn_net_free(net);
+    }
+    nn_ctx_set_fusion(ctx, 1);
+}
+
 int main(void) {
     nn_ctx *ctx = test_ctx_new(2);
     if (!ctx) return 2;
     test_patterns(ctx);
     test_prologue_generic(ctx);
+    test_gap_prologue(ctx);
     test_bf16_prologue(ctx);
     test_prefetch_trials(ctx);
     test_streamed_pointwise(ctx, 28, 32, 64, 24); /* 4.8 MB */

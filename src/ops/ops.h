@@ -234,6 +234,10 @@ void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float
                                          const float *y, int H, int W, int P, int Q,
                                          int relu_mask);
 /* ... and AVX2's (pool_avx2.c), the same results */
+/* global average pooling of np <= 16 consecutive planes at once, in the
+ * portable loop's order (pool.c's gap; a: its prologue's map, NULL: none) */
+void nn_gap_planes_avx512(float *y, const float *x, int np, int HW, const float *a,
+                          const float *b, int relu);
 void nn_maxpool2x2_plane_avx2(float *y, const float *x, int H, int W, int P, int Q);
 void nn_maxpool2x2_plane_backward_avx2(float *dx, const float *dy, const float *x, const float *y,
                                        int H, int W, int P, int Q, int relu_mask);

@@ -91,6 +91,40 @@ AVX512 void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, cons
     }
 }
 
+/* y[l] = the mean of plane l (HW floats at x + l HW) for l < np <= 16, 16
+ * planes side by side: each lane sums its plane's values in order, as the
+ * portable loop does, 16 columns at a time through a 16x16 transpose. With
+ * a (not NULL) each value is first mapped as a batch norm's pass writes its
+ * output: x a[l] + b[l] (a multiply, then an add), then, with relu, zero
+ * where that is not > 0 and not NaN. */
+AVX512 void nn_gap_planes_avx512(float *y, const float *x, int np, int HW, const float *a,
+                                 const float *b, int relu) {
+    const __mmask16 planes = nn_first_lanes(np);
+    const __m512 av = a ? _mm512_maskz_loadu_ps(planes, a) : _mm512_setzero_ps();
+    const __m512 bv = a ? _mm512_maskz_loadu_ps(planes, b) : _mm512_setzero_ps();
+    __m512 s = _mm512_setzero_ps();
+    for (int j0 = 0; j0 < HW; j0 += 16) {
+        const int cols = HW - j0 < 16 ? HW - j0 : 16;
+        const __mmask16 m = nn_first_lanes(cols);
+        __m512 r[16];
+        for (int l = 0; l < 16; l++)
+            r[l] = l < np ? _mm512_maskz_loadu_ps(m, x + (size_t)l * HW + j0) : _mm512_setzero_ps();
+        transpose16(r); /* r[j]: column j0 + j of every plane */
+        for (int j = 0; j < cols; j++) {
+            __m512 v = r[j];
+            if (a) {
+                v = _mm512_add_ps(_mm512_mul_ps(v, av), bv);
+                if (relu)
+                    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
+                                                _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
+                                            v);
+            }
+            s = _mm512_add_ps(s, v);
+        }
+    }
+    _mm512_mask_storeu_ps(y, planes, _mm512_div_ps(s, _mm512_set1_ps((float)HW)));
+}
+
 #else
 
 void nn_maxpool2x2_plane_avx512(float *y, const float *x, int H, int W, int P, int Q) {
@@ -102,6 +136,12 @@ void nn_maxpool2x2_plane_backward_avx512(float *dx, const float *dy, const float
                                          const float *y, int H, int W, int P, int Q,
                                          int relu_mask) {
     (void)dx, (void)dy, (void)x, (void)y, (void)H, (void)W, (void)P, (void)Q, (void)relu_mask;
+    NN_ASSERT(!"AVX-512 pooling kernels are not built");
+}
+
+void nn_gap_planes_avx512(float *y, const float *x, int np, int HW, const float *a,
+                          const float *b, int relu) {
+    (void)y, (void)x, (void)np, (void)HW, (void)a, (void)b, (void)relu;
     NN_ASSERT(!"AVX-512 pooling kernels are not built");
 }
 
