@@ -38,18 +38,32 @@ AVX2 static void gemm_rows4(float *c, size_t ldc, const float *a, size_t ar, siz
     nn_gemm_rows4_avx2(c, ldc, a, ar, ap, b, ldb, NULL, M, N, depth, accumulate);
 }
 
-AVX2 static void forward(float *y, const float *x, const float *w, int K, int C, int HW) {
+AVX2 static void forward(float *y, const float *x, const float *w, int K, int C, int HW,
+                         nn_line_feed *feed) {
+    (void)feed;
     gemm_rows4(y, (size_t)HW, w, (size_t)C, 1, x, (size_t)HW, K, HW, (size_t)C, 0);
 }
 
-AVX2 static void input_grad(float *dx, const float *dy, const float *w, int K, int C, int HW) {
+AVX2 static void input_grad(float *dx, const float *dy, const float *w, int K, int C, int HW,
+                            nn_line_feed *feed) {
+    (void)feed; /* none asked for */
     gemm_rows4(dx, (size_t)HW, w, 1, (size_t)C, dy, (size_t)HW, C, HW, (size_t)K, 0);
+}
+
+AVX2 static void weight_grad_rows(float *dw, const float *dy, const float *xt, int rows, int C,
+                                  int HW, nn_line_feed *feed) {
+    (void)feed;
+    gemm_rows4(dw, (size_t)C, dy, (size_t)HW, 1, xt, (size_t)C, rows, C, (size_t)HW, 1);
+}
+
+AVX2 static void transpose(float *xt, const float *x, int C, int HW) {
+    nn_avx2_transpose_image(xt, x, C, HW);
 }
 
 AVX2 static void weight_grad(float *dw, const float *dy, const float *x, float *xt, int K, int C,
                              int HW) {
-    nn_avx2_transpose_image(xt, x, C, HW);
-    gemm_rows4(dw, (size_t)C, dy, (size_t)HW, 1, xt, (size_t)C, K, C, (size_t)HW, 1);
+    transpose(xt, x, C, HW);
+    weight_grad_rows(dw, dy, xt, K, C, HW, NULL);
 }
 
 /* dst (C, HW) = x (C, HW) through a prologue's map: the batch norm's output,
@@ -65,8 +79,16 @@ AVX2 static void map_image(float *dst, const float *x, const nn_conv2d_map *map,
     }
 }
 
-const nn_pointwise_kernels nn_pointwise_avx2 = {pointwise_avx2_ok, forward, input_grad,
-                                                weight_grad, map_image, NULL};
+const nn_pointwise_kernels nn_pointwise_avx2 = {
+    .ok = pointwise_avx2_ok,
+    .rows = NN_GEMM4_ROWS,
+    .forward = forward,
+    .input_grad = input_grad,
+    .weight_grad = weight_grad,
+    .transpose = transpose,
+    .weight_grad_rows = weight_grad_rows,
+    .map = map_image,
+};
 
 #else /* not x86-64 GCC/clang: never chosen */
 
@@ -75,6 +97,6 @@ static int pointwise_avx2_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return 0;
 }
 
-const nn_pointwise_kernels nn_pointwise_avx2 = {pointwise_avx2_ok, NULL, NULL, NULL, NULL, NULL};
+const nn_pointwise_kernels nn_pointwise_avx2 = {.ok = pointwise_avx2_ok};
 
 #endif

@@ -34,10 +34,10 @@ static int pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 
 /* C (M, N) (+)= A (M, depth) x B (depth, N), M a multiple of 8, A's element
  * (i, p) at a[i ar + p ap]: 48 columns at a time (B's slab stays in cache
- * while every 8 rows pass over it) */
+ * while every 8 rows pass over it), asking for feed's lines on the way */
 AVX512 static void gemm_rows8(float *c, size_t ldc, const float *a, size_t ar, size_t ap,
                               const float *b, size_t ldb, int M, int N, size_t depth,
-                              int accumulate) {
+                              int accumulate, nn_line_feed *feed) {
     const int slab = 16 * NN_GEMM8_VECS;
     for (int j0 = 0; j0 < N; j0 += slab) {
         const int cols = N - j0 < slab ? N - j0 : slab, nt = (cols + 15) / 16;
@@ -46,11 +46,11 @@ AVX512 static void gemm_rows8(float *c, size_t ldc, const float *a, size_t ar, s
             float *ci = c + (size_t)i0 * ldc + j0;
             const float *ai = a + (size_t)i0 * ar, *bj = b + j0;
             if (nt == 3)
-                nn_gemm8_avx512(ci, ldc, ai, ar, ap, bj, ldb, depth, 3, last, accumulate);
+                nn_gemm8_avx512(ci, ldc, ai, ar, ap, bj, ldb, depth, 3, last, accumulate, feed);
             else if (nt == 2)
-                nn_gemm8_avx512(ci, ldc, ai, ar, ap, bj, ldb, depth, 2, last, accumulate);
+                nn_gemm8_avx512(ci, ldc, ai, ar, ap, bj, ldb, depth, 2, last, accumulate, feed);
             else
-                nn_gemm8_avx512(ci, ldc, ai, ar, ap, bj, ldb, depth, 1, last, accumulate);
+                nn_gemm8_avx512(ci, ldc, ai, ar, ap, bj, ldb, depth, 1, last, accumulate, feed);
         }
     }
 }
@@ -70,8 +70,9 @@ AVX512 static void transpose_image(float *xt, const float *x, int C, int HW) {
         }
 }
 
-static void forward(float *y, const float *x, const float *w, int K, int C, int HW) {
-    gemm_rows8(y, (size_t)HW, w, (size_t)C, 1, x, (size_t)HW, K, HW, (size_t)C, 0);
+static void forward(float *y, const float *x, const float *w, int K, int C, int HW,
+                    nn_line_feed *feed) {
+    gemm_rows8(y, (size_t)HW, w, (size_t)C, 1, x, (size_t)HW, K, HW, (size_t)C, 0, feed);
 }
 
 /* n floats of src to dst past the caches where dst's lines are whole (the
@@ -96,10 +97,10 @@ AVX512 static void stream_row(float *dst, const float *src, int n) {
  * row, NULL: none; nn_batchnorm_row_stats, the same bits as on y), then the
  * band stored past the caches (stream_row) */
 static void forward_streamed(float *y, const float *x, const float *w, int K, int C, int HW,
-                             float *band, double *stats, const nn_ctx *ctx) {
+                             float *band, double *stats, const nn_ctx *ctx, nn_line_feed *feed) {
     for (int i0 = 0; i0 < K; i0 += NN_GEMM8_ROWS) {
         gemm_rows8(band, (size_t)HW, w + (size_t)i0 * C, (size_t)C, 1, x, (size_t)HW,
-                   NN_GEMM8_ROWS, HW, (size_t)C, 0);
+                   NN_GEMM8_ROWS, HW, (size_t)C, 0, feed);
         if (stats) nn_batchnorm_row_stats(band, NN_GEMM8_ROWS, HW, stats + 2 * (size_t)i0, ctx);
         for (int r = 0; r < NN_GEMM8_ROWS; r++)
             stream_row(y + (size_t)(i0 + r) * HW, band + (size_t)r * HW, HW);
@@ -107,14 +108,20 @@ static void forward_streamed(float *y, const float *x, const float *w, int K, in
     _mm_sfence(); /* the streamed lines visible before anything reads y */
 }
 
-static void input_grad(float *dx, const float *dy, const float *w, int K, int C, int HW) {
-    gemm_rows8(dx, (size_t)HW, w, 1, (size_t)C, dy, (size_t)HW, C, HW, (size_t)K, 0);
+static void input_grad(float *dx, const float *dy, const float *w, int K, int C, int HW,
+                       nn_line_feed *feed) {
+    gemm_rows8(dx, (size_t)HW, w, 1, (size_t)C, dy, (size_t)HW, C, HW, (size_t)K, 0, feed);
+}
+
+static void weight_grad_rows(float *dw, const float *dy, const float *xt, int rows, int C,
+                             int HW, nn_line_feed *feed) {
+    gemm_rows8(dw, (size_t)C, dy, (size_t)HW, 1, xt, (size_t)C, rows, C, (size_t)HW, 1, feed);
 }
 
 static void weight_grad(float *dw, const float *dy, const float *x, float *xt, int K, int C,
                         int HW) {
     transpose_image(xt, x, C, HW);
-    gemm_rows8(dw, (size_t)C, dy, (size_t)HW, 1, xt, (size_t)C, K, C, (size_t)HW, 1);
+    weight_grad_rows(dw, dy, xt, K, C, HW, NULL);
 }
 
 /* dst (C, HW) = x (C, HW) through a prologue's map (nn_map_lanes): the
@@ -133,8 +140,17 @@ AVX512 static void map_image(float *dst, const float *x, const nn_conv2d_map *ma
     }
 }
 
-const nn_pointwise_kernels nn_pointwise_avx512 = {pointwise_avx512_ok, forward, input_grad,
-                                                  weight_grad, map_image, forward_streamed};
+const nn_pointwise_kernels nn_pointwise_avx512 = {
+    .ok = pointwise_avx512_ok,
+    .rows = NN_GEMM8_ROWS,
+    .forward = forward,
+    .input_grad = input_grad,
+    .weight_grad = weight_grad,
+    .transpose = transpose_image,
+    .weight_grad_rows = weight_grad_rows,
+    .map = map_image,
+    .forward_streamed = forward_streamed,
+};
 
 #else /* no AVX-512 kernels in this build: never chosen */
 
@@ -143,7 +159,6 @@ static int pointwise_avx512_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return 0;
 }
 
-const nn_pointwise_kernels nn_pointwise_avx512 = {pointwise_avx512_ok, NULL, NULL, NULL, NULL,
-                                                  NULL};
+const nn_pointwise_kernels nn_pointwise_avx512 = {.ok = pointwise_avx512_ok};
 
 #endif

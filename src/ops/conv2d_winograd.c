@@ -413,15 +413,15 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
  * their packed [c][8] block, the tiles loaded. */
 AVX512 static void gemm_1(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
                           int cin) {
-    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 1, 0xFFFF, 0);
+    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 1, 0xFFFF, 0, NULL);
 }
 AVX512 static void gemm_2(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
                           int cin) {
-    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 2, 0xFFFF, 0);
+    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 2, 0xFFFF, 0, NULL);
 }
 AVX512 static void gemm_3(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
                           int cin) {
-    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 3, 0xFFFF, 0);
+    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 3, 0xFFFF, 0, NULL);
 }
 
 /* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles, every
@@ -789,7 +789,7 @@ AVX512 static void transpose_point(float *vt, size_t cp, const float *v, size_t 
 #define NN_WGRAD(NC)                                                                               \
     AVX512 static void wgrad_##NC(float *m, size_t ldm, const float *yh, size_t ldy,               \
                                   const float *vt, size_t ldv, size_t count) {                     \
-        nn_gemm8_avx512(m, ldm, yh, ldy, 1, vt, ldv, count, NC, 0xFFFF, 1);                        \
+        nn_gemm8_avx512(m, ldm, yh, ldy, 1, vt, ldv, count, NC, 0xFFFF, 1, NULL);                  \
     }
 NN_WGRAD(1)
 NN_WGRAD(2)

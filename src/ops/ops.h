@@ -138,25 +138,44 @@ void nn_conv2d_backward_data_winograd_mapped(float *dx, const float *dy, const f
 void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, const float *y,
                                          const float *x, const nn_conv2d_desc *d, int n,
                                          float *ws, nn_ctx *ctx);
+/* Cache lines a kernel asks for while it computes, one per step of its
+ * innermost loop: a caller's next inputs or the lines it is about to write,
+ * at[0] (lines[0] of them) then at[1], so that they arrive while the
+ * arithmetic runs instead of in a pass of their own that waits on memory.
+ * NULL: none. */
+typedef struct {
+    const char *at[2];
+    size_t lines[2];
+} nn_line_feed;
+
 /* The products of a 1x1 convolution on one image without BLAS, for the
  * shapes `ok` accepts (one group; conv2d_pointwise_avx512.c: AVX-512, C a
  * multiple of 16, K of 8; conv2d_pointwise_avx2.c: AVX2, C of 8, K of 4):
  * y (K, HW) = W x; dx (C, HW) = W^T dy; dw (K, C) += dy x^T through xt (HW
  * x C floats of scratch); map: dst (C, HW) = x mapped by a prologue (as the
- * batch norm would write it). */
+ * batch norm would write it). The feeds (NULL: none) are asked for while
+ * the products run (the AVX2 kernels take none). */
 typedef struct {
     int (*ok)(const nn_conv2d_desc *d, const nn_ctx *ctx);
-    void (*forward)(float *y, const float *x, const float *w, int K, int C, int HW);
-    void (*input_grad)(float *dx, const float *dy, const float *w, int K, int C, int HW);
+    int rows; /* weight_grad_rows takes rows in multiples of this */
+    void (*forward)(float *y, const float *x, const float *w, int K, int C, int HW,
+                    nn_line_feed *feed);
+    void (*input_grad)(float *dx, const float *dy, const float *w, int K, int C, int HW,
+                       nn_line_feed *feed);
     void (*weight_grad)(float *dw, const float *dy, const float *x, float *xt, int K, int C,
                         int HW);
+    /* weight_grad in two steps: xt (HW, C) = x^T once per image, then dw
+     * (rows, C) += dy (rows, HW) x xt for a band of rows at a time */
+    void (*transpose)(float *xt, const float *x, int C, int HW);
+    void (*weight_grad_rows)(float *dw, const float *dy, const float *xt, int rows, int C, int HW,
+                             nn_line_feed *feed);
     void (*map)(float *dst, const float *x, const nn_conv2d_map *map, int C, int HW);
     /* optional: forward for outputs larger than the caches, stored past
      * them, 8 rows at a time through band (8 HW floats of scratch), with
      * the batch norm's statistics of each row (stats: a pair per row as
      * nn_batchnorm_row_stats writes, NULL: none) taken from the band */
     void (*forward_streamed)(float *y, const float *x, const float *w, int K, int C, int HW,
-                             float *band, double *stats, const nn_ctx *ctx);
+                             float *band, double *stats, const nn_ctx *ctx, nn_line_feed *feed);
 } nn_pointwise_kernels;
 extern const nn_pointwise_kernels nn_pointwise_avx512, nn_pointwise_avx2;
 /* conv2d.c: the 1x1 kernel with a prologue (nn_pointwise_kernels, stride 1;
