@@ -768,12 +768,11 @@ void nn_conv2d_forward_depthwise_mapped(float *y, const float *x, const nn_conv2
             for (int i = i0; i < i1; i++) { /* plane i: image i / C, channel i % C */
                 const int c = i % d->C;
                 const plane_map m = map_of(map, c);
-                if (i + 1 < i1 && ctx->prefetch) {
-                    nn_prefetch_read(x + (size_t)(i + 1) * HW, HW);
-                    nn_prefetch_write(y + (size_t)(i + 1) * PQ, PQ);
-                }
+                const int ahead = i + 1 < i1 && ctx->prefetch; /* a part after each step */
                 k.split_phases(xph, x + (size_t)i * HW, &m, d, &g);
+                if (ahead) nn_prefetch_read(x + (size_t)(i + 1) * HW, HW);
                 k.correlate(grid, d->P * g.wg, src, w + (size_t)c * RS, RS);
+                if (ahead) nn_prefetch_write(y + (size_t)(i + 1) * PQ, PQ);
                 k.store_output(y + (size_t)i * PQ, grid, b ? b[c] : 0.0f, d, &g);
                 if (stats) /* the batch norm's row (image, channel) = plane i */
                     nn_batchnorm_row_stats(y + (size_t)i * PQ, 1, PQ, stats + 2 * (size_t)i, ctx);
@@ -821,13 +820,11 @@ void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const 
         for (int i = (int)((int64_t)planes * t / T); i < end; i++) {
             const int c = i % C;
             const plane_map m = map_of(map, c);
-            if (i + 1 < end && ctx->prefetch) {
-                nn_prefetch_read(x + (size_t)(i + 1) * HW, HW);
-                nn_prefetch_read(dy + (size_t)(i + 1) * PQ, PQ);
-                if (d->relu || bn) nn_prefetch_read(y + (size_t)(i + 1) * PQ, PQ);
-                if (dx) nn_prefetch_write(dx + (size_t)(i + 1) * HW, HW);
-            }
+            /* the next plane's inputs and dx, a part after each step */
+            const int ahead = i + 1 < end && ctx->prefetch;
+            const size_t next_x = (size_t)(i + 1) * HW, next_y = (size_t)(i + 1) * PQ;
             k.split_phases(xph, x + (size_t)i * HW, &m, d, &g);
+            if (ahead) nn_prefetch_read(x + next_x, HW);
             if (bn) { /* the batch norm's dx of this plane, then as dy */
                 nn_batchnorm_form_dx(formed, dy + (size_t)i * PQ, y + (size_t)i * PQ, c, 1, PQ,
                                      bn, ctx);
@@ -835,7 +832,9 @@ void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const 
             } else {
                 k.extend_dy(dyz, dy + (size_t)i * PQ, d->relu ? y + (size_t)i * PQ : NULL, d, &g);
             }
+            if (ahead) nn_prefetch_read(dy + next_y, PQ);
             k.dot_taps(acc + (size_t)c * g.acc, d->P * g.wg, dy_grid, xsrc, RS);
+            if (ahead && (d->relu || bn)) nn_prefetch_read(y + next_y, PQ);
             if (!dx) continue;
             for (int a = 0; a < g.sh; a++)
                 for (int b = 0; b < g.sw; b++) {
@@ -845,6 +844,7 @@ void nn_conv2d_backward_depthwise_mapped(float *dx, float *dw, float *db, const 
                     k.correlate(grids + (size_t)(a * g.sw + b) * g.grid, g.hph * g.wg, dsrc, wt,
                                 taps);
                 }
+            if (ahead) nn_prefetch_write(dx + next_x, HW);
             k.merge_phases(dx + (size_t)i * HW, grids, d, &g);
             if (map && map->grad_sums) /* the batch norm's sums of this row */
                 nn_batchnorm_grad_sums_row(dx + (size_t)i * HW, x + (size_t)i * HW, (int)HW,
