@@ -835,8 +835,8 @@ static void scatter_dx(float *dx, const float *dxs, const nn_conv2d_desc *d) {
 /* Per image, one GEMM per channel group: y (K/g, PQ) = W (K/g, C/g) x x
  * (C/g, PQ), then bias and ReLU in place; a contiguous share of the images
  * per thread, the own kernels asking for the next image's x while they
- * multiply (pw1's forward as in backward_pointwise_image: 51 -> 44 us per
- * image).
+ * multiply (MobileNet-small's pw1 as in backward_pointwise_image: 45-53 ->
+ * 44-49 us per image; pw2 and pw3 read x from the caches already).
  * With neither, an output larger than the caches goes past them (the own
  * AVX-512 kernel's forward_streamed): on MobileNet-small's pw1 shape at
  * batch 64, 1 thread, the GEMMs alone took 2.16 ms against 2.85 ms with
@@ -931,10 +931,10 @@ static nn_line_feed rows_feed(const float *dy, const float *y, int k0, int rows,
  * (the next image's first band after the last: next_dy, next_y; NULL: none);
  * dx = W^T dY while the next image's x is (next_x); then the prologue's
  * batch norm sums over dx. The same sums as a whole image at a time: each
- * value of dW is one row of dY against one column of x^T, in order. On
- * MobileNet-small's pw1 (batch 64, 1 thread, a Zen 4), image by image with
- * the loads in a pass of their own: 94 us per image, 72 with the image in
- * cache; with the feeds: 85. */
+ * value of dW is one row of dY against one column of x^T, in order. Batch
+ * 64, 1 thread, a Zen 4, per image: MobileNet-small's pw1 (32 -> 64 at
+ * 28x28) took 93-98 us with its loads in passes of their own (72 with one
+ * image in cache), 79-82 fed; pw2 (64 -> 128 at 14x14) 80-85, then 70-72. */
 static void backward_pointwise_image(float *dxi, float *dwt, float *dbt, const float *dyi,
                                      const float *yi, const float *xi, const float *next_dy,
                                      const float *next_y, const float *next_x,
