@@ -169,6 +169,10 @@ static void conv_run_named(const named_conv *nc, nn_ctx *const ctxs[2], nn_rng *
     conv_report(nc->what, &f, &g);
 }
 
+static int pointwise_chosen(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return strcmp(nn_conv2d_kernel_name(d, ctx), "pointwise") == 0;
+}
+
 /* Each shape against the reference, and (on AVX-512) a check that the
  * kernels `ok` stands for take it. */
 static void conv_run_chosen(const named_conv *shapes, size_t count,
@@ -290,6 +294,19 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
     };
     conv_run_chosen(direct, sizeof direct / sizeof direct[0], nn_conv2d_direct_ok,
                     "conv2d direct kernels chosen for", ctxs, rng);
+
+    /* 1x1 convolutions through the own GEMM kernels (AVX-512: C a multiple
+     * of 16, K of 8; AVX2: 8 and 4), whose backward goes band by band of
+     * output channels: several bands, a fused ReLU (each band masked), a
+     * bias, neither (dy as it is), stride 2, and rows with masked tails */
+    static const named_conv pointwise[] = {
+        {"1x1: C=32 K=24 (3 bands), 10x10, bias and relu", {3, 32, 10, 10, 24, 1, 1, 1, 1, 0, 0, 1, 1}},
+        {"1x1: C=16 K=64 (8 bands), 28x28, relu", {2, 16, 28, 28, 64, 1, 1, 1, 1, 0, 0, 0, 1}},
+        {"1x1: C=64 K=40, 7x7, neither bias nor relu", {4, 64, 7, 7, 40, 1, 1, 1, 1, 0, 0, 0, 0}},
+        {"1x1 stride 2: C=32 K=16, 9x9, bias and relu", {3, 32, 9, 9, 16, 1, 1, 2, 2, 0, 0, 1, 1}},
+    };
+    conv_run_chosen(pointwise, sizeof pointwise / sizeof pointwise[0], pointwise_chosen,
+                    "conv2d 1x1 kernel chosen for", ctxs, rng);
 
     /* dx == NULL skips the input gradient but still gives dw and db, bit for
      * bit: im2col-sized, row-kernel-sized (the weight gradient then reads dy
