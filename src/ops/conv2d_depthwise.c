@@ -40,7 +40,7 @@
  * 64, 1 thread, MobileNet-small's dw1 backward 1.85-2.55 us (1.72-2.03
  * without the prefetch) -> 1.55-1.94, dw2's 1.32-1.65 (1.15-1.25) ->
  * 0.98-1.21, on a host whose speed moved by a third between runs, in a
- * loop over one layer whose 26 MB stayed in the L3. In training, where
+ * loop over one layer whose 26-32 MB could stay in the 32 MB L3. In training, where
  * the planes come from memory, that Zen 4 ran these layers faster without
  * any (NNOPT_PREFETCH=auto picks per layer). The
  * AVX-512 twins of the inner loops (phase split and merge, the tap sums, the output and dy copies) and the
