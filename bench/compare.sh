@@ -7,7 +7,9 @@
 # the OpenBLAS kernels nnopt uses (nnopt system), so that Debian's PyTorch,
 # which links the same OpenBLAS, gets them too where OpenBLAS's own choice is
 # older than the CPU. The programs alternate,
-# R rounds; each figure is the median of their medians. ratio = nnopt over
+# R rounds, each round starting one program later than the one before (so
+# every program runs in every place of the order); each figure is the
+# median of their medians. ratio = nnopt over
 # the fastest PyTorch of the row.
 #
 #   bench/compare.sh [MODELS...]          # default: the seed CNN, resnet20,
@@ -57,17 +59,26 @@ for m in "${MODELS[@]}"; do
   for b in $BATCHES; do
     for t in $THREADS; do
       declare -A runs=()
-      for _ in $(seq "$R"); do
-        runs[nnopt]+="$(build/nnopt bench "$m" --batch "$b" --threads "$t" --no-peak --json --repeats 3 \
-                        --steps "$STEPS" --precision "$PRECISION" "${data_flag[@]}" | img_s) "
-        if [ -n "$BASELINE" ]; then
-          runs[base]+="$("$BASELINE" bench "$m" --batch "$b" --threads "$t" --no-peak --json --repeats 3 \
-                         --steps "$STEPS" --precision "$PRECISION" ${BASELINE_DATA:+"${data_flag[@]}"} | img_s) "
-        fi
-        for tv in $TORCHES; do
-          read -r py flag <<<"$(torch_cmd "$tv")"
-          runs[$tv]+="$(OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE="$BLAS_CORE" $py bench/torch_model_bench.py "$m" --batch "$b" \
-                        --threads "$t" --repeats 3 --steps "$STEPS" ${flag:-} "${data_flag[@]}" 2>/dev/null | img_s) "
+      progs=(nnopt ${BASELINE:+base} $TORCHES)
+      for r in $(seq "$R"); do
+        # each round starts one program later: every program takes every
+        # place in the order as often (nnopt, always first, right after
+        # PyTorch 2.x compiled, ran wide_cnn at 2 threads 0.68x the speed
+        # of the same build second)
+        for k in "${!progs[@]}"; do
+          p=${progs[$(( (k + r - 1) % ${#progs[@]} ))]}
+          case $p in
+          nnopt)
+            runs[nnopt]+="$(build/nnopt bench "$m" --batch "$b" --threads "$t" --no-peak --json --repeats 3 \
+                            --steps "$STEPS" --precision "$PRECISION" "${data_flag[@]}" | img_s) " ;;
+          base)
+            runs[base]+="$("$BASELINE" bench "$m" --batch "$b" --threads "$t" --no-peak --json --repeats 3 \
+                           --steps "$STEPS" --precision "$PRECISION" ${BASELINE_DATA:+"${data_flag[@]}"} | img_s) " ;;
+          *)
+            read -r py flag <<<"$(torch_cmd "$p")"
+            runs[$p]+="$(OPENBLAS_NUM_THREADS=1 OPENBLAS_CORETYPE="$BLAS_CORE" $py bench/torch_model_bench.py "$m" --batch "$b" \
+                         --threads "$t" --repeats 3 --steps "$STEPS" ${flag:-} "${data_flag[@]}" 2>/dev/null | img_s) " ;;
+          esac
         done
       done
       a=$(printf "%s\n" ${runs[nnopt]} | median)

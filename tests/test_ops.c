@@ -300,7 +300,8 @@ static void test_conv_fast_vs_ref(nn_ctx *const ctxs[2], nn_rng *rng) {
      * output channels: several bands, a fused ReLU (each band masked), a
      * bias, neither (dy as it is), stride 2, and rows with masked tails */
     static const named_conv pointwise[] = {
-        {"1x1: C=32 K=24 (3 bands), 10x10, bias and relu", {3, 32, 10, 10, 24, 1, 1, 1, 1, 0, 0, 1, 1}},
+        {"1x1: C=32 K=24 (3 bands), 10x10, bias and relu",
+         {3, 32, 10, 10, 24, 1, 1, 1, 1, 0, 0, 1, 1}},
         {"1x1: C=16 K=64 (8 bands), 28x28, relu", {2, 16, 28, 28, 64, 1, 1, 1, 1, 0, 0, 0, 1}},
         {"1x1: C=64 K=40, 7x7, neither bias nor relu", {4, 64, 7, 7, 40, 1, 1, 1, 1, 0, 0, 0, 0}},
         {"1x1 stride 2: C=32 K=16, 9x9, bias and relu", {3, 32, 9, 9, 16, 1, 1, 2, 2, 0, 0, 1, 1}},

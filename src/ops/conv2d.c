@@ -978,8 +978,8 @@ static void backward_pointwise_image(float *dxi, float *dwt, float *dbt, const f
     for (int c = 0; map && map->grad_sums && c < d->C; c++) /* in cache */
         nn_batchnorm_grad_sums_row(dxi + (size_t)c * HW, xraw + (size_t)c * HW, HW, map->mean[c],
                                    map->scale[c], map->shift[c], map->relu,
-                                   &map->grad_sums[2 * (size_t)c], &map->grad_sums[2 * (size_t)c + 1],
-                                   ctx);
+                                   &map->grad_sums[2 * (size_t)c],
+                                   &map->grad_sums[2 * (size_t)c + 1], ctx);
 }
 
 /* Backward per image: dW (K/g, C/g) += dY (K/g, PQ) x x^T over a fixed share
@@ -1017,7 +1017,10 @@ void nn_conv2d_backward_pointwise_mapped(float *dx, float *dw, float *db, const 
             if (own) {
                 const int more = i + 1 < end;
                 nn_conv2d_map mi; /* the map with this image's rows of the sums */
-                if (map) mi = *map, mi.grad_sums = map->grad_sums ? map->grad_sums + 2 * (size_t)i * d->C : NULL;
+                if (map) {
+                    mi = *map;
+                    if (map->grad_sums) mi.grad_sums = map->grad_sums + 2 * (size_t)i * d->C;
+                }
                 backward_pointwise_image(dx ? dx + i * xs : NULL, dwt, db ? dbt : NULL, dyi,
                                          y + i * ys, x + i * xs, more ? dy + (i + 1) * ys : NULL,
                                          more ? y + (i + 1) * ys : NULL,
