@@ -22,17 +22,23 @@ __attribute__((target("avx512f"), always_inline)) static inline __m512 nn_load_r
     return _mm512_maskz_loadu_ps(m, src);
 }
 
-/* A batch norm's map read by the layer after it (a prologue): x a + b (a
- * multiply, then an add) in the lanes of keep, zero elsewhere; with relu
+/* A batch norm's map read by the layer after it (a prologue), each lane's
+ * own a and b: x a + b (a multiply, then an add) in the lanes of keep, zero elsewhere; with relu
  * also zero where that is not > 0 and not NaN. The batch norm's normalizing
  * pass and its fused ReLU give the same values, bit for bit. */
-__attribute__((target("avx512f"), always_inline)) static inline __m512 nn_map_lanes(
-    __m512 x, float a, float b, int relu, __mmask16 keep) {
-    const __m512 v = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(a)), _mm512_set1_ps(b));
+__attribute__((target("avx512f"), always_inline)) static inline __m512 nn_map_lanes_v(
+    __m512 x, __m512 a, __m512 b, int relu, __mmask16 keep) {
+    const __m512 v = _mm512_add_ps(_mm512_mul_ps(x, a), b);
     if (relu)
         keep &= _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
                 _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     return _mm512_maskz_mov_ps(keep, v);
+}
+
+/* the same with one map for every lane */
+__attribute__((target("avx512f"), always_inline)) static inline __m512 nn_map_lanes(
+    __m512 x, float a, float b, int relu, __mmask16 keep) {
+    return nn_map_lanes_v(x, _mm512_set1_ps(a), _mm512_set1_ps(b), relu, keep);
 }
 
 /* Index vectors for _mm512_permutex2var_ps over a pair (lo, hi) of 32

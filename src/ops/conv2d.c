@@ -713,8 +713,10 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
                     for (int g = 0; g < gc; g++)
                         im2col(col + (size_t)g * PQ, ld, x + (i0 + g) * xs + gi * slice, &dg);
                     float *dwg = dwt + (size_t)gi * dg.K * CRSg;
-                    if (own)
-                        own->weight_grad(dwg, dyk, col, dcol, dg.K, CRSg, (int)ld);
+                    if (own) {
+                        own->transpose(dcol, col, CRSg, (int)ld);
+                        own->weight_grad_rows(dwg, dyk, dcol, dg.K, CRSg, (int)ld, NULL);
+                    }
                     else
                         nn_sgemm(0, 1, dg.K, CRSg, (int)ld, 1.0f, dyk, (int)ld, col, (int)ld, 1.0f,
                                  dwg, CRSg);

@@ -149,9 +149,7 @@ static plane_map map_of(const nn_conv2d_map *m, int c) {
 
 /* the batch norm's value, as its normalizing pass computes it */
 static inline float map_one(float x, const plane_map *m) {
-    if (!m->on) return x;
-    const float v = x * m->a + m->b;
-    return m->relu ? ((v > 0.0f || v != v) ? v : 0.0f) : v;
+    return m->on ? nn_map_value(x, m->a, m->b, m->relu) : x;
 }
 
 /* o[j] = map_one(x[j * sw]) for j < n (x holds `avail` floats) */

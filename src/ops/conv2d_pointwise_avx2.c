@@ -60,12 +60,6 @@ AVX2 static void transpose(float *xt, const float *x, int C, int HW) {
     nn_avx2_transpose_image(xt, x, C, HW);
 }
 
-AVX2 static void weight_grad(float *dw, const float *dy, const float *x, float *xt, int K, int C,
-                             int HW) {
-    transpose(xt, x, C, HW);
-    weight_grad_rows(dw, dy, xt, K, C, HW, NULL);
-}
-
 /* dst (C, HW) = x (C, HW) through a prologue's map: the batch norm's output,
  * bit for bit */
 AVX2 static void map_image(float *dst, const float *x, const nn_conv2d_map *map, int C, int HW) {
@@ -84,7 +78,6 @@ const nn_pointwise_kernels nn_pointwise_avx2 = {
     .rows = NN_GEMM4_ROWS,
     .forward = forward,
     .input_grad = input_grad,
-    .weight_grad = weight_grad,
     .transpose = transpose,
     .weight_grad_rows = weight_grad_rows,
     .map = map_image,

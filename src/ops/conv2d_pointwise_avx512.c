@@ -118,12 +118,6 @@ static void weight_grad_rows(float *dw, const float *dy, const float *xt, int ro
     gemm_rows8(dw, (size_t)C, dy, (size_t)HW, 1, xt, (size_t)C, rows, C, (size_t)HW, 1, feed);
 }
 
-static void weight_grad(float *dw, const float *dy, const float *x, float *xt, int K, int C,
-                        int HW) {
-    transpose_image(xt, x, C, HW);
-    weight_grad_rows(dw, dy, xt, K, C, HW, NULL);
-}
-
 /* dst (C, HW) = x (C, HW) through a prologue's map (nn_map_lanes): the
  * batch norm's output, bit for bit */
 AVX512 static void map_image(float *dst, const float *x, const nn_conv2d_map *map, int C,
@@ -145,7 +139,6 @@ const nn_pointwise_kernels nn_pointwise_avx512 = {
     .rows = NN_GEMM8_ROWS,
     .forward = forward,
     .input_grad = input_grad,
-    .weight_grad = weight_grad,
     .transpose = transpose_image,
     .weight_grad_rows = weight_grad_rows,
     .map = map_image,

@@ -88,8 +88,7 @@ typedef struct {
  * norm's normalizing pass does (the same values, bit for bit). */
 static inline float wino_load_one_mapped(const float *src, int at, int n, const chan_map *m) {
     if (at < 0 || at >= n) return 0.0f;
-    const float v = src[at] * m->a + m->b;
-    return m->relu ? ((v > 0.0f || v != v) ? v : 0.0f) : v;
+    return nn_map_value(src[at], m->a, m->b, m->relu);
 }
 
 /* One float of a row, zero outside [0, n) and where the ReLU mask (a layer's

@@ -97,6 +97,14 @@ typedef struct {
     const float *mean;
 } nn_conv2d_map;
 
+/* One value through a prologue's map, as the batch norm's normalizing pass
+ * writes it: x a + b (a multiply, then an add), then with relu zero unless
+ * that is > 0 or NaN (the same bits) */
+static inline float nn_map_value(float x, float a, float b, int relu) {
+    const float v = x * a + b;
+    return relu && !(v > 0.0f || v != v) ? 0.0f : v;
+}
+
 /* conv2d_winograd.c: Winograd F(2x2,3x3), and with AVX-512 F(4x4,3x3) on
  * images up to 28 wide (conv2d_winograd4.c), for fp32 3x3 stride-1 pad-1
  * convolutions with C and K multiples of 8 (at least 16), when
@@ -162,10 +170,8 @@ typedef struct {
                     nn_line_feed *feed);
     void (*input_grad)(float *dx, const float *dy, const float *w, int K, int C, int HW,
                        nn_line_feed *feed);
-    void (*weight_grad)(float *dw, const float *dy, const float *x, float *xt, int K, int C,
-                        int HW);
-    /* weight_grad in two steps: xt (HW, C) = x^T once per image, then dw
-     * (rows, C) += dy (rows, HW) x xt for a band of rows at a time */
+    /* dw in two steps: xt (HW, C) = x^T once per image, then dw (rows, C)
+     * += dy (rows, HW) x xt for a band of rows (all K of them, or fewer) */
     void (*transpose)(float *xt, const float *x, int C, int HW);
     void (*weight_grad_rows)(float *dw, const float *dy, const float *xt, int rows, int C, int HW,
                              nn_line_feed *feed);

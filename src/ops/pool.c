@@ -345,14 +345,6 @@ static int64_t gap_flops(const nn_node *node) {
     return (int64_t)d->C * d->H * d->W; /* H*W - 1 adds and one divide per channel */
 }
 
-/* A prologue's value of x (nn_op_args.in_scale): the batch norm's output as
- * its normalizing pass writes it, x a + b (a multiply, then an add), then
- * its ReLU if fused (v > 0 or NaN kept) */
-static inline float mapped(float x, float a, float b, int relu) {
-    const float v = x * a + b;
-    return relu && !(v > 0.0f || v != v) ? 0.0f : v;
-}
-
 /* y (N, C) = the mean of each (H, W) plane of x, in order; with scale (not
  * NULL) of the planes' batch norm outputs, mapped from its input x (the same
  * sums as over its output: a training pass writes none). With AVX-512, 16
@@ -380,7 +372,7 @@ static void gap_forward(float *y, const float *x, const float *scale, const floa
         float s = 0.0f;
         if (scale) {
             const int c = pl % d->C;
-            for (int j = 0; j < HW; j++) s += mapped(xp[j], scale[c], shift[c], relu);
+            for (int j = 0; j < HW; j++) s += nn_map_value(xp[j], scale[c], shift[c], relu);
         } else {
             for (int j = 0; j < HW; j++) s += xp[j];
         }

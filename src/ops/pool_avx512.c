@@ -111,15 +111,7 @@ AVX512 void nn_gap_planes_avx512(float *y, const float *x, int np, int HW, const
             r[l] = l < np ? _mm512_maskz_loadu_ps(m, x + (size_t)l * HW + j0) : _mm512_setzero_ps();
         transpose16(r); /* r[j]: column j0 + j of every plane */
         for (int j = 0; j < cols; j++) {
-            __m512 v = r[j];
-            if (a) {
-                v = _mm512_add_ps(_mm512_mul_ps(v, av), bv);
-                if (relu)
-                    v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ) |
-                                                _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
-                                            v);
-            }
-            s = _mm512_add_ps(s, v);
+            s = _mm512_add_ps(s, a ? nn_map_lanes_v(r[j], av, bv, relu, 0xFFFF) : r[j]);
         }
     }
     _mm512_mask_storeu_ps(y, planes, _mm512_div_ps(s, _mm512_set1_ps((float)HW)));
