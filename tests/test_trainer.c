@@ -1166,5 +1166,6 @@ int main(void) {
     nn_dataset_free(&val);
     nn_dataset_free(&te);
     nn_ctx_free(ctx);
+    remove_tree(tmp_dir);
     return test_summary();
 }
