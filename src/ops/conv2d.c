@@ -869,8 +869,8 @@ void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2
         for (int i = n * t / T; i < end; i++) {
             float *yi = y + i * ys;
             const float *xi = x + i * xs;
-            nn_line_feed next = {{i + 1 < end ? (const char *)(x + (i + 1) * xs) : NULL, NULL},
-                                 {i + 1 < end ? (xs * sizeof(float) + 63) / 64 : 0, 0}};
+            nn_line_feed next = {.at = {i + 1 < end ? (const char *)(x + (i + 1) * xs) : NULL},
+                                 .lines = {i + 1 < end ? (xs * sizeof(float) + 63) / 64 : 0}};
             if (strided(d)) subsample(col, xi, d), xi = col;
             if (map) own->map(col, xi, map, d->C, PQ), xi = col;
             if (streamed) {
@@ -921,8 +921,8 @@ static void forward_depthwise_stats(float *y, const float *x, double *stats, con
  * after), of y */
 static nn_line_feed rows_feed(const float *dy, const float *y, int k0, int rows, int PQ) {
     const size_t at = (size_t)k0 * PQ, lines = ((size_t)rows * PQ * sizeof(float) + 63) / 64;
-    nn_line_feed f = {{(const char *)(dy + at), y ? (const char *)(y + at) : NULL},
-                      {lines, y ? lines : 0}};
+    nn_line_feed f = {.at = {(const char *)(dy + at), y ? (const char *)(y + at) : NULL},
+                      .lines = {lines, y ? lines : 0}};
     return f;
 }
 
@@ -961,7 +961,7 @@ static void backward_pointwise_image(float *dxi, float *dwt, float *dbt, const f
             gather_dy(dyg + at, dyi + at, yi + at, 0, 1, rows, PQ);
         nn_line_feed next = k0 + rows < K ? rows_feed(dyi, masky, k0 + rows, rows, PQ)
                             : next_dy     ? rows_feed(next_dy, masky ? next_y : NULL, 0, rows, PQ)
-                                          : (nn_line_feed){{NULL, NULL}, {0, 0}};
+                                          : (nn_line_feed){.per_step = 0};
         own->weight_grad_rows(dwt + (size_t)k0 * d->C, dY + at, base + L->col, rows, d->C, PQ,
                               &next);
     }
@@ -970,7 +970,8 @@ static void backward_pointwise_image(float *dxi, float *dwt, float *dbt, const f
     const size_t xs = (size_t)d->C * HW;
     /* dx's lines (ahead of the stores that fill them), then the next x */
     const size_t xl = (xs * sizeof(float) + 63) / 64;
-    nn_line_feed nx = {{(const char *)dxi, (const char *)next_x}, {xl, next_x ? xl : 0}};
+    nn_line_feed nx = {.at = {(const char *)dxi, (const char *)next_x},
+                       .lines = {xl, next_x ? xl : 0}};
     if (strided(d)) {
         own->input_grad(base + L->dcol, dY, w, K, d->C, PQ, &nx);
         scatter_dx(dxi, base + L->dcol, d);

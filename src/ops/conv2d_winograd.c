@@ -412,23 +412,33 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
  * vectors of 16 tiles (gemm_avx512.h): the outputs' weights broadcast from
  * their packed [c][8] block, the tiles loaded. */
 AVX512 static void gemm_1(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
-                          int cin) {
-    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 1, 0xFFFF, 0, NULL);
+                          int cin, nn_line_feed *feed) {
+    if (feed)
+        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 1, 0xFFFF, 0, feed);
+    else
+        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 1, 0xFFFF, 0, NULL);
 }
 AVX512 static void gemm_2(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
-                          int cin) {
-    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 2, 0xFFFF, 0, NULL);
+                          int cin, nn_line_feed *feed) {
+    if (feed)
+        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 2, 0xFFFF, 0, feed);
+    else
+        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 2, 0xFFFF, 0, NULL);
 }
 AVX512 static void gemm_3(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
-                          int cin) {
-    nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 3, 0xFFFF, 0, NULL);
+                          int cin, nn_line_feed *feed) {
+    if (feed)
+        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 3, 0xFFFF, 0, feed);
+    else
+        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 3, 0xFFFF, 0, NULL);
 }
 
 /* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles, every
  * point xi of g */
 void nn_wino_multiply_avx512(float *mm, const float *u, const float *v, const wino_geom *g,
-                             size_t tiles) {
-    typedef void (*gemm_fn)(float *, size_t, const float *, int, const float *, size_t, int);
+                             size_t tiles, nn_line_feed *feed) {
+    typedef void (*gemm_fn)(float *, size_t, const float *, int, const float *, size_t, int,
+                            nn_line_feed *);
     static const gemm_fn fns[GEMM_T] = {gemm_1, gemm_2, gemm_3};
     const size_t vecs = (tiles + VEC - 1) / VEC;
     for (int xi = 0; xi < g->xi; xi++) {
@@ -439,7 +449,7 @@ void nn_wino_multiply_avx512(float *mm, const float *u, const float *v, const wi
             const int nt = vecs - b0 < GEMM_T ? (int)(vecs - b0) : GEMM_T;
             for (int k0 = 0; k0 < g->cout; k0 += GEMM_K)
                 fns[nt - 1](mx + (size_t)k0 * g->tpad + b0 * VEC, g->tpad, ux + (size_t)k0 * g->cin,
-                            GEMM_K, vx + b0 * VEC, g->tpad, g->cin);
+                            GEMM_K, vx + b0 * VEC, g->tpad, g->cin, feed);
         }
     }
 }
@@ -608,6 +618,70 @@ static void group_span(const group_plan *p, long gi, long *u0, int *nu) {
     *nu = (int)(end - *u0);
 }
 
+/* ----------------------------------------------------------- feeding
+ * A group's arithmetic (the GEMMs) runs on V and M in the L2; the planes it
+ * reads and writes come from memory at large batches (ResNet-20's 28x28
+ * layers at batch 256: 12.8 MB a tensor). The GEMMs ask for those lines as
+ * they multiply (nn_line_feed): the group's own output lines, which the
+ * output transform writes next, and the lines of the thread's next group's
+ * inputs. Spans are of whole images (a group's tile rows may start or end
+ * inside one). Each thread runs a contiguous share of the groups, so it
+ * knows its next one. */
+
+/* range r of f: the lines of the whole images under the tile rows of group
+ * gi (none past the last group), planes of `channels` */
+static void feed_images(nn_line_feed *f, int r, const float *base, int channels,
+                        const wino_geom *g, const group_plan *plan, long gi) {
+    f->at[r] = NULL, f->lines[r] = 0;
+    if (!base || gi >= plan->groups) return;
+    long u0;
+    int nu;
+    group_span(plan, gi, &u0, &nu);
+    const size_t image = (size_t)channels * g->h * g->w;
+    const long i0 = u0 / g->th, i1 = (u0 + nu - 1) / g->th + 1;
+    f->at[r] = (const char *)(base + (size_t)i0 * image);
+    f->lines[r] = ((size_t)(i1 - i0) * image * sizeof(float) + 63) / 64;
+}
+
+/* two lines a step where one would not reach the end in `steps` */
+static void feed_pace(nn_line_feed *f, size_t steps) {
+    size_t total = 0;
+    for (int r = 0; r < NN_FEED_RANGES; r++) total += f->lines[r];
+    f->per_step = total > steps ? 2 : 1;
+}
+
+/* steps of the sums of K->multiply over `tiles` */
+static size_t multiply_steps(const wino_geom *g, size_t tiles) {
+    const size_t vecs = (tiles + 15) / 16;
+    return (size_t)g->xi * ((vecs + GEMM_T - 1) / GEMM_T) *
+           (size_t)((g->cout + GEMM_K - 1) / GEMM_K) * (size_t)g->cin;
+}
+
+/* group gi of correlate; next: the group this thread runs next (its inputs
+ * are fed) */
+static void correlate_group(const wino_kernels *K, float *out, const float *in, const float *mask,
+                            const nn_conv2d_map *map, const float *u, const float *bias, int relu,
+                            int add, const group_epilogue *ep, const wino_geom *g,
+                            const group_plan *plan, long gi, long next, float *v, float *mm,
+                            const nn_ctx *ctx) {
+    long u0;
+    int nu;
+    group_span(plan, gi, &u0, &nu);
+    const size_t tiles = group_lanes(g, nu);
+    K->transform_input(v, in, mask, map, g, u0, nu);
+    nn_line_feed feed; /* this group's output, the next one's inputs */
+    feed_images(&feed, 0, out, g->cout, g, plan, gi);
+    feed_images(&feed, 1, in, g->cin, g, plan, next);
+    feed_images(&feed, 2, mask, g->cin, g, plan, next);
+    feed_pace(&feed, multiply_steps(g, tiles));
+    K->multiply(mm, u, v, g, tiles, &feed);
+    K->transform_output(out, mm, bias, relu, add, g, u0, nu);
+    if (ep) { /* the group's images, whole (whole_images), in cache */
+        NN_ASSERT(u0 % g->th == 0 && (u0 + nu == plan->units || nu % g->th == 0));
+        run_epilogue(ep, out, g, u0 / g->th, (u0 + nu) / g->th, ctx);
+    }
+}
+
 /* out = the 3x3 'same' correlation of in with the transformed weights u, for
  * n images, over the threads' V and M buffers after u in ws. */
 static void correlate(const wino_kernels *K, float *out, const float *in, const float *mask,
@@ -625,7 +699,8 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
         if ((size_t)nu * g->tw < fewest) fewest = (size_t)nu * g->tw;
     }
     NN_PARALLEL(T) {
-        float *v = ws + (size_t)nn_thread_id() * thread_floats(g);
+        const int t = nn_thread_id();
+        float *v = ws + (size_t)t * thread_floats(g);
         float *mm = v + (size_t)g->xi * g->vxi;
         /* lanes past a group's tiles are computed, never stored. Zeroed once
          * here, they hold no uninitialized NaN or denormal; later they hold
@@ -634,20 +709,11 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
             for (int c = 0; c < g->cin; c++)
                 memset(v + (size_t)xi * g->vxi + (size_t)c * g->tpad + fewest, 0,
                        (g->tpad - fewest) * sizeof(float));
-        NN_FOR_DYNAMIC
-        for (long gi = 0; gi < groups; gi++) {
-            long u0;
-            int nu;
-            group_span(&plan, gi, &u0, &nu);
-            const size_t tiles = group_lanes(g, nu);
-            K->transform_input(v, in, mask, map, g, u0, nu);
-            K->multiply(mm, u, v, g, tiles);
-            K->transform_output(out, mm, bias, relu, add, g, u0, nu);
-            if (ep) { /* the group's images, whole (whole_images), in cache */
-                NN_ASSERT(u0 % g->th == 0 && (u0 + nu == plan.units || nu % g->th == 0));
-                run_epilogue(ep, out, g, u0 / g->th, (u0 + nu) / g->th, ctx);
-            }
-        }
+        /* a contiguous share of the groups, so that the next one is known */
+        const long end = groups * (t + 1) / T;
+        for (long gi = groups * t / T; gi < end; gi++)
+            correlate_group(K, out, in, mask, map, u, bias, relu, add, ep, g, &plan, gi,
+                            gi + 1 < end ? gi + 1 : groups, v, mm, ctx);
     }
 }
 

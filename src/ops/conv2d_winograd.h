@@ -60,8 +60,11 @@ typedef struct {
     /* V of the tile rows u0..u0+nu-1 of the batch in (masked or mapped) */
     void (*transform_input)(float *v, const float *in, const float *mask,
                             const nn_conv2d_map *map, const wino_geom *g, long u0, int nu);
-    /* M = U^T V for the first `tiles` tiles */
-    void (*multiply)(float *mm, const float *u, const float *v, const wino_geom *g, size_t tiles);
+    /* M = U^T V for the first `tiles` tiles, asking for the feed's lines
+     * (nn_line_feed, ops.h; NULL: none) while it multiplies (the AVX2 GEMMs
+     * take none) */
+    void (*multiply)(float *mm, const float *u, const float *v, const wino_geom *g, size_t tiles,
+                     nn_line_feed *feed);
     /* the output planes of the tile rows from M (+ bias, ReLU; add: into
      * what is there) */
     void (*transform_output)(float *out, const float *mm, const float *bias, int relu, int add,
@@ -129,13 +132,13 @@ int nn_wino4_avx2_width_ok(int w);
 /* the AVX2 M = U^T V and share += Yh V^T of conv2d_winograd_avx2.c, for any
  * g->xi */
 void nn_wino_multiply_avx2(float *mm, const float *u, const float *v, const wino_geom *g,
-                           size_t tiles);
+                           size_t tiles, nn_line_feed *feed);
 void nn_wino_accumulate_wgrad_avx2(float *share, float *vt, const float *yh, const float *v,
                                    const wino_geom *g, size_t tiles);
 /* the AVX-512 M = U^T V and share += Yh V^T of conv2d_winograd.c, for any
  * g->xi */
 void nn_wino_multiply_avx512(float *mm, const float *u, const float *v, const wino_geom *g,
-                             size_t tiles);
+                             size_t tiles, nn_line_feed *feed);
 void nn_wino_accumulate_wgrad_avx512(float *share, float *vt, const float *yh, const float *v,
                                      const wino_geom *g, size_t tiles);
 /* dw of 16 input channels' 3x3 kernels (144 floats from out) += tap[t]'s

@@ -233,7 +233,9 @@ AVX2 static void gemm_8x1(float *m, size_t ldm, const float *u, const float *v, 
 
 /* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles, for
  * any g->xi (F(4x4)'s kernels use it too) */
-void nn_wino_multiply_avx2(float *mm, const float *u, const float *v, const wino_geom *g, size_t tiles) {
+void nn_wino_multiply_avx2(float *mm, const float *u, const float *v, const wino_geom *g, size_t tiles,
+                           nn_line_feed *feed) {
+    (void)feed;
     typedef void (*gemm_fn)(float *, size_t, const float *, const float *, size_t, int);
     static const gemm_fn fns[GEMM_T] = {gemm_1, gemm_2, gemm_3};
     const size_t vecs = (tiles + VEC - 1) / VEC;
