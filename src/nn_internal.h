@@ -67,6 +67,43 @@ struct nn_ctx {
 #define NN_FOR_DYNAMIC NN_PRAGMA_(omp for schedule(dynamic, 1) nowait)
 int nn_thread_id(void);
 
+/* Shares with stealing, for loops whose iterations write only their own
+ * outputs and whose kernels ask for the next iteration's inputs while they
+ * compute (they must know which comes next): thread t owns the contiguous
+ * share n t / T .. n (t + 1) / T and takes it from the front; a thread that
+ * has run out takes from the back of another's, so a thread the machine
+ * slows down does not hold up the rest (what NN_FOR_DYNAMIC gives). cells:
+ * T words shared by the threads, a share's front and back (n < 2^31). */
+static inline uint64_t nn_share_cell(long front, long back) {
+    return (uint64_t)(uint32_t)front | (uint64_t)(uint32_t)back << 32;
+}
+
+static inline void nn_shares_init(uint64_t *cells, int T, long n) {
+    for (int t = 0; t < T; t++) cells[t] = nn_share_cell(n * t / T, n * (t + 1) / T);
+}
+
+/* One iteration for thread t, or -1 when none is left; *next: the one it
+ * will most likely take after it (its share's next; -1: none) */
+static inline long nn_shares_take(uint64_t *cells, int T, int t, long *next) {
+    for (int k = 0; k < T; k++) {
+        uint64_t *cell = &cells[(t + k) % T];
+        uint64_t old = __atomic_load_n(cell, __ATOMIC_ACQUIRE);
+        for (;;) {
+            const long front = (long)(uint32_t)old, back = (long)(old >> 32);
+            if (front >= back) break;
+            const uint64_t taken = k == 0 ? nn_share_cell(front + 1, back)  /* own: the front */
+                                          : nn_share_cell(front, back - 1); /* another's: the back */
+            if (__atomic_compare_exchange_n(cell, &old, taken, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE)) {
+                *next = k == 0 && front + 1 < back ? front + 1 : -1;
+                return k == 0 ? front : back - 1;
+            }
+        }
+    }
+    *next = -1;
+    return -1;
+}
+
 /* Whether `bytes` written by `threads` threads are more than their L2 caches
  * hold together: then stores past the caches (non-temporal) pay, as the
  * lines would be evicted before anything read them again. 0 when the L2

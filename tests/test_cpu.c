@@ -2,10 +2,12 @@
  * own run-time checks, which also ask CPUID and the OS's saved register state
  * (XGETBV), and the kernels' ISA that a context picks from it. */
 #include "nnopt.h"
+#include "nn_internal.h"
 
 #include "test_util.h"
 
 #include <omp.h>
+#include <time.h>
 
 /* Switches OpenBLAS to core type `name` the way nnopt's main() does; returns
  * the core it runs afterwards. */
@@ -74,7 +76,56 @@ static void test_blas_advice(const nn_cpu_features *f) {
     check(g > 0.0, "sgemm runs after the switches", "%.1f GFLOP/s", g);
 }
 
+/* Shares with stealing (nn_shares_take): one thread takes its share front to
+ * back, each index the `next` it was told before; with 4 threads, one
+ * starting 20 ms late, every index is taken once and the others take (part
+ * of) the late thread's share, from its back. */
+static void test_shares(void) {
+    enum { N = 997, T = 4 };
+    uint64_t cells[T];
+    nn_shares_init(cells, 1, N);
+    long i, next, expect = 0, bad = 0;
+    while ((i = nn_shares_take(cells, 1, 0, &next)) >= 0) {
+        bad += i != expect;
+        expect = next >= 0 ? next : -1;
+    }
+    check(!bad && expect == -1, "one thread takes its share in order, told each next one",
+          "%ld out of order", bad);
+    static int taken[N];
+    long own[T] = {0}, own_bad[T] = {0};
+    int team = 0;
+    nn_shares_init(cells, T, N);
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num();
+        if (t == 0) { /* late by 20 ms */
+            team = omp_get_num_threads();
+            nanosleep(&(struct timespec){0, 20000000}, NULL);
+        }
+        long k, nx, want = (long)N * t / T;
+        while ((k = nn_shares_take(cells, T, t, &nx)) >= 0) {
+            __atomic_add_fetch(&taken[k], 1, __ATOMIC_RELAXED);
+            if (k >= (long)N * t / T && k < (long)N * (t + 1) / T) { /* its own share */
+                own_bad[t] += k != want;
+                own[t]++, want = k + 1;
+            }
+        }
+    }
+    if (team != T) {
+        printf("SKIP shares with stealing: %d threads, not %d\n", team, T);
+        return;
+    }
+    int once = 1;
+    for (int k = 0; k < N; k++) once &= taken[k] == 1;
+    check(once, "4 threads, one late: every index taken exactly once", NULL);
+    check(!own_bad[0] && !own_bad[1] && !own_bad[2] && !own_bad[3],
+          "each thread takes its own share front first", NULL);
+    check(own[0] < N / T, "the others took (part of) the late thread's share",
+          "it took %ld of %d", own[0], N / T);
+}
+
 int main(void) {
+    test_shares();
     const nn_cpu_features *f = nn_cpu_probe();
     test_blas_advice(f);
     check(f == nn_cpu_probe(), "the probe runs once: the same struct every call", NULL);

@@ -859,18 +859,21 @@ void nn_conv2d_forward_pointwise_mapped(float *y, const float *x, const nn_conv2
      * the pooling's that reads it 0.15 ms faster than streamed). */
     const int streamed = own && own->forward_streamed && !b && !d->relu &&
                          nn_larger_than_l2((size_t)n * ys * sizeof(float), 2 * T);
+    uint64_t cells[T];
+    nn_shares_init(cells, T, n);
     NN_PARALLEL(T) {
         const int t = nn_thread_id();
         float *col = ws + L.shared + (size_t)t * L.total + L.col;
         float *band = ws + L.shared + (size_t)t * L.total + L.yg;
-        /* a contiguous share of the images per thread, so that each image's
-         * GEMMs can ask for the next one's x (the own kernels) */
-        const int end = n * (t + 1) / T;
-        for (int i = n * t / T; i < end; i++) {
+        /* a contiguous share of the images per thread (stolen from the back
+         * by a thread that has run out), so that each image's GEMMs can ask
+         * for the next one's x (the own kernels) */
+        long i, in;
+        while ((i = nn_shares_take(cells, T, t, &in)) >= 0) {
             float *yi = y + i * ys;
             const float *xi = x + i * xs;
-            nn_line_feed next = {.at = {i + 1 < end ? (const char *)(x + (i + 1) * xs) : NULL},
-                                 .lines = {i + 1 < end ? (xs * sizeof(float) + 63) / 64 : 0}};
+            nn_line_feed next = {.at = {in >= 0 ? (const char *)(x + in * xs) : NULL},
+                                 .lines = {in >= 0 ? (xs * sizeof(float) + 63) / 64 : 0}};
             if (strided(d)) subsample(col, xi, d), xi = col;
             if (map) own->map(col, xi, map, d->C, PQ), xi = col;
             if (streamed) {

@@ -698,6 +698,8 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
         group_span(&plan, gi, &u0, &nu);
         if ((size_t)nu * g->tw < fewest) fewest = (size_t)nu * g->tw;
     }
+    uint64_t cells[T];
+    nn_shares_init(cells, T, groups);
     NN_PARALLEL(T) {
         const int t = nn_thread_id();
         float *v = ws + (size_t)t * thread_floats(g);
@@ -709,11 +711,12 @@ static void correlate(const wino_kernels *K, float *out, const float *in, const 
             for (int c = 0; c < g->cin; c++)
                 memset(v + (size_t)xi * g->vxi + (size_t)c * g->tpad + fewest, 0,
                        (g->tpad - fewest) * sizeof(float));
-        /* a contiguous share of the groups, so that the next one is known */
-        const long end = groups * (t + 1) / T;
-        for (long gi = groups * t / T; gi < end; gi++)
+        /* contiguous shares, so that the next group is known (stolen from
+         * the back by a thread that has run out) */
+        long gi, next;
+        while ((gi = nn_shares_take(cells, T, t, &next)) >= 0)
             correlate_group(K, out, in, mask, map, u, bias, relu, add, ep, g, &plan, gi,
-                            gi + 1 < end ? gi + 1 : groups, v, mm, ctx);
+                            next >= 0 ? next : groups, v, mm, ctx);
     }
 }
 
