@@ -626,7 +626,8 @@ static void group_span(const group_plan *p, long gi, long *u0, int *nu) {
  * output transform writes next, and the lines of the thread's next group's
  * inputs. Spans are of whole images (a group's tile rows may start or end
  * inside one). Each thread runs a contiguous share of the groups, so it
- * knows its next one. */
+ * knows its next one (nn_shares_take: a thread that has run out steals from
+ * the back of another's share, whose owner's guess then goes unused). */
 
 /* range r of f: the lines of the whole images under the tile rows of group
  * gi (none past the last group), planes of `channels` */
@@ -650,7 +651,8 @@ static void feed_pace(nn_line_feed *f, size_t steps) {
     f->per_step = total > steps ? 2 : 1;
 }
 
-/* steps of the sums of K->multiply over `tiles` */
+/* steps of the sums of K->multiply over `tiles` (the AVX-512 kernels', the
+ * only ones that take a feed) */
 static size_t multiply_steps(const wino_geom *g, size_t tiles) {
     const size_t vecs = (tiles + 15) / 16;
     return (size_t)g->xi * ((vecs + GEMM_T - 1) / GEMM_T) *
