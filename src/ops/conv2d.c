@@ -716,8 +716,7 @@ static void backward_im2col(float *dx, float *dw, float *db, const float *dy, co
                     if (own) {
                         own->transpose(dcol, col, CRSg, (int)ld);
                         own->weight_grad_rows(dwg, dyk, dcol, dg.K, CRSg, (int)ld, NULL);
-                    }
-                    else
+                    } else
                         nn_sgemm(0, 1, dg.K, CRSg, (int)ld, 1.0f, dyk, (int)ld, col, (int)ld, 1.0f,
                                  dwg, CRSg);
                 }

@@ -411,27 +411,18 @@ AVX512 static void transform_input(float *v, const float *in, const float *mask,
 /* m[k][t] = sum over c of u[c][k] * v[c][t] for GEMM_K outputs k and NT
  * vectors of 16 tiles (gemm_avx512.h): the outputs' weights broadcast from
  * their packed [c][8] block, the tiles loaded. */
-AVX512 static void gemm_1(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
-                          int cin, nn_line_feed *feed) {
-    if (feed)
-        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 1, 0xFFFF, 0, feed);
-    else
-        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 1, 0xFFFF, 0, NULL);
-}
-AVX512 static void gemm_2(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
-                          int cin, nn_line_feed *feed) {
-    if (feed)
-        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 2, 0xFFFF, 0, feed);
-    else
-        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 2, 0xFFFF, 0, NULL);
-}
-AVX512 static void gemm_3(float *m, size_t ldm, const float *u, int ldu, const float *v, size_t ldv,
-                          int cin, nn_line_feed *feed) {
-    if (feed)
-        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 3, 0xFFFF, 0, feed);
-    else
-        nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, 3, 0xFFFF, 0, NULL);
-}
+#define NN_GEMM(NT) /* two calls: the one without a feed has no trace of it */                     \
+    AVX512 static void gemm_##NT(float *m, size_t ldm, const float *u, int ldu, const float *v,    \
+                                 size_t ldv, int cin, nn_line_feed *feed) {                        \
+        if (feed)                                                                                  \
+            nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, NT, 0xFFFF, 0, feed);  \
+        else                                                                                       \
+            nn_gemm8_avx512(m, ldm, u, 1, (size_t)ldu, v, ldv, (size_t)cin, NT, 0xFFFF, 0, NULL);  \
+    }
+NN_GEMM(1)
+NN_GEMM(2)
+NN_GEMM(3)
+#undef NN_GEMM
 
 /* M[xi] (cout, tiles) = U[xi]^T x V[xi] for the first `tiles` tiles, every
  * point xi of g */

@@ -26,8 +26,6 @@
 #define NN_GEMM8_ROWS 8 /* rows of C per call */
 #define NN_GEMM8_VECS 3 /* 16-column vectors of C per call, at most */
 
-
-
 __attribute__((target("avx512f"), always_inline)) static inline void nn_gemm8_avx512(
     float *c, size_t ldc, const float *a, size_t ar, size_t ap, const float *b, size_t ldb,
     size_t depth, const int nt, __mmask16 last, int accumulate, nn_line_feed *feed) {
