@@ -79,6 +79,13 @@ typedef struct {
 
 const nn_cpu_features *nn_cpu_probe(void);
 
+/* Whether large host blocks (4 MiB or more: a network's activations,
+ * gradients and parameters) ask Linux for transparent huge pages (on by
+ * default; a hint the kernel may decline). Process-wide, read at each
+ * allocation; the results are the same bytes either way. */
+void nn_set_huge_pages(int on);
+int nn_huge_pages(void);
+
 /* ------------------------------------------------------------------ context */
 
 /* Holds thread count, the last error message and the backend in use. */

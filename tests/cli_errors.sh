@@ -50,6 +50,7 @@ expect_error() {
 # ------------------------------------------------------------------ command line
 expect_error "unknown subcommand" "frobnicate" -- frobnicate
 NNOPT_ALLREDUCE=ring expect_error "bad NNOPT_ALLREDUCE" "NNOPT_ALLREDUCE=ring" "auto or mpi" -- train "$MODEL"
+NNOPT_HUGEPAGES=maybe expect_error "bad NNOPT_HUGEPAGES" "NNOPT_HUGEPAGES=maybe" "on or off" -- train "$MODEL"
 expect_error "unknown flag (train)" "--frob" -- train "$MODEL" --frob
 expect_error "unknown flag (eval)" "--frob" -- eval "$MODEL" --weights x.st --frob
 expect_error "unknown flag (info)" "--frob" -- info "$MODEL" --frob

@@ -1,12 +1,16 @@
 /* test_cpu.c - the CPU-feature probe (nn_cpu_probe) against the compiler's
  * own run-time checks, which also ask CPUID and the OS's saved register state
- * (XGETBV), and the kernels' ISA that a context picks from it. */
+ * (XGETBV), and the kernels' ISA that a context picks from it; the shares
+ * with stealing; the huge-page advice of the host allocator. */
 #include "nnopt.h"
 #include "nn_internal.h"
 
 #include "test_util.h"
 
 #include <omp.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 /* Switches OpenBLAS to core type `name` the way nnopt's main() does; returns
@@ -124,8 +128,62 @@ static void test_shares(void) {
           "it took %ld of %d", own[0], N / T);
 }
 
+/* Whether the mapping holding p carries VmFlags token `flag` in
+ * /proc/self/smaps: 1 yes, 0 no, -1 no such file or mapping. */
+static int mapping_has_flag(const void *p, const char *flag) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    int inside = 0, found = -1;
+    const uintptr_t at = (uintptr_t)p;
+    while (found < 0 && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            inside = at >= lo && at < hi;
+        } else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+            found = 0;
+            for (char *tok = strtok(line + 8, " \n"); tok; tok = strtok(NULL, " \n"))
+                if (strcmp(tok, flag) == 0) found = 1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* Blocks of 4 MiB or more ask for transparent huge pages over their whole
+ * 2 MiB pages (Linux's "hg" flag on that mapping), unless turned off;
+ * smaller ones never. Where the kernel has no transparent huge pages the
+ * advice is refused and the test says so. */
+static void test_huge_pages(void) {
+    const size_t big = (size_t)8 << 20;
+    check(nn_huge_pages() == 1, "huge pages are on by default", NULL);
+    char *on = nn_calloc_aligned(big);
+    const uintptr_t page = (uintptr_t)2 << 20;
+    const char *inner = (const char *)(((uintptr_t)on + page - 1) & ~(page - 1));
+    const int has = mapping_has_flag(inner, "hg");
+    if (has < 0 || (has == 0 && access("/sys/kernel/mm/transparent_hugepage", F_OK) != 0)) {
+        printf("SKIP huge pages: no /proc/self/smaps or no transparent huge pages\n");
+        nn_free_aligned(on);
+        return;
+    }
+    check(has == 1, "an 8 MiB block's whole 2 MiB pages ask for huge pages", NULL);
+    on[0] = on[big - 1] = 1; /* usable from end to end */
+    nn_set_huge_pages(0);
+    char *off = nn_calloc_aligned(big);
+    const char *inner_off = (const char *)(((uintptr_t)off + page - 1) & ~(page - 1));
+    check(mapping_has_flag(inner_off, "hg") == 0, "turned off: an 8 MiB block asks for none",
+          NULL);
+    nn_set_huge_pages(1);
+    char *small = nn_calloc_aligned((size_t)1 << 20);
+    check(mapping_has_flag(small, "hg") != 1, "a 1 MiB block asks for none", NULL);
+    nn_free_aligned(small);
+    nn_free_aligned(off);
+    nn_free_aligned(on);
+}
+
 int main(void) {
     test_shares();
+    test_huge_pages();
     const nn_cpu_features *f = nn_cpu_probe();
     test_blas_advice(f);
     check(f == nn_cpu_probe(), "the probe runs once: the same struct every call", NULL);

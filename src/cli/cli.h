@@ -18,6 +18,8 @@ typedef struct {
     int winograd;           /* NNOPT_CONV: 1 winograd where it applies (default), 2 F(2x2)
                                alone (winograd2), 0 direct */
     int fuse;               /* NNOPT_FUSE: 1 epilogue fusion (default), 0 every layer alone */
+    int huge_pages;         /* NNOPT_HUGEPAGES: 1 large blocks ask for transparent huge
+                               pages (default), 0 not (nn_set_huge_pages) */
     int prefetch;           /* NNOPT_PREFETCH: NN_PREFETCH_AUTO each plane-by-plane
                                layer tries both in its first training steps (default),
                                1 the kernels ask for the next plane, 0 they leave it

@@ -68,7 +68,8 @@ static int env_count(const char *a, const char *b) {
  * no environment variables; this is the one place nnopt does. */
 static int read_env(cli_env *env) {
     *env = (cli_env){.isa_cap = NN_ISA_AMX, .winograd = 1, .loader = NN_LOADER_AUTO,
-                     .mpi_timeout = -1, .fuse = 1, .prefetch = NN_PREFETCH_AUTO, .allreduce_shm = 1};
+                     .mpi_timeout = -1, .fuse = 1, .huge_pages = 1,
+                     .prefetch = NN_PREFETCH_AUTO, .allreduce_shm = 1};
     const char *v = env_value("NNOPT_ISA");
     if (v && nn_isa_parse(v, &env->isa_cap) != NN_OK) {
         fprintf(stderr, "nnopt: NNOPT_ISA=%s: expected generic, avx2, avx512, avx512bf16 or amx\n", v);
@@ -85,6 +86,7 @@ static int read_env(cli_env *env) {
         }
     }
     if (env_switch("NNOPT_FUSE", "on", "off", &env->fuse)) return 2;
+    if (env_switch("NNOPT_HUGEPAGES", "on", "off", &env->huge_pages)) return 2;
     if ((v = env_value("NNOPT_PREFETCH"))) {
         if (cli_prefetch_parse(v, &env->prefetch)) {
             fprintf(stderr, "nnopt: NNOPT_PREFETCH=%s: expected auto, on or off\n", v);
@@ -223,6 +225,7 @@ int main(int argc, char **argv) {
         cli_env env;
         if (read_env(&env)) return 2;
         fit_blas(&env);
+        nn_set_huge_pages(env.huge_pages);
         /* under mpirun with more than one rank, `train` is data parallel */
         if (env.mpi_size > 1 && commands[i].run == cmd_train) {
             if (nn_mpi_init(&argc, &argv) != NN_OK) {
