@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # cli_env.sh - nnopt's environment variables (NNOPT_ISA, NNOPT_CONV,
-# NNOPT_LOADER), which main() reads and passes to the library as settings.
+# NNOPT_LOADER, NNOPT_BACKEND, NNOPT_HUGEPAGES), which main() reads and
+# passes to the library as settings.
 #
 # usage: bash tests/cli_env.sh <path-to-nnopt> <source-dir>
 #
@@ -8,8 +9,8 @@
 # code 2, nothing on stdout and one line on stderr naming the variable, its
 # value and the values accepted; every accepted value runs; an empty value is
 # the default; the settings reach the contexts (`system --json` reports the
-# ISA and Winograd); `system --measure` measures the other OpenBLAS kernels
-# unless OPENBLAS_CORETYPE pins one; OpenMP's threads spin briefly
+# ISA, Winograd, the backend and the huge pages); `system --measure`
+# measures the other OpenBLAS kernels unless OPENBLAS_CORETYPE pins one; OpenMP's threads spin briefly
 # (GOMP_SPINCOUNT=10000, set before libgomp loads its settings, which it does
 # once per process) unless NNOPT_SPIN=default or the user set a policy.
 # Prints one PASS/FAIL line per check;
@@ -44,11 +45,13 @@ for cmd in "system" "info $MODEL" "train $MODEL --data $DATA --epochs 1" "bench 
     expect_reject NNOPT_BACKEND=cuda "$BACKEND_MSG" $cmd
 done
 expect_reject NNOPT_ISA=GENERIC "nnopt: NNOPT_ISA=GENERIC: expected generic, avx2, avx512, avx512bf16 or amx" system
+expect_reject NNOPT_HUGEPAGES=yes "nnopt: NNOPT_HUGEPAGES=yes: expected on or off" system
 
 for assign in NNOPT_ISA=generic NNOPT_ISA=avx2 NNOPT_ISA=avx512 NNOPT_ISA=avx512bf16 NNOPT_ISA=amx NNOPT_ISA= \
               NNOPT_CONV=winograd NNOPT_CONV=direct NNOPT_CONV= \
               NNOPT_LOADER=auto NNOPT_LOADER=thread NNOPT_LOADER=sync NNOPT_LOADER= \
-              NNOPT_BACKEND=cpu NNOPT_BACKEND=guard NNOPT_BACKEND=; do
+              NNOPT_BACKEND=cpu NNOPT_BACKEND=guard NNOPT_BACKEND= \
+              NNOPT_HUGEPAGES=on NNOPT_HUGEPAGES=off NNOPT_HUGEPAGES=; do
     if env "$assign" timeout 60 "$NN" system --json >"ok.json" 2>ok.err; then
         pass "$assign is accepted"
     else
@@ -62,10 +65,15 @@ NNOPT_ISA= timeout 60 "$NN" system --json >empty.json 2>/dev/null
 NNOPT_ISA=amx NNOPT_CONV=winograd timeout 60 "$NN" system --json >top.json 2>/dev/null
 NNOPT_CONV=direct timeout 60 "$NN" system --json >direct.json 2>/dev/null
 NNOPT_BACKEND=guard timeout 60 "$NN" system --json >guard.json 2>/dev/null
-check "the settings reach the context: NNOPT_ISA caps the kernels, NNOPT_CONV=direct turns Winograd off, NNOPT_BACKEND picks the backend, empty = default" python3 -c '
-import json
-d, g, e, t, c, b = (json.load(open(f + ".json")) for f in ("default", "generic", "empty", "top", "direct", "guard"))
+NNOPT_HUGEPAGES=off timeout 60 "$NN" system --json >nohuge.json 2>/dev/null
+check "the settings reach the context: NNOPT_ISA caps the kernels, NNOPT_CONV=direct turns Winograd off, NNOPT_BACKEND picks the backend, NNOPT_HUGEPAGES=off the huge pages, empty = default" python3 -c '
+import json, os
+d, g, e, t, c, b, h = (json.load(open(f + ".json")) for f in ("default", "generic", "empty", "top", "direct", "guard", "nohuge"))
 assert d["backend"] == "cpu" and b["backend"] == "guard", (d, b)
+assert d["huge_pages"] is True and h["huge_pages"] is False, (d, h)
+thp = "/sys/kernel/mm/transparent_hugepage/enabled"
+want = open(thp).read().split("[")[1].split("]")[0] if os.path.exists(thp) else ""
+assert d["thp_mode"] == want, (d["thp_mode"], want)
 assert g["kernel_isa"] == "generic" and not g["winograd"], g
 assert e == d, (e, d)
 assert t == d, "a cap at the top (amx) changes nothing: %r vs %r" % (t, d)

@@ -62,6 +62,21 @@ static double measure_core(const char *core, int threads, char *ran, size_t ran_
     return gflops;
 }
 
+/* Linux's transparent-huge-page mode, the bracketed word of
+ * /sys/kernel/mm/transparent_hugepage/enabled ("always", "madvise",
+ * "never"), or "" where there is none */
+static void thp_mode(char *out, size_t size) {
+    out[0] = '\0';
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f) return;
+    char line[128];
+    if (fgets(line, sizeof line, f)) {
+        const char *open = strchr(line, '['), *close = open ? strchr(open, ']') : NULL;
+        if (close) snprintf(out, size, "%.*s", (int)(close - open - 1), open + 1);
+    }
+    fclose(f);
+}
+
 int cmd_system(int argc, char **argv, const cli_env *env) {
     int json = 0, measure = 0, threads = 0;
     const cli_opt opts[] = {
@@ -75,9 +90,11 @@ int cmd_system(int argc, char **argv, const cli_env *env) {
                       "its kernels (NNOPT_ISA caps it), the OpenBLAS kernels (replaced when\n"
                       "OpenBLAS's own choice is older than the CPU; OPENBLAS_CORETYPE pins\n"
                       "them), whether Winograd convolutions run (NNOPT_CONV=direct turns them\n"
-                      "off) and the default thread count. --measure also runs sgemm with the\n"
-                      "other OpenBLAS kernels this CPU runs (unless OPENBLAS_CORETYPE pins\n"
-                      "one) and names the fastest; nnopt does not switch to it by itself.",
+                      "off), whether large blocks of memory ask for huge pages\n"
+                      "(NNOPT_HUGEPAGES=off turns it off) and the default thread count.\n"
+                      "--measure also runs sgemm with the other OpenBLAS kernels this CPU\n"
+                      "runs (unless OPENBLAS_CORETYPE pins one) and names the fastest; nnopt\n"
+                      "does not switch to it by itself.",
                       argc, argv, opts, NULL, 0, &npos);
     if (r) return r == 2 ? 0 : 2;
     nn_ctx *ctx = cli_ctx_new(env, threads);
@@ -111,7 +128,9 @@ int cmd_system(int argc, char **argv, const cli_env *env) {
         for (int i = 0; i < ncores; i++)
             if (rate[i] > 0 && (fastest < 0 || rate[i] > rate[fastest])) fastest = i;
     }
-    const int winograd = nn_ctx_winograd(ctx);
+    const int winograd = nn_ctx_winograd(ctx), huge = nn_huge_pages();
+    char thp[32];
+    thp_mode(thp, sizeof thp);
     if (json) {
         printf("{\"cpu\":");
         cli_json_string(stdout, model);
@@ -121,6 +140,8 @@ int cmd_system(int argc, char **argv, const cli_env *env) {
         cli_json_string(stdout, replaced ? replaced : "");
         printf(",\"winograd\":%s,\"backend\":\"%s\"", winograd ? "true" : "false",
                nn_ctx_backend(ctx));
+        printf(",\"huge_pages\":%s,\"thp_mode\":", huge ? "true" : "false");
+        cli_json_string(stdout, thp);
         if (measure) printf(",\"sgemm_gflops\":%.1f", gflops);
         if (ncores > 1) {
             printf(",\"sgemm_gflops_by_core\":{");
@@ -145,6 +166,13 @@ int cmd_system(int argc, char **argv, const cli_env *env) {
                strcmp(nn_ctx_backend(ctx), "guard") == 0
                    ? " (memory that host code cannot touch outside kernels and copies; slow, for tests)"
                    : "");
+        char mode[64];
+        snprintf(mode, sizeof mode, thp[0] ? "THP mode %s" : "no THP in this kernel", thp);
+        if (huge)
+            printf("memory     huge pages asked for blocks of 4 MiB or more (%s; "
+                   "NNOPT_HUGEPAGES=off turns it off)\n", mode);
+        else
+            printf("memory     huge pages not asked for (NNOPT_HUGEPAGES=off; %s)\n", mode);
         printf("openblas   core %s", core ? core : "?");
         if (replaced) printf(" (nnopt replaced OpenBLAS's own choice, %s, older than this CPU)", replaced);
         printf("\n");
