@@ -10,9 +10,10 @@
 # value and the values accepted; every accepted value runs; an empty value is
 # the default; the settings reach the contexts (`system --json` reports the
 # ISA, Winograd, the backend and the huge pages); `system --measure`
-# measures the other OpenBLAS kernels unless OPENBLAS_CORETYPE pins one; OpenMP's threads spin briefly
-# (GOMP_SPINCOUNT=10000, set before libgomp loads its settings, which it does
-# once per process) unless NNOPT_SPIN=default or the user set a policy.
+# measures the other OpenBLAS kernels unless OPENBLAS_CORETYPE pins one;
+# OpenMP's threads spin briefly (GOMP_SPINCOUNT=10000, set before libgomp
+# loads its settings, which it does once per process) unless
+# NNOPT_SPIN=default or the user set a policy.
 # Prints one PASS/FAIL line per check;
 # exits 1 if any failed.
 . "$(dirname "${BASH_SOURCE[0]}")/lib_cli.sh" "$@" || exit 1

@@ -11,12 +11,12 @@
 /* Blocks of HUGE_MIN bytes or more (a network's activations, gradients and
  * parameters: one arena each) ask Linux for transparent huge pages over
  * their whole 2 MiB pages (MADV_HUGEPAGE): Linux's THP mode "madvise" (the
- * machines measured here) gives them only to regions that ask. The passes over activations
- * then walk 2 MiB pages, not 4 KiB ones: far fewer TLB misses, whose page
- * walks cost twice over in a virtual machine. Training steps on a 2-vCPU
- * Zen 4 VM, alternating pairs: 1-5% more images/s, 1 thread (docs/
- * performance.md). Same bytes either way; nn_set_huge_pages(0) turns it
- * off. Smaller blocks stay as they come. */
+ * machines measured here) gives them only to regions that ask. The passes
+ * over activations then walk 2 MiB pages, not 4 KiB ones: far fewer TLB
+ * misses, whose page walks cost twice over in a virtual machine. Training
+ * steps on a 2-vCPU Zen 4 VM, alternating pairs: 1-5% more images/s
+ * (docs/performance.md). Same bytes either way; nn_set_huge_pages(0) turns
+ * it off. Smaller blocks stay as they come. */
 #define HUGE_PAGE ((uintptr_t)2 << 20)
 #define HUGE_MIN ((size_t)4 << 20)
 static int huge_pages = 1;
