@@ -147,10 +147,10 @@ void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, 
                                          const float *x, const nn_conv2d_desc *d, int n,
                                          float *ws, nn_ctx *ctx);
 /* Cache lines a kernel asks for while it computes, per_step (1 or 2; 0
- * counts as 1) per step of its innermost loop: a caller's next inputs or the lines it
- * is about to write, at[0] (lines[0] of them), then at[1], then at[2], so
- * that they arrive while the arithmetic runs instead of in a pass of their
- * own that waits on memory. NULL: none. */
+ * counts as 1) per step of its innermost loop: a caller's next inputs or the
+ * lines it is about to write, at[0] (lines[0] of them), then at[1], then
+ * at[2], so that they arrive while the arithmetic runs instead of in a pass
+ * of their own that waits on memory. NULL: none. */
 #define NN_FEED_RANGES 3
 typedef struct {
     const char *at[NN_FEED_RANGES];
