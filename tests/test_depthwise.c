@@ -265,6 +265,17 @@ static const conv_case phase_cases[] = {
     {"3x3 s2 32 -> 64, 14x14 pad 1",       32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 0, 0, 3},
 };
 
+/* 3x3 stride 1 'same' goes to Winograd (AVX2 and up), which adds its input
+ * gradient too: F(4x4) with 2 tile rows per vector (28 wide), 4 (14), 8
+ * (7, its output rows 7 floats apart), and a width F(4x4) leaves to
+ * F(2x2) */
+static const conv_case winograd_cases[] = {
+    {"3x3 16 -> 16, 28x28",  16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 0, 0, 3},
+    {"3x3 32 -> 16, 14x14",  32, 14, 14, 16, 3, 3, 1, 1, 1, 1, 1, 0, 0, 3},
+    {"3x3 16 -> 32, 7x7",    16,  7,  7, 32, 3, 3, 1, 1, 1, 1, 1, 0, 0, 5},
+    {"3x3 16 -> 16, 9x33",   16,  9, 33, 16, 3, 3, 1, 1, 1, 1, 1, 0, 0, 2},
+};
+
 /* A convolution's input gradient added into what dx holds (d.dx_add, which
  * conv2d_accumulates_dx grants the strided 1x1 and the phase kernels): the
  * bytes of the gradient written alone plus what was there, and the pixels
@@ -327,6 +338,10 @@ int main(void) {
                 fast_vs_ref(ctxs[t], &rng, &phase_cases[i], "phase", nn_isa_name(isas[v]));
             for (size_t i = 1; isas[v] == NN_ISA_AVX2 && i < 7; i += 2 + (i == 3)) /* no ReLU */
                 dx_add_exact(ctxs[t], &rng, &phase_cases[i], "phase");
+            for (size_t i = 0; isas[v] >= NN_ISA_AVX2 &&
+                               i < sizeof winograd_cases / sizeof *winograd_cases;
+                 i++)
+                dx_add_exact(ctxs[t], &rng, &winograd_cases[i], "winograd");
         }
         hand_case(c1);
         thread_invariance(c1, c2, &rng);

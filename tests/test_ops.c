@@ -1325,6 +1325,102 @@ static void test_sgemm_one_row(nn_rng *rng) {
           "max error %.2e%s", worst, nan_seen ? ", NaN in C" : "");
 }
 
+/* The prologue's map in SIMD lanes (nn_map_lanes_v, nn_avx2_map: a batch
+ * norm's normalizing pass read by the next layer's loads) against the scalar
+ * nn_map_value, bit for bit, on the values where a ReLU may go wrong: -0 and
+ * +0 results (x a = -0 with b = -0 gives -0, which the ReLU makes +0), NaN
+ * (kept), infinities, denormals. The fused and unfused passes of a model
+ * must give the same bytes (test_fusion), and random data seldom lands on
+ * these. With AVX-512 also the lanes outside keep: zero. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include "backend/simd_avx2.h"
+#include "backend/simd_avx512.h"
+
+static const float MAP_X[16] = {0.0f, -0.0f, 1.0f, -1.0f, 3.5f, -2.25f, 1e-40f, -1e-40f,
+                                INFINITY, -INFINITY, NAN, -NAN, 1e30f, -1e30f, 0.5f, -7.0f};
+static const float MAP_AB[7][2] = {{1.0f, 0.0f},  {1.0f, -0.0f}, {-1.0f, -0.0f}, {0.5f, -1.0f},
+                                   {-2.0f, 1.0f}, {0.0f, -0.0f}, {1e-20f, 1e-45f}};
+
+/* the scalar map as it runs (not folded by the compiler, which may drop a
+ * NaN's sign where the CPU keeps it) */
+static __attribute__((noinline)) float map_scalar(float x, float a, float b, int relu) {
+    volatile float vx = x;
+    return nn_map_value(vx, a, b, relu);
+}
+
+static uint32_t bits_of(float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+
+__attribute__((target("avx512f"))) static int map_avx512_mismatches(int relu, __mmask16 keep) {
+    int bad = 0;
+    for (int k = 0; k < 7; k++) {
+        float got[16];
+        const __m512 v = nn_map_lanes_v(_mm512_loadu_ps(MAP_X), _mm512_set1_ps(MAP_AB[k][0]),
+                                        _mm512_set1_ps(MAP_AB[k][1]), relu, keep);
+        _mm512_storeu_ps(got, v);
+        for (int l = 0; l < 16; l++) {
+            const float want =
+                keep >> l & 1 ? map_scalar(MAP_X[l], MAP_AB[k][0], MAP_AB[k][1], relu) : 0.0f;
+            bad += bits_of(got[l]) != bits_of(want);
+        }
+    }
+    return bad;
+}
+
+__attribute__((target("avx2,fma"))) static int map_avx2_mismatches(int relu) {
+    int bad = 0;
+    for (int k = 0; k < 7; k++)
+        for (int h = 0; h < 2; h++) {
+            float got[8];
+            _mm256_storeu_ps(got, nn_avx2_map(_mm256_loadu_ps(MAP_X + 8 * h),
+                                              _mm256_set1_ps(MAP_AB[k][0]),
+                                              _mm256_set1_ps(MAP_AB[k][1]), relu));
+            for (int l = 0; l < 8; l++)
+                bad += bits_of(got[l]) !=
+                       bits_of(map_scalar(MAP_X[8 * h + l], MAP_AB[k][0], MAP_AB[k][1], relu));
+        }
+    return bad;
+}
+#endif
+
+static void test_prologue_map_bits(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    /* the cases must include a -0 result and a NaN one */
+    check(bits_of(map_scalar(MAP_X[1], MAP_AB[1][0], MAP_AB[1][1], 0)) == 0x80000000u &&
+              bits_of(map_scalar(MAP_X[1], MAP_AB[1][0], MAP_AB[1][1], 1)) == 0u &&
+              isnan(map_scalar(MAP_X[10], 1.0f, 0.0f, 1)),
+          "prologue map cases: a -0 result (made +0 by the ReLU) and a NaN (kept)", NULL);
+    if (__builtin_cpu_supports("avx512f"))
+        for (int relu = 0; relu < 2; relu++) {
+            check(map_avx512_mismatches(relu, 0xFFFF) == 0,
+                  relu ? "AVX-512 prologue map + ReLU: the scalar map's bits"
+                       : "AVX-512 prologue map: the scalar map's bits",
+                  "%d of 112 lanes differ", map_avx512_mismatches(relu, 0xFFFF));
+            check(map_avx512_mismatches(relu, 0x5A3C) == 0,
+                  "AVX-512 prologue map: zero outside keep", "%d of 112 lanes differ",
+                  map_avx512_mismatches(relu, 0x5A3C));
+        }
+    else
+        printf("SKIP AVX-512 prologue map: no AVX-512\n");
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        for (int relu = 0; relu < 2; relu++)
+            check(map_avx2_mismatches(relu) == 0,
+                  relu ? "AVX2 prologue map + ReLU: the scalar map's bits"
+                       : "AVX2 prologue map: the scalar map's bits",
+                  "%d of 112 lanes differ", map_avx2_mismatches(relu));
+    else
+        printf("SKIP AVX2 prologue map: no AVX2 + FMA\n");
+#else
+    printf("SKIP prologue map: no x86-64 SIMD kernels in this build\n");
+#endif
+}
+
 int main(void) {
     nn_ctx *ctx1 = test_ctx_new(1), *ctx2 = test_ctx_new(2);
     if (!ctx1 || !ctx2) return 2;
@@ -1333,6 +1429,7 @@ int main(void) {
     nn_rng_seed(&rng, 20240607, 11);
 
     test_blas_core();
+    test_prologue_map_bits();
     test_sgemm_one_row(&rng);
     test_relu_linear_softmax_hand(ctx1);
 

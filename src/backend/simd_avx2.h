@@ -66,12 +66,11 @@ NN_AVX2_INLINE __m256 nn_avx2_odd(__m256 lo, __m256 hi) {
 
 /* a batch norm's normalizing map on 8 floats, in its arithmetic: v = x a +
  * b (a multiply, then an add), then with relu the ReLU that keeps v > 0 and
- * NaN */
+ * NaN: max(+0, v) + 0, as nn_map_lanes_v (simd_avx512.h) */
 NN_AVX2_INLINE __m256 nn_avx2_map(__m256 x, __m256 a, __m256 b, int relu) {
     const __m256 v = _mm256_add_ps(_mm256_mul_ps(x, a), b);
     if (!relu) return v;
-    return _mm256_and_ps(v, _mm256_or_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ),
-                                         _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    return _mm256_add_ps(_mm256_max_ps(_mm256_setzero_ps(), v), _mm256_setzero_ps());
 }
 
 /* r[i][j] = r[j][i]: an 8x8 block of floats transposed in registers */

@@ -433,6 +433,33 @@ INLINE_AVX512 void store_row(float *dst, int w, const row_picks *p, const __m512
     }
 }
 
+/* output row i of a vector's tiles: A^T over s (row i of A^T M) + bias
+ * (NULL: none), then the ReLU if relu */
+INLINE_AVX512 void output_row(__m512 y[4], const __m512 s[6], const __m512 *bias, int relu) {
+    at6(y, s);
+    for (int q = 0; q < 4; q++) {
+        if (bias) y[q] = _mm512_add_ps(y[q], *bias);
+        if (relu) y[q] = _mm512_max_ps(_mm512_setzero_ps(), y[q]);
+    }
+}
+
+/* row i of slot sl's tiles stored (store_row) into its plane out_k, asking
+ * for the same row of the next plane when prefetch; nothing past the last
+ * row */
+INLINE_AVX512 void put_output_row(float *out_k, const wino4_rows *rows, int sl, int i,
+                                  const row_picks *p, const __m512 y[4], int add, size_t plane,
+                                  int w, int prefetch) {
+    const size_t at = rows->at[i + 1][sl];
+    if (at == NO_ROW) return;
+    float *dst = out_k + at;
+    if (prefetch) {
+        __builtin_prefetch(dst + plane, 1, 3);
+        __builtin_prefetch(dst + plane + w - 1, 1, 3);
+        if (w > VEC) __builtin_prefetch(dst + plane + VEC, 1, 3);
+    }
+    store_row(dst, w, p, y, add);
+}
+
 /* out planes (cout, h, w) of the tile rows u0.. = A^T M A (+ bias, ReLU if
  * asked; add: into what is there) */
 AVX512 static void transform_output(float *out, const float *mm, const float *bias, int relu,
@@ -460,6 +487,23 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
                 at6(y, col);
                 for (int i = 0; i < 4; i++) s[i][b] = y[i];
             }
+            if (add) {
+                /* row by row across the slots: a slot's next row lies right
+                 * after this one, and its masked loads waited for the masked
+                 * stores just made to the same lines (no forwarding). In
+                 * this order, on a Zen 4: 1.18x as fast at 28x28, 1.9x at
+                 * 14x14, 2.3x at 7x7. Without the add, slot by slot ran
+                 * faster (0.73x and 0.87x this way), and so did its code
+                 * below as written: through these helpers, ResNet-20's
+                 * forward 3x3 layers ran 2-6% slower (GCC 12). */
+                for (int i = 0; i < 4; i++) {
+                    __m512 yi[4];
+                    output_row(yi, s[i], bias ? &bk : NULL, relu);
+                    for (int sl = 0; sl < rows->n; sl++)
+                        put_output_row(out_k, rows, sl, i, &picks[sl], yi, 1, plane, w, prefetch);
+                }
+                continue;
+            }
             __m512 y[4][4]; /* (A^T M) A + bias: y[row][column] */
             for (int i = 0; i < 4; i++) {
                 at6(y[i], s[i]);
@@ -478,7 +522,7 @@ AVX512 static void transform_output(float *out, const float *mm, const float *bi
                         __builtin_prefetch(dst + plane + w - 1, 1, 3);
                         if (w > VEC) __builtin_prefetch(dst + plane + VEC, 1, 3);
                     }
-                    store_row(dst, w, &picks[sl], y[i], add);
+                    store_row(dst, w, &picks[sl], y[i], 0);
                 }
         }
     }
