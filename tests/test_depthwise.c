@@ -265,6 +265,14 @@ static const conv_case phase_cases[] = {
     {"3x3 s2 32 -> 64, 14x14 pad 1",       32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 0, 0, 3},
 };
 
+/* 3x3 stride 2 goes to the direct kernels with AVX-512, which add their
+ * input gradient too (ResNet-20's downsampling shapes, and odd sizes) */
+static const conv_case direct_cases[] = {
+    {"3x3 s2 16 -> 32, 28x28 pad 1", 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 0, 0, 2},
+    {"3x3 s2 32 -> 64, 14x14 pad 1", 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 0, 0, 3},
+    {"3x3 s2 16 -> 16, 13x11 pad 1", 16, 13, 11, 16, 3, 3, 2, 2, 1, 1, 1, 0, 1, 2},
+};
+
 /* 3x3 stride 1 'same' goes to Winograd (AVX2 and up), which adds its input
  * gradient too: F(4x4) with 2 tile rows per vector (28 wide), 4 (14), 8
  * (7, its output rows 7 floats apart), and a width F(4x4) leaves to
@@ -342,6 +350,10 @@ int main(void) {
                                i < sizeof winograd_cases / sizeof *winograd_cases;
                  i++)
                 dx_add_exact(ctxs[t], &rng, &winograd_cases[i], "winograd");
+            for (size_t i = 0; isas[v] == NN_ISA_AVX512 &&
+                               i < sizeof direct_cases / sizeof *direct_cases;
+                 i++)
+                dx_add_exact(ctxs[t], &rng, &direct_cases[i], "direct");
         }
         hand_case(c1);
         thread_invariance(c1, c2, &rng);

@@ -1291,20 +1291,22 @@ static void conv2d_bwd(const nn_op_args *a) {
                        a->ctx);
 }
 
-/* The Winograd input gradient and im2col's fp32 col2im add into dx when
- * d->dx_add (a residual block's input, whose gradient the block's add wrote
- * first): no scratch copy and no separate pass to add it. Both give the
- * bytes of the scratch and the add: Winograd adds each finished value, and
- * col2im (and the strided 1x1 kernel's scatter) add only where the windows
- * do not overlap (stride >= kernel, as a 1x1 projection with stride 2), one
- * term per input; where they overlap, adding the terms one by one to what is
+/* The Winograd and direct input gradients and im2col's fp32 col2im add into
+ * dx when d->dx_add (a residual block's input, whose gradient the block's
+ * add wrote first; the input of a downsampling block's stride-2 3x3
+ * convolution, whose projection wrote it first): no scratch copy and no
+ * separate pass to add it. All give the bytes of the scratch and the add:
+ * Winograd and the direct kernels add each finished value, and col2im (and
+ * the strided 1x1 kernel's scatter) add only where the windows do not
+ * overlap (stride >= kernel, as a 1x1 projection with stride 2), one term
+ * per input; where they overlap, adding the terms one by one to what is
  * there would round otherwise. */
 static int conv2d_accumulates_dx(const nn_node *node, const nn_ctx *ctx) {
     const nn_conv2d_desc *d = &node->d.conv;
     const char *k = nn_conv2d_kernel_name(d, ctx);
     const int disjoint = d->R <= d->stride_h && d->S <= d->stride_w && !nn_conv2d_dilated(d);
     return !d->bf16 &&
-           (strcmp(k, "winograd") == 0 ||
+           (strcmp(k, "winograd") == 0 || strcmp(k, "direct") == 0 ||
             (strcmp(k, "im2col") == 0 && !dx_as_correlation(d) && disjoint) ||
             (strcmp(k, "pointwise") == 0 && strided(d)) || strcmp(k, "phase") == 0);
 }

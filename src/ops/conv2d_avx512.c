@@ -462,10 +462,11 @@ static void correlate_cl(const correlation *c) {
 }
 
 /* out (C, P*Q) = cl[p][q][c] (rows of qt pixels, ocp channels each) for
- * q < Q, + bias, ReLU if asked: 16 pixels x 16 channels at a time,
+ * q < Q, + bias, ReLU if asked, or with add out += that (out + value: the
+ * bytes of the graph's dst += scratch): 16 pixels x 16 channels at a time,
  * transposed in registers. */
 AVX512 static void from_channels_last(float *out, const float *cl, int C, int P, int Q, int qt,
-                                      int ocp, const float *bias, int relu) {
+                                      int ocp, const float *bias, int relu, int add) {
     const __m512 zero = _mm512_setzero_ps();
     if (qt == Q) /* rows without padding: the pixels run on, 16 at a time across rows */
         Q = qt = P * Q, P = 1;
@@ -485,7 +486,9 @@ AVX512 static void from_channels_last(float *out, const float *cl, int C, int P,
                     if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[c0 + j]));
                     /* max(0, v) returns v when v is NaN: NaN passes, as in PyTorch */
                     if (relu) v = _mm512_max_ps(zero, v);
-                    _mm512_mask_storeu_ps(out + ((size_t)(c0 + j) * P + p) * Q + q0, qm, v);
+                    float *o = out + ((size_t)(c0 + j) * P + p) * Q + q0;
+                    if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(qm, o), v);
+                    _mm512_mask_storeu_ps(o, qm, v);
                 }
             }
         }
@@ -845,7 +848,7 @@ void nn_conv2d_forward_direct_stats(float *y, const float *x, double *stats, con
                                     .wpk = ws,
                                     .bf16 = bf16};
             correlate_cl(&cr);
-            from_channels_last(y + i * ys, tb.cl, d->K, d->P, d->Q, g.qt, g.kp, b, d->relu);
+            from_channels_last(y + i * ys, tb.cl, d->K, d->P, d->Q, g.qt, g.kp, b, d->relu, 0);
             if (stats) /* the batch norm's rows of this image, in cache */
                 nn_batchnorm_row_stats(y + i * ys, d->K, d->P * d->Q, stats + 2 * (size_t)i * d->K,
                                        ctx);
@@ -902,7 +905,8 @@ void nn_conv2d_backward_direct(float *dx, float *dw, float *db, const float *dy,
                     nn_conv2d_pad_interior(tb.dy, dy + i * ys, mask, d->K, d->P, d->Q, g.ph, g.pw,
                                            g.dh, g.dw);
                 input_grad_cl(tb.cl, tb.dy, wpt, d, &g);
-                from_channels_last(dx + i * xs, tb.cl, d->C, d->H, d->W, g.wt, g.cp, NULL, 0);
+                from_channels_last(dx + i * xs, tb.cl, d->C, d->H, d->W, g.wt, g.cp, NULL, 0,
+                                   d->dx_add);
             }
         }
     }
