@@ -314,6 +314,79 @@ static void dx_add_exact(nn_ctx *ctx, nn_rng *rng, const conv_case *c, const cha
     free(x), free(w), free(dy), free(ws), free(alone), free(added), free(was), free(dw);
 }
 
+/* F(4x4) Winograd shapes for the formed backward: 28 wide (groups of two
+ * images, the last one short), 14 and 7 wide, 8 wide (AVX2's F(4x4) too),
+ * 13 wide (4 tile columns) */
+static const conv_case formed_cases[] = {
+    {"3x3 16 -> 16, 28x28",  16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 0, 0, 7},
+    {"3x3 32 -> 32, 14x14",  32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 0, 0, 9},
+    {"3x3 64 -> 64, 7x7",    64,  7,  7, 64, 3, 3, 1, 1, 1, 1, 1, 0, 1, 11},
+    {"3x3 32 -> 16, 8x8",    32,  8,  8, 16, 3, 3, 1, 1, 1, 1, 1, 0, 0, 6},
+    {"3x3 16 -> 24, 13x13",  16, 13, 13, 24, 3, 3, 1, 1, 1, 1, 1, 0, 1, 5},
+};
+
+/* The Winograd backward that forms its dy from the batch norm after it
+ * (nn_conv2d_backward_winograd_formed) against the batch norm's dx
+ * (nn_batchnorm_form_dx image by image) followed by the plain input and
+ * weight gradients, bit for bit: dx, dw, db, and in mode 2 the prologue's
+ * gradient sums. Mode 0: the batch norm's mask from its map, no prologue;
+ * 1: no mask (a residual add's g), dx added into what is there; 2: a
+ * prologue with its gradient sums; 3: no dx (a first layer). */
+static void formed_exact(nn_ctx *ctx, nn_rng *rng, const conv_case *c, int mode) {
+    const nn_conv2d_desc d0 = desc_of(c);
+    nn_conv2d_desc d = d0;
+    d.dx_add = mode == 1;
+    const int n = c->n, K = d.K, C = d.C, len = d.H * d.W;
+    const size_t xn = (size_t)n * C * len, yn = (size_t)n * K * len, wn = (size_t)K * C * 9;
+    const size_t wsn = nn_conv2d_workspace(&d, nn_ctx_threads(ctx));
+    float *x = fvec(xn), *w = fvec(wn), *g = fvec(yn), *yb = fvec(yn), *dy = fvec(yn);
+    float *ws = fvec(wsn + GUARD), *coef = fvec(6 * (size_t)K), *io = fvec(4 * (size_t)C);
+    float *dx[2] = {fvec(xn), fvec(xn)}, *dw[2] = {fvec(wn), fvec(wn)};
+    float *db[2] = {fvec((size_t)K), fvec((size_t)K)};
+    double *sums[2] = {dvec(2 * (size_t)n * C), dvec(2 * (size_t)n * C)};
+    fill(x, xn, rng, -1, 1), fill(w, wn, rng, -1, 1), fill(g, yn, rng, -1, 1);
+    fill(yb, yn, rng, -1, 1), fill(coef, 6 * (size_t)K, rng, -0.5f, 0.5f);
+    fill(io, 4 * (size_t)C, rng, -0.5f, 0.5f);
+    for (int i = 0; i < 2; i++) {
+        fill(dx[i], xn, rng, -1, 1), fill(dw[i], wn, rng, -1, 1), fill(db[i], (size_t)K, rng, -1, 1);
+        memset(sums[i], 0, 2 * (size_t)n * C * sizeof(double));
+    }
+    memcpy(dx[1], dx[0], xn * sizeof(float)), memcpy(dw[1], dw[0], wn * sizeof(float));
+    memcpy(db[1], db[0], (size_t)K * sizeof(float));
+    for (size_t i = 0; i < GUARD; i++) ws[wsn + i] = 7.0f;
+    const nn_bn_dx bn = {coef, coef + K, coef + 2 * K, coef + 3 * K,
+                         mode == 0 ? coef + 4 * K : NULL, mode == 0 ? coef + 5 * K : NULL};
+    nn_conv2d_map maps[2] = {{io, io + C, 1, sums[0], io + 2 * C},
+                             {io, io + C, 1, sums[1], io + 2 * C}};
+    /* the batch norm's pass, then the plain gradients */
+    for (int i = 0; i < n; i++)
+        nn_batchnorm_form_dx(dy + (size_t)i * K * len, g + (size_t)i * K * len,
+                             yb + (size_t)i * K * len, 0, K, len, &bn, ctx);
+    const nn_conv2d_map *m0 = mode == 2 ? &maps[0] : NULL;
+    if (mode != 3) nn_conv2d_backward_data_winograd_mapped(dx[0], dy, NULL, x, m0, w, &d, n, ws, ctx);
+    nn_conv2d_backward_weights_winograd_mapped(dw[0], db[0], dy, NULL, x, m0, &d, n, ws, ctx);
+    /* formed */
+    nn_conv2d_backward_winograd_formed(mode == 3 ? NULL : dx[1], dw[1], db[1], g, yb, x,
+                                       mode == 2 ? &maps[1] : NULL, &bn, w, &d, n, ws, ctx);
+    size_t bad = 0, guard = 0;
+    for (size_t i = 0; i < xn; i++) bad += memcmp(&dx[0][i], &dx[1][i], sizeof(float)) != 0;
+    for (size_t i = 0; i < wn; i++) bad += memcmp(&dw[0][i], &dw[1][i], sizeof(float)) != 0;
+    for (int k = 0; k < K; k++) bad += memcmp(&db[0][k], &db[1][k], sizeof(float)) != 0;
+    for (size_t i = 0; i < 2 * (size_t)n * C; i++) bad += sums[0][i] != sums[1][i];
+    for (size_t i = 0; i < GUARD; i++) guard += ws[wsn + i] != 7.0f;
+    static const char *modes[] = {"masked dy", "unmasked dy, dx added", "prologue and its sums",
+                                  "no dx"};
+    char name[200];
+    snprintf(name, sizeof name,
+             "winograd formed backward %s, %s, %d thread(s): the batch norm's dx pass + plain "
+             "gradients, bit for bit", c->what, modes[mode], nn_ctx_threads(ctx));
+    check(bad == 0 && guard == 0 && nn_conv2d_winograd_forms_dy(&d, ctx), name,
+          "%zu values differ, %zu guard floats written, forms_dy %d", bad, guard,
+          nn_conv2d_winograd_forms_dy(&d, ctx));
+    free(x), free(w), free(g), free(yb), free(dy), free(ws), free(coef), free(io);
+    for (int i = 0; i < 2; i++) free(dx[i]), free(dw[i]), free(db[i]), free(sums[i]);
+}
+
 int main(void) {
     nn_ctx *c1 = test_ctx_new(1), *c2 = test_ctx_new(2);
     nn_rng rng;
@@ -354,6 +427,13 @@ int main(void) {
                                i < sizeof direct_cases / sizeof *direct_cases;
                  i++)
                 dx_add_exact(ctxs[t], &rng, &direct_cases[i], "direct");
+            for (size_t i = 0; isas[v] >= NN_ISA_AVX2 &&
+                               i < sizeof formed_cases / sizeof *formed_cases;
+                 i++) {
+                const nn_conv2d_desc fd = desc_of(&formed_cases[i]);
+                for (int mode = 0; mode < 4 && nn_conv2d_winograd4_ok(&fd, ctxs[t]); mode++)
+                    formed_exact(ctxs[t], &rng, &formed_cases[i], mode);
+            }
         }
         hand_case(c1);
         thread_invariance(c1, c2, &rng);

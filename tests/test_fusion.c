@@ -13,8 +13,9 @@
  * loads (its own output not written in training passes), the
  * convolution's backward summing each row of the batch norm's gradient for
  * it; with AVX-512 a Winograd convolution before a batch norm must sum its
- * statistics for it, and a depthwise or 1x1 convolution before one must
- * form that batch norm's input gradient in its backward. A 1x1 output
+ * statistics for it, and a depthwise, 1x1 or F(4x4) Winograd convolution
+ * before one must form that batch norm's input gradient in its backward
+ * (from the residual add's gradient where one is fused in). A 1x1 output
  * larger than the caches, stored past them, must equal the plain one.
  * Central-difference checks of the fused batch norm + ReLU's and batch norm
  * + add + ReLU's gradients guard the backward itself.
@@ -37,7 +38,8 @@ static const struct {
     const char *forms;    /* a convolution whose backward must form its dy from the
                              batch norm after it (depthwise, 1x1; with a prologue, a
                              1x1 one with its own AVX-512 or AVX2 kernels; a first
-                             layer's rows kernel, AVX2 and up) */
+                             layer's rows kernel, AVX2 and up; F(4x4) Winograd),
+                             with a residual add fused into that batch norm or not */
 } PATTERNS[] = {
     {"conv + batchnorm + relu",
      "input shape=2x8x8\nconv2d name=c out=6 kernel=3 pad=1 bias=0\nbatchnorm name=bn\n"
@@ -52,7 +54,7 @@ static const struct {
      "conv2d name=c1 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=c2 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
      "relu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", "c2", "b1", NULL},
+     "r2", "a", "c2", "b1", "c2"},
     {"downsampling block (bn + add(skip first) + relu, projection bn)",
      "input shape=3x8x8\nconv2d name=c0 out=4 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"
      "conv2d name=c1 out=6 kernel=3 stride=2 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
@@ -104,7 +106,7 @@ static const struct {
      "relu name=r1\nconv2d name=c2 out=32 kernel=3 pad=1 bias=0\nbatchnorm name=b2\n"
      "conv2d name=p in=r0 out=32 kernel=1 stride=2 bias=0\nbatchnorm name=pb\n"
      "add name=a in=pb,b2\nrelu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", "c2", "b1", NULL},
+     "r2", "a", "c2", "b1", "p"},
     /* 128 channels: groups of one vector (5 tile rows, 3 per image) by the
      * L2 alone on every machine, so whole_images must round them */
     {"resnet block 12 wide, 128 channels (Winograd's groups rounded to whole images)",
@@ -112,7 +114,7 @@ static const struct {
      "relu name=r0\nconv2d name=c1 out=128 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
      "conv2d name=c2 out=128 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
      "relu name=r2\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r2", "a", "c2", "b2", NULL},
+     "r2", "a", "c2", "b2", "c2"},
     /* 16 x 112 x 112 floats per image: at batch 6, 4.8 MB per tensor, more
      * than two cores' L2 caches, so the batch norm passes (the normalizing
      * one with the add and the ReLU, the backward's g and dx) store past the
@@ -183,6 +185,10 @@ static size_t run(nn_ctx *ctx, const char *text, int fuse, const char *fused, co
         (net->nodes[f].prologue_from >= 0 ||
          strcmp(nn_conv2d_kernel_name(&net->nodes[f].d.conv, ctx), "pointwise") != 0))
         f = -1; /* (a first layer's rows kernel too: AVX2 and up) */
+    /* a dense 3x3 one through F(4x4) Winograd only (AVX-512; AVX2 at some widths) */
+    if (f >= 0 && strcmp(nn_conv2d_kernel_name(&net->nodes[f].d.conv, ctx), "winograd") == 0 &&
+        !nn_conv2d_winograd4_ok(&net->nodes[f].d.conv, ctx))
+        f = -1;
     if (f >= 0) /* planned: its backward forms the batch norm's input gradient */
         *aliased = *aliased && net->nodes[f].dy_from >= 0 &&
                    net->nodes[net->nodes[f].dy_from].inputs[0] == f;

@@ -184,13 +184,18 @@ static void plan_output_stats(nn_net *net) {
  * backward then makes only its coefficients, and the node computes the batch
  * norm's input gradient itself, image by image in its cache: one pass over
  * memory less and one array less written and read back. The batch norm's
- * output gradient lives until the node's backward (plan_gradient_slots). */
+ * output gradient lives until the node's backward (plan_gradient_slots).
+ * A batch norm with a residual add fused in (a second input) leaves g in
+ * that input's gradient (formed_dy_args); its producer must be the node just
+ * before it, so that no other backward runs between the two. */
 static void plan_dy_forms(nn_net *net) {
     for (int i = 0; i < net->num_nodes; i++) net->nodes[i].dy_from = -1;
     if (!net->ctx->fuse) return;
     for (int i = 0; i < net->num_nodes; i++) {
         const nn_node *node = &net->nodes[i];
-        if (node->alias_of >= 0 || node->num_inputs != 1 || !def_of(node)->deferred_dx) continue;
+        if (node->alias_of >= 0 || !def_of(node)->deferred_dx) continue;
+        if (node->num_inputs != 1 && (node->num_inputs != 2 || node->inputs[0] != i - 1))
+            continue;
         const int p = node->inputs[0];
         nn_node *src = &net->nodes[p];
         const nn_op_kernels *k = nn_backend_kernels(net->ctx->backend, src->op);
@@ -881,6 +886,14 @@ int nn_net_num_classes(const nn_net *net) {
 
 const float *nn_net_logits(const nn_net *net) { return net->nodes[net->logits_node].y; }
 
+/* Whether a reader that leaves its input gradient to its producer
+ * (deferred_dx) with a residual add fused in writes that add's input
+ * gradient g into the input's own gradient (not a scratch added in after
+ * it), where its producer reads it (formed_dy_args). */
+static int residual_g_direct(const nn_net *net, const nn_node *node, const nn_op_args *a) {
+    return node->num_inputs == 1 || a->dxs[1] == net->nodes[node->inputs[1]].dy;
+}
+
 /* Fills the kernel arguments of node for a batch of n. */
 static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
     memset(a, 0, sizeof *a);
@@ -926,12 +939,13 @@ static void node_args(nn_net *net, nn_node *node, int n, nn_op_args *a) {
         const nn_node *r = &net->nodes[node->stats_to];
         a->out_stats = def_of(r)->input_stats(r);
     }
-    if (node->num_inputs == 1 && net->nodes[node->inputs[0]].dy_from == a->node_index &&
+    if (node->num_inputs >= 1 && net->nodes[node->inputs[0]].dy_from == a->node_index &&
         net->training) {
         /* the producer forms this node's dx if its kernel (as set now) can */
         const nn_node *p = &net->nodes[node->inputs[0]];
         const nn_op_kernels *pk = nn_backend_kernels(net->ctx->backend, p->op);
-        a->defer_dx = pk && pk->forms_dy && pk->forms_dy(p, net->ctx);
+        a->defer_dx = pk && pk->forms_dy && pk->forms_dy(p, net->ctx) &&
+                      residual_g_direct(net, node, a);
     }
     a->x = a->xs[0];
     a->dx = a->dxs[0];
@@ -1138,7 +1152,8 @@ static void formed_dy_args(nn_net *net, const nn_node *node, nn_op_args *a) {
     nn_bn_dx coefs;
     float left = 0.0f;
     nn_dev_download(net->ctx->backend, &left, def_of(r)->deferred_dx(r, &coefs), sizeof left);
-    if (left != 0.0f) a->bn_dx = coefs, a->bn_dy = r->dy;
+    if (left != 0.0f) /* g: r's output gradient, or its fused add's (residual_g_direct) */
+        a->bn_dx = coefs, a->bn_dy = r->num_inputs == 2 ? net->nodes[r->inputs[1]].dy : r->dy;
 }
 
 /* Runs the forward kernels of nodes first..last (the input node excepted);

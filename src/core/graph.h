@@ -417,7 +417,9 @@ typedef struct nn_op_def {
      * producer (forms_dy) when nn_op_args.defer_dx asks: the coefficients'
      * places into *dx (valid until its next backward), and returned, the
      * float its last backward pass set nonzero if it did so (in the
-     * backend's memory: read through nn_dev_download). */
+     * backend's memory: read through nn_dev_download). g is the reader's
+     * output gradient, or with a residual add fused in (a second input)
+     * that input's gradient, which the reader wrote (plan_dy_forms). */
     const float *(*deferred_dx)(const nn_node *node, nn_bn_dx *dx);
     /* Planning: the context's precision for this node (nn_net_plan). */
     void (*set_precision)(nn_node *node, nn_precision p);

@@ -500,9 +500,9 @@ static void channel_dx(const bn_rows *k, float *dx, const float *dy, const float
  * stride. ws->acc carries the sums. has_map: save holds the forward's map
  * (channel_coefs's keep_map). rows: the reader's per-row gradient sums
  * (give_grad_sums), or NULL. defer (4C floats; NULL: no): where a whole-batch
- * training pass without a residual add, whose gradient mask (if any) comes
- * from the map, leaves dx to the producer (forms_dy), putting dx's
- * coefficients there instead; returns 1 if it did. */
+ * training pass whose gradient mask (if any) comes from the map, or is in
+ * dr already (a residual add's: g there, masked), leaves dx to the producer
+ * (forms_dy), putting dx's coefficients there instead; returns 1 if it did. */
 static int bn_backward(float *dx, float *dr, float *dw, float *db, const float *dy,
                         const float *y, const float *x, const float *w, const float *save,
                         int has_map, const double *rows, const nn_bn_desc *d, int n, int training,
@@ -555,7 +555,7 @@ static int bn_backward(float *dx, float *dr, float *dw, float *db, const float *
             ks[c] = (float)(kk * sc);
         }
         if (!dx) return 0;
-        if (defer && training && !dr && (!d->relu || map)) {
+        if (defer && training && (dr || !d->relu || map)) {
             memcpy(defer, g_mean, 4 * (size_t)C * sizeof(float));
             return 1;
         }
@@ -727,14 +727,16 @@ static double *batchnorm_input_stats(const nn_node *node) {
 /* Its producer may form its input gradient while loading that as its own
  * dy (forms_dy: nn_batchnorm_form_dx, the dx pass's own arithmetic): a
  * training backward asked to (defer_dx) then makes only the coefficients.
- * Their masking by the ReLU comes from the forward's map, x alpha + beta >
- * 0, so not with a residual add (nor where the mask would need the output). */
+ * The ReLU's mask comes from the forward's map, x alpha + beta > 0; with a
+ * residual add fused in, g is the add's input gradient (dr, the second
+ * input's), which the sums pass wrote masked by the output: no mask then. */
 static const float *batchnorm_deferred_dx(const nn_node *node, nn_bn_dx *dx) {
     const int C = node->d.bn.C;
     const float *aux = node->aux, *coef = aux + aux_deferred_offset(C) + 1;
+    const int masked = node->d.bn.relu && !node->d.bn.residual;
     dx->g_mean = coef, dx->mean = coef + C, dx->scale = coef + 2 * C, dx->ks = coef + 3 * C;
-    dx->alpha = node->d.bn.relu ? aux + aux_map_offset(C) : NULL;
-    dx->beta = node->d.bn.relu ? aux + aux_map_offset(C) + C : NULL;
+    dx->alpha = masked ? aux + aux_map_offset(C) : NULL;
+    dx->beta = masked ? aux + aux_map_offset(C) + C : NULL;
     return aux + aux_deferred_offset(C);
 }
 

@@ -1251,9 +1251,9 @@ static void conv2d_fwd(const nn_op_args *a) {
 }
 
 /* With a prologue (a->in_scale) or a batch norm's input gradient to form
- * (a->bn_dy, forms_dy: a first layer's rows kernel, the depthwise and 1x1
- * kernels, the only ones it names) the kernels that take them run
- * directly; Winograd takes only the prologue. */
+ * (a->bn_dy, forms_dy: a first layer's rows kernel, the depthwise, 1x1 and
+ * F(4x4) Winograd kernels, the only ones it names) the kernels that take
+ * them run directly. */
 static void conv2d_bwd(const nn_op_args *a) {
     nn_conv2d_desc d = a->node->d.conv;
     d.dx_add = (a->dx_add & 1u) != 0; /* accumulates_dx said this kernel adds into dx */
@@ -1265,7 +1265,10 @@ static void conv2d_bwd(const nn_op_args *a) {
         const float *dy = bn ? a->bn_dy : a->dy;
         nn_conv2d_desc unmasked;
         const nn_conv2d_desc *dd = backward_desc(&d, &unmasked);
-        if (bn && is_rows(dd, a->ctx)) { /* a first layer: no dx (conv2d_forms_dy) */
+        if (bn && is_winograd(dd, a->ctx)) { /* F(4x4) (conv2d_forms_dy) */
+            nn_conv2d_backward_winograd_formed(a->dx, a->dw, a->db, dy, a->y, a->x, map, bn, a->w,
+                                               dd, a->n, a->ws, a->ctx);
+        } else if (bn && is_rows(dd, a->ctx)) { /* a first layer: no dx (conv2d_forms_dy) */
             nn_conv2d_backward_rows_formed(a->dw, a->db, dy, a->y, a->x, bn, a->w, dd, a->n,
                                            a->ws, a->ctx);
         } else if (is_depthwise(dd, a->ctx)) {
@@ -1335,10 +1338,13 @@ static int conv2d_sums_prologue_grad(const nn_node *node, const nn_ctx *ctx) {
  * form it there from the batch norm after them (nn_batchnorm_form_dx); so
  * does the rows kernel of a first layer (no input gradient, no fused ReLU:
  * the stems of ResNet-20 and MobileNet-small), a group of images at a time
- * where its padded copies of dy would be */
+ * where its padded copies of dy would be; and F(4x4) Winograd, its weight
+ * gradient's groups of whole images at a time, for its input and weight
+ * gradients at once (nn_conv2d_backward_winograd_formed) */
 static int conv2d_forms_dy(const nn_node *node, const nn_ctx *ctx) {
     const nn_conv2d_desc planned = as_planned(node, ctx), *d = &planned;
     if (is_depthwise(d, ctx)) return 1;
+    if (is_winograd(d, ctx)) return nn_conv2d_winograd_forms_dy(d, ctx);
     if (is_rows(d, ctx)) return !(node->needs_dx & 1u) && !d->relu;
     return strcmp(nn_conv2d_kernel_name(d, ctx), "pointwise") == 0 &&
            (node->prologue_from < 0 || is_mapped_pointwise(d, ctx));

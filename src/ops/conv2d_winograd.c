@@ -91,6 +91,14 @@ static wino_geom geom4(int cin, int cout, int h, int w, int vec, size_t bytes, s
     return g;
 }
 
+/* F(4x4): groups of `vectors` vectors */
+static void set_vectors(wino_geom *g, int vectors) {
+    g->rows = vectors * g->rpv;
+    g->tpad = (size_t)vectors * (size_t)g->vec;
+    g->vxi = (size_t)g->cin * g->tpad + 16;
+    g->mxi = (size_t)g->cout * g->tpad + 16;
+}
+
 /* Groups of whole images, for the output statistics' epilogue (a group's
  * output planes are then whole rows of the batch norm): tile rows a multiple
  * of th as well as of rpv, the vectors rounded down to that multiple (up
@@ -105,11 +113,8 @@ static void whole_images(wino_geom *g) {
     const int step = g->th / a; /* vectors per whole number of images */
     int vectors = g->rows / g->rpv;
     vectors = vectors >= step ? vectors - vectors % step : step;
-    g->rows = vectors * g->rpv;
+    set_vectors(g, vectors);
     g->quantum = step * g->rpv;
-    g->tpad = (size_t)vectors * (size_t)g->vec;
-    g->vxi = (size_t)g->cin * g->tpad + 16;
-    g->mxi = (size_t)g->cout * g->tpad + 16;
 }
 
 /* The F(4x4) weight gradient's groups: 8 vectors (128 tile lanes) at least,
@@ -156,6 +161,10 @@ int nn_conv2d_winograd4_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return nn_conv2d_winograd_ok(d, ctx) && f4_ok(d, ctx);
 }
 
+int nn_conv2d_winograd_forms_dy(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return nn_conv2d_winograd_ok(d, ctx) && f4_ok(d, ctx) && !d->relu;
+}
+
 int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #ifdef NN_HAVE_WINOGRAD
     return nn_ctx_winograd(ctx) && shape_ok(d);
@@ -178,6 +187,22 @@ static size_t wgrad_thread_floats(const wino_geom *g) {
     return thread_floats(g) + vt_floats(g) + share_floats(g) + round16((size_t)g->cout);
 }
 
+/* the F(4x4) weight gradient's geometry: groups of WGRAD4_VECTORS vectors
+ * at least, of whole images (the formed backward forms dy image by image;
+ * the plain one takes the same groups, so that both sum the same tiles in
+ * the same order) */
+static wino_geom wgrad4_geom(const nn_conv2d_desc *d, int vec, size_t bytes) {
+    wino_geom g = geom4(d->C, d->K, d->H, d->W, vec, bytes, WGRAD4_VECTORS);
+    whole_images(&g);
+    return g;
+}
+
+/* The formed backward's scratch of a thread: dy of a weight-gradient
+ * group's images (whole_images) */
+static size_t formed_dy_floats(const wino_geom *gw) {
+    return round16((size_t)(gw->rows / gw->th) * gw->cout * gw->h * gw->w);
+}
+
 size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
     if (!shape_ok(d)) return 0;
     /* the input gradient's geometry (cin, cout swapped) needs no more than
@@ -187,11 +212,15 @@ size_t nn_conv2d_winograd_workspace(const nn_conv2d_desc *d, int threads) {
     const size_t f2 = u_floats(d) + (size_t)threads * wgrad_thread_floats(&g);
     if (d->W > WINO4_MAX_W) return f2;
     /* F(4x4): the same for the input gradient (cin + cout the same); the
-     * weight gradient's buffers hold those of the forward pass but for U */
+     * weight gradient's buffers hold those of the forward pass but for U.
+     * The formed backward (nn_conv2d_backward_winograd_formed) keeps U and,
+     * per thread, the weight gradient's buffers (the input gradient's V and
+     * M in its V's place) and its dy. */
     size_t most = f2;
     for (int vec = 8; vec <= 16; vec += 8) { /* AVX2, AVX-512 */
-        const wino_geom g4 = geom4(d->C, d->K, d->H, d->W, vec, GROUP_BYTES_MAX, WGRAD4_VECTORS);
-        const size_t f4 = u4_floats(d) + (size_t)threads * wgrad_thread_floats(&g4);
+        const wino_geom gw = wgrad4_geom(d, vec, GROUP_BYTES_MAX);
+        const size_t f4 =
+            u4_floats(d) + (size_t)threads * (wgrad_thread_floats(&gw) + formed_dy_floats(&gw));
         if (f4 > most) most = f4;
     }
     return most;
@@ -966,6 +995,7 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
                                                 int n, float *ws, nn_ctx *ctx) {
     wino_geom g;
     const wino_kernels *K = kernels_for(d, ctx, d->C, d->K, WGRAD4_VECTORS, &g);
+    if (g.m == 4) whole_images(&g); /* wgrad4_geom */
     const group_plan plan = plan_groups(&g, (long)n * g.th, ctx->threads);
     const long groups = plan.groups;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;
@@ -987,6 +1017,87 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
         }
     }
     add_wgrad(K, dw, db, base, T, &g, ctx->threads);
+}
+
+/* The backward pass in one sweep over the weight gradient's groups of whole
+ * images (wgrad4_geom), each thread its fixed share of them as the plain
+ * weight gradient runs them: the group's dy formed into the thread's
+ * scratch, image by image (nn_batchnorm_form_dx), then the input gradient
+ * of the group's tile rows (in groups of the input gradient's size, at most
+ * the weight gradient's, its V and M where the weight gradient's V and Yh
+ * are later; then the prologue's gradient sums over the group's images) and
+ * the weight gradient's share, both reading dy from that scratch in the
+ * cache. While the input gradient multiplies, the lines of its output and
+ * of the next group's g and y are fed. The same bytes as the batch norm's dx
+ * pass followed by the plain input and weight gradients: the input
+ * gradient's tiles do not depend on their groups, the weight gradient sums
+ * the same groups in the same order. */
+void nn_conv2d_backward_winograd_formed(float *dx, float *dw, float *db, const float *g_bn,
+                                        const float *y, const float *x, const nn_conv2d_map *map,
+                                        const nn_bn_dx *bn, const float *w,
+                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    NN_ASSERT(nn_conv2d_winograd_forms_dy(d, ctx));
+    wino_geom gw, gd;
+    const wino_kernels *K = kernels_for(d, ctx, d->C, d->K, WGRAD4_VECTORS, &gw);
+    whole_images(&gw); /* wgrad4_geom */
+    kernels_for(d, ctx, d->K, d->C, 1, &gd);
+    /* the input gradient's groups: a group of the weight gradient's split
+     * into `parts` of about the size its own geometry picks, as evenly as
+     * whole vectors allow */
+    const int wvec = (int)(gw.tpad / (size_t)gw.vec), dvec = (int)(gd.tpad / (size_t)gd.vec);
+    int parts = (2 * wvec + dvec) / (2 * dvec); /* wvec / dvec, rounded */
+    if (parts < 1) parts = 1;
+    set_vectors(&gd, (wvec + parts - 1) / parts);
+    const int sums = dx && map && map->grad_sums; /* as the plain input gradient */
+    NN_ASSERT(!sums || (x && !d->dx_add));
+    const group_epilogue ep = {NULL, map, x};
+    if (dx) K->transform_weights(ws, w, d->K, d->C, 9, (size_t)d->C * 9, 1, ctx->threads);
+    const group_plan plan = plan_groups(&gw, (long)n * gw.th, ctx->threads);
+    const long groups = plan.groups;
+    const int T = ctx->threads < groups ? ctx->threads : (int)groups;
+    float *base = ws + u4_floats(d); /* after U: the weight gradient's buffers */
+    float *formed = base + (size_t)T * wgrad_thread_floats(&gw);
+    const int len = d->H * d->W;
+    const size_t image = (size_t)d->K * len;
+    NN_PARALLEL(T) {
+        const int t = nn_thread_id();
+        const wgrad_bufs b = wgrad_bufs_of(base, &gw, t);
+        float *v = b.v, *mm = v + (size_t)gd.xi * gd.vxi; /* within V, Yh (gd no larger) */
+        float *dyf = formed + (size_t)t * formed_dy_floats(&gw);
+        memset(b.share, 0, (share_floats(&gw) + (size_t)d->K) * sizeof(float));
+        const long end = groups * (t + 1) / T;
+        for (long gi = groups * t / T; gi < end; gi++) {
+            long u0;
+            int nu;
+            group_span(&plan, gi, &u0, &nu);
+            const long i0 = u0 / gw.th, i1 = (u0 + nu) / gw.th; /* whole images */
+            for (long i = i0; i < i1; i++)
+                nn_batchnorm_form_dx(dyf + (size_t)(i - i0) * image, g_bn + (size_t)i * image,
+                                     y + (size_t)i * image, 0, d->K, len, bn, ctx);
+            K->transform_input(b.v, x, NULL, map, &gw, u0, nu);
+            K->transform_dy(b.yh, b.dbt, dyf, NULL, &gw, 0, nu);
+            K->accumulate_wgrad(b.share, b.vt, b.yh, b.v, &gw, group_lanes(&gw, nu));
+            if (dx) {
+                const long next = gi + 1 < end ? gi + 1 : groups;
+                nn_line_feed feed;
+                feed_images(&feed, 0, dx, d->C, &gw, &plan, gi);
+                feed_images(&feed, 1, g_bn, d->K, &gw, &plan, next);
+                feed_images(&feed, 2, y, d->K, &gw, &plan, next);
+                const int vecs = (nu + gw.rpv - 1) / gw.rpv;
+                feed_pace(&feed, multiply_steps(&gd, (size_t)vecs * (size_t)gd.vec));
+                for (int p = 0; p < parts; p++) { /* tile rows s.. of the scratch */
+                    const int s = vecs * p / parts * gd.rpv;
+                    const int e = vecs * (p + 1) / parts * gd.rpv, ns = (e < nu ? e : nu) - s;
+                    if (ns <= 0) continue;
+                    K->transform_input(v, dyf, NULL, NULL, &gd, s, ns);
+                    K->multiply(mm, ws, v, &gd, group_lanes(&gd, ns), &feed);
+                    K->transform_output(dx, mm, NULL, 0, d->dx_add, &gd, u0 + s, ns);
+                }
+                if (sums) run_epilogue(&ep, dx, &gd, i0, i1, ctx);
+            }
+        }
+    }
+    add_wgrad(K, dw, db, base, T, &gw, ctx->threads);
 }
 
 #else /* no x86-64 SIMD kernels in this build: never selected (nn_conv2d_winograd_ok) */
@@ -1033,6 +1144,15 @@ void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, 
                                          const float *x, const nn_conv2d_desc *d, int n, float *ws,
                                          nn_ctx *ctx) {
     (void)dw, (void)db, (void)dy, (void)y, (void)x, (void)d, (void)n, (void)ws, (void)ctx;
+    NN_ASSERT(!"Winograd conv2d kernels are not built");
+}
+
+void nn_conv2d_backward_winograd_formed(float *dx, float *dw, float *db, const float *g_bn,
+                                        const float *y, const float *x, const nn_conv2d_map *map,
+                                        const nn_bn_dx *bn, const float *w,
+                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+    (void)dx, (void)dw, (void)db, (void)g_bn, (void)y, (void)x, (void)map, (void)bn, (void)w;
+    (void)d, (void)n, (void)ws, (void)ctx;
     NN_ASSERT(!"Winograd conv2d kernels are not built");
 }
 

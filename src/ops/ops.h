@@ -130,6 +130,20 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
                                                 const float *y, const float *x,
                                                 const nn_conv2d_map *map, const nn_conv2d_desc *d,
                                                 int n, float *ws, nn_ctx *ctx);
+/* whether the backward can form its dy from the batch norm after the layer
+ * (forms_dy: F(4x4), no fused ReLU) */
+int nn_conv2d_winograd_forms_dy(const nn_conv2d_desc *d, const nn_ctx *ctx);
+/* dx (NULL: none; d->dx_add: added in), dw and db with dy formed from the
+ * batch norm after the layer (bn; g its output gradient, y this layer's
+ * output) in the cache, group by group: one sweep where the plain backward
+ * makes two over dy, and dy never written out. map (NULL: none) is the
+ * layer's prologue, as in the mapped input and weight gradients (its
+ * grad_sums too). The bytes of nn_batchnorm_form_dx into dy, then the
+ * plain input and weight gradients. */
+void nn_conv2d_backward_winograd_formed(float *dx, float *dw, float *db, const float *g,
+                                        const float *y, const float *x, const nn_conv2d_map *map,
+                                        const nn_bn_dx *bn, const float *w,
+                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
 /* dx from dy (masked where y <= 0 when d->relu) */
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
