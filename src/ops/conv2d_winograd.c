@@ -981,6 +981,23 @@ void nn_wino_add_taps_avx512(float *out, const __m512 tap[9], int nch) {
     }
 }
 
+/* thread t's weight-gradient buffers, its share and db sums zeroed */
+static wgrad_bufs wgrad_start(float *base, const wino_geom *g, int t) {
+    const wgrad_bufs b = wgrad_bufs_of(base, g, t);
+    memset(b.share, 0, (share_floats(g) + (size_t)g->cout) * sizeof(float));
+    return b;
+}
+
+/* one group's share of the weight gradient: V of x's tile rows u0.. u0+nu-1
+ * (through map), Yh of dy's tile rows dy_u0.. (masked), share += Yh V^T */
+static void wgrad_group(const wino_kernels *K, const wgrad_bufs *b, const float *x,
+                        const nn_conv2d_map *map, const float *dy, const float *mask,
+                        const wino_geom *g, long u0, long dy_u0, int nu) {
+    K->transform_input(b->v, x, NULL, map, g, u0, nu);
+    K->transform_dy(b->yh, b->dbt, dy, mask, g, dy_u0, nu);
+    K->accumulate_wgrad(b->share, b->vt, b->yh, b->v, g, group_lanes(g, nu));
+}
+
 /* add_wgrad_row for every k, and db[k] += the threads' sums in thread order */
 static void add_wgrad(const wino_kernels *K, float *dw, float *db, float *base, int T,
                       const wino_geom *g, int threads) {
@@ -1015,17 +1032,13 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
     const float *mask = d->relu ? y : NULL;
     NN_PARALLEL(T) {
         const int t = nn_thread_id();
-        const wgrad_bufs b = wgrad_bufs_of(base, &g, t);
-        memset(b.share, 0, (share_floats(&g) + (size_t)d->K) * sizeof(float));
+        const wgrad_bufs b = wgrad_start(base, &g, t);
         const long end = groups * (t + 1) / T;
         for (long gi = groups * t / T; gi < end; gi++) {
             long u0;
             int nu;
             group_span(&plan, gi, &u0, &nu);
-            K->transform_input(b.v, x, NULL, map, &g, u0, nu);
-            K->transform_dy(b.yh, b.dbt, dy, mask, &g, u0, nu);
-            const size_t tiles = group_lanes(&g, nu);
-            K->accumulate_wgrad(b.share, b.vt, b.yh, b.v, &g, tiles);
+            wgrad_group(K, &b, x, map, dy, mask, &g, u0, u0, nu);
         }
     }
     add_wgrad(K, dw, db, base, T, &g, ctx->threads);
@@ -1073,10 +1086,9 @@ void nn_conv2d_backward_winograd_formed(float *dx, float *dw, float *db, const f
     const size_t image = (size_t)d->K * len;
     NN_PARALLEL(T) {
         const int t = nn_thread_id();
-        const wgrad_bufs b = wgrad_bufs_of(base, &gw, t);
+        const wgrad_bufs b = wgrad_start(base, &gw, t);
         float *v = b.v, *mm = v + (size_t)gd.xi * gd.vxi; /* within V, Yh (gd no larger) */
         float *dyf = formed + (size_t)t * formed_dy_floats(&gw);
-        memset(b.share, 0, (share_floats(&gw) + (size_t)d->K) * sizeof(float));
         const long end = groups * (t + 1) / T;
         for (long gi = groups * t / T; gi < end; gi++) {
             long u0;
@@ -1086,9 +1098,7 @@ void nn_conv2d_backward_winograd_formed(float *dx, float *dw, float *db, const f
             for (long i = i0; i < i1; i++)
                 nn_batchnorm_form_dx(dyf + (size_t)(i - i0) * image, g_bn + (size_t)i * image,
                                      y + (size_t)i * image, 0, d->K, len, bn, ctx);
-            K->transform_input(b.v, x, NULL, map, &gw, u0, nu);
-            K->transform_dy(b.yh, b.dbt, dyf, NULL, &gw, 0, nu);
-            K->accumulate_wgrad(b.share, b.vt, b.yh, b.v, &gw, group_lanes(&gw, nu));
+            wgrad_group(K, &b, x, map, dyf, NULL, &gw, u0, 0, nu); /* dy from the scratch */
             if (dx) {
                 const long next = gi + 1 < end ? gi + 1 : groups;
                 nn_line_feed feed;
