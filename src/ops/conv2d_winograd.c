@@ -583,6 +583,15 @@ static const wino_kernels *kernels_for(const nn_conv2d_desc *d, const nn_ctx *ct
     return K;
 }
 
+/* the weight gradient's kernels and geometry: F(4x4)'s groups of
+ * wgrad4_least vectors at least, of whole images (wgrad4_geom bounds them) */
+static const wino_kernels *wgrad_kernels(const nn_conv2d_desc *d, const nn_ctx *ctx,
+                                         wino_geom *g) {
+    const wino_kernels *K = kernels_for(d, ctx, d->C, d->K, wgrad4_least(d), g);
+    if (g->m == 4) whole_images(g);
+    return K;
+}
+
 /* What correlate does with a group's whole images (whole_images) while their
  * output planes are in cache, for a batch norm: the statistics of the
  * forward's output (the batch norm after it: stats), or the gradient sums
@@ -1023,8 +1032,7 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
                                                 const nn_conv2d_map *map, const nn_conv2d_desc *d,
                                                 int n, float *ws, nn_ctx *ctx) {
     wino_geom g;
-    const wino_kernels *K = kernels_for(d, ctx, d->C, d->K, wgrad4_least(d), &g);
-    if (g.m == 4) whole_images(&g); /* wgrad4_geom */
+    const wino_kernels *K = wgrad_kernels(d, ctx, &g);
     const group_plan plan = plan_groups(&g, (long)n * g.th, ctx->threads);
     const long groups = plan.groups;
     const int T = ctx->threads < groups ? ctx->threads : (int)groups;
@@ -1063,8 +1071,7 @@ void nn_conv2d_backward_winograd_formed(float *dx, float *dw, float *db, const f
                                         const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
     NN_ASSERT(nn_conv2d_winograd_forms_dy(d, ctx));
     wino_geom gw, gd;
-    const wino_kernels *K = kernels_for(d, ctx, d->C, d->K, wgrad4_least(d), &gw);
-    whole_images(&gw); /* wgrad4_geom */
+    const wino_kernels *K = wgrad_kernels(d, ctx, &gw); /* F(4x4): whole images */
     kernels_for(d, ctx, d->K, d->C, 1, &gd);
     /* the input gradient's groups: a group of the weight gradient's split
      * into `parts` of about the size its own geometry picks, as evenly as
