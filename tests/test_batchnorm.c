@@ -34,7 +34,7 @@ static float *fvec_nan(size_t n) {
 }
 
 static nn_bn_desc make_desc(int C, int HW, float eps, float momentum) {
-    nn_bn_desc d = {C, HW, eps, momentum, 0, 0, 0, 0, 0};
+    nn_bn_desc d = {C, HW, eps, momentum, 0, 0, 0, 0, 0, 0};
     return d;
 }
 

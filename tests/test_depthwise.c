@@ -356,8 +356,8 @@ static void formed_exact(nn_ctx *ctx, nn_rng *rng, const conv_case *c, int mode)
     for (size_t i = 0; i < GUARD; i++) ws[wsn + i] = 7.0f;
     const nn_bn_dx bn = {coef, coef + K, coef + 2 * K, coef + 3 * K,
                          mode == 0 ? coef + 4 * K : NULL, mode == 0 ? coef + 5 * K : NULL};
-    nn_conv2d_map maps[2] = {{io, io + C, 1, sums[0], io + 2 * C},
-                             {io, io + C, 1, sums[1], io + 2 * C}};
+    nn_conv2d_map maps[2] = {{io, io + C, 1, sums[0], io + 2 * C, NULL, NULL},
+                             {io, io + C, 1, sums[1], io + 2 * C, NULL, NULL}};
     /* the batch norm's pass, then the plain gradients */
     for (int i = 0; i < n; i++)
         nn_batchnorm_form_dx(dy + (size_t)i * K * len, g + (size_t)i * K * len,

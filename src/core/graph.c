@@ -153,6 +153,46 @@ static void plan_prologues(nn_net *net) {
     }
 }
 
+/* Whether node i is the first to read memory root p's output, reading it
+ * through its first input alone: no kernel of an earlier node reads it. */
+static int first_reader(const nn_net *net, int p, int i) {
+    for (int m = 0; m < net->num_nodes; m++) {
+        const nn_node *node = &net->nodes[m];
+        if (node->alias_of >= 0) continue; /* runs no kernel */
+        for (int k = 0; k < node->num_inputs; k++)
+            if (memory_root(net, node->inputs[k]) == p && (m < i || (m == i && k > 0))) return 0;
+    }
+    return 1;
+}
+
+/* A node whose forward kernel can write the output of the batch norm it
+ * reads, a part at a time, each part right before it reads it from its
+ * cache (writes_prologue), where plan_prologues did not take it: the output
+ * has later readers too (a residual block's input, read again by the
+ * block's add) or a residual add fused in. The first reader writes it, in
+ * training forward passes, and does not read it back from memory. The
+ * batch norm makes only the map; backward passes read the output as
+ * written. */
+static void plan_written_prologues(nn_net *net) {
+    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].writes_from = -1;
+    if (!net->ctx->fuse) return;
+    for (int i = 0; i < net->num_nodes; i++) {
+        nn_node *node = &net->nodes[i];
+        const nn_op_kernels *k = nn_backend_kernels(net->ctx->backend, node->op);
+        if (node->alias_of >= 0 || node->num_inputs < 1 || node->prologue_from >= 0 || !k ||
+            !k->writes_prologue || !k->writes_prologue(node, net->ctx))
+            continue;
+        const int j = node->inputs[0], p = memory_root(net, j);
+        nn_node *src = &net->nodes[p];
+        const nn_op_def *sdef = def_of(src);
+        if (p == net->input_node || !sdef->give_written_prologue || !sdef->prologue_coefs ||
+            j == net->logits_node || p == net->logits_node ||
+            memory_root(net, src->inputs[0]) == net->input_node || !first_reader(net, p, i))
+            continue;
+        if (sdef->give_written_prologue(src)) node->writes_from = p;
+    }
+}
+
 /* A batch norm whose input is a node's output, read by nothing else, where
  * the node's forward kernels can sum each output row while it is in their
  * cache: in training passes they write the batch norm's per-row statistics
@@ -273,6 +313,7 @@ static void fuse_and_alias(nn_net *net) {
             pdef->epilogue_masked_later(producer);
     }
     plan_prologues(net);
+    plan_written_prologues(net);
     plan_output_stats(net);
     /* which input gradients each kernel computes (none flows into the image),
      * and how many kernels write each memory root's gradient */
@@ -615,8 +656,9 @@ nn_status nn_net_plan_slots(nn_net *net, int max_batch, int num_slots) {
     for (int i = 0; i < net->num_nodes; i++) {
         const nn_node *node = &net->nodes[i];
         const nn_op_kernels *k = nn_backend_kernels(be, node->op);
-        if (node->prologue_from >= 0 &&
-            (!k || !k->takes_prologue || !k->takes_prologue(node, net->ctx)))
+        if ((node->prologue_from >= 0 &&
+             (!k || !k->takes_prologue || !k->takes_prologue(node, net->ctx))) ||
+            (node->writes_from >= 0 && (!k || !k->writes_prologue)))
             return nn_ctx_fail(net->ctx, NN_EINVAL,
                                "%s: layer '%s' was built to normalize its batch norm's input, and "
                                "its kernel no longer does: set the precision and the ISA before "
@@ -973,6 +1015,17 @@ nn_status nn_net_check_batch(nn_net *net, int n, int training) {
     return NN_OK;
 }
 
+/* A training forward's arguments of node (writes_from): x is the batch
+ * norm's input, with its map, its residual add's other input, and its
+ * output to write. */
+static void written_args(const nn_net *net, const nn_node *node, nn_op_args *a) {
+    const nn_node *p = &net->nodes[node->writes_from];
+    a->x = a->xs[0] = net->nodes[p->inputs[0]].y;
+    a->in_scale = def_of(p)->prologue_coefs(p, &a->in_shift, &a->in_relu);
+    a->in_res = p->num_inputs > 1 ? net->nodes[p->inputs[1]].y : NULL;
+    a->in_out = p->y;
+}
+
 /* Eval mode, node's fold_into set: its parameters with that reader's affine
  * map folded in (into net->fold_ws), and a's node, weights, bias and output
  * pointed at them, so its kernel computes the reader's output. */
@@ -1029,6 +1082,11 @@ static void shard_view(const nn_net *net, const nn_node *node, nn_op_args *a, in
         const size_t in = (size_t)nn_shape_numel(&net->nodes[node->inputs[j]].out);
         if (a->xs[j]) a->xs[j] += off * in;
         if (a->dxs[j]) a->dxs[j] += off * in;
+    }
+    if (a->in_out) { /* the batch norm's output and its residual add's input (writes_from) */
+        const size_t bn = (size_t)nn_shape_numel(&net->nodes[node->writes_from].out);
+        a->in_out += off * bn;
+        if (a->in_res) a->in_res += off * bn; /* x, of the same shape, moved above */
     }
     a->x = a->xs[0];
     a->dx = a->dxs[0];
@@ -1176,6 +1234,7 @@ static int forward_nodes(nn_net *net, int first, int last, int n, const int32_t 
         nn_op_args a;
         nn_node copy;
         node_args(net, node, n, &a);
+        if (node->writes_from >= 0 && net->prologue_pass) written_args(net, node, &a);
         if (fold && node->fold_into >= 0) {
             fold_args(net, node, &copy, &a);
             folded = 1;
@@ -1370,6 +1429,12 @@ static int valid_cut(const nn_net *net, int c) {
         for (int k = 0; k < node->num_inputs; k++)
             if (node->inputs[k] < c) return 0;
         if (node->prologue_from >= 0 && net->nodes[node->prologue_from].inputs[0] < c) return 0;
+        if (node->writes_from >= 0) { /* it reads the batch norm's inputs and writes its output */
+            const nn_node *p = &net->nodes[node->writes_from];
+            if (node->writes_from < c) return 0;
+            for (int k = 0; k < p->num_inputs; k++)
+                if (p->inputs[k] < c) return 0;
+        }
         if (node->alias_of >= 0 && node->alias_of <= c && node->alias_of != root) return 0;
     }
     return 1;

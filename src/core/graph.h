@@ -106,6 +106,9 @@ typedef struct {
     int stats_by_producer; /* the convolution before it sums each row of its
                            output (give_input_stats): training forward passes
                            skip their statistics pass */
+    int out_by_reader;  /* its first reader writes the output while normalizing
+                           (give_written_prologue): training forward passes
+                           make only the map */
 } nn_bn_desc;
 
 typedef struct {
@@ -204,6 +207,11 @@ typedef struct nn_node {
                                        whose per-row statistics of this node's
                                        output its kernel writes, or -1 (see
                                        give_input_stats) */
+    int writes_from;                /* training forward passes: the producer (a batch
+                                       norm) whose map this node applies as with
+                                       prologue_from, and whose output, read by
+                                       later nodes too, it writes while loading, or
+                                       -1 (see give_written_prologue) */
     int dy_from;                    /* training passes: the reader (a batch norm)
                                        whose input gradient, this node's dy, this
                                        node's backward may form itself while
@@ -236,6 +244,11 @@ typedef struct {
                                        the batch norm's per-row gradient sums there
                                        (give_grad_sums), which need its batch mean */
     const float *in_mean;
+    const float *in_res;            /* forward, not NULL (writes_from): the batch norm's
+                                       fused residual add, its second input, added
+                                       before the ReLU */
+    float *in_out;                  /* forward, not NULL (writes_from): the batch norm's
+                                       output, which the kernel writes as it maps x */
     double *out_stats;              /* not NULL: forward also writes each output row's
                                        statistics there (nn_batchnorm_row_stats: a
                                        pair of doubles per row), which the batch norm
@@ -287,6 +300,13 @@ typedef struct {
     /* optional: 1 if the kernels for this node apply a producer's per-channel
      * map to input 0 while loading it (nn_op_args.in_scale) */
     int (*takes_prologue)(const nn_node *node, const nn_ctx *ctx);
+    /* optional: 1 if, taking a prologue, the forward kernel for this node
+     * writes the mapped input too (nn_op_args.in_out, with a residual add's
+     * in_res) a part at a time, each part in its cache as it reads it:
+     * then planned where the batch norm's output has other readers
+     * (writes_from). The forward must take in_out whatever its kernel at
+     * run time. */
+    int (*writes_prologue)(const nn_node *node, const nn_ctx *ctx);
     /* optional: 1 if the kernels for this node add input 0's gradient into
      * dx when nn_op_args.dx_add asks (else the graph adds it from scratch) */
     int (*accumulates_dx)(const nn_node *node, const nn_ctx *ctx);
@@ -400,6 +420,11 @@ typedef struct nn_op_def {
      * forward), and whether a ReLU follows. */
     int (*give_prologue)(nn_node *node);
     const float *(*prologue_coefs)(const nn_node *node, const float **shift, int *relu);
+    /* Producer of such a map whose output other nodes read too, or with a
+     * residual add fused in (a second input, added before the ReLU): sets
+     * its descriptor so that training forward passes make only the map,
+     * its first reader (writes_prologue) writing the output; 1 if it can. */
+    int (*give_written_prologue)(nn_node *node);
     /* Producer of such a map whose reader's backward can also sum each row
      * of the gradient it writes (sums_prologue_grad): sets its descriptor so
      * that its training backward passes take those sums instead of their

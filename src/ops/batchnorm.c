@@ -321,27 +321,28 @@ static void channel_coefs(float *coef, float *save, float *running, const float 
     coef[C + c] = beta;
 }
 
-/* y = x alpha + beta (+ r, then the fused ReLU), the rows in memory order */
 /* Whether a pass writes `rows` rows of HW floats at y with stores past the
  * caches (the row kernels' R(put)): rows aligned to 64 bytes, and more of
  * them than the threads' L2 caches hold. ResNet-20's residual batch norms
  * (add and ReLU fused) on a Zen 4, 2 threads, batch 256: 1,080 -> 1,183
  * images/s (4 alternating pairs); 1 thread, batch 64: 717 -> 742. */
-static int stream_rows(const float *y, int64_t rows, int HW, const nn_ctx *ctx) {
+static int stream_rows(const float *y, int64_t rows, int HW, int threads) {
     return HW % 16 == 0 && ((uintptr_t)y & 63) == 0 &&
-           nn_larger_than_l2((size_t)rows * (size_t)HW * sizeof(float), ctx->threads);
+           nn_larger_than_l2((size_t)rows * (size_t)HW * sizeof(float), threads);
 }
 
-static void apply_rows(const bn_rows *k, float *y, const float *x, const float *r,
-                       const float *coef, const nn_bn_desc *d, int n, nn_ctx *ctx) {
-    const int C = d->C, HW = d->HW;
+/* y = x alpha + beta (+ r, then the fused ReLU), the rows in memory order */
+void nn_batchnorm_map_rows(float *y, const float *x, const float *r, const float *scale,
+                           const float *shift, int relu, int C, int HW, int n, int threads,
+                           const nn_ctx *ctx) {
+    const bn_rows *k = bn_rows_for(ctx);
     const int64_t rows = (int64_t)n * C;
-    const int stream = stream_rows(y, rows, HW, ctx);
-    NN_PARALLEL_FOR(ctx->threads)
+    const int stream = stream_rows(y, rows, HW, threads);
+    NN_PARALLEL_FOR(threads)
     for (int64_t q = 0; q < rows; q++) {
         const int c = (int)(q % C);
         const size_t at = (size_t)q * HW;
-        k->apply(y + at, x + at, r ? r + at : NULL, HW, coef[c], coef[C + c], d->relu, stream);
+        k->apply(y + at, x + at, r ? r + at : NULL, HW, scale[c], shift[c], relu, stream);
     }
 }
 
@@ -395,7 +396,8 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
     const double M = (double)n * HW;
     const bn_rows *k = bn_rows_for(ctx);
     float *coef = ws->coef;
-    if (training && d->out_virtual) y = NULL; /* the reader normalizes (give_prologue) */
+    /* the reader normalizes (give_prologue), and writes y (give_written_prologue) */
+    if (training && (d->out_virtual || d->out_by_reader)) y = NULL;
     if (!training) {
         for (int c = 0; c < C; c++)
             channel_coefs(coef, save, running, w, b, d, 0, keep_map, c, 0.0, 0.0, M);
@@ -431,7 +433,7 @@ static void bn_forward(float *y, float *save, float *running, const float *x, co
         for (int c = 0; c < C; c++)
             channel_coefs(coef, save, running, w, b, d, 1, keep_map, c, sum[c] / Mg, sq[c], Mg);
     }
-    if (y) apply_rows(k, y, x, r, coef, d, n, ctx);
+    if (y) nn_batchnorm_map_rows(y, x, r, coef, coef + C, d->relu, C, HW, n, ctx->threads, ctx);
     if (training) running[2 * C] += 1.0f; /* num_batches_tracked */
 }
 
@@ -523,7 +525,7 @@ static int bn_backward(float *dx, float *dr, float *dw, float *db, const float *
         const int64_t nrows = (int64_t)n * C;
         if (!rows) { /* each row's sums in its slot */
             double *rs = ws->rows;
-            const int stream_dr = dr && stream_rows(dr, nrows, HW, ctx);
+            const int stream_dr = dr && stream_rows(dr, nrows, HW, ctx->threads);
             NN_PARALLEL_FOR(ctx->threads)
             for (int64_t q = 0; q < nrows; q++) {
                 const int c = (int)(q % C);
@@ -561,7 +563,7 @@ static int bn_backward(float *dx, float *dr, float *dw, float *db, const float *
         }
         /* with dr: g is there already, masked (one array less to read) */
         const float *g = dr ? dr : dy, *gy = dr ? NULL : y;
-        const int stream_dx = stream_rows(dx, nrows, HW, ctx);
+        const int stream_dx = stream_rows(dx, nrows, HW, ctx->threads);
         NN_PARALLEL_FOR(ctx->threads)
         for (int64_t q = 0; q < nrows; q++) {
             const int c = (int)(q % C);
@@ -684,6 +686,17 @@ static int batchnorm_give_prologue(nn_node *node) {
     return 1;
 }
 
+/* Its first reader may write its output while normalizing (a Winograd
+ * convolution's prologue), where the output has later readers too (the
+ * next block's residual add) or the sum with a residual add is the output:
+ * training forward passes then make only the map, and backward reads the
+ * output as written. */
+static int batchnorm_give_written_prologue(nn_node *node) {
+    if (node->d.bn.out_virtual) return 0;
+    node->d.bn.out_by_reader = 1;
+    return 1;
+}
+
 static const float *batchnorm_prologue_coefs(const nn_node *node, const float **shift, int *relu) {
     const float *map = (const float *)node->aux + aux_map_offset(node->d.bn.C);
     *shift = map + node->d.bn.C;
@@ -783,6 +796,7 @@ const nn_op_def nn_batchnorm_def = {
     .couples_batch = 1,
     .fuse_epilogue = batchnorm_fuse_epilogue,
     .give_prologue = batchnorm_give_prologue,
+    .give_written_prologue = batchnorm_give_written_prologue,
     .prologue_coefs = batchnorm_prologue_coefs,
     .give_grad_sums = batchnorm_give_grad_sums,
     .prologue_grad_sums = batchnorm_prologue_grad_sums,

@@ -1222,8 +1222,22 @@ static void conv2d_fwd(const nn_op_args *a) {
     const nn_conv2d_desc *d = &a->node->d.conv;
     double *stats = a->out_stats;
     double *in_cache = stats && stats_in_cache(d, a->ctx) ? stats : NULL;
+    if (a->in_out && !(is_winograd(d, a->ctx) && nn_conv2d_winograd_writes_input(d, a->ctx))) {
+        /* the batch norm's output to write (writes_from), and a kernel now
+         * (a context changed since planning) that does not: its pass, then
+         * the output read as it is */
+        nn_batchnorm_map_rows(a->in_out, a->x, a->in_res, a->in_scale, a->in_shift, a->in_relu,
+                              d->C, d->H * d->W, a->n, a->ctx->threads, a->ctx);
+        nn_op_args plain = *a;
+        plain.x = plain.xs[0] = a->in_out;
+        plain.in_scale = plain.in_shift = plain.in_res = NULL;
+        plain.in_out = NULL;
+        conv2d_fwd(&plain);
+        return;
+    }
     if (a->in_scale) {
-        const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, NULL, NULL};
+        const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, NULL,
+                                 NULL,        a->in_res,   a->in_out};
         if (is_depthwise(d, a->ctx))
             nn_conv2d_forward_depthwise_mapped(a->y, a->x, &m, in_cache, a->w, a->b, d, a->n,
                                                a->ws, a->ctx);
@@ -1260,7 +1274,7 @@ static void conv2d_bwd(const nn_op_args *a) {
     const nn_bn_dx *bn = a->bn_dy ? &a->bn_dx : NULL;
     if (a->in_scale || bn) {
         const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, a->in_grad_sums,
-                                 a->in_mean};
+                                 a->in_mean,  NULL,        NULL};
         const nn_conv2d_map *map = a->in_scale ? &m : NULL;
         const float *dy = bn ? a->bn_dy : a->dy;
         nn_conv2d_desc unmasked;
@@ -1324,6 +1338,14 @@ static int conv2d_takes_prologue(const nn_node *node, const nn_ctx *ctx) {
            (strcmp(nn_conv2d_kernel_name(d, ctx), "winograd") == 0 && winograd_weights_ok(d, ctx));
 }
 
+/* F(4x4) Winograd on AVX-512 writes the batch norm's output group by group
+ * (conv2d_fwd writes it first for any other kernel) */
+static int conv2d_writes_prologue(const nn_node *node, const nn_ctx *ctx) {
+    const nn_conv2d_desc planned = as_planned(node, ctx), *d = &planned;
+    return conv2d_takes_prologue(node, ctx) && is_winograd(d, ctx) &&
+           nn_conv2d_winograd_writes_input(d, ctx);
+}
+
 /* the depthwise and those 1x1 kernels also sum the rows of the batch norm's
  * gradient while each image's dx is in their cache (give_grad_sums), and so
  * does the F(4x4) Winograd input gradient in its groups of whole images */
@@ -1382,6 +1404,7 @@ static const nn_op_kernels conv2d_cpu = {
     .workspace = conv2d_ws,
     .kernel_name = conv2d_kernel_name,
     .takes_prologue = conv2d_takes_prologue,
+    .writes_prologue = conv2d_writes_prologue,
     .sums_prologue_grad = conv2d_sums_prologue_grad,
     .sums_output_stats = conv2d_sums_output_stats,
     .forms_dy = conv2d_forms_dy,

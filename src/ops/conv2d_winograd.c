@@ -176,6 +176,10 @@ int nn_conv2d_winograd_forms_dy(const nn_conv2d_desc *d, const nn_ctx *ctx) {
     return nn_conv2d_winograd_ok(d, ctx) && f4_ok(d, ctx) && !d->relu;
 }
 
+int nn_conv2d_winograd_writes_input(const nn_conv2d_desc *d, const nn_ctx *ctx) {
+    return nn_conv2d_winograd_ok(d, ctx) && f4_ok(d, ctx) && ctx->isa >= NN_ISA_AVX512;
+}
+
 int nn_conv2d_winograd_ok(const nn_conv2d_desc *d, const nn_ctx *ctx) {
 #ifdef NN_HAVE_WINOGRAD
     return nn_ctx_winograd(ctx) && shape_ok(d);
@@ -711,11 +715,26 @@ static void correlate_group(const wino_kernels *K, float *out, const float *in, 
     int nu;
     group_span(plan, gi, &u0, &nu);
     const size_t tiles = group_lanes(g, nu);
-    K->transform_input(v, in, mask, map, g, u0, nu);
+    const float *second = mask; /* the next group's second input to feed */
+    if (map && map->out) {
+        /* the batch norm's output of the group's whole images (writes
+         * input): its own pass over them, into the cache, and the
+         * transform reads that as it is */
+        NN_ASSERT(u0 % g->th == 0 && (u0 + nu == plan->units || nu % g->th == 0));
+        const long i0 = u0 / g->th, i1 = (u0 + nu + g->th - 1) / g->th;
+        const size_t image = (size_t)g->cin * g->h * g->w;
+        nn_batchnorm_map_rows(map->out + i0 * image, in + i0 * image,
+                              map->res ? map->res + i0 * image : NULL, map->scale, map->shift,
+                              map->relu, g->cin, g->h * g->w, (int)(i1 - i0), 1, ctx);
+        second = map->res;
+        K->transform_input(v, map->out, NULL, NULL, g, u0, nu);
+    } else {
+        K->transform_input(v, in, mask, map, g, u0, nu);
+    }
     nn_line_feed feed; /* this group's output, the next one's inputs */
     feed_images(&feed, 0, out, g->cout, g, plan, gi);
     feed_images(&feed, 1, in, g->cin, g, plan, next);
-    feed_images(&feed, 2, mask, g->cin, g, plan, next);
+    feed_images(&feed, 2, second, g->cin, g, plan, next);
     feed_pace(&feed, multiply_steps(g, tiles));
     K->multiply(mm, u, v, g, tiles, &feed);
     K->transform_output(out, mm, bias, relu, add, g, u0, nu);
@@ -774,7 +793,8 @@ void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d
     wino_geom g;
     const wino_kernels *K = kernels_for(d, ctx, d->C, d->K, 1, &g);
     NN_ASSERT(!stats || f4); /* nn_conv2d_winograd_stats_in_cache */
-    if (stats) whole_images(&g);
+    NN_ASSERT(!map || !map->out || f4); /* nn_conv2d_winograd_writes_input */
+    if (stats || (map && map->out)) whole_images(&g);
     const group_epilogue ep = {stats, NULL, NULL};
     /* w[k][c][r][s]: output k at stride C*9, input c at stride 9 */
     K->transform_weights(ws, w, d->C, d->K, (size_t)d->C * 9, 9, 0, ctx->threads);

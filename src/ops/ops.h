@@ -95,6 +95,12 @@ typedef struct {
      * grad_sums[2 (image C + channel)] (the depthwise kernels) */
     double *grad_sums;
     const float *mean;
+    /* forward only (nn_conv2d_winograd_writes_input): out, not NULL, is
+     * where the mapped values are written (the batch norm's output, which
+     * later layers read too), res, not NULL, a residual add fused into the
+     * batch norm, added before the ReLU: (x scale + shift) + res */
+    const float *res;
+    float *out;
 } nn_conv2d_map;
 
 /* One value through a prologue's map, as the batch norm's normalizing pass
@@ -126,6 +132,11 @@ void nn_conv2d_forward_winograd_mapped(float *y, const float *x, const nn_conv2d
 /* whether the forward can write the statistics in its groups (AVX-512's
  * F(4x4)) */
 int nn_conv2d_winograd_stats_in_cache(const nn_conv2d_desc *d, const nn_ctx *ctx);
+/* whether the mapped forward takes map->out and map->res itself (AVX-512's
+ * F(4x4): the batch norm's pass over each group of whole images, into the
+ * cache, right before the group's input transform reads it); elsewhere
+ * conv2d.c writes out first */
+int nn_conv2d_winograd_writes_input(const nn_conv2d_desc *d, const nn_ctx *ctx);
 void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const float *dy,
                                                 const float *y, const float *x,
                                                 const nn_conv2d_map *map, const nn_conv2d_desc *d,
@@ -407,6 +418,15 @@ void nn_batchnorm_grad_sums_row(const float *dy, const float *x, int len, float 
  * the same bits. */
 void nn_batchnorm_form_dx(float *dx, const float *g, const float *x, int c0, int rows, int len,
                           const nn_bn_dx *bn, const nn_ctx *ctx);
+/* The normalizing pass of a batch norm whose first reader writes its output
+ * (give_written_prologue), for a reader whose kernel at run time does not
+ * (conv2d.c), or whose kernel runs it group by group (F(4x4) Winograd):
+ * y = x through the map (nn_map_value; with r, a residual add's other input,
+ * (x scale + shift) + r before the ReLU) for n samples of C planes of HW
+ * values, on `threads` threads; the pass's own row kernel, so the same bits. */
+void nn_batchnorm_map_rows(float *y, const float *x, const float *r, const float *scale,
+                           const float *shift, int relu, int C, int HW, int n, int threads,
+                           const nn_ctx *ctx);
 void nn_batchnorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                            const float *w, const float *save, const nn_bn_desc *d, int n,
                            int training, nn_ctx *ctx);

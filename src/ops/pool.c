@@ -415,7 +415,8 @@ static void gap_fwd(const nn_op_args *a) {
 
 static void gap_bwd(const nn_op_args *a) {
     if (!a->dx) return;
-    const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, a->in_grad_sums, a->in_mean};
+    const nn_conv2d_map m = {a->in_scale, a->in_shift, a->in_relu, a->in_grad_sums,
+                             a->in_mean,  NULL,         NULL};
     gap_backward(a->dx, a->dy, a->x, a->in_scale && a->in_grad_sums ? &m : NULL,
                  &a->node->d.pool, a->n, a->ctx);
 }
