@@ -367,7 +367,7 @@ static void formed_exact(nn_ctx *ctx, nn_rng *rng, const conv_case *c, int mode)
     nn_conv2d_backward_weights_winograd_mapped(dw[0], db[0], dy, NULL, x, m0, &d, n, ws, ctx);
     /* formed */
     nn_conv2d_backward_winograd_formed(mode == 3 ? NULL : dx[1], dw[1], db[1], g, yb, x,
-                                       mode == 2 ? &maps[1] : NULL, &bn, w, &d, n, ws, ctx);
+                                       mode == 2 ? &maps[1] : NULL, NULL, &bn, w, &d, n, ws, ctx);
     size_t bad = 0, guard = 0;
     for (size_t i = 0; i < xn; i++) bad += memcmp(&dx[0][i], &dx[1][i], sizeof(float)) != 0;
     for (size_t i = 0; i < wn; i++) bad += memcmp(&dw[0][i], &dw[1][i], sizeof(float)) != 0;

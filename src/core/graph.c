@@ -175,6 +175,7 @@ static int first_reader(const nn_net *net, int p, int i) {
  * written. */
 static void plan_written_prologues(nn_net *net) {
     for (int i = 0; i < net->num_nodes; i++) net->nodes[i].writes_from = -1;
+    for (int i = 0; i < net->num_nodes; i++) net->nodes[i].written_by = -1;
     if (!net->ctx->fuse) return;
     for (int i = 0; i < net->num_nodes; i++) {
         nn_node *node = &net->nodes[i];
@@ -189,7 +190,7 @@ static void plan_written_prologues(nn_net *net) {
             j == net->logits_node || p == net->logits_node ||
             memory_root(net, src->inputs[0]) == net->input_node || !first_reader(net, p, i))
             continue;
-        if (sdef->give_written_prologue(src)) node->writes_from = p;
+        if (sdef->give_written_prologue(src)) node->writes_from = p, src->written_by = i;
     }
 }
 
@@ -515,6 +516,15 @@ static int plan_gradient_slots(const nn_net *net, int max_batch, int *slot,
                 const int r = memory_root(net, node->inputs[m]);
                 if (L - k < first[r]) first[r] = L - k;
             }
+    }
+    /* a batch norm's residual input gradient, which the writer of its output
+     * may write first, in its backward (written_sums) */
+    for (int k = 1; k <= L; k++) {
+        const int from = net->nodes[k].writes_from;
+        const nn_node *p = from >= 0 ? &net->nodes[from] : NULL;
+        if (!p || p->num_inputs < 2 || !(p->needs_dx >> 1 & 1u)) continue;
+        const int r = memory_root(net, p->inputs[1]);
+        if (L - k < first[r]) first[r] = L - k;
     }
     /* the step after which nothing reads r's gradient: its own kernel's, or
      * that of the producer that forms its input gradient from it (dy_from) */
@@ -1214,6 +1224,35 @@ static void formed_dy_args(nn_net *net, const nn_node *node, nn_op_args *a) {
         a->bn_dx = coefs, a->bn_dy = r->num_inputs == 2 ? net->nodes[r->inputs[1]].dy : r->dy;
 }
 
+/* Whether the writer of batch norm p's output (writes_from) runs p's sums
+ * pass in its backward, on its input gradient, in this pass: training, the
+ * whole batch, no reducer; the writer's input gradient written in place
+ * (the writer is the output's first reader, so its backward, the last to
+ * add into that gradient, completes it); a residual input's gradient that p
+ * writes directly (residual_g_direct). Else p runs the pass itself. */
+static int written_sums(nn_net *net, const nn_node *writer, int n) {
+    if (!net->training || net->reduce || net->shards > 1) return 0;
+    nn_node *p = &net->nodes[writer->writes_from];
+    if (!def_of(p)->written_grad_rows) return 0;
+    nn_op_args wa, pa;
+    node_args(net, (nn_node *)writer, n, &wa);
+    if (!wa.dx || wa.dx != net->nodes[writer->inputs[0]].dy) return 0;
+    node_args(net, p, n, &pa);
+    return residual_g_direct(net, p, &pa);
+}
+
+/* Backward: the sums pass for the writer (in_rows) and the batch norm's
+ * rows given (rows_given), where written_sums. */
+static void written_rows_args(nn_net *net, const nn_node *node, int n, nn_op_args *a) {
+    if (node->writes_from >= 0 && written_sums(net, node, n)) {
+        const nn_node *p = &net->nodes[node->writes_from];
+        float *dr = p->num_inputs > 1 ? net->nodes[p->inputs[1]].dy : NULL;
+        def_of(p)->written_grad_rows(p, net->nodes[p->inputs[0]].y, p->y, dr, &a->in_rows);
+    }
+    if (node->written_by >= 0 && written_sums(net, &net->nodes[node->written_by], n))
+        a->rows_given = 1;
+}
+
 /* Runs the forward kernels of nodes first..last (the input node excepted);
  * returns 1 if some affine op ran folded into its producer. */
 static int forward_nodes(nn_net *net, int first, int last, int n, const int32_t *labels) {
@@ -1339,6 +1378,7 @@ static void backward_nodes(nn_net *net, int first, int last, int n, const int32_
         nn_op_args a;
         node_args(net, node, n, &a);
         formed_dy_args(net, node, &a);
+        written_rows_args(net, node, n, &a);
         a.labels = labels;
         const int trial = prefetch_for(net, node, k, 1);
         const int timed = net->timing || net->hook || trial >= 0;

@@ -212,6 +212,7 @@ typedef struct nn_node {
                                        prologue_from, and whose output, read by
                                        later nodes too, it writes while loading, or
                                        -1 (see give_written_prologue) */
+    int written_by;                 /* the node whose writes_from this is, or -1 */
     int dy_from;                    /* training passes: the reader (a batch norm)
                                        whose input gradient, this node's dy, this
                                        node's backward may form itself while
@@ -228,6 +229,17 @@ typedef struct {
     const float *g_mean, *mean, *scale, *ks; /* C each */
     const float *alpha, *beta;               /* C each, or NULL */
 } nn_bn_dx;
+
+/* A batch norm's sums pass over its output gradient, as its writer runs it
+ * (nn_batchnorm_grad_rows, ops.h): the per-row pairs, the batch mean, its
+ * input x, the mask's output y or map (scale, shift), the residual input's
+ * gradient dr, C channels of HW values. */
+typedef struct {
+    double *rows;
+    const float *mean, *x, *y, *scale, *shift;
+    float *dr;
+    int C, HW;
+} nn_bn_grad_rows;
 
 /* Everything a kernel call needs; pointers are NULL when not applicable. */
 typedef struct {
@@ -249,6 +261,11 @@ typedef struct {
                                        before the ReLU */
     float *in_out;                  /* forward, not NULL (writes_from): the batch norm's
                                        output, which the kernel writes as it maps x */
+    nn_bn_grad_rows in_rows;        /* backward, rows not NULL (writes_from): the batch
+                                       norm's sums pass, which the kernel runs on dx
+                                       (its output's gradient, complete then) */
+    int rows_given;                 /* batch norm backward: the writer of its output
+                                       ran its sums pass (in_rows) */
     double *out_stats;              /* not NULL: forward also writes each output row's
                                        statistics there (nn_batchnorm_row_stats: a
                                        pair of doubles per row), which the batch norm
@@ -425,6 +442,11 @@ typedef struct nn_op_def {
      * its descriptor so that training forward passes make only the map,
      * its first reader (writes_prologue) writing the output; 1 if it can. */
     int (*give_written_prologue)(nn_node *node);
+    /* Its sums pass as the writer runs it, on the output's gradient
+     * (nn_op_args.in_rows), x and y its input and output, dr its residual
+     * input's gradient; its backward then takes the rows (rows_given). */
+    void (*written_grad_rows)(const nn_node *node, const float *x, const float *y, float *dr,
+                              nn_bn_grad_rows *s);
     /* Producer of such a map whose reader's backward can also sum each row
      * of the gradient it writes (sums_prologue_grad): sets its descriptor so
      * that its training backward passes take those sums instead of their

@@ -346,6 +346,27 @@ void nn_batchnorm_map_rows(float *y, const float *x, const float *r, const float
     }
 }
 
+void nn_batchnorm_grad_rows(const float *dy, long row0, long nrows, long batch_rows,
+                            const nn_bn_grad_rows *s, int threads, const nn_ctx *ctx) {
+    const bn_rows *k = bn_rows_for(ctx);
+    const int C = s->C, HW = s->HW;
+    /* past the caches as the whole pass would store */
+    const int stream_dr = s->dr && stream_rows(s->dr, batch_rows, HW, ctx->threads);
+    NN_PARALLEL_FOR(threads)
+    for (int64_t q = row0; q < row0 + nrows; q++) {
+        const int c = (int)(q % C);
+        const size_t at = (size_t)q * HW;
+        double *pair = s->rows + 2 * q;
+        pair[0] = pair[1] = 0.0;
+        if (s->scale)
+            k->grad_sums_xmask(dy + at, s->x + at, HW, s->mean[c], s->scale[c], s->shift[c],
+                               &pair[0], &pair[1]);
+        else
+            k->grad_sums(dy + at, s->y ? s->y + at : NULL, s->x + at, HW, s->mean[c], &pair[0],
+                         &pair[1], s->dr ? s->dr + at : NULL, stream_dr);
+    }
+}
+
 /* The batch as shards (nn_net_set_shards): shard s is samples
  * bounds[s]..bounds[s+1]; one shard (bounds NULL) is the whole batch. */
 typedef struct {
@@ -524,21 +545,9 @@ static int bn_backward(float *dx, float *dr, float *dw, float *db, const float *
     if (!training || (!reduce && sh->count <= 1)) {
         const int64_t nrows = (int64_t)n * C;
         if (!rows) { /* each row's sums in its slot */
-            double *rs = ws->rows;
-            const int stream_dr = dr && stream_rows(dr, nrows, HW, ctx->threads);
-            NN_PARALLEL_FOR(ctx->threads)
-            for (int64_t q = 0; q < nrows; q++) {
-                const int c = (int)(q % C);
-                const size_t at = (size_t)q * HW;
-                rs[2 * q] = rs[2 * q + 1] = 0.0;
-                if (map)
-                    k->grad_sums_xmask(dy + at, x + at, HW, save[c], map[c], map[C + c],
-                                       &rs[2 * q], &rs[2 * q + 1]);
-                else
-                    k->grad_sums(dy + at, y ? y + at : NULL, x + at, HW, save[c], &rs[2 * q],
-                                 &rs[2 * q + 1], dr ? dr + at : NULL, stream_dr);
-            }
-            rows = rs;
+            const nn_bn_grad_rows s = {ws->rows, save, x, y, map, map ? map + C : NULL, dr, C, HW};
+            nn_batchnorm_grad_rows(dy, 0, nrows, nrows, &s, ctx->threads, ctx);
+            rows = ws->rows;
         }
         /* dx's coefficients: g_mean, mean, scale, ks (C each) */
         float *g_mean = ws->coef, *mean = g_mean + C, *scale = mean + C, *ks = scale + C;
@@ -649,8 +658,11 @@ static void batchnorm_bwd(const nn_op_args *a) {
     const nn_bn_desc *d = &a->node->d.bn;
     const float *save = a->aux;
     const int training = save[2 * d->C] != 0.0f;
-    /* the reader summed the rows only in training passes (its prologue) */
-    const double *rows = d->sums_by_reader && training ? aux_rows(save, d->C) : NULL;
+    /* the reader summed the rows only in training passes (its prologue), and
+     * the writer of the output where the graph says so (written_grad_rows,
+     * rows_given) */
+    const double *rows =
+        (d->sums_by_reader || a->rows_given) && training ? aux_rows(save, d->C) : NULL;
     const bn_shards sh = {a->shards > 1 ? a->shards : 1, a->shards > 1 ? a->shard_bounds : NULL};
     const bn_ws ws = ws_split(a->ws, a->ws_floats, d->C, a->n);
     float *deferred = (float *)a->aux + aux_deferred_offset(d->C);
@@ -695,6 +707,20 @@ static int batchnorm_give_written_prologue(nn_node *node) {
     if (node->d.bn.out_virtual) return 0;
     node->d.bn.out_by_reader = 1;
     return 1;
+}
+
+/* The sums pass left to the writer of the output (nn_batchnorm_grad_rows),
+ * x and y its input and output, dr its residual input's gradient: the
+ * same mask as bn_backward's (the map without a residual add, else the
+ * output), into the per-sample rows of aux. */
+static void batchnorm_written_grad_rows(const nn_node *node, const float *x, const float *y,
+                                        float *dr, nn_bn_grad_rows *s) {
+    const nn_bn_desc *d = &node->d.bn;
+    const float *save = node->aux, *map = save + aux_map_offset(d->C);
+    const int by_map = d->relu && !d->residual;
+    *s = (nn_bn_grad_rows){aux_rows(save, d->C),     save,  x, d->relu && !by_map ? y : NULL,
+                           by_map ? map : NULL,      by_map ? map + d->C : NULL,
+                           d->residual ? dr : NULL,  d->C,  d->HW};
 }
 
 static const float *batchnorm_prologue_coefs(const nn_node *node, const float **shift, int *relu) {
@@ -797,6 +823,7 @@ const nn_op_def nn_batchnorm_def = {
     .fuse_epilogue = batchnorm_fuse_epilogue,
     .give_prologue = batchnorm_give_prologue,
     .give_written_prologue = batchnorm_give_written_prologue,
+    .written_grad_rows = batchnorm_written_grad_rows,
     .prologue_coefs = batchnorm_prologue_coefs,
     .give_grad_sums = batchnorm_give_grad_sums,
     .prologue_grad_sums = batchnorm_prologue_grad_sums,

@@ -1268,7 +1268,19 @@ static void conv2d_fwd(const nn_op_args *a) {
  * (a->bn_dy, forms_dy: a first layer's rows kernel, the depthwise, 1x1 and
  * F(4x4) Winograd kernels, the only ones it names) the kernels that take
  * them run directly. */
+static int conv2d_bwd_kernels(const nn_op_args *a);
+
+/* a->in_rows (writes_from): the batch norm's sums pass on dx, complete
+ * now, where the kernel did not run it group by group */
 static void conv2d_bwd(const nn_op_args *a) {
+    if (conv2d_bwd_kernels(a) || !a->in_rows.rows) return;
+    const nn_conv2d_desc *d = &a->node->d.conv;
+    const long rows = (long)a->n * d->C;
+    nn_batchnorm_grad_rows(a->dx, 0, rows, rows, &a->in_rows, a->ctx->threads, a->ctx);
+}
+
+/* returns 1 if the kernel ran a->in_rows */
+static int conv2d_bwd_kernels(const nn_op_args *a) {
     nn_conv2d_desc d = a->node->d.conv;
     d.dx_add = (a->dx_add & 1u) != 0; /* accumulates_dx said this kernel adds into dx */
     const nn_bn_dx *bn = a->bn_dy ? &a->bn_dx : NULL;
@@ -1280,8 +1292,10 @@ static void conv2d_bwd(const nn_op_args *a) {
         nn_conv2d_desc unmasked;
         const nn_conv2d_desc *dd = backward_desc(&d, &unmasked);
         if (bn && is_winograd(dd, a->ctx)) { /* F(4x4) (conv2d_forms_dy) */
-            nn_conv2d_backward_winograd_formed(a->dx, a->dw, a->db, dy, a->y, a->x, map, bn, a->w,
-                                               dd, a->n, a->ws, a->ctx);
+            const nn_bn_grad_rows *rows = a->in_rows.rows && a->dx ? &a->in_rows : NULL;
+            nn_conv2d_backward_winograd_formed(a->dx, a->dw, a->db, dy, a->y, a->x, map, rows, bn,
+                                               a->w, dd, a->n, a->ws, a->ctx);
+            return rows != NULL;
         } else if (bn && is_rows(dd, a->ctx)) { /* a first layer: no dx (conv2d_forms_dy) */
             nn_conv2d_backward_rows_formed(a->dw, a->db, dy, a->y, a->x, bn, a->w, dd, a->n,
                                            a->ws, a->ctx);
@@ -1298,14 +1312,15 @@ static void conv2d_bwd(const nn_op_args *a) {
             nn_conv2d_backward_weights_winograd_mapped(a->dw, a->db, a->dy, a->y, a->x, &m, dd,
                                                        a->n, a->ws, a->ctx);
         }
-        return;
+        return 0;
     }
     if (d.dx_add) {
         nn_conv2d_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, &d, a->n, a->ws, a->ctx);
-        return;
+        return 0;
     }
     nn_conv2d_backward(a->dx, a->dw, a->db, a->dy, a->y, a->x, a->w, &a->node->d.conv, a->n, a->ws,
                        a->ctx);
+    return 0;
 }
 
 /* The Winograd and direct input gradients and im2col's fp32 col2im add into

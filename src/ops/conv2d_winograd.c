@@ -1087,8 +1087,9 @@ void nn_conv2d_backward_weights_winograd_mapped(float *dw, float *db, const floa
  * the same groups in the same order. */
 void nn_conv2d_backward_winograd_formed(float *dx, float *dw, float *db, const float *g_bn,
                                         const float *y, const float *x, const nn_conv2d_map *map,
-                                        const nn_bn_dx *bn, const float *w,
-                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
+                                        const nn_bn_grad_rows *rows, const nn_bn_dx *bn,
+                                        const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                                        nn_ctx *ctx) {
     NN_ASSERT(nn_conv2d_winograd_forms_dy(d, ctx));
     wino_geom gw, gd;
     const wino_kernels *K = wgrad_kernels(d, ctx, &gw); /* F(4x4): whole images */
@@ -1143,6 +1144,9 @@ void nn_conv2d_backward_winograd_formed(float *dx, float *dw, float *db, const f
                     K->transform_output(dx, mm, NULL, 0, d->dx_add, &gd, u0 + s, ns);
                 }
                 if (sums) run_epilogue(&ep, dx, &gd, i0, i1, ctx);
+                if (rows) /* the batch norm before, whose output dx's images were */
+                    nn_batchnorm_grad_rows(dx, i0 * d->C, (i1 - i0) * d->C, (long)n * d->C,
+                                           rows, 1, ctx);
             }
         }
     }
@@ -1198,9 +1202,10 @@ void nn_conv2d_backward_weights_winograd(float *dw, float *db, const float *dy, 
 
 void nn_conv2d_backward_winograd_formed(float *dx, float *dw, float *db, const float *g_bn,
                                         const float *y, const float *x, const nn_conv2d_map *map,
-                                        const nn_bn_dx *bn, const float *w,
-                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx) {
-    (void)dx, (void)dw, (void)db, (void)g_bn, (void)y, (void)x, (void)map, (void)bn, (void)w;
+                                        const nn_bn_grad_rows *rows, const nn_bn_dx *bn,
+                                        const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                                        nn_ctx *ctx) {
+    (void)dx, (void)dw, (void)db, (void)g_bn, (void)y, (void)x, (void)map, (void)rows, (void)bn, (void)w;
     (void)d, (void)n, (void)ws, (void)ctx;
     NN_ASSERT(!"Winograd conv2d kernels are not built");
 }

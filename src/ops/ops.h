@@ -149,12 +149,15 @@ int nn_conv2d_winograd_forms_dy(const nn_conv2d_desc *d, const nn_ctx *ctx);
  * output) in the cache, group by group: one sweep where the plain backward
  * makes two over dy, and dy never written out. map (NULL: none) is the
  * layer's prologue, as in the mapped input and weight gradients (its
- * grad_sums too). The bytes of nn_batchnorm_form_dx into dy, then the
- * plain input and weight gradients. */
+ * grad_sums too). rows (NULL: none): the sums pass of the batch norm whose
+ * output x is, on dx (nn_batchnorm_grad_rows), group by group. The bytes of
+ * nn_batchnorm_form_dx into dy, then the plain input and weight gradients
+ * (then that pass). */
 void nn_conv2d_backward_winograd_formed(float *dx, float *dw, float *db, const float *g,
                                         const float *y, const float *x, const nn_conv2d_map *map,
-                                        const nn_bn_dx *bn, const float *w,
-                                        const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
+                                        const nn_bn_grad_rows *rows, const nn_bn_dx *bn,
+                                        const float *w, const nn_conv2d_desc *d, int n, float *ws,
+                                        nn_ctx *ctx);
 /* dx from dy (masked where y <= 0 when d->relu) */
 void nn_conv2d_backward_data_winograd(float *dx, const float *dy, const float *y, const float *w,
                                       const nn_conv2d_desc *d, int n, float *ws, nn_ctx *ctx);
@@ -418,6 +421,18 @@ void nn_batchnorm_grad_sums_row(const float *dy, const float *x, int len, float 
  * the same bits. */
 void nn_batchnorm_form_dx(float *dx, const float *g, const float *x, int c0, int rows, int len,
                           const nn_bn_dx *bn, const nn_ctx *ctx);
+/* The sums pass of a batch norm whose output a layer wrote (writes_from),
+ * left to that layer's input gradient, which completes the output's
+ * gradient dy: for rows row0.. row0 + nrows - 1 (image C + channel, HW
+ * values each) the sums of g and g (x - mean[c]) into the pair rows[2 row],
+ * g = dy where the fused ReLU passed (x scale + shift > 0 with the map,
+ * scale not NULL; y > 0 with y not NULL; else everywhere), g also into dr
+ * (not NULL: a fused residual add's input gradient), past the caches where
+ * the whole pass's (batch_rows rows) would be. The pass's own row
+ * arithmetic, so the same bits (nn_bn_grad_rows: graph.h). */
+void nn_batchnorm_grad_rows(const float *dy, long row0, long nrows, long batch_rows,
+                            const nn_bn_grad_rows *s, int threads, const nn_ctx *ctx);
+
 /* The normalizing pass of a batch norm whose first reader writes its output
  * (give_written_prologue), for a reader whose kernel at run time does not
  * (conv2d.c), or whose kernel runs it group by group (F(4x4) Winograd):
