@@ -27,6 +27,15 @@
 #include <math.h>
 #include <string.h>
 
+/* a stem and two residual blocks of 16 channels, after an input line */
+#define TWO_BLOCKS_16                                                                              \
+    "conv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\nrelu name=r0\n"              \
+    "conv2d name=c1 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"              \
+    "conv2d name=c2 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"       \
+    "relu name=r2\nconv2d name=c3 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b3\nrelu name=r3\n" \
+    "conv2d name=c4 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b4\nadd name=a2 in=b4,r2\n"      \
+    "relu name=r4\ngap\nlinear out=5\nsoftmax_ce\n"
+
 static const struct {
     const char *name, *text;
     const char *fused;    /* the ReLU layer that must alias its producer */
@@ -128,27 +137,15 @@ static const struct {
      "relu name=r0\nconv2d name=c1 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b1\n"
      "add name=a in=b1,r0\nrelu name=r1\ngap\nlinear out=5\nsoftmax_ce\n",
      "r1", "a", NULL, NULL, NULL, NULL},
-    /* two blocks: the second's first convolution normalizes the first's
-     * batch norm + add + ReLU while loading, and writes that output, which
-     * the second block's add reads (the stem's, by the first block's first
-     * convolution, too); 28 wide rows alone in their registers, 7 wide
-     * rows packed side by side (conv2d_winograd4.c) */
+    /* two blocks: the second's first convolution writes the first's batch
+     * norm + add + ReLU output (which the second block's add reads) and
+     * runs its sums pass, and the first block's does the stem's; 28 wide
+     * rows alone in their registers, 7 wide rows packed side by side
+     * (conv2d_winograd4.c) */
     {"two resnet blocks 28 wide (the next block writes the residual batch norm's output)",
-     "input shape=1x28x28\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
-     "relu name=r0\nconv2d name=c1 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
-     "conv2d name=c2 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
-     "relu name=r2\nconv2d name=c3 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b3\nrelu name=r3\n"
-     "conv2d name=c4 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b4\nadd name=a2 in=b4,r2\n"
-     "relu name=r4\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r4", "a2", "c4", "b3", "c4", "c3"},
+     "input shape=1x28x28\n" TWO_BLOCKS_16, "r4", "a2", "c4", "b3", "c4", "c3"},
     {"two resnet blocks 7 wide (the next block writes the residual batch norm's output)",
-     "input shape=16x7x7\nconv2d name=c0 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b0\n"
-     "relu name=r0\nconv2d name=c1 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b1\nrelu name=r1\n"
-     "conv2d name=c2 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b2\nadd name=a in=b2,r0\n"
-     "relu name=r2\nconv2d name=c3 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b3\nrelu name=r3\n"
-     "conv2d name=c4 out=16 kernel=3 pad=1 bias=0\nbatchnorm name=b4\nadd name=a2 in=b4,r2\n"
-     "relu name=r4\ngap\nlinear out=5\nsoftmax_ce\n",
-     "r4", "a2", "c4", "b3", "c4", "c3"},
+     "input shape=16x7x7\n" TWO_BLOCKS_16, "r4", "a2", "c4", "b3", "c4", "c3"},
 };
 
 /* not 0: the ISA run sets after planning (test_written_fallback) */
